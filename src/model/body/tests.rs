@@ -1,0 +1,201 @@
+use super::*;
+use crate::model::checksum::sha256_hex;
+use crate::model::{DataPoint, DataType, Metadata};
+
+const AGENT: AgentContext<'static> = AgentContext {
+    agent_id: "66cf7a8e560f75e23d557023ce591120abd094925bde6d97f09561b69b6ed3c4",
+    agent_program: "pattoo_agent_modbustcpd",
+    hostname: "palisadoes",
+    polling_interval_ms: 20_000,
+};
+
+fn body_json(outcome: &BuildOutcome) -> serde_json::Value {
+    serde_json::from_slice(&outcome.body.as_ref().expect("a body").json).expect("valid JSON")
+}
+
+/// Each datapoint as (key, value) pairs in order, resolved through the
+/// pair table.
+fn datapoints(body: &serde_json::Value) -> Vec<Vec<(String, serde_json::Value)>> {
+    let pairs = &body["pattoo_datapoints"]["key_value_pairs"];
+    body["pattoo_datapoints"]["datapoint_pairs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|ids| {
+            ids.as_array()
+                .unwrap()
+                .iter()
+                .map(|id| {
+                    let pair = &pairs[id.as_u64().unwrap().to_string()];
+                    (pair[0].as_str().unwrap().to_owned(), pair[1].clone())
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn target(name: &str, datapoints: Vec<DataPoint>) -> TargetData {
+    TargetData {
+        target: name.into(),
+        datapoints,
+    }
+}
+
+#[test]
+fn checksum_chain_covers_key_code_metadata_and_agent_identity_in_order() {
+    let dp = DataPoint::new("input_register_30386", Value::Float(732.0), DataType::Int, 1)
+        .with_metadata(Metadata::new("unit", "000"));
+    let outcome = build(&AGENT, 7, &[target("foo.example.org", vec![dp])]);
+    let body = body_json(&outcome);
+
+    let mut want = sha256_hex("input_register_3038699");
+    for (k, v) in [
+        ("unit", "000"),
+        ("pattoo_agent_hostname", AGENT.hostname),
+        ("pattoo_agent_id", AGENT.agent_id),
+        ("pattoo_agent_polled_target", "foo.example.org"),
+        ("pattoo_agent_program", AGENT.agent_program),
+    ] {
+        want = sha256_hex(&format!("{want}{k}{v}"));
+    }
+    let dp = &datapoints(&body)[0];
+    assert_eq!(dp.last().unwrap(), &("pattoo_checksum".to_owned(), want.into()));
+    // The reference library's value for this reading.
+    assert_eq!(
+        dp.last().unwrap().1,
+        "359ef8d68b34e6f3b847b033b22f024dda78a06c78bd1c338ac04ce0de4b992e"
+    );
+}
+
+#[test]
+fn metadata_without_update_checksum_is_sent_but_not_hashed() {
+    let plain = DataPoint::new("abc", Value::Float(1.5), DataType::Float, 1);
+    let tagged = plain
+        .clone()
+        .with_metadata(Metadata::without_checksum("Firmware", "v2"));
+    let a = datapoints(&body_json(&build(&AGENT, 7, &[target("t", vec![plain])])));
+    let b = datapoints(&body_json(&build(&AGENT, 7, &[target("t", vec![tagged])])));
+    assert_eq!(a[0].last(), b[0].last(), "checksums differ");
+    assert_eq!(b[0][0], ("firmware".to_owned(), "v2".into()));
+}
+
+#[test]
+fn polling_interval_pair_is_text_and_outside_the_checksum() {
+    let dp = DataPoint::new("k", Value::Int(1), DataType::Int, 1);
+    let slow = AgentContext {
+        polling_interval_ms: 300_000,
+        ..AGENT
+    };
+    let a = datapoints(&body_json(&build(&AGENT, 7, &[target("t", vec![dp.clone()])])));
+    let b = datapoints(&body_json(&build(&slow, 7, &[target("t", vec![dp])])));
+    assert_eq!(a[0].last(), b[0].last());
+    assert!(b[0].contains(&("pattoo_agent_polling_interval".to_owned(), "300000".into())));
+}
+
+#[test]
+fn duplicates_within_a_target_keep_the_first_and_report_the_rest() {
+    let first = DataPoint::new("load", Value::Int(1), DataType::Int, 1);
+    let second = DataPoint::new("Load", Value::Int(2), DataType::Int, 2);
+    let elsewhere = DataPoint::new("load", Value::Int(3), DataType::Int, 3);
+    let outcome = build(
+        &AGENT,
+        7,
+        &[target("a", vec![first, second]), target("b", vec![elsewhere])],
+    );
+    let dps = datapoints(&body_json(&outcome));
+    let values: Vec<_> = dps
+        .iter()
+        .map(|dp| dp.iter().find(|(k, _)| k == "pattoo_value").unwrap().1.clone())
+        .collect();
+    assert_eq!(values, [serde_json::json!(1), serde_json::json!(3)]);
+    assert_eq!(
+        outcome.dropped,
+        [Dropped {
+            target: "a".into(),
+            key: "load".into(),
+            reason: DropReason::Duplicate
+        }]
+    );
+}
+
+#[test]
+fn shared_pairs_are_listed_once_with_ids_in_first_seen_order() {
+    let dps = (0..3)
+        .map(|i| DataPoint::new(format!("k{i}"), Value::Int(5), DataType::Int, 9))
+        .collect();
+    let body = body_json(&build(&AGENT, 7, &[target("t", dps)]));
+    let pairs = body["pattoo_datapoints"]["key_value_pairs"].as_object().unwrap();
+    let mut ids: Vec<usize> = pairs.keys().map(|k| k.parse().unwrap()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, (0..pairs.len()).collect::<Vec<_>>());
+    // 5 agent pairs + data type + value + timestamp shared; key and checksum
+    // per datapoint.
+    assert_eq!(pairs.len(), 8 + 2 * 3);
+    let mut unique: Vec<_> = pairs.values().map(|p| p.to_string()).collect();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), pairs.len());
+}
+
+#[test]
+fn reserved_and_empty_keys_drop_the_datapoint_and_ignore_the_metadata() {
+    let reserved = DataPoint::new("pattoo_value_x", Value::Int(1), DataType::Int, 1);
+    let empty = DataPoint::new("  ", Value::Int(1), DataType::Int, 1);
+    let kept = DataPoint::new("ok", Value::Int(2), DataType::Int, 1)
+        .with_metadata(Metadata::new("my_PATTOO_tag", "x"))
+        .with_metadata(Metadata::new("site", "s1"))
+        .with_metadata(Metadata::new("site", "s2"));
+    let outcome = build(&AGENT, 7, &[target("t", vec![reserved, empty, kept])]);
+    let dps = datapoints(&body_json(&outcome));
+    assert_eq!(dps.len(), 1);
+    assert_eq!(dps[0][0], ("site".to_owned(), "s1".into()));
+    assert_eq!(dps[0][1].0, "pattoo_agent_polling_interval");
+    let reasons: Vec<_> = outcome.dropped.iter().map(|d| &d.reason).collect();
+    assert_eq!(
+        reasons,
+        [
+            &DropReason::ReservedKey,
+            &DropReason::EmptyKey,
+            &DropReason::ReservedMetadataKey("my_pattoo_tag".into())
+        ]
+    );
+}
+
+#[test]
+fn a_poll_with_nothing_valid_has_no_body() {
+    let bad = DataPoint::new("bad", "x".into(), DataType::Float, 1);
+    let outcome = build(&AGENT, 7, &[target("t", vec![bad])]);
+    assert!(outcome.body.is_none());
+    assert_eq!(outcome.dropped.len(), 1);
+    assert!(build(&AGENT, 7, &[]).body.is_none());
+}
+
+#[test]
+fn body_has_exactly_the_four_top_level_keys_in_python_order() {
+    let dp = DataPoint::new("k", Value::Float(0.5), DataType::Float, 1);
+    let outcome = build(&AGENT, 1_578_071_455_335, &[target("t", vec![dp])]);
+    let text = String::from_utf8(outcome.body.unwrap().json).unwrap();
+    assert!(text.starts_with(
+        "{\"pattoo_agent_timestamp\":1578071455335,\"pattoo_agent_id\":\"66cf"
+    ));
+    let body: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let keys: Vec<_> = body.as_object().unwrap().keys().cloned().collect();
+    let mut want = vec![
+        "pattoo_agent_id",
+        "pattoo_agent_polling_interval",
+        "pattoo_agent_timestamp",
+        "pattoo_datapoints",
+    ];
+    want.sort();
+    assert_eq!(keys, want);
+    assert_eq!(body["pattoo_agent_polling_interval"], 20000);
+}
+
+#[test]
+fn text_is_escaped_as_json() {
+    let dp = DataPoint::new("k", "quote \" back \\ nl \n bell \u{7} é".into(), DataType::String, 1);
+    let body = body_json(&build(&AGENT, 7, &[target("t", vec![dp])]));
+    let dps = datapoints(&body);
+    let value = &dps[0].iter().find(|(k, _)| k == "pattoo_value").unwrap().1;
+    assert_eq!(value, "quote \" back \\ nl \n bell \u{7} é");
+}

@@ -1,0 +1,97 @@
+//! The pattoo data model: datapoints as pollers produce them, and the post
+//! body the pattoo server receives.
+//!
+//! Everything here is pure: no I/O, no clocks. Pollers build [`DataPoint`]s
+//! with whatever keys and values they read; [`body::build`] normalises them
+//! exactly as the Python `pattoo_shared` library does (see
+//! `SPEC-wire-format.md`), computes each datapoint's checksum, drops what the
+//! server would reject (reporting every drop), and lays the survivors out in
+//! the deduplicated `key_value_pairs` / `datapoint_pairs` form.
+
+pub mod body;
+pub mod checksum;
+mod data_type;
+mod normalise;
+pub mod python;
+mod value;
+
+pub use body::{build, AgentContext, BuildOutcome, Dropped, DropReason, PostBody};
+pub use data_type::{DataType, UnknownDataType};
+pub use normalise::{normalise_key, normalise_value};
+pub use value::Value;
+
+/// One metadata item attached to a datapoint, before normalisation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Metadata {
+    pub key: String,
+    /// Already rendered as text (numbers the way Python's `str()` writes
+    /// them, see [`python::number_to_string`]); trimmed during normalisation.
+    pub value: String,
+    /// Whether this item enters the datapoint's checksum. Metadata that may
+    /// change without the reading becoming a different series (a firmware
+    /// version, say) sets this to false so the chart survives the change.
+    pub update_checksum: bool,
+}
+
+impl Metadata {
+    pub fn new(key: impl Into<String>, value: impl Into<String>) -> Self {
+        Metadata {
+            key: key.into(),
+            value: value.into(),
+            update_checksum: true,
+        }
+    }
+
+    pub fn without_checksum(key: impl Into<String>, value: impl Into<String>) -> Self {
+        Metadata {
+            update_checksum: false,
+            ..Metadata::new(key, value)
+        }
+    }
+}
+
+/// A reading as a poller produced it, before normalisation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DataPoint {
+    pub key: String,
+    pub value: Value,
+    pub data_type: DataType,
+    /// Milliseconds since the epoch when the value was read.
+    pub timestamp_ms: u64,
+    /// In attachment order; the first item of a repeated key wins.
+    pub metadata: Vec<Metadata>,
+}
+
+impl DataPoint {
+    pub fn new(key: impl Into<String>, value: Value, data_type: DataType, timestamp_ms: u64) -> Self {
+        DataPoint {
+            key: key.into(),
+            value,
+            data_type,
+            timestamp_ms,
+            metadata: Vec::new(),
+        }
+    }
+
+    pub fn with_metadata(mut self, metadata: Metadata) -> Self {
+        self.metadata.push(metadata);
+        self
+    }
+}
+
+/// The datapoints read from one polled target (a device, a URL's host, this
+/// host) in one poll.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TargetData {
+    pub target: String,
+    pub datapoints: Vec<DataPoint>,
+}
+
+impl TargetData {
+    pub fn new(target: impl Into<String>) -> Self {
+        TargetData {
+            target: target.into(),
+            datapoints: Vec::new(),
+        }
+    }
+}

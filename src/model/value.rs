@@ -1,0 +1,78 @@
+use std::fmt;
+
+/// A datapoint's value as read, before conversion to its data type.
+///
+/// Integers and floats are kept apart because the server receives them as
+/// JSON numbers exactly as the Python agents send them: a Modbus register
+/// scaled by a float multiplier is `732.0`, a counter read as an integer is
+/// `7`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Int(i64),
+    UInt(u64),
+    Float(f64),
+    Text(String),
+}
+
+impl Value {
+    /// The value as Python's `str()` would write it.
+    pub fn to_python_string(&self) -> String {
+        match self {
+            Value::Int(v) => v.to_string(),
+            Value::UInt(v) => v.to_string(),
+            Value::Float(v) => super::python::float_to_string(*v),
+            Value::Text(v) => v.clone(),
+        }
+    }
+}
+
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::Text(v) => write!(f, "{v:?}"),
+            other => f.write_str(&other.to_python_string()),
+        }
+    }
+}
+
+impl From<i64> for Value {
+    fn from(v: i64) -> Self {
+        Value::Int(v)
+    }
+}
+
+impl From<u64> for Value {
+    fn from(v: u64) -> Self {
+        Value::UInt(v)
+    }
+}
+
+impl From<f64> for Value {
+    fn from(v: f64) -> Self {
+        Value::Float(v)
+    }
+}
+
+impl From<&str> for Value {
+    fn from(v: &str) -> Self {
+        Value::Text(v.to_owned())
+    }
+}
+
+impl From<String> for Value {
+    fn from(v: String) -> Self {
+        Value::Text(v)
+    }
+}
+
+impl From<&serde_json::Number> for Value {
+    fn from(n: &serde_json::Number) -> Self {
+        if let Some(v) = n.as_i64() {
+            Value::Int(v)
+        } else if let Some(v) = n.as_u64() {
+            Value::UInt(v)
+        } else {
+            Value::Float(n.as_f64().unwrap_or(f64::NAN))
+        }
+    }
+}
