@@ -6,4 +6,13 @@
 //! delivery (post or cache). The scheduler drives the pollers; the daemon
 //! owns signals and shutdown.
 
+pub mod app;
+pub mod cli;
+pub mod collector;
+pub mod config;
+pub mod delivery;
+pub mod formats;
+pub mod identity;
 pub mod model;
+pub mod pollers;
+pub mod time;

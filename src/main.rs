@@ -1,1 +1,24 @@
-fn main() {}
+use clap::Parser;
+
+use pattoo_agentd::app::{self, Exit};
+use pattoo_agentd::cli::Cli;
+
+fn main() {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(tracing::Level::INFO)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("the async runtime starts");
+    let result = runtime.block_on(app::run(cli));
+    if let Err(error) = result {
+        if let Some(Exit(code)) = error.downcast_ref::<Exit>() {
+            std::process::exit(*code);
+        }
+        eprintln!("pattoo-agentd: {error:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,278 @@
+//! `pattoo_agentd.yaml`: the agent's own settings and its pollers.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde_norway::{Mapping, Value};
+
+use super::yaml::{describe, expect_mapping, Document, YamlPath};
+use super::{check_user_key, PollerSettings};
+use crate::delivery::config::{CacheSettings, DeliverySettings};
+use crate::model::{python, Metadata};
+use crate::pollers::PollerKind;
+
+/// The `pattoo_agentd:` section, pollers aside.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentSettings {
+    /// Default for pollers that do not set their own.
+    pub polling_interval: Duration,
+    /// `pattoo_agent_hostname`; `None` means this host's fully qualified name.
+    pub hostname: Option<String>,
+    pub delivery: DeliverySettings,
+    pub cache: CacheSettings,
+}
+
+pub const DEFAULT_POLLING_INTERVAL: Duration = Duration::from_secs(300);
+const SECTION: &str = "pattoo_agentd";
+const COMMON_POLLER_KEYS: [&str; 5] = ["name", "type", "agent_program", "polling_interval", "metadata"];
+
+pub(super) fn parse(doc: &mut Document) -> Option<(AgentSettings, Vec<PollerSettings>)> {
+    let root = doc.root.clone();
+    let top = YamlPath::root();
+    let map = expect_mapping(doc, &top, &root)?;
+    for key in map.keys() {
+        if key.as_str() != Some(SECTION) {
+            doc.error(
+                &top.key(key.as_str().unwrap_or_default()),
+                format!("unknown section: expected only `{SECTION}`"),
+            );
+        }
+    }
+    let path = top.key(SECTION);
+    let section = match map.get(SECTION) {
+        Some(Value::Null) | None => Mapping::new(),
+        Some(value) => expect_mapping(doc, &path, value)?.clone(),
+    };
+
+    let mut settings = AgentSettings {
+        polling_interval: DEFAULT_POLLING_INTERVAL,
+        hostname: None,
+        delivery: DeliverySettings::default(),
+        cache: CacheSettings::default(),
+    };
+    let mut poller_values = None;
+    for (key, value) in &section {
+        let Some(key) = key.as_str() else {
+            doc.error(&path, "keys must be text");
+            continue;
+        };
+        let at = path.key(key);
+        match key {
+            "polling_interval" => {
+                if let Some(interval) = parse_interval(doc, &at, value) {
+                    settings.polling_interval = interval;
+                }
+            }
+            "hostname" => match value {
+                Value::String(name) if !name.trim().is_empty() => {
+                    settings.hostname = Some(name.trim().to_owned());
+                }
+                Value::Null => {}
+                other => doc.error(&at, format!("expected a host name, found {}", describe(other))),
+            },
+            "delivery" => {
+                if let Some(delivery) = DeliverySettings::parse(doc, &at, value) {
+                    settings.delivery = delivery;
+                }
+            }
+            "cache" => {
+                if let Some(cache) = CacheSettings::parse(doc, &at, value) {
+                    settings.cache = cache;
+                }
+            }
+            "pollers" => poller_values = Some(value.clone()),
+            other => doc.error(
+                &at,
+                format!(
+                    "unknown key `{other}`: expected one of polling_interval, hostname, delivery, cache, pollers"
+                ),
+            ),
+        }
+    }
+
+    let mut pollers = Vec::new();
+    match poller_values {
+        None | Some(Value::Null) => {}
+        Some(Value::Sequence(entries)) => {
+            let list = path.key("pollers");
+            let mut names: HashMap<String, usize> = HashMap::new();
+            for (i, entry) in entries.iter().enumerate() {
+                let at = list.index(i);
+                let Some(poller) = parse_poller(doc, &at, entry, settings.polling_interval) else {
+                    continue;
+                };
+                if let Some(first) = names.insert(poller.name.clone(), i) {
+                    doc.error(
+                        &at.key("name"),
+                        format!(
+                            "duplicate poller name `{}`: pollers[{first}] already has it; names must be unique",
+                            poller.name
+                        ),
+                    );
+                    continue;
+                }
+                pollers.push(poller);
+            }
+        }
+        Some(other) => doc.error(
+            &path.key("pollers"),
+            format!("expected a list of pollers, found {}", describe(&other)),
+        ),
+    }
+    Some((settings, pollers))
+}
+
+fn parse_poller(
+    doc: &mut Document,
+    path: &YamlPath,
+    entry: &Value,
+    default_interval: Duration,
+) -> Option<PollerSettings> {
+    let map = expect_mapping(doc, path, entry)?;
+    let name = match map.get("name") {
+        Some(Value::String(name)) if !name.trim().is_empty() => Some(name.trim().to_owned()),
+        Some(other) => {
+            doc.error(&path.key("name"), format!("expected a poller name, found {}", describe(other)));
+            None
+        }
+        None => {
+            doc.error(path, "missing field `name`: every poller needs a unique name");
+            None
+        }
+    };
+    let kind_name = match map.get("type") {
+        Some(Value::String(kind)) => Some(kind.as_str()),
+        Some(other) => {
+            doc.error(&path.key("type"), format!("expected a poller type, found {}", describe(other)));
+            None
+        }
+        None => {
+            doc.error(path, format!("missing field `type`: expected one of {}", PollerKind::NAMES.join(", ")));
+            None
+        }
+    };
+    let agent_program = match map.get("agent_program") {
+        None => None,
+        Some(Value::String(program)) if is_agent_program(program) => Some(program.clone()),
+        Some(other) => {
+            doc.error(
+                &path.key("agent_program"),
+                format!(
+                    "expected a program name of letters, digits, `_`, `-` and `.`, found {}",
+                    match other {
+                        Value::String(text) => format!("{text:?}"),
+                        other => describe(other).to_owned(),
+                    }
+                ),
+            );
+            None
+        }
+    };
+    let polling_interval = match map.get("polling_interval") {
+        None => Some(default_interval),
+        Some(value) => parse_interval(doc, &path.key("polling_interval"), value),
+    };
+    let metadata = match map.get("metadata") {
+        None | Some(Value::Null) => Some(Vec::new()),
+        Some(value) => parse_metadata(doc, &path.key("metadata"), value),
+    };
+
+    let mut specific = Mapping::new();
+    for (key, value) in map {
+        if !key.as_str().is_some_and(|k| COMMON_POLLER_KEYS.contains(&k)) {
+            specific.insert(key.clone(), value.clone());
+        }
+    }
+    let kind = match kind_name {
+        Some(kind) => PollerKind::parse(kind, doc, path, &Value::Mapping(specific)),
+        None => None,
+    };
+    let kind = kind?;
+    Some(PollerSettings {
+        agent_program: agent_program.unwrap_or_else(|| kind.default_agent_program().to_owned()),
+        name: name?,
+        polling_interval: polling_interval?,
+        metadata: metadata?,
+        kind,
+    })
+}
+
+fn is_agent_program(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        && !name.starts_with('.')
+}
+
+/// Longest interval accepted: a day. Longer ones are almost certainly a
+/// unit mistake (milliseconds given as seconds).
+const MAX_INTERVAL_SECONDS: f64 = 86_400.0;
+
+/// A polling interval in seconds (fractions allowed, e.g. `0.5`).
+pub fn parse_interval(doc: &mut Document, path: &YamlPath, value: &Value) -> Option<Duration> {
+    let seconds = match value {
+        Value::Number(n) => n.as_f64(),
+        _ => None,
+    };
+    match seconds {
+        Some(s) if s > 0.0 && s <= MAX_INTERVAL_SECONDS => Some(Duration::from_secs_f64(s)),
+        Some(s) => {
+            doc.error(
+                path,
+                format!("polling interval {s} is out of range: expected seconds, more than 0 and at most 86400"),
+            );
+            None
+        }
+        None => {
+            doc.error(
+                path,
+                format!("expected a number of seconds, found {}", describe(value)),
+            );
+            None
+        }
+    }
+}
+
+/// Metadata given in configuration: a mapping of keys to text or numbers,
+/// kept in the order written.
+pub fn parse_metadata(doc: &mut Document, path: &YamlPath, value: &Value) -> Option<Vec<Metadata>> {
+    let map = expect_mapping(doc, path, value)?;
+    let mut items = Vec::with_capacity(map.len());
+    let mut ok = true;
+    for (key, value) in map {
+        let key_text = match key {
+            Value::String(text) => text.clone(),
+            Value::Number(n) => n.to_string(),
+            other => {
+                doc.error(path, format!("metadata keys must be text, found {}", describe(other)));
+                ok = false;
+                continue;
+            }
+        };
+        let at = path.key(&key_text);
+        ok &= check_user_key(doc, &at, &key_text);
+        let text = match value {
+            Value::String(text) => text.clone(),
+            Value::Number(n) => yaml_number_to_python(n),
+            other => {
+                doc.error(&at, format!("metadata values must be text or numbers, found {}", describe(other)));
+                ok = false;
+                continue;
+            }
+        };
+        items.push(Metadata::new(key_text, text));
+    }
+    ok.then_some(items)
+}
+
+/// A YAML number as Python's `str()` writes it (`7`, `2.0`, `1e-05`).
+pub fn yaml_number_to_python(n: &serde_norway::Number) -> String {
+    if let Some(v) = n.as_i64() {
+        v.to_string()
+    } else if let Some(v) = n.as_u64() {
+        v.to_string()
+    } else {
+        python::float_to_string(n.as_f64().unwrap_or(f64::NAN))
+    }
+}

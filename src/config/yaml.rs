@@ -1,0 +1,362 @@
+//! Reading YAML configuration files so that every problem is reported at
+//! once, each with its file, line and column.
+//!
+//! serde_norway parses the document into a [`Value`]; a second, span-keeping
+//! pass over the same text ([`Locations`]) records where each node starts,
+//! by path. Sections and poller entries are then deserialized one at a time
+//! with the path of any error tracked, so one mistake never hides another
+//! and each error can be pointed at the line that caused it.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use saphyr_parser::{Event, Parser};
+use serde::de::DeserializeOwned;
+use serde_norway::{Mapping, Value};
+
+/// One problem found in a configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    /// 1-based line and column, where known.
+    pub position: Option<(usize, usize)>,
+    /// Where in the document, e.g. `pattoo_agentd.pollers[2].timeout_ms`.
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some((line, column)) = self.position {
+            write!(f, ":{line}:{column}")?;
+        }
+        if !self.path.is_empty() {
+            write!(f, ": {}", self.path)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// Every problem found in the configuration, in file order.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let count = self.0.len();
+        writeln!(
+            f,
+            "{count} configuration error{}:",
+            if count == 1 { "" } else { "s" }
+        )?;
+        for error in &self.0 {
+            writeln!(f, "  {error}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// A path into a YAML document: mapping keys and sequence indexes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct YamlPath(Vec<Segment>);
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Segment {
+    Key(String),
+    Index(usize),
+}
+
+impl YamlPath {
+    pub fn root() -> Self {
+        YamlPath::default()
+    }
+
+    pub fn key(&self, key: &str) -> Self {
+        let mut path = self.clone();
+        path.0.push(Segment::Key(key.to_owned()));
+        path
+    }
+
+    pub fn index(&self, index: usize) -> Self {
+        let mut path = self.clone();
+        path.0.push(Segment::Index(index));
+        path
+    }
+
+    fn parent(&self) -> Option<Self> {
+        let mut path = self.clone();
+        path.0.pop().map(|_| path)
+    }
+
+    /// Appends the path serde_path_to_error tracked inside a deserialized
+    /// value.
+    fn join_tracked(&self, tracked: &serde_path_to_error::Path) -> Self {
+        use serde_path_to_error::Segment as S;
+        let mut path = self.clone();
+        for segment in tracked.iter() {
+            match segment {
+                S::Seq { index } => path.0.push(Segment::Index(*index)),
+                S::Map { key } => path.0.push(Segment::Key(key.clone())),
+                S::Enum { .. } | S::Unknown => {}
+            }
+        }
+        path
+    }
+}
+
+impl fmt::Display for YamlPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, segment) in self.0.iter().enumerate() {
+            match segment {
+                Segment::Key(key) if i == 0 => f.write_str(key)?,
+                Segment::Key(key) => write!(f, ".{key}")?,
+                Segment::Index(index) => write!(f, "[{index}]")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Where each node of a document starts, by path.
+#[derive(Debug, Default)]
+pub struct Locations(HashMap<YamlPath, (usize, usize)>);
+
+impl Locations {
+    /// Indexes a document. A document the span parser cannot read gives an
+    /// empty index: serde_norway reports the syntax error itself.
+    pub fn index(text: &str) -> Self {
+        enum Frame {
+            Map { path: YamlPath, pending_key: Option<String> },
+            Seq { path: YamlPath, next: usize },
+        }
+        let mut locations = HashMap::new();
+        let mut stack: Vec<Frame> = Vec::new();
+        for event in Parser::new_from_str(text) {
+            let Ok((event, span)) = event else { break };
+            let position = (span.start.line(), span.start.col() + 1);
+            // The path of the node this event starts, if it is a node.
+            let node_path = |stack: &mut Vec<Frame>| -> Option<YamlPath> {
+                match stack.last_mut() {
+                    None => Some(YamlPath::root()),
+                    Some(Frame::Seq { path, next }) => {
+                        *next += 1;
+                        Some(path.index(*next - 1))
+                    }
+                    Some(Frame::Map { path, pending_key }) => {
+                        pending_key.take().map(|key| path.key(&key))
+                    }
+                }
+            };
+            match event {
+                Event::Scalar(text, ..) => {
+                    let is_key = matches!(
+                        stack.last(),
+                        Some(Frame::Map {
+                            pending_key: None,
+                            ..
+                        })
+                    );
+                    if is_key {
+                        if let Some(Frame::Map { path, pending_key }) = stack.last_mut() {
+                            locations.insert(path.key(&text), position);
+                            *pending_key = Some(text.into_owned());
+                        }
+                    } else if let Some(path) = node_path(&mut stack) {
+                        locations.entry(path).or_insert(position);
+                    }
+                }
+                Event::MappingStart(..) | Event::SequenceStart(..) => {
+                    let is_map = matches!(event, Event::MappingStart(..));
+                    let path = node_path(&mut stack).unwrap_or_default();
+                    locations.entry(path.clone()).or_insert(position);
+                    stack.push(if is_map {
+                        Frame::Map {
+                            path,
+                            pending_key: None,
+                        }
+                    } else {
+                        Frame::Seq { path, next: 0 }
+                    });
+                }
+                Event::MappingEnd | Event::SequenceEnd => {
+                    stack.pop();
+                }
+                Event::Alias(..) => {
+                    node_path(&mut stack);
+                }
+                _ => {}
+            }
+        }
+        Locations(locations)
+    }
+
+    /// The position of `path`, or of its nearest ancestor that is known.
+    pub fn find(&self, path: &YamlPath) -> Option<(usize, usize)> {
+        let mut path = Some(path.clone());
+        while let Some(p) = path {
+            if let Some(position) = self.0.get(&p) {
+                return Some(*position);
+            }
+            path = p.parent();
+        }
+        None
+    }
+}
+
+/// A parsed configuration file and the errors found in it so far.
+pub struct Document {
+    pub file: PathBuf,
+    pub root: Value,
+    locations: Locations,
+    errors: Vec<ConfigError>,
+}
+
+impl Document {
+    /// Reads and parses a file. A file that cannot be read or parsed gives
+    /// its one error.
+    pub fn read(file: &Path) -> Result<Document, ConfigError> {
+        let text = std::fs::read_to_string(file).map_err(|err| ConfigError {
+            file: file.to_owned(),
+            position: None,
+            path: String::new(),
+            message: format!("cannot read the file: {err}"),
+        })?;
+        Document::parse(file, &text)
+    }
+
+    pub fn parse(file: &Path, text: &str) -> Result<Document, ConfigError> {
+        let root: Value = serde_norway::from_str(text).map_err(|err| ConfigError {
+            file: file.to_owned(),
+            position: err.location().map(|l| (l.line(), l.column())),
+            path: String::new(),
+            message: format!("not valid YAML: {}", strip_location(&err.to_string())),
+        })?;
+        Ok(Document {
+            file: file.to_owned(),
+            root,
+            locations: Locations::index(text),
+            errors: Vec::new(),
+        })
+    }
+
+    /// Records a problem at `path`.
+    pub fn error(&mut self, path: &YamlPath, message: impl Into<String>) {
+        self.errors.push(ConfigError {
+            file: self.file.clone(),
+            position: self.locations.find(path),
+            path: path.to_string(),
+            message: message.into(),
+        });
+    }
+
+    pub fn into_errors(self) -> Vec<ConfigError> {
+        self.errors
+    }
+
+    pub fn has_errors(&self) -> bool {
+        !self.errors.is_empty()
+    }
+
+    /// Deserializes `value` (found at `path`) into `T`, recording every
+    /// problem serde finds.
+    ///
+    /// serde stops at the first problem, so this deserializes again after
+    /// each one with the offending key removed: a typo'd key and a wrong
+    /// type in the same section are both reported. It gives up once removing
+    /// a key only leads to that key being reported missing.
+    pub fn deserialize<T: DeserializeOwned>(&mut self, path: &YamlPath, value: &Value) -> Option<T> {
+        let mut value = value.clone();
+        let mut removed: Vec<(YamlPath, String)> = Vec::new();
+        for _ in 0..64 {
+            let error = match serde_path_to_error::deserialize::<_, T>(value.clone()) {
+                Ok(parsed) => return removed.is_empty().then_some(parsed),
+                Err(error) => error,
+            };
+            let at = path.join_tracked(error.path());
+            let message = strip_location(&error.inner().to_string());
+            if let Some(field) = backticked_after(&message, "missing field `") {
+                if removed.iter().any(|(p, key)| *p == at && *key == field) {
+                    return None; // a consequence of an error already reported
+                }
+            }
+            let unknown = backticked_after(&message, "unknown field `");
+            let culprit = match &unknown {
+                Some(field) => at.key(field),
+                None => at.clone(),
+            };
+            self.error(&culprit, message);
+            let removable = match unknown {
+                Some(field) => Some((at.clone(), field)),
+                None => match at.0.last() {
+                    Some(Segment::Key(key)) => at.parent().map(|parent| (parent, key.clone())),
+                    _ => None,
+                },
+            };
+            let Some((parent, key)) = removable else { return None };
+            let relative = YamlPath(parent.0[path.0.len()..].to_vec());
+            let was_removed = match lookup_mut(&mut value, &relative) {
+                Some(Value::Mapping(map)) => map.remove(key.as_str()).is_some(),
+                _ => false,
+            };
+            if !was_removed {
+                return None;
+            }
+            removed.push((parent, key));
+        }
+        None
+    }
+}
+
+fn lookup_mut<'a>(value: &'a mut Value, path: &YamlPath) -> Option<&'a mut Value> {
+    let mut current = value;
+    for segment in &path.0 {
+        current = match (segment, current) {
+            (Segment::Key(key), Value::Mapping(map)) => map.get_mut(key.as_str())?,
+            (Segment::Index(i), Value::Sequence(seq)) => seq.get_mut(*i)?,
+            _ => return None,
+        };
+    }
+    Some(current)
+}
+
+fn backticked_after(message: &str, prefix: &str) -> Option<String> {
+    let rest = message.strip_prefix(prefix)?;
+    rest.split_once('`').map(|(name, _)| name.to_owned())
+}
+
+/// serde_norway appends " at line L column C" to its messages; the position
+/// is reported separately, so drop it from the text.
+fn strip_location(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(at) => message[..at].to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+/// The mapping at `value`, or an error recorded at `path`.
+pub fn expect_mapping<'a>(doc: &mut Document, path: &YamlPath, value: &'a Value) -> Option<&'a Mapping> {
+    match value {
+        Value::Mapping(map) => Some(map),
+        other => {
+            doc.error(path, format!("expected a mapping of keys to values, found {}", describe(other)));
+            None
+        }
+    }
+}
+
+/// A short description of a YAML value's kind for error messages.
+pub fn describe(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "nothing",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Sequence(_) => "a list",
+        Value::Mapping(_) => "a mapping",
+        Value::Tagged(_) => "a tagged value",
+    }
+}

@@ -1,0 +1,280 @@
+//! The datapoints document: fully described datapoints from a script.
+//!
+//! ```json
+//! {"targets": [{"target": "SITE_A", "datapoints": [
+//!   {"key": "ABC", "value": 123.456, "data_type": 101, "timestamp": 1600000000001,
+//!    "metadata": [["Department Name", "The Palisadoes Foundation", false]]}]}]}
+//! ```
+//!
+//! The document's shape must be right or the payload is rejected; a single
+//! datapoint or metadata item that is wrong is skipped and reported.
+
+use serde::Deserialize;
+use serde_json::Value as Json;
+
+use super::{FormatError, Parsed, Payload, Skipped};
+use crate::model::{python, DataPoint, DataType, Metadata, TargetData, Value};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Document {
+    targets: Vec<Target>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Target {
+    target: Option<String>,
+    datapoints: Vec<Json>,
+}
+
+const FORMAT: &str = "datapoints";
+
+pub fn parse(payload: &Payload<'_>) -> Result<Parsed, FormatError> {
+    let document: Document = serde_json::from_slice(payload.bytes).map_err(|err| FormatError {
+        format: FORMAT,
+        location: if err.line() == 0 {
+            "payload".to_owned()
+        } else {
+            format!("line {} column {}", err.line(), err.column())
+        },
+        reason: strip_position(&err.to_string()),
+    })?;
+    let mut parsed = Parsed::default();
+    for (t, target) in document.targets.into_iter().enumerate() {
+        let mut data = TargetData::new(
+            target
+                .target
+                .filter(|name| !name.trim().is_empty())
+                .unwrap_or_else(|| payload.default_target.to_owned()),
+        );
+        for (d, item) in target.datapoints.iter().enumerate() {
+            let pointer = format!("/targets/{t}/datapoints/{d}");
+            match datapoint(item, &pointer, payload.read_at_ms, &mut parsed.skipped) {
+                Ok(dp) => data.datapoints.push(dp),
+                Err(reason) => parsed.skipped.push(Skipped {
+                    location: pointer,
+                    reason,
+                }),
+            }
+        }
+        parsed.targets.push(data);
+    }
+    Ok(parsed)
+}
+
+fn datapoint(item: &Json, pointer: &str, read_at_ms: u64, skipped: &mut Vec<Skipped>) -> Result<DataPoint, String> {
+    let Json::Object(fields) = item else {
+        return Err("expected an object with key and value".to_owned());
+    };
+    if let Some(unknown) = fields
+        .keys()
+        .find(|k| !matches!(k.as_str(), "key" | "value" | "data_type" | "timestamp" | "metadata"))
+    {
+        return Err(format!(
+            "unknown field `{unknown}`: expected key, value, data_type, timestamp, metadata"
+        ));
+    }
+    let key = match fields.get("key") {
+        Some(Json::String(key)) => key.clone(),
+        Some(Json::Number(n)) => python::number_to_string(n),
+        Some(_) => return Err("key must be text".to_owned()),
+        None => return Err("missing field `key`".to_owned()),
+    };
+    let value = match fields.get("value") {
+        Some(Json::Number(n)) => Value::from(n),
+        Some(Json::String(text)) => Value::Text(text.clone()),
+        Some(other) => return Err(format!("value of {key:?} must be a number or text, found {}", kind(other))),
+        None => return Err(format!("missing field `value` for {key:?}")),
+    };
+    let data_type = match fields.get("data_type") {
+        None | Some(Json::Null) => DataType::Int,
+        Some(Json::Number(n)) => n
+            .as_i64()
+            .and_then(DataType::from_code)
+            .ok_or_else(|| format!("unknown data_type {n} for {key:?}: expected 99, 101, 64, 32 or 2"))?,
+        Some(Json::String(name)) => name.parse().map_err(|err| format!("{err} (for {key:?})"))?,
+        Some(other) => return Err(format!("data_type of {key:?} must be a code or a name, found {}", kind(other))),
+    };
+    let timestamp_ms = match fields.get("timestamp") {
+        None | Some(Json::Null) => read_at_ms,
+        Some(Json::Number(n)) => match (n.as_u64(), n.as_f64()) {
+            (Some(ms), _) => ms,
+            (None, Some(ms)) if ms >= 0.0 && ms.is_finite() => ms as u64,
+            _ => return Err(format!("timestamp of {key:?} must be milliseconds since the epoch")),
+        },
+        Some(_) => return Err(format!("timestamp of {key:?} must be milliseconds since the epoch")),
+    };
+    let mut dp = DataPoint::new(key, value, data_type, timestamp_ms);
+    match fields.get("metadata") {
+        None | Some(Json::Null) => {}
+        Some(Json::Array(items)) => {
+            for (m, item) in items.iter().enumerate() {
+                match metadata_item(item) {
+                    Ok(Some(meta)) => dp.metadata.push(meta),
+                    Ok(None) => {}
+                    Err(reason) => skipped.push(Skipped {
+                        location: format!("{pointer}/metadata/{m}"),
+                        reason: format!("metadata ignored: {reason}"),
+                    }),
+                }
+            }
+        }
+        // serde_json keeps object keys in document order only with its
+        // `preserve_order` feature, which this crate enables.
+        Some(Json::Object(items)) => {
+            for (k, v) in items {
+                match metadata_value(v) {
+                    Ok(Some(text)) => dp.metadata.push(Metadata::new(k.clone(), text)),
+                    Ok(None) => {}
+                    Err(reason) => skipped.push(Skipped {
+                        location: format!("{pointer}/metadata/{}", escape_pointer(k)),
+                        reason: format!("metadata ignored: {reason}"),
+                    }),
+                }
+            }
+        }
+        Some(other) => skipped.push(Skipped {
+            location: format!("{pointer}/metadata"),
+            reason: format!("metadata ignored: expected a list of [key, value] or an object, found {}", kind(other)),
+        }),
+    }
+    Ok(dp)
+}
+
+fn metadata_item(item: &Json) -> Result<Option<Metadata>, String> {
+    let Json::Array(parts) = item else {
+        return Err(format!("expected [key, value] or [key, value, update_checksum], found {}", kind(item)));
+    };
+    let (key, value, update_checksum) = match parts.as_slice() {
+        [key, value] => (key, value, true),
+        [key, value, Json::Bool(update)] => (key, value, *update),
+        [_, _, other] => return Err(format!("update_checksum must be true or false, found {}", kind(other))),
+        _ => return Err(format!("expected 2 or 3 items, found {}", parts.len())),
+    };
+    let key = match key {
+        Json::String(key) => key.clone(),
+        Json::Number(n) => python::number_to_string(n),
+        other => return Err(format!("key must be text, found {}", kind(other))),
+    };
+    Ok(metadata_value(value)?.map(|text| Metadata {
+        key,
+        value: text,
+        update_checksum,
+    }))
+}
+
+/// Metadata values are text; numbers are written as Python's `str()` would.
+fn metadata_value(value: &Json) -> Result<Option<String>, String> {
+    match value {
+        Json::String(text) => Ok(Some(text.clone())),
+        Json::Number(n) => Ok(Some(python::number_to_string(n))),
+        other => Err(format!("value must be text or a number, found {}", kind(other))),
+    }
+}
+
+fn kind(value: &Json) -> &'static str {
+    match value {
+        Json::Null => "null",
+        Json::Bool(_) => "a boolean",
+        Json::Number(_) => "a number",
+        Json::String(_) => "text",
+        Json::Array(_) => "a list",
+        Json::Object(_) => "an object",
+    }
+}
+
+fn escape_pointer(key: &str) -> String {
+    key.replace('~', "~0").replace('/', "~1")
+}
+
+/// serde_json appends " at line L column C"; the position is reported in
+/// the location instead.
+fn strip_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(at) => message[..at].to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(text: &str) -> Result<Parsed, FormatError> {
+        parse(&Payload {
+            bytes: text.as_bytes(),
+            default_target: "this-host",
+            read_at_ms: 42,
+        })
+    }
+
+    #[test]
+    fn reads_targets_types_timestamps_and_metadata() {
+        let parsed = parse_str(
+            r#"{"targets": [
+                {"target": "SITE_A", "datapoints": [
+                    {"key": "ABC", "value": 123.456, "data_type": 101, "timestamp": 1600000000001,
+                     "metadata": [["Department Name", "Palisadoes", false], ["Year", 2020]]}]},
+                {"datapoints": [{"key": "n", "value": "7", "data_type": "counter",
+                                 "metadata": {"z": 1.0, "a": "x"}}]}]}"#,
+        )
+        .unwrap();
+        assert!(parsed.skipped.is_empty());
+        let first = &parsed.targets[0];
+        assert_eq!(first.target, "SITE_A");
+        assert_eq!(
+            first.datapoints[0],
+            DataPoint {
+                key: "ABC".into(),
+                value: Value::Float(123.456),
+                data_type: DataType::Float,
+                timestamp_ms: 1_600_000_000_001,
+                metadata: vec![
+                    Metadata::without_checksum("Department Name", "Palisadoes"),
+                    Metadata::new("Year", "2020"),
+                ],
+            }
+        );
+        let second = &parsed.targets[1];
+        assert_eq!(second.target, "this-host");
+        assert_eq!(second.datapoints[0].timestamp_ms, 42);
+        assert_eq!(second.datapoints[0].data_type, DataType::Counter);
+        assert_eq!(
+            second.datapoints[0].metadata,
+            [Metadata::new("z", "1.0"), Metadata::new("a", "x")],
+            "object metadata keeps document order and Python number text"
+        );
+    }
+
+    #[test]
+    fn a_bad_datapoint_is_skipped_with_its_pointer_and_the_rest_kept() {
+        let parsed = parse_str(
+            r#"{"targets": [{"target": "t", "datapoints": [
+                {"key": "a", "value": true},
+                {"key": "b", "value": 1, "data_type": 7},
+                {"key": "c", "value": 2, "metadata": [["k"]]}]}]}"#,
+        )
+        .unwrap();
+        assert_eq!(parsed.targets[0].datapoints.len(), 1);
+        let skipped: Vec<String> = parsed.skipped.iter().map(|s| s.to_string()).collect();
+        assert_eq!(
+            skipped,
+            [
+                "/targets/0/datapoints/0: value of \"a\" must be a number or text, found a boolean",
+                "/targets/0/datapoints/1: unknown data_type 7 for \"b\": expected 99, 101, 64, 32 or 2",
+                "/targets/0/datapoints/2/metadata/0: metadata ignored: expected 2 or 3 items, found 1",
+            ]
+        );
+    }
+
+    #[test]
+    fn malformed_documents_fail_with_line_and_column() {
+        let err = parse_str("{\"targets\": [\n  {\"datapoints\": [}\n]}").unwrap_err();
+        assert_eq!(err.location, "line 2 column 18");
+        assert_eq!(err.to_string(), "datapoints payload: line 2 column 18: expected value");
+        let err = parse_str("{\"target\": []}").unwrap_err();
+        assert!(err.reason.starts_with("unknown field `target`"), "{err}");
+        assert_eq!(parse_str("").unwrap_err().location, "line 1 column 0");
+    }
+}

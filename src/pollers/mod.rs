@@ -1,0 +1,122 @@
+//! Pollers: each kind reads one sort of source and returns datapoints.
+//!
+//! A poller does exactly one poll per call and never sleeps or loops; the
+//! scheduler owns intervals, timeouts and shutdown. The kinds form a closed
+//! enum, dispatched here and nowhere else.
+
+pub mod command;
+pub mod http;
+pub mod modbus;
+
+use serde_norway::Value;
+
+use crate::config::{Document, PollerSettings, YamlPath};
+use crate::model::TargetData;
+
+/// A poller kind's validated settings.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PollerKind {
+    ModbusTcp(modbus::ModbusSettings),
+    Http(http::HttpSettings),
+    Command(command::CommandSettings),
+}
+
+impl PollerKind {
+    /// The `type:` values, as written in configuration.
+    pub const NAMES: [&'static str; 3] = ["modbus_tcp", "http", "command"];
+
+    /// Validates the kind-specific keys of a poller entry (`value` holds the
+    /// entry without the keys every poller shares).
+    pub fn parse(type_name: &str, doc: &mut Document, path: &YamlPath, value: &Value) -> Option<PollerKind> {
+        match type_name {
+            "modbus_tcp" => modbus::ModbusSettings::parse(doc, path, value).map(PollerKind::ModbusTcp),
+            "http" => http::HttpSettings::parse(doc, path, value).map(PollerKind::Http),
+            "command" => command::CommandSettings::parse(doc, path, value).map(PollerKind::Command),
+            other => {
+                doc.error(
+                    &path.key("type"),
+                    format!("unknown poller type `{other}`: expected one of {}", Self::NAMES.join(", ")),
+                );
+                None
+            }
+        }
+    }
+
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            PollerKind::ModbusTcp(_) => "modbus_tcp",
+            PollerKind::Http(_) => "http",
+            PollerKind::Command(_) => "command",
+        }
+    }
+
+    /// The agent program (and so agent id) a poller posts under unless it
+    /// names its own. Modbus shares the Python agent's, so devices polled
+    /// by either keep one identity.
+    pub fn default_agent_program(&self) -> &'static str {
+        match self {
+            PollerKind::ModbusTcp(_) => "pattoo_agent_modbustcpd",
+            PollerKind::Http(_) => "pattoo_agentd_http",
+            PollerKind::Command(_) => "pattoo_agentd_command",
+        }
+    }
+
+    /// One line saying what the poller reads, for `check`.
+    pub fn describe(&self) -> String {
+        match self {
+            PollerKind::ModbusTcp(settings) => settings.describe(),
+            PollerKind::Http(settings) => settings.describe(),
+            PollerKind::Command(settings) => settings.describe(),
+        }
+    }
+}
+
+/// A poll failed as a whole; nothing was read.
+#[derive(Debug, thiserror::Error)]
+pub enum PollError {
+    #[error(transparent)]
+    Modbus(#[from] modbus::ModbusError),
+    #[error(transparent)]
+    Http(#[from] http::HttpError),
+    #[error(transparent)]
+    Command(#[from] command::CommandError),
+}
+
+/// A poller ready to poll: its settings plus whatever state it keeps
+/// between polls (connections, clients).
+#[derive(Debug)]
+pub enum Poller {
+    ModbusTcp(modbus::ModbusPoller),
+    Http(http::HttpPoller),
+    Command(command::CommandPoller),
+}
+
+/// What pollers need to know about the agent they run in.
+#[derive(Debug, Clone)]
+pub struct PollerEnv {
+    /// The target of datapoints read from this host (commands) and the
+    /// `pattoo_agent_hostname` of every datapoint.
+    pub hostname: String,
+}
+
+impl Poller {
+    /// Builds a poller. Does no network I/O; fails only on local problems
+    /// (an unreadable CA file, say).
+    pub fn new(settings: &PollerSettings, env: &PollerEnv) -> anyhow::Result<Poller> {
+        Ok(match &settings.kind {
+            PollerKind::ModbusTcp(kind) => Poller::ModbusTcp(modbus::ModbusPoller::new(&settings.name, kind)?),
+            PollerKind::Http(kind) => Poller::Http(http::HttpPoller::new(&settings.name, kind, env)?),
+            PollerKind::Command(kind) => Poller::Command(command::CommandPoller::new(&settings.name, kind, env)),
+        })
+    }
+
+    /// Polls once. Partial results are `Ok`: a poller reading several
+    /// targets logs the ones that failed and returns the rest.
+    pub async fn poll(&mut self) -> Result<Vec<TargetData>, PollError> {
+        Ok(match self {
+            Poller::ModbusTcp(poller) => poller.poll().await?,
+            Poller::Http(poller) => poller.poll().await?,
+            Poller::Command(poller) => poller.poll().await?,
+        })
+    }
+}
