@@ -42,15 +42,27 @@ pub fn load(config_dir: &std::path::Path) -> anyhow::Result<Settings> {
 
 fn check(settings: &Settings) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
-    writeln!(out, "configuration in {} is valid", settings.config_dir.display())?;
+    writeln!(
+        out,
+        "configuration in {} is valid",
+        settings.config_dir.display()
+    )?;
     writeln!(
         out,
         "posts to http://{}/pattoo/api/v1/agent/receive/<agent id> (from {})",
         host_port(&settings.api.ip_address, settings.api.ip_bind_port),
         settings.api_source.display()
     )?;
-    writeln!(out, "caches undelivered bodies in {}", settings.pattoo.cache_directory.display())?;
-    writeln!(out, "agent ids in {}/agent_id", settings.pattoo.daemon_directory.display())?;
+    writeln!(
+        out,
+        "caches undelivered bodies in {}",
+        settings.pattoo.cache_directory.display()
+    )?;
+    writeln!(
+        out,
+        "agent ids in {}/agent_id",
+        settings.pattoo.daemon_directory.display()
+    )?;
     writeln!(out, "{} poller(s):", settings.pollers.len())?;
     for poller in &settings.pollers {
         writeln!(

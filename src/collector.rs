@@ -22,7 +22,11 @@ pub struct Collector {
 }
 
 impl Collector {
-    pub fn new(settings: &PollerSettings, agent_id: String, env: &PollerEnv) -> anyhow::Result<Self> {
+    pub fn new(
+        settings: &PollerSettings,
+        agent_id: String,
+        env: &PollerEnv,
+    ) -> anyhow::Result<Self> {
         Ok(Collector {
             name: settings.name.clone(),
             agent_program: settings.agent_program.clone(),
@@ -30,7 +34,8 @@ impl Collector {
             hostname: env.hostname.clone(),
             polling_interval_ms: settings.polling_interval.as_millis() as u64,
             metadata: settings.metadata.clone(),
-            poller: Poller::new(settings, env).with_context(|| format!("poller {}", settings.name))?,
+            poller: Poller::new(settings, env)
+                .with_context(|| format!("poller {}", settings.name))?,
         })
     }
 

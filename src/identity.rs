@@ -49,7 +49,10 @@ pub fn agent_id(daemon_directory: &Path, agent_program: &str) -> Result<String, 
     // linking fails if the name exists, so a concurrent creator never has
     // its id replaced and no reader ever sees a half-written file.
     let id = new_agent_id().map_err(io_error)?;
-    let temporary = dir.join(format!(".{agent_program}.agent_id.{}.tmp", std::process::id()));
+    let temporary = dir.join(format!(
+        ".{agent_program}.agent_id.{}.tmp",
+        std::process::id()
+    ));
     let write = || -> io::Result<()> {
         let mut file = OpenOptions::new()
             .write(true)
@@ -140,14 +143,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let first = agent_id(dir.path(), "pattoo_agent_modbustcpd").unwrap();
         assert_eq!(first.len(), 64);
-        assert!(first.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        assert!(first
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
         let again = agent_id(dir.path(), "pattoo_agent_modbustcpd").unwrap();
         assert_eq!(first, again);
         let other = agent_id(dir.path(), "pattoo_agentd_command").unwrap();
         assert_ne!(first, other);
 
         let path = agent_id_path(dir.path(), "pattoo_agent_modbustcpd");
-        assert_eq!(fs::read_to_string(&path).unwrap(), first, "no newline, nothing else");
+        assert_eq!(
+            fs::read_to_string(&path).unwrap(),
+            first,
+            "no newline, nothing else"
+        );
         let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         let leftovers: Vec<_> = fs::read_dir(path.parent().unwrap()).unwrap().collect();

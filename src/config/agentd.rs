@@ -24,7 +24,13 @@ pub struct AgentSettings {
 
 pub const DEFAULT_POLLING_INTERVAL: Duration = Duration::from_secs(300);
 const SECTION: &str = "pattoo_agentd";
-const COMMON_POLLER_KEYS: [&str; 5] = ["name", "type", "agent_program", "polling_interval", "metadata"];
+const COMMON_POLLER_KEYS: [&str; 5] = [
+    "name",
+    "type",
+    "agent_program",
+    "polling_interval",
+    "metadata",
+];
 
 pub(super) fn parse(doc: &mut Document) -> Option<(AgentSettings, Vec<PollerSettings>)> {
     let root = doc.root.clone();
@@ -132,22 +138,37 @@ fn parse_poller(
     let name = match map.get("name") {
         Some(Value::String(name)) if !name.trim().is_empty() => Some(name.trim().to_owned()),
         Some(other) => {
-            doc.error(&path.key("name"), format!("expected a poller name, found {}", describe(other)));
+            doc.error(
+                &path.key("name"),
+                format!("expected a poller name, found {}", describe(other)),
+            );
             None
         }
         None => {
-            doc.error(path, "missing field `name`: every poller needs a unique name");
+            doc.error(
+                path,
+                "missing field `name`: every poller needs a unique name",
+            );
             None
         }
     };
     let kind_name = match map.get("type") {
         Some(Value::String(kind)) => Some(kind.as_str()),
         Some(other) => {
-            doc.error(&path.key("type"), format!("expected a poller type, found {}", describe(other)));
+            doc.error(
+                &path.key("type"),
+                format!("expected a poller type, found {}", describe(other)),
+            );
             None
         }
         None => {
-            doc.error(path, format!("missing field `type`: expected one of {}", PollerKind::NAMES.join(", ")));
+            doc.error(
+                path,
+                format!(
+                    "missing field `type`: expected one of {}",
+                    PollerKind::NAMES.join(", ")
+                ),
+            );
             None
         }
     };
@@ -179,7 +200,10 @@ fn parse_poller(
 
     let mut specific = Mapping::new();
     for (key, value) in map {
-        if !key.as_str().is_some_and(|k| COMMON_POLLER_KEYS.contains(&k)) {
+        if !key
+            .as_str()
+            .is_some_and(|k| COMMON_POLLER_KEYS.contains(&k))
+        {
             specific.insert(key.clone(), value.clone());
         }
     }
@@ -245,7 +269,10 @@ pub fn parse_metadata(doc: &mut Document, path: &YamlPath, value: &Value) -> Opt
             Value::String(text) => text.clone(),
             Value::Number(n) => n.to_string(),
             other => {
-                doc.error(path, format!("metadata keys must be text, found {}", describe(other)));
+                doc.error(
+                    path,
+                    format!("metadata keys must be text, found {}", describe(other)),
+                );
                 ok = false;
                 continue;
             }
@@ -256,7 +283,13 @@ pub fn parse_metadata(doc: &mut Document, path: &YamlPath, value: &Value) -> Opt
             Value::String(text) => text.clone(),
             Value::Number(n) => yaml_number_to_python(n),
             other => {
-                doc.error(&at, format!("metadata values must be text or numbers, found {}", describe(other)));
+                doc.error(
+                    &at,
+                    format!(
+                        "metadata values must be text or numbers, found {}",
+                        describe(other)
+                    ),
+                );
                 ok = false;
                 continue;
             }

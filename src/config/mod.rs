@@ -18,7 +18,9 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-pub use agentd::{parse_interval, parse_metadata, yaml_number_to_python, AgentSettings, DEFAULT_POLLING_INTERVAL};
+pub use agentd::{
+    parse_interval, parse_metadata, yaml_number_to_python, AgentSettings, DEFAULT_POLLING_INTERVAL,
+};
 pub use pattoo::{ApiSettings, PattooSettings, DEFAULT_API_PORT};
 pub use yaml::{ConfigError, ConfigErrors, Document, YamlPath};
 

@@ -95,7 +95,11 @@ pub(super) fn parse_pattoo(doc: &mut Document) -> Option<PattooSettings> {
     };
     Some(PattooSettings {
         log_directory: directory("log_directory", raw.log_directory, "/var/log/pattoo"),
-        cache_directory: directory("cache_directory", raw.cache_directory, "/var/lib/pattoo/cache"),
+        cache_directory: directory(
+            "cache_directory",
+            raw.cache_directory,
+            "/var/lib/pattoo/cache",
+        ),
         daemon_directory: directory("daemon_directory", raw.daemon_directory, "/var/lib/pattoo"),
         log_level,
         language: raw.language.unwrap_or_else(|| "en".to_owned()),
@@ -112,16 +116,26 @@ pub(super) fn parse_api(doc: &mut Document) -> Option<Option<ApiSettings>> {
     };
     let path = YamlPath::root().key("pattoo_agent_api");
     let raw: RawApi = doc.deserialize(&path, &value)?;
-    let ip_address = raw.ip_address.trim().trim_start_matches('[').trim_end_matches(']');
+    let ip_address = raw
+        .ip_address
+        .trim()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
     if ip_address.is_empty() {
-        doc.error(&path.key("ip_address"), "must name the pattoo server: a host name, IPv4 or IPv6 address");
+        doc.error(
+            &path.key("ip_address"),
+            "must name the pattoo server: a host name, IPv4 or IPv6 address",
+        );
     }
     let ip_bind_port = match raw.ip_bind_port {
         None => DEFAULT_API_PORT,
         Some(port) => match u16::try_from(port) {
             Ok(port) if port > 0 => port,
             _ => {
-                doc.error(&path.key("ip_bind_port"), format!("port {port} is out of range: expected 1 to 65535"));
+                doc.error(
+                    &path.key("ip_bind_port"),
+                    format!("port {port} is out of range: expected 1 to 65535"),
+                );
                 DEFAULT_API_PORT
             }
         },

@@ -130,8 +130,14 @@ impl Locations {
     /// empty index: serde_norway reports the syntax error itself.
     pub fn index(text: &str) -> Self {
         enum Frame {
-            Map { path: YamlPath, pending_key: Option<String> },
-            Seq { path: YamlPath, next: usize },
+            Map {
+                path: YamlPath,
+                pending_key: Option<String>,
+            },
+            Seq {
+                path: YamlPath,
+                next: usize,
+            },
         }
         let mut locations = HashMap::new();
         let mut stack: Vec<Frame> = Vec::new();
@@ -268,7 +274,11 @@ impl Document {
     /// each one with the offending key removed: a typo'd key and a wrong
     /// type in the same section are both reported. It gives up once removing
     /// a key only leads to that key being reported missing.
-    pub fn deserialize<T: DeserializeOwned>(&mut self, path: &YamlPath, value: &Value) -> Option<T> {
+    pub fn deserialize<T: DeserializeOwned>(
+        &mut self,
+        path: &YamlPath,
+        value: &Value,
+    ) -> Option<T> {
         let mut value = value.clone();
         let mut removed: Vec<(YamlPath, String)> = Vec::new();
         for _ in 0..64 {
@@ -296,7 +306,7 @@ impl Document {
                     _ => None,
                 },
             };
-            let Some((parent, key)) = removable else { return None };
+            let (parent, key) = removable?;
             let relative = YamlPath(parent.0[path.0.len()..].to_vec());
             let was_removed = match lookup_mut(&mut value, &relative) {
                 Some(Value::Mapping(map)) => map.remove(key.as_str()).is_some(),
@@ -338,11 +348,21 @@ fn strip_location(message: &str) -> String {
 }
 
 /// The mapping at `value`, or an error recorded at `path`.
-pub fn expect_mapping<'a>(doc: &mut Document, path: &YamlPath, value: &'a Value) -> Option<&'a Mapping> {
+pub fn expect_mapping<'a>(
+    doc: &mut Document,
+    path: &YamlPath,
+    value: &'a Value,
+) -> Option<&'a Mapping> {
     match value {
         Value::Mapping(map) => Some(map),
         other => {
-            doc.error(path, format!("expected a mapping of keys to values, found {}", describe(other)));
+            doc.error(
+                path,
+                format!(
+                    "expected a mapping of keys to values, found {}",
+                    describe(other)
+                ),
+            );
             None
         }
     }

@@ -63,14 +63,21 @@ pub fn parse(payload: &Payload<'_>) -> Result<Parsed, FormatError> {
     Ok(parsed)
 }
 
-fn datapoint(item: &Json, pointer: &str, read_at_ms: u64, skipped: &mut Vec<Skipped>) -> Result<DataPoint, String> {
+fn datapoint(
+    item: &Json,
+    pointer: &str,
+    read_at_ms: u64,
+    skipped: &mut Vec<Skipped>,
+) -> Result<DataPoint, String> {
     let Json::Object(fields) = item else {
         return Err("expected an object with key and value".to_owned());
     };
-    if let Some(unknown) = fields
-        .keys()
-        .find(|k| !matches!(k.as_str(), "key" | "value" | "data_type" | "timestamp" | "metadata"))
-    {
+    if let Some(unknown) = fields.keys().find(|k| {
+        !matches!(
+            k.as_str(),
+            "key" | "value" | "data_type" | "timestamp" | "metadata"
+        )
+    }) {
         return Err(format!(
             "unknown field `{unknown}`: expected key, value, data_type, timestamp, metadata"
         ));
@@ -84,26 +91,43 @@ fn datapoint(item: &Json, pointer: &str, read_at_ms: u64, skipped: &mut Vec<Skip
     let value = match fields.get("value") {
         Some(Json::Number(n)) => Value::from(n),
         Some(Json::String(text)) => Value::Text(text.clone()),
-        Some(other) => return Err(format!("value of {key:?} must be a number or text, found {}", kind(other))),
+        Some(other) => {
+            return Err(format!(
+                "value of {key:?} must be a number or text, found {}",
+                kind(other)
+            ))
+        }
         None => return Err(format!("missing field `value` for {key:?}")),
     };
     let data_type = match fields.get("data_type") {
         None | Some(Json::Null) => DataType::Int,
-        Some(Json::Number(n)) => n
-            .as_i64()
-            .and_then(DataType::from_code)
-            .ok_or_else(|| format!("unknown data_type {n} for {key:?}: expected 99, 101, 64, 32 or 2"))?,
+        Some(Json::Number(n)) => n.as_i64().and_then(DataType::from_code).ok_or_else(|| {
+            format!("unknown data_type {n} for {key:?}: expected 99, 101, 64, 32 or 2")
+        })?,
         Some(Json::String(name)) => name.parse().map_err(|err| format!("{err} (for {key:?})"))?,
-        Some(other) => return Err(format!("data_type of {key:?} must be a code or a name, found {}", kind(other))),
+        Some(other) => {
+            return Err(format!(
+                "data_type of {key:?} must be a code or a name, found {}",
+                kind(other)
+            ))
+        }
     };
     let timestamp_ms = match fields.get("timestamp") {
         None | Some(Json::Null) => read_at_ms,
         Some(Json::Number(n)) => match (n.as_u64(), n.as_f64()) {
             (Some(ms), _) => ms,
             (None, Some(ms)) if ms >= 0.0 && ms.is_finite() => ms as u64,
-            _ => return Err(format!("timestamp of {key:?} must be milliseconds since the epoch")),
+            _ => {
+                return Err(format!(
+                    "timestamp of {key:?} must be milliseconds since the epoch"
+                ))
+            }
         },
-        Some(_) => return Err(format!("timestamp of {key:?} must be milliseconds since the epoch")),
+        Some(_) => {
+            return Err(format!(
+                "timestamp of {key:?} must be milliseconds since the epoch"
+            ))
+        }
     };
     let mut dp = DataPoint::new(key, value, data_type, timestamp_ms);
     match fields.get("metadata") {
@@ -136,7 +160,10 @@ fn datapoint(item: &Json, pointer: &str, read_at_ms: u64, skipped: &mut Vec<Skip
         }
         Some(other) => skipped.push(Skipped {
             location: format!("{pointer}/metadata"),
-            reason: format!("metadata ignored: expected a list of [key, value] or an object, found {}", kind(other)),
+            reason: format!(
+                "metadata ignored: expected a list of [key, value] or an object, found {}",
+                kind(other)
+            ),
         }),
     }
     Ok(dp)
@@ -144,12 +171,20 @@ fn datapoint(item: &Json, pointer: &str, read_at_ms: u64, skipped: &mut Vec<Skip
 
 fn metadata_item(item: &Json) -> Result<Option<Metadata>, String> {
     let Json::Array(parts) = item else {
-        return Err(format!("expected [key, value] or [key, value, update_checksum], found {}", kind(item)));
+        return Err(format!(
+            "expected [key, value] or [key, value, update_checksum], found {}",
+            kind(item)
+        ));
     };
     let (key, value, update_checksum) = match parts.as_slice() {
         [key, value] => (key, value, true),
         [key, value, Json::Bool(update)] => (key, value, *update),
-        [_, _, other] => return Err(format!("update_checksum must be true or false, found {}", kind(other))),
+        [_, _, other] => {
+            return Err(format!(
+                "update_checksum must be true or false, found {}",
+                kind(other)
+            ))
+        }
         _ => return Err(format!("expected 2 or 3 items, found {}", parts.len())),
     };
     let key = match key {
@@ -169,7 +204,10 @@ fn metadata_value(value: &Json) -> Result<Option<String>, String> {
     match value {
         Json::String(text) => Ok(Some(text.clone())),
         Json::Number(n) => Ok(Some(python::number_to_string(n))),
-        other => Err(format!("value must be text or a number, found {}", kind(other))),
+        other => Err(format!(
+            "value must be text or a number, found {}",
+            kind(other)
+        )),
     }
 }
 
@@ -271,8 +309,11 @@ mod tests {
     #[test]
     fn malformed_documents_fail_with_line_and_column() {
         let err = parse_str("{\"targets\": [\n  {\"datapoints\": [}\n]}").unwrap_err();
-        assert_eq!(err.location, "line 2 column 18");
-        assert_eq!(err.to_string(), "datapoints payload: line 2 column 18: expected value");
+        assert_eq!(err.location, "line 2 column 19");
+        assert_eq!(
+            err.to_string(),
+            "datapoints payload: line 2 column 19: expected value"
+        );
         let err = parse_str("{\"target\": []}").unwrap_err();
         assert!(err.reason.starts_with("unknown field `target`"), "{err}");
         assert_eq!(parse_str("").unwrap_err().location, "line 1 column 0");

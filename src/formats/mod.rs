@@ -28,7 +28,11 @@ impl FormatSettings {
             other => {
                 doc.error(
                     path,
-                    format!("expected a format name ({}), found {}", Self::NAMES.join(", "), describe(other)),
+                    format!(
+                        "expected a format name ({}), found {}",
+                        Self::NAMES.join(", "),
+                        describe(other)
+                    ),
                 );
                 return None;
             }
@@ -38,7 +42,10 @@ impl FormatSettings {
             other => {
                 doc.error(
                     path,
-                    format!("unknown format `{other}`: expected one of {}", Self::NAMES.join(", ")),
+                    format!(
+                        "unknown format `{other}`: expected one of {}",
+                        Self::NAMES.join(", ")
+                    ),
                 );
                 None
             }

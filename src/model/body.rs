@@ -47,7 +47,10 @@ pub enum DropReason {
 impl DropReason {
     /// Whether the whole datapoint was dropped, not just one metadata item.
     pub fn drops_datapoint(&self) -> bool {
-        !matches!(self, DropReason::ReservedMetadataKey(_) | DropReason::EmptyMetadataKey)
+        !matches!(
+            self,
+            DropReason::ReservedMetadataKey(_) | DropReason::EmptyMetadataKey
+        )
     }
 }
 

@@ -41,7 +41,9 @@ impl DataType {
     }
 
     pub fn from_code(code: i64) -> Option<DataType> {
-        DataType::ALL.into_iter().find(|t| i64::from(t.code()) == code)
+        DataType::ALL
+            .into_iter()
+            .find(|t| i64::from(t.code()) == code)
     }
 
     pub const fn is_numeric(self) -> bool {

@@ -15,7 +15,7 @@ mod normalise;
 pub mod python;
 mod value;
 
-pub use body::{build, AgentContext, BuildOutcome, Dropped, DropReason, PostBody};
+pub use body::{build, AgentContext, BuildOutcome, DropReason, Dropped, PostBody};
 pub use data_type::{DataType, UnknownDataType};
 pub use normalise::{normalise_key, normalise_value};
 pub use value::Value;
@@ -63,7 +63,12 @@ pub struct DataPoint {
 }
 
 impl DataPoint {
-    pub fn new(key: impl Into<String>, value: Value, data_type: DataType, timestamp_ms: u64) -> Self {
+    pub fn new(
+        key: impl Into<String>,
+        value: Value,
+        data_type: DataType,
+        timestamp_ms: u64,
+    ) -> Self {
         DataPoint {
             key: key.into(),
             value,

@@ -47,7 +47,7 @@ pub fn normalise_value(value: &Value, data_type: DataType) -> Result<Value, Drop
 
 fn integer_from_float(v: f64) -> Option<Value> {
     // `as` saturates, so compare against the exact bounds first.
-    if v >= -9_223_372_036_854_775_808.0 && v < 9_223_372_036_854_775_808.0 {
+    if (-9_223_372_036_854_775_808.0..9_223_372_036_854_775_808.0).contains(&v) {
         Some(Value::Int(v as i64))
     } else if (0.0..18_446_744_073_709_551_616.0).contains(&v) {
         Some(Value::UInt(v as u64))
@@ -79,12 +79,21 @@ mod tests {
     fn int_takes_numbers_as_they_are_and_truncates_numeric_text() {
         let int = DataType::Int;
         assert_eq!(normalise_value(&Value::Int(42), int), Ok(Value::Int(42)));
-        assert_eq!(normalise_value(&Value::Float(732.0), int), Ok(Value::Float(732.0)));
+        assert_eq!(
+            normalise_value(&Value::Float(732.0), int),
+            Ok(Value::Float(732.0))
+        );
         assert_eq!(normalise_value(&"42".into(), int), Ok(Value::Int(42)));
         assert_eq!(normalise_value(&"3.7".into(), int), Ok(Value::Int(3)));
         assert_eq!(normalise_value(&"-3.7".into(), int), Ok(Value::Int(-3)));
-        assert_eq!(normalise_value(&"1e19".into(), int), Ok(Value::UInt(10_000_000_000_000_000_000)));
-        assert_eq!(normalise_value(&"1e30".into(), int), Err(DropReason::OutOfRange));
+        assert_eq!(
+            normalise_value(&"1e19".into(), int),
+            Ok(Value::UInt(10_000_000_000_000_000_000))
+        );
+        assert_eq!(
+            normalise_value(&"1e30".into(), int),
+            Err(DropReason::OutOfRange)
+        );
         assert_eq!(
             normalise_value(&"abc".into(), int),
             Err(DropReason::NotNumeric("abc".into()))
@@ -94,9 +103,18 @@ mod tests {
     #[test]
     fn float_and_counters_turn_numeric_text_into_floats() {
         for data_type in [DataType::Float, DataType::Counter, DataType::Counter64] {
-            assert_eq!(normalise_value(&"3.5".into(), data_type), Ok(Value::Float(3.5)));
-            assert_eq!(normalise_value(&" 7 ".into(), data_type), Ok(Value::Float(7.0)));
-            assert_eq!(normalise_value(&Value::Int(7), data_type), Ok(Value::Int(7)));
+            assert_eq!(
+                normalise_value(&"3.5".into(), data_type),
+                Ok(Value::Float(3.5))
+            );
+            assert_eq!(
+                normalise_value(&" 7 ".into(), data_type),
+                Ok(Value::Float(7.0))
+            );
+            assert_eq!(
+                normalise_value(&Value::Int(7), data_type),
+                Ok(Value::Int(7))
+            );
             assert_eq!(
                 normalise_value(&Value::UInt(u64::MAX), data_type),
                 Ok(Value::UInt(u64::MAX))
@@ -108,9 +126,18 @@ mod tests {
     #[test]
     fn nan_and_infinities_are_dropped() {
         for data_type in [DataType::Int, DataType::Float, DataType::Counter64] {
-            assert_eq!(normalise_value(&Value::Float(f64::NAN), data_type), Err(DropReason::NotFinite));
-            assert_eq!(normalise_value(&"inf".into(), data_type), Err(DropReason::NotFinite));
-            assert_eq!(normalise_value(&"NaN".into(), data_type), Err(DropReason::NotFinite));
+            assert_eq!(
+                normalise_value(&Value::Float(f64::NAN), data_type),
+                Err(DropReason::NotFinite)
+            );
+            assert_eq!(
+                normalise_value(&"inf".into(), data_type),
+                Err(DropReason::NotFinite)
+            );
+            assert_eq!(
+                normalise_value(&"NaN".into(), data_type),
+                Err(DropReason::NotFinite)
+            );
         }
     }
 
@@ -118,7 +145,13 @@ mod tests {
     fn string_renders_numbers_like_python_and_keeps_text_untrimmed() {
         let string = DataType::String;
         assert_eq!(normalise_value(&Value::Int(12), string), Ok("12".into()));
-        assert_eq!(normalise_value(&Value::Float(1e-5), string), Ok("1e-05".into()));
-        assert_eq!(normalise_value(&" padded ".into(), string), Ok(" padded ".into()));
+        assert_eq!(
+            normalise_value(&Value::Float(1e-5), string),
+            Ok("1e-05".into())
+        );
+        assert_eq!(
+            normalise_value(&" padded ".into(), string),
+            Ok(" padded ".into())
+        );
     }
 }

@@ -27,15 +27,25 @@ impl PollerKind {
 
     /// Validates the kind-specific keys of a poller entry (`value` holds the
     /// entry without the keys every poller shares).
-    pub fn parse(type_name: &str, doc: &mut Document, path: &YamlPath, value: &Value) -> Option<PollerKind> {
+    pub fn parse(
+        type_name: &str,
+        doc: &mut Document,
+        path: &YamlPath,
+        value: &Value,
+    ) -> Option<PollerKind> {
         match type_name {
-            "modbus_tcp" => modbus::ModbusSettings::parse(doc, path, value).map(PollerKind::ModbusTcp),
+            "modbus_tcp" => {
+                modbus::ModbusSettings::parse(doc, path, value).map(PollerKind::ModbusTcp)
+            }
             "http" => http::HttpSettings::parse(doc, path, value).map(PollerKind::Http),
             "command" => command::CommandSettings::parse(doc, path, value).map(PollerKind::Command),
             other => {
                 doc.error(
                     &path.key("type"),
-                    format!("unknown poller type `{other}`: expected one of {}", Self::NAMES.join(", ")),
+                    format!(
+                        "unknown poller type `{other}`: expected one of {}",
+                        Self::NAMES.join(", ")
+                    ),
                 );
                 None
             }
@@ -104,9 +114,15 @@ impl Poller {
     /// (an unreadable CA file, say).
     pub fn new(settings: &PollerSettings, env: &PollerEnv) -> anyhow::Result<Poller> {
         Ok(match &settings.kind {
-            PollerKind::ModbusTcp(kind) => Poller::ModbusTcp(modbus::ModbusPoller::new(&settings.name, kind)?),
-            PollerKind::Http(kind) => Poller::Http(http::HttpPoller::new(&settings.name, kind, env)?),
-            PollerKind::Command(kind) => Poller::Command(command::CommandPoller::new(&settings.name, kind, env)),
+            PollerKind::ModbusTcp(kind) => {
+                Poller::ModbusTcp(modbus::ModbusPoller::new(&settings.name, kind)?)
+            }
+            PollerKind::Http(kind) => {
+                Poller::Http(http::HttpPoller::new(&settings.name, kind, env)?)
+            }
+            PollerKind::Command(kind) => {
+                Poller::Command(command::CommandPoller::new(&settings.name, kind, env))
+            }
         })
     }
 

@@ -43,8 +43,13 @@ fn target(name: &str, datapoints: Vec<DataPoint>) -> TargetData {
 
 #[test]
 fn checksum_chain_covers_key_code_metadata_and_agent_identity_in_order() {
-    let dp = DataPoint::new("input_register_30386", Value::Float(732.0), DataType::Int, 1)
-        .with_metadata(Metadata::new("unit", "000"));
+    let dp = DataPoint::new(
+        "input_register_30386",
+        Value::Float(732.0),
+        DataType::Int,
+        1,
+    )
+    .with_metadata(Metadata::new("unit", "000"));
     let outcome = build(&AGENT, 7, &[target("foo.example.org", vec![dp])]);
     let body = body_json(&outcome);
 
@@ -59,7 +64,10 @@ fn checksum_chain_covers_key_code_metadata_and_agent_identity_in_order() {
         want = sha256_hex(&format!("{want}{k}{v}"));
     }
     let dp = &datapoints(&body)[0];
-    assert_eq!(dp.last().unwrap(), &("pattoo_checksum".to_owned(), want.into()));
+    assert_eq!(
+        dp.last().unwrap(),
+        &("pattoo_checksum".to_owned(), want.into())
+    );
     // The reference library's value for this reading.
     assert_eq!(
         dp.last().unwrap().1,
@@ -86,7 +94,11 @@ fn polling_interval_pair_is_text_and_outside_the_checksum() {
         polling_interval_ms: 300_000,
         ..AGENT
     };
-    let a = datapoints(&body_json(&build(&AGENT, 7, &[target("t", vec![dp.clone()])])));
+    let a = datapoints(&body_json(&build(
+        &AGENT,
+        7,
+        &[target("t", vec![dp.clone()])],
+    )));
     let b = datapoints(&body_json(&build(&slow, 7, &[target("t", vec![dp])])));
     assert_eq!(a[0].last(), b[0].last());
     assert!(b[0].contains(&("pattoo_agent_polling_interval".to_owned(), "300000".into())));
@@ -100,12 +112,21 @@ fn duplicates_within_a_target_keep_the_first_and_report_the_rest() {
     let outcome = build(
         &AGENT,
         7,
-        &[target("a", vec![first, second]), target("b", vec![elsewhere])],
+        &[
+            target("a", vec![first, second]),
+            target("b", vec![elsewhere]),
+        ],
     );
     let dps = datapoints(&body_json(&outcome));
     let values: Vec<_> = dps
         .iter()
-        .map(|dp| dp.iter().find(|(k, _)| k == "pattoo_value").unwrap().1.clone())
+        .map(|dp| {
+            dp.iter()
+                .find(|(k, _)| k == "pattoo_value")
+                .unwrap()
+                .1
+                .clone()
+        })
         .collect();
     assert_eq!(values, [serde_json::json!(1), serde_json::json!(3)]);
     assert_eq!(
@@ -124,7 +145,9 @@ fn shared_pairs_are_listed_once_with_ids_in_first_seen_order() {
         .map(|i| DataPoint::new(format!("k{i}"), Value::Int(5), DataType::Int, 9))
         .collect();
     let body = body_json(&build(&AGENT, 7, &[target("t", dps)]));
-    let pairs = body["pattoo_datapoints"]["key_value_pairs"].as_object().unwrap();
+    let pairs = body["pattoo_datapoints"]["key_value_pairs"]
+        .as_object()
+        .unwrap();
     let mut ids: Vec<usize> = pairs.keys().map(|k| k.parse().unwrap()).collect();
     ids.sort_unstable();
     assert_eq!(ids, (0..pairs.len()).collect::<Vec<_>>());
@@ -175,25 +198,31 @@ fn body_has_exactly_the_four_top_level_keys_in_python_order() {
     let dp = DataPoint::new("k", Value::Float(0.5), DataType::Float, 1);
     let outcome = build(&AGENT, 1_578_071_455_335, &[target("t", vec![dp])]);
     let text = String::from_utf8(outcome.body.unwrap().json).unwrap();
-    assert!(text.starts_with(
-        "{\"pattoo_agent_timestamp\":1578071455335,\"pattoo_agent_id\":\"66cf"
-    ));
+    assert!(
+        text.starts_with("{\"pattoo_agent_timestamp\":1578071455335,\"pattoo_agent_id\":\"66cf")
+    );
     let body: serde_json::Value = serde_json::from_str(&text).unwrap();
     let keys: Vec<_> = body.as_object().unwrap().keys().cloned().collect();
-    let mut want = vec![
-        "pattoo_agent_id",
-        "pattoo_agent_polling_interval",
-        "pattoo_agent_timestamp",
-        "pattoo_datapoints",
-    ];
-    want.sort();
-    assert_eq!(keys, want);
+    assert_eq!(
+        keys,
+        [
+            "pattoo_agent_timestamp",
+            "pattoo_agent_id",
+            "pattoo_agent_polling_interval",
+            "pattoo_datapoints",
+        ]
+    );
     assert_eq!(body["pattoo_agent_polling_interval"], 20000);
 }
 
 #[test]
 fn text_is_escaped_as_json() {
-    let dp = DataPoint::new("k", "quote \" back \\ nl \n bell \u{7} é".into(), DataType::String, 1);
+    let dp = DataPoint::new(
+        "k",
+        "quote \" back \\ nl \n bell \u{7} é".into(),
+        DataType::String,
+        1,
+    );
     let body = body_json(&build(&AGENT, 7, &[target("t", vec![dp])]));
     let dps = datapoints(&body);
     let value = &dps[0].iter().find(|(k, _)| k == "pattoo_value").unwrap().1;

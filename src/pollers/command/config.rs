@@ -34,7 +34,11 @@ impl CommandSettings {
     pub(crate) fn parse(doc: &mut Document, path: &YamlPath, value: &Value) -> Option<Self> {
         let raw: RawCommand = doc.deserialize(path, value)?;
         let mut ok = true;
-        if raw.command.first().is_none_or(|program| program.trim().is_empty()) {
+        if raw
+            .command
+            .first()
+            .is_none_or(|program| program.trim().is_empty())
+        {
             doc.error(
                 &path.key("command"),
                 "must name a program and its arguments, e.g. [\"/usr/local/bin/read-meter\", \"--json\"]",
@@ -60,6 +64,10 @@ impl CommandSettings {
     }
 
     pub fn describe(&self) -> String {
-        format!("runs {:?}, reads {}", self.argv.join(" "), self.format.name())
+        format!(
+            "runs {:?}, reads {}",
+            self.argv.join(" "),
+            self.format.name()
+        )
     }
 }

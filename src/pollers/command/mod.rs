@@ -68,7 +68,10 @@ impl CommandPoller {
     pub fn new(name: &str, settings: &CommandSettings, env: &PollerEnv) -> Self {
         CommandPoller {
             name: name.to_owned(),
-            target: settings.target.clone().unwrap_or_else(|| env.hostname.clone()),
+            target: settings
+                .target
+                .clone()
+                .unwrap_or_else(|| env.hostname.clone()),
             settings: settings.clone(),
         }
     }

@@ -10,7 +10,10 @@ pub struct HttpSettings {}
 
 impl HttpSettings {
     pub(crate) fn parse(doc: &mut Document, path: &YamlPath, _value: &Value) -> Option<Self> {
-        doc.error(&path.key("type"), "this poller type is not available in this build");
+        doc.error(
+            &path.key("type"),
+            "this poller type is not available in this build",
+        );
         None
     }
 
@@ -33,7 +36,11 @@ impl HttpPoller {
 }
 
 impl HttpPoller {
-    pub fn new(_name: &str, _settings: &HttpSettings, _env: &super::PollerEnv) -> anyhow::Result<Self> {
+    pub fn new(
+        _name: &str,
+        _settings: &HttpSettings,
+        _env: &super::PollerEnv,
+    ) -> anyhow::Result<Self> {
         Ok(HttpPoller)
     }
 }

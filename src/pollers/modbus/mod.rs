@@ -10,7 +10,10 @@ pub struct ModbusSettings {}
 
 impl ModbusSettings {
     pub(crate) fn parse(doc: &mut Document, path: &YamlPath, _value: &Value) -> Option<Self> {
-        doc.error(&path.key("type"), "this poller type is not available in this build");
+        doc.error(
+            &path.key("type"),
+            "this poller type is not available in this build",
+        );
         None
     }
 
@@ -44,5 +47,10 @@ pub mod compat {
 
     use crate::config::{ConfigError, PollerSettings};
 
-    pub fn load(_config_dir: &Path, _pollers: &mut Vec<PollerSettings>, _errors: &mut Vec<ConfigError>) {}
+    pub fn load(
+        _config_dir: &Path,
+        _pollers: &mut Vec<PollerSettings>,
+        _errors: &mut Vec<ConfigError>,
+    ) {
+    }
 }
