@@ -15,4 +15,5 @@ pub mod formats;
 pub mod identity;
 pub mod model;
 pub mod pollers;
+pub mod scheduler;
 pub mod time;

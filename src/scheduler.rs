@@ -1,0 +1,129 @@
+//! When pollers run.
+//!
+//! Each poller gets its own task, so a slow poller never delays another.
+//! Ticks are aligned to multiples of the polling interval on the wall clock
+//! (a 300 s poller fires at :00, :05, ...) plus a fixed per-poller offset
+//! (the jitter) that spreads many agents over the interval. Only the first
+//! tick is placed by the wall clock; from then on ticks follow the monotonic
+//! clock, so setting the system time neither stops nor floods polling.
+//!
+//! A poll that outlasts its interval is never run twice at once: the ticks
+//! it covered are skipped, logged and counted, and the next tick is the
+//! first one still in the future.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+/// The tick sequence of one poller.
+#[derive(Debug, Clone)]
+pub struct Ticker {
+    interval: Duration,
+    next: Instant,
+}
+
+impl Ticker {
+    /// Places the first tick at the next multiple of `interval` on the wall
+    /// clock (`wall_now_ms`) plus `offset`, which must be shorter than the
+    /// interval.
+    pub fn aligned(interval: Duration, offset: Duration, now: Instant, wall_now_ms: u64) -> Self {
+        let interval_ms = (interval.as_millis() as u64).max(1);
+        let offset_ms = (offset.as_millis() as u64) % interval_ms;
+        // The next wall-clock instant of the form k * interval + offset.
+        let phase = (wall_now_ms + interval_ms - offset_ms) % interval_ms;
+        let wait_ms = if phase == 0 { 0 } else { interval_ms - phase };
+        Ticker {
+            interval,
+            next: now + Duration::from_millis(wait_ms),
+        }
+    }
+
+    /// When the next tick is due.
+    pub fn next(&self) -> Instant {
+        self.next
+    }
+
+    /// Moves past the tick that just fired, given that the poll it started
+    /// ended at `now`. Returns how many ticks were skipped because the poll
+    /// overran them.
+    pub fn advance(&mut self, now: Instant) -> u64 {
+        self.next += self.interval;
+        if self.next > now {
+            return 0;
+        }
+        let behind = now - self.next;
+        let skipped = (behind.as_nanos() / self.interval.as_nanos()) as u64 + 1;
+        self.next += self.interval * skipped as u32;
+        skipped
+    }
+}
+
+/// A random offset in `[0, min(max_jitter, interval))`, fixed for the life
+/// of a poller so its ticks stay evenly spaced.
+pub fn jitter(max_jitter: Duration, interval: Duration) -> Duration {
+    let bound = max_jitter.min(interval).as_millis() as u64;
+    if bound == 0 {
+        Duration::ZERO
+    } else {
+        Duration::from_millis(fastrand::u64(0..bound))
+    }
+}
+
+/// What a poller task has done, for status lines and the watchdog.
+#[derive(Debug, Default)]
+pub struct PollerStats {
+    pub polls: AtomicU64,
+    pub skipped_ticks: AtomicU64,
+    /// Monotonic milliseconds (since the daemon started) at which the
+    /// running poll began; 0 while idle.
+    pub busy_since_ms: AtomicU64,
+}
+
+/// Runs `poll` at every tick until `shutdown` turns true. A poll in flight
+/// when shutdown comes is allowed to finish: the caller bounds that with its
+/// own deadline.
+pub async fn run<F, Fut>(
+    name: &str,
+    mut ticker: Ticker,
+    stats: Arc<PollerStats>,
+    clock_origin: Instant,
+    mut shutdown: watch::Receiver<bool>,
+    mut poll: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = ()>,
+{
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep_until(ticker.next()) => {}
+            _ = shutdown.changed() => continue,
+        }
+        let started = Instant::now();
+        stats
+            .busy_since_ms
+            .store((started - clock_origin).as_millis() as u64 + 1, Ordering::Relaxed);
+        poll().await;
+        stats.busy_since_ms.store(0, Ordering::Relaxed);
+        stats.polls.fetch_add(1, Ordering::Relaxed);
+        let skipped = ticker.advance(Instant::now());
+        if skipped > 0 {
+            stats.skipped_ticks.fetch_add(skipped, Ordering::Relaxed);
+            tracing::warn!(
+                poller = %name,
+                skipped,
+                took_ms = started.elapsed().as_millis() as u64,
+                "poll outlasted its polling interval; skipped the ticks it covered"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
