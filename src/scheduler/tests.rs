@@ -108,8 +108,8 @@ async fn an_overrunning_poll_is_never_run_twice_at_once_and_skips_are_counted() 
 #[tokio::test(start_paused = true)]
 async fn a_slow_poller_does_not_delay_a_fast_one() {
     let (slow, fast) = tokio::join!(
-        drive(Duration::from_secs(10), Duration::from_secs(60), Duration::from_secs(31)),
-        drive(Duration::from_secs(1), Duration::from_millis(10), Duration::from_secs(31)),
+        drive(Duration::from_secs(10), Duration::from_secs(60), Duration::from_millis(30_500)),
+        drive(Duration::from_secs(1), Duration::from_millis(10), Duration::from_millis(30_500)),
     );
     assert_eq!(slow.0.len(), 1);
     let fast_secs: Vec<u64> = fast.0.iter().map(|d| d.as_secs()).collect();
