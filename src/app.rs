@@ -3,10 +3,12 @@
 use std::io::Write;
 
 use anyhow::Context;
+use tracing::level_filters::LevelFilter;
 
 use crate::cli::{Cli, Command};
 use crate::collector;
 use crate::config::{self, Settings};
+use crate::daemon::{self, logging};
 
 /// Exit status for configuration errors; the systemd unit lists it in
 /// `RestartPreventExitStatus=` so a broken file does not cause a restart loop.
@@ -21,9 +23,19 @@ pub struct Exit(pub i32);
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let config_dir = config::config_dir(cli.config_dir.as_deref());
     match cli.command {
-        Command::Check => check(&load(&config_dir)?),
+        Command::Run => {
+            let settings = load(&config_dir)?;
+            let (_guard, level) =
+                logging::init_daemon(&settings.pattoo.log_directory, settings.pattoo.log_level)?;
+            daemon::run(settings, level).await
+        }
+        Command::Check => {
+            logging::init_stderr(LevelFilter::WARN);
+            check(&load(&config_dir)?)
+        }
         Command::Once { print, poller } => {
             let settings = load(&config_dir)?;
+            logging::init_stderr(logging::level_filter(settings.pattoo.log_level));
             if !print {
                 anyhow::bail!("posting is not available in this build yet; use `once --print`");
             }

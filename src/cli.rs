@@ -22,6 +22,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run as a service: poll on schedule, post, cache and replay until stopped
+    Run,
     /// Validate all configuration and say what would be polled and where it goes
     Check,
     /// Poll each poller once, then exit

@@ -10,6 +10,7 @@ pub mod app;
 pub mod cli;
 pub mod collector;
 pub mod config;
+pub mod daemon;
 pub mod delivery;
 pub mod formats;
 pub mod identity;

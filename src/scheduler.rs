@@ -83,20 +83,22 @@ pub struct PollerStats {
     pub busy_since_ms: AtomicU64,
 }
 
-/// Runs `poll` at every tick until `shutdown` turns true. A poll in flight
+/// What the scheduler runs at each tick: one poll, start to finish.
+pub trait Job {
+    fn run_once(&mut self) -> impl Future<Output = ()> + Send;
+}
+
+/// Runs `job` at every tick until `shutdown` turns true. A poll in flight
 /// when shutdown comes is allowed to finish: the caller bounds that with its
 /// own deadline.
-pub async fn run<F, Fut>(
+pub async fn run(
     name: &str,
     mut ticker: Ticker,
     stats: Arc<PollerStats>,
     clock_origin: Instant,
     mut shutdown: watch::Receiver<bool>,
-    mut poll: F,
-) where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = ()>,
-{
+    job: &mut impl Job,
+) {
     loop {
         if *shutdown.borrow() {
             return;
@@ -106,10 +108,11 @@ pub async fn run<F, Fut>(
             _ = shutdown.changed() => continue,
         }
         let started = Instant::now();
-        stats
-            .busy_since_ms
-            .store((started - clock_origin).as_millis() as u64 + 1, Ordering::Relaxed);
-        poll().await;
+        stats.busy_since_ms.store(
+            (started - clock_origin).as_millis() as u64 + 1,
+            Ordering::Relaxed,
+        );
+        job.run_once().await;
         stats.busy_since_ms.store(0, Ordering::Relaxed);
         stats.polls.fetch_add(1, Ordering::Relaxed);
         let skipped = ticker.advance(Instant::now());

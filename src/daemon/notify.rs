@@ -1,0 +1,42 @@
+//! The systemd notification protocol (`Type=notify`).
+//!
+//! Every call is a no-op when the agent was not started by systemd
+//! (`NOTIFY_SOCKET` unset), so the daemon can call these unconditionally.
+
+use std::time::Duration;
+
+use sd_notify::NotifyState;
+
+fn send(state: &[NotifyState<'_>]) {
+    if let Err(err) = sd_notify::notify(false, state) {
+        tracing::debug!("systemd notification failed: {err}");
+    }
+}
+
+/// Configuration is valid, the cache scanned and pollers scheduled.
+pub fn ready() {
+    send(&[NotifyState::Ready]);
+}
+
+pub fn reloading() {
+    send(&[NotifyState::Reloading]);
+}
+
+pub fn stopping() {
+    send(&[NotifyState::Stopping]);
+}
+
+/// The one-line summary `systemctl status` shows.
+pub fn status(line: &str) {
+    send(&[NotifyState::Status(line)]);
+}
+
+pub fn watchdog() {
+    send(&[NotifyState::Watchdog]);
+}
+
+/// How often systemd expects a watchdog ping, when `WatchdogSec=` is set.
+pub fn watchdog_interval() -> Option<Duration> {
+    let mut usec = 0;
+    sd_notify::watchdog_enabled(false, &mut usec).then(|| Duration::from_micros(usec))
+}
