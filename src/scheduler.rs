@@ -106,9 +106,10 @@ pub async fn run<F, Fut>(
             _ = shutdown.changed() => continue,
         }
         let started = Instant::now();
-        stats
-            .busy_since_ms
-            .store((started - clock_origin).as_millis() as u64 + 1, Ordering::Relaxed);
+        stats.busy_since_ms.store(
+            (started - clock_origin).as_millis() as u64 + 1,
+            Ordering::Relaxed,
+        );
         poll().await;
         stats.busy_since_ms.store(0, Ordering::Relaxed);
         stats.polls.fetch_add(1, Ordering::Relaxed);

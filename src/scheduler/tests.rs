@@ -43,7 +43,10 @@ fn jitter_stays_within_its_bound_and_the_interval() {
         let j = jitter(Duration::from_secs(5), Duration::from_secs(2));
         assert!(j < Duration::from_secs(2));
     }
-    assert_eq!(jitter(Duration::ZERO, Duration::from_secs(60)), Duration::ZERO);
+    assert_eq!(
+        jitter(Duration::ZERO, Duration::from_secs(60)),
+        Duration::ZERO
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -62,7 +65,11 @@ async fn advancing_past_an_overrun_skips_the_covered_ticks() {
 
 /// Runs a poller whose polls take `work` each, for `run_for`, and returns
 /// the (virtual) times its polls started plus its stats.
-async fn drive(interval: Duration, work: Duration, run_for: Duration) -> (Vec<Duration>, Arc<PollerStats>) {
+async fn drive(
+    interval: Duration,
+    work: Duration,
+    run_for: Duration,
+) -> (Vec<Duration>, Arc<PollerStats>) {
     let origin = Instant::now();
     let starts = Arc::new(Mutex::new(Vec::new()));
     let stats = Arc::new(PollerStats::default());
@@ -88,7 +95,12 @@ async fn drive(interval: Duration, work: Duration, run_for: Duration) -> (Vec<Du
 
 #[tokio::test(start_paused = true)]
 async fn polls_run_once_per_tick() {
-    let (starts, stats) = drive(Duration::from_secs(10), Duration::from_secs(1), Duration::from_secs(45)).await;
+    let (starts, stats) = drive(
+        Duration::from_secs(10),
+        Duration::from_secs(1),
+        Duration::from_secs(45),
+    )
+    .await;
     let secs: Vec<u64> = starts.iter().map(|d| d.as_secs()).collect();
     assert_eq!(secs, [0, 10, 20, 30, 40]);
     assert_eq!(stats.skipped_ticks.load(Ordering::Relaxed), 0);
@@ -97,7 +109,12 @@ async fn polls_run_once_per_tick() {
 #[tokio::test(start_paused = true)]
 async fn an_overrunning_poll_is_never_run_twice_at_once_and_skips_are_counted() {
     // Each poll takes 25 s at a 10 s interval: polls start at 0, 30, 60, 90.
-    let (starts, stats) = drive(Duration::from_secs(10), Duration::from_secs(25), Duration::from_secs(95)).await;
+    let (starts, stats) = drive(
+        Duration::from_secs(10),
+        Duration::from_secs(25),
+        Duration::from_secs(95),
+    )
+    .await;
     let secs: Vec<u64> = starts.iter().map(|d| d.as_secs()).collect();
     assert_eq!(secs, [0, 30, 60, 90]);
     // Each poll skipped the two ticks it covered, including the one in
@@ -108,8 +125,16 @@ async fn an_overrunning_poll_is_never_run_twice_at_once_and_skips_are_counted() 
 #[tokio::test(start_paused = true)]
 async fn a_slow_poller_does_not_delay_a_fast_one() {
     let (slow, fast) = tokio::join!(
-        drive(Duration::from_secs(10), Duration::from_secs(60), Duration::from_millis(30_500)),
-        drive(Duration::from_secs(1), Duration::from_millis(10), Duration::from_millis(30_500)),
+        drive(
+            Duration::from_secs(10),
+            Duration::from_secs(60),
+            Duration::from_millis(30_500)
+        ),
+        drive(
+            Duration::from_secs(1),
+            Duration::from_millis(10),
+            Duration::from_millis(30_500)
+        ),
     );
     assert_eq!(slow.0.len(), 1);
     let fast_secs: Vec<u64> = fast.0.iter().map(|d| d.as_secs()).collect();
@@ -122,7 +147,9 @@ async fn shutdown_stops_scheduling_without_waiting_for_the_next_tick() {
     let (stop, shutdown) = watch::channel(false);
     let ticker = Ticker::aligned(Duration::from_secs(3600), Duration::ZERO, origin, 1);
     let task = tokio::spawn(async move {
-        run("idle", ticker, Arc::default(), origin, shutdown, || async {}).await
+        run("idle", ticker, Arc::default(), origin, shutdown, || async {
+        })
+        .await
     });
     tokio::time::sleep(Duration::from_secs(1)).await;
     stop.send(true).unwrap();
