@@ -50,7 +50,7 @@ pub fn write_float(out: &mut String, value: f64) {
         if exponent >= 0 {
             let int_len = exponent as usize + 1;
             if digits.len() <= int_len {
-                out.push_str(&digits);
+                out.push_str(digits);
                 out.extend(std::iter::repeat_n('0', int_len - digits.len()));
                 out.push_str(".0");
             } else {
@@ -61,7 +61,7 @@ pub fn write_float(out: &mut String, value: f64) {
         } else {
             out.push_str("0.");
             out.extend(std::iter::repeat_n('0', (-exponent - 1) as usize));
-            out.push_str(&digits);
+            out.push_str(digits);
         }
     } else {
         out.push_str(&digits[..1]);
