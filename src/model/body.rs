@@ -1,11 +1,13 @@
 //! Building the post body: normalisation, checksums, duplicate dropping and
 //! the deduplicated pair layout, in one pass that writes the JSON directly.
 
-use std::collections::{HashMap, HashSet};
+use std::borrow::Cow;
 use std::fmt;
 
+use rustc_hash::{FxHashMap, FxHashSet};
+
 use super::checksum::{Checksum, ChecksumChain};
-use super::normalise::{is_reserved, normalise_key, normalise_value};
+use super::normalise::{is_reserved, normalise_key_cow, normalise_value};
 use super::{python, TargetData, Value};
 
 /// Who is posting: the identity every datapoint of a body carries.
@@ -114,10 +116,15 @@ pub fn build(agent: &AgentContext<'_>, timestamp_ms: u64, targets: &[TargetData]
     let mut datapoint_pairs = String::with_capacity(64 * targets.len());
     let mut dropped = Vec::new();
     let mut count = 0usize;
-    let mut metadata: Vec<(String, &str)> = Vec::new();
+    let mut metadata: Vec<(Cow<'_, str>, &str)> = Vec::new();
+    // Ids of the pairs every datapoint of a body carries, found on first use
+    // so ids are still handed out in first-seen order.
+    let mut data_type_ids: [Option<u32>; 5] = [None; 5];
 
     for target in targets {
-        let mut seen: HashSet<Checksum> = HashSet::with_capacity(target.datapoints.len());
+        let mut seen: FxHashSet<Checksum> =
+            FxHashSet::with_capacity_and_hasher(target.datapoints.len(), Default::default());
+        let mut agent_pair_ids: Option<[u32; 5]> = None;
         let mut drop = |key: &str, reason: DropReason| {
             dropped.push(Dropped {
                 target: target.target.clone(),
@@ -126,7 +133,7 @@ pub fn build(agent: &AgentContext<'_>, timestamp_ms: u64, targets: &[TargetData]
             })
         };
         for datapoint in &target.datapoints {
-            let key = normalise_key(&datapoint.key);
+            let key = normalise_key_cow(&datapoint.key);
             if key.is_empty() {
                 drop(&datapoint.key, DropReason::EmptyKey);
                 continue;
@@ -146,13 +153,13 @@ pub fn build(agent: &AgentContext<'_>, timestamp_ms: u64, targets: &[TargetData]
             let mut chain = ChecksumChain::start(&key, datapoint.data_type.code());
             metadata.clear();
             for item in &datapoint.metadata {
-                let meta_key = normalise_key(&item.key);
+                let meta_key = normalise_key_cow(&item.key);
                 if meta_key.is_empty() {
                     drop(&key, DropReason::EmptyMetadataKey);
                     continue;
                 }
                 if is_reserved(&meta_key) {
-                    drop(&key, DropReason::ReservedMetadataKey(meta_key));
+                    drop(&key, DropReason::ReservedMetadataKey(meta_key.into_owned()));
                     continue;
                 }
                 if metadata.iter().any(|(k, _)| *k == meta_key) {
@@ -183,16 +190,28 @@ pub fn build(agent: &AgentContext<'_>, timestamp_ms: u64, targets: &[TargetData]
             for (meta_key, meta_value) in &metadata {
                 ids.push(pairs.text(meta_key, meta_value));
             }
-            ids.push(pairs.text(AGENT_POLLING_INTERVAL, &interval_text));
-            ids.push(pairs.text(AGENT_HOSTNAME, agent.hostname));
-            ids.push(pairs.text(AGENT_ID, agent.agent_id));
-            ids.push(pairs.text(AGENT_POLLED_TARGET, &target.target));
-            ids.push(pairs.text(AGENT_PROGRAM, agent.agent_program));
+            let agent_ids = *agent_pair_ids.get_or_insert_with(|| {
+                [
+                    pairs.text(AGENT_POLLING_INTERVAL, &interval_text),
+                    pairs.text(AGENT_HOSTNAME, agent.hostname),
+                    pairs.text(AGENT_ID, agent.agent_id),
+                    pairs.text(AGENT_POLLED_TARGET, &target.target),
+                    pairs.text(AGENT_PROGRAM, agent.agent_program),
+                ]
+            });
+            for id in agent_ids {
+                ids.push(id);
+            }
             ids.push(pairs.text("pattoo_key", &key));
-            ids.push(pairs.integer("pattoo_data_type", u64::from(datapoint.data_type.code())));
+            let type_slot = &mut data_type_ids[datapoint.data_type as usize];
+            ids.push(*type_slot.get_or_insert_with(|| {
+                pairs.integer("pattoo_data_type", u64::from(datapoint.data_type.code()))
+            }));
             ids.push(pairs.value("pattoo_value", &value));
             ids.push(pairs.integer("pattoo_timestamp", datapoint.timestamp_ms));
-            ids.push(pairs.text("pattoo_checksum", chain.as_str()));
+            // A checksum covers the target and key, and duplicates within a
+            // target were dropped above: it is always a new pair.
+            ids.push(pairs.unique_text("pattoo_checksum", chain.as_str()));
             ids.finish();
         }
     }
@@ -236,12 +255,25 @@ pub fn build(agent: &AgentContext<'_>, timestamp_ms: u64, targets: &[TargetData]
 /// so each pair is rendered once whether it is new or not.
 #[derive(Default)]
 struct PairTable {
-    ids: HashMap<String, u32>,
+    ids: FxHashMap<String, u32>,
+    next_id: u32,
     json: String,
     scratch: String,
 }
 
 impl PairTable {
+    /// A pair known not to have been seen before: written without being
+    /// remembered.
+    fn unique_text(&mut self, key: &str, value: &str) -> u32 {
+        self.scratch.clear();
+        self.scratch.push('[');
+        push_json_string(&mut self.scratch, key);
+        self.scratch.push(',');
+        push_json_string(&mut self.scratch, value);
+        self.scratch.push(']');
+        self.write_new()
+    }
+
     fn text(&mut self, key: &str, value: &str) -> u32 {
         self.scratch.clear();
         self.scratch.push('[');
@@ -278,7 +310,15 @@ impl PairTable {
         if let Some(id) = self.ids.get(self.scratch.as_str()) {
             return *id;
         }
-        let id = self.ids.len() as u32;
+        let id = self.write_new();
+        self.ids.insert(self.scratch.clone(), id);
+        id
+    }
+
+    /// Writes the pair in `scratch` under the next id.
+    fn write_new(&mut self) -> u32 {
+        let id = self.next_id;
+        self.next_id += 1;
         if id > 0 {
             self.json.push(',');
         }
@@ -286,7 +326,6 @@ impl PairTable {
         self.json.push_str(itoa::Buffer::new().format(id));
         self.json.push_str("\":");
         self.json.push_str(&self.scratch);
-        self.ids.insert(self.scratch.clone(), id);
         id
     }
 }

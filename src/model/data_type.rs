@@ -3,6 +3,7 @@ use std::str::FromStr;
 
 /// The pattoo data types, with the numeric codes the server stores.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(usize)]
 pub enum DataType {
     Int,
     Float,

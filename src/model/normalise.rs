@@ -1,11 +1,26 @@
 //! Normalisation of keys and values, as the pattoo server expects them.
 
+use std::borrow::Cow;
+
 use super::python::parse_float;
 use super::{DataType, DropReason, Value};
 
 /// Trims and lowercases a key and joins runs of whitespace with one `_`:
 /// `"  CPU Load  Avg "` becomes `cpu_load_avg`.
 pub fn normalise_key(key: &str) -> String {
+    normalise_key_cow(key).into_owned()
+}
+
+/// [`normalise_key`] without allocating for keys that are already normal,
+/// which nearly all keys written by programs are.
+pub(crate) fn normalise_key_cow(key: &str) -> Cow<'_, str> {
+    let already_normal = !key.is_empty()
+        && key
+            .bytes()
+            .all(|b| b.is_ascii() && !b.is_ascii_uppercase() && !b.is_ascii_whitespace());
+    if already_normal {
+        return Cow::Borrowed(key);
+    }
     let mut out = String::with_capacity(key.len());
     for word in key.split_whitespace() {
         if !out.is_empty() {
@@ -15,7 +30,7 @@ pub fn normalise_key(key: &str) -> String {
             out.extend(c.to_lowercase());
         }
     }
-    out
+    Cow::Owned(out)
 }
 
 /// Whether a normalised key is one the pattoo library reserves for itself.

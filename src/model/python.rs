@@ -3,6 +3,8 @@
 //! datapoints carry numbers as `str()` writes them, and numeric text is
 //! accepted wherever Python's `float()` would accept it.
 
+use std::fmt::Write;
+
 /// Writes a float the way Python's `str()`/`repr()` does: the shortest digits
 /// that round-trip, in positional form when the decimal exponent is in
 /// `-4..16` (always with a fractional part, `2.0`) and in exponent form
@@ -25,11 +27,22 @@ pub fn write_float(out: &mut String, value: f64) {
         return;
     }
     // `{:e}` gives the shortest round-trip digits as `d.ddde±x`; Python's
-    // repr uses the same digits and only lays them out differently.
-    let sci = format!("{:e}", value.abs());
-    let (mantissa, exponent) = sci.split_once('e').expect("`{:e}` always has an exponent");
+    // repr uses the same digits and only lays them out differently. At most
+    // 17 digits and a 4-character exponent: a stack buffer is enough.
+    let mut sci = StackText::default();
+    write!(sci, "{:e}", value.abs()).expect("a float's `{:e}` fits 32 bytes");
+    let (mantissa, exponent) = sci
+        .as_str()
+        .split_once('e')
+        .expect("`{:e}` always has an exponent");
     let exponent: i32 = exponent.parse().expect("`{:e}` writes an integer exponent");
-    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
+    let mut digit_buf = [0u8; 24];
+    let mut len = 0;
+    for b in mantissa.bytes().filter(|b| *b != b'.') {
+        digit_buf[len] = b;
+        len += 1;
+    }
+    let digits = std::str::from_utf8(&digit_buf[..len]).expect("digits are ASCII");
     if value.is_sign_negative() {
         out.push('-');
     }
@@ -37,7 +50,7 @@ pub fn write_float(out: &mut String, value: f64) {
         if exponent >= 0 {
             let int_len = exponent as usize + 1;
             if digits.len() <= int_len {
-                out.push_str(&digits);
+                out.push_str(digits);
                 out.extend(std::iter::repeat_n('0', int_len - digits.len()));
                 out.push_str(".0");
             } else {
@@ -48,7 +61,7 @@ pub fn write_float(out: &mut String, value: f64) {
         } else {
             out.push_str("0.");
             out.extend(std::iter::repeat_n('0', (-exponent - 1) as usize));
-            out.push_str(&digits);
+            out.push_str(digits);
         }
     } else {
         out.push_str(&digits[..1]);
@@ -63,6 +76,31 @@ pub fn write_float(out: &mut String, value: f64) {
             out.push('0');
         }
         out.push_str(&magnitude.to_string());
+    }
+}
+
+/// A small text buffer on the stack, for formatting without allocating.
+#[derive(Default)]
+struct StackText {
+    buf: [u8; 32],
+    len: usize,
+}
+
+impl StackText {
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.buf[..self.len]).expect("only str was written")
+    }
+}
+
+impl std::fmt::Write for StackText {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let end = self.len + s.len();
+        if end > self.buf.len() {
+            return Err(std::fmt::Error);
+        }
+        self.buf[self.len..end].copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
     }
 }
 

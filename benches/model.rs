@@ -1,0 +1,77 @@
+//! Hot paths of the data model: building, normalising and serialising a
+//! body, and the checksum chain on its own.
+//!
+//! `cargo bench --bench model`
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use pattoo_agentd::model::checksum::ChecksumChain;
+use pattoo_agentd::model::{build, AgentContext, DataPoint, DataType, Metadata, TargetData, Value};
+
+const AGENT: AgentContext<'static> = AgentContext {
+    agent_id: "66cf7a8e560f75e23d557023ce591120abd094925bde6d97f09561b69b6ed3c4",
+    agent_program: "pattoo_agent_modbustcpd",
+    hostname: "gw1.example.org",
+    polling_interval_ms: 300_000,
+};
+
+/// 10,000 datapoints on one target with two metadata items each: the shape
+/// of the Python reference measurement.
+fn readings(count: usize) -> Vec<TargetData> {
+    let datapoints = (0..count)
+        .map(|i| {
+            DataPoint::new(
+                format!("input_register_{}", 30001 + i),
+                Value::Float(i as f64 * 0.5),
+                DataType::Float,
+                1_700_000_000_000 + i as u64,
+            )
+            .with_metadata(Metadata::new("unit", "001"))
+            .with_metadata(Metadata::new("site", "plant 7"))
+        })
+        .collect();
+    vec![TargetData {
+        target: "meter-17.example.org".into(),
+        datapoints,
+    }]
+}
+
+fn body(c: &mut Criterion) {
+    let mut group = c.benchmark_group("body");
+    group.throughput(Throughput::Elements(10_000));
+    group.bench_function("build_normalise_serialise_10k_datapoints", |b| {
+        b.iter_batched(
+            || readings(10_000),
+            |targets| black_box(build(&AGENT, 1_700_000_000_000, &targets)),
+            BatchSize::LargeInput,
+        )
+    });
+    let targets = readings(10_000);
+    group.bench_function("normalise_serialise_10k_datapoints", |b| {
+        b.iter(|| black_box(build(&AGENT, 1_700_000_000_000, black_box(&targets))))
+    });
+    group.finish();
+}
+
+fn checksum(c: &mut Criterion) {
+    c.bench_function("checksum_chain_2_metadata_plus_agent", |b| {
+        b.iter(|| {
+            let mut chain = ChecksumChain::start(black_box("input_register_30386"), 101);
+            for (k, v) in [
+                ("unit", "001"),
+                ("site", "plant 7"),
+                ("pattoo_agent_hostname", AGENT.hostname),
+                ("pattoo_agent_id", AGENT.agent_id),
+                ("pattoo_agent_polled_target", "meter-17.example.org"),
+                ("pattoo_agent_program", AGENT.agent_program),
+            ] {
+                chain.update(k, v);
+            }
+            black_box(*chain.digest())
+        })
+    });
+}
+
+criterion_group!(benches, body, checksum);
+criterion_main!(benches);
