@@ -345,8 +345,7 @@ impl Delivery {
     /// server is down it tries at most once per backoff period.
     pub async fn run_replay(&self, mut shutdown: watch::Receiver<bool>) {
         let inner = &self.inner;
-        let mut pace = tokio::time::interval(replay::replay_period(&inner.settings));
-        pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut pace = replay::Pacer::new(replay::replay_period(&inner.settings));
         let mut last_scan = tokio::time::Instant::now();
         loop {
             if *shutdown.borrow() {
@@ -370,7 +369,7 @@ impl Delivery {
                 _ = shutdown.changed() => {}
                 _ = async {
                     match wait {
-                        None => { pace.tick().await; }
+                        None => pace.wait().await,
                         Some(wait) => {
                             tokio::select! {
                                 _ = tokio::time::sleep(wait) => {}
@@ -388,8 +387,7 @@ impl Delivery {
     /// `cache replay`.
     pub async fn replay_now(&self) -> ReplayReport {
         let inner = &self.inner;
-        let mut pace = tokio::time::interval(replay::replay_period(&inner.settings));
-        pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut pace = replay::Pacer::new(replay::replay_period(&inner.settings));
         let mut report = ReplayReport::default();
         let quarantined_before = inner.stats.quarantined.load(Ordering::Relaxed);
         loop {
@@ -409,7 +407,7 @@ impl Delivery {
                     break;
                 }
             }
-            pace.tick().await;
+            pace.wait().await;
         }
         report.quarantined = inner.stats.quarantined.load(Ordering::Relaxed) - quarantined_before;
         report.remaining = inner.cache.totals().0;

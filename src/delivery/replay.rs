@@ -127,6 +127,33 @@ pub fn replay_period(settings: &DeliverySettings) -> Duration {
     Duration::from_secs(1) / settings.replay_per_second.max(1)
 }
 
+/// Spaces replayed bodies `period` apart on average. Time spent posting
+/// counts towards the spacing, so a post that takes as long as the period
+/// is followed by no wait at all; an idle spell earns no burst.
+#[derive(Debug)]
+pub struct Pacer {
+    period: Duration,
+    next: Instant,
+}
+
+impl Pacer {
+    pub fn new(period: Duration) -> Pacer {
+        Pacer {
+            period,
+            next: Instant::now(),
+        }
+    }
+
+    /// Waits until the next body may go.
+    pub async fn wait(&mut self) {
+        let now = Instant::now();
+        self.next = (self.next + self.period).max(now.checked_sub(self.period).unwrap_or(now));
+        if self.next > now {
+            tokio::time::sleep_until(self.next).await;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,6 +207,32 @@ mod tests {
         assert!(!breaker.try_acquire());
         tokio::time::advance(Duration::from_secs(1)).await;
         assert!(breaker.try_acquire());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_pacer_keeps_the_rate_without_adding_to_slow_posts() {
+        let mut pacer = Pacer::new(Duration::from_millis(10));
+        let start = Instant::now();
+        for _ in 0..100 {
+            pacer.wait().await;
+        }
+        let elapsed = start.elapsed();
+        assert!(
+            elapsed >= Duration::from_millis(980) && elapsed <= Duration::from_millis(1010),
+            "{elapsed:?}"
+        );
+
+        // Posts slower than the period: no extra wait on top.
+        let start = Instant::now();
+        for _ in 0..10 {
+            tokio::time::advance(Duration::from_millis(15)).await;
+            pacer.wait().await;
+        }
+        assert!(
+            start.elapsed() <= Duration::from_millis(160),
+            "{:?}",
+            start.elapsed()
+        );
     }
 
     #[test]
