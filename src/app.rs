@@ -5,10 +5,12 @@ use std::io::Write;
 use anyhow::Context;
 use tracing::level_filters::LevelFilter;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{CacheCommand, Cli, Command};
 use crate::collector;
 use crate::config::{self, Settings};
 use crate::daemon::{self, logging};
+use crate::delivery::receiver::Receiver;
+use crate::delivery::{Committed, Delivery, ReplayReport};
 
 /// Exit status for configuration errors; the systemd unit lists it in
 /// `RestartPreventExitStatus=` so a broken file does not cause a restart loop.
@@ -37,9 +39,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let settings = load(&config_dir)?;
             logging::init_stderr(logging::level_filter(settings.pattoo.log_level));
             if !print {
-                anyhow::bail!("posting is not available in this build yet; use `once --print`");
+                return once_deliver(&settings, poller.as_deref()).await;
             }
             once_print(&settings, poller.as_deref()).await
+        }
+        Command::Cache { action } => {
+            let settings = load(&config_dir)?;
+            logging::init_stderr(LevelFilter::INFO);
+            cache_command(&settings, action).await
+        }
+        Command::Receive { listen, dir } => {
+            logging::init_stderr(LevelFilter::INFO);
+            receive(listen, &dir).await
         }
     }
 }
@@ -109,5 +120,141 @@ async fn once_print(settings: &Settings, only: Option<&str>) -> anyhow::Result<(
             stdout.flush()?;
         }
     }
+    Ok(())
+}
+
+/// `once` without `--print`: poll, post or cache each body, then send what
+/// is cached. One line per body on stdout, written only once it is
+/// committed.
+async fn once_deliver(settings: &Settings, only: Option<&str>) -> anyhow::Result<()> {
+    let mut collectors = collector::collectors(settings, only).context("preparing pollers")?;
+    let delivery = Delivery::new(settings).context("preparing delivery")?;
+    let mut stdout = std::io::stdout().lock();
+    for collector in &mut collectors {
+        let Some(body) = collector.collect().await else {
+            continue;
+        };
+        let (agent_id, timestamp_ms) = (body.agent_id.clone(), body.timestamp_ms);
+        match delivery.submit(body).await {
+            Committed::Posted => writeln!(stdout, "posted {agent_id} {timestamp_ms}")?,
+            Committed::Cached(path) => writeln!(
+                stdout,
+                "cached {agent_id} {timestamp_ms} {}",
+                path.display()
+            )?,
+            Committed::Lost => writeln!(stdout, "lost {agent_id} {timestamp_ms}")?,
+        }
+        stdout.flush()?;
+    }
+    let report = delivery.replay_now().await;
+    print_replay(&mut stdout, &report)?;
+    let stats = delivery.stats();
+    if stats.lost > 0 {
+        anyhow::bail!("{} body(ies) could not be delivered or cached", stats.lost);
+    }
+    Ok(())
+}
+
+fn print_replay(out: &mut impl Write, report: &ReplayReport) -> anyhow::Result<()> {
+    write!(
+        out,
+        "replayed {} cached body(ies); {} quarantined; {} still cached",
+        report.delivered, report.quarantined, report.remaining
+    )?;
+    match &report.stopped_by {
+        Some(reason) if report.remaining > 0 => writeln!(out, " (stopped: {reason})")?,
+        _ => writeln!(out)?,
+    }
+    out.flush()?;
+    Ok(())
+}
+
+async fn cache_command(settings: &Settings, action: CacheCommand) -> anyhow::Result<()> {
+    let delivery = Delivery::new(settings).context("opening the cache")?;
+    let mut stdout = std::io::stdout().lock();
+    match action {
+        CacheCommand::Status => {
+            let status = delivery.cache().status();
+            writeln!(
+                stdout,
+                "cache {}: {} agent id(s)",
+                delivery.cache().root().display(),
+                status.len()
+            )?;
+            for agent in status {
+                let oldest = agent
+                    .oldest_ms
+                    .map(|ms| {
+                        humantime::format_rfc3339_millis(
+                            std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms),
+                        )
+                        .to_string()
+                    })
+                    .unwrap_or_else(|| "-".to_owned());
+                writeln!(
+                    stdout,
+                    "{}  files {}  bytes {}  oldest {oldest}",
+                    agent.agent_id, agent.files, agent.bytes
+                )?;
+            }
+        }
+        CacheCommand::Replay => {
+            let report = delivery.replay_now().await;
+            print_replay(&mut stdout, &report)?;
+            if report.remaining > 0 {
+                anyhow::bail!(
+                    "{} body(ies) remain cached: {}",
+                    report.remaining,
+                    report.stopped_by.unwrap_or_default()
+                );
+            }
+        }
+        CacheCommand::Purge { older_than, yes } => {
+            let cutoff_ms = crate::time::now_ms().saturating_sub(older_than.as_millis() as u64);
+            if !yes {
+                let (files, bytes) = delivery.cache().count_older_than(cutoff_ms);
+                writeln!(
+                    stdout,
+                    "would delete {files} cached body(ies), {bytes} bytes, older than {}; add --yes to delete them",
+                    humantime::format_duration(older_than)
+                )?;
+                return Err(Exit(1).into());
+            }
+            let (files, bytes) = delivery.cache().purge_older_than(cutoff_ms);
+            writeln!(
+                stdout,
+                "deleted {files} cached body(ies), {bytes} bytes, older than {}",
+                humantime::format_duration(older_than)
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// `receive`: serve until interrupted. Prints the bound address first so a
+/// caller that asked for port 0 learns the port.
+async fn receive(listen: std::net::SocketAddr, dir: &std::path::Path) -> anyhow::Result<()> {
+    let receiver = std::sync::Arc::new(
+        Receiver::new(dir).with_context(|| format!("receiver directory {}", dir.display()))?,
+    );
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("listening on {listen}"))?;
+    let bound = listener.local_addr()?;
+    {
+        let mut stdout = std::io::stdout().lock();
+        writeln!(
+            stdout,
+            "listening on {bound}, storing bodies in {}",
+            dir.display()
+        )?;
+        stdout.flush()?;
+    }
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        let _ = stop.send(true);
+    });
+    receiver.serve(listener, stopped).await?;
     Ok(())
 }

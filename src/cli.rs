@@ -36,4 +36,35 @@ pub enum Command {
         #[arg(long, value_name = "NAME")]
         poller: Option<String>,
     },
+    /// Inspect, send or purge the cache of undelivered bodies
+    Cache {
+        #[command(subcommand)]
+        action: CacheCommand,
+    },
+    /// Run a minimal pattoo agent-API receiver that stores what it accepts
+    Receive {
+        /// Address to listen on, e.g. 127.0.0.1:20201 (port 0 picks one)
+        #[arg(long, value_name = "ADDR")]
+        listen: std::net::SocketAddr,
+        /// Directory to store accepted bodies in
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CacheCommand {
+    /// Per agent id: cached files, bytes and the oldest body's time
+    Status,
+    /// Send cached bodies now, oldest first, and say what was sent
+    Replay,
+    /// Delete cached bodies older than a duration
+    Purge {
+        /// e.g. 12h or 7d
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        older_than: std::time::Duration,
+        /// Really delete; without it, only say what would be deleted
+        #[arg(long)]
+        yes: bool,
+    },
 }

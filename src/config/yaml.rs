@@ -267,6 +267,12 @@ impl Document {
         !self.errors.is_empty()
     }
 
+    /// How many problems have been recorded so far; a parser compares it
+    /// before and after its own checks.
+    pub fn error_count(&self) -> usize {
+        self.errors.len()
+    }
+
     /// Deserializes `value` (found at `path`) into `T`, recording every
     /// problem serde finds.
     ///

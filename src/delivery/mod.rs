@@ -1,17 +1,464 @@
 //! Delivery: posting bodies to the pattoo agent API, and the on-disk cache
 //! that keeps what could not be posted until it can be.
+//!
+//! [`Delivery`] is the one handle the rest of the agent uses. Every body
+//! handed to [`Delivery::submit`] is *committed* when it returns: the server
+//! answered 200, or the body's cache file and directory are fsynced (see
+//! [`cache`]). The only exception is a cache that cannot be written (disk
+//! full, read-only): then the body is lost, logged at ERROR and counted,
+//! and polling goes on. [`Delivery::run_replay`] sends cached bodies back,
+//! oldest first, whenever the server is reachable.
 
+pub mod cache;
 pub mod config;
+pub mod poster;
+pub mod receiver;
+pub mod replay;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{watch, Notify};
+
+use self::cache::{Cache, CacheError, CachedFile, ReadError};
+use self::config::{CacheSettings, DeliverySettings};
+use self::poster::{PostError, Poster, PosterError};
+use self::replay::Breaker;
+use crate::config::{ApiSettings, Settings};
+use crate::model::PostBody;
+
+/// How often the replay loop lists the cache directory again, to pick up
+/// files another program (a Python agent, `cache` commands) put there.
+const RESCAN_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Why delivery could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    #[error(transparent)]
+    Poster(#[from] PosterError),
+}
+
+/// Counters since start, for logs and the systemd status line.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Live bodies the server answered 200 for.
+    pub posted: AtomicU64,
+    /// Live bodies committed to the cache instead.
+    pub cached: AtomicU64,
+    /// Cached bodies the server answered 200 for, then deleted.
+    pub replayed: AtomicU64,
+    /// Cached bodies deleted undelivered because of max_bytes or max_age.
+    pub dropped: AtomicU64,
+    /// Cache files moved aside because they are not valid bodies.
+    pub quarantined: AtomicU64,
+    /// Bodies neither delivered nor cached (the cache could not be written).
+    pub lost: AtomicU64,
+}
+
+/// The outcome of the most recent post, live or replayed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastPost {
+    pub at_ms: u64,
+    pub delivered: bool,
+    /// `200 OK` or what went wrong.
+    pub detail: String,
+}
+
+/// A copy of the counters plus what is waiting in the cache.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StatsSnapshot {
+    pub posted: u64,
+    pub cached: u64,
+    pub replayed: u64,
+    pub dropped: u64,
+    pub quarantined: u64,
+    pub lost: u64,
+    pub cached_files: u64,
+    pub cached_bytes: u64,
+    pub server_down: bool,
+    pub last_post: Option<LastPost>,
+}
+
+/// How [`Delivery::submit`] committed a body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Committed {
+    Posted,
+    Cached(PathBuf),
+    /// Not delivered and not cached; already logged and counted.
+    Lost,
+}
+
+/// What one round of [`Delivery::replay_now`] did.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ReplayReport {
+    pub delivered: u64,
+    pub quarantined: u64,
+    /// Files still cached afterwards.
+    pub remaining: u64,
+    /// Why replay stopped early, if it did.
+    pub stopped_by: Option<String>,
+}
+
+enum Step {
+    Empty,
+    Delivered,
+    Skipped,
+    NotNow,
+    Failed(PostError),
+}
+
+struct Inner {
+    poster: Poster,
+    cache: Arc<Cache>,
+    breaker: Breaker,
+    settings: DeliverySettings,
+    stats: Arc<Stats>,
+    /// Woken when a body is cached, so an idle replay loop starts at once.
+    cached: Notify,
+    last_post: Mutex<Option<LastPost>>,
+}
+
+/// Posts and caches bodies. Cheap to clone; every clone shares one cache,
+/// one set of counters and one view of whether the server is up.
 #[derive(Clone)]
-pub struct Delivery;
+pub struct Delivery {
+    inner: Arc<Inner>,
+}
+
 impl Delivery {
-    pub fn new(_s: &crate::config::Settings) -> anyhow::Result<Self> {
-        Ok(Delivery)
+    /// Builds delivery for the configured server and cache. Lists the cache
+    /// (names and sizes only) but does no network I/O.
+    pub fn new(settings: &Settings) -> Result<Delivery, DeliveryError> {
+        Delivery::from_parts(
+            &settings.api,
+            &settings.pattoo.cache_directory,
+            &settings.agent.delivery,
+            &settings.agent.cache,
+        )
     }
-    pub async fn submit(&self, _b: crate::model::PostBody) {}
-    pub async fn store(&self, _b: crate::model::PostBody) {}
-    pub async fn run_replay(&self, _s: tokio::sync::watch::Receiver<bool>) {}
+
+    pub fn from_parts(
+        api: &ApiSettings,
+        cache_directory: &Path,
+        delivery: &DeliverySettings,
+        cache: &CacheSettings,
+    ) -> Result<Delivery, DeliveryError> {
+        let poster = Poster::new(api, delivery)?;
+        if delivery.tls_insecure_skip_verify {
+            tracing::warn!(
+                server = %poster.url(""),
+                "tls_insecure_skip_verify is set: the pattoo server's certificate is not checked, so anyone on the path can read and change what is posted"
+            );
+        }
+        let stats = Arc::new(Stats::default());
+        let cache = Arc::new(Cache::open(cache_directory, cache, stats.clone()));
+        let (files, bytes) = cache.totals();
+        if files > 0 {
+            tracing::info!(
+                files,
+                bytes,
+                directory = %cache_directory.display(),
+                "found undelivered bodies in the cache; they will be sent oldest first"
+            );
+        }
+        Ok(Delivery {
+            inner: Arc::new(Inner {
+                poster,
+                cache,
+                breaker: Breaker::new(delivery),
+                settings: delivery.clone(),
+                stats,
+                cached: Notify::new(),
+                last_post: Mutex::new(None),
+            }),
+        })
+    }
+
+    pub fn cache(&self) -> &Cache {
+        &self.inner.cache
+    }
+
+    /// Delivers `body` or commits it to the cache; returns only then.
+    pub async fn submit(&self, body: PostBody) -> Committed {
+        let inner = &self.inner;
+        if inner.breaker.try_acquire() {
+            match self.post(&body.agent_id, body.json.clone()).await {
+                Ok(()) => {
+                    inner.stats.posted.fetch_add(1, Ordering::Relaxed);
+                    return Committed::Posted;
+                }
+                Err(error) => {
+                    tracing::debug!(%error, timestamp_ms = body.timestamp_ms, "post failed; caching the body");
+                }
+            }
+        }
+        self.store(body).await
+    }
+
+    /// Commits `body` to the cache without trying to post it: for bodies the
+    /// delivery task has no room for, and for what is left at shutdown.
+    pub async fn store(&self, body: PostBody) -> Committed {
+        let inner = &self.inner;
+        let cache = inner.cache.clone();
+        let agent_id = body.agent_id.clone();
+        let timestamp_ms = body.timestamp_ms;
+        let stored = tokio::task::spawn_blocking(move || cache.store(&body))
+            .await
+            .unwrap_or_else(|join| {
+                Err(CacheError::Write {
+                    path: PathBuf::new(),
+                    source: std::io::Error::other(join.to_string()),
+                })
+            });
+        match stored {
+            Ok(file) => {
+                inner.stats.cached.fetch_add(1, Ordering::Relaxed);
+                inner.cached.notify_one();
+                tracing::debug!(file = %file.path.display(), "body cached");
+                Committed::Cached(file.path)
+            }
+            Err(error @ CacheError::TooLarge { .. }) => {
+                // Counted as dropped by the bound inside the cache.
+                tracing::error!(%agent_id, timestamp_ms, %error, "body lost: too large to cache");
+                Committed::Lost
+            }
+            Err(error) => {
+                let lost = inner.stats.lost.fetch_add(1, Ordering::Relaxed) + 1;
+                let hint = if error.is_no_space() {
+                    "free space on the cache file system or make it writable; caching resumes by itself"
+                } else {
+                    "check the cache directory's permissions and file system"
+                };
+                if matches!(error, CacheError::NotDurable { .. }) {
+                    // The file may still be sent, but a power loss could
+                    // take it, so it is not counted as kept.
+                    inner.cached.notify_one();
+                }
+                tracing::error!(%agent_id, timestamp_ms, lost_total = lost, %error, "body lost: the server did not take it and it could not be cached; {hint}");
+                Committed::Lost
+            }
+        }
+    }
+
+    /// One POST, with the breaker and the last-post record kept up to date.
+    async fn post(&self, agent_id: &str, json: Vec<u8>) -> Result<(), PostError> {
+        let inner = &self.inner;
+        let result = inner.poster.post(agent_id, json).await;
+        let at_ms = crate::time::now_ms();
+        let last = match &result {
+            Ok(()) => {
+                if inner.breaker.record_success() {
+                    tracing::info!(server = %inner.poster.url(agent_id), "the pattoo server answers again; sending cached bodies");
+                }
+                LastPost {
+                    at_ms,
+                    delivered: true,
+                    detail: "200 OK".to_owned(),
+                }
+            }
+            Err(error) if error.is_rejection() => {
+                inner.breaker.record_success();
+                LastPost {
+                    at_ms,
+                    delivered: false,
+                    detail: error.to_string(),
+                }
+            }
+            Err(error) => {
+                let backoff = inner.breaker.record_failure(error.retry_after());
+                if backoff.newly_down {
+                    tracing::warn!(%error, "the pattoo server did not take a body; caching bodies until it does, trying again with backoff");
+                }
+                LastPost {
+                    at_ms,
+                    delivered: false,
+                    detail: error.to_string(),
+                }
+            }
+        };
+        *inner.last_post.lock().unwrap_or_else(|p| p.into_inner()) = Some(last);
+        result
+    }
+
+    /// Sends the oldest cached body, if the server may be tried now.
+    async fn replay_one(&self) -> Step {
+        let inner = &self.inner;
+        let Some(file) = inner.cache.take_oldest() else {
+            return Step::Empty;
+        };
+        if !inner.breaker.try_acquire() {
+            inner.cache.release(&file);
+            return Step::NotNow;
+        }
+        let cache = inner.cache.clone();
+        let read_file = file.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            let bytes = cache.read(&read_file)?;
+            let checked = receiver::validate_body(&bytes).map(|_| ());
+            Ok::<_, ReadError>((bytes, checked))
+        })
+        .await;
+        let bytes = match read {
+            Ok(Ok((bytes, Ok(())))) => bytes,
+            Ok(Ok((_, Err(rejection)))) => {
+                self.quarantine(file, format!("not a valid pattoo body: {rejection}"))
+                    .await;
+                return Step::Skipped;
+            }
+            Ok(Err(ReadError::Gone(_))) => return Step::Skipped,
+            Ok(Err(error @ ReadError::Unreadable { .. })) => {
+                self.quarantine(file, error.to_string()).await;
+                return Step::Skipped;
+            }
+            Err(join) => {
+                inner.cache.release(&file);
+                tracing::warn!(error = %join, "reading a cache file failed");
+                return Step::Skipped;
+            }
+        };
+        match self.post(&file.agent_id, bytes).await {
+            Ok(()) => {
+                let cache = inner.cache.clone();
+                let _ = tokio::task::spawn_blocking(move || cache.remove(&file)).await;
+                inner.stats.replayed.fetch_add(1, Ordering::Relaxed);
+                Step::Delivered
+            }
+            Err(error) if error.is_rejection() => {
+                self.quarantine(file, format!("the pattoo server refused it: {error}"))
+                    .await;
+                Step::Skipped
+            }
+            Err(error) => {
+                inner.cache.release(&file);
+                Step::Failed(error)
+            }
+        }
+    }
+
+    async fn quarantine(&self, file: CachedFile, reason: String) {
+        let cache = self.inner.cache.clone();
+        let _ = tokio::task::spawn_blocking(move || cache.quarantine(&file, &reason)).await;
+    }
+
+    /// Sends cached bodies, oldest first and at most `replay_per_second`,
+    /// until `shutdown` turns true. Runs alongside live posts; while the
+    /// server is down it tries at most once per backoff period.
+    pub async fn run_replay(&self, mut shutdown: watch::Receiver<bool>) {
+        let inner = &self.inner;
+        let mut pace = replay::Pacer::new(replay::replay_period(&inner.settings));
+        let mut last_scan = tokio::time::Instant::now();
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            if last_scan.elapsed() >= RESCAN_INTERVAL {
+                last_scan = tokio::time::Instant::now();
+                let cache = inner.cache.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    cache.rescan();
+                    cache.enforce_bounds(0);
+                })
+                .await;
+            }
+            let wait = match self.replay_one().await {
+                Step::Delivered | Step::Skipped => None,
+                Step::Empty => Some(RESCAN_INTERVAL.saturating_sub(last_scan.elapsed())),
+                Step::NotNow | Step::Failed(_) => Some(inner.breaker.wait()),
+            };
+            tokio::select! {
+                _ = shutdown.changed() => {}
+                _ = async {
+                    match wait {
+                        None => pace.wait().await,
+                        Some(wait) => {
+                            tokio::select! {
+                                _ = tokio::time::sleep(wait) => {}
+                                _ = inner.cached.notified() => {}
+                            }
+                        }
+                    }
+                } => {}
+            }
+        }
+    }
+
+    /// Sends what is cached now, oldest first and paced as the loop does,
+    /// stopping when the cache is empty or the server fails. For `once` and
+    /// `cache replay`.
+    pub async fn replay_now(&self) -> ReplayReport {
+        let inner = &self.inner;
+        let mut pace = replay::Pacer::new(replay::replay_period(&inner.settings));
+        let mut report = ReplayReport::default();
+        let quarantined_before = inner.stats.quarantined.load(Ordering::Relaxed);
+        loop {
+            match self.replay_one().await {
+                Step::Delivered => report.delivered += 1,
+                Step::Skipped => {}
+                Step::Empty => break,
+                Step::NotNow => {
+                    report.stopped_by = Some(format!(
+                        "the pattoo server failed just before; next attempt in {:.1}s",
+                        inner.breaker.wait().as_secs_f64()
+                    ));
+                    break;
+                }
+                Step::Failed(error) => {
+                    report.stopped_by = Some(error.to_string());
+                    break;
+                }
+            }
+            pace.wait().await;
+        }
+        report.quarantined = inner.stats.quarantined.load(Ordering::Relaxed) - quarantined_before;
+        report.remaining = inner.cache.totals().0;
+        report
+    }
+
+    pub fn stats(&self) -> StatsSnapshot {
+        let inner = &self.inner;
+        let (cached_files, cached_bytes) = inner.cache.totals();
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        StatsSnapshot {
+            posted: load(&inner.stats.posted),
+            cached: load(&inner.stats.cached),
+            replayed: load(&inner.stats.replayed),
+            dropped: load(&inner.stats.dropped),
+            quarantined: load(&inner.stats.quarantined),
+            lost: load(&inner.stats.lost),
+            cached_files,
+            cached_bytes,
+            server_down: inner.breaker.is_down(),
+            last_post: inner
+                .last_post
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        }
+    }
+
+    /// One line for systemd's `STATUS=`.
     pub fn status_line(&self) -> String {
-        String::new()
+        let s = self.stats();
+        let mut line = format!(
+            "server {}; posted {}, cached {}, replayed {}; {} file(s) ({} bytes) waiting",
+            if s.server_down { "down" } else { "up" },
+            s.posted,
+            s.cached,
+            s.replayed,
+            s.cached_files,
+            s.cached_bytes
+        );
+        if s.dropped + s.quarantined + s.lost > 0 {
+            line.push_str(&format!(
+                "; dropped {}, quarantined {}, lost {}",
+                s.dropped, s.quarantined, s.lost
+            ));
+        }
+        if let Some(last) = s.last_post.filter(|last| !last.delivered) {
+            line.push_str(&format!("; last post: {}", last.detail));
+        }
+        line
     }
 }

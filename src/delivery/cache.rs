@@ -1,0 +1,841 @@
+//! The on-disk cache of bodies the pattoo server has not yet answered 200
+//! for, shared with the Python agents.
+//!
+//! # On-disk format
+//!
+//! ```text
+//! {cache_directory}/{agent_id}/{timestamp_ms}_{agent_id}.json    one body, exactly as posted
+//! {cache_directory}/{agent_id}/.{timestamp_ms}_{agent_id}.json.{pid}.{n}.tmp   being written
+//! {cache_directory}/quarantine/{agent_id}/{name}                 could not be read as a body
+//! ```
+//!
+//! This is the layout `pattoo_shared.phttp` writes and purges, so each side
+//! replays the other's files. A Python agent picks up any `*.json` whose
+//! name holds its agent id; temporary files end in `.tmp` so it never reads
+//! a half-written one. Directories are mode 0700 and files 0600: bodies
+//! name the hosts and what was read from them.
+//!
+//! # Invariants
+//!
+//! - A name is never reused. The timestamp in a new name is the body's poll
+//!   time, raised past the last one this process used for the agent id (and
+//!   past every name found at start-up); the final name is made with a hard
+//!   link, which fails rather than replace a file another writer made, and
+//!   the next millisecond is tried.
+//! - A body is *committed* once its file and the directory holding it are
+//!   fsynced: written to a temporary name, fsynced, linked into place, the
+//!   temporary removed, the directory fsynced. A failed write or fsync is
+//!   reported to the caller as not committed, never retried in silence.
+//! - A file is deleted only after the server answered 200 for it, or when a
+//!   bound (`max_bytes`, `max_age`) drops it, which is logged at ERROR and
+//!   counted.
+//!
+//! # Recovery rules
+//!
+//! Start-up lists file names and sizes only; bodies are read one at a time
+//! when replayed. Nothing found on disk ever stops the agent:
+//!
+//! - a `.tmp` file left by a process that no longer runs was never
+//!   committed and is removed;
+//! - a `*.json` file that cannot be read, or is not a body the server would
+//!   accept, is moved to the quarantine folder, logged once and counted;
+//! - any other file is left alone.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{self, OpenOptions};
+use std::hash::{Hash, Hasher};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use super::config::CacheSettings;
+use super::Stats;
+use crate::identity::create_private_dir;
+use crate::model::PostBody;
+
+/// The folder beside the agent id folders where unreadable files go.
+pub const QUARANTINE: &str = "quarantine";
+
+/// Why a body could not be committed to the cache.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error("cannot write cache file {path}: {source}")]
+    Write { path: PathBuf, source: io::Error },
+    /// The file is in place but the directory entry may not survive a
+    /// power loss.
+    #[error("cache file {path} was written but its directory could not be synced: {source}")]
+    NotDurable { path: PathBuf, source: io::Error },
+    #[error(
+        "a body of {size} bytes is larger than the whole cache (max_bytes {max_bytes}); raise cache.max_bytes"
+    )]
+    TooLarge { size: u64, max_bytes: u64 },
+}
+
+impl CacheError {
+    /// Whether the cause is a full or read-only file system, which clears
+    /// by itself or by an operator freeing space.
+    pub fn is_no_space(&self) -> bool {
+        match self {
+            CacheError::Write { source, .. } | CacheError::NotDurable { source, .. } => matches!(
+                source.raw_os_error(),
+                Some(code) if code == nix::libc::ENOSPC
+                    || code == nix::libc::EROFS
+                    || code == nix::libc::EDQUOT
+            ),
+            CacheError::TooLarge { .. } => false,
+        }
+    }
+}
+
+/// Why a cached file could not be replayed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// Delivered or purged by another process meanwhile.
+    #[error("cache file {0} is gone")]
+    Gone(PathBuf),
+    #[error("cache file {path} cannot be read: {source}")]
+    Unreadable { path: PathBuf, source: io::Error },
+}
+
+/// Orders cached files: oldest timestamp first; names that do not have
+/// our form sort by the timestamp they start with and a hash of the name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Key {
+    timestamp_ms: u64,
+    agent_id: Arc<str>,
+    /// 0 for `{timestamp_ms}_{agent_id}.json`, else a hash of the name.
+    variant: u64,
+}
+
+#[derive(Debug)]
+struct Entry {
+    size: u64,
+    /// Only for names not of the form `{timestamp_ms}_{agent_id}.json`.
+    odd_name: Option<Box<str>>,
+}
+
+/// One cached body, as handed out for replay.
+#[derive(Debug, Clone)]
+pub struct CachedFile {
+    pub agent_id: Arc<str>,
+    pub timestamp_ms: u64,
+    pub path: PathBuf,
+    pub size: u64,
+    key: Key,
+}
+
+/// What `cache status` shows for one agent id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentStatus {
+    pub agent_id: String,
+    pub files: u64,
+    pub bytes: u64,
+    /// The timestamp of the oldest file.
+    pub oldest_ms: Option<u64>,
+}
+
+#[derive(Default)]
+struct Index {
+    entries: BTreeMap<Key, Entry>,
+    bytes: u64,
+    /// The last timestamp given to a name, per agent id.
+    last_ms: HashMap<Arc<str>, u64>,
+    /// Being replayed: the bounds leave it alone so a delivered body is not
+    /// also counted as dropped.
+    in_flight: Option<Key>,
+}
+
+impl Index {
+    fn intern(&mut self, agent_id: &str) -> Arc<str> {
+        match self.last_ms.get_key_value(agent_id) {
+            Some((interned, _)) => interned.clone(),
+            None => {
+                let interned: Arc<str> = Arc::from(agent_id);
+                self.last_ms.insert(interned.clone(), 0);
+                interned
+            }
+        }
+    }
+
+    fn insert(&mut self, key: Key, entry: Entry) {
+        let last = self.last_ms.entry(key.agent_id.clone()).or_insert(0);
+        *last = (*last).max(key.timestamp_ms);
+        let size = entry.size;
+        if let Some(old) = self.entries.insert(key, entry) {
+            self.bytes -= old.size;
+        }
+        self.bytes += size;
+    }
+
+    fn remove(&mut self, key: &Key) -> Option<Entry> {
+        let entry = self.entries.remove(key)?;
+        self.bytes -= entry.size;
+        if self.in_flight.as_ref() == Some(key) {
+            self.in_flight = None;
+        }
+        Some(entry)
+    }
+}
+
+/// The cache: the files on disk plus an index of their names and sizes.
+pub struct Cache {
+    root: PathBuf,
+    settings: CacheSettings,
+    stats: Arc<Stats>,
+    index: Mutex<Index>,
+    temporaries: AtomicU64,
+}
+
+impl Cache {
+    /// Opens the cache at `root` and lists what is in it. Never fails: a
+    /// directory that cannot be made or read is logged, and storing into
+    /// it fails body by body until it can be.
+    pub fn open(root: &Path, settings: &CacheSettings, stats: Arc<Stats>) -> Cache {
+        let cache = Cache {
+            root: root.to_owned(),
+            settings: settings.clone(),
+            stats,
+            index: Mutex::new(Index::default()),
+            temporaries: AtomicU64::new(0),
+        };
+        if let Err(error) = create_private_dir(root) {
+            tracing::warn!(directory = %root.display(), %error, "cannot create the cache directory; undelivered bodies cannot be kept until it can be");
+        }
+        cache.rescan();
+        cache.enforce_bounds(0);
+        cache
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Index> {
+        // A panic while holding the lock leaves the index usable: each
+        // change to it is a single insert or remove.
+        self.index
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn path_of(&self, key: &Key, entry: &Entry) -> PathBuf {
+        let dir = self.root.join(&*key.agent_id);
+        match &entry.odd_name {
+            Some(name) => dir.join(&**name),
+            None => dir.join(file_name(key.timestamp_ms, &key.agent_id)),
+        }
+    }
+
+    /// Lists the agent id folders and adds every cached file not yet known,
+    /// by name and size only. Files written meanwhile by a Python agent or
+    /// another run of this one are picked up this way.
+    pub fn rescan(&self) {
+        let agents = match fs::read_dir(&self.root) {
+            Ok(agents) => agents,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return,
+            Err(error) => {
+                tracing::warn!(directory = %self.root.display(), %error, "cannot list the cache directory");
+                return;
+            }
+        };
+        for agent in agents.flatten() {
+            let name = agent.file_name();
+            let Some(agent_id) = name.to_str().filter(|n| is_agent_id(n)) else {
+                continue;
+            };
+            if !agent.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            self.scan_agent(agent_id, &agent.path());
+        }
+    }
+
+    fn scan_agent(&self, agent_id: &str, dir: &Path) {
+        let files = match fs::read_dir(dir) {
+            Ok(files) => files,
+            Err(error) => {
+                tracing::warn!(directory = %dir.display(), %error, "cannot list a cache directory");
+                return;
+            }
+        };
+        let mut found = Vec::new();
+        for file in files.flatten() {
+            let name = file.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if name.ends_with(".tmp") && name.starts_with('.') {
+                remove_stale_temporary(&file.path(), name);
+                continue;
+            }
+            // The Python agents' rule: a `.json` file naming the agent id.
+            if !name.ends_with(".json") || !name.contains(agent_id) {
+                continue;
+            }
+            let Ok(metadata) = file.metadata() else {
+                continue;
+            };
+            if !metadata.is_file() {
+                continue;
+            }
+            found.push((name.to_owned(), metadata.len()));
+        }
+        let mut index = self.lock();
+        let agent = index.intern(agent_id);
+        for (name, size) in found {
+            let (key, odd_name) = key_for_name(&agent, &name);
+            if !index.entries.contains_key(&key) {
+                index.insert(key, Entry { size, odd_name });
+            }
+        }
+    }
+
+    /// Writes `body` durably (see the module doc) and returns where.
+    /// Blocking: call from a blocking context.
+    pub fn store(&self, body: &PostBody) -> Result<CachedFile, CacheError> {
+        let size = body.json.len() as u64;
+        if size > self.settings.max_bytes {
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            return Err(CacheError::TooLarge {
+                size,
+                max_bytes: self.settings.max_bytes,
+            });
+        }
+        self.enforce_bounds(size);
+        let dir = self.root.join(&body.agent_id);
+        let write_error = |path: &Path, source| CacheError::Write {
+            path: path.to_owned(),
+            source,
+        };
+        create_private_dir(&self.root).map_err(|e| write_error(&self.root, e))?;
+        create_private_dir(&dir).map_err(|e| write_error(&dir, e))?;
+
+        let (agent, mut timestamp_ms) = self.reserve_name(&body.agent_id, body.timestamp_ms);
+        let temporary = dir.join(format!(
+            ".{}.{}.{}.tmp",
+            file_name(timestamp_ms, &agent),
+            std::process::id(),
+            self.temporaries.fetch_add(1, Ordering::Relaxed)
+        ));
+        let written = write_synced(&temporary, &body.json);
+        if let Err(source) = written {
+            let _ = fs::remove_file(&temporary);
+            return Err(write_error(&temporary, source));
+        }
+        let path = loop {
+            let path = dir.join(file_name(timestamp_ms, &agent));
+            match link_no_clobber(&temporary, &path) {
+                Ok(()) => break path,
+                Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {
+                    // Another writer (a Python agent, another run) has this
+                    // name: take the next millisecond rather than replace it.
+                    timestamp_ms = self.reserve_name(&agent, timestamp_ms + 1).1;
+                }
+                Err(source) => {
+                    let _ = fs::remove_file(&temporary);
+                    return Err(write_error(&path, source));
+                }
+            }
+        };
+        let _ = fs::remove_file(&temporary);
+        let key = Key {
+            timestamp_ms,
+            agent_id: agent.clone(),
+            variant: 0,
+        };
+        self.lock().insert(
+            key.clone(),
+            Entry {
+                size,
+                odd_name: None,
+            },
+        );
+        if let Err(source) = sync_dir(&dir) {
+            return Err(CacheError::NotDurable { path, source });
+        }
+        Ok(CachedFile {
+            agent_id: agent,
+            timestamp_ms,
+            path,
+            size,
+            key,
+        })
+    }
+
+    /// The timestamp for a new name: `wanted`, or just past the last one
+    /// used for this agent id.
+    fn reserve_name(&self, agent_id: &str, wanted: u64) -> (Arc<str>, u64) {
+        let mut index = self.lock();
+        let agent = index.intern(agent_id);
+        let last = index.last_ms.get_mut(&agent).expect("interned above");
+        let timestamp_ms = wanted.max(last.saturating_add(1));
+        *last = timestamp_ms;
+        (agent, timestamp_ms)
+    }
+
+    /// Drops the oldest files until `incoming` more bytes fit under
+    /// `max_bytes`, and every file older than `max_age`. Each drop is
+    /// counted; one ERROR line says how many and which span.
+    pub fn enforce_bounds(&self, incoming: u64) {
+        let now_ms = crate::time::now_ms();
+        let max_age_ms = self.settings.max_age.as_millis() as u64;
+        let cutoff_ms = now_ms.saturating_sub(max_age_ms);
+        let mut dropped_by_age = Vec::new();
+        let mut dropped_by_size = Vec::new();
+        {
+            let mut index = self.lock();
+            let candidates: Vec<Key> = index
+                .entries
+                .keys()
+                .filter(|key| index.in_flight.as_ref() != Some(*key))
+                .take_while(|key| key.timestamp_ms < cutoff_ms)
+                .cloned()
+                .collect();
+            for key in candidates {
+                if let Some(entry) = index.remove(&key) {
+                    dropped_by_age.push(self.path_of(&key, &entry));
+                }
+            }
+            while index.bytes + incoming > self.settings.max_bytes {
+                let Some(key) = index
+                    .entries
+                    .keys()
+                    .find(|key| index.in_flight.as_ref() != Some(*key))
+                    .cloned()
+                else {
+                    break;
+                };
+                if let Some(entry) = index.remove(&key) {
+                    dropped_by_size.push(self.path_of(&key, &entry));
+                }
+            }
+        }
+        for (dropped, why) in [
+            (dropped_by_age, "older than cache.max_age"),
+            (dropped_by_size, "the cache reached cache.max_bytes"),
+        ] {
+            if dropped.is_empty() {
+                continue;
+            }
+            for path in &dropped {
+                if let Err(error) = fs::remove_file(path) {
+                    if error.kind() != io::ErrorKind::NotFound {
+                        tracing::warn!(file = %path.display(), %error, "cannot delete a dropped cache file");
+                    }
+                }
+            }
+            self.stats
+                .dropped
+                .fetch_add(dropped.len() as u64, Ordering::Relaxed);
+            tracing::error!(
+                count = dropped.len(),
+                oldest = %dropped[0].display(),
+                newest = %dropped[dropped.len() - 1].display(),
+                max_bytes = self.settings.max_bytes,
+                max_age = %humantime::format_duration(self.settings.max_age),
+                "dropped the oldest undelivered bodies because {why}"
+            );
+        }
+    }
+
+    /// The oldest cached file, marked as being replayed. `None` when the
+    /// cache is empty.
+    pub fn take_oldest(&self) -> Option<CachedFile> {
+        let mut index = self.lock();
+        let (key, entry) = index.entries.iter().next()?;
+        let file = CachedFile {
+            agent_id: key.agent_id.clone(),
+            timestamp_ms: key.timestamp_ms,
+            path: self.path_of(key, entry),
+            size: entry.size,
+            key: key.clone(),
+        };
+        index.in_flight = Some(file.key.clone());
+        Some(file)
+    }
+
+    /// Gives back a file taken for replay that could not be delivered.
+    pub fn release(&self, file: &CachedFile) {
+        let mut index = self.lock();
+        if index.in_flight.as_ref() == Some(&file.key) {
+            index.in_flight = None;
+        }
+    }
+
+    /// Reads a cached body. Blocking.
+    pub fn read(&self, file: &CachedFile) -> Result<Vec<u8>, ReadError> {
+        match fs::read(&file.path) {
+            Ok(bytes) => Ok(bytes),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {
+                self.lock().remove(&file.key);
+                Err(ReadError::Gone(file.path.clone()))
+            }
+            Err(source) => Err(ReadError::Unreadable {
+                path: file.path.clone(),
+                source,
+            }),
+        }
+    }
+
+    /// Deletes a file the server answered 200 for. Blocking.
+    pub fn remove(&self, file: &CachedFile) {
+        self.lock().remove(&file.key);
+        match fs::remove_file(&file.path) {
+            Ok(()) => {}
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+            // Left on disk it is only sent again: a duplicate, not a loss.
+            Err(error) => {
+                tracing::warn!(file = %file.path.display(), %error, "cannot delete a delivered cache file; it will be sent again")
+            }
+        }
+    }
+
+    /// Moves a file that is not a valid body out of the way, so it never
+    /// blocks the rest. Blocking.
+    pub fn quarantine(&self, file: &CachedFile, reason: &str) {
+        self.lock().remove(&file.key);
+        let dir = self.root.join(QUARANTINE).join(&*file.agent_id);
+        let name = file.path.file_name().unwrap_or_default();
+        let moved = create_private_dir(&dir).and_then(|()| fs::rename(&file.path, dir.join(name)));
+        self.stats.quarantined.fetch_add(1, Ordering::Relaxed);
+        match moved {
+            Ok(()) => tracing::warn!(
+                file = %file.path.display(),
+                quarantine = %dir.display(),
+                reason,
+                "moved a cache file that is not a valid body to quarantine; inspect it and delete it, or fix it and move it back to be sent"
+            ),
+            Err(error) => tracing::error!(
+                file = %file.path.display(),
+                reason,
+                %error,
+                "a cache file is not a valid body and cannot be moved to quarantine; skipped until restart: move or delete it by hand"
+            ),
+        }
+    }
+
+    /// Per agent id: files, bytes and the oldest timestamp.
+    pub fn status(&self) -> Vec<AgentStatus> {
+        let index = self.lock();
+        let mut by_agent: BTreeMap<&str, AgentStatus> = BTreeMap::new();
+        for (key, entry) in &index.entries {
+            let status = by_agent
+                .entry(&key.agent_id)
+                .or_insert_with(|| AgentStatus {
+                    agent_id: key.agent_id.to_string(),
+                    files: 0,
+                    bytes: 0,
+                    oldest_ms: None,
+                });
+            status.files += 1;
+            status.bytes += entry.size;
+            status.oldest_ms = Some(status.oldest_ms.unwrap_or(u64::MAX).min(key.timestamp_ms));
+        }
+        by_agent.into_values().collect()
+    }
+
+    /// Files and bytes currently cached.
+    pub fn totals(&self) -> (u64, u64) {
+        let index = self.lock();
+        (index.entries.len() as u64, index.bytes)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lock().entries.is_empty()
+    }
+
+    /// Files and bytes whose timestamp is before `cutoff_ms`.
+    pub fn count_older_than(&self, cutoff_ms: u64) -> (u64, u64) {
+        let index = self.lock();
+        index
+            .entries
+            .iter()
+            .take_while(|(key, _)| key.timestamp_ms < cutoff_ms)
+            .fold((0, 0), |(files, bytes), (_, entry)| {
+                (files + 1, bytes + entry.size)
+            })
+    }
+
+    /// Deletes every file whose timestamp is before `cutoff_ms`, as asked by
+    /// an operator. Returns files and bytes deleted. Blocking.
+    pub fn purge_older_than(&self, cutoff_ms: u64) -> (u64, u64) {
+        let doomed: Vec<(PathBuf, u64)> = {
+            let mut index = self.lock();
+            let keys: Vec<Key> = index
+                .entries
+                .keys()
+                .take_while(|key| key.timestamp_ms < cutoff_ms)
+                .cloned()
+                .collect();
+            keys.into_iter()
+                .filter_map(|key| {
+                    let entry = index.remove(&key)?;
+                    Some((self.path_of(&key, &entry), entry.size))
+                })
+                .collect()
+        };
+        let mut files = 0;
+        let mut bytes = 0;
+        for (path, size) in doomed {
+            match fs::remove_file(&path) {
+                Ok(()) => {
+                    files += 1;
+                    bytes += size;
+                }
+                Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+                Err(error) => {
+                    tracing::warn!(file = %path.display(), %error, "cannot delete a cache file")
+                }
+            }
+        }
+        if files > 0 {
+            tracing::warn!(
+                files,
+                bytes,
+                "purged undelivered bodies from the cache as asked"
+            );
+        }
+        (files, bytes)
+    }
+}
+
+/// `{timestamp_ms}_{agent_id}.json`, the name both agents write.
+pub fn file_name(timestamp_ms: u64, agent_id: &str) -> String {
+    format!("{timestamp_ms}_{agent_id}.json")
+}
+
+fn key_for_name(agent: &Arc<str>, name: &str) -> (Key, Option<Box<str>>) {
+    let digits = name.split('_').next().unwrap_or_default();
+    let timestamp_ms = digits.parse::<u64>().unwrap_or(0);
+    if name == file_name(timestamp_ms, agent) {
+        let key = Key {
+            timestamp_ms,
+            agent_id: agent.clone(),
+            variant: 0,
+        };
+        return (key, None);
+    }
+    let mut hasher = DefaultHasher::new();
+    name.hash(&mut hasher);
+    let key = Key {
+        timestamp_ms,
+        agent_id: agent.clone(),
+        variant: hasher.finish() | 1,
+    };
+    (key, Some(name.into()))
+}
+
+fn is_agent_id(name: &str) -> bool {
+    name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+/// Gives `temporary` the name `path` unless `path` exists.
+fn link_no_clobber(temporary: &Path, path: &Path) -> io::Result<()> {
+    match fs::hard_link(temporary, path) {
+        Ok(()) => Ok(()),
+        Err(error) if error.kind() == io::ErrorKind::AlreadyExists => Err(error),
+        // File systems without hard links: check, then rename. Only a
+        // concurrent writer in the same millisecond could slip between.
+        Err(error) if matches!(error.raw_os_error(), Some(code) if code == nix::libc::EPERM || code == nix::libc::EOPNOTSUPP || code == nix::libc::EMLINK) =>
+        {
+            if fs::symlink_metadata(path).is_ok() {
+                return Err(io::ErrorKind::AlreadyExists.into());
+            }
+            fs::rename(temporary, path)
+        }
+        Err(error) => Err(error),
+    }
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    fs::File::open(dir)?.sync_all()
+}
+
+/// Temporaries are never committed: remove those whose writer has gone
+/// (it was killed mid-write) or that are an hour old.
+fn remove_stale_temporary(path: &Path, name: &str) {
+    let pid = name
+        .trim_end_matches(".tmp")
+        .rsplit('.')
+        .nth(1)
+        .and_then(|pid| pid.parse::<i32>().ok());
+    if pid == Some(std::process::id() as i32) {
+        return;
+    }
+    let writer_gone = match pid {
+        Some(pid) => matches!(
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+            Err(nix::errno::Errno::ESRCH)
+        ),
+        None => true,
+    };
+    let old = fs::symlink_metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|modified| SystemTime::now().duration_since(modified).ok())
+        .is_some_and(|age| age > Duration::from_secs(3600));
+    if writer_gone || old {
+        let _ = fs::remove_file(path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    const AGENT: &str = "66cf7a8e560f75e23d557023ce591120abd094925bde6d97f09561b69b6ed3c4";
+
+    fn body(timestamp_ms: u64, text: &str) -> PostBody {
+        PostBody {
+            agent_id: AGENT.to_owned(),
+            timestamp_ms,
+            datapoints: 1,
+            json: text.as_bytes().to_vec(),
+        }
+    }
+
+    /// Bounds that keep the small timestamps these tests use.
+    fn forever() -> CacheSettings {
+        CacheSettings {
+            max_age: Duration::from_secs(100 * 365 * 24 * 3600),
+            ..CacheSettings::default()
+        }
+    }
+
+    fn open(dir: &Path, settings: CacheSettings) -> (Cache, Arc<Stats>) {
+        let stats = Arc::new(Stats::default());
+        (Cache::open(dir, &settings, stats.clone()), stats)
+    }
+
+    #[test]
+    fn two_bodies_of_the_same_millisecond_get_two_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cache, _) = open(dir.path(), forever());
+        let first = cache.store(&body(1000, "a")).unwrap();
+        let second = cache.store(&body(1000, "b")).unwrap();
+        assert_ne!(first.path, second.path);
+        assert_eq!(fs::read(&first.path).unwrap(), b"a");
+        assert_eq!(fs::read(&second.path).unwrap(), b"b");
+        assert_eq!(
+            first.path.file_name().unwrap().to_str().unwrap(),
+            format!("1000_{AGENT}.json")
+        );
+        let mode = fs::metadata(&first.path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let dir_mode = fs::metadata(first.path.parent().unwrap())
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(dir_mode, 0o700);
+    }
+
+    #[test]
+    fn a_name_taken_by_another_writer_is_never_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cache, _) = open(dir.path(), forever());
+        let agent_dir = dir.path().join(AGENT);
+        fs::create_dir_all(&agent_dir).unwrap();
+        // Written by a Python agent after this cache was opened.
+        fs::write(agent_dir.join(file_name(5000, AGENT)), "python").unwrap();
+        let ours = cache.store(&body(5000, "ours")).unwrap();
+        assert_eq!(ours.timestamp_ms, 5001);
+        assert_eq!(
+            fs::read_to_string(agent_dir.join(file_name(5000, AGENT))).unwrap(),
+            "python"
+        );
+    }
+
+    #[test]
+    fn reopening_finds_files_oldest_first_and_removes_dead_temporaries() {
+        let dir = tempfile::tempdir().unwrap();
+        let agent_dir = dir.path().join(AGENT);
+        fs::create_dir_all(&agent_dir).unwrap();
+        fs::write(agent_dir.join(file_name(300, AGENT)), "c").unwrap();
+        fs::write(agent_dir.join(file_name(100, AGENT)), "a").unwrap();
+        fs::write(agent_dir.join(format!("200_{AGENT}_000123.json")), "b").unwrap();
+        fs::write(agent_dir.join("notes.txt"), "left alone").unwrap();
+        let stale = agent_dir.join(format!(".{}.999999999.0.tmp", file_name(400, AGENT)));
+        fs::write(&stale, "half").unwrap();
+
+        let (cache, _) = open(dir.path(), forever());
+        assert!(!stale.exists());
+        assert!(agent_dir.join("notes.txt").exists());
+        let mut order = Vec::new();
+        while let Some(file) = cache.take_oldest() {
+            order.push(cache.read(&file).unwrap());
+            cache.remove(&file);
+        }
+        assert_eq!(order, [b"a", b"b", b"c"]);
+        // A later body never takes a name the cache already used.
+        let next = cache.store(&body(50, "late")).unwrap();
+        assert_eq!(next.timestamp_ms, 301);
+    }
+
+    #[test]
+    fn max_bytes_drops_the_oldest_and_counts_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = CacheSettings {
+            max_bytes: 30,
+            ..CacheSettings::default()
+        };
+        let (cache, stats) = open(dir.path(), settings);
+        let now = crate::time::now_ms();
+        for i in 0..5 {
+            cache.store(&body(now + i, "0123456789")).unwrap();
+        }
+        assert_eq!(cache.totals(), (3, 30));
+        assert_eq!(stats.dropped.load(Ordering::Relaxed), 2);
+        assert_eq!(cache.take_oldest().unwrap().timestamp_ms, now + 2);
+    }
+
+    #[test]
+    fn max_age_drops_old_files_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let agent_dir = dir.path().join(AGENT);
+        fs::create_dir_all(&agent_dir).unwrap();
+        let now = crate::time::now_ms();
+        fs::write(agent_dir.join(file_name(now - 3_600_000, AGENT)), "old").unwrap();
+        fs::write(agent_dir.join(file_name(now, AGENT)), "new").unwrap();
+        let settings = CacheSettings {
+            max_age: Duration::from_secs(60),
+            ..CacheSettings::default()
+        };
+        let (cache, stats) = open(dir.path(), settings);
+        assert_eq!(cache.totals(), (1, 3));
+        assert_eq!(stats.dropped.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn quarantined_files_leave_the_cache_but_stay_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cache, stats) = open(dir.path(), forever());
+        let file = cache.store(&body(7, "{truncated")).unwrap();
+        cache.quarantine(&file, "not JSON");
+        assert!(cache.is_empty());
+        assert!(dir
+            .path()
+            .join(QUARANTINE)
+            .join(AGENT)
+            .join(file_name(7, AGENT))
+            .exists());
+        assert_eq!(stats.quarantined.load(Ordering::Relaxed), 1);
+        // The quarantine folder is not mistaken for an agent id on rescan.
+        cache.rescan();
+        assert!(cache.is_empty());
+    }
+}

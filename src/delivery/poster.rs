@@ -1,0 +1,297 @@
+//! One HTTP POST of one body to the pattoo agent API.
+//!
+//! Only a complete `200` answer means delivered. Every request has a
+//! timeout; redirects are not followed (a POST must not be replayed
+//! somewhere else); at most [`MAX_RESPONSE_BYTES`] of an answer are read,
+//! and an answer cut short counts as a failure, so the body is cached and
+//! sent again rather than taken as delivered on half a reply.
+
+use std::time::Duration;
+
+use reqwest::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::StatusCode;
+
+use super::config::{DeliverySettings, Scheme};
+use crate::app::host_port;
+use crate::config::ApiSettings;
+
+/// Enough of an answer for a log line; the pattoo server says `OK`.
+pub const MAX_RESPONSE_BYTES: usize = 4096;
+
+/// The longest `Retry-After` honoured, so a confused server cannot stop
+/// delivery for days.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
+
+/// Why a post did not deliver its body.
+#[derive(Debug, thiserror::Error)]
+pub enum PostError {
+    #[error("POST {url} timed out after {timeout:?}")]
+    Timeout { url: String, timeout: Duration },
+    #[error("POST {url}: {reason}")]
+    Transport { url: String, reason: String },
+    #[error("POST {url} answered HTTP {status}: {reason}")]
+    Status {
+        url: String,
+        status: u16,
+        reason: String,
+        /// From `Retry-After` on 429 and 503.
+        retry_after: Option<Duration>,
+    },
+}
+
+impl PostError {
+    /// The server read the body and refused it as malformed: sending it
+    /// again cannot help.
+    pub fn is_rejection(&self) -> bool {
+        matches!(
+            self,
+            PostError::Status {
+                status: 400 | 422,
+                ..
+            }
+        )
+    }
+
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            PostError::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+/// Why the HTTP client could not be built from the settings.
+#[derive(Debug, thiserror::Error)]
+pub enum PosterError {
+    #[error("cannot read {what} {path}: {source}")]
+    Read {
+        what: &'static str,
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{what} {path} is not usable: {reason}")]
+    Invalid {
+        what: &'static str,
+        path: std::path::PathBuf,
+        reason: String,
+    },
+    #[error("cannot set up the HTTP client: {0}")]
+    Client(String),
+}
+
+/// Posts bodies to one pattoo server. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Poster {
+    client: reqwest::Client,
+    base_url: String,
+    timeout: Duration,
+}
+
+impl Poster {
+    /// Builds the client; reads TLS files but does no network I/O.
+    pub fn new(api: &ApiSettings, settings: &DeliverySettings) -> Result<Poster, PosterError> {
+        // reqwest is built without a default crypto provider; installing
+        // one twice is refused, which is fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut builder = reqwest::Client::builder()
+            .timeout(settings.timeout)
+            .connect_timeout(settings.timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .user_agent(concat!("pattoo-agentd/", env!("CARGO_PKG_VERSION")));
+        if settings.scheme == Scheme::Https {
+            builder = builder.tls_backend_rustls();
+            if let Some(path) = &settings.ca_file {
+                let pem = read(path, "CA file")?;
+                let certificates = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                    PosterError::Invalid {
+                        what: "CA file",
+                        path: path.clone(),
+                        reason: e.to_string(),
+                    }
+                })?;
+                for certificate in certificates {
+                    builder = builder.add_root_certificate(certificate);
+                }
+            }
+            if let Some((certificate, key)) = &settings.client_certificate {
+                let mut pem = read(certificate, "client certificate")?;
+                pem.push(b'\n');
+                pem.extend(read(key, "client key")?);
+                let identity =
+                    reqwest::Identity::from_pem(&pem).map_err(|e| PosterError::Invalid {
+                        what: "client certificate",
+                        path: certificate.clone(),
+                        reason: e.to_string(),
+                    })?;
+                builder = builder.identity(identity);
+            }
+            if settings.tls_insecure_skip_verify {
+                builder = builder.tls_danger_accept_invalid_certs(true);
+            }
+        }
+        let client = builder
+            .build()
+            .map_err(|e| PosterError::Client(error_chain(&e)))?;
+        Ok(Poster {
+            client,
+            base_url: format!(
+                "{}://{}/pattoo/api/v1/agent/receive/",
+                settings.scheme.as_str(),
+                host_port(&api.ip_address, api.ip_bind_port)
+            ),
+            timeout: settings.timeout,
+        })
+    }
+
+    pub fn url(&self, agent_id: &str) -> String {
+        format!("{}{agent_id}", self.base_url)
+    }
+
+    /// Posts one body. `Ok` only for a complete HTTP 200 answer.
+    pub async fn post(&self, agent_id: &str, json: Vec<u8>) -> Result<(), PostError> {
+        let url = self.url(agent_id);
+        let transport = |error: reqwest::Error, url: String| {
+            if error.is_timeout() {
+                PostError::Timeout {
+                    url,
+                    timeout: self.timeout,
+                }
+            } else {
+                PostError::Transport {
+                    url,
+                    reason: error_chain(&error),
+                }
+            }
+        };
+        let mut response = match self
+            .client
+            .post(&url)
+            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+            .body(json)
+            .send()
+            .await
+        {
+            Ok(response) => response,
+            Err(error) => return Err(transport(error, url)),
+        };
+        let status = response.status();
+        let retry_after = match status {
+            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => response
+                .headers()
+                .get(RETRY_AFTER)
+                .and_then(parse_retry_after),
+            _ => None,
+        };
+        let mut answer = Vec::new();
+        loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) => {
+                    let room = MAX_RESPONSE_BYTES - answer.len();
+                    answer.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                    if answer.len() >= MAX_RESPONSE_BYTES {
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(error) => return Err(transport(error, url)),
+            }
+        }
+        if status == StatusCode::OK {
+            return Ok(());
+        }
+        let text = String::from_utf8_lossy(&answer);
+        let first_line = text.lines().next().unwrap_or_default().trim();
+        Err(PostError::Status {
+            url,
+            status: status.as_u16(),
+            reason: if first_line.is_empty() {
+                status.canonical_reason().unwrap_or("no reason").to_owned()
+            } else {
+                first_line.chars().take(200).collect()
+            },
+            retry_after,
+        })
+    }
+}
+
+fn read(path: &std::path::Path, what: &'static str) -> Result<Vec<u8>, PosterError> {
+    std::fs::read(path).map_err(|source| PosterError::Read {
+        what,
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// `Retry-After` as seconds or an HTTP date, capped.
+fn parse_retry_after(value: &HeaderValue) -> Option<Duration> {
+    let text = value.to_str().ok()?.trim();
+    let wait = match text.parse::<u64>() {
+        Ok(seconds) => Duration::from_secs(seconds),
+        Err(_) => {
+            let at = humantime::parse_rfc3339_weak(text)
+                .ok()
+                .or_else(|| httpdate(text))?;
+            at.duration_since(std::time::SystemTime::now())
+                .unwrap_or_default()
+        }
+    };
+    Some(wait.min(MAX_RETRY_AFTER))
+}
+
+/// An IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`), the form servers send.
+fn httpdate(text: &str) -> Option<std::time::SystemTime> {
+    let rest = text.split_once(", ")?.1.strip_suffix(" GMT")?;
+    let mut parts = rest.split(' ');
+    let day = parts.next()?;
+    let month = parts.next()?;
+    let year = parts.next()?;
+    let time = parts.next()?;
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let month = MONTHS.iter().position(|m| *m == month)? + 1;
+    humantime::parse_rfc3339(&format!("{year}-{month:02}-{day:0>2}T{time}Z")).ok()
+}
+
+/// An error and its causes on one line: reqwest's own message rarely says
+/// what actually went wrong.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_is_read_as_seconds_or_a_date_and_capped() {
+        let seconds = HeaderValue::from_static("7");
+        assert_eq!(parse_retry_after(&seconds), Some(Duration::from_secs(7)));
+        let huge = HeaderValue::from_static("999999");
+        assert_eq!(parse_retry_after(&huge), Some(MAX_RETRY_AFTER));
+        let past = HeaderValue::from_static("Sun, 06 Nov 1994 08:49:37 GMT");
+        assert_eq!(parse_retry_after(&past), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after(&HeaderValue::from_static("soon")), None);
+    }
+
+    #[test]
+    fn the_url_brackets_ipv6_literals() {
+        let api = ApiSettings {
+            ip_address: "::1".into(),
+            ip_bind_port: 20201,
+        };
+        let poster = Poster::new(&api, &DeliverySettings::default()).unwrap();
+        assert_eq!(
+            poster.url("abc"),
+            "http://[::1]:20201/pattoo/api/v1/agent/receive/abc"
+        );
+    }
+}

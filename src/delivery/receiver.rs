@@ -1,0 +1,408 @@
+//! A minimal pattoo agent-API receiver, for tests and for trying an agent
+//! without a pattoo server (`pattoo-agentd receive`).
+//!
+//! It takes what the pattoo server takes at
+//! `POST /pattoo/api/v1/agent/receive/{agent_id}` (a JSON object with
+//! exactly the four top-level keys), checks every datapoint the way the
+//! pattoo ingester does (`converter.cache_to_keypairs` and
+//! `_make_pattoo_db_record`: every reserved key present, a known data
+//! type), stores each accepted body as `{arrival:010}_{timestamp}_{agent_id}.json`
+//! in its directory, byte for byte, and answers 200 `OK`. Anything else gets
+//! a 4xx with a one-line reason.
+
+use std::convert::Infallible;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// The route prefix; the agent id follows.
+pub const RECEIVE_PATH: &str = "/pattoo/api/v1/agent/receive/";
+
+/// Larger bodies are refused; a real poll is a few hundred KiB at most.
+pub const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
+
+const TOP_LEVEL_KEYS: [&str; 4] = [
+    "pattoo_agent_id",
+    "pattoo_datapoints",
+    "pattoo_agent_polling_interval",
+    "pattoo_agent_timestamp",
+];
+
+/// Keys every datapoint must carry (`RESERVED_KEYS` less `pattoo_metadata`).
+const REQUIRED_DATAPOINT_KEYS: [&str; 10] = [
+    "pattoo_checksum",
+    "pattoo_data_type",
+    "pattoo_key",
+    "pattoo_value",
+    "pattoo_timestamp",
+    "pattoo_agent_id",
+    "pattoo_agent_polled_target",
+    "pattoo_agent_program",
+    "pattoo_agent_hostname",
+    "pattoo_agent_polling_interval",
+];
+
+const DATA_TYPES: [i64; 5] = [101, 99, 64, 32, 2];
+
+/// What an accepted body says about itself.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Accepted {
+    pub agent_id: String,
+    pub timestamp: String,
+    pub datapoints: usize,
+}
+
+/// Checks a body as the pattoo server and ingester would. The error is one
+/// line saying what is wrong.
+pub fn validate_body(bytes: &[u8]) -> Result<Accepted, String> {
+    let value: Value =
+        serde_json::from_slice(bytes).map_err(|e| format!("body is not JSON: {e}"))?;
+    let Value::Object(top) = &value else {
+        return Err("body is not a JSON object".into());
+    };
+    if top.len() != TOP_LEVEL_KEYS.len() || !TOP_LEVEL_KEYS.iter().all(|k| top.contains_key(*k)) {
+        let keys: Vec<&str> = top.keys().map(String::as_str).collect();
+        return Err(format!(
+            "body must have exactly the keys {}; it has {}",
+            TOP_LEVEL_KEYS.join(", "),
+            keys.join(", ")
+        ));
+    }
+    let Some(Value::Object(datapoints)) = top.get("pattoo_datapoints") else {
+        return Err("pattoo_datapoints is not an object".into());
+    };
+    let pairs = match datapoints.get("key_value_pairs") {
+        Some(Value::Object(pairs)) if datapoints.len() == 2 => pairs,
+        _ => return Err(
+            "pattoo_datapoints must have exactly key_value_pairs (an object) and datapoint_pairs"
+                .into(),
+        ),
+    };
+    let Some(Value::Array(rows)) = datapoints.get("datapoint_pairs") else {
+        return Err("pattoo_datapoints.datapoint_pairs is not a list".into());
+    };
+    for (n, row) in rows.iter().enumerate() {
+        let Value::Array(ids) = row else {
+            return Err(format!("datapoint {n} is not a list of pair ids"));
+        };
+        let mut item: Vec<(&str, &Value)> = Vec::with_capacity(ids.len());
+        for id in ids {
+            // The ingester looks pairs up by `str(pair_id)`.
+            let id_text = match id {
+                Value::Number(number) if number.is_i64() || number.is_u64() => number.to_string(),
+                Value::String(text) => text.clone(),
+                other => return Err(format!("datapoint {n}: pair id {other} is not an integer")),
+            };
+            let pair = match pairs.get(&id_text) {
+                Some(Value::Array(pair)) if pair.len() == 2 => pair,
+                _ => {
+                    return Err(format!(
+                        "datapoint {n}: pair {id_text} is missing or not a [key, value] pair"
+                    ))
+                }
+            };
+            let Value::String(key) = &pair[0] else {
+                return Err(format!(
+                    "datapoint {n}: pair {id_text} has a key that is not text"
+                ));
+            };
+            match item.iter_mut().find(|(k, _)| *k == key) {
+                Some(slot) => slot.1 = &pair[1],
+                None => item.push((key, &pair[1])),
+            }
+        }
+        for required in REQUIRED_DATAPOINT_KEYS {
+            if !item.iter().any(|(k, _)| *k == required) {
+                return Err(format!("datapoint {n} has no {required}"));
+            }
+        }
+        let data_type = item
+            .iter()
+            .find(|(k, _)| *k == "pattoo_data_type")
+            .map(|(_, v)| *v)
+            .expect("checked above");
+        let known = match data_type {
+            Value::Null => true,
+            Value::Number(number) => number
+                .as_f64()
+                .is_some_and(|code| DATA_TYPES.iter().any(|known| *known as f64 == code)),
+            _ => false,
+        };
+        if !known {
+            return Err(format!(
+                "datapoint {n} has unknown pattoo_data_type {data_type}"
+            ));
+        }
+    }
+    let text = |key: &str| match top.get(key) {
+        Some(Value::String(text)) => text.clone(),
+        Some(other) => other.to_string(),
+        None => String::new(),
+    };
+    Ok(Accepted {
+        agent_id: text("pattoo_agent_id"),
+        timestamp: text("pattoo_agent_timestamp"),
+        datapoints: rows.len(),
+    })
+}
+
+/// Stores accepted bodies in a directory, numbered in order of arrival.
+#[derive(Debug)]
+pub struct Receiver {
+    dir: PathBuf,
+    next: AtomicU64,
+}
+
+impl Receiver {
+    /// Uses `dir`, creating it; numbering continues after what is there.
+    pub fn new(dir: &Path) -> io::Result<Receiver> {
+        fs::create_dir_all(dir)?;
+        let mut next = 0;
+        for entry in fs::read_dir(dir)?.flatten() {
+            let name = entry.file_name();
+            if let Some(n) = name
+                .to_str()
+                .and_then(|n| n.split('_').next())
+                .and_then(|n| n.parse::<u64>().ok())
+            {
+                next = next.max(n + 1);
+            }
+        }
+        Ok(Receiver {
+            dir: dir.to_owned(),
+            next: AtomicU64::new(next),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Judges one request; stores the body when it is accepted.
+    pub fn handle(
+        &self,
+        method: &Method,
+        path: &str,
+        content_type: Option<&str>,
+        body: &[u8],
+    ) -> (StatusCode, String) {
+        let Some(agent_id) = path
+            .strip_prefix(RECEIVE_PATH)
+            .filter(|id| !id.is_empty() && !id.contains('/'))
+        else {
+            return (StatusCode::NOT_FOUND, format!("no such route: {path}"));
+        };
+        if method != Method::POST {
+            return (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "only POST is accepted".into(),
+            );
+        }
+        let is_json = content_type
+            .and_then(|t| t.split(';').next())
+            .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"));
+        if !is_json {
+            return (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "Content-Type must be application/json".into(),
+            );
+        }
+        let accepted = match validate_body(body) {
+            Ok(accepted) => accepted,
+            Err(reason) => return (StatusCode::BAD_REQUEST, reason),
+        };
+        let arrival = self.next.fetch_add(1, Ordering::SeqCst);
+        let name = format!(
+            "{arrival:010}_{}_{}.json",
+            sanitize(&accepted.timestamp),
+            sanitize(agent_id)
+        );
+        let temporary = self.dir.join(format!(".{name}.tmp"));
+        let stored =
+            fs::write(&temporary, body).and_then(|()| fs::rename(&temporary, self.dir.join(&name)));
+        match stored {
+            Ok(()) => (StatusCode::OK, "OK".into()),
+            Err(error) => {
+                let _ = fs::remove_file(&temporary);
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("cannot store the body: {error}"),
+                )
+            }
+        }
+    }
+
+    /// Serves HTTP/1.1 on `listener` until `shutdown` turns true.
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> io::Result<()> {
+        loop {
+            let (stream, _) = tokio::select! {
+                _ = shutdown.changed() => return Ok(()),
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    // Out of file descriptors and the like: keep serving.
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot accept a connection");
+                        continue;
+                    }
+                },
+            };
+            let receiver = self.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |request| {
+                    let receiver = receiver.clone();
+                    async move { Ok::<_, Infallible>(receiver.respond(request).await) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    }
+
+    /// Reads a request (bounded) and answers it.
+    pub async fn respond(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+        let (parts, body) = request.into_parts();
+        let (status, reason) = match Limited::new(body, MAX_BODY_BYTES).collect().await {
+            Ok(collected) => {
+                let content_type = parts
+                    .headers
+                    .get(hyper::header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok());
+                self.handle(
+                    &parts.method,
+                    parts.uri.path(),
+                    content_type,
+                    &collected.to_bytes(),
+                )
+            }
+            Err(error) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("cannot read the body: {error}"),
+            ),
+        };
+        if status != StatusCode::OK {
+            tracing::info!(status = status.as_u16(), path = parts.uri.path(), %reason, "refused a post");
+        }
+        let mut response = Response::new(Full::new(Bytes::from(reason + "\n")));
+        *response.status_mut() = status;
+        response
+    }
+}
+
+fn sanitize(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(80)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(datapoint: &str) -> String {
+        format!(
+            r#"{{"pattoo_agent_id": "abc", "pattoo_agent_polling_interval": 10000, "pattoo_agent_timestamp": 1, "pattoo_datapoints": {{"key_value_pairs": {datapoint}, "datapoint_pairs": [[0,1,2,3,4,5,6,7,8,9]]}}}}"#
+        )
+    }
+
+    const GOOD: &str = r#"{"0": ["pattoo_agent_polling_interval", "10000"], "1": ["pattoo_agent_hostname", "h"], "2": ["pattoo_agent_id", "abc"], "3": ["pattoo_agent_polled_target", "t"], "4": ["pattoo_agent_program", "p"], "5": ["pattoo_key", "k"], "6": ["pattoo_data_type", 99], "7": ["pattoo_value", 1], "8": ["pattoo_timestamp", 1], "9": ["pattoo_checksum", "c"]}"#;
+
+    #[test]
+    fn accepts_a_body_the_pattoo_server_would_ingest() {
+        let accepted = validate_body(body(GOOD).as_bytes()).unwrap();
+        assert_eq!(accepted.agent_id, "abc");
+        assert_eq!(accepted.datapoints, 1);
+    }
+
+    #[test]
+    fn refuses_bodies_the_ingester_would_reject_with_a_reason() {
+        let unknown_type =
+            GOOD.replace(r#"["pattoo_data_type", 99]"#, r#"["pattoo_data_type", 7]"#);
+        let no_checksum = GOOD.replace("pattoo_checksum", "checksum");
+        for (bytes, expected) in [
+            ("{\"pattoo_agent_id\": ".to_owned(), "not JSON"),
+            ("[]".to_owned(), "not a JSON object"),
+            (r#"{"pattoo_agent_id": "a"}"#.to_owned(), "exactly the keys"),
+            (body(&unknown_type), "unknown pattoo_data_type 7"),
+            (body(&no_checksum), "has no pattoo_checksum"),
+            (body(r#"{"0": ["a"]}"#), "pair 0 is missing"),
+        ] {
+            let error = validate_body(bytes.as_bytes()).unwrap_err();
+            assert!(error.contains(expected), "{error}");
+            assert!(!error.contains('\n'));
+        }
+    }
+
+    #[test]
+    fn stores_accepted_bodies_in_arrival_order_and_refuses_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let receiver = Receiver::new(dir.path()).unwrap();
+        let path = format!("{RECEIVE_PATH}abc");
+        let json = Some("application/json");
+        let good = body(GOOD);
+        assert_eq!(
+            receiver
+                .handle(&Method::POST, &path, json, good.as_bytes())
+                .0,
+            StatusCode::OK
+        );
+        assert_eq!(
+            receiver
+                .handle(&Method::POST, &path, json, good.as_bytes())
+                .0,
+            StatusCode::OK
+        );
+        assert_eq!(
+            receiver.handle(&Method::GET, &path, json, b"").0,
+            StatusCode::METHOD_NOT_ALLOWED
+        );
+        assert_eq!(
+            receiver.handle(&Method::POST, "/other", json, b"").0,
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            receiver
+                .handle(&Method::POST, &path, Some("text/plain"), good.as_bytes())
+                .0,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE
+        );
+        assert_eq!(
+            receiver.handle(&Method::POST, &path, json, b"{}").0,
+            StatusCode::BAD_REQUEST
+        );
+        let mut names: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["0000000000_1_abc.json", "0000000001_1_abc.json"]);
+        assert_eq!(
+            fs::read(dir.path().join(&names[0])).unwrap(),
+            good.as_bytes()
+        );
+        // A restarted receiver keeps numbering after what is there.
+        let again = Receiver::new(dir.path()).unwrap();
+        assert_eq!(again.next.load(Ordering::SeqCst), 2);
+    }
+}
