@@ -34,4 +34,9 @@ pub enum Command {
         #[arg(long, value_name = "NAME")]
         poller: Option<String>,
     },
+    /// Print a completion script for SHELL on stdout (packages install them)
+    Completions {
+        #[arg(value_enum, value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
 }
