@@ -154,3 +154,25 @@ fn a_tilde_in_a_directory_expands_to_the_home_directory() {
     );
     assert!(!stdout.contains('~'), "{stdout}");
 }
+
+#[test]
+fn the_packaged_default_configuration_passes_check() {
+    let packaged = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/etc");
+    let output = check(&packaged, FAKE_HOME);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "packaging/etc is refused:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    // The unit's sandbox only lets the agent write below these two.
+    assert!(
+        stdout.contains("caches undelivered bodies in /var/lib/pattoo/cache\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("agent ids in /var/lib/pattoo/agent_id\n"),
+        "{stdout}"
+    );
+}
