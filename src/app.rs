@@ -52,7 +52,23 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             logging::init_stderr(LevelFilter::INFO);
             receive(listen, &dir).await
         }
+        Command::Completions { shell } => completions(shell),
     }
+}
+
+/// Writes the completion script; generated from the clap definitions so it
+/// never falls behind the real options.
+fn completions(shell: clap_complete::Shell) -> anyhow::Result<()> {
+    use clap::CommandFactory;
+    let mut command = Cli::command();
+    let name = command.get_name().to_owned();
+    // clap_complete panics when its writer fails (a closed pipe); build the
+    // script in memory and report a failed write as an error instead.
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut command, name, &mut script);
+    std::io::stdout()
+        .write_all(&script)
+        .context("writing the completion script")
 }
 
 /// Loads the configuration, printing every error to stderr.

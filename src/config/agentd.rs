@@ -104,20 +104,32 @@ pub(super) fn parse(doc: &mut Document) -> Option<(AgentSettings, Vec<PollerSett
             let mut names: HashMap<String, usize> = HashMap::new();
             for (i, entry) in entries.iter().enumerate() {
                 let at = list.index(i);
-                let Some(poller) = parse_poller(doc, &at, entry, settings.polling_interval) else {
-                    continue;
+                let poller = parse_poller(doc, &at, entry, settings.polling_interval);
+                // Names are compared as written, whether or not the rest of
+                // the entry is valid, so a clash is reported along with the
+                // other mistakes rather than after they are fixed.
+                let name = match entry {
+                    Value::Mapping(map) => match map.get("name") {
+                        Some(Value::String(name)) if !name.trim().is_empty() => {
+                            Some(name.trim().to_owned())
+                        }
+                        _ => None,
+                    },
+                    _ => None,
                 };
-                if let Some(first) = names.insert(poller.name.clone(), i) {
-                    doc.error(
-                        &at.key("name"),
-                        format!(
-                            "duplicate poller name `{}`: pollers[{first}] already has it; names must be unique",
-                            poller.name
-                        ),
-                    );
-                    continue;
+                if let Some(name) = name {
+                    if let Some(&first) = names.get(&name) {
+                        doc.error(
+                            &at.key("name"),
+                            format!(
+                                "duplicate poller name `{name}`: pollers[{first}] already has it; names must be unique"
+                            ),
+                        );
+                        continue;
+                    }
+                    names.insert(name, i);
                 }
-                pollers.push(poller);
+                pollers.extend(poller);
             }
         }
         Some(other) => doc.error(
@@ -249,9 +261,13 @@ pub fn parse_interval(doc: &mut Document, path: &YamlPath, value: &Value) -> Opt
             None
         }
         None => {
+            let found = match value {
+                Value::String(text) => format!("{text:?}"),
+                other => describe(other).to_owned(),
+            };
             doc.error(
                 path,
-                format!("expected a number of seconds, found {}", describe(value)),
+                format!("expected a number of seconds, e.g. 60 or 0.5, found {found}"),
             );
             None
         }

@@ -101,12 +101,16 @@ pub fn config_dir(from_command_line: Option<&Path>) -> PathBuf {
 pub fn load(config_dir: &Path) -> Result<Settings, ConfigErrors> {
     let mut errors = Vec::new();
     let pattoo_file = config_dir.join("pattoo.yaml");
+    // Where a missing `pattoo_agent_api` is reported: the top of
+    // pattoo.yaml, so the message has a line to jump to like every other.
+    let mut pattoo_top = None;
     let (pattoo, mut api, mut api_source) = match Document::read(&pattoo_file) {
         Err(error) => {
             errors.push(error);
             (None, None, pattoo_file.clone())
         }
         Ok(mut doc) => {
+            pattoo_top = doc.position(&YamlPath::root());
             let pattoo = pattoo::parse_pattoo(&mut doc);
             let api = pattoo::parse_api(&mut doc).flatten();
             errors.extend(doc.into_errors());
@@ -130,7 +134,7 @@ pub fn load(config_dir: &Path) -> Result<Settings, ConfigErrors> {
     if api.is_none() && pattoo.is_some() {
         errors.push(ConfigError {
             file: pattoo_file.clone(),
-            position: None,
+            position: pattoo_top,
             path: "pattoo_agent_api".into(),
             message: format!(
                 "missing section: say where the pattoo server listens (ip_address, ip_bind_port) here or in {}",

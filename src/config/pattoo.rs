@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use serde_norway::Value;
 
-use super::yaml::{expect_mapping, Document, YamlPath};
+use super::yaml::{describe, expect_mapping, Document, YamlPath};
 use super::{expand_home, LogLevel};
 
 /// The `pattoo:` section.
@@ -44,7 +44,8 @@ struct RawPattoo {
 #[serde(deny_unknown_fields)]
 struct RawApi {
     ip_address: String,
-    ip_bind_port: Option<i64>,
+    /// Checked by hand: serde would say "expected i64".
+    ip_bind_port: Option<Value>,
 }
 
 pub const DEFAULT_API_PORT: u16 = 20201;
@@ -59,7 +60,7 @@ pub(super) fn parse_pattoo(doc: &mut Document) -> Option<PattooSettings> {
             _ => doc.error(
                 &top.key(key.as_str().unwrap_or_default()),
                 format!(
-                    "unknown section {}: expected `pattoo` or `pattoo_agent_api`",
+                    "unknown section `{}`: expected `pattoo` or `pattoo_agent_api`",
                     serde_norway::to_string(key).unwrap_or_default().trim()
                 ),
             ),
@@ -128,9 +129,9 @@ pub(super) fn parse_api(doc: &mut Document) -> Option<Option<ApiSettings>> {
         );
     }
     let ip_bind_port = match raw.ip_bind_port {
-        None => DEFAULT_API_PORT,
-        Some(port) => match u16::try_from(port) {
-            Ok(port) if port > 0 => port,
+        None | Some(Value::Null) => DEFAULT_API_PORT,
+        Some(Value::Number(port)) => match port.as_i64().map(u16::try_from) {
+            Some(Ok(port)) if port > 0 => port,
             _ => {
                 doc.error(
                     &path.key("ip_bind_port"),
@@ -139,6 +140,17 @@ pub(super) fn parse_api(doc: &mut Document) -> Option<Option<ApiSettings>> {
                 DEFAULT_API_PORT
             }
         },
+        Some(other) => {
+            let found = match &other {
+                Value::String(text) => format!("{text:?}"),
+                other => describe(other).to_owned(),
+            };
+            doc.error(
+                &path.key("ip_bind_port"),
+                format!("expected a port number from 1 to 65535, found {found}"),
+            );
+            DEFAULT_API_PORT
+        }
     };
     Some(Some(ApiSettings {
         ip_address: ip_address.to_owned(),

@@ -259,8 +259,17 @@ impl Document {
         });
     }
 
-    pub fn into_errors(self) -> Vec<ConfigError> {
+    /// The errors in the order of the lines they point at, whatever order
+    /// the checks ran in, so the list reads top to bottom like the file.
+    /// Errors about the file as a whole (no position) come first.
+    pub fn into_errors(mut self) -> Vec<ConfigError> {
+        self.errors.sort_by_key(|error| error.position);
         self.errors
+    }
+
+    /// Where `path` (or its nearest known ancestor) starts in the file.
+    pub fn position(&self, path: &YamlPath) -> Option<(usize, usize)> {
+        self.locations.find(path)
     }
 
     pub fn has_errors(&self) -> bool {
@@ -278,8 +287,11 @@ impl Document {
     ///
     /// serde stops at the first problem, so this deserializes again after
     /// each one with the offending key removed: a typo'd key and a wrong
-    /// type in the same section are both reported. It gives up once removing
-    /// a key only leads to that key being reported missing.
+    /// type in the same section are both reported. What is left once the
+    /// offending keys are gone is returned, so the caller goes on to find
+    /// the problems in the rest (the errors already recorded make loading
+    /// fail). It gives up once removing a key only leads to that key being
+    /// reported missing.
     pub fn deserialize<T: DeserializeOwned>(
         &mut self,
         path: &YamlPath,
@@ -289,7 +301,9 @@ impl Document {
         let mut removed: Vec<(YamlPath, String)> = Vec::new();
         for _ in 0..64 {
             let error = match serde_path_to_error::deserialize::<_, T>(value.clone()) {
-                Ok(parsed) => return removed.is_empty().then_some(parsed),
+                // The offending keys are reported and left out; the rest is
+                // returned so its own problems are found too.
+                Ok(parsed) => return Some(parsed),
                 Err(error) => error,
             };
             let at = path.join_tracked(error.path());
@@ -299,18 +313,19 @@ impl Document {
                     return None; // a consequence of an error already reported
                 }
             }
+            // serde_path_to_error tracks the offending key itself for an
+            // unknown field; older versions stop at the enclosing mapping.
+            // Either way the error belongs to the key and the key is removed
+            // from its mapping, so the next unknown key can be found.
             let unknown = backticked_after(&message, "unknown field `");
-            let culprit = match &unknown {
-                Some(field) => at.key(field),
-                None => at.clone(),
+            let at = match &unknown {
+                Some(field) if at.0.last() != Some(&Segment::Key(field.clone())) => at.key(field),
+                _ => at,
             };
-            self.error(&culprit, message);
-            let removable = match unknown {
-                Some(field) => Some((at.clone(), field)),
-                None => match at.0.last() {
-                    Some(Segment::Key(key)) => at.parent().map(|parent| (parent, key.clone())),
-                    _ => None,
-                },
+            self.error(&at, message);
+            let removable = match at.0.last() {
+                Some(Segment::Key(key)) => at.parent().map(|parent| (parent, key.clone())),
+                _ => None,
             };
             let (parent, key) = removable?;
             let relative = YamlPath(parent.0[path.0.len()..].to_vec());
@@ -344,13 +359,35 @@ fn backticked_after(message: &str, prefix: &str) -> Option<String> {
     rest.split_once('`').map(|(name, _)| name.to_owned())
 }
 
-/// serde_norway appends " at line L column C" to its messages; the position
-/// is reported separately, so drop it from the text.
+/// serde_norway writes " at line L column C" into its messages, at the end
+/// or mid-sentence ("... at line 6 column 13, while parsing a flow
+/// sequence"); the position is reported separately, so drop it from the
+/// text wherever it is.
 fn strip_location(message: &str) -> String {
-    match message.rfind(" at line ") {
-        Some(at) => message[..at].to_owned(),
-        None => message.to_owned(),
+    let mut text = message.to_owned();
+    let mut from = 0;
+    while let Some(found) = text[from..].find(" at line ") {
+        let start = from + found;
+        let rest = &text[start + " at line ".len()..];
+        let line_digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        let after_line = &rest[line_digits..];
+        let column_len = match after_line.strip_prefix(" column ") {
+            Some(col) if line_digits > 0 => {
+                let digits = col.len() - col.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+                (digits > 0).then_some(" column ".len() + digits)
+            }
+            _ => None,
+        };
+        match column_len {
+            Some(len) => {
+                let end = start + " at line ".len() + line_digits + len;
+                text.replace_range(start..end, "");
+                from = start;
+            }
+            None => from = start + 1,
+        }
     }
+    text
 }
 
 /// The mapping at `value`, or an error recorded at `path`.
@@ -384,5 +421,28 @@ pub fn describe(value: &Value) -> &'static str {
         Value::Sequence(_) => "a list",
         Value::Mapping(_) => "a mapping",
         Value::Tagged(_) => "a tagged value",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::strip_location;
+
+    #[test]
+    fn strip_location_drops_a_position_at_the_end_or_mid_sentence() {
+        assert_eq!(
+            strip_location("mapping values are not allowed in this context at line 3 column 17"),
+            "mapping values are not allowed in this context"
+        );
+        assert_eq!(
+            strip_location(
+                "did not find expected ',' or ']' at line 6 column 13, while parsing a flow sequence at line 5 column 16"
+            ),
+            "did not find expected ',' or ']', while parsing a flow sequence"
+        );
+        assert_eq!(
+            strip_location("unknown field `at line 2`"),
+            "unknown field `at line 2`"
+        );
     }
 }
