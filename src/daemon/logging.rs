@@ -7,6 +7,7 @@ use std::path::Path;
 use tracing::level_filters::LevelFilter;
 use tracing_appender::non_blocking::WorkerGuard;
 use tracing_appender::rolling::{Builder, Rotation};
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{reload, Layer, Registry};
@@ -25,12 +26,24 @@ pub fn level_filter(level: LogLevel) -> LevelFilter {
     }
 }
 
+/// The configured level applies to the agent's own messages; libraries
+/// (HTTP, TLS, Modbus) only say something at WARN and above, or a `debug`
+/// log would be mostly connection-pool chatter.
+fn filter(level: LevelFilter) -> Targets {
+    Targets::new()
+        .with_default(level.min(LevelFilter::WARN))
+        .with_target(env!("CARGO_CRATE_NAME"), level)
+}
+
 /// Changes the level of a running daemon (on reload).
-pub struct LevelHandle(reload::Handle<LevelFilter, Registry>);
+pub struct LevelHandle(reload::Handle<Targets, Registry>);
 
 impl LevelHandle {
     pub fn set(&self, level: LogLevel) {
-        if let Err(err) = self.0.modify(|filter| *filter = level_filter(level)) {
+        if let Err(err) = self
+            .0
+            .modify(|targets| *targets = filter(level_filter(level)))
+        {
             tracing::warn!("cannot change the log level: {err}");
         }
     }
@@ -47,10 +60,13 @@ fn under_systemd() -> bool {
 
 /// Logging for short commands (`check`, `once`, `cache`): stderr only.
 pub fn init_stderr(level: LevelFilter) {
-    let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_max_level(level)
-        .with_target(false)
+    let _ = tracing_subscriber::registry()
+        .with(filter(level))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_target(false),
+        )
         .try_init();
 }
 
@@ -78,7 +94,7 @@ pub fn init_daemon(
             )
         })?;
     let (file_writer, guard) = tracing_appender::non_blocking(appender);
-    let (filter, handle) = reload::Layer::new(level_filter(level));
+    let (filter, handle) = reload::Layer::new(filter(level_filter(level)));
 
     let file_layer = tracing_subscriber::fmt::layer()
         .with_writer(file_writer)
