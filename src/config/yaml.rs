@@ -294,6 +294,14 @@ impl Document {
                 }
             }
             let unknown = backticked_after(&message, "unknown field `");
+            // serde_path_to_error already tracks the unknown key itself;
+            // the key is added back below, so take it off here.
+            let at = match (&unknown, at.0.last()) {
+                (Some(field), Some(Segment::Key(last))) if last == field => {
+                    at.parent().unwrap_or_default()
+                }
+                _ => at,
+            };
             let culprit = match &unknown {
                 Some(field) => at.key(field),
                 None => at.clone(),
