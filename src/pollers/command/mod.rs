@@ -145,6 +145,7 @@ impl CommandPoller {
                 bytes: &output,
                 default_target: &self.target,
                 read_at_ms: now_ms(),
+                exit_status: None,
             })
             .map_err(|source| CommandError::Format {
                 poller: self.name.clone(),
