@@ -1,0 +1,416 @@
+//! Settings of a `type: http` poller.
+//!
+//! ```yaml
+//! - name: quotes
+//!   type: http
+//!   urls: [https://api.example.com/v1/quotes]   # one or more, polled concurrently
+//!   method: GET                  # or POST
+//!   headers: {Accept: application/json}
+//!   query: {symbols: ABC}
+//!   body: '{"q": 1}'             # POST only
+//!   auth:
+//!     bearer: {file: /etc/pattoo/quotes.token}  # or {env: QUOTES_TOKEN}
+//!     # basic: {username: pattoo, password: {env: QUOTES_PASSWORD}}
+//!   tls:
+//!     ca_file: /etc/pattoo/ca.pem
+//!     client_cert_file: /etc/pattoo/client.pem
+//!     client_key_file: /etc/pattoo/client.key
+//!     danger_accept_invalid_certs: false   # logs a warning at every start
+//!   timeout_ms: 10000
+//!   max_response_bytes: 4194304
+//!   max_redirects: 5             # 0: redirects are not followed
+//!   retries: 0                   # more attempts after a failure or a 5xx
+//!   retry_backoff_ms: 500        # doubled after each retry
+//!   measurements: true           # response_time_ms, http_status, body_bytes, up
+//!   format: json                 # optional when measurements is true
+//!   target: quotes-api           # default: each URL's host
+//! ```
+//!
+//! Secrets are named here, never written here: they are read from their
+//! file or variable when the poller is built.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use reqwest::header::{HeaderName, HeaderValue};
+use reqwest::{Method, Url};
+use serde::Deserialize;
+use serde_norway::Value;
+
+use crate::config::yaml::describe;
+use crate::config::{yaml_number_to_python, Document, YamlPath};
+use crate::formats::FormatSettings;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpSettings {
+    pub urls: Vec<Url>,
+    pub method: Method,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub query: Vec<(String, String)>,
+    pub body: Option<String>,
+    pub auth: Option<Auth>,
+    pub tls: TlsSettings,
+    pub timeout: Duration,
+    pub max_response_bytes: usize,
+    pub max_redirects: usize,
+    pub retries: u32,
+    pub retry_backoff: Duration,
+    pub measurements: bool,
+    pub format: Option<FormatSettings>,
+    pub target: Option<String>,
+}
+
+/// Where a secret is read from when the poller is built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    File(PathBuf),
+    Env(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Auth {
+    Bearer(SecretSource),
+    Basic {
+        username: String,
+        password: SecretSource,
+    },
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    /// Trusted in addition to the system's roots.
+    pub ca_file: Option<PathBuf>,
+    pub client_cert_file: Option<PathBuf>,
+    pub client_key_file: Option<PathBuf>,
+    /// Accepts any certificate: for tests and lab devices only.
+    #[serde(default)]
+    pub danger_accept_invalid_certs: bool,
+}
+
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 4 << 20;
+pub const DEFAULT_MAX_REDIRECTS: usize = 5;
+pub const DEFAULT_RETRY_BACKOFF: Duration = Duration::from_millis(500);
+/// More retries than this within one polling interval only hide an outage.
+pub const MAX_RETRIES: u32 = 5;
+
+// serde_norway reads enums only from YAML tags (`!bearer`); plain
+// mappings with one key are friendlier, so these are checked by hand.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuth {
+    bearer: Option<RawSecret>,
+    basic: Option<RawBasic>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBasic {
+    username: String,
+    password: RawSecret,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSecret {
+    file: Option<PathBuf>,
+    env: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHttp {
+    urls: Vec<String>,
+    method: Option<String>,
+    headers: Option<Value>,
+    query: Option<Value>,
+    body: Option<String>,
+    auth: Option<RawAuth>,
+    #[serde(default)]
+    tls: TlsSettings,
+    timeout_ms: Option<u64>,
+    max_response_bytes: Option<usize>,
+    max_redirects: Option<usize>,
+    retries: Option<u32>,
+    retry_backoff_ms: Option<u64>,
+    #[serde(default)]
+    measurements: bool,
+    format: Option<Value>,
+    target: Option<String>,
+}
+
+impl HttpSettings {
+    pub(crate) fn parse(doc: &mut Document, path: &YamlPath, value: &Value) -> Option<Self> {
+        let raw: RawHttp = doc.deserialize(path, value)?;
+        let mut ok = true;
+        if raw.urls.is_empty() {
+            doc.error(
+                &path.key("urls"),
+                "list at least one URL, e.g. [https://example.com/metrics]",
+            );
+            ok = false;
+        }
+        let mut urls = Vec::new();
+        for (i, text) in raw.urls.iter().enumerate() {
+            let at = path.key("urls").index(i);
+            match Url::parse(text.trim()) {
+                Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
+                    urls.push(url)
+                }
+                Ok(_) => {
+                    doc.error(
+                        &at,
+                        format!("expected an http:// or https:// URL with a host, found {text:?}"),
+                    );
+                    ok = false;
+                }
+                Err(err) => {
+                    doc.error(&at, format!("not a URL ({err}): {text:?}"));
+                    ok = false;
+                }
+            }
+        }
+        let method = match raw
+            .method
+            .as_deref()
+            .map(str::to_ascii_uppercase)
+            .as_deref()
+        {
+            None | Some("GET") => Method::GET,
+            Some("POST") => Method::POST,
+            Some(other) => {
+                doc.error(
+                    &path.key("method"),
+                    format!("expected GET or POST, found {other:?}"),
+                );
+                ok = false;
+                Method::GET
+            }
+        };
+        if raw.body.is_some() && method != Method::POST {
+            doc.error(&path.key("body"), "a body is sent only with `method: POST`");
+            ok = false;
+        }
+        let mut headers = Vec::new();
+        for (name, value) in string_pairs(doc, &path.key("headers"), raw.headers.as_ref(), &mut ok)
+        {
+            let at = path.key("headers").key(&name);
+            if name.eq_ignore_ascii_case("authorization") {
+                doc.error(&at, "put credentials under `auth:`, which reads them from a file or the environment instead of the configuration");
+                ok = false;
+                continue;
+            }
+            match (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(&value),
+            ) {
+                (Ok(name), Ok(value)) => headers.push((name, value)),
+                (Err(_), _) => {
+                    doc.error(&at, format!("{name:?} is not a valid header name"));
+                    ok = false;
+                }
+                (_, Err(_)) => {
+                    doc.error(&at, "header values must be visible ASCII text");
+                    ok = false;
+                }
+            }
+        }
+        let query = string_pairs(doc, &path.key("query"), raw.query.as_ref(), &mut ok);
+        let auth_path = path.key("auth");
+        let auth_given = raw.auth.is_some();
+        let auth = match raw.auth {
+            None => None,
+            Some(RawAuth {
+                bearer: Some(token),
+                basic: None,
+            }) => secret(doc, &auth_path.key("bearer"), token).map(Auth::Bearer),
+            Some(RawAuth {
+                bearer: None,
+                basic: Some(basic),
+            }) => secret(doc, &auth_path.key("basic").key("password"), basic.password).map(
+                |password| Auth::Basic {
+                    username: basic.username,
+                    password,
+                },
+            ),
+            Some(_) => {
+                doc.error(&auth_path, "expected one of `bearer:` or `basic:`");
+                None
+            }
+        };
+        if auth_given && auth.is_none() {
+            ok = false;
+        }
+        if raw.tls.client_cert_file.is_some() != raw.tls.client_key_file.is_some() {
+            doc.error(
+                &path.key("tls"),
+                "a client certificate needs both client_cert_file and client_key_file",
+            );
+            ok = false;
+        }
+        let mut positive = |key: &str, value: Option<u64>, default: u64| match value {
+            None => default,
+            Some(0) => {
+                doc.error(&path.key(key), "must be more than 0");
+                ok = false;
+                default
+            }
+            Some(n) => n,
+        };
+        let timeout = Duration::from_millis(positive(
+            "timeout_ms",
+            raw.timeout_ms,
+            DEFAULT_TIMEOUT.as_millis() as u64,
+        ));
+        let max_response_bytes = positive(
+            "max_response_bytes",
+            raw.max_response_bytes.map(|n| n as u64),
+            DEFAULT_MAX_RESPONSE_BYTES as u64,
+        ) as usize;
+        let retry_backoff = Duration::from_millis(positive(
+            "retry_backoff_ms",
+            raw.retry_backoff_ms,
+            DEFAULT_RETRY_BACKOFF.as_millis() as u64,
+        ));
+        let retries = raw.retries.unwrap_or(0);
+        if retries > MAX_RETRIES {
+            doc.error(
+                &path.key("retries"),
+                format!("at most {MAX_RETRIES}: retries must fit in the polling interval"),
+            );
+            ok = false;
+        }
+        let format = match &raw.format {
+            None => None,
+            Some(value) => match FormatSettings::parse(doc, &path.key("format"), value) {
+                Some(format) => Some(format),
+                None => {
+                    ok = false;
+                    None
+                }
+            },
+        };
+        if raw.format.is_none() && !raw.measurements {
+            doc.error(
+                path,
+                "say what to read: a `format:` for the response body, `measurements: true` for response time, status, size and up, or both",
+            );
+            ok = false;
+        }
+        ok.then(|| HttpSettings {
+            urls,
+            method,
+            headers,
+            query,
+            body: raw.body,
+            auth,
+            tls: raw.tls,
+            timeout,
+            max_response_bytes,
+            max_redirects: raw.max_redirects.unwrap_or(DEFAULT_MAX_REDIRECTS),
+            retries,
+            retry_backoff,
+            measurements: raw.measurements,
+            format,
+            target: raw.target.filter(|t| !t.trim().is_empty()),
+        })
+    }
+
+    pub fn describe(&self) -> String {
+        let urls: Vec<String> = self.urls.iter().map(super::display_url).collect();
+        let mut reads = Vec::new();
+        if let Some(format) = &self.format {
+            reads.push(format.name());
+        }
+        if self.measurements {
+            reads.push("measurements");
+        }
+        format!(
+            "{} {}, reads {}",
+            self.method,
+            urls.join(", "),
+            reads.join(" and ")
+        )
+    }
+}
+
+fn secret(doc: &mut Document, path: &YamlPath, raw: RawSecret) -> Option<SecretSource> {
+    match (raw.file, raw.env) {
+        (Some(file), None) if file.is_absolute() => Some(SecretSource::File(file)),
+        (Some(file), None) => {
+            doc.error(
+                &path.key("file"),
+                format!(
+                    "expected an absolute path, found {:?}",
+                    file.display().to_string()
+                ),
+            );
+            None
+        }
+        (None, Some(name)) if !name.is_empty() && !name.contains('=') => {
+            Some(SecretSource::Env(name))
+        }
+        (None, Some(name)) => {
+            doc.error(
+                &path.key("env"),
+                format!("{name:?} is not an environment variable name"),
+            );
+            None
+        }
+        _ => {
+            doc.error(
+                path,
+                "expected one of `file:` (a file holding the secret) or `env:` (a variable holding it)",
+            );
+            None
+        }
+    }
+}
+
+/// A mapping of names to text (numbers written as Python would), in the
+/// order written.
+fn string_pairs(
+    doc: &mut Document,
+    path: &YamlPath,
+    value: Option<&Value>,
+    ok: &mut bool,
+) -> Vec<(String, String)> {
+    let Some(value) = value else {
+        return Vec::new();
+    };
+    let Value::Mapping(map) = value else {
+        if !matches!(value, Value::Null) {
+            doc.error(
+                path,
+                format!(
+                    "expected a mapping of names to values, found {}",
+                    describe(value)
+                ),
+            );
+            *ok = false;
+        }
+        return Vec::new();
+    };
+    let mut pairs = Vec::new();
+    for (key, value) in map {
+        let Some(key) = key.as_str() else {
+            doc.error(path, "names must be text");
+            *ok = false;
+            continue;
+        };
+        match value {
+            Value::String(text) => pairs.push((key.to_owned(), text.clone())),
+            Value::Number(n) => pairs.push((key.to_owned(), yaml_number_to_python(n))),
+            Value::Bool(b) => pairs.push((key.to_owned(), b.to_string())),
+            other => {
+                doc.error(
+                    &path.key(key),
+                    format!("expected text, found {}", describe(other)),
+                );
+                *ok = false;
+            }
+        }
+    }
+    pairs
+}
