@@ -234,6 +234,51 @@ async fn https_works_with_the_ca_file_and_is_refused_without_it() {
             .ends_with("invalid peer certificate: UnknownIssuer"),
         "refused for its certificate: {error}"
     );
+
+    let mut insecure = poller(&format!(
+        "urls: [\"{url}\"]\nformat: keyvalue\ntls: {{danger_accept_invalid_certs: true}}\n"
+    ));
+    assert_eq!(
+        summary(&insecure.poll().await.unwrap()),
+        ["localhost secure=1"],
+        "only the explicitly named option skips verification"
+    );
+}
+
+#[tokio::test]
+async fn a_client_certificate_is_presented_when_the_server_asks_for_one() {
+    let pki = test_pki();
+    let server = serve_tls(
+        |_| async { text(200, "mutual=1\n") },
+        pki.server_requiring_client_cert.clone(),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let ca = write("ca.pem", &pki.ca_pem);
+    let cert = write("agent.pem", &pki.client_cert_pem);
+    let key = write("agent.key", &pki.client_key_pem);
+    let url = server.https_url("/");
+
+    let mut with_cert = poller(&format!(
+        "urls: [\"{url}\"]\nformat: keyvalue\ntls: {{ca_file: {ca}, client_cert_file: {cert}, client_key_file: {key}}}\n"
+    ));
+    assert_eq!(
+        summary(&with_cert.poll().await.unwrap()),
+        ["localhost mutual=1"]
+    );
+
+    let mut without = poller(&format!(
+        "urls: [\"{url}\"]\nformat: keyvalue\ntls: {{ca_file: {ca}}}\n"
+    ));
+    assert!(
+        without.poll().await.is_err(),
+        "the server refuses a client without a certificate"
+    );
 }
 
 #[tokio::test]

@@ -135,11 +135,16 @@ where
     TestServer { addr, task }
 }
 
-/// A certificate authority and a server certificate it signed for
-/// `localhost` and 127.0.0.1.
+/// A certificate authority, a server certificate it signed for `localhost`
+/// and 127.0.0.1, and a client certificate it signed.
 pub struct TestPki {
     pub ca_pem: String,
+    /// Accepts any client.
     pub server: Arc<rustls::ServerConfig>,
+    /// Accepts only clients with a certificate from the CA.
+    pub server_requiring_client_cert: Arc<rustls::ServerConfig>,
+    pub client_cert_pem: String,
+    pub client_key_pem: String,
 }
 
 pub fn test_pki() -> TestPki {
@@ -154,23 +159,45 @@ pub fn test_pki() -> TestPki {
         .distinguished_name
         .push(rcgen::DnType::CommonName, "pattoo-agentd test CA");
     let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+
     let mut params =
         CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     let key = KeyPair::generate().unwrap();
     let cert = params.signed_by(&key, &ca).unwrap();
+
+    let mut client_params = CertificateParams::new(vec!["pattoo-agent".to_owned()]).unwrap();
+    client_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let client_key = KeyPair::generate().unwrap();
+    let client_cert = client_params.signed_by(&client_key, &ca).unwrap();
+
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let server = rustls::ServerConfig::builder_with_provider(provider)
+    let server_key = || rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
+    let server = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_no_client_auth()
-        .with_single_cert(
-            vec![cert.der().clone()],
-            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
-        )
+        .with_single_cert(vec![cert.der().clone()], server_key())
+        .unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.der().clone()).unwrap();
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .unwrap();
+    let server_requiring_client_cert = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(vec![cert.der().clone()], server_key())
         .unwrap();
     TestPki {
         ca_pem: ca.pem(),
         server: Arc::new(server),
+        server_requiring_client_cert: Arc::new(server_requiring_client_cert),
+        client_cert_pem: client_cert.pem(),
+        client_key_pem: client_key.serialize_pem(),
     }
 }

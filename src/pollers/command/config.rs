@@ -196,3 +196,67 @@ impl CommandSettings {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(yaml: &str) -> (Option<CommandSettings>, Vec<String>) {
+        let mut doc = Document::parse(std::path::Path::new("t.yaml"), yaml).unwrap();
+        let root = doc.root.clone();
+        let parsed = CommandSettings::parse(&mut doc, &YamlPath::root(), &root);
+        let errors = doc
+            .into_errors()
+            .iter()
+            .map(|e| format!("{}: {}", e.path, e.message))
+            .collect();
+        (parsed, errors)
+    }
+
+    #[test]
+    fn a_shell_command_line_must_be_asked_for() {
+        let (parsed, errors) = parse("command: who | wc -l\nformat: keyvalue\n");
+        assert!(parsed.is_none());
+        assert_eq!(
+            errors,
+            ["command: expected a list of program and arguments, e.g. [\"/usr/local/bin/read-meter\", \"--json\"]; a command line as one string needs `shell: true`"]
+        );
+        let (parsed, errors) = parse("command: who | wc -l\nshell: true\nformat: keyvalue\n");
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(parsed.unwrap().argv, ["/bin/sh", "-c", "who | wc -l"]);
+        let (_, errors) = parse("command: [who]\nshell: true\nformat: keyvalue\n");
+        assert_eq!(
+            errors,
+            ["command: with `shell: true`, expected the shell command line as one string"]
+        );
+    }
+
+    #[test]
+    fn reports_every_mistake_at_once() {
+        let (parsed, errors) = parse(
+            "command: []\nformat: nonsense\ntimeout_ms: 0\nworking_directory: relative/dir\nenvironment: {'A=B': x}\n",
+        );
+        assert!(parsed.is_none());
+        assert_eq!(
+            errors,
+            [
+                "command: must name a program and its arguments, e.g. [\"/usr/local/bin/read-meter\", \"--json\"]",
+                "timeout_ms: must be more than 0",
+                "working_directory: expected an absolute path, found \"relative/dir\"",
+                "environment.A=B: \"A=B\" is not an environment variable name",
+                "format: unknown format `nonsense`: expected one of value, json, keyvalue, prometheus, nagios, datapoints, pattoo",
+            ]
+        );
+    }
+
+    #[test]
+    fn defaults_keep_the_environment_out_and_cap_output_at_1_mib() {
+        let (parsed, errors) = parse("command: [/bin/true]\nformat: nagios\n");
+        assert!(errors.is_empty(), "{errors:?}");
+        let settings = parsed.unwrap();
+        assert!(!settings.inherit_environment);
+        assert_eq!(settings.max_output_bytes, 1 << 20);
+        assert_eq!(settings.timeout, DEFAULT_TIMEOUT);
+        assert_eq!(settings.kill_grace, DEFAULT_KILL_GRACE);
+    }
+}

@@ -414,3 +414,92 @@ fn string_pairs(
     }
     pairs
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every error found in a poller entry, as `path: message`.
+    fn errors(yaml: &str) -> Vec<String> {
+        let mut doc = Document::parse(std::path::Path::new("t.yaml"), yaml).unwrap();
+        let root = doc.root.clone();
+        let parsed = HttpSettings::parse(&mut doc, &YamlPath::root(), &root);
+        let errors: Vec<String> = doc
+            .into_errors()
+            .iter()
+            .map(|e| format!("{}: {}", e.path, e.message))
+            .collect();
+        assert_eq!(parsed.is_some(), errors.is_empty(), "{errors:?}");
+        errors
+    }
+
+    #[test]
+    fn reads_every_option() {
+        let mut doc = Document::parse(
+            std::path::Path::new("t.yaml"),
+            "urls: [https://example.com/a]\nmethod: post\nbody: '{}'\nheaders: {Accept: text/plain}\nquery: {n: 5}\nauth: {basic: {username: u, password: {env: PW}}}\ntimeout_ms: 100\nmax_redirects: 0\nmeasurements: true\n",
+        )
+        .unwrap();
+        let root = doc.root.clone();
+        let settings = HttpSettings::parse(&mut doc, &YamlPath::root(), &root).unwrap();
+        assert_eq!(settings.method, Method::POST);
+        assert_eq!(settings.query, [("n".to_owned(), "5".to_owned())]);
+        assert_eq!(
+            settings.auth,
+            Some(Auth::Basic {
+                username: "u".into(),
+                password: SecretSource::Env("PW".into())
+            })
+        );
+        assert_eq!(settings.timeout, Duration::from_millis(100));
+        assert_eq!(settings.max_redirects, 0);
+        assert_eq!(settings.format, None);
+    }
+
+    #[test]
+    fn reports_every_mistake_at_once() {
+        assert_eq!(
+            errors(
+                "urls: [ftp://example.com/x, 'not a url']\nmethod: PUT\nbody: x\nheaders: {Authorization: Bearer abc}\ntls: {client_cert_file: /c.pem}\nretries: 9\n"
+            ),
+            [
+                "urls[0]: expected an http:// or https:// URL with a host, found \"ftp://example.com/x\"",
+                "urls[1]: not a URL (relative URL without a base): \"not a url\"",
+                "method: expected GET or POST, found \"PUT\"",
+                "body: a body is sent only with `method: POST`",
+                "headers.Authorization: put credentials under `auth:`, which reads them from a file or the environment instead of the configuration",
+                "tls: a client certificate needs both client_cert_file and client_key_file",
+                "retries: at most 5: retries must fit in the polling interval",
+                ": say what to read: a `format:` for the response body, `measurements: true` for response time, status, size and up, or both",
+            ]
+        );
+    }
+
+    #[test]
+    fn secrets_come_from_exactly_one_absolute_file_or_variable() {
+        assert_eq!(
+            errors("urls: [http://h/]\nmeasurements: true\nauth: {bearer: {file: token.txt}}\n"),
+            ["auth.bearer.file: expected an absolute path, found \"token.txt\""]
+        );
+        assert_eq!(
+            errors("urls: [http://h/]\nmeasurements: true\nauth: {bearer: {file: /t, env: T}}\n"),
+            ["auth.bearer: expected one of `file:` (a file holding the secret) or `env:` (a variable holding it)"]
+        );
+        assert_eq!(
+            errors("urls: [http://h/]\nmeasurements: true\nauth: {bearer: {env: T}, basic: {username: u, password: {env: P}}}\n"),
+            ["auth: expected one of `bearer:` or `basic:`"]
+        );
+        assert_eq!(
+            errors("urls: [http://h/]\nmeasurements: true\nauth: {token: x}\n"),
+            ["auth.token: unknown field `token`, expected `bearer` or `basic`"]
+        );
+    }
+
+    #[test]
+    fn format_options_are_checked_with_the_poller() {
+        assert_eq!(
+            errors("urls: [http://h/]\nformat: {type: value, key: pattoo_up}\n"),
+            ["format.key: key \"pattoo_up\" contains `pattoo`, which pattoo reserves for its own keys; choose another name"]
+        );
+    }
+}

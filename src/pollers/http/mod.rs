@@ -21,7 +21,7 @@
 mod config;
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 pub use config::{Auth, HttpSettings, SecretSource, TlsSettings, DEFAULT_MAX_RESPONSE_BYTES};
@@ -262,9 +262,8 @@ impl Shared {
             .or_else(|| url.host_str().map(str::to_owned))
             .unwrap_or_default();
         let read_at_ms = now_ms();
-        let started = Instant::now();
-        let fetched = self.fetch_with_retries(url).await;
-        let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let (fetched, elapsed) = self.fetch_with_retries(url).await;
+        let elapsed_ms = elapsed.as_secs_f64() * 1000.0;
         let method = settings.method.clone();
         let error_for = |fetch_error: &FetchError| match fetch_error {
             FetchError::Request(reason) => HttpError::Request {
@@ -356,19 +355,23 @@ impl Shared {
     }
 
     /// Fetches `url`, trying again after a transport failure or a 5xx
-    /// answer while retries are left, waiting longer each time.
-    async fn fetch_with_retries(&self, url: &Url) -> Result<Response, FetchError> {
+    /// answer while retries are left, waiting longer each time. Also
+    /// returns how long the last attempt took: the response time of a
+    /// site is not the time spent waiting to retry it.
+    async fn fetch_with_retries(&self, url: &Url) -> (Result<Response, FetchError>, Duration) {
         let mut backoff = self.settings.retry_backoff;
         let mut attempt = 0;
         loop {
+            let started = Instant::now();
             let result = self.fetch(url).await;
+            let elapsed = started.elapsed();
             let retryable = match &result {
                 Ok(response) => response.status.is_server_error(),
                 Err(FetchError::Request(_)) => true,
                 Err(FetchError::TooLarge) => false,
             };
             if !retryable || attempt >= self.settings.retries {
-                return result;
+                return (result, elapsed);
             }
             attempt += 1;
             tracing::debug!(poller = %self.name, url = %display_url(url), attempt, "Retrying after {backoff:?}.");
@@ -436,4 +439,38 @@ fn request_error(error: reqwest::Error) -> FetchError {
         source = cause.source();
     }
     FetchError::Request(reason)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_secret_is_read_trimmed_and_never_shown() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "  hunter2\n").unwrap();
+        let secret = Secret::read(&SecretSource::File(file.clone())).unwrap();
+        assert_eq!(secret.0, "hunter2");
+        assert_eq!(format!("{secret:?}"), "[redacted]");
+
+        std::fs::write(&file, "\n").unwrap();
+        let error = Secret::read(&SecretSource::File(file.clone())).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!("the secret in {} is empty", file.display())
+        );
+        let error =
+            Secret::read(&SecretSource::Env("PATTOO_AGENTD_TEST_UNSET_SECRET".into())).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "reading the secret from $PATTOO_AGENTD_TEST_UNSET_SECRET"
+        );
+    }
+
+    #[test]
+    fn a_password_in_a_url_is_not_shown() {
+        let url = Url::parse("https://user:pa55@example.com/x?y=1").unwrap();
+        assert_eq!(display_url(&url), "https://user@example.com/x?y=1");
+    }
 }
