@@ -6,6 +6,24 @@
 //! pointer) and what was expected; a single value that does not convert is
 //! left out with a [`Skipped`] note and the rest are kept. No input makes a
 //! parser panic (`tests.rs` checks arbitrary bytes with proptest).
+//!
+//! A poller's `format:` is a name or a mapping with `type:` and options:
+//!
+//! ```yaml
+//! format: prometheus            # also: nagios, datapoints, pattoo, keyvalue
+//! format: {type: value, key: temperature, data_type: float, metadata: {unit: C}}
+//! format: {type: keyvalue, data_type: float, metadata: {site: a}}
+//! format:
+//!   type: json
+//!   values:
+//!     - {pointer: /quotes/ABC/price, key: abc_price, data_type: float, metadata: {currency: USD}}
+//!     - {pointer: /servers/*/load, key: "load_{*}"}                 # one per element
+//!     - {pointer: /disks/*/used, key: disk_used, wildcard_metadata: disk}
+//! ```
+//!
+//! `data_type` defaults to `float` in the value, keyvalue and json formats.
+//! Keys and metadata keys chosen in configuration must not contain
+//! `pattoo`. Each format's module says how it reads its payload.
 
 pub mod datapoints;
 pub mod json;

@@ -175,8 +175,14 @@ fn parse_all(bytes: &[u8], exit_status: Option<i32>) {
 }
 
 proptest! {
-    // Bounded so CI stays quick; raise PROPTEST_CASES locally to dig deeper.
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    // Bounded so CI stays quick; set PROPTEST_CASES to dig deeper locally.
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(256),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn no_parser_panics_on_arbitrary_bytes(

@@ -242,7 +242,10 @@ impl CommandPoller {
             }
             Err(other) => return Err(other),
         };
-        if !status.success() && !self.settings.format.exit_status_is_data() {
+        // A program killed by a signal has no exit status to report, not
+        // even to a format that reads it.
+        let status_is_data = self.settings.format.exit_status_is_data() && status.code().is_some();
+        if !status.success() && !status_is_data {
             return Err(CommandError::Failed {
                 poller,
                 program,
