@@ -110,9 +110,12 @@ impl Drop for GroupGuard {
     }
 }
 
+/// How a run ended.
 enum Run {
     Exited(Vec<u8>, ExitStatus),
     TooMuchOutput,
+    ReadFailed(std::io::Error),
+    TimedOut,
 }
 
 impl CommandPoller {
@@ -154,13 +157,13 @@ impl CommandPoller {
     }
 
     pub async fn poll(&mut self) -> Result<Vec<TargetData>, CommandError> {
+        let poller = self.name.clone();
         let program = self.settings.argv.join(" ");
-        let error_context = (self.name.clone(), program.clone());
         let mut child = self
             .command()
             .spawn()
             .map_err(|source| CommandError::Spawn {
-                poller: self.name.clone(),
+                poller: poller.clone(),
                 program: program.clone(),
                 source,
             })?;
@@ -178,69 +181,56 @@ impl CommandPoller {
             Ok::<_, std::io::Error>(Run::Exited(output, status))
         })
         .await;
-        let (poller, program) = error_context;
-        let result = match run {
-            Ok(Ok(Run::Exited(output, status))) => {
-                // The program is done; anything it left behind in its group
-                // (a daemonised grandchild) goes with it.
+        let run = match run {
+            Ok(Ok(run)) => run,
+            Ok(Err(error)) => Run::ReadFailed(error),
+            Err(_elapsed) => Run::TimedOut,
+        };
+        match run {
+            // The program is done; anything it left behind in its group (a
+            // daemonised grandchild) goes with it.
+            Run::Exited(..) => {
                 if let Some(pgid) = pgid {
                     let _ = killpg(pgid, Signal::SIGKILL);
                 }
-                Ok((output, status))
             }
-            Ok(Ok(Run::TooMuchOutput)) => {
-                self.terminate(&mut child, pgid).await;
-                Err(CommandError::TooMuchOutput {
-                    poller: poller.clone(),
-                    program: program.clone(),
-                    limit,
-                })
-            }
-            Ok(Err(source)) => {
-                self.terminate(&mut child, pgid).await;
-                Err(CommandError::Read {
-                    poller: poller.clone(),
-                    program: program.clone(),
-                    source,
-                })
-            }
-            Err(_elapsed) => {
-                self.terminate(&mut child, pgid).await;
-                Err(CommandError::Timeout {
-                    poller: poller.clone(),
-                    program: program.clone(),
-                    timeout: self.settings.timeout,
-                    stderr: String::new(),
-                })
-            }
-        };
+            _ => self.terminate(&mut child, pgid).await,
+        }
         guard.pgid = None;
         // stderr closes once every process holding it is gone, which the
         // group kill above ensures; the timeout covers a descendant that
         // escaped into another group with the pipe.
-        let stderr_text = match tokio::time::timeout(self.settings.kill_grace, stderr).await {
+        let stderr = match tokio::time::timeout(self.settings.kill_grace, stderr).await {
             Ok(Ok(bytes)) => String::from_utf8_lossy(&bytes).into_owned(),
             _ => String::new(),
         };
-        if !stderr_text.trim().is_empty() {
-            tracing::warn!(poller = %poller, command = %program, stderr = %stderr_text.trim(), "The command wrote to stderr.");
+        if !stderr.trim().is_empty() {
+            tracing::warn!(poller = %poller, command = %program, stderr = %stderr.trim(), "The command wrote to stderr.");
         }
-        let (output, status) = match result {
-            Ok(done) => done,
-            Err(CommandError::Timeout {
-                poller,
-                program,
-                timeout,
-                ..
-            }) => {
+        let (output, status) = match run {
+            Run::Exited(output, status) => (output, status),
+            Run::TooMuchOutput => {
+                return Err(CommandError::TooMuchOutput {
+                    poller,
+                    program,
+                    limit,
+                })
+            }
+            Run::ReadFailed(source) => {
+                return Err(CommandError::Read {
+                    poller,
+                    program,
+                    source,
+                })
+            }
+            Run::TimedOut => {
                 return Err(CommandError::Timeout {
                     poller,
                     program,
-                    timeout,
-                    stderr: stderr_text,
+                    timeout: self.settings.timeout,
+                    stderr,
                 })
             }
-            Err(other) => return Err(other),
         };
         // A program killed by a signal has no exit status to report, not
         // even to a format that reads it.
@@ -250,7 +240,7 @@ impl CommandPoller {
                 poller,
                 program,
                 status,
-                stderr: stderr_text,
+                stderr,
             });
         }
         let parsed = self
