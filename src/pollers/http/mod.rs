@@ -105,6 +105,18 @@ pub enum HttpError {
     },
 }
 
+impl HttpError {
+    /// The URL that failed, as shown (without a password).
+    pub fn url(&self) -> &str {
+        match self {
+            HttpError::Request { url, .. }
+            | HttpError::Status { url, .. }
+            | HttpError::TooLarge { url, .. }
+            | HttpError::Format { url, .. } => url,
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Shared {
     name: String,
@@ -219,14 +231,14 @@ impl HttpPoller {
                 if first_error.is_none() {
                     first_error = Some(error);
                 } else {
-                    tracing::warn!(poller = %self.shared.name, "{error}");
+                    tracing::warn!(poller = %self.shared.name, url = %error.url(), "{error}");
                 }
             }
         }
         match first_error {
             Some(error) if targets.iter().all(|t| t.datapoints.is_empty()) => Err(error),
             Some(error) => {
-                tracing::warn!(poller = %self.shared.name, "{error}");
+                tracing::warn!(poller = %self.shared.name, url = %error.url(), "{error}");
                 Ok(targets)
             }
             None => Ok(targets),
