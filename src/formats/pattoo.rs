@@ -192,3 +192,63 @@ fn text(item: &Json) -> Option<String> {
 fn escape(key: &str) -> String {
     key.replace('~', "~0").replace('/', "~1")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{build, AgentContext};
+
+    /// A body as a passive Python agent would serve it.
+    const PASSIVE_BODY: &str = r#"{"pattoo_agent_timestamp": 1578071455335, "pattoo_agent_id": "a1",
+        "pattoo_agent_polling_interval": 20000, "pattoo_datapoints": {
+        "key_value_pairs": {"0": ["unit", "000"], "1": ["pattoo_agent_polling_interval", "20000"],
+            "2": ["pattoo_agent_hostname", "spoke"], "3": ["pattoo_agent_id", "a1"],
+            "4": ["pattoo_agent_polled_target", "10.0.0.5"], "5": ["pattoo_agent_program", "snmpd"],
+            "6": ["pattoo_key", "ifInOctets"], "7": ["pattoo_data_type", 64], "8": ["pattoo_value", 1234],
+            "9": ["pattoo_timestamp", 1578071455000], "10": ["pattoo_checksum", "abc"]},
+        "datapoint_pairs": [[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10]]}}"#;
+
+    #[test]
+    fn a_relayed_body_is_posted_again_under_the_relaying_agent() {
+        let parsed = parse(&Payload {
+            bytes: PASSIVE_BODY.as_bytes(),
+            default_target: "hub",
+            read_at_ms: 1,
+            exit_status: None,
+        })
+        .unwrap();
+        let agent = AgentContext {
+            agent_id: "hub-id",
+            agent_program: "pattoo_agentd_http",
+            hostname: "hub-host",
+            polling_interval_ms: 60_000,
+        };
+        let outcome = build(&agent, 2, &parsed.targets);
+        assert!(outcome.dropped.is_empty(), "{:?}", outcome.dropped);
+        let body: Json = serde_json::from_slice(&outcome.body.unwrap().json).unwrap();
+        let pairs: Vec<(String, Json)> = body["pattoo_datapoints"]["key_value_pairs"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|pair| (pair[0].as_str().unwrap().to_owned(), pair[1].clone()))
+            .collect();
+        let get = |key: &str| {
+            pairs
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_else(|| panic!("no {key}"))
+        };
+        assert_eq!(body["pattoo_agent_id"], "hub-id");
+        assert_eq!(get("pattoo_agent_polled_target"), "10.0.0.5");
+        assert_eq!(get("pattoo_agent_hostname"), "hub-host");
+        assert_eq!(get("pattoo_agent_program"), "pattoo_agentd_http");
+        assert_eq!(get("relayed_agent_hostname"), "spoke");
+        assert_eq!(get("relayed_agent_program"), "snmpd");
+        assert_eq!(get("unit"), "000");
+        assert_eq!(get("pattoo_key"), "ifinoctets");
+        assert_eq!(get("pattoo_value"), 1234);
+        assert_eq!(get("pattoo_timestamp"), 1_578_071_455_000u64);
+        assert_ne!(get("pattoo_checksum"), "abc", "computed afresh");
+    }
+}
