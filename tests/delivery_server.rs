@@ -7,7 +7,7 @@ mod common;
 use std::fs;
 use std::time::{Duration, Instant};
 
-use common::*;
+use common::receiver::*;
 use pattoo_agentd::delivery::config::CacheSettings;
 use pattoo_agentd::delivery::{Committed, Delivery};
 use tokio::sync::watch;
@@ -283,7 +283,7 @@ async fn corrupt_cache_files_are_quarantined_and_the_rest_delivered() {
     assert_eq!(fs::read_dir(&quarantine).unwrap().count(), 4);
     assert_eq!(delivery.stats().quarantined, 4);
     // Starting again finds nothing left to trip over.
-    let again = common::delivery(&server, cache_dir.path());
+    let again = common::receiver::delivery(&server, cache_dir.path());
     assert!(again.cache().is_empty());
 }
 
@@ -383,7 +383,7 @@ async fn live_posts_go_on_while_a_backlog_is_replayed_at_a_bounded_rate() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replay_with_the_default_rate_is_limited_by_the_receiver_not_the_pacing() {
+async fn replay_with_the_default_rate_delivers_a_large_backlog_in_one_round() {
     let server = TestServer::start().await;
     let cache_dir = tempfile::tempdir().unwrap();
     {
@@ -407,13 +407,10 @@ async fn replay_with_the_default_rate_is_limited_by_the_receiver_not_the_pacing(
         settings,
         CacheSettings::default(),
     );
-    let began = Instant::now();
     let report = delivery.replay_now().await;
-    let rate = report.delivered as f64 / began.elapsed().as_secs_f64();
-    eprintln!("replayed {} bodies at {rate:.0}/s", report.delivered);
+    // Replay speed is measured by the load harness (BENCHMARKS.md), not
+    // asserted here.
     assert_eq!(report.delivered, 1000);
-    // The default allows 1000/s (see the pacer's unit test); a debug build
-    // on a busy machine posts more slowly than that, so this only checks
-    // that pacing adds no large cost of its own.
-    assert!(rate >= 250.0, "{rate:.0} bodies/s");
+    assert_eq!(report.remaining, 0);
+    assert_eq!(server.received().len(), 1000);
 }

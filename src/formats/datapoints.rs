@@ -244,6 +244,7 @@ mod tests {
             bytes: text.as_bytes(),
             default_target: "this-host",
             read_at_ms: 42,
+            exit_status: None,
         })
     }
 

@@ -1,35 +1,116 @@
 //! Payload formats: pure parsers that turn the bytes a poller fetched into
 //! datapoints. Shared by the HTTP and command pollers; no I/O in here.
+//!
+//! Every parser follows the same rules: input it cannot read as a whole
+//! fails with a [`FormatError`] that says where (line and column, or a JSON
+//! pointer) and what was expected; a single value that does not convert is
+//! left out with a [`Skipped`] note and the rest are kept. No input makes a
+//! parser panic (`tests.rs` checks arbitrary bytes with proptest).
+//!
+//! A poller's `format:` is a name or a mapping with `type:` and options:
+//!
+//! ```yaml
+//! format: prometheus            # also: nagios, datapoints, pattoo, keyvalue
+//! format: {type: value, key: temperature, data_type: float, metadata: {unit: C}}
+//! format: {type: keyvalue, data_type: float, metadata: {site: a}}
+//! format:
+//!   type: json
+//!   values:
+//!     - {pointer: /quotes/ABC/price, key: abc_price, data_type: float, metadata: {currency: USD}}
+//!     - {pointer: /servers/*/load, key: "load_{*}"}                 # one per element
+//!     - {pointer: /disks/*/used, key: disk_used, wildcard_metadata: disk}
+//! ```
+//!
+//! `data_type` defaults to `float` in the value, keyvalue and json formats.
+//! Keys and metadata keys chosen in configuration must not contain
+//! `pattoo`. Each format's module says how it reads its payload.
 
 pub mod datapoints;
+pub mod json;
+pub mod keyvalue;
+pub mod nagios;
+pub mod pattoo;
+pub mod prometheus;
+pub mod value;
+
+#[cfg(test)]
+mod tests;
 
 use std::fmt;
 
-use serde_norway::Value;
+use serde_norway::{Mapping, Value};
 
 use crate::config::{yaml::describe, Document, YamlPath};
-use crate::model::TargetData;
+use crate::model::{python, DataType, TargetData, Value as DataValue};
 
 /// How to read a payload, as configured by a poller's `format:` key.
 #[derive(Debug, Clone, PartialEq)]
 pub enum FormatSettings {
+    /// The whole payload is one value.
+    Value(value::ValueOptions),
+    /// Values picked out of a JSON document by JSON pointer.
+    Json(json::JsonOptions),
+    /// `key=value` or `key value` lines.
+    KeyValue(keyvalue::KeyValueOptions),
+    /// The Prometheus text exposition format.
+    Prometheus,
+    /// Nagios plugin output and exit status.
+    Nagios,
     /// The datapoints document (`SPEC-wire-format.md`, last section).
     Datapoints,
+    /// A pattoo post body from a passive agent, relayed.
+    Pattoo,
 }
 
 impl FormatSettings {
-    pub const NAMES: [&'static str; 1] = ["datapoints"];
+    pub const NAMES: [&'static str; 7] = [
+        "value",
+        "json",
+        "keyvalue",
+        "prometheus",
+        "nagios",
+        "datapoints",
+        "pattoo",
+    ];
 
     /// Reads `format:`: a format name, or a mapping with `type:` and that
     /// format's options.
     pub fn parse(doc: &mut Document, path: &YamlPath, value: &Value) -> Option<FormatSettings> {
-        let name = match value {
-            Value::String(name) => name.as_str(),
+        let (name, options) = match value {
+            Value::String(name) => (name.as_str(), None),
+            Value::Mapping(map) => match map.get("type") {
+                Some(Value::String(name)) => {
+                    let mut options = map.clone();
+                    options.remove("type");
+                    (name.as_str(), Some(options))
+                }
+                Some(other) => {
+                    doc.error(
+                        &path.key("type"),
+                        format!(
+                            "expected a format name ({}), found {}",
+                            Self::NAMES.join(", "),
+                            describe(other)
+                        ),
+                    );
+                    return None;
+                }
+                None => {
+                    doc.error(
+                        path,
+                        format!(
+                            "missing field `type`: expected one of {}",
+                            Self::NAMES.join(", ")
+                        ),
+                    );
+                    return None;
+                }
+            },
             other => {
                 doc.error(
                     path,
                     format!(
-                        "expected a format name ({}), found {}",
+                        "expected a format name ({}) or a mapping with `type:` and options, found {}",
                         Self::NAMES.join(", "),
                         describe(other)
                     ),
@@ -37,11 +118,41 @@ impl FormatSettings {
                 return None;
             }
         };
+        let options = Value::Mapping(options.unwrap_or_else(Mapping::new));
+        let no_options = |doc: &mut Document, settings: FormatSettings| match &options {
+            Value::Mapping(map) if !map.is_empty() => {
+                for key in map.keys() {
+                    let key = key.as_str().unwrap_or_default();
+                    doc.error(
+                        &path.key(key),
+                        format!(
+                            "unknown option `{key}`: the {} format takes no options",
+                            settings.name()
+                        ),
+                    );
+                }
+                None
+            }
+            _ => Some(settings),
+        };
         match name {
-            "datapoints" => Some(FormatSettings::Datapoints),
+            "value" => value::ValueOptions::parse(doc, path, &options).map(FormatSettings::Value),
+            "json" => json::JsonOptions::parse(doc, path, &options).map(FormatSettings::Json),
+            "keyvalue" => {
+                keyvalue::KeyValueOptions::parse(doc, path, &options).map(FormatSettings::KeyValue)
+            }
+            "prometheus" => no_options(doc, FormatSettings::Prometheus),
+            "nagios" => no_options(doc, FormatSettings::Nagios),
+            "datapoints" => no_options(doc, FormatSettings::Datapoints),
+            "pattoo" => no_options(doc, FormatSettings::Pattoo),
             other => {
+                let at = if matches!(value, Value::Mapping(_)) {
+                    path.key("type")
+                } else {
+                    path.clone()
+                };
                 doc.error(
-                    path,
+                    &at,
                     format!(
                         "unknown format `{other}`: expected one of {}",
                         Self::NAMES.join(", ")
@@ -54,14 +165,32 @@ impl FormatSettings {
 
     pub fn name(&self) -> &'static str {
         match self {
+            FormatSettings::Value(_) => "value",
+            FormatSettings::Json(_) => "json",
+            FormatSettings::KeyValue(_) => "keyvalue",
+            FormatSettings::Prometheus => "prometheus",
+            FormatSettings::Nagios => "nagios",
             FormatSettings::Datapoints => "datapoints",
+            FormatSettings::Pattoo => "pattoo",
         }
+    }
+
+    /// Whether a failing exit status is data (Nagios plugins report their
+    /// state with it) rather than a failed poll.
+    pub fn exit_status_is_data(&self) -> bool {
+        matches!(self, FormatSettings::Nagios)
     }
 
     /// Parses a payload.
     pub fn parse_payload(&self, payload: &Payload<'_>) -> Result<Parsed, FormatError> {
         match self {
+            FormatSettings::Value(options) => value::parse(payload, options),
+            FormatSettings::Json(options) => json::parse(payload, options),
+            FormatSettings::KeyValue(options) => keyvalue::parse(payload, options),
+            FormatSettings::Prometheus => prometheus::parse(payload),
+            FormatSettings::Nagios => nagios::parse(payload),
             FormatSettings::Datapoints => datapoints::parse(payload),
+            FormatSettings::Pattoo => pattoo::parse(payload),
         }
     }
 }
@@ -75,6 +204,9 @@ pub struct Payload<'a> {
     /// When the payload was read, milliseconds since the epoch: the
     /// timestamp of datapoints that do not carry their own.
     pub read_at_ms: u64,
+    /// The exit status of the command that printed the payload; `None` for
+    /// payloads that did not come from a command.
+    pub exit_status: Option<i32>,
 }
 
 /// What a parser read: the datapoints, and a note for each value it had to
@@ -107,4 +239,92 @@ pub struct FormatError {
     /// `line L column C`, a JSON pointer, or `payload`.
     pub location: String,
     pub reason: String,
+}
+
+impl FormatError {
+    fn new(format: &'static str, location: impl Into<String>, reason: impl Into<String>) -> Self {
+        FormatError {
+            format,
+            location: location.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The payload as text, for the line-based formats. A leading byte order
+/// mark is ignored; bytes that are not UTF-8 fail with their position.
+fn text<'a>(format: &'static str, bytes: &'a [u8]) -> Result<&'a str, FormatError> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => Ok(text.strip_prefix('\u{feff}').unwrap_or(text)),
+        Err(err) => {
+            let valid = &bytes[..err.valid_up_to()];
+            let line = valid.iter().filter(|b| **b == b'\n').count() + 1;
+            let line_start = valid.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+            let column = String::from_utf8_lossy(&valid[line_start..])
+                .chars()
+                .count()
+                + 1;
+            Err(FormatError::new(
+                format,
+                format!("line {line} column {column}"),
+                "expected UTF-8 text, found bytes that are not",
+            ))
+        }
+    }
+}
+
+/// Numeric text as a value: integers stay integers, anything Python's
+/// `float()` reads becomes a float. NaN and infinities cannot be sent, so
+/// they are refused here where the location is still known.
+fn number(text: &str) -> Result<DataValue, String> {
+    let trimmed = text.trim();
+    if let Ok(v) = trimmed.parse::<i64>() {
+        return Ok(DataValue::Int(v));
+    }
+    if let Ok(v) = trimmed.parse::<u64>() {
+        return Ok(DataValue::UInt(v));
+    }
+    match python::parse_float(trimmed) {
+        Some(v) if v.is_finite() => Ok(DataValue::Float(v)),
+        Some(v) => Err(format!(
+            "{} cannot be sent to pattoo",
+            python::float_to_string(v)
+        )),
+        None => Err(format!("expected a number, found {trimmed:?}")),
+    }
+}
+
+/// Text read for a datapoint of `data_type`: kept as it is for `string`,
+/// converted to a number otherwise.
+fn convert(text: &str, data_type: DataType) -> Result<DataValue, String> {
+    if data_type.is_numeric() {
+        number(text)
+    } else {
+        Ok(DataValue::Text(text.to_owned()))
+    }
+}
+
+/// Checks a datapoint key chosen in configuration.
+fn check_key(doc: &mut Document, path: &YamlPath, key: &str) -> bool {
+    crate::config::check_user_key(doc, path, key)
+}
+
+/// A JSON syntax error located by line and column. serde_json appends
+/// " at line L column C" to its message; the position goes in the location
+/// instead.
+fn json_error(format: &'static str, err: &serde_json::Error) -> FormatError {
+    let message = err.to_string();
+    let reason = match message.rfind(" at line ") {
+        Some(at) => message[..at].to_owned(),
+        None => message,
+    };
+    FormatError::new(
+        format,
+        if err.line() == 0 {
+            "payload".to_owned()
+        } else {
+            format!("line {} column {}", err.line(), err.column())
+        },
+        reason,
+    )
 }

@@ -14,6 +14,9 @@ use crate::config::{Document, PollerSettings, YamlPath};
 use crate::model::TargetData;
 
 /// A poller kind's validated settings.
+// One value per configured poller, built once: the size of the largest
+// kind costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum PollerKind {
     ModbusTcp(modbus::ModbusSettings),
@@ -94,6 +97,7 @@ pub enum PollError {
 
 /// A poller ready to poll: its settings plus whatever state it keeps
 /// between polls (connections, clients).
+#[allow(clippy::large_enum_variant)] // as for PollerKind
 #[derive(Debug)]
 pub enum Poller {
     ModbusTcp(modbus::ModbusPoller),

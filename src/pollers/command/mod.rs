@@ -1,21 +1,42 @@
-//! The command poller: runs a program and parses what it prints.
+//! The command poller: runs a program and parses what it prints with one of
+//! the shared [formats](crate::formats).
+//!
+//! Invariants:
+//! - The program runs without a shell (unless `shell: true`), with stdin
+//!   from /dev/null, in its own process group, with only the environment it
+//!   was given (PATH defaults to [`config::SAFE_PATH`]).
+//! - Nothing it starts outlives the poll: on timeout or too much output the
+//!   whole process group gets SIGTERM, then SIGKILL after the grace period;
+//!   after a normal exit whatever is left in the group is killed; if the
+//!   poll itself is cancelled, a guard kills the group. The program itself
+//!   is always waited for, so it never stays a zombie.
+//! - Never two runs of the same poller at once: [`CommandPoller::poll`]
+//!   takes `&mut self` and returns only once the process group is gone, and
+//!   the scheduler runs one poll at a time per poller.
+//! - stdout is read up to `max_output_bytes`, never more; stderr is drained
+//!   and its first [`STDERR_EXCERPT_BYTES`] kept for the log and errors.
+//! - A non-zero exit fails the poll, except for the `nagios` format, where
+//!   the exit status is the plugin's state and so data.
 
 mod config;
 
-use std::process::Stdio;
+use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
-pub use config::CommandSettings;
-use tokio::io::AsyncReadExt;
-use tokio::process::Command;
+pub use config::{CommandSettings, DEFAULT_MAX_OUTPUT_BYTES, SAFE_PATH};
+use nix::errno::Errno;
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::process::{Child, Command};
 
 use super::PollerEnv;
 use crate::formats::{FormatError, Payload};
 use crate::model::TargetData;
 use crate::time::now_ms;
 
-/// Most of a command's output that is read; the rest fails the poll.
-pub const MAX_STDOUT_BYTES: usize = 1 << 20;
+/// How much of stderr is kept for the log and error messages.
+pub const STDERR_EXCERPT_BYTES: usize = 4096;
 
 #[derive(Debug)]
 pub struct CommandPoller {
@@ -32,23 +53,25 @@ pub enum CommandError {
         program: String,
         source: std::io::Error,
     },
-    #[error("poller {poller}: {program:?} did not finish within {timeout:?} and was killed")]
+    #[error("poller {poller}: {program:?} did not finish within {timeout:?}; its process group was killed{}", excerpt(stderr))]
     Timeout {
         poller: String,
         program: String,
         timeout: Duration,
+        stderr: String,
     },
-    #[error("poller {poller}: {program:?} printed more than {limit} bytes")]
+    #[error("poller {poller}: {program:?} printed more than {limit} bytes; its process group was killed")]
     TooMuchOutput {
         poller: String,
         program: String,
         limit: usize,
     },
-    #[error("poller {poller}: {program:?} exited with {status}")]
+    #[error("poller {poller}: {program:?} exited with {status}{}", excerpt(stderr))]
     Failed {
         poller: String,
         program: String,
-        status: std::process::ExitStatus,
+        status: ExitStatus,
+        stderr: String,
     },
     #[error("poller {poller}: reading the output of {program:?}: {source}")]
     Read {
@@ -64,6 +87,37 @@ pub enum CommandError {
     },
 }
 
+fn excerpt(stderr: &str) -> String {
+    let stderr = stderr.trim();
+    if stderr.is_empty() {
+        String::new()
+    } else {
+        format!("; stderr: {stderr}")
+    }
+}
+
+/// Kills the process group when dropped, unless disarmed: a cancelled poll
+/// must not leave the command running.
+struct GroupGuard {
+    pgid: Option<Pid>,
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.pgid {
+            let _ = killpg(pgid, Signal::SIGKILL);
+        }
+    }
+}
+
+/// How a run ended.
+enum Run {
+    Exited(Vec<u8>, ExitStatus),
+    TooMuchOutput,
+    ReadFailed(std::io::Error),
+    TimedOut,
+}
+
 impl CommandPoller {
     pub fn new(name: &str, settings: &CommandSettings, env: &PollerEnv) -> Self {
         CommandPoller {
@@ -76,66 +130,117 @@ impl CommandPoller {
         }
     }
 
-    pub async fn poll(&mut self) -> Result<Vec<TargetData>, CommandError> {
-        let program = self.settings.argv[0].clone();
-        let mut child = Command::new(&program)
-            .args(&self.settings.argv[1..])
+    fn command(&self) -> Command {
+        let settings = &self.settings;
+        let mut command = Command::new(&settings.argv[0]);
+        command
+            .args(&settings.argv[1..])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .kill_on_drop(true)
-            .process_group(0)
+            .process_group(0);
+        if !settings.inherit_environment {
+            command.env_clear();
+            command.env("PATH", SAFE_PATH);
+            for name in &settings.pass_environment {
+                if let Some(value) = std::env::var_os(name) {
+                    command.env(name, value);
+                }
+            }
+        }
+        command.envs(&settings.environment);
+        if let Some(dir) = &settings.working_directory {
+            command.current_dir(dir);
+        }
+        command
+    }
+
+    pub async fn poll(&mut self) -> Result<Vec<TargetData>, CommandError> {
+        let poller = self.name.clone();
+        let program = self.settings.argv.join(" ");
+        let mut child = self
+            .command()
             .spawn()
             .map_err(|source| CommandError::Spawn {
-                poller: self.name.clone(),
+                poller: poller.clone(),
                 program: program.clone(),
                 source,
             })?;
-        let mut stdout = child.stdout.take().expect("stdout is piped");
-        let run = async {
-            let mut output = Vec::new();
-            (&mut stdout)
-                .take(MAX_STDOUT_BYTES as u64 + 1)
-                .read_to_end(&mut output)
-                .await?;
+        let pgid = child.id().map(|pid| Pid::from_raw(pid as i32));
+        let mut guard = GroupGuard { pgid };
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let stderr = tokio::spawn(read_excerpt(stderr, STDERR_EXCERPT_BYTES));
+        let limit = self.settings.max_output_bytes;
+        let run = tokio::time::timeout(self.settings.timeout, async {
+            let Some(output) = read_capped(stdout, limit).await? else {
+                return Ok(Run::TooMuchOutput);
+            };
             let status = child.wait().await?;
-            Ok::<_, std::io::Error>((output, status))
+            Ok::<_, std::io::Error>(Run::Exited(output, status))
+        })
+        .await;
+        let run = match run {
+            Ok(Ok(run)) => run,
+            Ok(Err(error)) => Run::ReadFailed(error),
+            Err(_elapsed) => Run::TimedOut,
         };
-        let (output, status) = match tokio::time::timeout(self.settings.timeout, run).await {
-            Ok(result) => result.map_err(|source| CommandError::Read {
-                poller: self.name.clone(),
-                program: program.clone(),
-                source,
-            })?,
-            Err(_) => {
-                if let Some(pid) = child.id() {
-                    // The child leads its own process group; take the
-                    // whole group so no grandchild outlives the poll.
-                    let _ = nix::sys::signal::killpg(
-                        nix::unistd::Pid::from_raw(pid as i32),
-                        nix::sys::signal::Signal::SIGKILL,
-                    );
+        match run {
+            // The program is done; anything it left behind in its group (a
+            // daemonised grandchild) goes with it.
+            Run::Exited(..) => {
+                if let Some(pgid) = pgid {
+                    let _ = killpg(pgid, Signal::SIGKILL);
                 }
-                let _ = child.wait().await;
+            }
+            _ => self.terminate(&mut child, pgid).await,
+        }
+        guard.pgid = None;
+        // stderr closes once every process holding it is gone, which the
+        // group kill above ensures; the timeout covers a descendant that
+        // escaped into another group with the pipe.
+        let stderr = match tokio::time::timeout(self.settings.kill_grace, stderr).await {
+            Ok(Ok(bytes)) => String::from_utf8_lossy(&bytes).into_owned(),
+            _ => String::new(),
+        };
+        if !stderr.trim().is_empty() {
+            tracing::warn!(poller = %poller, command = %program, stderr = %stderr.trim(), "The command wrote to stderr.");
+        }
+        let (output, status) = match run {
+            Run::Exited(output, status) => (output, status),
+            Run::TooMuchOutput => {
+                return Err(CommandError::TooMuchOutput {
+                    poller,
+                    program,
+                    limit,
+                })
+            }
+            Run::ReadFailed(source) => {
+                return Err(CommandError::Read {
+                    poller,
+                    program,
+                    source,
+                })
+            }
+            Run::TimedOut => {
                 return Err(CommandError::Timeout {
-                    poller: self.name.clone(),
+                    poller,
                     program,
                     timeout: self.settings.timeout,
-                });
+                    stderr,
+                })
             }
         };
-        if output.len() > MAX_STDOUT_BYTES {
-            return Err(CommandError::TooMuchOutput {
-                poller: self.name.clone(),
-                program,
-                limit: MAX_STDOUT_BYTES,
-            });
-        }
-        if !status.success() {
+        // A program killed by a signal has no exit status to report, not
+        // even to a format that reads it.
+        let status_is_data = self.settings.format.exit_status_is_data() && status.code().is_some();
+        if !status.success() && !status_is_data {
             return Err(CommandError::Failed {
-                poller: self.name.clone(),
+                poller,
                 program,
                 status,
+                stderr,
             });
         }
         let parsed = self
@@ -145,15 +250,71 @@ impl CommandPoller {
                 bytes: &output,
                 default_target: &self.target,
                 read_at_ms: now_ms(),
+                exit_status: status.code(),
             })
             .map_err(|source| CommandError::Format {
-                poller: self.name.clone(),
+                poller: poller.clone(),
                 program: program.clone(),
                 source,
             })?;
         for skipped in &parsed.skipped {
-            tracing::warn!(poller = %self.name, command = %program, "value skipped: {skipped}");
+            tracing::warn!(poller = %poller, command = %program, target = %self.target, "A value was skipped: {skipped}.");
         }
         Ok(parsed.targets)
+    }
+
+    /// SIGTERM to the whole group, SIGKILL once the grace period is over
+    /// if anything in it is still alive; the program itself is reaped.
+    async fn terminate(&self, child: &mut Child, pgid: Option<Pid>) {
+        let Some(pgid) = pgid else {
+            let _ = child.kill().await;
+            return;
+        };
+        let _ = killpg(pgid, Signal::SIGTERM);
+        let deadline = tokio::time::Instant::now() + self.settings.kill_grace;
+        loop {
+            // Reaping the program lets the group empty; a zombie still
+            // counts as a member.
+            let _ = child.try_wait();
+            if killpg(pgid, None) == Err(Errno::ESRCH) {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(poller = %self.name, "The command ignored SIGTERM; killing its process group.");
+                let _ = killpg(pgid, Signal::SIGKILL);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let _ = child.wait().await;
+    }
+}
+
+/// Reads `reader` to its end; `None` as soon as it holds more than `limit`
+/// bytes, without reading further.
+async fn read_capped(
+    reader: impl AsyncRead + Unpin,
+    limit: usize,
+) -> std::io::Result<Option<Vec<u8>>> {
+    let mut output = Vec::new();
+    reader
+        .take(limit as u64 + 1)
+        .read_to_end(&mut output)
+        .await?;
+    Ok((output.len() <= limit).then_some(output))
+}
+
+/// Reads `reader` to its end, keeping the first `keep` bytes.
+async fn read_excerpt(mut reader: impl AsyncRead + Unpin, keep: usize) -> Vec<u8> {
+    let mut kept = Vec::new();
+    let mut buffer = [0u8; 8192];
+    loop {
+        match reader.read(&mut buffer).await {
+            Ok(0) | Err(_) => return kept,
+            Ok(n) => {
+                let room = keep.saturating_sub(kept.len());
+                kept.extend_from_slice(&buffer[..n.min(room)]);
+            }
+        }
     }
 }

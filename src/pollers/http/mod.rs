@@ -1,46 +1,488 @@
-//! The http poller (being built: configuration is refused until it lands).
+//! The HTTP poller: fetches one or more URLs and reads each response with a
+//! shared [format](crate::formats), with built-in measurements for uptime
+//! monitoring, or both.
+//!
+//! Invariants:
+//! - Building the poller reads its secrets, CA and client certificate files
+//!   and does no network I/O. Secrets live in [`Secret`], whose `Debug`
+//!   prints `[redacted]`; they are never logged and never reach a datapoint
+//!   (and so never the cache).
+//! - TLS is rustls with the ring provider, verifying against the system's
+//!   roots plus `tls.ca_file`. `tls.danger_accept_invalid_certs` turns that
+//!   off and says so in a warning every time the poller is built.
+//! - A response body is streamed and counted: one bigger than
+//!   `max_response_bytes` fails that URL without being held in memory
+//!   whole (a declared `Content-Length` over the limit fails before reading).
+//! - URLs are fetched concurrently. A poll is `Ok` when at least one URL
+//!   gave datapoints; the failures are logged. With `measurements: true` a
+//!   failing URL still gives its `up` = 0, so an outage is data, not a gap.
+//! - The datapoints' target is the URL's host unless `target:` is set.
 
-use serde_norway::Value;
+mod config;
 
-use crate::config::{Document, YamlPath};
-use crate::model::TargetData;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct HttpSettings {}
+use anyhow::Context;
+pub use config::{Auth, HttpSettings, SecretSource, TlsSettings, DEFAULT_MAX_RESPONSE_BYTES};
+use reqwest::{Client, StatusCode, Url};
 
-impl HttpSettings {
-    pub(crate) fn parse(doc: &mut Document, path: &YamlPath, _value: &Value) -> Option<Self> {
-        doc.error(
-            &path.key("type"),
-            "this poller type is not available in this build",
-        );
-        None
-    }
+use super::PollerEnv;
+use crate::formats::{FormatError, Payload};
+use crate::model::{DataPoint, DataType, Metadata, TargetData, Value};
+use crate::time::now_ms;
 
-    pub fn describe(&self) -> String {
-        String::new()
+/// A credential read from a file or the environment.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("http poller unavailable")]
-pub struct HttpError;
+impl Secret {
+    /// Reads the secret; surrounding whitespace (a file's final newline) is
+    /// not part of it.
+    pub fn read(source: &SecretSource) -> anyhow::Result<Secret> {
+        let text = match source {
+            SecretSource::File(path) => std::fs::read_to_string(path)
+                .with_context(|| format!("reading the secret file {}", path.display()))?,
+            SecretSource::Env(name) => {
+                std::env::var(name).with_context(|| format!("reading the secret from ${name}"))?
+            }
+        };
+        let text = text.trim();
+        anyhow::ensure!(
+            !text.is_empty(),
+            "the secret in {} is empty",
+            match source {
+                SecretSource::File(path) => path.display().to_string(),
+                SecretSource::Env(name) => format!("${name}"),
+            }
+        );
+        Ok(Secret(text.to_owned()))
+    }
+}
 
 #[derive(Debug)]
-pub struct HttpPoller;
+enum Credentials {
+    Bearer(Secret),
+    Basic { username: String, password: Secret },
+}
 
-impl HttpPoller {
-    pub async fn poll(&mut self) -> Result<Vec<TargetData>, HttpError> {
-        Err(HttpError)
+/// One URL failed; the message says which and why.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error("poller {poller}: {method} {url}: {reason}")]
+    Request {
+        poller: String,
+        method: reqwest::Method,
+        url: String,
+        reason: String,
+    },
+    #[error("poller {poller}: {method} {url}: the server answered {status}")]
+    Status {
+        poller: String,
+        method: reqwest::Method,
+        url: String,
+        status: StatusCode,
+    },
+    #[error("poller {poller}: {method} {url}: the response is larger than the limit of {limit} bytes (max_response_bytes)")]
+    TooLarge {
+        poller: String,
+        method: reqwest::Method,
+        url: String,
+        limit: usize,
+    },
+    #[error("poller {poller}: {method} {url}: {source}")]
+    Format {
+        poller: String,
+        method: reqwest::Method,
+        url: String,
+        source: FormatError,
+    },
+}
+
+impl HttpError {
+    /// The URL that failed, as shown (without a password).
+    pub fn url(&self) -> &str {
+        match self {
+            HttpError::Request { url, .. }
+            | HttpError::Status { url, .. }
+            | HttpError::TooLarge { url, .. }
+            | HttpError::Format { url, .. } => url,
+        }
     }
 }
 
+#[derive(Debug)]
+struct Shared {
+    name: String,
+    settings: HttpSettings,
+    client: Client,
+    credentials: Option<Credentials>,
+}
+
+#[derive(Debug)]
+pub struct HttpPoller {
+    shared: Arc<Shared>,
+}
+
+/// The URL as logged and as `url` metadata: without a password.
+pub fn display_url(url: &Url) -> String {
+    let mut url = url.clone();
+    let _ = url.set_password(None);
+    url.to_string()
+}
+
 impl HttpPoller {
-    pub fn new(
-        _name: &str,
-        _settings: &HttpSettings,
-        _env: &super::PollerEnv,
-    ) -> anyhow::Result<Self> {
-        Ok(HttpPoller)
+    pub fn new(name: &str, settings: &HttpSettings, _env: &PollerEnv) -> anyhow::Result<Self> {
+        // reqwest is built without a default provider so that only ring is
+        // linked; whichever poller comes first installs it for all.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let credentials = match &settings.auth {
+            None => None,
+            Some(Auth::Bearer(source)) => Some(Credentials::Bearer(Secret::read(source)?)),
+            Some(Auth::Basic { username, password }) => Some(Credentials::Basic {
+                username: username.clone(),
+                password: Secret::read(password)?,
+            }),
+        };
+        let redirects = if settings.max_redirects == 0 {
+            reqwest::redirect::Policy::none()
+        } else {
+            reqwest::redirect::Policy::limited(settings.max_redirects)
+        };
+        let mut builder = Client::builder()
+            .user_agent(concat!("pattoo-agentd/", env!("CARGO_PKG_VERSION")))
+            .timeout(settings.timeout)
+            .redirect(redirects);
+        let tls = &settings.tls;
+        if let Some(file) = &tls.ca_file {
+            let pem = std::fs::read(file)
+                .with_context(|| format!("reading the CA file {}", file.display()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .with_context(|| format!("reading certificates from {}", file.display()))?;
+            anyhow::ensure!(!certs.is_empty(), "{} holds no certificate", file.display());
+            builder = builder.tls_certs_merge(certs);
+        }
+        if let (Some(cert), Some(key)) = (&tls.client_cert_file, &tls.client_key_file) {
+            let mut pem = std::fs::read(cert)
+                .with_context(|| format!("reading the client certificate {}", cert.display()))?;
+            pem.push(b'\n');
+            pem.extend(
+                std::fs::read(key)
+                    .with_context(|| format!("reading the client key {}", key.display()))?,
+            );
+            let identity = reqwest::Identity::from_pem(&pem).with_context(|| {
+                format!(
+                    "reading the client certificate {} and key {}",
+                    cert.display(),
+                    key.display()
+                )
+            })?;
+            builder = builder.identity(identity);
+        }
+        if tls.danger_accept_invalid_certs {
+            tracing::warn!(poller = %name, "TLS certificates are not verified for this poller (danger_accept_invalid_certs): anyone on the path can read and change what it fetches.");
+            builder = builder.tls_danger_accept_invalid_certs(true);
+        }
+        let client = builder.build().context("setting up the HTTP client")?;
+        Ok(HttpPoller {
+            shared: Arc::new(Shared {
+                name: name.to_owned(),
+                settings: settings.clone(),
+                client,
+                credentials,
+            }),
+        })
+    }
+
+    /// Fetches every URL at once. `Err` only when no URL gave a datapoint;
+    /// then the first URL's error is returned and the others logged.
+    pub async fn poll(&mut self) -> Result<Vec<TargetData>, HttpError> {
+        let mut tasks = tokio::task::JoinSet::new();
+        for index in 0..self.shared.settings.urls.len() {
+            let shared = Arc::clone(&self.shared);
+            tasks.spawn(async move { (index, shared.poll_url(index).await) });
+        }
+        let mut results = Vec::with_capacity(self.shared.settings.urls.len());
+        while let Some(joined) = tasks.join_next().await {
+            match joined {
+                Ok(result) => results.push(result),
+                Err(err) => {
+                    tracing::error!(poller = %self.shared.name, "A URL's poll panicked: {err}.")
+                }
+            }
+        }
+        results.sort_by_key(|(index, _)| *index);
+        let mut targets: Vec<TargetData> = Vec::new();
+        let mut first_error = None;
+        for (_, outcome) in results {
+            for target in outcome.targets {
+                match targets.iter_mut().find(|t| t.target == target.target) {
+                    Some(existing) => existing.datapoints.extend(target.datapoints),
+                    None => targets.push(target),
+                }
+            }
+            if let Some(error) = outcome.error {
+                if first_error.is_none() {
+                    first_error = Some(error);
+                } else {
+                    tracing::warn!(poller = %self.shared.name, url = %error.url(), "{error}");
+                }
+            }
+        }
+        match first_error {
+            Some(error) if targets.iter().all(|t| t.datapoints.is_empty()) => Err(error),
+            Some(error) => {
+                tracing::warn!(poller = %self.shared.name, url = %error.url(), "{error}");
+                Ok(targets)
+            }
+            None => Ok(targets),
+        }
+    }
+}
+
+/// What one URL gave: datapoints, and the error that cut it short.
+struct UrlOutcome {
+    targets: Vec<TargetData>,
+    error: Option<HttpError>,
+}
+
+/// A fetched response.
+struct Response {
+    status: StatusCode,
+    body: Vec<u8>,
+}
+
+enum FetchError {
+    Request(String),
+    TooLarge,
+}
+
+impl Shared {
+    async fn poll_url(&self, index: usize) -> UrlOutcome {
+        let settings = &self.settings;
+        let url = &settings.urls[index];
+        let shown = display_url(url);
+        let target = settings
+            .target
+            .clone()
+            .or_else(|| url.host_str().map(str::to_owned))
+            .unwrap_or_default();
+        let read_at_ms = now_ms();
+        let (fetched, elapsed) = self.fetch_with_retries(url).await;
+        let elapsed_ms = elapsed.as_secs_f64() * 1000.0;
+        let method = settings.method.clone();
+        let error_for = |fetch_error: &FetchError| match fetch_error {
+            FetchError::Request(reason) => HttpError::Request {
+                poller: self.name.clone(),
+                method: method.clone(),
+                url: shown.clone(),
+                reason: reason.clone(),
+            },
+            FetchError::TooLarge => HttpError::TooLarge {
+                poller: self.name.clone(),
+                method: method.clone(),
+                url: shown.clone(),
+                limit: settings.max_response_bytes,
+            },
+        };
+        let mut outcome = UrlOutcome {
+            targets: Vec::new(),
+            error: None,
+        };
+        if settings.measurements {
+            let mut data = TargetData::new(&target);
+            let measured = |key: &str, value: Value, data_type: DataType| {
+                DataPoint::new(key, value, data_type, read_at_ms)
+                    .with_metadata(Metadata::new("url", shown.as_str()))
+            };
+            let up = matches!(&fetched, Ok(response) if response.status.is_success());
+            data.datapoints.push(measured(
+                "response_time_ms",
+                Value::Float((elapsed_ms * 1000.0).round() / 1000.0),
+                DataType::Float,
+            ));
+            if let Ok(response) = &fetched {
+                data.datapoints.push(measured(
+                    "http_status",
+                    Value::Int(i64::from(response.status.as_u16())),
+                    DataType::Int,
+                ));
+                data.datapoints.push(measured(
+                    "body_bytes",
+                    Value::Int(response.body.len() as i64),
+                    DataType::Int,
+                ));
+            }
+            data.datapoints
+                .push(measured("up", Value::Int(i64::from(up)), DataType::Int));
+            outcome.targets.push(data);
+        }
+        let response = match fetched {
+            Ok(response) => response,
+            Err(error) => {
+                outcome.error = Some(error_for(&error));
+                return outcome;
+            }
+        };
+        let Some(format) = &settings.format else {
+            return outcome;
+        };
+        if !response.status.is_success() {
+            outcome.error = Some(HttpError::Status {
+                poller: self.name.clone(),
+                method,
+                url: shown,
+                status: response.status,
+            });
+            return outcome;
+        }
+        match format.parse_payload(&Payload {
+            bytes: &response.body,
+            default_target: &target,
+            read_at_ms,
+            exit_status: None,
+        }) {
+            Ok(parsed) => {
+                for skipped in &parsed.skipped {
+                    tracing::warn!(poller = %self.name, url = %shown, target = %target, "A value was skipped: {skipped}.");
+                }
+                outcome.targets.extend(parsed.targets);
+            }
+            Err(source) => {
+                outcome.error = Some(HttpError::Format {
+                    poller: self.name.clone(),
+                    method,
+                    url: shown,
+                    source,
+                })
+            }
+        }
+        outcome
+    }
+
+    /// Fetches `url`, trying again after a transport failure or a 5xx
+    /// answer while retries are left, waiting longer each time. Also
+    /// returns how long the last attempt took: the response time of a
+    /// site is not the time spent waiting to retry it.
+    async fn fetch_with_retries(&self, url: &Url) -> (Result<Response, FetchError>, Duration) {
+        let mut backoff = self.settings.retry_backoff;
+        let mut attempt = 0;
+        loop {
+            let started = Instant::now();
+            let result = self.fetch(url).await;
+            let elapsed = started.elapsed();
+            let retryable = match &result {
+                Ok(response) => response.status.is_server_error(),
+                Err(FetchError::Request(_)) => true,
+                Err(FetchError::TooLarge) => false,
+            };
+            if !retryable || attempt >= self.settings.retries {
+                return (result, elapsed);
+            }
+            attempt += 1;
+            tracing::debug!(poller = %self.name, url = %display_url(url), attempt, "Retrying after {backoff:?}.");
+            tokio::time::sleep(backoff).await;
+            backoff = backoff.saturating_mul(2);
+        }
+    }
+
+    async fn fetch(&self, url: &Url) -> Result<Response, FetchError> {
+        let settings = &self.settings;
+        let mut url = url.clone();
+        if !settings.query.is_empty() {
+            url.query_pairs_mut().extend_pairs(&settings.query);
+        }
+        let mut request = self.client.request(settings.method.clone(), url);
+        for (name, value) in &settings.headers {
+            request = request.header(name, value);
+        }
+        if let Some(body) = &settings.body {
+            request = request.body(body.clone());
+        }
+        request = match &self.credentials {
+            None => request,
+            Some(Credentials::Bearer(token)) => request.bearer_auth(&token.0),
+            Some(Credentials::Basic { username, password }) => {
+                request.basic_auth(username, Some(&password.0))
+            }
+        };
+        let mut response = request.send().await.map_err(request_error)?;
+        let status = response.status();
+        let limit = settings.max_response_bytes;
+        if response.content_length().is_some_and(|n| n > limit as u64) {
+            return Err(FetchError::TooLarge);
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(request_error)? {
+            if body.len() + chunk.len() > limit {
+                return Err(FetchError::TooLarge);
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(Response { status, body })
+    }
+}
+
+/// A reqwest error with its causes, which say what actually went wrong
+/// ("invalid peer certificate: UnknownIssuer").
+fn request_error(error: reqwest::Error) -> FetchError {
+    // The URL is in the message already, without its password.
+    let error = error.without_url();
+    let mut reason = if error.is_timeout() {
+        "timed out".to_owned()
+    } else if error.is_redirect() {
+        "too many redirects".to_owned()
+    } else {
+        error.to_string()
+    };
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !reason.contains(&text) {
+            reason.push_str(": ");
+            reason.push_str(&text);
+        }
+        source = cause.source();
+    }
+    FetchError::Request(reason)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_secret_is_read_trimmed_and_never_shown() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "  hunter2\n").unwrap();
+        let secret = Secret::read(&SecretSource::File(file.clone())).unwrap();
+        assert_eq!(secret.0, "hunter2");
+        assert_eq!(format!("{secret:?}"), "[redacted]");
+
+        std::fs::write(&file, "\n").unwrap();
+        let error = Secret::read(&SecretSource::File(file.clone())).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!("the secret in {} is empty", file.display())
+        );
+        let error =
+            Secret::read(&SecretSource::Env("PATTOO_AGENTD_TEST_UNSET_SECRET".into())).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "reading the secret from $PATTOO_AGENTD_TEST_UNSET_SECRET"
+        );
+    }
+
+    #[test]
+    fn a_password_in_a_url_is_not_shown() {
+        let url = Url::parse("https://user:pa55@example.com/x?y=1").unwrap();
+        assert_eq!(display_url(&url), "https://user@example.com/x?y=1");
     }
 }

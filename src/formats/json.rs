@@ -1,0 +1,274 @@
+//! The `json` format: values picked out of a JSON document by JSON pointer
+//! (RFC 6901, `/quotes/ABC/price`), each mapped to a key, data type and
+//! metadata.
+//!
+//! One segment of a pointer may be `*`, a wildcard over an array or object:
+//! it yields one datapoint per element, and the element's index or key can
+//! go into the datapoint's key (`{*}` in `key`) and into a metadata item
+//! (`wildcard_metadata`). One of the two is required, or every element
+//! would become the same datapoint.
+//!
+//! A document that is not JSON fails with its line and column. A pointer
+//! that matches nothing, or a value that is not a number or text, is
+//! skipped with its pointer and the other values are kept. Booleans read as
+//! 1 and 0, so an API's `"up": true` can be charted.
+
+use serde::Deserialize;
+use serde_json::Value as Json;
+use serde_norway::Value;
+
+use super::{check_key, convert, FormatError, Parsed, Payload, Skipped};
+use crate::config::{check_user_key, parse_metadata, Document, YamlPath};
+use crate::model::{python, DataPoint, DataType, Metadata, TargetData, Value as DataValue};
+
+const FORMAT: &str = "json";
+const WILDCARD: &str = "*";
+const PLACEHOLDER: &str = "{*}";
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct JsonOptions {
+    pub values: Vec<JsonValue>,
+}
+
+/// One configured value: where it is and what it becomes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JsonValue {
+    /// The pointer before the wildcard segment, or the whole pointer.
+    pub pointer: String,
+    /// The rest of the pointer after a `*` segment; `None` without one.
+    pub after_wildcard: Option<String>,
+    pub key: String,
+    pub data_type: DataType,
+    pub metadata: Vec<Metadata>,
+    pub wildcard_metadata: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJson {
+    values: Vec<RawValue>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawValue {
+    pointer: String,
+    key: String,
+    data_type: Option<DataType>,
+    metadata: Option<Value>,
+    wildcard_metadata: Option<String>,
+}
+
+impl JsonOptions {
+    pub(super) fn parse(doc: &mut Document, path: &YamlPath, value: &Value) -> Option<Self> {
+        let raw: RawJson = doc.deserialize(path, value)?;
+        if raw.values.is_empty() {
+            doc.error(
+                &path.key("values"),
+                "list at least one value: {pointer: /path/to/value, key: name}",
+            );
+            return None;
+        }
+        let mut ok = true;
+        let mut values = Vec::with_capacity(raw.values.len());
+        for (i, raw) in raw.values.into_iter().enumerate() {
+            let at = path.key("values").index(i);
+            match JsonValue::parse(doc, &at, raw) {
+                Some(value) => values.push(value),
+                None => ok = false,
+            }
+        }
+        ok.then_some(JsonOptions { values })
+    }
+}
+
+impl JsonValue {
+    fn parse(doc: &mut Document, path: &YamlPath, raw: RawValue) -> Option<Self> {
+        let mut ok = true;
+        if !(raw.pointer.is_empty() || raw.pointer.starts_with('/')) {
+            doc.error(
+                &path.key("pointer"),
+                format!(
+                    "a JSON pointer is empty or starts with `/`, e.g. /quotes/ABC/price; found {:?}",
+                    raw.pointer
+                ),
+            );
+            ok = false;
+        }
+        let segments: Vec<&str> = raw.pointer.split('/').skip(1).collect();
+        let wildcards: Vec<usize> = segments
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| **s == WILDCARD)
+            .map(|(i, _)| i)
+            .collect();
+        let (pointer, after_wildcard) = match wildcards.as_slice() {
+            [] => (raw.pointer.clone(), None),
+            [at] => (prefix(&segments[..*at]), Some(prefix(&segments[at + 1..]))),
+            _ => {
+                doc.error(
+                    &path.key("pointer"),
+                    "only one segment of a pointer may be the wildcard `*`",
+                );
+                ok = false;
+                (raw.pointer.clone(), None)
+            }
+        };
+        let has_wildcard = after_wildcard.is_some();
+        if has_wildcard && !raw.key.contains(PLACEHOLDER) && raw.wildcard_metadata.is_none() {
+            doc.error(
+                &path.key("key"),
+                "with a wildcard `*` in the pointer, put `{*}` in the key or set wildcard_metadata, or every element becomes the same datapoint",
+            );
+            ok = false;
+        }
+        if wildcards.is_empty() && raw.key.contains(PLACEHOLDER) {
+            doc.error(
+                &path.key("key"),
+                "`{*}` stands for the element a wildcard `*` in the pointer matched, but the pointer has none",
+            );
+            ok = false;
+        }
+        if let Some(name) = &raw.wildcard_metadata {
+            if wildcards.is_empty() {
+                doc.error(
+                    &path.key("wildcard_metadata"),
+                    "needs a wildcard `*` in the pointer",
+                );
+                ok = false;
+            }
+            ok &= check_user_key(doc, &path.key("wildcard_metadata"), name);
+        }
+        ok &= check_key(doc, &path.key("key"), &raw.key.replace(PLACEHOLDER, "x"));
+        let metadata = match &raw.metadata {
+            None | Some(Value::Null) => Some(Vec::new()),
+            Some(value) => parse_metadata(doc, &path.key("metadata"), value),
+        };
+        (ok && metadata.is_some()).then(|| JsonValue {
+            pointer,
+            after_wildcard,
+            key: raw.key,
+            data_type: raw.data_type.unwrap_or(DataType::Float),
+            metadata: metadata.expect("checked above"),
+            wildcard_metadata: raw.wildcard_metadata,
+        })
+    }
+}
+
+fn prefix(segments: &[&str]) -> String {
+    segments.iter().map(|s| format!("/{s}")).collect()
+}
+
+pub fn parse(payload: &Payload<'_>, options: &JsonOptions) -> Result<Parsed, FormatError> {
+    let document: Json =
+        serde_json::from_slice(payload.bytes).map_err(|err| super::json_error(FORMAT, &err))?;
+    let mut parsed = Parsed::default();
+    let mut target = TargetData::new(payload.default_target);
+    for spec in &options.values {
+        let Some(found) = document.pointer(&spec.pointer) else {
+            parsed.skipped.push(Skipped {
+                location: display_pointer(&spec.pointer),
+                reason: format!("{}: nothing at this pointer", spec.key),
+            });
+            continue;
+        };
+        let Some(after) = &spec.after_wildcard else {
+            match datapoint(found, spec, &spec.key, None, payload.read_at_ms) {
+                Ok(dp) => target.datapoints.push(dp),
+                Err(reason) => parsed.skipped.push(Skipped {
+                    location: display_pointer(&spec.pointer),
+                    reason,
+                }),
+            }
+            continue;
+        };
+        let elements: Vec<(String, &Json)> = match found {
+            Json::Array(items) => items
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (i.to_string(), v))
+                .collect(),
+            Json::Object(items) => items.iter().map(|(k, v)| (k.clone(), v)).collect(),
+            other => {
+                parsed.skipped.push(Skipped {
+                    location: display_pointer(&spec.pointer),
+                    reason: format!(
+                        "{}: the wildcard needs a list or an object here, found {}",
+                        spec.key,
+                        kind(other)
+                    ),
+                });
+                continue;
+            }
+        };
+        for (name, element) in elements {
+            let key = spec.key.replace(PLACEHOLDER, &name);
+            let location = format!("{}/{}{after}", spec.pointer, escape(&name));
+            let Some(found) = element.pointer(after) else {
+                parsed.skipped.push(Skipped {
+                    location,
+                    reason: format!("{key}: nothing at this pointer"),
+                });
+                continue;
+            };
+            match datapoint(found, spec, &key, Some(&name), payload.read_at_ms) {
+                Ok(dp) => target.datapoints.push(dp),
+                Err(reason) => parsed.skipped.push(Skipped { location, reason }),
+            }
+        }
+    }
+    parsed.targets.push(target);
+    Ok(parsed)
+}
+
+fn datapoint(
+    found: &Json,
+    spec: &JsonValue,
+    key: &str,
+    element: Option<&str>,
+    read_at_ms: u64,
+) -> Result<DataPoint, String> {
+    let value = match found {
+        Json::Number(n) if spec.data_type.is_numeric() => DataValue::from(n),
+        Json::Number(n) => DataValue::Text(python::number_to_string(n)),
+        Json::String(text) => convert(text, spec.data_type).map_err(|r| format!("{key}: {r}"))?,
+        Json::Bool(b) if spec.data_type.is_numeric() => DataValue::Int(i64::from(*b)),
+        // Python's str(True), as the reference agents would send it.
+        Json::Bool(b) => DataValue::Text(if *b { "True" } else { "False" }.to_owned()),
+        other => {
+            return Err(format!(
+                "{key}: expected a number or text, found {}",
+                kind(other)
+            ))
+        }
+    };
+    let mut datapoint = DataPoint::new(key, value, spec.data_type, read_at_ms);
+    if let (Some(name), Some(element)) = (&spec.wildcard_metadata, element) {
+        datapoint.metadata.push(Metadata::new(name, element));
+    }
+    datapoint.metadata.extend(spec.metadata.iter().cloned());
+    Ok(datapoint)
+}
+
+fn display_pointer(pointer: &str) -> String {
+    if pointer.is_empty() {
+        "the whole document".to_owned()
+    } else {
+        pointer.to_owned()
+    }
+}
+
+fn escape(key: &str) -> String {
+    key.replace('~', "~0").replace('/', "~1")
+}
+
+fn kind(value: &Json) -> &'static str {
+    match value {
+        Json::Null => "null",
+        Json::Bool(_) => "a boolean",
+        Json::Number(_) => "a number",
+        Json::String(_) => "text",
+        Json::Array(_) => "a list",
+        Json::Object(_) => "an object",
+    }
+}

@@ -1,0 +1,116 @@
+//! The `keyvalue` format: one reading per line, `key=value` or `key value`.
+//!
+//! Blank lines and lines starting with `#` are skipped; `\r\n` line ends are
+//! accepted. A line with `=` splits at the first `=`; otherwise at the first
+//! run of whitespace, so `load 0.5` and `load = 0.5` read alike. A line
+//! with no separator at all is malformed and fails the payload: a script
+//! printing something unexpected should be noticed, not half-read.
+
+use std::collections::HashMap;
+
+use serde::Deserialize;
+use serde_norway::Value;
+
+use super::{convert, text, FormatError, Parsed, Payload, Skipped};
+use crate::config::{parse_metadata, Document, YamlPath};
+use crate::model::{normalise_key, DataPoint, DataType, Metadata, TargetData};
+
+const FORMAT: &str = "keyvalue";
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyValueOptions {
+    /// The data type of every value.
+    pub data_type: DataType,
+    /// Attached to every datapoint.
+    pub metadata: Vec<Metadata>,
+}
+
+impl Default for KeyValueOptions {
+    fn default() -> Self {
+        KeyValueOptions {
+            data_type: DataType::Float,
+            metadata: Vec::new(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKeyValue {
+    data_type: Option<DataType>,
+    metadata: Option<Value>,
+}
+
+impl KeyValueOptions {
+    pub(super) fn parse(doc: &mut Document, path: &YamlPath, value: &Value) -> Option<Self> {
+        let raw: RawKeyValue = doc.deserialize(path, value)?;
+        let metadata = match &raw.metadata {
+            None | Some(Value::Null) => Vec::new(),
+            Some(value) => parse_metadata(doc, &path.key("metadata"), value)?,
+        };
+        Some(KeyValueOptions {
+            data_type: raw.data_type.unwrap_or(DataType::Float),
+            metadata,
+        })
+    }
+}
+
+pub fn parse(payload: &Payload<'_>, options: &KeyValueOptions) -> Result<Parsed, FormatError> {
+    let text = text(FORMAT, payload.bytes)?;
+    let mut parsed = Parsed::default();
+    let mut target = TargetData::new(payload.default_target);
+    // Normalised key -> the line that set it: a repeated key would become
+    // the same datapoint, so the first one is kept and the others reported.
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for (index, line) in text.lines().enumerate() {
+        let number = index + 1;
+        let trimmed = line.trim();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        let indent = line.len() - line.trim_start().len();
+        let column = line[..indent].chars().count() + 1;
+        let (key, value) = match trimmed.split_once('=') {
+            Some((key, value)) => (key.trim(), value.trim()),
+            None => match trimmed.split_once(char::is_whitespace) {
+                Some((key, value)) => (key, value.trim()),
+                None => {
+                    return Err(FormatError::new(
+                        FORMAT,
+                        format!("line {number} column {column}"),
+                        format!("expected `key=value` or `key value`, found {trimmed:?}"),
+                    ))
+                }
+            },
+        };
+        if key.is_empty() {
+            return Err(FormatError::new(
+                FORMAT,
+                format!("line {number} column {column}"),
+                "expected a key before `=`",
+            ));
+        }
+        if let Some(first) = seen.get(&normalise_key(key)) {
+            parsed.skipped.push(Skipped {
+                location: format!("line {number}"),
+                reason: format!("duplicate key {key:?}: the value on line {first} is kept"),
+            });
+            continue;
+        }
+        seen.insert(normalise_key(key), number);
+        match convert(value, options.data_type) {
+            Ok(value) => {
+                let mut datapoint =
+                    DataPoint::new(key, value, options.data_type, payload.read_at_ms);
+                datapoint.metadata.extend(options.metadata.iter().cloned());
+                target.datapoints.push(datapoint);
+            }
+            Err(reason) => parsed.skipped.push(Skipped {
+                location: format!("line {number}"),
+                reason: format!("{key}: {reason}"),
+            }),
+        }
+    }
+    parsed.targets.push(target);
+    Ok(parsed)
+}

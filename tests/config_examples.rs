@@ -1,0 +1,90 @@
+//! Every example shipped in config/examples is a valid pattoo_agentd.yaml,
+//! and the host-metrics script the default configuration runs reads this
+//! host for real.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use pattoo_agentd::config;
+use pattoo_agentd::formats::keyvalue::KeyValueOptions;
+use pattoo_agentd::formats::FormatSettings;
+use pattoo_agentd::model::Value;
+use pattoo_agentd::pollers::command::{CommandPoller, CommandSettings};
+use pattoo_agentd::pollers::PollerEnv;
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+#[test]
+fn every_example_configuration_passes_check() {
+    let mut examples: Vec<PathBuf> = std::fs::read_dir(repo("config/examples"))
+        .expect("config/examples exists")
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    examples.sort();
+    assert!(!examples.is_empty());
+    for example in examples {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().display();
+        std::fs::write(
+            dir.path().join("pattoo.yaml"),
+            format!(
+                "pattoo:\n  log_directory: {state}\n  cache_directory: {state}\n  daemon_directory: {state}\npattoo_agent_api:\n  ip_address: 127.0.0.1\n  ip_bind_port: 20201\n"
+            ),
+        )
+        .unwrap();
+        std::fs::copy(&example, dir.path().join("pattoo_agentd.yaml")).unwrap();
+        match config::load(dir.path()) {
+            Ok(settings) => assert!(
+                !settings.pollers.is_empty(),
+                "{} configures no poller",
+                example.display()
+            ),
+            Err(errors) => panic!("{}:\n{errors}", example.display()),
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_host_metrics_script_reads_load_and_memory_from_proc() {
+    let settings = CommandSettings {
+        argv: vec![repo("config/scripts/host-metrics").display().to_string()],
+        format: FormatSettings::KeyValue(KeyValueOptions::default()),
+        timeout: Duration::from_secs(10),
+        kill_grace: Duration::from_secs(1),
+        max_output_bytes: 65536,
+        working_directory: None,
+        environment: Default::default(),
+        pass_environment: Vec::new(),
+        inherit_environment: false,
+        target: None,
+    };
+    let env = PollerEnv {
+        hostname: "this-host".to_owned(),
+    };
+    let targets = CommandPoller::new("host", &settings, &env)
+        .poll()
+        .await
+        .unwrap();
+    assert_eq!(targets[0].target, "this-host");
+    let value = |key: &str| -> f64 {
+        let dp = targets[0]
+            .datapoints
+            .iter()
+            .find(|dp| dp.key == key)
+            .unwrap_or_else(|| panic!("no {key}"));
+        match dp.value {
+            Value::Int(v) => v as f64,
+            Value::UInt(v) => v as f64,
+            Value::Float(v) => v,
+            ref other => panic!("{key} = {other:?}"),
+        }
+    };
+    assert!(value("load_1m") >= 0.0);
+    assert!(value("processes_total") >= 1.0);
+    assert!(value("memory_total_bytes") > 1_000_000.0);
+    assert!(value("memory_available_bytes") <= value("memory_total_bytes"));
+    assert!((0.0..=100.0).contains(&value("memory_used_percent")));
+}
