@@ -5,26 +5,10 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use common::modbus_poller;
 use common::modbus_sim::{Sim, Unit};
+use common::{layout, modbus_poller};
 use pattoo_agentd::model::{DataType, TargetData, Value};
 use pattoo_agentd::pollers::modbus::ModbusPoller;
-
-/// Lays big-endian bytes out in registers the way a device using `order`
-/// stores them; written from the order names, not from the poller's code.
-fn layout(be_bytes: &[u8], order: &str) -> Vec<u16> {
-    let mut words: Vec<[u8; 2]> = be_bytes.chunks(2).map(|c| [c[0], c[1]]).collect();
-    if matches!(order, "CDAB" | "DCBA") {
-        words.reverse();
-    }
-    words
-        .into_iter()
-        .map(|[hi, lo]| match order {
-            "BADC" | "DCBA" => u16::from_be_bytes([lo, hi]),
-            _ => u16::from_be_bytes([hi, lo]),
-        })
-        .collect()
-}
 
 /// Every datapoint as `target/key -> value`.
 fn values(targets: &[TargetData]) -> BTreeMap<String, Value> {

@@ -46,3 +46,19 @@ pub fn modbus_poller(pollers_yaml: &str) -> (PollerSettings, ModbusSettings) {
         other => panic!("not a modbus poller: {other:?}"),
     }
 }
+
+/// Lays big-endian bytes out in registers the way a device using `order`
+/// stores them; written from the order names, not from the poller's code.
+pub fn layout(be_bytes: &[u8], order: &str) -> Vec<u16> {
+    let mut words: Vec<[u8; 2]> = be_bytes.chunks(2).map(|c| [c[0], c[1]]).collect();
+    if matches!(order, "CDAB" | "DCBA") {
+        words.reverse();
+    }
+    words
+        .into_iter()
+        .map(|[hi, lo]| match order {
+            "BADC" | "DCBA" => u16::from_be_bytes([lo, hi]),
+            _ => u16::from_be_bytes([hi, lo]),
+        })
+        .collect()
+}
