@@ -3,7 +3,11 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use common::modbus_sim::{Sim, Unit};
 use common::{layout, modbus_poller};
@@ -348,8 +352,86 @@ async fn a_poll_that_reads_nothing_is_an_error() {
     let address = listener.local_addr().unwrap().to_string();
     drop(listener);
     let mut poller = poller(&format!(
-        "    - name: nothing\n      type: modbus_tcp\n      targets: [\"{address}\"]\n      registers: [30001, 40001]\n"
+        "    - name: dead\n      type: modbus_tcp\n      targets: [\"{address}\"]\n      registers: [30001, 40001]\n"
     ));
     let error = poller.poll().await.unwrap_err();
-    assert!(error.to_string().contains("nothing"), "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains("poller dead: nothing read: all 2 read(s) failed"),
+        "{error}"
+    );
+}
+
+/// A device whose first connection answers every read with the wrong
+/// transaction id; later connections answer correctly. Serves one input
+/// register holding 99.
+async fn confused_device() -> (String, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            let confused = counter.fetch_add(1, Ordering::SeqCst) == 0;
+            tokio::spawn(async move {
+                // MBAP header (7 bytes) and a read request PDU (5 bytes).
+                let mut request = [0u8; 12];
+                while stream.read_exact(&mut request).await.is_ok() {
+                    let mut transaction = u16::from_be_bytes([request[0], request[1]]);
+                    if confused {
+                        transaction = transaction.wrapping_add(1);
+                    }
+                    let [t0, t1] = transaction.to_be_bytes();
+                    let reply = [t0, t1, 0, 0, 0, 5, request[6], 4, 2, 0, 99];
+                    if stream.write_all(&reply).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (address, accepted)
+}
+
+#[tokio::test]
+async fn a_reply_with_the_wrong_transaction_id_drops_the_connection() {
+    let (address, accepted) = confused_device().await;
+    let mut poller = poller(&format!(
+        "    - name: confused\n      type: modbus_tcp\n      targets: [\"{address}\"]\n      registers: [30001]\n"
+    ));
+    assert!(
+        poller.poll().await.is_err(),
+        "a mismatched reply is not a value"
+    );
+    let got = values(&poller.poll().await.unwrap());
+    assert_eq!(got.into_values().collect::<Vec<_>>(), [Value::Int(99)]);
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_device_that_drops_every_connection_is_not_reconnected_to_before_its_backoff() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            drop(stream);
+        }
+    });
+    let mut poller = poller(&format!(
+        "    - name: dropping\n      type: modbus_tcp\n      targets: [\"{address}\"]\n      registers: [30001, 40001]\n"
+    ));
+    assert!(poller.poll().await.is_err());
+    assert!(poller.poll().await.is_err());
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "the second poll fell within the first second of backoff"
+    );
 }

@@ -9,10 +9,14 @@
 //!   connection is dropped, so a late reply can never be taken for the
 //!   answer to a later request;
 //! - a Modbus exception is an answer: the connection stays;
-//! - a request on a connection kept from an earlier poll that fails at the
-//!   transport is retried once on a fresh connection (devices close idle
-//!   connections); connecting that fails backs off, doubling from
-//!   [`BACKOFF_START`] to [`BACKOFF_MAX`], until a device answers again.
+//! - a request on a connection kept from an earlier request that fails at
+//!   the transport is retried at once on a fresh connection (devices close
+//!   idle connections);
+//! - a connect that fails, or a fresh connection that fails at the
+//!   transport, backs off: no connection is tried again before the delay,
+//!   doubling from [`BACKOFF_START`] to [`BACKOFF_MAX`], has passed, and
+//!   the device answering resets it. A timeout does not back off, so one
+//!   silent unit behind a gateway does not cost the other units.
 
 use std::fmt;
 use std::time::Duration;
@@ -178,6 +182,7 @@ impl Connection {
         count: u16,
     ) -> Result<Data, ReadError> {
         let limit = self.timeout;
+        let reused = self.context.is_some();
         let context = self.connect().await?;
         context.set_slave(Slave(unit));
         let call = async {
@@ -221,6 +226,12 @@ impl Connection {
             }
             Ok(Err(error)) => {
                 self.context = None;
+                // A device that accepts connections and drops them at once
+                // must not be reconnected to on every request. A confused
+                // reply (a protocol error) is no reason to wait.
+                if !reused && matches!(error, tokio_modbus::Error::Transport(_)) {
+                    self.backoff.failed(Instant::now());
+                }
                 Err(ReadError::Transport(error.to_string()))
             }
             Err(_) => {

@@ -78,7 +78,7 @@ use crate::time::now_ms;
 
 /// A poll read nothing at all.
 #[derive(Debug, thiserror::Error)]
-#[error("poller {poller}: every read failed ({failed} of {failed}); see the warnings above")]
+#[error("poller {poller}: nothing read: all {failed} read(s) failed (see the warnings above)")]
 pub struct ModbusError {
     pub poller: String,
     pub failed: usize,
