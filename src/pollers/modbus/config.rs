@@ -282,14 +282,14 @@ impl ModbusSettings {
     }
 
     pub fn describe(&self) -> String {
-        let registers: usize = self.targets.iter().map(|t| t.registers.len()).sum();
+        let values: usize = self.targets.iter().map(|t| t.registers.len()).sum();
         let targets: Vec<String> = self
             .targets
             .iter()
-            .map(|t| format!("{}:{} unit {}", t.host, t.port, t.unit))
+            .map(|t| format!("{} unit {}", crate::app::host_port(&t.host, t.port), t.unit))
             .collect();
         format!(
-            "reads {registers} value(s) over Modbus TCP from {}",
+            "reads {values} value(s) in all over Modbus TCP from {}",
             targets.join(", ")
         )
     }
