@@ -117,8 +117,7 @@ fn parse(doc: &mut Document) -> Option<PollerSettings> {
     let list = path.key("polling_groups");
     let groups = match groups {
         Some(Value::Sequence(groups)) if !groups.is_empty() => groups,
-        Some(other @ Value::Sequence(_)) | Some(other @ Value::Null) => {
-            let _ = other;
+        Some(Value::Sequence(_) | Value::Null) => {
             doc.error(&list, "must list at least one polling group");
             return None;
         }

@@ -373,11 +373,10 @@ fn parse_register(
             return None;
         }
     };
-    let (path, at_address) = match entry {
-        Value::Mapping(_) => (path.clone(), path.key("address")),
-        _ => (path.clone(), path.clone()),
+    let at_address = match entry {
+        Value::Mapping(_) => path.key("address"),
+        _ => path.clone(),
     };
-    let path = &path;
     let mut ok = true;
 
     // The number as written names the default key, as the Python agent does

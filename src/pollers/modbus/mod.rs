@@ -13,7 +13,7 @@
 //!   timeout_ms: 3000              # per connect and per request (default 3000)
 //!   max_registers_per_read: 125   # lower it for fussy devices (1..125)
 //!   max_bits_per_read: 2000       # coils and discrete inputs (1..2000)
-//!   max_gap: 0                    # unwanted registers read to save a request
+//!   max_gap: 0                    # unwanted registers (or bits) read to save a request
 //!   max_concurrent_targets: 16    # host:port connections polled at once
 //!   byte_order: ABCD              # default for registers: ABCD, CDAB, BADC or DCBA
 //!   registers:                    # read from every target
@@ -170,11 +170,7 @@ impl ModbusPoller {
                 &group.items,
                 Limits {
                     max_count,
-                    max_gap: if group.table.is_bits() {
-                        0
-                    } else {
-                        settings.max_gap
-                    },
+                    max_gap: settings.max_gap,
                 },
             );
         }
