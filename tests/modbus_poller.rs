@@ -265,7 +265,7 @@ async fn a_device_that_never_answers_costs_one_timeout_while_another_devices_val
     silent.go_silent();
     let alive = Sim::start([(1, Unit::default().input(0, &[11]).holding(0, &[22]))]).await;
     let mut poller = poller(&format!(
-        "    - name: mixed\n      type: modbus_tcp\n      timeout_ms: 400\n      targets: [\"{}\", \"{}\"]\n      registers: [30001, 40001]\n",
+        "    - name: mixed\n      type: modbus_tcp\n      timeout_ms: 500\n      targets: [\"{}\", \"{}\"]\n      registers: [30001, 40001]\n",
         silent.address(),
         alive.address()
     ));
@@ -273,8 +273,10 @@ async fn a_device_that_never_answers_costs_one_timeout_while_another_devices_val
     let targets = poller.poll().await.unwrap();
     let took = started.elapsed();
     assert!(
-        took >= Duration::from_millis(400) && took < Duration::from_millis(750),
-        "the poll took {took:?}: more than one timeout"
+        // Two reads were planned for the silent device: waiting for both
+        // would take two timeouts.
+        took >= Duration::from_millis(500) && took < Duration::from_millis(1000),
+        "the poll took {took:?}, not one timeout of 500ms"
     );
     let got = values(&targets);
     assert_eq!(got.len(), 2);
@@ -433,5 +435,34 @@ async fn a_device_that_drops_every_connection_is_not_reconnected_to_before_its_b
         accepted.load(Ordering::SeqCst),
         1,
         "the second poll fell within the first second of backoff"
+    );
+}
+
+#[tokio::test]
+async fn devices_are_polled_concurrently_up_to_the_configured_limit() {
+    let first = Sim::start([(1, Unit::default())]).await;
+    let second = Sim::start([(1, Unit::default())]).await;
+    first.go_silent();
+    second.go_silent();
+    let yaml = |limit: usize| {
+        format!(
+            "    - name: limited\n      type: modbus_tcp\n      timeout_ms: 300\n      max_concurrent_targets: {limit}\n      targets: [\"{}\", \"{}\"]\n      registers: [30001]\n",
+            first.address(),
+            second.address()
+        )
+    };
+    let started = Instant::now();
+    assert!(poller(&yaml(2)).poll().await.is_err());
+    let together = started.elapsed();
+    let started = Instant::now();
+    assert!(poller(&yaml(1)).poll().await.is_err());
+    let one_at_a_time = started.elapsed();
+    assert!(
+        together < Duration::from_millis(600),
+        "two silent devices polled at once took {together:?}"
+    );
+    assert!(
+        one_at_a_time >= Duration::from_millis(600),
+        "with a limit of one, the second waited for the first: {one_at_a_time:?}"
     );
 }
