@@ -220,3 +220,24 @@ fn python_registers_outside_their_table_are_reported_at_check() {
         "{errors}"
     );
 }
+
+#[test]
+fn a_python_group_may_name_its_devices_ip_targets_or_ip_devices_but_not_both() {
+    let dir = tempfile::tempdir().unwrap();
+    common::write_pattoo_yaml(dir.path());
+    std::fs::write(
+        dir.path().join("pattoo_agent_modbustcpd.yaml"),
+        "pattoo_agent_modbustcpd:
+  polling_groups:
+    - ip_targets: [meter-a.example.org]
+      ip_devices: [meter-b.example.org]
+      input_registers: [30001]
+",
+    )
+    .unwrap();
+    let errors = config::load(dir.path()).unwrap_err().to_string();
+    assert!(
+        errors.contains("polling_groups[0].ip_devices: give the devices once"),
+        "{errors}"
+    );
+}
