@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use common::modbus_sim::{Sim, Unit};
 use pattoo_agentd::collector;
 use pattoo_agentd::config;
+use pattoo_agentd::pollers::modbus::ModbusPoller;
 use sha2::{Digest, Sha256};
 
 const AGENT_ID: &str = "9a2fbd4c8e1d7a0b3c5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4";
@@ -240,4 +241,46 @@ fn a_python_group_may_name_its_devices_ip_targets_or_ip_devices_but_not_both() {
         errors.contains("polling_groups[0].ip_devices: give the devices once"),
         "{errors}"
     );
+}
+
+#[tokio::test]
+async fn a_native_uint16_register_of_unit_0_keeps_the_python_agents_chart() {
+    let sim = Sim::start([(0, Unit::default().input(122, &[732]))]).await;
+    let address = sim.address();
+    let (native_settings, native) = common::modbus_poller(&format!(
+        "    - name: native\n      type: modbus_tcp\n      targets: [{{address: \"{address}\", unit: 0}}]\n      registers: [{{address: 30123, multiplier: 1}}]\n"
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    common::write_pattoo_yaml(dir.path());
+    std::fs::write(
+        dir.path().join("pattoo_agent_modbustcpd.yaml"),
+        format!("pattoo_agent_modbustcpd:\n  polling_groups:\n    - ip_targets: [\"{address}\"]\n      input_registers: [30123]\n"),
+    )
+    .unwrap();
+    let python = config::load(dir.path()).unwrap_or_else(|errors| panic!("{errors}"));
+    let pattoo_agentd::pollers::PollerKind::ModbusTcp(python_modbus) = &python.pollers[0].kind
+    else {
+        panic!("not a modbus poller");
+    };
+    assert_eq!(
+        native_settings.agent_program,
+        python.pollers[0].agent_program
+    );
+
+    let mut polled = Vec::new();
+    for settings in [&native, python_modbus] {
+        let mut poller = ModbusPoller::new("either", settings).unwrap();
+        let mut targets = poller.poll().await.unwrap();
+        // What the checksum is made of: target, key, data type, metadata.
+        let target = targets.remove(0);
+        let datapoint = &target.datapoints[0];
+        polled.push((
+            target.target.clone(),
+            datapoint.key.clone(),
+            datapoint.data_type,
+            datapoint.metadata.clone(),
+            datapoint.value.clone(),
+        ));
+    }
+    assert_eq!(polled[0], polled[1]);
 }
