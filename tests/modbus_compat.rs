@@ -5,6 +5,7 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use common::modbus_sim::{Sim, Unit};
 use pattoo_agentd::collector;
@@ -61,32 +62,58 @@ fn datapoints(body: &serde_json::Value) -> Vec<Pairs> {
         .collect()
 }
 
-#[tokio::test]
-async fn a_python_modbus_config_posts_the_python_agents_keys_values_and_checksums() {
-    let device_1 = Sim::start([(
-        0,
-        Unit::default()
-            .input(122, &[732])
-            .input(788, &[2305])
-            .holding(122, &[17])
-            .holding(455, &[1000]),
-    )])
-    .await;
-    let device_2 = Sim::start([(
-        3,
-        Unit::default()
-            .input(386, &[7, 8])
-            .input(19, &[65535])
-            .holding(122, &[40, 41]),
-    )])
-    .await;
+/// Where `{DEVICE_n}` reads a Modicon-numbered register, worked out here
+/// rather than with the poller's own address code.
+fn place(unit: Unit, register: u64, value: u16) -> Unit {
+    let (table, offset) = match register {
+        30_001..=39_999 => (3, register - 30_001),
+        40_001..=49_999 => (4, register - 40_001),
+        300_001..=365_536 => (3, register - 300_001),
+        400_001..=465_536 => (4, register - 400_001),
+        other => panic!("register {other} is not an input or holding register"),
+    };
+    let offset = u16::try_from(offset).unwrap();
+    if table == 3 {
+        unit.input(offset, &[value])
+    } else {
+        unit.holding(offset, &[value])
+    }
+}
 
+async fn start_devices(case: &Path) -> Vec<Sim> {
+    let text = std::fs::read_to_string(case.join("devices.yaml")).unwrap();
+    let devices: Vec<serde_norway::Value> = serde_norway::from_str(&text).unwrap();
+    let mut sims = Vec::new();
+    for device in devices {
+        let mut units = Vec::new();
+        for (unit, registers) in device["units"].as_mapping().unwrap() {
+            let mut contents = Unit::default();
+            for (register, value) in registers.as_mapping().unwrap() {
+                contents = place(
+                    contents,
+                    register.as_u64().unwrap(),
+                    u16::try_from(value.as_u64().unwrap()).unwrap(),
+                );
+            }
+            units.push((u8::try_from(unit.as_u64().unwrap()).unwrap(), contents));
+        }
+        sims.push(Sim::start(units).await);
+    }
+    sims
+}
+
+/// Runs one case folder of `tests/data/modbus/compat`: its
+/// `pattoo_agent_modbustcpd.yaml` against the devices of `devices.yaml`
+/// must post exactly the datapoints of `expected.yaml`.
+async fn run_case(case: &Path) {
+    let name = case.file_name().unwrap().to_string_lossy().into_owned();
+    let sims = start_devices(case).await;
     let dir = tempfile::tempdir().unwrap();
     common::write_pattoo_yaml(dir.path());
-    let python = std::fs::read_to_string("tests/data/modbus/pattoo_agent_modbustcpd.yaml")
-        .unwrap()
-        .replace("{DEVICE_1}", &device_1.address())
-        .replace("{DEVICE_2}", &device_2.address());
+    let mut python = std::fs::read_to_string(case.join("pattoo_agent_modbustcpd.yaml")).unwrap();
+    for (i, sim) in sims.iter().enumerate() {
+        python = python.replace(&format!("{{DEVICE_{}}}", i + 1), &sim.address());
+    }
     std::fs::write(dir.path().join("pattoo_agent_modbustcpd.yaml"), python).unwrap();
     // Only settings, no pollers of its own.
     std::fs::write(
@@ -98,46 +125,44 @@ async fn a_python_modbus_config_posts_the_python_agents_keys_values_and_checksum
     std::fs::create_dir_all(&id_file).unwrap();
     std::fs::write(id_file.join(format!("{PROGRAM}.agent_id")), AGENT_ID).unwrap();
 
-    let settings = config::load(dir.path()).unwrap_or_else(|errors| panic!("{errors}"));
-    assert_eq!(settings.pollers.len(), 1);
-    assert_eq!(settings.pollers[0].agent_program, PROGRAM);
+    let settings = config::load(dir.path()).unwrap_or_else(|errors| panic!("{name}: {errors}"));
+    assert_eq!(settings.pollers.len(), 1, "{name}");
+    assert_eq!(settings.pollers[0].agent_program, PROGRAM, "{name}");
     let mut collectors = collector::collectors(&settings, None).unwrap();
     let body = collectors[0].collect().await.expect("a body");
-    let raw = String::from_utf8(body.json.clone()).unwrap();
     let body: serde_json::Value = serde_json::from_slice(&body.json).unwrap();
-    assert_eq!(body["pattoo_agent_id"], AGENT_ID);
-    assert_eq!(body["pattoo_agent_polling_interval"], 20_000);
 
-    let (one, two) = (device_1.address(), device_2.address());
-    // (target, key, raw register × float(multiplier))
-    let expected: Vec<(&str, &str, &str, f64)> = vec![
-        (&one, "input_register_30123", "000", 732.0 * 1.0),
-        (&one, "input_register_30789", "000", 2305.0 * 0.1),
-        (&one, "holding_register_40123", "000", 17.0 * 1.0),
-        (&one, "holding_register_40456", "000", 1000.0 * 2.0),
-        (&two, "input_register_30387", "003", 7.0),
-        (&two, "input_register_30388", "003", 8.0),
-        (&two, "input_register_300020", "003", 65535.0),
-        (&two, "holding_register_40123", "003", 40.0),
-        // The Python agent reads only the first register of a holding
-        // range; this one it would have missed.
-        (&two, "holding_register_40124", "003", 41.0),
-    ];
+    let expected: serde_norway::Value =
+        serde_norway::from_str(&std::fs::read_to_string(case.join("expected.yaml")).unwrap())
+            .unwrap();
+    assert_eq!(body["pattoo_agent_id"], AGENT_ID, "{name}");
+    assert_eq!(
+        body["pattoo_agent_polling_interval"].as_u64(),
+        expected["polling_interval_ms"].as_u64(),
+        "{name}"
+    );
 
-    let mut got: BTreeMap<(String, String), Pairs> = BTreeMap::new();
+    let mut got: BTreeMap<(String, String, String), Pairs> = BTreeMap::new();
     for pairs in datapoints(&body) {
-        let find = |name: &str| pairs.iter().find(|(k, _)| k == name).unwrap().1.clone();
+        let find = |wanted: &str| pairs.iter().find(|(k, _)| k == wanted).unwrap().1.clone();
         let target = find("pattoo_agent_polled_target")
             .as_str()
             .unwrap()
             .to_owned();
         let key = find("pattoo_key").as_str().unwrap().to_owned();
-        got.insert((target, key), pairs);
+        let unit = find("unit").as_str().unwrap().to_owned();
+        got.insert((target, key, unit), pairs);
     }
-    assert_eq!(got.len(), expected.len(), "{:#?}", got.keys());
+    let wanted = expected["datapoints"].as_sequence().unwrap();
+    assert_eq!(got.len(), wanted.len(), "{name}: {:#?}", got.keys());
 
-    for (target, key, unit, value) in expected {
-        let pairs = &got[&(target.to_owned(), key.to_owned())];
+    for datapoint in wanted {
+        let target = sims[datapoint["device"].as_u64().unwrap() as usize - 1].address();
+        let key = datapoint["key"].as_str().unwrap();
+        let unit = datapoint["unit"].as_str().unwrap();
+        let value = datapoint["value"].as_f64().unwrap();
+        let what = format!("{name}: {key} of unit {unit} on {target}");
+        let pairs = &got[&(target.clone(), key.to_owned(), unit.to_owned())];
         let names: Vec<&str> = pairs.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(
             names,
@@ -154,21 +179,30 @@ async fn a_python_modbus_config_posts_the_python_agents_keys_values_and_checksum
                 "pattoo_timestamp",
                 "pattoo_checksum"
             ],
-            "{key}: only the unit metadata, then the agent's"
+            "{what}: only the unit metadata, then the agent's"
         );
-        assert_eq!(pairs[0].1, unit, "{key}");
-        assert_eq!(pairs[7].1, 99, "{key}");
+        assert_eq!(pairs[7].1, 99, "{what}");
         let posted = &pairs[8].1;
-        assert!(posted.is_f64(), "{key}: {posted} is posted as a float");
-        assert_eq!(posted.as_f64(), Some(value), "{key}");
-        assert_eq!(
-            pairs[10].1,
-            python_checksum(key, unit, target),
-            "{key} on {target}"
-        );
+        // A float even for a multiplier of 1 (`732.0`), as Python's
+        // `732 * 1.0` is.
+        assert!(posted.is_f64(), "{what}: {posted} is posted as a float");
+        assert_eq!(posted.as_f64(), Some(value), "{what}");
+        assert_eq!(pairs[10].1, python_checksum(key, unit, &target), "{what}");
     }
-    // A multiplier of 1 still posts a float, as Python's `732 * 1.0` does.
-    assert!(raw.contains("[\"pattoo_value\",732.0]"), "{raw}");
+}
+
+#[tokio::test]
+async fn python_modbus_configs_post_the_python_agents_keys_values_and_checksums() {
+    let mut cases: Vec<_> = std::fs::read_dir("tests/data/modbus/compat")
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.is_dir())
+        .collect();
+    cases.sort();
+    assert!(cases.len() >= 2, "the golden cases are missing");
+    for case in cases {
+        run_case(&case).await;
+    }
 }
 
 #[test]
