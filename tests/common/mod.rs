@@ -5,4 +5,6 @@
 #![allow(dead_code)] // each test binary uses a different part
 
 pub mod http_server;
+pub mod modbus;
+pub mod modbus_sim;
 pub mod receiver;

@@ -1,0 +1,60 @@
+//! Modbus helpers: configuration snippets and register layouts.
+
+use std::path::Path;
+
+use pattoo_agentd::config::{self, PollerSettings, Settings};
+use pattoo_agentd::pollers::modbus::ModbusSettings;
+use pattoo_agentd::pollers::PollerKind;
+
+/// A `pattoo.yaml` that points everything into `dir`.
+pub fn write_pattoo_yaml(dir: &Path) {
+    let text = format!(
+        "pattoo:\n  log_directory: {0}/log\n  cache_directory: {0}/cache\n  daemon_directory: {0}/daemon\n\
+         pattoo_agent_api:\n  ip_address: 127.0.0.1\n  ip_bind_port: 20201\n",
+        dir.display()
+    );
+    std::fs::write(dir.join("pattoo.yaml"), text).unwrap();
+}
+
+/// Loads a configuration directory holding `pattoo.yaml` and the given
+/// `pattoo_agentd.yaml` text.
+pub fn load_agentd(agentd_yaml: &str) -> Result<Settings, config::ConfigErrors> {
+    let dir = tempfile::tempdir().unwrap();
+    write_pattoo_yaml(dir.path());
+    std::fs::write(dir.path().join("pattoo_agentd.yaml"), agentd_yaml).unwrap();
+    config::load(dir.path())
+}
+
+/// The settings of the only poller in `pollers_yaml` (the list under
+/// `pattoo_agentd.pollers`, indented by four spaces).
+pub fn modbus_poller(pollers_yaml: &str) -> (PollerSettings, ModbusSettings) {
+    let text = format!("pattoo_agentd:\n  pollers:\n{pollers_yaml}");
+    let settings = match load_agentd(&text) {
+        Ok(settings) => settings,
+        Err(errors) => panic!("{errors}\n{text}"),
+    };
+    let poller = settings.pollers.into_iter().next().expect("one poller");
+    match &poller.kind {
+        PollerKind::ModbusTcp(modbus) => {
+            let modbus = modbus.clone();
+            (poller, modbus)
+        }
+        other => panic!("not a modbus poller: {other:?}"),
+    }
+}
+
+/// Lays big-endian bytes out in registers the way a device using `order`
+/// stores them; written from the order names, not from the poller's code.
+pub fn layout(be_bytes: &[u8], order: &str) -> Vec<u16> {
+    let mut words: Vec<[u8; 2]> = be_bytes.chunks(2).map(|c| [c[0], c[1]]).collect();
+    if matches!(order, "CDAB" | "DCBA") {
+        words.reverse();
+    }
+    words
+        .into_iter()
+        .map(|[hi, lo]| match order {
+            "BADC" | "DCBA" => u16::from_be_bytes([lo, hi]),
+            _ => u16::from_be_bytes([hi, lo]),
+        })
+        .collect()
+}
