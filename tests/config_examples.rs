@@ -88,3 +88,32 @@ async fn the_host_metrics_script_reads_load_and_memory_from_proc() {
     assert!(value("memory_available_bytes") <= value("memory_total_bytes"));
     assert!((0.0..=100.0).contains(&value("memory_used_percent")));
 }
+
+/// The README's first command: the repository's default configuration,
+/// run from the repository root, polls this host and prints real readings.
+#[test]
+fn the_default_configuration_polls_this_host_from_the_repository_root() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_pattoo-agentd"))
+        .current_dir(repo(""))
+        .args(["--config-dir", "config", "once", "--print"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let body: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one body");
+    let pairs = body["pattoo_datapoints"]["key_value_pairs"]
+        .as_object()
+        .unwrap();
+    let keys: Vec<&str> = pairs
+        .values()
+        .filter(|pair| pair[0] == "pattoo_key")
+        .map(|pair| pair[1].as_str().unwrap())
+        .collect();
+    for key in ["load_1m", "memory_total_bytes", "uptime_seconds"] {
+        assert!(keys.contains(&key), "{key} missing from {keys:?}");
+    }
+}
