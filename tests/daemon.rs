@@ -1,0 +1,371 @@
+//! `pattoo-agentd run` as systemd runs it: the real binary, a notification
+//! socket the test reads, a receiver on loopback, and signals.
+
+mod common;
+
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::receiver::{Mode, TestServer};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+const PATIENCE: Duration = Duration::from_secs(20);
+
+/// The systemd side of `Type=notify`: a datagram socket collecting what the
+/// agent says.
+struct NotifySocket {
+    path: PathBuf,
+    messages: Arc<Mutex<Vec<String>>>,
+}
+
+impl NotifySocket {
+    fn bind(dir: &Path) -> Self {
+        let path = dir.join("notify.sock");
+        let socket = UnixDatagram::bind(&path).unwrap();
+        let messages = Arc::new(Mutex::new(Vec::new()));
+        let sink = messages.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = socket.recv(&mut buf) {
+                let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                sink.lock().unwrap().extend(text.lines().map(str::to_owned));
+            }
+        });
+        NotifySocket { path, messages }
+    }
+
+    fn messages(&self) -> Vec<String> {
+        self.messages.lock().unwrap().clone()
+    }
+
+    /// Waits until a message satisfies `wanted`, returning it.
+    fn wait_for(&self, what: &str, wanted: impl Fn(&str) -> bool) -> String {
+        wait_until(what, || self.messages().into_iter().find(|m| wanted(m)))
+    }
+}
+
+/// Polls `found` until it gives something or patience runs out.
+fn wait_until<T>(what: &str, mut found: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Some(value) = found() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "gave up waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+struct Agent {
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Agent {
+    fn pid(&self) -> Pid {
+        Pid::from_raw(self.child.id() as i32)
+    }
+
+    fn signal(&self, signal: Signal) {
+        kill(self.pid(), signal).unwrap();
+    }
+
+    fn wait_exit(&mut self, within: Duration) -> ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "agent still running after {within:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn write_pollers(&self, pollers_yaml: &str) {
+        write_pollers(self.dir.path(), pollers_yaml);
+    }
+
+    /// Every cached body, whatever agent id it is under.
+    fn cache_files(&self) -> Vec<PathBuf> {
+        let mut files = Vec::new();
+        let Ok(agents) = std::fs::read_dir(self.dir.path().join("cache")) else {
+            return files;
+        };
+        for agent in agents {
+            let Ok(entries) = std::fs::read_dir(agent.unwrap().path()) else {
+                continue;
+            };
+            files.extend(
+                entries
+                    .map(|e| e.unwrap().path())
+                    .filter(|p| p.extension().is_some_and(|e| e == "json")),
+            );
+        }
+        files
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn write_pollers(dir: &Path, pollers_yaml: &str) {
+    std::fs::write(
+        dir.join("pattoo_agentd.yaml"),
+        format!("pattoo_agentd:\n  hostname: test-host\n  delivery:\n    timeout_ms: 2000\n  pollers:\n{pollers_yaml}"),
+    )
+    .unwrap();
+}
+
+/// A shell script that prints one datapoint with `key`, after `delay`.
+fn script(dir: &Path, key: &str, delay_s: f64) -> PathBuf {
+    let path = dir.join(format!("{key}.sh"));
+    let marker = dir.join(format!("{key}.started"));
+    std::fs::write(
+        &path,
+        format!(
+            "#!/bin/sh\ntouch '{}'\nsleep {delay_s}\necho '{{\"targets\":[{{\"datapoints\":[{{\"key\":\"{key}\",\"value\":1}}]}}]}}'\n",
+            marker.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    path
+}
+
+fn poller(name: &str, script: &Path) -> String {
+    format!(
+        "    - name: {name}\n      type: command\n      polling_interval: 1\n      command: [{}]\n      format: datapoints\n",
+        script.display()
+    )
+}
+
+/// Starts the agent on a fresh configuration directory posting to `port`.
+fn start(
+    port: u16,
+    pollers: impl Fn(&Path) -> String,
+    notify: Option<&NotifySocket>,
+    dir: tempfile::TempDir,
+) -> Agent {
+    let d = dir.path().display();
+    std::fs::write(
+        dir.path().join("pattoo.yaml"),
+        format!(
+            "pattoo:\n  log_level: debug\n  log_directory: {d}/log\n  cache_directory: {d}/cache\n  daemon_directory: {d}/daemon\n\
+             pattoo_agent_api:\n  ip_address: 127.0.0.1\n  ip_bind_port: {port}\n"
+        ),
+    )
+    .unwrap();
+    // Through `sh -c 'exec'` so that WATCHDOG_PID names the agent's own
+    // pid, as systemd sets it.
+    let mut command = Command::new("sh");
+    command
+        .arg("-c")
+        .arg("WATCHDOG_PID=$$ exec \"$0\" --config-dir \"$1\" run")
+        .arg(env!("CARGO_BIN_EXE_pattoo-agentd"))
+        .arg(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("stderr.log")).unwrap())
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("WATCHDOG_USEC")
+        .env_remove("JOURNAL_STREAM");
+    if let Some(notify) = notify {
+        command
+            .env("NOTIFY_SOCKET", &notify.path)
+            .env("WATCHDOG_USEC", "1000000");
+    }
+    write_pollers(dir.path(), &pollers(dir.path()));
+    Agent {
+        child: command.spawn().unwrap(),
+        dir,
+    }
+}
+
+fn bodies_with(server: &TestServer, key: &str) -> usize {
+    let needle = format!("[\"pattoo_key\",\"{key}\"]");
+    server
+        .received()
+        .iter()
+        .filter(|r| String::from_utf8_lossy(&r.bytes).contains(&needle))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_tells_systemd_ready_status_and_watchdog_and_stops_on_sigterm() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let notify = NotifySocket::bind(dir.path());
+    let mut agent = start(
+        server.addr.port(),
+        |d| poller("alpha", &script(d, "alpha", 0.0)),
+        Some(&notify),
+        dir,
+    );
+
+    notify.wait_for("READY=1", |m| m == "READY=1");
+    let status = notify.wait_for("a STATUS line", |m| {
+        m.starts_with("STATUS=") && m.contains("pollers")
+    });
+    assert!(status.contains("1 pollers"), "{status}");
+    notify.wait_for("a watchdog ping", |m| m == "WATCHDOG=1");
+    server.wait_for(1, PATIENCE).await;
+    assert!(bodies_with(&server, "alpha") >= 1);
+
+    agent.signal(Signal::SIGTERM);
+    let status = agent.wait_exit(Duration::from_secs(15));
+    assert!(status.success(), "{status}");
+    assert!(notify.messages().iter().any(|m| m == "STOPPING=1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_keeps_the_old_pollers_on_a_broken_config_and_swaps_in_a_valid_one() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let notify = NotifySocket::bind(dir.path());
+    let mut agent = start(
+        server.addr.port(),
+        |d| poller("alpha", &script(d, "alpha", 0.0)),
+        Some(&notify),
+        dir,
+    );
+    notify.wait_for("READY=1", |m| m == "READY=1");
+    wait_until("a body from alpha", || {
+        (bodies_with(&server, "alpha") >= 1).then_some(())
+    });
+
+    // A typo: the reload is refused and alpha keeps posting.
+    agent.write_pollers(
+        &(poller("alpha", &agent.dir.path().join("alpha.sh")) + "      colour: red\n"),
+    );
+    agent.signal(Signal::SIGHUP);
+    notify.wait_for("the refusal", |m| m.starts_with("STATUS=reload refused"));
+    let before = bodies_with(&server, "alpha");
+    wait_until("alpha still posting", || {
+        (bodies_with(&server, "alpha") > before + 1).then_some(())
+    });
+
+    // A valid file with another poller: beta replaces alpha.
+    let beta = script(agent.dir.path(), "beta", 0.0);
+    agent.write_pollers(&poller("beta", &beta));
+    agent.signal(Signal::SIGHUP);
+    wait_until("a body from beta", || {
+        (bodies_with(&server, "beta") >= 1).then_some(())
+    });
+    let alpha_after_swap = bodies_with(&server, "alpha");
+    wait_until("beta still posting", || {
+        (bodies_with(&server, "beta") >= 3).then_some(())
+    });
+    assert_eq!(
+        bodies_with(&server, "alpha"),
+        alpha_after_swap,
+        "alpha kept polling after the swap"
+    );
+
+    agent.signal(Signal::SIGTERM);
+    assert!(agent.wait_exit(Duration::from_secs(15)).success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_a_poll_with_the_server_down_caches_the_body_and_exits_0() {
+    let server = TestServer::start().await;
+    server.stop(); // connections are refused from now on
+    let dir = tempfile::tempdir().unwrap();
+    let notify = NotifySocket::bind(dir.path());
+    let mut agent = start(
+        server.addr.port(),
+        |d| poller("slow", &script(d, "slow", 2.0)),
+        Some(&notify),
+        dir,
+    );
+    notify.wait_for("READY=1", |m| m == "READY=1");
+    let marker = agent.dir.path().join("slow.started");
+    wait_until("the poll to start", || marker.exists().then_some(()));
+
+    agent.signal(Signal::SIGTERM);
+    let status = agent.wait_exit(Duration::from_secs(15));
+    assert!(status.success(), "{status}");
+    let cached = agent.cache_files();
+    assert_eq!(cached.len(), 1, "{cached:?}\n{}", agent.stderr());
+    let body = std::fs::read_to_string(&cached[0]).unwrap();
+    assert!(body.contains("[\"pattoo_key\",\"slow\"]"), "{body}");
+
+    // And it is delivered once the server is back (by `once`, which also
+    // replays the cache).
+    server.resume(Mode::Accept).await;
+    let output = Command::new(env!("CARGO_BIN_EXE_pattoo-agentd"))
+        .arg("--config-dir")
+        .arg(agent.dir.path())
+        .args(["cache", "replay"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(bodies_with(&server, "slow"), 1);
+    assert!(agent.cache_files().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_agent_on_the_same_directories_exits_with_a_clear_message() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let notify = NotifySocket::bind(dir.path());
+    let agent = start(
+        server.addr.port(),
+        |d| poller("alpha", &script(d, "alpha", 0.0)),
+        Some(&notify),
+        dir,
+    );
+    notify.wait_for("READY=1", |m| m == "READY=1");
+
+    let second = Command::new(env!("CARGO_BIN_EXE_pattoo-agentd"))
+        .arg("--config-dir")
+        .arg(agent.dir.path())
+        .arg("run")
+        .env_remove("NOTIFY_SOCKET")
+        .output()
+        .unwrap();
+    assert!(!second.status.success());
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(stderr.contains("another pattoo-agentd"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("(pid {})", agent.child.id())),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn run_with_a_broken_configuration_exits_with_the_configuration_status() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("pattoo.yaml"),
+        "pattoo:\n  log_level: loud\n",
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_pattoo-agentd"))
+        .arg("--config-dir")
+        .arg(dir.path())
+        .arg("run")
+        .output()
+        .unwrap();
+    // 78 (EX_CONFIG) is in the unit's RestartPreventExitStatus=.
+    assert_eq!(output.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("pattoo.yaml:2:3"));
+}
