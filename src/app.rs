@@ -155,6 +155,7 @@ async fn cache_command(settings: &Settings, action: CacheCommand) -> anyhow::Res
     let mut stdout = std::io::stdout().lock();
     match action {
         CacheCommand::Status => {
+            delivery.cache().measure();
             let status = delivery.cache().status();
             writeln!(
                 stdout,

@@ -154,14 +154,22 @@ impl Delivery {
         }
         let stats = Arc::new(Stats::default());
         let cache = Arc::new(Cache::open(cache_directory, cache, stats.clone()));
-        let (files, bytes) = cache.totals();
+        let (files, _) = cache.totals();
         if files > 0 {
             tracing::info!(
                 files,
-                bytes,
                 directory = %cache_directory.display(),
                 "found undelivered bodies in the cache; they will be sent oldest first"
             );
+            // Sizes are read apart from start-up so a large cache does not
+            // delay the first poll.
+            let measuring = cache.clone();
+            let spawned = std::thread::Builder::new()
+                .name("cache-measure".into())
+                .spawn(move || measuring.measure());
+            if spawned.is_err() {
+                cache.measure();
+            }
         }
         Ok(Delivery {
             inner: Arc::new(Inner {
@@ -356,6 +364,7 @@ impl Delivery {
                 let cache = inner.cache.clone();
                 let _ = tokio::task::spawn_blocking(move || {
                     cache.rescan();
+                    cache.measure();
                     cache.enforce_bounds(0);
                 })
                 .await;
