@@ -129,3 +129,49 @@ async fn a_full_disk_loses_only_what_it_counts_and_caching_resumes_when_space_re
     );
     assert_eq!(delivery.stats().lost, lost.len() as u64);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_cache_loses_only_what_it_counts_and_caching_resumes_when_writable() {
+    let small = match SmallFs::mount("1m") {
+        Ok(small) => small,
+        Err(why) => {
+            eprintln!("SKIPPED: cannot mount a small tmpfs ({why}); run as root to test a read-only cache");
+            return;
+        }
+    };
+    let remount = |mode: &str| {
+        let status = Command::new("mount")
+            .args(["-o", &format!("remount,{mode}")])
+            .arg(small.path())
+            .status()
+            .unwrap();
+        assert!(status.success(), "remount {mode}");
+    };
+    let server = TestServer::start().await;
+    server.stop();
+    let cache_dir = small.path().join("cache");
+    let delivery = delivery(&server, &cache_dir);
+    let start = now_ms();
+    assert!(matches!(
+        delivery.submit(body(start, 0)).await,
+        Committed::Cached(_)
+    ));
+
+    remount("ro");
+    for i in 1..4 {
+        let committed = delivery.submit(body(start + i, i as i64)).await;
+        assert_eq!(committed, Committed::Lost);
+    }
+    assert_eq!(delivery.stats().lost, 3);
+
+    remount("rw");
+    assert!(matches!(
+        delivery.submit(body(start + 4, 4)).await,
+        Committed::Cached(_)
+    ));
+    server.resume(Mode::Accept).await;
+    tokio::time::sleep(quick_settings().retry_max + Duration::from_millis(100)).await;
+    assert_eq!(delivery.replay_now().await.delivered, 2);
+    let received: Vec<u64> = server.received().iter().map(|r| r.timestamp_ms).collect();
+    assert_eq!(received, [start, start + 4]);
+}

@@ -196,6 +196,24 @@ async fn a_server_that_closes_mid_response_is_not_taken_as_delivered() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirect_is_not_followed_and_the_body_is_cached() {
+    let elsewhere = TestServer::start().await;
+    let server = TestServer::start().await;
+    server.set_mode(Mode::RedirectTo(elsewhere.addr.port()));
+    let cache_dir = tempfile::tempdir().unwrap();
+    let delivery = delivery(&server, cache_dir.path());
+    let committed = delivery.submit(body(now_ms(), 1)).await;
+    assert!(cached(&committed), "{committed:?}");
+    assert_eq!(elsewhere.attempts(), 0, "the POST went nowhere else");
+    assert!(delivery
+        .stats()
+        .last_post
+        .unwrap()
+        .detail
+        .contains("HTTP 307"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cache_file_in_the_python_agents_format_is_replayed_byte_for_byte() {
     let server = TestServer::start().await;
     let cache_dir = tempfile::tempdir().unwrap();
