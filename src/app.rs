@@ -53,14 +53,17 @@ fn check(settings: &Settings) -> anyhow::Result<()> {
     )?;
     writeln!(
         out,
-        "posts to http://{}/pattoo/api/v1/agent/receive/<agent id> (from {})",
+        "posts to {}://{}/pattoo/api/v1/agent/receive/<agent id> (from {})",
+        settings.agent.delivery.scheme.as_str(),
         host_port(&settings.api.ip_address, settings.api.ip_bind_port),
         settings.api_source.display()
     )?;
     writeln!(
         out,
-        "caches undelivered bodies in {}",
-        settings.pattoo.cache_directory.display()
+        "caches undelivered bodies in {} (at most {} bytes, none older than {})",
+        settings.pattoo.cache_directory.display(),
+        settings.agent.cache.max_bytes,
+        humantime::format_duration(settings.agent.cache.max_age)
     )?;
     writeln!(
         out,

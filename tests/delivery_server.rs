@@ -438,3 +438,20 @@ async fn the_default_replay_rate_allows_five_hundred_bodies_a_second_or_all_the_
         "{paced:.0}/s paced against {unpaced:.0}/s unpaced"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_replay_loop_stops_when_its_stop_sender_is_dropped() {
+    let server = TestServer::start().await;
+    let cache_dir = tempfile::tempdir().unwrap();
+    let delivery = delivery(&server, cache_dir.path());
+    let (stop, stopped) = watch::channel(false);
+    let task = tokio::spawn({
+        let delivery = delivery.clone();
+        async move { delivery.run_replay(stopped).await }
+    });
+    drop(stop);
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("the loop returns instead of spinning")
+        .unwrap();
+}

@@ -44,7 +44,7 @@
 //! - any other file is left alone.
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, OpenOptions};
 use std::hash::{Hash, Hasher};
 use std::io::{self, Write};
@@ -155,6 +155,9 @@ struct Index {
     /// Being replayed: the bounds leave it alone so a delivered body is not
     /// also counted as dropped.
     in_flight: Option<Key>,
+    /// Invalid files that could not be moved to quarantine: left out of
+    /// later listings so each is reported once.
+    stuck: HashSet<Key>,
 }
 
 impl Entry {
@@ -307,7 +310,7 @@ impl Cache {
         let agent = index.intern(agent_id);
         for name in found {
             let (key, odd_name) = key_for_name(&agent, &name);
-            if !index.entries.contains_key(&key) {
+            if !index.entries.contains_key(&key) && !index.stuck.contains(&key) {
                 let entry = Entry {
                     size: UNMEASURED,
                     odd_name,
@@ -580,6 +583,9 @@ impl Cache {
         let name = file.path.file_name().unwrap_or_default();
         let moved = create_private_dir(&dir).and_then(|()| fs::rename(&file.path, dir.join(name)));
         self.stats.quarantined.fetch_add(1, Ordering::Relaxed);
+        if moved.is_err() {
+            self.lock().stuck.insert(file.key.clone());
+        }
         match moved {
             Ok(()) => tracing::warn!(
                 file = %file.path.display(),

@@ -375,7 +375,13 @@ impl Delivery {
                 Step::NotNow | Step::Failed(_) => Some(inner.breaker.wait()),
             };
             tokio::select! {
-                _ = shutdown.changed() => {}
+                changed = shutdown.changed() => {
+                    // A dropped sender can never say stop: stop now rather
+                    // than spin on the closed channel.
+                    if changed.is_err() {
+                        return;
+                    }
+                }
                 _ = async {
                     match wait {
                         None => pace.wait().await,
