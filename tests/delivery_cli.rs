@@ -185,3 +185,35 @@ fn the_receiver_refuses_what_the_pattoo_server_would_refuse() {
     assert_eq!(status, 404);
     assert_eq!(stored(&root.path().join("received")), 0);
 }
+
+#[test]
+fn delivery_and_cache_settings_are_read_from_pattoo_agentd_yaml_and_mistakes_located() {
+    let root = tempfile::tempdir().unwrap();
+    let config = write_config(root.path(), free_port());
+    let check = run(&config, &["check"]);
+    assert!(check.status.success(), "{check:?}");
+    assert!(
+        stdout(&check).contains("(at most 10000000 bytes, none older than 30days)"),
+        "{}",
+        stdout(&check)
+    );
+
+    let file = config.join("pattoo_agentd.yaml");
+    let text = fs::read_to_string(&file).unwrap();
+    fs::write(
+        &file,
+        text.replace("max_age: 30d", "max_age: soon")
+            .replace("timeout_ms: 2000", "timeout_ms: 2000\n    scheme: gopher"),
+    )
+    .unwrap();
+    let broken = run(&config, &["check"]);
+    assert_eq!(broken.status.code(), Some(78));
+    let errors = String::from_utf8_lossy(&broken.stderr);
+    assert!(
+        errors.contains(
+            "pattoo_agentd.yaml:4:5: pattoo_agentd.delivery.scheme: unknown scheme `gopher`"
+        ),
+        "{errors}"
+    );
+    assert!(errors.contains("pattoo_agentd.yaml:7:5: pattoo_agentd.cache.max_age: expected a duration such as 12h or 7d"), "{errors}");
+}
