@@ -8,6 +8,21 @@
 //! full, read-only): then the body is lost, logged at ERROR and counted,
 //! and polling goes on. [`Delivery::run_replay`] sends cached bodies back,
 //! oldest first, whenever the server is reachable.
+//!
+//! How a daemon uses it:
+//!
+//! ```text
+//! let delivery = Delivery::new(&settings)?;          // lists the cache; no network I/O
+//! let (stop, stopped) = tokio::sync::watch::channel(false);
+//! let replay = tokio::spawn({ let d = delivery.clone(); async move { d.run_replay(stopped).await } });
+//! // each poll:   delivery.submit(body).await;       // returns once committed
+//! // status:      sd_notify STATUS = delivery.status_line()
+//! // on SIGTERM:  stop polling, await in-flight submits, stop.send(true), replay.await
+//! ```
+//!
+//! Module map: [`poster`] makes one POST, [`replay`] decides when to try
+//! again and paces replay, [`cache`] is the on-disk spool (its doc has the
+//! format and the recovery rules), [`receiver`] is the test receiver.
 
 pub mod cache;
 pub mod config;
