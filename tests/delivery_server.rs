@@ -306,6 +306,33 @@ async fn corrupt_cache_files_are_quarantined_and_the_rest_delivered() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cache_file_a_python_agent_is_still_writing_is_not_quarantined() {
+    let server = TestServer::start().await;
+    let cache_dir = tempfile::tempdir().unwrap();
+    let agent_dir = cache_dir.path().join(AGENT);
+    fs::create_dir_all(&agent_dir).unwrap();
+    let whole = body(now_ms() - 1000, 1);
+    let path = agent_dir.join(format!("{}_{AGENT}.json", whole.timestamp_ms));
+    let (first, rest) = whole.json.split_at(whole.json.len() / 2);
+    fs::write(&path, first).unwrap();
+
+    let delivery = delivery(&server, cache_dir.path());
+    let replay = tokio::spawn({
+        let delivery = delivery.clone();
+        async move { delivery.replay_now().await }
+    });
+    // Python's json.dump writes in place; finish the file while replay
+    // is looking at the first half.
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    let mut file = fs::OpenOptions::new().append(true).open(&path).unwrap();
+    std::io::Write::write_all(&mut file, rest).unwrap();
+    drop(file);
+    let report = replay.await.unwrap();
+    assert_eq!((report.delivered, report.quarantined), (1, 0), "{report:?}");
+    assert_eq!(server.received()[0].bytes, whole.json);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_bytes_drops_the_oldest_bodies_and_counts_them() {
     let server = TestServer::start().await;
     server.stop();

@@ -41,6 +41,8 @@
 //!   committed and is removed;
 //! - a `*.json` file that cannot be read, or is not a body the server would
 //!   accept, is moved to the quarantine folder, logged once and counted;
+//!   an invalid file that changes within a moment is instead left to be
+//!   tried again, since the Python agents write their files in place;
 //! - any other file is left alone.
 
 use std::collections::hash_map::DefaultHasher;

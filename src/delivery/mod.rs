@@ -116,6 +116,16 @@ pub struct ReplayReport {
     pub stopped_by: Option<String>,
 }
 
+/// How long an invalid cache file must stay unchanged to be called
+/// corrupt rather than still being written.
+const SETTLE: Duration = Duration::from_millis(200);
+
+enum Checked {
+    Valid,
+    Invalid(String),
+    Changing,
+}
+
 enum Step {
     Empty,
     Delivered,
@@ -317,15 +327,32 @@ impl Delivery {
         let read_file = file.clone();
         let read = tokio::task::spawn_blocking(move || {
             let bytes = cache.read(&read_file)?;
-            let checked = receiver::validate_body(&bytes).map(|_| ());
+            let checked = match receiver::validate_body(&bytes) {
+                Ok(_) => Checked::Valid,
+                Err(rejection) => {
+                    // The Python agents write cache files in place, so an
+                    // invalid file may be one still being written: look
+                    // again before calling it corrupt.
+                    std::thread::sleep(SETTLE);
+                    if cache.read(&read_file)? == bytes {
+                        Checked::Invalid(rejection)
+                    } else {
+                        Checked::Changing
+                    }
+                }
+            };
             Ok::<_, ReadError>((bytes, checked))
         })
         .await;
         let bytes = match read {
-            Ok(Ok((bytes, Ok(())))) => bytes,
-            Ok(Ok((_, Err(rejection)))) => {
+            Ok(Ok((bytes, Checked::Valid))) => bytes,
+            Ok(Ok((_, Checked::Invalid(rejection)))) => {
                 self.quarantine(file, format!("not a valid pattoo body: {rejection}"))
                     .await;
+                return Step::Skipped;
+            }
+            Ok(Ok((_, Checked::Changing))) => {
+                inner.cache.release(&file);
                 return Step::Skipped;
             }
             Ok(Err(ReadError::Gone(_))) => return Step::Skipped,
