@@ -299,7 +299,9 @@ impl Delivery {
             }
             Err(error) => {
                 let backoff = inner.breaker.record_failure(error.retry_after());
-                if backoff.newly_down {
+                if backoff.newly_down && error.needs_operator() {
+                    tracing::error!(%error, "the pattoo server refuses posts; check pattoo_agent_api (ip_address, ip_bind_port) and the server; bodies are cached meanwhile");
+                } else if backoff.newly_down {
                     tracing::warn!(%error, "the pattoo server did not take a body; caching bodies until it does, trying again with backoff");
                 }
                 LastPost {
