@@ -24,7 +24,8 @@
 //!   the next millisecond is tried.
 //! - A body is *committed* once its file and the directory holding it are
 //!   fsynced: written to a temporary name, fsynced, linked into place, the
-//!   temporary removed, the directory fsynced. A failed write or fsync is
+//!   temporary removed, the directory fsynced (and, when the directory was
+//!   new, the one holding it). A failed write or fsync is
 //!   reported to the caller as not committed, never retried in silence.
 //! - A file is deleted only after the server answered 200 for it, or when a
 //!   bound (`max_bytes`, `max_age`) drops it, which is logged at ERROR and
@@ -394,8 +395,8 @@ impl Cache {
             path: path.to_owned(),
             source,
         };
-        create_private_dir(&self.root).map_err(|e| write_error(&self.root, e))?;
-        create_private_dir(&dir).map_err(|e| write_error(&dir, e))?;
+        create_durable_dir(&self.root).map_err(|e| write_error(&self.root, e))?;
+        create_durable_dir(&dir).map_err(|e| write_error(&dir, e))?;
 
         let (agent, mut timestamp_ms) = self.reserve_name(&body.agent_id, body.timestamp_ms);
         let temporary = dir.join(format!(
@@ -759,6 +760,20 @@ fn link_no_clobber(temporary: &Path, path: &Path) -> io::Result<()> {
             fs::rename(temporary, path)
         }
         Err(error) => Err(error),
+    }
+}
+
+/// Creates a private directory whose own entry survives a power loss: a
+/// file fsynced inside a directory whose entry was never synced can vanish
+/// with it.
+fn create_durable_dir(dir: &Path) -> io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    create_private_dir(dir)?;
+    match dir.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => sync_dir(parent),
+        _ => Ok(()),
     }
 }
 
