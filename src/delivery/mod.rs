@@ -154,7 +154,8 @@ pub struct Delivery {
 
 impl Delivery {
     /// Builds delivery for the configured server and cache. Lists the cache
-    /// (names and sizes only) but does no network I/O.
+    /// by file name (sizes are read by a background thread) and does no
+    /// network I/O.
     pub fn new(settings: &Settings) -> Result<Delivery, DeliveryError> {
         Delivery::from_parts(
             &settings.api,
@@ -164,6 +165,7 @@ impl Delivery {
         )
     }
 
+    /// [`Delivery::new`] from the parts of the settings it uses.
     pub fn from_parts(
         api: &ApiSettings,
         cache_directory: &Path,
