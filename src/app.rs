@@ -88,7 +88,8 @@ fn check(settings: &Settings) -> anyhow::Result<()> {
     )?;
     writeln!(
         out,
-        "posts to http://{}/pattoo/api/v1/agent/receive/<agent id> (from {})",
+        "posts to {}://{}/pattoo/api/v1/agent/receive/<agent id> (from {})",
+        settings.agent.delivery.scheme.as_str(),
         host_port(&settings.api.ip_address, settings.api.ip_bind_port),
         settings.api_source.display()
     )?;
@@ -96,6 +97,12 @@ fn check(settings: &Settings) -> anyhow::Result<()> {
         out,
         "caches undelivered bodies in {}",
         settings.pattoo.cache_directory.display()
+    )?;
+    writeln!(
+        out,
+        "  keeping at most {} and nothing older than {}",
+        human_bytes(settings.agent.cache.max_bytes),
+        humantime::format_duration(settings.agent.cache.max_age)
     )?;
     writeln!(
         out,
@@ -115,6 +122,19 @@ fn check(settings: &Settings) -> anyhow::Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// A byte count in the largest binary unit that keeps it whole, e.g.
+/// `512 MiB`.
+fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["bytes", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes;
+    let mut unit = 0;
+    while unit + 1 < UNITS.len() && value >= 1024 && value % 1024 == 0 {
+        value /= 1024;
+        unit += 1;
+    }
+    format!("{value} {}", UNITS[unit])
 }
 
 /// `host:port`, with an IPv6 literal in brackets.
@@ -190,6 +210,7 @@ async fn cache_command(settings: &Settings, action: CacheCommand) -> anyhow::Res
     let mut stdout = std::io::stdout().lock();
     match action {
         CacheCommand::Status => {
+            delivery.cache().measure();
             let status = delivery.cache().status();
             writeln!(
                 stdout,

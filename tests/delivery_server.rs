@@ -196,6 +196,24 @@ async fn a_server_that_closes_mid_response_is_not_taken_as_delivered() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirect_is_not_followed_and_the_body_is_cached() {
+    let elsewhere = TestServer::start().await;
+    let server = TestServer::start().await;
+    server.set_mode(Mode::RedirectTo(elsewhere.addr.port()));
+    let cache_dir = tempfile::tempdir().unwrap();
+    let delivery = delivery(&server, cache_dir.path());
+    let committed = delivery.submit(body(now_ms(), 1)).await;
+    assert!(cached(&committed), "{committed:?}");
+    assert_eq!(elsewhere.attempts(), 0, "the POST went nowhere else");
+    assert!(delivery
+        .stats()
+        .last_post
+        .unwrap()
+        .detail
+        .contains("HTTP 307"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cache_file_in_the_python_agents_format_is_replayed_byte_for_byte() {
     let server = TestServer::start().await;
     let cache_dir = tempfile::tempdir().unwrap();
@@ -285,6 +303,33 @@ async fn corrupt_cache_files_are_quarantined_and_the_rest_delivered() {
     // Starting again finds nothing left to trip over.
     let again = common::receiver::delivery(&server, cache_dir.path());
     assert!(again.cache().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cache_file_a_python_agent_is_still_writing_is_not_quarantined() {
+    let server = TestServer::start().await;
+    let cache_dir = tempfile::tempdir().unwrap();
+    let agent_dir = cache_dir.path().join(AGENT);
+    fs::create_dir_all(&agent_dir).unwrap();
+    let whole = body(now_ms() - 1000, 1);
+    let path = agent_dir.join(format!("{}_{AGENT}.json", whole.timestamp_ms));
+    let (first, rest) = whole.json.split_at(whole.json.len() / 2);
+    fs::write(&path, first).unwrap();
+
+    let delivery = delivery(&server, cache_dir.path());
+    let replay = tokio::spawn({
+        let delivery = delivery.clone();
+        async move { delivery.replay_now().await }
+    });
+    // Python's json.dump writes in place; finish the file while replay
+    // is looking at the first half.
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    let mut file = fs::OpenOptions::new().append(true).open(&path).unwrap();
+    std::io::Write::write_all(&mut file, rest).unwrap();
+    drop(file);
+    let report = replay.await.unwrap();
+    assert_eq!((report.delivered, report.quarantined), (1, 0), "{report:?}");
+    assert_eq!(server.received()[0].bytes, whole.json);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -386,19 +431,6 @@ async fn live_posts_go_on_while_a_backlog_is_replayed_at_a_bounded_rate() {
 async fn replay_with_the_default_rate_delivers_a_large_backlog_in_one_round() {
     let server = TestServer::start().await;
     let cache_dir = tempfile::tempdir().unwrap();
-    {
-        let writer = Delivery::from_parts(
-            &server.api(),
-            cache_dir.path(),
-            &quick_settings(),
-            &CacheSettings::default(),
-        )
-        .unwrap();
-        let start = now_ms() - 100_000;
-        for i in 0..1000u64 {
-            writer.cache().store(&body(start + i, i as i64)).unwrap();
-        }
-    }
     let mut settings = quick_settings();
     settings.replay_per_second = pattoo_agentd::delivery::config::DEFAULT_REPLAY_PER_SECOND;
     let delivery = delivery_with(
@@ -407,10 +439,31 @@ async fn replay_with_the_default_rate_delivers_a_large_backlog_in_one_round() {
         settings,
         CacheSettings::default(),
     );
+    let start = now_ms() - 100_000;
+    for i in 0..1000 {
+        delivery.cache().store(&body(start + i, i as i64)).unwrap();
+    }
     let report = delivery.replay_now().await;
     // Replay speed is measured by the load harness (BENCHMARKS.md), not
-    // asserted here.
+    // asserted here; the pacer's arithmetic has its own paused-time test.
     assert_eq!(report.delivered, 1000);
     assert_eq!(report.remaining, 0);
     assert_eq!(server.received().len(), 1000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_replay_loop_stops_when_its_stop_sender_is_dropped() {
+    let server = TestServer::start().await;
+    let cache_dir = tempfile::tempdir().unwrap();
+    let delivery = delivery(&server, cache_dir.path());
+    let (stop, stopped) = watch::channel(false);
+    let task = tokio::spawn({
+        let delivery = delivery.clone();
+        async move { delivery.run_replay(stopped).await }
+    });
+    drop(stop);
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("the loop returns instead of spinning")
+        .unwrap();
 }

@@ -24,7 +24,8 @@
 //!   the next millisecond is tried.
 //! - A body is *committed* once its file and the directory holding it are
 //!   fsynced: written to a temporary name, fsynced, linked into place, the
-//!   temporary removed, the directory fsynced. A failed write or fsync is
+//!   temporary removed, the directory fsynced (and, when the directory was
+//!   new, the one holding it). A failed write or fsync is
 //!   reported to the caller as not committed, never retried in silence.
 //! - A file is deleted only after the server answered 200 for it, or when a
 //!   bound (`max_bytes`, `max_age`) drops it, which is logged at ERROR and
@@ -32,17 +33,21 @@
 //!
 //! # Recovery rules
 //!
-//! Start-up lists file names and sizes only; bodies are read one at a time
-//! when replayed. Nothing found on disk ever stops the agent:
+//! Start-up lists file names only, so a large cache costs neither time nor
+//! memory; a background pass then reads each file's size for `max_bytes`
+//! (until it finishes, files not yet measured count as empty). Bodies are
+//! read one at a time when replayed. Nothing found on disk ever stops the agent:
 //!
 //! - a `.tmp` file left by a process that no longer runs was never
 //!   committed and is removed;
 //! - a `*.json` file that cannot be read, or is not a body the server would
 //!   accept, is moved to the quarantine folder, logged once and counted;
+//!   an invalid file that changes within a moment is instead left to be
+//!   tried again, since the Python agents write their files in place;
 //! - any other file is left alone.
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, OpenOptions};
 use std::hash::{Hash, Hasher};
 use std::io::{self, Write};
@@ -111,8 +116,12 @@ pub struct Key {
     variant: u64,
 }
 
+/// The size of a file listed but not yet measured.
+const UNMEASURED: u64 = u64::MAX;
+
 #[derive(Debug)]
 struct Entry {
+    /// Bytes, or [`UNMEASURED`].
     size: u64,
     /// Only for names not of the form `{timestamp_ms}_{agent_id}.json`.
     odd_name: Option<Box<str>>,
@@ -141,12 +150,27 @@ pub struct AgentStatus {
 #[derive(Default)]
 struct Index {
     entries: BTreeMap<Key, Entry>,
+    /// Of measured files.
     bytes: u64,
+    unmeasured: usize,
     /// The last timestamp given to a name, per agent id.
     last_ms: HashMap<Arc<str>, u64>,
     /// Being replayed: the bounds leave it alone so a delivered body is not
     /// also counted as dropped.
     in_flight: Option<Key>,
+    /// Invalid files that could not be moved to quarantine: left out of
+    /// later listings so each is reported once.
+    stuck: HashSet<Key>,
+}
+
+impl Entry {
+    fn bytes(&self) -> u64 {
+        if self.size == UNMEASURED {
+            0
+        } else {
+            self.size
+        }
+    }
 }
 
 impl Index {
@@ -164,16 +188,19 @@ impl Index {
     fn insert(&mut self, key: Key, entry: Entry) {
         let last = self.last_ms.entry(key.agent_id.clone()).or_insert(0);
         *last = (*last).max(key.timestamp_ms);
-        let size = entry.size;
+        let size = entry.bytes();
+        self.unmeasured += usize::from(entry.size == UNMEASURED);
         if let Some(old) = self.entries.insert(key, entry) {
-            self.bytes -= old.size;
+            self.bytes -= old.bytes();
+            self.unmeasured -= usize::from(old.size == UNMEASURED);
         }
         self.bytes += size;
     }
 
     fn remove(&mut self, key: &Key) -> Option<Entry> {
         let entry = self.entries.remove(key)?;
-        self.bytes -= entry.size;
+        self.bytes -= entry.bytes();
+        self.unmeasured -= usize::from(entry.size == UNMEASURED);
         if self.in_flight.as_ref() == Some(key) {
             self.in_flight = None;
         }
@@ -231,7 +258,7 @@ impl Cache {
     }
 
     /// Lists the agent id folders and adds every cached file not yet known,
-    /// by name and size only. Files written meanwhile by a Python agent or
+    /// by name only (see [`Cache::measure`]). Files written meanwhile by a Python agent or
     /// another run of this one are picked up this way.
     pub fn rescan(&self) {
         let agents = match fs::read_dir(&self.root) {
@@ -271,25 +298,84 @@ impl Cache {
                 continue;
             }
             // The Python agents' rule: a `.json` file naming the agent id.
-            if !name.ends_with(".json") || !name.contains(agent_id) {
+            if !name.ends_with(".json")
+                || (canonical_timestamp(name, agent_id).is_none() && !name.contains(agent_id))
+            {
                 continue;
             }
-            let Ok(metadata) = file.metadata() else {
-                continue;
-            };
-            if !metadata.is_file() {
+            // The type comes with the listing on most file systems; no stat.
+            if !file.file_type().is_ok_and(|t| t.is_file()) {
                 continue;
             }
-            found.push((name.to_owned(), metadata.len()));
+            found.push(name.to_owned());
         }
         let mut index = self.lock();
         let agent = index.intern(agent_id);
-        for (name, size) in found {
+        for name in found {
             let (key, odd_name) = key_for_name(&agent, &name);
-            if !index.entries.contains_key(&key) {
-                index.insert(key, Entry { size, odd_name });
+            if !index.entries.contains_key(&key) && !index.stuck.contains(&key) {
+                let entry = Entry {
+                    size: UNMEASURED,
+                    odd_name,
+                };
+                index.insert(key, entry);
             }
         }
+    }
+
+    /// Reads the size of every file listed but not yet measured, then
+    /// applies the bounds. Blocking; the lock is only held between batches.
+    pub fn measure(&self) {
+        const BATCH: usize = 1024;
+        let pending: Vec<Key> = {
+            let index = self.lock();
+            if index.unmeasured == 0 {
+                return;
+            }
+            index
+                .entries
+                .iter()
+                .filter(|(_, entry)| entry.size == UNMEASURED)
+                .map(|(key, _)| key.clone())
+                .collect()
+        };
+        for batch in pending.chunks(BATCH) {
+            let paths: Vec<Option<PathBuf>> = {
+                let index = self.lock();
+                batch
+                    .iter()
+                    .map(|key| index.entries.get(key).map(|entry| self.path_of(key, entry)))
+                    .collect()
+            };
+            let sizes: Vec<Option<u64>> = paths
+                .iter()
+                .map(|path| fs::symlink_metadata(path.as_ref()?).ok().map(|m| m.len()))
+                .collect();
+            let mut index = self.lock();
+            for (key, size) in batch.iter().zip(sizes) {
+                match size {
+                    Some(size) => {
+                        if let Some(entry) = index.entries.get_mut(key) {
+                            if entry.size == UNMEASURED {
+                                entry.size = size;
+                                index.bytes += size;
+                                index.unmeasured -= 1;
+                            }
+                        }
+                    }
+                    // Gone meanwhile: delivered or purged by someone else.
+                    None => {
+                        index.remove(key);
+                    }
+                }
+            }
+        }
+        self.enforce_bounds(0);
+    }
+
+    /// Whether every listed file's size is known.
+    pub fn is_measured(&self) -> bool {
+        self.lock().unmeasured == 0
     }
 
     /// Writes `body` durably (see the module doc) and returns where.
@@ -309,8 +395,8 @@ impl Cache {
             path: path.to_owned(),
             source,
         };
-        create_private_dir(&self.root).map_err(|e| write_error(&self.root, e))?;
-        create_private_dir(&dir).map_err(|e| write_error(&dir, e))?;
+        create_durable_dir(&self.root).map_err(|e| write_error(&self.root, e))?;
+        create_durable_dir(&dir).map_err(|e| write_error(&dir, e))?;
 
         let (agent, mut timestamp_ms) = self.reserve_name(&body.agent_id, body.timestamp_ms);
         let temporary = dir.join(format!(
@@ -449,7 +535,7 @@ impl Cache {
             agent_id: key.agent_id.clone(),
             timestamp_ms: key.timestamp_ms,
             path: self.path_of(key, entry),
-            size: entry.size,
+            size: entry.bytes(),
             key: key.clone(),
         };
         index.in_flight = Some(file.key.clone());
@@ -500,6 +586,9 @@ impl Cache {
         let name = file.path.file_name().unwrap_or_default();
         let moved = create_private_dir(&dir).and_then(|()| fs::rename(&file.path, dir.join(name)));
         self.stats.quarantined.fetch_add(1, Ordering::Relaxed);
+        if moved.is_err() {
+            self.lock().stuck.insert(file.key.clone());
+        }
         match moved {
             Ok(()) => tracing::warn!(
                 file = %file.path.display(),
@@ -530,7 +619,7 @@ impl Cache {
                     oldest_ms: None,
                 });
             status.files += 1;
-            status.bytes += entry.size;
+            status.bytes += entry.bytes();
             status.oldest_ms = Some(status.oldest_ms.unwrap_or(u64::MAX).min(key.timestamp_ms));
         }
         by_agent.into_values().collect()
@@ -554,7 +643,7 @@ impl Cache {
             .iter()
             .take_while(|(key, _)| key.timestamp_ms < cutoff_ms)
             .fold((0, 0), |(files, bytes), (_, entry)| {
-                (files + 1, bytes + entry.size)
+                (files + 1, bytes + entry.bytes())
             })
     }
 
@@ -572,7 +661,7 @@ impl Cache {
             keys.into_iter()
                 .filter_map(|key| {
                     let entry = index.remove(&key)?;
-                    Some((self.path_of(&key, &entry), entry.size))
+                    Some((self.path_of(&key, &entry), entry.bytes()))
                 })
                 .collect()
         };
@@ -606,10 +695,23 @@ pub fn file_name(timestamp_ms: u64, agent_id: &str) -> String {
     format!("{timestamp_ms}_{agent_id}.json")
 }
 
+/// The timestamp of a name of the form `{timestamp_ms}_{agent_id}.json`,
+/// checked without allocating: start-up does this for every file.
+fn canonical_timestamp(name: &str, agent_id: &str) -> Option<u64> {
+    let (digits, rest) = name.split_once('_')?;
+    let rest = rest.strip_suffix(".json")?;
+    if rest != agent_id || digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    // `007_...` would not be written back the same way.
+    if digits.len() > 1 && digits.starts_with('0') {
+        return None;
+    }
+    digits.parse().ok()
+}
+
 fn key_for_name(agent: &Arc<str>, name: &str) -> (Key, Option<Box<str>>) {
-    let digits = name.split('_').next().unwrap_or_default();
-    let timestamp_ms = digits.parse::<u64>().unwrap_or(0);
-    if name == file_name(timestamp_ms, agent) {
+    if let Some(timestamp_ms) = canonical_timestamp(name, agent) {
         let key = Key {
             timestamp_ms,
             agent_id: agent.clone(),
@@ -617,6 +719,8 @@ fn key_for_name(agent: &Arc<str>, name: &str) -> (Key, Option<Box<str>>) {
         };
         return (key, None);
     }
+    let digits = name.split('_').next().unwrap_or_default();
+    let timestamp_ms = digits.parse::<u64>().unwrap_or(0);
     let mut hasher = DefaultHasher::new();
     name.hash(&mut hasher);
     let key = Key {
@@ -656,6 +760,20 @@ fn link_no_clobber(temporary: &Path, path: &Path) -> io::Result<()> {
             fs::rename(temporary, path)
         }
         Err(error) => Err(error),
+    }
+}
+
+/// Creates a private directory whose own entry survives a power loss: a
+/// file fsynced inside a directory whose entry was never synced can vanish
+/// with it.
+fn create_durable_dir(dir: &Path) -> io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    create_private_dir(dir)?;
+    match dir.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => sync_dir(parent),
+        _ => Ok(()),
     }
 }
 
@@ -816,6 +934,7 @@ mod tests {
             ..CacheSettings::default()
         };
         let (cache, stats) = open(dir.path(), settings);
+        cache.measure();
         assert_eq!(cache.totals(), (1, 3));
         assert_eq!(stats.dropped.load(Ordering::Relaxed), 1);
     }

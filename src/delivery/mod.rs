@@ -8,6 +8,21 @@
 //! full, read-only): then the body is lost, logged at ERROR and counted,
 //! and polling goes on. [`Delivery::run_replay`] sends cached bodies back,
 //! oldest first, whenever the server is reachable.
+//!
+//! How a daemon uses it:
+//!
+//! ```text
+//! let delivery = Delivery::new(&settings)?;          // lists the cache; no network I/O
+//! let (stop, stopped) = tokio::sync::watch::channel(false);
+//! let replay = tokio::spawn({ let d = delivery.clone(); async move { d.run_replay(stopped).await } });
+//! // each poll:   delivery.submit(body).await;       // returns once committed
+//! // status:      sd_notify STATUS = delivery.status_line()
+//! // on SIGTERM:  stop polling, await in-flight submits, stop.send(true), replay.await
+//! ```
+//!
+//! Module map: [`poster`] makes one POST, [`replay`] decides when to try
+//! again and paces replay, [`cache`] is the on-disk spool (its doc has the
+//! format and the recovery rules), [`receiver`] is the test receiver.
 
 pub mod cache;
 pub mod config;
@@ -101,6 +116,16 @@ pub struct ReplayReport {
     pub stopped_by: Option<String>,
 }
 
+/// How long an invalid cache file must stay unchanged to be called
+/// corrupt rather than still being written.
+const SETTLE: Duration = Duration::from_millis(200);
+
+enum Checked {
+    Valid,
+    Invalid(String),
+    Changing,
+}
+
 enum Step {
     Empty,
     Delivered,
@@ -129,7 +154,8 @@ pub struct Delivery {
 
 impl Delivery {
     /// Builds delivery for the configured server and cache. Lists the cache
-    /// (names and sizes only) but does no network I/O.
+    /// by file name (sizes are read by a background thread) and does no
+    /// network I/O.
     pub fn new(settings: &Settings) -> Result<Delivery, DeliveryError> {
         Delivery::from_parts(
             &settings.api,
@@ -139,6 +165,7 @@ impl Delivery {
         )
     }
 
+    /// [`Delivery::new`] from the parts of the settings it uses.
     pub fn from_parts(
         api: &ApiSettings,
         cache_directory: &Path,
@@ -154,14 +181,22 @@ impl Delivery {
         }
         let stats = Arc::new(Stats::default());
         let cache = Arc::new(Cache::open(cache_directory, cache, stats.clone()));
-        let (files, bytes) = cache.totals();
+        let (files, _) = cache.totals();
         if files > 0 {
             tracing::info!(
                 files,
-                bytes,
                 directory = %cache_directory.display(),
                 "found undelivered bodies in the cache; they will be sent oldest first"
             );
+            // Sizes are read apart from start-up so a large cache does not
+            // delay the first poll.
+            let measuring = cache.clone();
+            let spawned = std::thread::Builder::new()
+                .name("cache-measure".into())
+                .spawn(move || measuring.measure());
+            if spawned.is_err() {
+                cache.measure();
+            }
         }
         Ok(Delivery {
             inner: Arc::new(Inner {
@@ -268,7 +303,9 @@ impl Delivery {
             }
             Err(error) => {
                 let backoff = inner.breaker.record_failure(error.retry_after());
-                if backoff.newly_down {
+                if backoff.newly_down && error.needs_operator() {
+                    tracing::error!(%error, "the pattoo server refuses posts; check pattoo_agent_api (ip_address, ip_bind_port) and the server; bodies are cached meanwhile");
+                } else if backoff.newly_down {
                     tracing::warn!(%error, "the pattoo server did not take a body; caching bodies until it does, trying again with backoff");
                 }
                 LastPost {
@@ -296,15 +333,32 @@ impl Delivery {
         let read_file = file.clone();
         let read = tokio::task::spawn_blocking(move || {
             let bytes = cache.read(&read_file)?;
-            let checked = receiver::validate_body(&bytes).map(|_| ());
+            let checked = match receiver::validate_body(&bytes) {
+                Ok(_) => Checked::Valid,
+                Err(rejection) => {
+                    // The Python agents write cache files in place, so an
+                    // invalid file may be one still being written: look
+                    // again before calling it corrupt.
+                    std::thread::sleep(SETTLE);
+                    if cache.read(&read_file)? == bytes {
+                        Checked::Invalid(rejection)
+                    } else {
+                        Checked::Changing
+                    }
+                }
+            };
             Ok::<_, ReadError>((bytes, checked))
         })
         .await;
         let bytes = match read {
-            Ok(Ok((bytes, Ok(())))) => bytes,
-            Ok(Ok((_, Err(rejection)))) => {
+            Ok(Ok((bytes, Checked::Valid))) => bytes,
+            Ok(Ok((_, Checked::Invalid(rejection)))) => {
                 self.quarantine(file, format!("not a valid pattoo body: {rejection}"))
                     .await;
+                return Step::Skipped;
+            }
+            Ok(Ok((_, Checked::Changing))) => {
+                inner.cache.release(&file);
                 return Step::Skipped;
             }
             Ok(Err(ReadError::Gone(_))) => return Step::Skipped,
@@ -358,6 +412,7 @@ impl Delivery {
                 let cache = inner.cache.clone();
                 let _ = tokio::task::spawn_blocking(move || {
                     cache.rescan();
+                    cache.measure();
                     cache.enforce_bounds(0);
                 })
                 .await;
@@ -368,7 +423,13 @@ impl Delivery {
                 Step::NotNow | Step::Failed(_) => Some(inner.breaker.wait()),
             };
             tokio::select! {
-                _ = shutdown.changed() => {}
+                changed = shutdown.changed() => {
+                    // A dropped sender can never say stop: stop now rather
+                    // than spin on the closed channel.
+                    if changed.is_err() {
+                        return;
+                    }
+                }
                 _ = async {
                     match wait {
                         None => pace.wait().await,

@@ -52,6 +52,14 @@ impl PostError {
         )
     }
 
+    /// The server refuses every post for a reason only an operator can fix
+    /// (wrong address or port, authentication), as opposed to being busy
+    /// or down.
+    pub fn needs_operator(&self) -> bool {
+        matches!(self, PostError::Status { status, .. }
+            if (300..500).contains(status) && !matches!(status, 408 | 429) && !self.is_rejection())
+    }
+
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             PostError::Status { retry_after, .. } => *retry_after,
@@ -280,6 +288,23 @@ mod tests {
         let past = HeaderValue::from_static("Sun, 06 Nov 1994 08:49:37 GMT");
         assert_eq!(parse_retry_after(&past), Some(Duration::ZERO));
         assert_eq!(parse_retry_after(&HeaderValue::from_static("soon")), None);
+    }
+
+    #[test]
+    fn only_refusals_an_operator_must_fix_are_told_apart_from_outages() {
+        let status = |status| PostError::Status {
+            url: String::new(),
+            status,
+            reason: String::new(),
+            retry_after: None,
+        };
+        for code in [301, 307, 401, 403, 404, 405] {
+            assert!(status(code).needs_operator(), "{code}");
+        }
+        for code in [400, 408, 422, 429, 500, 502, 503] {
+            assert!(!status(code).needs_operator(), "{code}");
+        }
+        assert!(status(422).is_rejection() && !status(500).is_rejection());
     }
 
     #[test]

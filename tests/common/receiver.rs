@@ -37,6 +37,8 @@ pub enum Mode {
     /// A 200 status line and headers promising a body, then the connection
     /// is closed half way.
     CloseMidResponse,
+    /// `307 Temporary Redirect` to the same path on another port.
+    RedirectTo(u16),
 }
 
 struct Shared {
@@ -90,6 +92,15 @@ impl Shared {
                 response
                     .headers_mut()
                     .insert("retry-after", seconds.to_string().parse().unwrap());
+                response
+            }
+            Mode::RedirectTo(port) => {
+                let location = format!("http://127.0.0.1:{port}{}", request.uri().path());
+                let _ = request.into_body().collect().await;
+                let mut response = status(307);
+                response
+                    .headers_mut()
+                    .insert("location", location.parse().unwrap());
                 response
             }
             Mode::Hang | Mode::CloseMidResponse => std::future::pending().await,

@@ -1,0 +1,219 @@
+//! The command line: `once` posts or caches and replays, `cache status`,
+//! `cache replay` and `cache purge` say what they did, and `receive` is a
+//! pattoo receiver the agent can post to.
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_pattoo-agentd");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn write_config(root: &Path, port: u16) -> PathBuf {
+    let config = root.join("config");
+    fs::create_dir_all(&config).unwrap();
+    let dir = |name: &str| root.join(name).display().to_string();
+    fs::write(
+        config.join("pattoo.yaml"),
+        format!(
+            "pattoo:\n  log_directory: {}\n  cache_directory: {}\n  daemon_directory: {}\npattoo_agent_api:\n  ip_address: 127.0.0.1\n  ip_bind_port: {port}\n",
+            dir("log"),
+            dir("cache"),
+            dir("daemon")
+        ),
+    )
+    .unwrap();
+    fs::write(
+        config.join("pattoo_agentd.yaml"),
+        r#"pattoo_agentd:
+  delivery:
+    timeout_ms: 2000
+  cache:
+    max_bytes: 10000000
+    max_age: 30d
+  pollers:
+    - name: cli
+      type: command
+      command: ["echo", '{"targets": [{"target": "cli-test", "datapoints": [{"key": "k", "value": 1}]}]}']
+      format: datapoints
+"#,
+    )
+    .unwrap();
+    config
+}
+
+fn run(config: &Path, args: &[&str]) -> Output {
+    Command::new(BINARY)
+        .arg("--config-dir")
+        .arg(config)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// `receive` on a given port; killed when dropped.
+struct ReceiveProcess(Child);
+
+impl ReceiveProcess {
+    fn start(port: u16, dir: &Path) -> ReceiveProcess {
+        let mut child = Command::new(BINARY)
+            .args(["receive", "--listen", &format!("127.0.0.1:{port}"), "--dir"])
+            .arg(dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // It says where it listens once it does: no need to guess a delay.
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        assert!(
+            first.starts_with(&format!("listening on 127.0.0.1:{port}")),
+            "{first}"
+        );
+        ReceiveProcess(child)
+    }
+}
+
+impl Drop for ReceiveProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn stored(dir: &Path) -> usize {
+    fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn once_caches_while_the_server_is_away_and_cache_commands_report_and_replay() {
+    let root = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = write_config(root.path(), port);
+    let received = root.path().join("received");
+
+    let first = run(&config, &["once"]);
+    assert!(first.status.success(), "{first:?}");
+    assert!(stdout(&first).starts_with("cached "), "{}", stdout(&first));
+
+    let status = run(&config, &["cache", "status"]);
+    assert!(status.status.success());
+    assert!(stdout(&status).contains("files 1"), "{}", stdout(&status));
+
+    let receiver = ReceiveProcess::start(port, &received);
+    let replay = run(&config, &["cache", "replay"]);
+    assert!(replay.status.success(), "{replay:?}");
+    assert!(
+        stdout(&replay).starts_with("replayed 1 cached body(ies); 0 quarantined; 0 still cached"),
+        "{}",
+        stdout(&replay)
+    );
+    let live = run(&config, &["once"]);
+    assert!(stdout(&live).starts_with("posted "), "{}", stdout(&live));
+    assert_eq!(stored(&received), 2);
+    drop(receiver);
+
+    for _ in 0..2 {
+        assert!(stdout(&run(&config, &["once"])).starts_with("cached "));
+    }
+    let unconfirmed = run(&config, &["cache", "purge", "--older-than", "0s"]);
+    assert!(!unconfirmed.status.success(), "purging needs --yes");
+    assert!(
+        stdout(&unconfirmed).contains("would delete 2"),
+        "{}",
+        stdout(&unconfirmed)
+    );
+    assert!(stdout(&run(&config, &["cache", "status"])).contains("files 2"));
+
+    let purge = run(&config, &["cache", "purge", "--older-than", "0s", "--yes"]);
+    assert!(purge.status.success(), "{purge:?}");
+    assert!(stdout(&purge).contains("deleted 2"), "{}", stdout(&purge));
+    assert!(stdout(&run(&config, &["cache", "status"])).contains("0 agent id(s)"));
+}
+
+#[test]
+fn the_receiver_refuses_what_the_pattoo_server_would_refuse() {
+    let root = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _receiver = ReceiveProcess::start(port, &root.path().join("received"));
+    let post = |path: &str, body: &str| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let response = reqwest::Client::new()
+                .post(format!("http://127.0.0.1:{port}{path}"))
+                .header("content-type", "application/json")
+                .body(body.to_owned())
+                .send()
+                .await
+                .unwrap();
+            (response.status().as_u16(), response.text().await.unwrap())
+        })
+    };
+    let (status, reason) = post("/pattoo/api/v1/agent/receive/abc", "{\"a\": 1}");
+    assert_eq!(status, 400);
+    assert!(
+        reason.contains("exactly the keys") && reason.trim().lines().count() == 1,
+        "{reason}"
+    );
+    let (status, _) = post("/elsewhere", "{}");
+    assert_eq!(status, 404);
+    assert_eq!(stored(&root.path().join("received")), 0);
+}
+
+#[test]
+fn delivery_and_cache_settings_are_read_from_pattoo_agentd_yaml_and_mistakes_located() {
+    let root = tempfile::tempdir().unwrap();
+    let config = write_config(root.path(), free_port());
+    let check = run(&config, &["check"]);
+    assert!(check.status.success(), "{check:?}");
+    assert!(
+        stdout(&check).contains("keeping at most 10000000 bytes and nothing older than 30days"),
+        "{}",
+        stdout(&check)
+    );
+
+    let file = config.join("pattoo_agentd.yaml");
+    let text = fs::read_to_string(&file).unwrap();
+    fs::write(
+        &file,
+        text.replace("max_age: 30d", "max_age: soon")
+            .replace("timeout_ms: 2000", "timeout_ms: 2000\n    scheme: gopher"),
+    )
+    .unwrap();
+    let broken = run(&config, &["check"]);
+    assert_eq!(broken.status.code(), Some(78));
+    let errors = String::from_utf8_lossy(&broken.stderr);
+    assert!(
+        errors.contains(
+            "pattoo_agentd.yaml:4:5: pattoo_agentd.delivery.scheme: unknown scheme `gopher`"
+        ),
+        "{errors}"
+    );
+    assert!(errors.contains("pattoo_agentd.yaml:7:5: pattoo_agentd.cache.max_age: expected a duration such as 12h or 7d"), "{errors}");
+}
