@@ -72,6 +72,7 @@ pub async fn run(settings: Settings, log_level: logging::LevelHandle) -> anyhow:
     background.spawn(replay(delivery_rx.clone(), background_stop.clone()));
 
     let mut pollers = Pollers::start(&settings, queue_tx.clone(), delivery_rx.clone(), origin)?;
+    health.track(&pollers, settings.agent.delivery.timeout);
     let mut settings = settings;
     tracing::info!(
         pollers = pollers.stats.len(),
@@ -128,6 +129,7 @@ pub async fn run(settings: Settings, log_level: logging::LevelHandle) -> anyhow:
                             Ok(started) => {
                                 let old = std::mem::replace(&mut pollers, started);
                                 old.stop(SHUTDOWN_GRACE).await;
+                                health.track(&pollers, new.agent.delivery.timeout);
                                 log_level.set(new.pattoo.log_level);
                                 settings = new;
                                 tracing::info!(pollers = pollers.stats.len(), "configuration reloaded");
@@ -303,14 +305,54 @@ async fn replay(delivery: watch::Receiver<Delivery>, shutdown: watch::Receiver<b
 struct Health {
     /// Monotonic milliseconds of the delivery loop's last turn.
     delivery_alive: AtomicU64,
+    /// How long one delivery may legitimately take (a post that times out,
+    /// then the cache write).
+    delivery_grace_ms: AtomicU64,
+    /// The running pollers: name, interval and what they are doing.
+    pollers: std::sync::Mutex<Vec<(String, Duration, Arc<PollerStats>)>>,
+}
+
+/// A poll running this much longer than its interval is stuck, whatever
+/// its kind: every poller bounds its own I/O with timeouts far shorter.
+const POLL_STALL_MARGIN: Duration = Duration::from_secs(300);
+
+impl Health {
+    fn track(&self, pollers: &Pollers, delivery_timeout: Duration) {
+        *self.pollers.lock().expect("health lock") = pollers.stats.clone();
+        self.delivery_grace_ms.store(
+            2 * delivery_timeout.as_millis() as u64 + 5_000,
+            Ordering::Relaxed,
+        );
+    }
+
+    /// What is stuck, if anything.
+    fn stalled(&self, now_ms: u64, watchdog: Duration) -> Option<String> {
+        let grace = self
+            .delivery_grace_ms
+            .load(Ordering::Relaxed)
+            .max(watchdog.as_millis() as u64);
+        let idle = now_ms.saturating_sub(self.delivery_alive.load(Ordering::Relaxed));
+        if idle > grace {
+            return Some(format!("the delivery loop has not turned for {idle} ms"));
+        }
+        let pollers = self.pollers.lock().expect("health lock");
+        pollers.iter().find_map(|(name, interval, stats)| {
+            let since = stats.busy_since_ms.load(Ordering::Relaxed);
+            let busy = now_ms.saturating_sub(since);
+            let limit = (2 * *interval + POLL_STALL_MARGIN).as_millis() as u64;
+            (since != 0 && busy > limit)
+                .then(|| format!("poller {name} has been in one poll for {busy} ms"))
+        })
+    }
 }
 
 fn millis_since(origin: Instant) -> u64 {
     origin.elapsed().as_millis() as u64
 }
 
-/// Pings systemd's watchdog only while the delivery loop turns; a stuck
-/// loop makes systemd restart the service.
+/// Pings systemd's watchdog only while the delivery loop turns and no
+/// poller is stuck in a poll; systemd restarts an agent that stops pinging
+/// (nothing is lost: undelivered bodies are in the cache).
 async fn watchdog(
     interval: Duration,
     health: Arc<Health>,
@@ -318,21 +360,16 @@ async fn watchdog(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut tick = tokio::time::interval(interval / 2);
-    let stale_after = interval.as_millis() as u64;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = shutdown.changed() => return,
         }
-        let age =
-            millis_since(origin).saturating_sub(health.delivery_alive.load(Ordering::Relaxed));
-        if age < stale_after {
-            notify::watchdog();
-        } else {
-            tracing::error!(
-                stalled_ms = age,
-                "delivery loop has stalled; withholding the watchdog ping so systemd restarts the agent"
-            );
+        match health.stalled(millis_since(origin), interval) {
+            None => notify::watchdog(),
+            Some(what) => tracing::error!(
+                "{what}; withholding the watchdog ping so systemd restarts the agent"
+            ),
         }
     }
 }
@@ -383,5 +420,56 @@ fn warn_about_restart_only_changes(old: &Settings, new: &Settings) {
                 after.display()
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn health_with_poller(interval: Duration) -> (Health, Arc<PollerStats>) {
+        let stats = Arc::new(PollerStats::default());
+        let health = Health::default();
+        *health.pollers.lock().unwrap() = vec![("meter".into(), interval, stats.clone())];
+        health.delivery_grace_ms.store(25_000, Ordering::Relaxed);
+        (health, stats)
+    }
+
+    #[test]
+    fn an_idle_agent_with_a_turning_delivery_loop_is_healthy() {
+        let (health, _) = health_with_poller(Duration::from_secs(60));
+        health.delivery_alive.store(1_000_000, Ordering::Relaxed);
+        assert_eq!(health.stalled(1_010_000, Duration::from_secs(30)), None);
+    }
+
+    #[test]
+    fn a_delivery_loop_that_stops_turning_is_stalled() {
+        let (health, _) = health_with_poller(Duration::from_secs(60));
+        health.delivery_alive.store(1_000_000, Ordering::Relaxed);
+        // Within the grace of a timed-out post plus a cache write: fine.
+        assert_eq!(health.stalled(1_025_000, Duration::from_secs(30)), None);
+        let stalled = health.stalled(1_031_000, Duration::from_secs(30)).unwrap();
+        assert!(stalled.contains("delivery loop"), "{stalled}");
+    }
+
+    #[test]
+    fn a_poll_far_past_its_interval_is_stalled_but_an_overrun_is_not() {
+        let (health, stats) = health_with_poller(Duration::from_secs(60));
+        stats.busy_since_ms.store(1_000_000, Ordering::Relaxed);
+        // Three intervals in: an overrun, logged by the scheduler, not stuck.
+        health
+            .delivery_alive
+            .store(1_000_000 + 179_000, Ordering::Relaxed);
+        assert_eq!(
+            health.stalled(1_000_000 + 180_000, Duration::from_secs(30)),
+            None
+        );
+        health
+            .delivery_alive
+            .store(1_000_000 + 420_000, Ordering::Relaxed);
+        let stalled = health
+            .stalled(1_000_000 + 421_000, Duration::from_secs(30))
+            .unwrap();
+        assert!(stalled.contains("poller meter"), "{stalled}");
     }
 }
