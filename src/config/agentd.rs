@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_norway::{Mapping, Value};
 
-use super::yaml::{describe, expect_mapping, Document, YamlPath};
+use super::yaml::{describe, expect_mapping, only_section, Document, YamlPath};
 use super::{check_user_key, PollerSettings};
 use crate::delivery::config::{CacheSettings, DeliverySettings};
 use crate::model::{python, Metadata};
@@ -33,21 +33,10 @@ const COMMON_POLLER_KEYS: [&str; 5] = [
 ];
 
 pub(super) fn parse(doc: &mut Document) -> Option<(AgentSettings, Vec<PollerSettings>)> {
-    let root = doc.root.clone();
-    let top = YamlPath::root();
-    let map = expect_mapping(doc, &top, &root)?;
-    for key in map.keys() {
-        if key.as_str() != Some(SECTION) {
-            doc.error(
-                &top.key(key.as_str().unwrap_or_default()),
-                format!("unknown section: expected only `{SECTION}`"),
-            );
-        }
-    }
-    let path = top.key(SECTION);
-    let section = match map.get(SECTION) {
+    let (path, section) = only_section(doc, SECTION)?;
+    let section = match section {
         Some(Value::Null) | None => Mapping::new(),
-        Some(value) => expect_mapping(doc, &path, value)?.clone(),
+        Some(value) => expect_mapping(doc, &path, &value)?.clone(),
     };
 
     let mut settings = AgentSettings {

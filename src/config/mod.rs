@@ -207,6 +207,27 @@ pub fn check_user_key(doc: &mut Document, path: &YamlPath, key: &str) -> bool {
     }
 }
 
+/// A count that must be more than 0 (`timeout_ms`, a size), or `default`
+/// when absent. A 0 is recorded as an error at `path.key` and clears `ok`.
+pub fn positive_or(
+    doc: &mut Document,
+    path: &YamlPath,
+    key: &str,
+    value: Option<u64>,
+    default: u64,
+    ok: &mut bool,
+) -> u64 {
+    match value {
+        None => default,
+        Some(0) => {
+            doc.error(&path.key(key), "must be more than 0");
+            *ok = false;
+            default
+        }
+        Some(n) => n,
+    }
+}
+
 /// Expands a leading `~` to the home directory, as pattoo does for paths.
 pub fn expand_home(path: &str) -> PathBuf {
     let path = path.trim();

@@ -390,6 +390,25 @@ fn strip_location(message: &str) -> String {
     text
 }
 
+/// The value of `section`, the one top-level key a file may have, with an
+/// error recorded for every other top-level key. `None` when the document
+/// is not a mapping (also recorded); `Some((path, None))` when the section
+/// is absent.
+pub fn only_section(doc: &mut Document, section: &str) -> Option<(YamlPath, Option<Value>)> {
+    let root = doc.root.clone();
+    let top = YamlPath::root();
+    let map = expect_mapping(doc, &top, &root)?;
+    for key in map.keys() {
+        if key.as_str() != Some(section) {
+            doc.error(
+                &top.key(key.as_str().unwrap_or_default()),
+                format!("unknown section: expected only `{section}`"),
+            );
+        }
+    }
+    Some((top.key(section), map.get(section).cloned()))
+}
+
 /// The mapping at `value`, or an error recorded at `path`.
 pub fn expect_mapping<'a>(
     doc: &mut Document,

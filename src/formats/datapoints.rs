@@ -12,7 +12,7 @@
 use serde::Deserialize;
 use serde_json::Value as Json;
 
-use super::{FormatError, Parsed, Payload, Skipped};
+use super::{json_kind, FormatError, Parsed, Payload, Skipped};
 use crate::model::{python, DataPoint, DataType, Metadata, TargetData, Value};
 
 #[derive(Deserialize)]
@@ -94,7 +94,7 @@ fn datapoint(
         Some(other) => {
             return Err(format!(
                 "value of {key:?} must be a number or text, found {}",
-                kind(other)
+                json_kind(other)
             ))
         }
         None => return Err(format!("missing field `value` for {key:?}")),
@@ -108,7 +108,7 @@ fn datapoint(
         Some(other) => {
             return Err(format!(
                 "data_type of {key:?} must be a code or a name, found {}",
-                kind(other)
+                json_kind(other)
             ))
         }
     };
@@ -162,7 +162,7 @@ fn datapoint(
             location: format!("{pointer}/metadata"),
             reason: format!(
                 "metadata ignored: expected a list of [key, value] or an object, found {}",
-                kind(other)
+                json_kind(other)
             ),
         }),
     }
@@ -173,7 +173,7 @@ fn metadata_item(item: &Json) -> Result<Option<Metadata>, String> {
     let Json::Array(parts) = item else {
         return Err(format!(
             "expected [key, value] or [key, value, update_checksum], found {}",
-            kind(item)
+            json_kind(item)
         ));
     };
     let (key, value, update_checksum) = match parts.as_slice() {
@@ -182,7 +182,7 @@ fn metadata_item(item: &Json) -> Result<Option<Metadata>, String> {
         [_, _, other] => {
             return Err(format!(
                 "update_checksum must be true or false, found {}",
-                kind(other)
+                json_kind(other)
             ))
         }
         _ => return Err(format!("expected 2 or 3 items, found {}", parts.len())),
@@ -190,7 +190,7 @@ fn metadata_item(item: &Json) -> Result<Option<Metadata>, String> {
     let key = match key {
         Json::String(key) => key.clone(),
         Json::Number(n) => python::number_to_string(n),
-        other => return Err(format!("key must be text, found {}", kind(other))),
+        other => return Err(format!("key must be text, found {}", json_kind(other))),
     };
     Ok(metadata_value(value)?.map(|text| Metadata {
         key,
@@ -206,19 +206,8 @@ fn metadata_value(value: &Json) -> Result<Option<String>, String> {
         Json::Number(n) => Ok(Some(python::number_to_string(n))),
         other => Err(format!(
             "value must be text or a number, found {}",
-            kind(other)
+            json_kind(other)
         )),
-    }
-}
-
-fn kind(value: &Json) -> &'static str {
-    match value {
-        Json::Null => "null",
-        Json::Bool(_) => "a boolean",
-        Json::Number(_) => "a number",
-        Json::String(_) => "text",
-        Json::Array(_) => "a list",
-        Json::Object(_) => "an object",
     }
 }
 

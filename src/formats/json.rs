@@ -17,7 +17,7 @@ use serde::Deserialize;
 use serde_json::Value as Json;
 use serde_norway::Value;
 
-use super::{check_key, convert, FormatError, Parsed, Payload, Skipped};
+use super::{check_key, convert, json_kind, FormatError, Parsed, Payload, Skipped};
 use crate::config::{check_user_key, parse_metadata, Document, YamlPath};
 use crate::model::{python, DataPoint, DataType, Metadata, TargetData, Value as DataValue};
 
@@ -195,7 +195,7 @@ pub fn parse(payload: &Payload<'_>, options: &JsonOptions) -> Result<Parsed, For
                     reason: format!(
                         "{}: the wildcard needs a list or an object here, found {}",
                         spec.key,
-                        kind(other)
+                        json_kind(other)
                     ),
                 });
                 continue;
@@ -238,7 +238,7 @@ fn datapoint(
         other => {
             return Err(format!(
                 "{key}: expected a number or text, found {}",
-                kind(other)
+                json_kind(other)
             ))
         }
     };
@@ -260,15 +260,4 @@ fn display_pointer(pointer: &str) -> String {
 
 fn escape(key: &str) -> String {
     key.replace('~', "~0").replace('/', "~1")
-}
-
-fn kind(value: &Json) -> &'static str {
-    match value {
-        Json::Null => "null",
-        Json::Bool(_) => "a boolean",
-        Json::Number(_) => "a number",
-        Json::String(_) => "text",
-        Json::Array(_) => "a list",
-        Json::Object(_) => "an object",
-    }
 }

@@ -249,14 +249,8 @@ impl HttpSettings {
             );
             ok = false;
         }
-        let mut positive = |key: &str, value: Option<u64>, default: u64| match value {
-            None => default,
-            Some(0) => {
-                doc.error(&path.key(key), "must be more than 0");
-                ok = false;
-                default
-            }
-            Some(n) => n,
+        let mut positive = |key: &str, value: Option<u64>, default: u64| {
+            crate::config::positive_or(doc, path, key, value, default, &mut ok)
         };
         let timeout = Duration::from_millis(positive(
             "timeout_ms",

@@ -39,7 +39,7 @@ use serde_norway::Value;
 use super::address::{parse_modicon, Table};
 use super::config::{parse_host_port, ModbusSettings, RegisterSettings, TargetSettings};
 use super::decode::{Order, ValueType};
-use crate::config::yaml::{describe, expect_mapping};
+use crate::config::yaml::{describe, expect_mapping, only_section};
 use crate::config::{
     parse_interval, ConfigError, Document, PollerSettings, YamlPath, DEFAULT_POLLING_INTERVAL,
 };
@@ -83,26 +83,15 @@ pub fn load(config_dir: &Path, pollers: &mut Vec<PollerSettings>, errors: &mut V
 }
 
 fn parse(doc: &mut Document) -> Option<PollerSettings> {
-    let root = doc.root.clone();
-    let top = YamlPath::root();
-    let map = expect_mapping(doc, &top, &root)?;
-    for key in map.keys() {
-        if key.as_str() != Some(SECTION) {
-            doc.error(
-                &top.key(key.as_str().unwrap_or_default()),
-                format!("unknown section: expected only `{SECTION}`"),
-            );
-        }
-    }
-    let path = top.key(SECTION);
-    let Some(section) = map.get(SECTION) else {
-        doc.error(&top, format!("missing section `{SECTION}`"));
+    let (path, section) = only_section(doc, SECTION)?;
+    let Some(section) = section else {
+        doc.error(&YamlPath::root(), format!("missing section `{SECTION}`"));
         return None;
     };
-    let section = expect_mapping(doc, &path, section)?;
+    let section = expect_mapping(doc, &path, &section)?.clone();
     let mut polling_interval = Some(DEFAULT_POLLING_INTERVAL);
     let mut groups = None;
-    for (key, value) in section {
+    for (key, value) in &section {
         let key = key.as_str().unwrap_or_default();
         let at = path.key(key);
         match key {
