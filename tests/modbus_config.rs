@@ -90,3 +90,32 @@ fn registers_sharing_a_key_are_rejected() {
         "{errors}"
     );
 }
+
+#[test]
+fn a_leading_zero_means_coil_whether_or_not_the_number_is_quoted() {
+    let settings = common::modbus::load_agentd(
+        "pattoo_agentd:\n  pollers:\n    - name: plc\n      type: modbus_tcp\n      targets: [\"10.0.0.5\"]\n      \
+         registers: [010001, \"010002\", 10003, {address: 010004}]\n",
+    )
+    .unwrap_or_else(|errors| panic!("{errors}"));
+    let PollerKind::ModbusTcp(modbus) = &settings.pollers[0].kind else {
+        panic!("not a modbus poller");
+    };
+    let registers: Vec<(String, String)> = modbus.targets[0]
+        .registers
+        .iter()
+        .map(|r| (format!("{:?}", r.address.table), r.key.clone()))
+        .collect();
+    assert_eq!(
+        registers,
+        [
+            ("Coil".to_owned(), "coil_10001".to_owned()),
+            ("Coil".to_owned(), "coil_10002".to_owned()),
+            (
+                "DiscreteInput".to_owned(),
+                "discrete_input_10003".to_owned()
+            ),
+            ("Coil".to_owned(), "coil_10004".to_owned()),
+        ]
+    );
+}

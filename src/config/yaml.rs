@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use saphyr_parser::{Event, Parser};
+use saphyr_parser::{Event, Parser, ScalarStyle};
 use serde::de::DeserializeOwned;
 use serde_norway::{Mapping, Value};
 
@@ -123,7 +123,12 @@ impl fmt::Display for YamlPath {
 
 /// Where each node of a document starts, by path.
 #[derive(Debug, Default)]
-pub struct Locations(HashMap<YamlPath, (usize, usize)>);
+pub struct Locations {
+    starts: HashMap<YamlPath, (usize, usize)>,
+    /// Unquoted scalar values exactly as written, for the few places where
+    /// the YAML reading loses something that matters (leading zeros).
+    plain: HashMap<YamlPath, String>,
+}
 
 impl Locations {
     /// Indexes a document. A document the span parser cannot read gives an
@@ -140,6 +145,7 @@ impl Locations {
             },
         }
         let mut locations = HashMap::new();
+        let mut plain = HashMap::new();
         let mut stack: Vec<Frame> = Vec::new();
         for event in Parser::new_from_str(text) {
             let Ok((event, span)) = event else { break };
@@ -158,7 +164,7 @@ impl Locations {
                 }
             };
             match event {
-                Event::Scalar(text, ..) => {
+                Event::Scalar(text, style, ..) => {
                     let is_key = matches!(
                         stack.last(),
                         Some(Frame::Map {
@@ -172,6 +178,9 @@ impl Locations {
                             *pending_key = Some(text.into_owned());
                         }
                     } else if let Some(path) = node_path(&mut stack) {
+                        if style == ScalarStyle::Plain {
+                            plain.insert(path.clone(), text.into_owned());
+                        }
                         locations.entry(path).or_insert(position);
                     }
                 }
@@ -197,14 +206,17 @@ impl Locations {
                 _ => {}
             }
         }
-        Locations(locations)
+        Locations {
+            starts: locations,
+            plain,
+        }
     }
 
     /// The position of `path`, or of its nearest ancestor that is known.
     pub fn find(&self, path: &YamlPath) -> Option<(usize, usize)> {
         let mut path = Some(path.clone());
         while let Some(p) = path {
-            if let Some(position) = self.0.get(&p) {
+            if let Some(position) = self.starts.get(&p) {
                 return Some(*position);
             }
             path = p.parent();
@@ -262,6 +274,12 @@ impl Document {
     /// The errors in the order of the lines they point at, whatever order
     /// the checks ran in, so the list reads top to bottom like the file.
     /// Errors about the file as a whole (no position) come first.
+    /// An unquoted scalar at `path` as it was written: `010001` where the
+    /// parsed value is the number 10001.
+    pub fn written(&self, path: &YamlPath) -> Option<&str> {
+        self.locations.plain.get(path).map(String::as_str)
+    }
+
     pub fn into_errors(mut self) -> Vec<ConfigError> {
         self.errors.sort_by_key(|error| error.position);
         self.errors

@@ -403,6 +403,22 @@ fn parse_register(
             };
             (Address { table, offset }, None)
         }
+        // YAML reads `010001` as 10001 (a discrete input); as written, the
+        // leading zero says coil, as device manuals mean it.
+        (None, Value::Number(_))
+            if doc
+                .written(&at_address)
+                .is_some_and(|text| text.len() > 1 && text.starts_with('0')) =>
+        {
+            let text = doc.written(&at_address).expect("checked above").to_owned();
+            match parse_modicon_text(&text) {
+                Ok(address) => (address, text.parse().ok()),
+                Err(message) => {
+                    doc.error(&at_address, message);
+                    return None;
+                }
+            }
+        }
         (None, Value::Number(n)) => match n.as_u64().map(parse_modicon) {
             Some(Ok(address)) => (address, n.as_u64()),
             Some(Err(message)) => {
