@@ -68,6 +68,7 @@ pub async fn run(settings: Settings, log_level: logging::LevelHandle) -> anyhow:
         delivery_rx.clone(),
         health.clone(),
         origin,
+        background_stop.clone(),
     ));
     background.spawn(replay(delivery_rx.clone(), background_stop.clone()));
 
@@ -151,8 +152,8 @@ pub async fn run(settings: Settings, log_level: logging::LevelHandle) -> anyhow:
     pollers.stop(SHUTDOWN_GRACE).await;
     drop(queue_tx);
     let _ = stop_background.send(true);
-    // The delivery task drains the queue before it ends; the others stop at
-    // once.
+    // The delivery task caches what is still queued before it ends; the
+    // others stop at once.
     while background.join_next().await.is_some() {}
     tracing::info!("stopped; {}", delivery_rx.borrow().status_line());
     Ok(())
@@ -264,13 +265,17 @@ async fn poll_forever(
     scheduler::run(&name, ticker, stats, origin, shutdown, &mut job).await;
 }
 
-/// Takes bodies off the queue and posts them; caches whatever is left when
-/// the pollers have stopped and the queue closes.
+/// Takes bodies off the queue and posts them. Once `stopping` turns true
+/// (the pollers have stopped), nothing more waits on the server: the post
+/// in flight is abandoned and it and every body still queued go to the
+/// cache, so shutdown ends well inside systemd's stop timeout however
+/// slowly the server answers. Returns when the queue is closed and empty.
 async fn deliver_queue(
     mut queue: mpsc::Receiver<PostBody>,
     delivery: watch::Receiver<Delivery>,
     health: Arc<Health>,
     origin: Instant,
+    stopping: watch::Receiver<bool>,
 ) {
     let mut idle = tokio::time::interval(Duration::from_secs(1));
     loop {
@@ -281,7 +286,12 @@ async fn deliver_queue(
             body = queue.recv() => {
                 let Some(body) = body else { return };
                 let delivery = delivery.borrow().clone();
-                delivery.submit(body).await;
+                let mut stopping = stopping.clone();
+                // A dropped sender counts as stop too: no one is left to say it.
+                let stop = async move {
+                    let _ = stopping.wait_for(|stop| *stop).await;
+                };
+                delivery.submit_unless(body, stop).await;
             }
             _ = idle.tick() => {}
         }
@@ -425,7 +435,130 @@ fn warn_about_restart_only_changes(old: &Settings, new: &Settings) {
 
 #[cfg(test)]
 mod tests {
+    use std::net::SocketAddr;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
     use super::*;
+    use crate::config::ApiSettings;
+    use crate::delivery::config::{CacheSettings, DeliverySettings};
+
+    const AGENT: &str = "66cf7a8e560f75e23d557023ce591120abd094925bde6d97f09561b69b6ed3c4";
+
+    /// A pattoo server that counts each body once it has read it whole,
+    /// then waits `delay` before answering 200.
+    async fn slow_server(delay: Duration) -> (SocketAddr, Arc<AtomicU64>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let received = Arc::new(AtomicU64::new(0));
+        let counter = received.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut socket, _)) = listener.accept().await else {
+                    return;
+                };
+                let counter = counter.clone();
+                tokio::spawn(async move {
+                    let mut request = Vec::new();
+                    let mut buffer = [0u8; 4096];
+                    let (head_end, length) = loop {
+                        let Ok(n @ 1..) = socket.read(&mut buffer).await else {
+                            return;
+                        };
+                        request.extend_from_slice(&buffer[..n]);
+                        let Some(end) = request.windows(4).position(|w| w == b"\r\n\r\n") else {
+                            continue;
+                        };
+                        let head = String::from_utf8_lossy(&request[..end]).to_ascii_lowercase();
+                        let length = head
+                            .lines()
+                            .find_map(|line| line.strip_prefix("content-length:"))
+                            .and_then(|value| value.trim().parse::<usize>().ok())
+                            .unwrap_or(0);
+                        break (end + 4, length);
+                    };
+                    while request.len() < head_end + length {
+                        let Ok(n @ 1..) = socket.read(&mut buffer).await else {
+                            return;
+                        };
+                        request.extend_from_slice(&buffer[..n]);
+                    }
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(delay).await;
+                    let _ = socket
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nOK",
+                        )
+                        .await;
+                });
+            }
+        });
+        (addr, received)
+    }
+
+    fn delivery_to(addr: SocketAddr, cache_dir: &std::path::Path) -> Delivery {
+        let api = ApiSettings {
+            ip_address: addr.ip().to_string(),
+            ip_bind_port: addr.port(),
+        };
+        let settings = DeliverySettings {
+            timeout: Duration::from_secs(20),
+            ..DeliverySettings::default()
+        };
+        Delivery::from_parts(&api, cache_dir, &settings, &CacheSettings::default()).unwrap()
+    }
+
+    fn body(timestamp_ms: u64) -> PostBody {
+        PostBody {
+            agent_id: AGENT.to_owned(),
+            timestamp_ms,
+            datapoints: 1,
+            json: format!("{{\"t\": {timestamp_ms}}}").into_bytes(),
+        }
+    }
+
+    async fn wait_for_count(counter: &AtomicU64, wanted: u64) {
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while counter.load(Ordering::SeqCst) < wanted {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("the server receives the body");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn at_shutdown_the_post_in_flight_and_the_queued_bodies_are_cached_without_waiting_for_a_slow_server(
+    ) {
+        let (addr, received) = slow_server(Duration::from_secs(60)).await;
+        let cache_dir = tempfile::tempdir().unwrap();
+        let delivery = delivery_to(addr, cache_dir.path());
+        let (_keep, current) = watch::channel(delivery.clone());
+        let (queue_tx, queue_rx) = mpsc::channel(QUEUE_BODIES);
+        let (stop, stopping) = watch::channel(false);
+        let now = now_ms();
+        let task = tokio::spawn(deliver_queue(
+            queue_rx,
+            current,
+            Arc::new(Health::default()),
+            Instant::now(),
+            stopping,
+        ));
+        for i in 0..10 {
+            queue_tx.try_send(body(now + i)).unwrap();
+        }
+        // The first body is in the server's hands, its answer far away.
+        wait_for_count(&received, 1).await;
+        drop(queue_tx);
+        stop.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("shutdown does not wait for the server's answer")
+            .unwrap();
+        assert_eq!(delivery.cache().totals().0, 10);
+        assert_eq!(delivery.stats().lost, 0);
+        assert_eq!(received.load(Ordering::SeqCst), 1);
+    }
 
     fn health_with_poller(interval: Duration) -> (Health, Arc<PollerStats>) {
         let stats = Arc::new(PollerStats::default());

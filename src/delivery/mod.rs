@@ -217,15 +217,39 @@ impl Delivery {
 
     /// Delivers `body` or commits it to the cache; returns only then.
     pub async fn submit(&self, body: PostBody) -> Committed {
+        self.submit_unless(body, std::future::pending()).await
+    }
+
+    /// [`Delivery::submit`], except that once `stop` completes no post is
+    /// waited for: a post in flight is abandoned and the body cached, so a
+    /// slow server cannot hold shutdown past systemd's stop timeout. An
+    /// abandoned post the server did take is sent again from the cache: a
+    /// duplicate, never a loss.
+    pub async fn submit_unless(
+        &self,
+        body: PostBody,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> Committed {
         let inner = &self.inner;
         if inner.breaker.try_acquire() {
-            match self.post(&body.agent_id, body.json.clone()).await {
-                Ok(()) => {
+            let posted = tokio::select! {
+                biased;
+                () = stop => None,
+                posted = self.post(&body.agent_id, body.json.clone()) => Some(posted),
+            };
+            match posted {
+                Some(Ok(())) => {
                     inner.stats.posted.fetch_add(1, Ordering::Relaxed);
                     return Committed::Posted;
                 }
-                Err(error) => {
+                Some(Err(error)) => {
                     tracing::debug!(%error, timestamp_ms = body.timestamp_ms, "post failed; caching the body");
+                }
+                None => {
+                    tracing::debug!(
+                        timestamp_ms = body.timestamp_ms,
+                        "shutting down; caching the body instead of waiting for the server"
+                    );
                 }
             }
         }
