@@ -298,14 +298,27 @@ async fn deliver_queue(
     }
 }
 
-async fn replay(delivery: watch::Receiver<Delivery>, shutdown: watch::Receiver<bool>) {
-    let mut delivery = delivery;
+/// Replays the cache with the current delivery settings until shutdown.
+/// When a reload swaps delivery, the old loop is told to stop and awaited
+/// before the new one starts: it finishes the body in hand, so one cache
+/// never has two replayers, and a post the server took is never cut off
+/// before its file is deleted (the new loop would send it again).
+async fn replay(mut delivery: watch::Receiver<Delivery>, mut shutdown: watch::Receiver<bool>) {
     loop {
         let current = delivery.borrow_and_update().clone();
-        tokio::select! {
-            _ = current.run_replay(shutdown.clone()) => return,
-            // Delivery settings were reloaded: replay with the new ones.
-            changed = delivery.changed() => if changed.is_err() { return },
+        let (stop, stopped) = watch::channel(false);
+        let run = current.run_replay(stopped);
+        tokio::pin!(run);
+        let reloaded = tokio::select! {
+            () = &mut run => return,
+            changed = delivery.changed() => changed.is_ok(),
+            // A dropped sender counts as stop too.
+            _ = shutdown.wait_for(|stop| *stop) => false,
+        };
+        let _ = stop.send(true);
+        run.await;
+        if !reloaded {
+            return;
         }
     }
 }
@@ -508,13 +521,23 @@ mod tests {
         Delivery::from_parts(&api, cache_dir, &settings, &CacheSettings::default()).unwrap()
     }
 
+    /// A body the replay loop takes for valid.
     fn body(timestamp_ms: u64) -> PostBody {
-        PostBody {
-            agent_id: AGENT.to_owned(),
+        use crate::model::{self, AgentContext, DataPoint, DataType, TargetData, Value};
+        let mut target = TargetData::new("device-1");
+        target.datapoints.push(DataPoint::new(
+            "reading",
+            Value::Int(1),
+            DataType::Int,
             timestamp_ms,
-            datapoints: 1,
-            json: format!("{{\"t\": {timestamp_ms}}}").into_bytes(),
-        }
+        ));
+        let agent = AgentContext {
+            agent_id: AGENT,
+            agent_program: "pattoo_agentd_test",
+            hostname: "test-host",
+            polling_interval_ms: 10_000,
+        };
+        model::build(&agent, timestamp_ms, &[target]).body.unwrap()
     }
 
     async fn wait_for_count(counter: &AtomicU64, wanted: u64) {
@@ -525,6 +548,42 @@ mod tests {
         })
         .await
         .expect("the server receives the body");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_reload_during_a_replayed_post_does_not_send_the_body_twice() {
+        let (addr, received) = slow_server(Duration::from_millis(500)).await;
+        let cache_dir = tempfile::tempdir().unwrap();
+        let old = delivery_to(addr, cache_dir.path());
+        old.cache().store(&body(now_ms())).unwrap();
+        let (swap, current) = watch::channel(old);
+        let (stop, stopping) = watch::channel(false);
+        let task = tokio::spawn(replay(current, stopping));
+        wait_for_count(&received, 1).await;
+
+        // SIGHUP with new delivery settings, the same cache directory.
+        let new = delivery_to(addr, cache_dir.path());
+        swap.send(new.clone()).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while std::fs::read_dir(cache_dir.path().join(AGENT))
+                .unwrap()
+                .count()
+                > 0
+            {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("the replayed file is deleted after its 200");
+        // Time enough for a second replayer to send it again.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(received.load(Ordering::SeqCst), 1);
+
+        stop.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("replay stops at shutdown")
+            .unwrap();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
