@@ -281,6 +281,66 @@ async fn reload_keeps_the_old_pollers_on_a_broken_config_and_swaps_in_a_valid_on
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_moves_the_directories_keeps_using_the_old_ones_until_restart() {
+    let server = TestServer::start().await;
+    server.stop(); // every body is cached
+    let dir = tempfile::tempdir().unwrap();
+    let notify = NotifySocket::bind(dir.path());
+    let mut agent = start(
+        server.addr.port(),
+        |d| poller("alpha", &script(d, "alpha", 0.0)),
+        Some(&notify),
+        dir,
+    );
+    notify.wait_for("READY=1", |m| m == "READY=1");
+    wait_until("a cached body", || {
+        (!agent.cache_files().is_empty()).then_some(())
+    });
+
+    // New directories, and new delivery settings so delivery is rebuilt.
+    let d = agent.dir.path().display().to_string();
+    std::fs::write(
+        agent.dir.path().join("pattoo.yaml"),
+        format!(
+            "pattoo:\n  log_level: debug\n  log_directory: {d}/log\n  cache_directory: {d}/cache2\n  daemon_directory: {d}/daemon2\n\
+             pattoo_agent_api:\n  ip_address: 127.0.0.1\n  ip_bind_port: {}\n",
+            server.addr.port()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        agent.dir.path().join("pattoo_agentd.yaml"),
+        format!(
+            "pattoo_agentd:\n  hostname: test-host\n  delivery:\n    timeout_ms: 3000\n  pollers:\n{}",
+            poller("alpha", &agent.dir.path().join("alpha.sh"))
+        ),
+    )
+    .unwrap();
+    agent.signal(Signal::SIGHUP);
+    wait_until("the reload", || {
+        let ready = notify.messages().iter().filter(|m| *m == "READY=1").count();
+        (ready >= 2).then_some(())
+    });
+    let before = agent.cache_files().len();
+    wait_until("bodies cached after the reload", || {
+        (agent.cache_files().len() >= before + 2).then_some(())
+    });
+    assert!(
+        !agent.dir.path().join("cache2").exists(),
+        "the new cache directory was used before a restart"
+    );
+    assert!(
+        !agent.dir.path().join("daemon2").exists(),
+        "the new daemon directory (agent ids) was used before a restart"
+    );
+    let stderr = agent.stderr();
+    assert!(stderr.contains("cache_directory changed"), "{stderr}");
+
+    agent.signal(Signal::SIGTERM);
+    assert!(agent.wait_exit(Duration::from_secs(15)).success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_during_a_poll_with_the_server_down_caches_the_body_and_exits_0() {
     let server = TestServer::start().await;
     server.stop(); // connections are refused from now on

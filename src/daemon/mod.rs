@@ -112,8 +112,9 @@ pub async fn run(settings: Settings, log_level: logging::LevelHandle) -> anyhow:
                             errors.0.len()
                         ));
                     }
-                    Ok(new) => {
+                    Ok(mut new) => {
                         warn_about_restart_only_changes(&settings, &new);
+                        keep_fixed_directories(&settings, &mut new);
                         if new.api != settings.api || new.agent.delivery != settings.agent.delivery
                             || new.agent.cache != settings.agent.cache
                         {
@@ -413,6 +414,15 @@ fn status_line(pollers: &Pollers, delivery: &Delivery) -> String {
         pollers.stats.len(),
         delivery.status_line()
     )
+}
+
+/// Puts back the directories the running agent uses into reloaded
+/// settings, so that the new pollers (agent ids) and a new delivery (the
+/// cache) keep using them, as [`warn_about_restart_only_changes`] says.
+fn keep_fixed_directories(running: &Settings, new: &mut Settings) {
+    new.pattoo.cache_directory = running.pattoo.cache_directory.clone();
+    new.pattoo.daemon_directory = running.pattoo.daemon_directory.clone();
+    new.pattoo.log_directory = running.pattoo.log_directory.clone();
 }
 
 /// Directories and logging outputs are fixed for the life of the process
