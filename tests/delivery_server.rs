@@ -8,7 +8,7 @@ use std::fs;
 use std::time::{Duration, Instant};
 
 use common::receiver::*;
-use pattoo_agentd::delivery::config::CacheSettings;
+use pattoo_agentd::delivery::config::{CacheSettings, DeliverySettings};
 use pattoo_agentd::delivery::{Committed, Delivery};
 use tokio::sync::watch;
 
@@ -466,4 +466,44 @@ async fn the_replay_loop_stops_when_its_stop_sender_is_dropped() {
         .await
         .expect("the loop returns instead of spinning")
         .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_replayer_over_the_same_cache_sends_nothing_while_the_first_replays() {
+    let server = TestServer::start().await;
+    server.set_mode(Mode::Hang);
+    let cache_dir = tempfile::tempdir().unwrap();
+    let slow = DeliverySettings {
+        timeout: Duration::from_secs(2),
+        ..quick_settings()
+    };
+    let first = delivery_with(&server, cache_dir.path(), slow, CacheSettings::default());
+    first.cache().store(&body(now_ms(), 1)).unwrap();
+    let replaying = ReplayTask::start(&first);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while server.attempts() == 0 {
+        assert!(Instant::now() < deadline, "the first replayer never posted");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    // `cache replay` (or a reloaded delivery) while that post is in flight.
+    server.set_mode(Mode::Accept);
+    let second = delivery(&server, cache_dir.path());
+    let report = second.replay_now().await;
+    assert_eq!(report.delivered, 0, "{report:?}");
+    assert_eq!(report.remaining, 1, "{report:?}");
+    assert!(
+        report
+            .stopped_by
+            .as_deref()
+            .unwrap_or_default()
+            .contains("another"),
+        "{report:?}"
+    );
+
+    // The first replayer's post times out; it sends the body once, later.
+    server.wait_for(1, Duration::from_secs(10)).await;
+    replaying.finish().await;
+    assert_eq!(server.received().len(), 1);
+    assert!(cached_files(cache_dir.path()).is_empty());
 }

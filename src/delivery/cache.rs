@@ -7,6 +7,7 @@
 //! {cache_directory}/{agent_id}/{timestamp_ms}_{agent_id}.json    one body, exactly as posted
 //! {cache_directory}/{agent_id}/.{timestamp_ms}_{agent_id}.json.{pid}.{n}.tmp   being written
 //! {cache_directory}/quarantine/{agent_id}/{name}                 could not be read as a body
+//! {cache_directory}/.replay.lock                                 flock(2)ed by the one replayer
 //! ```
 //!
 //! This is the layout `pattoo_shared.phttp` writes and purges, so each side
@@ -64,6 +65,18 @@ use crate::model::PostBody;
 
 /// The folder beside the agent id folders where unreadable files go.
 pub const QUARANTINE: &str = "quarantine";
+
+/// The file whose lock says who replays this cache.
+const REPLAY_LOCK: &str = ".replay.lock";
+
+/// The right to replay a cache directory, held by at most one replayer at a
+/// time across every process and every [`Cache`] over it (a daemon whose
+/// reload reopened the cache, `once`, `cache replay`): two replayers would
+/// send the same file twice. Released when dropped.
+#[derive(Debug)]
+pub struct ReplayLock {
+    _lock: nix::fcntl::Flock<fs::File>,
+}
 
 /// Why a body could not be committed to the cache.
 #[derive(Debug, thiserror::Error)]
@@ -547,6 +560,23 @@ impl Cache {
         let mut index = self.lock();
         if index.in_flight.as_ref() == Some(&file.key) {
             index.in_flight = None;
+        }
+    }
+
+    /// Claims the right to replay this cache, without waiting: `Ok(None)`
+    /// while another replayer holds it. Blocking, but only for an open.
+    pub fn try_lock_replay(&self) -> io::Result<Option<ReplayLock>> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(self.root.join(REPLAY_LOCK))?;
+        match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => Ok(Some(ReplayLock { _lock: lock })),
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+            Err((_, errno)) => Err(errno.into()),
         }
     }
 

@@ -37,7 +37,7 @@ use std::time::Duration;
 
 use tokio::sync::{watch, Notify};
 
-use self::cache::{Cache, CacheError, CachedFile, ReadError};
+use self::cache::{Cache, CacheError, CachedFile, ReadError, ReplayLock};
 use self::config::{CacheSettings, DeliverySettings};
 use self::poster::{PostError, Poster, PosterError};
 use self::replay::Breaker;
@@ -119,6 +119,55 @@ pub struct ReplayReport {
 /// How long an invalid cache file must stay unchanged to be called
 /// corrupt rather than still being written.
 const SETTLE: Duration = Duration::from_millis(200);
+
+/// How soon a replayer that found the cache claimed by another looks again.
+const CLAIM_RETRY: Duration = Duration::from_secs(1);
+
+/// A replayer's hold on the cache's replay lock.
+#[derive(Default)]
+struct Claim {
+    lock: Option<ReplayLock>,
+    /// The lock file cannot be made (a read-only or missing directory):
+    /// replay without it rather than not at all, and do not try again
+    /// until the next rescan.
+    unlockable: bool,
+    /// Another replayer holds the lock; said once.
+    waiting: bool,
+    /// The lock file could not be made; said once.
+    warned: bool,
+}
+
+impl Claim {
+    /// Whether this replayer may send cached bodies now, taking the lock
+    /// if it does not hold it yet.
+    fn may_replay(&mut self, cache: &Cache) -> bool {
+        if self.lock.is_some() || self.unlockable {
+            return true;
+        }
+        match cache.try_lock_replay() {
+            Ok(Some(lock)) => {
+                self.lock = Some(lock);
+                self.waiting = false;
+                true
+            }
+            Ok(None) => {
+                if !self.waiting {
+                    self.waiting = true;
+                    tracing::info!(directory = %cache.root().display(), "another pattoo-agentd is replaying this cache; waiting for it to finish");
+                }
+                false
+            }
+            Err(error) => {
+                self.unlockable = true;
+                if std::mem::replace(&mut self.warned, true) {
+                    return true;
+                }
+                tracing::warn!(directory = %cache.root().display(), %error, "cannot lock the cache for replay; replaying without the lock");
+                true
+            }
+        }
+    }
+}
 
 enum Checked {
     Valid,
@@ -422,17 +471,21 @@ impl Delivery {
 
     /// Sends cached bodies, oldest first and at most `replay_per_second`,
     /// until `shutdown` turns true. Runs alongside live posts; while the
-    /// server is down it tries at most once per backoff period.
+    /// server is down it tries at most once per backoff period. While
+    /// another replayer holds the cache's [`ReplayLock`](cache::ReplayLock)
+    /// (`cache replay`, `once`, a loop not yet stopped) it waits its turn.
     pub async fn run_replay(&self, mut shutdown: watch::Receiver<bool>) {
         let inner = &self.inner;
         let mut pace = replay::Pacer::new(replay::replay_period(&inner.settings));
         let mut last_scan = tokio::time::Instant::now();
+        let mut claim = Claim::default();
         loop {
             if *shutdown.borrow() {
                 return;
             }
             if last_scan.elapsed() >= RESCAN_INTERVAL {
                 last_scan = tokio::time::Instant::now();
+                claim.unlockable = false;
                 let cache = inner.cache.clone();
                 let _ = tokio::task::spawn_blocking(move || {
                     cache.rescan();
@@ -441,10 +494,14 @@ impl Delivery {
                 })
                 .await;
             }
-            let wait = match self.replay_one().await {
-                Step::Delivered | Step::Skipped => None,
-                Step::Empty => Some(RESCAN_INTERVAL.saturating_sub(last_scan.elapsed())),
-                Step::NotNow | Step::Failed(_) => Some(inner.breaker.wait()),
+            let wait = if !claim.may_replay(&inner.cache) {
+                Some(CLAIM_RETRY)
+            } else {
+                match self.replay_one().await {
+                    Step::Delivered | Step::Skipped => None,
+                    Step::Empty => Some(RESCAN_INTERVAL.saturating_sub(last_scan.elapsed())),
+                    Step::NotNow | Step::Failed(_) => Some(inner.breaker.wait()),
+                }
             };
             tokio::select! {
                 changed = shutdown.changed() => {
@@ -476,6 +533,13 @@ impl Delivery {
         let inner = &self.inner;
         let mut pace = replay::Pacer::new(replay::replay_period(&inner.settings));
         let mut report = ReplayReport::default();
+        let mut claim = Claim::default();
+        if !claim.may_replay(&inner.cache) {
+            report.stopped_by =
+                Some("another pattoo-agentd (the service?) is replaying this cache".to_owned());
+            report.remaining = inner.cache.totals().0;
+            return report;
+        }
         let quarantined_before = inner.stats.quarantined.load(Ordering::Relaxed);
         loop {
             match self.replay_one().await {
