@@ -233,6 +233,10 @@ fn is_agent_program(name: &str) -> bool {
 /// Longest interval accepted: a day. Longer ones are almost certainly a
 /// unit mistake (milliseconds given as seconds).
 const MAX_INTERVAL_SECONDS: f64 = 86_400.0;
+/// Shortest interval accepted: a millisecond, the unit the interval is sent
+/// in. Shorter ones would be sent as 0 and round to a zero `Duration`,
+/// which the scheduler cannot step by.
+const MIN_INTERVAL_SECONDS: f64 = 0.001;
 
 /// A polling interval in seconds (fractions allowed, e.g. `0.5`).
 pub fn parse_interval(doc: &mut Document, path: &YamlPath, value: &Value) -> Option<Duration> {
@@ -241,11 +245,13 @@ pub fn parse_interval(doc: &mut Document, path: &YamlPath, value: &Value) -> Opt
         _ => None,
     };
     match seconds {
-        Some(s) if s > 0.0 && s <= MAX_INTERVAL_SECONDS => Some(Duration::from_secs_f64(s)),
+        Some(s) if (MIN_INTERVAL_SECONDS..=MAX_INTERVAL_SECONDS).contains(&s) => {
+            Some(Duration::from_secs_f64(s))
+        }
         Some(s) => {
             doc.error(
                 path,
-                format!("polling interval {s} is out of range: expected seconds, more than 0 and at most 86400"),
+                format!("polling interval {s} is out of range: expected seconds, at least 0.001 and at most 86400"),
             );
             None
         }
