@@ -45,13 +45,17 @@
 //!   accept, is moved to the quarantine folder, logged once and counted;
 //!   an invalid file that changes within a moment is instead left to be
 //!   tried again, since the Python agents write their files in place;
+//! - a `*.json` file larger than `max_bytes` is moved to quarantine too,
+//!   once measured or when replay reads it (never more than `max_bytes`
+//!   is read): it could never fit, and making room for it would drop
+//!   every older body;
 //! - any other file is left alone.
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, OpenOptions};
 use std::hash::{Hash, Hasher};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -117,6 +121,8 @@ pub enum ReadError {
     Gone(PathBuf),
     #[error("cache file {path} cannot be read: {source}")]
     Unreadable { path: PathBuf, source: io::Error },
+    #[error("cache file {path} is larger than the whole cache (max_bytes {max_bytes})")]
+    TooLarge { path: PathBuf, max_bytes: u64 },
 }
 
 /// Orders cached files: oldest timestamp first; names that do not have
@@ -352,6 +358,7 @@ impl Cache {
                 .map(|(key, _)| key.clone())
                 .collect()
         };
+        let mut oversized = Vec::new();
         for batch in pending.chunks(BATCH) {
             let paths: Vec<Option<PathBuf>> = {
                 let index = self.lock();
@@ -367,6 +374,15 @@ impl Cache {
             let mut index = self.lock();
             for (key, size) in batch.iter().zip(sizes) {
                 match size {
+                    // It can never fit: counting it would make the bounds
+                    // drop every older body to make room for it, then it.
+                    Some(size) if size > self.settings.max_bytes => {
+                        if let Some(entry) = index.remove(key) {
+                            let mut file = self.file_of(key, &entry);
+                            file.size = size;
+                            oversized.push(file);
+                        }
+                    }
                     Some(size) => {
                         if let Some(entry) = index.entries.get_mut(key) {
                             if entry.size == UNMEASURED {
@@ -382,6 +398,13 @@ impl Cache {
                     }
                 }
             }
+        }
+        for file in oversized {
+            let reason = format!(
+                "{} bytes, larger than the whole cache (max_bytes {})",
+                file.size, self.settings.max_bytes
+            );
+            self.quarantine(&file, &reason);
         }
         self.enforce_bounds(0);
     }
@@ -539,18 +562,22 @@ impl Cache {
         }
     }
 
-    /// The oldest cached file, marked as being replayed. `None` when the
-    /// cache is empty.
-    pub fn take_oldest(&self) -> Option<CachedFile> {
-        let mut index = self.lock();
-        let (key, entry) = index.entries.iter().next()?;
-        let file = CachedFile {
+    fn file_of(&self, key: &Key, entry: &Entry) -> CachedFile {
+        CachedFile {
             agent_id: key.agent_id.clone(),
             timestamp_ms: key.timestamp_ms,
             path: self.path_of(key, entry),
             size: entry.bytes(),
             key: key.clone(),
-        };
+        }
+    }
+
+    /// The oldest cached file, marked as being replayed. `None` when the
+    /// cache is empty.
+    pub fn take_oldest(&self) -> Option<CachedFile> {
+        let mut index = self.lock();
+        let (key, entry) = index.entries.iter().next()?;
+        let file = self.file_of(key, entry);
         index.in_flight = Some(file.key.clone());
         Some(file)
     }
@@ -580,19 +607,35 @@ impl Cache {
         }
     }
 
-    /// Reads a cached body. Blocking.
+    /// Reads a cached body, never more than `max_bytes` of it: no body we
+    /// keep is larger, and a file not yet measured may be anything.
+    /// Blocking.
     pub fn read(&self, file: &CachedFile) -> Result<Vec<u8>, ReadError> {
-        match fs::read(&file.path) {
-            Ok(bytes) => Ok(bytes),
+        let unreadable = |source| ReadError::Unreadable {
+            path: file.path.clone(),
+            source,
+        };
+        let opened = match fs::File::open(&file.path) {
+            Ok(opened) => opened,
             Err(error) if error.kind() == io::ErrorKind::NotFound => {
                 self.lock().remove(&file.key);
-                Err(ReadError::Gone(file.path.clone()))
+                return Err(ReadError::Gone(file.path.clone()));
             }
-            Err(source) => Err(ReadError::Unreadable {
+            Err(source) => return Err(unreadable(source)),
+        };
+        let max_bytes = self.settings.max_bytes;
+        let mut bytes = Vec::new();
+        opened
+            .take(max_bytes.saturating_add(1))
+            .read_to_end(&mut bytes)
+            .map_err(unreadable)?;
+        if bytes.len() as u64 > max_bytes {
+            return Err(ReadError::TooLarge {
                 path: file.path.clone(),
-                source,
-            }),
+                max_bytes,
+            });
         }
+        Ok(bytes)
     }
 
     /// Deletes a file the server answered 200 for. Blocking.
@@ -967,6 +1010,56 @@ mod tests {
         cache.measure();
         assert_eq!(cache.totals(), (1, 3));
         assert_eq!(stats.dropped.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn a_file_larger_than_the_whole_cache_is_set_aside_without_dropping_older_bodies() {
+        let dir = tempfile::tempdir().unwrap();
+        let agent_dir = dir.path().join(AGENT);
+        fs::create_dir_all(&agent_dir).unwrap();
+        let now = crate::time::now_ms();
+        fs::write(agent_dir.join(file_name(now - 2, AGENT)), "older").unwrap();
+        fs::write(agent_dir.join(file_name(now - 1, AGENT)), "old").unwrap();
+        fs::write(agent_dir.join(file_name(now, AGENT)), vec![b'x'; 1000]).unwrap();
+        let settings = CacheSettings {
+            max_bytes: 100,
+            ..CacheSettings::default()
+        };
+        let (cache, stats) = open(dir.path(), settings);
+        cache.measure();
+        assert_eq!(cache.totals(), (2, 8));
+        assert_eq!(stats.dropped.load(Ordering::Relaxed), 0);
+        assert_eq!(stats.quarantined.load(Ordering::Relaxed), 1);
+        assert!(dir
+            .path()
+            .join(QUARANTINE)
+            .join(AGENT)
+            .join(file_name(now, AGENT))
+            .exists());
+    }
+
+    #[test]
+    fn replay_never_reads_more_than_max_bytes_of_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let agent_dir = dir.path().join(AGENT);
+        fs::create_dir_all(&agent_dir).unwrap();
+        let now = crate::time::now_ms();
+        fs::write(agent_dir.join(file_name(now, AGENT)), vec![b'x'; 1000]).unwrap();
+        let settings = CacheSettings {
+            max_bytes: 100,
+            ..CacheSettings::default()
+        };
+        // Not measured yet: only its name is known.
+        let (cache, _) = open(dir.path(), settings);
+        let file = cache.take_oldest().unwrap();
+        assert!(
+            matches!(
+                cache.read(&file),
+                Err(ReadError::TooLarge { max_bytes: 100, .. })
+            ),
+            "{:?}",
+            cache.read(&file)
+        );
     }
 
     #[test]

@@ -435,7 +435,7 @@ impl Delivery {
                 return Step::Skipped;
             }
             Ok(Err(ReadError::Gone(_))) => return Step::Skipped,
-            Ok(Err(error @ ReadError::Unreadable { .. })) => {
+            Ok(Err(error @ (ReadError::Unreadable { .. } | ReadError::TooLarge { .. }))) => {
                 self.quarantine(file, error.to_string()).await;
                 return Step::Skipped;
             }
