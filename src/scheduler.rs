@@ -88,7 +88,8 @@ pub trait Job {
     fn run_once(&mut self) -> impl Future<Output = ()> + Send;
 }
 
-/// Runs `job` at every tick until `shutdown` turns true. A poll in flight
+/// Runs `job` at every tick until `shutdown` turns true or its sender is
+/// dropped. A poll in flight
 /// when shutdown comes is allowed to finish: the caller bounds that with its
 /// own deadline.
 pub async fn run(
@@ -105,7 +106,14 @@ pub async fn run(
         }
         tokio::select! {
             _ = tokio::time::sleep_until(ticker.next()) => {}
-            _ = shutdown.changed() => continue,
+            changed = shutdown.changed() => {
+                // A dropped sender can never say stop: stop now rather
+                // than spin on the closed channel.
+                if changed.is_err() {
+                    return;
+                }
+                continue;
+            }
         }
         let started = Instant::now();
         stats.busy_since_ms.store(

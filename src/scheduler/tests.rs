@@ -169,3 +169,23 @@ async fn shutdown_stops_scheduling_without_waiting_for_the_next_tick() {
     task.await.unwrap();
     assert!(origin.elapsed() < Duration::from_secs(2));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_stop_sender_ends_the_poller_instead_of_spinning() {
+    let origin = Instant::now();
+    let (stop, shutdown) = watch::channel(false);
+    let ticker = Ticker::aligned(Duration::from_secs(3600), Duration::ZERO, origin, 1);
+    let task = tokio::spawn(async move {
+        let mut job = Recorder {
+            origin,
+            work: Duration::ZERO,
+            starts: Vec::new(),
+        };
+        run("orphan", ticker, Arc::default(), origin, shutdown, &mut job).await
+    });
+    drop(stop);
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("the poller returns")
+        .unwrap();
+}
