@@ -9,6 +9,7 @@ use crate::cli::{CacheCommand, Cli, Command};
 use crate::collector;
 use crate::config::{self, Settings};
 use crate::daemon::{self, logging};
+use crate::delivery::cache::Cache;
 use crate::delivery::receiver::Receiver;
 use crate::delivery::{Committed, Delivery, ReplayReport};
 
@@ -206,16 +207,25 @@ fn print_replay(out: &mut impl Write, report: &ReplayReport) -> anyhow::Result<(
 }
 
 async fn cache_command(settings: &Settings, action: CacheCommand) -> anyhow::Result<()> {
-    let delivery = Delivery::new(settings).context("opening the cache")?;
+    // Only `replay` needs delivery; looking at the cache must not change it
+    // (opening it for delivery applies max_bytes and max_age).
+    let inspect = || {
+        Cache::inspect(
+            &settings.pattoo.cache_directory,
+            &settings.agent.cache,
+            Default::default(),
+        )
+    };
     let mut stdout = std::io::stdout().lock();
     match action {
         CacheCommand::Status => {
-            delivery.cache().measure();
-            let status = delivery.cache().status();
+            let cache = inspect();
+            cache.measure_only();
+            let status = cache.status();
             writeln!(
                 stdout,
                 "cache {}: {} agent id(s)",
-                delivery.cache().root().display(),
+                cache.root().display(),
                 status.len()
             )?;
             for agent in status {
@@ -236,6 +246,7 @@ async fn cache_command(settings: &Settings, action: CacheCommand) -> anyhow::Res
             }
         }
         CacheCommand::Replay => {
+            let delivery = Delivery::new(settings).context("opening the cache")?;
             let report = delivery.replay_now().await;
             print_replay(&mut stdout, &report)?;
             if report.remaining > 0 {
@@ -247,9 +258,11 @@ async fn cache_command(settings: &Settings, action: CacheCommand) -> anyhow::Res
             }
         }
         CacheCommand::Purge { older_than, yes } => {
+            let cache = inspect();
             let cutoff_ms = crate::time::now_ms().saturating_sub(older_than.as_millis() as u64);
             if !yes {
-                let (files, bytes) = delivery.cache().count_older_than(cutoff_ms);
+                cache.measure_only();
+                let (files, bytes) = cache.count_older_than(cutoff_ms);
                 writeln!(
                     stdout,
                     "would delete {files} cached body(ies), {bytes} bytes, older than {}; add --yes to delete them",
@@ -257,7 +270,8 @@ async fn cache_command(settings: &Settings, action: CacheCommand) -> anyhow::Res
                 )?;
                 return Err(Exit(1).into());
             }
-            let (files, bytes) = delivery.cache().purge_older_than(cutoff_ms);
+            cache.measure_only();
+            let (files, bytes) = cache.purge_older_than(cutoff_ms);
             writeln!(
                 stdout,
                 "deleted {files} cached body(ies), {bytes} bytes, older than {}",

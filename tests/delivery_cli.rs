@@ -217,3 +217,41 @@ fn delivery_and_cache_settings_are_read_from_pattoo_agentd_yaml_and_mistakes_loc
     );
     assert!(errors.contains("pattoo_agentd.yaml:7:5: pattoo_agentd.cache.max_age: expected a duration such as 12h or 7d"), "{errors}");
 }
+
+#[test]
+fn looking_at_the_cache_drops_nothing_even_past_its_bounds() {
+    let root = tempfile::tempdir().unwrap();
+    let config = write_config(root.path(), free_port());
+    // Older than the configured max_age (30d): delivery would drop it, but
+    // `cache status` and an unconfirmed purge only look.
+    let agent = "ab".repeat(32);
+    let dir = root.path().join("cache").join(&agent);
+    fs::create_dir_all(&dir).unwrap();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let old = dir.join(format!("{}_{agent}.json", now_ms - 40 * 24 * 3600 * 1000));
+    fs::write(&old, "{}").unwrap();
+
+    let status = run(&config, &["cache", "status"]);
+    assert!(status.status.success(), "{status:?}");
+    assert!(
+        stdout(&status).contains("files 1  bytes 2"),
+        "{}",
+        stdout(&status)
+    );
+    assert!(old.exists(), "cache status deleted a body");
+
+    let unconfirmed = run(&config, &["cache", "purge", "--older-than", "1d"]);
+    assert!(
+        stdout(&unconfirmed).contains("would delete 1 cached body(ies), 2 bytes"),
+        "{}",
+        stdout(&unconfirmed)
+    );
+    assert!(old.exists(), "a purge without --yes deleted a body");
+
+    let purge = run(&config, &["cache", "purge", "--older-than", "1d", "--yes"]);
+    assert!(stdout(&purge).contains("deleted 1"), "{}", stdout(&purge));
+    assert!(!old.exists());
+}

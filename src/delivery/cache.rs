@@ -241,6 +241,20 @@ impl Cache {
     /// directory that cannot be made or read is logged, and storing into
     /// it fails body by body until it can be.
     pub fn open(root: &Path, settings: &CacheSettings, stats: Arc<Stats>) -> Cache {
+        if let Err(error) = create_private_dir(root) {
+            tracing::warn!(directory = %root.display(), %error, "cannot create the cache directory; undelivered bodies cannot be kept until it can be");
+        }
+        let cache = Cache::inspect(root, settings, stats);
+        cache.enforce_bounds(0);
+        cache
+    }
+
+    /// Lists the cache at `root` only to look at it (`cache status`, a
+    /// purge not yet confirmed): creates no directory and applies no bound,
+    /// so no body is dropped. Temporaries of writers that are gone are
+    /// still removed; they never held a committed body. Measure it with
+    /// [`Cache::measure_only`].
+    pub fn inspect(root: &Path, settings: &CacheSettings, stats: Arc<Stats>) -> Cache {
         let cache = Cache {
             root: root.to_owned(),
             settings: settings.clone(),
@@ -248,11 +262,7 @@ impl Cache {
             index: Mutex::new(Index::default()),
             temporaries: AtomicU64::new(0),
         };
-        if let Err(error) = create_private_dir(root) {
-            tracing::warn!(directory = %root.display(), %error, "cannot create the cache directory; undelivered bodies cannot be kept until it can be");
-        }
         cache.rescan();
-        cache.enforce_bounds(0);
         cache
     }
 
@@ -342,15 +352,35 @@ impl Cache {
         }
     }
 
-    /// Reads the size of every file listed but not yet measured, then
-    /// applies the bounds. Blocking; the lock is only held between batches.
+    /// Reads the size of every file listed but not yet measured, moves
+    /// files larger than `max_bytes` to quarantine, then applies the
+    /// bounds. Blocking; the lock is only held between batches.
     pub fn measure(&self) {
+        if self.lock().unmeasured == 0 {
+            return;
+        }
+        for file in self.read_sizes(true) {
+            let reason = format!(
+                "{} bytes, larger than the whole cache (max_bytes {})",
+                file.size, self.settings.max_bytes
+            );
+            self.quarantine(&file, &reason);
+        }
+        self.enforce_bounds(0);
+    }
+
+    /// Reads the size of every file listed but not yet measured, and
+    /// nothing else: no file is moved or dropped. Blocking.
+    pub fn measure_only(&self) {
+        self.read_sizes(false);
+    }
+
+    /// Reads the sizes of unmeasured files. With `set_aside`, a file larger
+    /// than `max_bytes` leaves the index and is returned instead of counted.
+    fn read_sizes(&self, set_aside: bool) -> Vec<CachedFile> {
         const BATCH: usize = 1024;
         let pending: Vec<Key> = {
             let index = self.lock();
-            if index.unmeasured == 0 {
-                return;
-            }
             index
                 .entries
                 .iter()
@@ -376,7 +406,7 @@ impl Cache {
                 match size {
                     // It can never fit: counting it would make the bounds
                     // drop every older body to make room for it, then it.
-                    Some(size) if size > self.settings.max_bytes => {
+                    Some(size) if set_aside && size > self.settings.max_bytes => {
                         if let Some(entry) = index.remove(key) {
                             let mut file = self.file_of(key, &entry);
                             file.size = size;
@@ -399,14 +429,7 @@ impl Cache {
                 }
             }
         }
-        for file in oversized {
-            let reason = format!(
-                "{} bytes, larger than the whole cache (max_bytes {})",
-                file.size, self.settings.max_bytes
-            );
-            self.quarantine(&file, &reason);
-        }
-        self.enforce_bounds(0);
+        oversized
     }
 
     /// Whether every listed file's size is known.
