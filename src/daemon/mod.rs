@@ -343,8 +343,11 @@ const POLL_STALL_MARGIN: Duration = Duration::from_secs(300);
 impl Health {
     fn track(&self, pollers: &Pollers, delivery_timeout: Duration) {
         *self.pollers.lock().expect("health lock") = pollers.stats.clone();
+        // Saturating: timeout_ms is any u64, and a wrapped grace would
+        // have the watchdog kill the agent in the middle of a post.
+        let timeout_ms = u64::try_from(delivery_timeout.as_millis()).unwrap_or(u64::MAX);
         self.delivery_grace_ms.store(
-            2 * delivery_timeout.as_millis() as u64 + 5_000,
+            timeout_ms.saturating_mul(2).saturating_add(5_000),
             Ordering::Relaxed,
         );
     }
@@ -635,6 +638,23 @@ mod tests {
         *health.pollers.lock().unwrap() = vec![("meter".into(), interval, stats.clone())];
         health.delivery_grace_ms.store(25_000, Ordering::Relaxed);
         (health, stats)
+    }
+
+    #[test]
+    fn a_huge_delivery_timeout_gives_the_delivery_loop_a_huge_grace() {
+        let health = Health::default();
+        let pollers = Pollers {
+            tasks: JoinSet::new(),
+            stop: watch::channel(false).0,
+            stats: Vec::new(),
+        };
+        health.track(&pollers, Duration::from_millis(u64::MAX));
+        health.delivery_alive.store(1_000, Ordering::Relaxed);
+        // A post that has run for a day is within its timeout.
+        assert_eq!(
+            health.stalled(1_000 + 86_400_000, Duration::from_secs(30)),
+            None
+        );
     }
 
     #[test]
