@@ -378,8 +378,12 @@ fn millis_since(origin: Instant) -> u64 {
 }
 
 /// Pings systemd's watchdog only while the delivery loop turns and no
-/// poller is stuck in a poll; systemd restarts an agent that stops pinging
-/// (nothing is lost: undelivered bodies are in the cache).
+/// poller is stuck in a poll; systemd restarts an agent that stops pinging.
+/// The unit sets `WatchdogSignal=SIGTERM`, so that restart goes through the
+/// normal shutdown and the bodies queued in memory are cached; a
+/// `SIGABRT` (systemd's default) or `SIGKILL` would lose them. If the
+/// delivery loop itself is stuck (a cache write that never returns) they
+/// cannot be cached either way.
 async fn watchdog(
     interval: Duration,
     health: Arc<Health>,
