@@ -181,16 +181,23 @@ impl Delivery {
     }
 
     /// Delivers `body` or commits it to the cache; returns only then.
-    pub async fn submit(&self, body: PostBody) -> Committed {
+    pub async fn submit(&self, mut body: PostBody) -> Committed {
         let inner = &self.inner;
         if inner.breaker.try_acquire() {
-            match self.post(&body.agent_id, body.json.clone()).await {
+            // Lent to the request rather than copied: a large body is the
+            // biggest allocation the agent makes, and two copies of it at
+            // once would set the peak memory.
+            let json = bytes::Bytes::from(std::mem::take(&mut body.json));
+            match self.post(&body.agent_id, json.clone()).await {
                 Ok(()) => {
                     inner.stats.posted.fetch_add(1, Ordering::Relaxed);
                     return Committed::Posted;
                 }
                 Err(error) => {
                     tracing::debug!(%error, timestamp_ms = body.timestamp_ms, "post failed; caching the body");
+                    // Back without copying once the request has dropped
+                    // its share.
+                    body.json = Vec::from(json);
                 }
             }
         }
@@ -243,7 +250,7 @@ impl Delivery {
     }
 
     /// One POST, with the breaker and the last-post record kept up to date.
-    async fn post(&self, agent_id: &str, json: Vec<u8>) -> Result<(), PostError> {
+    async fn post(&self, agent_id: &str, json: bytes::Bytes) -> Result<(), PostError> {
         let inner = &self.inner;
         let result = inner.poster.post(agent_id, json).await;
         let at_ms = crate::time::now_ms();
@@ -318,7 +325,7 @@ impl Delivery {
                 return Step::Skipped;
             }
         };
-        match self.post(&file.agent_id, bytes).await {
+        match self.post(&file.agent_id, bytes.into()).await {
             Ok(()) => {
                 let cache = inner.cache.clone();
                 let _ = tokio::task::spawn_blocking(move || cache.remove(&file)).await;
