@@ -52,3 +52,19 @@ pub fn tune_allocator() {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
     }
 }
+
+/// Hands memory the allocator holds but no longer uses back to the system.
+///
+/// A poll's readings and body are thousands of small allocations that all
+/// die together at the end of a cycle; glibc keeps the pages they occupied
+/// resident until the heap's top is free, which other, longer-lived
+/// allocations prevent. Called after each body is delivered, it keeps the
+/// daemon's steady memory near what it needs between polls, for well
+/// under a millisecond of CPU.
+pub fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free pages to the kernel.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}

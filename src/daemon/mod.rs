@@ -280,6 +280,7 @@ async fn deliver_queue(
                 let Some(body) = body else { return };
                 let delivery = delivery.borrow().clone();
                 delivery.submit(body).await;
+                crate::release_freed_memory();
             }
             _ = idle.tick() => {}
         }
