@@ -34,6 +34,35 @@ fn decode(c: &mut Criterion) {
                 })
         })
     });
+    // Every value type, 1000 values each, in the default byte order.
+    let types = [
+        ("bool", ValueType::Bool),
+        ("int16", ValueType::Int16),
+        ("uint16", ValueType::UInt16),
+        ("int32", ValueType::Int32),
+        ("uint32", ValueType::UInt32),
+        ("int64", ValueType::Int64),
+        ("uint64", ValueType::UInt64),
+        ("float32", ValueType::Float32),
+        ("float64", ValueType::Float64),
+        ("string of 4 registers", ValueType::String { registers: 4 }),
+    ];
+    let mut group = c.benchmark_group("decode 1000 values ABCD");
+    for (name, value_type) in types {
+        let width = usize::from(value_type.width());
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                registers
+                    .chunks_exact(width)
+                    .take(1000)
+                    .map(|words| decode_registers(black_box(words), value_type, Order::ABCD))
+                    .for_each(|value| {
+                        black_box(value);
+                    })
+            })
+        });
+    }
+    group.finish();
 }
 
 fn planning(c: &mut Criterion) {

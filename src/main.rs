@@ -4,11 +4,9 @@ use pattoo_agentd::app::{self, Exit};
 use pattoo_agentd::cli::Cli;
 
 fn main() {
+    pattoo_agentd::tune_allocator();
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("the async runtime starts");
+    let runtime = pattoo_agentd::runtime().expect("the async runtime starts");
     let result = runtime.block_on(app::run(cli));
     if let Err(error) = result {
         if let Some(Exit(code)) = error.downcast_ref::<Exit>() {

@@ -16,6 +16,8 @@ use crate::config::LogLevel;
 
 /// Log files kept: a week of daily files.
 const KEPT_LOG_FILES: usize = 7;
+/// Log lines waiting for the file writer; see `init_daemon`.
+const LOG_QUEUE_LINES: usize = 4096;
 
 pub fn level_filter(level: LogLevel) -> LevelFilter {
     match level {
@@ -93,7 +95,13 @@ pub fn init_daemon(
                 log_directory.display()
             )
         })?;
-    let (file_writer, guard) = tracing_appender::non_blocking(appender);
+    // The default queue holds 128,000 lines and is allocated and touched
+    // up front: 4 MB, a third of the daemon's memory. A few thousand lines
+    // is still far more than the agent logs between two writes; lines
+    // beyond it are dropped rather than blocking a poller.
+    let (file_writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .buffered_lines_limit(LOG_QUEUE_LINES)
+        .finish(appender);
     let (filter, handle) = reload::Layer::new(filter(level_filter(level)));
 
     let file_layer = tracing_subscriber::fmt::layer()

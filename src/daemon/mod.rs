@@ -293,6 +293,7 @@ async fn deliver_queue(
                     let _ = stopping.wait_for(|stop| *stop).await;
                 };
                 delivery.submit_unless(body, stop).await;
+                crate::release_freed_memory();
             }
             _ = idle.tick() => {}
         }

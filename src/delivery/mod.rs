@@ -276,15 +276,19 @@ impl Delivery {
     /// duplicate, never a loss.
     pub async fn submit_unless(
         &self,
-        body: PostBody,
+        mut body: PostBody,
         stop: impl std::future::Future<Output = ()>,
     ) -> Committed {
         let inner = &self.inner;
         if inner.breaker.try_acquire() {
+            // Lent to the request rather than copied: a large body is the
+            // biggest allocation the agent makes, and two copies of it at
+            // once would set the peak memory.
+            let json = bytes::Bytes::from(std::mem::take(&mut body.json));
             let posted = tokio::select! {
                 biased;
                 () = stop => None,
-                posted = self.post(&body.agent_id, body.json.clone()) => Some(posted),
+                posted = self.post(&body.agent_id, json.clone()) => Some(posted),
             };
             match posted {
                 Some(Ok(())) => {
@@ -301,6 +305,8 @@ impl Delivery {
                     );
                 }
             }
+            // Back without copying once the request has dropped its share.
+            body.json = Vec::from(json);
         }
         self.store(body).await
     }
@@ -351,7 +357,7 @@ impl Delivery {
     }
 
     /// One POST, with the breaker and the last-post record kept up to date.
-    async fn post(&self, agent_id: &str, json: Vec<u8>) -> Result<(), PostError> {
+    async fn post(&self, agent_id: &str, json: bytes::Bytes) -> Result<(), PostError> {
         let inner = &self.inner;
         let result = inner.poster.post(agent_id, json).await;
         let at_ms = crate::time::now_ms();
@@ -445,7 +451,7 @@ impl Delivery {
                 return Step::Skipped;
             }
         };
-        match self.post(&file.agent_id, bytes).await {
+        match self.post(&file.agent_id, bytes.into()).await {
             Ok(()) => {
                 let cache = inner.cache.clone();
                 let _ = tokio::task::spawn_blocking(move || cache.remove(&file)).await;

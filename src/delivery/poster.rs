@@ -157,7 +157,7 @@ impl Poster {
     }
 
     /// Posts one body. `Ok` only for a complete HTTP 200 answer.
-    pub async fn post(&self, agent_id: &str, json: Vec<u8>) -> Result<(), PostError> {
+    pub async fn post(&self, agent_id: &str, json: bytes::Bytes) -> Result<(), PostError> {
         let url = self.url(agent_id);
         let transport = |error: reqwest::Error, url: String| {
             if error.is_timeout() {

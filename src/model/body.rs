@@ -3,12 +3,15 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::ops::Range;
 
-use rustc_hash::{FxHashMap, FxHashSet};
+use std::hash::BuildHasher;
 
-use super::checksum::{Checksum, ChecksumChain};
+use rustc_hash::{FxBuildHasher, FxHashSet};
+
+use super::checksum::{Checksum, ChecksumChain, Suffix};
 use super::normalise::{is_reserved, normalise_key_cow, normalise_value};
-use super::{python, TargetData, Value};
+use super::{python, DataPoint, TargetData, Value};
 
 /// Who is posting: the identity every datapoint of a body carries.
 #[derive(Debug, Clone, Copy)]
@@ -111,12 +114,39 @@ const AGENT_POLLING_INTERVAL: &str = "pattoo_agent_polling_interval";
 /// `timestamp_ms` is when the poll cycle started. Returns no body when no
 /// datapoint survives, since the server must not receive an empty post.
 pub fn build(agent: &AgentContext<'_>, timestamp_ms: u64, targets: &[TargetData]) -> BuildOutcome {
+    build_with(agent, timestamp_ms, targets, PARALLEL_MIN)
+}
+
+/// [`build`], preparing blocks of at least `parallel_min` datapoints on two
+/// threads.
+fn build_with(
+    agent: &AgentContext<'_>,
+    timestamp_ms: u64,
+    targets: &[TargetData],
+    parallel_min: usize,
+) -> BuildOutcome {
     let interval_text = agent.polling_interval_ms.to_string();
     let mut pairs = PairTable::default();
-    let mut datapoint_pairs = String::with_capacity(64 * targets.len());
+    // Most datapoints bring a new key, value, timestamp and checksum pair.
+    let total: usize = targets.iter().map(|t| t.datapoints.len()).sum();
+    pairs.ids.reserve(3 * total, |entry| entry.0);
+    pairs.json.reserve(160 * total);
+    // The pairs are written straight after the body's header, so the body
+    // is never copied as a whole.
+    pairs.json.push_str("{\"pattoo_agent_timestamp\":");
+    pairs
+        .json
+        .push_str(itoa::Buffer::new().format(timestamp_ms));
+    pairs.json.push_str(",\"pattoo_agent_id\":");
+    push_json_string(&mut pairs.json, agent.agent_id);
+    pairs.json.push_str(",\"pattoo_agent_polling_interval\":");
+    pairs.json.push_str(&interval_text);
+    pairs
+        .json
+        .push_str(",\"pattoo_datapoints\":{\"key_value_pairs\":{");
+    let mut datapoint_pairs = String::with_capacity(40 * total);
     let mut dropped = Vec::new();
     let mut count = 0usize;
-    let mut metadata: Vec<(Cow<'_, str>, &str)> = Vec::new();
     // Ids of the pairs every datapoint of a body carries, found on first use
     // so ids are still handed out in first-seen order.
     let mut data_type_ids: [Option<u32>; 5] = [None; 5];
@@ -125,6 +155,14 @@ pub fn build(agent: &AgentContext<'_>, timestamp_ms: u64, targets: &[TargetData]
         let mut seen: FxHashSet<Checksum> =
             FxHashSet::with_capacity_and_hasher(target.datapoints.len(), Default::default());
         let mut agent_pair_ids: Option<[u32; 5]> = None;
+        // The agent's metadata is the same for every datapoint of a target:
+        // its part of each hash is prepared once.
+        let agent_suffixes = [
+            Suffix::new(AGENT_HOSTNAME, agent.hostname),
+            Suffix::new(AGENT_ID, agent.agent_id),
+            Suffix::new(AGENT_POLLED_TARGET, &target.target),
+            Suffix::new(AGENT_PROGRAM, agent.agent_program),
+        ];
         let mut drop = |key: &str, reason: DropReason| {
             dropped.push(Dropped {
                 target: target.target.clone(),
@@ -132,87 +170,59 @@ pub fn build(agent: &AgentContext<'_>, timestamp_ms: u64, targets: &[TargetData]
                 reason,
             })
         };
-        for datapoint in &target.datapoints {
-            let key = normalise_key_cow(&datapoint.key);
-            if key.is_empty() {
-                drop(&datapoint.key, DropReason::EmptyKey);
-                continue;
-            }
-            if is_reserved(&key) {
-                drop(&datapoint.key, DropReason::ReservedKey);
-                continue;
-            }
-            let value = match normalise_value(&datapoint.value, datapoint.data_type) {
-                Ok(value) => value,
-                Err(reason) => {
-                    drop(&key, reason);
-                    continue;
-                }
-            };
+        for block in target.datapoints.chunks(PREPARE_BLOCK) {
+            for chunk in prepare_in_parallel(block, &agent_suffixes, parallel_min) {
+                for step in chunk.steps {
+                    let (datapoint, key, value, metadata, chain) = match step {
+                        Step::Drop(key, reason) => {
+                            drop(&key, reason);
+                            continue;
+                        }
+                        Step::Keep {
+                            datapoint,
+                            key,
+                            value,
+                            metadata,
+                            chain,
+                        } => (datapoint, key, value, metadata, chain),
+                    };
+                    if !seen.insert(*chain.digest()) {
+                        drop(&key, DropReason::Duplicate);
+                        continue;
+                    }
 
-            let mut chain = ChecksumChain::start(&key, datapoint.data_type.code());
-            metadata.clear();
-            for item in &datapoint.metadata {
-                let meta_key = normalise_key_cow(&item.key);
-                if meta_key.is_empty() {
-                    drop(&key, DropReason::EmptyMetadataKey);
-                    continue;
+                    datapoint_pairs.push(if count == 0 { '[' } else { ',' });
+                    count += 1;
+                    let mut ids = IdList::new(&mut datapoint_pairs);
+                    for (meta_key, meta_value) in &chunk.metadata[metadata] {
+                        ids.push(pairs.text(meta_key, meta_value));
+                    }
+                    let agent_ids = *agent_pair_ids.get_or_insert_with(|| {
+                        [
+                            pairs.text(AGENT_POLLING_INTERVAL, &interval_text),
+                            pairs.text(AGENT_HOSTNAME, agent.hostname),
+                            pairs.text(AGENT_ID, agent.agent_id),
+                            pairs.text(AGENT_POLLED_TARGET, &target.target),
+                            pairs.text(AGENT_PROGRAM, agent.agent_program),
+                        ]
+                    });
+                    for id in agent_ids {
+                        ids.push(id);
+                    }
+                    ids.push(pairs.text("pattoo_key", &key));
+                    let type_slot = &mut data_type_ids[datapoint.data_type as usize];
+                    ids.push(*type_slot.get_or_insert_with(|| {
+                        pairs.integer("pattoo_data_type", u64::from(datapoint.data_type.code()))
+                    }));
+                    ids.push(pairs.value("pattoo_value", &value));
+                    ids.push(pairs.integer("pattoo_timestamp", datapoint.timestamp_ms));
+                    // A checksum covers the target and key, and duplicates
+                    // within a target were dropped above: it is always a new
+                    // pair.
+                    ids.push(pairs.unique_text("pattoo_checksum", chain.as_str()));
+                    ids.finish();
                 }
-                if is_reserved(&meta_key) {
-                    drop(&key, DropReason::ReservedMetadataKey(meta_key.into_owned()));
-                    continue;
-                }
-                if metadata.iter().any(|(k, _)| *k == meta_key) {
-                    continue; // the first value of a repeated key wins
-                }
-                let meta_value = item.value.trim();
-                if item.update_checksum {
-                    chain.update(&meta_key, meta_value);
-                }
-                metadata.push((meta_key, meta_value));
             }
-            for (meta_key, meta_value) in [
-                (AGENT_HOSTNAME, agent.hostname),
-                (AGENT_ID, agent.agent_id),
-                (AGENT_POLLED_TARGET, target.target.as_str()),
-                (AGENT_PROGRAM, agent.agent_program),
-            ] {
-                chain.update(meta_key, meta_value);
-            }
-            if !seen.insert(*chain.digest()) {
-                drop(&key, DropReason::Duplicate);
-                continue;
-            }
-
-            datapoint_pairs.push(if count == 0 { '[' } else { ',' });
-            count += 1;
-            let mut ids = IdList::new(&mut datapoint_pairs);
-            for (meta_key, meta_value) in &metadata {
-                ids.push(pairs.text(meta_key, meta_value));
-            }
-            let agent_ids = *agent_pair_ids.get_or_insert_with(|| {
-                [
-                    pairs.text(AGENT_POLLING_INTERVAL, &interval_text),
-                    pairs.text(AGENT_HOSTNAME, agent.hostname),
-                    pairs.text(AGENT_ID, agent.agent_id),
-                    pairs.text(AGENT_POLLED_TARGET, &target.target),
-                    pairs.text(AGENT_PROGRAM, agent.agent_program),
-                ]
-            });
-            for id in agent_ids {
-                ids.push(id);
-            }
-            ids.push(pairs.text("pattoo_key", &key));
-            let type_slot = &mut data_type_ids[datapoint.data_type as usize];
-            ids.push(*type_slot.get_or_insert_with(|| {
-                pairs.integer("pattoo_data_type", u64::from(datapoint.data_type.code()))
-            }));
-            ids.push(pairs.value("pattoo_value", &value));
-            ids.push(pairs.integer("pattoo_timestamp", datapoint.timestamp_ms));
-            // A checksum covers the target and key, and duplicates within a
-            // target were dropped above: it is always a new pair.
-            ids.push(pairs.unique_text("pattoo_checksum", chain.as_str()));
-            ids.finish();
         }
     }
 
@@ -224,15 +234,7 @@ pub fn build(agent: &AgentContext<'_>, timestamp_ms: u64, targets: &[TargetData]
     }
     datapoint_pairs.push(']');
 
-    let mut json = String::with_capacity(pairs.json.len() + datapoint_pairs.len() + 256);
-    json.push_str("{\"pattoo_agent_timestamp\":");
-    json.push_str(&timestamp_ms.to_string());
-    json.push_str(",\"pattoo_agent_id\":");
-    push_json_string(&mut json, agent.agent_id);
-    json.push_str(",\"pattoo_agent_polling_interval\":");
-    json.push_str(&interval_text);
-    json.push_str(",\"pattoo_datapoints\":{\"key_value_pairs\":{");
-    json.push_str(&pairs.json);
+    let mut json = pairs.json;
     json.push_str("},\"datapoint_pairs\":");
     json.push_str(&datapoint_pairs);
     json.push_str("}}");
@@ -248,6 +250,126 @@ pub fn build(agent: &AgentContext<'_>, timestamp_ms: u64, targets: &[TargetData]
     }
 }
 
+/// Datapoints are normalised and checksummed (the costly, independent part
+/// of building a body) this many at a time, then given their pair ids in
+/// order; the bound keeps the prepared state small for huge polls.
+const PREPARE_BLOCK: usize = 4096;
+/// A block at least this large is prepared on two threads; below it,
+/// starting a thread costs more than it saves.
+const PARALLEL_MIN: usize = 1024;
+
+/// What preparing one datapoint found, in the order the drops must be
+/// reported: a metadata item ignored comes before its datapoint's `Keep`.
+enum Step<'a> {
+    Drop(String, DropReason),
+    Keep {
+        datapoint: &'a DataPoint,
+        key: Cow<'a, str>,
+        value: Value,
+        /// Its metadata in [`Prepared::metadata`].
+        metadata: Range<usize>,
+        chain: ChecksumChain,
+    },
+}
+
+/// A run of consecutive datapoints, prepared.
+struct Prepared<'a> {
+    steps: Vec<Step<'a>>,
+    /// The metadata kept, normalised, of every datapoint in the run.
+    metadata: Vec<(Cow<'a, str>, &'a str)>,
+}
+
+/// Prepares `datapoints` in two halves on two threads when that pays and
+/// the machine has two cores; the halves come back in order, so the body is
+/// byte for byte what one thread would build.
+fn prepare_in_parallel<'a>(
+    datapoints: &'a [DataPoint],
+    agent_suffixes: &[Suffix; 4],
+    parallel_min: usize,
+) -> Vec<Prepared<'a>> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if datapoints.len() < parallel_min.max(2) || cores < 2 {
+        return vec![prepare(datapoints, agent_suffixes)];
+    }
+    let (first, second) = datapoints.split_at(datapoints.len() / 2);
+    std::thread::scope(|scope| {
+        let helper = std::thread::Builder::new()
+            .name("pattoo-body".into())
+            .spawn_scoped(scope, || prepare(second, agent_suffixes));
+        let first = prepare(first, agent_suffixes);
+        let second = match helper {
+            Ok(helper) => helper.join().expect("preparing datapoints does not panic"),
+            // No thread to be had: do the second half here.
+            Err(_) => prepare(second, agent_suffixes),
+        };
+        vec![first, second]
+    })
+}
+
+fn prepare<'a>(datapoints: &'a [DataPoint], agent_suffixes: &[Suffix; 4]) -> Prepared<'a> {
+    let mut out = Prepared {
+        steps: Vec::with_capacity(datapoints.len()),
+        metadata: Vec::with_capacity(datapoints.len() * 2),
+    };
+    for datapoint in datapoints {
+        let key = normalise_key_cow(&datapoint.key);
+        if key.is_empty() {
+            out.steps
+                .push(Step::Drop(datapoint.key.clone(), DropReason::EmptyKey));
+            continue;
+        }
+        if is_reserved(&key) {
+            out.steps
+                .push(Step::Drop(datapoint.key.clone(), DropReason::ReservedKey));
+            continue;
+        }
+        let value = match normalise_value(&datapoint.value, datapoint.data_type) {
+            Ok(value) => value,
+            Err(reason) => {
+                out.steps.push(Step::Drop(key.into_owned(), reason));
+                continue;
+            }
+        };
+
+        let mut chain = ChecksumChain::start(&key, datapoint.data_type.code());
+        let first = out.metadata.len();
+        for item in &datapoint.metadata {
+            let meta_key = normalise_key_cow(&item.key);
+            if meta_key.is_empty() {
+                out.steps
+                    .push(Step::Drop(key.to_string(), DropReason::EmptyMetadataKey));
+                continue;
+            }
+            if is_reserved(&meta_key) {
+                out.steps.push(Step::Drop(
+                    key.to_string(),
+                    DropReason::ReservedMetadataKey(meta_key.into_owned()),
+                ));
+                continue;
+            }
+            if out.metadata[first..].iter().any(|(k, _)| *k == meta_key) {
+                continue; // the first value of a repeated key wins
+            }
+            let meta_value = item.value.trim();
+            if item.update_checksum {
+                chain.update(&meta_key, meta_value);
+            }
+            out.metadata.push((meta_key, meta_value));
+        }
+        for suffix in agent_suffixes {
+            chain.update_with(suffix);
+        }
+        out.steps.push(Step::Keep {
+            datapoint,
+            key,
+            value,
+            metadata: first..out.metadata.len(),
+            chain,
+        });
+    }
+    out
+}
+
 /// Gives every distinct `[key, value]` pair the next id the first time it is
 /// seen and writes it to `key_value_pairs` once.
 ///
@@ -255,7 +377,9 @@ pub fn build(agent: &AgentContext<'_>, timestamp_ms: u64, targets: &[TargetData]
 /// so each pair is rendered once whether it is new or not.
 #[derive(Default)]
 struct PairTable {
-    ids: FxHashMap<String, u32>,
+    /// (hash, where the pair's text starts in `json`, its length, id): the
+    /// text is looked up where it was written rather than kept twice.
+    ids: hashbrown::HashTable<(u64, usize, u32, u32)>,
     next_id: u32,
     json: String,
     scratch: String,
@@ -307,11 +431,21 @@ impl PairTable {
     }
 
     fn intern(&mut self) -> u32 {
-        if let Some(id) = self.ids.get(self.scratch.as_str()) {
-            return *id;
+        let hash = FxBuildHasher.hash_one(self.scratch.as_bytes());
+        let (json, scratch) = (self.json.as_bytes(), self.scratch.as_bytes());
+        let same = |&(h, start, len, _): &(u64, usize, u32, u32)| {
+            h == hash && json.get(start..start + len as usize) == Some(scratch)
+        };
+        if let Some(&(_, _, _, id)) = self.ids.find(hash, same) {
+            return id;
         }
         let id = self.write_new();
-        self.ids.insert(self.scratch.clone(), id);
+        let start = self.json.len() - self.scratch.len();
+        self.ids.insert_unique(
+            hash,
+            (hash, start, self.scratch.len() as u32, id),
+            |entry| entry.0,
+        );
         id
     }
 
@@ -356,6 +490,18 @@ impl<'a> IdList<'a> {
 }
 
 fn push_json_string(out: &mut String, text: &str) {
+    // Nearly every key and value needs no escaping: check that in one
+    // tight pass (the compiler vectorises it) before going byte by byte.
+    let needs_escape = text.bytes().fold(false, |any, b| {
+        any | (b < 0x20) | (b == b'"') | (b == b'\\')
+    });
+    if !needs_escape {
+        out.reserve(text.len() + 2);
+        out.push('"');
+        out.push_str(text);
+        out.push('"');
+        return;
+    }
     out.push('"');
     let mut start = 0;
     for (i, byte) in text.bytes().enumerate() {

@@ -228,3 +228,39 @@ fn text_is_escaped_as_json() {
     let value = &dps[0].iter().find(|(k, _)| k == "pattoo_value").unwrap().1;
     assert_eq!(value, "quote \" back \\ nl \n bell \u{7} é");
 }
+
+#[test]
+fn a_body_prepared_on_two_threads_is_byte_for_byte_the_one_thread_body() {
+    // Drops of every kind and duplicates spread over both halves and over
+    // more than one prepare block.
+    let datapoints: Vec<DataPoint> = (0..9_000)
+        .map(|i| {
+            let key = match i % 997 {
+                0 => String::new(),
+                1 => "my pattoo key".to_owned(),
+                _ => format!("Key {}", i % 7_000),
+            };
+            let value: Value = if i % 1_201 == 0 {
+                "not a number".into()
+            } else {
+                Value::Float(i as f64 / 8.0)
+            };
+            let mut dp = DataPoint::new(key, value, DataType::Float, 1_000 + i as u64)
+                .with_metadata(Metadata::new("unit", format!("{:03}", i % 7_000 % 3)));
+            if i % 11 == 0 {
+                dp = dp.with_metadata(Metadata::new("pattoo_x", "ignored"));
+            }
+            dp
+        })
+        .collect();
+    let targets = [target("t1", datapoints.clone()), target("t2", datapoints)];
+    let one = build_with(&AGENT, 7, &targets, usize::MAX);
+    let two = build_with(&AGENT, 7, &targets, 1);
+    assert!(one.body.is_some());
+    assert!(one
+        .dropped
+        .iter()
+        .any(|d| d.reason == DropReason::Duplicate));
+    assert_eq!(one.body, two.body);
+    assert_eq!(one.dropped, two.dropped);
+}

@@ -33,6 +33,7 @@
 
 use std::collections::HashSet;
 use std::path::Path;
+use std::sync::Arc;
 
 use serde_norway::Value;
 
@@ -203,6 +204,7 @@ fn parse_group(
         doc.error(path, "missing `ip_targets`: the devices to poll");
         return;
     };
+    let registers: Arc<[RegisterSettings]> = registers.into();
     let Value::Sequence(addresses) = addresses else {
         doc.error(
             &at,

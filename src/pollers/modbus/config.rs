@@ -2,6 +2,7 @@
 //! located (see the module doc of [`super`] for the YAML).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -45,7 +46,10 @@ pub struct TargetSettings {
     /// The `pattoo_agent_polled_target` of its datapoints.
     pub name: String,
     pub unit: u8,
-    pub registers: Vec<RegisterSettings>,
+    /// Shared by every target of a poller: with a thousand devices and a
+    /// hundred registers, a copy per target was megabytes of the daemon's
+    /// memory.
+    pub registers: Arc<[RegisterSettings]>,
 }
 
 impl TargetSettings {
@@ -201,6 +205,7 @@ impl ModbusSettings {
             }
         }
 
+        let registers: Arc<[RegisterSettings]> = registers.into();
         let unit = raw.unit.unwrap_or(DEFAULT_UNIT);
         let mut targets = Vec::new();
         let list = path.key("targets");

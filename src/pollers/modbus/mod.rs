@@ -220,18 +220,27 @@ impl ModbusPoller {
             outcomes.into_iter().flat_map(|o| o.datapoints).collect();
         datapoints.sort_by_key(|(t, r, _)| (*t, *r));
 
-        // Targets named alike (units behind one gateway) post as one.
+        // Targets named alike (units behind one gateway) post as one. Each
+        // target's slot is looked up once, not once per datapoint: with
+        // hundreds of devices the name comparisons were a good part of a
+        // poll's CPU.
         let mut result: Vec<TargetData> = Vec::new();
+        let mut slot_by_name: HashMap<&str, usize> = HashMap::new();
+        let mut slot_by_target: Vec<Option<usize>> = vec![None; self.targets.len()];
         for (t, _, datapoint) in datapoints {
-            let name = &self.targets[t].name;
-            match result.iter_mut().find(|td| td.target == *name) {
-                Some(target) => target.datapoints.push(datapoint),
+            let slot = match slot_by_target[t] {
+                Some(slot) => slot,
                 None => {
-                    let mut target = TargetData::new(name.clone());
-                    target.datapoints.push(datapoint);
-                    result.push(target);
+                    let name = self.targets[t].name.as_str();
+                    let slot = *slot_by_name.entry(name).or_insert_with(|| {
+                        result.push(TargetData::new(name));
+                        result.len() - 1
+                    });
+                    slot_by_target[t] = Some(slot);
+                    slot
                 }
-            }
+            };
+            result[slot].datapoints.push(datapoint);
         }
         Ok(result)
     }
@@ -336,6 +345,7 @@ impl ReadGroup {
     fn deliver(&self, b: usize, data: &Data, targets: &[TargetSettings], out: &mut Outcome) {
         let block = &self.blocks[b];
         let read_at = now_ms();
+        let unit = format!("{:03}", self.unit);
         for &k in &block.items {
             let item = self.items[k];
             let (t, r) = self.uses[k];
@@ -350,7 +360,7 @@ impl ReadGroup {
             };
             let value = decode::scale(raw, register.multiplier, register.offset);
             let mut datapoint = DataPoint::new(&register.key, value, register.data_type, read_at)
-                .with_metadata(Metadata::new("unit", format!("{:03}", self.unit)));
+                .with_metadata(Metadata::new("unit", unit.clone()));
             datapoint.metadata.extend(register.metadata.iter().cloned());
             out.datapoints.push((t, r, datapoint));
         }

@@ -1,0 +1,793 @@
+//! Load harness: the real agent against simulated Modbus devices and a
+//! local receiver, over loopback.
+//!
+//! ```text
+//! cargo bench --bench load -- cycle   --devices 50 --registers 200 --cycles 20
+//! cargo bench --bench load -- cycle   --devices 1000 --registers 100 --cycles 6 --interval-s 10
+//! cargo bench --bench load -- daemon  --devices 50 --registers 200 --interval-s 5 --seconds 60
+//! cargo bench --bench load -- startup --bodies 100000
+//! cargo bench --bench load -- replay  --bodies 10000 --devices 50 --registers 200 --interval-s 5
+//! ```
+//!
+//! The devices and the receiver run in a child process (this binary with
+//! `serve`), so the CPU time and memory measured are the agent's alone.
+//! Every device listens on its own loopback port; registers are split
+//! evenly between input and holding registers.
+//!
+//! - `cycle` drives the agent in this process: configuration text ->
+//!   `collector::collectors` (the Modbus poller) -> `Delivery::submit`
+//!   (posting over HTTP), one cycle after another, and prints wall and CPU
+//!   per cycle, Modbus requests and new connections per cycle and bytes
+//!   posted. With `--interval-s` the cycles are spaced like the scheduler
+//!   spaces them and the average CPU share is printed.
+//! - `daemon` runs the real binary (`pattoo-agentd run`) with that Modbus
+//!   poller plus one HTTP and one command poller and samples its RSS and CPU
+//!   from /proc after a warm-up.
+//! - `startup` fills the cache with small bodies and times `run` until it
+//!   sends READY=1 on a notify socket bound here; prints RSS then.
+//! - `replay` fills the cache and measures how fast the daemon empties it
+//!   into the receiver while its Modbus poller keeps polling, and how late
+//!   live bodies arrive.
+//!
+//! Without `--bench` on the command line (`cargo test --benches`) each mode
+//! is skipped except a tiny `cycle`, as a smoke test.
+//!
+//! The simulator here is a minimal Modbus TCP responder written for speed
+//! rather than tests/common/modbus_sim.rs (benches cannot import
+//! tests/common, and a thousand tokio-modbus servers would cost the
+//! measurement more than the agent does).
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use pattoo_agentd::collector;
+use pattoo_agentd::config;
+use pattoo_agentd::delivery::Delivery;
+use pattoo_agentd::model::{build, AgentContext, DataPoint, DataType, Metadata, TargetData, Value};
+
+const AGENT_ID: &str = "5d1f0c2c1e0f4b7a9c3e2d1b0a99887766554433221100ffeeddccbbaa998877";
+
+fn main() {
+    pattoo_agentd::tune_allocator();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let benching = args.iter().any(|a| a == "--bench");
+    let mode = args
+        .iter()
+        .find(|a| !a.starts_with("--") && !is_value(&args, a))
+        .cloned()
+        .unwrap_or_else(|| "cycle".to_owned());
+    let opts = Opts::parse(&args);
+    match mode.as_str() {
+        "serve" => serve(&opts),
+        "cycle" if !benching => cycle(&Opts::smoke()),
+        _ if !benching => eprintln!("load: {mode} skipped (run with cargo bench)"),
+        "cycle" => cycle(&opts),
+        "daemon" => daemon(&opts),
+        "startup" => startup(&opts),
+        "replay" => replay(&opts),
+        other => panic!("unknown mode {other}; use cycle, daemon, startup or replay"),
+    }
+}
+
+/// Whether `arg` is the value of the option before it.
+fn is_value(args: &[String], arg: &String) -> bool {
+    args.iter()
+        .position(|a| std::ptr::eq(a, arg))
+        .is_some_and(|i| i > 0 && args[i - 1].starts_with("--") && args[i - 1] != "--bench")
+}
+
+struct Opts(HashMap<String, String>);
+
+impl Opts {
+    fn parse(args: &[String]) -> Opts {
+        let mut map = HashMap::new();
+        let mut i = 0;
+        while i < args.len() {
+            if let Some(name) = args[i].strip_prefix("--") {
+                if let Some(value) = args.get(i + 1).filter(|v| !v.starts_with("--")) {
+                    map.insert(name.to_owned(), value.clone());
+                    i += 1;
+                }
+            }
+            i += 1;
+        }
+        Opts(map)
+    }
+
+    fn smoke() -> Opts {
+        let mut o = Opts(HashMap::new());
+        o.0.insert("devices".into(), "2".into());
+        o.0.insert("registers".into(), "20".into());
+        o.0.insert("cycles".into(), "2".into());
+        o
+    }
+
+    fn get(&self, name: &str, default: u64) -> u64 {
+        self.0
+            .get(name)
+            .map(|v| v.parse().expect("a number"))
+            .unwrap_or(default)
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+// ---------------------------------------------------------------- the child
+
+#[derive(Default)]
+struct Counters {
+    requests: AtomicU64,
+    connections: AtomicU64,
+    posts: AtomicU64,
+    bytes: AtomicU64,
+    live_posts: AtomicU64,
+    max_live_lateness_ms: AtomicU64,
+    replayed_posts: AtomicU64,
+    metrics_gets: AtomicU64,
+}
+
+/// `serve --devices N`: N devices and one receiver; prints
+/// `ports RECEIVER DEVICE...` and answers `stats` lines on stdin.
+fn serve(opts: &Opts) {
+    let devices = opts.get("devices", 0) as usize;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let counters = Arc::new(Counters::default());
+    let started_ms = now_ms();
+    let (ports_tx, ports_rx) = std::sync::mpsc::channel();
+    let shared = counters.clone();
+    std::thread::spawn(move || {
+        runtime.block_on(async {
+            let receiver = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let mut line = format!("ports {}", receiver.local_addr().unwrap().port());
+            tokio::spawn(receive(receiver, shared.clone(), started_ms));
+            for _ in 0..devices {
+                let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+                line.push_str(&format!(" {}", listener.local_addr().unwrap().port()));
+                tokio::spawn(device(listener, shared.clone()));
+            }
+            ports_tx.send(line).unwrap();
+            std::future::pending::<()>().await
+        })
+    });
+    println!("{}", ports_rx.recv().unwrap());
+    // One `stats` line in, one line of counters out; ends with the parent.
+    for _ in std::io::stdin().lines().map_while(Result::ok) {
+        let c = &counters;
+        println!(
+            "{} {} {} {} {} {} {} {}",
+            c.requests.load(Ordering::Relaxed),
+            c.connections.load(Ordering::Relaxed),
+            c.posts.load(Ordering::Relaxed),
+            c.bytes.load(Ordering::Relaxed),
+            c.live_posts.load(Ordering::Relaxed),
+            c.max_live_lateness_ms.load(Ordering::Relaxed),
+            c.replayed_posts.load(Ordering::Relaxed),
+            c.metrics_gets.load(Ordering::Relaxed),
+        );
+    }
+}
+
+/// One Modbus TCP device: answers function 1-4 reads of any address.
+async fn device(listener: TcpListener, counters: Arc<Counters>) {
+    loop {
+        let Ok((mut socket, _)) = listener.accept().await else {
+            continue;
+        };
+        let _ = socket.set_nodelay(true);
+        counters.connections.fetch_add(1, Ordering::Relaxed);
+        let counters = counters.clone();
+        tokio::spawn(async move {
+            let mut header = [0u8; 7];
+            let mut pdu = [0u8; 260];
+            let mut out = Vec::with_capacity(300);
+            let mut tick: u16 = 0;
+            loop {
+                if socket.read_exact(&mut header).await.is_err() {
+                    return;
+                }
+                let len = u16::from_be_bytes([header[4], header[5]]) as usize;
+                if !(2..=254).contains(&len)
+                    || socket.read_exact(&mut pdu[..len - 1]).await.is_err()
+                {
+                    return;
+                }
+                counters.requests.fetch_add(1, Ordering::Relaxed);
+                tick = tick.wrapping_add(1);
+                let function = pdu[0];
+                let start = u16::from_be_bytes([pdu[1], pdu[2]]);
+                let count = u16::from_be_bytes([pdu[3], pdu[4]]);
+                out.clear();
+                out.extend_from_slice(&header[..4]);
+                out.extend_from_slice(&[0, 0, header[6], function]);
+                match function {
+                    1 | 2 => {
+                        let n = count.div_ceil(8) as usize;
+                        out.push(n as u8);
+                        out.extend((0..n).map(|i| (i as u8).wrapping_mul(37) ^ tick as u8));
+                    }
+                    3 | 4 => {
+                        out.push((count * 2) as u8);
+                        for a in start..start.saturating_add(count) {
+                            out.extend_from_slice(
+                                &a.wrapping_mul(7).wrapping_add(tick).to_be_bytes(),
+                            );
+                        }
+                    }
+                    _ => {
+                        out[7] = function | 0x80;
+                        out.push(1);
+                    }
+                }
+                let pdu_len = (out.len() - 6) as u16;
+                out[4..6].copy_from_slice(&pdu_len.to_be_bytes());
+                if socket.write_all(&out).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+/// Answers every POST with 200 and counts it; `GET /metrics` returns a
+/// small Prometheus payload for the HTTP poller.
+async fn receive(listener: TcpListener, counters: Arc<Counters>, started_ms: u64) {
+    loop {
+        let Ok((socket, _)) = listener.accept().await else {
+            continue;
+        };
+        let _ = socket.set_nodelay(true);
+        let counters = counters.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+                let counters = counters.clone();
+                async move {
+                    if request.method() == hyper::Method::GET {
+                        counters.metrics_gets.fetch_add(1, Ordering::Relaxed);
+                        let text = "# TYPE temperature gauge\ntemperature{room=\"a\"} 21.5\n\
+                                    temperature{room=\"b\"} 19.25\nrequests_total 12345\n";
+                        return Ok::<_, hyper::Error>(Response::new(Full::new(Bytes::from(text))));
+                    }
+                    let body = request.into_body().collect().await?.to_bytes();
+                    let arrived = now_ms();
+                    counters.posts.fetch_add(1, Ordering::Relaxed);
+                    counters
+                        .bytes
+                        .fetch_add(body.len() as u64, Ordering::Relaxed);
+                    let timestamp = body_timestamp(&body);
+                    if timestamp >= started_ms {
+                        counters.live_posts.fetch_add(1, Ordering::Relaxed);
+                        counters
+                            .max_live_lateness_ms
+                            .fetch_max(arrived.saturating_sub(timestamp), Ordering::Relaxed);
+                    } else {
+                        counters.replayed_posts.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(Response::new(Full::new(Bytes::new())))
+                }
+            });
+            let io = hyper_util::rt::TokioIo::new(socket);
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, service)
+                .await;
+        });
+    }
+}
+
+/// `pattoo_agent_timestamp`, which every body this agent writes has first.
+fn body_timestamp(body: &[u8]) -> u64 {
+    let prefix = b"{\"pattoo_agent_timestamp\":";
+    body.strip_prefix(prefix.as_slice())
+        .map(|rest| {
+            rest.iter()
+                .take_while(|b| b.is_ascii_digit())
+                .fold(0u64, |n, b| n * 10 + u64::from(b - b'0'))
+        })
+        .unwrap_or(0)
+}
+
+// --------------------------------------------------------------- the parent
+
+struct Sims {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+    receiver_port: u16,
+    device_ports: Vec<u16>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct SimStats {
+    requests: u64,
+    connections: u64,
+    posts: u64,
+    bytes: u64,
+    live_posts: u64,
+    max_live_lateness_ms: u64,
+    replayed_posts: u64,
+    metrics_gets: u64,
+}
+
+impl Sims {
+    fn start(devices: usize) -> Sims {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(["serve", "--devices", &devices.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("the simulator process starts");
+        let stdin = child.stdin.take().unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        let mut ports = line
+            .strip_prefix("ports ")
+            .expect("the simulator says its ports")
+            .split_whitespace()
+            .map(|p| p.parse::<u16>().unwrap());
+        let receiver_port = ports.next().unwrap();
+        Sims {
+            child,
+            stdin,
+            stdout,
+            receiver_port,
+            device_ports: ports.collect(),
+        }
+    }
+
+    fn stats(&mut self) -> SimStats {
+        writeln!(self.stdin, "stats").unwrap();
+        self.stdin.flush().unwrap();
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).unwrap();
+        let n: Vec<u64> = line
+            .split_whitespace()
+            .map(|v| v.parse().unwrap())
+            .collect();
+        SimStats {
+            requests: n[0],
+            connections: n[1],
+            posts: n[2],
+            bytes: n[3],
+            live_posts: n[4],
+            max_live_lateness_ms: n[5],
+            replayed_posts: n[6],
+            metrics_gets: n[7],
+        }
+    }
+}
+
+impl Drop for Sims {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Writes `pattoo.yaml` and `pattoo_agentd.yaml` for a Modbus poller over
+/// every simulated device, plus the HTTP and command pollers if asked.
+fn write_config(
+    dir: &Path,
+    sims: &Sims,
+    registers: usize,
+    interval_s: u64,
+    extra_pollers: bool,
+) -> PathBuf {
+    let config = dir.join("config");
+    std::fs::create_dir_all(&config).unwrap();
+    std::fs::write(
+        config.join("pattoo.yaml"),
+        format!(
+            "pattoo:\n  log_level: warning\n  log_directory: {0}/log\n  cache_directory: {0}/cache\n  \
+             daemon_directory: {0}/daemon\npattoo_agent_api:\n  ip_address: 127.0.0.1\n  ip_bind_port: {1}\n",
+            dir.display(),
+            sims.receiver_port
+        ),
+    )
+    .unwrap();
+    let mut yaml = format!("pattoo_agentd:\n  polling_interval: {interval_s}\n  pollers:\n");
+    if !sims.device_ports.is_empty() {
+        yaml.push_str("    - name: devices\n      type: modbus_tcp\n      targets:\n");
+        for port in &sims.device_ports {
+            yaml.push_str(&format!("        - \"127.0.0.1:{port}\"\n"));
+        }
+        let input = registers.div_ceil(2);
+        let holding = registers - input;
+        let list: Vec<String> = (0..input)
+            .map(|i| (30001 + i).to_string())
+            .chain((0..holding).map(|i| (40001 + i).to_string()))
+            .collect();
+        yaml.push_str(&format!("      registers: [{}]\n", list.join(", ")));
+    }
+    if extra_pollers {
+        yaml.push_str(&format!(
+            "    - name: web\n      type: http\n      urls: [\"http://127.0.0.1:{}/metrics\"]\n      format: prometheus\n\
+             \x20   - name: shell\n      type: command\n      command: [/bin/sh, -c, \"echo load 0.25; echo users 3\"]\n      format: keyvalue\n",
+            sims.receiver_port
+        ));
+    }
+    std::fs::write(config.join("pattoo_agentd.yaml"), yaml).unwrap();
+    config
+}
+
+/// The daemon's runtime, as `src/main.rs` builds it.
+fn runtime() -> tokio::runtime::Runtime {
+    pattoo_agentd::runtime().expect("the async runtime starts")
+}
+
+/// User + system CPU time of this process.
+fn cpu_time() -> Duration {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage writes a whole rusage into the pointer it is given.
+    let usage = unsafe {
+        libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr());
+        usage.assume_init()
+    };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// A `/proc/PID/status` field in KiB.
+fn status_kib(pid: &str, field: &str) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|rest| rest.trim_start_matches(':').split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// utime + stime of a process, in clock ticks (1/100 s here).
+fn proc_cpu_ticks(pid: u32) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = &text[text.rfind(')').map_or(0, |i| i + 2)..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    fields
+        .get(11)
+        .and_then(|u| u.parse::<u64>().ok())
+        .unwrap_or(0)
+        + fields
+            .get(12)
+            .and_then(|s| s.parse::<u64>().ok())
+            .unwrap_or(0)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+fn cycle(opts: &Opts) {
+    let devices = opts.get("devices", 50) as usize;
+    let registers = opts.get("registers", 200) as usize;
+    let cycles = opts.get("cycles", 20) as usize;
+    let interval_s = opts.get("interval-s", 0);
+    let mut sims = Sims::start(devices);
+    let dir = tempfile::tempdir().unwrap();
+    let config_dir = write_config(dir.path(), &sims, registers, interval_s.max(1), false);
+    let settings = config::load(&config_dir).unwrap_or_else(|e| panic!("{e}"));
+
+    let runtime = runtime();
+    let mut walls = Vec::new();
+    let mut cpus = Vec::new();
+    let mut requests = Vec::new();
+    let mut connections = Vec::new();
+    let mut bytes = Vec::new();
+    let mut posted = 0;
+    let start_cpu = cpu_time();
+    let start = Instant::now();
+    runtime.block_on(async {
+        let mut collectors = collector::collectors(&settings, None).unwrap();
+        let delivery = Delivery::new(&settings).unwrap();
+        for k in 0..cycles {
+            if interval_s > 0 {
+                let due = start + Duration::from_secs(interval_s * k as u64);
+                tokio::time::sleep_until(due.into()).await;
+            }
+            let before = sims.stats();
+            let cpu0 = cpu_time();
+            let t0 = Instant::now();
+            for collector in &mut collectors {
+                if let Some(body) = collector.collect().await {
+                    delivery.submit(body).await;
+                }
+            }
+            let wall = t0.elapsed();
+            let cpu = cpu_time() - cpu0;
+            let after = sims.stats();
+            walls.push(wall.as_secs_f64() * 1e3);
+            cpus.push(cpu.as_secs_f64() * 1e3);
+            requests.push(after.requests - before.requests);
+            connections.push(after.connections - before.connections);
+            bytes.push(after.bytes - before.bytes);
+            posted += after.posts - before.posts;
+        }
+        let stats = delivery.stats();
+        assert_eq!(stats.cached, 0, "every body was posted");
+    });
+    let total_wall = start.elapsed();
+    let total_cpu = cpu_time() - start_cpu;
+    let hwm = status_kib("self", "VmHWM");
+
+    println!("cycle: {devices} devices x {registers} registers, {cycles} cycles");
+    for k in 0..cycles {
+        println!(
+            "  cycle {k:>3}: wall {:8.2} ms  cpu {:8.2} ms  requests {:5}  new connections {:4}  posted {:9} B",
+            walls[k], cpus[k], requests[k], connections[k], bytes[k]
+        );
+    }
+    // The first cycle connects; the steady state is what follows.
+    let steady = if cycles > 1 { 1 } else { 0 };
+    let mut w = walls[steady..].to_vec();
+    w.sort_by(f64::total_cmp);
+    let mut c = cpus[steady..].to_vec();
+    c.sort_by(f64::total_cmp);
+    println!(
+        "  steady cycles (2..): wall median {:.2} ms  p99 {:.2} ms  min {:.2}  max {:.2}; cpu median {:.2} ms per cycle",
+        percentile(&w, 50.0),
+        percentile(&w, 99.0),
+        w[0],
+        w[w.len() - 1],
+        percentile(&c, 50.0)
+    );
+    println!(
+        "  requests per cycle: {:?}; new connections: first cycle {}, later cycles at most {}",
+        requests.iter().collect::<std::collections::BTreeSet<_>>(),
+        connections[0],
+        connections[steady..].iter().max().unwrap()
+    );
+    println!(
+        "  bytes posted per cycle: median {}; bodies posted {posted}; peak RSS of this process (agent + harness) {:.1} MiB",
+        {
+            let mut b = bytes.clone();
+            b.sort();
+            b[b.len() / 2]
+        },
+        hwm as f64 / 1024.0
+    );
+    if interval_s > 0 {
+        println!(
+            "  average CPU over {:.1} s at a {interval_s} s interval: {:.2} % of one core",
+            total_wall.as_secs_f64(),
+            100.0 * total_cpu.as_secs_f64() / total_wall.as_secs_f64()
+        );
+    }
+}
+
+/// Starts `pattoo-agentd run` with a notify socket and waits for READY=1.
+struct Daemon {
+    child: Child,
+    pid: String,
+    ready_after: Duration,
+}
+
+impl Daemon {
+    fn start(config_dir: &Path, dir: &Path) -> Daemon {
+        let socket_path = dir.join("notify.sock");
+        let _ = std::fs::remove_file(&socket_path);
+        let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        let t0 = Instant::now();
+        let child = Command::new(env!("CARGO_BIN_EXE_pattoo-agentd"))
+            .args(["--config-dir", config_dir.to_str().unwrap(), "run"])
+            .env("NOTIFY_SOCKET", &socket_path)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("pattoo-agentd starts");
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = socket.recv(&mut buf).expect("READY=1 within 60 s");
+            if String::from_utf8_lossy(&buf[..n])
+                .lines()
+                .any(|l| l == "READY=1")
+            {
+                break;
+            }
+        }
+        let ready_after = t0.elapsed();
+        let pid = child.id().to_string();
+        Daemon {
+            child,
+            pid,
+            ready_after,
+        }
+    }
+
+    fn stop(mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.pid]).status();
+        let _ = self.child.wait();
+    }
+}
+
+fn daemon(opts: &Opts) {
+    let devices = opts.get("devices", 50) as usize;
+    let registers = opts.get("registers", 200) as usize;
+    let interval_s = opts.get("interval-s", 5);
+    let seconds = opts.get("seconds", 60);
+    let warmup = opts.get("warmup-s", 2 * interval_s + 1);
+    let mut sims = Sims::start(devices);
+    let dir = tempfile::tempdir().unwrap();
+    let config_dir = write_config(dir.path(), &sims, registers, interval_s, true);
+    let daemon = Daemon::start(&config_dir, dir.path());
+    let pid_num = daemon.child.id();
+    std::thread::sleep(Duration::from_secs(warmup));
+    let before = sims.stats();
+    let ticks0 = proc_cpu_ticks(pid_num);
+    let t0 = Instant::now();
+    let mut rss = Vec::new();
+    while t0.elapsed() < Duration::from_secs(seconds) {
+        rss.push(status_kib(&daemon.pid, "VmRSS"));
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let elapsed = t0.elapsed();
+    let cpu_s = (proc_cpu_ticks(pid_num) - ticks0) as f64 / 100.0;
+    let hwm = status_kib(&daemon.pid, "VmHWM");
+    let threads = status_kib(&daemon.pid, "Threads");
+    let after = sims.stats();
+    daemon.stop();
+    rss.sort();
+    println!(
+        "daemon: {devices} devices x {registers} registers + 1 HTTP + 1 command poller, every {interval_s} s; \
+         sampled {:.0} s after {warmup} s warm-up",
+        elapsed.as_secs_f64()
+    );
+    println!(
+        "  VmRSS median {:.1} MiB  min {:.1}  max {:.1}; VmHWM {:.1} MiB; threads {threads}",
+        rss[rss.len() / 2] as f64 / 1024.0,
+        rss[0] as f64 / 1024.0,
+        rss[rss.len() - 1] as f64 / 1024.0,
+        hwm as f64 / 1024.0
+    );
+    println!(
+        "  CPU {:.2} % of one core; {} posts, {} Modbus requests, {} new connections, {} HTTP polls in the window",
+        100.0 * cpu_s / elapsed.as_secs_f64(),
+        after.posts - before.posts,
+        after.requests - before.requests,
+        after.connections - before.connections,
+        after.metrics_gets - before.metrics_gets
+    );
+}
+
+/// Writes `count` small bodies into the cache as the agent names them,
+/// timestamps one millisecond apart ending an hour ago.
+fn fill_cache(cache_dir: &Path, count: usize, datapoints: usize) -> u64 {
+    let agent_dir = cache_dir.join(AGENT_ID);
+    std::fs::create_dir_all(&agent_dir).unwrap();
+    let agent = AgentContext {
+        agent_id: AGENT_ID,
+        agent_program: "pattoo_agent_modbustcpd",
+        hostname: "gw1.example.org",
+        polling_interval_ms: 10_000,
+    };
+    let first = now_ms() - 3_600_000 - count as u64;
+    let mut bytes = 0;
+    for i in 0..count {
+        let ts = first + i as u64;
+        let target = TargetData {
+            target: "meter-1".into(),
+            datapoints: (0..datapoints)
+                .map(|d| {
+                    DataPoint::new(
+                        format!("input_register_{}", 30001 + d),
+                        Value::Int((i + d) as i64),
+                        DataType::Int,
+                        ts,
+                    )
+                    .with_metadata(Metadata::new("unit", "001"))
+                })
+                .collect(),
+        };
+        let body = build(&agent, ts, &[target]).body.unwrap();
+        bytes += body.json.len() as u64;
+        std::fs::write(agent_dir.join(format!("{ts}_{AGENT_ID}.json")), &body.json).unwrap();
+    }
+    bytes
+}
+
+fn startup(opts: &Opts) {
+    let bodies = opts.get("bodies", 100_000) as usize;
+    let runs = opts.get("runs", 5);
+    let sims = Sims::start(0);
+    let dir = tempfile::tempdir().unwrap();
+    // One command poller, so the daemon has something to schedule; the
+    // receiver is up, so replay starts right after READY.
+    let config_dir = write_config(dir.path(), &sims, 0, 60, true);
+    let bytes = fill_cache(&dir.path().join("cache"), bodies, 1);
+    println!(
+        "startup: {bodies} cached bodies ({:.1} MiB) in {}",
+        bytes as f64 / 1048576.0,
+        dir.path().display()
+    );
+    for run in 0..runs {
+        let daemon = Daemon::start(&config_dir, dir.path());
+        let rss_ready = status_kib(&daemon.pid, "VmRSS");
+        let hwm_ready = status_kib(&daemon.pid, "VmHWM");
+        std::thread::sleep(Duration::from_secs(2));
+        let hwm_later = status_kib(&daemon.pid, "VmHWM");
+        let ready_ms = daemon.ready_after.as_secs_f64() * 1e3;
+        daemon.stop();
+        println!(
+            "  run {run}: READY after {:.0} ms; VmRSS at READY {:.1} MiB, VmHWM at READY {:.1} MiB, VmHWM 2 s later (replaying) {:.1} MiB",
+            ready_ms,
+            rss_ready as f64 / 1024.0,
+            hwm_ready as f64 / 1024.0,
+            hwm_later as f64 / 1024.0
+        );
+        // Put back what replay delivered, so every run starts with `bodies`.
+        let present = std::fs::read_dir(dir.path().join("cache").join(AGENT_ID))
+            .unwrap()
+            .count();
+        if present < bodies {
+            std::fs::remove_dir_all(dir.path().join("cache").join(AGENT_ID)).unwrap();
+            fill_cache(&dir.path().join("cache"), bodies, 1);
+        }
+    }
+}
+
+fn replay(opts: &Opts) {
+    let bodies = opts.get("bodies", 10_000) as usize;
+    let datapoints = opts.get("body-datapoints", 20) as usize;
+    let devices = opts.get("devices", 50) as usize;
+    let registers = opts.get("registers", 200) as usize;
+    let interval_s = opts.get("interval-s", 5);
+    let mut sims = Sims::start(devices);
+    let dir = tempfile::tempdir().unwrap();
+    let config_dir = write_config(dir.path(), &sims, registers, interval_s, false);
+    let bytes = fill_cache(&dir.path().join("cache"), bodies, datapoints);
+    let daemon = Daemon::start(&config_dir, dir.path());
+    let t0 = Instant::now();
+    let ready_ms = now_ms();
+    let deadline = Duration::from_secs(120);
+    let mut stats = sims.stats();
+    while (stats.replayed_posts as usize) < bodies && t0.elapsed() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        stats = sims.stats();
+    }
+    let took = t0.elapsed();
+    // Let one more live poll land after the replay, then look at lateness.
+    std::thread::sleep(Duration::from_secs(interval_s));
+    let end = sims.stats();
+    let live_window_s = now_ms().saturating_sub(ready_ms) as f64 / 1000.0;
+    daemon.stop();
+    println!(
+        "replay: {bodies} cached bodies of {datapoints} datapoints ({:.1} MiB), live Modbus poller {devices} x {registers} every {interval_s} s",
+        bytes as f64 / 1048576.0
+    );
+    println!(
+        "  replayed {} in {:.2} s after READY: {:.0} bodies/s",
+        stats.replayed_posts,
+        took.as_secs_f64(),
+        stats.replayed_posts as f64 / took.as_secs_f64()
+    );
+    println!(
+        "  live bodies: {} in {:.1} s (about {:.0} expected); latest arrival {} ms after its poll started",
+        end.live_posts,
+        live_window_s,
+        live_window_s / interval_s as f64,
+        end.max_live_lateness_ms
+    );
+}
