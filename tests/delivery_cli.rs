@@ -2,6 +2,8 @@
 //! `cache replay` and `cache purge` say what they did, and `receive` is a
 //! pattoo receiver the agent can post to.
 
+mod common;
+
 use std::fs;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -20,17 +22,7 @@ fn free_port() -> u16 {
 fn write_config(root: &Path, port: u16) -> PathBuf {
     let config = root.join("config");
     fs::create_dir_all(&config).unwrap();
-    let dir = |name: &str| root.join(name).display().to_string();
-    fs::write(
-        config.join("pattoo.yaml"),
-        format!(
-            "pattoo:\n  log_directory: {}\n  cache_directory: {}\n  daemon_directory: {}\npattoo_agent_api:\n  ip_address: 127.0.0.1\n  ip_bind_port: {port}\n",
-            dir("log"),
-            dir("cache"),
-            dir("daemon")
-        ),
-    )
-    .unwrap();
+    common::write_pattoo_yaml(&config, root, port);
     fs::write(
         config.join("pattoo_agentd.yaml"),
         r#"pattoo_agentd:

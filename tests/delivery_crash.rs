@@ -21,17 +21,7 @@ const BINARY: &str = env!("CARGO_BIN_EXE_pattoo-agentd");
 fn write_config(root: &Path, port: u16) -> std::path::PathBuf {
     let config = root.join("config");
     fs::create_dir_all(&config).unwrap();
-    let dir = |name: &str| root.join(name).display().to_string();
-    fs::write(
-        config.join("pattoo.yaml"),
-        format!(
-            "pattoo:\n  log_directory: {}\n  cache_directory: {}\n  daemon_directory: {}\npattoo_agent_api:\n  ip_address: 127.0.0.1\n  ip_bind_port: {port}\n",
-            dir("log"),
-            dir("cache"),
-            dir("daemon")
-        ),
-    )
-    .unwrap();
+    common::write_pattoo_yaml(&config, root, port);
     fs::write(
         config.join("pattoo_agentd.yaml"),
         r#"pattoo_agentd:

@@ -8,3 +8,22 @@ pub mod http_server;
 pub mod modbus;
 pub mod modbus_sim;
 pub mod receiver;
+
+use std::path::Path;
+
+/// Writes `config_dir/pattoo.yaml` with the log, cache and daemon
+/// directories under `state_root` and the server on 127.0.0.1:`port`.
+pub fn write_pattoo_yaml(config_dir: &Path, state_root: &Path, port: u16) {
+    let dir = |name: &str| state_root.join(name).display().to_string();
+    std::fs::write(
+        config_dir.join("pattoo.yaml"),
+        format!(
+            "pattoo:\n  log_directory: {}\n  cache_directory: {}\n  daemon_directory: {}\n\
+             pattoo_agent_api:\n  ip_address: 127.0.0.1\n  ip_bind_port: {port}\n",
+            dir("log"),
+            dir("cache"),
+            dir("daemon")
+        ),
+    )
+    .unwrap();
+}

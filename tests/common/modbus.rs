@@ -8,12 +8,7 @@ use pattoo_agentd::pollers::PollerKind;
 
 /// A `pattoo.yaml` that points everything into `dir`.
 pub fn write_pattoo_yaml(dir: &Path) {
-    let text = format!(
-        "pattoo:\n  log_directory: {0}/log\n  cache_directory: {0}/cache\n  daemon_directory: {0}/daemon\n\
-         pattoo_agent_api:\n  ip_address: 127.0.0.1\n  ip_bind_port: 20201\n",
-        dir.display()
-    );
-    std::fs::write(dir.join("pattoo.yaml"), text).unwrap();
+    super::write_pattoo_yaml(dir, dir, 20201);
 }
 
 /// Loads a configuration directory holding `pattoo.yaml` and the given
