@@ -389,23 +389,23 @@ impl PairTable {
     /// A pair known not to have been seen before: written without being
     /// remembered.
     fn unique_text(&mut self, key: &str, value: &str) -> u32 {
-        self.scratch.clear();
-        self.scratch.push('[');
-        push_json_string(&mut self.scratch, key);
-        self.scratch.push(',');
-        push_json_string(&mut self.scratch, value);
-        self.scratch.push(']');
+        self.render_text(key, value);
         self.write_new()
     }
 
     fn text(&mut self, key: &str, value: &str) -> u32 {
+        self.render_text(key, value);
+        self.intern()
+    }
+
+    /// Renders `[key, value]` with a text value into `scratch`.
+    fn render_text(&mut self, key: &str, value: &str) {
         self.scratch.clear();
         self.scratch.push('[');
         push_json_string(&mut self.scratch, key);
         self.scratch.push(',');
         push_json_string(&mut self.scratch, value);
         self.scratch.push(']');
-        self.intern()
     }
 
     fn integer(&mut self, key: &str, value: u64) -> u32 {
