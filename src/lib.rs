@@ -14,6 +14,7 @@ pub mod daemon;
 pub mod delivery;
 pub mod formats;
 pub mod identity;
+pub mod manpage;
 pub mod model;
 pub mod pollers;
 pub mod scheduler;
