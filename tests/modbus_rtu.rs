@@ -358,3 +358,29 @@ async fn replies_that_stay_garbled_fail_the_read_once_the_retries_are_spent() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn a_port_held_by_another_program_is_reported_busy_with_what_to_do() {
+    let line = pty_pair();
+    // Another program has the port, exclusively, as serial programs do.
+    let _held = tokio_serial::SerialStream::open(&tokio_serial::new(
+        line.agent.display().to_string(),
+        9600,
+    ))
+    .unwrap();
+    let mut poller = poller(&format!(
+        "    - name: busy\n      type: modbus_tcp\n      transport: rtu\n      device: {}\n      registers: [30001]\n",
+        line.agent.display()
+    ));
+    let (logs, _guard) = capture_logs();
+    assert!(poller.poll().await.is_err());
+    let text = logs.text();
+    assert!(
+        text.contains(&format!(
+            "{} is busy: another program has it open",
+            line.agent.display()
+        )),
+        "{text}"
+    );
+    assert!(text.contains("fuser -v"), "{text}");
+}

@@ -484,15 +484,17 @@ fn open_serial(serial: &SerialSettings) -> Result<tokio_serial::SerialStream, St
 fn serial_error(device: &str, error: &tokio_serial::Error) -> String {
     use std::io::ErrorKind as Io;
     use tokio_serial::ErrorKind;
+    const README: &str = "\"Serial ports\" in /usr/share/doc/pattoo-agentd/README.md";
     match error.kind() {
         ErrorKind::Io(Io::NotFound) => format!(
             "{device} does not exist: check that the adapter is plugged in and the path is right \
-             (ls -l /dev/serial/by-id/ lists USB adapters by a name that does not change)"
+             (ls -l /dev/serial/by-id/ lists USB adapters by names that do not change); under \
+             systemd the service sees no devices until a drop-in allows them: see {README}"
         ),
         ErrorKind::Io(Io::PermissionDenied) => format!(
             "permission denied opening {device}: the agent's user needs the `dialout` group \
-             (usermod -aG dialout pattoo; under systemd, SupplementaryGroups=dialout and \
-             DeviceAllow={device} rw in a drop-in: see the packaging README, \"Serial ports\")"
+             (usermod -aG dialout pattoo); under systemd the service also needs \
+             SupplementaryGroups=dialout and DeviceAllow={device} rw: see {README}"
         ),
         ErrorKind::NoDevice => format!(
             "{device} is busy: another program has it open ({}); find it with `fuser -v {device}` \

@@ -1,5 +1,6 @@
-//! The Modbus TCP poller: reads coils, discrete inputs, input registers and
-//! holding registers from devices and gateways.
+//! The Modbus poller: reads coils, discrete inputs, input registers and
+//! holding registers from devices and gateways, over Modbus TCP, RTU frames
+//! over TCP, or RTU on a serial line.
 //!
 //! # Configuration (`type: modbus_tcp` in `pattoo_agentd.yaml`)
 //!
@@ -9,6 +10,11 @@
 //!   targets:                      # host, host:port (default port 502) or a mapping
 //!     - "10.0.0.5"
 //!     - {address: "10.0.0.9:502", unit: 3, name: inverter-3}
+//!   transport: tcp                # tcp (default), rtu_over_tcp or rtu
+//!   # with rtu: the line, and `targets` lists unit ids ([1, 2] or {unit, name})
+//!   # device: /dev/ttyUSB0
+//!   # baud_rate: 9600             # parity: none|even|odd, data_bits: 8, stop_bits: 1
+//!   retries: 1                    # garbled or wrong-unit replies asked again (RTU: 1, TCP: 0)
 //!   unit: 1                       # unit id of targets that do not give one (default 1)
 //!   timeout_ms: 3000              # per connect and per request (default 3000)
 //!   max_registers_per_read: 125   # lower it for fussy devices (1..125)
@@ -44,14 +50,18 @@
 //!
 //! - One TCP connection per host:port, kept between polls and shared by
 //!   every target and unit behind it; one request in flight on it
-//!   ([`connection`] has the timeout, retry and backoff rules).
+//!   ([`connection`] has the timeout, retry and backoff rules). A serial
+//!   port is one link for every poller naming it.
 //! - Connections are polled concurrently, at most `max_concurrent_targets`
 //!   at once, so a dead device costs its timeout and delays no other.
 //! - Values of the same unit and table are merged into the fewest reads
 //!   ([`plan`]). A merged read refused with exception 2 (illegal data
 //!   address) is split in two and retried until the bad address is
 //!   isolated; the split is kept for later polls.
-//! - A unit that times out is not asked again in the same poll.
+//! - A unit that times out is not asked again in the same poll. A link
+//!   through which nothing answered in the last poll is silent (a gateway
+//!   that accepts and never answers, a dead bus): its first timeout ends
+//!   its poll, and its units take turns at being asked first.
 //! - Whatever was read is returned; nothing is made up for the rest, and
 //!   every failure is logged with the unit, device and register range.
 
