@@ -384,3 +384,84 @@ async fn a_port_held_by_another_program_is_reported_busy_with_what_to_do() {
     );
     assert!(text.contains("fuser -v"), "{text}");
 }
+
+/// What a hand-made RTU device on a pty saw: when each request arrived and
+/// when its reply was sent.
+#[derive(Debug, Clone, Copy)]
+struct Exchange {
+    asked: Instant,
+    answered: Instant,
+}
+
+/// A device on `path` answering every read-input-registers request with
+/// zeros after `delay`, recording each exchange; a request that arrives
+/// while another is being answered is recorded as an overlap.
+fn slow_rtu_device(
+    path: &std::path::Path,
+    delay: Duration,
+) -> Arc<std::sync::Mutex<Vec<Exchange>>> {
+    let mut port =
+        tokio_serial::SerialStream::open(&tokio_serial::new(path.display().to_string(), 1200))
+            .unwrap();
+    let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let exchanges = log.clone();
+    tokio::spawn(async move {
+        let mut request = [0u8; 8];
+        while port.read_exact(&mut request).await.is_ok() {
+            let asked = Instant::now();
+            assert_eq!(
+                crc16(&request[..6]),
+                [request[6], request[7]],
+                "bad request CRC"
+            );
+            let count = u16::from_be_bytes([request[4], request[5]]);
+            let mut reply = vec![request[0], request[1], (count * 2) as u8];
+            reply.extend(std::iter::repeat_n(0u8, usize::from(count) * 2));
+            let crc = crc16(&reply);
+            reply.extend(crc);
+            tokio::time::sleep(delay).await;
+            if port.write_all(&reply).await.is_err() {
+                return;
+            }
+            exchanges.lock().unwrap().push(Exchange {
+                asked,
+                answered: Instant::now(),
+            });
+        }
+    });
+    log
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_serial_line_carries_one_request_at_a_time_with_the_inter_frame_silence_between() {
+    let line = pty_pair();
+    let exchanges = slow_rtu_device(&line.device, Duration::from_millis(20));
+    // 1200 baud 8E1: 11 bits a character, 3.5 characters are 32 ms.
+    let silence = Duration::from_micros(3_500 * 11 * 1_000_000 / 1_200 / 1_000);
+    let yaml = |name: &str, units: &str| {
+        format!(
+            "    - name: {name}\n      type: modbus_tcp\n      transport: rtu\n      device: {}\n      baud_rate: 1200\n      parity: even\n      timeout_ms: 2000\n      targets: {units}\n      registers: [30001, 30100]\n",
+            line.agent.display()
+        )
+    };
+    let mut first = poller(&yaml("first", "[1, 2]"));
+    let mut second = poller(&yaml("second", "[3]"));
+    let (a, b) = tokio::join!(first.poll(), second.poll());
+    assert_eq!(a.unwrap()[0].datapoints.len(), 4);
+    assert_eq!(b.unwrap()[0].datapoints.len(), 2);
+
+    let mut exchanges = exchanges.lock().unwrap().clone();
+    exchanges.sort_by_key(|e| e.asked);
+    assert_eq!(exchanges.len(), 6, "one request per unit and register");
+    for pair in exchanges.windows(2) {
+        let quiet = pair[1].asked.saturating_duration_since(pair[0].answered);
+        assert!(
+            pair[1].asked > pair[0].answered,
+            "a request came while another was being answered: {pair:?}"
+        );
+        assert!(
+            quiet >= silence,
+            "only {quiet:?} of silence between a reply and the next request (want {silence:?})"
+        );
+    }
+}

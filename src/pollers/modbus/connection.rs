@@ -167,10 +167,6 @@ struct Link {
     /// The serial settings the open port has; another poller may name the
     /// same port with other settings.
     opened_with: Option<SerialSettings>,
-    /// A request was sent and its future dropped before the answer (the
-    /// poll was cancelled): the answer may still come, so the link is not
-    /// reused.
-    in_flight: bool,
 }
 
 impl Link {
@@ -181,7 +177,6 @@ impl Link {
             received: Arc::new(AtomicU64::new(0)),
             quiet_since: None,
             opened_with: None,
-            in_flight: false,
         }
     }
 }
@@ -310,9 +305,6 @@ impl Connection {
         count: u16,
     ) -> Result<Data, ReadError> {
         let limit = self.timeout;
-        if std::mem::take(&mut link.in_flight) {
-            link.context = None;
-        }
         if let Some(serial) = self.serial() {
             if link.opened_with.as_ref() != Some(serial) && link.context.is_some() {
                 tracing::debug!(device = %serial.device, "another poller opened the port with other settings; reopening it with {serial}");
@@ -330,7 +322,9 @@ impl Connection {
         context.set_slave(Slave(unit));
         let received_before = link.received.load(Ordering::Relaxed);
         let asked_at = Instant::now();
-        link.in_flight = true;
+        // The context is out of the link while the request is out: if the
+        // poll is cancelled before the answer, it is dropped with the
+        // request, and the next request opens a fresh link.
         let call = async {
             match table {
                 Table::Coil => context
@@ -352,7 +346,6 @@ impl Connection {
             }
         };
         let result = timeout(limit, call).await;
-        link.in_flight = false;
         if self.serial().is_some() {
             link.quiet_since = Some(Instant::now());
         }
