@@ -160,7 +160,7 @@ fn a_serial_poller_reads_units_on_its_device_with_the_line_settings() {
       transport: rtu
       device: /dev/ttyUSB0
       baud_rate: 19200
-      parity: even
+      parity: E
       targets: [1, {unit: 7, name: inverter}]
       registers: [30001]
     - name: one_device

@@ -103,11 +103,15 @@ impl std::fmt::Display for SerialSettings {
     }
 }
 
+/// Also accepted as the letters of the usual notation (`8E1`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Parity {
+    #[serde(alias = "N", alias = "n")]
     None,
+    #[serde(alias = "E", alias = "e")]
     Even,
+    #[serde(alias = "O", alias = "o")]
     Odd,
 }
 
