@@ -299,7 +299,7 @@ async fn rtu_over_tcp_through_relay(
     let server = pymodbus::start_tcp(&register_map_json(), Framer::Rtu);
     let address = relay(server.address.clone(), tampering.clone()).await;
     let poller = poller(&format!(
-        "    - name: noisy\n      type: modbus_tcp\n      transport: rtu_over_tcp\n      timeout_ms: 500\n      retries: {retries}\n      targets: [\"{address}\"]\n{ONE_READ}"
+        "    - name: noisy\n      type: modbus_tcp\n      transport: rtu_over_tcp\n      timeout_ms: 1500\n      retries: {retries}\n      targets: [\"{address}\"]\n{ONE_READ}"
     ));
     (server, poller)
 }
