@@ -18,7 +18,10 @@ const MARKER: &str = ".\\\" @GENERATED OPTIONS AND COMMANDS@\n";
 pub fn render() -> Vec<u8> {
     let command = Cli::command();
     let man = clap_mangen::Man::new(command.clone())
-        .source(format!("pattoo-agentd {}", env!("CARGO_PKG_VERSION")))
+        // The version stands where a date would: roff drops an empty
+        // argument and would shift the others.
+        .date(env!("CARGO_PKG_VERSION"))
+        .source("pattoo-agentd")
         .manual("User Commands");
     let (before, after) = PROSE
         .split_once(MARKER)
@@ -139,6 +142,11 @@ mod tests {
     #[test]
     fn every_visible_command_and_option_is_on_the_page() {
         let page = String::from_utf8(render()).unwrap();
+        let title = format!(
+            ".TH pattoo-agentd 1 {} pattoo-agentd \"User Commands\"",
+            env!("CARGO_PKG_VERSION")
+        );
+        assert!(page.contains(&title), "no {title:?} in\n{page}");
         for text in [
             ".B pattoo\\-agentd run",
             ".B pattoo\\-agentd check",
