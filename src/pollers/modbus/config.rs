@@ -498,8 +498,15 @@ impl ModbusSettings {
         let values: usize = self.targets.iter().map(|t| t.registers.len()).sum();
         if let Transport::Rtu(serial) = &self.transport {
             let units: Vec<String> = self.targets.iter().map(|t| t.unit.to_string()).collect();
+            // Not an error: an adapter may be plugged in after the agent
+            // starts, and the port is opened when it is there.
+            let missing = if std::path::Path::new(&serial.device).exists() {
+                ""
+            } else {
+                " (the device does not exist now; it is opened once it does)"
+            };
             return format!(
-                "reads {values} value(s) in all over Modbus RTU on {serial} from unit(s) {}",
+                "reads {values} value(s) in all over Modbus RTU on {serial} from unit(s) {}{missing}",
                 units.join(", ")
             );
         }
