@@ -54,6 +54,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             receive(listen, &dir).await
         }
         Command::Completions { shell } => completions(shell),
+        Command::Man => {
+            let mut stdout = std::io::stdout().lock();
+            stdout
+                .write_all(&crate::manpage::render())
+                .and_then(|()| stdout.flush())
+                .context("writing the manual page to stdout")
+        }
     }
 }
 

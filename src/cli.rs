@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "pattoo-agentd",
     version,
-    about = "Polls Modbus TCP devices, HTTP endpoints and local commands and posts the readings to a pattoo server",
+    about = "Polls Modbus devices (TCP, RTU over TCP, serial RTU), HTTP endpoints and local commands and posts the readings to a pattoo server",
     long_about = None,
 )]
 pub struct Cli {
@@ -55,6 +55,9 @@ pub enum Command {
         #[arg(value_enum, value_name = "SHELL")]
         shell: clap_complete::Shell,
     },
+    /// Print the manual page (roff) on stdout; packages install it
+    #[command(hide = true)]
+    Man,
 }
 
 #[derive(Debug, Subcommand)]

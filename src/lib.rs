@@ -1,5 +1,5 @@
-//! pattoo-agentd: a pattoo agent that polls Modbus TCP devices, HTTP
-//! endpoints and local commands, and delivers what it reads to a pattoo
+//! pattoo-agentd: a pattoo agent that polls Modbus devices (TCP and RTU),
+//! HTTP endpoints and local commands, and delivers what it reads to a pattoo
 //! server without losing it.
 //!
 //! Data flows one way: configuration → pollers → model (normalise) →
@@ -14,6 +14,7 @@ pub mod daemon;
 pub mod delivery;
 pub mod formats;
 pub mod identity;
+pub mod manpage;
 pub mod model;
 pub mod pollers;
 pub mod scheduler;

@@ -119,3 +119,161 @@ fn a_leading_zero_means_coil_whether_or_not_the_number_is_quoted() {
         ]
     );
 }
+
+#[test]
+fn the_short_table_names_are_accepted_with_their_default_keys() {
+    let settings = common::modbus::load_agentd(
+        "pattoo_agentd:\n  pollers:\n    - name: plc\n      type: modbus_tcp\n      targets: [\"10.0.0.5\"]\n      \
+         registers:\n        - {table: coil, address: 16}\n        - {table: discrete, address: 0}\n        \
+         - {table: discrete_input, address: 1}\n        - {table: input, address: 2}\n        \
+         - {table: holding, address: 0}\n        - {table: holding, address: 10000}\n",
+    )
+    .unwrap_or_else(|errors| panic!("{errors}"));
+    let PollerKind::ModbusTcp(modbus) = &settings.pollers[0].kind else {
+        panic!("not a modbus poller");
+    };
+    let keys: Vec<&str> = modbus.targets[0]
+        .registers
+        .iter()
+        .map(|r| r.key.as_str())
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "coil_17",
+            "discrete_input_10001",
+            "discrete_input_10002",
+            "input_register_30003",
+            "holding_register_40001",
+            "holding_register_410001"
+        ]
+    );
+}
+
+#[test]
+fn a_serial_poller_reads_units_on_its_device_with_the_line_settings() {
+    let settings = common::modbus::load_agentd(
+        "pattoo_agentd:
+  pollers:
+    - name: bus
+      type: modbus_tcp
+      transport: rtu
+      device: /dev/ttyUSB0
+      baud_rate: 19200
+      parity: E
+      targets: [1, {unit: 7, name: inverter}]
+      registers: [30001]
+    - name: one_device
+      type: modbus_tcp
+      transport: rtu
+      device: /dev/ttyUSB1
+      unit: 4
+      registers: [30001]
+",
+    )
+    .unwrap_or_else(|errors| panic!("{errors}"));
+    let PollerKind::ModbusTcp(bus) = &settings.pollers[0].kind else {
+        panic!("not a modbus poller");
+    };
+    let targets: Vec<(&str, u8)> = bus
+        .targets
+        .iter()
+        .map(|t| (t.name.as_str(), t.unit))
+        .collect();
+    assert_eq!(targets, [("/dev/ttyUSB0", 1), ("inverter", 7)]);
+    assert_eq!(bus.retries, 1);
+    assert_eq!(
+        settings.pollers[0].kind.describe(),
+        format!(
+            "reads 2 value(s) in all over Modbus RTU on /dev/ttyUSB0 19200 8E1 from unit(s) 1, 7{}",
+            if std::path::Path::new("/dev/ttyUSB0").exists() {
+                ""
+            } else {
+                " (the device does not exist now; it is opened once it does)"
+            }
+        )
+    );
+    let PollerKind::ModbusTcp(one) = &settings.pollers[1].kind else {
+        panic!("not a modbus poller");
+    };
+    let targets: Vec<(&str, u8)> = one
+        .targets
+        .iter()
+        .map(|t| (t.name.as_str(), t.unit))
+        .collect();
+    assert_eq!(targets, [("/dev/ttyUSB1", 4)]);
+}
+
+#[test]
+fn transport_and_serial_settings_are_checked_with_their_location() {
+    let errors = common::modbus::load_agentd(
+        "pattoo_agentd:
+  pollers:
+    - name: tcp_with_a_baud_rate
+      type: modbus_tcp
+      baud_rate: 9600
+      targets: [\"10.0.0.5\"]
+      registers: [30001]
+    - name: no_device
+      type: modbus_tcp
+      transport: rtu
+      targets: [1]
+      registers: [30001]
+    - name: bad_line
+      type: modbus_tcp
+      transport: rtu
+      device: ttyUSB0
+      parity: mark
+      data_bits: 9
+      stop_bits: 3
+      retries: 9
+      targets: [0, \"10.0.0.5\", {unit: 248}]
+      registers: [30001]
+    - name: typo
+      type: modbus_tcp
+      transport: rtu_over_udp
+      targets: [\"10.0.0.5\"]
+      registers: [30001]
+",
+    )
+    .unwrap_err()
+    .to_string();
+    for expected in [
+        "pollers[0].baud_rate: `baud_rate` is a serial setting: it needs `transport: rtu`",
+        "pollers[1]: missing `device`: with `transport: rtu`, name the serial port",
+        "pollers[2].parity: unknown variant `mark`",
+        "pollers[3].transport: unknown transport \"rtu_over_udp\": expected tcp, rtu_over_tcp or rtu",
+    ] {
+        assert!(errors.contains(expected), "missing {expected:?} in\n{errors}");
+    }
+    let errors = common::modbus::load_agentd(
+        "pattoo_agentd:
+  pollers:
+    - name: bad_line
+      type: modbus_tcp
+      transport: rtu
+      device: ttyUSB0
+      data_bits: 9
+      stop_bits: 3
+      retries: 9
+      targets: [0, \"10.0.0.5\", {unit: 248}]
+      registers: [30001]
+",
+    )
+    .unwrap_err()
+    .to_string();
+    for expected in [
+        "pollers[0].device: \"ttyUSB0\" is not a serial device path",
+        "pollers[0].data_bits: must be 7 or 8",
+        "pollers[0].stop_bits: must be 1 or 2",
+        "pollers[0].retries: 9 is too many: at most 5",
+        "pollers[0].targets[0]: unit 0 cannot answer on a serial line",
+        "pollers[0].targets[1]: \"10.0.0.5\": with `transport: rtu` a target is a unit id",
+        "pollers[0].targets[2].unit: unit 248 cannot answer on a serial line",
+    ] {
+        assert!(
+            errors.contains(expected),
+            "missing {expected:?} in\n{errors}"
+        );
+    }
+}

@@ -287,6 +287,100 @@ async fn a_device_that_never_answers_costs_one_timeout_while_another_devices_val
     assert_eq!(silent.requests(), 1, "the silent device was asked once");
 }
 
+/// The units the device was asked about, in order, since `from`.
+fn units_asked(sim: &Sim, from: usize) -> Vec<u8> {
+    sim.seen()[from..].iter().map(|s| s.unit).collect()
+}
+
+#[tokio::test]
+async fn a_gateway_that_accepts_but_never_answers_costs_one_timeout_per_poll_whatever_the_units() {
+    let units = [1, 2, 3, 4];
+    let sim = Sim::start(units.map(|u| (u, Unit::default().input(0, &[u.into()])))).await;
+    sim.go_silent();
+    let address = sim.address();
+    let mut poller = poller(&format!(
+        "    - name: gateway
+      type: modbus_tcp
+      timeout_ms: 500
+      targets:
+{}      registers: [30001, 40001]
+",
+        units
+            .iter()
+            .map(|u| format!("        - {{address: \"{address}\", unit: {u}}}\n"))
+            .collect::<String>()
+    ));
+    // The first poll cannot tell a silent gateway from silent units: it
+    // asks each unit once (and each unit's second read is skipped).
+    assert!(poller.poll().await.is_err());
+    assert_eq!(units_asked(&sim, 0), [1, 2, 3, 4]);
+    // From then on one request, one timeout, per poll; the units take
+    // turns so that whichever comes back first is found.
+    let mut asked = Vec::new();
+    for _ in 0..4 {
+        let before = sim.requests();
+        let started = Instant::now();
+        assert!(poller.poll().await.is_err());
+        let took = started.elapsed();
+        assert_eq!(sim.requests() - before, 1, "one request per poll");
+        assert!(
+            took < Duration::from_millis(4 * 500),
+            "a poll of a silent gateway took {took:?}, as long as a timeout per unit"
+        );
+        asked.extend(units_asked(&sim, before));
+    }
+    assert_eq!(asked, [1, 2, 3, 4]);
+
+    // Back: the next poll reads every unit again.
+    sim.answer_again();
+    let targets = poller.poll().await.unwrap();
+    let units: BTreeSet<String> = targets[0]
+        .datapoints
+        .iter()
+        .map(|d| d.metadata[0].value.clone())
+        .collect();
+    assert_eq!(units, ["001", "002", "003", "004"].map(String::from).into());
+    assert_eq!(targets[0].datapoints.len(), 8);
+}
+
+#[tokio::test]
+async fn a_dead_unit_behind_a_live_gateway_does_not_hold_up_the_others() {
+    let sim = Sim::start([
+        (1, Unit::default().input(0, &[101])),
+        (2, Unit::default().input(0, &[202])),
+        (3, Unit::default().input(0, &[303])),
+    ])
+    .await;
+    sim.silence_unit(1);
+    let address = sim.address();
+    let mut poller = poller(&format!(
+        "    - name: gateway
+      type: modbus_tcp
+      timeout_ms: 1000
+      targets:
+        - {{address: \"{address}\", unit: 1, name: dead}}
+        - {{address: \"{address}\", unit: 2, name: two}}
+        - {{address: \"{address}\", unit: 3, name: three}}
+      registers: [30001, 40001]
+"
+    ));
+    for poll in 0..3 {
+        let before = sim.requests();
+        let got = values(&poller.poll().await.unwrap());
+        let got: Vec<&Value> = got
+            .iter()
+            .filter(|(k, _)| k.ends_with("input_register_30001"))
+            .map(|(_, v)| v)
+            .collect();
+        assert_eq!(got, [&Value::Int(303), &Value::Int(202)], "poll {poll}");
+        // The dead unit is asked once (its second read skipped); the live
+        // ones twice each.
+        let mut asked = units_asked(&sim, before);
+        asked.sort();
+        assert_eq!(asked, [1, 2, 2, 3, 3], "poll {poll}");
+    }
+}
+
 #[tokio::test]
 async fn several_unit_ids_behind_one_gateway_share_one_connection() {
     let sim = Sim::start([

@@ -7,6 +7,7 @@
 pub mod http_server;
 pub mod modbus;
 pub mod modbus_sim;
+pub mod pymodbus;
 pub mod receiver;
 
 use std::path::Path;

@@ -72,6 +72,9 @@ pub struct State {
     /// when a read covers them.
     illegal: Mutex<HashSet<(u8, u16)>>,
     silent: AtomicBool,
+    /// Units that never answer, while the others do (a dead device behind
+    /// a live gateway).
+    silent_units: Mutex<HashSet<u8>>,
     requests: AtomicUsize,
     connections: AtomicUsize,
     seen: Mutex<Vec<Seen>>,
@@ -116,6 +119,16 @@ impl Sim {
     /// From now on, requests are read but never answered.
     pub fn go_silent(&self) {
         self.state.silent.store(true, Ordering::SeqCst);
+    }
+
+    /// Ends `go_silent`: requests on new connections are answered again.
+    pub fn answer_again(&self) {
+        self.state.silent.store(false, Ordering::SeqCst);
+    }
+
+    /// Makes one unit stop answering; the others still do.
+    pub fn silence_unit(&self, unit: u8) {
+        self.state.silent_units.lock().unwrap().insert(unit);
     }
 
     pub fn requests(&self) -> usize {
@@ -202,7 +215,8 @@ impl tokio_modbus::server::Service for Device {
             start,
             count,
         });
-        if state.silent.load(Ordering::SeqCst) {
+        if state.silent.load(Ordering::SeqCst) || state.silent_units.lock().unwrap().contains(&unit)
+        {
             return Box::pin(std::future::pending());
         }
         let answer = (|| {

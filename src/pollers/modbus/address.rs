@@ -42,12 +42,23 @@ impl Table {
         }
     }
 
-    /// Accepts the singular or plural configuration name.
+    /// Accepts the singular or plural configuration name, and the short
+    /// names device manuals and other tools use: `discrete`, `input`,
+    /// `holding`.
     pub fn from_name(text: &str) -> Option<Table> {
         let text = text.trim().to_ascii_lowercase();
         let singular = text.strip_suffix('s').unwrap_or(&text);
-        Table::ALL.into_iter().find(|t| t.name() == singular)
+        match singular {
+            "discrete" => Some(Table::DiscreteInput),
+            "input" => Some(Table::InputRegister),
+            "holding" => Some(Table::HoldingRegister),
+            _ => Table::ALL.into_iter().find(|t| t.name() == singular),
+        }
     }
+
+    /// The names `table:` accepts, for error messages.
+    pub const NAMES: &'static str =
+        "coil, discrete_input (or discrete), input_register (or input), holding_register (or holding)";
 
     /// Whether the table holds single bits (coils, discrete inputs) rather
     /// than 16-bit registers.
@@ -218,5 +229,19 @@ mod tests {
             Some(Table::HoldingRegister)
         );
         assert_eq!(Table::from_name("registers"), None);
+    }
+
+    #[test]
+    fn table_names_accept_the_short_forms() {
+        assert_eq!(Table::from_name("coil"), Some(Table::Coil));
+        assert_eq!(Table::from_name("discrete"), Some(Table::DiscreteInput));
+        assert_eq!(
+            Table::from_name("discrete_inputs"),
+            Some(Table::DiscreteInput)
+        );
+        assert_eq!(Table::from_name("input"), Some(Table::InputRegister));
+        assert_eq!(Table::from_name("holding"), Some(Table::HoldingRegister));
+        assert_eq!(Table::from_name("Holdings"), Some(Table::HoldingRegister));
+        assert_eq!(Table::from_name("register"), None);
     }
 }

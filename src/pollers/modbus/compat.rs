@@ -145,6 +145,8 @@ fn parse(doc: &mut Document) -> Option<PollerSettings> {
             max_bits_per_read: super::config::MAX_BITS_PER_READ,
             max_gap: 0,
             max_concurrent_targets: super::config::DEFAULT_MAX_CONCURRENT_TARGETS,
+            transport: super::Transport::Tcp,
+            retries: 0,
         }),
     })
 }

@@ -22,6 +22,98 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3);
 pub const MAX_REGISTERS_PER_READ: u16 = 125;
 pub const MAX_BITS_PER_READ: u16 = 2000;
 pub const DEFAULT_MAX_CONCURRENT_TARGETS: usize = 16;
+pub const DEFAULT_BAUD_RATE: u32 = 9600;
+/// Retries of a garbled reply (CRC error) or one from the wrong unit, on
+/// the RTU transports; Modbus TCP frames are checked by TCP itself.
+pub const DEFAULT_RTU_RETRIES: u8 = 1;
+pub const MAX_RETRIES: u8 = 5;
+/// The highest unit id a serial device may have; 0 is broadcast, which
+/// nothing answers.
+pub const MAX_SERIAL_UNIT: u8 = 247;
+
+/// How requests reach the devices.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transport {
+    /// Modbus TCP: MBAP header, no CRC.
+    Tcp,
+    /// RTU frames (unit, PDU, CRC) over a TCP socket, as cheap serial
+    /// gateways pass them through.
+    RtuOverTcp,
+    /// RTU on a local serial port.
+    Rtu(SerialSettings),
+}
+
+impl Transport {
+    /// The name `transport:` takes.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Transport::Tcp => "tcp",
+            Transport::RtuOverTcp => "rtu_over_tcp",
+            Transport::Rtu(_) => "rtu",
+        }
+    }
+}
+
+/// A serial line's settings.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SerialSettings {
+    /// The port, e.g. `/dev/ttyUSB0` or a `/dev/serial/by-id/` link.
+    pub device: String,
+    pub baud_rate: u32,
+    pub parity: Parity,
+    /// 7 or 8.
+    pub data_bits: u8,
+    /// 1 or 2.
+    pub stop_bits: u8,
+}
+
+impl SerialSettings {
+    /// Bits on the wire per character: start, data, parity, stop.
+    pub fn bits_per_character(&self) -> u32 {
+        1 + u32::from(self.data_bits)
+            + u32::from(self.parity != Parity::None)
+            + u32::from(self.stop_bits)
+    }
+
+    /// The silence that must separate two frames: 3.5 characters, and at
+    /// least 1.75 ms above 19,200 baud (Modbus over Serial Line v1.02,
+    /// 2.5.1.1), where the character time is too short for a UART to time.
+    pub fn inter_frame_silence(&self) -> Duration {
+        if self.baud_rate > 19_200 {
+            return Duration::from_micros(1750);
+        }
+        let bits = u64::from(self.bits_per_character()) * 7; // 3.5 characters, doubled
+        Duration::from_micros(bits * 1_000_000 / (2 * u64::from(self.baud_rate.max(1))))
+    }
+}
+
+impl std::fmt::Display for SerialSettings {
+    /// `/dev/ttyUSB0 9600 8N1`, as serial settings are usually written.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let parity = match self.parity {
+            Parity::None => 'N',
+            Parity::Even => 'E',
+            Parity::Odd => 'O',
+        };
+        write!(
+            f,
+            "{} {} {}{}{}",
+            self.device, self.baud_rate, self.data_bits, parity, self.stop_bits
+        )
+    }
+}
+
+/// Also accepted as the letters of the usual notation (`8E1`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Parity {
+    #[serde(alias = "N", alias = "n")]
+    None,
+    #[serde(alias = "E", alias = "e")]
+    Even,
+    #[serde(alias = "O", alias = "o")]
+    Odd,
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModbusSettings {
@@ -34,6 +126,10 @@ pub struct ModbusSettings {
     pub max_gap: u16,
     /// How many host:port connections are polled at once.
     pub max_concurrent_targets: usize,
+    pub transport: Transport,
+    /// How often a garbled reply or one from the wrong unit is asked
+    /// again.
+    pub retries: u8,
 }
 
 /// One device (or one unit behind a gateway) and what to read from it.
@@ -41,7 +137,9 @@ pub struct ModbusSettings {
 pub struct TargetSettings {
     /// As written in the configuration, for logs.
     pub address: String,
+    /// The host, or with `transport: rtu` the serial device.
     pub host: String,
+    /// 0 with `transport: rtu`.
     pub port: u16,
     /// The `pattoo_agent_polled_target` of its datapoints.
     pub name: String,
@@ -54,7 +152,7 @@ pub struct TargetSettings {
 
 impl TargetSettings {
     /// The connection this target is read through; targets sharing it
-    /// share one TCP connection.
+    /// share one TCP connection (or serial port).
     pub fn endpoint(&self) -> (String, u16) {
         (self.host.to_ascii_lowercase(), self.port)
     }
@@ -78,7 +176,8 @@ pub struct RegisterSettings {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawModbus {
-    targets: Vec<Value>,
+    /// Optional only with `transport: rtu`, where it defaults to `unit`.
+    targets: Option<Vec<Value>>,
     registers: Vec<Value>,
     unit: Option<u8>,
     timeout_ms: Option<u64>,
@@ -87,12 +186,19 @@ struct RawModbus {
     max_gap: Option<u16>,
     max_concurrent_targets: Option<usize>,
     byte_order: Option<String>,
+    transport: Option<String>,
+    retries: Option<u8>,
+    device: Option<String>,
+    baud_rate: Option<u32>,
+    parity: Option<Parity>,
+    data_bits: Option<u8>,
+    stop_bits: Option<u8>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawTarget {
-    address: String,
+    address: Option<String>,
     unit: Option<u8>,
     name: Option<String>,
 }
@@ -205,25 +311,91 @@ impl ModbusSettings {
             }
         }
 
+        let transport = parse_transport(doc, path, &raw, &mut ok);
+        let retries = match raw.retries {
+            None if transport == Transport::Tcp => 0,
+            None => DEFAULT_RTU_RETRIES,
+            Some(n) if n <= MAX_RETRIES => n,
+            Some(n) => {
+                doc.error(
+                    &path.key("retries"),
+                    format!("{n} is too many: at most {MAX_RETRIES}; each retry of a garbled reply can cost a timeout"),
+                );
+                ok = false;
+                MAX_RETRIES
+            }
+        };
+
         let registers: Arc<[RegisterSettings]> = registers.into();
         let unit = raw.unit.unwrap_or(DEFAULT_UNIT);
-        let mut targets = Vec::new();
+        let serial = match &transport {
+            Transport::Rtu(serial) => Some(serial),
+            _ => None,
+        };
+        if serial.is_some() {
+            check_serial_unit(doc, &path.key("unit"), unit, &mut ok);
+            for (i, register) in registers.iter().enumerate() {
+                if let Some(unit) = register.unit {
+                    check_serial_unit(
+                        doc,
+                        &path.key("registers").index(i).key("unit"),
+                        unit,
+                        &mut ok,
+                    );
+                }
+            }
+        }
         let list = path.key("targets");
-        if raw.targets.is_empty() {
+        let raw_targets = match (raw.targets, serial) {
+            (Some(targets), _) => targets,
+            // One device on the line, at the poller's unit.
+            (None, Some(_)) => vec![Value::Number(unit.into())],
+            (None, None) => {
+                doc.error(
+                    path,
+                    "missing `targets`: list the devices to read, e.g. [\"10.0.0.5:502\"]",
+                );
+                return None;
+            }
+        };
+        let mut targets = Vec::new();
+        if raw_targets.is_empty() {
             doc.error(
                 &list,
-                "must list at least one device, e.g. [\"10.0.0.5:502\"]",
+                if serial.is_some() {
+                    "must list at least one unit id on the line, e.g. [1, 2]"
+                } else {
+                    "must list at least one device, e.g. [\"10.0.0.5:502\"]"
+                },
             );
             ok = false;
         }
-        for (i, entry) in raw.targets.iter().enumerate() {
+        for (i, entry) in raw_targets.iter().enumerate() {
             let at = list.index(i);
             let raw_target = match entry {
                 Value::String(address) => RawTarget {
-                    address: address.clone(),
+                    address: Some(address.clone()),
                     unit: None,
                     name: None,
                 },
+                // A bare number is a unit id on the serial line.
+                Value::Number(n) if serial.is_some() => {
+                    match n.as_u64().and_then(|n| u8::try_from(n).ok()) {
+                        Some(unit) => RawTarget {
+                            address: None,
+                            unit: Some(unit),
+                            name: None,
+                        },
+                        None => {
+                            doc.error(
+                                &at,
+                                format!("{n} is not a unit id: expected 1 to {MAX_SERIAL_UNIT}"),
+                            );
+                            ok = false;
+                            continue;
+                        }
+                    }
+                }
                 Value::Mapping(_) => match doc.deserialize::<RawTarget>(&at, entry) {
                     Some(target) => target,
                     None => {
@@ -232,22 +404,56 @@ impl ModbusSettings {
                     }
                 },
                 other => {
+                    let expected = if serial.is_some() {
+                        "a unit id such as 1 or {unit, name}"
+                    } else {
+                        "\"host\", \"host:port\" or {address, unit, name}"
+                    };
                     doc.error(
                         &at,
-                        format!(
-                            "expected \"host\", \"host:port\" or {{address, unit, name}}, found {}",
-                            describe(other)
-                        ),
+                        format!("expected {expected}, found {}", describe(other)),
                     );
                     ok = false;
                     continue;
                 }
             };
-            let Some((host, port)) = parse_host_port(doc, &at, &raw_target.address) else {
-                ok = false;
-                continue;
+            let (address, host, port) = match (serial, raw_target.address) {
+                (Some(serial), None) => (serial.device.clone(), serial.device.clone(), 0),
+                (Some(serial), Some(address)) => {
+                    doc.error(
+                        &at,
+                        format!(
+                            "{address:?}: with `transport: rtu` a target is a unit id on the serial line {}; the line is set by `device`",
+                            serial.device
+                        ),
+                    );
+                    ok = false;
+                    continue;
+                }
+                (None, Some(address)) => {
+                    let Some((host, port)) = parse_host_port(doc, &at, &address) else {
+                        ok = false;
+                        continue;
+                    };
+                    (address.trim().to_owned(), host, port)
+                }
+                (None, None) => {
+                    doc.error(
+                        &at,
+                        "missing `address`: the device's \"host\" or \"host:port\"",
+                    );
+                    ok = false;
+                    continue;
+                }
             };
-            let address = raw_target.address.trim().to_owned();
+            let target_unit = raw_target.unit.unwrap_or(unit);
+            if serial.is_some() && raw_target.unit.is_some() {
+                let at_unit = match entry {
+                    Value::Mapping(_) => at.key("unit"),
+                    _ => at.clone(),
+                };
+                check_serial_unit(doc, &at_unit, target_unit, &mut ok);
+            }
             let target = TargetSettings {
                 name: raw_target
                     .name
@@ -257,7 +463,7 @@ impl ModbusSettings {
                 address,
                 host,
                 port,
-                unit: raw_target.unit.unwrap_or(unit),
+                unit: target_unit,
                 registers: registers.clone(),
             };
             if targets
@@ -283,21 +489,142 @@ impl ModbusSettings {
             max_bits_per_read,
             max_gap,
             max_concurrent_targets,
+            transport,
+            retries,
         })
     }
 
     pub fn describe(&self) -> String {
         let values: usize = self.targets.iter().map(|t| t.registers.len()).sum();
+        if let Transport::Rtu(serial) = &self.transport {
+            let units: Vec<String> = self.targets.iter().map(|t| t.unit.to_string()).collect();
+            // Not an error: an adapter may be plugged in after the agent
+            // starts, and the port is opened when it is there.
+            let missing = if std::path::Path::new(&serial.device).exists() {
+                ""
+            } else {
+                " (the device does not exist now; it is opened once it does)"
+            };
+            return format!(
+                "reads {values} value(s) in all over Modbus RTU on {serial} from unit(s) {}{missing}",
+                units.join(", ")
+            );
+        }
         let targets: Vec<String> = self
             .targets
             .iter()
             .map(|t| format!("{} unit {}", crate::app::host_port(&t.host, t.port), t.unit))
             .collect();
+        let over = match self.transport {
+            Transport::RtuOverTcp => "Modbus RTU over TCP",
+            _ => "Modbus TCP",
+        };
         format!(
-            "reads {values} value(s) in all over Modbus TCP from {}",
+            "reads {values} value(s) in all over {over} from {}",
             targets.join(", ")
         )
     }
+}
+
+fn check_serial_unit(doc: &mut Document, path: &YamlPath, unit: u8, ok: &mut bool) {
+    if !(1..=MAX_SERIAL_UNIT).contains(&unit) {
+        doc.error(
+            path,
+            format!("unit {unit} cannot answer on a serial line: expected 1 to {MAX_SERIAL_UNIT} (0 is broadcast)"),
+        );
+        *ok = false;
+    }
+}
+
+/// `transport` and, for `rtu`, the serial line. Serial keys given with
+/// another transport are errors: they would do nothing.
+fn parse_transport(
+    doc: &mut Document,
+    path: &YamlPath,
+    raw: &RawModbus,
+    ok: &mut bool,
+) -> Transport {
+    let name = raw
+        .transport
+        .as_deref()
+        .map(|t| t.trim().to_ascii_lowercase());
+    let serial_keys = [
+        ("device", raw.device.is_some()),
+        ("baud_rate", raw.baud_rate.is_some()),
+        ("parity", raw.parity.is_some()),
+        ("data_bits", raw.data_bits.is_some()),
+        ("stop_bits", raw.stop_bits.is_some()),
+    ];
+    let transport = match name.as_deref() {
+        None | Some("tcp") => Transport::Tcp,
+        Some("rtu_over_tcp") => Transport::RtuOverTcp,
+        Some("rtu") => {
+            let device = match raw.device.as_deref().map(str::trim) {
+                Some(device) if device.starts_with('/') => device.to_owned(),
+                Some(device) => {
+                    doc.error(
+                        &path.key("device"),
+                        format!("{device:?} is not a serial device path: expected e.g. /dev/ttyUSB0 or /dev/serial/by-id/..."),
+                    );
+                    *ok = false;
+                    String::new()
+                }
+                None => {
+                    doc.error(
+                        path,
+                        "missing `device`: with `transport: rtu`, name the serial port, e.g. device: /dev/ttyUSB0",
+                    );
+                    *ok = false;
+                    String::new()
+                }
+            };
+            let baud_rate = raw.baud_rate.unwrap_or(DEFAULT_BAUD_RATE);
+            if !(300..=4_000_000).contains(&baud_rate) {
+                doc.error(
+                    &path.key("baud_rate"),
+                    format!(
+                        "{baud_rate} is not a serial speed: expected e.g. 9600, 19200 or 115200"
+                    ),
+                );
+                *ok = false;
+            }
+            let data_bits = raw.data_bits.unwrap_or(8);
+            if !(7..=8).contains(&data_bits) {
+                doc.error(&path.key("data_bits"), "must be 7 or 8 (Modbus RTU uses 8)");
+                *ok = false;
+            }
+            let stop_bits = raw.stop_bits.unwrap_or(1);
+            if !(1..=2).contains(&stop_bits) {
+                doc.error(&path.key("stop_bits"), "must be 1 or 2");
+                *ok = false;
+            }
+            return Transport::Rtu(SerialSettings {
+                device,
+                baud_rate,
+                parity: raw.parity.unwrap_or(Parity::None),
+                data_bits,
+                stop_bits,
+            });
+        }
+        Some(other) => {
+            doc.error(
+                &path.key("transport"),
+                format!("unknown transport {other:?}: expected tcp, rtu_over_tcp or rtu"),
+            );
+            *ok = false;
+            return Transport::Tcp;
+        }
+    };
+    for (key, given) in serial_keys {
+        if given {
+            doc.error(
+                &path.key(key),
+                format!("`{key}` is a serial setting: it needs `transport: rtu`"),
+            );
+            *ok = false;
+        }
+    }
+    transport
 }
 
 /// `host`, `host:port`, `[v6]:port` or a bare IPv6 literal.
@@ -391,7 +718,7 @@ fn parse_register(
             let Some(table) = Table::from_name(table_name) else {
                 doc.error(
                     &path.key("table"),
-                    format!("unknown table {table_name:?}: expected coil, discrete_input, input_register or holding_register"),
+                    format!("unknown table {table_name:?}: expected {}", Table::NAMES),
                 );
                 return None;
             };

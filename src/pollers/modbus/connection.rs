@@ -1,33 +1,53 @@
-//! One TCP connection per host:port, kept open across polls.
+//! One link per device: a TCP connection (Modbus TCP or RTU over TCP) or
+//! a serial port (RTU), kept open across polls.
 //!
 //! Invariants:
-//! - at most one request is in flight: every call takes `&mut self`;
+//! - at most one request is in flight on a link: a request holds the
+//!   link's lock from before it is sent until its answer (or timeout) is
+//!   handled. A serial port is one link however many pollers name it: they
+//!   share it through a process-wide registry, so a half-duplex bus never
+//!   carries two requests at once;
+//! - on a serial line, every request waits until the line has been quiet
+//!   for the inter-frame silence (3.5 characters, at least 1.75 ms above
+//!   19,200 baud) since the last frame;
 //! - every connect and every request is bounded by the timeout, since
 //!   tokio-modbus has none of its own;
 //! - after a timeout or any transport or protocol error (a reply whose
-//!   transaction id or function does not match, a closed socket) the
-//!   connection is dropped, so a late reply can never be taken for the
-//!   answer to a later request;
-//! - a Modbus exception is an answer: the connection stays;
-//! - a request on a connection kept from an earlier request that fails at
-//!   the transport is retried at once on a fresh connection (devices close
-//!   idle connections);
-//! - a connect that fails, or a fresh connection that fails at the
-//!   transport, backs off: no connection is tried again before the delay,
+//!   transaction id, unit or function does not match, a closed socket, an
+//!   unplugged adapter) the link is dropped, so a late reply can never be
+//!   taken for the answer to a later request; a request cancelled half way
+//!   (the poll was stopped) drops it too;
+//! - a Modbus exception is an answer: the link stays;
+//! - on the RTU transports, a garbled reply (bytes that never made a frame
+//!   with a good CRC) or a reply from the wrong unit or function is asked
+//!   again up to `retries` times, after the silence, each logged;
+//! - a request on a link kept from an earlier request that fails at the
+//!   transport is retried at once on a fresh link (devices close idle
+//!   connections; an adapter re-plugged under the same name is reopened);
+//! - a connect (or open) that fails, or a fresh link that fails at the
+//!   transport, backs off: no link is tried again before the delay,
 //!   doubling from [`BACKOFF_START`] to [`BACKOFF_MAX`], has passed, and
 //!   the device answering resets it. A timeout does not back off, so one
 //!   silent unit behind a gateway does not cost the other units.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Weak};
+use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::sync::Mutex;
 use tokio::time::{timeout, Instant};
 use tokio_modbus::client::{Context, Reader};
 use tokio_modbus::prelude::SlaveContext;
 use tokio_modbus::{ExceptionCode, Slave};
 
 use super::address::Table;
+use super::config::{Parity, SerialSettings, Transport};
 
 pub const BACKOFF_START: Duration = Duration::from_secs(1);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(60);
@@ -82,6 +102,13 @@ pub enum ReadError {
     /// The connection broke or the reply did not fit the request; the
     /// connection was dropped.
     Transport(String),
+    /// RTU only: bytes arrived but never made a frame with a good CRC
+    /// within the timeout (line noise, wrong baud rate or parity, two
+    /// devices answering at once).
+    Garbled { bytes: u64, after: Duration },
+    /// RTU only: a well-formed reply that answers something else (another
+    /// unit, another function): a late reply or a second master.
+    Mismatch(String),
 }
 
 impl ReadError {
@@ -102,6 +129,12 @@ impl fmt::Display for ReadError {
                 write!(f, "not reconnecting for another {left:?} after failures")
             }
             ReadError::Transport(why) => write!(f, "connection failed: {why}"),
+            ReadError::Garbled { bytes, after } => write!(
+                f,
+                "garbled reply: {bytes} byte(s) in {after:?} made no frame with a good CRC \
+                 (check baud rate, parity and wiring)"
+            ),
+            ReadError::Mismatch(why) => write!(f, "reply did not match the request: {why}"),
         }
     }
 }
@@ -122,38 +155,108 @@ pub fn exception_name(code: ExceptionCode) -> &'static str {
     }
 }
 
+/// The link a request goes out on, with what is kept between requests.
+struct Link {
+    context: Option<Context>,
+    backoff: Backoff,
+    /// Bytes read from an RTU link so far, to tell a garbled reply from
+    /// silence.
+    received: Arc<AtomicU64>,
+    /// When the serial line last carried a frame.
+    quiet_since: Option<Instant>,
+    /// The serial settings the open port has; another poller may name the
+    /// same port with other settings.
+    opened_with: Option<SerialSettings>,
+}
+
+impl Link {
+    fn new() -> Self {
+        Link {
+            context: None,
+            backoff: Backoff::default(),
+            received: Arc::new(AtomicU64::new(0)),
+            quiet_since: None,
+            opened_with: None,
+        }
+    }
+}
+
+/// Serial ports in use, by device, so that pollers naming one share it.
+/// Weak: a port no poller names any more (after a reload) is closed.
+static SERIAL_PORTS: LazyLock<std::sync::Mutex<HashMap<String, Weak<Mutex<Link>>>>> =
+    LazyLock::new(Default::default);
+
+fn shared_serial_link(device: &str) -> Arc<Mutex<Link>> {
+    // Two spellings of one port (a /dev/serial/by-id link and its target)
+    // are one bus; a device that does not exist yet is keyed as written.
+    let key = std::fs::canonicalize(device)
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| device.to_owned());
+    let mut ports = SERIAL_PORTS.lock().unwrap_or_else(|e| e.into_inner());
+    ports.retain(|_, link| link.strong_count() > 0);
+    if let Some(link) = ports.get(&key).and_then(Weak::upgrade) {
+        return link;
+    }
+    let link = Arc::new(Mutex::new(Link::new()));
+    ports.insert(key, Arc::downgrade(&link));
+    link
+}
+
 pub struct Connection {
     host: String,
     port: u16,
+    transport: Transport,
     timeout: Duration,
-    context: Option<Context>,
-    backoff: Backoff,
+    retries: u8,
+    link: Arc<Mutex<Link>>,
 }
 
 impl fmt::Debug for Connection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Connection")
-            .field("host", &self.host)
-            .field("port", &self.port)
-            .field("connected", &self.context.is_some())
-            .field("backoff", &self.backoff)
+            .field("endpoint", &self.endpoint())
+            .field("transport", &self.transport.name())
             .finish()
     }
 }
 
 impl Connection {
-    pub fn new(host: &str, port: u16, timeout: Duration) -> Self {
+    /// A link to `host:port`, or with `Transport::Rtu` to the serial port
+    /// (shared with every other poller naming it). Opens nothing yet.
+    pub fn new(
+        host: &str,
+        port: u16,
+        transport: &Transport,
+        timeout: Duration,
+        retries: u8,
+    ) -> Self {
+        let link = match transport {
+            Transport::Rtu(serial) => shared_serial_link(&serial.device),
+            _ => Arc::new(Mutex::new(Link::new())),
+        };
         Connection {
             host: host.to_owned(),
             port,
+            transport: transport.clone(),
             timeout,
-            context: None,
-            backoff: Backoff::default(),
+            retries,
+            link,
         }
     }
 
+    /// `host:port`, or the serial device.
     pub fn endpoint(&self) -> String {
-        crate::app::host_port(&self.host, self.port)
+        match &self.transport {
+            Transport::Rtu(serial) => serial.device.clone(),
+            _ => crate::app::host_port(&self.host, self.port),
+        }
+    }
+
+    fn serial(&self) -> Option<&SerialSettings> {
+        match &self.transport {
+            Transport::Rtu(serial) => Some(serial),
+            _ => None,
+        }
     }
 
     /// Reads `count` registers or bits from `table` of `unit`.
@@ -164,27 +267,64 @@ impl Connection {
         start: u16,
         count: u16,
     ) -> Result<Data, ReadError> {
-        let reused = self.context.is_some();
-        match self.read_once(unit, table, start, count).await {
-            Err(ReadError::Transport(why)) if reused => {
-                tracing::debug!(target_address = %self.endpoint(), "kept connection failed ({why}); reconnecting once");
-                self.read_once(unit, table, start, count).await
+        let link = self.link.clone();
+        let mut link = link.lock().await;
+        let mut reconnect = true;
+        let mut retries = self.retries;
+        loop {
+            let reused = link.context.is_some();
+            match self.read_once(&mut link, unit, table, start, count).await {
+                Err(ReadError::Transport(why)) if reused && reconnect => {
+                    reconnect = false;
+                    tracing::debug!(target_address = %self.endpoint(), "kept connection failed ({why}); reconnecting once");
+                }
+                Err(error @ (ReadError::Garbled { .. } | ReadError::Mismatch(_)))
+                    if retries > 0 =>
+                {
+                    retries -= 1;
+                    tracing::warn!(
+                        target = %self.endpoint(),
+                        unit,
+                        "unit {unit} on {}: {error}; asking again ({} retr{} left)",
+                        self.endpoint(),
+                        retries,
+                        if retries == 1 { "y" } else { "ies" }
+                    );
+                }
+                other => return other,
             }
-            other => other,
         }
     }
 
     async fn read_once(
-        &mut self,
+        &self,
+        link: &mut Link,
         unit: u8,
         table: Table,
         start: u16,
         count: u16,
     ) -> Result<Data, ReadError> {
         let limit = self.timeout;
-        let reused = self.context.is_some();
-        let context = self.connect().await?;
+        if let Some(serial) = self.serial() {
+            if link.opened_with.as_ref() != Some(serial) && link.context.is_some() {
+                tracing::debug!(device = %serial.device, "another poller opened the port with other settings; reopening it with {serial}");
+                link.context = None;
+            }
+        }
+        let reused = link.context.is_some();
+        let mut context = match link.context.take() {
+            Some(context) => context,
+            None => self.connect(link).await?,
+        };
+        if let (Some(serial), Some(quiet_since)) = (self.serial(), link.quiet_since) {
+            tokio::time::sleep_until(quiet_since + serial.inter_frame_silence()).await;
+        }
         context.set_slave(Slave(unit));
+        let received_before = link.received.load(Ordering::Relaxed);
+        let asked_at = Instant::now();
+        // The context is out of the link while the request is out: if the
+        // poll is cancelled before the answer, it is dropped with the
+        // request, and the next request opens a fresh link.
         let call = async {
             match table {
                 Table::Coil => context
@@ -205,74 +345,208 @@ impl Connection {
                     .map(|r| r.map(Data::Registers)),
             }
         };
-        match timeout(limit, call).await {
+        let result = timeout(limit, call).await;
+        if self.serial().is_some() {
+            link.quiet_since = Some(Instant::now());
+        }
+        let rtu = !matches!(self.transport, Transport::Tcp);
+        match result {
             Ok(Ok(Ok(data))) => {
-                self.backoff.succeeded();
+                link.backoff.succeeded();
                 let got = match &data {
                     Data::Registers(r) => r.len(),
                     Data::Bits(b) => b.len(),
                 };
                 if got < usize::from(count) {
-                    self.context = None;
                     return Err(ReadError::Transport(format!(
                         "asked for {count}, got {got}"
                     )));
                 }
+                link.context = Some(context);
                 Ok(data)
             }
             Ok(Ok(Err(code))) => {
-                self.backoff.succeeded();
+                link.backoff.succeeded();
+                link.context = Some(context);
                 Err(ReadError::Exception(code))
             }
+            Ok(Err(tokio_modbus::Error::Protocol(error))) if rtu => {
+                Err(ReadError::Mismatch(error.to_string()))
+            }
             Ok(Err(error)) => {
-                self.context = None;
                 // A device that accepts connections and drops them at once
                 // must not be reconnected to on every request. A confused
                 // reply (a protocol error) is no reason to wait.
                 if !reused && matches!(error, tokio_modbus::Error::Transport(_)) {
-                    self.backoff.failed(Instant::now());
+                    link.backoff.failed(Instant::now());
                 }
                 Err(ReadError::Transport(error.to_string()))
             }
             Err(_) => {
-                self.context = None;
-                Err(ReadError::Timeout(self.timeout))
+                let bytes = link.received.load(Ordering::Relaxed) - received_before;
+                if rtu && bytes > 0 {
+                    Err(ReadError::Garbled {
+                        bytes,
+                        after: asked_at.elapsed(),
+                    })
+                } else {
+                    Err(ReadError::Timeout(self.timeout))
+                }
             }
         }
     }
 
-    async fn connect(&mut self) -> Result<&mut Context, ReadError> {
-        if self.context.is_none() {
-            let now = Instant::now();
-            if !self.backoff.allows(now) {
-                let left = self
-                    .backoff
-                    .not_before()
-                    .map(|at| at.saturating_duration_since(now))
-                    .unwrap_or_default();
-                return Err(ReadError::BackingOff(left));
-            }
-            let connecting = TcpStream::connect((self.host.as_str(), self.port));
-            let stream = match timeout(self.timeout, connecting).await {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(error)) => {
-                    self.backoff.failed(Instant::now());
-                    return Err(ReadError::Connect(error.to_string()));
-                }
-                Err(_) => {
-                    self.backoff.failed(Instant::now());
-                    return Err(ReadError::Connect(format!(
-                        "no connection within {:?}",
-                        self.timeout
-                    )));
-                }
-            };
-            // Requests are small and each waits for its reply: Nagle's
-            // algorithm would only add latency.
-            let _ = stream.set_nodelay(true);
-            self.context = Some(tokio_modbus::client::tcp::attach(stream));
+    /// Opens the link, unless still backing off from a failure.
+    async fn connect(&self, link: &mut Link) -> Result<Context, ReadError> {
+        let now = Instant::now();
+        if !link.backoff.allows(now) {
+            let left = link
+                .backoff
+                .not_before()
+                .map(|at| at.saturating_duration_since(now))
+                .unwrap_or_default();
+            return Err(ReadError::BackingOff(left));
         }
-        Ok(self.context.as_mut().expect("connected above"))
+        let opened = match &self.transport {
+            Transport::Rtu(serial) => open_serial(serial)
+                .map(|port| tokio_modbus::client::rtu::attach(Counted::new(port, &link.received))),
+            Transport::Tcp | Transport::RtuOverTcp => {
+                let connecting = TcpStream::connect((self.host.as_str(), self.port));
+                match timeout(self.timeout, connecting).await {
+                    Ok(Ok(stream)) => {
+                        // Requests are small and each waits for its reply:
+                        // Nagle's algorithm would only add latency.
+                        let _ = stream.set_nodelay(true);
+                        Ok(match self.transport {
+                            Transport::Tcp => tokio_modbus::client::tcp::attach(stream),
+                            _ => tokio_modbus::client::rtu::attach(Counted::new(
+                                stream,
+                                &link.received,
+                            )),
+                        })
+                    }
+                    Ok(Err(error)) => Err(error.to_string()),
+                    Err(_) => Err(format!("no connection within {:?}", self.timeout)),
+                }
+            }
+        };
+        match opened {
+            Ok(context) => {
+                link.opened_with = self.serial().cloned();
+                // A port just opened may hold bytes from before: wait a
+                // silence before the first request, as after any frame.
+                if self.serial().is_some() {
+                    link.quiet_since = Some(Instant::now());
+                }
+                Ok(context)
+            }
+            Err(why) => {
+                link.backoff.failed(Instant::now());
+                Err(ReadError::Connect(why))
+            }
+        }
+    }
+}
+
+/// Opens a serial port, with an error that says what to do.
+fn open_serial(serial: &SerialSettings) -> Result<tokio_serial::SerialStream, String> {
+    use tokio_serial::{ClearBuffer, DataBits, SerialPort, StopBits};
+    let builder = tokio_serial::new(serial.device.as_str(), serial.baud_rate)
+        .data_bits(if serial.data_bits == 7 {
+            DataBits::Seven
+        } else {
+            DataBits::Eight
+        })
+        .parity(match serial.parity {
+            Parity::None => tokio_serial::Parity::None,
+            Parity::Even => tokio_serial::Parity::Even,
+            Parity::Odd => tokio_serial::Parity::Odd,
+        })
+        .stop_bits(if serial.stop_bits == 2 {
+            StopBits::Two
+        } else {
+            StopBits::One
+        });
+    let port =
+        tokio_serial::SerialStream::open(&builder).map_err(|e| serial_error(&serial.device, &e))?;
+    // Whatever arrived before is not an answer to anything we will ask.
+    let _ = port.clear(ClearBuffer::All);
+    Ok(port)
+}
+
+fn serial_error(device: &str, error: &tokio_serial::Error) -> String {
+    use std::io::ErrorKind as Io;
+    use tokio_serial::ErrorKind;
+    const README: &str = "\"Serial ports\" in /usr/share/doc/pattoo-agentd/README.md";
+    match error.kind() {
+        ErrorKind::Io(Io::NotFound) => format!(
+            "{device} does not exist: check that the adapter is plugged in and the path is right \
+             (ls -l /dev/serial/by-id/ lists USB adapters by names that do not change); under \
+             systemd the service sees no devices until a drop-in allows them: see {README}"
+        ),
+        ErrorKind::Io(Io::PermissionDenied) => format!(
+            "permission denied opening {device}: the agent's user needs the `dialout` group \
+             (usermod -aG dialout pattoo); under systemd the service also needs \
+             SupplementaryGroups=dialout and DeviceAllow={device} rw: see {README}"
+        ),
+        ErrorKind::NoDevice => format!(
+            "{device} is busy: another program has it open ({}); find it with `fuser -v {device}` \
+             (ModemManager and a getty on the port are the usual ones) and stop it",
+            error.description
+        ),
+        _ => format!("cannot open {device}: {}", error.description),
+    }
+}
+
+/// A byte stream that counts what it reads, so a timeout can tell a
+/// garbled reply (bytes but no frame) from silence.
+#[derive(Debug)]
+struct Counted<T> {
+    inner: T,
+    received: Arc<AtomicU64>,
+}
+
+impl<T> Counted<T> {
+    fn new(inner: T, received: &Arc<AtomicU64>) -> Self {
+        Counted {
+            inner,
+            received: received.clone(),
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Counted<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let read = buf.filled().len() - before;
+        self.received.fetch_add(read as u64, Ordering::Relaxed);
+        result
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
@@ -299,5 +573,91 @@ mod tests {
         assert!(backoff.allows(now));
         backoff.failed(now);
         assert_eq!(backoff.not_before().unwrap() - now, BACKOFF_START);
+    }
+
+    fn line(baud_rate: u32, parity: Parity) -> SerialSettings {
+        SerialSettings {
+            device: "/dev/ttyUSB0".into(),
+            baud_rate,
+            parity,
+            data_bits: 8,
+            stop_bits: 1,
+        }
+    }
+
+    #[test]
+    fn the_inter_frame_silence_is_three_and_a_half_characters_and_at_least_1750_us_above_19200_baud(
+    ) {
+        // 8N1 is 10 bits a character: 3.5 characters at 9600 baud are 3.646 ms.
+        assert_eq!(
+            line(9600, Parity::None).inter_frame_silence(),
+            Duration::from_micros(3645)
+        );
+        // 8E1 is 11 bits: 4.010 ms.
+        assert_eq!(
+            line(9600, Parity::Even).inter_frame_silence(),
+            Duration::from_micros(4010)
+        );
+        assert_eq!(
+            line(19200, Parity::Even).inter_frame_silence(),
+            Duration::from_micros(2005)
+        );
+        assert_eq!(
+            line(38400, Parity::None).inter_frame_silence(),
+            Duration::from_micros(1750)
+        );
+        assert_eq!(
+            line(115200, Parity::Even).inter_frame_silence(),
+            Duration::from_micros(1750)
+        );
+    }
+
+    #[tokio::test]
+    async fn pollers_naming_one_serial_port_share_one_link() {
+        let serial = line(9600, Parity::None);
+        let serial = SerialSettings {
+            device: "/dev/pattoo-test-no-such-port".into(),
+            ..serial
+        };
+        let transport = Transport::Rtu(serial.clone());
+        let first = Connection::new(&serial.device, 0, &transport, Duration::from_secs(1), 1);
+        let second = Connection::new(&serial.device, 0, &transport, Duration::from_secs(1), 1);
+        assert!(Arc::ptr_eq(&first.link, &second.link));
+        let tcp = Connection::new("127.0.0.1", 502, &Transport::Tcp, Duration::from_secs(1), 0);
+        let other_tcp =
+            Connection::new("127.0.0.1", 502, &Transport::Tcp, Duration::from_secs(1), 0);
+        assert!(!Arc::ptr_eq(&tcp.link, &other_tcp.link));
+    }
+
+    #[tokio::test]
+    async fn a_missing_serial_port_is_an_error_naming_it_and_what_to_do() {
+        let serial = SerialSettings {
+            device: "/dev/pattoo-test-missing".into(),
+            ..line(9600, Parity::None)
+        };
+        let mut connection = Connection::new(
+            &serial.device,
+            0,
+            &Transport::Rtu(serial.clone()),
+            Duration::from_secs(1),
+            1,
+        );
+        let error = connection
+            .read(1, Table::HoldingRegister, 0, 1)
+            .await
+            .unwrap_err();
+        let text = error.to_string();
+        assert!(matches!(error, ReadError::Connect(_)), "{text}");
+        assert!(
+            text.contains("/dev/pattoo-test-missing does not exist"),
+            "{text}"
+        );
+        assert!(text.contains("/dev/serial/by-id/"), "{text}");
+        // Backing off: the next read does not try to open it again at once.
+        let again = connection
+            .read(1, Table::HoldingRegister, 0, 1)
+            .await
+            .unwrap_err();
+        assert!(matches!(again, ReadError::BackingOff(_)), "{again}");
     }
 }

@@ -1,5 +1,6 @@
-//! The Modbus TCP poller: reads coils, discrete inputs, input registers and
-//! holding registers from devices and gateways.
+//! The Modbus poller: reads coils, discrete inputs, input registers and
+//! holding registers from devices and gateways, over Modbus TCP, RTU frames
+//! over TCP, or RTU on a serial line.
 //!
 //! # Configuration (`type: modbus_tcp` in `pattoo_agentd.yaml`)
 //!
@@ -9,6 +10,11 @@
 //!   targets:                      # host, host:port (default port 502) or a mapping
 //!     - "10.0.0.5"
 //!     - {address: "10.0.0.9:502", unit: 3, name: inverter-3}
+//!   transport: tcp                # tcp (default), rtu_over_tcp or rtu
+//!   # with rtu: the line, and `targets` lists unit ids ([1, 2] or {unit, name})
+//!   # device: /dev/ttyUSB0
+//!   # baud_rate: 9600             # parity: none|even|odd, data_bits: 8, stop_bits: 1
+//!   retries: 1                    # garbled or wrong-unit replies asked again (RTU: 1, TCP: 0)
 //!   unit: 1                       # unit id of targets that do not give one (default 1)
 //!   timeout_ms: 3000              # per connect and per request (default 3000)
 //!   max_registers_per_read: 125   # lower it for fussy devices (1..125)
@@ -44,14 +50,18 @@
 //!
 //! - One TCP connection per host:port, kept between polls and shared by
 //!   every target and unit behind it; one request in flight on it
-//!   ([`connection`] has the timeout, retry and backoff rules).
+//!   ([`connection`] has the timeout, retry and backoff rules). A serial
+//!   port is one link for every poller naming it.
 //! - Connections are polled concurrently, at most `max_concurrent_targets`
 //!   at once, so a dead device costs its timeout and delays no other.
 //! - Values of the same unit and table are merged into the fewest reads
 //!   ([`plan`]). A merged read refused with exception 2 (illegal data
 //!   address) is split in two and retried until the bad address is
 //!   isolated; the split is kept for later polls.
-//! - A unit that times out is not asked again in the same poll.
+//! - A unit that times out is not asked again in the same poll. A link
+//!   through which nothing answered in the last poll is silent (a gateway
+//!   that accepts and never answers, a dead bus): its first timeout ends
+//!   its poll, and its units take turns at being asked first.
 //! - Whatever was read is returned; nothing is made up for the rest, and
 //!   every failure is logged with the unit, device and register range.
 
@@ -65,7 +75,8 @@ pub mod plan;
 use std::collections::HashMap;
 
 pub use config::{
-    ModbusSettings, RegisterSettings, TargetSettings, DEFAULT_PORT, DEFAULT_TIMEOUT, DEFAULT_UNIT,
+    ModbusSettings, Parity, RegisterSettings, SerialSettings, TargetSettings, Transport,
+    DEFAULT_PORT, DEFAULT_TIMEOUT, DEFAULT_UNIT,
 };
 use futures_util::StreamExt;
 use tokio_modbus::ExceptionCode;
@@ -97,6 +108,13 @@ pub struct ModbusPoller {
 struct Endpoint {
     connection: Connection,
     groups: Vec<ReadGroup>,
+    /// Whether anything answered through the connection in the last poll
+    /// (true before the first). When nothing did, the link itself is
+    /// taken for silent: a timeout ends its poll.
+    answered_last_poll: bool,
+    /// While the link is silent, which unit is asked first in turn, so a
+    /// unit that answers again is found whichever it is.
+    turn: usize,
 }
 
 /// The values of one unit and table behind one connection, and the reads
@@ -128,8 +146,16 @@ impl ModbusPoller {
         for (t, target) in settings.targets.iter().enumerate() {
             let e = *index.entry(target.endpoint()).or_insert_with(|| {
                 endpoints.push(Endpoint {
-                    connection: Connection::new(&target.host, target.port, settings.timeout),
+                    connection: Connection::new(
+                        &target.host,
+                        target.port,
+                        &settings.transport,
+                        settings.timeout,
+                        settings.retries,
+                    ),
                     groups: Vec::new(),
+                    answered_last_poll: true,
+                    turn: 0,
                 });
                 endpoints.len() - 1
             });
@@ -259,12 +285,42 @@ fn describe_range(table: Table, start: u16, count: u16) -> String {
 }
 
 impl Endpoint {
+    /// The order groups are read in: as planned, except that while the
+    /// link is silent the units take turns at being asked first.
+    fn order(&mut self) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..self.groups.len()).collect();
+        if self.answered_last_poll {
+            return order;
+        }
+        let mut units: Vec<u8> = Vec::new();
+        for group in &self.groups {
+            if !units.contains(&group.unit) {
+                units.push(group.unit);
+            }
+        }
+        if units.len() > 1 {
+            let first = self.turn % units.len();
+            self.turn = self.turn.wrapping_add(1);
+            units.rotate_left(first);
+            order.sort_by_key(|&g| units.iter().position(|&u| u == self.groups[g].unit));
+        }
+        order
+    }
+
     async fn poll(&mut self, poller: &str, targets: &[TargetSettings]) -> Outcome {
-        let Endpoint { connection, groups } = self;
+        let order = self.order();
+        let link_was_silent = !self.answered_last_poll;
+        let Endpoint {
+            connection,
+            groups,
+            answered_last_poll,
+            ..
+        } = self;
         let endpoint = connection.endpoint();
         let mut outcome = Outcome::default();
         let mut silent_units: Vec<u8> = Vec::new();
-        for g in 0..groups.len() {
+        let mut answered = false;
+        for (n, &g) in order.iter().enumerate() {
             let group = &mut groups[g];
             if silent_units.contains(&group.unit) {
                 outcome.reads_failed += group.blocks.len();
@@ -274,10 +330,17 @@ impl Endpoint {
             while i < group.blocks.len() {
                 let block = &group.blocks[i];
                 let range = describe_range(group.table, block.start, block.count);
-                match connection
+                let result = connection
                     .read(group.unit, group.table, block.start, block.count)
-                    .await
-                {
+                    .await;
+                answered |= matches!(
+                    result,
+                    Ok(_)
+                        | Err(ReadError::Exception(_)
+                            | ReadError::Garbled { .. }
+                            | ReadError::Mismatch(_))
+                );
+                match result {
                     Ok(data) => {
                         outcome.reads_ok += 1;
                         group.deliver(i, &data, targets, &mut outcome);
@@ -307,23 +370,36 @@ impl Endpoint {
                             "unit {} on {endpoint}: read {range}: {error}",
                             group.unit
                         );
-                        if error.ends_connection_for_poll() {
+                        let timed_out = matches!(error, ReadError::Timeout(_));
+                        // Nothing answered through the link in the last
+                        // poll, nor yet in this one: the gateway (or the
+                        // bus) is silent, not this unit. Asking the other
+                        // units would cost a timeout each.
+                        let link_silent = timed_out && link_was_silent && !answered;
+                        if error.ends_connection_for_poll() || link_silent {
                             let skipped = group.blocks.len() - i - 1
-                                + groups[g + 1..]
+                                + order[n + 1..]
                                     .iter()
-                                    .map(|g| g.blocks.len())
+                                    .map(|&g| groups[g].blocks.len())
                                     .sum::<usize>();
                             outcome.reads_failed += skipped;
-                            if skipped > 0 {
+                            if skipped > 0 && link_silent {
+                                tracing::warn!(
+                                    poller,
+                                    target = %endpoint,
+                                    "nothing has answered through {endpoint} since the last poll: skipping the other {skipped} read(s) in this poll (each poll asks one unit, in turn, until one answers)"
+                                );
+                            } else if skipped > 0 {
                                 tracing::warn!(
                                     poller,
                                     target = %endpoint,
                                     "skipping the other {skipped} read(s) through {endpoint} in this poll"
                                 );
                             }
+                            *answered_last_poll = answered;
                             return outcome;
                         }
-                        if matches!(error, ReadError::Timeout(_)) {
+                        if timed_out {
                             // A unit that did not answer once will not answer
                             // the next request either; asking costs another
                             // timeout.
@@ -336,6 +412,7 @@ impl Endpoint {
                 }
             }
         }
+        *answered_last_poll = answered;
         outcome
     }
 }
