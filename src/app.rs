@@ -110,6 +110,12 @@ fn check(settings: &Settings) -> anyhow::Result<()> {
         "agent ids in {}/agent_id",
         settings.pattoo.daemon_directory.display()
     )?;
+    let hostname = crate::identity::hostname(settings.agent.hostname.as_deref());
+    writeln!(
+        out,
+        "posts as host name {:?} ({})",
+        hostname.name, hostname.source
+    )?;
     writeln!(out, "{} poller(s):", settings.pollers.len())?;
     for poller in &settings.pollers {
         writeln!(

@@ -82,7 +82,7 @@ impl Collector {
 /// creating agent ids on first use.
 pub fn collectors(settings: &Settings, only: Option<&str>) -> anyhow::Result<Vec<Collector>> {
     let env = PollerEnv {
-        hostname: identity::hostname(settings.agent.hostname.as_deref()),
+        hostname: identity::hostname(settings.agent.hostname.as_deref()).name,
     };
     let selected: Vec<&PollerSettings> = settings
         .pollers
