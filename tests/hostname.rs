@@ -85,7 +85,12 @@ fn unavailable() -> Option<String> {
         return Some("not running as root".to_owned());
     }
     let probe = Command::new("unshare")
-        .args(["-mu", "sh", "-c", "hostname probe && mount --bind /etc/hosts /etc/hosts"])
+        .args([
+            "-mu",
+            "sh",
+            "-c",
+            "hostname probe && mount --bind /etc/hosts /etc/hosts",
+        ])
         .output();
     match probe {
         Ok(out) if out.status.success() => {}

@@ -114,7 +114,7 @@ pub fn number_to_string(number: &serde_json::Number) -> String {
 /// ignored, `_` may separate digits, and `nan`/`inf`/`infinity` are accepted
 /// in any case.
 pub fn parse_float(text: &str) -> Option<f64> {
-    let text = text.trim();
+    let text = super::python_str::strip(text);
     if text.is_empty() {
         return None;
     }
