@@ -108,8 +108,10 @@ pub enum NoBody {
 /// Builds a collector for every configured poller (or only the one named),
 /// creating agent ids on first use.
 pub fn collectors(settings: &Settings, only: Option<&str>) -> anyhow::Result<Vec<Collector>> {
+    let hostname = identity::hostname(settings.agent.hostname.as_deref());
+    tracing::info!(hostname = %hostname.name, "posting as host name {:?} ({})", hostname.name, hostname.source);
     let env = PollerEnv {
-        hostname: identity::hostname(settings.agent.hostname.as_deref()).name,
+        hostname: hostname.name,
     };
     let selected: Vec<&PollerSettings> = settings
         .pollers

@@ -84,12 +84,17 @@ fn unavailable() -> Option<String> {
     if !nix::unistd::geteuid().is_root() {
         return Some("not running as root".to_owned());
     }
+    for file in ["/etc/hosts", "/etc/nsswitch.conf"] {
+        if !Path::new(file).is_file() {
+            return Some(format!("there is no {file} to mount over"));
+        }
+    }
     let probe = Command::new("unshare")
         .args([
             "-mu",
             "sh",
             "-c",
-            "hostname probe && mount --bind /etc/hosts /etc/hosts",
+            "echo probe > /proc/sys/kernel/hostname && mount --bind /etc/hosts /etc/hosts",
         ])
         .output();
     match probe {
@@ -116,7 +121,7 @@ fn in_namespace(dir: &Path, layout: &Layout, script: &str) -> String {
     std::fs::write(&hosts, layout.hosts.unwrap_or("")).unwrap();
     std::fs::write(&nsswitch, "hosts: files\n").unwrap();
     let setup = format!(
-        "set -e; mount --bind '{}' /etc/hosts; mount --bind '{}' /etc/nsswitch.conf; hostname '{}'; {script}",
+        "set -e; mount --bind '{}' /etc/hosts; mount --bind '{}' /etc/nsswitch.conf; printf %s '{}' > /proc/sys/kernel/hostname; {script}",
         hosts.display(),
         nsswitch.display(),
         layout.hostname
