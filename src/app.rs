@@ -117,6 +117,12 @@ fn check(settings: &Settings) -> anyhow::Result<()> {
         "agent ids in {}/agent_id",
         settings.pattoo.daemon_directory.display()
     )?;
+    let hostname = crate::identity::hostname(settings.agent.hostname.as_deref());
+    writeln!(
+        out,
+        "posts as host name {:?} ({})",
+        hostname.name, hostname.source
+    )?;
     writeln!(out, "{} poller(s):", settings.pollers.len())?;
     for poller in &settings.pollers {
         writeln!(
@@ -154,29 +160,41 @@ pub fn host_port(host: &str, port: u16) -> String {
     }
 }
 
+/// `once --print`: poll and print each body as one JSON line. Fails (exit
+/// status 1) when a selected poller gave nothing, after the others printed.
 async fn once_print(settings: &Settings, only: Option<&str>) -> anyhow::Result<()> {
     let mut collectors = collector::collectors(settings, only).context("preparing pollers")?;
     let mut stdout = std::io::stdout().lock();
+    let mut empty = Vec::new();
     for collector in &mut collectors {
-        if let Some(body) = collector.collect().await {
-            stdout.write_all(&body.json)?;
-            stdout.write_all(b"\n")?;
-            stdout.flush()?;
+        match collector.collect().await {
+            Ok(body) => {
+                stdout.write_all(&body.json)?;
+                stdout.write_all(b"\n")?;
+                stdout.flush()?;
+            }
+            Err(why) => empty.push(nothing_from(&collector.name, &why)),
         }
     }
-    Ok(())
+    empty_pollers(&empty)
 }
 
 /// `once` without `--print`: poll, post or cache each body, then send what
 /// is cached. One line per body on stdout, written only once it is
-/// committed.
+/// committed. Fails (exit status 1) when a selected poller gave nothing or
+/// a body was lost, after everything else was delivered.
 async fn once_deliver(settings: &Settings, only: Option<&str>) -> anyhow::Result<()> {
     let mut collectors = collector::collectors(settings, only).context("preparing pollers")?;
     let delivery = Delivery::new(settings).context("preparing delivery")?;
     let mut stdout = std::io::stdout().lock();
+    let mut empty = Vec::new();
     for collector in &mut collectors {
-        let Some(body) = collector.collect().await else {
-            continue;
+        let body = match collector.collect().await {
+            Ok(body) => body,
+            Err(why) => {
+                empty.push(nothing_from(&collector.name, &why));
+                continue;
+            }
         };
         let (agent_id, timestamp_ms) = (body.agent_id.clone(), body.timestamp_ms);
         match delivery.submit(body).await {
@@ -196,7 +214,31 @@ async fn once_deliver(settings: &Settings, only: Option<&str>) -> anyhow::Result
     if stats.lost > 0 {
         anyhow::bail!("{} body(ies) could not be delivered or cached", stats.lost);
     }
-    Ok(())
+    empty_pollers(&empty)
+}
+
+/// Says on stderr, whatever the log level, that a poller gave nothing; an
+/// operator running `once` by hand must see it. Returns the poller's name.
+fn nothing_from(poller: &str, why: &collector::NoBody) -> String {
+    match why {
+        collector::NoBody::PollFailed(_) => eprintln!("pattoo-agentd: {why}"),
+        collector::NoBody::NothingValid { .. } => {
+            eprintln!("pattoo-agentd: poller {poller}: {why}")
+        }
+    }
+    poller.to_owned()
+}
+
+fn empty_pollers(names: &[String]) -> anyhow::Result<()> {
+    match names {
+        [] => Ok(()),
+        [one] => anyhow::bail!("poller {one} gave nothing to post"),
+        many => anyhow::bail!(
+            "{} pollers gave nothing to post: {}",
+            many.len(),
+            many.join(", ")
+        ),
+    }
 }
 
 fn print_replay(out: &mut impl Write, report: &ReplayReport) -> anyhow::Result<()> {

@@ -24,7 +24,8 @@ pub struct Cli {
 pub enum Command {
     /// Run as a service: poll on schedule, post, cache and replay until stopped
     Run,
-    /// Validate all configuration and say what would be polled and where it goes
+    /// Validate all configuration and say what would be polled and where it goes,
+    /// including the host name datapoints carry and where it came from
     Check,
     /// Poll each poller once, then exit
     Once {

@@ -39,15 +39,15 @@ impl Collector {
         })
     }
 
-    /// Polls once. `None` when the poll failed (logged) or read nothing
-    /// valid; every dropped datapoint is logged.
-    pub async fn collect(&mut self) -> Option<PostBody> {
+    /// Polls once and returns the body to deliver, or why there is none.
+    /// Either way the failure and every dropped datapoint are logged.
+    pub async fn collect(&mut self) -> Result<PostBody, NoBody> {
         let started_ms = now_ms();
         let mut targets = match self.poller.poll().await {
             Ok(targets) => targets,
             Err(error) => {
                 tracing::warn!(poller = %self.name, agent_program = %self.agent_program, "poll failed: {error}");
-                return None;
+                return Err(NoBody::PollFailed(error.to_string()));
             }
         };
         if !self.metadata.is_empty() {
@@ -71,18 +71,47 @@ impl Collector {
                 dropped.reason
             );
         }
-        if outcome.body.is_none() {
-            tracing::info!(poller = %self.name, "poll read no valid datapoint; nothing to post");
+        match outcome.body {
+            Some(body) => Ok(body),
+            None => {
+                tracing::info!(poller = %self.name, "poll read no valid datapoint; nothing to post");
+                Err(NoBody::NothingValid {
+                    dropped: outcome.dropped.len(),
+                    first: outcome
+                        .dropped
+                        .into_iter()
+                        .next()
+                        .map(|d| format!("target {}, key {:?}: {}", d.target, d.key, d.reason)),
+                })
+            }
         }
-        outcome.body
     }
+}
+
+/// Why a poll gave nothing to post.
+#[derive(Debug, thiserror::Error)]
+pub enum NoBody {
+    /// The poll failed; the message names the poller.
+    #[error("{0}")]
+    PollFailed(String),
+    #[error("read no valid datapoint{}", match (dropped, first) {
+        (0, _) | (_, None) => String::new(),
+        (1, Some(first)) => format!(" (1 dropped: {first})"),
+        (n, Some(first)) => format!(" ({n} dropped, the first: {first})"),
+    })]
+    NothingValid {
+        dropped: usize,
+        first: Option<String>,
+    },
 }
 
 /// Builds a collector for every configured poller (or only the one named),
 /// creating agent ids on first use.
 pub fn collectors(settings: &Settings, only: Option<&str>) -> anyhow::Result<Vec<Collector>> {
+    let hostname = identity::hostname(settings.agent.hostname.as_deref());
+    tracing::info!(hostname = %hostname.name, "posting as host name {:?} ({})", hostname.name, hostname.source);
     let env = PollerEnv {
-        hostname: identity::hostname(settings.agent.hostname.as_deref()),
+        hostname: hostname.name,
     };
     let selected: Vec<&PollerSettings> = settings
         .pollers

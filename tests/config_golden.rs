@@ -6,8 +6,10 @@
 //! nothing on stderr, and `expected.txt` holds stdout. Every other folder
 //! must be refused with exit status 78 (EX_CONFIG) and nothing on stdout,
 //! and `expected.txt` holds stderr. The case folder's path is written as
-//! `$CONFIG_DIR` so the files do not depend on where the tree is checked
-//! out, and `$HOME` is fixed so `~` in paths expands the same everywhere.
+//! `$CONFIG_DIR` and the host name found for this machine (when none is
+//! configured) as `$FOUND_HOST_NAME`, so the files do not depend on where
+//! the tree is checked out, and `$HOME` is fixed so `~` in paths expands the
+//! same everywhere.
 //!
 //! `BLESS=1 cargo test --test config_golden` rewrites every `expected.txt`
 //! from what the binary prints now; review the diff before committing it.
@@ -36,9 +38,16 @@ fn check(config_dir: &Path, home: &str) -> Output {
         .expect("the pattoo-agentd binary runs")
 }
 
-/// What the binary printed, with the case folder's path made portable.
+/// What the binary printed, with the case folder's path and this machine's
+/// host name made portable.
 fn normalise(bytes: &[u8], config_dir: &Path) -> String {
-    String::from_utf8_lossy(bytes).replace(&config_dir.display().to_string(), "$CONFIG_DIR")
+    let found = pattoo_agentd::identity::hostname(None);
+    String::from_utf8_lossy(bytes)
+        .replace(&config_dir.display().to_string(), "$CONFIG_DIR")
+        .replace(
+            &format!("{:?} ({})", found.name, found.source),
+            "$FOUND_HOST_NAME",
+        )
 }
 
 #[test]

@@ -247,3 +247,59 @@ fn looking_at_the_cache_drops_nothing_even_past_its_bounds() {
     assert!(stdout(&purge).contains("deleted 1"), "{}", stdout(&purge));
     assert!(!old.exists());
 }
+
+#[test]
+fn once_fails_naming_each_poller_that_gave_nothing_even_at_log_level_error() {
+    let root = tempfile::tempdir().unwrap();
+    let config = write_config(root.path(), free_port());
+    let pattoo_yaml = config.join("pattoo.yaml");
+    let quiet = fs::read_to_string(&pattoo_yaml)
+        .unwrap()
+        .replace("pattoo:\n", "pattoo:\n  log_level: error\n");
+    fs::write(&pattoo_yaml, quiet).unwrap();
+    let agentd_yaml = config.join("pattoo_agentd.yaml");
+    let mut pollers = fs::read_to_string(&agentd_yaml).unwrap();
+    pollers.push_str(
+        r#"    - name: chatty
+      type: command
+      command: ["sh", "-c", "yes 'x=1' | head -c 5000"]
+      format: keyvalue
+      max_output_bytes: 100
+    - name: reserved
+      type: command
+      command: ["echo", "My Pattoo Key=1"]
+      format: keyvalue
+"#,
+    );
+    fs::write(&agentd_yaml, pollers).unwrap();
+
+    for args in [&["once", "--print"][..], &["once"][..]] {
+        let output = run(&config, args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("pattoo-agentd: poller chatty: ")
+                && stderr.contains("printed more than 100 bytes"),
+            "{args:?}: {stderr}"
+        );
+        assert!(
+            stderr.contains("poller reserved: read no valid datapoint (1 dropped"),
+            "{args:?}: {stderr}"
+        );
+        assert!(
+            stderr.contains("2 pollers gave nothing to post: chatty, reserved"),
+            "{args:?}: {stderr}"
+        );
+        // The poller that worked still delivered.
+        let printed = stdout(&output);
+        let first = printed.lines().next().unwrap_or_default();
+        if args.len() == 2 {
+            assert!(first.starts_with('{'), "{printed}");
+        } else {
+            assert!(first.starts_with("cached "), "{printed}");
+        }
+    }
+
+    let only_good = run(&config, &["once", "--print", "--poller", "cli"]);
+    assert_eq!(only_good.status.code(), Some(0));
+}

@@ -150,7 +150,9 @@ async fn a_slow_server_hits_the_timeout() {
     ));
     let started = Instant::now();
     let error = poller.poll().await.unwrap_err();
-    assert!(started.elapsed() < Duration::from_secs(5));
+    // The server answers after a minute: any bound well below shows the
+    // 300 ms timeout.
+    assert!(started.elapsed() < Duration::from_secs(30));
     assert!(matches!(error, HttpError::Request { .. }), "{error}");
     assert!(
         error.to_string().starts_with(&format!(

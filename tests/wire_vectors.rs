@@ -104,11 +104,7 @@ fn once_print_matches_every_reference_case() {
             .args(["once", "--print"])
             .output()
             .unwrap();
-        assert!(
-            output.status.success(),
-            "{name}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        let stderr = String::from_utf8_lossy(&output.stderr);
         let stdout = String::from_utf8(output.stdout).unwrap();
         let lines: Vec<&str> = stdout.lines().filter(|l| !l.trim().is_empty()).collect();
 
@@ -118,8 +114,16 @@ fn once_print_matches_every_reference_case() {
                 lines.is_empty(),
                 "{name}: printed a body for a poll with nothing valid"
             );
+            // Nothing to post is a failure of `once`, said whatever the
+            // log level.
+            assert_eq!(output.status.code(), Some(1), "{name}: {stderr}");
+            assert!(
+                stderr.contains("pattoo-agentd: poller vector: read no valid datapoint"),
+                "{name}: {stderr}"
+            );
             continue;
         }
+        assert!(output.status.success(), "{name}: {stderr}");
         assert_eq!(lines.len(), 1, "{name}: one body per poller and poll");
         let body: Value = serde_json::from_str(lines[0]).unwrap();
         assert_eq!(

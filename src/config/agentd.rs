@@ -278,7 +278,8 @@ pub fn parse_metadata(doc: &mut Document, path: &YamlPath, value: &Value) -> Opt
     for (key, value) in map {
         let key_text = match key {
             Value::String(text) => text.clone(),
-            Value::Number(n) => n.to_string(),
+            // As Python's str(key) writes it, like every key.
+            Value::Number(n) => yaml_number_to_python(n),
             other => {
                 doc.error(
                     path,

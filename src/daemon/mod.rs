@@ -234,7 +234,7 @@ struct PollJob {
 
 impl scheduler::Job for PollJob {
     async fn run_once(&mut self) {
-        let Some(body) = self.collector.collect().await else {
+        let Ok(body) = self.collector.collect().await else {
             return;
         };
         if let Err(

@@ -155,7 +155,7 @@ fn datapoint(
                     if let Some(text) = text(item) {
                         relayed.push(Metadata::without_checksum(*kept_as, text));
                     }
-                } else if !other.to_lowercase().contains("pattoo") {
+                } else if !crate::model::normalise_key(other).contains("pattoo") {
                     if let Some(text) = text(item) {
                         metadata.push(Metadata::new(other, text));
                     }

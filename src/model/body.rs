@@ -10,7 +10,7 @@ use std::hash::BuildHasher;
 use rustc_hash::{FxBuildHasher, FxHashSet};
 
 use super::checksum::{Checksum, ChecksumChain, Suffix};
-use super::normalise::{is_reserved, normalise_key_cow, normalise_value};
+use super::normalise::{is_reserved, normalise_key_cow, normalise_metadata_value, normalise_value};
 use super::{python, DataPoint, TargetData, Value};
 
 /// Who is posting: the identity every datapoint of a body carries.
@@ -350,7 +350,7 @@ fn prepare<'a>(datapoints: &'a [DataPoint], agent_suffixes: &[Suffix; 4]) -> Pre
             if out.metadata[first..].iter().any(|(k, _)| *k == meta_key) {
                 continue; // the first value of a repeated key wins
             }
-            let meta_value = item.value.trim();
+            let meta_value = normalise_metadata_value(&item.value);
             if item.update_checksum {
                 chain.update(&meta_key, meta_value);
             }

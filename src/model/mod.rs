@@ -13,6 +13,7 @@ pub mod checksum;
 mod data_type;
 mod normalise;
 pub mod python;
+pub mod python_str;
 mod value;
 
 pub use body::{build, AgentContext, BuildOutcome, DropReason, Dropped, PostBody};

@@ -3,10 +3,13 @@
 use std::borrow::Cow;
 
 use super::python::parse_float;
+use super::python_str;
 use super::{DataType, DropReason, Value};
 
-/// Trims and lowercases a key and joins runs of whitespace with one `_`:
-/// `"  CPU Load  Avg "` becomes `cpu_load_avg`.
+/// Lowercases and strips a key exactly as the Python agents' library does,
+/// `str(key).lower().strip()`, and nothing more: `"  CPU Load  Avg "` becomes
+/// `cpu load  avg` (the server, not the agent, later joins the words of
+/// metadata keys with `_` in its own table; the checksum is the agent's).
 pub fn normalise_key(key: &str) -> String {
     normalise_key_cow(key).into_owned()
 }
@@ -14,23 +17,12 @@ pub fn normalise_key(key: &str) -> String {
 /// [`normalise_key`] without allocating for keys that are already normal,
 /// which nearly all keys written by programs are.
 pub(crate) fn normalise_key_cow(key: &str) -> Cow<'_, str> {
-    let already_normal = !key.is_empty()
-        && key
-            .bytes()
-            .all(|b| b.is_ascii() && !b.is_ascii_uppercase() && !b.is_ascii_whitespace());
-    if already_normal {
-        return Cow::Borrowed(key);
-    }
-    let mut out = String::with_capacity(key.len());
-    for word in key.split_whitespace() {
-        if !out.is_empty() {
-            out.push('_');
-        }
-        for c in word.chars() {
-            out.extend(c.to_lowercase());
-        }
-    }
-    Cow::Owned(out)
+    python_str::lower_strip(key)
+}
+
+/// Strips a metadata value as the Python library does (`str.strip()`).
+pub(crate) fn normalise_metadata_value(value: &str) -> &str {
+    python_str::strip(value)
 }
 
 /// Whether a normalised key is one the pattoo library reserves for itself.
@@ -76,12 +68,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn keys_are_trimmed_lowercased_and_joined_with_underscores() {
-        assert_eq!(normalise_key("  CPU Load  Avg "), "cpu_load_avg");
-        assert_eq!(normalise_key("Data\tCenter\n1"), "data_center_1");
+    fn keys_are_lowercased_and_stripped_keeping_inner_whitespace() {
+        assert_eq!(normalise_key("  CPU Load  Avg "), "cpu load  avg");
+        assert_eq!(normalise_key("Data\tCenter\n1"), "data\tcenter\n1");
         assert_eq!(normalise_key("already_fine"), "already_fine");
-        assert_eq!(normalise_key("ÜNICODE Key"), "ünicode_key");
+        assert_eq!(normalise_key("ÜNICODE Key"), "ünicode key");
+        assert_eq!(
+            normalise_key("\u{1f}Financial Year\u{1c}"),
+            "financial year"
+        );
         assert_eq!(normalise_key("   "), "");
+    }
+
+    #[test]
+    fn metadata_values_are_stripped_of_python_whitespace_only_at_the_ends() {
+        assert_eq!(
+            normalise_metadata_value("\u{1e} Plant  7 \u{a0}"),
+            "Plant  7"
+        );
     }
 
     #[test]

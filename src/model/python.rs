@@ -114,6 +114,9 @@ pub fn number_to_string(number: &serde_json::Number) -> String {
 /// ignored, `_` may separate digits, and `nan`/`inf`/`infinity` are accepted
 /// in any case.
 pub fn parse_float(text: &str) -> Option<f64> {
+    // float() strips ASCII whitespace but not U+001C..U+001F (unlike
+    // str.strip()), and every non-ASCII space: Unicode's White_Space, which
+    // is what trim() removes.
     let text = text.trim();
     if text.is_empty() {
         return None;
@@ -184,6 +187,8 @@ mod tests {
     #[test]
     fn parses_text_like_python_float() {
         assert_eq!(parse_float(" 3.7 "), Some(3.7));
+        assert_eq!(parse_float("\u{3000}7\u{85}"), Some(7.0));
+        assert_eq!(parse_float("7\u{1c}"), None, "float() keeps U+001C");
         assert_eq!(parse_float("1e3"), Some(1000.0));
         assert_eq!(parse_float("1_000.5"), Some(1000.5));
         assert_eq!(parse_float("-inf"), Some(f64::NEG_INFINITY));

@@ -1,4 +1,5 @@
-//! Who the agent is: agent id files and the host name it posts under.
+//! Who the agent is: agent id files and the host name it posts under
+//! ([`hostname`]).
 //!
 //! Agent ids live in `{daemon_directory}/agent_id/{agent_program}.agent_id`,
 //! the same files the Python agents use: 64 lowercase hex digits, no
@@ -11,6 +12,9 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
+
+mod hostname;
+pub use hostname::{hostname, HostName, HostNameSource};
 
 /// Why an agent id could not be had.
 #[derive(Debug, thiserror::Error)]
@@ -102,36 +106,6 @@ pub fn create_private_dir(dir: &Path) -> io::Result<()> {
     }
     fs::create_dir_all(dir)?;
     fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
-}
-
-/// The host name to post as: the configured one, else this host's fully
-/// qualified name (as Python's `socket.getfqdn()` finds it), else its plain
-/// name.
-pub fn hostname(configured: Option<&str>) -> String {
-    if let Some(name) = configured {
-        return name.to_owned();
-    }
-    let plain = nix::unistd::gethostname()
-        .ok()
-        .and_then(|name| name.into_string().ok())
-        .unwrap_or_else(|| "localhost".to_owned());
-    fully_qualified(&plain).unwrap_or(plain)
-}
-
-fn fully_qualified(name: &str) -> Option<String> {
-    let hints = dns_lookup::AddrInfoHints {
-        flags: libc_ai_canonname(),
-        ..Default::default()
-    };
-    let mut infos = dns_lookup::getaddrinfo(Some(name), None, Some(hints)).ok()?;
-    infos
-        .find_map(|info| info.ok().and_then(|info| info.canonname))
-        .filter(|canonical| canonical.contains('.'))
-}
-
-const fn libc_ai_canonname() -> i32 {
-    // AI_CANONNAME from <netdb.h>; the same on Linux and the BSDs.
-    0x0002
 }
 
 #[cfg(test)]
