@@ -173,7 +173,7 @@ async fn once_print(settings: &Settings, only: Option<&str>) -> anyhow::Result<(
                 stdout.write_all(b"\n")?;
                 stdout.flush()?;
             }
-            Err(why) => empty.push(nothing_from(&collector.name, &why)),
+            Err(why) => empty.extend(nothing_from(&collector.name, &why)),
         }
     }
     empty_pollers(&empty)
@@ -192,7 +192,7 @@ async fn once_deliver(settings: &Settings, only: Option<&str>) -> anyhow::Result
         let body = match collector.collect().await {
             Ok(body) => body,
             Err(why) => {
-                empty.push(nothing_from(&collector.name, &why));
+                empty.extend(nothing_from(&collector.name, &why));
                 continue;
             }
         };
@@ -218,15 +218,23 @@ async fn once_deliver(settings: &Settings, only: Option<&str>) -> anyhow::Result
 }
 
 /// Says on stderr, whatever the log level, that a poller gave nothing; an
-/// operator running `once` by hand must see it. Returns the poller's name.
-fn nothing_from(poller: &str, why: &collector::NoBody) -> String {
+/// operator running `once` by hand must see it. Returns the poller's name
+/// when that counts as a failure: the poll failed, or it read nothing at
+/// all. A poll whose every reading was dropped by the wire format's rules
+/// (a value that is not a number, say) did what the format says, as the
+/// Python agents do when they post nothing, so it is reported but does not
+/// fail `once`.
+fn nothing_from(poller: &str, why: &collector::NoBody) -> Option<String> {
     match why {
         collector::NoBody::PollFailed(_) => eprintln!("pattoo-agentd: {why}"),
-        collector::NoBody::NothingValid { .. } => {
-            eprintln!("pattoo-agentd: poller {poller}: {why}")
+        collector::NoBody::NothingValid { dropped, .. } => {
+            eprintln!("pattoo-agentd: poller {poller}: {why}");
+            if *dropped > 0 {
+                return None;
+            }
         }
     }
-    poller.to_owned()
+    Some(poller.to_owned())
 }
 
 fn empty_pollers(names: &[String]) -> anyhow::Result<()> {

@@ -249,7 +249,7 @@ fn looking_at_the_cache_drops_nothing_even_past_its_bounds() {
 }
 
 #[test]
-fn once_fails_naming_each_poller_that_gave_nothing_even_at_log_level_error() {
+fn once_fails_naming_each_poller_that_failed_or_read_nothing_even_at_log_level_error() {
     let root = tempfile::tempdir().unwrap();
     let config = write_config(root.path(), free_port());
     let pattoo_yaml = config.join("pattoo.yaml");
@@ -269,6 +269,10 @@ fn once_fails_naming_each_poller_that_gave_nothing_even_at_log_level_error() {
       type: command
       command: ["echo", "My Pattoo Key=1"]
       format: keyvalue
+    - name: silent
+      type: command
+      command: ["true"]
+      format: keyvalue
 "#,
     );
     fs::write(&agentd_yaml, pollers).unwrap();
@@ -282,12 +286,18 @@ fn once_fails_naming_each_poller_that_gave_nothing_even_at_log_level_error() {
                 && stderr.contains("printed more than 100 bytes"),
             "{args:?}: {stderr}"
         );
+        // Every reading dropped by the wire format's rules is said, but it
+        // is what the format prescribes, not a failed poll.
         assert!(
             stderr.contains("poller reserved: read no valid datapoint (1 dropped"),
             "{args:?}: {stderr}"
         );
         assert!(
-            stderr.contains("2 pollers gave nothing to post: chatty, reserved"),
+            stderr.contains("poller silent: read no valid datapoint"),
+            "{args:?}: {stderr}"
+        );
+        assert!(
+            stderr.contains("2 pollers gave nothing to post: chatty, silent"),
             "{args:?}: {stderr}"
         );
         // The poller that worked still delivered.

@@ -114,9 +114,10 @@ fn once_print_matches_every_reference_case() {
                 lines.is_empty(),
                 "{name}: printed a body for a poll with nothing valid"
             );
-            // Nothing to post is a failure of `once`, said whatever the
-            // log level.
-            assert_eq!(output.status.code(), Some(1), "{name}: {stderr}");
+            // Readings the wire format drops are said whatever the log
+            // level; posting nothing is then what the format prescribes,
+            // so `once` succeeds (the shared vector checker relies on it).
+            assert!(output.status.success(), "{name}: {stderr}");
             assert!(
                 stderr.contains("pattoo-agentd: poller vector: read no valid datapoint"),
                 "{name}: {stderr}"
