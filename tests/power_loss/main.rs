@@ -32,7 +32,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::receiver::{Mode, TestServer};
+use pattoo_agentd::delivery::cache::{Cache, CachedFile};
+use pattoo_agentd::delivery::config::CacheSettings;
 use pattoo_agentd::delivery::receiver::validate_body;
+use pattoo_agentd::delivery::Stats;
 use volatile_fs::{DurableFile, VolatileFs};
 
 const CUTS: usize = 200;
@@ -622,5 +625,150 @@ fn every_committed_body_survives_power_cuts_at_random_moments() {
         ledger.committed_to_cache >= CUTS / 4,
         "too few bodies went through the cache to prove anything: {}",
         ledger.committed_to_cache
+    );
+}
+
+/// The cache itself, in this process, on a fresh [`VolatileFs`] mounted at
+/// `{tempdir}/mnt`: for cuts at chosen steps.
+struct CacheOnVolatileFs {
+    volatile: VolatileFs,
+    mount: Mount,
+    _dir: tempfile::TempDir,
+}
+
+impl CacheOnVolatileFs {
+    fn new() -> Option<Self> {
+        if let Some(why) = unsupported() {
+            println!("skipped: this power-loss test needs root and /dev/fuse: {why}");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mnt = dir.path().join("mnt");
+        fs::create_dir(&mnt).unwrap();
+        let volatile = VolatileFs::new(fastrand::u64(..));
+        let mount = Mount::new(&volatile, &mnt);
+        Some(CacheOnVolatileFs {
+            volatile,
+            mount,
+            _dir: dir,
+        })
+    }
+
+    fn root(&self) -> &Path {
+        &self.mount.path
+    }
+
+    fn open(&self, cache: &str) -> Cache {
+        let settings = CacheSettings {
+            max_age: Duration::from_secs(100 * 365 * 24 * 3600),
+            ..CacheSettings::default()
+        };
+        Cache::open(
+            &self.root().join(cache),
+            &settings,
+            Arc::new(Stats::default()),
+        )
+    }
+
+    /// Cuts the power and returns what survived, by path.
+    fn cut(mut self) -> HashMap<String, Vec<u8>> {
+        self.volatile.power_cut();
+        self.mount.unmount();
+        self.volatile
+            .files()
+            .into_iter()
+            .map(|f| (f.path, f.data))
+            .collect()
+    }
+}
+
+fn cached_path(cache: &str, file: &CachedFile) -> String {
+    format!(
+        "{cache}/{}/{}",
+        file.agent_id,
+        file.path.file_name().unwrap().to_str().unwrap()
+    )
+}
+
+#[test]
+fn a_body_stored_in_a_cache_directory_made_at_start_up_survives_a_power_cut() {
+    let Some(volatile) = CacheOnVolatileFs::new() else {
+        return;
+    };
+    // The first start: the cache directory does not exist yet.
+    let cache = volatile.open("cache");
+    let body = common::receiver::body(1_000, 1);
+    let stored = cache.store(&body).unwrap();
+    let path = cached_path("cache", &stored);
+    drop(cache);
+    let survived = volatile.cut();
+    assert_eq!(
+        survived.get(&path),
+        Some(&body.json),
+        "a committed body was lost with its directory; survived: {:?}",
+        survived.keys().collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn a_body_stored_in_a_directory_another_writer_never_synced_survives_a_power_cut() {
+    let Some(volatile) = CacheOnVolatileFs::new() else {
+        return;
+    };
+    // A Python agent, or a run killed before it synced, made the agent id
+    // directory; its name is not durable yet.
+    fs::create_dir(volatile.root().join("cache")).unwrap();
+    fs::File::open(volatile.root()).unwrap().sync_all().unwrap();
+    fs::create_dir(volatile.root().join("cache").join(common::receiver::AGENT)).unwrap();
+    let cache = volatile.open("cache");
+    let body = common::receiver::body(1_000, 1);
+    let stored = cache.store(&body).unwrap();
+    let path = cached_path("cache", &stored);
+    drop(cache);
+    let survived = volatile.cut();
+    assert_eq!(
+        survived.get(&path),
+        Some(&body.json),
+        "a committed body was lost with its directory; survived: {:?}",
+        survived.keys().collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn a_quarantined_file_is_never_lost_to_a_power_cut() {
+    let Some(volatile) = CacheOnVolatileFs::new() else {
+        return;
+    };
+    fs::create_dir(volatile.root().join("cache")).unwrap();
+    fs::File::open(volatile.root()).unwrap().sync_all().unwrap();
+    let cache = volatile.open("cache");
+    let good = cache.store(&common::receiver::body(2_000, 2)).unwrap();
+    // A damaged file, durable where the cache keeps bodies.
+    let name = format!("1000_{}.json", common::receiver::AGENT);
+    let damaged = good.path.with_file_name(&name);
+    fs::write(&damaged, b"{\"pattoo_agent_id\": ").unwrap();
+    fs::File::open(&damaged).unwrap().sync_all().unwrap();
+    fs::File::open(damaged.parent().unwrap())
+        .unwrap()
+        .sync_all()
+        .unwrap();
+    drop(cache);
+    let cache = volatile.open("cache");
+    let oldest = cache.take_oldest().unwrap();
+    assert_eq!(oldest.path, damaged);
+    cache.quarantine(&oldest, "not JSON");
+    // The next body syncs the directory the damaged file left.
+    cache.store(&common::receiver::body(3_000, 3)).unwrap();
+    drop(cache);
+    let survived = volatile.cut();
+    let agent = common::receiver::AGENT;
+    let kept: Vec<&String> = survived
+        .keys()
+        .filter(|path| path.ends_with(&name))
+        .collect();
+    assert!(
+        !kept.is_empty(),
+        "the quarantined file is in neither {agent}/ nor quarantine/{agent}/ after the cut; survived: {:?}",
+        survived.keys().collect::<Vec<_>>()
     );
 }
