@@ -47,6 +47,13 @@ const BINARY: &str = env!("CARGO_BIN_EXE_pattoo-agentd");
 /// machine is slow, never this slow.
 const PATIENCE: Duration = Duration::from_secs(60);
 
+/// Writes a line to stderr past the test harness's capture, so that a skip
+/// and the figures show in every run.
+fn say(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
 /// Why this machine cannot run the test, if it cannot.
 fn unsupported() -> Option<String> {
     if !nix::unistd::geteuid().is_root() {
@@ -471,7 +478,9 @@ impl Arrivals {
 #[test]
 fn every_committed_body_survives_power_cuts_at_random_moments() {
     if let Some(why) = unsupported() {
-        println!("skipped: the power-loss test needs root and /dev/fuse: {why}");
+        say(&format!(
+            "SKIPPED: the power-loss test needs root and /dev/fuse: {why}"
+        ));
         return;
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -487,7 +496,7 @@ fn every_committed_body_survives_power_cuts_at_random_moments() {
     let notify = NotifySocket::bind(root.path());
     let stderr = root.path().join("stderr.log");
     let mut rng = fastrand::Rng::new();
-    println!("power-loss seed {}", rng.get_seed());
+    say(&format!("power-loss seed {}", rng.get_seed()));
     let volatile = VolatileFs::new(rng.u64(..));
 
     let flapping = Arc::new(AtomicBool::new(true));
@@ -604,7 +613,7 @@ fn every_committed_body_survives_power_cuts_at_random_moments() {
     for file in &remaining {
         *by_name.entry(is_cache_file(&file.path)).or_default() += 1;
     }
-    println!(
+    say(&format!(
         "{CUTS} power cuts in {cut_phase:.1?} ({} in start-up, {} at a random moment, {} just before a random change to the cache, {} waited for a change in vain); {} bodies committed ({} of them to the cache first; the agent logged {} as cached), {} delivered, {} delivered twice, 0 lost; at most {} cached bodies survived a cut; cuts undid {} names and {} deletions of cache files; {} half-written temporaries left by cuts, none replayed; {} files left in the cache at the end",
         cuts.start_up,
         cuts.running,
@@ -620,7 +629,7 @@ fn every_committed_body_survives_power_cuts_at_random_moments() {
         ledger.deletions_undone,
         ledger.torn_temporaries,
         by_name.get(&true).copied().unwrap_or(0),
-    );
+    ));
     assert!(
         ledger.committed_to_cache >= CUTS / 4,
         "too few bodies went through the cache to prove anything: {}",
@@ -639,7 +648,9 @@ struct CacheOnVolatileFs {
 impl CacheOnVolatileFs {
     fn new() -> Option<Self> {
         if let Some(why) = unsupported() {
-            println!("skipped: this power-loss test needs root and /dev/fuse: {why}");
+            say(&format!(
+                "SKIPPED: this power-loss test needs root and /dev/fuse: {why}"
+            ));
             return None;
         }
         let dir = tempfile::tempdir().unwrap();
