@@ -783,3 +783,45 @@ fn a_quarantined_file_is_never_lost_to_a_power_cut() {
         survived.keys().collect::<Vec<_>>()
     );
 }
+
+#[test]
+fn the_file_system_keeps_only_what_was_synced_across_a_cut() {
+    let Some(volatile) = CacheOnVolatileFs::new() else {
+        return;
+    };
+    let root = volatile.root().to_owned();
+    let sync = |path: &Path| fs::File::open(path).unwrap().sync_all().unwrap();
+    let long: Vec<u8> = (0..10_000).map(|i| b'a' + (i % 26) as u8).collect();
+    // Synced, then named durably.
+    fs::write(root.join("kept"), b"kept").unwrap();
+    sync(&root.join("kept"));
+    // Named durably, but its data never synced.
+    let mut torn = fs::File::create(root.join("torn")).unwrap();
+    for chunk in long.chunks(1000) {
+        std::io::Write::write_all(&mut torn, chunk).unwrap();
+    }
+    drop(torn);
+    sync(&root);
+    // Synced, but its name never was.
+    fs::write(root.join("unnamed"), b"unnamed").unwrap();
+    sync(&root.join("unnamed"));
+    // Deleted, the deletion never synced.
+    fs::remove_file(root.join("kept")).unwrap();
+    let committed: Vec<String> = volatile
+        .volatile
+        .take_committed()
+        .into_iter()
+        .map(|f| f.path)
+        .collect();
+    assert_eq!(committed, ["kept"]);
+
+    let survived = volatile.cut();
+    assert_eq!(survived.get("kept").map(Vec::as_slice), Some(&b"kept"[..]));
+    assert!(!survived.contains_key("unnamed"), "{survived:?}");
+    let torn = &survived["torn"];
+    assert!(
+        long.starts_with(torn),
+        "an unsynced file keeps a prefix of what was written, not {} bytes of something else",
+        torn.len()
+    );
+}

@@ -345,21 +345,18 @@ impl State {
         let rng = &mut self.rng;
         let mut kept: HashMap<u64, Inode> = HashMap::new();
         let mut links: HashMap<u64, u32> = HashMap::new();
-        let mut pending = vec![ROOT];
-        while let Some(ino) = pending.pop() {
+        // Each with the directory and name it is found under: a directory
+        // rename that was not synced leaves it where it was.
+        let mut pending = vec![(ROOT, ROOT, OsString::new())];
+        while let Some((ino, parent, name)) = pending.pop() {
             let Some(inode) = self.inodes.remove(&ino) else {
                 continue; // a second durable name of a file already kept
             };
             let content = match inode.content {
-                Content::Dir {
-                    synced,
-                    parent,
-                    name,
-                    ..
-                } => {
-                    for child in synced.values() {
+                Content::Dir { synced, .. } => {
+                    for (child_name, child) in &synced {
                         *links.entry(*child).or_default() += 1;
-                        pending.push(*child);
+                        pending.push((*child, ino, child_name.clone()));
                     }
                     Content::Dir {
                         entries: synced.clone(),
@@ -404,8 +401,6 @@ impl State {
                 inode.nlink = links.get(ino).copied().unwrap_or(1);
             }
         }
-        // A directory that lost its name keeps a stale parent; only paths
-        // in reports use it and a lost directory is unreachable anyway.
         self.inodes = kept;
         self.listings.clear();
         self.powered = false;
