@@ -487,8 +487,11 @@ async fn a_second_replayer_over_the_same_cache_sends_nothing_while_the_first_rep
     }
 
     // `cache replay` (or a reloaded delivery) while that post is in flight.
-    server.set_mode(Mode::Accept);
+    // It lists the cache before the server recovers: once it does, the
+    // first replayer's retry may deliver the file before a slow second
+    // opener lists it.
     let second = delivery(&server, cache_dir.path());
+    server.set_mode(Mode::Accept);
     let report = second.replay_now().await;
     assert_eq!(report.delivered, 0, "{report:?}");
     assert_eq!(report.remaining, 1, "{report:?}");
