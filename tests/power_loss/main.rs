@@ -1,19 +1,22 @@
 //! Power loss, not just a killed process: `pattoo-agentd run` keeps its
 //! cache on a FUSE file system ([`volatile_fs`]) that forgets, at a power
 //! cut, everything not yet synced, the way a disk does. The test cuts the
-//! power at random moments while a flapping server makes the agent post,
-//! cache and replay, restarts the agent on what is left each time, and
-//! checks after every cut:
+//! power 200 times while a flapping server makes the agent post, cache and
+//! replay (in start-up, at a random moment, or just before a random change
+//! to the cache), restarts the agent on what is left each time, and checks
+//! after every cut:
 //!
-//! - every body that was committed (the server stored it, or its cache file
-//!   was fsynced and then its directory) was delivered or is still in the
-//!   cache, byte for byte;
+//! - every body that was committed (the server stored it, its cache file
+//!   was fsynced and then its directory, or the agent logged it as cached)
+//!   was delivered or is still in the cache, byte for byte;
 //! - every cache file that survived under a final name is a whole, valid
 //!   body: a half-written file is never there to be replayed;
 //! - nothing was moved to quarantine.
 //!
 //! At the end the server stays up and every committed body must arrive.
 //! Needs root and /dev/fuse; says it was skipped where either is missing.
+//! `POWER_LOSS_SEED` replays the printed seed's choice of cuts (the
+//! timing of the agent and the server still varies).
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -363,16 +366,25 @@ impl Ledger {
                 self.committed_to_cache += 1;
             }
         }
-        let text = fs::read(log).unwrap_or_default();
-        let complete = text[self.log_read..]
+        let mut text = Vec::new();
+        if let Ok(mut file) = fs::File::open(log) {
+            use std::io::{Read, Seek, SeekFrom};
+            file.seek(SeekFrom::Start(self.log_read as u64)).unwrap();
+            file.read_to_end(&mut text).unwrap();
+        }
+        // A line cut short by the kill is read when it is whole, or never.
+        let complete = text
             .iter()
             .rposition(|&b| b == b'\n')
-            .map_or(self.log_read, |end| self.log_read + end + 1);
-        let lines = without_colours(&String::from_utf8_lossy(&text[self.log_read..complete]));
-        self.log_read = complete;
+            .map_or(0, |end| end + 1);
+        let lines = without_colours(&String::from_utf8_lossy(&text[..complete]));
+        self.log_read += complete;
         let prefix = format!("{}/", cache.display());
-        for line in lines.lines().filter(|line| line.contains("body cached")) {
-            let path = line
+        for line in lines.lines() {
+            let Some((_, event)) = line.split_once("body cached") else {
+                continue;
+            };
+            let path = event
                 .split_whitespace()
                 .find_map(|word| word.strip_prefix("file="))
                 .unwrap_or_else(|| panic!("no file= in {line:?}"))
@@ -495,7 +507,10 @@ fn every_committed_body_survives_power_cuts_at_random_moments() {
     let config = write_config(root.path(), &cache, server.addr.port());
     let notify = NotifySocket::bind(root.path());
     let stderr = root.path().join("stderr.log");
-    let mut rng = fastrand::Rng::new();
+    let mut rng = std::env::var("POWER_LOSS_SEED")
+        .ok()
+        .and_then(|seed| seed.parse().ok())
+        .map_or_else(fastrand::Rng::new, fastrand::Rng::with_seed);
     say(&format!("power-loss seed {}", rng.get_seed()));
     let volatile = VolatileFs::new(rng.u64(..));
 
