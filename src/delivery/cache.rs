@@ -25,9 +25,11 @@
 //!   the next millisecond is tried.
 //! - A body is *committed* once its file and the directory holding it are
 //!   fsynced: written to a temporary name, fsynced, linked into place, the
-//!   temporary removed, the directory fsynced (and, when the directory was
-//!   new, the one holding it). A failed write or fsync is
-//!   reported to the caller as not committed, never retried in silence.
+//!   temporary removed, the directory fsynced. The directories holding the
+//!   agent id folder and the cache directory are fsynced too, once per
+//!   process, even when the folder was already there: whoever made it may
+//!   have died before syncing it, or never synced. A failed write or fsync
+//!   is reported to the caller as not committed, never retried in silence.
 //! - A file is deleted only after the server answered 200 for it, or when a
 //!   bound (`max_bytes`, `max_age`) drops it, which is logged at ERROR and
 //!   counted.
@@ -42,7 +44,10 @@
 //! - a `.tmp` file left by a process that no longer runs was never
 //!   committed and is removed;
 //! - a `*.json` file that cannot be read, or is not a body the server would
-//!   accept, is moved to the quarantine folder, logged once and counted;
+//!   accept, is moved to the quarantine folder, logged once and counted
+//!   (linked there, the folder fsynced, then unlinked, so a power loss
+//!   never leaves it nowhere; a name already in quarantine gets `.1`,
+//!   `.2`, ... rather than being replaced);
 //!   an invalid file that changes within a moment is instead left to be
 //!   tried again, since the Python agents write their files in place;
 //! - a `*.json` file larger than `max_bytes` is moved to quarantine too,
@@ -234,6 +239,9 @@ pub struct Cache {
     stats: Arc<Stats>,
     index: Mutex<Index>,
     temporaries: AtomicU64,
+    /// Directories whose own name this process has made durable (see
+    /// [`Cache::durable_dir`]).
+    durable_dirs: Mutex<HashSet<PathBuf>>,
 }
 
 impl Cache {
@@ -261,6 +269,7 @@ impl Cache {
             stats,
             index: Mutex::new(Index::default()),
             temporaries: AtomicU64::new(0),
+            durable_dirs: Mutex::new(HashSet::new()),
         };
         cache.rescan();
         cache
@@ -454,8 +463,9 @@ impl Cache {
             path: path.to_owned(),
             source,
         };
-        create_durable_dir(&self.root).map_err(|e| write_error(&self.root, e))?;
-        create_durable_dir(&dir).map_err(|e| write_error(&dir, e))?;
+        self.durable_dir(&self.root)
+            .map_err(|e| write_error(&self.root, e))?;
+        self.durable_dir(&dir).map_err(|e| write_error(&dir, e))?;
 
         let (agent, mut timestamp_ms) = self.reserve_name(&body.agent_id, body.timestamp_ms);
         let temporary = dir.join(format!(
@@ -507,6 +517,42 @@ impl Cache {
             size,
             key,
         })
+    }
+
+    /// Makes `dir` exist under a name that survives a power loss: a file
+    /// fsynced inside a directory whose own entry never reached the disk
+    /// is lost with it. The directory holding it is synced once per
+    /// process, also when `dir` was already there: whoever made it (this
+    /// cache at start-up, a run that died before syncing, a Python agent,
+    /// which never syncs) may not have.
+    fn durable_dir(&self, dir: &Path) -> io::Result<()> {
+        let known = |dirs: &HashSet<PathBuf>| dirs.contains(dir);
+        if known(&self.durable_dirs.lock().unwrap_or_else(|e| e.into_inner())) && dir.is_dir() {
+            return Ok(());
+        }
+        let existed = dir.is_dir();
+        create_private_dir(dir)?;
+        let synced = match dir.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => sync_dir(parent),
+            _ => Ok(()),
+        };
+        match synced {
+            Ok(()) => {}
+            // Made here: nothing in it is committed until its name is.
+            Err(error) if !existed => return Err(error),
+            // Older than this process, most likely long on disk; refusing
+            // every body for it would lose them all.
+            Err(error) => tracing::warn!(
+                directory = %dir.display(),
+                %error,
+                "cannot sync the directory holding this cache directory; if the cache directory was made just before a power loss, what is cached in it may be lost with it"
+            ),
+        }
+        self.durable_dirs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(dir.to_owned());
+        Ok(())
     }
 
     /// The timestamp for a new name: `wanted`, or just past the last one
@@ -680,15 +726,18 @@ impl Cache {
         self.lock().remove(&file.key);
         let dir = self.root.join(QUARANTINE).join(&*file.agent_id);
         let name = file.path.file_name().unwrap_or_default();
-        let moved = create_private_dir(&dir).and_then(|()| fs::rename(&file.path, dir.join(name)));
+        let moved = self
+            .durable_dir(&self.root.join(QUARANTINE))
+            .and_then(|()| self.durable_dir(&dir))
+            .and_then(|()| move_durably(&file.path, &dir, name));
         self.stats.quarantined.fetch_add(1, Ordering::Relaxed);
         if moved.is_err() {
             self.lock().stuck.insert(file.key.clone());
         }
         match moved {
-            Ok(()) => tracing::warn!(
+            Ok(target) => tracing::warn!(
                 file = %file.path.display(),
-                quarantine = %dir.display(),
+                quarantine = %target.display(),
                 reason,
                 "moved a cache file that is not a valid body to quarantine; inspect it and delete it, or fix it and move it back to be sent"
             ),
@@ -859,17 +908,32 @@ fn link_no_clobber(temporary: &Path, path: &Path) -> io::Result<()> {
     }
 }
 
-/// Creates a private directory whose own entry survives a power loss: a
-/// file fsynced inside a directory whose entry was never synced can vanish
-/// with it.
-fn create_durable_dir(dir: &Path) -> io::Result<()> {
-    if dir.is_dir() {
-        return Ok(());
+/// Moves `path` into `dir` so that a power loss at any step leaves it in
+/// one place or both, never neither (a rename is durable only when both
+/// directories are synced, and the one it leaves may be synced first by
+/// the next body): linked under the first name not taken in `dir`
+/// (`name`, `name.1`, ...; an earlier file is never replaced), `dir`
+/// synced, then the old name removed.
+fn move_durably(path: &Path, dir: &Path, name: &std::ffi::OsStr) -> io::Result<PathBuf> {
+    let mut target = dir.join(name);
+    let mut taken = 0;
+    loop {
+        match link_no_clobber(path, &target) {
+            Ok(()) => break,
+            Err(error) if error.kind() == io::ErrorKind::AlreadyExists && taken < 1000 => {
+                taken += 1;
+                let mut numbered = name.to_owned();
+                numbered.push(format!(".{taken}"));
+                target = dir.join(numbered);
+            }
+            Err(error) => return Err(error),
+        }
     }
-    create_private_dir(dir)?;
-    match dir.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => sync_dir(parent),
-        _ => Ok(()),
+    sync_dir(dir)?;
+    match fs::remove_file(path) {
+        // Already gone where there are no hard links: it was renamed.
+        Err(error) if error.kind() != io::ErrorKind::NotFound => Err(error),
+        _ => Ok(target),
     }
 }
 
@@ -1102,5 +1166,27 @@ mod tests {
         // The quarantine folder is not mistaken for an agent id on rescan.
         cache.rescan();
         assert!(cache.is_empty());
+    }
+
+    #[test]
+    fn a_file_quarantined_twice_under_one_name_keeps_both_copies() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cache, _) = open(dir.path(), forever());
+        let first = cache.store(&body(7, "{first")).unwrap();
+        cache.quarantine(&first, "not JSON");
+        // The same name again: a power loss brought back the original, or
+        // another writer reused it.
+        fs::write(&first.path, "{second").unwrap();
+        cache.rescan();
+        let second = cache.take_oldest().unwrap();
+        cache.quarantine(&second, "not JSON");
+        let quarantine = dir.path().join(QUARANTINE).join(AGENT);
+        let name = file_name(7, AGENT);
+        assert_eq!(fs::read(quarantine.join(&name)).unwrap(), b"{first");
+        assert_eq!(
+            fs::read(quarantine.join(format!("{name}.1"))).unwrap(),
+            b"{second"
+        );
+        assert!(!first.path.exists());
     }
 }
