@@ -281,6 +281,48 @@ async fn reload_keeps_the_old_pollers_on_a_broken_config_and_swaps_in_a_valid_on
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_with_a_section_of_the_wrong_kind_is_refused_and_the_daemon_keeps_polling() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let notify = NotifySocket::bind(dir.path());
+    let mut agent = start(
+        server.addr.port(),
+        |d| poller("alpha", &script(d, "alpha", 0.0)),
+        Some(&notify),
+        dir,
+    );
+    notify.wait_for("READY=1", |m| m == "READY=1");
+    wait_until("a body from alpha", || {
+        (bodies_with(&server, "alpha") >= 1).then_some(())
+    });
+
+    // `delivery: 5` once made the configuration reader panic, which took
+    // the whole daemon down with exit status 101.
+    std::fs::write(
+        agent.dir.path().join("pattoo_agentd.yaml"),
+        format!(
+            "pattoo_agentd:\n  delivery: 5\n  pollers:\n{}",
+            poller("alpha", &agent.dir.path().join("alpha.sh"))
+        ),
+    )
+    .unwrap();
+    agent.signal(Signal::SIGHUP);
+    notify.wait_for("the refusal", |m| m.starts_with("STATUS=reload refused"));
+    let before = bodies_with(&server, "alpha");
+    wait_until("alpha still posting", || {
+        (bodies_with(&server, "alpha") > before + 1).then_some(())
+    });
+    let stderr = agent.stderr();
+    assert!(
+        stderr.contains("pattoo_agentd.yaml:2:3: pattoo_agentd.delivery"),
+        "{stderr}"
+    );
+
+    agent.signal(Signal::SIGTERM);
+    assert!(agent.wait_exit(Duration::from_secs(15)).success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_that_moves_the_directories_keeps_using_the_old_ones_until_restart() {
     let server = TestServer::start().await;
     server.stop(); // every body is cached

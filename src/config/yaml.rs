@@ -340,23 +340,40 @@ impl Document {
                 Some(field) if at.0.last() != Some(&Segment::Key(field.clone())) => at.key(field),
                 _ => at,
             };
-            self.error(&at, message);
-            let removable = match at.0.last() {
-                Some(Segment::Key(key)) => at.parent().map(|parent| (parent, key.clone())),
-                _ => None,
+            self.error(&at, humanise(&message));
+            // Only a key inside `value` can be taken out and the rest tried
+            // again. An error about `value` itself (a missing field, a
+            // number where a mapping belongs) ends the search: `at` is then
+            // `path` or above it, and nothing below it can be removed.
+            let Some((Segment::Key(key), relative)) =
+                at.0.strip_prefix(path.0.as_slice())
+                    .and_then(<[Segment]>::split_last)
+            else {
+                return None;
             };
-            let (parent, key) = removable?;
-            let relative = YamlPath(parent.0[path.0.len()..].to_vec());
-            let was_removed = match lookup_mut(&mut value, &relative) {
+            let key = key.clone();
+            let was_removed = match lookup_mut(&mut value, &YamlPath(relative.to_vec())) {
                 Some(Value::Mapping(map)) => map.remove(key.as_str()).is_some(),
                 _ => false,
             };
             if !was_removed {
                 return None;
             }
-            removed.push((parent, key));
+            removed.push((at.parent().unwrap_or_default(), key));
         }
         None
+    }
+}
+
+/// serde names the Rust type it wanted ("expected struct RawApi"); an
+/// operator wants to know it is a mapping of keys to values.
+fn humanise(message: &str) -> String {
+    match message.find(", expected struct ") {
+        Some(at) => format!(
+            "{}, expected a mapping of keys to values",
+            message.get(..at).unwrap_or(message)
+        ),
+        None => message.to_owned(),
     }
 }
 
