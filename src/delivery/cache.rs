@@ -20,7 +20,9 @@
 //!
 //! - A name is never reused. The timestamp in a new name is the body's poll
 //!   time, raised past the last one this process used for the agent id (and
-//!   past every name found at start-up); the final name is made with a hard
+//!   past every name found at start-up, except names more than a year in
+//!   the future, which would leave no numbers to count up to); the final
+//!   name is made with a hard
 //!   link, which fails rather than replace a file another writer made, and
 //!   the next millisecond is tried.
 //! - A body is *committed* once its file and the directory holding it are
@@ -135,6 +137,10 @@ pub struct Key {
     variant: u64,
 }
 
+/// How far past now a found name may be and still set where new names
+/// start: more is a clock gone wrong or a made-up name.
+const FUTURE_NAMES_MS: u64 = 366 * 24 * 3600 * 1000;
+
 /// The size of a file listed but not yet measured.
 const UNMEASURED: u64 = u64::MAX;
 
@@ -206,7 +212,12 @@ impl Index {
 
     fn insert(&mut self, key: Key, entry: Entry) {
         let last = self.last_ms.entry(key.agent_id.clone()).or_insert(0);
-        *last = (*last).max(key.timestamp_ms);
+        // A name far in the future (`18446744073709551615_...`) is kept and
+        // replayed, but new names do not follow it: they would run out of
+        // numbers. Linking without replacing keeps names unique regardless.
+        if key.timestamp_ms <= crate::time::now_ms().saturating_add(FUTURE_NAMES_MS) {
+            *last = (*last).max(key.timestamp_ms);
+        }
         let size = entry.bytes();
         self.unmeasured += usize::from(entry.size == UNMEASURED);
         if let Some(old) = self.entries.insert(key, entry) {
@@ -476,7 +487,14 @@ impl Cache {
                 Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {
                     // Another writer (a Python agent, another run) has this
                     // name: take the next millisecond rather than replace it.
-                    timestamp_ms = self.reserve_name(&agent, timestamp_ms + 1).1;
+                    let Some(next) = timestamp_ms.checked_add(1) else {
+                        let _ = fs::remove_file(&temporary);
+                        return Err(write_error(
+                            &path,
+                            io::Error::other("no free file name after this one"),
+                        ));
+                    };
+                    timestamp_ms = self.reserve_name(&agent, next).1;
                 }
                 Err(source) => {
                     let _ = fs::remove_file(&temporary);
@@ -972,6 +990,41 @@ mod tests {
             fs::read_to_string(agent_dir.join(file_name(5000, AGENT))).unwrap(),
             "python"
         );
+    }
+
+    /// Runs `f` on a thread and gives up after a generous while, so a
+    /// hang fails the test instead of stalling the suite.
+    fn within<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        rx.recv_timeout(Duration::from_secs(30))
+            .expect("finished (or panicked) within 30 s")
+    }
+
+    #[test]
+    fn a_file_named_with_the_largest_timestamp_neither_hangs_storing_nor_is_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let agent_dir = dir.path().join(AGENT);
+        fs::create_dir_all(&agent_dir).unwrap();
+        for timestamp in [u64::MAX, u64::MAX - 1] {
+            fs::write(agent_dir.join(file_name(timestamp, AGENT)), "future").unwrap();
+        }
+        let root = dir.path().to_owned();
+        let (stored, order) = within(move || {
+            let (cache, _) = open(&root, forever());
+            let first = cache.store(&body(1000, "a")).unwrap();
+            let second = cache.store(&body(1000, "b")).unwrap();
+            let mut order = Vec::new();
+            while let Some(file) = cache.take_oldest() {
+                order.push(cache.read(&file).unwrap());
+                cache.remove(&file);
+            }
+            ((first.timestamp_ms, second.timestamp_ms), order)
+        });
+        assert_eq!(stored, (1000, 1001));
+        assert_eq!(order, [&b"a"[..], b"b", b"future", b"future"]);
     }
 
     #[test]
