@@ -151,7 +151,7 @@ async fn once_print(settings: &Settings, only: Option<&str>) -> anyhow::Result<(
     let mut collectors = collector::collectors(settings, only).context("preparing pollers")?;
     let mut stdout = std::io::stdout().lock();
     for collector in &mut collectors {
-        if let Some(body) = collector.collect().await {
+        for body in collector.collect().await {
             stdout.write_all(&body.json)?;
             stdout.write_all(b"\n")?;
             stdout.flush()?;
@@ -168,20 +168,19 @@ async fn once_deliver(settings: &Settings, only: Option<&str>) -> anyhow::Result
     let delivery = Delivery::new(settings).context("preparing delivery")?;
     let mut stdout = std::io::stdout().lock();
     for collector in &mut collectors {
-        let Some(body) = collector.collect().await else {
-            continue;
-        };
-        let (agent_id, timestamp_ms) = (body.agent_id.clone(), body.timestamp_ms);
-        match delivery.submit(body).await {
-            Committed::Posted => writeln!(stdout, "posted {agent_id} {timestamp_ms}")?,
-            Committed::Cached(path) => writeln!(
-                stdout,
-                "cached {agent_id} {timestamp_ms} {}",
-                path.display()
-            )?,
-            Committed::Lost => writeln!(stdout, "lost {agent_id} {timestamp_ms}")?,
+        for body in collector.collect().await {
+            let (agent_id, timestamp_ms) = (body.agent_id.clone(), body.timestamp_ms);
+            match delivery.submit(body).await {
+                Committed::Posted => writeln!(stdout, "posted {agent_id} {timestamp_ms}")?,
+                Committed::Cached(path) => writeln!(
+                    stdout,
+                    "cached {agent_id} {timestamp_ms} {}",
+                    path.display()
+                )?,
+                Committed::Lost => writeln!(stdout, "lost {agent_id} {timestamp_ms}")?,
+            }
+            stdout.flush()?;
         }
-        stdout.flush()?;
     }
     let report = delivery.replay_now().await;
     print_replay(&mut stdout, &report)?;

@@ -18,6 +18,7 @@ pub struct Collector {
     hostname: String,
     polling_interval_ms: u64,
     metadata: Vec<Metadata>,
+    max_body_bytes: usize,
     poller: Poller,
 }
 
@@ -34,20 +35,22 @@ impl Collector {
             hostname: env.hostname.clone(),
             polling_interval_ms: settings.polling_interval.as_millis() as u64,
             metadata: settings.metadata.clone(),
+            max_body_bytes: crate::delivery::config::DEFAULT_MAX_BODY_BYTES,
             poller: Poller::new(settings, env)
                 .with_context(|| format!("poller {}", settings.name))?,
         })
     }
 
-    /// Polls once. `None` when the poll failed (logged) or read nothing
-    /// valid; every dropped datapoint is logged.
-    pub async fn collect(&mut self) -> Option<PostBody> {
+    /// Polls once: the bodies to post, more than one when the poll is
+    /// larger than `delivery.max_body_bytes`. None when the poll failed
+    /// (logged) or read nothing valid; every dropped datapoint is logged.
+    pub async fn collect(&mut self) -> Vec<PostBody> {
         let started_ms = now_ms();
         let mut targets = match self.poller.poll().await {
             Ok(targets) => targets,
             Err(error) => {
                 tracing::warn!(poller = %self.name, agent_program = %self.agent_program, "poll failed: {error}");
-                return None;
+                return Vec::new();
             }
         };
         if !self.metadata.is_empty() {
@@ -61,7 +64,7 @@ impl Collector {
             hostname: &self.hostname,
             polling_interval_ms: self.polling_interval_ms,
         };
-        let outcome = model::build(&agent, started_ms, &targets);
+        let outcome = model::build_limited(&agent, started_ms, &targets, self.max_body_bytes);
         for dropped in &outcome.dropped {
             tracing::warn!(
                 poller = %self.name,
@@ -71,10 +74,19 @@ impl Collector {
                 dropped.reason
             );
         }
-        if outcome.body.is_none() {
-            tracing::info!(poller = %self.name, "poll read no valid datapoint; nothing to post");
+        match outcome.bodies.len() {
+            0 => {
+                tracing::info!(poller = %self.name, "poll read no valid datapoint; nothing to post")
+            }
+            1 => {}
+            parts => tracing::info!(
+                poller = %self.name,
+                parts,
+                max_body_bytes = self.max_body_bytes,
+                "poll larger than delivery.max_body_bytes; posting it in parts"
+            ),
         }
-        outcome.body
+        outcome.bodies
     }
 }
 
@@ -100,7 +112,9 @@ pub fn collectors(settings: &Settings, only: Option<&str>) -> anyhow::Result<Vec
         .into_iter()
         .map(|poller| {
             let agent_id = agent_id(&settings.pattoo.daemon_directory, &poller.agent_program)?;
-            Collector::new(poller, agent_id, &env)
+            let mut collector = Collector::new(poller, agent_id, &env)?;
+            collector.max_body_bytes = settings.agent.delivery.max_body_bytes;
+            Ok(collector)
         })
         .collect()
 }

@@ -234,16 +234,15 @@ struct PollJob {
 
 impl scheduler::Job for PollJob {
     async fn run_once(&mut self) {
-        let Some(body) = self.collector.collect().await else {
-            return;
-        };
-        if let Err(
-            mpsc::error::TrySendError::Full(body) | mpsc::error::TrySendError::Closed(body),
-        ) = self.queue.try_send(body)
-        {
-            // Delivery is behind: keep the body on disk, not in memory.
-            let delivery = self.delivery.borrow().clone();
-            delivery.store(body).await;
+        for body in self.collector.collect().await {
+            if let Err(
+                mpsc::error::TrySendError::Full(body) | mpsc::error::TrySendError::Closed(body),
+            ) = self.queue.try_send(body)
+            {
+                // Delivery is behind: keep the body on disk, not in memory.
+                let delivery = self.delivery.borrow().clone();
+                delivery.store(body).await;
+            }
         }
     }
 }

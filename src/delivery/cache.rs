@@ -616,9 +616,18 @@ impl Cache {
     /// The oldest cached file, marked as being replayed. `None` when the
     /// cache is empty.
     pub fn take_oldest(&self) -> Option<CachedFile> {
+        self.take_oldest_except(&HashSet::new())
+    }
+
+    /// [`Cache::take_oldest`], passing over the files at `skip`: bodies
+    /// that just failed, so one bad body does not take every attempt.
+    pub fn take_oldest_except(&self, skip: &HashSet<PathBuf>) -> Option<CachedFile> {
         let mut index = self.lock();
-        let (key, entry) = index.entries.iter().next()?;
-        let file = self.file_of(key, entry);
+        let file = index
+            .entries
+            .iter()
+            .map(|(key, entry)| self.file_of(key, entry))
+            .find(|file| !skip.contains(&file.path))?;
         index.in_flight = Some(file.key.clone());
         Some(file)
     }
@@ -704,17 +713,16 @@ impl Cache {
             self.lock().stuck.insert(file.key.clone());
         }
         match moved {
-            Ok(()) => tracing::warn!(
+            // ERROR: the body will not reach the server unless someone acts.
+            Ok(()) => tracing::error!(
                 file = %file.path.display(),
                 quarantine = %dir.display(),
-                reason,
-                "moved a cache file that is not a valid body to quarantine; inspect it and delete it, or fix it and move it back to be sent"
+                "moved a cache file to quarantine, it will not be sent again: {reason}; inspect it and delete it, or fix it and move it back to be sent"
             ),
             Err(error) => tracing::error!(
                 file = %file.path.display(),
-                reason,
                 %error,
-                "a cache file is not a valid body and cannot be moved to quarantine; skipped until restart: move or delete it by hand"
+                "a cache file cannot be moved to quarantine ({reason}); skipped until restart: move or delete it by hand"
             ),
         }
     }

@@ -11,6 +11,7 @@
 //!     retry_initial_ms: 1000    # first wait after the server failed
 //!     retry_max_ms: 30000       # longest wait between attempts
 //!     replay_per_second: 1000   # cached bodies sent per second at most
+//!     max_body_bytes: 524288    # larger polls are split into several posts
 //!   cache:
 //!     max_bytes: 536870912
 //!     max_age: 7d
@@ -61,12 +62,21 @@ pub struct DeliverySettings {
     /// Cached bodies sent per second at most, so a long outage does not end
     /// in a flood.
     pub replay_per_second: u32,
+    /// A poll whose body would be larger is split by target (and a target
+    /// by its datapoints) into several posts, so a proxy's size limit in
+    /// front of the server (nginx: 1 MB by default) does not refuse it.
+    pub max_body_bytes: usize,
 }
 
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_RETRY_INITIAL: Duration = Duration::from_secs(1);
 pub const DEFAULT_RETRY_MAX: Duration = Duration::from_secs(30);
 pub const DEFAULT_REPLAY_PER_SECOND: u32 = 1000;
+/// Half of nginx's default `client_max_body_size`, leaving room for the
+/// proxies people put in front of pattoo.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 512 * 1024;
+/// The smallest limit: a body of one datapoint with a little metadata.
+pub const MIN_MAX_BODY_BYTES: u64 = 4096;
 
 impl Default for DeliverySettings {
     fn default() -> Self {
@@ -79,6 +89,7 @@ impl Default for DeliverySettings {
             retry_initial: DEFAULT_RETRY_INITIAL,
             retry_max: DEFAULT_RETRY_MAX,
             replay_per_second: DEFAULT_REPLAY_PER_SECOND,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
         }
     }
 }
@@ -95,6 +106,7 @@ struct RawDelivery {
     retry_initial_ms: Option<u64>,
     retry_max_ms: Option<u64>,
     replay_per_second: Option<u32>,
+    max_body_bytes: Option<u64>,
 }
 
 fn positive_ms(
@@ -139,6 +151,19 @@ impl DeliverySettings {
             ),
             Some(rate) => settings.replay_per_second = rate,
             None => {}
+        }
+        match raw.max_body_bytes {
+            None => {}
+            Some(bytes) if (MIN_MAX_BODY_BYTES..=u32::MAX as u64).contains(&bytes) => {
+                settings.max_body_bytes = bytes as usize;
+            }
+            Some(bytes) => doc.error(
+                &path.key("max_body_bytes"),
+                format!(
+                    "{bytes} is out of range: expected {MIN_MAX_BODY_BYTES} to {} bytes",
+                    u32::MAX
+                ),
+            ),
         }
         match raw.scheme.as_deref().map(str::trim) {
             None | Some("http") => {}

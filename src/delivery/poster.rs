@@ -40,24 +40,37 @@ pub enum PostError {
 }
 
 impl PostError {
-    /// The server read the body and refused it as malformed: sending it
-    /// again cannot help.
-    pub fn is_rejection(&self) -> bool {
-        matches!(
-            self,
-            PostError::Status {
-                status: 400 | 422,
-                ..
-            }
-        )
+    /// The server (or a proxy in front of it) refused this body for what it
+    /// is: malformed (400, 422), too large (413) or any other 4xx that
+    /// sending the same bytes again cannot change. Not 408 and 429 (ask to
+    /// try later), and not the statuses that say the address or the
+    /// credentials are wrong ([`PostError::needs_operator`]): those refuse
+    /// every body alike, and setting every body aside would empty the
+    /// cache into quarantine over a typo in the configuration.
+    pub fn refuses_body(&self) -> bool {
+        matches!(self, PostError::Status { status, .. }
+            if (400..500).contains(status) && !matches!(status, 408 | 429) && !self.needs_operator())
     }
 
     /// The server refuses every post for a reason only an operator can fix
-    /// (wrong address or port, authentication), as opposed to being busy
-    /// or down.
+    /// (wrong address or port, authentication, a redirect), as opposed to
+    /// being busy or down.
     pub fn needs_operator(&self) -> bool {
         matches!(self, PostError::Status { status, .. }
-            if (300..500).contains(status) && !matches!(status, 408 | 429) && !self.is_rejection())
+            if (300..400).contains(status) || matches!(status, 401 | 403 | 404 | 405 | 407 | 421))
+    }
+
+    /// The server answered with a 5xx: it is reachable but failed this
+    /// request, which may be the body's doing or the server's.
+    pub fn is_server_error(&self) -> bool {
+        matches!(self, PostError::Status { status, .. } if *status >= 500)
+    }
+
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            PostError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
     }
 
     pub fn retry_after(&self) -> Option<Duration> {
@@ -300,11 +313,17 @@ mod tests {
         };
         for code in [301, 307, 401, 403, 404, 405] {
             assert!(status(code).needs_operator(), "{code}");
+            assert!(!status(code).refuses_body(), "{code}");
         }
-        for code in [400, 408, 422, 429, 500, 502, 503] {
+        for code in [400, 408, 413, 422, 429, 500, 502, 503] {
             assert!(!status(code).needs_operator(), "{code}");
         }
-        assert!(status(422).is_rejection() && !status(500).is_rejection());
+        for code in [400, 413, 414, 415, 422] {
+            assert!(status(code).refuses_body(), "{code}");
+        }
+        for code in [408, 429, 500, 503] {
+            assert!(!status(code).refuses_body(), "{code}");
+        }
     }
 
     #[test]
