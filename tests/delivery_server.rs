@@ -595,3 +595,49 @@ async fn a_body_the_server_keeps_failing_with_500_while_it_takes_others_is_quara
     );
     assert!(!delivery.stats().server_down);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_200_sent_before_the_body_was_read_does_not_count_as_delivered() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // A small receive window, so the body cannot all sit in socket buffers
+    // by the time the answer comes.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(1).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // Reads the request head, answers 200 at once, reads no further.
+    let server = tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut head = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = stream.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            head.extend_from_slice(&buf[..n]);
+        }
+        stream
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nOK")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    });
+    let cache_dir = tempfile::tempdir().unwrap();
+    let api = pattoo_agentd::config::ApiSettings {
+        ip_address: "127.0.0.1".into(),
+        ip_bind_port: port,
+    };
+    let settings = DeliverySettings {
+        timeout: Duration::from_secs(10),
+        ..quick_settings()
+    };
+    let delivery =
+        Delivery::from_parts(&api, cache_dir.path(), &settings, &CacheSettings::default()).unwrap();
+    let mut large = body(now_ms(), 1);
+    large.json.resize(32 << 20, b' ');
+    let committed = delivery.submit(large).await;
+    assert!(cached(&committed), "{committed:?}");
+    server.abort();
+}

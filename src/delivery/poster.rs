@@ -4,11 +4,17 @@
 //! timeout; redirects are not followed (a POST must not be replayed
 //! somewhere else); at most [`MAX_RESPONSE_BYTES`] of an answer are read,
 //! and an answer cut short counts as a failure, so the body is cached and
-//! sent again rather than taken as delivered on half a reply.
+//! sent again rather than taken as delivered on half a reply. A 200 that
+//! comes before the whole body was handed to the connection (a server or
+//! proxy that answers before reading) does not count either: the server
+//! cannot have stored what it never read.
 
 use std::time::Duration;
 
-use reqwest::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use reqwest::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::StatusCode;
 
 use super::config::{DeliverySettings, Scheme};
@@ -17,6 +23,10 @@ use crate::config::ApiSettings;
 
 /// Enough of an answer for a log line; the pattoo server says `OK`.
 pub const MAX_RESPONSE_BYTES: usize = 4096;
+
+/// How much of a body is handed to the connection at a time; also how much
+/// may still be unwritten when the last piece has been taken.
+const SEND_CHUNK: usize = 16 * 1024;
 
 /// The longest `Retry-After` honoured, so a confused server cannot stop
 /// delivery for days.
@@ -185,11 +195,20 @@ impl Poster {
                 }
             }
         };
+        let length = json.len();
+        let sent_whole = Arc::new(AtomicBool::new(length == 0));
+        let body = reqwest::Body::wrap_stream(Pieces {
+            rest: json,
+            sent_whole: sent_whole.clone(),
+        });
         let mut response = match self
             .client
             .post(&url)
             .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-            .body(json)
+            // Streamed bodies are chunked unless told their length; the
+            // pattoo server (Flask) wants a Content-Length.
+            .header(CONTENT_LENGTH, length)
+            .body(body)
             .send()
             .await
         {
@@ -219,6 +238,12 @@ impl Poster {
             }
         }
         if status == StatusCode::OK {
+            if !sent_whole.load(Ordering::SeqCst) {
+                return Err(PostError::Transport {
+                    url,
+                    reason: "the server answered 200 before the whole body was sent; it cannot have read it all, so the body is kept".to_owned(),
+                });
+            }
             return Ok(());
         }
         let text = String::from_utf8_lossy(&answer);
@@ -233,6 +258,32 @@ impl Poster {
             },
             retry_after,
         })
+    }
+}
+
+/// A body handed to the connection [`SEND_CHUNK`] bytes at a time, saying
+/// when the last piece has been taken.
+struct Pieces {
+    rest: bytes::Bytes,
+    sent_whole: Arc<AtomicBool>,
+}
+
+impl futures_util::Stream for Pieces {
+    type Item = Result<bytes::Bytes, std::convert::Infallible>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        if self.rest.is_empty() {
+            return std::task::Poll::Ready(None);
+        }
+        let take = self.rest.len().min(SEND_CHUNK);
+        let piece = self.rest.split_to(take);
+        if self.rest.is_empty() {
+            self.sent_whole.store(true, Ordering::SeqCst);
+        }
+        std::task::Poll::Ready(Some(Ok(piece)))
     }
 }
 
