@@ -471,3 +471,31 @@ fn run_with_a_broken_configuration_exits_with_the_configuration_status() {
     assert_eq!(output.status.code(), Some(78));
     assert!(String::from_utf8_lossy(&output.stderr).contains("pattoo.yaml:2:3"));
 }
+
+#[test]
+fn run_with_a_poller_secret_missing_exits_with_the_configuration_status_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    std::fs::write(
+        dir.path().join("pattoo.yaml"),
+        format!("pattoo:\n  log_directory: {d}/log\n  cache_directory: {d}/cache\n  daemon_directory: {d}/daemon\npattoo_agent_api:\n  ip_address: 127.0.0.1\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("pattoo_agentd.yaml"),
+        "pattoo_agentd:\n  pollers:\n    - name: quotes\n      type: http\n      urls: [http://127.0.0.1:9/]\n      format: keyvalue\n      auth:\n        bearer: {env: PATTOO_TEST_UNSET_SECRET}\n",
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_pattoo-agentd"))
+        .arg("--config-dir")
+        .arg(dir.path())
+        .arg("run")
+        .env_remove("PATTOO_TEST_UNSET_SECRET")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(78));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("pattoo_agentd.yaml:8:"), "{stderr}");
+    assert!(stderr.contains("poller `quotes`"), "{stderr}");
+    assert!(stderr.contains("PATTOO_TEST_UNSET_SECRET"), "{stderr}");
+}

@@ -229,6 +229,9 @@ impl Locations {
 pub struct Document {
     pub file: PathBuf,
     pub root: Value,
+    /// The name of the poller being read, for messages that must name it
+    /// beyond its place in the list.
+    pub poller: Option<String>,
     locations: Locations,
     errors: Vec<ConfigError>,
 }
@@ -256,6 +259,7 @@ impl Document {
         Ok(Document {
             file: file.to_owned(),
             root,
+            poller: None,
             locations: Locations::index(text),
             errors: Vec::new(),
         })

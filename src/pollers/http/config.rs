@@ -329,7 +329,52 @@ impl HttpSettings {
     }
 }
 
+/// The source of a secret, checked to hold one now: `check` and a reload
+/// catch a missing variable or file, rather than the poller failing to
+/// start after the configuration was accepted.
 fn secret(doc: &mut Document, path: &YamlPath, raw: RawSecret) -> Option<SecretSource> {
+    let source = secret_source(doc, path, raw)?;
+    let poller = match &doc.poller {
+        Some(name) => format!("poller `{name}`: "),
+        None => String::new(),
+    };
+    let problem = match &source {
+        SecretSource::Env(name) => match std::env::var_os(name) {
+            None => Some((
+                path.key("env"),
+                format!("{poller}the environment variable {name} is not set; set it where the agent runs (under systemd: Environment= or EnvironmentFile= in a drop-in)"),
+            )),
+            Some(value) if value.to_string_lossy().trim().is_empty() => Some((
+                path.key("env"),
+                format!("{poller}the environment variable {name} is empty"),
+            )),
+            Some(_) => None,
+        },
+        SecretSource::File(file) => match std::fs::read_to_string(file) {
+            Err(error) => Some((
+                path.key("file"),
+                format!(
+                    "{poller}cannot read the secret file {}: {error}",
+                    file.display()
+                ),
+            )),
+            Ok(text) if text.trim().is_empty() => Some((
+                path.key("file"),
+                format!("{poller}the secret file {} is empty", file.display()),
+            )),
+            Ok(_) => None,
+        },
+    };
+    match problem {
+        Some((at, message)) => {
+            doc.error(&at, message);
+            None
+        }
+        None => Some(source),
+    }
+}
+
+fn secret_source(doc: &mut Document, path: &YamlPath, raw: RawSecret) -> Option<SecretSource> {
     match (raw.file, raw.env) {
         (Some(file), None) if file.is_absolute() => Some(SecretSource::File(file)),
         (Some(file), None) => {
@@ -431,7 +476,7 @@ mod tests {
     fn reads_every_option() {
         let mut doc = Document::parse(
             std::path::Path::new("t.yaml"),
-            "urls: [https://example.com/a]\nmethod: post\nbody: '{}'\nheaders: {Accept: text/plain}\nquery: {n: 5}\nauth: {basic: {username: u, password: {env: PW}}}\ntimeout_ms: 100\nmax_redirects: 0\nmeasurements: true\n",
+            "urls: [https://example.com/a]\nmethod: post\nbody: '{}'\nheaders: {Accept: text/plain}\nquery: {n: 5}\nauth: {basic: {username: u, password: {env: PATH}}}\ntimeout_ms: 100\nmax_redirects: 0\nmeasurements: true\n",
         )
         .unwrap();
         let root = doc.root.clone();
@@ -442,7 +487,7 @@ mod tests {
             settings.auth,
             Some(Auth::Basic {
                 username: "u".into(),
-                password: SecretSource::Env("PW".into())
+                password: SecretSource::Env("PATH".into())
             })
         );
         assert_eq!(settings.timeout, Duration::from_millis(100));
