@@ -258,7 +258,8 @@ async fn cache_command(settings: &Settings, action: CacheCommand) -> anyhow::Res
         }
         CacheCommand::Purge { older_than, yes } => {
             let cache = inspect();
-            let cutoff_ms = crate::time::now_ms().saturating_sub(older_than.as_millis() as u64);
+            let older_than_ms = u64::try_from(older_than.as_millis()).unwrap_or(u64::MAX);
+            let cutoff_ms = crate::time::now_ms().saturating_sub(older_than_ms);
             if !yes {
                 cache.measure_only();
                 let (files, bytes) = cache.count_older_than(cutoff_ms);

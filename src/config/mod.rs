@@ -241,20 +241,38 @@ pub fn check_user_key(doc: &mut Document, path: &YamlPath, key: &str) -> bool {
     }
 }
 
-/// A count that must be more than 0 (`timeout_ms`, a size), or `default`
-/// when absent. A 0 is recorded as an error at `path.key` and clears `ok`.
+/// The longest any `*_ms` setting may be: a day. Longer is a unit mistake,
+/// and a deadline that far off overflows the clocks it is added to.
+pub const MAX_MS: u64 = 86_400_000;
+
+/// The largest any `*_bytes` read limit may be: 1 GiB, all of which may be
+/// held in memory.
+pub const MAX_READ_BYTES: u64 = 1 << 30;
+
+/// A count from 1 to `max` (`timeout_ms`, a size), or `default` when
+/// absent. Anything else is recorded as an error at `path.key` and clears
+/// `ok`.
 pub fn positive_or(
     doc: &mut Document,
     path: &YamlPath,
     key: &str,
     value: Option<u64>,
     default: u64,
+    max: u64,
     ok: &mut bool,
 ) -> u64 {
     match value {
         None => default,
         Some(0) => {
             doc.error(&path.key(key), "must be more than 0");
+            *ok = false;
+            default
+        }
+        Some(n) if n > max => {
+            doc.error(
+                &path.key(key),
+                format!("{n} is out of range: expected 1 to {max}"),
+            );
             *ok = false;
             default
         }

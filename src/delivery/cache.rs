@@ -543,7 +543,7 @@ impl Cache {
     /// counted; one ERROR line says how many and which span.
     pub fn enforce_bounds(&self, incoming: u64) {
         let now_ms = crate::time::now_ms();
-        let max_age_ms = self.settings.max_age.as_millis() as u64;
+        let max_age_ms = u64::try_from(self.settings.max_age.as_millis()).unwrap_or(u64::MAX);
         let cutoff_ms = now_ms.saturating_sub(max_age_ms);
         let mut dropped_by_age = Vec::new();
         let mut dropped_by_size = Vec::new();

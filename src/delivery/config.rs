@@ -120,6 +120,16 @@ fn positive_ms(
             doc.error(&path.key(key), "must be more than 0");
             None
         }
+        Some(ms) if ms > crate::config::MAX_MS => {
+            doc.error(
+                &path.key(key),
+                format!(
+                    "{ms} is out of range: expected 1 to {} (a day)",
+                    crate::config::MAX_MS
+                ),
+            );
+            None
+        }
         other => other.map(Duration::from_millis),
     }
 }
@@ -214,6 +224,12 @@ pub struct CacheSettings {
 }
 
 pub const DEFAULT_MAX_BYTES: u64 = 512 * 1024 * 1024;
+/// The largest cache: 1 PiB, far past any disk, and far from overflowing
+/// the byte counts it is added to.
+pub const MAX_MAX_BYTES: u64 = 1 << 50;
+/// The longest `max_age` (and `cache purge --older-than`): 100 years. A
+/// longer one is a typo, and in milliseconds it may not fit 64 bits.
+pub const MAX_MAX_AGE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 
 impl Default for CacheSettings {
@@ -242,11 +258,15 @@ impl CacheSettings {
                 &path.key("max_bytes"),
                 "must be more than 0, or nothing could be cached",
             ),
+            Some(bytes) if bytes > MAX_MAX_BYTES => doc.error(
+                &path.key("max_bytes"),
+                format!("{bytes} is out of range: expected 1 to {MAX_MAX_BYTES}"),
+            ),
             Some(bytes) => settings.max_bytes = bytes,
             None => {}
         }
         if let Some(text) = raw.max_age {
-            match humantime::parse_duration(text.trim()) {
+            match parse_age(&text) {
                 Ok(age) if !age.is_zero() => settings.max_age = age,
                 Ok(_) => doc.error(&path.key("max_age"), "must be more than 0"),
                 Err(error) => doc.error(
@@ -257,6 +277,15 @@ impl CacheSettings {
         }
         (doc.error_count() == errors_before).then_some(settings)
     }
+}
+
+/// A duration such as `7d` or `12h 30m`, at most [`MAX_MAX_AGE`].
+pub fn parse_age(text: &str) -> Result<Duration, String> {
+    let age = humantime::parse_duration(text.trim()).map_err(|error| error.to_string())?;
+    if age > MAX_MAX_AGE {
+        return Err(format!("{} is longer than 100 years (36500d)", text.trim()));
+    }
+    Ok(age)
 }
 
 #[cfg(test)]

@@ -249,23 +249,26 @@ impl HttpSettings {
             );
             ok = false;
         }
-        let mut positive = |key: &str, value: Option<u64>, default: u64| {
-            crate::config::positive_or(doc, path, key, value, default, &mut ok)
+        let mut positive = |key: &str, value: Option<u64>, default: u64, max: u64| {
+            crate::config::positive_or(doc, path, key, value, default, max, &mut ok)
         };
         let timeout = Duration::from_millis(positive(
             "timeout_ms",
             raw.timeout_ms,
             DEFAULT_TIMEOUT.as_millis() as u64,
+            crate::config::MAX_MS,
         ));
         let max_response_bytes = positive(
             "max_response_bytes",
             raw.max_response_bytes.map(|n| n as u64),
             DEFAULT_MAX_RESPONSE_BYTES as u64,
+            crate::config::MAX_READ_BYTES,
         ) as usize;
         let retry_backoff = Duration::from_millis(positive(
             "retry_backoff_ms",
             raw.retry_backoff_ms,
             DEFAULT_RETRY_BACKOFF.as_millis() as u64,
+            crate::config::MAX_MS,
         ));
         let retries = raw.retries.unwrap_or(0);
         if retries > MAX_RETRIES {
