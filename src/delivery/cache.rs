@@ -51,6 +51,10 @@
 //!   once measured or when replay reads it (never more than `max_bytes`
 //!   is read): it could never fit, and making room for it would drop
 //!   every older body;
+//! - a `*.json` file naming the agent id but not of our form
+//!   (`hello_{agent_id}.json`) is ordered and aged by the timestamp its
+//!   name starts with, else by its modification time, and replayed (or
+//!   quarantined) like any other: never deleted unread as if from 1970;
 //! - any other file is left alone.
 
 use std::collections::hash_map::DefaultHasher;
@@ -347,12 +351,20 @@ impl Cache {
             if !file.file_type().is_ok_and(|t| t.is_file()) {
                 continue;
             }
-            found.push(name.to_owned());
+            // A name without our timestamp (`hello_<id>.json`) is dated by
+            // the file itself, so max_age and max_bytes judge its real age
+            // rather than drop it first as if it were from 1970.
+            let modified_ms = if canonical_timestamp(name, agent_id).is_some() {
+                0
+            } else {
+                modified_ms(&file)
+            };
+            found.push((name.to_owned(), modified_ms));
         }
         let mut index = self.lock();
         let agent = index.intern(agent_id);
-        for name in found {
-            let (key, odd_name) = key_for_name(&agent, &name);
+        for (name, modified_ms) in found {
+            let (key, odd_name) = key_for_name(&agent, &name, modified_ms);
             if !index.entries.contains_key(&key) && !index.stuck.contains(&key) {
                 let entry = Entry {
                     size: UNMEASURED,
@@ -832,7 +844,21 @@ fn canonical_timestamp(name: &str, agent_id: &str) -> Option<u64> {
     digits.parse().ok()
 }
 
-fn key_for_name(agent: &Arc<str>, name: &str) -> (Key, Option<Box<str>>) {
+/// When a listed file was last written, in milliseconds since the epoch;
+/// now if that cannot be told (the age is then not held against it).
+fn modified_ms(file: &fs::DirEntry) -> u64 {
+    file.metadata()
+        .and_then(|metadata| metadata.modified())
+        .ok()
+        .and_then(|modified| modified.duration_since(SystemTime::UNIX_EPOCH).ok())
+        .map_or_else(crate::time::now_ms, |since| {
+            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+        })
+}
+
+/// The key of a listed file. A name of another form is ordered and aged by
+/// the timestamp it starts with, else by `modified_ms`.
+fn key_for_name(agent: &Arc<str>, name: &str, modified_ms: u64) -> (Key, Option<Box<str>>) {
     if let Some(timestamp_ms) = canonical_timestamp(name, agent) {
         let key = Key {
             timestamp_ms,
@@ -842,7 +868,11 @@ fn key_for_name(agent: &Arc<str>, name: &str) -> (Key, Option<Box<str>>) {
         return (key, None);
     }
     let digits = name.split('_').next().unwrap_or_default();
-    let timestamp_ms = digits.parse::<u64>().unwrap_or(0);
+    let timestamp_ms = digits
+        .parse::<u64>()
+        .ok()
+        .filter(|ms| *ms > 0)
+        .unwrap_or(modified_ms);
     let mut hasher = DefaultHasher::new();
     name.hash(&mut hasher);
     let key = Key {
@@ -1033,6 +1063,23 @@ mod tests {
         });
         assert_eq!(stored, (1000, 1001));
         assert_eq!(order, [&b"a"[..], b"b", b"future", b"future"]);
+    }
+
+    #[test]
+    fn a_body_in_a_file_with_an_odd_name_is_kept_for_replay_not_dropped_as_ancient() {
+        let dir = tempfile::tempdir().unwrap();
+        let agent_dir = dir.path().join(AGENT);
+        fs::create_dir_all(&agent_dir).unwrap();
+        fs::write(agent_dir.join(format!("hello_{AGENT}.json")), "odd").unwrap();
+        // Default bounds: seven days of max_age.
+        let (cache, stats) = open(dir.path(), CacheSettings::default());
+        assert_eq!(stats.dropped.load(Ordering::Relaxed), 0);
+        let file = cache.take_oldest().expect("the odd file is cached");
+        assert_eq!(cache.read(&file).unwrap(), b"odd");
+        assert!(
+            file.timestamp_ms > crate::time::now_ms() - 60_000,
+            "dated by its mtime"
+        );
     }
 
     #[test]
