@@ -130,7 +130,8 @@ pub async fn run(settings: Settings, log_level: logging::LevelHandle) -> anyhow:
                                     let _ = delivery_tx.send(delivery);
                                 }
                                 Err(err) => tracing::error!(
-                                    "reload: cannot prepare delivery with the new settings, keeping the old: {err:#}"
+                                    "reload: cannot prepare delivery with the new settings, keeping the old: {}",
+                                    crate::error_chain(&err)
                                 ),
                             }
                         }
@@ -146,7 +147,7 @@ pub async fn run(settings: Settings, log_level: logging::LevelHandle) -> anyhow:
                                 settings = new;
                                 tracing::info!(pollers = pollers.stats.len(), "configuration reloaded");
                             }
-                            Err(err) => tracing::error!("reload refused, still running the previous pollers: {err:#}"),
+                            Err(err) => tracing::error!("reload refused, still running the previous pollers: {}", crate::error_chain(err.as_ref())),
                         }
                     }
                 }

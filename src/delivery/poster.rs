@@ -328,15 +328,8 @@ fn httpdate(text: &str) -> Option<std::time::SystemTime> {
 
 /// An error and its causes on one line: reqwest's own message rarely says
 /// what actually went wrong.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    crate::error_chain(error)
 }
 
 #[cfg(test)]
