@@ -100,7 +100,8 @@ pub const MAX_RETRIES: u32 = 5;
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawAuth {
-    bearer: Option<RawSecret>,
+    /// Read by [`secret`], which says what a secret must look like.
+    bearer: Option<Value>,
     basic: Option<RawBasic>,
 }
 
@@ -108,7 +109,7 @@ struct RawAuth {
 #[serde(deny_unknown_fields)]
 struct RawBasic {
     username: String,
-    password: RawSecret,
+    password: Value,
 }
 
 #[derive(Deserialize)]
@@ -218,24 +219,41 @@ impl HttpSettings {
         }
         let query = string_pairs(doc, &path.key("query"), raw.query.as_ref(), &mut ok);
         let auth_path = path.key("auth");
+        let errors_before_auth = doc.error_count();
         let auth_given = raw.auth.is_some();
         let auth = match raw.auth {
             None => None,
             Some(RawAuth {
                 bearer: Some(token),
                 basic: None,
-            }) => secret(doc, &auth_path.key("bearer"), token).map(Auth::Bearer),
+            }) => secret(doc, &auth_path.key("bearer"), &token).map(Auth::Bearer),
             Some(RawAuth {
                 bearer: None,
                 basic: Some(basic),
-            }) => secret(doc, &auth_path.key("basic").key("password"), basic.password).map(
-                |password| Auth::Basic {
-                    username: basic.username,
-                    password,
-                },
-            ),
-            Some(_) => {
-                doc.error(&auth_path, "expected one of `bearer:` or `basic:`");
+            }) => secret(
+                doc,
+                &auth_path.key("basic").key("password"),
+                &basic.password,
+            )
+            .map(|password| Auth::Basic {
+                username: basic.username,
+                password,
+            }),
+            Some(RawAuth {
+                bearer: Some(_),
+                basic: Some(_),
+            }) => {
+                doc.error(&auth_path, "give one of `bearer:` or `basic:`, not both");
+                None
+            }
+            Some(RawAuth {
+                bearer: None,
+                basic: None,
+            }) => {
+                // `basic:` may have been there and wrong: that was said.
+                if doc.error_count() == errors_before_auth {
+                    doc.error(&auth_path, "expected one of `bearer:` or `basic:`");
+                }
                 None
             }
         };
@@ -335,7 +353,23 @@ impl HttpSettings {
 /// The source of a secret, checked to hold one now: `check` and a reload
 /// catch a missing variable or file, rather than the poller failing to
 /// start after the configuration was accepted.
-fn secret(doc: &mut Document, path: &YamlPath, raw: RawSecret) -> Option<SecretSource> {
+fn secret(doc: &mut Document, path: &YamlPath, value: &Value) -> Option<SecretSource> {
+    if !matches!(value, Value::Mapping(_)) {
+        doc.error(
+            path,
+            format!(
+                "expected where to read the secret, `{{file: /path/to/secret}}` or `{{env: VARIABLE}}`, found {}{}",
+                describe(value),
+                if matches!(value, Value::String(_)) {
+                    " (secrets are never written in the configuration)"
+                } else {
+                    ""
+                }
+            ),
+        );
+        return None;
+    }
+    let raw: RawSecret = doc.deserialize(path, value)?;
     let source = secret_source(doc, path, raw)?;
     let poller = match &doc.poller {
         Some(name) => format!("poller `{name}`: "),
@@ -531,7 +565,11 @@ mod tests {
         );
         assert_eq!(
             errors("urls: [http://h/]\nmeasurements: true\nauth: {bearer: {env: T}, basic: {username: u, password: {env: P}}}\n"),
-            ["auth: expected one of `bearer:` or `basic:`"]
+            ["auth: give one of `bearer:` or `basic:`, not both"]
+        );
+        assert_eq!(
+            errors("urls: [http://h/]\nmeasurements: true\nauth: {bearer: 5}\n"),
+            ["auth.bearer: expected where to read the secret, `{file: /path/to/secret}` or `{env: VARIABLE}`, found a number"]
         );
         assert_eq!(
             errors("urls: [http://h/]\nmeasurements: true\nauth: {token: x}\n"),
