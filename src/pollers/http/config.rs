@@ -58,6 +58,9 @@ pub struct HttpSettings {
     pub measurements: bool,
     pub format: Option<FormatSettings>,
     pub target: Option<String>,
+    /// The metadata key measurements carry the URL under (`url` unless
+    /// `url_metadata` names another); `None` with `url_metadata: false`.
+    pub url_metadata: Option<String>,
 }
 
 /// Where a secret is read from when the poller is built.
@@ -139,6 +142,7 @@ struct RawHttp {
     measurements: bool,
     format: Option<Value>,
     target: Option<String>,
+    url_metadata: Option<Value>,
 }
 
 impl HttpSettings {
@@ -313,6 +317,29 @@ impl HttpSettings {
             );
             ok = false;
         }
+        let url_metadata = match &raw.url_metadata {
+            None => Some("url".to_owned()),
+            Some(Value::Bool(false)) => None,
+            Some(Value::String(key)) => {
+                if crate::config::check_user_key(doc, &path.key("url_metadata"), key) {
+                    Some(key.trim().to_owned())
+                } else {
+                    ok = false;
+                    None
+                }
+            }
+            Some(other) => {
+                doc.error(
+                    &path.key("url_metadata"),
+                    format!(
+                        "expected the metadata key to carry the URL under, or false for none, found {}",
+                        describe(other)
+                    ),
+                );
+                ok = false;
+                None
+            }
+        };
         ok.then(|| HttpSettings {
             urls,
             method,
@@ -329,6 +356,7 @@ impl HttpSettings {
             measurements: raw.measurements,
             format,
             target: raw.target.filter(|t| !t.trim().is_empty()),
+            url_metadata,
         })
     }
 
