@@ -46,6 +46,7 @@ pub fn become_subreaper() {
 struct Process {
     pid: Pid,
     parent: i32,
+    group: i32,
     zombie: bool,
     /// The run id in its environment, if it has one and it can be read.
     run: Option<String>,
@@ -74,6 +75,7 @@ fn processes() -> Vec<Process> {
         let mut fields = after.split(' ');
         let state = fields.next().unwrap_or_default();
         let parent = fields.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+        let group = fields.next().and_then(|g| g.parse().ok()).unwrap_or(0);
         let run = std::fs::read(entry.path().join("environ"))
             .ok()
             .and_then(|environ| {
@@ -87,6 +89,7 @@ fn processes() -> Vec<Process> {
         found.push(Process {
             pid: Pid::from_raw(pid),
             parent,
+            group,
             zombie: state == "Z",
             run,
         });
@@ -117,6 +120,7 @@ pub fn end_run(run_id: &str) -> usize {
         set.clone()
     };
     let me = std::process::id() as i32;
+    let my_group = nix::unistd::getpgrp().as_raw();
     let mut killed = 0;
     // A killed process's children are re-parented and seen on the next
     // pass; a few passes reach the bottom of any real tree.
@@ -127,7 +131,12 @@ pub fn end_run(run_id: &str) -> usize {
             if process.pid.as_raw() == me {
                 continue;
             }
+            // Every run starts its own process group, and whatever a run
+            // left keeps that group or a session of its own: a child in the
+            // agent's own group was started some other way (by a program
+            // embedding this library, a test) and is not ours to reap.
             let orphan = process.parent == me
+                && process.group != my_group
                 && !spawned
                     .as_ref()
                     .is_some_and(|set| set.contains(&process.pid.as_raw()));
