@@ -9,7 +9,7 @@
 //!   whole process group gets SIGTERM, then SIGKILL after the grace period;
 //!   after a normal exit whatever is left in the group is killed; if the
 //!   poll itself is cancelled, a guard kills the group. What escaped the
-//!   group (`setsid`) is found and killed too (see [`orphans`]). The
+//!   group (`setsid`) is found and killed too (see `orphans.rs`). The
 //!   program itself is always waited for, so it never stays a zombie.
 //! - The run ends when the program exits: a descendant that keeps stdout
 //!   open gets [`AFTER_EXIT_GRACE`] to finish writing, then is killed with
