@@ -510,7 +510,7 @@ fn cycle(opts: &Opts) {
             let cpu0 = cpu_time();
             let t0 = Instant::now();
             for collector in &mut collectors {
-                if let Ok(body) = collector.collect().await {
+                for body in collector.collect().await.unwrap_or_default() {
                     delivery.submit(body).await;
                 }
             }

@@ -168,10 +168,12 @@ async fn once_print(settings: &Settings, only: Option<&str>) -> anyhow::Result<(
     let mut empty = Vec::new();
     for collector in &mut collectors {
         match collector.collect().await {
-            Ok(body) => {
-                stdout.write_all(&body.json)?;
-                stdout.write_all(b"\n")?;
-                stdout.flush()?;
+            Ok(bodies) => {
+                for body in bodies {
+                    stdout.write_all(&body.json)?;
+                    stdout.write_all(b"\n")?;
+                    stdout.flush()?;
+                }
             }
             Err(why) => empty.extend(nothing_from(&collector.name, &why)),
         }
@@ -189,24 +191,26 @@ async fn once_deliver(settings: &Settings, only: Option<&str>) -> anyhow::Result
     let mut stdout = std::io::stdout().lock();
     let mut empty = Vec::new();
     for collector in &mut collectors {
-        let body = match collector.collect().await {
-            Ok(body) => body,
+        let bodies = match collector.collect().await {
+            Ok(bodies) => bodies,
             Err(why) => {
                 empty.extend(nothing_from(&collector.name, &why));
                 continue;
             }
         };
-        let (agent_id, timestamp_ms) = (body.agent_id.clone(), body.timestamp_ms);
-        match delivery.submit(body).await {
-            Committed::Posted => writeln!(stdout, "posted {agent_id} {timestamp_ms}")?,
-            Committed::Cached(path) => writeln!(
-                stdout,
-                "cached {agent_id} {timestamp_ms} {}",
-                path.display()
-            )?,
-            Committed::Lost => writeln!(stdout, "lost {agent_id} {timestamp_ms}")?,
+        for body in bodies {
+            let (agent_id, timestamp_ms) = (body.agent_id.clone(), body.timestamp_ms);
+            match delivery.submit(body).await {
+                Committed::Posted => writeln!(stdout, "posted {agent_id} {timestamp_ms}")?,
+                Committed::Cached(path) => writeln!(
+                    stdout,
+                    "cached {agent_id} {timestamp_ms} {}",
+                    path.display()
+                )?,
+                Committed::Lost => writeln!(stdout, "lost {agent_id} {timestamp_ms}")?,
+            }
+            stdout.flush()?;
         }
-        stdout.flush()?;
     }
     let report = delivery.replay_now().await;
     print_replay(&mut stdout, &report)?;
@@ -316,7 +320,8 @@ async fn cache_command(settings: &Settings, action: CacheCommand) -> anyhow::Res
         }
         CacheCommand::Purge { older_than, yes } => {
             let cache = inspect();
-            let cutoff_ms = crate::time::now_ms().saturating_sub(older_than.as_millis() as u64);
+            let older_than_ms = u64::try_from(older_than.as_millis()).unwrap_or(u64::MAX);
+            let cutoff_ms = crate::time::now_ms().saturating_sub(older_than_ms);
             if !yes {
                 cache.measure_only();
                 let (files, bytes) = cache.count_older_than(cutoff_ms);

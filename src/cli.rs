@@ -70,7 +70,7 @@ pub enum CacheCommand {
     /// Delete cached bodies older than a duration
     Purge {
         /// e.g. 12h or 7d
-        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        #[arg(long, value_name = "DURATION", value_parser = crate::delivery::config::parse_age)]
         older_than: std::time::Duration,
         /// Really delete; without it, only say what would be deleted
         #[arg(long)]

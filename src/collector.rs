@@ -18,6 +18,7 @@ pub struct Collector {
     hostname: String,
     polling_interval_ms: u64,
     metadata: Vec<Metadata>,
+    max_body_bytes: usize,
     poller: Poller,
 }
 
@@ -34,14 +35,16 @@ impl Collector {
             hostname: env.hostname.clone(),
             polling_interval_ms: settings.polling_interval.as_millis() as u64,
             metadata: settings.metadata.clone(),
+            max_body_bytes: crate::delivery::config::DEFAULT_MAX_BODY_BYTES,
             poller: Poller::new(settings, env)
                 .with_context(|| format!("poller {}", settings.name))?,
         })
     }
 
-    /// Polls once and returns the body to deliver, or why there is none.
-    /// Either way the failure and every dropped datapoint are logged.
-    pub async fn collect(&mut self) -> Result<PostBody, NoBody> {
+    /// Polls once: the bodies to post, more than one when the poll is
+    /// larger than `delivery.max_body_bytes`, or why there is none. Either
+    /// way the failure and every dropped datapoint are logged.
+    pub async fn collect(&mut self) -> Result<Vec<PostBody>, NoBody> {
         let started_ms = now_ms();
         let mut targets = match self.poller.poll().await {
             Ok(targets) => targets,
@@ -61,7 +64,7 @@ impl Collector {
             hostname: &self.hostname,
             polling_interval_ms: self.polling_interval_ms,
         };
-        let outcome = model::build(&agent, started_ms, &targets);
+        let outcome = model::build_limited(&agent, started_ms, &targets, self.max_body_bytes);
         for dropped in &outcome.dropped {
             tracing::warn!(
                 poller = %self.name,
@@ -71,20 +74,27 @@ impl Collector {
                 dropped.reason
             );
         }
-        match outcome.body {
-            Some(body) => Ok(body),
-            None => {
+        match outcome.bodies.len() {
+            0 => {
                 tracing::info!(poller = %self.name, "poll read no valid datapoint; nothing to post");
-                Err(NoBody::NothingValid {
+                return Err(NoBody::NothingValid {
                     dropped: outcome.dropped.len(),
                     first: outcome
                         .dropped
                         .into_iter()
                         .next()
                         .map(|d| format!("target {}, key {:?}: {}", d.target, d.key, d.reason)),
-                })
+                });
             }
+            1 => {}
+            parts => tracing::info!(
+                poller = %self.name,
+                parts,
+                max_body_bytes = self.max_body_bytes,
+                "poll larger than delivery.max_body_bytes; posting it in parts"
+            ),
         }
+        Ok(outcome.bodies)
     }
 }
 
@@ -129,7 +139,9 @@ pub fn collectors(settings: &Settings, only: Option<&str>) -> anyhow::Result<Vec
         .into_iter()
         .map(|poller| {
             let agent_id = agent_id(&settings.pattoo.daemon_directory, &poller.agent_program)?;
-            Collector::new(poller, agent_id, &env)
+            let mut collector = Collector::new(poller, agent_id, &env)?;
+            collector.max_body_bytes = settings.agent.delivery.max_body_bytes;
+            Ok(collector)
         })
         .collect()
 }

@@ -69,3 +69,46 @@ pub fn release_freed_memory() {
         libc::malloc_trim(0);
     }
 }
+
+/// An error and its causes on one line, `a: b: c`, each cause once: many
+/// errors already quote their cause (`cannot write {path}: {source}`), and
+/// printing the chain after them would say the cause twice.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let said = cause.to_string();
+        if !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_cause_the_message_already_quotes_is_not_printed_again() {
+        let io = std::io::Error::from_raw_os_error(30);
+        let error = anyhow::Error::new(crate::delivery::cache::CacheError::Write {
+            path: "/var/lib/pattoo/cache/x.json".into(),
+            source: io,
+        })
+        .context("caching a body");
+        let text = super::error_chain(error.as_ref());
+        assert_eq!(text.matches("Read-only file system").count(), 1, "{text}");
+        assert!(
+            text.starts_with("caching a body: cannot write cache file"),
+            "{text}"
+        );
+        // anyhow's own chain says it twice.
+        assert_eq!(
+            format!("{error:#}")
+                .matches("Read-only file system")
+                .count(),
+            2
+        );
+    }
+}

@@ -12,7 +12,10 @@ fn main() {
         if let Some(Exit(code)) = error.downcast_ref::<Exit>() {
             std::process::exit(*code);
         }
-        eprintln!("pattoo-agentd: {error:#}");
+        eprintln!(
+            "pattoo-agentd: {}",
+            pattoo_agentd::error_chain(error.as_ref())
+        );
         std::process::exit(1);
     }
 }

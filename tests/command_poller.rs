@@ -307,3 +307,33 @@ async fn a_missing_program_fails_to_start_with_its_name() {
         "{error}"
     );
 }
+
+#[tokio::test]
+async fn a_setsid_grandchild_holding_stdout_neither_fails_the_poll_nor_outlives_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("escaped.pid");
+    // The sleeper leaves the process group (its own session) and keeps
+    // stdout open: the poll must end when the script does.
+    let program = script(
+        dir.path(),
+        "escape.sh",
+        &format!(
+            "setsid sleep 300 &\necho $! > '{}'\nprintf 'answer 42\\n'\n",
+            pid_file.display()
+        ),
+    );
+    let mut settings = settings(&program, keyvalue());
+    settings.environment.insert("PATH".into(), SAFE_PATH.into());
+    let mut poller = poller(&settings);
+    let targets = poller.poll().await.expect("the poll succeeds");
+    assert_eq!(targets[0].datapoints[0].key, "answer");
+    let escaped = read_pid(&pid_file).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while running(escaped) {
+        assert!(
+            Instant::now() < deadline,
+            "the setsid sleeper {escaped} outlived the poll"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -124,9 +124,13 @@ impl Drop for Agent {
 }
 
 fn write_pollers(dir: &Path, pollers_yaml: &str) {
+    write_pollers_with_timeout(dir, pollers_yaml, 2000);
+}
+
+fn write_pollers_with_timeout(dir: &Path, pollers_yaml: &str, timeout_ms: u64) {
     std::fs::write(
         dir.join("pattoo_agentd.yaml"),
-        format!("pattoo_agentd:\n  hostname: test-host\n  delivery:\n    timeout_ms: 2000\n  pollers:\n{pollers_yaml}"),
+        format!("pattoo_agentd:\n  hostname: test-host\n  delivery:\n    timeout_ms: {timeout_ms}\n  pollers:\n{pollers_yaml}"),
     )
     .unwrap();
 }
@@ -161,6 +165,17 @@ fn start(
     notify: Option<&NotifySocket>,
     dir: tempfile::TempDir,
 ) -> Agent {
+    start_with_timeout(port, pollers, notify, dir, 2000)
+}
+
+/// [`start`] with the given `delivery.timeout_ms`.
+fn start_with_timeout(
+    port: u16,
+    pollers: impl Fn(&Path) -> String,
+    notify: Option<&NotifySocket>,
+    dir: tempfile::TempDir,
+    timeout_ms: u64,
+) -> Agent {
     let d = dir.path().display();
     std::fs::write(
         dir.path().join("pattoo.yaml"),
@@ -189,7 +204,7 @@ fn start(
             .env("NOTIFY_SOCKET", &notify.path)
             .env("WATCHDOG_USEC", "1000000");
     }
-    write_pollers(dir.path(), &pollers(dir.path()));
+    write_pollers_with_timeout(dir.path(), &pollers(dir.path()), timeout_ms);
     Agent {
         child: command.spawn().unwrap(),
         dir,
@@ -274,6 +289,48 @@ async fn reload_keeps_the_old_pollers_on_a_broken_config_and_swaps_in_a_valid_on
         bodies_with(&server, "alpha"),
         alpha_after_swap,
         "alpha kept polling after the swap"
+    );
+
+    agent.signal(Signal::SIGTERM);
+    assert!(agent.wait_exit(Duration::from_secs(15)).success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_with_a_section_of_the_wrong_kind_is_refused_and_the_daemon_keeps_polling() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let notify = NotifySocket::bind(dir.path());
+    let mut agent = start(
+        server.addr.port(),
+        |d| poller("alpha", &script(d, "alpha", 0.0)),
+        Some(&notify),
+        dir,
+    );
+    notify.wait_for("READY=1", |m| m == "READY=1");
+    wait_until("a body from alpha", || {
+        (bodies_with(&server, "alpha") >= 1).then_some(())
+    });
+
+    // `delivery: 5` once made the configuration reader panic, which took
+    // the whole daemon down with exit status 101.
+    std::fs::write(
+        agent.dir.path().join("pattoo_agentd.yaml"),
+        format!(
+            "pattoo_agentd:\n  delivery: 5\n  pollers:\n{}",
+            poller("alpha", &agent.dir.path().join("alpha.sh"))
+        ),
+    )
+    .unwrap();
+    agent.signal(Signal::SIGHUP);
+    notify.wait_for("the refusal", |m| m.starts_with("STATUS=reload refused"));
+    let before = bodies_with(&server, "alpha");
+    wait_until("alpha still posting", || {
+        (bodies_with(&server, "alpha") > before + 1).then_some(())
+    });
+    let stderr = agent.stderr();
+    assert!(
+        stderr.contains("pattoo_agentd.yaml:2:3: pattoo_agentd.delivery"),
+        "{stderr}"
     );
 
     agent.signal(Signal::SIGTERM);
@@ -428,4 +485,98 @@ fn run_with_a_broken_configuration_exits_with_the_configuration_status() {
     // 78 (EX_CONFIG) is in the unit's RestartPreventExitStatus=.
     assert_eq!(output.status.code(), Some(78));
     assert!(String::from_utf8_lossy(&output.stderr).contains("pattoo.yaml:2:3"));
+}
+
+#[test]
+fn run_with_a_poller_secret_missing_exits_with_the_configuration_status_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    std::fs::write(
+        dir.path().join("pattoo.yaml"),
+        format!("pattoo:\n  log_directory: {d}/log\n  cache_directory: {d}/cache\n  daemon_directory: {d}/daemon\npattoo_agent_api:\n  ip_address: 127.0.0.1\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("pattoo_agentd.yaml"),
+        "pattoo_agentd:\n  pollers:\n    - name: quotes\n      type: http\n      urls: [http://127.0.0.1:9/]\n      format: keyvalue\n      auth:\n        bearer: {env: PATTOO_TEST_UNSET_SECRET}\n",
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_pattoo-agentd"))
+        .arg("--config-dir")
+        .arg(dir.path())
+        .arg("run")
+        .env_remove("PATTOO_TEST_UNSET_SECRET")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(78));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("pattoo_agentd.yaml:8:"), "{stderr}");
+    assert!(stderr.contains("poller `quotes`"), "{stderr}");
+    assert!(stderr.contains("PATTOO_TEST_UNSET_SECRET"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_cancels_a_replayed_post_in_flight_at_once_and_the_body_stays_cached() {
+    let server = TestServer::start().await;
+    server.set_mode(Mode::Hang);
+    let dir = tempfile::tempdir().unwrap();
+    let notify = NotifySocket::bind(dir.path());
+    // A body cached by an earlier run.
+    let cached = common::receiver::body(common::receiver::now_ms(), 1);
+    let agent_dir = dir.path().join("cache").join(&cached.agent_id);
+    std::fs::create_dir_all(&agent_dir).unwrap();
+    let file = agent_dir.join(format!("{}_{}.json", cached.timestamp_ms, cached.agent_id));
+    std::fs::write(&file, &cached.json).unwrap();
+    let mut agent = start_with_timeout(
+        server.addr.port(),
+        // No poll comes due while the test runs.
+        |d| {
+            poller("alpha", &script(d, "alpha", 0.0))
+                .replace("polling_interval: 1", "polling_interval: 86400")
+        },
+        Some(&notify),
+        dir,
+        // A long post timeout: stopping must not wait for it.
+        45_000,
+    );
+    notify.wait_for("READY=1", |m| m == "READY=1");
+    wait_until("the replayed post", || {
+        (server.attempts() >= 1).then_some(())
+    });
+
+    agent.signal(Signal::SIGTERM);
+    // Within the 10 s stop grace, not after the 45 s post timeout.
+    let status = agent.wait_exit(Duration::from_secs(10));
+    assert!(status.success(), "{status}");
+    assert_eq!(
+        std::fs::read(&file).unwrap(),
+        cached.json,
+        "the body stays cached"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_a_reload_stops_within_one_grace_period() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let notify = NotifySocket::bind(dir.path());
+    // Polls that outlast the 10 s stop grace.
+    let slow = |d: &Path| poller("slow", &script(d, "slow", 60.0)) + "      timeout_ms: 120000\n";
+    let mut agent = start(server.addr.port(), slow, Some(&notify), dir);
+    notify.wait_for("READY=1", |m| m == "READY=1");
+    let started = agent.dir.path().join("slow.started");
+    wait_until("a poll in flight", || started.exists().then_some(()));
+
+    agent.signal(Signal::SIGHUP);
+    notify.wait_for("the reload", |m| m.starts_with("RELOADING=1"));
+    let stopping_at = Instant::now();
+    agent.signal(Signal::SIGTERM);
+    // One grace period (10 s) for the polls in flight, old and new, not
+    // one for the reload and another for the stop.
+    let status = agent.wait_exit(Duration::from_secs(16));
+    assert!(
+        status.success(),
+        "{status} after {:?}",
+        stopping_at.elapsed()
+    );
 }

@@ -130,6 +130,25 @@ fn once_caches_while_the_server_is_away_and_cache_commands_report_and_replay() {
     for _ in 0..2 {
         assert!(stdout(&run(&config, &["once"])).starts_with("cached "));
     }
+    // An age whose milliseconds overflow 64 bits once wrapped to almost
+    // nothing and would have deleted every body.
+    let overflowing = run(
+        &config,
+        &[
+            "cache",
+            "purge",
+            "--older-than",
+            "18446744073709551s 1616ms",
+            "--yes",
+        ],
+    );
+    assert!(!overflowing.status.success(), "{overflowing:?}");
+    assert!(
+        String::from_utf8_lossy(&overflowing.stderr).contains("longer than"),
+        "{overflowing:?}"
+    );
+    assert!(stdout(&run(&config, &["cache", "status"])).contains("files 2"));
+
     let unconfirmed = run(&config, &["cache", "purge", "--older-than", "0s"]);
     assert!(!unconfirmed.status.success(), "purging needs --yes");
     assert!(

@@ -515,3 +515,137 @@ async fn a_second_replayer_over_the_same_cache_sends_nothing_while_the_first_rep
     assert_eq!(server.received().len(), 1);
     assert!(cached_files(cache_dir.path()).is_empty());
 }
+
+/// The older bodies are cached while the server is away; the oldest of
+/// them carries `BAD_VALUE`, which the server then refuses with `status`
+/// while it takes every other body. Fresh polls go on meanwhile.
+const BAD_VALUE: i64 = 987_654_321;
+const BAD_TEXT: &str = "[\"pattoo_value\",987654321]";
+
+async fn one_refused_body_among_others(status: u16) -> (Delivery, TestServer, tempfile::TempDir) {
+    let server = TestServer::start().await;
+    let cache_dir = tempfile::tempdir().unwrap();
+    let delivery = delivery(&server, cache_dir.path());
+    server.stop();
+    let start = now_ms();
+    for i in 0..5u64 {
+        let value = if i == 0 { BAD_VALUE } else { i as i64 };
+        assert!(cached(&delivery.submit(body(start + i, value)).await));
+    }
+    assert!(body(1, BAD_VALUE)
+        .json
+        .windows(BAD_TEXT.len())
+        .any(|w| w == BAD_TEXT.as_bytes()));
+    server
+        .resume(Mode::RefuseContaining(BAD_TEXT, status))
+        .await;
+    let replay = ReplayTask::start(&delivery);
+    // Fresh polls, one every 100 ms, until the 4 good older bodies and
+    // all 60 fresh ones have arrived.
+    for i in 0..60u64 {
+        delivery
+            .submit(body(start + 1000 + i, 1000 + i as i64))
+            .await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    server.wait_for(64, Duration::from_secs(30)).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while delivery.stats().quarantined == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    replay.finish().await;
+    (delivery, server, cache_dir)
+}
+
+fn quarantined(cache_dir: &std::path::Path) -> Vec<Vec<u8>> {
+    match fs::read_dir(cache_dir.join("quarantine").join(AGENT)) {
+        Ok(entries) => entries
+            .map(|e| fs::read(e.unwrap().path()).unwrap())
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_refused_with_413_is_quarantined_at_once_and_every_other_body_is_delivered() {
+    let (delivery, server, cache_dir) = one_refused_body_among_others(413).await;
+    let received = server.received();
+    assert_eq!(received.len(), 64, "4 older and 60 fresh bodies");
+    assert!(cached_files(cache_dir.path()).is_empty());
+    let set_aside = quarantined(cache_dir.path());
+    assert_eq!(set_aside.len(), 1);
+    assert!(set_aside[0]
+        .windows(BAD_TEXT.len())
+        .any(|w| w == BAD_TEXT.as_bytes()));
+    let stats = delivery.stats();
+    assert_eq!((stats.quarantined, stats.lost), (1, 0));
+    // Refused once, then never sent again.
+    let attempts_on_bad = server.attempts() - received.len();
+    assert_eq!(
+        attempts_on_bad, 1,
+        "the refused body was tried {attempts_on_bad} times"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_the_server_keeps_failing_with_500_while_it_takes_others_is_quarantined_after_a_few_tries(
+) {
+    let (delivery, server, cache_dir) = one_refused_body_among_others(500).await;
+    assert_eq!(server.received().len(), 64, "4 older and 60 fresh bodies");
+    assert!(cached_files(cache_dir.path()).is_empty());
+    assert_eq!(quarantined(cache_dir.path()).len(), 1);
+    let attempts_on_bad = server.attempts() - 64;
+    // Its strikes, plus the first two tries when the server's state was
+    // not yet known (they open the breaker and count no strike).
+    assert!(
+        attempts_on_bad <= pattoo_agentd::delivery::MAX_BODY_FAILURES as usize + 2,
+        "the failing body was tried {attempts_on_bad} times"
+    );
+    assert!(!delivery.stats().server_down);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_200_sent_before_the_body_was_read_does_not_count_as_delivered() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // A small receive window, so the body cannot all sit in socket buffers
+    // by the time the answer comes.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(1).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // Reads the request head, answers 200 at once, reads no further.
+    let server = tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut head = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = stream.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            head.extend_from_slice(&buf[..n]);
+        }
+        stream
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nOK")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    });
+    let cache_dir = tempfile::tempdir().unwrap();
+    let api = pattoo_agentd::config::ApiSettings {
+        ip_address: "127.0.0.1".into(),
+        ip_bind_port: port,
+    };
+    let settings = DeliverySettings {
+        timeout: Duration::from_secs(10),
+        ..quick_settings()
+    };
+    let delivery =
+        Delivery::from_parts(&api, cache_dir.path(), &settings, &CacheSettings::default()).unwrap();
+    let mut large = body(now_ms(), 1);
+    large.json.resize(32 << 20, b' ');
+    let committed = delivery.submit(large).await;
+    assert!(cached(&committed), "{committed:?}");
+    server.abort();
+}

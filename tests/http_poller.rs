@@ -368,3 +368,84 @@ async fn a_server_error_is_retried_with_backoff() {
     assert_eq!(targets[0].datapoints[0].value, Value::Int(2));
     assert_eq!(hits.load(Ordering::SeqCst), 2);
 }
+
+#[tokio::test]
+async fn configured_headers_and_credentials_do_not_follow_a_redirect_to_another_host() {
+    let seen_elsewhere = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen = Arc::clone(&seen_elsewhere);
+    let elsewhere = serve(move |request| {
+        let mut headers: Vec<String> = request.headers().keys().map(|k| k.to_string()).collect();
+        seen.lock().unwrap().append(&mut headers);
+        async { text(200, "ok=1\n") }
+    })
+    .await;
+    let target = elsewhere.url("/data");
+    let origin = serve(move |request| {
+        let has_key = request
+            .headers()
+            .get("x-api-key")
+            .is_some_and(|v| v == "k3y");
+        let target = target.clone();
+        async move {
+            if !has_key {
+                return text(401, "no key");
+            }
+            hyper::Response::builder()
+                .status(302)
+                .header("location", target)
+                .body(http_body_util::BodyExt::boxed(http_body_util::Full::new(
+                    hyper::body::Bytes::new(),
+                )))
+                .unwrap()
+        }
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "t0ken\n").unwrap();
+    let mut poller = poller(&format!(
+        "urls: [\"{}\"]\nformat: keyvalue\nheaders: {{X-Api-Key: k3y}}\nauth: {{bearer: {{file: {}}}}}\n",
+        origin.url("/start"),
+        token.display()
+    ));
+    assert_eq!(summary(&poller.poll().await.unwrap()).len(), 1);
+    let seen = seen_elsewhere.lock().unwrap().clone();
+    assert!(!seen.is_empty(), "the redirect was followed");
+    assert!(!seen.iter().any(|h| h == "x-api-key"), "{seen:?}");
+    assert!(!seen.iter().any(|h| h == "authorization"), "{seen:?}");
+}
+
+#[tokio::test]
+async fn secret_looking_query_values_are_redacted_in_url_metadata_whose_key_can_be_named() {
+    let server = serve(|request| async move {
+        // The server itself gets the real value.
+        assert_eq!(request.uri().query(), Some("token=abc123&site=north"));
+        text(200, "")
+    })
+    .await;
+    let url = server.url("/status?token=abc123&site=north");
+    for (extra, key) in [
+        ("", Some("url")),
+        ("url_metadata: endpoint\n", Some("endpoint")),
+        ("url_metadata: false\n", None),
+    ] {
+        let mut poller = poller(&format!("urls: [\"{url}\"]\nmeasurements: true\n{extra}"));
+        let targets = poller.poll().await.unwrap();
+        let datapoint = &targets[0].datapoints[0];
+        let shown: Vec<(String, String)> = datapoint
+            .metadata
+            .iter()
+            .map(|m| (m.key.clone(), m.value.clone()))
+            .collect();
+        match key {
+            Some(key) => assert_eq!(
+                shown,
+                [(
+                    key.to_owned(),
+                    server.url("/status?token=REDACTED&site=north")
+                )]
+            ),
+            None => assert!(shown.is_empty(), "{shown:?}"),
+        }
+    }
+}

@@ -129,7 +129,9 @@ async fn run_case(case: &Path) {
     assert_eq!(settings.pollers.len(), 1, "{name}");
     assert_eq!(settings.pollers[0].agent_program, PROGRAM, "{name}");
     let mut collectors = collector::collectors(&settings, None).unwrap();
-    let body = collectors[0].collect().await.expect("a body");
+    let mut bodies = collectors[0].collect().await.expect("a body");
+    assert_eq!(bodies.len(), 1, "one body");
+    let body = bodies.remove(0);
     let body: serde_json::Value = serde_json::from_slice(&body.json).unwrap();
 
     let expected: serde_norway::Value =

@@ -208,10 +208,12 @@ fn parse_poller(
             specific.insert(key.clone(), value.clone());
         }
     }
+    doc.poller = name.clone();
     let kind = match kind_name {
         Some(kind) => PollerKind::parse(kind, doc, path, &Value::Mapping(specific)),
         None => None,
     };
+    doc.poller = None;
     let kind = kind?;
     Some(PollerSettings {
         agent_program: agent_program.unwrap_or_else(|| kind.default_agent_program().to_owned()),

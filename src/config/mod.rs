@@ -94,16 +94,44 @@ pub fn config_dir(from_command_line: Option<&Path>) -> PathBuf {
     }
 }
 
+/// What a configuration error says when reading the files hit a bug
+/// instead of a mistake in them.
+pub const INTERNAL_ERROR: &str = "pattoo-agentd failed while reading the configuration";
+
 /// Reads and validates every configuration file in `config_dir`.
 ///
 /// Does no network I/O and creates nothing: see
 /// [`crate::identity::prepare_directories`] for that.
+///
+/// Never panics: a panic inside the readers (a bug, never the file's
+/// fault) is turned into one configuration error, so `check` exits 78 and a
+/// reload keeps the running configuration instead of killing the daemon.
+/// `tests/config_fuzz.rs` makes sure no file gets that far.
 pub fn load(config_dir: &Path) -> Result<Settings, ConfigErrors> {
+    std::panic::catch_unwind(|| load_files(config_dir)).unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|text| (*text).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        Err(ConfigErrors(vec![ConfigError {
+            file: config_dir.to_owned(),
+            position: None,
+            path: String::new(),
+            message: format!(
+                "{INTERNAL_ERROR} ({what}); this is a bug: please report it with the files; the running configuration (if any) is kept"
+            ),
+        }]))
+    })
+}
+
+fn load_files(config_dir: &Path) -> Result<Settings, ConfigErrors> {
     let mut errors = Vec::new();
     let pattoo_file = config_dir.join("pattoo.yaml");
     // Where a missing `pattoo_agent_api` is reported: the top of
     // pattoo.yaml, so the message has a line to jump to like every other.
     let mut pattoo_top = None;
+    let mut api_refused = false;
     let (pattoo, mut api, mut api_source) = match Document::read(&pattoo_file) {
         Err(error) => {
             errors.push(error);
@@ -112,9 +140,11 @@ pub fn load(config_dir: &Path) -> Result<Settings, ConfigErrors> {
         Ok(mut doc) => {
             pattoo_top = doc.position(&YamlPath::root());
             let pattoo = pattoo::parse_pattoo(&mut doc);
-            let api = pattoo::parse_api(&mut doc).flatten();
+            let api = pattoo::parse_api(&mut doc);
+            // A section that is there but wrong has its own error already.
+            api_refused |= api.is_none();
             errors.extend(doc.into_errors());
-            (pattoo, api, pattoo_file.clone())
+            (pattoo, api.flatten(), pattoo_file.clone())
         }
     };
 
@@ -123,15 +153,19 @@ pub fn load(config_dir: &Path) -> Result<Settings, ConfigErrors> {
         match Document::read(&agent_file) {
             Err(error) => errors.push(error),
             Ok(mut doc) => {
-                if let Some(Some(from_agent_file)) = pattoo::parse_api(&mut doc) {
-                    api = Some(from_agent_file);
-                    api_source = agent_file.clone();
+                match pattoo::parse_api(&mut doc) {
+                    Some(Some(from_agent_file)) => {
+                        api = Some(from_agent_file);
+                        api_source = agent_file.clone();
+                    }
+                    Some(None) => {}
+                    None => api_refused = true,
                 }
                 errors.extend(doc.into_errors());
             }
         }
     }
-    if api.is_none() && pattoo.is_some() {
+    if api.is_none() && pattoo.is_some() && !api_refused {
         errors.push(ConfigError {
             file: pattoo_file.clone(),
             position: pattoo_top,
@@ -207,20 +241,38 @@ pub fn check_user_key(doc: &mut Document, path: &YamlPath, key: &str) -> bool {
     }
 }
 
-/// A count that must be more than 0 (`timeout_ms`, a size), or `default`
-/// when absent. A 0 is recorded as an error at `path.key` and clears `ok`.
+/// The longest any `*_ms` setting may be: a day. Longer is a unit mistake,
+/// and a deadline that far off overflows the clocks it is added to.
+pub const MAX_MS: u64 = 86_400_000;
+
+/// The largest any `*_bytes` read limit may be: 1 GiB, all of which may be
+/// held in memory.
+pub const MAX_READ_BYTES: u64 = 1 << 30;
+
+/// A count from 1 to `max` (`timeout_ms`, a size), or `default` when
+/// absent. Anything else is recorded as an error at `path.key` and clears
+/// `ok`.
 pub fn positive_or(
     doc: &mut Document,
     path: &YamlPath,
     key: &str,
     value: Option<u64>,
     default: u64,
+    max: u64,
     ok: &mut bool,
 ) -> u64 {
     match value {
         None => default,
         Some(0) => {
             doc.error(&path.key(key), "must be more than 0");
+            *ok = false;
+            default
+        }
+        Some(n) if n > max => {
+            doc.error(
+                &path.key(key),
+                format!("{n} is out of range: expected 1 to {max}"),
+            );
             *ok = false;
             default
         }

@@ -229,6 +229,9 @@ impl Locations {
 pub struct Document {
     pub file: PathBuf,
     pub root: Value,
+    /// The name of the poller being read, for messages that must name it
+    /// beyond its place in the list.
+    pub poller: Option<String>,
     locations: Locations,
     errors: Vec<ConfigError>,
 }
@@ -247,6 +250,16 @@ impl Document {
     }
 
     pub fn parse(file: &Path, text: &str) -> Result<Document, ConfigError> {
+        if let Some(position) = too_deep(text) {
+            return Err(ConfigError {
+                file: file.to_owned(),
+                position: Some(position),
+                path: String::new(),
+                message: format!(
+                    "nested more than {MAX_DEPTH} levels deep; no pattoo configuration needs that"
+                ),
+            });
+        }
         let root: Value = serde_norway::from_str(text).map_err(|err| ConfigError {
             file: file.to_owned(),
             position: err.location().map(|l| (l.line(), l.column())),
@@ -256,6 +269,7 @@ impl Document {
         Ok(Document {
             file: file.to_owned(),
             root,
+            poller: None,
             locations: Locations::index(text),
             errors: Vec::new(),
         })
@@ -340,23 +354,73 @@ impl Document {
                 Some(field) if at.0.last() != Some(&Segment::Key(field.clone())) => at.key(field),
                 _ => at,
             };
-            self.error(&at, message);
-            let removable = match at.0.last() {
-                Some(Segment::Key(key)) => at.parent().map(|parent| (parent, key.clone())),
-                _ => None,
+            self.error(&at, humanise(&message));
+            // Only a key inside `value` can be taken out and the rest tried
+            // again. An error about `value` itself (a missing field, a
+            // number where a mapping belongs) ends the search: `at` is then
+            // `path` or above it, and nothing below it can be removed.
+            let Some((Segment::Key(key), relative)) =
+                at.0.strip_prefix(path.0.as_slice())
+                    .and_then(<[Segment]>::split_last)
+            else {
+                return None;
             };
-            let (parent, key) = removable?;
-            let relative = YamlPath(parent.0[path.0.len()..].to_vec());
-            let was_removed = match lookup_mut(&mut value, &relative) {
+            let key = key.clone();
+            let was_removed = match lookup_mut(&mut value, &YamlPath(relative.to_vec())) {
                 Some(Value::Mapping(map)) => map.remove(key.as_str()).is_some(),
                 _ => false,
             };
             if !was_removed {
                 return None;
             }
-            removed.push((parent, key));
+            removed.push((at.parent().unwrap_or_default(), key));
         }
         None
+    }
+}
+
+/// The deepest nesting of mappings and lists a file may have. The deepest
+/// real configuration is under ten; a limit checked before parsing keeps a
+/// pathological file (100,000 brackets) from costing seconds to refuse.
+pub const MAX_DEPTH: usize = 64;
+
+/// Where a document first nests deeper than [`MAX_DEPTH`], if it does.
+/// Stops reading there, so it costs no more than the part read.
+fn too_deep(text: &str) -> Option<(usize, usize)> {
+    let mut depth = 0usize;
+    for event in Parser::new_from_str(text) {
+        let (event, span) = match event {
+            Ok(event) => event,
+            // The scanner has a nesting limit of its own, past ours.
+            Err(error) if error.to_string().contains("recursion limit") => {
+                let at = error.marker();
+                return Some((at.line(), at.col() + 1));
+            }
+            Err(_) => return None, // a syntax error: the YAML reader says where
+        };
+        match event {
+            Event::MappingStart(..) | Event::SequenceStart(..) => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Some((span.start.line(), span.start.col() + 1));
+                }
+            }
+            Event::MappingEnd | Event::SequenceEnd => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// serde names the Rust type it wanted ("expected struct RawApi"); an
+/// operator wants to know it is a mapping of keys to values.
+fn humanise(message: &str) -> String {
+    match message.find(", expected struct ") {
+        Some(at) => format!(
+            "{}, expected a mapping of keys to values",
+            message.get(..at).unwrap_or(message)
+        ),
+        None => message.to_owned(),
     }
 }
 
@@ -464,6 +528,26 @@ pub fn describe(value: &Value) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::strip_location;
+
+    #[test]
+    fn a_document_nested_100000_deep_is_refused_before_it_is_parsed() {
+        for text in [
+            "[".repeat(100_000),
+            "- ".repeat(100_000) + "1",
+            "{a: ".repeat(100_000),
+        ] {
+            let error = super::Document::parse(std::path::Path::new("deep.yaml"), &text)
+                .err()
+                .expect("refused");
+            assert!(
+                error.message.starts_with("nested more than 64 levels"),
+                "{error}"
+            );
+            assert_eq!(error.position.map(|p| p.0), Some(1), "{error}");
+        }
+        let fine = format!("{}1{}", "[".repeat(64), "]".repeat(64));
+        assert!(super::Document::parse(std::path::Path::new("ok.yaml"), &fine).is_ok());
+    }
 
     #[test]
     fn strip_location_drops_a_position_at_the_end_or_mid_sentence() {

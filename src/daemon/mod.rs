@@ -70,7 +70,12 @@ pub async fn run(settings: Settings, log_level: logging::LevelHandle) -> anyhow:
         origin,
         background_stop.clone(),
     ));
-    background.spawn(replay(delivery_rx.clone(), background_stop.clone()));
+    // Replay has its own stop: it is cancelled the moment shutdown
+    // begins, not once the polls have finished.
+    let (stop_replay, replay_stop) = watch::channel(false);
+    background.spawn(replay(delivery_rx.clone(), replay_stop));
+    // Pollers a reload replaced, still finishing their polls in flight.
+    let mut retiring = JoinSet::new();
 
     let mut pollers = Pollers::start(&settings, queue_tx.clone(), delivery_rx.clone(), origin)?;
     health.track(&pollers, settings.agent.delivery.timeout);
@@ -81,6 +86,11 @@ pub async fn run(settings: Settings, log_level: logging::LevelHandle) -> anyhow:
         env!("CARGO_PKG_VERSION"),
         settings.config_dir.display()
     );
+    // Before READY: a SIGTERM that follows READY at once must be heard, not
+    // kill the process with work in flight.
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut hangup = signal(SignalKind::hangup())?;
     notify::ready();
 
     if let Some(interval) = notify::watchdog_interval() {
@@ -92,9 +102,6 @@ pub async fn run(settings: Settings, log_level: logging::LevelHandle) -> anyhow:
         ));
     }
 
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    let mut hangup = signal(SignalKind::hangup())?;
     let mut status_tick = tokio::time::interval(STATUS_EVERY);
     loop {
         tokio::select! {
@@ -123,20 +130,24 @@ pub async fn run(settings: Settings, log_level: logging::LevelHandle) -> anyhow:
                                     let _ = delivery_tx.send(delivery);
                                 }
                                 Err(err) => tracing::error!(
-                                    "reload: cannot prepare delivery with the new settings, keeping the old: {err:#}"
+                                    "reload: cannot prepare delivery with the new settings, keeping the old: {}",
+                                    crate::error_chain(&err)
                                 ),
                             }
                         }
                         match Pollers::start(&new, queue_tx.clone(), delivery_rx.clone(), origin) {
                             Ok(started) => {
                                 let old = std::mem::replace(&mut pollers, started);
-                                old.stop(SHUTDOWN_GRACE).await;
+                                // Not awaited here: a SIGTERM during the
+                                // reload is then heard at once, and shutdown
+                                // waits for these within the same grace.
+                                retiring.spawn(old.stop(SHUTDOWN_GRACE));
                                 health.track(&pollers, new.agent.delivery.timeout);
                                 log_level.set(new.pattoo.log_level);
                                 settings = new;
                                 tracing::info!(pollers = pollers.stats.len(), "configuration reloaded");
                             }
-                            Err(err) => tracing::error!("reload refused, still running the previous pollers: {err:#}"),
+                            Err(err) => tracing::error!("reload refused, still running the previous pollers: {}", crate::error_chain(err.as_ref())),
                         }
                     }
                 }
@@ -150,7 +161,10 @@ pub async fn run(settings: Settings, log_level: logging::LevelHandle) -> anyhow:
 
     tracing::info!("stopping: finishing polls in flight, then caching what was not delivered");
     notify::stopping();
-    pollers.stop(SHUTDOWN_GRACE).await;
+    let _ = stop_replay.send(true);
+    tokio::join!(pollers.stop(SHUTDOWN_GRACE), async {
+        while retiring.join_next().await.is_some() {}
+    });
     drop(queue_tx);
     let _ = stop_background.send(true);
     // The delivery task caches what is still queued before it ends; the
@@ -234,16 +248,18 @@ struct PollJob {
 
 impl scheduler::Job for PollJob {
     async fn run_once(&mut self) {
-        let Ok(body) = self.collector.collect().await else {
+        let Ok(bodies) = self.collector.collect().await else {
             return;
         };
-        if let Err(
-            mpsc::error::TrySendError::Full(body) | mpsc::error::TrySendError::Closed(body),
-        ) = self.queue.try_send(body)
-        {
-            // Delivery is behind: keep the body on disk, not in memory.
-            let delivery = self.delivery.borrow().clone();
-            delivery.store(body).await;
+        for body in bodies {
+            if let Err(
+                mpsc::error::TrySendError::Full(body) | mpsc::error::TrySendError::Closed(body),
+            ) = self.queue.try_send(body)
+            {
+                // Delivery is behind: keep the body on disk, not in memory.
+                let delivery = self.delivery.borrow().clone();
+                delivery.store(body).await;
+            }
         }
     }
 }
@@ -318,10 +334,15 @@ async fn replay(mut delivery: watch::Receiver<Delivery>, mut shutdown: watch::Re
             _ = shutdown.wait_for(|stop| *stop) => false,
         };
         let _ = stop.send(true);
-        run.await;
         if !reloaded {
+            // Shutting down: a replayed post in flight is abandoned, not
+            // waited for (its file is still cached and is sent next time;
+            // if the server did take it, that is a duplicate, never a loss).
             return;
         }
+        // A reload waits for it instead, so the next replayer does not send
+        // the same file while this post may still succeed.
+        run.await;
     }
 }
 

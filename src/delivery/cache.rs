@@ -20,7 +20,9 @@
 //!
 //! - A name is never reused. The timestamp in a new name is the body's poll
 //!   time, raised past the last one this process used for the agent id (and
-//!   past every name found at start-up); the final name is made with a hard
+//!   past every name found at start-up, except names more than a year in
+//!   the future, which would leave no numbers to count up to); the final
+//!   name is made with a hard
 //!   link, which fails rather than replace a file another writer made, and
 //!   the next millisecond is tried.
 //! - A body is *committed* once its file and the directory holding it are
@@ -54,6 +56,10 @@
 //!   once measured or when replay reads it (never more than `max_bytes`
 //!   is read): it could never fit, and making room for it would drop
 //!   every older body;
+//! - a `*.json` file naming the agent id but not of our form
+//!   (`hello_{agent_id}.json`) is ordered and aged by the timestamp its
+//!   name starts with, else by its modification time, and replayed (or
+//!   quarantined) like any other: never deleted unread as if from 1970;
 //! - any other file is left alone.
 
 use std::collections::hash_map::DefaultHasher;
@@ -140,6 +146,10 @@ pub struct Key {
     variant: u64,
 }
 
+/// How far past now a found name may be and still set where new names
+/// start: more is a clock gone wrong or a made-up name.
+const FUTURE_NAMES_MS: u64 = 366 * 24 * 3600 * 1000;
+
 /// The size of a file listed but not yet measured.
 const UNMEASURED: u64 = u64::MAX;
 
@@ -211,7 +221,12 @@ impl Index {
 
     fn insert(&mut self, key: Key, entry: Entry) {
         let last = self.last_ms.entry(key.agent_id.clone()).or_insert(0);
-        *last = (*last).max(key.timestamp_ms);
+        // A name far in the future (`18446744073709551615_...`) is kept and
+        // replayed, but new names do not follow it: they would run out of
+        // numbers. Linking without replacing keeps names unique regardless.
+        if key.timestamp_ms <= crate::time::now_ms().saturating_add(FUTURE_NAMES_MS) {
+            *last = (*last).max(key.timestamp_ms);
+        }
         let size = entry.bytes();
         self.unmeasured += usize::from(entry.size == UNMEASURED);
         if let Some(old) = self.entries.insert(key, entry) {
@@ -345,12 +360,20 @@ impl Cache {
             if !file.file_type().is_ok_and(|t| t.is_file()) {
                 continue;
             }
-            found.push(name.to_owned());
+            // A name without our timestamp (`hello_<id>.json`) is dated by
+            // the file itself, so max_age and max_bytes judge its real age
+            // rather than drop it first as if it were from 1970.
+            let modified_ms = if canonical_timestamp(name, agent_id).is_some() {
+                0
+            } else {
+                modified_ms(&file)
+            };
+            found.push((name.to_owned(), modified_ms));
         }
         let mut index = self.lock();
         let agent = index.intern(agent_id);
-        for name in found {
-            let (key, odd_name) = key_for_name(&agent, &name);
+        for (name, modified_ms) in found {
+            let (key, odd_name) = key_for_name(&agent, &name, modified_ms);
             if !index.entries.contains_key(&key) && !index.stuck.contains(&key) {
                 let entry = Entry {
                     size: UNMEASURED,
@@ -486,7 +509,14 @@ impl Cache {
                 Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {
                     // Another writer (a Python agent, another run) has this
                     // name: take the next millisecond rather than replace it.
-                    timestamp_ms = self.reserve_name(&agent, timestamp_ms + 1).1;
+                    let Some(next) = timestamp_ms.checked_add(1) else {
+                        let _ = fs::remove_file(&temporary);
+                        return Err(write_error(
+                            &path,
+                            io::Error::other("no free file name after this one"),
+                        ));
+                    };
+                    timestamp_ms = self.reserve_name(&agent, next).1;
                 }
                 Err(source) => {
                     let _ = fs::remove_file(&temporary);
@@ -571,7 +601,7 @@ impl Cache {
     /// counted; one ERROR line says how many and which span.
     pub fn enforce_bounds(&self, incoming: u64) {
         let now_ms = crate::time::now_ms();
-        let max_age_ms = self.settings.max_age.as_millis() as u64;
+        let max_age_ms = u64::try_from(self.settings.max_age.as_millis()).unwrap_or(u64::MAX);
         let cutoff_ms = now_ms.saturating_sub(max_age_ms);
         let mut dropped_by_age = Vec::new();
         let mut dropped_by_size = Vec::new();
@@ -644,9 +674,18 @@ impl Cache {
     /// The oldest cached file, marked as being replayed. `None` when the
     /// cache is empty.
     pub fn take_oldest(&self) -> Option<CachedFile> {
+        self.take_oldest_except(&HashSet::new())
+    }
+
+    /// [`Cache::take_oldest`], passing over the files at `skip`: bodies
+    /// that just failed, so one bad body does not take every attempt.
+    pub fn take_oldest_except(&self, skip: &HashSet<PathBuf>) -> Option<CachedFile> {
         let mut index = self.lock();
-        let (key, entry) = index.entries.iter().next()?;
-        let file = self.file_of(key, entry);
+        let file = index
+            .entries
+            .iter()
+            .map(|(key, entry)| self.file_of(key, entry))
+            .find(|file| !skip.contains(&file.path))?;
         index.in_flight = Some(file.key.clone());
         Some(file)
     }
@@ -735,17 +774,16 @@ impl Cache {
             self.lock().stuck.insert(file.key.clone());
         }
         match moved {
-            Ok(target) => tracing::warn!(
+            // ERROR: the body will not reach the server unless someone acts.
+            Ok(target) => tracing::error!(
                 file = %file.path.display(),
                 quarantine = %target.display(),
-                reason,
-                "moved a cache file that is not a valid body to quarantine; inspect it and delete it, or fix it and move it back to be sent"
+                "moved a cache file to quarantine, it will not be sent again: {reason}; inspect it and delete it, or fix it and move it back to be sent"
             ),
             Err(error) => tracing::error!(
                 file = %file.path.display(),
-                reason,
                 %error,
-                "a cache file is not a valid body and cannot be moved to quarantine; skipped until restart: move or delete it by hand"
+                "a cache file cannot be moved to quarantine ({reason}); skipped until restart: move or delete it by hand"
             ),
         }
     }
@@ -855,7 +893,21 @@ fn canonical_timestamp(name: &str, agent_id: &str) -> Option<u64> {
     digits.parse().ok()
 }
 
-fn key_for_name(agent: &Arc<str>, name: &str) -> (Key, Option<Box<str>>) {
+/// When a listed file was last written, in milliseconds since the epoch;
+/// now if that cannot be told (the age is then not held against it).
+fn modified_ms(file: &fs::DirEntry) -> u64 {
+    file.metadata()
+        .and_then(|metadata| metadata.modified())
+        .ok()
+        .and_then(|modified| modified.duration_since(SystemTime::UNIX_EPOCH).ok())
+        .map_or_else(crate::time::now_ms, |since| {
+            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+        })
+}
+
+/// The key of a listed file. A name of another form is ordered and aged by
+/// the timestamp it starts with, else by `modified_ms`.
+fn key_for_name(agent: &Arc<str>, name: &str, modified_ms: u64) -> (Key, Option<Box<str>>) {
     if let Some(timestamp_ms) = canonical_timestamp(name, agent) {
         let key = Key {
             timestamp_ms,
@@ -865,7 +917,11 @@ fn key_for_name(agent: &Arc<str>, name: &str) -> (Key, Option<Box<str>>) {
         return (key, None);
     }
     let digits = name.split('_').next().unwrap_or_default();
-    let timestamp_ms = digits.parse::<u64>().unwrap_or(0);
+    let timestamp_ms = digits
+        .parse::<u64>()
+        .ok()
+        .filter(|ms| *ms > 0)
+        .unwrap_or(modified_ms);
     let mut hasher = DefaultHasher::new();
     name.hash(&mut hasher);
     let key = Key {
@@ -1035,6 +1091,58 @@ mod tests {
         assert_eq!(
             fs::read_to_string(agent_dir.join(file_name(5000, AGENT))).unwrap(),
             "python"
+        );
+    }
+
+    /// Runs `f` on a thread and gives up after a generous while, so a
+    /// hang fails the test instead of stalling the suite.
+    fn within<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        rx.recv_timeout(Duration::from_secs(30))
+            .expect("finished (or panicked) within 30 s")
+    }
+
+    #[test]
+    fn a_file_named_with_the_largest_timestamp_neither_hangs_storing_nor_is_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let agent_dir = dir.path().join(AGENT);
+        fs::create_dir_all(&agent_dir).unwrap();
+        for timestamp in [u64::MAX, u64::MAX - 1] {
+            fs::write(agent_dir.join(file_name(timestamp, AGENT)), "future").unwrap();
+        }
+        let root = dir.path().to_owned();
+        let (stored, order) = within(move || {
+            let (cache, _) = open(&root, forever());
+            let first = cache.store(&body(1000, "a")).unwrap();
+            let second = cache.store(&body(1000, "b")).unwrap();
+            let mut order = Vec::new();
+            while let Some(file) = cache.take_oldest() {
+                order.push(cache.read(&file).unwrap());
+                cache.remove(&file);
+            }
+            ((first.timestamp_ms, second.timestamp_ms), order)
+        });
+        assert_eq!(stored, (1000, 1001));
+        assert_eq!(order, [&b"a"[..], b"b", b"future", b"future"]);
+    }
+
+    #[test]
+    fn a_body_in_a_file_with_an_odd_name_is_kept_for_replay_not_dropped_as_ancient() {
+        let dir = tempfile::tempdir().unwrap();
+        let agent_dir = dir.path().join(AGENT);
+        fs::create_dir_all(&agent_dir).unwrap();
+        fs::write(agent_dir.join(format!("hello_{AGENT}.json")), "odd").unwrap();
+        // Default bounds: seven days of max_age.
+        let (cache, stats) = open(dir.path(), CacheSettings::default());
+        assert_eq!(stats.dropped.load(Ordering::Relaxed), 0);
+        let file = cache.take_oldest().expect("the odd file is cached");
+        assert_eq!(cache.read(&file).unwrap(), b"odd");
+        assert!(
+            file.timestamp_ms > crate::time::now_ms() - 60_000,
+            "dated by its mtime"
         );
     }
 

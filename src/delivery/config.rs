@@ -11,6 +11,7 @@
 //!     retry_initial_ms: 1000    # first wait after the server failed
 //!     retry_max_ms: 30000       # longest wait between attempts
 //!     replay_per_second: 1000   # cached bodies sent per second at most
+//!     max_body_bytes: 524288    # larger polls are split into several posts
 //!   cache:
 //!     max_bytes: 536870912
 //!     max_age: 7d
@@ -61,12 +62,21 @@ pub struct DeliverySettings {
     /// Cached bodies sent per second at most, so a long outage does not end
     /// in a flood.
     pub replay_per_second: u32,
+    /// A poll whose body would be larger is split by target (and a target
+    /// by its datapoints) into several posts, so a proxy's size limit in
+    /// front of the server (nginx: 1 MB by default) does not refuse it.
+    pub max_body_bytes: usize,
 }
 
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_RETRY_INITIAL: Duration = Duration::from_secs(1);
 pub const DEFAULT_RETRY_MAX: Duration = Duration::from_secs(30);
 pub const DEFAULT_REPLAY_PER_SECOND: u32 = 1000;
+/// Half of nginx's default `client_max_body_size`, leaving room for the
+/// proxies people put in front of pattoo.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 512 * 1024;
+/// The smallest limit: a body of one datapoint with a little metadata.
+pub const MIN_MAX_BODY_BYTES: u64 = 4096;
 
 impl Default for DeliverySettings {
     fn default() -> Self {
@@ -79,6 +89,7 @@ impl Default for DeliverySettings {
             retry_initial: DEFAULT_RETRY_INITIAL,
             retry_max: DEFAULT_RETRY_MAX,
             replay_per_second: DEFAULT_REPLAY_PER_SECOND,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
         }
     }
 }
@@ -95,6 +106,7 @@ struct RawDelivery {
     retry_initial_ms: Option<u64>,
     retry_max_ms: Option<u64>,
     replay_per_second: Option<u32>,
+    max_body_bytes: Option<u64>,
 }
 
 fn positive_ms(
@@ -106,6 +118,16 @@ fn positive_ms(
     match ms {
         Some(0) => {
             doc.error(&path.key(key), "must be more than 0");
+            None
+        }
+        Some(ms) if ms > crate::config::MAX_MS => {
+            doc.error(
+                &path.key(key),
+                format!(
+                    "{ms} is out of range: expected 1 to {} (a day)",
+                    crate::config::MAX_MS
+                ),
+            );
             None
         }
         other => other.map(Duration::from_millis),
@@ -139,6 +161,19 @@ impl DeliverySettings {
             ),
             Some(rate) => settings.replay_per_second = rate,
             None => {}
+        }
+        match raw.max_body_bytes {
+            None => {}
+            Some(bytes) if (MIN_MAX_BODY_BYTES..=u32::MAX as u64).contains(&bytes) => {
+                settings.max_body_bytes = bytes as usize;
+            }
+            Some(bytes) => doc.error(
+                &path.key("max_body_bytes"),
+                format!(
+                    "{bytes} is out of range: expected {MIN_MAX_BODY_BYTES} to {} bytes",
+                    u32::MAX
+                ),
+            ),
         }
         match raw.scheme.as_deref().map(str::trim) {
             None | Some("http") => {}
@@ -189,6 +224,12 @@ pub struct CacheSettings {
 }
 
 pub const DEFAULT_MAX_BYTES: u64 = 512 * 1024 * 1024;
+/// The largest cache: 1 PiB, far past any disk, and far from overflowing
+/// the byte counts it is added to.
+pub const MAX_MAX_BYTES: u64 = 1 << 50;
+/// The longest `max_age` (and `cache purge --older-than`): 100 years. A
+/// longer one is a typo, and in milliseconds it may not fit 64 bits.
+pub const MAX_MAX_AGE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 
 impl Default for CacheSettings {
@@ -217,11 +258,15 @@ impl CacheSettings {
                 &path.key("max_bytes"),
                 "must be more than 0, or nothing could be cached",
             ),
+            Some(bytes) if bytes > MAX_MAX_BYTES => doc.error(
+                &path.key("max_bytes"),
+                format!("{bytes} is out of range: expected 1 to {MAX_MAX_BYTES}"),
+            ),
             Some(bytes) => settings.max_bytes = bytes,
             None => {}
         }
         if let Some(text) = raw.max_age {
-            match humantime::parse_duration(text.trim()) {
+            match parse_age(&text) {
                 Ok(age) if !age.is_zero() => settings.max_age = age,
                 Ok(_) => doc.error(&path.key("max_age"), "must be more than 0"),
                 Err(error) => doc.error(
@@ -232,6 +277,15 @@ impl CacheSettings {
         }
         (doc.error_count() == errors_before).then_some(settings)
     }
+}
+
+/// A duration such as `7d` or `12h 30m`, at most [`MAX_MAX_AGE`].
+pub fn parse_age(text: &str) -> Result<Duration, String> {
+    let age = humantime::parse_duration(text.trim()).map_err(|error| error.to_string())?;
+    if age > MAX_MAX_AGE {
+        return Err(format!("{} is longer than 100 years (36500d)", text.trim()));
+    }
+    Ok(age)
 }
 
 #[cfg(test)]

@@ -30,6 +30,7 @@ pub mod poster;
 pub mod receiver;
 pub mod replay;
 
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -123,6 +124,55 @@ const SETTLE: Duration = Duration::from_millis(200);
 /// How soon a replayer that found the cache claimed by another looks again.
 const CLAIM_RETRY: Duration = Duration::from_secs(1);
 
+/// A cached body the server fails with a 5xx this many times, each time
+/// right after taking another body, is set aside in quarantine: the server
+/// is up, and this body is what it cannot take.
+pub const MAX_BODY_FAILURES: u32 = 5;
+
+/// How long a body that failed waits for the server to take another one
+/// before it is tried again regardless.
+const SUSPECT_PATIENCE: Duration = Duration::from_secs(60);
+
+/// How soon replay looks again when every cached body failed just now and
+/// waits for the server to take some other body first.
+const DEFERRED_RETRY: Duration = Duration::from_secs(1);
+
+/// What the server's answers say about the server as a whole and about
+/// single cached bodies, so one body it cannot take neither stops delivery
+/// nor keeps the breaker open.
+#[derive(Default)]
+struct Verdicts {
+    /// 200s so far.
+    successes: u64,
+    /// The latest answer showed the server taking bodies (a 200, or a
+    /// refusal of that body alone).
+    last_ok: bool,
+    /// Cached bodies that failed, by path.
+    suspects: HashMap<PathBuf, Suspect>,
+}
+
+struct Suspect {
+    /// 5xx answers since it was last tried with success elsewhere.
+    failures: u32,
+    /// 5xx answers that came right after the server took another body.
+    strikes: u32,
+    /// [`Verdicts::successes`] at its latest failure.
+    successes_then: u64,
+    failed_at: tokio::time::Instant,
+}
+
+impl Suspect {
+    /// Whether other bodies go first: it failed with a 5xx twice, or once
+    /// just after the server took another body, and the server has taken
+    /// nothing since. Bounded by `patience` so that a lone body is tried
+    /// again even when nothing else is sent.
+    fn waits(&self, successes: u64, patience: Duration) -> bool {
+        (self.failures >= 2 || self.strikes > 0)
+            && self.successes_then >= successes
+            && self.failed_at.elapsed() < patience
+    }
+}
+
 /// A replayer's hold on the cache's replay lock.
 #[derive(Default)]
 struct Claim {
@@ -181,6 +231,9 @@ enum Step {
     Skipped,
     NotNow,
     Failed(PostError),
+    /// Every cached body failed just now; they wait until the server takes
+    /// another body.
+    Deferred,
 }
 
 struct Inner {
@@ -192,6 +245,7 @@ struct Inner {
     /// Woken when a body is cached, so an idle replay loop starts at once.
     cached: Notify,
     last_post: Mutex<Option<LastPost>>,
+    verdicts: Mutex<Verdicts>,
 }
 
 /// Posts and caches bodies. Cheap to clone; every clone shares one cache,
@@ -256,6 +310,7 @@ impl Delivery {
                 stats,
                 cached: Notify::new(),
                 last_post: Mutex::new(None),
+                verdicts: Mutex::new(Verdicts::default()),
             }),
         })
     }
@@ -288,7 +343,7 @@ impl Delivery {
             let posted = tokio::select! {
                 biased;
                 () = stop => None,
-                posted = self.post(&body.agent_id, json.clone()) => Some(posted),
+                posted = self.post(&body.agent_id, json.clone(), None) => Some(posted),
             };
             match posted {
                 Some(Ok(())) => {
@@ -356,11 +411,61 @@ impl Delivery {
         }
     }
 
-    /// One POST, with the breaker and the last-post record kept up to date.
-    async fn post(&self, agent_id: &str, json: bytes::Bytes) -> Result<(), PostError> {
+    /// One POST, with the breaker, the verdicts on single bodies and the
+    /// last-post record kept up to date. `cached` is the file a replayed
+    /// body came from.
+    ///
+    /// The breaker opens only when the server looks down: a transport
+    /// failure, or a 5xx that follows another failure. A 5xx right after a
+    /// 200 counts against the body instead (see [`MAX_BODY_FAILURES`]).
+    async fn post(
+        &self,
+        agent_id: &str,
+        json: bytes::Bytes,
+        cached: Option<&Path>,
+    ) -> Result<(), PostError> {
         let inner = &self.inner;
         let result = inner.poster.post(agent_id, json).await;
         let at_ms = crate::time::now_ms();
+        let server_failing = {
+            let mut verdicts = inner.verdicts.lock().unwrap_or_else(|p| p.into_inner());
+            match &result {
+                Ok(()) => {
+                    verdicts.successes += 1;
+                    verdicts.last_ok = true;
+                    if let Some(path) = cached {
+                        verdicts.suspects.remove(path);
+                    }
+                    false
+                }
+                Err(error) if error.refuses_body() => {
+                    verdicts.last_ok = true;
+                    false
+                }
+                Err(error) => {
+                    // Only an answer can be about the body; a connection
+                    // that failed or timed out says the server is away.
+                    let body_alone = error.is_server_error() && verdicts.last_ok;
+                    verdicts.last_ok = false;
+                    let successes = verdicts.successes;
+                    if let (Some(path), true) = (cached, error.is_server_error()) {
+                        let suspect = verdicts.suspects.entry(path.to_owned()).or_insert(Suspect {
+                            failures: 0,
+                            strikes: 0,
+                            successes_then: 0,
+                            failed_at: tokio::time::Instant::now(),
+                        });
+                        suspect.failures += 1;
+                        suspect.successes_then = successes;
+                        suspect.failed_at = tokio::time::Instant::now();
+                        if body_alone {
+                            suspect.strikes += 1;
+                        }
+                    }
+                    !body_alone
+                }
+            }
+        };
         let last = match &result {
             Ok(()) => {
                 if inner.breaker.record_success() {
@@ -372,7 +477,7 @@ impl Delivery {
                     detail: "200 OK".to_owned(),
                 }
             }
-            Err(error) if error.is_rejection() => {
+            Err(error) if error.refuses_body() || !server_failing => {
                 inner.breaker.record_success();
                 LastPost {
                     at_ms,
@@ -401,8 +506,26 @@ impl Delivery {
     /// Sends the oldest cached body, if the server may be tried now.
     async fn replay_one(&self) -> Step {
         let inner = &self.inner;
-        let Some(file) = inner.cache.take_oldest() else {
-            return Step::Empty;
+        let deferred: HashSet<PathBuf> = {
+            let verdicts = inner.verdicts.lock().unwrap_or_else(|p| p.into_inner());
+            verdicts
+                .suspects
+                .iter()
+                .filter(|(_, suspect)| suspect.waits(verdicts.successes, SUSPECT_PATIENCE))
+                .map(|(path, _)| path.clone())
+                .collect()
+        };
+        let file = match inner.cache.take_oldest_except(&deferred) {
+            Some(file) => file,
+            None if inner.cache.is_empty() => return Step::Empty,
+            // Only bodies that failed just now are left: while the server
+            // looks down one of them is the probe; while it looks up they
+            // wait for it to take some other body (or for a while).
+            None if inner.breaker.is_down() => match inner.cache.take_oldest() {
+                Some(file) => file,
+                None => return Step::Empty,
+            },
+            None => return Step::Deferred,
         };
         if !inner.breaker.try_acquire() {
             inner.cache.release(&file);
@@ -451,21 +574,48 @@ impl Delivery {
                 return Step::Skipped;
             }
         };
-        match self.post(&file.agent_id, bytes.into()).await {
+        match self
+            .post(&file.agent_id, bytes.into(), Some(&file.path))
+            .await
+        {
             Ok(()) => {
                 let cache = inner.cache.clone();
                 let _ = tokio::task::spawn_blocking(move || cache.remove(&file)).await;
                 inner.stats.replayed.fetch_add(1, Ordering::Relaxed);
                 Step::Delivered
             }
-            Err(error) if error.is_rejection() => {
-                self.quarantine(file, format!("the pattoo server refused it: {error}"))
-                    .await;
+            Err(error) if error.refuses_body() => {
+                let status = error.status().unwrap_or_default();
+                self.quarantine(
+                    file,
+                    format!("the pattoo server refused it with HTTP {status}, which sending it again cannot change ({error})"),
+                )
+                .await;
                 Step::Skipped
             }
             Err(error) => {
+                let strikes = {
+                    let mut verdicts = inner.verdicts.lock().unwrap_or_else(|p| p.into_inner());
+                    let strikes = verdicts.suspects.get(&file.path).map_or(0, |s| s.strikes);
+                    if strikes >= MAX_BODY_FAILURES {
+                        verdicts.suspects.remove(&file.path);
+                    }
+                    strikes
+                };
+                if strikes >= MAX_BODY_FAILURES {
+                    self.quarantine(
+                        file,
+                        format!("the pattoo server failed it {strikes} times while it took other bodies, last with: {error}"),
+                    )
+                    .await;
+                    return Step::Skipped;
+                }
                 inner.cache.release(&file);
-                Step::Failed(error)
+                if inner.breaker.is_down() {
+                    Step::Failed(error)
+                } else {
+                    Step::Skipped
+                }
             }
         }
     }
@@ -506,6 +656,7 @@ impl Delivery {
                 match self.replay_one().await {
                     Step::Delivered | Step::Skipped => None,
                     Step::Empty => Some(RESCAN_INTERVAL.saturating_sub(last_scan.elapsed())),
+                    Step::Deferred => Some(DEFERRED_RETRY),
                     Step::NotNow | Step::Failed(_) => Some(inner.breaker.wait()),
                 }
             };
@@ -561,6 +712,13 @@ impl Delivery {
                 }
                 Step::Failed(error) => {
                     report.stopped_by = Some(error.to_string());
+                    break;
+                }
+                Step::Deferred => {
+                    report.stopped_by = Some(
+                        "the pattoo server failed each body still cached when last tried"
+                            .to_owned(),
+                    );
                     break;
                 }
             }

@@ -4,11 +4,17 @@
 //! timeout; redirects are not followed (a POST must not be replayed
 //! somewhere else); at most [`MAX_RESPONSE_BYTES`] of an answer are read,
 //! and an answer cut short counts as a failure, so the body is cached and
-//! sent again rather than taken as delivered on half a reply.
+//! sent again rather than taken as delivered on half a reply. A 200 that
+//! comes before the whole body was handed to the connection (a server or
+//! proxy that answers before reading) does not count either: the server
+//! cannot have stored what it never read.
 
 use std::time::Duration;
 
-use reqwest::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use reqwest::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::StatusCode;
 
 use super::config::{DeliverySettings, Scheme};
@@ -17,6 +23,10 @@ use crate::config::ApiSettings;
 
 /// Enough of an answer for a log line; the pattoo server says `OK`.
 pub const MAX_RESPONSE_BYTES: usize = 4096;
+
+/// How much of a body is handed to the connection at a time; also how much
+/// may still be unwritten when the last piece has been taken.
+const SEND_CHUNK: usize = 16 * 1024;
 
 /// The longest `Retry-After` honoured, so a confused server cannot stop
 /// delivery for days.
@@ -40,24 +50,37 @@ pub enum PostError {
 }
 
 impl PostError {
-    /// The server read the body and refused it as malformed: sending it
-    /// again cannot help.
-    pub fn is_rejection(&self) -> bool {
-        matches!(
-            self,
-            PostError::Status {
-                status: 400 | 422,
-                ..
-            }
-        )
+    /// The server (or a proxy in front of it) refused this body for what it
+    /// is: malformed (400, 422), too large (413) or any other 4xx that
+    /// sending the same bytes again cannot change. Not 408 and 429 (ask to
+    /// try later), and not the statuses that say the address or the
+    /// credentials are wrong ([`PostError::needs_operator`]): those refuse
+    /// every body alike, and setting every body aside would empty the
+    /// cache into quarantine over a typo in the configuration.
+    pub fn refuses_body(&self) -> bool {
+        matches!(self, PostError::Status { status, .. }
+            if (400..500).contains(status) && !matches!(status, 408 | 429) && !self.needs_operator())
     }
 
     /// The server refuses every post for a reason only an operator can fix
-    /// (wrong address or port, authentication), as opposed to being busy
-    /// or down.
+    /// (wrong address or port, authentication, a redirect), as opposed to
+    /// being busy or down.
     pub fn needs_operator(&self) -> bool {
         matches!(self, PostError::Status { status, .. }
-            if (300..500).contains(status) && !matches!(status, 408 | 429) && !self.is_rejection())
+            if (300..400).contains(status) || matches!(status, 401 | 403 | 404 | 405 | 407 | 421))
+    }
+
+    /// The server answered with a 5xx: it is reachable but failed this
+    /// request, which may be the body's doing or the server's.
+    pub fn is_server_error(&self) -> bool {
+        matches!(self, PostError::Status { status, .. } if *status >= 500)
+    }
+
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            PostError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
     }
 
     pub fn retry_after(&self) -> Option<Duration> {
@@ -172,11 +195,20 @@ impl Poster {
                 }
             }
         };
+        let length = json.len();
+        let sent_whole = Arc::new(AtomicBool::new(length == 0));
+        let body = reqwest::Body::wrap_stream(Pieces {
+            rest: json,
+            sent_whole: sent_whole.clone(),
+        });
         let mut response = match self
             .client
             .post(&url)
             .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-            .body(json)
+            // Streamed bodies are chunked unless told their length; the
+            // pattoo server (Flask) wants a Content-Length.
+            .header(CONTENT_LENGTH, length)
+            .body(body)
             .send()
             .await
         {
@@ -206,6 +238,12 @@ impl Poster {
             }
         }
         if status == StatusCode::OK {
+            if !sent_whole.load(Ordering::SeqCst) {
+                return Err(PostError::Transport {
+                    url,
+                    reason: "the server answered 200 before the whole body was sent; it cannot have read it all, so the body is kept".to_owned(),
+                });
+            }
             return Ok(());
         }
         let text = String::from_utf8_lossy(&answer);
@@ -220,6 +258,32 @@ impl Poster {
             },
             retry_after,
         })
+    }
+}
+
+/// A body handed to the connection [`SEND_CHUNK`] bytes at a time, saying
+/// when the last piece has been taken.
+struct Pieces {
+    rest: bytes::Bytes,
+    sent_whole: Arc<AtomicBool>,
+}
+
+impl futures_util::Stream for Pieces {
+    type Item = Result<bytes::Bytes, std::convert::Infallible>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        if self.rest.is_empty() {
+            return std::task::Poll::Ready(None);
+        }
+        let take = self.rest.len().min(SEND_CHUNK);
+        let piece = self.rest.split_to(take);
+        if self.rest.is_empty() {
+            self.sent_whole.store(true, Ordering::SeqCst);
+        }
+        std::task::Poll::Ready(Some(Ok(piece)))
     }
 }
 
@@ -264,15 +328,8 @@ fn httpdate(text: &str) -> Option<std::time::SystemTime> {
 
 /// An error and its causes on one line: reqwest's own message rarely says
 /// what actually went wrong.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    crate::error_chain(error)
 }
 
 #[cfg(test)]
@@ -300,11 +357,17 @@ mod tests {
         };
         for code in [301, 307, 401, 403, 404, 405] {
             assert!(status(code).needs_operator(), "{code}");
+            assert!(!status(code).refuses_body(), "{code}");
         }
-        for code in [400, 408, 422, 429, 500, 502, 503] {
+        for code in [400, 408, 413, 422, 429, 500, 502, 503] {
             assert!(!status(code).needs_operator(), "{code}");
         }
-        assert!(status(422).is_rejection() && !status(500).is_rejection());
+        for code in [400, 413, 414, 415, 422] {
+            assert!(status(code).refuses_body(), "{code}");
+        }
+        for code in [408, 429, 500, 503] {
+            assert!(!status(code).refuses_body(), "{code}");
+        }
     }
 
     #[test]

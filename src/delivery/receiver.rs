@@ -16,6 +16,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -28,8 +29,33 @@ use tokio::sync::watch;
 /// The route prefix; the agent id follows.
 pub const RECEIVE_PATH: &str = "/pattoo/api/v1/agent/receive/";
 
-/// Larger bodies are refused; a real poll is a few hundred KiB at most.
-pub const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
+/// Larger bodies are refused with 413; the agent posts at most
+/// `delivery.max_body_bytes` (512 KiB by default) at a time.
+pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+
+/// How long a request's body may take to arrive, unless told otherwise.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What `receive` allows a client, so that a socket anyone can reach cannot
+/// be held open or fed without end: with the defaults, at most
+/// 32 x [`MAX_BODY_BYTES`] of bodies are in memory at once.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// To send a request's head; also how long a connection may sit idle
+    /// between requests.
+    pub header_timeout: Duration,
+    /// Connections served at once; one more is closed as it comes.
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            header_timeout: Duration::from_secs(10),
+            max_connections: 32,
+        }
+    }
+}
 
 const TOP_LEVEL_KEYS: [&str; 4] = [
     "pattoo_agent_id",
@@ -161,6 +187,7 @@ pub fn validate_body(bytes: &[u8]) -> Result<Accepted, String> {
 pub struct Receiver {
     dir: PathBuf,
     next: AtomicU64,
+    body_timeout: Duration,
 }
 
 impl Receiver {
@@ -181,7 +208,15 @@ impl Receiver {
         Ok(Receiver {
             dir: dir.to_owned(),
             next: AtomicU64::new(next),
+            body_timeout: BODY_TIMEOUT,
         })
+    }
+
+    /// How long a request's body may take to arrive (default a minute);
+    /// a slower one is answered 408.
+    pub fn with_body_timeout(mut self, timeout: Duration) -> Receiver {
+        self.body_timeout = timeout;
+        self
     }
 
     pub fn dir(&self) -> &Path {
@@ -242,12 +277,26 @@ impl Receiver {
         }
     }
 
-    /// Serves HTTP/1.1 on `listener` until `shutdown` turns true.
+    /// Serves HTTP/1.1 on `listener` until `shutdown` turns true, within
+    /// the default [`Limits`].
     pub async fn serve(
         self: Arc<Self>,
         listener: TcpListener,
-        mut shutdown: watch::Receiver<bool>,
+        shutdown: watch::Receiver<bool>,
     ) -> io::Result<()> {
+        self.serve_within(listener, shutdown, Limits::default())
+            .await
+    }
+
+    /// [`Receiver::serve`] within `limits`.
+    pub async fn serve_within(
+        self: Arc<Self>,
+        listener: TcpListener,
+        mut shutdown: watch::Receiver<bool>,
+        limits: Limits,
+    ) -> io::Result<()> {
+        let receiver = self;
+        let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
         loop {
             let (stream, _) = tokio::select! {
                 _ = shutdown.changed() => return Ok(()),
@@ -260,13 +309,24 @@ impl Receiver {
                     }
                 },
             };
-            let receiver = self.clone();
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                // Dropping the stream closes it: full up.
+                tracing::warn!(
+                    max_connections = limits.max_connections,
+                    "refused a connection: too many open"
+                );
+                continue;
+            };
+            let receiver = receiver.clone();
             tokio::spawn(async move {
+                let _slot = slot;
                 let service = hyper::service::service_fn(move |request| {
                     let receiver = receiver.clone();
                     async move { Ok::<_, Infallible>(receiver.respond(request).await) }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(limits.header_timeout)
                     .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
                     .await;
             });
@@ -276,8 +336,23 @@ impl Receiver {
     /// Reads a request (bounded) and answers it.
     pub async fn respond(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
         let (parts, body) = request.into_parts();
-        let (status, reason) = match Limited::new(body, MAX_BODY_BYTES).collect().await {
-            Ok(collected) => {
+        let read = tokio::time::timeout(
+            self.body_timeout,
+            Limited::new(body, MAX_BODY_BYTES).collect(),
+        );
+        let (status, reason) = match read.await {
+            Err(_) => (
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the body did not arrive within {}s",
+                    self.body_timeout.as_secs()
+                ),
+            ),
+            Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("bodies larger than {MAX_BODY_BYTES} bytes are refused"),
+            ),
+            Ok(Ok(collected)) => {
                 let content_type = parts
                     .headers
                     .get(hyper::header::CONTENT_TYPE)
@@ -289,8 +364,8 @@ impl Receiver {
                     &collected.to_bytes(),
                 )
             }
-            Err(error) => (
-                StatusCode::PAYLOAD_TOO_LARGE,
+            Ok(Err(error)) => (
+                StatusCode::BAD_REQUEST,
                 format!("cannot read the body: {error}"),
             ),
         };

@@ -1,7 +1,10 @@
 //! When to try the server again, and sending cached bodies back to it.
 //!
 //! A [`Breaker`] remembers whether the server is believed down. While it is
-//! closed every body is posted; once a post fails it opens, and until the
+//! closed every body is posted; once the server looks down (a post that
+//! could not connect or timed out, or a 5xx that follows another failure:
+//! one body the server cannot take does not count: see `Verdicts` in the
+//! delivery module) it opens, and until the
 //! next allowed attempt every new body goes straight to the cache, so a
 //! poll never waits on a dead server. Attempts while open are spaced by
 //! exponential backoff with jitter, starting at `retry_initial` (a second

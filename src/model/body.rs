@@ -117,6 +117,120 @@ pub fn build(agent: &AgentContext<'_>, timestamp_ms: u64, targets: &[TargetData]
     build_with(agent, timestamp_ms, targets, PARALLEL_MIN)
 }
 
+/// The result of [`build_limited`]: the bodies to post, in order, and every
+/// drop that happened on the way.
+#[derive(Debug, Default)]
+pub struct LimitedOutcome {
+    pub bodies: Vec<PostBody>,
+    pub dropped: Vec<Dropped>,
+}
+
+/// [`build`], split into several bodies when one would be larger than
+/// `max_body_bytes`, so a proxy's size limit in front of the server (nginx
+/// refuses more than 1 MB by default) never refuses a poll.
+///
+/// Targets are split first, each body taking whole targets; a target too
+/// large on its own is split by its datapoints. Every body is complete on
+/// its own (its own pair table, ids from 0), and the datapoints are the
+/// ones one body would carry: a duplicate is dropped before splitting, so
+/// it cannot reappear in another part. A single datapoint larger than the
+/// limit still goes, alone.
+pub fn build_limited(
+    agent: &AgentContext<'_>,
+    timestamp_ms: u64,
+    targets: &[TargetData],
+    max_body_bytes: usize,
+) -> LimitedOutcome {
+    let whole = build(agent, timestamp_ms, targets);
+    let Some(body) = whole.body else {
+        return LimitedOutcome {
+            bodies: Vec::new(),
+            dropped: whole.dropped,
+        };
+    };
+    if body.json.len() <= max_body_bytes {
+        return LimitedOutcome {
+            bodies: vec![body],
+            dropped: whole.dropped,
+        };
+    }
+    drop(body);
+    // Drops were reported by the whole build; the parts drop the same
+    // datapoints again, so theirs are not reported twice.
+    let kept: Vec<TargetData> = targets
+        .iter()
+        .map(|target| first_of_each(agent, target))
+        .filter(|target| !target.datapoints.is_empty())
+        .collect();
+    let mut bodies = Vec::new();
+    split_into(agent, timestamp_ms, &kept, max_body_bytes, &mut bodies);
+    LimitedOutcome {
+        bodies,
+        dropped: whole.dropped,
+    }
+}
+
+fn split_into(
+    agent: &AgentContext<'_>,
+    timestamp_ms: u64,
+    targets: &[TargetData],
+    max_body_bytes: usize,
+    bodies: &mut Vec<PostBody>,
+) {
+    let Some(body) = build(agent, timestamp_ms, targets).body else {
+        return;
+    };
+    let single = matches!(targets, [only] if only.datapoints.len() <= 1);
+    if body.json.len() <= max_body_bytes || single {
+        bodies.push(body);
+        return;
+    }
+    drop(body);
+    if let [target] = targets {
+        let (first, second) = target.datapoints.split_at(target.datapoints.len() / 2);
+        for half in [first, second] {
+            let part = TargetData {
+                target: target.target.clone(),
+                datapoints: half.to_vec(),
+            };
+            split_into(agent, timestamp_ms, &[part], max_body_bytes, bodies);
+        }
+    } else {
+        let (first, second) = targets.split_at(targets.len() / 2);
+        split_into(agent, timestamp_ms, first, max_body_bytes, bodies);
+        split_into(agent, timestamp_ms, second, max_body_bytes, bodies);
+    }
+}
+
+/// `target` without the datapoints [`build`] would drop: invalid ones and
+/// every duplicate after the first.
+fn first_of_each(agent: &AgentContext<'_>, target: &TargetData) -> TargetData {
+    let agent_suffixes = [
+        Suffix::new(AGENT_HOSTNAME, agent.hostname),
+        Suffix::new(AGENT_ID, agent.agent_id),
+        Suffix::new(AGENT_POLLED_TARGET, &target.target),
+        Suffix::new(AGENT_PROGRAM, agent.agent_program),
+    ];
+    let mut seen: FxHashSet<Checksum> = FxHashSet::default();
+    let mut kept = TargetData {
+        target: target.target.clone(),
+        datapoints: Vec::with_capacity(target.datapoints.len()),
+    };
+    for block in target.datapoints.chunks(PREPARE_BLOCK) {
+        for step in prepare(block, &agent_suffixes).steps {
+            if let Step::Keep {
+                datapoint, chain, ..
+            } = step
+            {
+                if seen.insert(*chain.digest()) {
+                    kept.datapoints.push(datapoint.clone());
+                }
+            }
+        }
+    }
+    kept
+}
+
 /// [`build`], preparing blocks of at least `parallel_min` datapoints on two
 /// threads.
 fn build_with(

@@ -16,7 +16,9 @@ pub mod python;
 pub mod python_str;
 mod value;
 
-pub use body::{build, AgentContext, BuildOutcome, DropReason, Dropped, PostBody};
+pub use body::{
+    build, build_limited, AgentContext, BuildOutcome, DropReason, Dropped, LimitedOutcome, PostBody,
+};
 pub use data_type::{DataType, UnknownDataType};
 pub use normalise::{normalise_key, normalise_value};
 pub use value::Value;

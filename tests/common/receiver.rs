@@ -39,6 +39,9 @@ pub enum Mode {
     CloseMidResponse,
     /// `307 Temporary Redirect` to the same path on another port.
     RedirectTo(u16),
+    /// A pattoo receiver, except that a body containing the text gets the
+    /// status instead (nginx's 413, a server error on one body).
+    RefuseContaining(&'static str, u16),
 }
 
 struct Shared {
@@ -73,6 +76,10 @@ impl Shared {
     }
 
     async fn respond(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+        // The mode is read before the attempt is counted: a test that waits
+        // for an attempt and then changes the mode must not change how that
+        // attempt is answered.
+        let mode = self.mode();
         self.attempts.fetch_add(1, Ordering::SeqCst);
         let status = |code: u16| {
             let mut response =
@@ -80,7 +87,7 @@ impl Shared {
             *response.status_mut() = StatusCode::from_u16(code).unwrap();
             response
         };
-        match self.mode() {
+        match mode {
             Mode::Accept => self.receiver.respond(request).await,
             Mode::Status(code) => {
                 let _ = request.into_body().collect().await;
@@ -101,6 +108,27 @@ impl Shared {
                 response
                     .headers_mut()
                     .insert("location", location.parse().unwrap());
+                response
+            }
+            Mode::RefuseContaining(text, code) => {
+                let (parts, body) = request.into_parts();
+                let bytes = body
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes())
+                    .unwrap_or_default();
+                if bytes.windows(text.len()).any(|w| w == text.as_bytes()) {
+                    return status(code);
+                }
+                let content_type = parts
+                    .headers
+                    .get(hyper::header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok());
+                let (code, reason) =
+                    self.receiver
+                        .handle(&parts.method, parts.uri.path(), content_type, &bytes);
+                let mut response = Response::new(Full::new(Bytes::from(reason + "\n")));
+                *response.status_mut() = code;
                 response
             }
             Mode::Hang | Mode::CloseMidResponse => std::future::pending().await,

@@ -264,3 +264,78 @@ fn a_body_prepared_on_two_threads_is_byte_for_byte_the_one_thread_body() {
     assert_eq!(one.body, two.body);
     assert_eq!(one.dropped, two.dropped);
 }
+
+#[test]
+fn a_body_over_the_limit_is_split_by_target_then_by_datapoint_and_loses_nothing() {
+    let mut targets = Vec::new();
+    for t in 0..6 {
+        let mut target = TargetData::new(format!("device-{t}"));
+        // device-5 is too large on its own.
+        let count = if t == 5 { 400 } else { 20 };
+        for i in 0..count {
+            target.datapoints.push(DataPoint::new(
+                format!("reading_{i}"),
+                Value::Int(i),
+                DataType::Int,
+                1000,
+            ));
+        }
+        // A duplicate of its first datapoint: dropped once, in no part.
+        target.datapoints.push(DataPoint::new(
+            "reading_0",
+            Value::Int(0),
+            DataType::Int,
+            1000,
+        ));
+        targets.push(target);
+    }
+    let whole = build(&AGENT, 1000, &targets);
+    let whole_body = whole.body.unwrap();
+    assert!(whole_body.json.len() > 40_000, "{}", whole_body.json.len());
+
+    let limited = build_limited(&AGENT, 1000, &targets, 16 * 1024);
+    assert!(limited.bodies.len() > 3, "{} parts", limited.bodies.len());
+    assert_eq!(limited.dropped, whole.dropped, "each drop reported once");
+    let mut checksums = Vec::new();
+    for body in &limited.bodies {
+        assert!(body.json.len() <= 16 * 1024, "{}", body.json.len());
+        assert_eq!(body.timestamp_ms, 1000);
+        let json: serde_json::Value = serde_json::from_slice(&body.json).unwrap();
+        // Each part carries its own pair table, numbered from 0.
+        let pairs = json["pattoo_datapoints"]["key_value_pairs"]
+            .as_object()
+            .unwrap();
+        let mut ids: Vec<usize> = pairs.keys().map(|k| k.parse().unwrap()).collect();
+        ids.sort_unstable();
+        assert_eq!(ids, (0..pairs.len()).collect::<Vec<_>>());
+        let parts = datapoints(&json);
+        assert_eq!(body.datapoints, parts.len());
+        checksums.extend(parts.into_iter().map(checksum_of));
+    }
+    let whole_json: serde_json::Value = serde_json::from_slice(&whole_body.json).unwrap();
+    let mut all: Vec<String> = datapoints(&whole_json)
+        .into_iter()
+        .map(checksum_of)
+        .collect();
+    checksums.sort();
+    all.sort();
+    assert_eq!(
+        checksums, all,
+        "the parts carry exactly the datapoints of one body"
+    );
+
+    let small = build_limited(&AGENT, 1000, &targets[..1], 16 * 1024);
+    assert_eq!(small.bodies.len(), 1);
+    assert_eq!(
+        small.bodies[0],
+        build(&AGENT, 1000, &targets[..1]).body.unwrap()
+    );
+}
+
+fn checksum_of(pairs: Vec<(String, serde_json::Value)>) -> String {
+    pairs
+        .into_iter()
+        .find(|(key, _)| key == "pattoo_checksum")
+        .map(|(_, value)| value.as_str().unwrap().to_owned())
+        .unwrap()
+}

@@ -8,8 +8,12 @@
 //! - Nothing it starts outlives the poll: on timeout or too much output the
 //!   whole process group gets SIGTERM, then SIGKILL after the grace period;
 //!   after a normal exit whatever is left in the group is killed; if the
-//!   poll itself is cancelled, a guard kills the group. The program itself
-//!   is always waited for, so it never stays a zombie.
+//!   poll itself is cancelled, a guard kills the group. What escaped the
+//!   group (`setsid`) is found and killed too (see `orphans.rs`). The
+//!   program itself is always waited for, so it never stays a zombie.
+//! - The run ends when the program exits: a descendant that keeps stdout
+//!   open gets [`AFTER_EXIT_GRACE`] to finish writing, then is killed with
+//!   the rest, and what was printed is parsed.
 //! - Never two runs of the same poller at once: [`CommandPoller::poll`]
 //!   takes `&mut self` and returns only once the process group is gone, and
 //!   the scheduler runs one poll at a time per poller.
@@ -19,6 +23,7 @@
 //!   the exit status is the plugin's state and so data.
 
 mod config;
+mod orphans;
 
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
@@ -37,6 +42,13 @@ use crate::time::now_ms;
 
 /// How much of stderr is kept for the log and error messages.
 pub const STDERR_EXCERPT_BYTES: usize = 4096;
+
+/// How long stdout is read after the program exited, for output a
+/// descendant still holding it open is finishing.
+pub const AFTER_EXIT_GRACE: Duration = Duration::from_millis(500);
+
+/// Numbers the runs, for [`orphans::RUN_MARKER`].
+static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 #[derive(Debug)]
 pub struct CommandPoller {
@@ -100,12 +112,17 @@ fn excerpt(stderr: &str) -> String {
 /// must not leave the command running.
 struct GroupGuard {
     pgid: Option<Pid>,
+    run_id: String,
 }
 
 impl Drop for GroupGuard {
     fn drop(&mut self) {
-        if let Some(pgid) = self.pgid {
+        if let Some(pgid) = self.pgid.take() {
             let _ = killpg(pgid, Signal::SIGKILL);
+            if let Some(set) = orphans::spawned().as_mut() {
+                set.remove(&pgid.as_raw());
+            }
+            orphans::end_run(&self.run_id);
         }
     }
 }
@@ -120,6 +137,7 @@ enum Run {
 
 impl CommandPoller {
     pub fn new(name: &str, settings: &CommandSettings, env: &PollerEnv) -> Self {
+        orphans::become_subreaper();
         CommandPoller {
             name: name.to_owned(),
             target: settings
@@ -130,7 +148,7 @@ impl CommandPoller {
         }
     }
 
-    fn command(&self) -> Command {
+    fn command(&self, run_id: &str) -> Command {
         let settings = &self.settings;
         let mut command = Command::new(&settings.argv[0]);
         command
@@ -150,6 +168,7 @@ impl CommandPoller {
             }
         }
         command.envs(&settings.environment);
+        command.env(orphans::RUN_MARKER, run_id);
         if let Some(dir) = &settings.working_directory {
             command.current_dir(dir);
         }
@@ -159,25 +178,72 @@ impl CommandPoller {
     pub async fn poll(&mut self) -> Result<Vec<TargetData>, CommandError> {
         let poller = self.name.clone();
         let program = self.settings.argv.join(" ");
-        let mut child = self
-            .command()
-            .spawn()
-            .map_err(|source| CommandError::Spawn {
-                poller: poller.clone(),
-                program: program.clone(),
-                source,
-            })?;
+        let run_id = format!(
+            "{}.{}",
+            std::process::id(),
+            RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        orphans::start_run(&run_id);
+        let spawned = {
+            // Registered under the lock the orphan scans take, so no scan
+            // mistakes the new child for an orphan and reaps it.
+            let mut registry = orphans::spawned();
+            let spawned = self.command(&run_id).spawn();
+            if let Ok(child) = &spawned {
+                if let Some(pid) = child.id() {
+                    registry
+                        .get_or_insert_with(Default::default)
+                        .insert(pid as i32);
+                }
+            }
+            spawned
+        };
+        let mut child = match spawned {
+            Ok(child) => child,
+            Err(source) => {
+                orphans::end_run(&run_id);
+                return Err(CommandError::Spawn {
+                    poller: poller.clone(),
+                    program: program.clone(),
+                    source,
+                });
+            }
+        };
         let pgid = child.id().map(|pid| Pid::from_raw(pid as i32));
-        let mut guard = GroupGuard { pgid };
+        let mut guard = GroupGuard {
+            pgid,
+            run_id: run_id.clone(),
+        };
         let stdout = child.stdout.take().expect("stdout is piped");
         let stderr = child.stderr.take().expect("stderr is piped");
         let stderr = tokio::spawn(read_excerpt(stderr, STDERR_EXCERPT_BYTES));
         let limit = self.settings.max_output_bytes;
         let run = tokio::time::timeout(self.settings.timeout, async {
-            let Some(output) = read_capped(stdout, limit).await? else {
-                return Ok(Run::TooMuchOutput);
+            let mut output = Vec::new();
+            let mut stdout = stdout;
+            let (within, exited) = {
+                let reading = read_capped_into(&mut stdout, limit, &mut output);
+                tokio::pin!(reading);
+                tokio::select! {
+                    within = &mut reading => (within?, None),
+                    status = child.wait() => {
+                        let status = status?;
+                        // A descendant may hold stdout open for ever; the
+                        // run is over when the program is.
+                        match tokio::time::timeout(AFTER_EXIT_GRACE, &mut reading).await {
+                            Ok(within) => (within?, Some(status)),
+                            Err(_) => (true, Some(status)),
+                        }
+                    }
+                }
             };
-            let status = child.wait().await?;
+            if !within {
+                return Ok(Run::TooMuchOutput);
+            }
+            let status = match exited {
+                Some(status) => status,
+                None => child.wait().await?,
+            };
             Ok::<_, std::io::Error>(Run::Exited(output, status))
         })
         .await;
@@ -197,6 +263,17 @@ impl CommandPoller {
             _ => self.terminate(&mut child, pgid).await,
         }
         guard.pgid = None;
+        if let Some(set) = orphans::spawned().as_mut() {
+            if let Some(pgid) = pgid {
+                set.remove(&pgid.as_raw());
+            }
+        }
+        let left = tokio::task::spawn_blocking(move || orphans::end_run(&run_id))
+            .await
+            .unwrap_or(0);
+        if left > 0 {
+            tracing::debug!(poller = %poller, command = %program, killed = left, "killed processes the command left outside its process group");
+        }
         // stderr closes once every process holding it is gone, which the
         // group kill above ensures; the timeout covers a descendant that
         // escaped into another group with the pipe.
@@ -290,18 +367,25 @@ impl CommandPoller {
     }
 }
 
-/// Reads `reader` to its end; `None` as soon as it holds more than `limit`
-/// bytes, without reading further.
-async fn read_capped(
-    reader: impl AsyncRead + Unpin,
+/// Reads `reader` to its end into `output`; false as soon as it holds more
+/// than `limit` bytes, without reading further. What was read stays in
+/// `output` if the read is abandoned.
+async fn read_capped_into(
+    reader: &mut (impl AsyncRead + Unpin),
     limit: usize,
-) -> std::io::Result<Option<Vec<u8>>> {
-    let mut output = Vec::new();
-    reader
-        .take(limit as u64 + 1)
-        .read_to_end(&mut output)
-        .await?;
-    Ok((output.len() <= limit).then_some(output))
+    output: &mut Vec<u8>,
+) -> std::io::Result<bool> {
+    let mut buffer = [0u8; 8192];
+    loop {
+        let n = reader.read(&mut buffer).await?;
+        if n == 0 {
+            return Ok(true);
+        }
+        output.extend_from_slice(&buffer[..n]);
+        if output.len() > limit {
+            return Ok(false);
+        }
+    }
 }
 
 /// Reads `reader` to its end, keeping the first `keep` bytes.

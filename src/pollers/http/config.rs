@@ -58,6 +58,9 @@ pub struct HttpSettings {
     pub measurements: bool,
     pub format: Option<FormatSettings>,
     pub target: Option<String>,
+    /// The metadata key measurements carry the URL under (`url` unless
+    /// `url_metadata` names another); `None` with `url_metadata: false`.
+    pub url_metadata: Option<String>,
 }
 
 /// Where a secret is read from when the poller is built.
@@ -100,7 +103,8 @@ pub const MAX_RETRIES: u32 = 5;
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawAuth {
-    bearer: Option<RawSecret>,
+    /// Read by [`secret`], which says what a secret must look like.
+    bearer: Option<Value>,
     basic: Option<RawBasic>,
 }
 
@@ -108,7 +112,7 @@ struct RawAuth {
 #[serde(deny_unknown_fields)]
 struct RawBasic {
     username: String,
-    password: RawSecret,
+    password: Value,
 }
 
 #[derive(Deserialize)]
@@ -138,6 +142,7 @@ struct RawHttp {
     measurements: bool,
     format: Option<Value>,
     target: Option<String>,
+    url_metadata: Option<Value>,
 }
 
 impl HttpSettings {
@@ -218,24 +223,41 @@ impl HttpSettings {
         }
         let query = string_pairs(doc, &path.key("query"), raw.query.as_ref(), &mut ok);
         let auth_path = path.key("auth");
+        let errors_before_auth = doc.error_count();
         let auth_given = raw.auth.is_some();
         let auth = match raw.auth {
             None => None,
             Some(RawAuth {
                 bearer: Some(token),
                 basic: None,
-            }) => secret(doc, &auth_path.key("bearer"), token).map(Auth::Bearer),
+            }) => secret(doc, &auth_path.key("bearer"), &token).map(Auth::Bearer),
             Some(RawAuth {
                 bearer: None,
                 basic: Some(basic),
-            }) => secret(doc, &auth_path.key("basic").key("password"), basic.password).map(
-                |password| Auth::Basic {
-                    username: basic.username,
-                    password,
-                },
-            ),
-            Some(_) => {
-                doc.error(&auth_path, "expected one of `bearer:` or `basic:`");
+            }) => secret(
+                doc,
+                &auth_path.key("basic").key("password"),
+                &basic.password,
+            )
+            .map(|password| Auth::Basic {
+                username: basic.username,
+                password,
+            }),
+            Some(RawAuth {
+                bearer: Some(_),
+                basic: Some(_),
+            }) => {
+                doc.error(&auth_path, "give one of `bearer:` or `basic:`, not both");
+                None
+            }
+            Some(RawAuth {
+                bearer: None,
+                basic: None,
+            }) => {
+                // `basic:` may have been there and wrong: that was said.
+                if doc.error_count() == errors_before_auth {
+                    doc.error(&auth_path, "expected one of `bearer:` or `basic:`");
+                }
                 None
             }
         };
@@ -249,23 +271,26 @@ impl HttpSettings {
             );
             ok = false;
         }
-        let mut positive = |key: &str, value: Option<u64>, default: u64| {
-            crate::config::positive_or(doc, path, key, value, default, &mut ok)
+        let mut positive = |key: &str, value: Option<u64>, default: u64, max: u64| {
+            crate::config::positive_or(doc, path, key, value, default, max, &mut ok)
         };
         let timeout = Duration::from_millis(positive(
             "timeout_ms",
             raw.timeout_ms,
             DEFAULT_TIMEOUT.as_millis() as u64,
+            crate::config::MAX_MS,
         ));
         let max_response_bytes = positive(
             "max_response_bytes",
             raw.max_response_bytes.map(|n| n as u64),
             DEFAULT_MAX_RESPONSE_BYTES as u64,
+            crate::config::MAX_READ_BYTES,
         ) as usize;
         let retry_backoff = Duration::from_millis(positive(
             "retry_backoff_ms",
             raw.retry_backoff_ms,
             DEFAULT_RETRY_BACKOFF.as_millis() as u64,
+            crate::config::MAX_MS,
         ));
         let retries = raw.retries.unwrap_or(0);
         if retries > MAX_RETRIES {
@@ -292,6 +317,29 @@ impl HttpSettings {
             );
             ok = false;
         }
+        let url_metadata = match &raw.url_metadata {
+            None => Some("url".to_owned()),
+            Some(Value::Bool(false)) => None,
+            Some(Value::String(key)) => {
+                if crate::config::check_user_key(doc, &path.key("url_metadata"), key) {
+                    Some(key.trim().to_owned())
+                } else {
+                    ok = false;
+                    None
+                }
+            }
+            Some(other) => {
+                doc.error(
+                    &path.key("url_metadata"),
+                    format!(
+                        "expected the metadata key to carry the URL under, or false for none, found {}",
+                        describe(other)
+                    ),
+                );
+                ok = false;
+                None
+            }
+        };
         ok.then(|| HttpSettings {
             urls,
             method,
@@ -308,6 +356,7 @@ impl HttpSettings {
             measurements: raw.measurements,
             format,
             target: raw.target.filter(|t| !t.trim().is_empty()),
+            url_metadata,
         })
     }
 
@@ -329,7 +378,68 @@ impl HttpSettings {
     }
 }
 
-fn secret(doc: &mut Document, path: &YamlPath, raw: RawSecret) -> Option<SecretSource> {
+/// The source of a secret, checked to hold one now: `check` and a reload
+/// catch a missing variable or file, rather than the poller failing to
+/// start after the configuration was accepted.
+fn secret(doc: &mut Document, path: &YamlPath, value: &Value) -> Option<SecretSource> {
+    if !matches!(value, Value::Mapping(_)) {
+        doc.error(
+            path,
+            format!(
+                "expected where to read the secret, `{{file: /path/to/secret}}` or `{{env: VARIABLE}}`, found {}{}",
+                describe(value),
+                if matches!(value, Value::String(_)) {
+                    " (secrets are never written in the configuration)"
+                } else {
+                    ""
+                }
+            ),
+        );
+        return None;
+    }
+    let raw: RawSecret = doc.deserialize(path, value)?;
+    let source = secret_source(doc, path, raw)?;
+    let poller = match &doc.poller {
+        Some(name) => format!("poller `{name}`: "),
+        None => String::new(),
+    };
+    let problem = match &source {
+        SecretSource::Env(name) => match std::env::var_os(name) {
+            None => Some((
+                path.key("env"),
+                format!("{poller}the environment variable {name} is not set; set it where the agent runs (under systemd: Environment= or EnvironmentFile= in a drop-in)"),
+            )),
+            Some(value) if value.to_string_lossy().trim().is_empty() => Some((
+                path.key("env"),
+                format!("{poller}the environment variable {name} is empty"),
+            )),
+            Some(_) => None,
+        },
+        SecretSource::File(file) => match std::fs::read_to_string(file) {
+            Err(error) => Some((
+                path.key("file"),
+                format!(
+                    "{poller}cannot read the secret file {}: {error}",
+                    file.display()
+                ),
+            )),
+            Ok(text) if text.trim().is_empty() => Some((
+                path.key("file"),
+                format!("{poller}the secret file {} is empty", file.display()),
+            )),
+            Ok(_) => None,
+        },
+    };
+    match problem {
+        Some((at, message)) => {
+            doc.error(&at, message);
+            None
+        }
+        None => Some(source),
+    }
+}
+
+fn secret_source(doc: &mut Document, path: &YamlPath, raw: RawSecret) -> Option<SecretSource> {
     match (raw.file, raw.env) {
         (Some(file), None) if file.is_absolute() => Some(SecretSource::File(file)),
         (Some(file), None) => {
@@ -431,7 +541,7 @@ mod tests {
     fn reads_every_option() {
         let mut doc = Document::parse(
             std::path::Path::new("t.yaml"),
-            "urls: [https://example.com/a]\nmethod: post\nbody: '{}'\nheaders: {Accept: text/plain}\nquery: {n: 5}\nauth: {basic: {username: u, password: {env: PW}}}\ntimeout_ms: 100\nmax_redirects: 0\nmeasurements: true\n",
+            "urls: [https://example.com/a]\nmethod: post\nbody: '{}'\nheaders: {Accept: text/plain}\nquery: {n: 5}\nauth: {basic: {username: u, password: {env: PATH}}}\ntimeout_ms: 100\nmax_redirects: 0\nmeasurements: true\n",
         )
         .unwrap();
         let root = doc.root.clone();
@@ -442,7 +552,7 @@ mod tests {
             settings.auth,
             Some(Auth::Basic {
                 username: "u".into(),
-                password: SecretSource::Env("PW".into())
+                password: SecretSource::Env("PATH".into())
             })
         );
         assert_eq!(settings.timeout, Duration::from_millis(100));
@@ -483,7 +593,11 @@ mod tests {
         );
         assert_eq!(
             errors("urls: [http://h/]\nmeasurements: true\nauth: {bearer: {env: T}, basic: {username: u, password: {env: P}}}\n"),
-            ["auth: expected one of `bearer:` or `basic:`"]
+            ["auth: give one of `bearer:` or `basic:`, not both"]
+        );
+        assert_eq!(
+            errors("urls: [http://h/]\nmeasurements: true\nauth: {bearer: 5}\n"),
+            ["auth.bearer: expected where to read the secret, `{file: /path/to/secret}` or `{env: VARIABLE}`, found a number"]
         );
         assert_eq!(
             errors("urls: [http://h/]\nmeasurements: true\nauth: {token: x}\n"),

@@ -130,11 +130,47 @@ pub struct HttpPoller {
     shared: Arc<Shared>,
 }
 
-/// The URL as logged and as `url` metadata: without a password.
+/// The URL as logged, shown by `check` and sent as `url` metadata: without
+/// a password, and with the value of every query parameter whose name
+/// looks like it holds a secret (`?token=`, `api_key=`, ...) replaced by
+/// `REDACTED`, since logs and the pattoo server are read by more people
+/// than the configuration.
 pub fn display_url(url: &Url) -> String {
     let mut url = url.clone();
     let _ = url.set_password(None);
+    if url.query().is_some() {
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(name, value)| {
+                let value = if looks_secret(&name) {
+                    "REDACTED".to_owned()
+                } else {
+                    value.into_owned()
+                };
+                (name.into_owned(), value)
+            })
+            .collect();
+        url.query_pairs_mut().clear().extend_pairs(&pairs);
+    }
     url.to_string()
+}
+
+/// Whether a query parameter's name suggests a secret value.
+fn looks_secret(name: &str) -> bool {
+    const HINTS: [&str; 10] = [
+        "token",
+        "key",
+        "secret",
+        "pass",
+        "pwd",
+        "auth",
+        "sig",
+        "session",
+        "credential",
+        "code",
+    ];
+    let name = name.to_ascii_lowercase();
+    HINTS.iter().any(|hint| name.contains(hint))
 }
 
 impl HttpPoller {
@@ -150,15 +186,12 @@ impl HttpPoller {
                 password: Secret::read(password)?,
             }),
         };
-        let redirects = if settings.max_redirects == 0 {
-            reqwest::redirect::Policy::none()
-        } else {
-            reqwest::redirect::Policy::limited(settings.max_redirects)
-        };
+        // Redirects are followed by `fetch`, which knows which headers are
+        // the configuration's own and drops them when leaving the host.
         let mut builder = Client::builder()
             .user_agent(concat!("pattoo-agentd/", env!("CARGO_PKG_VERSION")))
             .timeout(settings.timeout)
-            .redirect(redirects);
+            .redirect(reqwest::redirect::Policy::none());
         let tls = &settings.tls;
         if let Some(file) = &tls.ca_file {
             let pem = std::fs::read(file)
@@ -298,8 +331,11 @@ impl Shared {
         if settings.measurements {
             let mut data = TargetData::new(&target);
             let measured = |key: &str, value: Value, data_type: DataType| {
-                DataPoint::new(key, value, data_type, read_at_ms)
-                    .with_metadata(Metadata::new("url", shown.as_str()))
+                let datapoint = DataPoint::new(key, value, data_type, read_at_ms);
+                match &settings.url_metadata {
+                    Some(name) => datapoint.with_metadata(Metadata::new(name, shown.as_str())),
+                    None => datapoint,
+                }
             };
             let up = matches!(&fetched, Ok(response) if response.status.is_success());
             data.datapoints.push(measured(
@@ -392,27 +428,72 @@ impl Shared {
         }
     }
 
+    /// One fetch, following up to `max_redirects` redirects. The
+    /// configured headers, credentials and body go only to the configured
+    /// host and port: a redirect elsewhere gets none of them, as browsers
+    /// drop `Authorization`, so an `X-Api-Key` is not handed to whoever the
+    /// server points at.
     async fn fetch(&self, url: &Url) -> Result<Response, FetchError> {
         let settings = &self.settings;
         let mut url = url.clone();
         if !settings.query.is_empty() {
             url.query_pairs_mut().extend_pairs(&settings.query);
         }
-        let mut request = self.client.request(settings.method.clone(), url);
-        for (name, value) in &settings.headers {
-            request = request.header(name, value);
-        }
-        if let Some(body) = &settings.body {
-            request = request.body(body.clone());
-        }
-        request = match &self.credentials {
-            None => request,
-            Some(Credentials::Bearer(token)) => request.bearer_auth(&token.0),
-            Some(Credentials::Basic { username, password }) => {
-                request.basic_auth(username, Some(&password.0))
+        let origin = (
+            url.host_str().map(str::to_owned),
+            url.port_or_known_default(),
+        );
+        let mut method = settings.method.clone();
+        let mut send_body = true;
+        let mut redirects = 0;
+        let mut response = loop {
+            let same_origin = (
+                url.host_str().map(str::to_owned),
+                url.port_or_known_default(),
+            ) == origin;
+            let mut request = self.client.request(method.clone(), url.clone());
+            if same_origin {
+                for (name, value) in &settings.headers {
+                    request = request.header(name, value);
+                }
+                request = match &self.credentials {
+                    None => request,
+                    Some(Credentials::Bearer(token)) => request.bearer_auth(&token.0),
+                    Some(Credentials::Basic { username, password }) => {
+                        request.basic_auth(username, Some(&password.0))
+                    }
+                };
             }
+            if let (Some(body), true) = (&settings.body, send_body) {
+                request = request.body(body.clone());
+            }
+            let response = request.send().await.map_err(request_error)?;
+            let status = response.status();
+            let location = response
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|l| l.to_str().ok())
+                .and_then(|l| url.join(l).ok());
+            let Some(next) = location.filter(|_| status.is_redirection()) else {
+                break response;
+            };
+            if settings.max_redirects == 0 {
+                break response;
+            }
+            if redirects == settings.max_redirects {
+                return Err(FetchError::Request("too many redirects".to_owned()));
+            }
+            redirects += 1;
+            // As browsers do: 303, and 301/302 after a POST, become a GET
+            // without a body; 307 and 308 repeat the request as it was.
+            if status == reqwest::StatusCode::SEE_OTHER
+                || (matches!(status.as_u16(), 301 | 302) && method == reqwest::Method::POST)
+            {
+                method = reqwest::Method::GET;
+                send_body = false;
+            }
+            url = next;
         };
-        let mut response = request.send().await.map_err(request_error)?;
         let status = response.status();
         let limit = settings.max_response_bytes;
         if response.content_length().is_some_and(|n| n > limit as u64) {

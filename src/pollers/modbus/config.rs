@@ -224,15 +224,15 @@ impl ModbusSettings {
     pub(crate) fn parse(doc: &mut Document, path: &YamlPath, value: &Value) -> Option<Self> {
         let raw: RawModbus = doc.deserialize(path, value)?;
         let mut ok = true;
-        let timeout = match raw.timeout_ms {
-            None => DEFAULT_TIMEOUT,
-            Some(ms) if ms > 0 => Duration::from_millis(ms),
-            Some(_) => {
-                doc.error(&path.key("timeout_ms"), "must be more than 0");
-                ok = false;
-                DEFAULT_TIMEOUT
-            }
-        };
+        let timeout = Duration::from_millis(crate::config::positive_or(
+            doc,
+            path,
+            "timeout_ms",
+            raw.timeout_ms,
+            DEFAULT_TIMEOUT.as_millis() as u64,
+            crate::config::MAX_MS,
+            &mut ok,
+        ));
         let mut limit = |key: &str, given: Option<u16>, max: u16| match given {
             None => max,
             Some(n) if (1..=max).contains(&n) => n,
