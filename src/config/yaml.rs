@@ -346,7 +346,9 @@ impl Document {
                 _ => None,
             };
             let (parent, key) = removable?;
-            let relative = YamlPath(parent.0[path.0.len()..].to_vec());
+            // A key at or above `path` (a missing field of `value` itself) is
+            // not inside `value`: nothing to remove.
+            let relative = YamlPath(parent.0.get(path.0.len()..)?.to_vec());
             let was_removed = match lookup_mut(&mut value, &relative) {
                 Some(Value::Mapping(map)) => map.remove(key.as_str()).is_some(),
                 _ => false,
