@@ -26,6 +26,13 @@ pub enum Command {
     Run,
     /// Validate all configuration and say what would be polled and where it goes
     Check,
+    /// Validate all configuration, then tell the running service (process
+    /// PID) to re-read it; what the systemd unit's ExecReload= runs
+    Reload {
+        /// The service's process id ($MAINPID in the unit)
+        #[arg(long, value_name = "PID")]
+        pid: i32,
+    },
     /// Poll each poller once, then exit
     Once {
         /// Print each body that would be posted as one JSON line on stdout;

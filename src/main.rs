@@ -12,7 +12,7 @@ fn main() {
         if let Some(Exit(code)) = error.downcast_ref::<Exit>() {
             std::process::exit(*code);
         }
-        eprintln!("pattoo-agentd: {error:#}");
+        pattoo_agentd::daemon::logging::print_error(&format!("pattoo-agentd: {error:#}"));
         std::process::exit(1);
     }
 }

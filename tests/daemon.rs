@@ -161,6 +161,25 @@ fn start(
     notify: Option<&NotifySocket>,
     dir: tempfile::TempDir,
 ) -> Agent {
+    start_with(port, pollers, notify, dir, Journal::No, &[])
+}
+
+/// Whether the agent's stderr is "the journal" (`JOURNAL_STREAM` names it).
+#[derive(PartialEq)]
+enum Journal {
+    Yes,
+    No,
+}
+
+/// [`start`] with stderr as the journal or not, and extra environment.
+fn start_with(
+    port: u16,
+    pollers: impl Fn(&Path) -> String,
+    notify: Option<&NotifySocket>,
+    dir: tempfile::TempDir,
+    journal: Journal,
+    env: &[(&str, &str)],
+) -> Agent {
     let d = dir.path().display();
     std::fs::write(
         dir.path().join("pattoo.yaml"),
@@ -172,6 +191,7 @@ fn start(
     .unwrap();
     // Through `sh -c 'exec'` so that WATCHDOG_PID names the agent's own
     // pid, as systemd sets it.
+    let stderr = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
     let mut command = Command::new("sh");
     command
         .arg("-c")
@@ -180,10 +200,17 @@ fn start(
         .arg(dir.path())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.path().join("stderr.log")).unwrap())
         .env_remove("NOTIFY_SOCKET")
         .env_remove("WATCHDOG_USEC")
-        .env_remove("JOURNAL_STREAM");
+        .env_remove("JOURNAL_STREAM")
+        .envs(env.iter().copied());
+    if journal == Journal::Yes {
+        // What systemd sets: the device and inode of the stream it gave.
+        use std::os::unix::fs::MetadataExt;
+        let meta = stderr.metadata().unwrap();
+        command.env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()));
+    }
+    command.stderr(stderr);
     if let Some(notify) = notify {
         command
             .env("NOTIFY_SOCKET", &notify.path)
@@ -428,4 +455,211 @@ fn run_with_a_broken_configuration_exits_with_the_configuration_status() {
     // 78 (EX_CONFIG) is in the unit's RestartPreventExitStatus=.
     assert_eq!(output.status.code(), Some(78));
     assert!(String::from_utf8_lossy(&output.stderr).contains("pattoo.yaml:2:3"));
+}
+
+/// What a process sees on a system without the ca-certificates package:
+/// rustls-native-certs looks only where these point, and finds nothing.
+const NO_SYSTEM_ROOTS: [(&str, &str); 2] = [
+    ("SSL_CERT_FILE", "/nonexistent/ca-certificates.crt"),
+    ("SSL_CERT_DIR", "/nonexistent/certs"),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_posts_over_plain_http_on_a_system_without_ca_certificates() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let notify = NotifySocket::bind(dir.path());
+    let mut agent = start_with(
+        server.addr.port(),
+        |d| poller("alpha", &script(d, "alpha", 0.0)),
+        Some(&notify),
+        dir,
+        Journal::No,
+        &NO_SYSTEM_ROOTS,
+    );
+    notify.wait_for("READY=1", |m| m == "READY=1");
+    server.wait_for(1, PATIENCE).await;
+    assert!(bodies_with(&server, "alpha") >= 1, "{}", agent.stderr());
+    agent.signal(Signal::SIGTERM);
+    assert!(agent.wait_exit(Duration::from_secs(15)).success());
+}
+
+/// `check` builds the clients `run` builds, so it fails where `run` would.
+#[test]
+fn check_says_https_needs_ca_certificates_where_the_system_has_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    std::fs::write(
+        dir.path().join("pattoo.yaml"),
+        format!("pattoo:\n  log_directory: {d}/log\n  cache_directory: {d}/cache\n  daemon_directory: {d}/daemon\n\
+             pattoo_agent_api:\n  ip_address: 127.0.0.1\n  ip_bind_port: 20201\n"),
+    )
+    .unwrap();
+    write_pollers(
+        dir.path(),
+        "    - name: api\n      type: http\n      urls: [https://api.example.org/v1]\n      measurements: true\n",
+    );
+    let check = |env: &[(&str, &str)]| {
+        Command::new(env!("CARGO_BIN_EXE_pattoo-agentd"))
+            .arg("--config-dir")
+            .arg(dir.path())
+            .arg("check")
+            .env_remove("JOURNAL_STREAM")
+            .envs(env.iter().copied())
+            .output()
+            .unwrap()
+    };
+    let output = check(&NO_SYSTEM_ROOTS);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(78), "{stderr}");
+    assert!(stderr.contains("poller api"), "{stderr}");
+    assert!(stderr.contains("https://api.example.org/v1"), "{stderr}");
+    assert!(
+        stderr.contains("install the ca-certificates package"),
+        "{stderr}"
+    );
+
+    // A CA file is enough without the system's roots.
+    let ca = rcgen::generate_simple_self_signed(vec!["api.example.org".to_owned()]).unwrap();
+    std::fs::write(dir.path().join("ca.pem"), ca.cert.pem()).unwrap();
+    write_pollers(
+        dir.path(),
+        &format!("    - name: api\n      type: http\n      urls: [https://api.example.org/v1]\n      measurements: true\n      tls:\n        ca_file: {d}/ca.pem\n"),
+    );
+    let output = check(&NO_SYSTEM_ROOTS);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn check_prints_the_cache_age_with_a_space_before_the_unit() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    std::fs::write(
+        dir.path().join("pattoo.yaml"),
+        format!("pattoo:\n  log_directory: {d}/log\n  cache_directory: {d}/cache\n  daemon_directory: {d}/daemon\n\
+             pattoo_agent_api:\n  ip_address: 127.0.0.1\n  ip_bind_port: 20201\n"),
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_pattoo-agentd"))
+        .arg("--config-dir")
+        .arg(dir.path())
+        .arg("check")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(stdout.contains("nothing older than 7 days"), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_the_journal_each_line_carries_its_priority_and_no_leading_space() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let notify = NotifySocket::bind(dir.path());
+    let mut agent = start_with(
+        server.addr.port(),
+        |d| poller("alpha", &script(d, "alpha", 0.0)),
+        Some(&notify),
+        dir,
+        Journal::Yes,
+        &[],
+    );
+    notify.wait_for("READY=1", |m| m == "READY=1");
+    agent.write_pollers(
+        &(poller("alpha", &agent.dir.path().join("alpha.sh")) + "      colour: red\n"),
+    );
+    agent.signal(Signal::SIGHUP);
+    notify.wait_for("the refusal", |m| m.starts_with("STATUS=reload refused"));
+    agent.signal(Signal::SIGTERM);
+    assert!(agent.wait_exit(Duration::from_secs(15)).success());
+
+    let stderr = agent.stderr();
+    for line in stderr.lines() {
+        let priority = line.get(..3).unwrap_or_default();
+        assert!(
+            ["<3>", "<4>", "<6>", "<7>"].contains(&priority),
+            "a line without its priority: {line:?}"
+        );
+        assert!(!line[3..].starts_with(' '), "a leading space: {line:?}");
+    }
+    let started = stderr
+        .lines()
+        .find(|l| l.contains("started with configuration"));
+    assert!(
+        started.is_some_and(|l| l.starts_with("<6>pattoo-agentd")),
+        "{stderr}"
+    );
+    let refused = stderr.lines().find(|l| l.contains("reload refused"));
+    assert!(refused.is_some_and(|l| l.starts_with("<3>")), "{stderr}");
+    assert!(refused.is_some_and(|l| l.contains("colour")), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reload_command_refuses_a_broken_file_and_signals_for_a_valid_one() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let notify = NotifySocket::bind(dir.path());
+    let mut agent = start(
+        server.addr.port(),
+        |d| poller("alpha", &script(d, "alpha", 0.0)),
+        Some(&notify),
+        dir,
+    );
+    notify.wait_for("READY=1", |m| m == "READY=1");
+    let reload = |agent: &Agent| {
+        Command::new(env!("CARGO_BIN_EXE_pattoo-agentd"))
+            .arg("--config-dir")
+            .arg(agent.dir.path())
+            .arg("reload")
+            .arg("--pid")
+            .arg(agent.child.id().to_string())
+            .env_remove("JOURNAL_STREAM")
+            .output()
+            .unwrap()
+    };
+
+    // As `systemctl reload` runs it (ExecReload=): a broken file fails the
+    // reload, says why, and the agent is not disturbed.
+    agent.write_pollers(
+        &(poller("alpha", &agent.dir.path().join("alpha.sh")) + "      colour: red\n"),
+    );
+    let refused = reload(&agent);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(78), "{stderr}");
+    assert!(stderr.contains("colour"), "{stderr}");
+
+    // A valid file: the agent reloads, telling systemd when it begins
+    // (with the monotonic time) and when it is done.
+    let beta = script(agent.dir.path(), "beta", 0.0);
+    agent.write_pollers(&poller("beta", &beta));
+    let accepted = reload(&agent);
+    assert!(
+        accepted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&accepted.stderr)
+    );
+    wait_until("a body from beta", || {
+        (bodies_with(&server, "beta") >= 1).then_some(())
+    });
+    let messages = notify.messages();
+    let reloading: Vec<usize> = (0..messages.len())
+        .filter(|&i| messages[i] == "RELOADING=1")
+        .collect();
+    assert_eq!(reloading.len(), 1, "one reload only: {messages:?}");
+    let at = reloading[0];
+    assert!(
+        messages[at + 1].starts_with("MONOTONIC_USEC="),
+        "{messages:?}"
+    );
+    assert!(
+        messages[at + 1..].iter().any(|m| m == "READY=1"),
+        "READY=1 after the reload: {messages:?}"
+    );
+
+    agent.signal(Signal::SIGTERM);
+    assert!(agent.wait_exit(Duration::from_secs(15)).success());
 }
