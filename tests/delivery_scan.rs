@@ -36,7 +36,11 @@ async fn a_hundred_thousand_cached_files_are_listed_in_well_under_two_seconds() 
     let grew_kib = rss_kib().saturating_sub(rss_before);
     eprintln!("listed {FILES} files in {took:?}; resident memory grew {grew_kib} KiB");
 
-    assert!(took < Duration::from_millis(1000), "{took:?}");
+    // A bound for behaviour, not a speed target (that figure is in
+    // BENCHMARKS.md): reading every file's contents would take far longer
+    // on any machine, while a busy CI machine can take over a second to
+    // list names alone.
+    assert!(took < Duration::from_secs(10), "{took:?}");
     assert_eq!(delivery.cache().totals().0, FILES);
     // Sizes follow in the background, for max_bytes.
     let measuring = Instant::now();
