@@ -27,14 +27,23 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let config_dir = config::config_dir(cli.config_dir.as_deref());
     match cli.command {
         Command::Run => {
-            let settings = load(&config_dir)?;
+            // The unit has no separate check step: a configuration `run`
+            // refuses is one failed start with exit status 78, which
+            // `RestartPreventExitStatus=` sees because it is the main
+            // process's own.
+            let settings = load_and_build(&config_dir)?;
             let (_guard, level) =
                 logging::init_daemon(&settings.pattoo.log_directory, settings.pattoo.log_level)?;
             daemon::run(settings, level).await
         }
         Command::Check => {
             logging::init_stderr(LevelFilter::WARN);
-            check(&load(&config_dir)?)
+            check(&load_and_build(&config_dir)?)
+        }
+        Command::Reload { pid } => {
+            logging::init_stderr(LevelFilter::WARN);
+            load_and_build(&config_dir)?;
+            signal_reload(pid)
         }
         Command::Once { print, poller } => {
             let settings = load(&config_dir)?;
@@ -82,9 +91,58 @@ fn completions(shell: clap_complete::Shell) -> anyhow::Result<()> {
 /// Loads the configuration, printing every error to stderr.
 pub fn load(config_dir: &std::path::Path) -> anyhow::Result<Settings> {
     config::load(config_dir).map_err(|errors| {
-        eprint!("{errors}");
+        logging::print_error(&errors.to_string());
         Exit(EXIT_CONFIG).into()
     })
+}
+
+/// Loads the configuration and builds, without starting them, the parts
+/// `run` builds from it that can still fail: the client that posts to the
+/// server and every poller (HTTP clients, CA, certificate and secret
+/// files). So `check` fails where `run` would. Every problem is printed and
+/// is a configuration error (exit 78). Reads files; no network I/O, and
+/// nothing is written.
+pub fn load_and_build(config_dir: &std::path::Path) -> anyhow::Result<Settings> {
+    let settings = load(config_dir)?;
+    let mut problems = Vec::new();
+    if let Err(error) =
+        crate::delivery::poster::Poster::new(&settings.api, &settings.agent.delivery)
+    {
+        problems.push(format!("delivery to the pattoo server: {error}"));
+    }
+    let env = crate::pollers::PollerEnv {
+        hostname: crate::identity::hostname(settings.agent.hostname.as_deref()).name,
+    };
+    for poller in &settings.pollers {
+        if let Err(error) = crate::pollers::Poller::new(poller, &env) {
+            problems.push(format!("poller {}: {error:#}", poller.name));
+        }
+    }
+    if problems.is_empty() {
+        return Ok(settings);
+    }
+    let mut text = format!(
+        "{} problem(s) in the configuration in {}:\n",
+        problems.len(),
+        settings.config_dir.display()
+    );
+    for problem in problems {
+        text.push_str(&format!("  {problem}\n"));
+    }
+    logging::print_error(&text);
+    Err(Exit(EXIT_CONFIG).into())
+}
+
+/// Asks the running service to re-read its configuration, which the
+/// caller has just validated (`ExecReload=` in the unit, so a broken file
+/// fails `systemctl reload` and keeps the service on its old one).
+fn signal_reload(pid: i32) -> anyhow::Result<()> {
+    use nix::sys::signal::{kill, Signal};
+    anyhow::ensure!(pid > 0, "--pid {pid} is not a process id");
+    kill(nix::unistd::Pid::from_raw(pid), Signal::SIGHUP)
+        .with_context(|| format!("cannot signal the service (process {pid}) to reload"))?;
+    println!("configuration is valid; process {pid} is re-reading it");
+    Ok(())
 }
 
 fn check(settings: &Settings) -> anyhow::Result<()> {
@@ -110,7 +168,7 @@ fn check(settings: &Settings) -> anyhow::Result<()> {
         out,
         "  keeping at most {} and nothing older than {}",
         human_bytes(settings.agent.cache.max_bytes),
-        humantime::format_duration(settings.agent.cache.max_age)
+        human_duration(settings.agent.cache.max_age)
     )?;
     writeln!(
         out,
@@ -149,6 +207,22 @@ fn human_bytes(bytes: u64) -> String {
         unit += 1;
     }
     format!("{value} {}", UNITS[unit])
+}
+
+/// A duration as people write it: `7 days`, `1 day 12h`, `90s`.
+/// humantime's own form runs the number into the word (`7days`).
+fn human_duration(duration: std::time::Duration) -> String {
+    humantime::format_duration(duration)
+        .to_string()
+        .split(' ')
+        .map(
+            |part| match part.strip_suffix("days").or(part.strip_suffix("day")) {
+                Some(number) => format!("{number} {}", &part[number.len()..]),
+                None => part.to_owned(),
+            },
+        )
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// `host:port`, with an IPv6 literal in brackets.

@@ -24,9 +24,17 @@ pub struct Cli {
 pub enum Command {
     /// Run as a service: poll on schedule, post, cache and replay until stopped
     Run,
-    /// Validate all configuration and say what would be polled and where it goes,
-    /// including the host name datapoints carry and where it came from
+    /// Validate all configuration and build the HTTP clients as run would; say
+    /// what would be polled and where it goes, including the host name
+    /// datapoints carry and where it came from
     Check,
+    /// Validate all configuration, then tell the running service (process
+    /// PID) to re-read it; what the systemd unit's ExecReload= runs
+    Reload {
+        /// The service's process id ($MAINPID in the unit)
+        #[arg(long, value_name = "PID")]
+        pid: i32,
+    },
     /// Poll each poller once, then exit
     Once {
         /// Print each body that would be posted as one JSON line on stdout;

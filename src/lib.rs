@@ -19,6 +19,7 @@ pub mod model;
 pub mod pollers;
 pub mod scheduler;
 pub mod time;
+pub mod tls;
 
 /// The async runtime every command runs on (see `src/main.rs`); the load
 /// harness in `benches/load.rs` builds the same one.

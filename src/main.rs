@@ -12,10 +12,10 @@ fn main() {
         if let Some(Exit(code)) = error.downcast_ref::<Exit>() {
             std::process::exit(*code);
         }
-        eprintln!(
+        pattoo_agentd::daemon::logging::print_error(&format!(
             "pattoo-agentd: {}",
             pattoo_agentd::error_chain(error.as_ref())
-        );
+        ));
         std::process::exit(1);
     }
 }

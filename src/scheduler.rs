@@ -43,6 +43,10 @@ impl Ticker {
     }
 
     /// When the next tick is due.
+    pub fn interval(&self) -> Duration {
+        self.interval
+    }
+
     pub fn next(&self) -> Instant {
         self.next
     }
@@ -116,6 +120,7 @@ pub async fn run(
             }
         }
         let started = Instant::now();
+        let late = started.saturating_duration_since(ticker.next());
         stats.busy_since_ms.store(
             (started - clock_origin).as_millis() as u64 + 1,
             Ordering::Relaxed,
@@ -123,16 +128,50 @@ pub async fn run(
         job.run_once().await;
         stats.busy_since_ms.store(0, Ordering::Relaxed);
         stats.polls.fetch_add(1, Ordering::Relaxed);
+        let took = started.elapsed();
         let skipped = ticker.advance(Instant::now());
         if skipped > 0 {
             stats.skipped_ticks.fetch_add(skipped, Ordering::Relaxed);
             tracing::warn!(
                 poller = %name,
                 skipped,
-                took_ms = started.elapsed().as_millis() as u64,
-                "poll outlasted its polling interval; skipped the ticks it covered"
+                took_ms = took.as_millis() as u64,
+                late_ms = late.as_millis() as u64,
+                "{}",
+                Overrun::cause(late, took, ticker.interval())
             );
         }
+    }
+}
+
+/// Why ticks were skipped, so that the log blames the right thing: a poll
+/// that ran long, or a process that did not run at all for a while.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overrun {
+    /// The poll itself took longer than the interval.
+    SlowPoll,
+    /// The poll was quick but began long after its tick: the agent was
+    /// stopped (SIGSTOP), the machine suspended, or the process starved of
+    /// CPU.
+    StartedLate,
+}
+
+impl Overrun {
+    pub fn cause(late: Duration, took: Duration, interval: Duration) -> Overrun {
+        if took < interval && late > took {
+            Overrun::StartedLate
+        } else {
+            Overrun::SlowPoll
+        }
+    }
+}
+
+impl std::fmt::Display for Overrun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Overrun::SlowPoll => "poll outlasted its polling interval; skipped the ticks it covered",
+            Overrun::StartedLate => "the agent did not run for longer than the polling interval (stopped, suspended or starved of CPU); skipped the ticks it missed",
+        })
     }
 }
 

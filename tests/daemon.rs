@@ -165,16 +165,36 @@ fn start(
     notify: Option<&NotifySocket>,
     dir: tempfile::TempDir,
 ) -> Agent {
-    start_with_timeout(port, pollers, notify, dir, 2000)
+    start_with(port, pollers, notify, dir, Launch::default())
 }
 
-/// [`start`] with the given `delivery.timeout_ms`.
-fn start_with_timeout(
+/// How [`start_with`] launches the agent, beyond [`start`]'s defaults.
+struct Launch<'a> {
+    /// stderr is "the journal": `JOURNAL_STREAM` names it, as systemd sets.
+    journal: bool,
+    /// Extra environment for the agent.
+    env: &'a [(&'a str, &'a str)],
+    /// `delivery.timeout_ms`.
+    timeout_ms: u64,
+}
+
+impl Default for Launch<'_> {
+    fn default() -> Self {
+        Launch {
+            journal: false,
+            env: &[],
+            timeout_ms: 2000,
+        }
+    }
+}
+
+/// [`start`] launched as `launch` says.
+fn start_with(
     port: u16,
     pollers: impl Fn(&Path) -> String,
     notify: Option<&NotifySocket>,
     dir: tempfile::TempDir,
-    timeout_ms: u64,
+    launch: Launch,
 ) -> Agent {
     let d = dir.path().display();
     std::fs::write(
@@ -187,6 +207,7 @@ fn start_with_timeout(
     .unwrap();
     // Through `sh -c 'exec'` so that WATCHDOG_PID names the agent's own
     // pid, as systemd sets it.
+    let stderr = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
     let mut command = Command::new("sh");
     command
         .arg("-c")
@@ -195,16 +216,23 @@ fn start_with_timeout(
         .arg(dir.path())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.path().join("stderr.log")).unwrap())
         .env_remove("NOTIFY_SOCKET")
         .env_remove("WATCHDOG_USEC")
-        .env_remove("JOURNAL_STREAM");
+        .env_remove("JOURNAL_STREAM")
+        .envs(launch.env.iter().copied());
+    if launch.journal {
+        // What systemd sets: the device and inode of the stream it gave.
+        use std::os::unix::fs::MetadataExt;
+        let meta = stderr.metadata().unwrap();
+        command.env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()));
+    }
+    command.stderr(stderr);
     if let Some(notify) = notify {
         command
             .env("NOTIFY_SOCKET", &notify.path)
             .env("WATCHDOG_USEC", "1000000");
     }
-    write_pollers_with_timeout(dir.path(), &pollers(dir.path()), timeout_ms);
+    write_pollers_with_timeout(dir.path(), &pollers(dir.path()), launch.timeout_ms);
     Agent {
         child: command.spawn().unwrap(),
         dir,
@@ -527,7 +555,7 @@ async fn sigterm_cancels_a_replayed_post_in_flight_at_once_and_the_body_stays_ca
     std::fs::create_dir_all(&agent_dir).unwrap();
     let file = agent_dir.join(format!("{}_{}.json", cached.timestamp_ms, cached.agent_id));
     std::fs::write(&file, &cached.json).unwrap();
-    let mut agent = start_with_timeout(
+    let mut agent = start_with(
         server.addr.port(),
         // No poll comes due while the test runs.
         |d| {
@@ -537,7 +565,10 @@ async fn sigterm_cancels_a_replayed_post_in_flight_at_once_and_the_body_stays_ca
         Some(&notify),
         dir,
         // A long post timeout: stopping must not wait for it.
-        45_000,
+        Launch {
+            timeout_ms: 45_000,
+            ..Launch::default()
+        },
     );
     notify.wait_for("READY=1", |m| m == "READY=1");
     wait_until("the replayed post", || {
@@ -579,4 +610,215 @@ async fn sigterm_during_a_reload_stops_within_one_grace_period() {
         "{status} after {:?}",
         stopping_at.elapsed()
     );
+}
+
+/// What a process sees on a system without the ca-certificates package:
+/// rustls-native-certs looks only where these point, and finds nothing.
+const NO_SYSTEM_ROOTS: [(&str, &str); 2] = [
+    ("SSL_CERT_FILE", "/nonexistent/ca-certificates.crt"),
+    ("SSL_CERT_DIR", "/nonexistent/certs"),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_posts_over_plain_http_on_a_system_without_ca_certificates() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let notify = NotifySocket::bind(dir.path());
+    let mut agent = start_with(
+        server.addr.port(),
+        |d| poller("alpha", &script(d, "alpha", 0.0)),
+        Some(&notify),
+        dir,
+        Launch {
+            env: &NO_SYSTEM_ROOTS,
+            ..Launch::default()
+        },
+    );
+    notify.wait_for("READY=1", |m| m == "READY=1");
+    server.wait_for(1, PATIENCE).await;
+    assert!(bodies_with(&server, "alpha") >= 1, "{}", agent.stderr());
+    agent.signal(Signal::SIGTERM);
+    assert!(agent.wait_exit(Duration::from_secs(15)).success());
+}
+
+/// `check` builds the clients `run` builds, so it fails where `run` would.
+#[test]
+fn check_says_https_needs_ca_certificates_where_the_system_has_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    std::fs::write(
+        dir.path().join("pattoo.yaml"),
+        format!("pattoo:\n  log_directory: {d}/log\n  cache_directory: {d}/cache\n  daemon_directory: {d}/daemon\n\
+             pattoo_agent_api:\n  ip_address: 127.0.0.1\n  ip_bind_port: 20201\n"),
+    )
+    .unwrap();
+    write_pollers(
+        dir.path(),
+        "    - name: api\n      type: http\n      urls: [https://api.example.org/v1]\n      measurements: true\n",
+    );
+    let check = |env: &[(&str, &str)]| {
+        Command::new(env!("CARGO_BIN_EXE_pattoo-agentd"))
+            .arg("--config-dir")
+            .arg(dir.path())
+            .arg("check")
+            .env_remove("JOURNAL_STREAM")
+            .envs(env.iter().copied())
+            .output()
+            .unwrap()
+    };
+    let output = check(&NO_SYSTEM_ROOTS);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(78), "{stderr}");
+    assert!(stderr.contains("poller api"), "{stderr}");
+    assert!(stderr.contains("https://api.example.org/v1"), "{stderr}");
+    assert!(
+        stderr.contains("install the ca-certificates package"),
+        "{stderr}"
+    );
+
+    // A CA file is enough without the system's roots.
+    let ca = rcgen::generate_simple_self_signed(vec!["api.example.org".to_owned()]).unwrap();
+    std::fs::write(dir.path().join("ca.pem"), ca.cert.pem()).unwrap();
+    write_pollers(
+        dir.path(),
+        &format!("    - name: api\n      type: http\n      urls: [https://api.example.org/v1]\n      measurements: true\n      tls:\n        ca_file: {d}/ca.pem\n"),
+    );
+    let output = check(&NO_SYSTEM_ROOTS);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn check_prints_the_cache_age_with_a_space_before_the_unit() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    std::fs::write(
+        dir.path().join("pattoo.yaml"),
+        format!("pattoo:\n  log_directory: {d}/log\n  cache_directory: {d}/cache\n  daemon_directory: {d}/daemon\n\
+             pattoo_agent_api:\n  ip_address: 127.0.0.1\n  ip_bind_port: 20201\n"),
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_pattoo-agentd"))
+        .arg("--config-dir")
+        .arg(dir.path())
+        .arg("check")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(stdout.contains("nothing older than 7 days"), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_the_journal_each_line_carries_its_priority_and_no_leading_space() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let notify = NotifySocket::bind(dir.path());
+    let mut agent = start_with(
+        server.addr.port(),
+        |d| poller("alpha", &script(d, "alpha", 0.0)),
+        Some(&notify),
+        dir,
+        Launch {
+            journal: true,
+            ..Launch::default()
+        },
+    );
+    notify.wait_for("READY=1", |m| m == "READY=1");
+    agent.write_pollers(
+        &(poller("alpha", &agent.dir.path().join("alpha.sh")) + "      colour: red\n"),
+    );
+    agent.signal(Signal::SIGHUP);
+    notify.wait_for("the refusal", |m| m.starts_with("STATUS=reload refused"));
+    agent.signal(Signal::SIGTERM);
+    assert!(agent.wait_exit(Duration::from_secs(15)).success());
+
+    let stderr = agent.stderr();
+    for line in stderr.lines() {
+        let priority = line.get(..3).unwrap_or_default();
+        assert!(
+            ["<3>", "<4>", "<6>", "<7>"].contains(&priority),
+            "a line without its priority: {line:?}"
+        );
+        assert!(!line[3..].starts_with(' '), "a leading space: {line:?}");
+    }
+    let started = stderr
+        .lines()
+        .find(|l| l.contains("started with configuration"));
+    assert!(
+        started.is_some_and(|l| l.starts_with("<6>pattoo-agentd")),
+        "{stderr}"
+    );
+    let refused = stderr.lines().find(|l| l.contains("reload refused"));
+    assert!(refused.is_some_and(|l| l.starts_with("<3>")), "{stderr}");
+    assert!(refused.is_some_and(|l| l.contains("colour")), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reload_command_refuses_a_broken_file_and_signals_for_a_valid_one() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let notify = NotifySocket::bind(dir.path());
+    let mut agent = start(
+        server.addr.port(),
+        |d| poller("alpha", &script(d, "alpha", 0.0)),
+        Some(&notify),
+        dir,
+    );
+    notify.wait_for("READY=1", |m| m == "READY=1");
+    let reload = |agent: &Agent| {
+        Command::new(env!("CARGO_BIN_EXE_pattoo-agentd"))
+            .arg("--config-dir")
+            .arg(agent.dir.path())
+            .arg("reload")
+            .arg("--pid")
+            .arg(agent.child.id().to_string())
+            .env_remove("JOURNAL_STREAM")
+            .output()
+            .unwrap()
+    };
+
+    // As `systemctl reload` runs it (ExecReload=): a broken file fails the
+    // reload, says why, and the agent is not disturbed.
+    agent.write_pollers(
+        &(poller("alpha", &agent.dir.path().join("alpha.sh")) + "      colour: red\n"),
+    );
+    let refused = reload(&agent);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(78), "{stderr}");
+    assert!(stderr.contains("colour"), "{stderr}");
+
+    // A valid file: the agent reloads, telling systemd when it begins
+    // (with the monotonic time) and when it is done.
+    let beta = script(agent.dir.path(), "beta", 0.0);
+    agent.write_pollers(&poller("beta", &beta));
+    let accepted = reload(&agent);
+    assert!(
+        accepted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&accepted.stderr)
+    );
+    wait_until("a body from beta", || {
+        (bodies_with(&server, "beta") >= 1).then_some(())
+    });
+    let messages = notify.messages();
+    let reloading: Vec<usize> = (0..messages.len())
+        .filter(|&i| messages[i] == "RELOADING=1")
+        .collect();
+    assert_eq!(reloading.len(), 1, "one reload only: {messages:?}");
+    let at = reloading[0];
+    assert!(
+        messages[at + 1].starts_with("MONOTONIC_USEC="),
+        "{messages:?}"
+    );
+    assert!(
+        messages[at + 1..].iter().any(|m| m == "READY=1"),
+        "READY=1 after the reload: {messages:?}"
+    );
+
+    agent.signal(Signal::SIGTERM);
+    assert!(agent.wait_exit(Duration::from_secs(15)).success());
 }

@@ -204,7 +204,7 @@ fn delivery_and_cache_settings_are_read_from_pattoo_agentd_yaml_and_mistakes_loc
     let check = run(&config, &["check"]);
     assert!(check.status.success(), "{check:?}");
     assert!(
-        stdout(&check).contains("keeping at most 10000000 bytes and nothing older than 30days"),
+        stdout(&check).contains("keeping at most 10000000 bytes and nothing older than 30 days"),
         "{}",
         stdout(&check)
     );

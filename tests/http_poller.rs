@@ -449,3 +449,52 @@ async fn secret_looking_query_values_are_redacted_in_url_metadata_whose_key_can_
         }
     }
 }
+
+/// On a system without the ca-certificates package a client that may meet
+/// https cannot load the system's roots; one polling plain http URLs does
+/// not need them. The agent runs in a child process so that the variables
+/// hiding the roots do not reach the other tests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_http_urls_are_polled_on_a_system_without_ca_certificates() {
+    let server = serve(|_| async { text(200, "queue_depth 3.5\n") }).await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    std::fs::write(
+        dir.path().join("pattoo.yaml"),
+        format!(
+            "pattoo:\n  log_directory: {d}/log\n  cache_directory: {d}/cache\n  daemon_directory: {d}/daemon\n\
+             pattoo_agent_api:\n  ip_address: 127.0.0.1\n  ip_bind_port: 20201\n"
+        ),
+    )
+    .unwrap();
+    // Redirects allowed (the default): the roots would be used if there
+    // were any.
+    std::fs::write(
+        dir.path().join("pattoo_agentd.yaml"),
+        format!(
+            "pattoo_agentd:\n  hostname: test-host\n  pollers:\n    - name: exporter\n      type: http\n      urls: [\"{}\"]\n      format: prometheus\n",
+            server.url("/metrics")
+        ),
+    )
+    .unwrap();
+    let config = dir.path().to_owned();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_pattoo-agentd"))
+            .arg("--config-dir")
+            .arg(&config)
+            .args(["once", "--print"])
+            .env("SSL_CERT_FILE", "/nonexistent/ca-certificates.crt")
+            .env("SSL_CERT_DIR", "/nonexistent/certs")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("queue_depth"), "{stdout}");
+}

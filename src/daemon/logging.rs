@@ -1,14 +1,21 @@
 //! Logging: a rotated file in `log_directory` at the configured level, plus
-//! stderr. Under systemd (`JOURNAL_STREAM` set) stderr goes to the journal,
-//! which stamps each line itself, so stderr lines carry no timestamp there.
+//! stderr. Under systemd stderr goes to the journal, which stamps each line
+//! itself, so stderr lines carry no timestamp there; instead each starts
+//! with its syslog priority in sd-daemon's form (`<3>` for an error), which
+//! journald reads and strips, so `journalctl -p err` shows the errors and
+//! only them.
 
 use std::path::Path;
 
 use tracing::level_filters::LevelFilter;
+use tracing::Level;
 use tracing_appender::non_blocking::WorkerGuard;
 use tracing_appender::rolling::{Builder, Rotation};
 use tracing_subscriber::filter::Targets;
+use tracing_subscriber::fmt::format::{self, FormatEvent, FormatFields};
+use tracing_subscriber::fmt::FmtContext;
 use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{reload, Layer, Registry};
 
@@ -56,19 +63,87 @@ pub struct LogGuard {
     _file: Option<WorkerGuard>,
 }
 
-fn under_systemd() -> bool {
-    std::env::var_os("JOURNAL_STREAM").is_some()
+/// Whether stderr is the journal: systemd sets `JOURNAL_STREAM` to the
+/// device and inode of the stream it connected, and a child that
+/// inherited the variable but not the stream (a shell started from a
+/// service, say) must not print priorities into a terminal.
+fn stderr_is_journal() -> bool {
+    static IS_JOURNAL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *IS_JOURNAL.get_or_init(|| {
+        let Some(value) = std::env::var_os("JOURNAL_STREAM") else {
+            return false;
+        };
+        let Ok(stat) = nix::sys::stat::fstat(std::io::stderr()) else {
+            return false;
+        };
+        value.to_str() == Some(&format!("{}:{}", stat.st_dev, stat.st_ino))
+    })
 }
 
-/// Logging for short commands (`check`, `once`, `cache`): stderr only.
+/// The sd-daemon prefix journald turns into a message's priority.
+fn journal_prefix(level: &Level) -> &'static str {
+    match *level {
+        Level::ERROR => "<3>",
+        Level::WARN => "<4>",
+        Level::INFO => "<6>",
+        Level::DEBUG | Level::TRACE => "<7>",
+    }
+}
+
+/// Formats events for the journal: the priority prefix, then the message
+/// and its fields, with no time (journald adds it) and no level word (the
+/// priority says it).
+struct JournalFormat;
+
+impl<S, N> FormatEvent<S, N> for JournalFormat
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        writer.write_str(journal_prefix(event.metadata().level()))?;
+        ctx.format_fields(writer.by_ref(), event)?;
+        writeln!(writer)
+    }
+}
+
+/// Prints an error report of one or more lines to stderr; in the journal,
+/// every line at priority err.
+pub fn print_error(text: &str) {
+    eprint!("{}", error_report(text, stderr_is_journal()));
+}
+
+fn error_report(text: &str, journal: bool) -> String {
+    let mut out = String::with_capacity(text.len() + 16);
+    for line in text.lines() {
+        if journal {
+            out.push_str(journal_prefix(&Level::ERROR));
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+/// Logging for short commands (`check`, `once`, `cache`, and `reload`
+/// from the unit): stderr only.
 pub fn init_stderr(level: LevelFilter) {
+    let layer = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    let layer = if stderr_is_journal() {
+        layer.with_ansi(false).event_format(JournalFormat).boxed()
+    } else {
+        layer.boxed()
+    };
     let _ = tracing_subscriber::registry()
         .with(filter(level))
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_target(false),
-        )
+        .with(layer)
         .try_init();
 }
 
@@ -111,8 +186,11 @@ pub fn init_daemon(
     let stderr_layer = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_target(false);
-    let stderr_layer = if under_systemd() {
-        stderr_layer.without_time().with_ansi(false).boxed()
+    let stderr_layer = if stderr_is_journal() {
+        stderr_layer
+            .with_ansi(false)
+            .event_format(JournalFormat)
+            .boxed()
     } else {
         stderr_layer.boxed()
     };
@@ -123,4 +201,27 @@ pub fn init_daemon(
         .try_init()
         .map_err(|err| anyhow::anyhow!("logging is already set up: {err}"))?;
     Ok((LogGuard { _file: Some(guard) }, LevelHandle(handle)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_reports_in_the_journal_mark_every_line_as_an_error() {
+        let text = "2 configuration errors:\n  a.yaml:1:1: bad\n  a.yaml:2:1: worse\n";
+        assert_eq!(
+            error_report(text, true),
+            "<3>2 configuration errors:\n<3>  a.yaml:1:1: bad\n<3>  a.yaml:2:1: worse\n"
+        );
+        assert_eq!(error_report(text, false), text);
+    }
+
+    #[test]
+    fn each_level_maps_to_its_syslog_priority() {
+        assert_eq!(journal_prefix(&Level::ERROR), "<3>");
+        assert_eq!(journal_prefix(&Level::WARN), "<4>");
+        assert_eq!(journal_prefix(&Level::INFO), "<6>");
+        assert_eq!(journal_prefix(&Level::DEBUG), "<7>");
+    }
 }

@@ -18,8 +18,14 @@ pub fn ready() {
     send(&[NotifyState::Ready]);
 }
 
+/// A reload has begun; [`ready`] ends it. systemd (`Type=notify-reload`
+/// from 253 on) keeps `systemctl reload` waiting until then, and wants the
+/// monotonic time alongside to tell this reload from an earlier one.
 pub fn reloading() {
-    send(&[NotifyState::Reloading]);
+    match NotifyState::monotonic_usec_now() {
+        Ok(now) => send(&[NotifyState::Reloading, now]),
+        Err(err) => tracing::debug!("cannot read the monotonic clock for RELOADING=1: {err}"),
+    }
 }
 
 pub fn stopping() {

@@ -20,6 +20,8 @@ use reqwest::StatusCode;
 use super::config::{DeliverySettings, Scheme};
 use crate::app::host_port;
 use crate::config::ApiSettings;
+use crate::error_chain;
+use crate::tls::{self, Reach};
 
 /// Enough of an answer for a log line; the pattoo server says `OK`.
 pub const MAX_RESPONSE_BYTES: usize = 4096;
@@ -121,49 +123,56 @@ pub struct Poster {
 impl Poster {
     /// Builds the client; reads TLS files but does no network I/O.
     pub fn new(api: &ApiSettings, settings: &DeliverySettings) -> Result<Poster, PosterError> {
-        // reqwest is built without a default crypto provider; installing
-        // one twice is refused, which is fine.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let mut builder = reqwest::Client::builder()
-            .timeout(settings.timeout)
-            .connect_timeout(settings.timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .user_agent(concat!("pattoo-agentd/", env!("CARGO_PKG_VERSION")));
+        let mut ca_certificates = Vec::new();
+        let mut identity = None;
         if settings.scheme == Scheme::Https {
-            builder = builder.tls_backend_rustls();
             if let Some(path) = &settings.ca_file {
                 let pem = read(path, "CA file")?;
-                let certificates = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                ca_certificates = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
                     PosterError::Invalid {
                         what: "CA file",
                         path: path.clone(),
                         reason: e.to_string(),
                     }
                 })?;
-                for certificate in certificates {
-                    builder = builder.add_root_certificate(certificate);
-                }
             }
             if let Some((certificate, key)) = &settings.client_certificate {
                 let mut pem = read(certificate, "client certificate")?;
                 pem.push(b'\n');
                 pem.extend(read(key, "client key")?);
-                let identity =
-                    reqwest::Identity::from_pem(&pem).map_err(|e| PosterError::Invalid {
-                        what: "client certificate",
-                        path: certificate.clone(),
-                        reason: e.to_string(),
-                    })?;
-                builder = builder.identity(identity);
+                identity =
+                    Some(
+                        reqwest::Identity::from_pem(&pem).map_err(|e| PosterError::Invalid {
+                            what: "client certificate",
+                            path: certificate.clone(),
+                            reason: e.to_string(),
+                        })?,
+                    );
+            }
+        }
+        let make = || {
+            let mut builder = reqwest::Client::builder()
+                .timeout(settings.timeout)
+                .connect_timeout(settings.timeout)
+                .redirect(reqwest::redirect::Policy::none())
+                .no_proxy()
+                .user_agent(concat!("pattoo-agentd/", env!("CARGO_PKG_VERSION")));
+            if let Some(identity) = &identity {
+                builder = builder.identity(identity.clone());
             }
             if settings.tls_insecure_skip_verify {
                 builder = builder.tls_danger_accept_invalid_certs(true);
             }
-        }
-        let client = builder
-            .build()
-            .map_err(|e| PosterError::Client(error_chain(&e)))?;
+            builder
+        };
+        // Redirects are not followed, so plain http never meets TLS and
+        // needs no certificate authorities (a system without
+        // ca-certificates can still post to an http server).
+        let reach = match settings.scheme {
+            Scheme::Http => Reach::PlainOnly,
+            Scheme::Https => Reach::Https,
+        };
+        let client = tls::build(make, reach, &ca_certificates).map_err(PosterError::Client)?;
         Ok(Poster {
             client,
             base_url: format!(
@@ -328,10 +337,6 @@ fn httpdate(text: &str) -> Option<std::time::SystemTime> {
 
 /// An error and its causes on one line: reqwest's own message rarely says
 /// what actually went wrong.
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    crate::error_chain(error)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

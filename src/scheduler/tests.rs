@@ -189,3 +189,25 @@ async fn a_dropped_stop_sender_ends_the_poller_instead_of_spinning() {
         .expect("the poller returns")
         .unwrap();
 }
+
+#[test]
+fn skipped_ticks_blame_the_poll_only_when_the_poll_was_slow() {
+    let interval = Duration::from_secs(10);
+    let ms = Duration::from_millis;
+    // A 22 ms poll that began 40 s after its tick (the agent was stopped).
+    assert_eq!(
+        Overrun::cause(ms(40_000), ms(22), interval),
+        Overrun::StartedLate
+    );
+    // A poll that ran 25 s from a tick it began on time.
+    assert_eq!(
+        Overrun::cause(ms(3), ms(25_000), interval),
+        Overrun::SlowPoll
+    );
+    // Both slow to start and slow to finish: the poll is what to fix.
+    assert_eq!(
+        Overrun::cause(ms(12_000), ms(15_000), interval),
+        Overrun::SlowPoll
+    );
+    assert!(Overrun::StartedLate.to_string().contains("did not run"));
+}

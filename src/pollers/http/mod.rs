@@ -8,7 +8,8 @@
 //!   prints `[redacted]`; they are never logged and never reach a datapoint
 //!   (and so never the cache).
 //! - TLS is rustls with the ring provider, verifying against the system's
-//!   roots plus `tls.ca_file`. `tls.danger_accept_invalid_certs` turns that
+//!   roots plus `tls.ca_file`; a poller with only http URLs does not need
+//!   the system's roots ([`crate::tls`]). `tls.danger_accept_invalid_certs` turns that
 //!   off and says so in a warning every time the poller is built.
 //! - A response body is streamed and counted: one bigger than
 //!   `max_response_bytes` fails that URL without being held in memory
@@ -31,6 +32,7 @@ use super::PollerEnv;
 use crate::formats::{FormatError, Payload};
 use crate::model::{DataPoint, DataType, Metadata, TargetData, Value};
 use crate::time::now_ms;
+use crate::tls::{self, Reach};
 
 /// A credential read from a file or the environment.
 #[derive(Clone)]
@@ -175,9 +177,6 @@ fn looks_secret(name: &str) -> bool {
 
 impl HttpPoller {
     pub fn new(name: &str, settings: &HttpSettings, _env: &PollerEnv) -> anyhow::Result<Self> {
-        // reqwest is built without a default provider so that only ring is
-        // linked; whichever poller comes first installs it for all.
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let credentials = match &settings.auth {
             None => None,
             Some(Auth::Bearer(source)) => Some(Credentials::Bearer(Secret::read(source)?)),
@@ -188,19 +187,20 @@ impl HttpPoller {
         };
         // Redirects are followed by `fetch`, which knows which headers are
         // the configuration's own and drops them when leaving the host.
-        let mut builder = Client::builder()
-            .user_agent(concat!("pattoo-agentd/", env!("CARGO_PKG_VERSION")))
-            .timeout(settings.timeout)
-            .redirect(reqwest::redirect::Policy::none());
         let tls = &settings.tls;
+        let mut ca_certificates = Vec::new();
         if let Some(file) = &tls.ca_file {
             let pem = std::fs::read(file)
                 .with_context(|| format!("reading the CA file {}", file.display()))?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            ca_certificates = reqwest::Certificate::from_pem_bundle(&pem)
                 .with_context(|| format!("reading certificates from {}", file.display()))?;
-            anyhow::ensure!(!certs.is_empty(), "{} holds no certificate", file.display());
-            builder = builder.tls_certs_merge(certs);
+            anyhow::ensure!(
+                !ca_certificates.is_empty(),
+                "{} holds no certificate",
+                file.display()
+            );
         }
+        let mut identity = None;
         if let (Some(cert), Some(key)) = (&tls.client_cert_file, &tls.client_key_file) {
             let mut pem = std::fs::read(cert)
                 .with_context(|| format!("reading the client certificate {}", cert.display()))?;
@@ -209,20 +209,43 @@ impl HttpPoller {
                 std::fs::read(key)
                     .with_context(|| format!("reading the client key {}", key.display()))?,
             );
-            let identity = reqwest::Identity::from_pem(&pem).with_context(|| {
+            identity = Some(reqwest::Identity::from_pem(&pem).with_context(|| {
                 format!(
                     "reading the client certificate {} and key {}",
                     cert.display(),
                     key.display()
                 )
-            })?;
-            builder = builder.identity(identity);
+            })?);
         }
         if tls.danger_accept_invalid_certs {
             tracing::warn!(poller = %name, "TLS certificates are not verified for this poller (danger_accept_invalid_certs): anyone on the path can read and change what it fetches.");
-            builder = builder.tls_danger_accept_invalid_certs(true);
         }
-        let client = builder.build().context("setting up the HTTP client")?;
+        let make = || {
+            let mut builder = Client::builder()
+                .user_agent(concat!("pattoo-agentd/", env!("CARGO_PKG_VERSION")))
+                .timeout(settings.timeout)
+                .redirect(reqwest::redirect::Policy::none());
+            if let Some(identity) = &identity {
+                builder = builder.identity(identity.clone());
+            }
+            if tls.danger_accept_invalid_certs {
+                builder = builder.tls_danger_accept_invalid_certs(true);
+            }
+            builder
+        };
+        let https = settings.urls.iter().find(|url| url.scheme() == "https");
+        let reach = match (https, settings.max_redirects) {
+            (Some(_), _) => Reach::Https,
+            (None, 0) => Reach::PlainOnly,
+            (None, _) => Reach::PlainFirst,
+        };
+        let client = tls::build(make, reach, &ca_certificates).map_err(|error| match https {
+            Some(url) => anyhow::anyhow!(
+                "setting up the HTTP client for {}: {error}",
+                display_url(url)
+            ),
+            None => anyhow::anyhow!("setting up the HTTP client: {error}"),
+        })?;
         Ok(HttpPoller {
             shared: Arc::new(Shared {
                 name: name.to_owned(),
