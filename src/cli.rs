@@ -28,14 +28,17 @@ pub enum Command {
     Check,
     /// Poll each poller once, then exit
     Once {
-        /// Print each body that would be posted as one JSON line on stdout;
-        /// post nothing and touch no cache
+        /// Print each body that would be posted as one JSON line on stdout,
+        /// then the self-monitoring body; post nothing and touch no cache
         #[arg(long)]
         print: bool,
         /// Poll only the poller with this name
         #[arg(long, value_name = "NAME")]
         poller: Option<String>,
     },
+    /// Show what the running agent is doing: each poller's last poll,
+    /// failures and next tick, the cache and the server
+    Status,
     /// Inspect, send or purge the cache of undelivered bodies
     Cache {
         #[command(subcommand)]

@@ -2,10 +2,12 @@
 //! once and returns the body to deliver.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::Context;
 
 use crate::config::{PollerSettings, Settings};
+use crate::counters::PollerCounters;
 use crate::identity;
 use crate::model::{self, AgentContext, Metadata, PostBody};
 use crate::pollers::{Poller, PollerEnv};
@@ -15,6 +17,10 @@ pub struct Collector {
     pub name: String,
     pub agent_program: String,
     pub agent_id: String,
+    /// `type:` as configured, for self-monitoring.
+    pub kind: &'static str,
+    /// What this poller has done; the daemon keeps them across reloads.
+    pub counters: Arc<PollerCounters>,
     hostname: String,
     polling_interval_ms: u64,
     metadata: Vec<Metadata>,
@@ -31,6 +37,8 @@ impl Collector {
             name: settings.name.clone(),
             agent_program: settings.agent_program.clone(),
             agent_id,
+            kind: settings.kind.type_name(),
+            counters: Arc::default(),
             hostname: env.hostname.clone(),
             polling_interval_ms: settings.polling_interval.as_millis() as u64,
             metadata: settings.metadata.clone(),
@@ -41,13 +49,27 @@ impl Collector {
 
     /// Polls once. `None` when the poll failed (logged) or read nothing
     /// valid; every dropped datapoint is logged.
+    /// Counts the poll in [`Collector::counters`].
     pub async fn collect(&mut self) -> Option<PostBody> {
+        let started = std::time::Instant::now();
         let started_ms = now_ms();
+        let (body, dropped) = self.poll_and_build(started_ms).await;
+        self.counters.record_poll(
+            now_ms(),
+            started.elapsed().as_millis() as u64,
+            body.as_ref().map(|body| body.datapoints),
+            dropped,
+        );
+        body
+    }
+
+    /// The body of one poll, if any, and how many datapoints were dropped.
+    async fn poll_and_build(&mut self, started_ms: u64) -> (Option<PostBody>, usize) {
         let mut targets = match self.poller.poll().await {
             Ok(targets) => targets,
             Err(error) => {
                 tracing::warn!(poller = %self.name, agent_program = %self.agent_program, "poll failed: {error}");
-                return None;
+                return (None, 0);
             }
         };
         if !self.metadata.is_empty() {
@@ -74,7 +96,12 @@ impl Collector {
         if outcome.body.is_none() {
             tracing::info!(poller = %self.name, "poll read no valid datapoint; nothing to post");
         }
-        outcome.body
+        let dropped = outcome
+            .dropped
+            .iter()
+            .filter(|dropped| dropped.reason.drops_datapoint())
+            .count();
+        (outcome.body, dropped)
     }
 }
 

@@ -10,6 +10,7 @@ pub mod app;
 pub mod cli;
 pub mod collector;
 pub mod config;
+pub mod counters;
 pub mod daemon;
 pub mod delivery;
 pub mod formats;
@@ -17,6 +18,7 @@ pub mod identity;
 pub mod model;
 pub mod pollers;
 pub mod scheduler;
+pub mod status;
 pub mod time;
 
 /// The async runtime every command runs on (see `src/main.rs`); the load

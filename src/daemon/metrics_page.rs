@@ -1,0 +1,221 @@
+//! The optional metrics page (`metrics_listen:`): `GET /metrics` serves the
+//! agent's [`Figures`] in the OpenMetrics text format (which Prometheus
+//! reads), `GET /health` answers 200 while the watchdog would be fed and
+//! 503 with the reason otherwise.
+//!
+//! It faces whatever can reach the address, so it is bounded: at most
+//! [`MAX_CONNECTIONS`] at once (more are closed at once), request heads of
+//! at most [`MAX_HEAD_BYTES`], a request body is never read, and a
+//! connection lives at most [`CONNECTION_LIFETIME`] however slowly its
+//! peer talks.
+
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+
+use super::figures::{Figures, Kind, Number};
+
+pub const MAX_CONNECTIONS: usize = 8;
+pub const MAX_HEAD_BYTES: usize = 8 * 1024;
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(30);
+/// Prefixed to every figure's key on the page.
+pub const PREFIX: &str = "pattoo_agentd_";
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// What the page shows; the daemon implements it.
+pub trait Source: Send + Sync + 'static {
+    fn figures(&self) -> Figures;
+    /// `Err(what is stuck)` when the watchdog would not be fed.
+    fn health(&self) -> Result<(), String>;
+}
+
+/// Renders `figures` as OpenMetrics text.
+pub fn render(figures: &Figures) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Page(families(figures))));
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry)
+        .expect("writing to a String cannot fail");
+    text
+}
+
+/// Figures grouped by key, in first-seen order: one metric family each.
+#[derive(Debug)]
+struct Family {
+    name: String,
+    kind: Kind,
+    samples: Vec<(Option<(String, String)>, Number)>,
+}
+
+fn families(figures: &Figures) -> Vec<Family> {
+    let mut families: Vec<Family> = Vec::new();
+    for group in &figures.groups {
+        for figure in &group.figures {
+            let sample = (group.poller.clone(), figure.value);
+            match families.iter_mut().find(|f| f.name[PREFIX.len()..] == figure.key) {
+                Some(family) => family.samples.push(sample),
+                None => families.push(Family {
+                    name: format!("{PREFIX}{}", figure.key),
+                    kind: figure.kind,
+                    samples: vec![sample],
+                }),
+            }
+        }
+    }
+    families
+}
+
+#[derive(Debug)]
+struct Page(Vec<Family>);
+
+impl Collector for Page {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        for family in &self.0 {
+            let metric_type = match family.kind {
+                Kind::Counter => MetricType::Counter,
+                Kind::Gauge => MetricType::Gauge,
+            };
+            let help = help(&family.name[PREFIX.len()..]);
+            let mut metric = encoder.encode_descriptor(&family.name, help, None, metric_type)?;
+            for (poller, value) in &family.samples {
+                let labels;
+                let none: [(&str, &str); 0] = [];
+                let sample = match poller {
+                    Some((name, kind)) => {
+                        labels = [("poller", name.as_str()), ("poller_type", kind.as_str())];
+                        metric.encode_family(&labels)?
+                    }
+                    None => metric.encode_family(&none)?,
+                };
+                match (family.kind, *value) {
+                    (Kind::Counter, Number::Int(v)) => ConstCounter::new(v).encode(sample)?,
+                    (Kind::Counter, Number::Float(v)) => ConstCounter::new(v).encode(sample)?,
+                    (Kind::Gauge, Number::Int(v)) => ConstGauge::new(v as i64).encode(sample)?,
+                    (Kind::Gauge, Number::Float(v)) => ConstGauge::new(v).encode(sample)?,
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn help(key: &str) -> &'static str {
+    match key {
+        "poller_polls" => "Polls run to the end.",
+        "poller_polls_failed" => "Polls that produced no body: the poll failed or read nothing valid.",
+        "poller_ticks_skipped" => "Ticks skipped because the poll before was still running.",
+        "poller_last_poll_duration_ms" => "How long the last poll took, in milliseconds.",
+        "poller_datapoints_posted" => "Datapoints handed to delivery (posted, or cached to be posted).",
+        "poller_datapoints_dropped" => "Datapoints read but left out of the body.",
+        "poller_seconds_since_success" => "Seconds since the last poll that produced a body (since start if none has).",
+        "poller_interval_seconds" => "The poller's polling interval.",
+        "poller_last_poll_timestamp_seconds" => "When the last poll ended.",
+        "poller_next_tick_timestamp_seconds" => "When the next poll is due.",
+        "delivery_bodies_posted" => "Live bodies the pattoo server took.",
+        "delivery_bodies_cached" => "Live bodies written to the cache instead.",
+        "delivery_bodies_replayed" => "Cached bodies the pattoo server took.",
+        "delivery_bodies_quarantined" => "Cache files moved to quarantine as invalid.",
+        "delivery_bodies_dropped" => "Cached bodies deleted by the cache bounds (max_bytes, max_age).",
+        "delivery_bodies_lost" => "Bodies neither delivered nor cached.",
+        "cache_files" => "Bodies waiting in the cache.",
+        "cache_bytes" => "Bytes waiting in the cache.",
+        "cache_oldest_age_seconds" => "Age of the oldest cached body (0 when the cache is empty).",
+        "server_reachable" => "1 while the pattoo server takes posts, 0 while it is backed off.",
+        "process_resident_bytes" => "Resident memory.",
+        "process_cpu_seconds" => "CPU time used, user and system.",
+        "process_open_fds" => "Open file descriptors.",
+        "process_uptime_seconds" => "Seconds since the agent started.",
+        "process_start_timestamp_seconds" => "When the agent started.",
+        "config_reloads" => "Reloads that swapped in a new configuration.",
+        "config_last_reload_refused" => "1 if the last reload was refused and the previous configuration runs.",
+        _ => "",
+    }
+}
+
+/// Serves the page on `listener` until `stop` turns true.
+pub async fn serve(listener: TcpListener, source: Arc<dyn Source>, mut stop: watch::Receiver<bool>) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.wait_for(|stop| *stop) => return,
+            accepted = listener.accept() => accepted,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(error) => {
+                tracing::debug!(%error, "metrics page: cannot accept a connection");
+                // Out of descriptors: let some close before trying again.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        // Over the limit: closed unanswered, so a flood costs nothing.
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            continue;
+        };
+        let source = source.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request| {
+                let source = source.clone();
+                async move { Ok::<_, Infallible>(respond(source.as_ref(), &request)) }
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEAD_TIMEOUT)
+                .max_buf_size(MAX_HEAD_BYTES)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(CONNECTION_LIFETIME, connection).await;
+            drop(slot);
+        });
+    }
+}
+
+fn respond(source: &dyn Source, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let reply = |status: StatusCode, content_type: &str, body: String| {
+        let mut response = Response::new(Full::new(Bytes::from(body)));
+        *response.status_mut() = status;
+        response.headers_mut().insert(
+            hyper::header::CONTENT_TYPE,
+            hyper::header::HeaderValue::from_str(content_type).expect("a valid header"),
+        );
+        response
+    };
+    if request.method() != Method::GET && request.method() != Method::HEAD {
+        return reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "only GET and HEAD\n".to_owned(),
+        );
+    }
+    match request.uri().path() {
+        "/metrics" => reply(StatusCode::OK, CONTENT_TYPE, render(&source.figures())),
+        "/health" => match source.health() {
+            Ok(()) => reply(StatusCode::OK, "text/plain", "ok\n".to_owned()),
+            Err(what) => {
+                let mut body = String::new();
+                let _ = writeln!(body, "unhealthy: {what}");
+                reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", body)
+            }
+        },
+        _ => reply(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found: try /metrics or /health\n".to_owned(),
+        ),
+    }
+}
