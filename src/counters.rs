@@ -45,13 +45,7 @@ pub struct PollerCounters {
 impl PollerCounters {
     /// Records a finished poll: `datapoints` went into its body, `dropped`
     /// were left out; no body at all counts as a failure.
-    pub fn record_poll(
-        &self,
-        ended_ms: u64,
-        took_ms: u64,
-        body: Option<usize>,
-        dropped: usize,
-    ) {
+    pub fn record_poll(&self, ended_ms: u64, took_ms: u64, body: Option<usize>, dropped: usize) {
         self.polls.fetch_add(1, Ordering::Relaxed);
         self.last_duration_ms.store(took_ms, Ordering::Relaxed);
         self.last_poll_ms.store(ended_ms, Ordering::Relaxed);

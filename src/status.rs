@@ -27,8 +27,13 @@ const ASK_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Where the figures shown came from.
 enum Seen {
-    Page { url: String, health: Result<(), String> },
-    File { state: Box<State> },
+    Page {
+        url: String,
+        health: Result<(), String>,
+    },
+    File {
+        state: Box<State>,
+    },
 }
 
 pub async fn run(settings: &Settings) -> anyhow::Result<()> {
@@ -57,18 +62,28 @@ pub async fn run(settings: &Settings) -> anyhow::Result<()> {
         .or(file.as_ref().and_then(|state| state.metrics_listen));
     let mut seen = None;
     if let Some(addr) = page {
-        let url = format!("http://{}", crate::app::host_port(&addr.ip().to_string(), addr.port()));
+        let url = format!(
+            "http://{}",
+            crate::app::host_port(&addr.ip().to_string(), addr.port())
+        );
         match scrape(&url).await {
             Ok((figures, health)) => seen = Some((figures, Seen::Page { url, health })),
             Err(error) if file.is_some() => {
-                tracing::warn!("the metrics page did not answer ({error:#}); showing the state file");
+                tracing::warn!(
+                    "the metrics page did not answer ({error:#}); showing the state file"
+                );
             }
             Err(_) => {}
         }
     }
     let (figures, seen) = match (seen, file) {
         (Some(seen), _) => seen,
-        (None, Some(state)) => (state.figures.clone(), Seen::File { state: Box::new(state) }),
+        (None, Some(state)) => (
+            state.figures.clone(),
+            Seen::File {
+                state: Box::new(state),
+            },
+        ),
         (None, None) => {
             writeln!(
                 out,
@@ -88,6 +103,9 @@ pub async fn run(settings: &Settings) -> anyhow::Result<()> {
 
 /// Reads `/metrics` and `/health` from the page at `url`.
 async fn scrape(url: &str) -> anyhow::Result<(Figures, Result<(), String>)> {
+    // reqwest is built without a default crypto provider (see the poster);
+    // plain HTTP still needs one installed to build a client.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let client = reqwest::Client::builder()
         .timeout(ASK_TIMEOUT)
         .no_proxy()
@@ -149,9 +167,10 @@ pub fn parse_page(text: &[u8]) -> anyhow::Result<Figures> {
                 .map(|m| m.value.clone())
         };
         let poller = label("poller").map(|name| (name, label("poller_type").unwrap_or_default()));
-        let target = poller
-            .as_ref()
-            .map_or_else(|| crate::daemon::figures::AGENT_TARGET.to_owned(), |p| p.0.clone());
+        let target = poller.as_ref().map_or_else(
+            || crate::daemon::figures::AGENT_TARGET.to_owned(),
+            |p| p.0.clone(),
+        );
         let figure = Figure {
             key: key.to_owned(),
             kind,
@@ -178,14 +197,14 @@ fn print(out: &mut impl Write, figures: &Figures, seen: &Seen, now_ms: u64) -> a
         Seen::Page { url, .. } => writeln!(
             out,
             "pattoo-agentd is running, up {} (figures from {url}/metrics)",
-            uptime.map_or("?".to_owned(), |s| ago(s as u64 * 1000))
+            uptime.map_or("?".to_owned(), |s| span(s as u64))
         )?,
         Seen::File { state } => writeln!(
             out,
             "pattoo-agentd {} is running as pid {}, up {} (state file written {} ago)",
             state.version,
             state.pid,
-            uptime.map_or("?".to_owned(), |s| ago(s as u64 * 1000)),
+            uptime.map_or("?".to_owned(), |s| span(s as u64)),
             ago(now_ms.saturating_sub(state.written_ms))
         )?,
     }
@@ -207,7 +226,11 @@ fn print(out: &mut impl Write, figures: &Figures, seen: &Seen, now_ms: u64) -> a
         }
     }
 
-    let pollers: Vec<&Group> = figures.groups.iter().filter(|g| g.poller.is_some()).collect();
+    let pollers: Vec<&Group> = figures
+        .groups
+        .iter()
+        .filter(|g| g.poller.is_some())
+        .collect();
     writeln!(out, "pollers: {}", pollers.len())?;
     for group in pollers {
         let (name, kind) = group.poller.clone().unwrap_or_default();
@@ -238,11 +261,19 @@ fn print(out: &mut impl Write, figures: &Figures, seen: &Seen, now_ms: u64) -> a
             write!(
                 out,
                 "; last success {} ago",
-                ago(count("poller_seconds_since_success") * 1000)
+                span(count("poller_seconds_since_success"))
             )?;
         }
         if let Some(next) = get(group, "poller_next_tick_timestamp_seconds") {
-            let next_ms = (next * 1000.0) as u64;
+            let mut next_ms = (next * 1000.0) as u64;
+            // Figures a few seconds old: ticks come at a fixed interval, so
+            // the one now due follows from the last one known.
+            let interval_ms = get(group, "poller_interval_seconds").map(|s| (s * 1000.0) as u64);
+            if let Some(interval_ms) = interval_ms.filter(|ms| *ms > 0) {
+                if next_ms < now_ms {
+                    next_ms += (now_ms - next_ms).div_ceil(interval_ms) * interval_ms;
+                }
+            }
             if next_ms >= now_ms {
                 write!(out, "; next tick in {}", ago(next_ms - now_ms))?;
             } else {
@@ -261,7 +292,11 @@ fn print(out: &mut impl Write, figures: &Figures, seen: &Seen, now_ms: u64) -> a
             count("cache_bytes")
         )?;
         if count("cache_files") > 0 {
-            write!(out, ", oldest {} old", ago(count("cache_oldest_age_seconds") * 1000))?;
+            write!(
+                out,
+                ", oldest {} old",
+                span(count("cache_oldest_age_seconds"))
+            )?;
         }
         writeln!(
             out,
@@ -304,6 +339,11 @@ fn print(out: &mut impl Write, figures: &Figures, seen: &Seen, now_ms: u64) -> a
         }
     }
     Ok(())
+}
+
+/// Whole seconds as people read them: `0s`, `4m 10s`.
+fn span(seconds: u64) -> String {
+    humantime::format_duration(Duration::from_secs(seconds)).to_string()
 }
 
 /// A span of milliseconds as people read it: `850ms`, `12s`, `4m 10s`.

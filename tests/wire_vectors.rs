@@ -79,7 +79,8 @@ fn write_case(dir: &Path, input: &Value) {
     std::fs::write(
         dir.join("pattoo_agentd.yaml"),
         format!(
-            "pattoo_agentd:\n  hostname: {}\n  pollers:\n    - name: vector\n      type: command\n      \
+            // Self-monitoring off: each case is about one poller's body.
+            "pattoo_agentd:\n  hostname: {}\n  self_monitoring: false\n  pollers:\n    - name: vector\n      type: command\n      \
              agent_program: {program}\n      polling_interval: {}\n      command: [cat, {}]\n      format: datapoints\n",
             input["agent_hostname"],
             input["polling_interval_s"],

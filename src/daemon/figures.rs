@@ -224,7 +224,10 @@ impl Figures {
                         .load(std::sync::atomic::Ordering::Relaxed),
                 )),
             ),
-            local_gauge("process_start_timestamp_seconds", seconds(sources.started_ms)),
+            local_gauge(
+                "process_start_timestamp_seconds",
+                seconds(sources.started_ms),
+            ),
         ]);
         groups.push(Group {
             target: AGENT_TARGET.to_owned(),
@@ -394,15 +397,24 @@ mod tests {
         let duration = find(&targets[0], "poller_last_poll_duration_ms");
         assert_eq!(duration.data_type, DataType::Int);
         assert!(
-            !targets[0].datapoints.iter().any(|d| d.key.contains("timestamp")),
+            !targets[0]
+                .datapoints
+                .iter()
+                .any(|d| d.key.contains("timestamp")),
             "times of day are not posted"
         );
         let agent = &targets[1];
         assert_eq!(agent.target, AGENT_TARGET);
-        assert_eq!(find(agent, "cache_oldest_age_seconds").value, Value::UInt(60));
+        assert_eq!(
+            find(agent, "cache_oldest_age_seconds").value,
+            Value::UInt(60)
+        );
         assert_eq!(find(agent, "server_reachable").value, Value::UInt(0));
         assert_eq!(find(agent, "config_reloads").data_type, DataType::Counter64);
-        assert_eq!(find(agent, "process_cpu_seconds").data_type, DataType::Counter64);
+        assert_eq!(
+            find(agent, "process_cpu_seconds").data_type,
+            DataType::Counter64
+        );
         assert!(matches!(find(agent, "process_resident_bytes").value, Value::UInt(v) if v > 0));
         for target in &targets {
             for datapoint in &target.datapoints {

@@ -63,8 +63,8 @@ pub async fn run(settings: Settings, log_level: logging::LevelHandle) -> anyhow:
     let health = Arc::new(Health::default());
     let delivery_counters = Arc::new(Stats::default());
 
-    let delivery =
-        Delivery::with_counters(&settings, delivery_counters.clone()).context("preparing delivery")?;
+    let delivery = Delivery::with_counters(&settings, delivery_counters.clone())
+        .context("preparing delivery")?;
     let (delivery_tx, delivery_rx) = watch::channel(delivery);
     let monitor = Arc::new(Monitor {
         health: health.clone(),
@@ -369,8 +369,15 @@ impl Pollers {
             let stopped = stopped.clone();
             tasks.spawn(async move {
                 let counters = Arc::new(PollerCounters::default());
-                scheduler::run("self_monitoring", ticker, counters, origin, stopped, &mut job)
-                    .await;
+                scheduler::run(
+                    "self_monitoring",
+                    ticker,
+                    counters,
+                    origin,
+                    stopped,
+                    &mut job,
+                )
+                .await;
             });
         }
         Ok(Pollers { tasks, stop, stats })

@@ -126,9 +126,12 @@ fn write_atomically(path: &Path, state: &State) -> io::Result<()> {
 pub fn read(daemon_directory: &Path) -> Result<Option<State>, String> {
     let path = path(daemon_directory);
     match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|error| format!("{}: not a state file this version reads: {error}", path.display())),
+        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|error| {
+            format!(
+                "{}: not a state file this version reads: {error}",
+                path.display()
+            )
+        }),
         Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(error) => Err(format!("cannot read {}: {error}", path.display())),
     }

@@ -729,7 +729,11 @@ impl Cache {
 
     /// The timestamp of the oldest cached body, if any.
     pub fn oldest_ms(&self) -> Option<u64> {
-        self.lock().entries.keys().next().map(|key| key.timestamp_ms)
+        self.lock()
+            .entries
+            .keys()
+            .next()
+            .map(|key| key.timestamp_ms)
     }
 
     pub fn is_empty(&self) -> bool {
