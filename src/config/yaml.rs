@@ -346,7 +346,9 @@ impl Document {
                 _ => None,
             };
             let (parent, key) = removable?;
-            let relative = YamlPath(parent.0[path.0.len()..].to_vec());
+            // An error about `value` as a whole (a missing field) has
+            // nothing inside `value` to remove.
+            let relative = YamlPath(parent.0.get(path.0.len()..)?.to_vec());
             let was_removed = match lookup_mut(&mut value, &relative) {
                 Some(Value::Mapping(map)) => map.remove(key.as_str()).is_some(),
                 _ => false,
