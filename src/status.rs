@@ -257,7 +257,7 @@ fn print(out: &mut impl Write, figures: &Figures, seen: &Seen, now_ms: u64) -> a
             count("poller_datapoints_posted"),
             count("poller_datapoints_dropped"),
         )?;
-        if count("poller_polls_failed") > 0 || count("poller_polls") == 0 {
+        if count("poller_polls_failed") > 0 {
             write!(
                 out,
                 "; last success {} ago",
@@ -305,7 +305,10 @@ fn print(out: &mut impl Write, figures: &Figures, seen: &Seen, now_ms: u64) -> a
             count("delivery_bodies_quarantined"),
             count("delivery_bodies_lost")
         )?;
+        let never_posted = matches!(seen, Seen::File { state } if state.last_post.is_none())
+            && count("delivery_bodies_posted") + count("delivery_bodies_replayed") == 0;
         let reachable = match get(agent, "server_reachable") {
+            Some(_) if never_posted => "not tried yet",
             Some(v) if v >= 1.0 => "reachable",
             Some(_) => "NOT reachable (backing off; bodies are cached)",
             None => "unknown",

@@ -115,7 +115,8 @@ fn metrics_page_health(monitor: &Monitor) -> Option<String> {
     super::metrics_page::Source::health(monitor).err()
 }
 
-fn write_atomically(path: &Path, state: &State) -> io::Result<()> {
+/// Writes `state` to `path` through a temporary file and a rename.
+pub fn write_atomically(path: &Path, state: &State) -> io::Result<()> {
     let temporary = path.with_extension("json.tmp");
     let json = serde_json::to_vec_pretty(state).map_err(io::Error::other)?;
     std::fs::write(&temporary, json)?;
