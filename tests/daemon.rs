@@ -270,6 +270,9 @@ async fn reload_keeps_the_old_pollers_on_a_broken_config_and_swaps_in_a_valid_on
     );
     agent.signal(Signal::SIGHUP);
     notify.wait_for("the refusal", |m| m.starts_with("STATUS=reload refused"));
+    wait_until("the refusal in the agent's figures", || {
+        (agent_figure(&agent, "config_last_reload_refused")? == 1.0).then_some(())
+    });
     let before = bodies_with(&server, "alpha");
     wait_until("alpha still posting", || {
         (bodies_with(&server, "alpha") > before + 1).then_some(())
@@ -281,6 +284,11 @@ async fn reload_keeps_the_old_pollers_on_a_broken_config_and_swaps_in_a_valid_on
     agent.signal(Signal::SIGHUP);
     wait_until("a body from beta", || {
         (bodies_with(&server, "beta") >= 1).then_some(())
+    });
+    wait_until("the reload counted in the agent's figures", || {
+        let counted = agent_figure(&agent, "config_reloads")? == 1.0
+            && agent_figure(&agent, "config_last_reload_refused")? == 0.0;
+        counted.then_some(())
     });
     let alpha_after_swap = bodies_with(&server, "alpha");
     wait_until("beta still posting", || {
@@ -539,6 +547,19 @@ fn cached_own(agent: &Agent) -> Vec<Own> {
 fn state_file(agent: &Agent) -> Option<serde_json::Value> {
     let text = std::fs::read(agent.dir.path().join("daemon/pattoo-agentd.state.json")).ok()?;
     serde_json::from_slice(&text).ok()
+}
+
+/// An agent-wide figure from the state file.
+fn agent_figure(agent: &Agent, key: &str) -> Option<f64> {
+    let state = state_file(agent)?;
+    state["figures"]["groups"]
+        .as_array()?
+        .iter()
+        .find(|group| group["poller"].is_null())?["figures"]
+        .as_array()?
+        .iter()
+        .find(|figure| figure["key"] == key)?["value"]
+        .as_f64()
 }
 
 fn status(agent: &Agent) -> (Option<i32>, String) {

@@ -100,7 +100,7 @@ impl Collector for Page {
                 let none: [(&str, &str); 0] = [];
                 let sample = match poller {
                     Some((name, kind)) => {
-                        labels = [("poller", name.as_str()), ("poller_type", kind.as_str())];
+                        labels = [("poller", escape(name)), ("poller_type", escape(kind))];
                         metric.encode_family(&labels)?
                     }
                     None => metric.encode_family(&none)?,
@@ -115,6 +115,21 @@ impl Collector for Page {
         }
         Ok(())
     }
+}
+
+/// A label value as the exposition format quotes it; prometheus-client
+/// writes label values as they are, and a poller's name may hold a `"`.
+fn escape(value: &str) -> String {
+    let mut escaped = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => escaped.push_str("\\\\"),
+            '"' => escaped.push_str("\\\""),
+            '\n' => escaped.push_str("\\n"),
+            c => escaped.push(c),
+        }
+    }
+    escaped
 }
 
 fn help(key: &str) -> &'static str {
@@ -378,6 +393,18 @@ mod tests {
         assert_eq!(
             host.get("poller_interval_seconds"),
             Some(Number::Float(10.5))
+        );
+    }
+
+    #[test]
+    fn poller_names_with_quotes_and_backslashes_survive_the_page() {
+        let mut figures = figures();
+        let odd = "meter \"A\" \\ hall\n2".to_owned();
+        figures.groups[0].poller = Some((odd.clone(), "modbus_tcp".into()));
+        let scraped = crate::status::parse_page(render(&figures).as_bytes()).unwrap();
+        assert_eq!(
+            scraped.groups[0].poller,
+            Some((odd, "modbus_tcp".to_owned()))
         );
     }
 

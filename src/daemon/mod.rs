@@ -13,6 +13,12 @@
 //!   valid, keeping the old ones (and logging every error) if it is not;
 //! - SIGTERM/SIGINT stop scheduling, let polls in flight finish for a
 //!   bounded time, cache whatever was not delivered, and exit 0.
+//!
+//! The daemon also watches itself: it owns the counters the pollers and
+//! delivery keep ([`crate::counters`]), kept across reloads, and reads them
+//! ([`figures`]) for the self-monitoring body (a job scheduled like a
+//! poller), the optional [`metrics_page`] and the [`state`] file that
+//! `pattoo-agentd status` reads.
 
 pub mod figures;
 pub mod lock;
