@@ -39,7 +39,7 @@
 //!   pollers of `daemon`.
 //!
 //! Without `--bench` on the command line (`cargo test --benches`) each mode
-//! is skipped except a tiny `cycle`, as a smoke test.
+//! is skipped except a tiny `cycle` and `selfmon`, as a smoke test.
 //!
 //! The simulator here is a minimal Modbus TCP responder written for speed
 //! rather than tests/common/modbus_sim.rs (benches cannot import
@@ -80,7 +80,10 @@ fn main() {
     let opts = Opts::parse(&args);
     match mode.as_str() {
         "serve" => serve(&opts),
-        "cycle" if !benching => cycle(&Opts::smoke()),
+        "cycle" if !benching => {
+            cycle(&Opts::smoke());
+            selfmon(&Opts::smoke());
+        }
         "selfmon" if !benching => selfmon(&Opts::smoke()),
         _ if !benching => eprintln!("load: {mode} skipped (run with cargo bench)"),
         "cycle" => cycle(&opts),

@@ -184,7 +184,7 @@ fn self_monitoring_body(
     collectors: &[collector::Collector],
     started_ms: u64,
 ) -> anyhow::Result<Option<crate::model::PostBody>> {
-    use crate::daemon::figures::{snapshot_of, Figures, PollerEntry, Sources};
+    use crate::daemon::figures::{Figures, PollerEntry, Sources};
     let self_monitoring = &settings.agent.self_monitoring;
     let pollers: Vec<PollerEntry> = collectors
         .iter()
@@ -210,7 +210,7 @@ fn self_monitoring_body(
         cached_files,
         cached_bytes,
         oldest_cached_ms: cache.oldest_ms(),
-        ..snapshot_of(&Default::default())
+        ..Default::default()
     };
     let now_ms = crate::time::now_ms();
     let figures = Figures::read(&Sources {

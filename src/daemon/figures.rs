@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::counters::{load, DeliveryCounters, PollerCounters, ProcessCounters};
+use crate::counters::{load, PollerCounters, ProcessCounters};
 use crate::delivery::StatsSnapshot;
 use crate::model::{DataPoint, DataType, Metadata, TargetData, Value};
 
@@ -269,19 +269,6 @@ impl Figures {
     /// The agent-wide group.
     pub fn agent(&self) -> Option<&Group> {
         self.groups.iter().find(|g| g.poller.is_none())
-    }
-}
-
-/// The delivery part of the figures when only counters are known.
-pub fn snapshot_of(counters: &DeliveryCounters) -> StatsSnapshot {
-    StatsSnapshot {
-        posted: load(&counters.posted),
-        cached: load(&counters.cached),
-        replayed: load(&counters.replayed),
-        dropped: load(&counters.dropped),
-        quarantined: load(&counters.quarantined),
-        lost: load(&counters.lost),
-        ..StatsSnapshot::default()
     }
 }
 
