@@ -47,7 +47,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status => {
             let settings = load(&config_dir)?;
             logging::init_stderr(LevelFilter::WARN);
-            crate::status::run(&settings).await
+            match crate::status::run(&settings).await? {
+                true => Ok(()),
+                false => Err(Exit(crate::status::EXIT_NOT_RUNNING).into()),
+            }
         }
         Command::Cache { action } => {
             let settings = load(&config_dir)?;

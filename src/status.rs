@@ -4,15 +4,14 @@
 //! With `metrics_listen:` configured the figures come from the metrics
 //! page (read with the agent's own Prometheus parser); otherwise, or when
 //! the page does not answer, from the state file the daemon rewrites every
-//! few seconds ([`crate::daemon::state`]). Exit status 0 while an agent
-//! runs, 3 (as `systemctl status`) when none does.
+//! few seconds ([`crate::daemon::state`]). [`run`] says whether an agent
+//! runs; the command exits 3 (as `systemctl status`) when none does.
 
 use std::io::Write;
 use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::app::Exit;
 use crate::config::Settings;
 use crate::daemon::figures::{Figure, Figures, Group, Kind, Number};
 use crate::daemon::metrics_page::PREFIX;
@@ -36,7 +35,8 @@ enum Seen {
     },
 }
 
-pub async fn run(settings: &Settings) -> anyhow::Result<()> {
+/// Prints what the agent is doing; `Ok(false)` when no agent runs.
+pub async fn run(settings: &Settings) -> anyhow::Result<bool> {
     let daemon_directory = &settings.pattoo.daemon_directory;
     let file = state::read(daemon_directory).map_err(anyhow::Error::msg)?;
     let mut out = std::io::stdout().lock();
@@ -51,7 +51,7 @@ pub async fn run(settings: &Settings) -> anyhow::Result<()> {
                 state.pid,
                 ago(now_ms().saturating_sub(state.written_ms))
             )?;
-            return Err(Exit(EXIT_NOT_RUNNING).into());
+            return Ok(false);
         }
         None => None,
     };
@@ -94,11 +94,11 @@ pub async fn run(settings: &Settings) -> anyhow::Result<()> {
                     None => String::new(),
                 }
             )?;
-            return Err(Exit(EXIT_NOT_RUNNING).into());
+            return Ok(false);
         }
     };
     print(&mut out, &figures, &seen, now_ms())?;
-    Ok(())
+    Ok(true)
 }
 
 /// Reads `/metrics` and `/health` from the page at `url`.
