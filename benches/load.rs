@@ -7,6 +7,8 @@
 //! cargo bench --bench load -- daemon  --devices 50 --registers 200 --interval-s 5 --seconds 60
 //! cargo bench --bench load -- startup --bodies 100000
 //! cargo bench --bench load -- replay  --bodies 10000 --devices 50 --registers 200 --interval-s 5
+//! cargo bench --bench load -- daemon  --devices 50 --registers 200 --interval-s 5 --seconds 60 --self-s 0
+//! cargo bench --bench load -- selfmon --ticks 5000
 //! ```
 //!
 //! The devices and the receiver run in a child process (this binary with
@@ -28,9 +30,16 @@
 //! - `replay` fills the cache and measures how fast the daemon empties it
 //!   into the receiver while its Modbus poller keeps polling, and how late
 //!   live bodies arrive.
+//! - `daemon --self-s N` sets self-monitoring's interval (0 turns it off;
+//!   without the option it runs as shipped, every 60 s), to measure what
+//!   it costs the daemon.
+//! - `selfmon` times, in CPU time of this thread, what self-monitoring does
+//!   at each tick (read the figures, build the body) and what the daemon
+//!   does every 5 s for `status` (write the state file), with the three
+//!   pollers of `daemon`.
 //!
 //! Without `--bench` on the command line (`cargo test --benches`) each mode
-//! is skipped except a tiny `cycle`, as a smoke test.
+//! is skipped except a tiny `cycle` and `selfmon`, as a smoke test.
 //!
 //! The simulator here is a minimal Modbus TCP responder written for speed
 //! rather than tests/common/modbus_sim.rs (benches cannot import
@@ -71,13 +80,18 @@ fn main() {
     let opts = Opts::parse(&args);
     match mode.as_str() {
         "serve" => serve(&opts),
-        "cycle" if !benching => cycle(&Opts::smoke()),
+        "cycle" if !benching => {
+            cycle(&Opts::smoke());
+            selfmon(&Opts::smoke());
+        }
+        "selfmon" if !benching => selfmon(&Opts::smoke()),
         _ if !benching => eprintln!("load: {mode} skipped (run with cargo bench)"),
         "cycle" => cycle(&opts),
         "daemon" => daemon(&opts),
         "startup" => startup(&opts),
         "replay" => replay(&opts),
-        other => panic!("unknown mode {other}; use cycle, daemon, startup or replay"),
+        "selfmon" => selfmon(&opts),
+        other => panic!("unknown mode {other}; use cycle, daemon, startup, replay or selfmon"),
     }
 }
 
@@ -111,6 +125,7 @@ impl Opts {
         o.0.insert("devices".into(), "2".into());
         o.0.insert("registers".into(), "20".into());
         o.0.insert("cycles".into(), "2".into());
+        o.0.insert("ticks".into(), "20".into());
         o
     }
 
@@ -632,6 +647,23 @@ fn daemon(opts: &Opts) {
     let mut sims = Sims::start(devices);
     let dir = tempfile::tempdir().unwrap();
     let config_dir = write_config(dir.path(), &sims, registers, interval_s, true);
+    let self_monitoring = opts
+        .0
+        .get("self-s")
+        .map(|s| s.parse::<u64>().expect("seconds"));
+    if let Some(seconds) = self_monitoring {
+        let file = config_dir.join("pattoo_agentd.yaml");
+        let yaml = std::fs::read_to_string(&file).unwrap();
+        let setting = match seconds {
+            0 => "  self_monitoring: false\n".to_owned(),
+            s => format!("  self_monitoring: {{polling_interval: {s}}}\n"),
+        };
+        std::fs::write(
+            &file,
+            yaml.replacen("pattoo_agentd:\n", &format!("pattoo_agentd:\n{setting}"), 1),
+        )
+        .unwrap();
+    }
     let daemon = Daemon::start(&config_dir, dir.path());
     let pid_num = daemon.child.id();
     std::thread::sleep(Duration::from_secs(warmup));
@@ -652,7 +684,12 @@ fn daemon(opts: &Opts) {
     rss.sort();
     println!(
         "daemon: {devices} devices x {registers} registers + 1 HTTP + 1 command poller, every {interval_s} s; \
-         sampled {:.0} s after {warmup} s warm-up",
+         self-monitoring {}; sampled {:.0} s after {warmup} s warm-up",
+        match self_monitoring {
+            None => "as shipped (every 60 s)".to_owned(),
+            Some(0) => "off".to_owned(),
+            Some(s) => format!("every {s} s"),
+        },
         elapsed.as_secs_f64()
     );
     println!(
@@ -663,12 +700,113 @@ fn daemon(opts: &Opts) {
         hwm as f64 / 1024.0
     );
     println!(
-        "  CPU {:.2} % of one core; {} posts, {} Modbus requests, {} new connections, {} HTTP polls in the window",
+        "  CPU time {cpu_s:.2} s in the window ({:.2} % of one core); {} posts, {} Modbus requests, {} new connections, {} HTTP polls in the window",
         100.0 * cpu_s / elapsed.as_secs_f64(),
         after.posts - before.posts,
         after.requests - before.requests,
         after.connections - before.connections,
         after.metrics_gets - before.metrics_gets
+    );
+}
+
+/// CPU time of the calling thread: the machine may be busy, so wall time
+/// would measure the other work on it.
+fn thread_cpu_time() -> Duration {
+    let mut ts = std::mem::MaybeUninit::<libc::timespec>::zeroed();
+    // SAFETY: clock_gettime writes a whole timespec into the pointer.
+    let ts = unsafe {
+        libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, ts.as_mut_ptr());
+        ts.assume_init()
+    };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// What self-monitoring and the state file cost per tick, in CPU time.
+fn selfmon(opts: &Opts) {
+    use pattoo_agentd::counters::{PollerCounters, ProcessCounters};
+    use pattoo_agentd::daemon::figures::{Figures, PollerEntry, Sources};
+    use pattoo_agentd::daemon::state::{self, State};
+    use pattoo_agentd::delivery::StatsSnapshot;
+
+    let ticks = opts.get("ticks", 5_000) as u32;
+    let pollers: Vec<PollerEntry> = [
+        ("devices", "modbus_tcp"),
+        ("web", "http"),
+        ("shell", "command"),
+    ]
+    .into_iter()
+    .map(|(name, kind)| {
+        let counters = Arc::new(PollerCounters::default());
+        counters.record_poll(now_ms(), 25, Some(10_000), 0);
+        PollerEntry {
+            name: name.into(),
+            kind,
+            interval: Duration::from_secs(5),
+            counters,
+        }
+    })
+    .collect();
+    let delivery = StatsSnapshot {
+        posted: 1_000,
+        cached: 10,
+        replayed: 10,
+        ..StatsSnapshot::default()
+    };
+    let process = ProcessCounters::default();
+    let started_ms = now_ms();
+    let agent = AgentContext {
+        agent_id: AGENT_ID,
+        agent_program: "pattoo_agentd_self",
+        hostname: "gw1.example.org",
+        polling_interval_ms: 60_000,
+    };
+    let figures = |now_ms| {
+        Figures::read(&Sources {
+            pollers: &pollers,
+            delivery: &delivery,
+            server_reachable: Some(true),
+            process: &process,
+            started_ms,
+            now_ms,
+        })
+    };
+
+    let t0 = thread_cpu_time();
+    let mut datapoints = 0;
+    let mut bytes = 0;
+    for _ in 0..ticks {
+        let now = now_ms();
+        let body = build(&agent, now, &figures(now).targets(now)).body.unwrap();
+        datapoints = body.datapoints;
+        bytes = body.json.len();
+        std::hint::black_box(body);
+    }
+    let tick = (thread_cpu_time() - t0) / ticks;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(state::FILE_NAME);
+    let t0 = thread_cpu_time();
+    for _ in 0..ticks {
+        let state = State {
+            pid: std::process::id(),
+            version: "bench".into(),
+            written_ms: now_ms(),
+            server: "http://127.0.0.1:20201".into(),
+            metrics_listen: None,
+            last_post: None,
+            unhealthy: None,
+            figures: figures(now_ms()),
+        };
+        state::write_atomically(&path, &state).unwrap();
+    }
+    let write = (thread_cpu_time() - t0) / ticks;
+    let per_minute = tick + write * 12;
+    println!(
+        "selfmon: {ticks} ticks, 3 pollers; CPU time per self-monitoring tick (figures + body of {datapoints} datapoints, {bytes} bytes) {:.1} us; \
+         per state file write {:.1} us; per minute as shipped (1 tick + 12 writes) {:.2} ms",
+        tick.as_secs_f64() * 1e6,
+        write.as_secs_f64() * 1e6,
+        per_minute.as_secs_f64() * 1e3
     );
 }
 

@@ -45,13 +45,25 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             load_and_build(&config_dir)?;
             signal_reload(pid)
         }
-        Command::Once { print, poller } => {
+        Command::Once {
+            print,
+            poller,
+            self_monitoring,
+        } => {
             let settings = load(&config_dir)?;
             logging::init_stderr(logging::level_filter(settings.pattoo.log_level));
             if !print {
                 return once_deliver(&settings, poller.as_deref()).await;
             }
-            once_print(&settings, poller.as_deref()).await
+            once_print(&settings, poller.as_deref(), self_monitoring).await
+        }
+        Command::Status => {
+            let settings = load(&config_dir)?;
+            logging::init_stderr(LevelFilter::WARN);
+            match crate::status::run(&settings).await? {
+                true => Ok(()),
+                false => Err(Exit(crate::status::EXIT_NOT_RUNNING).into()),
+            }
         }
         Command::Cache { action } => {
             let settings = load(&config_dir)?;
@@ -234,9 +246,17 @@ pub fn host_port(host: &str, port: u16) -> String {
     }
 }
 
-/// `once --print`: poll and print each body as one JSON line. Fails (exit
-/// status 1) when a selected poller gave nothing, after the others printed.
-async fn once_print(settings: &Settings, only: Option<&str>) -> anyhow::Result<()> {
+/// `once --print`: poll and print each body as one JSON line; with
+/// `--self-monitoring` (and no one poller asked for), then the
+/// self-monitoring body this run would post, so its keys, types and targets
+/// can be seen before the service runs. Fails (exit status 1) when a
+/// selected poller failed or read nothing, after the others printed.
+async fn once_print(
+    settings: &Settings,
+    only: Option<&str>,
+    show_self: bool,
+) -> anyhow::Result<()> {
+    let started_ms = crate::time::now_ms();
     let mut collectors = collector::collectors(settings, only).context("preparing pollers")?;
     let mut stdout = std::io::stdout().lock();
     let mut empty = Vec::new();
@@ -252,7 +272,73 @@ async fn once_print(settings: &Settings, only: Option<&str>) -> anyhow::Result<(
             Err(why) => empty.extend(nothing_from(&collector.name, &why)),
         }
     }
+    if show_self && only.is_none() && settings.agent.self_monitoring.enabled {
+        if let Some(body) = self_monitoring_body(settings, &collectors, started_ms)? {
+            stdout.write_all(&body.json)?;
+            stdout.write_all(b"\n")?;
+            stdout.flush()?;
+        }
+    }
     empty_pollers(&empty)
+}
+
+/// The self-monitoring body of a `once --print` run: its pollers' figures
+/// and the cache as it is (looked at, not changed). Nothing was posted, so
+/// whether the server is reachable is left out.
+fn self_monitoring_body(
+    settings: &Settings,
+    collectors: &[collector::Collector],
+    started_ms: u64,
+) -> anyhow::Result<Option<crate::model::PostBody>> {
+    use crate::daemon::figures::{Figures, PollerEntry, Sources};
+    let self_monitoring = &settings.agent.self_monitoring;
+    let pollers: Vec<PollerEntry> = collectors
+        .iter()
+        .map(|collector| PollerEntry {
+            name: collector.name.clone(),
+            kind: collector.kind,
+            interval: settings
+                .pollers
+                .iter()
+                .find(|p| p.name == collector.name)
+                .map_or(settings.agent.polling_interval, |p| p.polling_interval),
+            counters: collector.counters.clone(),
+        })
+        .collect();
+    let cache = Cache::inspect(
+        &settings.pattoo.cache_directory,
+        &settings.agent.cache,
+        Default::default(),
+    );
+    cache.measure_only();
+    let (cached_files, cached_bytes) = cache.totals();
+    let delivery = crate::delivery::StatsSnapshot {
+        cached_files,
+        cached_bytes,
+        oldest_cached_ms: cache.oldest_ms(),
+        ..Default::default()
+    };
+    let now_ms = crate::time::now_ms();
+    let figures = Figures::read(&Sources {
+        pollers: &pollers,
+        delivery: &delivery,
+        server_reachable: None,
+        process: &Default::default(),
+        started_ms,
+        now_ms,
+    });
+    let agent_id = crate::identity::agent_id(
+        &settings.pattoo.daemon_directory,
+        &self_monitoring.agent_program,
+    )?;
+    let hostname = crate::identity::hostname(settings.agent.hostname.as_deref()).name;
+    let agent = crate::model::AgentContext {
+        agent_id: &agent_id,
+        agent_program: &self_monitoring.agent_program,
+        hostname: &hostname,
+        polling_interval_ms: self_monitoring.polling_interval.as_millis() as u64,
+    };
+    Ok(crate::model::build(&agent, now_ms, &figures.targets(now_ms)).body)
 }
 
 /// `once` without `--print`: poll, post or cache each body, then send what
@@ -341,6 +427,60 @@ fn print_replay(out: &mut impl Write, report: &ReplayReport) -> anyhow::Result<(
     Ok(())
 }
 
+/// Progress of `cache replay` on stderr: a bar on a terminal, a plain line
+/// at each tenth otherwise (logs and pipes get no control characters).
+enum ReplayProgress {
+    Quiet,
+    Bar(indicatif::ProgressBar),
+    Lines { total: u64, next_tenth: u64 },
+}
+
+impl ReplayProgress {
+    fn new(total: u64) -> ReplayProgress {
+        use std::io::IsTerminal;
+        if total == 0 {
+            return ReplayProgress::Quiet;
+        }
+        if !std::io::stderr().is_terminal() {
+            return ReplayProgress::Lines {
+                total,
+                next_tenth: 1,
+            };
+        }
+        let bar = indicatif::ProgressBar::new(total);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "replaying {bar:40} {pos}/{len} bodies, {per_sec}, {eta} left",
+            )
+            .expect("a valid template"),
+        );
+        ReplayProgress::Bar(bar)
+    }
+
+    fn update(&mut self, delivered: u64) {
+        match self {
+            ReplayProgress::Quiet => {}
+            ReplayProgress::Bar(bar) => bar.set_position(delivered),
+            ReplayProgress::Lines { total, next_tenth } => {
+                // More can arrive meanwhile; never claim more than 100 %.
+                while *next_tenth <= 10 && delivered * 10 >= *total * *next_tenth {
+                    eprintln!(
+                        "replay: {delivered} of {total} cached bodies sent ({}%)",
+                        (*next_tenth * 10).min(100)
+                    );
+                    *next_tenth += 1;
+                }
+            }
+        }
+    }
+
+    fn finish(self) {
+        if let ReplayProgress::Bar(bar) = self {
+            bar.finish_and_clear();
+        }
+    }
+}
+
 async fn cache_command(settings: &Settings, action: CacheCommand) -> anyhow::Result<()> {
     // Only `replay` needs delivery; looking at the cache must not change it
     // (opening it for delivery applies max_bytes and max_age).
@@ -382,7 +522,11 @@ async fn cache_command(settings: &Settings, action: CacheCommand) -> anyhow::Res
         }
         CacheCommand::Replay => {
             let delivery = Delivery::new(settings).context("opening the cache")?;
-            let report = delivery.replay_now().await;
+            let mut progress = ReplayProgress::new(delivery.cache().totals().0);
+            let report = delivery
+                .replay_now_with(|delivered| progress.update(delivered))
+                .await;
+            progress.finish();
             print_replay(&mut stdout, &report)?;
             if report.remaining > 0 {
                 anyhow::bail!(

@@ -44,7 +44,15 @@ pub enum Command {
         /// Poll only the poller with this name
         #[arg(long, value_name = "NAME")]
         poller: Option<String>,
+        /// With --print, also print the self-monitoring body this run would
+        /// post (a poll prints only its pollers' bodies otherwise, one per
+        /// line, as tools that read them expect)
+        #[arg(long, requires = "print", conflicts_with = "poller")]
+        self_monitoring: bool,
     },
+    /// Show what the running agent is doing: each poller's last poll,
+    /// failures and next tick, the cache and the server
+    Status,
     /// Inspect, send or purge the cache of undelivered bodies
     Cache {
         #[command(subcommand)]

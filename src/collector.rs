@@ -2,10 +2,12 @@
 //! once and returns the body to deliver.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::Context;
 
 use crate::config::{PollerSettings, Settings};
+use crate::counters::PollerCounters;
 use crate::identity;
 use crate::model::{self, AgentContext, Metadata, PostBody};
 use crate::pollers::{Poller, PollerEnv};
@@ -15,6 +17,10 @@ pub struct Collector {
     pub name: String,
     pub agent_program: String,
     pub agent_id: String,
+    /// `type:` as configured, for self-monitoring.
+    pub kind: &'static str,
+    /// What this poller has done; the daemon keeps them across reloads.
+    pub counters: Arc<PollerCounters>,
     hostname: String,
     polling_interval_ms: u64,
     metadata: Vec<Metadata>,
@@ -32,6 +38,8 @@ impl Collector {
             name: settings.name.clone(),
             agent_program: settings.agent_program.clone(),
             agent_id,
+            kind: settings.kind.type_name(),
+            counters: Arc::default(),
             hostname: env.hostname.clone(),
             polling_interval_ms: settings.polling_interval.as_millis() as u64,
             metadata: settings.metadata.clone(),
@@ -43,14 +51,32 @@ impl Collector {
 
     /// Polls once: the bodies to post, more than one when the poll is
     /// larger than `delivery.max_body_bytes`, or why there is none. Either
-    /// way the failure and every dropped datapoint are logged.
+    /// way the failure and every dropped datapoint are logged, and the poll
+    /// is counted in [`Collector::counters`].
     pub async fn collect(&mut self) -> Result<Vec<PostBody>, NoBody> {
+        let started = std::time::Instant::now();
         let started_ms = now_ms();
+        let (bodies, dropped) = self.poll_and_build(started_ms).await;
+        self.counters.record_poll(
+            now_ms(),
+            started.elapsed().as_millis() as u64,
+            bodies
+                .as_ref()
+                .ok()
+                .map(|bodies| bodies.iter().map(|body| body.datapoints).sum()),
+            dropped,
+        );
+        bodies
+    }
+
+    /// The bodies of one poll, or why there are none, and how many
+    /// datapoints were dropped.
+    async fn poll_and_build(&mut self, started_ms: u64) -> (Result<Vec<PostBody>, NoBody>, usize) {
         let mut targets = match self.poller.poll().await {
             Ok(targets) => targets,
             Err(error) => {
                 tracing::warn!(poller = %self.name, agent_program = %self.agent_program, "poll failed: {error}");
-                return Err(NoBody::PollFailed(error.to_string()));
+                return (Err(NoBody::PollFailed(error.to_string())), 0);
             }
         };
         if !self.metadata.is_empty() {
@@ -74,17 +100,20 @@ impl Collector {
                 dropped.reason
             );
         }
+        let dropped = outcome
+            .dropped
+            .iter()
+            .filter(|dropped| dropped.reason.drops_datapoint())
+            .count();
         match outcome.bodies.len() {
             0 => {
                 tracing::info!(poller = %self.name, "poll read no valid datapoint; nothing to post");
-                return Err(NoBody::NothingValid {
-                    dropped: outcome.dropped.len(),
-                    first: outcome
-                        .dropped
-                        .into_iter()
-                        .next()
-                        .map(|d| format!("target {}, key {:?}: {}", d.target, d.key, d.reason)),
-                });
+                let first = outcome
+                    .dropped
+                    .into_iter()
+                    .next()
+                    .map(|d| format!("target {}, key {:?}: {}", d.target, d.key, d.reason));
+                return (Err(NoBody::NothingValid { dropped, first }), dropped);
             }
             1 => {}
             parts => tracing::info!(
@@ -94,7 +123,7 @@ impl Collector {
                 "poll larger than delivery.max_body_bytes; posting it in parts"
             ),
         }
-        Ok(outcome.bodies)
+        (Ok(outcome.bodies), dropped)
     }
 }
 

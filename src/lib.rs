@@ -10,6 +10,7 @@ pub mod app;
 pub mod cli;
 pub mod collector;
 pub mod config;
+pub mod counters;
 pub mod daemon;
 pub mod delivery;
 pub mod formats;
@@ -18,6 +19,7 @@ pub mod manpage;
 pub mod model;
 pub mod pollers;
 pub mod scheduler;
+pub mod status;
 pub mod time;
 pub mod tls;
 

@@ -12,12 +12,14 @@
 //! first one still in the future.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::time::Instant;
+
+use crate::counters::PollerCounters;
 
 /// The tick sequence of one poller.
 #[derive(Debug, Clone)]
@@ -77,29 +79,20 @@ pub fn jitter(max_jitter: Duration, interval: Duration) -> Duration {
     }
 }
 
-/// What a poller task has done, for status lines and the watchdog.
-#[derive(Debug, Default)]
-pub struct PollerStats {
-    pub polls: AtomicU64,
-    pub skipped_ticks: AtomicU64,
-    /// Monotonic milliseconds (since the daemon started) at which the
-    /// running poll began; 0 while idle.
-    pub busy_since_ms: AtomicU64,
-}
-
 /// What the scheduler runs at each tick: one poll, start to finish.
 pub trait Job {
     fn run_once(&mut self) -> impl Future<Output = ()> + Send;
 }
 
-/// Runs `job` at every tick until `shutdown` turns true or its sender is
-/// dropped. A poll in flight
+/// Runs `job` at every tick (the job counts its own polls in `stats`;
+/// this counts skipped ticks and says when the next is due) until
+/// `shutdown` turns true or its sender is dropped. A poll in flight
 /// when shutdown comes is allowed to finish: the caller bounds that with its
 /// own deadline.
 pub async fn run(
     name: &str,
     mut ticker: Ticker,
-    stats: Arc<PollerStats>,
+    stats: Arc<PollerCounters>,
     clock_origin: Instant,
     mut shutdown: watch::Receiver<bool>,
     job: &mut impl Job,
@@ -108,6 +101,11 @@ pub async fn run(
         if *shutdown.borrow() {
             return;
         }
+        let due_in = ticker.next().saturating_duration_since(Instant::now());
+        stats.next_tick_ms.store(
+            crate::time::now_ms() + due_in.as_millis() as u64,
+            Ordering::Relaxed,
+        );
         tokio::select! {
             _ = tokio::time::sleep_until(ticker.next()) => {}
             changed = shutdown.changed() => {
@@ -127,7 +125,6 @@ pub async fn run(
         );
         job.run_once().await;
         stats.busy_since_ms.store(0, Ordering::Relaxed);
-        stats.polls.fetch_add(1, Ordering::Relaxed);
         let took = started.elapsed();
         let skipped = ticker.advance(Instant::now());
         if skipped > 0 {

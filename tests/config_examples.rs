@@ -93,12 +93,19 @@ async fn the_host_metrics_script_reads_load_and_memory_from_proc() {
 }
 
 /// The README's first command: the repository's default configuration,
-/// run from the repository root, polls this host and prints real readings.
+/// run from the repository root, polls this host and prints real readings,
+/// then the agent's own figures (self-monitoring is on by default).
 #[test]
 fn the_default_configuration_polls_this_host_from_the_repository_root() {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_pattoo-agentd"))
         .current_dir(repo(""))
-        .args(["--config-dir", "config", "once", "--print"])
+        .args([
+            "--config-dir",
+            "config",
+            "once",
+            "--print",
+            "--self-monitoring",
+        ])
         .output()
         .unwrap();
     assert!(
@@ -107,16 +114,42 @@ fn the_default_configuration_polls_this_host_from_the_repository_root() {
         String::from_utf8_lossy(&output.stderr)
     );
     let stdout = String::from_utf8(output.stdout).unwrap();
-    let body: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one body");
-    let pairs = body["pattoo_datapoints"]["key_value_pairs"]
-        .as_object()
-        .unwrap();
-    let keys: Vec<&str> = pairs
-        .values()
-        .filter(|pair| pair[0] == "pattoo_key")
-        .map(|pair| pair[1].as_str().unwrap())
+    let bodies: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("one body per line"))
         .collect();
+    assert_eq!(
+        bodies.len(),
+        2,
+        "the host poller's body, then self-monitoring"
+    );
+    let keys = |body: &serde_json::Value| -> Vec<String> {
+        body["pattoo_datapoints"]["key_value_pairs"]
+            .as_object()
+            .unwrap()
+            .values()
+            .filter(|pair| pair[0] == "pattoo_key")
+            .map(|pair| pair[1].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let host = keys(&bodies[0]);
     for key in ["load_1m", "memory_total_bytes", "uptime_seconds"] {
-        assert!(keys.contains(&key), "{key} missing from {keys:?}");
+        assert!(
+            host.contains(&key.to_owned()),
+            "{key} missing from {host:?}"
+        );
     }
+    let own = keys(&bodies[1]);
+    for key in [
+        "poller_polls",
+        "poller_datapoints_posted",
+        "cache_files",
+        "process_resident_bytes",
+    ] {
+        assert!(own.contains(&key.to_owned()), "{key} missing from {own:?}");
+    }
+    assert_ne!(
+        bodies[0]["pattoo_agent_id"], bodies[1]["pattoo_agent_id"],
+        "self-monitoring posts under its own agent id"
+    );
 }

@@ -124,13 +124,14 @@ impl Drop for Agent {
 }
 
 fn write_pollers(dir: &Path, pollers_yaml: &str) {
-    write_pollers_with_timeout(dir, pollers_yaml, 2000);
+    write_agentd(dir, "", pollers_yaml, 2000);
 }
 
-fn write_pollers_with_timeout(dir: &Path, pollers_yaml: &str, timeout_ms: u64) {
+/// `pattoo_agentd.yaml` with `settings` (indented lines) before the pollers.
+fn write_agentd(dir: &Path, settings: &str, pollers_yaml: &str, timeout_ms: u64) {
     std::fs::write(
         dir.join("pattoo_agentd.yaml"),
-        format!("pattoo_agentd:\n  hostname: test-host\n  delivery:\n    timeout_ms: {timeout_ms}\n  pollers:\n{pollers_yaml}"),
+        format!("pattoo_agentd:\n  hostname: test-host\n  delivery:\n    timeout_ms: {timeout_ms}\n{settings}  pollers:\n{pollers_yaml}"),
     )
     .unwrap();
 }
@@ -176,6 +177,8 @@ struct Launch<'a> {
     env: &'a [(&'a str, &'a str)],
     /// `delivery.timeout_ms`.
     timeout_ms: u64,
+    /// More agent settings (indented YAML lines).
+    settings: &'a str,
 }
 
 impl Default for Launch<'_> {
@@ -184,6 +187,7 @@ impl Default for Launch<'_> {
             journal: false,
             env: &[],
             timeout_ms: 2000,
+            settings: "",
         }
     }
 }
@@ -232,7 +236,12 @@ fn start_with(
             .env("NOTIFY_SOCKET", &notify.path)
             .env("WATCHDOG_USEC", "1000000");
     }
-    write_pollers_with_timeout(dir.path(), &pollers(dir.path()), launch.timeout_ms);
+    write_agentd(
+        dir.path(),
+        launch.settings,
+        &pollers(dir.path()),
+        launch.timeout_ms,
+    );
     Agent {
         child: command.spawn().unwrap(),
         dir,
@@ -297,6 +306,9 @@ async fn reload_keeps_the_old_pollers_on_a_broken_config_and_swaps_in_a_valid_on
     );
     agent.signal(Signal::SIGHUP);
     notify.wait_for("the refusal", |m| m.starts_with("STATUS=reload refused"));
+    wait_until("the refusal in the agent's figures", || {
+        (agent_figure(&agent, "config_last_reload_refused")? == 1.0).then_some(())
+    });
     let before = bodies_with(&server, "alpha");
     wait_until("alpha still posting", || {
         (bodies_with(&server, "alpha") > before + 1).then_some(())
@@ -308,6 +320,11 @@ async fn reload_keeps_the_old_pollers_on_a_broken_config_and_swaps_in_a_valid_on
     agent.signal(Signal::SIGHUP);
     wait_until("a body from beta", || {
         (bodies_with(&server, "beta") >= 1).then_some(())
+    });
+    wait_until("the reload counted in the agent's figures", || {
+        let counted = agent_figure(&agent, "config_reloads")? == 1.0
+            && agent_figure(&agent, "config_last_reload_refused")? == 0.0;
+        counted.then_some(())
     });
     let alpha_after_swap = bodies_with(&server, "alpha");
     wait_until("beta still posting", || {
@@ -818,6 +835,322 @@ async fn the_reload_command_refuses_a_broken_file_and_signals_for_a_valid_one() 
         messages[at + 1..].iter().any(|m| m == "READY=1"),
         "READY=1 after the reload: {messages:?}"
     );
+
+    agent.signal(Signal::SIGTERM);
+    assert!(agent.wait_exit(Duration::from_secs(15)).success());
+}
+
+/// A command poller whose every poll fails: its output is not JSON.
+fn broken_poller(dir: &Path) -> String {
+    let path = dir.join("broken.sh");
+    std::fs::write(&path, "#!/bin/sh\necho 'this is not json'\n").unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    format!(
+        "    - name: broken\n      type: command\n      polling_interval: 1\n      command: [{}]\n      format: datapoints\n",
+        path.display()
+    )
+}
+
+/// Self-monitoring every second.
+const SELF_EVERY_SECOND: &str = "  self_monitoring:\n    polling_interval: 1\n";
+/// And the metrics page on a port the OS picks.
+const WATCHED: &str =
+    "  self_monitoring:\n    polling_interval: 1\n  metrics_listen: 127.0.0.1:0\n";
+
+/// One datapoint of a body: its pairs by key.
+type Datapoint = std::collections::HashMap<String, serde_json::Value>;
+
+fn datapoints(body: &serde_json::Value) -> Vec<Datapoint> {
+    let pairs = &body["pattoo_datapoints"]["key_value_pairs"];
+    body["pattoo_datapoints"]["datapoint_pairs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|ids| {
+            ids.as_array()
+                .unwrap()
+                .iter()
+                .map(|id| {
+                    let pair = &pairs[id.as_u64().unwrap().to_string()];
+                    (pair[0].as_str().unwrap().to_owned(), pair[1].clone())
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// A self-monitoring body: (timestamp, figure by (poller or "", key)).
+struct Own {
+    timestamp_ms: u64,
+    figures: std::collections::HashMap<(String, String), (f64, i64)>,
+}
+
+impl Own {
+    fn parse(bytes: &[u8]) -> Option<Own> {
+        let body: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+        let points = datapoints(&body);
+        let program = points.first()?.get("pattoo_agent_program")?.as_str()?;
+        if program != "pattoo_agentd_self" {
+            return None;
+        }
+        let mut figures = std::collections::HashMap::new();
+        for point in points {
+            let poller = point
+                .get("poller")
+                .and_then(|v| v.as_str())
+                .unwrap_or_default()
+                .to_owned();
+            let key = point["pattoo_key"].as_str().unwrap().to_owned();
+            let value = point["pattoo_value"].as_f64().unwrap();
+            let data_type = point["pattoo_data_type"].as_i64().unwrap();
+            figures.insert((poller, key), (value, data_type));
+        }
+        Some(Own {
+            timestamp_ms: body["pattoo_agent_timestamp"].as_u64().unwrap(),
+            figures,
+        })
+    }
+
+    fn get(&self, poller: &str, key: &str) -> f64 {
+        self.figures
+            .get(&(poller.to_owned(), key.to_owned()))
+            .unwrap_or_else(|| panic!("{poller}/{key} missing"))
+            .0
+    }
+}
+
+/// The self-monitoring bodies cached so far, oldest first.
+fn cached_own(agent: &Agent) -> Vec<Own> {
+    let mut own: Vec<Own> = agent
+        .cache_files()
+        .iter()
+        .filter_map(|path| Own::parse(&std::fs::read(path).ok()?))
+        .collect();
+    own.sort_by_key(|o| o.timestamp_ms);
+    own
+}
+
+fn state_file(agent: &Agent) -> Option<serde_json::Value> {
+    let text = std::fs::read(agent.dir.path().join("daemon/pattoo-agentd.state.json")).ok()?;
+    serde_json::from_slice(&text).ok()
+}
+
+/// An agent-wide figure from the state file.
+fn agent_figure(agent: &Agent, key: &str) -> Option<f64> {
+    let state = state_file(agent)?;
+    state["figures"]["groups"]
+        .as_array()?
+        .iter()
+        .find(|group| group["poller"].is_null())?["figures"]
+        .as_array()?
+        .iter()
+        .find(|figure| figure["key"] == key)?["value"]
+        .as_f64()
+}
+
+fn status(agent: &Agent) -> (Option<i32>, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_pattoo-agentd"))
+        .arg("--config-dir")
+        .arg(agent.dir.path())
+        .arg("status")
+        .output()
+        .unwrap();
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned()
+            + &String::from_utf8_lossy(&output.stderr),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn self_monitoring_counts_a_failing_poller_and_a_down_server_and_the_figures_reach_pattoo() {
+    let server = TestServer::start().await;
+    server.stop(); // down: every body is cached
+    let dir = tempfile::tempdir().unwrap();
+    let mut agent = start_with(
+        server.addr.port(),
+        |d| poller("alpha", &script(d, "alpha", 0.0)) + &broken_poller(d),
+        None,
+        dir,
+        Launch {
+            settings: SELF_EVERY_SECOND,
+            ..Launch::default()
+        },
+    );
+
+    // Two self-monitoring bodies, cached like any other, the later one
+    // seeing more failures, more cached bodies and the server down.
+    let own = wait_until("two self-monitoring bodies in the cache", || {
+        let own = cached_own(&agent);
+        let moved = own.len() >= 2
+            && own[own.len() - 1].get("broken", "poller_polls_failed")
+                > own[0].get("broken", "poller_polls_failed")
+            && own[0].get("broken", "poller_polls_failed") >= 1.0;
+        moved.then_some(own)
+    });
+    let (first, last) = (&own[0], &own[own.len() - 1]);
+    assert_eq!(last.get("broken", "poller_datapoints_posted"), 0.0);
+    assert!(last.get("broken", "poller_polls") >= last.get("broken", "poller_polls_failed"));
+    assert!(last.get("alpha", "poller_datapoints_posted") >= 1.0);
+    assert_eq!(last.get("alpha", "poller_polls_failed"), 0.0);
+    assert!(last.get("", "delivery_bodies_cached") > first.get("", "delivery_bodies_cached"));
+    assert_eq!(last.get("", "delivery_bodies_posted"), 0.0);
+    assert!(last.get("", "cache_files") >= 2.0);
+    assert!(last.get("", "cache_bytes") > 0.0);
+    assert_eq!(last.get("", "server_reachable"), 0.0);
+    assert!(last.get("", "process_resident_bytes") > 1_000_000.0);
+    assert!(last.get("", "process_open_fds") >= 3.0);
+    // Counters are counter64 (64), levels int (99).
+    assert_eq!(
+        last.figures[&("broken".into(), "poller_polls_failed".into())].1,
+        64
+    );
+    assert_eq!(last.figures[&(String::new(), "cache_files".into())].1, 99);
+    assert!(last.figures.keys().all(|(_, key)| !key.contains("pattoo")));
+
+    // The operator's view, from the state file (there is no page). The
+    // file is rewritten every few seconds: wait for one written after polls.
+    let wanted = [
+        "running as pid",
+        "alpha (command",
+        "broken (command",
+        "polls, 0 failed",
+        "next tick in",
+        "cache: ",
+        "NOT reachable",
+        "last post",
+    ];
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let (code, text) = status(&agent);
+        assert_eq!(code, Some(0), "{text}");
+        let broken_failing = text
+            .lines()
+            .any(|line| line.contains("broken (command") && !line.contains(" 0 failed"));
+        if broken_failing && wanted.iter().all(|w| text.contains(w)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "status never showed {wanted:?}:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // The server comes back: cached bodies, self-monitoring ones among
+    // them, reach it and the figures say so.
+    server.resume(Mode::Accept).await;
+    let received = wait_until("self-monitoring seeing the server back", || {
+        server
+            .received()
+            .iter()
+            .filter_map(|r| Own::parse(&r.bytes))
+            .find(|own| {
+                own.figures
+                    .get(&(String::new(), "server_reachable".to_owned()))
+                    .is_some_and(|v| v.0 == 1.0)
+                    && own.get("", "delivery_bodies_replayed") > 0.0
+            })
+    });
+    assert!(received.get("", "delivery_bodies_replayed") > 0.0);
+
+    agent.signal(Signal::SIGTERM);
+    assert!(agent.wait_exit(Duration::from_secs(15)).success());
+    assert!(
+        state_file(&agent).is_none(),
+        "a clean stop removes the state file"
+    );
+    let (code, text) = status(&agent);
+    assert_eq!(code, Some(3), "{text}");
+    assert!(text.contains("not running"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_metrics_page_serves_the_same_figures_and_health_and_status_reads_it() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let notify = NotifySocket::bind(dir.path());
+    let mut agent = start_with(
+        server.addr.port(),
+        |d| poller("alpha", &script(d, "alpha", 0.0)) + &broken_poller(d),
+        Some(&notify),
+        dir,
+        Launch {
+            settings: WATCHED,
+            ..Launch::default()
+        },
+    );
+    notify.wait_for("READY=1", |m| m == "READY=1");
+    let address = wait_until("the page's address in the state file", || {
+        state_file(&agent)?["metrics_listen"]
+            .as_str()
+            .map(str::to_owned)
+    });
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest::Client::new();
+    let health = client
+        .get(format!("http://{address}/health"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status().as_u16(), 200);
+
+    // A self-monitoring body first, then the page: every figure of the
+    // body is on the page, under the same poller, and no counter there is
+    // smaller (they only grow).
+    let own = wait_until("a self-monitoring body at the server", || {
+        let own: Vec<Own> = server
+            .received()
+            .iter()
+            .filter_map(|r| Own::parse(&r.bytes))
+            .collect();
+        own.into_iter()
+            .find(|o| o.get("broken", "poller_polls_failed") >= 1.0)
+    });
+    let page = client
+        .get(format!("http://{address}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status().as_u16(), 200);
+    let text = page.bytes().await.unwrap();
+    let scraped = pattoo_agentd::status::parse_page(&text).expect("valid Prometheus text");
+    for ((poller, key), (value, data_type)) in &own.figures {
+        let group = scraped
+            .groups
+            .iter()
+            .find(|g| g.poller.as_ref().map_or("", |p| p.0.as_str()) == poller)
+            .unwrap_or_else(|| panic!("no {poller:?} on the page"));
+        let figure = group
+            .figures
+            .iter()
+            .find(|f| &f.key == key)
+            .unwrap_or_else(|| panic!("{poller}/{key} not on the page"));
+        let counter = *data_type == 64;
+        assert_eq!(
+            figure.kind == pattoo_agentd::daemon::figures::Kind::Counter,
+            counter,
+            "{key}"
+        );
+        if counter {
+            assert!(
+                figure.value.as_f64() >= *value,
+                "{key}: page {:?} < body {value}",
+                figure.value
+            );
+        }
+        if key == "poller_datapoints_posted" && poller == "broken" {
+            assert_eq!(figure.value.as_f64(), 0.0);
+        }
+    }
+    let (code, text) = status(&agent);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains(&format!("figures from http://{address}/metrics")),
+        "{text}"
+    );
+    assert!(text.contains("health: ok"), "{text}");
+    assert!(text.contains("broken (command"), "{text}");
 
     agent.signal(Signal::SIGTERM);
     assert!(agent.wait_exit(Duration::from_secs(15)).success());

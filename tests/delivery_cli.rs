@@ -332,3 +332,47 @@ fn once_fails_naming_each_poller_that_failed_or_read_nothing_even_at_log_level_e
     let only_good = run(&config, &["once", "--print", "--poller", "cli"]);
     assert_eq!(only_good.status.code(), Some(0));
 }
+
+#[test]
+fn cache_replay_reports_progress_in_plain_lines_when_stderr_is_not_a_terminal() {
+    use pattoo_agentd::delivery::cache::Cache;
+    let root = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = write_config(root.path(), port);
+    let cache = Cache::open(
+        &root.path().join("cache"),
+        &Default::default(),
+        Default::default(),
+    );
+    let now = common::receiver::now_ms();
+    for i in 0..20 {
+        cache
+            .store(&common::receiver::body(now - 60_000 + i, i as i64))
+            .unwrap();
+    }
+    drop(cache);
+
+    let received = root.path().join("received");
+    let _receiver = ReceiveProcess::start(port, &received);
+    let replay = run(&config, &["cache", "replay"]);
+    assert!(replay.status.success(), "{replay:?}");
+    assert!(
+        stdout(&replay).starts_with("replayed 20 cached body(ies); 0 quarantined; 0 still cached"),
+        "{}",
+        stdout(&replay)
+    );
+    let progress = String::from_utf8_lossy(&replay.stderr);
+    assert!(
+        progress.contains("replay: 2 of 20 cached bodies sent (10%)"),
+        "{progress}"
+    );
+    assert!(
+        progress.contains("replay: 20 of 20 cached bodies sent (100%)"),
+        "{progress}"
+    );
+    assert!(
+        !progress.contains('\r'),
+        "no terminal control in plain lines: {progress:?}"
+    );
+    assert_eq!(stored(&received), 20);
+}

@@ -1,6 +1,7 @@
 //! `pattoo_agentd.yaml`: the agent's own settings and its pollers.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde_norway::{Mapping, Value};
@@ -20,6 +21,103 @@ pub struct AgentSettings {
     pub hostname: Option<String>,
     pub delivery: DeliverySettings,
     pub cache: CacheSettings,
+    pub self_monitoring: SelfMonitoring,
+    /// Where the metrics page (`/metrics`, `/health`) listens; off if `None`.
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+/// `self_monitoring:`: the agent posting its own figures to pattoo.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SelfMonitoring {
+    pub enabled: bool,
+    pub polling_interval: Duration,
+    /// Names the agent id the figures are posted under.
+    pub agent_program: String,
+}
+
+pub const DEFAULT_SELF_MONITORING_INTERVAL: Duration = Duration::from_secs(60);
+pub const DEFAULT_SELF_AGENT_PROGRAM: &str = "pattoo_agentd_self";
+
+impl Default for SelfMonitoring {
+    fn default() -> Self {
+        SelfMonitoring {
+            enabled: true,
+            polling_interval: DEFAULT_SELF_MONITORING_INTERVAL,
+            agent_program: DEFAULT_SELF_AGENT_PROGRAM.to_owned(),
+        }
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSelfMonitoring {
+    enabled: Option<bool>,
+    polling_interval: Option<Value>,
+    agent_program: Option<String>,
+}
+
+impl SelfMonitoring {
+    fn parse(doc: &mut Document, path: &YamlPath, value: &Value) -> Option<Self> {
+        let mut settings = SelfMonitoring::default();
+        let raw: RawSelfMonitoring = match value {
+            Value::Null => return Some(settings),
+            Value::Bool(enabled) => {
+                settings.enabled = *enabled;
+                return Some(settings);
+            }
+            other => doc.deserialize(path, other)?,
+        };
+        let mut ok = true;
+        if let Some(enabled) = raw.enabled {
+            settings.enabled = enabled;
+        }
+        if let Some(interval) = &raw.polling_interval {
+            match parse_interval(doc, &path.key("polling_interval"), interval) {
+                Some(interval) => settings.polling_interval = interval,
+                None => ok = false,
+            }
+        }
+        if let Some(program) = raw.agent_program {
+            if is_agent_program(&program) {
+                settings.agent_program = program;
+            } else {
+                doc.error(
+                    &path.key("agent_program"),
+                    format!("expected a program name of letters, digits, `_`, `-` and `.`, found {program:?}"),
+                );
+                ok = false;
+            }
+        }
+        ok.then_some(settings)
+    }
+}
+
+/// `metrics_listen:` an address and port such as `127.0.0.1:9464`, or
+/// null for no metrics page.
+fn parse_metrics_listen(doc: &mut Document, path: &YamlPath, value: &Value) -> Option<SocketAddr> {
+    match value {
+        Value::Null => None,
+        Value::String(text) => match text.trim().parse::<SocketAddr>() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                doc.error(
+                    path,
+                    format!("expected an IP address and port such as 127.0.0.1:9464 or [::1]:9464, found {text:?}"),
+                );
+                None
+            }
+        },
+        other => {
+            doc.error(
+                path,
+                format!(
+                    "expected an IP address and port such as 127.0.0.1:9464, found {}",
+                    describe(other)
+                ),
+            );
+            None
+        }
+    }
 }
 
 pub const DEFAULT_POLLING_INTERVAL: Duration = Duration::from_secs(300);
@@ -44,6 +142,8 @@ pub(super) fn parse(doc: &mut Document) -> Option<(AgentSettings, Vec<PollerSett
         hostname: None,
         delivery: DeliverySettings::default(),
         cache: CacheSettings::default(),
+        self_monitoring: SelfMonitoring::default(),
+        metrics_listen: None,
     };
     let mut poller_values = None;
     for (key, value) in &section {
@@ -75,11 +175,17 @@ pub(super) fn parse(doc: &mut Document) -> Option<(AgentSettings, Vec<PollerSett
                     settings.cache = cache;
                 }
             }
+            "self_monitoring" => {
+                if let Some(self_monitoring) = SelfMonitoring::parse(doc, &at, value) {
+                    settings.self_monitoring = self_monitoring;
+                }
+            }
+            "metrics_listen" => settings.metrics_listen = parse_metrics_listen(doc, &at, value),
             "pollers" => poller_values = Some(value.clone()),
             other => doc.error(
                 &at,
                 format!(
-                    "unknown key `{other}`: expected one of polling_interval, hostname, delivery, cache, pollers"
+                    "unknown key `{other}`: expected one of polling_interval, hostname, delivery, cache, self_monitoring, metrics_listen, pollers"
                 ),
             ),
         }

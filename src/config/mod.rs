@@ -19,7 +19,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 pub use agentd::{
-    parse_interval, parse_metadata, yaml_number_to_python, AgentSettings, DEFAULT_POLLING_INTERVAL,
+    parse_interval, parse_metadata, yaml_number_to_python, AgentSettings, SelfMonitoring,
+    DEFAULT_POLLING_INTERVAL, DEFAULT_SELF_AGENT_PROGRAM,
 };
 pub use pattoo::{ApiSettings, PattooSettings, DEFAULT_API_PORT};
 pub use yaml::{ConfigError, ConfigErrors, Document, YamlPath};
@@ -219,6 +220,8 @@ impl Default for AgentSettings {
             hostname: None,
             delivery: Default::default(),
             cache: Default::default(),
+            self_monitoring: Default::default(),
+            metrics_listen: None,
         }
     }
 }

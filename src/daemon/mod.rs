@@ -13,10 +13,19 @@
 //!   valid, keeping the old ones (and logging every error) if it is not;
 //! - SIGTERM/SIGINT stop scheduling, let polls in flight finish for a
 //!   bounded time, cache whatever was not delivered, and exit 0.
+//!
+//! The daemon also watches itself: it owns the counters the pollers and
+//! delivery keep ([`crate::counters`]), kept across reloads, and reads them
+//! ([`figures`]) for the self-monitoring body (a job scheduled like a
+//! poller), the optional [`metrics_page`] and the [`state`] file that
+//! `pattoo-agentd status` reads.
 
+pub mod figures;
 pub mod lock;
 pub mod logging;
+pub mod metrics_page;
 pub mod notify;
+pub mod state;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -28,11 +37,13 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use self::figures::{Figures, PollerEntry, Sources};
 use crate::collector::{self, Collector};
 use crate::config::{self, Settings};
-use crate::delivery::Delivery;
-use crate::model::PostBody;
-use crate::scheduler::{self, PollerStats, Ticker};
+use crate::counters::{PollerCounters, ProcessCounters};
+use crate::delivery::{Delivery, Stats};
+use crate::model::{self, AgentContext, PostBody};
+use crate::scheduler::{self, Ticker};
 use crate::time::now_ms;
 
 /// Bodies waiting for the delivery task. Small on purpose: a body that does
@@ -56,9 +67,23 @@ pub async fn run(settings: Settings, log_level: logging::LevelHandle) -> anyhow:
     let _lock = lock::InstanceLock::acquire(&settings.pattoo.daemon_directory)?;
     let origin = Instant::now();
     let health = Arc::new(Health::default());
+    let delivery_counters = Arc::new(Stats::default());
 
-    let delivery = Delivery::new(&settings).context("preparing delivery")?;
+    let delivery = Delivery::with_counters(&settings, delivery_counters.clone())
+        .context("preparing delivery")?;
     let (delivery_tx, delivery_rx) = watch::channel(delivery);
+    let monitor = Arc::new(Monitor {
+        health: health.clone(),
+        delivery: delivery_rx.clone(),
+        process: ProcessCounters::default(),
+        origin,
+        started_ms: now_ms(),
+        watchdog: notify::watchdog_interval(),
+    });
+    let metrics_listen = match settings.agent.metrics_listen {
+        None => None,
+        Some(addr) => Some(listen_for_metrics(addr).await?),
+    };
     let (queue_tx, queue_rx) = mpsc::channel::<PostBody>(QUEUE_BODIES);
 
     let mut background = JoinSet::new();
@@ -76,8 +101,28 @@ pub async fn run(settings: Settings, log_level: logging::LevelHandle) -> anyhow:
     background.spawn(replay(delivery_rx.clone(), replay_stop));
     // Pollers a reload replaced, still finishing their polls in flight.
     let mut retiring = JoinSet::new();
+    let metrics_address = match metrics_listen {
+        Some(listener) => {
+            let address = listener.local_addr().ok();
+            background.spawn(metrics_page::serve(
+                listener,
+                monitor.clone(),
+                background_stop.clone(),
+            ));
+            address
+        }
+        None => None,
+    };
 
-    let mut pollers = Pollers::start(&settings, queue_tx.clone(), delivery_rx.clone(), origin)?;
+    let mut counters = CounterRegistry::default();
+    let mut pollers = Pollers::start(
+        &settings,
+        &mut counters,
+        &monitor,
+        queue_tx.clone(),
+        delivery_rx.clone(),
+        origin,
+    )?;
     health.track(&pollers, settings.agent.delivery.timeout);
     let mut settings = settings;
     tracing::info!(
@@ -93,6 +138,7 @@ pub async fn run(settings: Settings, log_level: logging::LevelHandle) -> anyhow:
     let mut hangup = signal(SignalKind::hangup())?;
     notify::ready();
 
+    let state_writer = state::Writer::new(&settings.pattoo.daemon_directory, metrics_address);
     if let Some(interval) = notify::watchdog_interval() {
         background.spawn(watchdog(
             interval,
@@ -111,6 +157,7 @@ pub async fn run(settings: Settings, log_level: logging::LevelHandle) -> anyhow:
                 notify::reloading();
                 match config::load(&settings.config_dir) {
                     Err(errors) => {
+                        monitor.process.last_reload_refused.store(true, Ordering::Relaxed);
                         for error in &errors.0 {
                             tracing::error!("reload refused, still running the previous configuration: {error}");
                         }
@@ -125,7 +172,7 @@ pub async fn run(settings: Settings, log_level: logging::LevelHandle) -> anyhow:
                         if new.api != settings.api || new.agent.delivery != settings.agent.delivery
                             || new.agent.cache != settings.agent.cache
                         {
-                            match Delivery::new(&new) {
+                            match Delivery::with_counters(&new, delivery_counters.clone()) {
                                 Ok(delivery) => {
                                     let _ = delivery_tx.send(delivery);
                                 }
@@ -135,7 +182,7 @@ pub async fn run(settings: Settings, log_level: logging::LevelHandle) -> anyhow:
                                 ),
                             }
                         }
-                        match Pollers::start(&new, queue_tx.clone(), delivery_rx.clone(), origin) {
+                        match Pollers::start(&new, &mut counters, &monitor, queue_tx.clone(), delivery_rx.clone(), origin) {
                             Ok(started) => {
                                 let old = std::mem::replace(&mut pollers, started);
                                 // Not awaited here: a SIGTERM during the
@@ -143,11 +190,17 @@ pub async fn run(settings: Settings, log_level: logging::LevelHandle) -> anyhow:
                                 // waits for these within the same grace.
                                 retiring.spawn(old.stop(SHUTDOWN_GRACE));
                                 health.track(&pollers, new.agent.delivery.timeout);
+                                counters.keep_only(&pollers);
+                                monitor.process.reloads.fetch_add(1, Ordering::Relaxed);
+                                monitor.process.last_reload_refused.store(false, Ordering::Relaxed);
                                 log_level.set(new.pattoo.log_level);
                                 settings = new;
                                 tracing::info!(pollers = pollers.stats.len(), "configuration reloaded");
                             }
-                            Err(err) => tracing::error!("reload refused, still running the previous pollers: {}", crate::error_chain(err.as_ref())),
+                            Err(err) => {
+                                monitor.process.last_reload_refused.store(true, Ordering::Relaxed);
+                                tracing::error!("reload refused, still running the previous pollers: {}", crate::error_chain(err.as_ref()));
+                            }
                         }
                     }
                 }
@@ -155,6 +208,7 @@ pub async fn run(settings: Settings, log_level: logging::LevelHandle) -> anyhow:
             }
             _ = status_tick.tick() => {
                 notify::status(&status_line(&pollers, &delivery_rx.borrow()));
+                state_writer.write(&monitor, &settings);
             }
         }
     }
@@ -170,25 +224,125 @@ pub async fn run(settings: Settings, log_level: logging::LevelHandle) -> anyhow:
     // The delivery task caches what is still queued before it ends; the
     // others stop at once.
     while background.join_next().await.is_some() {}
+    state_writer.remove();
     tracing::info!("stopped; {}", delivery_rx.borrow().status_line());
     Ok(())
+}
+
+/// Binds the metrics page's address before start-up is reported, so a
+/// port already taken is a start-up error, not a silent gap.
+async fn listen_for_metrics(addr: std::net::SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("metrics_listen {addr}: cannot listen there; choose a free address and port or remove metrics_listen"))?;
+    let bound = listener.local_addr().unwrap_or(addr);
+    if !addr.ip().is_loopback() {
+        tracing::warn!(address = %bound, "the metrics page listens beyond this host: anyone who can reach it can read the agent's figures");
+    }
+    tracing::info!(address = %bound, "metrics page at http://{bound}/metrics and /health");
+    Ok(listener)
+}
+
+/// Each poller's counters by name, kept across reloads so a poller that
+/// stays configured keeps counting up.
+#[derive(Default)]
+struct CounterRegistry(std::collections::HashMap<String, Arc<PollerCounters>>);
+
+impl CounterRegistry {
+    fn get(&mut self, name: &str) -> Arc<PollerCounters> {
+        self.0.entry(name.to_owned()).or_default().clone()
+    }
+
+    /// Forgets pollers no longer configured.
+    fn keep_only(&mut self, pollers: &Pollers) {
+        self.0
+            .retain(|name, _| pollers.stats.iter().any(|p| &p.name == name));
+    }
+}
+
+/// What the figures, the metrics page and the state file are read from.
+pub struct Monitor {
+    health: Arc<Health>,
+    delivery: watch::Receiver<Delivery>,
+    pub process: ProcessCounters,
+    origin: Instant,
+    /// Wall milliseconds at start.
+    pub started_ms: u64,
+    watchdog: Option<Duration>,
+}
+
+impl Monitor {
+    pub fn figures(&self) -> Figures {
+        let pollers = self.health.pollers.lock().expect("health lock").clone();
+        let snapshot = self.delivery.borrow().stats();
+        Figures::read(&Sources {
+            pollers: &pollers,
+            delivery: &snapshot,
+            server_reachable: Some(!snapshot.server_down),
+            process: &self.process,
+            started_ms: self.started_ms,
+            now_ms: now_ms(),
+        })
+    }
+
+    pub fn last_post(&self) -> Option<crate::delivery::LastPost> {
+        self.delivery.borrow().stats().last_post
+    }
+}
+
+impl metrics_page::Source for Monitor {
+    fn figures(&self) -> Figures {
+        Monitor::figures(self)
+    }
+
+    fn health(&self) -> Result<(), String> {
+        match self.health.stalled(
+            millis_since(self.origin),
+            self.watchdog.unwrap_or(Duration::ZERO),
+        ) {
+            None => Ok(()),
+            Some(what) => Err(what),
+        }
+    }
 }
 
 /// The running poller tasks of one configuration.
 struct Pollers {
     tasks: JoinSet<()>,
     stop: watch::Sender<bool>,
-    stats: Vec<(String, Duration, Arc<PollerStats>)>,
+    stats: Vec<PollerEntry>,
 }
 
 impl Pollers {
     fn start(
         settings: &Settings,
+        counters: &mut CounterRegistry,
+        monitor: &Arc<Monitor>,
         queue: mpsc::Sender<PostBody>,
         delivery: watch::Receiver<Delivery>,
         origin: Instant,
     ) -> anyhow::Result<Self> {
-        let collectors = collector::collectors(settings, None)?;
+        let mut collectors = collector::collectors(settings, None)?;
+        let self_monitoring = &settings.agent.self_monitoring;
+        let self_job = if self_monitoring.enabled {
+            Some(SelfJob {
+                monitor: monitor.clone(),
+                agent_id: crate::identity::agent_id(
+                    &settings.pattoo.daemon_directory,
+                    &self_monitoring.agent_program,
+                )?,
+                agent_program: self_monitoring.agent_program.clone(),
+                hostname: crate::identity::hostname(settings.agent.hostname.as_deref()).name,
+                interval: self_monitoring.polling_interval,
+                queue: queue.clone(),
+                delivery: delivery.clone(),
+            })
+        } else {
+            None
+        };
+        for collector in &mut collectors {
+            collector.counters = counters.get(&collector.name);
+        }
         let (stop, stopped) = watch::channel(false);
         let mut tasks = JoinSet::new();
         let mut stats = Vec::new();
@@ -199,8 +353,13 @@ impl Pollers {
                 .find(|p| p.name == collector.name)
                 .map(|p| p.polling_interval)
                 .expect("a collector is built from a configured poller");
-            let poller_stats = Arc::new(PollerStats::default());
-            stats.push((collector.name.clone(), interval, poller_stats.clone()));
+            let poller_stats = collector.counters.clone();
+            stats.push(PollerEntry {
+                name: collector.name.clone(),
+                kind: collector.kind,
+                interval,
+                counters: poller_stats.clone(),
+            });
             let ticker = Ticker::aligned(
                 interval,
                 scheduler::jitter(MAX_JITTER, interval),
@@ -216,6 +375,30 @@ impl Pollers {
                 queue.clone(),
                 delivery.clone(),
             ));
+        }
+        if let Some(mut job) = self_job {
+            // The first figures after one whole interval: at start they
+            // would all be zero.
+            let interval = job.interval;
+            let ticker = Ticker::aligned(
+                interval,
+                scheduler::jitter(MAX_JITTER, interval),
+                Instant::now() + interval,
+                now_ms() + interval.as_millis() as u64,
+            );
+            let stopped = stopped.clone();
+            tasks.spawn(async move {
+                let counters = Arc::new(PollerCounters::default());
+                scheduler::run(
+                    "self_monitoring",
+                    ticker,
+                    counters,
+                    origin,
+                    stopped,
+                    &mut job,
+                )
+                .await;
+            });
         }
         Ok(Pollers { tasks, stop, stats })
     }
@@ -252,14 +435,54 @@ impl scheduler::Job for PollJob {
             return;
         };
         for body in bodies {
-            if let Err(
-                mpsc::error::TrySendError::Full(body) | mpsc::error::TrySendError::Closed(body),
-            ) = self.queue.try_send(body)
-            {
-                // Delivery is behind: keep the body on disk, not in memory.
-                let delivery = self.delivery.borrow().clone();
-                delivery.store(body).await;
-            }
+            hand_over(&self.queue, &self.delivery, body).await;
+        }
+    }
+}
+
+/// Gives a body to the delivery task, or to the cache when delivery is
+/// behind: a body waits on disk, not in memory.
+async fn hand_over(
+    queue: &mpsc::Sender<PostBody>,
+    delivery: &watch::Receiver<Delivery>,
+    body: PostBody,
+) {
+    if let Err(mpsc::error::TrySendError::Full(body) | mpsc::error::TrySendError::Closed(body)) =
+        queue.try_send(body)
+    {
+        let delivery = delivery.borrow().clone();
+        delivery.store(body).await;
+    }
+}
+
+/// Self-monitoring: at each tick, the agent's own figures as one body,
+/// through the same delivery (so cached and replayed) as any poller's.
+struct SelfJob {
+    monitor: Arc<Monitor>,
+    agent_id: String,
+    agent_program: String,
+    hostname: String,
+    interval: Duration,
+    queue: mpsc::Sender<PostBody>,
+    delivery: watch::Receiver<Delivery>,
+}
+
+impl scheduler::Job for SelfJob {
+    async fn run_once(&mut self) {
+        let now = now_ms();
+        let targets = self.monitor.figures().targets(now);
+        let agent = AgentContext {
+            agent_id: &self.agent_id,
+            agent_program: &self.agent_program,
+            hostname: &self.hostname,
+            polling_interval_ms: self.interval.as_millis() as u64,
+        };
+        let outcome = model::build(&agent, now, &targets);
+        for dropped in &outcome.dropped {
+            tracing::warn!(target = %dropped.target, key = %dropped.key, "self-monitoring: {}", dropped.reason);
+        }
+        if let Some(body) = outcome.body {
+            hand_over(&self.queue, &self.delivery, body).await;
         }
     }
 }
@@ -267,7 +490,7 @@ impl scheduler::Job for PollJob {
 async fn poll_forever(
     collector: Collector,
     ticker: Ticker,
-    stats: Arc<PollerStats>,
+    stats: Arc<PollerCounters>,
     origin: Instant,
     shutdown: watch::Receiver<bool>,
     queue: mpsc::Sender<PostBody>,
@@ -355,7 +578,7 @@ struct Health {
     /// then the cache write).
     delivery_grace_ms: AtomicU64,
     /// The running pollers: name, interval and what they are doing.
-    pollers: std::sync::Mutex<Vec<(String, Duration, Arc<PollerStats>)>>,
+    pollers: std::sync::Mutex<Vec<PollerEntry>>,
 }
 
 /// A poll running this much longer than its interval is stuck, whatever
@@ -385,12 +608,12 @@ impl Health {
             return Some(format!("the delivery loop has not turned for {idle} ms"));
         }
         let pollers = self.pollers.lock().expect("health lock");
-        pollers.iter().find_map(|(name, interval, stats)| {
-            let since = stats.busy_since_ms.load(Ordering::Relaxed);
+        pollers.iter().find_map(|poller| {
+            let since = poller.counters.busy_since_ms.load(Ordering::Relaxed);
             let busy = now_ms.saturating_sub(since);
-            let limit = (2 * *interval + POLL_STALL_MARGIN).as_millis() as u64;
+            let limit = (2 * poller.interval + POLL_STALL_MARGIN).as_millis() as u64;
             (since != 0 && busy > limit)
-                .then(|| format!("poller {name} has been in one poll for {busy} ms"))
+                .then(|| format!("poller {} has been in one poll for {busy} ms", poller.name))
         })
     }
 }
@@ -431,12 +654,12 @@ fn status_line(pollers: &Pollers, delivery: &Delivery) -> String {
     let polls: u64 = pollers
         .stats
         .iter()
-        .map(|(_, _, s)| s.polls.load(Ordering::Relaxed))
+        .map(|p| p.counters.polls.load(Ordering::Relaxed))
         .sum();
     let skipped: u64 = pollers
         .stats
         .iter()
-        .map(|(_, _, s)| s.skipped_ticks.load(Ordering::Relaxed))
+        .map(|p| p.counters.skipped_ticks.load(Ordering::Relaxed))
         .sum();
     format!(
         "{} pollers, {polls} polls, {skipped} skipped ticks; {}",
@@ -452,6 +675,7 @@ fn keep_fixed_directories(running: &Settings, new: &mut Settings) {
     new.pattoo.cache_directory = running.pattoo.cache_directory.clone();
     new.pattoo.daemon_directory = running.pattoo.daemon_directory.clone();
     new.pattoo.log_directory = running.pattoo.log_directory.clone();
+    new.agent.metrics_listen = running.agent.metrics_listen;
 }
 
 /// Directories and logging outputs are fixed for the life of the process
@@ -474,6 +698,13 @@ fn warn_about_restart_only_changes(old: &Settings, new: &Settings) {
             &new.pattoo.log_directory,
         ),
     ];
+    if old.agent.metrics_listen != new.agent.metrics_listen {
+        tracing::warn!(
+            "metrics_listen changed from {:?} to {:?}; that takes effect at the next restart",
+            old.agent.metrics_listen,
+            new.agent.metrics_listen
+        );
+    }
     for (key, before, after) in fixed {
         if before != after {
             tracing::warn!(
@@ -658,10 +889,15 @@ mod tests {
         assert_eq!(received.load(Ordering::SeqCst), 1);
     }
 
-    fn health_with_poller(interval: Duration) -> (Health, Arc<PollerStats>) {
-        let stats = Arc::new(PollerStats::default());
+    fn health_with_poller(interval: Duration) -> (Health, Arc<PollerCounters>) {
+        let stats = Arc::new(PollerCounters::default());
         let health = Health::default();
-        *health.pollers.lock().unwrap() = vec![("meter".into(), interval, stats.clone())];
+        *health.pollers.lock().unwrap() = vec![PollerEntry {
+            name: "meter".into(),
+            kind: "command",
+            interval,
+            counters: stats.clone(),
+        }];
         health.delivery_grace_ms.store(25_000, Ordering::Relaxed);
         (health, stats)
     }

@@ -814,6 +814,15 @@ impl Cache {
         (index.entries.len() as u64, index.bytes)
     }
 
+    /// The timestamp of the oldest cached body, if any.
+    pub fn oldest_ms(&self) -> Option<u64> {
+        self.lock()
+            .entries
+            .keys()
+            .next()
+            .map(|key| key.timestamp_ms)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.lock().entries.is_empty()
     }

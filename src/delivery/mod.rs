@@ -56,22 +56,8 @@ pub enum DeliveryError {
     Poster(#[from] PosterError),
 }
 
-/// Counters since start, for logs and the systemd status line.
-#[derive(Debug, Default)]
-pub struct Stats {
-    /// Live bodies the server answered 200 for.
-    pub posted: AtomicU64,
-    /// Live bodies committed to the cache instead.
-    pub cached: AtomicU64,
-    /// Cached bodies the server answered 200 for, then deleted.
-    pub replayed: AtomicU64,
-    /// Cached bodies deleted undelivered because of max_bytes or max_age.
-    pub dropped: AtomicU64,
-    /// Cache files moved aside because they are not valid bodies.
-    pub quarantined: AtomicU64,
-    /// Bodies neither delivered nor cached (the cache could not be written).
-    pub lost: AtomicU64,
-}
+/// Counters since start; the daemon keeps one set across reloads.
+pub use crate::counters::DeliveryCounters as Stats;
 
 /// The outcome of the most recent post, live or replayed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,6 +79,8 @@ pub struct StatsSnapshot {
     pub lost: u64,
     pub cached_files: u64,
     pub cached_bytes: u64,
+    /// The timestamp of the oldest cached body, if any.
+    pub oldest_cached_ms: Option<u64>,
     pub server_down: bool,
     pub last_post: Option<LastPost>,
 }
@@ -260,11 +248,22 @@ impl Delivery {
     /// by file name (sizes are read by a background thread) and does no
     /// network I/O.
     pub fn new(settings: &Settings) -> Result<Delivery, DeliveryError> {
-        Delivery::from_parts(
+        Delivery::with_counters(settings, Arc::default())
+    }
+
+    /// [`Delivery::new`] counting into `stats`, which outlive this
+    /// delivery: the daemon passes the same counters to the delivery a
+    /// reload builds.
+    pub fn with_counters(
+        settings: &Settings,
+        stats: Arc<Stats>,
+    ) -> Result<Delivery, DeliveryError> {
+        Delivery::from_parts_counting(
             &settings.api,
             &settings.pattoo.cache_directory,
             &settings.agent.delivery,
             &settings.agent.cache,
+            stats,
         )
     }
 
@@ -275,6 +274,16 @@ impl Delivery {
         delivery: &DeliverySettings,
         cache: &CacheSettings,
     ) -> Result<Delivery, DeliveryError> {
+        Delivery::from_parts_counting(api, cache_directory, delivery, cache, Arc::default())
+    }
+
+    fn from_parts_counting(
+        api: &ApiSettings,
+        cache_directory: &Path,
+        delivery: &DeliverySettings,
+        cache: &CacheSettings,
+        stats: Arc<Stats>,
+    ) -> Result<Delivery, DeliveryError> {
         let poster = Poster::new(api, delivery)?;
         if delivery.tls_insecure_skip_verify {
             tracing::warn!(
@@ -282,7 +291,6 @@ impl Delivery {
                 "tls_insecure_skip_verify is set: the pattoo server's certificate is not checked, so anyone on the path can read and change what is posted"
             );
         }
-        let stats = Arc::new(Stats::default());
         let cache = Arc::new(Cache::open(cache_directory, cache, stats.clone()));
         let (files, _) = cache.totals();
         if files > 0 {
@@ -687,6 +695,12 @@ impl Delivery {
     /// stopping when the cache is empty or the server fails. For `once` and
     /// `cache replay`.
     pub async fn replay_now(&self) -> ReplayReport {
+        self.replay_now_with(|_| {}).await
+    }
+
+    /// [`Delivery::replay_now`], calling `progress` with the number of
+    /// bodies delivered so far after each one.
+    pub async fn replay_now_with(&self, mut progress: impl FnMut(u64)) -> ReplayReport {
         let inner = &self.inner;
         let mut pace = replay::Pacer::new(replay::replay_period(&inner.settings));
         let mut report = ReplayReport::default();
@@ -700,7 +714,10 @@ impl Delivery {
         let quarantined_before = inner.stats.quarantined.load(Ordering::Relaxed);
         loop {
             match self.replay_one().await {
-                Step::Delivered => report.delivered += 1,
+                Step::Delivered => {
+                    report.delivered += 1;
+                    progress(report.delivered);
+                }
                 Step::Skipped => {}
                 Step::Empty => break,
                 Step::NotNow => {
@@ -742,6 +759,7 @@ impl Delivery {
             lost: load(&inner.stats.lost),
             cached_files,
             cached_bytes,
+            oldest_cached_ms: inner.cache.oldest_ms(),
             server_down: inner.breaker.is_down(),
             last_post: inner
                 .last_post

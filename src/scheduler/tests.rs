@@ -81,9 +81,9 @@ async fn drive(
     interval: Duration,
     work: Duration,
     run_for: Duration,
-) -> (Vec<Duration>, Arc<PollerStats>) {
+) -> (Vec<Duration>, Arc<PollerCounters>) {
     let origin = Instant::now();
-    let stats = Arc::new(PollerStats::default());
+    let stats = Arc::new(PollerCounters::default());
     let (stop, shutdown) = watch::channel(false);
     let ticker = Ticker::aligned(interval, Duration::ZERO, origin, 0);
     let task = {

@@ -1,0 +1,494 @@
+//! The optional metrics page (`metrics_listen:`): `GET /metrics` serves the
+//! agent's [`Figures`] in the OpenMetrics text format (which Prometheus
+//! reads), `GET /health` answers 200 while the watchdog would be fed and
+//! 503 with the reason otherwise.
+//!
+//! It faces whatever can reach the address, so it is bounded: at most
+//! [`MAX_CONNECTIONS`] at once (more are closed at once), request heads of
+//! at most [`MAX_HEAD_BYTES`], a request body is never read, and a
+//! connection lives at most [`CONNECTION_LIFETIME`] however slowly its
+//! peer talks.
+
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+
+use super::figures::{Figures, Kind, Number};
+
+pub const MAX_CONNECTIONS: usize = 8;
+pub const MAX_HEAD_BYTES: usize = 8 * 1024;
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(30);
+/// Prefixed to every figure's key on the page.
+pub const PREFIX: &str = "pattoo_agentd_";
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// What the page shows; the daemon implements it.
+pub trait Source: Send + Sync + 'static {
+    fn figures(&self) -> Figures;
+    /// `Err(what is stuck)` when the watchdog would not be fed.
+    fn health(&self) -> Result<(), String>;
+}
+
+/// Renders `figures` as OpenMetrics text.
+pub fn render(figures: &Figures) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Page(families(figures))));
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry)
+        .expect("writing to a String cannot fail");
+    text
+}
+
+/// Figures grouped by key, in first-seen order: one metric family each.
+#[derive(Debug)]
+struct Family {
+    name: String,
+    kind: Kind,
+    samples: Vec<(Option<(String, String)>, Number)>,
+}
+
+fn families(figures: &Figures) -> Vec<Family> {
+    let mut families: Vec<Family> = Vec::new();
+    for group in &figures.groups {
+        for figure in &group.figures {
+            let sample = (group.poller.clone(), figure.value);
+            match families
+                .iter_mut()
+                .find(|f| f.name[PREFIX.len()..] == figure.key)
+            {
+                Some(family) => family.samples.push(sample),
+                None => families.push(Family {
+                    name: format!("{PREFIX}{}", figure.key),
+                    kind: figure.kind,
+                    samples: vec![sample],
+                }),
+            }
+        }
+    }
+    families
+}
+
+#[derive(Debug)]
+struct Page(Vec<Family>);
+
+impl Collector for Page {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        for family in &self.0 {
+            let metric_type = match family.kind {
+                Kind::Counter => MetricType::Counter,
+                Kind::Gauge => MetricType::Gauge,
+            };
+            let help = help(&family.name[PREFIX.len()..]);
+            let mut metric = encoder.encode_descriptor(&family.name, help, None, metric_type)?;
+            for (poller, value) in &family.samples {
+                let labels;
+                let none: [(&str, &str); 0] = [];
+                let sample = match poller {
+                    Some((name, kind)) => {
+                        labels = [("poller", escape(name)), ("poller_type", escape(kind))];
+                        metric.encode_family(&labels)?
+                    }
+                    None => metric.encode_family(&none)?,
+                };
+                match (family.kind, *value) {
+                    (Kind::Counter, Number::Int(v)) => ConstCounter::new(v).encode(sample)?,
+                    (Kind::Counter, Number::Float(v)) => ConstCounter::new(v).encode(sample)?,
+                    (Kind::Gauge, Number::Int(v)) => ConstGauge::new(v as i64).encode(sample)?,
+                    (Kind::Gauge, Number::Float(v)) => ConstGauge::new(v).encode(sample)?,
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A label value as the exposition format quotes it; prometheus-client
+/// writes label values as they are, and a poller's name may hold a `"`.
+fn escape(value: &str) -> String {
+    let mut escaped = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => escaped.push_str("\\\\"),
+            '"' => escaped.push_str("\\\""),
+            '\n' => escaped.push_str("\\n"),
+            c => escaped.push(c),
+        }
+    }
+    escaped
+}
+
+fn help(key: &str) -> &'static str {
+    match key {
+        "poller_polls" => "Polls run to the end.",
+        "poller_polls_failed" => {
+            "Polls that produced no body: the poll failed or read nothing valid."
+        }
+        "poller_ticks_skipped" => "Ticks skipped because the poll before was still running.",
+        "poller_last_poll_duration_ms" => "How long the last poll took, in milliseconds.",
+        "poller_datapoints_posted" => {
+            "Datapoints handed to delivery (posted, or cached to be posted)."
+        }
+        "poller_datapoints_dropped" => "Datapoints read but left out of the body.",
+        "poller_seconds_since_success" => {
+            "Seconds since the last poll that produced a body (since start if none has)."
+        }
+        "poller_interval_seconds" => "The poller's polling interval.",
+        "poller_last_poll_timestamp_seconds" => "When the last poll ended.",
+        "poller_next_tick_timestamp_seconds" => "When the next poll is due.",
+        "delivery_bodies_posted" => "Live bodies the pattoo server took.",
+        "delivery_bodies_cached" => "Live bodies written to the cache instead.",
+        "delivery_bodies_replayed" => "Cached bodies the pattoo server took.",
+        "delivery_bodies_quarantined" => "Cache files moved to quarantine as invalid.",
+        "delivery_bodies_dropped" => {
+            "Cached bodies deleted by the cache bounds (max_bytes, max_age)."
+        }
+        "delivery_bodies_lost" => "Bodies neither delivered nor cached.",
+        "cache_files" => "Bodies waiting in the cache.",
+        "cache_bytes" => "Bytes waiting in the cache.",
+        "cache_oldest_age_seconds" => "Age of the oldest cached body (0 when the cache is empty).",
+        "server_reachable" => "1 while the pattoo server takes posts, 0 while it is backed off.",
+        "process_resident_bytes" => "Resident memory.",
+        "process_cpu_seconds" => "CPU time used, user and system.",
+        "process_open_fds" => "Open file descriptors.",
+        "process_uptime_seconds" => "Seconds since the agent started.",
+        "process_start_timestamp_seconds" => "When the agent started.",
+        "config_reloads" => "Reloads that swapped in a new configuration.",
+        "config_last_reload_refused" => {
+            "1 if the last reload was refused and the previous configuration runs."
+        }
+        _ => "",
+    }
+}
+
+/// Serves the page on `listener` until `stop` turns true.
+pub async fn serve(
+    listener: TcpListener,
+    source: Arc<dyn Source>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.wait_for(|stop| *stop) => return,
+            accepted = listener.accept() => accepted,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(error) => {
+                tracing::debug!(%error, "metrics page: cannot accept a connection");
+                // Out of descriptors: let some close before trying again.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        // Over the limit: closed unanswered, so a flood costs nothing.
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            continue;
+        };
+        let source = source.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request| {
+                let source = source.clone();
+                async move { Ok::<_, Infallible>(respond(source.as_ref(), &request)) }
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEAD_TIMEOUT)
+                .max_buf_size(MAX_HEAD_BYTES)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(CONNECTION_LIFETIME, connection).await;
+            drop(slot);
+        });
+    }
+}
+
+fn respond(source: &dyn Source, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let reply = |status: StatusCode, content_type: &str, body: String| {
+        let mut response = Response::new(Full::new(Bytes::from(body)));
+        *response.status_mut() = status;
+        response.headers_mut().insert(
+            hyper::header::CONTENT_TYPE,
+            hyper::header::HeaderValue::from_str(content_type).expect("a valid header"),
+        );
+        response
+    };
+    if request.method() != Method::GET && request.method() != Method::HEAD {
+        return reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "only GET and HEAD\n".to_owned(),
+        );
+    }
+    match request.uri().path() {
+        "/metrics" => reply(StatusCode::OK, CONTENT_TYPE, render(&source.figures())),
+        "/health" => match source.health() {
+            Ok(()) => reply(StatusCode::OK, "text/plain", "ok\n".to_owned()),
+            Err(what) => {
+                let mut body = String::new();
+                let _ = writeln!(body, "unhealthy: {what}");
+                reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", body)
+            }
+        },
+        _ => reply(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found: try /metrics or /health\n".to_owned(),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+    use std::sync::Mutex;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+    use crate::counters::{PollerCounters, ProcessCounters};
+    use crate::daemon::figures::{PollerEntry, Sources};
+    use crate::delivery::StatsSnapshot;
+    use crate::model::{DataType, Value};
+
+    struct Fixed {
+        figures: Figures,
+        health: Mutex<Result<(), String>>,
+    }
+
+    impl Source for Fixed {
+        fn figures(&self) -> Figures {
+            self.figures.clone()
+        }
+        fn health(&self) -> Result<(), String> {
+            self.health.lock().unwrap().clone()
+        }
+    }
+
+    fn figures() -> Figures {
+        let meters = Arc::new(PollerCounters::default());
+        meters.record_poll(1_590_000, 120, Some(10_000), 3);
+        meters.record_poll(1_595_000, 130, None, 0);
+        meters.skipped_ticks.store(2, Ordering::Relaxed);
+        meters.next_tick_ms.store(1_605_000, Ordering::Relaxed);
+        let host = Arc::new(PollerCounters::default());
+        host.record_poll(1_599_000, 8, Some(5), 0);
+        let pollers = [
+            PollerEntry {
+                name: "meters".into(),
+                kind: "modbus_tcp",
+                interval: Duration::from_secs(5),
+                counters: meters,
+            },
+            PollerEntry {
+                name: "host".into(),
+                kind: "command",
+                interval: Duration::from_millis(10_500),
+                counters: host,
+            },
+        ];
+        let delivery = StatsSnapshot {
+            posted: 7,
+            cached: 3,
+            replayed: 1,
+            dropped: 1,
+            cached_files: 2,
+            cached_bytes: 40_960,
+            oldest_cached_ms: Some(1_540_000),
+            ..StatsSnapshot::default()
+        };
+        let process = ProcessCounters::default();
+        process.reloads.store(1, Ordering::Relaxed);
+        Figures::read(&Sources {
+            pollers: &pollers,
+            delivery: &delivery,
+            server_reachable: Some(true),
+            process: &process,
+            started_ms: 1_000_000,
+            now_ms: 1_600_000,
+        })
+    }
+
+    #[test]
+    fn the_page_read_back_by_the_prometheus_parser_agrees_with_the_self_monitoring_body() {
+        let figures = figures();
+        let page = render(&figures);
+        assert!(
+            page.contains("# TYPE pattoo_agentd_poller_polls counter"),
+            "{page}"
+        );
+        assert!(
+            page.contains(
+                "pattoo_agentd_poller_polls_total{poller=\"meters\",poller_type=\"modbus_tcp\"} 2"
+            ),
+            "{page}"
+        );
+        assert!(page.ends_with("# EOF\n"), "{page}");
+        let scraped = crate::status::parse_page(page.as_bytes()).unwrap();
+
+        // Every datapoint of the body has its sample on the page, with the
+        // same value, under the same poller, as a counter exactly when the
+        // body says counter64.
+        let targets = figures.targets(1_600_000);
+        let mut compared = 0;
+        for target in &targets {
+            for datapoint in &target.datapoints {
+                let poller = datapoint
+                    .metadata
+                    .iter()
+                    .find(|m| m.key == "poller")
+                    .map(|m| m.value.clone());
+                let group = scraped
+                    .groups
+                    .iter()
+                    .find(|g| g.poller.as_ref().map(|p| &p.0) == poller.as_ref())
+                    .unwrap_or_else(|| panic!("no group for {poller:?}"));
+                let figure = group
+                    .figures
+                    .iter()
+                    .find(|f| f.key == datapoint.key)
+                    .unwrap_or_else(|| panic!("{} missing from the page", datapoint.key));
+                let body_value = match datapoint.value {
+                    Value::UInt(v) => v as f64,
+                    Value::Int(v) => v as f64,
+                    Value::Float(v) => v,
+                    Value::Text(_) => unreachable!(),
+                };
+                assert_eq!(figure.value.as_f64(), body_value, "{}", datapoint.key);
+                assert_eq!(
+                    figure.kind == Kind::Counter,
+                    datapoint.data_type == DataType::Counter64,
+                    "{}",
+                    datapoint.key
+                );
+                compared += 1;
+            }
+        }
+        assert!(compared >= 30, "compared only {compared}");
+        // And the figures only the page has are there too.
+        let meters = scraped
+            .groups
+            .iter()
+            .find(|g| g.target == "meters")
+            .unwrap();
+        assert_eq!(
+            meters.get("poller_next_tick_timestamp_seconds"),
+            Some(Number::Float(1605.0))
+        );
+        let host = scraped.groups.iter().find(|g| g.target == "host").unwrap();
+        assert_eq!(
+            host.get("poller_interval_seconds"),
+            Some(Number::Float(10.5))
+        );
+    }
+
+    #[test]
+    fn poller_names_with_quotes_and_backslashes_survive_the_page() {
+        let mut figures = figures();
+        let odd = "meter \"A\" \\ hall\n2".to_owned();
+        figures.groups[0].poller = Some((odd.clone(), "modbus_tcp".into()));
+        let scraped = crate::status::parse_page(render(&figures).as_bytes()).unwrap();
+        assert_eq!(
+            scraped.groups[0].poller,
+            Some((odd, "modbus_tcp".to_owned()))
+        );
+    }
+
+    async fn get(addr: std::net::SocketAddr, request: &[u8]) -> String {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream.write_all(request).await.unwrap();
+        let mut response = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response))
+            .await
+            .expect("the page answers and closes");
+        String::from_utf8_lossy(&response).into_owned()
+    }
+
+    #[tokio::test]
+    async fn health_says_503_with_the_reason_while_the_agent_is_stuck_and_the_page_is_bounded() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let source = Arc::new(Fixed {
+            figures: figures(),
+            health: Mutex::new(Ok(())),
+        });
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(serve(listener, source.clone(), stopped));
+        let ask =
+            |path: &str| format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+
+        let healthy = get(addr, ask("/health").as_bytes()).await;
+        assert!(healthy.starts_with("HTTP/1.1 200"), "{healthy}");
+        *source.health.lock().unwrap() =
+            Err("poller meter has been in one poll for 400000 ms".into());
+        let stuck = get(addr, ask("/health").as_bytes()).await;
+        assert!(stuck.starts_with("HTTP/1.1 503"), "{stuck}");
+        assert!(stuck.contains("poller meter"), "{stuck}");
+
+        let metrics = get(addr, ask("/metrics").as_bytes()).await;
+        assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+        assert!(
+            metrics.contains("application/openmetrics-text"),
+            "{metrics}"
+        );
+        let missing = get(addr, ask("/other").as_bytes()).await;
+        assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
+        let post = get(
+            addr,
+            b"POST /metrics HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(post.starts_with("HTTP/1.1 405"), "{post}");
+
+        // A head larger than the limit is refused, not buffered.
+        let huge = format!(
+            "GET /metrics HTTP/1.1\r\nhost: x\r\nx-filler: {}\r\n\r\n",
+            "a".repeat(MAX_HEAD_BYTES * 4)
+        );
+        let refused = get(addr, huge.as_bytes()).await;
+        assert!(!refused.starts_with("HTTP/1.1 200"), "{refused}");
+
+        // Connections over the limit are closed at once, and the page
+        // still answers once the idle ones go.
+        let mut idle = Vec::new();
+        for _ in 0..MAX_CONNECTIONS {
+            idle.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+        }
+        let mut extra = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut buffer = [0u8; 16];
+        let closed = tokio::time::timeout(Duration::from_secs(10), extra.read(&mut buffer))
+            .await
+            .expect("an extra connection is closed, not left waiting");
+        assert!(matches!(closed, Ok(0) | Err(_)), "{closed:?}");
+        drop(idle);
+        let again = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                let answer = get(addr, ask("/health").as_bytes()).await;
+                if answer.starts_with("HTTP/1.1 503") {
+                    return answer;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("the page answers again");
+        assert!(again.contains("poller meter"));
+
+        stop.send(true).unwrap();
+        task.await.unwrap();
+    }
+}
