@@ -18,6 +18,7 @@ pub mod model;
 pub mod pollers;
 pub mod scheduler;
 pub mod time;
+pub mod yaml;
 
 /// The async runtime every command runs on (see `src/main.rs`); the load
 /// harness in `benches/load.rs` builds the same one.

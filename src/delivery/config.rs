@@ -22,7 +22,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_norway::Value;
 
-use crate::config::{expand_home, Document, YamlPath};
+use crate::yaml::{expand_home, Document, YamlPath};
 
 /// How the pattoo server is reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -8,10 +8,44 @@ pub mod command;
 pub mod http;
 pub mod modbus;
 
+use std::time::Duration;
+
 use serde_norway::Value;
 
-use crate::config::{Document, PollerSettings, YamlPath};
-use crate::model::TargetData;
+use crate::model::{Metadata, TargetData};
+use crate::yaml::{Document, YamlPath};
+
+/// One poller, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PollerSettings {
+    pub name: String,
+    /// Names the agent id this poller posts under.
+    pub agent_program: String,
+    pub polling_interval: Duration,
+    /// Attached to every datapoint after the datapoint's own metadata, so a
+    /// key a poller reads itself wins over a poller-wide default.
+    pub metadata: Vec<Metadata>,
+    pub kind: PollerKind,
+}
+
+/// A Python agent's configuration file that a poller kind takes over: left
+/// unchanged in the configuration directory, it becomes one poller that
+/// posts what the Python agent posted.
+#[derive(Debug, Clone, Copy)]
+pub struct DropIn {
+    /// The file's name in the configuration directory.
+    pub file_name: &'static str,
+    /// The Python agent's program name: the poller's name and agent program,
+    /// so its agent id file is reused.
+    pub agent_program: &'static str,
+    /// Validates the file's document into the poller; errors go to `doc`.
+    pub load: fn(&mut Document) -> Option<PollerSettings>,
+}
+
+/// Every Python agent file a poller kind takes over, in the order their
+/// pollers are added. The configuration loader walks this table and names
+/// no poller kind itself.
+pub const DROP_INS: &[DropIn] = &[modbus::compat::DROP_IN];
 
 /// A poller kind's validated settings.
 // One value per configured poller, built once: the size of the largest

@@ -26,8 +26,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_norway::Value;
 
-use crate::config::{Document, YamlPath};
 use crate::formats::FormatSettings;
+use crate::yaml::{Document, YamlPath};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct CommandSettings {
@@ -122,7 +122,7 @@ impl CommandSettings {
             }
         };
         let mut positive = |key: &str, value: Option<u64>, default: u64| {
-            crate::config::positive_or(doc, path, key, value, default, &mut ok)
+            crate::yaml::positive_or(doc, path, key, value, default, &mut ok)
         };
         let timeout = Duration::from_millis(positive(
             "timeout_ms",

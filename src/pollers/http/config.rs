@@ -37,9 +37,9 @@ use reqwest::{Method, Url};
 use serde::Deserialize;
 use serde_norway::Value;
 
-use crate::config::yaml::describe;
-use crate::config::{yaml_number_to_python, Document, YamlPath};
 use crate::formats::FormatSettings;
+use crate::yaml::describe;
+use crate::yaml::{yaml_number_to_python, Document, YamlPath};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct HttpSettings {
@@ -250,7 +250,7 @@ impl HttpSettings {
             ok = false;
         }
         let mut positive = |key: &str, value: Option<u64>, default: u64| {
-            crate::config::positive_or(doc, path, key, value, default, &mut ok)
+            crate::yaml::positive_or(doc, path, key, value, default, &mut ok)
         };
         let timeout = Duration::from_millis(positive(
             "timeout_ms",

@@ -10,9 +10,9 @@ use serde_norway::Value;
 
 use super::address::{parse_modicon, parse_modicon_text, Address, Table};
 use super::decode::{Order, ValueType};
-use crate::config::yaml::describe;
-use crate::config::{check_user_key, parse_metadata, Document, YamlPath};
 use crate::model::{DataType, Metadata};
+use crate::yaml::describe;
+use crate::yaml::{check_user_key, parse_metadata, Document, YamlPath};
 
 pub const DEFAULT_PORT: u16 = 502;
 pub const DEFAULT_UNIT: u8 = 1;
