@@ -8,6 +8,7 @@ pub mod http_server;
 pub mod modbus;
 pub mod modbus_sim;
 pub mod receiver;
+pub mod snmpsim;
 
 use std::path::Path;
 
