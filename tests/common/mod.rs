@@ -7,6 +7,7 @@
 pub mod http_server;
 pub mod modbus;
 pub mod modbus_sim;
+pub mod netsnmp;
 pub mod receiver;
 pub mod snmpsim;
 

@@ -328,6 +328,7 @@ async fn poll_target(
         poller,
         target,
         client,
+        timeout: settings.timeout,
         answered: false,
         silent: false,
     };
@@ -353,6 +354,7 @@ struct Session<'a> {
     poller: &'a str,
     target: &'a TargetSettings,
     client: Client,
+    timeout: Duration,
     answered: bool,
     /// Set once the target timed out or refused our credentials: nothing
     /// more is asked of it in this poll.
@@ -360,17 +362,37 @@ struct Session<'a> {
 }
 
 impl Session<'_> {
-    fn failed(&mut self, what: &str, error: &async_snmp::Error) {
+    async fn failed(&mut self, what: &str, error: &async_snmp::Error) {
+        let mut explained = explain(error, &self.target.credentials);
+        if error.kind() == ErrorKind::Timeout
+            && matches!(self.target.credentials, Credentials::V3 { .. })
+            && self.engine_answers().await
+        {
+            // A device's report of a wrong passphrase is unauthenticated,
+            // so the client rightly does not trust it and waits on to the
+            // timeout; the engine discovery answering tells the two apart.
+            explained = format!(
+                "{error}: the device answers SNMPv3 engine discovery but not our authenticated requests: check the SNMPv3 user, protocols and passphrases"
+            );
+        }
         tracing::warn!(
             poller = self.poller,
             target = %self.target.name,
-            "{}: {what}: {}",
+            "{}: {what}: {explained}",
             self.target.name,
-            explain(error, &self.target.credentials)
         );
         if ends_target(error) {
             self.silent = true;
         }
+    }
+
+    /// Whether the device answers an (unauthenticated) engine discovery
+    /// within one timeout.
+    async fn engine_answers(&self) -> bool {
+        matches!(
+            tokio::time::timeout(self.timeout, self.client.rediscover_engine()).await,
+            Ok(Ok(()))
+        )
     }
 
     fn no_value(&self, oid: &Oid, why: NoValue) {
@@ -404,7 +426,7 @@ impl Session<'_> {
                 if !ends_target(&error) {
                     self.answered = true;
                 }
-                self.failed(&format!("walk {}", dotted(oid)), &error);
+                self.failed(&format!("walk {}", dotted(oid)), &error).await;
                 None
             }
         }
@@ -498,7 +520,7 @@ impl Session<'_> {
                     [one] => format!("GET {}", dotted(one)),
                     many => format!("GET of {} OIDs from {}", many.len(), dotted(&many[0])),
                 };
-                self.failed(&what, &error);
+                self.failed(&what, &error).await;
             }
         }
     }
