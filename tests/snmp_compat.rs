@@ -169,3 +169,49 @@ async fn pattoo_agent_snmpd_yaml_posts_exactly_what_the_python_agent_posted() {
 async fn pattoo_agent_snmp_ifmibd_yaml_posts_exactly_what_the_python_agent_posted() {
     reproduces("ifmibd", "pattoo_agent_snmp_ifmibd.yaml").await;
 }
+
+#[test]
+fn check_describes_snmp_pollers_without_showing_a_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    common::modbus::write_pattoo_yaml(dir.path());
+    for file in ["pattoo_agent_snmpd.yaml", "pattoo_agent_snmp_ifmibd.yaml"] {
+        std::fs::copy(
+            format!("tests/data/snmp/config/{file}"),
+            dir.path().join(file),
+        )
+        .unwrap();
+    }
+    let community = dir.path().join("community");
+    std::fs::write(&community, "s3cret-community\n").unwrap();
+    std::fs::write(
+        dir.path().join("pattoo_agentd.yaml"),
+        format!(
+            "pattoo_agentd:\n  pollers:\n    - name: switches\n      type: snmp\n      targets: [\"192.0.2.10\"]\n      community: {{file: {}}}\n      preset: if_mib\n",
+            community.display()
+        ),
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_pattoo-agentd"))
+        .arg("--config-dir")
+        .arg(dir.path())
+        .arg("check")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{text}");
+    for shown in [
+        "switches (snmp",
+        "table IF-MIB",
+        "SNMPv2c with the community from ",
+        "pattoo_agent_snmpd (snmp, every 300s, as pattoo_agent_snmpd)",
+        "127.0.0.2:11161 (SNMPv3 user \"pattoo-v3\" authPriv (SHA, passphrase (hidden, in the file); AES, passphrase (hidden, in the file)))",
+        "pattoo_agent_snmp_ifmibd (snmp, every 60s, as pattoo_agent_snmp_ifmibd)",
+        "IF-MIB walks",
+    ] {
+        assert!(text.contains(shown), "{shown:?} in:\n{text}");
+    }
+    for secret in ["s3cret-community", "authpass123", "privpass123", "device1"] {
+        assert!(!text.contains(secret), "{secret:?} shown:\n{text}");
+    }
+}
