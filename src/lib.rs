@@ -1,4 +1,4 @@
-//! pattoo-agentd: a pattoo agent that polls Modbus TCP devices, HTTP
+//! pattoo-agentd: a pattoo agent that polls SNMP and Modbus TCP devices, HTTP
 //! endpoints and local commands, and delivers what it reads to a pattoo
 //! server without losing it.
 //!

@@ -239,12 +239,12 @@ async fn the_if_mib_preset_falls_back_to_32_bit_counters_and_keeps_64_bit_values
     let (_d3, device3) = secret_file("device3");
     let text = v2c(
         "with-ifx",
-        &[address.clone()],
+        std::slice::from_ref(&address),
         &device1,
         "      preset: if_mib\n",
     ) + &v2c(
         "without-ifx",
-        &[address.clone()],
+        std::slice::from_ref(&address),
         &device3,
         "      preset: if_mib\n",
     );

@@ -36,8 +36,8 @@
 //!   preset: if_mib                # ifTable + ifXTable, 64-bit counters first
 //! ```
 //!
-//! Every item also takes `multiplier`, `offset` (value = raw × multiplier
-//! + offset, posted as a float), `data_type` and `metadata`. OIDs are
+//! Every item also takes `multiplier`, `offset` (the value is raw times
+//! multiplier plus offset, posted as a float), `data_type` and `metadata`. OIDs are
 //! numeric: no MIB files are read. A `get` or `walk` without `key` uses the
 //! OID. Walked and table values carry the metadata `oid` (walks) or `index`
 //! (tables: the row's index, `2` or `10.0.0.1`), so every row is its own
