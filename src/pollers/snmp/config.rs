@@ -297,8 +297,17 @@ struct RawSnmp {
 }
 
 #[derive(Deserialize)]
+#[serde(untagged)]
+enum RawSecret {
+    Source(RawSecretSource),
+    /// The secret itself, refused with a message saying where to put it;
+    /// never read, so never shown.
+    Written(#[allow(dead_code)] String),
+}
+
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawSecret {
+struct RawSecretSource {
     file: Option<PathBuf>,
     env: Option<String>,
 }
@@ -585,6 +594,16 @@ impl SnmpSettings {
 }
 
 fn secret(doc: &mut Document, path: &YamlPath, raw: &RawSecret) -> Option<Secret> {
+    let raw = match raw {
+        RawSecret::Source(source) => source,
+        RawSecret::Written(_) => {
+            doc.error(
+                path,
+                "secrets are not written in the configuration: put it in a file readable only by the agent ({file: /etc/pattoo/snmp-secret}) or an environment variable ({env: SNMP_SECRET})",
+            );
+            return None;
+        }
+    };
     match (&raw.file, &raw.env) {
         (Some(file), None) if file.is_absolute() => Some(Secret::File(file.clone())),
         (Some(file), None) => {
