@@ -824,22 +824,61 @@ fn snmprec(interfaces: u32, seed: u64) -> String {
         add(&format!("{t}.3"), i, "2", "6".into());
         add(&format!("{t}.4"), i, "2", "1500".into());
         add(&format!("{t}.5"), i, "66", "1000000000".into());
-        add(&format!("{t}.6"), i, "4x", format!("0011223344{:02x}", i % 256));
+        add(
+            &format!("{t}.6"),
+            i,
+            "4x",
+            format!("0011223344{:02x}", i % 256),
+        );
         add(&format!("{t}.7"), i, "2", "1".into());
-        add(&format!("{t}.8"), i, "2", if i % 5 == 0 { "2" } else { "1" }.into());
+        add(
+            &format!("{t}.8"),
+            i,
+            "2",
+            if i % 5 == 0 { "2" } else { "1" }.into(),
+        );
         add(&format!("{t}.9"), i, "67", (n % 100_000).to_string());
-        for (column, scale) in [(10, 1000), (11, 10), (13, 1), (14, 1), (16, 900), (17, 9), (19, 1), (20, 1)] {
-            add(&format!("{t}.{column}"), i, "65", ((n * scale) % 4_294_967_296).to_string());
+        for (column, scale) in [
+            (10, 1000),
+            (11, 10),
+            (13, 1),
+            (14, 1),
+            (16, 900),
+            (17, 9),
+            (19, 1),
+            (20, 1),
+        ] {
+            add(
+                &format!("{t}.{column}"),
+                i,
+                "65",
+                ((n * scale) % 4_294_967_296).to_string(),
+            );
         }
         add(&format!("{x}.1"), i, "4", format!("Gi0/{i}"));
         for column in 2u64..=5 {
-            add(&format!("{x}.{column}"), i, "65", (n % 1_000_000 + column).to_string());
+            add(
+                &format!("{x}.{column}"),
+                i,
+                "65",
+                (n % 1_000_000 + column).to_string(),
+            );
         }
         for column in 6u64..=13 {
-            add(&format!("{x}.{column}"), i, "70", (n * 1_000_003 * column).to_string());
+            add(
+                &format!("{x}.{column}"),
+                i,
+                "70",
+                (n * 1_000_003 * column).to_string(),
+            );
         }
         add(&format!("{x}.15"), i, "66", "1000".into());
-        add(&format!("{x}.18"), i, "4", format!("port {i} to rack {}", i % 12));
+        add(
+            &format!("{x}.18"),
+            i,
+            "4",
+            format!("port {i} to rack {}", i % 12),
+        );
     }
     rows.sort();
     let mut text = String::new();
@@ -854,7 +893,10 @@ fn snmprec(interfaces: u32, seed: u64) -> String {
 fn snmpsim_path() -> String {
     let imports = |path: &str| {
         Command::new("python3")
-            .args(["-c", "import snmpsim.commands.responder, pysmi, cryptography"])
+            .args([
+                "-c",
+                "import snmpsim.commands.responder, pysmi, cryptography",
+            ])
             .env("PYTHONPATH", path)
             .status()
             .is_ok_and(|s| s.success())
@@ -862,10 +904,21 @@ fn snmpsim_path() -> String {
     if imports("") {
         return String::new();
     }
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("snmpsim").display().to_string();
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("snmpsim")
+        .display()
+        .to_string();
     if !imports(&dir) {
         let ok = Command::new("python3")
-            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--target", &dir])
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--target",
+                &dir,
+            ])
             .args(["snmpsim==1.2.2", "pysmi==1.6.3", "cryptography"])
             .status()
             .is_ok_and(|s| s.success());
@@ -877,22 +930,34 @@ fn snmpsim_path() -> String {
 /// The IPv4 UDP ports process `pid` has bound, by address (from /proc).
 fn udp_ports(pid: u32) -> HashMap<std::net::Ipv4Addr, u16> {
     let mut inodes = Vec::new();
-    for fd in std::fs::read_dir(format!("/proc/{pid}/fd")).into_iter().flatten().flatten() {
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
         if let Ok(link) = std::fs::read_link(fd.path()) {
             let link = link.display().to_string();
-            if let Some(inode) = link.strip_prefix("socket:[").and_then(|l| l.strip_suffix(']')) {
+            if let Some(inode) = link
+                .strip_prefix("socket:[")
+                .and_then(|l| l.strip_suffix(']'))
+            {
                 inodes.push(inode.to_owned());
             }
         }
     }
     let mut ports = HashMap::new();
-    for line in std::fs::read_to_string("/proc/net/udp").unwrap_or_default().lines().skip(1) {
+    for line in std::fs::read_to_string("/proc/net/udp")
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+    {
         let fields: Vec<&str> = line.split_whitespace().collect();
         if fields.len() < 10 || !inodes.iter().any(|i| i == fields[9]) {
             continue;
         }
         if let Some((ip, port)) = fields[1].split_once(':') {
-            if let (Ok(ip), Ok(port)) = (u32::from_str_radix(ip, 16), u16::from_str_radix(port, 16)) {
+            if let (Ok(ip), Ok(port)) = (u32::from_str_radix(ip, 16), u16::from_str_radix(port, 16))
+            {
                 ports.insert(std::net::Ipv4Addr::from(ip.to_ne_bytes()), port);
             }
         }
@@ -921,15 +986,28 @@ fn snmp_farm(devices: usize, interfaces: u32) -> SnmpFarm {
     std::fs::create_dir(&data).unwrap();
     let mut addresses = Vec::new();
     for d in 0..devices {
-        std::fs::write(data.join(format!("device{d:03}.snmprec")), snmprec(interfaces, d as u64)).unwrap();
+        std::fs::write(
+            data.join(format!("device{d:03}.snmprec")),
+            snmprec(interfaces, d as u64),
+        )
+        .unwrap();
         addresses.push(std::net::Ipv4Addr::new(127, 0, 2, d as u8 + 1));
     }
     let mut command = Command::new("python3");
     command
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/snmpsim_responder.py"))
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/support/snmpsim_responder.py"
+        ))
         .arg(format!("--data-dir={}", data.display()))
-        .arg(format!("--cache-dir={}", dir.path().join("cache").display()))
-        .arg(format!("--logging-method=file:{}", dir.path().join("log").display()));
+        .arg(format!(
+            "--cache-dir={}",
+            dir.path().join("cache").display()
+        ))
+        .arg(format!(
+            "--logging-method=file:{}",
+            dir.path().join("log").display()
+        ));
     for address in &addresses {
         command.arg(format!("--agent-udpv4-endpoint={address}:0"));
     }
@@ -940,7 +1018,11 @@ fn snmp_farm(devices: usize, interfaces: u32) -> SnmpFarm {
         .stderr(Stdio::null())
         .spawn()
         .expect("python3 starts");
-    let mut farm = SnmpFarm { child, devices: Vec::new(), _dir: dir };
+    let mut farm = SnmpFarm {
+        child,
+        devices: Vec::new(),
+        _dir: dir,
+    };
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
         let ports = udp_ports(farm.child.id());
@@ -953,7 +1035,10 @@ fn snmp_farm(devices: usize, interfaces: u32) -> SnmpFarm {
             return farm;
         }
         assert!(farm.child.try_wait().unwrap().is_none(), "snmpsim exited");
-        assert!(Instant::now() < deadline, "snmpsim did not listen within 300 s");
+        assert!(
+            Instant::now() < deadline,
+            "snmpsim did not listen within 300 s"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }
@@ -981,7 +1066,7 @@ fn snmp(opts: &Opts) {
         let file = secrets.join(community);
         std::fs::write(&file, community).unwrap();
         yaml.push_str(&format!(
-            "    - name: {community}\n      type: snmp\n      targets: [\"{address}:{port}\"]\n      community: {{file: {}}}\n      timeout_ms: 5000\n      preset: if_mib\n",
+            "    - name: {community}\n      type: snmp\n      targets: [\"{address}:{port}\"]\n      community: {{file: {}}}\n      timeout_ms: 30000\n      preset: if_mib\n",
             file.display()
         ));
     }
@@ -990,7 +1075,9 @@ fn snmp(opts: &Opts) {
     let ifmibd = dir.path().join("ifmibd");
     std::fs::create_dir(&ifmibd).unwrap();
     std::fs::write(ifmibd.join("pattoo.yaml"), &pattoo).unwrap();
-    let mut yaml = String::from("polling_interval: 300\npolling_groups:\n  - group_name: all\n    ip_targets:\n");
+    let mut yaml = String::from(
+        "polling_interval: 300\npolling_groups:\n  - group_name: all\n    ip_targets:\n",
+    );
     for (address, _, _) in &farm.devices {
         yaml.push_str(&format!("      - {address}\n"));
     }
@@ -1004,7 +1091,13 @@ fn snmp(opts: &Opts) {
 
     let runtime = runtime();
     println!("snmp: {devices} snmpsim devices x {interfaces} interfaces (ifTable + ifXTable, v2c, one community each), {cycles} cycles");
-    for (name, config_dir) in [("IF-MIB preset (type: snmp, one poller per device)", &preset), ("pattoo_agent_snmp_ifmibd.yaml drop-in (one poller)", &ifmibd)] {
+    for (name, config_dir) in [
+        ("IF-MIB preset (type: snmp, one poller per device)", &preset),
+        (
+            "pattoo_agent_snmp_ifmibd.yaml drop-in (one poller)",
+            &ifmibd,
+        ),
+    ] {
         let settings = config::load(config_dir).unwrap_or_else(|e| panic!("{e}"));
         let rss_before = status_kib("self", "VmRSS");
         let mut cpus = Vec::new();
@@ -1016,7 +1109,9 @@ fn snmp(opts: &Opts) {
                 let cpu0 = cpu_time();
                 let t0 = Instant::now();
                 // Every poller at once, as the scheduler runs them.
-                let bodies = futures_util::future::join_all(collectors.iter_mut().map(|c| c.collect())).await;
+                let bodies =
+                    futures_util::future::join_all(collectors.iter_mut().map(|c| c.collect()))
+                        .await;
                 walls.push(t0.elapsed().as_secs_f64() * 1e3);
                 cpus.push(cpu_time().saturating_sub(cpu0).as_secs_f64() * 1e3);
                 values.push(bodies.iter().flatten().map(|b| b.datapoints).sum::<usize>());
