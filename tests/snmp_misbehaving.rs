@@ -115,8 +115,13 @@ async fn poller_for(address: &str, community_file: &str) -> Poller {
 }
 
 async fn start(answer: bool) -> (String, tempfile::TempDir) {
-    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let stranger = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    start_on("127.0.0.1:0", answer).await
+}
+
+async fn start_on(bind: &str, answer: bool) -> (String, tempfile::TempDir) {
+    let socket = UdpSocket::bind(bind).await.unwrap();
+    let stranger = UdpSocket::bind(bind).await.unwrap();
+    // `[::1]:port` for IPv6, as a target is written.
     let address = socket.local_addr().unwrap().to_string();
     tokio::spawn(misbehave(socket, stranger, answer));
     let dir = tempfile::tempdir().unwrap();
@@ -150,4 +155,17 @@ async fn a_responder_that_never_answers_rightly_costs_one_timeout_and_reads_noth
     assert!(error.to_string().contains("poller odd"), "{error}");
     // Two tries of 500 ms; a generous bound, only against a hang.
     assert!(started.elapsed() < Duration::from_secs(20));
+}
+
+#[tokio::test]
+async fn an_ipv6_target_is_read_over_its_own_socket() {
+    // The Python agents refused IPv6 targets (easysnmp took the `:` for a
+    // port separator).
+    let (address, dir) = start_on("[::1]:0", true).await;
+    assert!(address.starts_with("[::1]:"), "{address}");
+    let community = dir.path().join("community").display().to_string();
+    let mut poller = poller_for(&address, &community).await;
+    let targets = poller.poll().await.expect("read over IPv6");
+    assert_eq!(targets[0].target, address);
+    assert_eq!(targets[0].datapoints[0].value, Value::Text("ok".into()));
 }
