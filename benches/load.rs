@@ -898,6 +898,7 @@ fn snmpsim_path() -> String {
                 "import snmpsim.commands.responder, pysmi, cryptography",
             ])
             .env("PYTHONPATH", path)
+            .stderr(Stdio::null())
             .status()
             .is_ok_and(|s| s.success())
     };
