@@ -308,3 +308,26 @@ async fn snmpv3_through_snmpsim_with_sha1_and_aes128() {
         Value::Text("Zürich DC, Büro 2".into())
     );
 }
+
+#[tokio::test]
+async fn each_target_may_have_its_own_community_and_all_share_one_poller() {
+    let sim = SnmpSim::start(Path::new("tests/data/snmp/data"), &[Ipv4Addr::LOCALHOST]);
+    let address = format!("127.0.0.1:{}", sim.port(Ipv4Addr::LOCALHOST));
+    let (_d1, device1) = secret_file("device1");
+    let (_d3, device3) = secret_file("device3");
+    let text = format!(
+        "    - name: shared\n      type: snmp\n      targets:\n        - {{address: \"{address}\", name: router-a, community: {{file: {device1}}}}}\n        - {{address: \"{address}\", name: old-c, community: {{file: {device3}}}}}\n      get: [{{oid: .1.3.6.1.2.1.1.5.0, key: sysname}}]\n"
+    );
+    let targets = pollers(&text).remove(0).poll().await.unwrap();
+    let names: Vec<(&str, &Value)> = targets
+        .iter()
+        .map(|t| (t.target.as_str(), &t.datapoints[0].value))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("router-a", &Value::Text("router-a".into())),
+            ("old-c", &Value::Text("old-c".into()))
+        ]
+    );
+}

@@ -276,7 +276,7 @@ impl SnmpSettings {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawSnmp {
-    targets: Vec<String>,
+    targets: Vec<RawTarget>,
     version: Option<Value>,
     community: Option<RawSecret>,
     user: Option<String>,
@@ -294,6 +294,32 @@ struct RawSnmp {
     #[serde(default)]
     tables: Vec<RawTable>,
     preset: Option<String>,
+}
+
+/// `"10.0.0.1:161"`, or `{address, name, community}` for a device with a
+/// community of its own: every device of a poller shares its socket.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawTarget {
+    Address(String),
+    Detailed(RawTargetDetail),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTargetDetail {
+    address: String,
+    name: Option<String>,
+    community: Option<RawSecret>,
+}
+
+impl RawTarget {
+    fn address(&self) -> &str {
+        match self {
+            RawTarget::Address(address) => address,
+            RawTarget::Detailed(detail) => &detail.address,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -363,9 +389,28 @@ impl SnmpSettings {
             Some(Value::String(text)) => text.trim().to_ascii_lowercase(),
             Some(other) => describe(other).to_owned(),
         };
-        let community = |doc: &mut Document| match &raw.community {
-            Some(raw) => secret(doc, &path.key("community"), raw),
-            None => {
+        // Where every target has its own community the poller needs none.
+        let first_own = raw.targets.iter().enumerate().find_map(|(i, t)| match t {
+            RawTarget::Detailed(RawTargetDetail {
+                community: Some(c), ..
+            }) => Some((i, c)),
+            _ => None,
+        });
+        let all_own = raw.targets.iter().all(|t| {
+            matches!(
+                t,
+                RawTarget::Detailed(RawTargetDetail {
+                    community: Some(_),
+                    ..
+                })
+            )
+        });
+        let community = |doc: &mut Document| match (&raw.community, first_own) {
+            (Some(raw), _) => secret(doc, &path.key("community"), raw),
+            (None, Some((i, own))) if all_own => {
+                secret(doc, &path.key("targets").index(i).key("community"), own)
+            }
+            (None, _) => {
                 doc.error(
                     path,
                     "missing `community`: read it from a file ({file: /etc/pattoo/snmp-community}) or the environment ({env: SNMP_COMMUNITY})",
@@ -562,13 +607,40 @@ impl SnmpSettings {
         if raw.targets.is_empty() {
             doc.error(&path.key("targets"), "must list at least one device");
         }
-        for (i, text) in raw.targets.iter().enumerate() {
+        for (i, target) in raw.targets.iter().enumerate() {
+            let text = target.address();
             if let Some((host, port)) = parse_host_port(text) {
+                let mut own = credentials.clone()?;
+                let mut name = text.trim().to_owned();
+                if let RawTarget::Detailed(detail) = target {
+                    let at = path.key("targets").index(i);
+                    if let Some(given) = detail.name.as_deref().map(str::trim) {
+                        if given.is_empty() {
+                            doc.error(&at.key("name"), "must not be empty");
+                        }
+                        name = given.to_owned();
+                    }
+                    if let Some(raw) = &detail.community {
+                        let secret = secret(doc, &at.key("community"), raw);
+                        own = match (own, secret) {
+                            (Credentials::V1(_), Some(s)) => Credentials::V1(s),
+                            (Credentials::V2c(_), Some(s)) => Credentials::V2c(s),
+                            (v3 @ Credentials::V3 { .. }, Some(_)) => {
+                                doc.error(
+                                    &at.key("community"),
+                                    "SNMPv3 has no community: drop this",
+                                );
+                                v3
+                            }
+                            (own, None) => own,
+                        };
+                    }
+                }
                 targets.push(TargetSettings {
-                    name: text.trim().to_owned(),
+                    name,
                     host,
                     port,
-                    credentials: credentials.clone()?,
+                    credentials: own,
                     reads: reads.clone(),
                 });
             } else {

@@ -7,7 +7,10 @@
 //! ```yaml
 //! - name: switches
 //!   type: snmp
-//!   targets: ["10.0.0.1", "sw2.example.org:1161", "[2001:db8::7]"]
+//!   targets:                      # host, host:port, [ipv6]:port, or a mapping
+//!     - "10.0.0.1"
+//!     - "[2001:db8::7]:1161"
+//!     - {address: sw3.example.org, name: sw3, community: {file: /etc/pattoo/sw3}}
 //!   version: 2c                   # 1, 2c (default) or 3
 //!   community: {file: /etc/pattoo/snmp-community}   # or {env: SNMP_COMMUNITY}
 //!   # version 3 instead:
