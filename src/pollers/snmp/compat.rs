@@ -380,3 +380,110 @@ fn polling_groups(
     }
     targets
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn snmpd(text: &str) -> (Option<SnmpSettings>, Vec<String>) {
+        let mut doc = Document::parse(Path::new("pattoo_agent_snmpd.yaml"), text).unwrap();
+        let settings = load_snmpd(&mut doc).map(|p| match p.kind {
+            PollerKind::Snmp(settings) => settings,
+            other => panic!("{other:?}"),
+        });
+        let errors = doc
+            .into_errors()
+            .iter()
+            .map(|e| e.message.clone())
+            .collect();
+        (settings, errors)
+    }
+
+    fn walks(target: &TargetSettings) -> Vec<(String, f64)> {
+        target
+            .reads
+            .iter()
+            .map(|r| match r {
+                Read::PythonWalk {
+                    address,
+                    multiplier,
+                    ..
+                } => (address.clone(), *multiplier),
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn reads_the_python_files_as_the_python_agent_did_and_fixes_what_crashed_it() {
+        let (settings, errors) = snmpd(
+            "polling_interval: '120'
+polling_groups:
+  - ip_targets: [sw1, sw2]
+    oids:
+      - {address: .1.3.6.1.2.1.2.2.1.10, multiplier: '8'}
+      - {address: 1.3.6.1.2.1.1.5}
+      - {multiplier: 2}
+  - ip_targets: [sw1]
+    oids: [{address: .1.3.6.1.2.1.1.3, multiplier: x}]
+auth_groups:
+  - {snmp_version: 2, snmp_community: first, ip_targets: [sw1]}
+  - {snmp_version: 2, snmp_community: last, snmp_port: 1161, ip_targets: [sw1]}
+  - {snmp_version: 1, ip_targets: [sw2]}
+",
+        );
+        assert_eq!(errors, Vec::<String>::new());
+        let settings = settings.unwrap();
+        // sw2 is only in a v1 group, which the Python agent skipped.
+        assert_eq!(settings.targets.len(), 1);
+        let sw1 = &settings.targets[0];
+        assert_eq!(sw1.port, 1161, "the last auth group wins");
+        assert_eq!(
+            sw1.credentials,
+            Credentials::V2c(Secret::Inline("last".into()))
+        );
+        assert_eq!(
+            walks(sw1),
+            [
+                (".1.3.6.1.2.1.2.2.1.10".to_owned(), 8.0),
+                ("1.3.6.1.2.1.1.5".to_owned(), 1.0),
+                (".1.3.6.1.2.1.1.3".to_owned(), 1.0),
+            ]
+        );
+    }
+
+    #[test]
+    fn reads_the_older_layout_under_the_agents_name() {
+        let (settings, _) = snmpd(
+            "pattoo_agent_snmpd:
+  polling_interval: 60
+  polling_groups: [{ip_targets: ['::1'], oids: [{address: .1.3.6.1.2.1.1}]}]
+  auth_groups: [{snmp_version: 3, snmp_secname: u, snmp_authprotocol: md5, snmp_privprotocol: weird, ip_targets: ['::1']}]
+",
+        );
+        let settings = settings.unwrap();
+        let target = &settings.targets[0];
+        assert_eq!(target.host, "::1");
+        let Credentials::V3 { auth, privacy, .. } = &target.credentials else {
+            panic!("{:?}", target.credentials);
+        };
+        assert_eq!(auth.as_ref().unwrap().0, AuthProtocol::Md5);
+        assert_eq!(
+            privacy.as_ref().unwrap().0,
+            PrivProtocol::Aes128,
+            "anything else is AES"
+        );
+    }
+
+    #[test]
+    fn refuses_an_interval_of_zero_and_names_that_are_not_oids() {
+        let (_, errors) = snmpd("polling_interval: 0\n");
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        let (_, errors) = snmpd(
+            "polling_groups: [{ip_targets: [a], oids: [{address: ifDescr}]}]\nauth_groups: []\n",
+        );
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].contains("not a numeric OID"), "{errors:?}");
+    }
+}
