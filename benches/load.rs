@@ -9,6 +9,7 @@
 //! cargo bench --bench load -- replay  --bodies 10000 --devices 50 --registers 200 --interval-s 5
 //! cargo bench --bench load -- daemon  --devices 50 --registers 200 --interval-s 5 --seconds 60 --self-s 0
 //! cargo bench --bench load -- selfmon --ticks 5000
+//! cargo bench --bench load -- snmp    --devices 200 --interfaces 24 --cycles 5
 //! ```
 //!
 //! The devices and the receiver run in a child process (this binary with
@@ -37,6 +38,14 @@
 //!   at each tick (read the figures, build the body) and what the daemon
 //!   does every 5 s for `status` (write the state file), with the three
 //!   pollers of `daemon`.
+//! - `snmp` starts one snmpsim process (installed from PyPI into
+//!   target/tmp when missing) serving a farm of devices on 127.0.2.x, each
+//!   with its own community and ifTable + ifXTable rows for
+//!   `--interfaces` interfaces, and polls them in this process with the
+//!   IF-MIB preset (`type: snmp`) and with a `pattoo_agent_snmp_ifmibd.yaml`
+//!   drop-in: CPU and wall per cycle (poll and body), values per cycle,
+//!   and how much this process's RSS grew. The simulator's CPU is its own
+//!   process's, not counted.
 //!
 //! Without `--bench` on the command line (`cargo test --benches`) each mode
 //! is skipped except a tiny `cycle` and `selfmon`, as a smoke test.
@@ -91,7 +100,10 @@ fn main() {
         "startup" => startup(&opts),
         "replay" => replay(&opts),
         "selfmon" => selfmon(&opts),
-        other => panic!("unknown mode {other}; use cycle, daemon, startup, replay or selfmon"),
+        "snmp" => snmp(&opts),
+        other => {
+            panic!("unknown mode {other}; use cycle, daemon, startup, replay, selfmon or snmp")
+        }
     }
 }
 
@@ -928,4 +940,353 @@ fn replay(opts: &Opts) {
         live_window_s / interval_s as f64,
         end.max_live_lateness_ms
     );
+}
+
+// ---------------------------------------------------------------------------
+// SNMP: a farm of snmpsim devices
+
+/// The `.snmprec` lines of a device with `interfaces` interfaces: ifTable
+/// and ifXTable, 32- and 64-bit counters, sorted by OID as snmpsim wants.
+fn snmprec(interfaces: u32, seed: u64) -> String {
+    let mut rows: Vec<(Vec<u32>, String)> = Vec::new();
+    let mut add = |oid: &str, index: u32, tag: &str, value: String| {
+        let mut arcs: Vec<u32> = oid.split('.').map(|n| n.parse().unwrap()).collect();
+        arcs.push(index);
+        rows.push((arcs, format!("{tag}|{value}")));
+    };
+    add("1.3.6.1.2.1.1.5", 0, "4", format!("device-{seed}"));
+    for i in 1..=interfaces {
+        let n = u64::from(i) * 7919 + seed * 104_729;
+        let t = "1.3.6.1.2.1.2.2.1";
+        let x = "1.3.6.1.2.1.31.1.1.1";
+        add(&format!("{t}.1"), i, "2", i.to_string());
+        add(&format!("{t}.2"), i, "4", format!("GigabitEthernet0/{i}"));
+        add(&format!("{t}.3"), i, "2", "6".into());
+        add(&format!("{t}.4"), i, "2", "1500".into());
+        add(&format!("{t}.5"), i, "66", "1000000000".into());
+        add(
+            &format!("{t}.6"),
+            i,
+            "4x",
+            format!("0011223344{:02x}", i % 256),
+        );
+        add(&format!("{t}.7"), i, "2", "1".into());
+        add(
+            &format!("{t}.8"),
+            i,
+            "2",
+            if i % 5 == 0 { "2" } else { "1" }.into(),
+        );
+        add(&format!("{t}.9"), i, "67", (n % 100_000).to_string());
+        for (column, scale) in [
+            (10, 1000),
+            (11, 10),
+            (13, 1),
+            (14, 1),
+            (16, 900),
+            (17, 9),
+            (19, 1),
+            (20, 1),
+        ] {
+            add(
+                &format!("{t}.{column}"),
+                i,
+                "65",
+                ((n * scale) % 4_294_967_296).to_string(),
+            );
+        }
+        add(&format!("{x}.1"), i, "4", format!("Gi0/{i}"));
+        for column in 2u64..=5 {
+            add(
+                &format!("{x}.{column}"),
+                i,
+                "65",
+                (n % 1_000_000 + column).to_string(),
+            );
+        }
+        for column in 6u64..=13 {
+            add(
+                &format!("{x}.{column}"),
+                i,
+                "70",
+                (n * 1_000_003 * column).to_string(),
+            );
+        }
+        add(&format!("{x}.15"), i, "66", "1000".into());
+        add(
+            &format!("{x}.18"),
+            i,
+            "4",
+            format!("port {i} to rack {}", i % 12),
+        );
+    }
+    rows.sort();
+    let mut text = String::new();
+    for (arcs, rest) in rows {
+        let oid: Vec<String> = arcs.iter().map(u32::to_string).collect();
+        text.push_str(&format!("{}|{rest}\n", oid.join(".")));
+    }
+    text
+}
+
+/// A `PYTHONPATH` under which snmpsim imports (see tests/common/snmpsim.rs).
+fn snmpsim_path() -> String {
+    let imports = |path: &str| {
+        Command::new("python3")
+            .args([
+                "-c",
+                "import snmpsim.commands.responder, pysmi, cryptography",
+            ])
+            .env("PYTHONPATH", path)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if imports("") {
+        return String::new();
+    }
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("snmpsim")
+        .display()
+        .to_string();
+    if !imports(&dir) {
+        let ok = Command::new("python3")
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--target",
+                &dir,
+            ])
+            .args(["snmpsim==1.2.2", "pysmi==1.6.3", "cryptography"])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "installing snmpsim failed");
+    }
+    dir
+}
+
+/// The IPv4 UDP ports process `pid` has bound, by address (from /proc).
+fn udp_ports(pid: u32) -> HashMap<std::net::Ipv4Addr, u16> {
+    let mut inodes = Vec::new();
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        if let Ok(link) = std::fs::read_link(fd.path()) {
+            let link = link.display().to_string();
+            if let Some(inode) = link
+                .strip_prefix("socket:[")
+                .and_then(|l| l.strip_suffix(']'))
+            {
+                inodes.push(inode.to_owned());
+            }
+        }
+    }
+    let mut ports = HashMap::new();
+    for line in std::fs::read_to_string("/proc/net/udp")
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+    {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.len() < 10 || !inodes.iter().any(|i| i == fields[9]) {
+            continue;
+        }
+        if let Some((ip, port)) = fields[1].split_once(':') {
+            if let (Ok(ip), Ok(port)) = (u32::from_str_radix(ip, 16), u16::from_str_radix(port, 16))
+            {
+                ports.insert(std::net::Ipv4Addr::from(ip.to_ne_bytes()), port);
+            }
+        }
+    }
+    ports
+}
+
+struct SnmpFarm {
+    child: Child,
+    /// (address, port, community) per device.
+    devices: Vec<(std::net::Ipv4Addr, u16, String)>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for SnmpFarm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn snmp_farm(devices: usize, interfaces: u32) -> SnmpFarm {
+    assert!(devices <= 250, "at most 250 devices on 127.0.2.x");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let mut addresses = Vec::new();
+    for d in 0..devices {
+        std::fs::write(
+            data.join(format!("device{d:03}.snmprec")),
+            snmprec(interfaces, d as u64),
+        )
+        .unwrap();
+        addresses.push(std::net::Ipv4Addr::new(127, 0, 2, d as u8 + 1));
+    }
+    let mut command = Command::new("python3");
+    command
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/support/snmpsim_responder.py"
+        ))
+        .arg(format!("--data-dir={}", data.display()))
+        .arg(format!(
+            "--cache-dir={}",
+            dir.path().join("cache").display()
+        ))
+        .arg(format!(
+            "--logging-method=file:{}",
+            dir.path().join("log").display()
+        ));
+    for address in &addresses {
+        command.arg(format!("--agent-udpv4-endpoint={address}:0"));
+    }
+    let child = command
+        .env("PYTHONPATH", snmpsim_path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3 starts");
+    let mut farm = SnmpFarm {
+        child,
+        devices: Vec::new(),
+        _dir: dir,
+    };
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let ports = udp_ports(farm.child.id());
+        if addresses.iter().all(|a| ports.contains_key(a)) {
+            farm.devices = addresses
+                .iter()
+                .enumerate()
+                .map(|(d, a)| (*a, ports[a], format!("device{d:03}")))
+                .collect();
+            return farm;
+        }
+        assert!(farm.child.try_wait().unwrap().is_none(), "snmpsim exited");
+        assert!(
+            Instant::now() < deadline,
+            "snmpsim did not listen within 300 s"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn snmp(opts: &Opts) {
+    let devices = opts.get("devices", 200) as usize;
+    let interfaces = opts.get("interfaces", 24) as u32;
+    let cycles = opts.get("cycles", 5) as usize;
+    let farm = snmp_farm(devices, interfaces);
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().display();
+    let pattoo = format!(
+        "pattoo:\n  log_level: warning\n  log_directory: {state}/log\n  cache_directory: {state}/cache\n  \
+         daemon_directory: {state}/daemon\npattoo_agent_api:\n  ip_address: 127.0.0.1\n  ip_bind_port: 9\n"
+    );
+
+    // One directory per poller kind, each polled on its own.
+    let preset = dir.path().join("preset");
+    std::fs::create_dir(&preset).unwrap();
+    std::fs::write(preset.join("pattoo.yaml"), &pattoo).unwrap();
+    let secrets = dir.path().join("secrets");
+    std::fs::create_dir(&secrets).unwrap();
+    let mut yaml = String::from("pattoo_agentd:\n  pollers:\n");
+    for (address, port, community) in &farm.devices {
+        let file = secrets.join(community);
+        std::fs::write(&file, community).unwrap();
+        yaml.push_str(&format!(
+            "    - name: {community}\n      type: snmp\n      targets: [\"{address}:{port}\"]\n      community: {{file: {}}}\n      timeout_ms: 30000\n      preset: if_mib\n",
+            file.display()
+        ));
+    }
+    std::fs::write(preset.join("pattoo_agentd.yaml"), yaml).unwrap();
+
+    let ifmibd = dir.path().join("ifmibd");
+    std::fs::create_dir(&ifmibd).unwrap();
+    std::fs::write(ifmibd.join("pattoo.yaml"), &pattoo).unwrap();
+    let mut yaml = String::from(
+        "polling_interval: 300\npolling_groups:\n  - group_name: all\n    ip_targets:\n",
+    );
+    for (address, _, _) in &farm.devices {
+        yaml.push_str(&format!("      - {address}\n"));
+    }
+    yaml.push_str("    oids:\n      - address: .1.3.6.1.2.1.2.2.1.10\nauth_groups:\n");
+    for (address, port, community) in &farm.devices {
+        yaml.push_str(&format!(
+            "  - group_name: {community}\n    snmp_version: 2\n    snmp_community: {community}\n    snmp_port: {port}\n    ip_targets: [{address}]\n"
+        ));
+    }
+    std::fs::write(ifmibd.join("pattoo_agent_snmp_ifmibd.yaml"), yaml).unwrap();
+
+    let runtime = runtime();
+    println!("snmp: {devices} snmpsim devices x {interfaces} interfaces (ifTable + ifXTable, v2c, one community each), {cycles} cycles");
+    for (name, config_dir) in [
+        ("IF-MIB preset (type: snmp, one poller per device)", &preset),
+        (
+            "pattoo_agent_snmp_ifmibd.yaml drop-in (one poller)",
+            &ifmibd,
+        ),
+    ] {
+        let settings = config::load(config_dir).unwrap_or_else(|e| panic!("{e}"));
+        let rss_before = status_kib("self", "VmRSS");
+        let mut cpus = Vec::new();
+        let mut walls = Vec::new();
+        let mut values = Vec::new();
+        runtime.block_on(async {
+            let mut collectors = collector::collectors(&settings, None).unwrap();
+            for _ in 0..cycles {
+                let cpu0 = cpu_time();
+                let t0 = Instant::now();
+                // Every poller at once, as the scheduler runs them.
+                let bodies =
+                    futures_util::future::join_all(collectors.iter_mut().map(|c| c.collect()))
+                        .await;
+                walls.push(t0.elapsed().as_secs_f64() * 1e3);
+                cpus.push(cpu_time().saturating_sub(cpu0).as_secs_f64() * 1e3);
+                values.push(
+                    bodies
+                        .iter()
+                        .flatten()
+                        .flatten()
+                        .map(|b| b.datapoints)
+                        .sum::<usize>(),
+                );
+            }
+        });
+        pattoo_agentd::release_freed_memory();
+        let rss_after = status_kib("self", "VmRSS");
+        println!("  {name}:");
+        for k in 0..cycles {
+            println!(
+                "    cycle {k}: cpu {:8.1} ms  wall {:8.1} ms  values {:6}  cpu per value {:.2} us",
+                cpus[k],
+                walls[k],
+                values[k],
+                cpus[k] * 1e3 / values[k].max(1) as f64
+            );
+        }
+        let mut c = cpus[1.min(cycles - 1)..].to_vec();
+        c.sort_by(f64::total_cmp);
+        println!(
+            "    steady cycles (2..): cpu median {:.1} ms, min {:.1}, max {:.1}; RSS of this process {:.1} MiB -> {:.1} MiB ({:+.1} MiB)",
+            percentile(&c, 50.0),
+            c[0],
+            c[c.len() - 1],
+            rss_before as f64 / 1024.0,
+            rss_after as f64 / 1024.0,
+            (rss_after as f64 - rss_before as f64) / 1024.0
+        );
+    }
 }

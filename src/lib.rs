@@ -1,6 +1,6 @@
-//! pattoo-agentd: a pattoo agent that polls Modbus devices (TCP and RTU),
-//! HTTP endpoints and local commands, and delivers what it reads to a pattoo
-//! server without losing it.
+//! pattoo-agentd: a pattoo agent that polls SNMP and Modbus devices (TCP
+//! and RTU), HTTP endpoints and local commands, and delivers what it reads
+//! to a pattoo server without losing it.
 //!
 //! Data flows one way: configuration → pollers → model (normalise) →
 //! delivery (post or cache). The scheduler drives the pollers; the daemon
@@ -22,6 +22,7 @@ pub mod scheduler;
 pub mod status;
 pub mod time;
 pub mod tls;
+pub mod yaml;
 
 /// The async runtime every command runs on (see `src/main.rs`); the load
 /// harness in `benches/load.rs` builds the same one.

@@ -156,6 +156,7 @@ pub fn parse_page(text: &[u8]) -> anyhow::Result<Figures> {
         let value = match datapoint.value {
             Value::Int(v) => Number::Float(v as f64),
             Value::UInt(v) => Number::Float(v as f64),
+            Value::UInt128(v) => Number::Float(v as f64),
             Value::Float(v) => Number::Float(v),
             Value::Text(_) => continue,
         };

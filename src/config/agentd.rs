@@ -6,11 +6,13 @@ use std::time::Duration;
 
 use serde_norway::{Mapping, Value};
 
-use super::yaml::{describe, expect_mapping, only_section, Document, YamlPath};
-use super::{check_user_key, PollerSettings};
 use crate::delivery::config::{CacheSettings, DeliverySettings};
-use crate::model::{python, Metadata};
 use crate::pollers::PollerKind;
+use crate::pollers::PollerSettings;
+use crate::yaml::{
+    describe, expect_mapping, only_section, parse_interval, parse_metadata, Document, YamlPath,
+    DEFAULT_POLLING_INTERVAL,
+};
 
 /// The `pattoo_agentd:` section, pollers aside.
 #[derive(Debug, Clone, PartialEq)]
@@ -120,7 +122,6 @@ fn parse_metrics_listen(doc: &mut Document, path: &YamlPath, value: &Value) -> O
     }
 }
 
-pub const DEFAULT_POLLING_INTERVAL: Duration = Duration::from_secs(300);
 const SECTION: &str = "pattoo_agentd";
 const COMMON_POLLER_KEYS: [&str; 5] = [
     "name",
@@ -336,96 +337,4 @@ fn is_agent_program(name: &str) -> bool {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
         && !name.starts_with('.')
-}
-
-/// Longest interval accepted: a day. Longer ones are almost certainly a
-/// unit mistake (milliseconds given as seconds).
-const MAX_INTERVAL_SECONDS: f64 = 86_400.0;
-/// Shortest interval accepted: a millisecond, the unit the interval is sent
-/// in. Shorter ones would be sent as 0 and round to a zero `Duration`,
-/// which the scheduler cannot step by.
-const MIN_INTERVAL_SECONDS: f64 = 0.001;
-
-/// A polling interval in seconds (fractions allowed, e.g. `0.5`).
-pub fn parse_interval(doc: &mut Document, path: &YamlPath, value: &Value) -> Option<Duration> {
-    let seconds = match value {
-        Value::Number(n) => n.as_f64(),
-        _ => None,
-    };
-    match seconds {
-        Some(s) if (MIN_INTERVAL_SECONDS..=MAX_INTERVAL_SECONDS).contains(&s) => {
-            Some(Duration::from_secs_f64(s))
-        }
-        Some(s) => {
-            doc.error(
-                path,
-                format!("polling interval {s} is out of range: expected seconds, at least 0.001 and at most 86400"),
-            );
-            None
-        }
-        None => {
-            let found = match value {
-                Value::String(text) => format!("{text:?}"),
-                other => describe(other).to_owned(),
-            };
-            doc.error(
-                path,
-                format!("expected a number of seconds, e.g. 60 or 0.5, found {found}"),
-            );
-            None
-        }
-    }
-}
-
-/// Metadata given in configuration: a mapping of keys to text or numbers,
-/// kept in the order written.
-pub fn parse_metadata(doc: &mut Document, path: &YamlPath, value: &Value) -> Option<Vec<Metadata>> {
-    let map = expect_mapping(doc, path, value)?;
-    let mut items = Vec::with_capacity(map.len());
-    let mut ok = true;
-    for (key, value) in map {
-        let key_text = match key {
-            Value::String(text) => text.clone(),
-            // As Python's str(key) writes it, like every key.
-            Value::Number(n) => yaml_number_to_python(n),
-            other => {
-                doc.error(
-                    path,
-                    format!("metadata keys must be text, found {}", describe(other)),
-                );
-                ok = false;
-                continue;
-            }
-        };
-        let at = path.key(&key_text);
-        ok &= check_user_key(doc, &at, &key_text);
-        let text = match value {
-            Value::String(text) => text.clone(),
-            Value::Number(n) => yaml_number_to_python(n),
-            other => {
-                doc.error(
-                    &at,
-                    format!(
-                        "metadata values must be text or numbers, found {}",
-                        describe(other)
-                    ),
-                );
-                ok = false;
-                continue;
-            }
-        };
-        items.push(Metadata::new(key_text, text));
-    }
-    ok.then_some(items)
-}
-
-/// A YAML number as Python's `str()` writes it (`7`, `2.0`, `1e-05`).
-pub fn yaml_number_to_python(n: &serde_norway::Number) -> String {
-    if let Some(v) = n.as_i64() {
-        v.to_string()
-    } else if let Some(v) = n.as_u64() {
-        v.to_string()
-    } else {
-        python::float_to_string(n.as_f64().unwrap_or(f64::NAN))
-    }
 }

@@ -6,27 +6,24 @@
 //! | `pattoo.yaml` | shared pattoo settings: logging and the cache and daemon directories; may hold `pattoo_agent_api` |
 //! | `pattoo_agent.yaml` | optional; `pattoo_agent_api` as the Python agents read it (wins over `pattoo.yaml`) |
 //! | `pattoo_agentd.yaml` | optional; this agent's settings and pollers |
-//! | `pattoo_agent_modbustcpd.yaml` | optional; a Python Modbus agent's configuration, run as a poller |
+//! | a Python agent's file (`pattoo_agent_modbustcpd.yaml`, ...) | optional; run as a poller of the kind that takes it over ([`crate::pollers::DROP_INS`]) |
 //!
-//! Loading reports every problem in every file at once (see [`yaml`]).
+//! Loading reports every problem in every file at once (see [`crate::yaml`]).
 
 mod agentd;
 mod pattoo;
-pub mod yaml;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::time::Duration;
 
-pub use agentd::{
-    parse_interval, parse_metadata, yaml_number_to_python, AgentSettings, SelfMonitoring,
-    DEFAULT_POLLING_INTERVAL, DEFAULT_SELF_AGENT_PROGRAM,
+pub use crate::pollers::{DropIn, PollerSettings};
+pub use crate::yaml::{
+    check_user_key, expand_home, parse_interval, parse_metadata, positive_or,
+    yaml_number_to_python, ConfigError, ConfigErrors, Document, YamlPath, DEFAULT_POLLING_INTERVAL,
+    MAX_MS, MAX_READ_BYTES,
 };
+pub use agentd::{AgentSettings, SelfMonitoring, DEFAULT_SELF_AGENT_PROGRAM};
 pub use pattoo::{ApiSettings, PattooSettings, DEFAULT_API_PORT};
-pub use yaml::{ConfigError, ConfigErrors, Document, YamlPath};
-
-use crate::model::Metadata;
-use crate::pollers::PollerKind;
 
 /// Where the configuration lives unless `--config-dir` or
 /// `$PATTOO_CONFIGDIR` says otherwise.
@@ -43,19 +40,6 @@ pub struct Settings {
     pub api_source: PathBuf,
     pub agent: AgentSettings,
     pub pollers: Vec<PollerSettings>,
-}
-
-/// One poller, validated.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PollerSettings {
-    pub name: String,
-    /// Names the agent id this poller posts under.
-    pub agent_program: String,
-    pub polling_interval: Duration,
-    /// Attached to every datapoint after the datapoint's own metadata, so a
-    /// key a poller reads itself wins over a poller-wide default.
-    pub metadata: Vec<Metadata>,
-    pub kind: PollerKind,
 }
 
 /// Levels as pattoo names them.
@@ -198,7 +182,9 @@ fn load_files(config_dir: &Path) -> Result<Settings, ConfigErrors> {
         (Some(AgentSettings::default()), Vec::new())
     };
 
-    crate::pollers::modbus::compat::load(config_dir, &mut pollers, &mut errors);
+    for drop_in in crate::pollers::DROP_INS {
+        load_drop_in(config_dir, drop_in, &mut pollers, &mut errors);
+    }
 
     match (pattoo, api, agent) {
         (Some(pattoo), Some(api), Some(agent)) if errors.is_empty() => Ok(Settings {
@@ -213,6 +199,41 @@ fn load_files(config_dir: &Path) -> Result<Settings, ConfigErrors> {
     }
 }
 
+/// Adds the poller a Python agent's file describes, if the file exists in
+/// `config_dir`.
+fn load_drop_in(
+    config_dir: &Path,
+    drop_in: &DropIn,
+    pollers: &mut Vec<PollerSettings>,
+    errors: &mut Vec<ConfigError>,
+) {
+    let file = config_dir.join(drop_in.file_name);
+    if !file.exists() {
+        return;
+    }
+    let mut doc = match Document::read(&file) {
+        Ok(doc) => doc,
+        Err(error) => {
+            errors.push(error);
+            return;
+        }
+    };
+    if let Some(poller) = (drop_in.load)(&mut doc) {
+        if pollers.iter().any(|p| p.name == poller.name) {
+            doc.error(
+                &YamlPath::root(),
+                format!(
+                    "pattoo_agentd.yaml already has a poller named `{}`; rename it, or drop one of the two",
+                    poller.name
+                ),
+            );
+        } else if !doc.has_errors() {
+            pollers.push(poller);
+        }
+    }
+    errors.extend(doc.into_errors());
+}
+
 impl Default for AgentSettings {
     fn default() -> Self {
         AgentSettings {
@@ -224,72 +245,4 @@ impl Default for AgentSettings {
             metrics_listen: None,
         }
     }
-}
-
-/// Rejects a user-chosen key (datapoint or metadata) that the pattoo server
-/// reserves or that normalises to nothing. Returns whether it is fine.
-pub fn check_user_key(doc: &mut Document, path: &YamlPath, key: &str) -> bool {
-    let normalised = crate::model::normalise_key(key);
-    if normalised.is_empty() {
-        doc.error(path, "keys must not be empty");
-        false
-    } else if normalised.contains("pattoo") {
-        doc.error(
-            path,
-            format!("key {key:?} contains `pattoo`, which pattoo reserves for its own keys; choose another name"),
-        );
-        false
-    } else {
-        true
-    }
-}
-
-/// The longest any `*_ms` setting may be: a day. Longer is a unit mistake,
-/// and a deadline that far off overflows the clocks it is added to.
-pub const MAX_MS: u64 = 86_400_000;
-
-/// The largest any `*_bytes` read limit may be: 1 GiB, all of which may be
-/// held in memory.
-pub const MAX_READ_BYTES: u64 = 1 << 30;
-
-/// A count from 1 to `max` (`timeout_ms`, a size), or `default` when
-/// absent. Anything else is recorded as an error at `path.key` and clears
-/// `ok`.
-pub fn positive_or(
-    doc: &mut Document,
-    path: &YamlPath,
-    key: &str,
-    value: Option<u64>,
-    default: u64,
-    max: u64,
-    ok: &mut bool,
-) -> u64 {
-    match value {
-        None => default,
-        Some(0) => {
-            doc.error(&path.key(key), "must be more than 0");
-            *ok = false;
-            default
-        }
-        Some(n) if n > max => {
-            doc.error(
-                &path.key(key),
-                format!("{n} is out of range: expected 1 to {max}"),
-            );
-            *ok = false;
-            default
-        }
-        Some(n) => n,
-    }
-}
-
-/// Expands a leading `~` to the home directory, as pattoo does for paths.
-pub fn expand_home(path: &str) -> PathBuf {
-    let path = path.trim();
-    if path == "~" || path.starts_with("~/") {
-        if let Some(home) = std::env::var_os("HOME") {
-            return PathBuf::from(home).join(path.trim_start_matches('~').trim_start_matches('/'));
-        }
-    }
-    PathBuf::from(path)
 }

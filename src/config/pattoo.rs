@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use serde_norway::Value;
 
-use super::yaml::{describe, expect_mapping, Document, YamlPath};
-use super::{expand_home, LogLevel};
+use super::LogLevel;
+use crate::yaml::{describe, expand_home, expect_mapping, Document, YamlPath};
 
 /// The `pattoo:` section.
 #[derive(Debug, Clone, PartialEq)]

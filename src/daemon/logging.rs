@@ -39,9 +39,18 @@ pub fn level_filter(level: LogLevel) -> LevelFilter {
 /// (HTTP, TLS, Modbus) only say something at WARN and above, or a `debug`
 /// log would be mostly connection-pool chatter.
 fn filter(level: LevelFilter) -> Targets {
+    // The SNMP library logs each failed request itself, at ERROR for a
+    // timeout; the SNMP poller logs the same failure with the poller,
+    // target and OID, so the library speaks only when debugging.
+    let snmp_library = if level >= LevelFilter::DEBUG {
+        level
+    } else {
+        LevelFilter::OFF
+    };
     Targets::new()
         .with_default(level.min(LevelFilter::WARN))
         .with_target(env!("CARGO_CRATE_NAME"), level)
+        .with_target("async_snmp", snmp_library)
 }
 
 /// Changes the level of a running daemon (on reload).

@@ -364,6 +364,7 @@ mod tests {
                     .unwrap_or_else(|| panic!("{} missing from the page", datapoint.key));
                 let body_value = match datapoint.value {
                     Value::UInt(v) => v as f64,
+                    Value::UInt128(v) => v as f64,
                     Value::Int(v) => v as f64,
                     Value::Float(v) => v,
                     Value::Text(_) => unreachable!(),

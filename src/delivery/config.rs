@@ -23,7 +23,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_norway::Value;
 
-use crate::config::{expand_home, Document, YamlPath};
+use crate::yaml::{expand_home, Document, YamlPath};
 
 /// How the pattoo server is reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -120,12 +120,12 @@ fn positive_ms(
             doc.error(&path.key(key), "must be more than 0");
             None
         }
-        Some(ms) if ms > crate::config::MAX_MS => {
+        Some(ms) if ms > crate::yaml::MAX_MS => {
             doc.error(
                 &path.key(key),
                 format!(
                     "{ms} is out of range: expected 1 to {} (a day)",
-                    crate::config::MAX_MS
+                    crate::yaml::MAX_MS
                 ),
             );
             None

@@ -18,8 +18,8 @@ use serde_json::Value as Json;
 use serde_norway::Value;
 
 use super::{check_key, convert, json_kind, FormatError, Parsed, Payload, Skipped};
-use crate::config::{check_user_key, parse_metadata, Document, YamlPath};
 use crate::model::{python, DataPoint, DataType, Metadata, TargetData, Value as DataValue};
+use crate::yaml::{check_user_key, parse_metadata, Document, YamlPath};
 
 const FORMAT: &str = "json";
 const WILDCARD: &str = "*";

@@ -12,8 +12,8 @@ use serde::Deserialize;
 use serde_norway::Value;
 
 use super::{convert, text, FormatError, Parsed, Payload, Skipped};
-use crate::config::{parse_metadata, Document, YamlPath};
 use crate::model::{normalise_key, DataPoint, DataType, Metadata, TargetData};
+use crate::yaml::{parse_metadata, Document, YamlPath};
 
 const FORMAT: &str = "keyvalue";
 

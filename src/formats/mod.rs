@@ -40,8 +40,8 @@ use std::fmt;
 
 use serde_norway::{Mapping, Value};
 
-use crate::config::{yaml::describe, Document, YamlPath};
 use crate::model::{python, DataType, TargetData, Value as DataValue};
+use crate::yaml::{describe, Document, YamlPath};
 
 /// How to read a payload, as configured by a poller's `format:` key.
 #[derive(Debug, Clone, PartialEq)]
@@ -318,7 +318,7 @@ fn convert(text: &str, data_type: DataType) -> Result<DataValue, String> {
 
 /// Checks a datapoint key chosen in configuration.
 fn check_key(doc: &mut Document, path: &YamlPath, key: &str) -> bool {
-    crate::config::check_user_key(doc, path, key)
+    crate::yaml::check_user_key(doc, path, key)
 }
 
 /// A JSON syntax error located by line and column. serde_json appends

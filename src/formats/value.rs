@@ -9,8 +9,8 @@ use serde::Deserialize;
 use serde_norway::Value;
 
 use super::{check_key, convert, text, FormatError, Parsed, Payload, Skipped};
-use crate::config::{parse_metadata, Document, YamlPath};
 use crate::model::{DataPoint, DataType, Metadata, TargetData};
+use crate::yaml::{parse_metadata, Document, YamlPath};
 
 const FORMAT: &str = "value";
 

@@ -534,6 +534,7 @@ impl PairTable {
         match value {
             Value::Int(v) => self.scratch.push_str(itoa::Buffer::new().format(*v)),
             Value::UInt(v) => self.scratch.push_str(itoa::Buffer::new().format(*v)),
+            Value::UInt128(v) => self.scratch.push_str(itoa::Buffer::new().format(*v)),
             // Finite by now: normalisation dropped NaN and infinities. Python's
             // repr is valid JSON for finite floats and matches what the
             // Python agents send byte for byte.

@@ -36,7 +36,9 @@ pub fn normalise_value(value: &Value, data_type: DataType) -> Result<Value, Drop
     match (data_type, value) {
         (DataType::String, value) => Ok(Value::Text(value.to_python_string())),
         (_, Value::Float(v)) if !v.is_finite() => Err(DropReason::NotFinite),
-        (_, Value::Int(_) | Value::UInt(_) | Value::Float(_)) => Ok(value.clone()),
+        (_, Value::Int(_) | Value::UInt(_) | Value::UInt128(_) | Value::Float(_)) => {
+            Ok(value.clone())
+        }
         (_, Value::Text(text)) => {
             let parsed = parse_float(text).ok_or_else(|| DropReason::NotNumeric(text.clone()))?;
             if !parsed.is_finite() {

@@ -10,6 +10,9 @@ use std::fmt;
 pub enum Value {
     Int(i64),
     UInt(u64),
+    /// Past u64: the Python ifmibd agent's octet counters ×8 (a Counter64
+    /// near its top), which Python posts as exact integers.
+    UInt128(u128),
     Float(f64),
     Text(String),
 }
@@ -20,6 +23,7 @@ impl Value {
         match self {
             Value::Int(v) => v.to_string(),
             Value::UInt(v) => v.to_string(),
+            Value::UInt128(v) => v.to_string(),
             Value::Float(v) => super::python::float_to_string(*v),
             Value::Text(v) => v.clone(),
         }

@@ -7,11 +7,50 @@
 pub mod command;
 pub mod http;
 pub mod modbus;
+pub mod snmp;
+
+use std::time::Duration;
 
 use serde_norway::Value;
 
-use crate::config::{Document, PollerSettings, YamlPath};
-use crate::model::TargetData;
+use crate::model::{Metadata, TargetData};
+use crate::yaml::{Document, YamlPath};
+
+/// One poller, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PollerSettings {
+    pub name: String,
+    /// Names the agent id this poller posts under.
+    pub agent_program: String,
+    pub polling_interval: Duration,
+    /// Attached to every datapoint after the datapoint's own metadata, so a
+    /// key a poller reads itself wins over a poller-wide default.
+    pub metadata: Vec<Metadata>,
+    pub kind: PollerKind,
+}
+
+/// A Python agent's configuration file that a poller kind takes over: left
+/// unchanged in the configuration directory, it becomes one poller that
+/// posts what the Python agent posted.
+#[derive(Debug, Clone, Copy)]
+pub struct DropIn {
+    /// The file's name in the configuration directory.
+    pub file_name: &'static str,
+    /// The Python agent's program name: the poller's name and agent program,
+    /// so its agent id file is reused.
+    pub agent_program: &'static str,
+    /// Validates the file's document into the poller; errors go to `doc`.
+    pub load: fn(&mut Document) -> Option<PollerSettings>,
+}
+
+/// Every Python agent file a poller kind takes over, in the order their
+/// pollers are added. The configuration loader walks this table and names
+/// no poller kind itself.
+pub const DROP_INS: &[DropIn] = &[
+    modbus::compat::DROP_IN,
+    snmp::compat::SNMPD_DROP_IN,
+    snmp::compat::IFMIBD_DROP_IN,
+];
 
 /// A poller kind's validated settings.
 // One value per configured poller, built once: the size of the largest
@@ -22,11 +61,12 @@ pub enum PollerKind {
     ModbusTcp(modbus::ModbusSettings),
     Http(http::HttpSettings),
     Command(command::CommandSettings),
+    Snmp(snmp::SnmpSettings),
 }
 
 impl PollerKind {
     /// The `type:` values, as written in configuration.
-    pub const NAMES: [&'static str; 3] = ["modbus_tcp", "http", "command"];
+    pub const NAMES: [&'static str; 4] = ["modbus_tcp", "http", "command", "snmp"];
 
     /// Validates the kind-specific keys of a poller entry (`value` holds the
     /// entry without the keys every poller shares).
@@ -42,6 +82,7 @@ impl PollerKind {
             }
             "http" => http::HttpSettings::parse(doc, path, value).map(PollerKind::Http),
             "command" => command::CommandSettings::parse(doc, path, value).map(PollerKind::Command),
+            "snmp" => snmp::SnmpSettings::parse(doc, path, value).map(PollerKind::Snmp),
             other => {
                 doc.error(
                     &path.key("type"),
@@ -60,6 +101,7 @@ impl PollerKind {
             PollerKind::ModbusTcp(_) => "modbus_tcp",
             PollerKind::Http(_) => "http",
             PollerKind::Command(_) => "command",
+            PollerKind::Snmp(_) => "snmp",
         }
     }
 
@@ -71,6 +113,7 @@ impl PollerKind {
             PollerKind::ModbusTcp(_) => "pattoo_agent_modbustcpd",
             PollerKind::Http(_) => "pattoo_agentd_http",
             PollerKind::Command(_) => "pattoo_agentd_command",
+            PollerKind::Snmp(_) => "pattoo_agentd_snmp",
         }
     }
 
@@ -80,6 +123,7 @@ impl PollerKind {
             PollerKind::ModbusTcp(settings) => settings.describe(),
             PollerKind::Http(settings) => settings.describe(),
             PollerKind::Command(settings) => settings.describe(),
+            PollerKind::Snmp(settings) => settings.describe(),
         }
     }
 }
@@ -93,6 +137,8 @@ pub enum PollError {
     Http(#[from] http::HttpError),
     #[error(transparent)]
     Command(#[from] command::CommandError),
+    #[error(transparent)]
+    Snmp(#[from] snmp::SnmpError),
 }
 
 /// A poller ready to poll: its settings plus whatever state it keeps
@@ -103,6 +149,7 @@ pub enum Poller {
     ModbusTcp(modbus::ModbusPoller),
     Http(http::HttpPoller),
     Command(command::CommandPoller),
+    Snmp(snmp::SnmpPoller),
 }
 
 /// What pollers need to know about the agent they run in.
@@ -127,6 +174,7 @@ impl Poller {
             PollerKind::Command(kind) => {
                 Poller::Command(command::CommandPoller::new(&settings.name, kind, env))
             }
+            PollerKind::Snmp(kind) => Poller::Snmp(snmp::SnmpPoller::new(&settings.name, kind)?),
         })
     }
 
@@ -137,6 +185,7 @@ impl Poller {
             Poller::ModbusTcp(poller) => poller.poll().await?,
             Poller::Http(poller) => poller.poll().await?,
             Poller::Command(poller) => poller.poll().await?,
+            Poller::Snmp(poller) => poller.poll().await?,
         })
     }
 }

@@ -7,8 +7,10 @@
 pub mod http_server;
 pub mod modbus;
 pub mod modbus_sim;
+pub mod netsnmp;
 pub mod pymodbus;
 pub mod receiver;
+pub mod snmpsim;
 
 use std::path::Path;
 

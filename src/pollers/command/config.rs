@@ -26,8 +26,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_norway::Value;
 
-use crate::config::{Document, YamlPath};
 use crate::formats::FormatSettings;
+use crate::yaml::{Document, YamlPath};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct CommandSettings {
@@ -122,25 +122,25 @@ impl CommandSettings {
             }
         };
         let mut positive = |key: &str, value: Option<u64>, default: u64, max: u64| {
-            crate::config::positive_or(doc, path, key, value, default, max, &mut ok)
+            crate::yaml::positive_or(doc, path, key, value, default, max, &mut ok)
         };
         let timeout = Duration::from_millis(positive(
             "timeout_ms",
             raw.timeout_ms,
             DEFAULT_TIMEOUT.as_millis() as u64,
-            crate::config::MAX_MS,
+            crate::yaml::MAX_MS,
         ));
         let kill_grace = Duration::from_millis(positive(
             "kill_grace_ms",
             raw.kill_grace_ms,
             DEFAULT_KILL_GRACE.as_millis() as u64,
-            crate::config::MAX_MS,
+            crate::yaml::MAX_MS,
         ));
         let max_output_bytes = positive(
             "max_output_bytes",
             raw.max_output_bytes.map(|n| n as u64),
             DEFAULT_MAX_OUTPUT_BYTES as u64,
-            crate::config::MAX_READ_BYTES,
+            crate::yaml::MAX_READ_BYTES,
         ) as usize;
         if let Some(dir) = &raw.working_directory {
             if !dir.is_absolute() {

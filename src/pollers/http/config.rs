@@ -37,9 +37,9 @@ use reqwest::{Method, Url};
 use serde::Deserialize;
 use serde_norway::Value;
 
-use crate::config::yaml::describe;
-use crate::config::{yaml_number_to_python, Document, YamlPath};
 use crate::formats::FormatSettings;
+use crate::yaml::describe;
+use crate::yaml::{yaml_number_to_python, Document, YamlPath};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct HttpSettings {
@@ -272,25 +272,25 @@ impl HttpSettings {
             ok = false;
         }
         let mut positive = |key: &str, value: Option<u64>, default: u64, max: u64| {
-            crate::config::positive_or(doc, path, key, value, default, max, &mut ok)
+            crate::yaml::positive_or(doc, path, key, value, default, max, &mut ok)
         };
         let timeout = Duration::from_millis(positive(
             "timeout_ms",
             raw.timeout_ms,
             DEFAULT_TIMEOUT.as_millis() as u64,
-            crate::config::MAX_MS,
+            crate::yaml::MAX_MS,
         ));
         let max_response_bytes = positive(
             "max_response_bytes",
             raw.max_response_bytes.map(|n| n as u64),
             DEFAULT_MAX_RESPONSE_BYTES as u64,
-            crate::config::MAX_READ_BYTES,
+            crate::yaml::MAX_READ_BYTES,
         ) as usize;
         let retry_backoff = Duration::from_millis(positive(
             "retry_backoff_ms",
             raw.retry_backoff_ms,
             DEFAULT_RETRY_BACKOFF.as_millis() as u64,
-            crate::config::MAX_MS,
+            crate::yaml::MAX_MS,
         ));
         let retries = raw.retries.unwrap_or(0);
         if retries > MAX_RETRIES {
@@ -321,7 +321,7 @@ impl HttpSettings {
             None => Some("url".to_owned()),
             Some(Value::Bool(false)) => None,
             Some(Value::String(key)) => {
-                if crate::config::check_user_key(doc, &path.key("url_metadata"), key) {
+                if crate::yaml::check_user_key(doc, &path.key("url_metadata"), key) {
                     Some(key.trim().to_owned())
                 } else {
                     ok = false;

@@ -32,7 +32,6 @@
 //! units outside 0..246.
 
 use std::collections::HashSet;
-use std::path::Path;
 use std::sync::Arc;
 
 use serde_norway::Value;
@@ -40,12 +39,12 @@ use serde_norway::Value;
 use super::address::{parse_modicon, Table};
 use super::config::{parse_host_port, ModbusSettings, RegisterSettings, TargetSettings};
 use super::decode::{Order, ValueType};
-use crate::config::yaml::{describe, expect_mapping, only_section};
-use crate::config::{
-    parse_interval, ConfigError, Document, PollerSettings, YamlPath, DEFAULT_POLLING_INTERVAL,
-};
 use crate::model::DataType;
-use crate::pollers::PollerKind;
+use crate::pollers::{DropIn, PollerKind, PollerSettings};
+use crate::yaml::{
+    describe, expect_mapping, only_section, parse_interval, Document, YamlPath,
+    DEFAULT_POLLING_INTERVAL,
+};
 
 pub const FILE_NAME: &str = "pattoo_agent_modbustcpd.yaml";
 pub const SECTION: &str = "pattoo_agent_modbustcpd";
@@ -53,35 +52,12 @@ pub const SECTION: &str = "pattoo_agent_modbustcpd";
 /// file is reused.
 pub const PROGRAM: &str = "pattoo_agent_modbustcpd";
 
-/// Adds the poller described by `pattoo_agent_modbustcpd.yaml` in
-/// `config_dir`, if that file exists.
-pub fn load(config_dir: &Path, pollers: &mut Vec<PollerSettings>, errors: &mut Vec<ConfigError>) {
-    let file = config_dir.join(FILE_NAME);
-    if !file.exists() {
-        return;
-    }
-    let mut doc = match Document::read(&file) {
-        Ok(doc) => doc,
-        Err(error) => {
-            errors.push(error);
-            return;
-        }
-    };
-    let parsed = parse(&mut doc);
-    if let Some(poller) = parsed {
-        if pollers.iter().any(|p| p.name == poller.name) {
-            doc.error(
-                &YamlPath::root().key(SECTION),
-                format!(
-                    "pattoo_agentd.yaml already has a poller named `{PROGRAM}`; rename it, or drop one of the two"
-                ),
-            );
-        } else if !doc.has_errors() {
-            pollers.push(poller);
-        }
-    }
-    errors.extend(doc.into_errors());
-}
+/// The Python agent's file, as the configuration loader finds it.
+pub const DROP_IN: DropIn = DropIn {
+    file_name: FILE_NAME,
+    agent_program: PROGRAM,
+    load: parse,
+};
 
 fn parse(doc: &mut Document) -> Option<PollerSettings> {
     let (path, section) = only_section(doc, SECTION)?;

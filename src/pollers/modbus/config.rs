@@ -10,9 +10,9 @@ use serde_norway::Value;
 
 use super::address::{parse_modicon, parse_modicon_text, Address, Table};
 use super::decode::{Order, ValueType};
-use crate::config::yaml::describe;
-use crate::config::{check_user_key, parse_metadata, Document, YamlPath};
 use crate::model::{DataType, Metadata};
+use crate::yaml::describe;
+use crate::yaml::{check_user_key, parse_metadata, Document, YamlPath};
 
 pub const DEFAULT_PORT: u16 = 502;
 pub const DEFAULT_UNIT: u8 = 1;
@@ -224,13 +224,13 @@ impl ModbusSettings {
     pub(crate) fn parse(doc: &mut Document, path: &YamlPath, value: &Value) -> Option<Self> {
         let raw: RawModbus = doc.deserialize(path, value)?;
         let mut ok = true;
-        let timeout = Duration::from_millis(crate::config::positive_or(
+        let timeout = Duration::from_millis(crate::yaml::positive_or(
             doc,
             path,
             "timeout_ms",
             raw.timeout_ms,
             DEFAULT_TIMEOUT.as_millis() as u64,
-            crate::config::MAX_MS,
+            crate::yaml::MAX_MS,
             &mut ok,
         ));
         let mut limit = |key: &str, given: Option<u16>, max: u16| match given {

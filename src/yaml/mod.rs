@@ -7,6 +7,13 @@
 //! with the path of any error tracked, so one mistake never hides another
 //! and each error can be pointed at the line that caused it.
 
+mod values;
+
+pub use values::{
+    check_user_key, expand_home, parse_interval, parse_metadata, positive_or,
+    yaml_number_to_python, DEFAULT_POLLING_INTERVAL, MAX_MS, MAX_READ_BYTES,
+};
+
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,315 @@
+//! IF-MIB (RFC 2863): the native poller's `preset: if_mib` table, and the
+//! Python `pattoo_agent_snmp_ifmibd` agent's walks and datapoints
+//! (SPEC-snmp-compat.md §4), built here from what the walks returned.
+
+use std::collections::HashMap;
+
+use async_snmp::{Oid, VarBind};
+
+use super::config::{dotted, oid_from_text, Column, Label, Table};
+use super::convert::{self, Octets, Reading};
+use crate::model::{DataPoint, DataType, Metadata};
+
+const IF_TABLE: &str = ".1.3.6.1.2.1.2.2.1";
+const IFX_TABLE: &str = ".1.3.6.1.2.1.31.1.1.1";
+
+fn oid(text: &str) -> Oid {
+    oid_from_text(text).expect("a valid built-in OID")
+}
+
+fn if_column(n: u32) -> Oid {
+    oid(&format!("{IF_TABLE}.{n}"))
+}
+
+fn ifx_column(n: u32) -> Oid {
+    oid(&format!("{IFX_TABLE}.{n}"))
+}
+
+/// The native preset: one datapoint per interface and counter, 64-bit
+/// counters read where the device has them and 32-bit ones where not,
+/// labelled with the interface's name, description and alias (the alias,
+/// which operators edit, outside the checksum).
+pub fn preset() -> Table {
+    let counter = |key: &str, hc: Option<u32>, legacy: Option<u32>| {
+        let (oid, fallback) = match (hc, legacy) {
+            (Some(hc), legacy) => (ifx_column(hc), legacy.map(if_column)),
+            (None, Some(legacy)) => (if_column(legacy), None),
+            (None, None) => unreachable!("every column has an OID"),
+        };
+        Column {
+            oid,
+            key: key.to_owned(),
+            fallback,
+            multiplier: None,
+            offset: None,
+            data_type: None,
+            metadata: Vec::new(),
+        }
+    };
+    let high_speed = Column {
+        oid: ifx_column(15),
+        key: "ifHighSpeed".to_owned(),
+        fallback: None,
+        multiplier: None,
+        offset: None,
+        data_type: None,
+        metadata: Vec::new(),
+    };
+    Table {
+        name: "IF-MIB".to_owned(),
+        columns: vec![
+            counter("ifInOctets", Some(6), Some(10)),
+            counter("ifOutOctets", Some(10), Some(16)),
+            counter("ifInUcastPkts", Some(7), Some(11)),
+            counter("ifOutUcastPkts", Some(11), Some(17)),
+            counter("ifInMulticastPkts", Some(8), None),
+            counter("ifOutMulticastPkts", Some(12), None),
+            counter("ifInBroadcastPkts", Some(9), None),
+            counter("ifOutBroadcastPkts", Some(13), None),
+            counter("ifInDiscards", None, Some(13)),
+            counter("ifOutDiscards", None, Some(19)),
+            counter("ifInErrors", None, Some(14)),
+            counter("ifOutErrors", None, Some(20)),
+            counter("ifAdminStatus", None, Some(7)),
+            counter("ifOperStatus", None, Some(8)),
+            high_speed,
+        ],
+        labels: vec![
+            Label {
+                key: "ifName".to_owned(),
+                oid: ifx_column(1),
+                update_checksum: true,
+            },
+            Label {
+                key: "ifDescr".to_owned(),
+                oid: if_column(2),
+                update_checksum: true,
+            },
+            Label {
+                key: "ifAlias".to_owned(),
+                oid: ifx_column(18),
+                update_checksum: false,
+            },
+        ],
+    }
+}
+
+/// The Python ifmibd agent's walks in its order: name, OID, whether the
+/// value is multiplied by 8, whether it is posted.
+pub const PYTHON_WALKS: [(&str, &str, bool, bool); 19] = [
+    ("ifDescr", ".1.3.6.1.2.1.2.2.1.2", false, false),
+    ("ifAlias", ".1.3.6.1.2.1.31.1.1.1.18", false, false),
+    ("ifName", ".1.3.6.1.2.1.31.1.1.1.1", false, false),
+    ("ifAdminStatus", ".1.3.6.1.2.1.2.2.1.7", false, false),
+    ("ifIndex", ".1.3.6.1.2.1.2.2.1.1", false, false),
+    ("ifInOctets", ".1.3.6.1.2.1.2.2.1.10", true, true),
+    ("ifOutOctets", ".1.3.6.1.2.1.2.2.1.16", true, true),
+    ("ifInBroadcastPkts", ".1.3.6.1.2.1.31.1.1.1.3", false, true),
+    ("ifOutBroadcastPkts", ".1.3.6.1.2.1.31.1.1.1.5", false, true),
+    ("ifInMulticastPkts", ".1.3.6.1.2.1.31.1.1.1.2", false, true),
+    ("ifOutMulticastPkts", ".1.3.6.1.2.1.31.1.1.1.4", false, true),
+    (
+        "ifHCOutBroadcastPkts",
+        ".1.3.6.1.2.1.31.1.1.1.13",
+        false,
+        true,
+    ),
+    (
+        "ifHCOutMulticastPkts",
+        ".1.3.6.1.2.1.31.1.1.1.12",
+        false,
+        true,
+    ),
+    ("ifHCOutUcastPkts", ".1.3.6.1.2.1.31.1.1.1.11", false, true),
+    ("ifHCOutOctets", ".1.3.6.1.2.1.31.1.1.1.10", true, true),
+    (
+        "ifHCInBroadcastPkts",
+        ".1.3.6.1.2.1.31.1.1.1.9",
+        false,
+        true,
+    ),
+    (
+        "ifHCInMulticastPkts",
+        ".1.3.6.1.2.1.31.1.1.1.8",
+        false,
+        true,
+    ),
+    ("ifHCInUcastPkts", ".1.3.6.1.2.1.31.1.1.1.7", false, true),
+    ("ifHCInOctets", ".1.3.6.1.2.1.31.1.1.1.6", true, true),
+];
+
+pub fn python_walk_oids() -> Vec<Oid> {
+    PYTHON_WALKS
+        .iter()
+        .map(|(_, text, _, _)| oid(text))
+        .collect()
+}
+
+/// Python's `str.strip()`: Unicode whitespace plus the four ASCII
+/// separators `\x1c`..`\x1f`, which Python counts as whitespace.
+fn python_strip(text: &str) -> &str {
+    text.trim_matches(|c: char| c.is_whitespace() || ('\x1c'..='\x1f').contains(&c))
+}
+
+/// The ifIndex of a row: the last number of its OID.
+fn if_index(varbind: &VarBind) -> Option<u32> {
+    varbind.oid.arcs().last().copied()
+}
+
+/// The Python ifmibd agent's datapoints for one target from its nineteen
+/// walks (`walks[i]` answers `PYTHON_WALKS[i]`; a failed walk is empty).
+pub fn python_datapoints(walks: &[Vec<VarBind>], timestamp_ms: u64) -> Vec<DataPoint> {
+    let labels = |walk: &[VarBind]| -> HashMap<u32, String> {
+        walk.iter()
+            .filter_map(|vb| {
+                let text = match convert::reading(&vb.value, Octets::Latin1).ok()? {
+                    Reading::Text(text) => text,
+                    Reading::Integer(v, _) => v.to_string(),
+                    Reading::Float(v) => crate::model::python::float_to_string(v),
+                };
+                Some((if_index(vb)?, text))
+            })
+            .collect()
+    };
+    let descr = labels(&walks[0]);
+    let alias = labels(&walks[1]);
+    let name = labels(&walks[2]);
+    let admin_up: HashMap<u32, bool> = walks[3]
+        .iter()
+        .filter_map(|vb| {
+            let up = matches!(
+                convert::reading(&vb.value, Octets::Latin1),
+                Ok(Reading::Integer(1, _))
+            );
+            Some((if_index(vb)?, up))
+        })
+        .collect();
+
+    let mut datapoints = Vec::new();
+    for (walk, (walk_name, _, times_eight, posted)) in walks.iter().zip(PYTHON_WALKS) {
+        if !posted {
+            continue;
+        }
+        let key = walk_name.to_ascii_lowercase();
+        for varbind in walk {
+            let Some(index) = if_index(varbind) else {
+                continue;
+            };
+            let Some(descr) = descr.get(&index) else {
+                continue;
+            };
+            if admin_up.get(&index) != Some(&true) {
+                continue;
+            }
+            let (value, data_type) = match convert::reading(&varbind.value, Octets::Latin1) {
+                Ok(Reading::Integer(v, data_type)) => {
+                    let v = if times_eight { v * 8 } else { v };
+                    (convert::integer(v), data_type)
+                }
+                Ok(Reading::Float(v)) => (
+                    crate::model::Value::Float(if times_eight { v * 8.0 } else { v }),
+                    DataType::Float,
+                ),
+                Ok(Reading::Text(text)) => (crate::model::Value::Text(text), DataType::String),
+                Err(_) => continue,
+            };
+            let mut datapoint = DataPoint::new(key.clone(), value, data_type, timestamp_ms)
+                .with_metadata(Metadata::new("oid", dotted(&varbind.oid)));
+            // The emptiness test comes before stripping, as in Python: an
+            // all-blank alias is posted as "".
+            if !descr.is_empty() {
+                datapoint
+                    .metadata
+                    .push(Metadata::new("ifdescr", python_strip(descr)));
+            }
+            if let Some(name) = name.get(&index).filter(|n| !n.is_empty()) {
+                datapoint
+                    .metadata
+                    .push(Metadata::new("ifname", python_strip(name)));
+            }
+            if let Some(alias) = alias.get(&index).filter(|a| !a.is_empty()) {
+                datapoint
+                    .metadata
+                    .push(Metadata::without_checksum("ifalias", python_strip(alias)));
+            }
+            datapoints.push(datapoint);
+        }
+    }
+    datapoints
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use async_snmp::Value as Snmp;
+    use bytes::Bytes;
+
+    fn vb(text: &str, value: Snmp) -> VarBind {
+        VarBind::new(oid(text), value)
+    }
+
+    fn walks() -> Vec<Vec<VarBind>> {
+        let mut walks = vec![Vec::new(); 19];
+        walks[0] = vec![
+            vb(
+                ".1.3.6.1.2.1.2.2.1.2.1",
+                Snmp::OctetString(Bytes::from_static(b"eth0  ")),
+            ),
+            vb(
+                ".1.3.6.1.2.1.2.2.1.2.2",
+                Snmp::OctetString(Bytes::from_static(b"eth1")),
+            ),
+        ];
+        walks[1] = vec![vb(
+            ".1.3.6.1.2.1.31.1.1.1.18.1",
+            Snmp::OctetString(Bytes::from_static(b"  ")),
+        )];
+        walks[3] = vec![
+            vb(".1.3.6.1.2.1.2.2.1.7.1", Snmp::Integer(1)),
+            vb(".1.3.6.1.2.1.2.2.1.7.2", Snmp::Integer(2)),
+        ];
+        walks[18] = vec![
+            vb(".1.3.6.1.2.1.31.1.1.1.6.1", Snmp::Counter64(u64::MAX)),
+            vb(".1.3.6.1.2.1.31.1.1.1.6.2", Snmp::Counter64(5)),
+            vb(".1.3.6.1.2.1.31.1.1.1.6.3", Snmp::Counter64(5)),
+        ];
+        walks
+    }
+
+    #[test]
+    fn posts_only_admin_up_interfaces_with_a_description() {
+        let datapoints = python_datapoints(&walks(), 1);
+        assert_eq!(datapoints.len(), 1, "{datapoints:#?}");
+        let datapoint = &datapoints[0];
+        assert_eq!(datapoint.key, "ifhcinoctets");
+        assert_eq!(
+            datapoint.value,
+            crate::model::Value::UInt128(u128::from(u64::MAX) * 8)
+        );
+        assert_eq!(datapoint.data_type, DataType::Counter64);
+        let metadata: Vec<(&str, &str, bool)> = datapoint
+            .metadata
+            .iter()
+            .map(|m| (m.key.as_str(), m.value.as_str(), m.update_checksum))
+            .collect();
+        assert_eq!(
+            metadata,
+            [
+                ("oid", ".1.3.6.1.2.1.31.1.1.1.6.1", true),
+                ("ifdescr", "eth0", true),
+                ("ifalias", "", false)
+            ]
+        );
+    }
+
+    #[test]
+    fn the_preset_prefers_64_bit_counters() {
+        let table = preset();
+        let octets = &table.columns[0];
+        assert_eq!(dotted(&octets.oid), ".1.3.6.1.2.1.31.1.1.1.6");
+        assert_eq!(
+            octets.fallback.as_ref().map(dotted).as_deref(),
+            Some(".1.3.6.1.2.1.2.2.1.10")
+        );
+    }
+}

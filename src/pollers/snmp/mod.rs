@@ -1,0 +1,597 @@
+//! The SNMP poller: GET, walks and tables from SNMPv1, v2c and v3 devices,
+//! and the drop-ins for the Python `pattoo_agent_snmpd` and
+//! `pattoo_agent_snmp_ifmibd` agents ([`compat`]).
+//!
+//! # Configuration (`type: snmp` in `pattoo_agentd.yaml`)
+//!
+//! ```yaml
+//! - name: switches
+//!   type: snmp
+//!   targets:                      # host, host:port, [ipv6]:port, or a mapping
+//!     - "10.0.0.1"
+//!     - "[2001:db8::7]:1161"
+//!     - {address: sw3.example.org, name: sw3, community: {file: /etc/pattoo/sw3}}
+//!   version: 2c                   # 1, 2c (default) or 3
+//!   community: {file: /etc/pattoo/snmp-community}   # or {env: SNMP_COMMUNITY}
+//!   # version 3 instead:
+//!   # user: pattoo
+//!   # auth: {protocol: sha256, passphrase: {file: /etc/pattoo/snmp-auth}}
+//!   #                             # md5, sha, sha224, sha256, sha384, sha512
+//!   # privacy: {protocol: aes, passphrase: {env: SNMP_PRIV}}
+//!   #                             # des, aes (128), aes192, aes256, *-reeder
+//!   timeout_ms: 2000              # per request (default 2000)
+//!   retries: 1                    # per request (default 1, at most 5)
+//!   max_repetitions: 25           # GETBULK rows per request (default 25)
+//!   max_oids_per_request: 32      # GET batch size; split further on tooBig
+//!   max_concurrent_targets: 64    # devices polled at once
+//!   get:                          # instance OIDs, batched into few GETs
+//!     - {oid: .1.3.6.1.2.1.1.3.0, key: sysuptime}
+//!   walk:                         # subtrees: GETBULK (GETNEXT for v1)
+//!     - {oid: .1.3.6.1.4.1.2021.10.1.5, key: load, multiplier: 0.01}
+//!   tables:                       # one datapoint per row and column
+//!     - name: ifTable
+//!       columns:
+//!         - {key: ifInOctets, oid: .1.3.6.1.2.1.31.1.1.1.6,
+//!            fallback: .1.3.6.1.2.1.2.2.1.10, multiplier: 8}
+//!       labels:                   # other columns of the row, as metadata
+//!         - {key: ifName, oid: .1.3.6.1.2.1.31.1.1.1.1}
+//!         - {key: ifAlias, oid: .1.3.6.1.2.1.31.1.1.1.18, update_checksum: false}
+//!   preset: if_mib                # ifTable + ifXTable, 64-bit counters first
+//! ```
+//!
+//! Every item also takes `multiplier`, `offset` (the value is raw times
+//! multiplier plus offset, posted as a float), `data_type` and `metadata`. OIDs are
+//! numeric: no MIB files are read. A `get` or `walk` without `key` uses the
+//! OID. Walked and table values carry the metadata `oid` (walks) or `index`
+//! (tables: the row's index, `2` or `10.0.0.1`), so every row is its own
+//! series.
+//!
+//! Values: Counter32 is `counter`, Counter64 `counter64`, Integer32,
+//! Gauge32 and TimeTicks `int`, octet strings `string` as UTF-8 where valid
+//! and hex otherwise (`00:11:22:33:44:aa`), IP addresses and OIDs as text.
+//!
+//! # How it reads
+//!
+//! - One UDP socket per poller (per address family) carries every target's
+//!   requests; responses are matched by request id (and message id, for
+//!   v3), so a late, forged or garbled datagram is dropped, never taken
+//!   for another request's answer (async-snmp does the matching, the BER
+//!   and the USM).
+//! - Targets are polled concurrently, at most `max_concurrent_targets` at
+//!   once. Each request has the target's timeout and retries; a target that
+//!   times out is not asked again in the same poll, so a dead device costs
+//!   one timeout × (retries + 1) and delays no other.
+//! - Errors are logged with the poller, target and OID: timeouts (a wrong
+//!   community looks like one, agents do not answer it), authentication
+//!   failures and other v3 reports, error statuses, `noSuchObject`,
+//!   `noSuchInstance`. Whatever was read is posted.
+
+pub mod compat;
+mod config;
+pub mod convert;
+pub mod ifmib;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use async_snmp::transport::UdpTransport;
+use async_snmp::{
+    Auth, Client, ErrorKind, Oid, Retry, UsmConfig, VarBind, WalkMethod, WalkOptions,
+};
+use futures_util::StreamExt;
+
+pub use config::{
+    dotted, oid_from_text, Column, Credentials, Flavour, Label, Read, Secret, SnmpSettings, Table,
+    TargetSettings, DEFAULT_MAX_REPETITIONS, DEFAULT_PORT, DEFAULT_RETRIES, DEFAULT_TIMEOUT,
+};
+use convert::{NoValue, Octets};
+
+use crate::model::{DataPoint, Metadata, TargetData};
+use crate::time::now_ms;
+
+/// A poll read nothing at all.
+#[derive(Debug, thiserror::Error)]
+#[error("poller {poller}: nothing read from any of {targets} target(s) (see the warnings above)")]
+pub struct SnmpError {
+    pub poller: String,
+    pub targets: usize,
+}
+
+pub struct SnmpPoller {
+    name: String,
+    settings: SnmpSettings,
+    /// Parallel to `settings.targets`.
+    states: Vec<TargetState>,
+    v4: Option<UdpTransport>,
+    v6: Option<UdpTransport>,
+}
+
+impl std::fmt::Debug for SnmpPoller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SnmpPoller")
+            .field("name", &self.name)
+            .field("targets", &self.settings.targets.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a target keeps between polls.
+struct TargetState {
+    /// The credentials with their secrets read, ready for a client.
+    auth: Auth,
+    /// Built at the first poll that resolves the target; kept, so v3
+    /// engine discovery happens once.
+    client: Option<Client>,
+}
+
+impl SnmpPoller {
+    /// Reads the secrets. Does no network I/O: sockets are bound and names
+    /// resolved at the first poll.
+    pub fn new(name: &str, settings: &SnmpSettings) -> anyhow::Result<Self> {
+        let mut states = Vec::with_capacity(settings.targets.len());
+        for target in &settings.targets {
+            let auth = auth(&target.credentials)
+                .map_err(|error| anyhow::anyhow!("target {}: {error}", target.name))?;
+            states.push(TargetState { auth, client: None });
+        }
+        Ok(SnmpPoller {
+            name: name.to_owned(),
+            settings: settings.clone(),
+            states,
+            v4: None,
+            v6: None,
+        })
+    }
+
+    /// Polls every target once.
+    pub async fn poll(&mut self) -> Result<Vec<TargetData>, SnmpError> {
+        let name = self.name.as_str();
+        let settings = &self.settings;
+        let mut clients = Vec::with_capacity(settings.targets.len());
+        // Clients first, in order: building one may bind this poller's
+        // socket, which needs `&mut self`.
+        for t in 0..settings.targets.len() {
+            clients.push(
+                client(
+                    name,
+                    settings,
+                    &settings.targets[t],
+                    &mut self.states[t],
+                    &mut self.v4,
+                    &mut self.v6,
+                )
+                .await,
+            );
+        }
+        let polls: Vec<_> = settings
+            .targets
+            .iter()
+            .zip(clients)
+            .map(|(target, client)| poll_target(name, settings, target, client))
+            .collect();
+        let outcomes: Vec<(TargetData, bool)> = futures_util::stream::iter(polls)
+            .buffered(settings.max_concurrent_targets.max(1))
+            .collect()
+            .await;
+        let answered = outcomes.iter().filter(|(_, answered)| *answered).count();
+        if answered == 0 && !outcomes.is_empty() {
+            return Err(SnmpError {
+                poller: self.name.clone(),
+                targets: outcomes.len(),
+            });
+        }
+        let mut result: Vec<TargetData> = outcomes
+            .into_iter()
+            .map(|(data, _)| data)
+            .filter(|data| !data.datapoints.is_empty())
+            .collect();
+        if settings.flavour != Flavour::Native {
+            // The Python agents post targets in sorted order of their names.
+            result.sort_by(|a, b| a.target.cmp(&b.target));
+        }
+        Ok(result)
+    }
+}
+
+fn auth(credentials: &Credentials) -> Result<Auth, String> {
+    Ok(match credentials {
+        Credentials::V1(community) => Auth::v1(community.reveal()?.into_bytes()),
+        Credentials::V2c(community) => Auth::v2c(community.reveal()?.into_bytes()),
+        Credentials::V3 {
+            user,
+            auth,
+            privacy,
+        } => {
+            let config = UsmConfig::new(bytes::Bytes::copy_from_slice(user.as_bytes()));
+            let config = match (auth, privacy) {
+                (Some((a, a_secret)), Some((p, p_secret))) => {
+                    config.auth_priv(*a, a_secret.reveal()?, *p, p_secret.reveal()?)
+                }
+                (Some((a, a_secret)), None) => config.auth(*a, a_secret.reveal()?),
+                _ => Ok(config),
+            }
+            .map_err(|error| format!("SNMPv3 user {user:?}: {error}"))?;
+            Auth::from(config)
+        }
+    })
+}
+
+/// The target's client, built (and the poller's socket bound) on first
+/// use. `None`, logged, when the name does not resolve or the socket
+/// cannot be bound; the next poll tries again.
+async fn client(
+    poller: &str,
+    settings: &SnmpSettings,
+    target: &TargetSettings,
+    state: &mut TargetState,
+    v4: &mut Option<UdpTransport>,
+    v6: &mut Option<UdpTransport>,
+) -> Option<Client> {
+    if let Some(client) = &state.client {
+        return Some(client.clone());
+    }
+    let address = match resolve(&target.host, target.port).await {
+        Ok(address) => address,
+        Err(error) => {
+            tracing::warn!(poller, target = %target.name, "{}: {error}", target.name);
+            return None;
+        }
+    };
+    let slot = if address.is_ipv4() { v4 } else { v6 };
+    if slot.is_none() {
+        let bind = if address.is_ipv4() {
+            "0.0.0.0:0"
+        } else {
+            "[::]:0"
+        };
+        match UdpTransport::bind(bind).await {
+            Ok(transport) => *slot = Some(transport),
+            Err(error) => {
+                tracing::error!(poller, "cannot open a UDP socket for SNMP: {error}");
+                return None;
+            }
+        }
+    }
+    let transport = slot.as_ref().expect("bound above");
+    let built = Client::builder(address, state.auth.clone())
+        .request_timeout(settings.timeout)
+        .retry(Retry::fixed(settings.retries, Duration::ZERO).unwrap_or_else(|_| Retry::none()))
+        .max_oids_per_request(settings.max_oids_per_request)
+        .walk_options(WalkOptions {
+            method: WalkMethod::Auto,
+            max_repetitions: settings.max_repetitions,
+            ..WalkOptions::default()
+        })
+        .strict_source(true)
+        .build_with(transport)
+        .await;
+    match built {
+        Ok(client) => {
+            state.client = Some(client.clone());
+            Some(client)
+        }
+        Err(error) => {
+            tracing::warn!(poller, target = %target.name, "{}: {}", target.name, explain(&error, &target.credentials));
+            None
+        }
+    }
+}
+
+async fn resolve(host: &str, port: u16) -> std::io::Result<SocketAddr> {
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        return Ok(SocketAddr::new(ip, port));
+    }
+    // IPv4 first, as Net-SNMP (and so the Python agents) resolve names:
+    // `localhost` must reach an agent listening on 127.0.0.1 only.
+    let addresses: Vec<SocketAddr> = tokio::net::lookup_host((host, port)).await?.collect();
+    addresses
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or_else(|| addresses.first())
+        .copied()
+        .ok_or_else(|| std::io::Error::other(format!("{host} has no address")))
+}
+
+/// An error as an operator reads it: what happened and what to check.
+fn explain(error: &async_snmp::Error, credentials: &Credentials) -> String {
+    match error.kind() {
+        ErrorKind::Timeout if !matches!(credentials, Credentials::V3 { .. }) => format!(
+            "{error}: the device is down or unreachable, or the community is wrong (agents do not answer a wrong community)"
+        ),
+        ErrorKind::Timeout => format!("{error}: the device is down or unreachable"),
+        ErrorKind::Auth | ErrorKind::Report => format!(
+            "{error}: check the SNMPv3 user, protocols and passphrases (a wrong passphrase shows as wrong digests or a decryption error)"
+        ),
+        _ => error.to_string(),
+    }
+}
+
+/// Whether an error means the target will not answer anything else in
+/// this poll either.
+fn ends_target(error: &async_snmp::Error) -> bool {
+    matches!(
+        error.kind(),
+        ErrorKind::Timeout | ErrorKind::Auth | ErrorKind::Report | ErrorKind::Network
+    )
+}
+
+/// One target's datapoints, and whether it answered at all.
+async fn poll_target(
+    poller: &str,
+    settings: &SnmpSettings,
+    target: &TargetSettings,
+    client: Option<Client>,
+) -> (TargetData, bool) {
+    let mut data = TargetData::new(target.name.clone());
+    let Some(client) = client else {
+        return (data, false);
+    };
+    let mut session = Session {
+        poller,
+        target,
+        client,
+        timeout: settings.timeout,
+        answered: false,
+        silent: false,
+    };
+    match settings.flavour {
+        Flavour::PythonIfMib => {
+            let mut walks = Vec::with_capacity(ifmib::PYTHON_WALKS.len());
+            for oid in ifmib::python_walk_oids() {
+                walks.push(session.walk(&oid).await.unwrap_or_default());
+            }
+            data.datapoints = ifmib::python_datapoints(&walks, now_ms());
+        }
+        Flavour::PythonSnmpd | Flavour::Native => {
+            for read in target.reads.iter() {
+                session.read(read, &mut data.datapoints).await;
+            }
+        }
+    }
+    (data, session.answered)
+}
+
+/// One target's poll in progress.
+struct Session<'a> {
+    poller: &'a str,
+    target: &'a TargetSettings,
+    client: Client,
+    timeout: Duration,
+    answered: bool,
+    /// Set once the target timed out or refused our credentials: nothing
+    /// more is asked of it in this poll.
+    silent: bool,
+}
+
+impl Session<'_> {
+    async fn failed(&mut self, what: &str, error: &async_snmp::Error) {
+        let mut explained = explain(error, &self.target.credentials);
+        if error.kind() == ErrorKind::Timeout
+            && matches!(self.target.credentials, Credentials::V3 { .. })
+            && self.engine_answers().await
+        {
+            // A device's report of a wrong passphrase is unauthenticated,
+            // so the client rightly does not trust it and waits on to the
+            // timeout; the engine discovery answering tells the two apart.
+            explained = format!(
+                "{error}: the device answers SNMPv3 engine discovery but not our authenticated requests: check the SNMPv3 user, protocols and passphrases"
+            );
+        }
+        tracing::warn!(
+            poller = self.poller,
+            target = %self.target.name,
+            "{}: {what}: {explained}",
+            self.target.name,
+        );
+        if ends_target(error) {
+            self.silent = true;
+        }
+    }
+
+    /// Whether the device answers an (unauthenticated) engine discovery
+    /// within one timeout.
+    async fn engine_answers(&self) -> bool {
+        matches!(
+            tokio::time::timeout(self.timeout, self.client.rediscover_engine()).await,
+            Ok(Ok(()))
+        )
+    }
+
+    fn no_value(&self, oid: &Oid, why: NoValue) {
+        tracing::info!(
+            poller = self.poller,
+            target = %self.target.name,
+            oid = %dotted(oid),
+            "{}: {}: {why}",
+            self.target.name,
+            dotted(oid)
+        );
+    }
+
+    /// Every varbind of the subtree at `oid`; `None` (logged) if the walk
+    /// failed, in which case what it had read is dropped, as the Python
+    /// agents drop it.
+    async fn walk(&mut self, oid: &Oid) -> Option<Vec<VarBind>> {
+        if self.silent {
+            return None;
+        }
+        let result = match self.client.walk(oid.clone()) {
+            Ok(stream) => stream.collect().await,
+            Err(error) => Err(error),
+        };
+        match result {
+            Ok(varbinds) => {
+                self.answered = true;
+                Some(varbinds)
+            }
+            Err(error) => {
+                if !ends_target(&error) {
+                    self.answered = true;
+                }
+                self.failed(&format!("walk {}", dotted(oid)), &error).await;
+                None
+            }
+        }
+    }
+
+    async fn read(&mut self, read: &Read, out: &mut Vec<DataPoint>) {
+        match read {
+            Read::PythonWalk {
+                address,
+                oid,
+                multiplier,
+            } => {
+                for varbind in self.walk(oid).await.unwrap_or_default() {
+                    let Ok(reading) = convert::reading(&varbind.value, Octets::Latin1) else {
+                        continue;
+                    };
+                    let (value, data_type) = convert::python_snmpd(reading, *multiplier);
+                    out.push(
+                        DataPoint::new(address.clone(), value, data_type, now_ms())
+                            .with_metadata(Metadata::new("oid", dotted(&varbind.oid))),
+                    );
+                }
+            }
+            Read::PythonIfMib => {}
+            Read::Walk(column) => {
+                for varbind in self.walk(&column.oid).await.unwrap_or_default() {
+                    let instance = Metadata::new("oid", dotted(&varbind.oid));
+                    self.push(column, &varbind, vec![instance], out);
+                }
+            }
+            Read::Get(columns) => self.get(columns, out).await,
+            Read::Table(table) => self.table(table, out).await,
+        }
+    }
+
+    /// Adds the datapoint `column` makes of `varbind`, or logs why none.
+    fn push(
+        &self,
+        column: &Column,
+        varbind: &VarBind,
+        mut metadata: Vec<Metadata>,
+        out: &mut Vec<DataPoint>,
+    ) {
+        let reading = match convert::reading(&varbind.value, Octets::Utf8OrHex) {
+            Ok(reading) => reading,
+            Err(why) => return self.no_value(&varbind.oid, why),
+        };
+        let (value, data_type) = convert::native(reading, column.multiplier, column.offset);
+        metadata.extend(column.metadata.iter().cloned());
+        let mut datapoint = DataPoint::new(
+            column.key.clone(),
+            value,
+            column.data_type.unwrap_or(data_type),
+            now_ms(),
+        );
+        datapoint.metadata = metadata;
+        out.push(datapoint);
+    }
+
+    async fn get(&mut self, columns: &[Column], out: &mut Vec<DataPoint>) {
+        if self.silent {
+            return;
+        }
+        let oids: Vec<Oid> = columns.iter().map(|c| c.oid.clone()).collect();
+        // The client splits the list into requests of at most
+        // `max_oids_per_request` and halves a request the device answers
+        // with tooBig.
+        match self.client.get_many(&oids).await {
+            Ok(response) => {
+                self.answered = true;
+                for (column, varbind) in columns.iter().zip(&response.varbinds) {
+                    if varbind.oid != column.oid {
+                        tracing::warn!(
+                            poller = self.poller,
+                            target = %self.target.name,
+                            "{}: GET {}: the device answered for {} instead; ignored",
+                            self.target.name,
+                            dotted(&column.oid),
+                            dotted(&varbind.oid)
+                        );
+                        continue;
+                    }
+                    self.push(column, varbind, Vec::new(), out);
+                }
+            }
+            Err(error) => {
+                if !ends_target(&error) {
+                    self.answered = true;
+                }
+                let what = match oids.as_slice() {
+                    [one] => format!("GET {}", dotted(one)),
+                    many => format!("GET of {} OIDs from {}", many.len(), dotted(&many[0])),
+                };
+                self.failed(&what, &error).await;
+            }
+        }
+    }
+
+    async fn table(&mut self, table: &Table, out: &mut Vec<DataPoint>) {
+        // Row index (the OID's arcs after the column) -> varbind, per column.
+        type Rows = BTreeMap<Vec<u32>, VarBind>;
+        let rows_of = |varbinds: Vec<VarBind>, column: &Oid| -> Rows {
+            varbinds
+                .into_iter()
+                .filter_map(|vb| {
+                    let index = vb.oid.arcs().get(column.len()..)?.to_vec();
+                    Some((index, vb))
+                })
+                .collect()
+        };
+        let mut labels: Vec<(&Label, Rows)> = Vec::new();
+        for label in &table.labels {
+            let rows = self.walk(&label.oid).await.unwrap_or_default();
+            labels.push((label, rows_of(rows, &label.oid)));
+        }
+        for column in &table.columns {
+            let mut rows = rows_of(
+                self.walk(&column.oid).await.unwrap_or_default(),
+                &column.oid,
+            );
+            if let Some(fallback) = &column.fallback {
+                let has_all = !rows.is_empty()
+                    && labels
+                        .first()
+                        .is_none_or(|(_, l)| l.keys().all(|index| rows.contains_key(index)));
+                if !has_all {
+                    let older = self.walk(fallback).await.unwrap_or_default();
+                    for (index, vb) in rows_of(older, fallback) {
+                        rows.entry(index).or_insert(vb);
+                    }
+                }
+            }
+            for (index, varbind) in &rows {
+                let index_text = index
+                    .iter()
+                    .map(|n| n.to_string())
+                    .collect::<Vec<_>>()
+                    .join(".");
+                let mut metadata = vec![Metadata::new("index", index_text)];
+                for (label, label_rows) in &labels {
+                    let Some(vb) = label_rows.get(index) else {
+                        continue;
+                    };
+                    let Ok(reading) = convert::reading(&vb.value, Octets::Utf8OrHex) else {
+                        continue;
+                    };
+                    let text = match reading {
+                        convert::Reading::Text(text) => text,
+                        convert::Reading::Integer(v, _) => v.to_string(),
+                        convert::Reading::Float(v) => crate::model::python::float_to_string(v),
+                    };
+                    if text.trim().is_empty() {
+                        continue;
+                    }
+                    metadata.push(Metadata {
+                        key: label.key.clone(),
+                        value: text,
+                        update_checksum: label.update_checksum,
+                    });
+                }
+                self.push(column, varbind, metadata, out);
+            }
+        }
+    }
+}

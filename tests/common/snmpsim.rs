@@ -1,0 +1,203 @@
+//! snmpsim, the standard SNMP simulator, serving `.snmprec` files on
+//! loopback: the file name is the v2c community; `self.snmprec` answers
+//! SNMPv3 (user `pattoo-v3`, SHA/AES, `authpass123`/`privpass123`).
+//!
+//! Uses the snmpsim the Python interpreter already has; where it has none,
+//! the pinned versions are installed from PyPI into Cargo's scratch
+//! directory for tests, so `cargo test` works on a fresh machine.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const PACKAGES: [&str; 3] = ["snmpsim==1.2.2", "pysmi==1.6.3", "cryptography"];
+
+pub const V3_USER: &str = "pattoo-v3";
+pub const V3_AUTH: &str = "authpass123";
+pub const V3_PRIV: &str = "privpass123";
+
+fn python() -> String {
+    std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_owned())
+}
+
+/// A `PYTHONPATH` under which snmpsim imports.
+fn snmpsim_path() -> String {
+    let imports = |path: &str| {
+        Command::new(python())
+            .args([
+                "-c",
+                "import snmpsim.commands.responder, pysmi, cryptography",
+            ])
+            .env("PYTHONPATH", path)
+            .output()
+            .expect("python3 runs")
+            .status
+            .success()
+    };
+    if imports("") {
+        return String::new();
+    }
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("snmpsim");
+    let dir = dir.display().to_string();
+    if !imports(&dir) {
+        // One installer at a time: test binaries run in parallel.
+        let lock = std::fs::File::create(format!("{dir}.lock")).unwrap();
+        nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+            .map(|guard| {
+                if !imports(&dir) {
+                    let install = Command::new(python())
+                        .args([
+                            "-m",
+                            "pip",
+                            "install",
+                            "--quiet",
+                            "--disable-pip-version-check",
+                            "--target",
+                            &dir,
+                        ])
+                        .args(PACKAGES)
+                        .output()
+                        .expect("python3 runs pip");
+                    assert!(
+                        install.status.success(),
+                        "installing {PACKAGES:?} for the SNMP tests failed:\n{}",
+                        String::from_utf8_lossy(&install.stderr)
+                    );
+                }
+                drop(guard);
+            })
+            .unwrap_or_else(|(_, error)| panic!("locking {dir}.lock: {error}"));
+    }
+    assert!(
+        imports(&dir),
+        "{PACKAGES:?} were installed into {dir} but do not import"
+    );
+    dir
+}
+
+/// A running snmpsim, killed when dropped.
+pub struct SnmpSim {
+    child: Child,
+    /// The port the OS gave each endpoint address.
+    pub ports: HashMap<Ipv4Addr, u16>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for SnmpSim {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl SnmpSim {
+    /// Serves the `.snmprec` files of `data` on port 0 of each of
+    /// `addresses`, and waits until every socket is bound.
+    pub fn start(data: &Path, addresses: &[Ipv4Addr]) -> SnmpSim {
+        let pythonpath = snmpsim_path();
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().join("data");
+        std::fs::create_dir(&data_dir).unwrap();
+        for entry in std::fs::read_dir(data).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "snmprec") {
+                std::fs::copy(&path, data_dir.join(path.file_name().unwrap())).unwrap();
+            }
+        }
+        let mut command = Command::new(python());
+        command
+            .arg("tests/support/snmpsim_responder.py")
+            .arg(format!("--data-dir={}", data_dir.display()))
+            .arg(format!(
+                "--cache-dir={}",
+                dir.path().join("cache").display()
+            ))
+            .arg(format!("--v3-user={V3_USER}"))
+            .arg(format!("--v3-auth-key={V3_AUTH}"))
+            .arg("--v3-auth-proto=SHA")
+            .arg(format!("--v3-priv-key={V3_PRIV}"))
+            .arg("--v3-priv-proto=AES")
+            .arg(format!(
+                "--logging-method=file:{}",
+                dir.path().join("log").display()
+            ));
+        for address in addresses {
+            command.arg(format!("--agent-udpv4-endpoint={address}:0"));
+        }
+        let child = command
+            .env("PYTHONPATH", pythonpath)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 starts");
+        let mut sim = SnmpSim {
+            child,
+            ports: HashMap::new(),
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            sim.ports = bound_ports(sim.child.id());
+            if addresses.iter().all(|a| sim.ports.contains_key(a)) {
+                return sim;
+            }
+            if let Some(status) = sim.child.try_wait().unwrap() {
+                let log = std::fs::read_to_string(sim._dir.path().join("log")).unwrap_or_default();
+                panic!("snmpsim exited with {status} before listening:\n{log}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "snmpsim did not listen within 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn port(&self, address: Ipv4Addr) -> u16 {
+        self.ports[&address]
+    }
+}
+
+/// The IPv4 UDP sockets process `pid` has bound: address -> port, found
+/// through the socket inodes of its file descriptors in /proc/net/udp.
+pub fn bound_ports(pid: u32) -> HashMap<Ipv4Addr, u16> {
+    let mut inodes = Vec::new();
+    if let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) {
+        for fd in fds.flatten() {
+            if let Ok(link) = std::fs::read_link(fd.path()) {
+                let link = link.display().to_string();
+                if let Some(inode) = link
+                    .strip_prefix("socket:[")
+                    .and_then(|l| l.strip_suffix(']'))
+                {
+                    inodes.push(inode.to_owned());
+                }
+            }
+        }
+    }
+    let mut ports = HashMap::new();
+    let table = std::fs::read_to_string("/proc/net/udp").unwrap_or_default();
+    for line in table.lines().skip(1) {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.len() < 10 || !inodes.iter().any(|i| i == fields[9]) {
+            continue;
+        }
+        let Some((ip, port)) = fields[1].split_once(':') else {
+            continue;
+        };
+        let (Ok(ip), Ok(port)) = (u32::from_str_radix(ip, 16), u16::from_str_radix(port, 16))
+        else {
+            continue;
+        };
+        // /proc prints the address's network-order bytes as a native
+        // integer.
+        let ip = Ipv4Addr::from(ip.to_ne_bytes());
+        if port != 0 {
+            ports.insert(ip, port);
+        }
+    }
+    ports
+}

@@ -1,0 +1,333 @@
+//! The `type: snmp` poller against real agents on loopback: Debian's
+//! Net-SNMP `snmpd` serving this host's own MIB (v2c and v3 authPriv with
+//! SHA-256/AES), and snmpsim serving the vectors' fixed data.
+
+mod common;
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::netsnmp::{self, NetSnmpd};
+use common::snmpsim::SnmpSim;
+use pattoo_agentd::model::{DataPoint, DataType, TargetData, Value};
+use pattoo_agentd::pollers::{Poller, PollerEnv, PollerKind};
+
+/// Collects log output for assertions.
+#[derive(Clone, Default)]
+struct LogBuffer(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl LogBuffer {
+    fn capture(&self) -> tracing::subscriber::DefaultGuard {
+        let writer = self.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::set_default(subscriber)
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+}
+
+/// A file holding `secret`, kept as long as the returned directory.
+fn secret_file(secret: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("secret");
+    std::fs::write(&path, format!("{secret}\n")).unwrap();
+    (dir, path.display().to_string())
+}
+
+/// The pollers of a `pattoo_agentd.yaml` whose poller list is `pollers`
+/// (entries indented by four spaces).
+fn pollers(pollers: &str) -> Vec<Poller> {
+    let text = format!("pattoo_agentd:\n  pollers:\n{pollers}");
+    let settings = common::modbus::load_agentd(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let env = PollerEnv {
+        hostname: "test.example.org".into(),
+    };
+    settings
+        .pollers
+        .iter()
+        .map(|p| {
+            assert!(matches!(p.kind, PollerKind::Snmp(_)));
+            Poller::new(p, &env).unwrap()
+        })
+        .collect()
+}
+
+fn v2c(name: &str, targets: &[String], community_file: &str, reads: &str) -> String {
+    format!(
+        "    - name: {name}\n      type: snmp\n      targets: {targets:?}\n      community: {{file: {community_file}}}\n      timeout_ms: 300\n      retries: 1\n{reads}"
+    )
+}
+
+fn find<'a>(targets: &'a [TargetData], key: &str) -> Vec<&'a DataPoint> {
+    targets
+        .iter()
+        .flat_map(|t| &t.datapoints)
+        .filter(|d| d.key == key)
+        .collect()
+}
+
+fn meta<'a>(datapoint: &'a DataPoint, key: &str) -> Option<&'a str> {
+    datapoint
+        .metadata
+        .iter()
+        .find(|m| m.key == key)
+        .map(|m| m.value.as_str())
+}
+
+#[tokio::test]
+async fn reads_gets_walks_and_the_if_mib_preset_from_net_snmp_over_v2c_and_v3() {
+    let agent = NetSnmpd::start();
+    let (_c, community) = secret_file(netsnmp::COMMUNITY);
+    let (_a, auth) = secret_file(netsnmp::V3_AUTH);
+    let (_p, privacy) = secret_file(netsnmp::V3_PRIV);
+    let reads = "      get:\n        - {oid: .1.3.6.1.2.1.1.5.0, key: sysname}\n        - {oid: .1.3.6.1.2.1.1.3.0, key: uptime}\n        - {oid: 1.3.6.1.2.1.1.1.0, key: sysdescr}\n      walk:\n        - {oid: .1.3.6.1.2.1.1, key: system}\n      preset: if_mib\n";
+    let v3 = format!(
+        "    - name: v3\n      type: snmp\n      targets: [\"{}\"]\n      version: 3\n      user: {}\n      auth: {{protocol: sha256, passphrase: {{file: {auth}}}}}\n      privacy: {{protocol: aes, passphrase: {{file: {privacy}}}}}\n      timeout_ms: 1000\n{reads}",
+        agent.address(),
+        netsnmp::V3_USER
+    );
+    let text = v2c("v2c", &[agent.address()], &community, reads) + &v3;
+    let hostname = nix::unistd::gethostname().unwrap().into_string().unwrap();
+    let interfaces: Vec<String> = std::fs::read_dir("/sys/class/net")
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+
+    for mut poller in pollers(&text) {
+        let targets = poller.poll().await.unwrap();
+        assert_eq!(targets.len(), 1);
+        assert_eq!(targets[0].target, agent.address());
+
+        let sysname = find(&targets, "sysname");
+        assert_eq!(sysname.len(), 1);
+        assert_eq!(sysname[0].value, Value::Text(hostname.clone()));
+        assert_eq!(sysname[0].data_type, DataType::String);
+        let uptime = find(&targets, "uptime");
+        assert!(matches!(uptime[0].value, Value::Int(_)), "{uptime:?}");
+        assert_eq!(uptime[0].data_type, DataType::Int);
+        let Value::Text(descr) = &find(&targets, "sysdescr")[0].value else {
+            panic!("sysDescr is text");
+        };
+        assert!(descr.contains("Linux"), "{descr}");
+
+        // The walk: every system object, each with its instance OID.
+        let system = find(&targets, "system");
+        let oids: Vec<&str> = system.iter().filter_map(|d| meta(d, "oid")).collect();
+        assert!(oids.contains(&".1.3.6.1.2.1.1.5.0"), "{oids:?}");
+        assert!(oids.contains(&".1.3.6.1.2.1.1.1.0"), "{oids:?}");
+        assert!(oids.iter().all(|o| o.starts_with(".1.3.6.1.2.1.1.")));
+
+        // The preset: every interface of this host, 64-bit octet counters.
+        let octets = find(&targets, "ifInOctets");
+        let named: Vec<&str> = octets.iter().filter_map(|d| meta(d, "ifDescr")).collect();
+        for interface in &interfaces {
+            assert!(
+                named.contains(&interface.as_str()),
+                "{interface} in {named:?}"
+            );
+        }
+        for datapoint in &octets {
+            assert_eq!(datapoint.data_type, DataType::Counter64, "{datapoint:?}");
+            assert!(meta(datapoint, "index").is_some());
+            assert!(meta(datapoint, "ifName").is_some(), "{datapoint:?}");
+        }
+        assert_eq!(find(&targets, "ifOperStatus").len(), octets.len());
+    }
+}
+
+#[tokio::test]
+async fn a_wrong_community_is_one_targets_clear_error_and_the_others_are_read() {
+    let agent = NetSnmpd::start();
+    let sim = SnmpSim::start(Path::new("tests/data/snmp/data"), &[Ipv4Addr::LOCALHOST]);
+    let simulated = format!("127.0.0.1:{}", sim.port(Ipv4Addr::LOCALHOST));
+    // snmpsim's community, which snmpd does not know.
+    let (_c, community) = secret_file("device1");
+    let text = v2c(
+        "mixed",
+        &[agent.address(), simulated.clone()],
+        &community,
+        "      get: [{oid: .1.3.6.1.2.1.1.5.0, key: sysname}]\n",
+    );
+    let mut poller = pollers(&text).remove(0);
+    let logs = LogBuffer::default();
+    let _guard = logs.capture();
+    let started = Instant::now();
+    let targets = poller.poll().await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(targets.len(), 1, "{targets:?}");
+    assert_eq!(targets[0].target, simulated);
+    assert_eq!(
+        find(&targets, "sysname")[0].value,
+        Value::Text("router-a".into())
+    );
+    let text = logs.text();
+    assert!(
+        text.contains(&format!(
+            "{}: GET .1.3.6.1.2.1.1.5.0: timeout",
+            agent.address()
+        )),
+        "{text}"
+    );
+    assert!(text.contains("the community is wrong"), "{text}");
+    assert!(
+        !text.contains("device1"),
+        "the community is never logged: {text}"
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_v3_passphrase_is_a_clear_error_and_never_hangs_the_poll() {
+    let agent = NetSnmpd::start();
+    let (_a, wrong) = secret_file("not-the-passphrase");
+    let (_r, right) = secret_file(netsnmp::V3_AUTH);
+    let (_p, privacy) = secret_file(netsnmp::V3_PRIV);
+    let poller = |name: &str, auth: &str| {
+        format!(
+            "    - name: {name}\n      type: snmp\n      targets: [\"{}\"]\n      version: 3\n      user: {}\n      auth: {{protocol: sha256, passphrase: {{file: {auth}}}}}\n      privacy: {{protocol: aes, passphrase: {{file: {privacy}}}}}\n      timeout_ms: 500\n      get: [{{oid: .1.3.6.1.2.1.1.5.0, key: sysname}}]\n      walk: [{{oid: .1.3.6.1.2.1.1, key: system}}]\n",
+            agent.address(),
+            netsnmp::V3_USER
+        )
+    };
+    let mut polled = pollers(&(poller("wrong", &wrong) + &poller("right", &right)));
+    let logs = LogBuffer::default();
+    let _guard = logs.capture();
+    let (mut first, mut second) = (polled.remove(0), polled.remove(0));
+    let started = Instant::now();
+    let (wrong, right) = tokio::join!(first.poll(), second.poll());
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let error = wrong.expect_err("nothing can be read with a wrong passphrase");
+    assert!(error.to_string().contains("poller wrong"), "{error}");
+    let right = right.unwrap();
+    assert_eq!(find(&right, "sysname").len(), 1);
+    let text = logs.text();
+    assert!(
+        text.contains(&format!("{}: GET .1.3.6.1.2.1.1.5.0:", agent.address())),
+        "{text}"
+    );
+    assert!(
+        text.contains("check the SNMPv3 user, protocols and passphrases"),
+        "{text}"
+    );
+    assert!(!text.contains("not-the-passphrase"), "{text}");
+    // After the failure nothing more is asked of the target in this poll.
+    assert!(!text.contains("walk .1.3.6.1.2.1.1:"), "{text}");
+}
+
+#[tokio::test]
+async fn the_if_mib_preset_falls_back_to_32_bit_counters_and_keeps_64_bit_values_exact() {
+    let sim = SnmpSim::start(Path::new("tests/data/snmp/data"), &[Ipv4Addr::LOCALHOST]);
+    let address = format!("127.0.0.1:{}", sim.port(Ipv4Addr::LOCALHOST));
+    let (_d1, device1) = secret_file("device1");
+    let (_d3, device3) = secret_file("device3");
+    let text = v2c(
+        "with-ifx",
+        std::slice::from_ref(&address),
+        &device1,
+        "      preset: if_mib\n",
+    ) + &v2c(
+        "without-ifx",
+        std::slice::from_ref(&address),
+        &device3,
+        "      preset: if_mib\n",
+    );
+    let mut polled = pollers(&text);
+
+    let with = polled[0].poll().await.unwrap();
+    let octets = find(&with, "ifInOctets");
+    assert_eq!(octets.len(), 3);
+    let eth0 = octets
+        .iter()
+        .find(|d| meta(d, "index") == Some("2"))
+        .unwrap();
+    assert_eq!(eth0.value, Value::UInt(u64::MAX));
+    assert_eq!(eth0.data_type, DataType::Counter64);
+    assert_eq!(meta(eth0, "ifName"), Some("Eth0"));
+    assert_eq!(meta(eth0, "ifAlias"), Some("Uplink to ISP"));
+    let alias = eth0.metadata.iter().find(|m| m.key == "ifAlias").unwrap();
+    assert!(!alias.update_checksum, "renaming an alias keeps the series");
+
+    let without = polled[1].poll().await.unwrap();
+    let octets = find(&without, "ifInOctets");
+    assert_eq!(octets.len(), 2);
+    for datapoint in octets {
+        assert_eq!(datapoint.data_type, DataType::Counter, "{datapoint:?}");
+    }
+    let eth0 = find(&without, "ifInOctets")
+        .into_iter()
+        .find(|d| meta(d, "index") == Some("2"))
+        .unwrap();
+    assert_eq!(eth0.value, Value::Int(4_294_967_295));
+    // The physical address is binary: hex, not mojibake.
+    let mut mac = pollers(&v2c(
+        "mac",
+        &[address],
+        &device1,
+        "      walk: [{oid: .1.3.6.1.2.1.2.2.1.6, key: mac}]\n",
+    ))
+    .remove(0);
+    let macs = mac.poll().await.unwrap();
+    let values: Vec<&Value> = find(&macs, "mac").iter().map(|d| &d.value).collect();
+    assert!(
+        values.contains(&&Value::Text("00:11:22:33:44:aa".into())),
+        "{values:?}"
+    );
+}
+
+#[tokio::test]
+async fn snmpv3_through_snmpsim_with_sha1_and_aes128() {
+    let sim = SnmpSim::start(Path::new("tests/data/snmp/data"), &[Ipv4Addr::LOCALHOST]);
+    let address = format!("127.0.0.1:{}", sim.port(Ipv4Addr::LOCALHOST));
+    let (_a, auth) = secret_file(common::snmpsim::V3_AUTH);
+    std::env::set_var("PATTOO_TEST_SNMPSIM_PRIV", common::snmpsim::V3_PRIV);
+    let text = format!(
+        "    - name: v3\n      type: snmp\n      targets: [\"{address}\"]\n      version: 3\n      user: {}\n      auth: {{protocol: sha, passphrase: {{file: {auth}}}}}\n      privacy: {{protocol: aes, passphrase: {{env: PATTOO_TEST_SNMPSIM_PRIV}}}}\n      get: [{{oid: .1.3.6.1.2.1.1.6.0, key: location}}]\n",
+        common::snmpsim::V3_USER
+    );
+    let targets = pollers(&text).remove(0).poll().await.unwrap();
+    // UTF-8 octets are text natively (the Python drop-in keeps its mojibake).
+    assert_eq!(
+        find(&targets, "location")[0].value,
+        Value::Text("Zürich DC, Büro 2".into())
+    );
+}
+
+#[tokio::test]
+async fn each_target_may_have_its_own_community_and_all_share_one_poller() {
+    let sim = SnmpSim::start(Path::new("tests/data/snmp/data"), &[Ipv4Addr::LOCALHOST]);
+    let address = format!("127.0.0.1:{}", sim.port(Ipv4Addr::LOCALHOST));
+    let (_d1, device1) = secret_file("device1");
+    let (_d3, device3) = secret_file("device3");
+    let text = format!(
+        "    - name: shared\n      type: snmp\n      targets:\n        - {{address: \"{address}\", name: router-a, community: {{file: {device1}}}}}\n        - {{address: \"{address}\", name: old-c, community: {{file: {device3}}}}}\n      get: [{{oid: .1.3.6.1.2.1.1.5.0, key: sysname}}]\n"
+    );
+    let targets = pollers(&text).remove(0).poll().await.unwrap();
+    let names: Vec<(&str, &Value)> = targets
+        .iter()
+        .map(|t| (t.target.as_str(), &t.datapoints[0].value))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("router-a", &Value::Text("router-a".into())),
+            ("old-c", &Value::Text("old-c".into()))
+        ]
+    );
+}
