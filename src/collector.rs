@@ -7,7 +7,7 @@ use anyhow::Context;
 
 use crate::config::{PollerSettings, Settings};
 use crate::identity;
-use crate::model::{self, AgentContext, Metadata, PostBody};
+use crate::model::{AgentContext, Metadata, PollMemory, PostBody};
 use crate::pollers::{Poller, PollerEnv};
 use crate::time::now_ms;
 
@@ -19,6 +19,9 @@ pub struct Collector {
     polling_interval_ms: u64,
     metadata: Vec<Metadata>,
     poller: Poller,
+    /// What the last poll worked out about each datapoint: a poller reads
+    /// the same registers every time, and their checksums cannot change.
+    memory: PollMemory,
 }
 
 impl Collector {
@@ -36,6 +39,7 @@ impl Collector {
             metadata: settings.metadata.clone(),
             poller: Poller::new(settings, env)
                 .with_context(|| format!("poller {}", settings.name))?,
+            memory: PollMemory::default(),
         })
     }
 
@@ -61,7 +65,7 @@ impl Collector {
             hostname: &self.hostname,
             polling_interval_ms: self.polling_interval_ms,
         };
-        let outcome = model::build(&agent, started_ms, &targets);
+        let outcome = self.memory.build(&agent, started_ms, &targets);
         for dropped in &outcome.dropped {
             tracing::warn!(
                 poller = %self.name,

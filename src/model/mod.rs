@@ -15,7 +15,7 @@ mod normalise;
 pub mod python;
 mod value;
 
-pub use body::{build, AgentContext, BuildOutcome, DropReason, Dropped, PostBody};
+pub use body::{build, AgentContext, BuildOutcome, DropReason, Dropped, PollMemory, PostBody};
 pub use data_type::{DataType, UnknownDataType};
 pub use normalise::{normalise_key, normalise_value};
 pub use value::Value;
