@@ -153,8 +153,11 @@ fn read_perfdata(
             .map_or(line.len(), |i| at + i);
         let token = &line[at..token_end];
         at = token_end;
-        match perfdata_item(&label, token, read_at_ms) {
-            Ok(datapoint) => target.datapoints.push(datapoint),
+        match perfdata_item(token, read_at_ms) {
+            Ok(mut datapoint) => {
+                datapoint.key = label;
+                target.datapoints.push(datapoint)
+            }
             Err(reason) => skipped.push(Skipped {
                 location: format!("line {line_no}"),
                 reason: format!("{label}: {reason}"),
@@ -164,7 +167,8 @@ fn read_perfdata(
 }
 
 /// `value[UOM];warn;crit;min;max`, everything after the value optional.
-fn perfdata_item(label: &str, token: &str, read_at_ms: u64) -> Result<DataPoint, String> {
+/// The datapoint's key is left empty for the caller to move the label in.
+fn perfdata_item(token: &str, read_at_ms: u64) -> Result<DataPoint, String> {
     let mut fields = token.split(';');
     let first = fields.next().unwrap_or_default();
     if first == "U" {
@@ -183,7 +187,11 @@ fn perfdata_item(label: &str, token: &str, read_at_ms: u64) -> Result<DataPoint,
     } else {
         DataType::Float
     };
-    let mut datapoint = DataPoint::new(label, value, data_type, read_at_ms);
+    let mut datapoint = DataPoint::new(String::new(), value, data_type, read_at_ms);
+    let thresholds = fields.clone().filter(|f| !f.is_empty()).take(4).count();
+    datapoint
+        .metadata
+        .reserve(usize::from(!unit.is_empty()) + thresholds);
     if !unit.is_empty() {
         datapoint.metadata.push(Metadata::new("uom", unit));
     }

@@ -17,6 +17,7 @@ mod value;
 
 pub use body::{build, AgentContext, BuildOutcome, DropReason, Dropped, PollMemory, PostBody};
 pub use data_type::{DataType, UnknownDataType};
+pub(crate) use normalise::normalise_key_cow;
 pub use normalise::{normalise_key, normalise_value};
 pub use value::Value;
 
