@@ -48,12 +48,14 @@ pub fn parse(payload: &Payload<'_>) -> Result<Parsed, FormatError> {
                 .filter(|name| !name.trim().is_empty())
                 .unwrap_or_else(|| payload.default_target.to_owned()),
         );
+        data.datapoints.reserve(target.datapoints.len());
         for (d, item) in target.datapoints.iter().enumerate() {
-            let pointer = format!("/targets/{t}/datapoints/{d}");
+            // Only a skipped item needs its location spelled out.
+            let pointer = || format!("/targets/{t}/datapoints/{d}");
             match datapoint(item, &pointer, payload.read_at_ms, &mut parsed.skipped) {
                 Ok(dp) => data.datapoints.push(dp),
                 Err(reason) => parsed.skipped.push(Skipped {
-                    location: pointer,
+                    location: pointer(),
                     reason,
                 }),
             }
@@ -65,7 +67,7 @@ pub fn parse(payload: &Payload<'_>) -> Result<Parsed, FormatError> {
 
 fn datapoint(
     item: &Json,
-    pointer: &str,
+    pointer: &dyn Fn() -> String,
     read_at_ms: u64,
     skipped: &mut Vec<Skipped>,
 ) -> Result<DataPoint, String> {
@@ -138,7 +140,7 @@ fn datapoint(
                     Ok(Some(meta)) => dp.metadata.push(meta),
                     Ok(None) => {}
                     Err(reason) => skipped.push(Skipped {
-                        location: format!("{pointer}/metadata/{m}"),
+                        location: format!("{}/metadata/{m}", pointer()),
                         reason: format!("metadata ignored: {reason}"),
                     }),
                 }
@@ -152,14 +154,14 @@ fn datapoint(
                     Ok(Some(text)) => dp.metadata.push(Metadata::new(k.clone(), text)),
                     Ok(None) => {}
                     Err(reason) => skipped.push(Skipped {
-                        location: format!("{pointer}/metadata/{}", escape_pointer(k)),
+                        location: format!("{}/metadata/{}", pointer(), escape_pointer(k)),
                         reason: format!("metadata ignored: {reason}"),
                     }),
                 }
             }
         }
         Some(other) => skipped.push(Skipped {
-            location: format!("{pointer}/metadata"),
+            location: format!("{}/metadata", pointer()),
             reason: format!(
                 "metadata ignored: expected a list of [key, value] or an object, found {}",
                 json_kind(other)
