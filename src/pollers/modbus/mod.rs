@@ -359,9 +359,18 @@ impl ReadGroup {
                 }
             };
             let value = decode::scale(raw, register.multiplier, register.offset);
-            let mut datapoint = DataPoint::new(&register.key, value, register.data_type, read_at)
-                .with_metadata(Metadata::new("unit", unit.clone()));
-            datapoint.metadata.extend(register.metadata.iter().cloned());
+            // Exactly as long as it needs to be: with 100,000 readings a
+            // poll, the default first capacity of four items cost megabytes.
+            let mut metadata = Vec::with_capacity(1 + register.metadata.len());
+            metadata.push(Metadata::new("unit", unit.as_str()));
+            metadata.extend(register.metadata.iter().cloned());
+            let datapoint = DataPoint {
+                key: register.key.clone(),
+                value,
+                data_type: register.data_type,
+                timestamp_ms: read_at,
+                metadata,
+            };
             out.datapoints.push((t, r, datapoint));
         }
     }
