@@ -389,16 +389,12 @@ mod remembered {
         }];
         let len = dps.len().max(1);
         match change.clone() {
-            Change::Value(i, v) => dps.iter_mut().nth(i % len).map_or((), |d| d.value = v),
-            Change::Key(i, k) => dps
-                .iter_mut()
-                .nth(i % len)
-                .map_or((), |d| d.key = KEYS[k].into()),
+            Change::Value(i, v) => dps.get_mut(i % len).map_or((), |d| d.value = v),
+            Change::Key(i, k) => dps.get_mut(i % len).map_or((), |d| d.key = KEYS[k].into()),
             Change::DataType(i, k) => dps
-                .iter_mut()
-                .nth(i % len)
+                .get_mut(i % len)
                 .map_or((), |d| d.data_type = DATA_TYPES[k]),
-            Change::Metadata(i, m) => dps.iter_mut().nth(i % len).map_or((), |d| d.metadata = m),
+            Change::Metadata(i, m) => dps.get_mut(i % len).map_or((), |d| d.metadata = m),
             Change::Insert(i, d) => dps.insert(i % (dps.len() + 1), d),
             Change::Remove(i) => {
                 if !dps.is_empty() {
