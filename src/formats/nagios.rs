@@ -98,9 +98,17 @@ fn read_perfdata(
             return Ok(());
         }
         let label_start = at;
-        let label = if let Some(quoted) = trimmed.strip_prefix('\'') {
+        let plain_quoted = trimmed.strip_prefix('\'').and_then(|quoted| {
+            let end = quoted.find('\'')?;
+            (!quoted[end + 1..].starts_with('\'')).then_some(end)
+        });
+        let label = if let Some(end) = plain_quoted {
+            // A quoted label without `''` in it (nearly all): taken whole.
+            at += end + 2;
+            trimmed[1..end + 1].to_owned()
+        } else if let Some(quoted) = trimmed.strip_prefix('\'') {
             // A quoted label may hold spaces and `=`; `''` is a quote.
-            let mut label = String::new();
+            let mut label = String::with_capacity(quoted.len().min(64));
             let mut chars = quoted.char_indices();
             let mut end = None;
             while let Some((i, c)) = chars.next() {
@@ -188,10 +196,10 @@ fn perfdata_item(token: &str, read_at_ms: u64) -> Result<DataPoint, String> {
         DataType::Float
     };
     let mut datapoint = DataPoint::new(String::new(), value, data_type, read_at_ms);
-    let thresholds = fields.clone().filter(|f| !f.is_empty()).take(4).count();
+    let thresholds = fields.clone().take(4).filter(|f| !f.is_empty()).count();
     datapoint
         .metadata
-        .reserve(usize::from(!unit.is_empty()) + thresholds);
+        .reserve_exact(usize::from(!unit.is_empty()) + thresholds);
     if !unit.is_empty() {
         datapoint.metadata.push(Metadata::new("uom", unit));
     }
