@@ -481,19 +481,17 @@ impl PairTable {
     /// the target and key, and duplicates were dropped), so written without
     /// being remembered.
     fn checksum(&mut self, checksum: &Checksum) -> u32 {
-        self.scratch.clear();
-        self.scratch.push_str("[\"pattoo_checksum\",\"");
-        self.scratch
+        let id = self.begin_new();
+        self.json.push_str("[\"pattoo_checksum\",\"");
+        self.json
             .push_str(std::str::from_utf8(checksum).expect("hex digits are ASCII"));
-        self.scratch.push_str("\"]");
-        self.write_new()
+        self.json.push_str("\"]");
+        id
     }
 
     /// A pair rendered in advance ([`render_pair`]) with its [`pair_hash`].
     fn rendered(&mut self, text: &str, hash: u64) -> u32 {
-        self.scratch.clear();
-        self.scratch.push_str(text);
-        self.intern_hashed(hash)
+        self.intern_text(text, hash)
     }
 
     fn text(&mut self, key: &str, value: &str) -> u32 {
@@ -529,30 +527,32 @@ impl PairTable {
         self.intern()
     }
 
+    /// Interns the pair rendered in `scratch`.
     fn intern(&mut self) -> u32 {
-        self.intern_hashed(pair_hash(&self.scratch))
+        let scratch = std::mem::take(&mut self.scratch);
+        let id = self.intern_text(&scratch, pair_hash(&scratch));
+        self.scratch = scratch;
+        id
     }
 
-    fn intern_hashed(&mut self, hash: u64) -> u32 {
-        let (json, scratch) = (self.json.as_bytes(), self.scratch.as_bytes());
+    fn intern_text(&mut self, text: &str, hash: u64) -> u32 {
+        let json = self.json.as_bytes();
         let same = |&(h, start, len, _): &(u64, usize, u32, u32)| {
-            h == hash && json.get(start..start + len as usize) == Some(scratch)
+            h == hash && json.get(start..start + len as usize) == Some(text.as_bytes())
         };
         if let Some(&(_, _, _, id)) = self.ids.find(hash, same) {
             return id;
         }
-        let id = self.write_new();
-        let start = self.json.len() - self.scratch.len();
-        self.ids.insert_unique(
-            hash,
-            (hash, start, self.scratch.len() as u32, id),
-            |entry| entry.0,
-        );
+        let id = self.begin_new();
+        let start = self.json.len();
+        self.json.push_str(text);
+        self.ids
+            .insert_unique(hash, (hash, start, text.len() as u32, id), |entry| entry.0);
         id
     }
 
-    /// Writes the pair in `scratch` under the next id.
-    fn write_new(&mut self) -> u32 {
+    /// Writes the next id's `"id":` and returns the id; its pair follows.
+    fn begin_new(&mut self) -> u32 {
         let id = self.next_id;
         self.next_id += 1;
         if id > 0 {
@@ -561,7 +561,6 @@ impl PairTable {
         self.json.push('"');
         self.json.push_str(itoa::Buffer::new().format(id));
         self.json.push_str("\":");
-        self.json.push_str(&self.scratch);
         id
     }
 }
