@@ -6,7 +6,9 @@
 //! exactly as the Python `pattoo_shared` library does (see
 //! `SPEC-wire-format.md`), computes each datapoint's checksum, drops what the
 //! server would reject (reporting every drop), and lays the survivors out in
-//! the deduplicated `key_value_pairs` / `datapoint_pairs` form.
+//! the deduplicated `key_value_pairs` / `datapoint_pairs` form. A poller
+//! that reads the same things every poll keeps a [`PollMemory`], which
+//! writes the same body while remembering every checksum between polls.
 
 pub mod body;
 pub mod checksum;
