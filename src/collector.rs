@@ -9,7 +9,7 @@ use anyhow::Context;
 use crate::config::{PollerSettings, Settings};
 use crate::counters::PollerCounters;
 use crate::identity;
-use crate::model::{self, AgentContext, Metadata, PostBody};
+use crate::model::{self, AgentContext, Metadata, PollMemory, PostBody};
 use crate::pollers::{Poller, PollerEnv};
 use crate::time::now_ms;
 
@@ -26,6 +26,9 @@ pub struct Collector {
     metadata: Vec<Metadata>,
     max_body_bytes: usize,
     poller: Poller,
+    /// What the last poll worked out about each datapoint: a poller reads
+    /// the same registers every time, and their checksums cannot change.
+    memory: PollMemory,
 }
 
 impl Collector {
@@ -46,6 +49,7 @@ impl Collector {
             max_body_bytes: crate::delivery::config::DEFAULT_MAX_BODY_BYTES,
             poller: Poller::new(settings, env)
                 .with_context(|| format!("poller {}", settings.name))?,
+            memory: PollMemory::default(),
         })
     }
 
@@ -90,7 +94,8 @@ impl Collector {
             hostname: &self.hostname,
             polling_interval_ms: self.polling_interval_ms,
         };
-        let outcome = model::build_limited(&agent, started_ms, &targets, self.max_body_bytes);
+        let whole = self.memory.build(&agent, started_ms, &targets);
+        let outcome = model::limit(&agent, started_ms, &targets, whole, self.max_body_bytes);
         for dropped in &outcome.dropped {
             tracing::warn!(
                 poller = %self.name,

@@ -173,7 +173,7 @@ pub fn parse(payload: &Payload<'_>, options: &JsonOptions) -> Result<Parsed, For
             continue;
         };
         let Some(after) = &spec.after_wildcard else {
-            match datapoint(found, spec, &spec.key, None, payload.read_at_ms) {
+            match datapoint(found, spec, spec.key.clone(), None, payload.read_at_ms) {
                 Ok(dp) => target.datapoints.push(dp),
                 Err(reason) => parsed.skipped.push(Skipped {
                     location: display_pointer(&spec.pointer),
@@ -182,13 +182,34 @@ pub fn parse(payload: &Payload<'_>, options: &JsonOptions) -> Result<Parsed, For
             }
             continue;
         };
-        let elements: Vec<(String, &Json)> = match found {
-            Json::Array(items) => items
-                .iter()
-                .enumerate()
-                .map(|(i, v)| (i.to_string(), v))
-                .collect(),
-            Json::Object(items) => items.iter().map(|(k, v)| (k.clone(), v)).collect(),
+        match found {
+            Json::Array(items) => {
+                let mut index = itoa::Buffer::new();
+                for (i, element) in items.iter().enumerate() {
+                    read_element(
+                        spec,
+                        after,
+                        index.format(i),
+                        element,
+                        payload,
+                        &mut parsed,
+                        &mut target,
+                    );
+                }
+            }
+            Json::Object(items) => {
+                for (name, element) in items {
+                    read_element(
+                        spec,
+                        after,
+                        name,
+                        element,
+                        payload,
+                        &mut parsed,
+                        &mut target,
+                    );
+                }
+            }
             other => {
                 parsed.skipped.push(Skipped {
                     location: display_pointer(&spec.pointer),
@@ -198,22 +219,6 @@ pub fn parse(payload: &Payload<'_>, options: &JsonOptions) -> Result<Parsed, For
                         json_kind(other)
                     ),
                 });
-                continue;
-            }
-        };
-        for (name, element) in elements {
-            let key = spec.key.replace(PLACEHOLDER, &name);
-            let location = format!("{}/{}{after}", spec.pointer, escape(&name));
-            let Some(found) = element.pointer(after) else {
-                parsed.skipped.push(Skipped {
-                    location,
-                    reason: format!("{key}: nothing at this pointer"),
-                });
-                continue;
-            };
-            match datapoint(found, spec, &key, Some(&name), payload.read_at_ms) {
-                Ok(dp) => target.datapoints.push(dp),
-                Err(reason) => parsed.skipped.push(Skipped { location, reason }),
             }
         }
     }
@@ -221,10 +226,40 @@ pub fn parse(payload: &Payload<'_>, options: &JsonOptions) -> Result<Parsed, For
     Ok(parsed)
 }
 
+/// The datapoint `after` points to in the element the wildcard matched as
+/// `name`.
+fn read_element(
+    spec: &JsonValue,
+    after: &str,
+    name: &str,
+    element: &Json,
+    payload: &Payload<'_>,
+    parsed: &mut Parsed,
+    target: &mut TargetData,
+) {
+    let key = spec.key.replace(PLACEHOLDER, name);
+    // Only a skipped element needs its location spelled out.
+    let location = || format!("{}/{}{after}", spec.pointer, escape(name));
+    let Some(found) = element.pointer(after) else {
+        parsed.skipped.push(Skipped {
+            location: location(),
+            reason: format!("{key}: nothing at this pointer"),
+        });
+        return;
+    };
+    match datapoint(found, spec, key, Some(name), payload.read_at_ms) {
+        Ok(dp) => target.datapoints.push(dp),
+        Err(reason) => parsed.skipped.push(Skipped {
+            location: location(),
+            reason,
+        }),
+    }
+}
+
 fn datapoint(
     found: &Json,
     spec: &JsonValue,
-    key: &str,
+    key: String,
     element: Option<&str>,
     read_at_ms: u64,
 ) -> Result<DataPoint, String> {
@@ -243,6 +278,9 @@ fn datapoint(
         }
     };
     let mut datapoint = DataPoint::new(key, value, spec.data_type, read_at_ms);
+    datapoint
+        .metadata
+        .reserve(usize::from(spec.wildcard_metadata.is_some()) + spec.metadata.len());
     if let (Some(name), Some(element)) = (&spec.wildcard_metadata, element) {
         datapoint.metadata.push(Metadata::new(name, element));
     }

@@ -6,13 +6,15 @@
 //! with no separator at all is malformed and fails the payload: a script
 //! printing something unexpected should be noticed, not half-read.
 
-use std::collections::HashMap;
+use std::borrow::Cow;
+use std::collections::hash_map::Entry;
 
+use rustc_hash::FxHashMap;
 use serde::Deserialize;
 use serde_norway::Value;
 
 use super::{convert, text, FormatError, Parsed, Payload, Skipped};
-use crate::model::{normalise_key, DataPoint, DataType, Metadata, TargetData};
+use crate::model::{normalise_key_cow, DataPoint, DataType, Metadata, TargetData};
 use crate::yaml::{parse_metadata, Document, YamlPath};
 
 const FORMAT: &str = "keyvalue";
@@ -61,15 +63,15 @@ pub fn parse(payload: &Payload<'_>, options: &KeyValueOptions) -> Result<Parsed,
     let mut target = TargetData::new(payload.default_target);
     // Normalised key -> the line that set it: a repeated key would become
     // the same datapoint, so the first one is kept and the others reported.
-    let mut seen: HashMap<String, usize> = HashMap::new();
+    // Keys already normal (nearly all) are borrowed from the payload.
+    let mut seen: FxHashMap<Cow<'_, str>, usize> = FxHashMap::default();
     for (index, line) in text.lines().enumerate() {
         let number = index + 1;
         let trimmed = line.trim();
         if trimmed.is_empty() || trimmed.starts_with('#') {
             continue;
         }
-        let indent = line.len() - line.trim_start().len();
-        let column = line[..indent].chars().count() + 1;
+        let column = || line[..line.len() - line.trim_start().len()].chars().count() + 1;
         let (key, value) = match trimmed.split_once('=') {
             Some((key, value)) => (key.trim(), value.trim()),
             None => match trimmed.split_once(char::is_whitespace) {
@@ -77,7 +79,7 @@ pub fn parse(payload: &Payload<'_>, options: &KeyValueOptions) -> Result<Parsed,
                 None => {
                     return Err(FormatError::new(
                         FORMAT,
-                        format!("line {number} column {column}"),
+                        format!("line {number} column {}", column()),
                         format!("expected `key=value` or `key value`, found {trimmed:?}"),
                     ))
                 }
@@ -86,24 +88,34 @@ pub fn parse(payload: &Payload<'_>, options: &KeyValueOptions) -> Result<Parsed,
         if key.is_empty() {
             return Err(FormatError::new(
                 FORMAT,
-                format!("line {number} column {column}"),
+                format!("line {number} column {}", column()),
                 "expected a key before `=`",
             ));
         }
-        if let Some(first) = seen.get(&normalise_key(key)) {
-            parsed.skipped.push(Skipped {
-                location: format!("line {number}"),
-                reason: format!("duplicate key {key:?}: the value on line {first} is kept"),
-            });
-            continue;
+        match seen.entry(normalise_key_cow(key)) {
+            Entry::Occupied(first) => {
+                parsed.skipped.push(Skipped {
+                    location: format!("line {number}"),
+                    reason: format!(
+                        "duplicate key {key:?}: the value on line {} is kept",
+                        first.get()
+                    ),
+                });
+                continue;
+            }
+            Entry::Vacant(slot) => {
+                slot.insert(number);
+            }
         }
-        seen.insert(normalise_key(key), number);
         match convert(value, options.data_type) {
             Ok(value) => {
-                let mut datapoint =
-                    DataPoint::new(key, value, options.data_type, payload.read_at_ms);
-                datapoint.metadata.extend(options.metadata.iter().cloned());
-                target.datapoints.push(datapoint);
+                target.datapoints.push(DataPoint {
+                    key: key.to_owned(),
+                    value,
+                    data_type: options.data_type,
+                    timestamp_ms: payload.read_at_ms,
+                    metadata: options.metadata.clone(),
+                });
             }
             Err(reason) => parsed.skipped.push(Skipped {
                 location: format!("line {number}"),

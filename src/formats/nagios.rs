@@ -98,9 +98,17 @@ fn read_perfdata(
             return Ok(());
         }
         let label_start = at;
-        let label = if let Some(quoted) = trimmed.strip_prefix('\'') {
+        let plain_quoted = trimmed.strip_prefix('\'').and_then(|quoted| {
+            let end = quoted.find('\'')?;
+            (!quoted[end + 1..].starts_with('\'')).then_some(end)
+        });
+        let label = if let Some(end) = plain_quoted {
+            // A quoted label without `''` in it (nearly all): taken whole.
+            at += end + 2;
+            trimmed[1..end + 1].to_owned()
+        } else if let Some(quoted) = trimmed.strip_prefix('\'') {
             // A quoted label may hold spaces and `=`; `''` is a quote.
-            let mut label = String::new();
+            let mut label = String::with_capacity(quoted.len().min(64));
             let mut chars = quoted.char_indices();
             let mut end = None;
             while let Some((i, c)) = chars.next() {
@@ -153,8 +161,11 @@ fn read_perfdata(
             .map_or(line.len(), |i| at + i);
         let token = &line[at..token_end];
         at = token_end;
-        match perfdata_item(&label, token, read_at_ms) {
-            Ok(datapoint) => target.datapoints.push(datapoint),
+        match perfdata_item(token, read_at_ms) {
+            Ok(mut datapoint) => {
+                datapoint.key = label;
+                target.datapoints.push(datapoint)
+            }
             Err(reason) => skipped.push(Skipped {
                 location: format!("line {line_no}"),
                 reason: format!("{label}: {reason}"),
@@ -164,7 +175,8 @@ fn read_perfdata(
 }
 
 /// `value[UOM];warn;crit;min;max`, everything after the value optional.
-fn perfdata_item(label: &str, token: &str, read_at_ms: u64) -> Result<DataPoint, String> {
+/// The datapoint's key is left empty for the caller to move the label in.
+fn perfdata_item(token: &str, read_at_ms: u64) -> Result<DataPoint, String> {
     let mut fields = token.split(';');
     let first = fields.next().unwrap_or_default();
     if first == "U" {
@@ -183,7 +195,11 @@ fn perfdata_item(label: &str, token: &str, read_at_ms: u64) -> Result<DataPoint,
     } else {
         DataType::Float
     };
-    let mut datapoint = DataPoint::new(label, value, data_type, read_at_ms);
+    let mut datapoint = DataPoint::new(String::new(), value, data_type, read_at_ms);
+    let thresholds = fields.clone().take(4).filter(|f| !f.is_empty()).count();
+    datapoint
+        .metadata
+        .reserve_exact(usize::from(!unit.is_empty()) + thresholds);
     if !unit.is_empty() {
         datapoint.metadata.push(Metadata::new("uom", unit));
     }

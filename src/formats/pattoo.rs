@@ -21,8 +21,7 @@
 //! keeps its charts. Its polling interval and checksum are dropped; the
 //! relaying agent's replace them.
 
-use std::collections::HashMap;
-
+use rustc_hash::FxHashMap;
 use serde::Deserialize;
 use serde_json::{Map, Value as Json};
 
@@ -59,25 +58,26 @@ const RELAYED: [(&str, &str); 3] = [
 pub fn parse(payload: &Payload<'_>) -> Result<Parsed, FormatError> {
     let body: Body =
         serde_json::from_slice(payload.bytes).map_err(|err| super::json_error(FORMAT, &err))?;
-    let mut pairs: HashMap<u64, (String, &Json)> = HashMap::new();
+    let mut pairs: FxHashMap<u64, (&str, &Json)> = FxHashMap::default();
+    pairs.reserve(body.pattoo_datapoints.key_value_pairs.len());
     for (id, pair) in &body.pattoo_datapoints.key_value_pairs {
-        let location = format!("/pattoo_datapoints/key_value_pairs/{}", escape(id));
+        let location = || format!("/pattoo_datapoints/key_value_pairs/{}", escape(id));
         let Ok(number) = id.parse::<u64>() else {
             return Err(FormatError::new(
                 FORMAT,
-                location,
+                location(),
                 format!("expected a pair id (a whole number), found {id:?}"),
             ));
         };
         match pair {
             Json::Array(items) if items.len() == 2 => match &items[0] {
                 Json::String(key) => {
-                    pairs.insert(number, (key.clone(), &items[1]));
+                    pairs.insert(number, (key.as_str(), &items[1]));
                 }
                 _ => {
                     return Err(FormatError::new(
                         FORMAT,
-                        location,
+                        location(),
                         "expected the pair's key to be text",
                     ))
                 }
@@ -85,25 +85,31 @@ pub fn parse(payload: &Payload<'_>) -> Result<Parsed, FormatError> {
             _ => {
                 return Err(FormatError::new(
                     FORMAT,
-                    location,
+                    location(),
                     "expected a [key, value] pair",
                 ))
             }
         }
     }
     let mut parsed = Parsed::default();
-    let mut targets: HashMap<String, usize> = HashMap::new();
+    let mut targets: FxHashMap<String, usize> = FxHashMap::default();
     for (d, ids) in body.pattoo_datapoints.datapoint_pairs.iter().enumerate() {
-        let location = format!("/pattoo_datapoints/datapoint_pairs/{d}");
         match datapoint(ids, &pairs, payload) {
             Ok((target, datapoint)) => {
-                let index = *targets.entry(target.clone()).or_insert_with(|| {
-                    parsed.targets.push(TargetData::new(target));
-                    parsed.targets.len() - 1
-                });
+                let index = match targets.get(&target) {
+                    Some(&index) => index,
+                    None => {
+                        parsed.targets.push(TargetData::new(target.clone()));
+                        targets.insert(target, parsed.targets.len() - 1);
+                        parsed.targets.len() - 1
+                    }
+                };
                 parsed.targets[index].datapoints.push(datapoint);
             }
-            Err(reason) => parsed.skipped.push(Skipped { location, reason }),
+            Err(reason) => parsed.skipped.push(Skipped {
+                location: format!("/pattoo_datapoints/datapoint_pairs/{d}"),
+                reason,
+            }),
         }
     }
     Ok(parsed)
@@ -111,7 +117,7 @@ pub fn parse(payload: &Payload<'_>) -> Result<Parsed, FormatError> {
 
 fn datapoint(
     ids: &[u64],
-    pairs: &HashMap<u64, (String, &Json)>,
+    pairs: &FxHashMap<u64, (&str, &Json)>,
     payload: &Payload<'_>,
 ) -> Result<(String, DataPoint), String> {
     let mut key = None;
@@ -125,7 +131,7 @@ fn datapoint(
         let Some((name, item)) = pairs.get(id) else {
             return Err(format!("pair id {id} is not in key_value_pairs"));
         };
-        match name.as_str() {
+        match *name {
             "pattoo_key" => key = Some(text(item).ok_or("pattoo_key must be text")?),
             "pattoo_data_type" => {
                 let code = item.as_i64().ok_or("pattoo_data_type must be a code")?;
@@ -155,7 +161,7 @@ fn datapoint(
                     if let Some(text) = text(item) {
                         relayed.push(Metadata::without_checksum(*kept_as, text));
                     }
-                } else if !crate::model::normalise_key(other).contains("pattoo") {
+                } else if !mentions_pattoo(other) {
                     if let Some(text) = text(item) {
                         metadata.push(Metadata::new(other, text));
                     }
@@ -178,6 +184,12 @@ fn datapoint(
         .filter(|t| !t.trim().is_empty())
         .unwrap_or_else(|| payload.default_target.to_owned());
     Ok((target, datapoint))
+}
+
+/// Whether a pair's key, normalised as every key is, contains `pattoo`:
+/// reserved for the posting agent's own items. Normal keys are not copied.
+fn mentions_pattoo(key: &str) -> bool {
+    crate::model::normalise_key_cow(key).contains("pattoo")
 }
 
 /// Pair values as text, numbers as Python's `str()` writes them.

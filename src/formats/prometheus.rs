@@ -11,9 +11,10 @@
 //! A line that breaks the syntax fails the payload with its line and
 //! column. A value that cannot be sent (`NaN`, `+Inf`) is skipped alone.
 
-use std::collections::HashMap;
 use std::iter::Peekable;
 use std::str::CharIndices;
+
+use rustc_hash::FxHashMap;
 
 use super::{number, text, FormatError, Parsed, Payload, Skipped};
 use crate::model::{DataPoint, DataType, Metadata, TargetData};
@@ -24,7 +25,9 @@ pub fn parse(payload: &Payload<'_>) -> Result<Parsed, FormatError> {
     let text = text(FORMAT, payload.bytes)?;
     let mut parsed = Parsed::default();
     let mut target = TargetData::new(payload.default_target);
-    let mut families: HashMap<&str, &str> = HashMap::new();
+    let mut families: FxHashMap<&str, &str> = FxHashMap::default();
+    // Samples of a family come together: the last name's type is kept.
+    let mut last_type: Option<(&str, DataType)> = None;
     for (index, line) in text.lines().enumerate() {
         let line_no = index + 1;
         let trimmed = line.trim();
@@ -37,6 +40,7 @@ pub fn parse(payload: &Payload<'_>) -> Result<Parsed, FormatError> {
                 (words.next(), words.next(), words.next())
             {
                 families.insert(name, kind);
+                last_type = None;
             }
             continue;
         }
@@ -45,21 +49,23 @@ pub fn parse(payload: &Payload<'_>) -> Result<Parsed, FormatError> {
             number: line_no,
         }
         .sample()?;
-        let data_type = data_type(&families, sample.name);
+        let data_type = match last_type {
+            Some((name, data_type)) if name == sample.name => data_type,
+            _ => {
+                let data_type = data_type(&families, sample.name);
+                last_type = Some((sample.name, data_type));
+                data_type
+            }
+        };
         match number(sample.value) {
             Ok(value) => {
-                let mut datapoint = DataPoint::new(
-                    sample.name,
+                target.datapoints.push(DataPoint {
+                    key: sample.name.to_owned(),
                     value,
                     data_type,
-                    sample.timestamp_ms.unwrap_or(payload.read_at_ms),
-                );
-                datapoint.metadata = sample
-                    .labels
-                    .into_iter()
-                    .map(|(k, v)| Metadata::new(k, v))
-                    .collect();
-                target.datapoints.push(datapoint);
+                    timestamp_ms: sample.timestamp_ms.unwrap_or(payload.read_at_ms),
+                    metadata: sample.labels,
+                });
             }
             Err(reason) => parsed.skipped.push(Skipped {
                 location: format!("line {line_no}"),
@@ -72,7 +78,7 @@ pub fn parse(payload: &Payload<'_>) -> Result<Parsed, FormatError> {
 }
 
 /// The data type of a sample, from its family's `# TYPE`.
-fn data_type(families: &HashMap<&str, &str>, name: &str) -> DataType {
+fn data_type(families: &FxHashMap<&str, &str>, name: &str) -> DataType {
     if let Some(kind) = families.get(name) {
         return match *kind {
             "counter" => DataType::Counter64,
@@ -99,7 +105,7 @@ fn data_type(families: &HashMap<&str, &str>, name: &str) -> DataType {
 
 struct Sample<'a> {
     name: &'a str,
-    labels: Vec<(&'a str, String)>,
+    labels: Vec<Metadata>,
     value: &'a str,
     timestamp_ms: Option<u64>,
 }
@@ -124,6 +130,16 @@ impl<'a> Line<'a> {
             Some(c) => format!("{c:?}"),
             None => "the end of the line".to_owned(),
         }
+    }
+
+    fn after_label(&self, at: usize) -> FormatError {
+        self.error(
+            at,
+            format!(
+                "expected `,` or `}}` after a label, found {}",
+                self.found(at)
+            ),
+        )
     }
 
     fn sample(&self) -> Result<Sample<'a>, FormatError> {
@@ -181,6 +197,23 @@ impl<'a> Line<'a> {
                         ),
                     ));
                 }
+                // Most values have no escapes: taken whole.
+                let value_start = position(&mut chars, text);
+                let rest = &text[value_start..];
+                if let Some(end) = rest
+                    .find(['"', '\\'])
+                    .filter(|&end| rest.as_bytes()[end] == b'"')
+                {
+                    while chars.next_if(|(i, _)| *i <= value_start + end).is_some() {}
+                    labels.push(Metadata::new(label, &rest[..end]));
+                    skip_spaces(&mut chars);
+                    let at = position(&mut chars, text);
+                    match chars.next().map(|(_, c)| c) {
+                        Some(',') => continue,
+                        Some('}') => break,
+                        _ => return Err(self.after_label(at)),
+                    }
+                }
                 let mut value = String::new();
                 loop {
                     match chars.next() {
@@ -205,21 +238,13 @@ impl<'a> Line<'a> {
                         Some((_, c)) => value.push(c),
                     }
                 }
-                labels.push((label, value));
+                labels.push(Metadata::new(label, value));
                 skip_spaces(&mut chars);
                 let at = position(&mut chars, text);
                 match chars.next().map(|(_, c)| c) {
                     Some(',') => {}
                     Some('}') => break,
-                    _ => {
-                        return Err(self.error(
-                            at,
-                            format!(
-                                "expected `,` or `}}` after a label, found {}",
-                                self.found(at)
-                            ),
-                        ))
-                    }
+                    _ => return Err(self.after_label(at)),
                 }
             }
         }

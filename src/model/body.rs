@@ -11,7 +11,9 @@ use rustc_hash::{FxBuildHasher, FxHashSet};
 
 use super::checksum::{Checksum, ChecksumChain, Suffix};
 use super::normalise::{is_reserved, normalise_key_cow, normalise_metadata_value, normalise_value};
-use super::{python, DataPoint, TargetData, Value};
+use super::{python, DataPoint, Metadata, TargetData, Value};
+
+pub use memory::PollMemory;
 
 /// Who is posting: the identity every datapoint of a body carries.
 #[derive(Debug, Clone, Copy)]
@@ -113,6 +115,8 @@ const AGENT_POLLING_INTERVAL: &str = "pattoo_agent_polling_interval";
 ///
 /// `timestamp_ms` is when the poll cycle started. Returns no body when no
 /// datapoint survives, since the server must not receive an empty post.
+/// Everything is computed afresh; a poller that polls the same registers
+/// again and again uses [`PollMemory::build`] instead.
 pub fn build(agent: &AgentContext<'_>, timestamp_ms: u64, targets: &[TargetData]) -> BuildOutcome {
     build_with(agent, timestamp_ms, targets, PARALLEL_MIN)
 }
@@ -141,7 +145,26 @@ pub fn build_limited(
     targets: &[TargetData],
     max_body_bytes: usize,
 ) -> LimitedOutcome {
-    let whole = build(agent, timestamp_ms, targets);
+    limit(
+        agent,
+        timestamp_ms,
+        targets,
+        build(agent, timestamp_ms, targets),
+        max_body_bytes,
+    )
+}
+
+/// `whole`, the body [`build`] (or a [`PollMemory`]) made of `targets`,
+/// split as [`build_limited`] says when it is larger than `max_body_bytes`.
+/// The parts are built afresh: a poll that large pays for its hashing
+/// twice, which a proxy refusing it outright would make moot.
+pub fn limit(
+    agent: &AgentContext<'_>,
+    timestamp_ms: u64,
+    targets: &[TargetData],
+    whole: BuildOutcome,
+    max_body_bytes: usize,
+) -> LimitedOutcome {
     let Some(body) = whole.body else {
         return LimitedOutcome {
             bodies: Vec::new(),
@@ -239,57 +262,21 @@ fn build_with(
     targets: &[TargetData],
     parallel_min: usize,
 ) -> BuildOutcome {
-    let interval_text = agent.polling_interval_ms.to_string();
-    let mut pairs = PairTable::default();
-    // Most datapoints bring a new key, value, timestamp and checksum pair.
     let total: usize = targets.iter().map(|t| t.datapoints.len()).sum();
-    pairs.ids.reserve(3 * total, |entry| entry.0);
-    pairs.json.reserve(160 * total);
-    // The pairs are written straight after the body's header, so the body
-    // is never copied as a whole.
-    pairs.json.push_str("{\"pattoo_agent_timestamp\":");
-    pairs
-        .json
-        .push_str(itoa::Buffer::new().format(timestamp_ms));
-    pairs.json.push_str(",\"pattoo_agent_id\":");
-    push_json_string(&mut pairs.json, agent.agent_id);
-    pairs.json.push_str(",\"pattoo_agent_polling_interval\":");
-    pairs.json.push_str(&interval_text);
-    pairs
-        .json
-        .push_str(",\"pattoo_datapoints\":{\"key_value_pairs\":{");
-    let mut datapoint_pairs = String::with_capacity(40 * total);
-    let mut dropped = Vec::new();
-    let mut count = 0usize;
-    // Ids of the pairs every datapoint of a body carries, found on first use
-    // so ids are still handed out in first-seen order.
-    let mut data_type_ids: [Option<u32>; 5] = [None; 5];
-
+    let mut writer = Writer::new(agent, timestamp_ms, total);
     for target in targets {
         let mut seen: FxHashSet<Checksum> =
             FxHashSet::with_capacity_and_hasher(target.datapoints.len(), Default::default());
-        let mut agent_pair_ids: Option<[u32; 5]> = None;
+        let mut agent_ids = None;
         // The agent's metadata is the same for every datapoint of a target:
         // its part of each hash is prepared once.
-        let agent_suffixes = [
-            Suffix::new(AGENT_HOSTNAME, agent.hostname),
-            Suffix::new(AGENT_ID, agent.agent_id),
-            Suffix::new(AGENT_POLLED_TARGET, &target.target),
-            Suffix::new(AGENT_PROGRAM, agent.agent_program),
-        ];
-        let mut drop = |key: &str, reason: DropReason| {
-            dropped.push(Dropped {
-                target: target.target.clone(),
-                key: key.to_owned(),
-                reason,
-            })
-        };
+        let agent_suffixes = agent_suffixes(agent, &target.target);
         for block in target.datapoints.chunks(PREPARE_BLOCK) {
-            for chunk in prepare_in_parallel(block, &agent_suffixes, parallel_min) {
+            for chunk in in_two_halves(block, parallel_min, |half| prepare(half, &agent_suffixes)) {
                 for step in chunk.steps {
                     let (datapoint, key, value, metadata, chain) = match step {
                         Step::Drop(key, reason) => {
-                            drop(&key, reason);
+                            writer.drop(&target.target, &key, reason);
                             continue;
                         }
                         Step::Keep {
@@ -301,66 +288,167 @@ fn build_with(
                         } => (datapoint, key, value, metadata, chain),
                     };
                     if !seen.insert(*chain.digest()) {
-                        drop(&key, DropReason::Duplicate);
+                        writer.drop(&target.target, &key, DropReason::Duplicate);
                         continue;
                     }
-
-                    datapoint_pairs.push(if count == 0 { '[' } else { ',' });
-                    count += 1;
-                    let mut ids = IdList::new(&mut datapoint_pairs);
                     for (meta_key, meta_value) in &chunk.metadata[metadata] {
-                        ids.push(pairs.text(meta_key, meta_value));
+                        let id = writer.pairs.text(meta_key, meta_value);
+                        writer.ids.push(id);
                     }
-                    let agent_ids = *agent_pair_ids.get_or_insert_with(|| {
-                        [
-                            pairs.text(AGENT_POLLING_INTERVAL, &interval_text),
-                            pairs.text(AGENT_HOSTNAME, agent.hostname),
-                            pairs.text(AGENT_ID, agent.agent_id),
-                            pairs.text(AGENT_POLLED_TARGET, &target.target),
-                            pairs.text(AGENT_PROGRAM, agent.agent_program),
-                        ]
-                    });
-                    for id in agent_ids {
-                        ids.push(id);
-                    }
-                    ids.push(pairs.text("pattoo_key", &key));
-                    let type_slot = &mut data_type_ids[datapoint.data_type as usize];
-                    ids.push(*type_slot.get_or_insert_with(|| {
-                        pairs.integer("pattoo_data_type", u64::from(datapoint.data_type.code()))
-                    }));
-                    ids.push(pairs.value("pattoo_value", &value));
-                    ids.push(pairs.integer("pattoo_timestamp", datapoint.timestamp_ms));
-                    // A checksum covers the target and key, and duplicates
-                    // within a target were dropped above: it is always a new
-                    // pair.
-                    ids.push(pairs.unique_text("pattoo_checksum", chain.as_str()));
-                    ids.finish();
+                    let agent_ids =
+                        *agent_ids.get_or_insert_with(|| writer.agent_ids(agent, &target.target));
+                    let key_id = writer.pairs.text("pattoo_key", &key);
+                    writer.datapoint(agent_ids, key_id, datapoint, &value, chain.digest());
                 }
             }
         }
     }
+    writer.finish(agent, timestamp_ms)
+}
 
-    if count == 0 {
-        return BuildOutcome {
-            body: None,
-            dropped,
-        };
+/// The agent's own checksum items for `target`, in the order they are hashed.
+fn agent_suffixes(agent: &AgentContext<'_>, target: &str) -> [Suffix; 4] {
+    [
+        Suffix::new(AGENT_HOSTNAME, agent.hostname),
+        Suffix::new(AGENT_ID, agent.agent_id),
+        Suffix::new(AGENT_POLLED_TARGET, target),
+        Suffix::new(AGENT_PROGRAM, agent.agent_program),
+    ]
+}
+
+/// Writes the body as datapoints are handed to it: the header first, then
+/// the pairs, then the datapoints' lists of pair ids, so the body is never
+/// copied as a whole.
+struct Writer {
+    pairs: PairTable,
+    datapoint_pairs: String,
+    count: usize,
+    dropped: Vec<Dropped>,
+    interval_text: String,
+    /// Ids of the pairs every datapoint of a body carries, found on first
+    /// use so ids are still handed out in first-seen order.
+    data_type_ids: [Option<u32>; 5],
+    /// The last timestamp pair: the datapoints of one read share it.
+    timestamp_id: Option<(u64, u32)>,
+    /// The metadata pair ids of the datapoint being written.
+    ids: Vec<u32>,
+}
+
+impl Writer {
+    fn new(agent: &AgentContext<'_>, timestamp_ms: u64, total: usize) -> Writer {
+        let mut pairs = PairTable::default();
+        // Checksum pairs are never looked up, and most polls share keys,
+        // values and timestamps: one remembered pair per datapoint is ample
+        // (the table grows if not) and keeps a 100,000-reading body's table
+        // a quarter of what three per datapoint took.
+        pairs.ids.reserve(total, |entry| entry.0);
+        pairs.json.reserve(160 * total);
+        pairs.json.push_str("{\"pattoo_agent_timestamp\":");
+        pairs
+            .json
+            .push_str(itoa::Buffer::new().format(timestamp_ms));
+        pairs.json.push_str(",\"pattoo_agent_id\":");
+        push_json_string(&mut pairs.json, agent.agent_id);
+        pairs.json.push_str(",\"pattoo_agent_polling_interval\":");
+        let interval_text = agent.polling_interval_ms.to_string();
+        pairs.json.push_str(&interval_text);
+        pairs
+            .json
+            .push_str(",\"pattoo_datapoints\":{\"key_value_pairs\":{");
+        Writer {
+            pairs,
+            datapoint_pairs: String::with_capacity(40 * total),
+            count: 0,
+            dropped: Vec::new(),
+            interval_text,
+            data_type_ids: [None; 5],
+            timestamp_id: None,
+            ids: Vec::new(),
+        }
     }
-    datapoint_pairs.push(']');
 
-    let mut json = pairs.json;
-    json.push_str("},\"datapoint_pairs\":");
-    json.push_str(&datapoint_pairs);
-    json.push_str("}}");
+    fn drop(&mut self, target: &str, key: &str, reason: DropReason) {
+        self.dropped.push(Dropped {
+            target: target.to_owned(),
+            key: key.to_owned(),
+            reason,
+        });
+    }
 
-    BuildOutcome {
-        body: Some(PostBody {
-            agent_id: agent.agent_id.to_owned(),
-            timestamp_ms,
-            datapoints: count,
-            json: json.into_bytes(),
-        }),
-        dropped,
+    /// The ids of the agent's pairs for `target`, interned when the
+    /// target's first datapoint is written.
+    fn agent_ids(&mut self, agent: &AgentContext<'_>, target: &str) -> [u32; 5] {
+        [
+            self.pairs.text(AGENT_POLLING_INTERVAL, &self.interval_text),
+            self.pairs.text(AGENT_HOSTNAME, agent.hostname),
+            self.pairs.text(AGENT_ID, agent.agent_id),
+            self.pairs.text(AGENT_POLLED_TARGET, target),
+            self.pairs.text(AGENT_PROGRAM, agent.agent_program),
+        ]
+    }
+
+    /// Writes a datapoint whose metadata pair ids are in `ids`.
+    fn datapoint(
+        &mut self,
+        agent_ids: [u32; 5],
+        key_id: u32,
+        datapoint: &DataPoint,
+        value: &Value,
+        checksum: &Checksum,
+    ) {
+        self.datapoint_pairs
+            .push(if self.count == 0 { '[' } else { ',' });
+        self.count += 1;
+        let mut list = IdList::new(&mut self.datapoint_pairs);
+        for &id in &self.ids {
+            list.push(id);
+        }
+        self.ids.clear();
+        for id in agent_ids {
+            list.push(id);
+        }
+        list.push(key_id);
+        let pairs = &mut self.pairs;
+        let type_slot = &mut self.data_type_ids[datapoint.data_type as usize];
+        list.push(*type_slot.get_or_insert_with(|| {
+            pairs.integer("pattoo_data_type", u64::from(datapoint.data_type.code()))
+        }));
+        list.push(pairs.value("pattoo_value", value));
+        let timestamp_id = match self.timestamp_id {
+            Some((ms, id)) if ms == datapoint.timestamp_ms => id,
+            _ => {
+                let id = pairs.integer("pattoo_timestamp", datapoint.timestamp_ms);
+                self.timestamp_id = Some((datapoint.timestamp_ms, id));
+                id
+            }
+        };
+        list.push(timestamp_id);
+        // A checksum covers the target and key, and duplicates within a
+        // target were dropped before: it is always a new pair.
+        list.push(pairs.checksum(checksum));
+        list.finish();
+    }
+
+    fn finish(self, agent: &AgentContext<'_>, timestamp_ms: u64) -> BuildOutcome {
+        if self.count == 0 {
+            return BuildOutcome {
+                body: None,
+                dropped: self.dropped,
+            };
+        }
+        let mut json = self.pairs.json;
+        json.push_str("},\"datapoint_pairs\":");
+        json.push_str(&self.datapoint_pairs);
+        json.push_str("]}}");
+        BuildOutcome {
+            body: Some(PostBody {
+                agent_id: agent.agent_id.to_owned(),
+                timestamp_ms,
+                datapoints: self.count,
+                json: json.into_bytes(),
+            }),
+            dropped: self.dropped,
+        }
     }
 }
 
@@ -393,28 +481,28 @@ struct Prepared<'a> {
     metadata: Vec<(Cow<'a, str>, &'a str)>,
 }
 
-/// Prepares `datapoints` in two halves on two threads when that pays and
-/// the machine has two cores; the halves come back in order, so the body is
-/// byte for byte what one thread would build.
-fn prepare_in_parallel<'a>(
-    datapoints: &'a [DataPoint],
-    agent_suffixes: &[Suffix; 4],
+/// `work` over `items`, in two halves on two threads when there are at
+/// least `parallel_min` items and the machine has two cores; the halves come
+/// back in order, so what follows is byte for byte what one thread would do.
+fn in_two_halves<'a, T: Sync, R: Send>(
+    items: &'a [T],
     parallel_min: usize,
-) -> Vec<Prepared<'a>> {
+    work: impl Fn(&'a [T]) -> R + Sync,
+) -> Vec<R> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if datapoints.len() < parallel_min.max(2) || cores < 2 {
-        return vec![prepare(datapoints, agent_suffixes)];
+    if items.len() < parallel_min.max(2) || cores < 2 {
+        return vec![work(items)];
     }
-    let (first, second) = datapoints.split_at(datapoints.len() / 2);
+    let (first, second) = items.split_at(items.len() / 2);
     std::thread::scope(|scope| {
         let helper = std::thread::Builder::new()
             .name("pattoo-body".into())
-            .spawn_scoped(scope, || prepare(second, agent_suffixes));
-        let first = prepare(first, agent_suffixes);
+            .spawn_scoped(scope, || work(second));
+        let first = work(first);
         let second = match helper {
             Ok(helper) => helper.join().expect("preparing datapoints does not panic"),
             // No thread to be had: do the second half here.
-            Err(_) => prepare(second, agent_suffixes),
+            Err(_) => work(second),
         };
         vec![first, second]
     })
@@ -426,17 +514,13 @@ fn prepare<'a>(datapoints: &'a [DataPoint], agent_suffixes: &[Suffix; 4]) -> Pre
         metadata: Vec::with_capacity(datapoints.len() * 2),
     };
     for datapoint in datapoints {
-        let key = normalise_key_cow(&datapoint.key);
-        if key.is_empty() {
-            out.steps
-                .push(Step::Drop(datapoint.key.clone(), DropReason::EmptyKey));
-            continue;
-        }
-        if is_reserved(&key) {
-            out.steps
-                .push(Step::Drop(datapoint.key.clone(), DropReason::ReservedKey));
-            continue;
-        }
+        let key = match normalise_datapoint_key(&datapoint.key) {
+            Ok(key) => key,
+            Err(reason) => {
+                out.steps.push(Step::Drop(datapoint.key.clone(), reason));
+                continue;
+            }
+        };
         let value = match normalise_value(&datapoint.value, datapoint.data_type) {
             Ok(value) => value,
             Err(reason) => {
@@ -447,29 +531,12 @@ fn prepare<'a>(datapoints: &'a [DataPoint], agent_suffixes: &[Suffix; 4]) -> Pre
 
         let mut chain = ChecksumChain::start(&key, datapoint.data_type.code());
         let first = out.metadata.len();
-        for item in &datapoint.metadata {
-            let meta_key = normalise_key_cow(&item.key);
-            if meta_key.is_empty() {
-                out.steps
-                    .push(Step::Drop(key.to_string(), DropReason::EmptyMetadataKey));
-                continue;
-            }
-            if is_reserved(&meta_key) {
-                out.steps.push(Step::Drop(
-                    key.to_string(),
-                    DropReason::ReservedMetadataKey(meta_key.into_owned()),
-                ));
-                continue;
-            }
-            if out.metadata[first..].iter().any(|(k, _)| *k == meta_key) {
-                continue; // the first value of a repeated key wins
-            }
-            let meta_value = normalise_metadata_value(&item.value);
-            if item.update_checksum {
-                chain.update(&meta_key, meta_value);
-            }
-            out.metadata.push((meta_key, meta_value));
-        }
+        normalise_metadata(
+            &datapoint.metadata,
+            &mut chain,
+            &mut out.metadata,
+            |reason| out.steps.push(Step::Drop(key.to_string(), reason)),
+        );
         for suffix in agent_suffixes {
             chain.update_with(suffix);
         }
@@ -482,6 +549,49 @@ fn prepare<'a>(datapoints: &'a [DataPoint], agent_suffixes: &[Suffix; 4]) -> Pre
         });
     }
     out
+}
+
+/// A datapoint's key, normalised, or why the datapoint is dropped.
+fn normalise_datapoint_key(key: &str) -> Result<Cow<'_, str>, DropReason> {
+    let key = normalise_key_cow(key);
+    if key.is_empty() {
+        Err(DropReason::EmptyKey)
+    } else if is_reserved(&key) {
+        Err(DropReason::ReservedKey)
+    } else {
+        Ok(key)
+    }
+}
+
+/// Normalises a datapoint's metadata onto the end of `kept`, hashing the
+/// items that update the checksum into `chain`; `ignored` hears of every
+/// item left out, in order.
+fn normalise_metadata<'a>(
+    items: &'a [Metadata],
+    chain: &mut ChecksumChain,
+    kept: &mut Vec<(Cow<'a, str>, &'a str)>,
+    mut ignored: impl FnMut(DropReason),
+) {
+    let first = kept.len();
+    for item in items {
+        let meta_key = normalise_key_cow(&item.key);
+        if meta_key.is_empty() {
+            ignored(DropReason::EmptyMetadataKey);
+            continue;
+        }
+        if is_reserved(&meta_key) {
+            ignored(DropReason::ReservedMetadataKey(meta_key.into_owned()));
+            continue;
+        }
+        if kept[first..].iter().any(|(k, _)| *k == meta_key) {
+            continue; // the first value of a repeated key wins
+        }
+        let meta_value = normalise_metadata_value(&item.value);
+        if item.update_checksum {
+            chain.update(&meta_key, meta_value);
+        }
+        kept.push((meta_key, meta_value));
+    }
 }
 
 /// Gives every distinct `[key, value]` pair the next id the first time it is
@@ -500,11 +610,21 @@ struct PairTable {
 }
 
 impl PairTable {
-    /// A pair known not to have been seen before: written without being
-    /// remembered.
-    fn unique_text(&mut self, key: &str, value: &str) -> u32 {
-        self.render_text(key, value);
-        self.write_new()
+    /// A checksum pair: never seen before in the body (a checksum covers
+    /// the target and key, and duplicates were dropped), so written without
+    /// being remembered.
+    fn checksum(&mut self, checksum: &Checksum) -> u32 {
+        let id = self.begin_new();
+        self.json.push_str("[\"pattoo_checksum\",\"");
+        self.json
+            .push_str(std::str::from_utf8(checksum).expect("hex digits are ASCII"));
+        self.json.push_str("\"]");
+        id
+    }
+
+    /// A pair rendered in advance ([`render_pair`]) with its [`pair_hash`].
+    fn rendered(&mut self, text: &str, hash: u64) -> u32 {
+        self.intern_text(text, hash)
     }
 
     fn text(&mut self, key: &str, value: &str) -> u32 {
@@ -515,11 +635,7 @@ impl PairTable {
     /// Renders `[key, value]` with a text value into `scratch`.
     fn render_text(&mut self, key: &str, value: &str) {
         self.scratch.clear();
-        self.scratch.push('[');
-        push_json_string(&mut self.scratch, key);
-        self.scratch.push(',');
-        push_json_string(&mut self.scratch, value);
-        self.scratch.push(']');
+        render_pair(&mut self.scratch, key, value);
     }
 
     fn integer(&mut self, key: &str, value: u64) -> u32 {
@@ -545,27 +661,32 @@ impl PairTable {
         self.intern()
     }
 
+    /// Interns the pair rendered in `scratch`.
     fn intern(&mut self) -> u32 {
-        let hash = FxBuildHasher.hash_one(self.scratch.as_bytes());
-        let (json, scratch) = (self.json.as_bytes(), self.scratch.as_bytes());
+        let scratch = std::mem::take(&mut self.scratch);
+        let id = self.intern_text(&scratch, pair_hash(&scratch));
+        self.scratch = scratch;
+        id
+    }
+
+    fn intern_text(&mut self, text: &str, hash: u64) -> u32 {
+        let json = self.json.as_bytes();
         let same = |&(h, start, len, _): &(u64, usize, u32, u32)| {
-            h == hash && json.get(start..start + len as usize) == Some(scratch)
+            h == hash && json.get(start..start + len as usize) == Some(text.as_bytes())
         };
         if let Some(&(_, _, _, id)) = self.ids.find(hash, same) {
             return id;
         }
-        let id = self.write_new();
-        let start = self.json.len() - self.scratch.len();
-        self.ids.insert_unique(
-            hash,
-            (hash, start, self.scratch.len() as u32, id),
-            |entry| entry.0,
-        );
+        let id = self.begin_new();
+        let start = self.json.len();
+        self.json.push_str(text);
+        self.ids
+            .insert_unique(hash, (hash, start, text.len() as u32, id), |entry| entry.0);
         id
     }
 
-    /// Writes the pair in `scratch` under the next id.
-    fn write_new(&mut self) -> u32 {
+    /// Writes the next id's `"id":` and returns the id; its pair follows.
+    fn begin_new(&mut self) -> u32 {
         let id = self.next_id;
         self.next_id += 1;
         if id > 0 {
@@ -574,9 +695,22 @@ impl PairTable {
         self.json.push('"');
         self.json.push_str(itoa::Buffer::new().format(id));
         self.json.push_str("\":");
-        self.json.push_str(&self.scratch);
         id
     }
+}
+
+/// Appends the JSON text of the pair `[key, value]` with a text value.
+fn render_pair(out: &mut String, key: &str, value: &str) {
+    out.push('[');
+    push_json_string(out, key);
+    out.push(',');
+    push_json_string(out, value);
+    out.push(']');
+}
+
+/// How the pair table hashes a pair's text.
+fn pair_hash(text: &str) -> u64 {
+    FxBuildHasher.hash_one(text.as_bytes())
 }
 
 /// Writes one datapoint's list of pair ids.
@@ -641,5 +775,6 @@ fn push_json_string(out: &mut String, text: &str) {
     out.push('"');
 }
 
+mod memory;
 #[cfg(test)]
 mod tests;

@@ -13,10 +13,14 @@
 
 use sha2::digest::generic_array::GenericArray;
 use sha2::digest::typenum::U64;
-use sha2::{Digest, Sha256};
+use sha2::{Digest as _, Sha256};
 
 /// A lowercase hex SHA-256 digest.
 pub type Checksum = [u8; 64];
+
+/// A SHA-256 digest as bytes: half the memory of its [`Checksum`], for
+/// digests kept between polls.
+pub type Digest = [u8; 32];
 
 type Block = GenericArray<u8, U64>;
 
@@ -139,6 +143,28 @@ fn hex(state: &[u32; 8]) -> Checksum {
     out
 }
 
+/// The bytes a lowercase hex digest spells.
+pub fn digest_bytes(checksum: &Checksum) -> Digest {
+    let nibble = |digit: u8| match digit {
+        b'0'..=b'9' => digit - b'0',
+        _ => digit - b'a' + 10,
+    };
+    let mut out = [0u8; 32];
+    for (byte, pair) in out.iter_mut().zip(checksum.chunks_exact(2)) {
+        *byte = nibble(pair[0]) << 4 | nibble(pair[1]);
+    }
+    out
+}
+
+/// A digest as lowercase hex.
+pub fn hex_digits(digest: &Digest) -> Checksum {
+    let mut out = [0u8; 64];
+    for (byte, pair) in digest.iter().zip(out.chunks_exact_mut(2)) {
+        pair.copy_from_slice(&HEX_PAIRS[usize::from(*byte)]);
+    }
+    out
+}
+
 /// The two lowercase hex digits of every byte.
 static HEX_PAIRS: [[u8; 2]; 256] = {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
@@ -159,6 +185,14 @@ pub fn sha256_hex(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn digests_go_to_bytes_and_back_to_the_same_hex() {
+        let chain = ChecksumChain::start("input_register_30386", 99);
+        let bytes = digest_bytes(chain.digest());
+        assert_eq!(hex::encode(bytes), chain.as_str());
+        assert_eq!(&hex_digits(&bytes), chain.digest());
+    }
 
     #[test]
     fn chain_matches_hashing_the_concatenated_text() {

@@ -6,7 +6,9 @@
 //! exactly as the Python `pattoo_shared` library does (see
 //! `SPEC-wire-format.md`), computes each datapoint's checksum, drops what the
 //! server would reject (reporting every drop), and lays the survivors out in
-//! the deduplicated `key_value_pairs` / `datapoint_pairs` form.
+//! the deduplicated `key_value_pairs` / `datapoint_pairs` form. A poller
+//! that reads the same things every poll keeps a [`PollMemory`], which
+//! writes the same body while remembering every checksum between polls.
 
 pub mod body;
 pub mod checksum;
@@ -17,9 +19,11 @@ pub mod python_str;
 mod value;
 
 pub use body::{
-    build, build_limited, AgentContext, BuildOutcome, DropReason, Dropped, LimitedOutcome, PostBody,
+    build, build_limited, limit, AgentContext, BuildOutcome, DropReason, Dropped, LimitedOutcome,
+    PollMemory, PostBody,
 };
 pub use data_type::{DataType, UnknownDataType};
+pub(crate) use normalise::normalise_key_cow;
 pub use normalise::{normalise_key, normalise_value};
 pub use value::Value;
 

@@ -339,3 +339,236 @@ fn checksum_of(pairs: Vec<(String, serde_json::Value)>) -> String {
         .map(|(_, value)| value.as_str().unwrap().to_owned())
         .unwrap()
 }
+
+// ------------------------------------------------------------ poll memory
+
+mod remembered {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::model::PollMemory;
+
+    const KEYS: [&str; 8] = [
+        "input_register_30001",
+        "Load",
+        "load",
+        "CPU  Load ",
+        "my pattoo key",
+        "  ",
+        "quote\"d",
+        "holding_register_40001",
+    ];
+    const META_KEYS: [&str; 6] = ["unit", "Unit ", "site", "PATTOO_x", "", "room\\1"];
+    const META_VALUES: [&str; 4] = ["001", " 002 ", "a", ""];
+    const DATA_TYPES: [DataType; 5] = [
+        DataType::Int,
+        DataType::Float,
+        DataType::Counter,
+        DataType::Counter64,
+        DataType::String,
+    ];
+    const HOSTS: [&str; 2] = ["palisadoes", "gw1.example.org"];
+    const TARGETS: [&str; 3] = ["meter-1", "meter-2", "10.0.0.5"];
+
+    fn value() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            (-5i64..5).prop_map(Value::Int),
+            Just(Value::UInt(u64::MAX)),
+            (-4.0f64..4.0).prop_map(Value::Float),
+            Just(Value::Float(f64::NAN)),
+            Just(Value::Text(" 7.5 ".into())),
+            Just(Value::Text("n/a".into())),
+        ]
+    }
+
+    fn metadata() -> impl Strategy<Value = Vec<Metadata>> {
+        proptest::collection::vec(
+            (0..META_KEYS.len(), 0..META_VALUES.len(), any::<bool>()).prop_map(|(k, v, hashed)| {
+                Metadata {
+                    key: META_KEYS[k].into(),
+                    value: META_VALUES[v].into(),
+                    update_checksum: hashed,
+                }
+            }),
+            0..3,
+        )
+    }
+
+    fn datapoint() -> impl Strategy<Value = DataPoint> {
+        (
+            0..KEYS.len(),
+            value(),
+            0..DATA_TYPES.len(),
+            0u64..3,
+            metadata(),
+        )
+            .prop_map(|(k, value, t, timestamp_ms, metadata)| DataPoint {
+                key: KEYS[k].into(),
+                value,
+                data_type: DATA_TYPES[t],
+                timestamp_ms,
+                metadata,
+            })
+    }
+
+    /// One change between two polls; indexes wrap around.
+    #[derive(Debug, Clone)]
+    enum Change {
+        Value(usize, Value),
+        Key(usize, usize),
+        DataType(usize, usize),
+        Metadata(usize, Vec<Metadata>),
+        Insert(usize, DataPoint),
+        Remove(usize),
+        Hostname(usize),
+        Target(usize, usize),
+        SwapTargets,
+    }
+
+    fn change() -> impl Strategy<Value = Change> {
+        prop_oneof![
+            4 => (any::<usize>(), value()).prop_map(|(i, v)| Change::Value(i, v)),
+            1 => (any::<usize>(), 0..KEYS.len()).prop_map(|(i, k)| Change::Key(i, k)),
+            1 => (any::<usize>(), 0..DATA_TYPES.len()).prop_map(|(i, t)| Change::DataType(i, t)),
+            1 => (any::<usize>(), metadata()).prop_map(|(i, m)| Change::Metadata(i, m)),
+            1 => (any::<usize>(), datapoint()).prop_map(|(i, d)| Change::Insert(i, d)),
+            1 => any::<usize>().prop_map(Change::Remove),
+            1 => (0..HOSTS.len()).prop_map(Change::Hostname),
+            1 => (any::<usize>(), 0..TARGETS.len()).prop_map(|(i, t)| Change::Target(i, t)),
+            1 => Just(Change::SwapTargets),
+        ]
+    }
+
+    /// Targets as (name index, datapoints).
+    fn first_poll() -> impl Strategy<Value = Vec<(usize, Vec<DataPoint>)>> {
+        proptest::collection::vec(
+            (
+                0..TARGETS.len(),
+                proptest::collection::vec(datapoint(), 0..12),
+            ),
+            1..4,
+        )
+    }
+
+    fn apply(targets: &mut [(usize, Vec<DataPoint>)], host: &mut usize, change: &Change) {
+        let n = targets.len();
+        let (t, dps) = &mut targets[match change {
+            Change::Value(i, _)
+            | Change::Key(i, _)
+            | Change::DataType(i, _)
+            | Change::Metadata(i, _)
+            | Change::Insert(i, _)
+            | Change::Remove(i)
+            | Change::Target(i, _) => i % n,
+            _ => 0,
+        }];
+        let len = dps.len().max(1);
+        match change.clone() {
+            Change::Value(i, v) => dps.get_mut(i % len).map_or((), |d| d.value = v),
+            Change::Key(i, k) => dps.get_mut(i % len).map_or((), |d| d.key = KEYS[k].into()),
+            Change::DataType(i, k) => dps
+                .get_mut(i % len)
+                .map_or((), |d| d.data_type = DATA_TYPES[k]),
+            Change::Metadata(i, m) => dps.get_mut(i % len).map_or((), |d| d.metadata = m),
+            Change::Insert(i, d) => dps.insert(i % (dps.len() + 1), d),
+            Change::Remove(i) => {
+                if !dps.is_empty() {
+                    dps.remove(i % dps.len());
+                }
+            }
+            Change::Hostname(h) => *host = h,
+            Change::Target(_, name) => *t = name,
+            Change::SwapTargets => targets.reverse(),
+        }
+    }
+
+    proptest! {
+        // Bounded so CI stays quick; set PROPTEST_CASES to dig deeper.
+        #![proptest_config(ProptestConfig {
+            cases: std::env::var("PROPTEST_CASES")
+                .ok()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(256),
+            ..ProptestConfig::default()
+        })]
+
+        #[test]
+        fn remembered_bodies_are_byte_for_byte_the_bodies_built_afresh(
+            first in first_poll(),
+            polls in proptest::collection::vec(proptest::collection::vec(change(), 0..4), 1..8),
+            parallel_min in prop_oneof![Just(1usize), Just(3), Just(usize::MAX)],
+        ) {
+            let mut memory = PollMemory::default();
+            let mut targets = first;
+            let mut host = 0;
+            for (p, changes) in std::iter::once(Vec::new()).chain(polls).enumerate() {
+                for change in &changes {
+                    apply(&mut targets, &mut host, change);
+                }
+                let agent = AgentContext { hostname: HOSTS[host], ..AGENT };
+                let poll: Vec<TargetData> = targets
+                    .iter()
+                    .map(|(t, dps)| target(TARGETS[*t], dps.clone()))
+                    .collect();
+                let fresh = build_with(&agent, p as u64, &poll, usize::MAX);
+                let remembered = memory.build_with(&agent, p as u64, &poll, parallel_min);
+                prop_assert_eq!(
+                    remembered.body.as_ref().map(|b| String::from_utf8_lossy(&b.json).into_owned()),
+                    fresh.body.as_ref().map(|b| String::from_utf8_lossy(&b.json).into_owned()),
+                    "poll {}", p
+                );
+                prop_assert_eq!(&remembered.body, &fresh.body);
+                prop_assert_eq!(&remembered.dropped, &fresh.dropped);
+                // Bounded by the last poll: one entry per datapoint, and no
+                // more descriptions than entries.
+                let total: usize = poll.iter().map(|t| t.datapoints.len()).sum();
+                let (descriptions, entries) = memory.size();
+                prop_assert_eq!(entries, total);
+                prop_assert!(descriptions <= total);
+            }
+        }
+    }
+
+    #[test]
+    fn a_steady_poll_reuses_every_checksum_and_forgets_what_is_gone() {
+        let poll = |values: i64, keys: usize| {
+            vec![target(
+                "meter-1",
+                (0..keys)
+                    .map(|i| {
+                        DataPoint::new(
+                            format!("input_register_{}", 30001 + i),
+                            Value::Int(values + i as i64),
+                            DataType::Int,
+                            values as u64,
+                        )
+                        .with_metadata(Metadata::new("unit", "001"))
+                    })
+                    .collect(),
+            )]
+        };
+        let mut memory = PollMemory::default();
+        for round in 0..3 {
+            let targets = poll(round, 100);
+            let remembered = memory.build(&AGENT, 7, &targets);
+            assert_eq!(remembered.body, build(&AGENT, 7, &targets).body);
+            assert_eq!(memory.size(), (100, 100));
+        }
+        let targets = poll(9, 10);
+        assert_eq!(
+            memory.build(&AGENT, 7, &targets).body,
+            build(&AGENT, 7, &targets).body
+        );
+        assert_eq!(
+            memory.size(),
+            (10, 10),
+            "registers no longer polled are forgotten"
+        );
+        assert_eq!(
+            memory.build(&AGENT, 7, &[]).body,
+            None,
+            "an empty poll has no body"
+        );
+        assert_eq!(memory.size(), (0, 0));
+    }
+}

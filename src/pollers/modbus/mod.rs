@@ -242,9 +242,15 @@ impl ModbusPoller {
                 failed: reads_failed,
             });
         }
-        let mut datapoints: Vec<(usize, usize, DataPoint)> =
-            outcomes.into_iter().flat_map(|o| o.datapoints).collect();
-        datapoints.sort_by_key(|(t, r, _)| (*t, *r));
+        // Readings in target and register order. Bucketed by target first:
+        // sorting all of them at once moved every reading (a hundred bytes)
+        // about ten times with a thousand devices; each target's readings
+        // arrive nearly in register order already.
+        let mut by_target: Vec<Vec<(usize, DataPoint)>> =
+            (0..self.targets.len()).map(|_| Vec::new()).collect();
+        for (t, r, datapoint) in outcomes.into_iter().flat_map(|o| o.datapoints) {
+            by_target[t].push((r, datapoint));
+        }
 
         // Targets named alike (units behind one gateway) post as one. Each
         // target's slot is looked up once, not once per datapoint: with
@@ -252,21 +258,19 @@ impl ModbusPoller {
         // poll's CPU.
         let mut result: Vec<TargetData> = Vec::new();
         let mut slot_by_name: HashMap<&str, usize> = HashMap::new();
-        let mut slot_by_target: Vec<Option<usize>> = vec![None; self.targets.len()];
-        for (t, _, datapoint) in datapoints {
-            let slot = match slot_by_target[t] {
-                Some(slot) => slot,
-                None => {
-                    let name = self.targets[t].name.as_str();
-                    let slot = *slot_by_name.entry(name).or_insert_with(|| {
-                        result.push(TargetData::new(name));
-                        result.len() - 1
-                    });
-                    slot_by_target[t] = Some(slot);
-                    slot
-                }
-            };
-            result[slot].datapoints.push(datapoint);
+        for (t, mut readings) in by_target.into_iter().enumerate() {
+            if readings.is_empty() {
+                continue;
+            }
+            readings.sort_by_key(|(r, _)| *r);
+            let name = self.targets[t].name.as_str();
+            let slot = *slot_by_name.entry(name).or_insert_with(|| {
+                result.push(TargetData::new(name));
+                result.len() - 1
+            });
+            let datapoints = &mut result[slot].datapoints;
+            datapoints.reserve(readings.len());
+            datapoints.extend(readings.into_iter().map(|(_, datapoint)| datapoint));
         }
         Ok(result)
     }
@@ -436,9 +440,18 @@ impl ReadGroup {
                 }
             };
             let value = decode::scale(raw, register.multiplier, register.offset);
-            let mut datapoint = DataPoint::new(&register.key, value, register.data_type, read_at)
-                .with_metadata(Metadata::new("unit", unit.clone()));
-            datapoint.metadata.extend(register.metadata.iter().cloned());
+            // Exactly as long as it needs to be: with 100,000 readings a
+            // poll, the default first capacity of four items cost megabytes.
+            let mut metadata = Vec::with_capacity(1 + register.metadata.len());
+            metadata.push(Metadata::new("unit", unit.as_str()));
+            metadata.extend(register.metadata.iter().cloned());
+            let datapoint = DataPoint {
+                key: register.key.clone(),
+                value,
+                data_type: register.data_type,
+                timestamp_ms: read_at,
+                metadata,
+            };
             out.datapoints.push((t, r, datapoint));
         }
     }

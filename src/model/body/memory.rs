@@ -1,0 +1,443 @@
+//! What one poller remembers between polls, so that a steady poll (the same
+//! registers read again) hashes nothing.
+//!
+//! A datapoint's checksum depends only on its key, data type, the metadata
+//! that updates the checksum, its target and the agent's identity, never on
+//! its value or timestamp. [`PollMemory`] keeps, for every distinct
+//! *description* (key, data type and metadata exactly as the poller
+//! produced them), what normalisation made of it: the normalised key, its
+//! pairs rendered as JSON, the metadata it ignored, and the checksum chain
+//! up to the agent's items. For every target of the last poll it keeps, per
+//! datapoint in order, which description it had and its checksum.
+//!
+//! A poll is matched to the last one position by position, since pollers
+//! read the same things in the same order; a datapoint that differs is
+//! looked up by its description, and only descriptions never seen are
+//! normalised and hashed. Whatever the last poll did not use is forgotten,
+//! so the memory never holds more than one poll's worth. The body is byte
+//! for byte what [`build`](super::build) writes from scratch (a property
+//! test in `tests.rs` checks it over random sequences of polls).
+
+use std::borrow::Cow;
+use std::hash::Hasher;
+
+use rustc_hash::{FxHashMap, FxHashSet, FxHasher};
+
+use super::{
+    agent_suffixes, in_two_halves, normalise_datapoint_key, normalise_metadata, pair_hash,
+    render_pair, AgentContext, BuildOutcome, DropReason, Writer, PARALLEL_MIN,
+};
+use crate::model::checksum::{self, ChecksumChain, Digest, Suffix};
+use crate::model::normalise::normalise_value;
+use crate::model::{DataPoint, DataType, Metadata, TargetData};
+
+/// Builds one poller's bodies, remembering between polls everything about
+/// its datapoints that cannot have changed.
+#[derive(Default)]
+pub struct PollMemory {
+    /// The hostname, agent id and agent program the checksums were made
+    /// for; when they change, every checksum is made again.
+    agent: Option<[String; 3]>,
+    /// Slots, so that ids stay put while others are forgotten.
+    descriptions: Vec<Option<Description>>,
+    free: Vec<u32>,
+    /// Description ids by [`description_hash`].
+    index: hashbrown::HashTable<u32>,
+    targets: Vec<TargetMemory>,
+}
+
+/// A datapoint's key, data type and metadata as the poller produced them,
+/// and what normalisation made of them.
+struct Description {
+    hash: u64,
+    key: String,
+    data_type: DataType,
+    metadata: Vec<Metadata>,
+    /// `None` only while a poll is preparing it.
+    made: Option<Result<Made, DropReason>>,
+}
+
+struct Made {
+    /// Normalised, for drop reports.
+    key: String,
+    /// `["pattoo_key", key]` and its pair hash.
+    key_pair: (String, u64),
+    /// The metadata kept, as pairs with their hashes.
+    metadata: Vec<(String, u64)>,
+    /// Metadata items left out, reported whenever the datapoint is.
+    ignored: Vec<DropReason>,
+    /// The checksum chain before the agent's items.
+    chain: ChecksumChain,
+}
+
+struct TargetMemory {
+    name: String,
+    /// One per datapoint of the target's last poll, in order.
+    entries: Vec<Entry>,
+    /// Whether no two entries have the same checksum, so no datapoint can
+    /// be a duplicate whatever the values.
+    distinct: bool,
+}
+
+#[derive(Clone, Copy)]
+struct Entry {
+    description: u32,
+    /// Meaningless when the description's key was dropped.
+    checksum: Digest,
+}
+
+impl Description {
+    fn describes(&self, datapoint: &DataPoint) -> bool {
+        self.key == datapoint.key
+            && self.data_type == datapoint.data_type
+            && self.metadata == datapoint.metadata
+    }
+
+    fn made(&self) -> &Result<Made, DropReason> {
+        self.made
+            .as_ref()
+            .expect("a description is made before it is used")
+    }
+}
+
+impl PollMemory {
+    /// [`build`](super::build), reusing what the last poll worked out.
+    pub fn build(
+        &mut self,
+        agent: &AgentContext<'_>,
+        timestamp_ms: u64,
+        targets: &[TargetData],
+    ) -> BuildOutcome {
+        self.build_with(agent, timestamp_ms, targets, PARALLEL_MIN)
+    }
+
+    pub(super) fn build_with(
+        &mut self,
+        agent: &AgentContext<'_>,
+        timestamp_ms: u64,
+        targets: &[TargetData],
+        parallel_min: usize,
+    ) -> BuildOutcome {
+        let identity = [agent.hostname, agent.agent_id, agent.agent_program];
+        let mut changed = self
+            .agent
+            .as_ref()
+            .is_none_or(|known| known.iter().map(String::as_str).ne(identity));
+        if changed {
+            self.targets.clear();
+            self.agent = Some(identity.map(str::to_owned));
+        }
+        let total: usize = targets.iter().map(|t| t.datapoints.len()).sum();
+        let mut writer = Writer::new(agent, timestamp_ms, total);
+        let mut last: Vec<Option<TargetMemory>> = std::mem::take(&mut self.targets)
+            .into_iter()
+            .map(Some)
+            .collect();
+        let mut memories = Vec::with_capacity(targets.len());
+        for (t, target) in targets.iter().enumerate() {
+            let mut memory = take_target(&mut last, t, &target.target);
+            changed |= self.update(&mut memory, target, agent, parallel_min);
+            self.write(&memory, target, agent, &mut writer);
+            memories.push(memory);
+        }
+        changed |= last.iter().any(Option::is_some);
+        self.targets = memories;
+        if changed {
+            self.forget_unused();
+        }
+        writer.finish(agent, timestamp_ms)
+    }
+
+    /// Makes `memory` describe `target`'s datapoints one for one. Returns
+    /// whether anything changed.
+    fn update(
+        &mut self,
+        memory: &mut TargetMemory,
+        target: &TargetData,
+        agent: &AgentContext<'_>,
+        parallel_min: usize,
+    ) -> bool {
+        let datapoints = &target.datapoints;
+        let describes = |descriptions: &[Option<Description>], entry: &Entry, dp: &DataPoint| {
+            descriptions[entry.description as usize]
+                .as_ref()
+                .is_some_and(|d| d.describes(dp))
+        };
+        if memory.entries.len() == datapoints.len()
+            && memory
+                .entries
+                .iter()
+                .zip(datapoints)
+                .all(|(entry, dp)| describes(&self.descriptions, entry, dp))
+        {
+            return false;
+        }
+
+        let last = std::mem::take(&mut memory.entries);
+        let mut last_by_description: Option<FxHashMap<u32, Entry>> = None;
+        let mut entries = Vec::with_capacity(datapoints.len());
+        let mut new_descriptions: Vec<(u32, &DataPoint)> = Vec::new();
+        let mut unhashed: Vec<usize> = Vec::new();
+        for (i, dp) in datapoints.iter().enumerate() {
+            if let Some(entry) = last
+                .get(i)
+                .filter(|entry| describes(&self.descriptions, entry, dp))
+            {
+                entries.push(*entry);
+                continue;
+            }
+            let description = self.find_or_add(dp, &mut new_descriptions);
+            let known = last_by_description
+                .get_or_insert_with(|| last.iter().map(|e| (e.description, *e)).collect())
+                .get(&description);
+            match known {
+                Some(entry) => entries.push(*entry),
+                None => {
+                    unhashed.push(i);
+                    entries.push(Entry {
+                        description,
+                        checksum: [0; 32],
+                    });
+                }
+            }
+        }
+
+        let made = in_two_halves(&new_descriptions, parallel_min, |part| {
+            part.iter().map(|(_, dp)| make(dp)).collect::<Vec<_>>()
+        });
+        for ((id, _), made) in new_descriptions.iter().zip(made.into_iter().flatten()) {
+            if let Some(description) = &mut self.descriptions[*id as usize] {
+                description.made = Some(made);
+            }
+        }
+
+        let suffixes = agent_suffixes(agent, &target.target);
+        let descriptions = &self.descriptions;
+        let checksums = in_two_halves(&unhashed, parallel_min, |part| {
+            part.iter()
+                .map(|&i| {
+                    let description = descriptions[entries[i].description as usize]
+                        .as_ref()
+                        .expect("entries name live descriptions");
+                    match description.made() {
+                        Ok(made) => finish_chain(&made.chain, &suffixes),
+                        Err(_) => [0; 32],
+                    }
+                })
+                .collect::<Vec<_>>()
+        });
+        for (&i, checksum) in unhashed.iter().zip(checksums.into_iter().flatten()) {
+            entries[i].checksum = checksum;
+        }
+
+        let mut seen = FxHashSet::default();
+        memory.distinct = entries.iter().all(|entry| {
+            let description = self.descriptions[entry.description as usize]
+                .as_ref()
+                .expect("entries name live descriptions");
+            description.made().is_err() || seen.insert(entry.checksum)
+        });
+        memory.entries = entries;
+        true
+    }
+
+    /// The id of `dp`'s description, added (to be made) if new.
+    fn find_or_add<'a>(
+        &mut self,
+        dp: &'a DataPoint,
+        new_descriptions: &mut Vec<(u32, &'a DataPoint)>,
+    ) -> u32 {
+        let hash = description_hash(dp);
+        let PollMemory {
+            descriptions,
+            free,
+            index,
+            ..
+        } = self;
+        let same = |&id: &u32| {
+            descriptions[id as usize]
+                .as_ref()
+                .is_some_and(|d| d.describes(dp))
+        };
+        if let Some(&id) = index.find(hash, same) {
+            return id;
+        }
+        let description = Description {
+            hash,
+            key: dp.key.clone(),
+            data_type: dp.data_type,
+            metadata: dp.metadata.clone(),
+            made: None,
+        };
+        let id = match free.pop() {
+            Some(id) => {
+                descriptions[id as usize] = Some(description);
+                id
+            }
+            None => {
+                descriptions.push(Some(description));
+                (descriptions.len() - 1) as u32
+            }
+        };
+        index.insert_unique(hash, id, |&id| {
+            descriptions[id as usize]
+                .as_ref()
+                .map_or(0, |description| description.hash)
+        });
+        new_descriptions.push((id, dp));
+        id
+    }
+
+    /// Writes `target`'s datapoints, whose entries `memory` holds.
+    fn write(
+        &self,
+        memory: &TargetMemory,
+        target: &TargetData,
+        agent: &AgentContext<'_>,
+        writer: &mut Writer,
+    ) {
+        let mut seen: Option<FxHashSet<Digest>> = (!memory.distinct).then(FxHashSet::default);
+        let mut agent_ids = None;
+        for (dp, entry) in target.datapoints.iter().zip(&memory.entries) {
+            let description = self.descriptions[entry.description as usize]
+                .as_ref()
+                .expect("entries name live descriptions");
+            let made = match description.made() {
+                Ok(made) => made,
+                Err(reason) => {
+                    writer.drop(&target.target, &dp.key, reason.clone());
+                    continue;
+                }
+            };
+            let value = match normalise_value(&dp.value, dp.data_type) {
+                Ok(value) => value,
+                Err(reason) => {
+                    writer.drop(&target.target, &made.key, reason);
+                    continue;
+                }
+            };
+            for reason in &made.ignored {
+                writer.drop(&target.target, &made.key, reason.clone());
+            }
+            if seen
+                .as_mut()
+                .is_some_and(|seen| !seen.insert(entry.checksum))
+            {
+                writer.drop(&target.target, &made.key, DropReason::Duplicate);
+                continue;
+            }
+            for (text, hash) in &made.metadata {
+                let id = writer.pairs.rendered(text, *hash);
+                writer.ids.push(id);
+            }
+            let agent_ids =
+                *agent_ids.get_or_insert_with(|| writer.agent_ids(agent, &target.target));
+            let key_id = writer.pairs.rendered(&made.key_pair.0, made.key_pair.1);
+            writer.datapoint(
+                agent_ids,
+                key_id,
+                dp,
+                &value,
+                &checksum::hex_digits(&entry.checksum),
+            );
+        }
+    }
+
+    /// Forgets every description no target of the last poll uses.
+    fn forget_unused(&mut self) {
+        let mut used = vec![false; self.descriptions.len()];
+        for entry in self.targets.iter().flat_map(|t| &t.entries) {
+            used[entry.description as usize] = true;
+        }
+        for (id, slot) in self.descriptions.iter_mut().enumerate() {
+            if used[id] {
+                continue;
+            }
+            if let Some(description) = slot.take() {
+                if let Ok(found) = self
+                    .index
+                    .find_entry(description.hash, |&other| other as usize == id)
+                {
+                    found.remove();
+                }
+                self.free.push(id as u32);
+            }
+        }
+    }
+
+    /// How many distinct descriptions and target entries are remembered.
+    #[cfg(test)]
+    pub(super) fn size(&self) -> (usize, usize) {
+        (
+            self.descriptions.iter().flatten().count(),
+            self.targets.iter().map(|t| t.entries.len()).sum(),
+        )
+    }
+}
+
+/// The memory of the target at position `t` of the last poll if it has the
+/// same name, else of the first one of that name not taken yet, else a new
+/// one.
+fn take_target(last: &mut [Option<TargetMemory>], t: usize, name: &str) -> TargetMemory {
+    let matches = |slot: &Option<TargetMemory>| slot.as_ref().is_some_and(|m| m.name == name);
+    let position = if last.get(t).is_some_and(matches) {
+        Some(t)
+    } else {
+        last.iter().position(matches)
+    };
+    position
+        .and_then(|p| last[p].take())
+        .unwrap_or_else(|| TargetMemory {
+            name: name.to_owned(),
+            entries: Vec::new(),
+            distinct: true,
+        })
+}
+
+/// Normalises a new description and hashes it as far as it can without the
+/// target.
+fn make(dp: &DataPoint) -> Result<Made, DropReason> {
+    let key = normalise_datapoint_key(&dp.key)?;
+    let mut chain = ChecksumChain::start(&key, dp.data_type.code());
+    let mut kept: Vec<(Cow<'_, str>, &str)> = Vec::new();
+    let mut ignored = Vec::new();
+    normalise_metadata(&dp.metadata, &mut chain, &mut kept, |reason| {
+        ignored.push(reason)
+    });
+    Ok(Made {
+        key_pair: rendered("pattoo_key", &key),
+        key: key.into_owned(),
+        metadata: kept.iter().map(|(k, v)| rendered(k, v)).collect(),
+        ignored,
+        chain,
+    })
+}
+
+fn rendered(key: &str, value: &str) -> (String, u64) {
+    let mut text = String::new();
+    render_pair(&mut text, key, value);
+    let hash = pair_hash(&text);
+    (text, hash)
+}
+
+fn finish_chain(chain: &ChecksumChain, suffixes: &[Suffix; 4]) -> Digest {
+    let mut chain = chain.clone();
+    for suffix in suffixes {
+        chain.update_with(suffix);
+    }
+    checksum::digest_bytes(chain.digest())
+}
+
+/// A hash of everything [`Description::describes`] compares.
+fn description_hash(dp: &DataPoint) -> u64 {
+    let mut hasher = FxHasher::default();
+    hasher.write(dp.key.as_bytes());
+    hasher.write_u8(dp.data_type.code());
+    for item in &dp.metadata {
+        hasher.write_usize(item.key.len());
+        hasher.write(item.key.as_bytes());
+        hasher.write(item.value.as_bytes());
+        hasher.write_u8(u8::from(item.update_checksum));
+    }
+    hasher.finish()
+}
