@@ -535,12 +535,7 @@ fn run_with_a_broken_configuration_exits_with_the_configuration_status() {
 #[test]
 fn run_with_a_poller_secret_missing_exits_with_the_configuration_status_naming_it() {
     let dir = tempfile::tempdir().unwrap();
-    let d = dir.path().display();
-    std::fs::write(
-        dir.path().join("pattoo.yaml"),
-        format!("pattoo:\n  log_directory: {d}/log\n  cache_directory: {d}/cache\n  daemon_directory: {d}/daemon\npattoo_agent_api:\n  ip_address: 127.0.0.1\n"),
-    )
-    .unwrap();
+    common::write_pattoo_yaml(dir.path(), dir.path(), 20201);
     std::fs::write(
         dir.path().join("pattoo_agentd.yaml"),
         "pattoo_agentd:\n  pollers:\n    - name: quotes\n      type: http\n      urls: [http://127.0.0.1:9/]\n      format: keyvalue\n      auth:\n        bearer: {env: PATTOO_TEST_UNSET_SECRET}\n",
@@ -663,12 +658,7 @@ async fn run_posts_over_plain_http_on_a_system_without_ca_certificates() {
 fn check_says_https_needs_ca_certificates_where_the_system_has_none() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().display();
-    std::fs::write(
-        dir.path().join("pattoo.yaml"),
-        format!("pattoo:\n  log_directory: {d}/log\n  cache_directory: {d}/cache\n  daemon_directory: {d}/daemon\n\
-             pattoo_agent_api:\n  ip_address: 127.0.0.1\n  ip_bind_port: 20201\n"),
-    )
-    .unwrap();
+    common::write_pattoo_yaml(dir.path(), dir.path(), 20201);
     write_pollers(
         dir.path(),
         "    - name: api\n      type: http\n      urls: [https://api.example.org/v1]\n      measurements: true\n",
@@ -711,13 +701,7 @@ fn check_says_https_needs_ca_certificates_where_the_system_has_none() {
 #[test]
 fn check_prints_the_cache_age_with_a_space_before_the_unit() {
     let dir = tempfile::tempdir().unwrap();
-    let d = dir.path().display();
-    std::fs::write(
-        dir.path().join("pattoo.yaml"),
-        format!("pattoo:\n  log_directory: {d}/log\n  cache_directory: {d}/cache\n  daemon_directory: {d}/daemon\n\
-             pattoo_agent_api:\n  ip_address: 127.0.0.1\n  ip_bind_port: 20201\n"),
-    )
-    .unwrap();
+    common::write_pattoo_yaml(dir.path(), dir.path(), 20201);
     let output = Command::new(env!("CARGO_BIN_EXE_pattoo-agentd"))
         .arg("--config-dir")
         .arg(dir.path())
