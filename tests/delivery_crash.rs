@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::receiver::{Mode, TestServer};
+use common::receiver::TestServer;
 
 const KILLS: usize = 200;
 const BINARY: &str = env!("CARGO_BIN_EXE_pattoo-agentd");
@@ -66,42 +66,11 @@ fn every_body_committed_before_a_kill_reaches_the_server_afterwards() {
 
     // The server flaps: up, refusing connections, answering 500.
     let flapping = Arc::new(AtomicBool::new(true));
-    let flapper = {
-        let server = server.clone();
-        let flapping = flapping.clone();
-        runtime.spawn(async move {
-            let mut up = true;
-            while flapping.load(Ordering::SeqCst) {
-                tokio::time::sleep(Duration::from_millis(fastrand::u64(20..150))).await;
-                match fastrand::u8(0..4) {
-                    0 | 1 => {
-                        if !up {
-                            server.resume(Mode::Accept).await;
-                        }
-                        server.set_mode(Mode::Accept);
-                        up = true;
-                    }
-                    2 => {
-                        if up {
-                            server.stop();
-                        }
-                        up = false;
-                    }
-                    _ => {
-                        if !up {
-                            server.resume(Mode::Status(500)).await;
-                        }
-                        server.set_mode(Mode::Status(500));
-                        up = true;
-                    }
-                }
-            }
-            if !up {
-                server.resume(Mode::Accept).await;
-            }
-            server.set_mode(Mode::Accept);
-        })
-    };
+    let flapper = runtime.spawn(common::receiver::flap(
+        server.clone(),
+        flapping.clone(),
+        20..150,
+    ));
 
     // One run to the end first: it makes the agent id, and its length sets
     // the range of kill times, so kills land in start-up, polling, posting,

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -369,4 +369,44 @@ pub fn cached_files(cache_dir: &Path) -> Vec<PathBuf> {
 /// Milliseconds now, as the agent stamps bodies.
 pub fn now_ms() -> u64 {
     pattoo_agentd::time::now_ms()
+}
+
+/// Makes `server` flap until `flapping` is cleared, each state lasting a
+/// random span in `pause_ms`: accepting, refusing connections, answering
+/// 500. It is left accepting.
+pub async fn flap(
+    server: Arc<TestServer>,
+    flapping: Arc<AtomicBool>,
+    pause_ms: std::ops::Range<u64>,
+) {
+    let mut up = true;
+    while flapping.load(Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_millis(fastrand::u64(pause_ms.clone()))).await;
+        match fastrand::u8(0..4) {
+            0 | 1 => {
+                if !up {
+                    server.resume(Mode::Accept).await;
+                }
+                server.set_mode(Mode::Accept);
+                up = true;
+            }
+            2 => {
+                if up {
+                    server.stop();
+                }
+                up = false;
+            }
+            _ => {
+                if !up {
+                    server.resume(Mode::Status(500)).await;
+                }
+                server.set_mode(Mode::Status(500));
+                up = true;
+            }
+        }
+    }
+    if !up {
+        server.resume(Mode::Accept).await;
+    }
+    server.set_mode(Mode::Accept);
 }

@@ -34,7 +34,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::receiver::{Mode, TestServer};
+use common::receiver::TestServer;
 use pattoo_agentd::delivery::cache::{Cache, CachedFile};
 use pattoo_agentd::delivery::config::CacheSettings;
 use pattoo_agentd::delivery::receiver::validate_body;
@@ -249,45 +249,13 @@ fn write_config(root: &Path, cache: &Path, port: u16) -> PathBuf {
     config
 }
 
-/// Makes the server flap until `flapping` is cleared: accepting, refusing
-/// connections, answering 500.
+/// Makes the server flap until `flapping` is cleared.
 fn flap(
     runtime: &tokio::runtime::Runtime,
     server: Arc<TestServer>,
     flapping: Arc<AtomicBool>,
 ) -> tokio::task::JoinHandle<()> {
-    runtime.spawn(async move {
-        let mut up = true;
-        while flapping.load(Ordering::SeqCst) {
-            tokio::time::sleep(Duration::from_millis(fastrand::u64(20..200))).await;
-            match fastrand::u8(0..4) {
-                0 | 1 => {
-                    if !up {
-                        server.resume(Mode::Accept).await;
-                    }
-                    server.set_mode(Mode::Accept);
-                    up = true;
-                }
-                2 => {
-                    if up {
-                        server.stop();
-                    }
-                    up = false;
-                }
-                _ => {
-                    if !up {
-                        server.resume(Mode::Status(500)).await;
-                    }
-                    server.set_mode(Mode::Status(500));
-                    up = true;
-                }
-            }
-        }
-        if !up {
-            server.resume(Mode::Accept).await;
-        }
-        server.set_mode(Mode::Accept);
-    })
+    runtime.spawn(common::receiver::flap(server, flapping, 20..200))
 }
 
 /// The name the agent gives a committed cache file:
