@@ -156,8 +156,8 @@ pub fn build_limited(
 
 /// `whole`, the body [`build`] (or a [`PollMemory`]) made of `targets`,
 /// split as [`build_limited`] says when it is larger than `max_body_bytes`.
-/// The parts are built afresh: a poll that large pays for its hashing
-/// twice, which a proxy refusing it outright would make moot.
+/// The parts are built afresh, without the memory: a poll that large is
+/// hashed twice, the price of never having a proxy refuse it.
 pub fn limit(
     agent: &AgentContext<'_>,
     timestamp_ms: u64,
