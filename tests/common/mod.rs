@@ -9,6 +9,7 @@ pub mod modbus;
 pub mod modbus_sim;
 pub mod netsnmp;
 pub mod pymodbus;
+pub mod python;
 pub mod receiver;
 pub mod snmpsim;
 

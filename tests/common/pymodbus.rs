@@ -13,16 +13,12 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use pattoo_agentd::model::Value;
 
 use super::modbus::layout;
-
-fn python() -> String {
-    std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_owned())
-}
+use super::python::python;
 
 const PYMODBUS: [&str; 2] = ["pymodbus==3.8.6", "pyserial==3.5"];
 
@@ -30,48 +26,7 @@ const PYMODBUS: [&str; 2] = ["pymodbus==3.8.6", "pyserial==3.5"];
 /// interpreter has them already, else a directory the pinned versions are
 /// installed into.
 pub fn pymodbus_path() -> String {
-    // Test binaries run their tests in parallel: one installs at a time.
-    static INSTALLING: Mutex<()> = Mutex::new(());
-    let _one_at_a_time = INSTALLING.lock().unwrap_or_else(|e| e.into_inner());
-    let imports = |path: &str| {
-        Command::new(python())
-            .args(["-c", "import pymodbus, serial"])
-            .env("PYTHONPATH", path)
-            .output()
-            .expect("python3 runs")
-            .status
-            .success()
-    };
-    if imports("") {
-        return String::new();
-    }
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("pymodbus");
-    let dir = dir.display().to_string();
-    if !imports(&dir) {
-        let install = Command::new(python())
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "--target",
-                &dir,
-            ])
-            .args(PYMODBUS)
-            .output()
-            .expect("python3 runs pip");
-        assert!(
-            install.status.success(),
-            "installing {PYMODBUS:?} for the interoperability tests failed:\n{}",
-            String::from_utf8_lossy(&install.stderr)
-        );
-    }
-    assert!(
-        imports(&dir),
-        "{PYMODBUS:?} were installed into {dir} but do not import"
-    );
-    dir
+    super::python::packages_path("pymodbus", &PYMODBUS, "import pymodbus, serial")
 }
 
 /// A child process killed when dropped.

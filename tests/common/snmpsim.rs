@@ -12,69 +12,21 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::python::python;
+
 const PACKAGES: [&str; 3] = ["snmpsim==1.2.2", "pysmi==1.6.3", "cryptography"];
 
 pub const V3_USER: &str = "pattoo-v3";
 pub const V3_AUTH: &str = "authpass123";
 pub const V3_PRIV: &str = "privpass123";
 
-fn python() -> String {
-    std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_owned())
-}
-
 /// A `PYTHONPATH` under which snmpsim imports.
 fn snmpsim_path() -> String {
-    let imports = |path: &str| {
-        Command::new(python())
-            .args([
-                "-c",
-                "import snmpsim.commands.responder, pysmi, cryptography",
-            ])
-            .env("PYTHONPATH", path)
-            .output()
-            .expect("python3 runs")
-            .status
-            .success()
-    };
-    if imports("") {
-        return String::new();
-    }
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("snmpsim");
-    let dir = dir.display().to_string();
-    if !imports(&dir) {
-        // One installer at a time: test binaries run in parallel.
-        let lock = std::fs::File::create(format!("{dir}.lock")).unwrap();
-        nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
-            .map(|guard| {
-                if !imports(&dir) {
-                    let install = Command::new(python())
-                        .args([
-                            "-m",
-                            "pip",
-                            "install",
-                            "--quiet",
-                            "--disable-pip-version-check",
-                            "--target",
-                            &dir,
-                        ])
-                        .args(PACKAGES)
-                        .output()
-                        .expect("python3 runs pip");
-                    assert!(
-                        install.status.success(),
-                        "installing {PACKAGES:?} for the SNMP tests failed:\n{}",
-                        String::from_utf8_lossy(&install.stderr)
-                    );
-                }
-                drop(guard);
-            })
-            .unwrap_or_else(|(_, error)| panic!("locking {dir}.lock: {error}"));
-    }
-    assert!(
-        imports(&dir),
-        "{PACKAGES:?} were installed into {dir} but do not import"
-    );
-    dir
+    super::python::packages_path(
+        "snmpsim",
+        &PACKAGES,
+        "import snmpsim.commands.responder, pysmi, cryptography",
+    )
 }
 
 /// A running snmpsim, killed when dropped.
