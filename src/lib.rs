@@ -19,6 +19,7 @@ pub mod manpage;
 pub mod model;
 pub mod pollers;
 pub mod scheduler;
+pub mod secret;
 pub mod status;
 pub mod time;
 pub mod tls;

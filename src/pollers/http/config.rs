@@ -38,6 +38,7 @@ use serde::Deserialize;
 use serde_norway::Value;
 
 use crate::formats::FormatSettings;
+use crate::secret::{self, SecretSource};
 use crate::yaml::describe;
 use crate::yaml::{yaml_number_to_python, Document, YamlPath};
 
@@ -61,13 +62,6 @@ pub struct HttpSettings {
     /// The metadata key measurements carry the URL under (`url` unless
     /// `url_metadata` names another); `None` with `url_metadata: false`.
     pub url_metadata: Option<String>,
-}
-
-/// Where a secret is read from when the poller is built.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SecretSource {
-    File(PathBuf),
-    Env(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,7 +97,7 @@ pub const MAX_RETRIES: u32 = 5;
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawAuth {
-    /// Read by [`secret`], which says what a secret must look like.
+    /// Read by [`secret::parse`], which says what a secret must look like.
     bearer: Option<Value>,
     basic: Option<RawBasic>,
 }
@@ -113,13 +107,6 @@ struct RawAuth {
 struct RawBasic {
     username: String,
     password: Value,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawSecret {
-    file: Option<PathBuf>,
-    env: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -230,11 +217,11 @@ impl HttpSettings {
             Some(RawAuth {
                 bearer: Some(token),
                 basic: None,
-            }) => secret(doc, &auth_path.key("bearer"), &token).map(Auth::Bearer),
+            }) => secret::parse(doc, &auth_path.key("bearer"), &token).map(Auth::Bearer),
             Some(RawAuth {
                 bearer: None,
                 basic: Some(basic),
-            }) => secret(
+            }) => secret::parse(
                 doc,
                 &auth_path.key("basic").key("password"),
                 &basic.password,
@@ -375,100 +362,6 @@ impl HttpSettings {
             urls.join(", "),
             reads.join(" and ")
         )
-    }
-}
-
-/// The source of a secret, checked to hold one now: `check` and a reload
-/// catch a missing variable or file, rather than the poller failing to
-/// start after the configuration was accepted.
-fn secret(doc: &mut Document, path: &YamlPath, value: &Value) -> Option<SecretSource> {
-    if !matches!(value, Value::Mapping(_)) {
-        doc.error(
-            path,
-            format!(
-                "expected where to read the secret, `{{file: /path/to/secret}}` or `{{env: VARIABLE}}`, found {}{}",
-                describe(value),
-                if matches!(value, Value::String(_)) {
-                    " (secrets are never written in the configuration)"
-                } else {
-                    ""
-                }
-            ),
-        );
-        return None;
-    }
-    let raw: RawSecret = doc.deserialize(path, value)?;
-    let source = secret_source(doc, path, raw)?;
-    let poller = match &doc.poller {
-        Some(name) => format!("poller `{name}`: "),
-        None => String::new(),
-    };
-    let problem = match &source {
-        SecretSource::Env(name) => match std::env::var_os(name) {
-            None => Some((
-                path.key("env"),
-                format!("{poller}the environment variable {name} is not set; set it where the agent runs (under systemd: Environment= or EnvironmentFile= in a drop-in)"),
-            )),
-            Some(value) if value.to_string_lossy().trim().is_empty() => Some((
-                path.key("env"),
-                format!("{poller}the environment variable {name} is empty"),
-            )),
-            Some(_) => None,
-        },
-        SecretSource::File(file) => match std::fs::read_to_string(file) {
-            Err(error) => Some((
-                path.key("file"),
-                format!(
-                    "{poller}cannot read the secret file {}: {error}",
-                    file.display()
-                ),
-            )),
-            Ok(text) if text.trim().is_empty() => Some((
-                path.key("file"),
-                format!("{poller}the secret file {} is empty", file.display()),
-            )),
-            Ok(_) => None,
-        },
-    };
-    match problem {
-        Some((at, message)) => {
-            doc.error(&at, message);
-            None
-        }
-        None => Some(source),
-    }
-}
-
-fn secret_source(doc: &mut Document, path: &YamlPath, raw: RawSecret) -> Option<SecretSource> {
-    match (raw.file, raw.env) {
-        (Some(file), None) if file.is_absolute() => Some(SecretSource::File(file)),
-        (Some(file), None) => {
-            doc.error(
-                &path.key("file"),
-                format!(
-                    "expected an absolute path, found {:?}",
-                    file.display().to_string()
-                ),
-            );
-            None
-        }
-        (None, Some(name)) if !name.is_empty() && !name.contains('=') => {
-            Some(SecretSource::Env(name))
-        }
-        (None, Some(name)) => {
-            doc.error(
-                &path.key("env"),
-                format!("{name:?} is not an environment variable name"),
-            );
-            None
-        }
-        _ => {
-            doc.error(
-                path,
-                "expected one of `file:` (a file holding the secret) or `env:` (a variable holding it)",
-            );
-            None
-        }
     }
 }
 

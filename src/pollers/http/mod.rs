@@ -25,48 +25,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-pub use config::{Auth, HttpSettings, SecretSource, TlsSettings, DEFAULT_MAX_RESPONSE_BYTES};
+pub use config::{Auth, HttpSettings, TlsSettings, DEFAULT_MAX_RESPONSE_BYTES};
 use reqwest::{Client, StatusCode, Url};
 
 use super::PollerEnv;
 use crate::formats::{FormatError, Payload};
 use crate::model::{DataPoint, DataType, Metadata, TargetData, Value};
+use crate::secret::Secret;
 use crate::time::now_ms;
 use crate::tls::{self, Reach};
-
-/// A credential read from a file or the environment.
-#[derive(Clone)]
-pub struct Secret(String);
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
-
-impl Secret {
-    /// Reads the secret; surrounding whitespace (a file's final newline) is
-    /// not part of it.
-    pub fn read(source: &SecretSource) -> anyhow::Result<Secret> {
-        let text = match source {
-            SecretSource::File(path) => std::fs::read_to_string(path)
-                .with_context(|| format!("reading the secret file {}", path.display()))?,
-            SecretSource::Env(name) => {
-                std::env::var(name).with_context(|| format!("reading the secret from ${name}"))?
-            }
-        };
-        let text = text.trim();
-        anyhow::ensure!(
-            !text.is_empty(),
-            "the secret in {} is empty",
-            match source {
-                SecretSource::File(path) => path.display().to_string(),
-                SecretSource::Env(name) => format!("${name}"),
-            }
-        );
-        Ok(Secret(text.to_owned()))
-    }
-}
 
 #[derive(Debug)]
 enum Credentials {
@@ -179,10 +146,10 @@ impl HttpPoller {
     pub fn new(name: &str, settings: &HttpSettings, _env: &PollerEnv) -> anyhow::Result<Self> {
         let credentials = match &settings.auth {
             None => None,
-            Some(Auth::Bearer(source)) => Some(Credentials::Bearer(Secret::read(source)?)),
+            Some(Auth::Bearer(source)) => Some(Credentials::Bearer(source.read()?)),
             Some(Auth::Basic { username, password }) => Some(Credentials::Basic {
                 username: username.clone(),
-                password: Secret::read(password)?,
+                password: password.read()?,
             }),
         };
         // Redirects are followed by `fetch`, which knows which headers are
@@ -481,9 +448,9 @@ impl Shared {
                 }
                 request = match &self.credentials {
                     None => request,
-                    Some(Credentials::Bearer(token)) => request.bearer_auth(&token.0),
+                    Some(Credentials::Bearer(token)) => request.bearer_auth(token.expose()),
                     Some(Credentials::Basic { username, password }) => {
-                        request.basic_auth(username, Some(&password.0))
+                        request.basic_auth(username, Some(password.expose()))
                     }
                 };
             }
@@ -560,29 +527,6 @@ fn request_error(error: reqwest::Error) -> FetchError {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_secret_is_read_trimmed_and_never_shown() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("token");
-        std::fs::write(&file, "  hunter2\n").unwrap();
-        let secret = Secret::read(&SecretSource::File(file.clone())).unwrap();
-        assert_eq!(secret.0, "hunter2");
-        assert_eq!(format!("{secret:?}"), "[redacted]");
-
-        std::fs::write(&file, "\n").unwrap();
-        let error = Secret::read(&SecretSource::File(file.clone())).unwrap_err();
-        assert_eq!(
-            error.to_string(),
-            format!("the secret in {} is empty", file.display())
-        );
-        let error =
-            Secret::read(&SecretSource::Env("PATTOO_AGENTD_TEST_UNSET_SECRET".into())).unwrap_err();
-        assert_eq!(
-            error.to_string(),
-            "reading the secret from $PATTOO_AGENTD_TEST_UNSET_SECRET"
-        );
-    }
 
     #[test]
     fn a_password_in_a_url_is_not_shown() {

@@ -2,7 +2,6 @@
 //! (see the module doc of [`super`] for the YAML).
 
 use std::fmt;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,6 +10,7 @@ use serde::Deserialize;
 use serde_norway::Value;
 
 use crate::model::{DataType, Metadata};
+use crate::secret::{self, SecretSource};
 use crate::yaml::{check_user_key, describe, parse_metadata, Document, YamlPath};
 
 pub const DEFAULT_PORT: u16 = 161;
@@ -112,8 +112,8 @@ impl Credentials {
 pub enum Secret {
     /// Written in a Python agent's file, which has no other way.
     Inline(String),
-    File(PathBuf),
-    Env(String),
+    /// `{file: ...}` or `{env: ...}` in `type: snmp`.
+    Source(SecretSource),
 }
 
 impl fmt::Debug for Secret {
@@ -126,25 +126,21 @@ impl fmt::Display for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Secret::Inline(_) => f.write_str("(hidden, in the file)"),
-            Secret::File(path) => write!(f, "from {}", path.display()),
-            Secret::Env(name) => write!(f, "from ${name}"),
+            Secret::Source(source) => fmt::Display::fmt(source, f),
         }
     }
 }
 
 impl Secret {
-    /// The secret's text: a file's first line, or the variable's value.
+    /// The secret's text: as written, or read from its source (see
+    /// [`crate::secret`]).
     pub fn reveal(&self) -> Result<String, String> {
         match self {
             Secret::Inline(text) => Ok(text.clone()),
-            Secret::File(path) => std::fs::read_to_string(path)
-                .map(|text| text.lines().next().unwrap_or_default().to_owned())
-                .map_err(|error| {
-                    format!("cannot read the secret file {}: {error}", path.display())
-                }),
-            Secret::Env(name) => std::env::var(name).map_err(|_| {
-                format!("the environment variable {name} holding the secret is not set")
-            }),
+            Secret::Source(source) => source
+                .read()
+                .map(|secret| secret.expose().to_owned())
+                .map_err(|error| error.to_string()),
         }
     }
 }
@@ -278,7 +274,8 @@ impl SnmpSettings {
 struct RawSnmp {
     targets: Vec<RawTarget>,
     version: Option<Value>,
-    community: Option<RawSecret>,
+    /// Read by [`secret::parse`].
+    community: Option<Value>,
     user: Option<String>,
     auth: Option<RawProtocol>,
     privacy: Option<RawProtocol>,
@@ -310,7 +307,8 @@ enum RawTarget {
 struct RawTargetDetail {
     address: String,
     name: Option<String>,
-    community: Option<RawSecret>,
+    /// Read by [`secret::parse`].
+    community: Option<Value>,
 }
 
 impl RawTarget {
@@ -323,26 +321,10 @@ impl RawTarget {
 }
 
 #[derive(Deserialize)]
-#[serde(untagged)]
-enum RawSecret {
-    Source(RawSecretSource),
-    /// The secret itself, refused with a message saying where to put it;
-    /// never read, so never shown.
-    Written(#[allow(dead_code)] String),
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawSecretSource {
-    file: Option<PathBuf>,
-    env: Option<String>,
-}
-
-#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawProtocol {
     protocol: String,
-    passphrase: RawSecret,
+    passphrase: Value,
 }
 
 #[derive(Deserialize)]
@@ -669,47 +651,8 @@ impl SnmpSettings {
     }
 }
 
-fn secret(doc: &mut Document, path: &YamlPath, raw: &RawSecret) -> Option<Secret> {
-    let raw = match raw {
-        RawSecret::Source(source) => source,
-        RawSecret::Written(_) => {
-            doc.error(
-                path,
-                "secrets are not written in the configuration: put it in a file readable only by the agent ({file: /etc/pattoo/snmp-secret}) or an environment variable ({env: SNMP_SECRET})",
-            );
-            return None;
-        }
-    };
-    match (&raw.file, &raw.env) {
-        (Some(file), None) if file.is_absolute() => Some(Secret::File(file.clone())),
-        (Some(file), None) => {
-            doc.error(
-                &path.key("file"),
-                format!(
-                    "expected an absolute path, found {:?}",
-                    file.display().to_string()
-                ),
-            );
-            None
-        }
-        (None, Some(name)) if !name.is_empty() && !name.contains('=') => {
-            Some(Secret::Env(name.clone()))
-        }
-        (None, Some(name)) => {
-            doc.error(
-                &path.key("env"),
-                format!("{name:?} is not an environment variable name"),
-            );
-            None
-        }
-        _ => {
-            doc.error(
-                path,
-                "expected one of `file:` (a file holding the secret) or `env:` (a variable holding it)",
-            );
-            None
-        }
-    }
+fn secret(doc: &mut Document, path: &YamlPath, value: &Value) -> Option<Secret> {
+    secret::parse(doc, path, value).map(Secret::Source)
 }
 
 fn column(doc: &mut Document, path: &YamlPath, raw: &RawColumn, in_table: bool) -> Option<Column> {
@@ -846,7 +789,10 @@ mod tests {
         let credentials = Credentials::V3 {
             user: "ops".into(),
             auth: Some((AuthProtocol::Sha256, Secret::Inline("authpass123".into()))),
-            privacy: Some((PrivProtocol::Aes128, Secret::Env("PRIV".into()))),
+            privacy: Some((
+                PrivProtocol::Aes128,
+                Secret::Source(SecretSource::Env("PRIV".into())),
+            )),
         };
         let shown = format!("{} {:?}", credentials.describe(), credentials);
         assert!(!shown.contains("authpass123"), "{shown}");
