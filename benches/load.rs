@@ -72,7 +72,6 @@ use tokio::net::TcpListener;
 
 use pattoo_agentd::collector;
 use pattoo_agentd::config;
-use pattoo_agentd::delivery::Delivery;
 use pattoo_agentd::model::{build, AgentContext, DataPoint, DataType, Metadata, TargetData, Value};
 
 const AGENT_ID: &str = "5d1f0c2c1e0f4b7a9c3e2d1b0a99887766554433221100ffeeddccbbaa998877";
@@ -527,7 +526,7 @@ fn cycle(opts: &Opts) {
     let start = Instant::now();
     runtime.block_on(async {
         let mut collectors = collector::collectors(&settings, None).unwrap();
-        let delivery = Delivery::new(&settings).unwrap();
+        let delivery = pattoo_agentd::daemon::open_delivery(&settings, Default::default()).unwrap();
         for k in 0..cycles {
             if interval_s > 0 {
                 let due = start + Duration::from_secs(interval_s * k as u64);

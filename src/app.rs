@@ -11,7 +11,7 @@ use crate::config::{self, Settings};
 use crate::daemon::{self, logging};
 use crate::delivery::cache::Cache;
 use crate::delivery::receiver::Receiver;
-use crate::delivery::{Committed, Delivery, ReplayReport};
+use crate::delivery::{Committed, ReplayReport};
 
 /// Exit status for configuration errors; the systemd unit lists it in
 /// `RestartPreventExitStatus=` so a broken file does not cause a restart loop.
@@ -237,14 +237,7 @@ fn human_duration(duration: std::time::Duration) -> String {
         .join(" ")
 }
 
-/// `host:port`, with an IPv6 literal in brackets.
-pub fn host_port(host: &str, port: u16) -> String {
-    if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    }
-}
+pub use crate::address::host_port;
 
 /// `once --print`: poll and print each body as one JSON line; with
 /// `--self-monitoring` (and no one poller asked for), then the
@@ -347,7 +340,8 @@ fn self_monitoring_body(
 /// a body was lost, after everything else was delivered.
 async fn once_deliver(settings: &Settings, only: Option<&str>) -> anyhow::Result<()> {
     let mut collectors = collector::collectors(settings, only).context("preparing pollers")?;
-    let delivery = Delivery::new(settings).context("preparing delivery")?;
+    let delivery =
+        daemon::open_delivery(settings, Default::default()).context("preparing delivery")?;
     let mut stdout = std::io::stdout().lock();
     let mut empty = Vec::new();
     for collector in &mut collectors {
@@ -521,7 +515,8 @@ async fn cache_command(settings: &Settings, action: CacheCommand) -> anyhow::Res
             }
         }
         CacheCommand::Replay => {
-            let delivery = Delivery::new(settings).context("opening the cache")?;
+            let delivery =
+                daemon::open_delivery(settings, Default::default()).context("opening the cache")?;
             let mut progress = ReplayProgress::new(delivery.cache().totals().0);
             let report = delivery
                 .replay_now_with(|delivered| progress.update(delivered))

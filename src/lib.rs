@@ -6,6 +6,7 @@
 //! delivery (post or cache). The scheduler drives the pollers; the daemon
 //! owns signals and shutdown.
 
+pub mod address;
 pub mod app;
 pub mod cli;
 pub mod collector;

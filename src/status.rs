@@ -64,7 +64,7 @@ pub async fn run(settings: &Settings) -> anyhow::Result<bool> {
     if let Some(addr) = page {
         let url = format!(
             "http://{}",
-            crate::app::host_port(&addr.ip().to_string(), addr.port())
+            crate::address::host_port(&addr.ip().to_string(), addr.port())
         );
         match scrape(&url).await {
             Ok((figures, health)) => seen = Some((figures, Seen::Page { url, health })),

@@ -7,6 +7,7 @@ use serde::Deserialize;
 use serde_norway::Value;
 
 use super::LogLevel;
+pub use crate::delivery::config::ApiSettings;
 use crate::yaml::{describe, expand_home, expect_mapping, Document, YamlPath};
 
 /// The `pattoo:` section.
@@ -17,14 +18,6 @@ pub struct PattooSettings {
     pub cache_directory: PathBuf,
     pub daemon_directory: PathBuf,
     pub language: String,
-}
-
-/// Where the pattoo agent API listens: the `pattoo_agent_api:` section.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ApiSettings {
-    /// A host name, an IPv4 literal or an IPv6 literal (without brackets).
-    pub ip_address: String,
-    pub ip_bind_port: u16,
 }
 
 #[derive(Deserialize)]

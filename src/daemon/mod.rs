@@ -41,7 +41,7 @@ use self::figures::{Figures, PollerEntry, Sources};
 use crate::collector::{self, Collector};
 use crate::config::{self, Settings};
 use crate::counters::{PollerCounters, ProcessCounters};
-use crate::delivery::{Delivery, Stats};
+use crate::delivery::{Delivery, DeliveryError, Stats};
 use crate::model::{self, AgentContext, PostBody};
 use crate::scheduler::{self, Ticker};
 use crate::time::now_ms;
@@ -56,6 +56,19 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 const MAX_JITTER: Duration = Duration::from_secs(5);
 const STATUS_EVERY: Duration = Duration::from_secs(5);
 
+/// Delivery to the configured server and cache, counting into `stats`
+/// (the daemon keeps one set across reloads; `Arc::default()` otherwise).
+/// Lists the cache and does no network I/O.
+pub fn open_delivery(settings: &Settings, stats: Arc<Stats>) -> Result<Delivery, DeliveryError> {
+    Delivery::with_counters(
+        &settings.api,
+        &settings.pattoo.cache_directory,
+        &settings.agent.delivery,
+        &settings.agent.cache,
+        stats,
+    )
+}
+
 /// Runs until SIGTERM or SIGINT.
 pub async fn run(settings: Settings, log_level: logging::LevelHandle) -> anyhow::Result<()> {
     crate::identity::create_private_dir(&settings.pattoo.daemon_directory).with_context(|| {
@@ -69,8 +82,8 @@ pub async fn run(settings: Settings, log_level: logging::LevelHandle) -> anyhow:
     let health = Arc::new(Health::default());
     let delivery_counters = Arc::new(Stats::default());
 
-    let delivery = Delivery::with_counters(&settings, delivery_counters.clone())
-        .context("preparing delivery")?;
+    let delivery =
+        open_delivery(&settings, delivery_counters.clone()).context("preparing delivery")?;
     let (delivery_tx, delivery_rx) = watch::channel(delivery);
     let monitor = Arc::new(Monitor {
         health: health.clone(),
@@ -172,7 +185,7 @@ pub async fn run(settings: Settings, log_level: logging::LevelHandle) -> anyhow:
                         if new.api != settings.api || new.agent.delivery != settings.agent.delivery
                             || new.agent.cache != settings.agent.cache
                         {
-                            match Delivery::with_counters(&new, delivery_counters.clone()) {
+                            match open_delivery(&new, delivery_counters.clone()) {
                                 Ok(delivery) => {
                                     let _ = delivery_tx.send(delivery);
                                 }

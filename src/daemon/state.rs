@@ -83,7 +83,7 @@ impl Writer {
             server: format!(
                 "{}://{}",
                 settings.agent.delivery.scheme.as_str(),
-                crate::app::host_port(&settings.api.ip_address, settings.api.ip_bind_port)
+                crate::address::host_port(&settings.api.ip_address, settings.api.ip_bind_port)
             ),
             metrics_listen: self.metrics_listen,
             last_post: monitor.last_post().map(|last| LastPost {

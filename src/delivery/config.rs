@@ -1,4 +1,6 @@
-//! The `delivery:` and `cache:` sections of `pattoo_agentd.yaml`.
+//! The `delivery:` and `cache:` sections of `pattoo_agentd.yaml`, and where
+//! the server is (`pattoo_agent_api:`). The configuration loader reads them
+//! through here; delivery imports nothing from it.
 //!
 //! ```yaml
 //! pattoo_agentd:
@@ -24,6 +26,16 @@ use serde::Deserialize;
 use serde_norway::Value;
 
 use crate::yaml::{expand_home, Document, YamlPath};
+
+/// Where the pattoo agent API listens: the `pattoo_agent_api:` section of
+/// `pattoo.yaml` or `pattoo_agent.yaml`, read with those files by
+/// [`crate::config`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiSettings {
+    /// A host name, an IPv4 literal or an IPv6 literal (without brackets).
+    pub ip_address: String,
+    pub ip_bind_port: u16,
+}
 
 /// How the pattoo server is reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -12,7 +12,7 @@
 //! How a daemon uses it:
 //!
 //! ```text
-//! let delivery = Delivery::new(&settings)?;          // lists the cache; no network I/O
+//! let delivery = Delivery::from_parts(&api, &cache_dir, &delivery_settings, &cache_settings)?; // no network I/O
 //! let (stop, stopped) = tokio::sync::watch::channel(false);
 //! let replay = tokio::spawn({ let d = delivery.clone(); async move { d.run_replay(stopped).await } });
 //! // each poll:   delivery.submit(body).await;       // returns once committed
@@ -39,10 +39,9 @@ use std::time::Duration;
 use tokio::sync::{watch, Notify};
 
 use self::cache::{Cache, CacheError, CachedFile, ReadError, ReplayLock};
-use self::config::{CacheSettings, DeliverySettings};
+use self::config::{ApiSettings, CacheSettings, DeliverySettings};
 use self::poster::{PostError, Poster, PosterError};
 use self::replay::Breaker;
-use crate::config::{ApiSettings, Settings};
 use crate::model::PostBody;
 
 /// How often the replay loop lists the cache directory again, to pick up
@@ -244,40 +243,22 @@ pub struct Delivery {
 }
 
 impl Delivery {
-    /// Builds delivery for the configured server and cache. Lists the cache
-    /// by file name (sizes are read by a background thread) and does no
-    /// network I/O.
-    pub fn new(settings: &Settings) -> Result<Delivery, DeliveryError> {
-        Delivery::with_counters(settings, Arc::default())
-    }
-
-    /// [`Delivery::new`] counting into `stats`, which outlive this
-    /// delivery: the daemon passes the same counters to the delivery a
-    /// reload builds.
-    pub fn with_counters(
-        settings: &Settings,
-        stats: Arc<Stats>,
-    ) -> Result<Delivery, DeliveryError> {
-        Delivery::from_parts_counting(
-            &settings.api,
-            &settings.pattoo.cache_directory,
-            &settings.agent.delivery,
-            &settings.agent.cache,
-            stats,
-        )
-    }
-
-    /// [`Delivery::new`] from the parts of the settings it uses.
+    /// Builds delivery to the server `api` with the cache in
+    /// `cache_directory`. Lists the cache by file name (sizes are read by a
+    /// background thread) and does no network I/O.
     pub fn from_parts(
         api: &ApiSettings,
         cache_directory: &Path,
         delivery: &DeliverySettings,
         cache: &CacheSettings,
     ) -> Result<Delivery, DeliveryError> {
-        Delivery::from_parts_counting(api, cache_directory, delivery, cache, Arc::default())
+        Delivery::with_counters(api, cache_directory, delivery, cache, Arc::default())
     }
 
-    fn from_parts_counting(
+    /// [`Delivery::from_parts`] counting into `stats`, which outlive this
+    /// delivery: the daemon passes the same counters to the delivery a
+    /// reload builds.
+    pub fn with_counters(
         api: &ApiSettings,
         cache_directory: &Path,
         delivery: &DeliverySettings,

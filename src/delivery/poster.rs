@@ -17,9 +17,9 @@ use std::sync::Arc;
 use reqwest::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::StatusCode;
 
+use super::config::ApiSettings;
 use super::config::{DeliverySettings, Scheme};
-use crate::app::host_port;
-use crate::config::ApiSettings;
+use crate::address::host_port;
 use crate::error_chain;
 use crate::tls::{self, Reach};
 

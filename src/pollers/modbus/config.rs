@@ -513,7 +513,13 @@ impl ModbusSettings {
         let targets: Vec<String> = self
             .targets
             .iter()
-            .map(|t| format!("{} unit {}", crate::app::host_port(&t.host, t.port), t.unit))
+            .map(|t| {
+                format!(
+                    "{} unit {}",
+                    crate::address::host_port(&t.host, t.port),
+                    t.unit
+                )
+            })
             .collect();
         let over = match self.transport {
             Transport::RtuOverTcp => "Modbus RTU over TCP",

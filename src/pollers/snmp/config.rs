@@ -204,7 +204,7 @@ impl SnmpSettings {
             .targets
             .iter()
             .map(|t| {
-                let address = crate::app::host_port(&t.host, t.port);
+                let address = crate::address::host_port(&t.host, t.port);
                 if self.flavour == Flavour::Native {
                     address
                 } else {
