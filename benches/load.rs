@@ -525,7 +525,15 @@ fn cycle(opts: &Opts) {
     let start_cpu = cpu_time();
     let start = Instant::now();
     runtime.block_on(async {
-        let mut collectors = collector::collectors(&settings, None).unwrap();
+        let mut collectors = collector::collectors(
+            &settings,
+            &pattoo_agentd::pollers::PollerEnv {
+                hostname: pattoo_agentd::identity::hostname(settings.agent.hostname.as_deref())
+                    .name,
+            },
+            None,
+        )
+        .unwrap();
         let delivery = pattoo_agentd::daemon::open_delivery(&settings, Default::default()).unwrap();
         for k in 0..cycles {
             if interval_s > 0 {
@@ -1244,7 +1252,15 @@ fn snmp(opts: &Opts) {
         let mut walls = Vec::new();
         let mut values = Vec::new();
         runtime.block_on(async {
-            let mut collectors = collector::collectors(&settings, None).unwrap();
+            let mut collectors = collector::collectors(
+                &settings,
+                &pattoo_agentd::pollers::PollerEnv {
+                    hostname: pattoo_agentd::identity::hostname(settings.agent.hostname.as_deref())
+                        .name,
+                },
+                None,
+            )
+            .unwrap();
             for _ in 0..cycles {
                 let cpu0 = cpu_time();
                 let t0 = Instant::now();

@@ -12,6 +12,8 @@ use crate::daemon::{self, logging};
 use crate::delivery::cache::Cache;
 use crate::delivery::receiver::Receiver;
 use crate::delivery::{Committed, ReplayReport};
+use crate::identity::HostName;
+use crate::pollers::PollerEnv;
 
 /// Exit status for configuration errors; the systemd unit lists it in
 /// `RestartPreventExitStatus=` so a broken file does not cause a restart loop.
@@ -31,14 +33,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             // refuses is one failed start with exit status 78, which
             // `RestartPreventExitStatus=` sees because it is the main
             // process's own.
-            let settings = load_and_build(&config_dir)?;
+            let (settings, hostname) = load_and_build(&config_dir)?;
             let (_guard, level) =
                 logging::init_daemon(&settings.pattoo.log_directory, settings.pattoo.log_level)?;
-            daemon::run(settings, level).await
+            daemon::run(settings, hostname, level).await
         }
         Command::Check => {
             logging::init_stderr(LevelFilter::WARN);
-            check(&load_and_build(&config_dir)?)
+            let (settings, hostname) = load_and_build(&config_dir)?;
+            check(&settings, &hostname)
         }
         Command::Reload { pid } => {
             logging::init_stderr(LevelFilter::WARN);
@@ -52,10 +55,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let settings = load(&config_dir)?;
             logging::init_stderr(logging::level_filter(settings.pattoo.log_level));
+            let hostname = crate::identity::hostname(settings.agent.hostname.as_deref());
+            hostname.log();
+            let env = PollerEnv {
+                hostname: hostname.name,
+            };
             if !print {
-                return once_deliver(&settings, poller.as_deref()).await;
+                return once_deliver(&settings, &env, poller.as_deref()).await;
             }
-            once_print(&settings, poller.as_deref(), self_monitoring).await
+            once_print(&settings, &env, poller.as_deref(), self_monitoring).await
         }
         Command::Status => {
             let settings = load(&config_dir)?;
@@ -113,8 +121,9 @@ pub fn load(config_dir: &std::path::Path) -> anyhow::Result<Settings> {
 /// server and every poller (HTTP clients, CA, certificate and secret
 /// files). So `check` fails where `run` would. Every problem is printed and
 /// is a configuration error (exit 78). Reads files; no network I/O, and
-/// nothing is written.
-pub fn load_and_build(config_dir: &std::path::Path) -> anyhow::Result<Settings> {
+/// nothing is written. Also looks up the host name posted under, once:
+/// the caller passes it on rather than looking again.
+pub fn load_and_build(config_dir: &std::path::Path) -> anyhow::Result<(Settings, HostName)> {
     let settings = load(config_dir)?;
     let mut problems = Vec::new();
     if let Err(error) =
@@ -122,8 +131,9 @@ pub fn load_and_build(config_dir: &std::path::Path) -> anyhow::Result<Settings> 
     {
         problems.push(format!("delivery to the pattoo server: {error}"));
     }
-    let env = crate::pollers::PollerEnv {
-        hostname: crate::identity::hostname(settings.agent.hostname.as_deref()).name,
+    let hostname = crate::identity::hostname(settings.agent.hostname.as_deref());
+    let env = PollerEnv {
+        hostname: hostname.name.clone(),
     };
     for poller in &settings.pollers {
         if let Err(error) = crate::pollers::Poller::new(poller, &env) {
@@ -131,7 +141,7 @@ pub fn load_and_build(config_dir: &std::path::Path) -> anyhow::Result<Settings> 
         }
     }
     if problems.is_empty() {
-        return Ok(settings);
+        return Ok((settings, hostname));
     }
     let mut text = format!(
         "{} problem(s) in the configuration in {}:\n",
@@ -157,7 +167,7 @@ fn signal_reload(pid: i32) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn check(settings: &Settings) -> anyhow::Result<()> {
+fn check(settings: &Settings, hostname: &HostName) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
@@ -187,7 +197,6 @@ fn check(settings: &Settings) -> anyhow::Result<()> {
         "agent ids in {}/agent_id",
         settings.pattoo.daemon_directory.display()
     )?;
-    let hostname = crate::identity::hostname(settings.agent.hostname.as_deref());
     writeln!(
         out,
         "posts as host name {:?} ({})",
@@ -246,11 +255,12 @@ pub use crate::address::host_port;
 /// selected poller failed or read nothing, after the others printed.
 async fn once_print(
     settings: &Settings,
+    env: &PollerEnv,
     only: Option<&str>,
     show_self: bool,
 ) -> anyhow::Result<()> {
     let started_ms = crate::time::now_ms();
-    let mut collectors = collector::collectors(settings, only).context("preparing pollers")?;
+    let mut collectors = collector::collectors(settings, env, only).context("preparing pollers")?;
     let mut stdout = std::io::stdout().lock();
     let mut empty = Vec::new();
     for collector in &mut collectors {
@@ -266,7 +276,8 @@ async fn once_print(
         }
     }
     if show_self && only.is_none() && settings.agent.self_monitoring.enabled {
-        if let Some(body) = self_monitoring_body(settings, &collectors, started_ms)? {
+        if let Some(body) = self_monitoring_body(settings, &env.hostname, &collectors, started_ms)?
+        {
             stdout.write_all(&body.json)?;
             stdout.write_all(b"\n")?;
             stdout.flush()?;
@@ -280,6 +291,7 @@ async fn once_print(
 /// whether the server is reachable is left out.
 fn self_monitoring_body(
     settings: &Settings,
+    hostname: &str,
     collectors: &[collector::Collector],
     started_ms: u64,
 ) -> anyhow::Result<Option<crate::model::PostBody>> {
@@ -324,11 +336,10 @@ fn self_monitoring_body(
         &settings.pattoo.daemon_directory,
         &self_monitoring.agent_program,
     )?;
-    let hostname = crate::identity::hostname(settings.agent.hostname.as_deref()).name;
     let agent = crate::model::AgentContext {
         agent_id: &agent_id,
         agent_program: &self_monitoring.agent_program,
-        hostname: &hostname,
+        hostname,
         polling_interval_ms: self_monitoring.polling_interval.as_millis() as u64,
     };
     Ok(crate::model::build(&agent, now_ms, &figures.targets(now_ms)).body)
@@ -338,8 +349,12 @@ fn self_monitoring_body(
 /// is cached. One line per body on stdout, written only once it is
 /// committed. Fails (exit status 1) when a selected poller gave nothing or
 /// a body was lost, after everything else was delivered.
-async fn once_deliver(settings: &Settings, only: Option<&str>) -> anyhow::Result<()> {
-    let mut collectors = collector::collectors(settings, only).context("preparing pollers")?;
+async fn once_deliver(
+    settings: &Settings,
+    env: &PollerEnv,
+    only: Option<&str>,
+) -> anyhow::Result<()> {
+    let mut collectors = collector::collectors(settings, env, only).context("preparing pollers")?;
     let delivery =
         daemon::open_delivery(settings, Default::default()).context("preparing delivery")?;
     let mut stdout = std::io::stdout().lock();

@@ -150,13 +150,13 @@ pub enum NoBody {
 }
 
 /// Builds a collector for every configured poller (or only the one named),
-/// creating agent ids on first use.
-pub fn collectors(settings: &Settings, only: Option<&str>) -> anyhow::Result<Vec<Collector>> {
-    let hostname = identity::hostname(settings.agent.hostname.as_deref());
-    tracing::info!(hostname = %hostname.name, "posting as host name {:?} ({})", hostname.name, hostname.source);
-    let env = PollerEnv {
-        hostname: hostname.name,
-    };
+/// creating agent ids on first use. `env` holds the host name the caller
+/// looked up once for this start or reload.
+pub fn collectors(
+    settings: &Settings,
+    env: &PollerEnv,
+    only: Option<&str>,
+) -> anyhow::Result<Vec<Collector>> {
     let selected: Vec<&PollerSettings> = settings
         .pollers
         .iter()
@@ -173,7 +173,7 @@ pub fn collectors(settings: &Settings, only: Option<&str>) -> anyhow::Result<Vec
         .into_iter()
         .map(|poller| {
             let agent_id = agent_id(&settings.pattoo.daemon_directory, &poller.agent_program)?;
-            let mut collector = Collector::new(poller, agent_id, &env)?;
+            let mut collector = Collector::new(poller, agent_id, env)?;
             collector.max_body_bytes = settings.agent.delivery.max_body_bytes;
             Ok(collector)
         })

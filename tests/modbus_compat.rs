@@ -128,7 +128,14 @@ async fn run_case(case: &Path) {
     let settings = config::load(dir.path()).unwrap_or_else(|errors| panic!("{name}: {errors}"));
     assert_eq!(settings.pollers.len(), 1, "{name}");
     assert_eq!(settings.pollers[0].agent_program, PROGRAM, "{name}");
-    let mut collectors = collector::collectors(&settings, None).unwrap();
+    let mut collectors = collector::collectors(
+        &settings,
+        &pattoo_agentd::pollers::PollerEnv {
+            hostname: pattoo_agentd::identity::hostname(settings.agent.hostname.as_deref()).name,
+        },
+        None,
+    )
+    .unwrap();
     let mut bodies = collectors[0].collect().await.expect("a body");
     assert_eq!(bodies.len(), 1, "one body");
     let body = bodies.remove(0);

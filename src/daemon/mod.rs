@@ -42,7 +42,9 @@ use crate::collector::{self, Collector};
 use crate::config::{self, Settings};
 use crate::counters::{PollerCounters, ProcessCounters};
 use crate::delivery::{Delivery, DeliveryError, Stats};
+use crate::identity::HostName;
 use crate::model::{self, AgentContext, PostBody};
+use crate::pollers::PollerEnv;
 use crate::scheduler::{self, Ticker};
 use crate::time::now_ms;
 
@@ -69,8 +71,13 @@ pub fn open_delivery(settings: &Settings, stats: Arc<Stats>) -> Result<Delivery,
     )
 }
 
-/// Runs until SIGTERM or SIGINT.
-pub async fn run(settings: Settings, log_level: logging::LevelHandle) -> anyhow::Result<()> {
+/// Runs until SIGTERM or SIGINT, posting under `hostname` (looked up by
+/// the caller with the configuration check; a reload looks it up again).
+pub async fn run(
+    settings: Settings,
+    hostname: HostName,
+    log_level: logging::LevelHandle,
+) -> anyhow::Result<()> {
     crate::identity::create_private_dir(&settings.pattoo.daemon_directory).with_context(|| {
         format!(
             "cannot create the daemon directory {}",
@@ -128,8 +135,10 @@ pub async fn run(settings: Settings, log_level: logging::LevelHandle) -> anyhow:
     };
 
     let mut counters = CounterRegistry::default();
+    hostname.log();
     let mut pollers = Pollers::start(
         &settings,
+        &hostname.name,
         &mut counters,
         &monitor,
         queue_tx.clone(),
@@ -195,7 +204,10 @@ pub async fn run(settings: Settings, log_level: logging::LevelHandle) -> anyhow:
                                 ),
                             }
                         }
-                        match Pollers::start(&new, &mut counters, &monitor, queue_tx.clone(), delivery_rx.clone(), origin) {
+                        // Once per reload: the resolver may be slow.
+                        let hostname = crate::identity::hostname(new.agent.hostname.as_deref());
+                        hostname.log();
+                        match Pollers::start(&new, &hostname.name, &mut counters, &monitor, queue_tx.clone(), delivery_rx.clone(), origin) {
                             Ok(started) => {
                                 let old = std::mem::replace(&mut pollers, started);
                                 // Not awaited here: a SIGTERM during the
@@ -329,13 +341,17 @@ struct Pollers {
 impl Pollers {
     fn start(
         settings: &Settings,
+        hostname: &str,
         counters: &mut CounterRegistry,
         monitor: &Arc<Monitor>,
         queue: mpsc::Sender<PostBody>,
         delivery: watch::Receiver<Delivery>,
         origin: Instant,
     ) -> anyhow::Result<Self> {
-        let mut collectors = collector::collectors(settings, None)?;
+        let env = PollerEnv {
+            hostname: hostname.to_owned(),
+        };
+        let mut collectors = collector::collectors(settings, &env, None)?;
         let self_monitoring = &settings.agent.self_monitoring;
         let self_job = if self_monitoring.enabled {
             Some(SelfJob {
@@ -345,7 +361,7 @@ impl Pollers {
                     &self_monitoring.agent_program,
                 )?,
                 agent_program: self_monitoring.agent_program.clone(),
-                hostname: crate::identity::hostname(settings.agent.hostname.as_deref()).name,
+                hostname: env.hostname.clone(),
                 interval: self_monitoring.polling_interval,
                 queue: queue.clone(),
                 delivery: delivery.clone(),
@@ -802,6 +818,60 @@ mod tests {
             ..DeliverySettings::default()
         };
         Delivery::from_parts(&api, cache_dir, &settings, &CacheSettings::default()).unwrap()
+    }
+
+    /// A start (the check `run` makes, then the pollers and the
+    /// self-monitoring job) looks the host name up once: a resolver that
+    /// times out costs one timeout, not three.
+    #[tokio::test]
+    async fn a_start_looks_the_host_name_up_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().display();
+        std::fs::write(
+            dir.path().join("pattoo.yaml"),
+            format!(
+                "pattoo:\n  log_directory: {state}\n  cache_directory: {state}/cache\n  daemon_directory: {state}\npattoo_agent_api:\n  ip_address: 127.0.0.1\n  ip_bind_port: 9\n"
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("pattoo_agentd.yaml"),
+            "pattoo_agentd:\n  self_monitoring: {enabled: true}\n  pollers:\n    - {name: a, type: command, command: [/bin/true], format: keyvalue, polling_interval: 3600}\n    - {name: b, type: command, command: [/bin/true], format: keyvalue, polling_interval: 3600}\n",
+        )
+        .unwrap();
+        let lookups = || crate::identity::LOOKUPS.with(|count| count.get());
+        let before = lookups();
+
+        let (settings, hostname) = crate::app::load_and_build(dir.path()).unwrap();
+        assert_eq!(lookups() - before, 1, "the check looks the name up");
+        let delivery = delivery_to("127.0.0.1:9".parse().unwrap(), &dir.path().join("cache"));
+        let (_delivery_tx, delivery_rx) = watch::channel(delivery);
+        let monitor = Arc::new(Monitor {
+            health: Arc::default(),
+            delivery: delivery_rx.clone(),
+            process: ProcessCounters::default(),
+            origin: Instant::now(),
+            started_ms: now_ms(),
+            watchdog: None,
+        });
+        let (queue, _queued) = mpsc::channel(QUEUE_BODIES);
+        let pollers = Pollers::start(
+            &settings,
+            &hostname.name,
+            &mut CounterRegistry::default(),
+            &monitor,
+            queue,
+            delivery_rx,
+            Instant::now(),
+        )
+        .unwrap();
+        assert_eq!(pollers.stats.len(), 2);
+        pollers.stop(Duration::from_secs(5)).await;
+        assert_eq!(
+            lookups() - before,
+            1,
+            "the pollers and self-monitoring use the name the check found"
+        );
     }
 
     /// A body the replay loop takes for valid.

@@ -83,13 +83,35 @@ impl fmt::Display for HostNameSource {
 
 /// The host name to post as: the configured one, else Python's
 /// `socket.getfqdn()`.
+///
+/// The lookup can take as long as the resolver's timeouts, so it is done
+/// once per start or reload (and once per `check`) and the result passed
+/// to everything that posts.
 pub fn hostname(configured: Option<&str>) -> HostName {
     match configured {
         Some(name) => HostName {
             name: name.to_owned(),
             source: HostNameSource::Configured,
         },
-        None => getfqdn(),
+        None => {
+            #[cfg(test)]
+            LOOKUPS.with(|count| count.set(count.get() + 1));
+            getfqdn()
+        }
+    }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Lookups [`hostname`] made on this thread, for tests that check a
+    /// start looks the name up once.
+    pub static LOOKUPS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+impl HostName {
+    /// Logs the name posted under and where it came from.
+    pub fn log(&self) {
+        tracing::info!(hostname = %self.name, "posting as host name {:?} ({})", self.name, self.source);
     }
 }
 

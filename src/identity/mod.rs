@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 mod hostname;
+#[cfg(test)]
+pub(crate) use hostname::LOOKUPS;
 pub use hostname::{hostname, HostName, HostNameSource};
 
 /// Why an agent id could not be had.
