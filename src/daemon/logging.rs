@@ -3,7 +3,9 @@
 //! itself, so stderr lines carry no timestamp there; instead each starts
 //! with its syslog priority in sd-daemon's form (`<3>` for an error), which
 //! journald reads and strips, so `journalctl -p err` shows the errors and
-//! only them.
+//! only them. Colours go to stderr only when it is a terminal and
+//! `NO_COLOR` is not set (<https://no-color.org>): in a pipe, a file or a
+//! log collector escape codes are noise.
 
 use std::path::Path;
 
@@ -89,6 +91,20 @@ fn stderr_is_journal() -> bool {
     })
 }
 
+/// Whether stderr lines may carry colours.
+fn stderr_in_colour() -> bool {
+    use std::io::IsTerminal;
+    colour_wanted(
+        std::io::stderr().is_terminal(),
+        std::env::var_os("NO_COLOR").as_deref(),
+    )
+}
+
+/// NO_COLOR counts when set to anything but the empty string.
+fn colour_wanted(terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    terminal && no_color.is_none_or(|value| value.is_empty())
+}
+
 /// The sd-daemon prefix journald turns into a message's priority.
 fn journal_prefix(level: &Level) -> &'static str {
     match *level {
@@ -148,7 +164,7 @@ pub fn init_stderr(level: LevelFilter) {
     let layer = if stderr_is_journal() {
         layer.with_ansi(false).event_format(JournalFormat).boxed()
     } else {
-        layer.boxed()
+        layer.with_ansi(stderr_in_colour()).boxed()
     };
     let _ = tracing_subscriber::registry()
         .with(filter(level))
@@ -201,7 +217,7 @@ pub fn init_daemon(
             .event_format(JournalFormat)
             .boxed()
     } else {
-        stderr_layer.boxed()
+        stderr_layer.with_ansi(stderr_in_colour()).boxed()
     };
     tracing_subscriber::registry()
         .with(filter)
@@ -224,6 +240,15 @@ mod tests {
             "<3>2 configuration errors:\n<3>  a.yaml:1:1: bad\n<3>  a.yaml:2:1: worse\n"
         );
         assert_eq!(error_report(text, false), text);
+    }
+
+    #[test]
+    fn colours_only_on_a_terminal_without_no_color() {
+        use std::ffi::OsStr;
+        assert!(colour_wanted(true, None));
+        assert!(colour_wanted(true, Some(OsStr::new(""))));
+        assert!(!colour_wanted(true, Some(OsStr::new("1"))));
+        assert!(!colour_wanted(false, None));
     }
 
     #[test]
