@@ -312,7 +312,7 @@ fn print(out: &mut impl Write, figures: &Figures, seen: &Seen, now_ms: u64) -> a
             Some(_) if never_posted => "not tried yet",
             Some(v) if v >= 1.0 => "reachable",
             Some(_) => "NOT reachable (backing off; bodies are cached)",
-            None => "unknown",
+            None => "not tried yet",
         };
         write!(out, "server: ")?;
         if let Seen::File { state } = seen {

@@ -92,7 +92,9 @@ pub struct PollerEntry {
 pub struct Sources<'a> {
     pub pollers: &'a [PollerEntry],
     pub delivery: &'a StatsSnapshot,
-    /// `None` where nothing was posted (`once --print`).
+    /// `None` where nothing was posted yet (`once --print`, or a daemon
+    /// before its first post has had a result): the figure is left out
+    /// rather than guessed.
     pub server_reachable: Option<bool>,
     pub process: &'a ProcessCounters,
     /// When the process started, wall milliseconds.

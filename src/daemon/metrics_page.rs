@@ -161,7 +161,7 @@ fn help(key: &str) -> &'static str {
         "cache_files" => "Bodies waiting in the cache.",
         "cache_bytes" => "Bytes waiting in the cache.",
         "cache_oldest_age_seconds" => "Age of the oldest cached body (0 when the cache is empty).",
-        "server_reachable" => "1 while the pattoo server takes posts, 0 while it is backed off.",
+        "server_reachable" => "1 while the pattoo server takes posts, 0 while it is backed off; absent until a post has had a result.",
         "process_resident_bytes" => "Resident memory.",
         "process_cpu_seconds" => "CPU time used, user and system.",
         "process_open_fds" => "Open file descriptors.",

@@ -303,7 +303,9 @@ impl Monitor {
         Figures::read(&Sources {
             pollers: &pollers,
             delivery: &snapshot,
-            server_reachable: Some(!snapshot.server_down),
+            // Unknown, and so left out, until a post has had an answer
+            // or failed: a server never tried is not known to be up.
+            server_reachable: snapshot.last_post.as_ref().map(|_| !snapshot.server_down),
             process: &self.process,
             started_ms: self.started_ms,
             now_ms: now_ms(),
@@ -845,15 +847,7 @@ mod tests {
         let (settings, hostname) = crate::app::load_and_build(dir.path()).unwrap();
         assert_eq!(lookups() - before, 1, "the check looks the name up");
         let delivery = delivery_to("127.0.0.1:9".parse().unwrap(), &dir.path().join("cache"));
-        let (_delivery_tx, delivery_rx) = watch::channel(delivery);
-        let monitor = Arc::new(Monitor {
-            health: Arc::default(),
-            delivery: delivery_rx.clone(),
-            process: ProcessCounters::default(),
-            origin: Instant::now(),
-            started_ms: now_ms(),
-            watchdog: None,
-        });
+        let (monitor, _delivery_tx, delivery_rx) = monitor_of(delivery);
         let (queue, _queued) = mpsc::channel(QUEUE_BODIES);
         let pollers = Pollers::start(
             &settings,
@@ -872,6 +866,59 @@ mod tests {
             1,
             "the pollers and self-monitoring use the name the check found"
         );
+    }
+
+    /// A monitor of `delivery`, and the channel it reads it from.
+    fn monitor_of(
+        delivery: Delivery,
+    ) -> (
+        Arc<Monitor>,
+        watch::Sender<Delivery>,
+        watch::Receiver<Delivery>,
+    ) {
+        let (delivery_tx, delivery_rx) = watch::channel(delivery);
+        let monitor = Arc::new(Monitor {
+            health: Arc::default(),
+            delivery: delivery_rx.clone(),
+            process: ProcessCounters::default(),
+            origin: Instant::now(),
+            started_ms: now_ms(),
+            watchdog: None,
+        });
+        (monitor, delivery_tx, delivery_rx)
+    }
+
+    fn server_reachable(monitor: &Monitor) -> Option<f64> {
+        let figures = monitor.figures();
+        let agent = figures
+            .groups
+            .iter()
+            .find(|group| group.poller.is_none())
+            .expect("the agent's own figures");
+        agent.get("server_reachable").map(|n| n.as_f64())
+    }
+
+    #[tokio::test]
+    async fn server_reachable_is_unknown_until_a_post_has_a_result() {
+        let cache = tempfile::tempdir().unwrap();
+        let (addr, received) = slow_server(Duration::ZERO).await;
+        let delivery = delivery_to(addr, cache.path());
+        let (monitor, _, _) = monitor_of(delivery.clone());
+        assert_eq!(server_reachable(&monitor), None, "no post yet");
+        delivery.submit(body(now_ms())).await;
+        assert_eq!(received.load(Ordering::SeqCst), 1);
+        assert_eq!(server_reachable(&monitor), Some(1.0));
+
+        // Nothing listens on a port just given back.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let closed_addr = closed.local_addr().unwrap();
+        drop(closed);
+        let cache = tempfile::tempdir().unwrap();
+        let delivery = delivery_to(closed_addr, cache.path());
+        let (monitor, _, _) = monitor_of(delivery.clone());
+        assert_eq!(server_reachable(&monitor), None, "no post yet");
+        delivery.submit(body(now_ms())).await;
+        assert_eq!(server_reachable(&monitor), Some(0.0));
     }
 
     /// A body the replay loop takes for valid.
