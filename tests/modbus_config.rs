@@ -277,3 +277,48 @@ fn transport_and_serial_settings_are_checked_with_their_location() {
         );
     }
 }
+
+#[test]
+fn two_spellings_of_one_serial_port_with_different_lines_are_refused_naming_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = dir.path().join("ttyUSB0");
+    std::fs::write(&port, "").unwrap();
+    let link = dir.path().join("usb-FTDI-port0");
+    std::os::unix::fs::symlink(&port, &link).unwrap();
+    let errors = common::modbus::load_agentd(&format!(
+        "pattoo_agentd:
+  pollers:
+    - name: meters
+      type: modbus
+      transport: rtu
+      device: {}
+      parity: even
+      registers: [30001]
+    - name: identity
+      type: modbus_tcp
+      transport: rtu
+      device: {}
+      data_bits: 7
+      parity: even
+      registers: [40100]
+",
+        link.display(),
+        port.display()
+    ))
+    .unwrap_err()
+    .to_string();
+    let expected = format!(
+        "pattoo_agentd.yaml:12:7: pattoo_agentd.pollers[1].device: pollers `identity` and `meters` (pattoo_agentd.pollers[0], line 3) give the serial port {} (written {} there) different line settings: 9600 7E1 here, 9600 8E1 there",
+        port.display(),
+        link.display()
+    );
+    assert!(
+        errors.contains(&expected),
+        "missing {expected:?} in\n{errors}"
+    );
+    assert_eq!(
+        errors.matches("different line settings").count(),
+        1,
+        "{errors}"
+    );
+}

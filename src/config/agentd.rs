@@ -225,7 +225,9 @@ pub(super) fn parse(doc: &mut Document) -> Option<(AgentSettings, Vec<PollerSett
                     }
                     names.insert(name, i);
                 }
-                pollers.extend(poller);
+                if let Some(poller) = poller {
+                    pollers.push((at, poller));
+                }
             }
         }
         Some(other) => doc.error(
@@ -233,7 +235,10 @@ pub(super) fn parse(doc: &mut Document) -> Option<(AgentSettings, Vec<PollerSett
             format!("expected a list of pollers, found {}", describe(&other)),
         ),
     }
-    Some((settings, pollers))
+    let placed: Vec<(YamlPath, &PollerSettings)> =
+        pollers.iter().map(|(at, p)| (at.clone(), p)).collect();
+    crate::pollers::check_together(doc, &placed);
+    Some((settings, pollers.into_iter().map(|(_, p)| p).collect()))
 }
 
 fn parse_poller(

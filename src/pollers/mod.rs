@@ -65,8 +65,10 @@ pub enum PollerKind {
 }
 
 impl PollerKind {
-    /// The `type:` values, as written in configuration.
-    pub const NAMES: [&'static str; 4] = ["modbus_tcp", "http", "command", "snmp"];
+    /// The `type:` values, as written in configuration. `modbus` and
+    /// `modbus_tcp` are one kind, whatever its `transport:`: `modbus_tcp`
+    /// was its only name before serial lines, and stays valid.
+    pub const NAMES: [&'static str; 5] = ["modbus", "modbus_tcp", "http", "command", "snmp"];
 
     /// Validates the kind-specific keys of a poller entry (`value` holds the
     /// entry without the keys every poller shares).
@@ -77,7 +79,7 @@ impl PollerKind {
         value: &Value,
     ) -> Option<PollerKind> {
         match type_name {
-            "modbus_tcp" => {
+            "modbus" | "modbus_tcp" => {
                 modbus::ModbusSettings::parse(doc, path, value).map(PollerKind::ModbusTcp)
             }
             "http" => http::HttpSettings::parse(doc, path, value).map(PollerKind::Http),
@@ -126,6 +128,20 @@ impl PollerKind {
             PollerKind::Snmp(settings) => settings.describe(),
         }
     }
+}
+
+/// Checks what no poller can check alone: pollers that share something
+/// must agree on it (a serial port's line settings). `pollers` pairs each
+/// valid poller with where it is written; errors go to `doc`.
+pub fn check_together(doc: &mut Document, pollers: &[(YamlPath, &PollerSettings)]) {
+    let modbus: Vec<(&YamlPath, &str, &modbus::ModbusSettings)> = pollers
+        .iter()
+        .filter_map(|(path, poller)| match &poller.kind {
+            PollerKind::ModbusTcp(settings) => Some((path, poller.name.as_str(), settings)),
+            _ => None,
+        })
+        .collect();
+    modbus::ModbusSettings::check_serial_lines(doc, &modbus);
 }
 
 /// A poll failed as a whole; nothing was read.

@@ -1,4 +1,4 @@
-//! Settings of a `type: modbus_tcp` poller, validated with every error
+//! Settings of a `type: modbus` (or `modbus_tcp`) poller, validated with every error
 //! located (see the module doc of [`super`] for the YAML).
 
 use std::collections::HashMap;
@@ -540,6 +540,71 @@ fn check_serial_unit(doc: &mut Document, path: &YamlPath, unit: u8, ok: &mut boo
         );
         *ok = false;
     }
+}
+
+impl ModbusSettings {
+    /// Refuses pollers that give one serial port different line settings
+    /// (baud rate, parity, data or stop bits): every device on a line
+    /// speaks its one setting, and a port shared by pollers is opened
+    /// once. Two spellings of one port (a `/dev/serial/by-id/` link and its
+    /// target) are one port, as when it is opened.
+    pub(crate) fn check_serial_lines(
+        doc: &mut Document,
+        pollers: &[(&YamlPath, &str, &ModbusSettings)],
+    ) {
+        // The first poller naming each port: where, its name, its line.
+        let mut first: HashMap<String, (&YamlPath, &str, &SerialSettings)> = HashMap::new();
+        for &(path, name, settings) in pollers {
+            let Transport::Rtu(serial) = &settings.transport else {
+                continue;
+            };
+            let port = std::fs::canonicalize(&serial.device)
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|_| serial.device.clone());
+            let Some(&(first_path, first_name, first_serial)) = first.get(&port) else {
+                first.insert(port, (path, name, serial));
+                continue;
+            };
+            let same_line = (
+                serial.baud_rate,
+                serial.parity,
+                serial.data_bits,
+                serial.stop_bits,
+            ) == (
+                first_serial.baud_rate,
+                first_serial.parity,
+                first_serial.data_bits,
+                first_serial.stop_bits,
+            );
+            if same_line {
+                continue;
+            }
+            let first_at = match doc.position(first_path) {
+                Some((line, _)) => format!("{first_path}, line {line}"),
+                None => first_path.to_string(),
+            };
+            let spelled = if first_serial.device == serial.device {
+                String::new()
+            } else {
+                format!(" (written {} there)", first_serial.device)
+            };
+            doc.error(
+                &path.key("device"),
+                format!(
+                    "pollers `{name}` and `{first_name}` ({first_at}) give the serial port {}{spelled} different line settings: {} here, {} there; the devices on one port share one line, so give both the same baud_rate, parity, data_bits and stop_bits",
+                    serial.device,
+                    line(serial),
+                    line(first_serial),
+                ),
+            );
+        }
+    }
+}
+
+/// `9600 8N1`: a line's settings as usually written, without the port.
+fn line(serial: &SerialSettings) -> String {
+    let full = serial.to_string();
+    full[serial.device.len()..].trim_start().to_owned()
 }
 
 /// `transport` and, for `rtu`, the serial line. Serial keys given with
