@@ -23,7 +23,8 @@
 //!   (posting over HTTP), one cycle after another, and prints wall and CPU
 //!   per cycle, Modbus requests and new connections per cycle and bytes
 //!   posted. With `--interval-s` the cycles are spaced like the scheduler
-//!   spaces them and the average CPU share is printed.
+//!   spaces them and the average CPU share is printed. `--max-body-bytes N`
+//!   sets `delivery.max_body_bytes` (polls larger are posted in parts).
 //! - `daemon` runs the real binary (`pattoo-agentd run`) with that Modbus
 //!   poller plus one HTTP and one command poller and samples its RSS and CPU
 //!   from /proc after a warm-up.
@@ -51,8 +52,9 @@
 //!   (`benches/python/modbus_cycle.py`: PattooShared 0.0.84 and pymodbus
 //!   2.5.3, installed from PyPI into target/tmp when missing), once as the
 //!   agent runs it and once in one process reading every register, then
-//!   runs `cycle` on those devices and prints the CPU per steady cycle of
-//!   each and the ratios. It fails, printing no figures, when Python or
+//!   runs `cycle` on those devices (as configured, and without
+//!   `--max-body-bytes` once more with the whole poll in one body) and
+//!   prints the CPU per steady cycle of each and the ratios. It fails, printing no figures, when Python or
 //!   the packages cannot be had.
 //!
 //! Without `--bench` on the command line (`cargo test --benches`) each mode
@@ -533,6 +535,12 @@ fn cycle_on(sims: &mut Sims, opts: &Opts) -> f64 {
     let interval_s = opts.get("interval-s", 0);
     let dir = tempfile::tempdir().unwrap();
     let config_dir = write_config(dir.path(), &sims, registers, interval_s.max(1), false);
+    if let Some(limit) = opts.0.get("max-body-bytes") {
+        let file = config_dir.join("pattoo_agentd.yaml");
+        let yaml = std::fs::read_to_string(&file).unwrap();
+        let setting = format!("pattoo_agentd:\n  delivery: {{max_body_bytes: {limit}}}\n");
+        std::fs::write(&file, yaml.replacen("pattoo_agentd:\n", &setting, 1)).unwrap();
+    }
     let settings = config::load(&config_dir).unwrap_or_else(|e| panic!("{e}"));
 
     let runtime = runtime();
@@ -1424,6 +1432,8 @@ fn write_python_config(dir: &Path, sims: &Sims, registers: usize) -> PathBuf {
 /// One run of the Python driver: per cycle CPU and wall (ms) and values;
 /// per run what the devices and the receiver saw.
 struct PythonRun {
+    /// The whole process's, start-up included, from its rusage once reaped.
+    whole_cpu_ms: f64,
     cpus: Vec<f64>,
     walls: Vec<f64>,
     values: Vec<u64>,
@@ -1438,6 +1448,7 @@ fn run_python(
     args: &[&str],
 ) -> PythonRun {
     let before = sims.stats();
+    let children_before = children_cpu_time();
     let out = Command::new("python3")
         .arg(concat!(
             env!("CARGO_MANIFEST_DIR"),
@@ -1459,6 +1470,7 @@ fn run_python(
     );
     let after = sims.stats();
     let mut run = PythonRun {
+        whole_cpu_ms: (children_cpu_time() - children_before).as_secs_f64() * 1e3,
         cpus: Vec::new(),
         walls: Vec::new(),
         values: Vec::new(),
@@ -1481,6 +1493,18 @@ fn run_python(
     assert_eq!(run.cpus.len(), cycles, "a line per cycle:\n{stdout}");
     assert_eq!(run.seen.posts, cycles as u64, "one body posted per cycle");
     run
+}
+
+/// User + system CPU time of this process's reaped children (and theirs).
+fn children_cpu_time() -> Duration {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage writes a whole rusage into the pointer it is given.
+    let usage = unsafe {
+        libc::getrusage(libc::RUSAGE_CHILDREN, usage.as_mut_ptr());
+        usage.assume_init()
+    };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
 fn python(opts: &Opts) {
@@ -1523,7 +1547,7 @@ fn side_by_side(opts: &Opts, pythonpath: &str) {
     );
     let variants: [(&str, &[&str]); 2] = [
         (
-            "Python agent as it runs (process pool per poll, one register per holding run)",
+            "Python agent as it runs (a process pool per poll, one register per holding run)",
             &[],
         ),
         (
@@ -1558,18 +1582,33 @@ fn side_by_side(opts: &Opts, pythonpath: &str) {
             run.seen.connections / cycles as u64,
             run.seen.bytes / cycles as u64
         );
+        println!(
+            "    whole Python process, interpreter start-up and imports included: {:.0} ms of CPU, {:.1} ms per cycle",
+            run.whole_cpu_ms,
+            run.whole_cpu_ms / cycles as f64
+        );
         python_medians.push((name, median, run.values[steady]));
     }
-    let ours = cycle_on(&mut sims, opts);
+    // Ours as configured (by default a poll over delivery.max_body_bytes
+    // is posted in parts), then with the whole poll in one body.
+    let mut ours = vec![("ours", cycle_on(&mut sims, opts))];
+    if !opts.0.contains_key("max-body-bytes") {
+        let mut one_body = Opts(opts.0.clone());
+        one_body
+            .0
+            .insert("max-body-bytes".into(), u32::MAX.to_string());
+        ours.push(("ours, one body per poll", cycle_on(&mut sims, &one_body)));
+    }
     let our_values = (devices * registers) as f64;
-    println!(
-        "side by side, median CPU per steady cycle: ours {ours:.2} ms for {our_values} values"
-    );
-    for (name, median, values) in python_medians {
-        println!(
-            "  {name}: {median:.1} ms for {values} values: ours is {:.0}x less CPU per cycle, {:.0}x less per value",
-            median / ours,
-            (median / values as f64) / (ours / our_values)
-        );
+    println!("side by side, median CPU per steady cycle ({our_values} values for ours):");
+    for (our_name, our_ms) in ours {
+        println!("  {our_name}: {our_ms:.2} ms");
+        for (name, median, values) in &python_medians {
+            println!(
+                "    against the {name}: {median:.1} ms for {values} values: {:.1}x less CPU per cycle, {:.1}x less per value",
+                median / our_ms,
+                (median / *values as f64) / (our_ms / our_values)
+            );
+        }
     }
 }
