@@ -54,8 +54,8 @@
 //!   agent runs it and once in one process reading every register, then
 //!   runs `cycle` on those devices (as configured, and without
 //!   `--max-body-bytes` once more with the whole poll in one body) and
-//!   prints the CPU per steady cycle of each and the ratios. It fails, printing no figures, when Python or
-//!   the packages cannot be had.
+//!   prints the CPU per steady cycle of each and the ratios. It fails,
+//!   printing no figures, when Python or the packages cannot be had.
 //!
 //! Without `--bench` on the command line (`cargo test --benches`) each mode
 //! is skipped except a tiny `cycle`, `selfmon` and `python` (which says it
@@ -534,7 +534,7 @@ fn cycle_on(sims: &mut Sims, opts: &Opts) -> f64 {
     let cycles = opts.get("cycles", 20) as usize;
     let interval_s = opts.get("interval-s", 0);
     let dir = tempfile::tempdir().unwrap();
-    let config_dir = write_config(dir.path(), &sims, registers, interval_s.max(1), false);
+    let config_dir = write_config(dir.path(), sims, registers, interval_s.max(1), false);
     if let Some(limit) = opts.0.get("max-body-bytes") {
         let file = config_dir.join("pattoo_agentd.yaml");
         let yaml = std::fs::read_to_string(&file).unwrap();
