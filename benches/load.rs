@@ -10,6 +10,7 @@
 //! cargo bench --bench load -- daemon  --devices 50 --registers 200 --interval-s 5 --seconds 60 --self-s 0
 //! cargo bench --bench load -- selfmon --ticks 5000
 //! cargo bench --bench load -- snmp    --devices 200 --interfaces 24 --cycles 5
+//! cargo bench --bench load -- python  --devices 50 --registers 200 --cycles 20
 //! ```
 //!
 //! The devices and the receiver run in a child process (this binary with
@@ -22,7 +23,8 @@
 //!   (posting over HTTP), one cycle after another, and prints wall and CPU
 //!   per cycle, Modbus requests and new connections per cycle and bytes
 //!   posted. With `--interval-s` the cycles are spaced like the scheduler
-//!   spaces them and the average CPU share is printed.
+//!   spaces them and the average CPU share is printed. `--max-body-bytes N`
+//!   sets `delivery.max_body_bytes` (polls larger are posted in parts).
 //! - `daemon` runs the real binary (`pattoo-agentd run`) with that Modbus
 //!   poller plus one HTTP and one command poller and samples its RSS and CPU
 //!   from /proc after a warm-up.
@@ -46,9 +48,19 @@
 //!   drop-in: CPU and wall per cycle (poll and body), values per cycle,
 //!   and how much this process's RSS grew. The simulator's CPU is its own
 //!   process's, not counted.
+//! - `python` polls the same devices with the Python agent's cycle
+//!   (`benches/python/modbus_cycle.py`: PattooShared 0.0.84 and pymodbus
+//!   2.5.3, installed from PyPI into target/tmp when missing), once as the
+//!   agent runs it and once in one process reading every register, then
+//!   runs `cycle` on those devices (as configured, and without
+//!   `--max-body-bytes` once more with the whole poll in one body) and
+//!   prints the CPU per steady cycle of each and the ratios. It fails,
+//!   printing no figures, when Python or the packages cannot be had.
 //!
 //! Without `--bench` on the command line (`cargo test --benches`) each mode
-//! is skipped except a tiny `cycle` and `selfmon`, as a smoke test.
+//! is skipped except a tiny `cycle`, `selfmon` and `python` (which says it
+//! was skipped when python3 or PyPI is missing, unless `CI=true`), as a
+//! smoke test.
 //!
 //! The simulator here is a minimal Modbus TCP responder written for speed
 //! rather than tests/common/modbus_sim.rs (benches cannot import
@@ -91,8 +103,10 @@ fn main() {
         "cycle" if !benching => {
             cycle(&Opts::smoke());
             selfmon(&Opts::smoke());
+            python_smoke();
         }
         "selfmon" if !benching => selfmon(&Opts::smoke()),
+        "python" if !benching => python_smoke(),
         _ if !benching => eprintln!("load: {mode} skipped (run with cargo bench)"),
         "cycle" => cycle(&opts),
         "daemon" => daemon(&opts),
@@ -100,9 +114,10 @@ fn main() {
         "replay" => replay(&opts),
         "selfmon" => selfmon(&opts),
         "snmp" => snmp(&opts),
-        other => {
-            panic!("unknown mode {other}; use cycle, daemon, startup, replay, selfmon or snmp")
-        }
+        "python" => python(&opts),
+        other => panic!(
+            "unknown mode {other}; use cycle, daemon, startup, replay, selfmon, snmp or python"
+        ),
     }
 }
 
@@ -506,13 +521,25 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 fn cycle(opts: &Opts) {
-    let devices = opts.get("devices", 50) as usize;
+    let mut sims = Sims::start(opts.get("devices", 50) as usize);
+    cycle_on(&mut sims, opts);
+}
+
+/// `cycle` on devices already serving; returns the median CPU time of a
+/// steady cycle, in ms.
+fn cycle_on(sims: &mut Sims, opts: &Opts) -> f64 {
+    let devices = sims.device_ports.len();
     let registers = opts.get("registers", 200) as usize;
     let cycles = opts.get("cycles", 20) as usize;
     let interval_s = opts.get("interval-s", 0);
-    let mut sims = Sims::start(devices);
     let dir = tempfile::tempdir().unwrap();
-    let config_dir = write_config(dir.path(), &sims, registers, interval_s.max(1), false);
+    let config_dir = write_config(dir.path(), sims, registers, interval_s.max(1), false);
+    if let Some(limit) = opts.0.get("max-body-bytes") {
+        let file = config_dir.join("pattoo_agentd.yaml");
+        let yaml = std::fs::read_to_string(&file).unwrap();
+        let setting = format!("pattoo_agentd:\n  delivery: {{max_body_bytes: {limit}}}\n");
+        std::fs::write(&file, yaml.replacen("pattoo_agentd:\n", &setting, 1)).unwrap();
+    }
     let settings = config::load(&config_dir).unwrap_or_else(|e| panic!("{e}"));
 
     let runtime = runtime();
@@ -608,6 +635,7 @@ fn cycle(opts: &Opts) {
             100.0 * total_cpu.as_secs_f64() / total_wall.as_secs_f64()
         );
     }
+    percentile(&c, 50.0)
 }
 
 /// Starts `pattoo-agentd run` with a notify socket and waits for READY=1.
@@ -1303,5 +1331,299 @@ fn snmp(opts: &Opts) {
             rss_after as f64 / 1024.0,
             (rss_after as f64 - rss_before as f64) / 1024.0
         );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Side by side with the Python agent
+
+/// What `benches/python/modbus_cycle.py` imports, pinned: the Python
+/// agent's libraries, and the YAML and HTTP libraries PattooShared imports
+/// without declaring them.
+const PYTHON_AGENT: [&str; 4] = [
+    "PattooShared==0.0.84",
+    "pymodbus==2.5.3",
+    "PyYAML==6.0.1",
+    "requests==2.31.0",
+];
+
+const PYTHON_AGENT_PROBE: &str = "import importlib.metadata as m, sys\n\
+import pattoo_shared.phttp, pymodbus.client.sync, yaml, requests\n\
+sys.exit(m.version('PattooShared') != '0.0.84' or m.version('pymodbus') != '2.5.3')";
+
+/// A `PYTHONPATH` under which the pinned packages import: empty when the
+/// interpreter has them, else target/tmp/python-agent, where they are
+/// installed from PyPI first. The error says why they cannot be had.
+fn python_agent_path() -> Result<String, String> {
+    let imports = |path: &str| {
+        Command::new("python3")
+            .args(["-c", PYTHON_AGENT_PROBE])
+            .env("PYTHONPATH", path)
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .map_err(|e| format!("python3 does not run: {e}"))
+    };
+    if imports("")? {
+        return Ok(String::new());
+    }
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("python-agent")
+        .display()
+        .to_string();
+    if !imports(&dir)? {
+        // One installer at a time, as tests/common/python.rs does.
+        let lock = std::fs::File::create(format!("{dir}.lock"))
+            .map_err(|e| format!("creating {dir}.lock: {e}"))?;
+        let _guard = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, e)| format!("locking {dir}.lock: {e}"))?;
+        if !imports(&dir)? {
+            let install = Command::new("python3")
+                .args(["-m", "pip", "install", "--quiet", "--upgrade"])
+                .args(["--disable-pip-version-check", "--target", &dir])
+                .args(PYTHON_AGENT)
+                .output()
+                .map_err(|e| format!("python3 -m pip does not run: {e}"))?;
+            if !install.status.success() {
+                return Err(format!(
+                    "installing {PYTHON_AGENT:?} from PyPI into {dir} failed:\n{}",
+                    String::from_utf8_lossy(&install.stderr)
+                ));
+            }
+        }
+    }
+    if imports(&dir)? {
+        Ok(dir)
+    } else {
+        Err(format!(
+            "{PYTHON_AGENT:?} were installed into {dir} but do not import"
+        ))
+    }
+}
+
+/// `pattoo.yaml` and `pattoo_agent_modbustcpd.yaml` for the Python agent:
+/// the devices and registers `write_config` gives ours.
+fn write_python_config(dir: &Path, sims: &Sims, registers: usize) -> PathBuf {
+    let config = dir.join("python");
+    for sub in ["log", "cache", "daemon"] {
+        std::fs::create_dir_all(config.join(sub)).unwrap();
+    }
+    std::fs::write(
+        config.join("pattoo.yaml"),
+        format!(
+            "pattoo:\n  log_level: warning\n  log_directory: {0}/log\n  cache_directory: {0}/cache\n  \
+             daemon_directory: {0}/daemon\npattoo_agent_api:\n  ip_address: 127.0.0.1\n  ip_bind_port: {1}\n",
+            config.display(),
+            sims.receiver_port
+        ),
+    )
+    .unwrap();
+    let input = registers.div_ceil(2);
+    let list = |first: usize, n: usize| {
+        (first..first + n)
+            .map(|r| r.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let targets: Vec<String> = sims
+        .device_ports
+        .iter()
+        .map(|port| format!("\"127.0.0.1:{port}\""))
+        .collect();
+    std::fs::write(
+        config.join("pattoo_agent_modbustcpd.yaml"),
+        format!(
+            "pattoo_agent_modbustcpd:\n  polling_interval: 5\n  polling_groups:\n    - group_name: devices\n      \
+             ip_targets: [{}]\n      input_registers: [{}]\n      holding_registers: [{}]\n",
+            targets.join(", "),
+            list(30001, input),
+            list(40001, registers - input)
+        ),
+    )
+    .unwrap();
+    config
+}
+
+/// One run of the Python driver: per cycle CPU and wall (ms) and values;
+/// per run what the devices and the receiver saw.
+struct PythonRun {
+    /// The whole process's, start-up included, from its rusage once reaped.
+    whole_cpu_ms: f64,
+    cpus: Vec<f64>,
+    walls: Vec<f64>,
+    values: Vec<u64>,
+    seen: SimStats,
+}
+
+fn run_python(
+    sims: &mut Sims,
+    config: &Path,
+    pythonpath: &str,
+    cycles: usize,
+    args: &[&str],
+) -> PythonRun {
+    let before = sims.stats();
+    let children_before = children_cpu_time();
+    let out = Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/benches/python/modbus_cycle.py"
+        ))
+        .args(["--cycles", &cycles.to_string()])
+        .args(args)
+        .env("PYTHONPATH", pythonpath)
+        .env("PATTOO_CONFIGDIR", config)
+        .stdin(Stdio::null())
+        .output()
+        .expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the Python driver failed ({}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let after = sims.stats();
+    let mut run = PythonRun {
+        whole_cpu_ms: (children_cpu_time() - children_before).as_secs_f64() * 1e3,
+        cpus: Vec::new(),
+        walls: Vec::new(),
+        values: Vec::new(),
+        seen: SimStats {
+            requests: after.requests - before.requests,
+            connections: after.connections - before.connections,
+            posts: after.posts - before.posts,
+            bytes: after.bytes - before.bytes,
+            ..SimStats::default()
+        },
+    };
+    for line in stdout.lines().filter(|l| l.starts_with("cycle ")) {
+        // cycle K cpu_ms C wall_ms W values V errors E
+        let f: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(f[9], "0", "the Python agent's reads failed: {line}");
+        run.cpus.push(f[3].parse().unwrap());
+        run.walls.push(f[5].parse().unwrap());
+        run.values.push(f[7].parse().unwrap());
+    }
+    assert_eq!(run.cpus.len(), cycles, "a line per cycle:\n{stdout}");
+    assert_eq!(run.seen.posts, cycles as u64, "one body posted per cycle");
+    run
+}
+
+/// User + system CPU time of this process's reaped children (and theirs).
+fn children_cpu_time() -> Duration {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage writes a whole rusage into the pointer it is given.
+    let usage = unsafe {
+        libc::getrusage(libc::RUSAGE_CHILDREN, usage.as_mut_ptr());
+        usage.assume_init()
+    };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+fn python(opts: &Opts) {
+    match python_agent_path() {
+        Ok(path) => side_by_side(opts, &path),
+        Err(e) => {
+            eprintln!(
+                "load python: the Python agent cannot run here, so there are no figures: {e}"
+            );
+            std::process::exit(1);
+        }
+    }
+}
+
+fn python_smoke() {
+    match python_agent_path() {
+        Ok(path) => side_by_side(&Opts::smoke(), &path),
+        Err(e) if std::env::var("CI").as_deref() != Ok("true") => {
+            eprintln!("load: python skipped: {e}")
+        }
+        Err(e) => panic!("CI=true, yet the Python agent cannot run: {e}"),
+    }
+}
+
+fn side_by_side(opts: &Opts, pythonpath: &str) {
+    let devices = opts.get("devices", 50) as usize;
+    let registers = opts.get("registers", 200) as usize;
+    let cycles = opts.get("cycles", 20) as usize;
+    assert!(
+        registers.div_ceil(2) <= 125,
+        "the Python agent reads each run of registers in one request, and a device answers \
+         at most 125: use --registers 250 or fewer"
+    );
+    let mut sims = Sims::start(devices);
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_python_config(dir.path(), &sims, registers);
+    println!(
+        "python: {devices} devices x {registers} registers, {cycles} cycles each, \
+         Python agent (PattooShared 0.0.84, pymodbus 2.5.3) first, then ours on the same devices"
+    );
+    let variants: [(&str, &[&str]); 2] = [
+        (
+            "Python agent as it runs (a process pool per poll, one register per holding run)",
+            &[],
+        ),
+        (
+            "Python agent's cycle in one process, every register read",
+            &["--no-pool", "--full-holding"],
+        ),
+    ];
+    let steady = usize::from(cycles > 1);
+    let mut python_medians = Vec::new();
+    for (name, args) in variants {
+        let run = run_python(&mut sims, &config, pythonpath, cycles, args);
+        println!("  {name}:");
+        for k in 0..cycles {
+            println!(
+                "    cycle {k:>3}: wall {:8.1} ms  cpu {:8.1} ms  values {}",
+                run.walls[k], run.cpus[k], run.values[k]
+            );
+        }
+        let mut c = run.cpus[steady..].to_vec();
+        c.sort_by(f64::total_cmp);
+        let mut w = run.walls[steady..].to_vec();
+        w.sort_by(f64::total_cmp);
+        let median = percentile(&c, 50.0);
+        println!(
+            "    steady cycles (2..): cpu median {median:.1} ms, min {:.1}, max {:.1}; wall median {:.1} ms; \
+             per cycle {} values, {} requests, {} new connections, {} B posted",
+            c[0],
+            c[c.len() - 1],
+            percentile(&w, 50.0),
+            run.values[steady],
+            run.seen.requests / cycles as u64,
+            run.seen.connections / cycles as u64,
+            run.seen.bytes / cycles as u64
+        );
+        println!(
+            "    whole Python process, interpreter start-up and imports included: {:.0} ms of CPU, {:.1} ms per cycle",
+            run.whole_cpu_ms,
+            run.whole_cpu_ms / cycles as f64
+        );
+        python_medians.push((name, median, run.values[steady]));
+    }
+    // Ours as configured (by default a poll over delivery.max_body_bytes
+    // is posted in parts), then with the whole poll in one body.
+    let mut ours = vec![("ours", cycle_on(&mut sims, opts))];
+    if !opts.0.contains_key("max-body-bytes") {
+        let mut one_body = Opts(opts.0.clone());
+        one_body
+            .0
+            .insert("max-body-bytes".into(), u32::MAX.to_string());
+        ours.push(("ours, one body per poll", cycle_on(&mut sims, &one_body)));
+    }
+    let our_values = (devices * registers) as f64;
+    println!("side by side, median CPU per steady cycle ({our_values} values for ours):");
+    for (our_name, our_ms) in ours {
+        println!("  {our_name}: {our_ms:.2} ms");
+        for (name, median, values) in &python_medians {
+            println!(
+                "    against the {name}: {median:.1} ms for {values} values: {:.1}x less CPU per cycle, {:.1}x less per value",
+                median / our_ms,
+                (median / *values as f64) / (our_ms / our_values)
+            );
+        }
     }
 }
