@@ -19,7 +19,7 @@ pub mod python_str;
 mod value;
 
 pub use body::{
-    build, build_limited, limit, AgentContext, BuildOutcome, DropReason, Dropped, LimitedOutcome,
+    build, build_limited, AgentContext, BuildOutcome, DropReason, Dropped, LimitedOutcome,
     PollMemory, PostBody,
 };
 pub use data_type::{DataType, UnknownDataType};
