@@ -45,7 +45,8 @@ impl Collector {
             counters: Arc::default(),
             hostname: env.hostname.clone(),
             polling_interval_ms: settings.polling_interval.as_millis() as u64,
-            metadata: settings.metadata.clone(),
+            // Attached to every reading: shared, each copy costs nothing.
+            metadata: settings.metadata.iter().map(Metadata::shared).collect(),
             max_body_bytes: crate::delivery::config::DEFAULT_MAX_BODY_BYTES,
             poller: Poller::new(settings, env)
                 .with_context(|| format!("poller {}", settings.name))?,

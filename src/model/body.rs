@@ -542,7 +542,8 @@ fn prepare<'a>(datapoints: &'a [DataPoint], agent_suffixes: &[Suffix; 4]) -> Pre
         let key = match normalise_datapoint_key(&datapoint.key) {
             Ok(key) => key,
             Err(reason) => {
-                out.steps.push(Step::Drop(datapoint.key.clone(), reason));
+                out.steps
+                    .push(Step::Drop(datapoint.key.to_string(), reason));
                 continue;
             }
         };

@@ -29,7 +29,7 @@ use super::{
 };
 use crate::model::checksum::{self, ChecksumChain, Digest, Suffix};
 use crate::model::normalise::normalise_value;
-use crate::model::{DataPoint, DataType, Metadata, TargetData};
+use crate::model::{DataPoint, DataType, Metadata, TargetData, Text};
 
 /// Builds one poller's bodies, remembering between polls everything about
 /// its datapoints that cannot have changed.
@@ -50,7 +50,7 @@ pub struct PollMemory {
 /// and what normalisation made of them.
 struct Description {
     hash: u64,
-    key: String,
+    key: Text,
     data_type: DataType,
     metadata: Vec<Metadata>,
     /// `None` only while a poll is preparing it.
