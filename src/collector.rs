@@ -97,7 +97,7 @@ impl Collector {
         };
         let outcome = self
             .memory
-            .build_limited(&agent, started_ms, &targets, self.max_body_bytes);
+            .build_limited(&agent, started_ms, targets, self.max_body_bytes);
         for dropped in &outcome.dropped {
             tracing::warn!(
                 poller = %self.name,

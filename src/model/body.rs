@@ -150,7 +150,13 @@ pub fn build_limited(
     targets: &[TargetData],
     max_body_bytes: usize,
 ) -> LimitedOutcome {
-    PollMemory::default().build_limited(agent, timestamp_ms, targets, max_body_bytes)
+    PollMemory::default().build_with(
+        agent,
+        timestamp_ms,
+        targets.iter().collect(),
+        max_body_bytes,
+        PARALLEL_MIN,
+    )
 }
 
 /// The bodies of one poll as they are written, each at most
@@ -308,11 +314,14 @@ impl Writer {
         // values and timestamps: one remembered pair per datapoint is ample
         // (the table grows if not) and keeps a 100,000-reading body's table
         // a quarter of what three per datapoint took. A datapoint takes at
-        // least 64 bytes of a body.
+        // least 64 bytes of a body. The datapoints' lists are appended to
+        // the pairs at the end: room for both, so that copies nothing.
         pairs
             .ids
             .reserve(total.min(max_body_bytes / 64), |entry| entry.0);
-        pairs.json.reserve((160 * total).min(max_body_bytes));
+        pairs
+            .json
+            .reserve((200 * total).min(max_body_bytes.saturating_add(64)));
         pairs.json.push_str("{\"pattoo_agent_timestamp\":");
         pairs
             .json
@@ -444,7 +453,6 @@ impl Writer {
             };
         }
         let mut json = self.pairs.json;
-        json.reserve_exact(DATAPOINT_PAIRS.len() + self.datapoint_pairs.len() + END.len());
         json.push_str(DATAPOINT_PAIRS);
         json.push_str(&self.datapoint_pairs);
         json.push_str(END);

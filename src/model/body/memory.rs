@@ -18,7 +18,7 @@
 //! for byte what [`build`](super::build) writes from scratch (a property
 //! test in `tests.rs` checks it over random sequences of polls).
 
-use std::borrow::Cow;
+use std::borrow::{Borrow, Cow};
 use std::hash::Hasher;
 
 use rustc_hash::{FxHashMap, FxHashSet, FxHasher};
@@ -108,7 +108,13 @@ impl PollMemory {
         timestamp_ms: u64,
         targets: &[TargetData],
     ) -> BuildOutcome {
-        let outcome = self.build_with(agent, timestamp_ms, targets, usize::MAX, PARALLEL_MIN);
+        let outcome = self.build_with(
+            agent,
+            timestamp_ms,
+            targets.iter().collect(),
+            usize::MAX,
+            PARALLEL_MIN,
+        );
         BuildOutcome {
             body: outcome.bodies.into_iter().next(),
             dropped: outcome.dropped,
@@ -117,22 +123,25 @@ impl PollMemory {
 
     /// [`build_limited`](super::build_limited), reusing what the last poll
     /// worked out. Each target's part is written straight into the body it
-    /// goes to, so a large poll is never held as one body.
+    /// goes to, so a large poll is never held as one body; and each
+    /// target's readings are dropped once written, so the readings not yet
+    /// written and the bodies written so far take about the memory of
+    /// either, not both.
     pub fn build_limited(
         &mut self,
         agent: &AgentContext<'_>,
         timestamp_ms: u64,
-        targets: &[TargetData],
+        targets: Vec<TargetData>,
         max_body_bytes: usize,
     ) -> LimitedOutcome {
         self.build_with(agent, timestamp_ms, targets, max_body_bytes, PARALLEL_MIN)
     }
 
-    pub(super) fn build_with(
+    pub(super) fn build_with<T: Borrow<TargetData>>(
         &mut self,
         agent: &AgentContext<'_>,
         timestamp_ms: u64,
-        targets: &[TargetData],
+        targets: Vec<T>,
         max_body_bytes: usize,
         parallel_min: usize,
     ) -> LimitedOutcome {
@@ -145,14 +154,15 @@ impl PollMemory {
             self.targets.clear();
             self.agent = Some(identity.map(str::to_owned));
         }
-        let total: usize = targets.iter().map(|t| t.datapoints.len()).sum();
+        let total: usize = targets.iter().map(|t| t.borrow().datapoints.len()).sum();
         let mut parts = Parts::new(agent, timestamp_ms, total, max_body_bytes);
         let mut last: Vec<Option<TargetMemory>> = std::mem::take(&mut self.targets)
             .into_iter()
             .map(Some)
             .collect();
         let mut memories = Vec::with_capacity(targets.len());
-        for (t, target) in targets.iter().enumerate() {
+        for (t, target) in targets.into_iter().enumerate() {
+            let target = target.borrow();
             let mut memory = take_target(&mut last, t, &target.target);
             changed |= self.update(&mut memory, target, agent, parallel_min);
             self.write(&memory, target, agent, &mut parts);

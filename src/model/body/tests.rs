@@ -581,7 +581,7 @@ mod remembered {
                     .collect();
                 let fresh = build_with(&agent, p as u64, &poll, usize::MAX);
                 let remembered =
-                    memory.build_with(&agent, p as u64, &poll, max_body_bytes, parallel_min);
+                    memory.build_with(&agent, p as u64, poll.clone(), max_body_bytes, parallel_min);
                 let expected = if max_body_bytes == usize::MAX {
                     fresh.body.into_iter().collect()
                 } else {
