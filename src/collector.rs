@@ -9,7 +9,7 @@ use anyhow::Context;
 use crate::config::{PollerSettings, Settings};
 use crate::counters::PollerCounters;
 use crate::identity;
-use crate::model::{self, AgentContext, Metadata, PollMemory, PostBody};
+use crate::model::{AgentContext, Metadata, PollMemory, PostBody};
 use crate::pollers::{Poller, PollerEnv};
 use crate::time::now_ms;
 
@@ -45,7 +45,8 @@ impl Collector {
             counters: Arc::default(),
             hostname: env.hostname.clone(),
             polling_interval_ms: settings.polling_interval.as_millis() as u64,
-            metadata: settings.metadata.clone(),
+            // Attached to every reading: shared, each copy costs nothing.
+            metadata: settings.metadata.iter().map(Metadata::shared).collect(),
             max_body_bytes: crate::delivery::config::DEFAULT_MAX_BODY_BYTES,
             poller: Poller::new(settings, env)
                 .with_context(|| format!("poller {}", settings.name))?,
@@ -94,8 +95,9 @@ impl Collector {
             hostname: &self.hostname,
             polling_interval_ms: self.polling_interval_ms,
         };
-        let whole = self.memory.build(&agent, started_ms, &targets);
-        let outcome = model::limit(&agent, started_ms, &targets, whole, self.max_body_bytes);
+        let outcome = self
+            .memory
+            .build_limited(&agent, started_ms, targets, self.max_body_bytes);
         for dropped in &outcome.dropped {
             tracing::warn!(
                 poller = %self.name,

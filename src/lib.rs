@@ -65,7 +65,7 @@ pub fn tune_allocator() {
 /// A poll's readings and body are thousands of small allocations that all
 /// die together at the end of a cycle; glibc keeps the pages they occupied
 /// resident until the heap's top is free, which other, longer-lived
-/// allocations prevent. Called after each body is delivered, it keeps the
+/// allocations prevent. Called when delivery has emptied its queue, it keeps the
 /// daemon's steady memory near what it needs between polls, for well
 /// under a millisecond of CPU.
 pub fn release_freed_memory() {

@@ -165,7 +165,7 @@ pub fn parse_page(text: &[u8]) -> anyhow::Result<Figures> {
                 .metadata
                 .iter()
                 .find(|m| m.key == wanted)
-                .map(|m| m.value.clone())
+                .map(|m| m.value.to_string())
         };
         let poller = label("poller").map(|name| (name, label("poller_type").unwrap_or_default()));
         let target = poller.as_ref().map_or_else(

@@ -256,7 +256,7 @@ async fn the_agent_environment_is_not_passed_unless_asked_and_path_is_safe() {
     let values: Vec<(String, Value)> = targets[0]
         .datapoints
         .iter()
-        .map(|dp| (dp.key.clone(), dp.value.clone()))
+        .map(|dp| (dp.key.to_string(), dp.value.clone()))
         .collect();
     let cwd = dir.path().canonicalize().unwrap().display().to_string();
     assert_eq!(

@@ -435,7 +435,7 @@ async fn secret_looking_query_values_are_redacted_in_url_metadata_whose_key_can_
         let shown: Vec<(String, String)> = datapoint
             .metadata
             .iter()
-            .map(|m| (m.key.clone(), m.value.clone()))
+            .map(|m| (m.key.to_string(), m.value.to_string()))
             .collect();
         match key {
             Some(key) => assert_eq!(

@@ -104,7 +104,7 @@ fn a_leading_zero_means_coil_whether_or_not_the_number_is_quoted() {
     let registers: Vec<(String, String)> = modbus.targets[0]
         .registers
         .iter()
-        .map(|r| (format!("{:?}", r.address.table), r.key.clone()))
+        .map(|r| (format!("{:?}", r.address.table), r.key.to_string()))
         .collect();
     assert_eq!(
         registers,

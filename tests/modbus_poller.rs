@@ -337,7 +337,7 @@ async fn a_gateway_that_accepts_but_never_answers_costs_one_timeout_per_poll_wha
     let units: BTreeSet<String> = targets[0]
         .datapoints
         .iter()
-        .map(|d| d.metadata[0].value.clone())
+        .map(|d| d.metadata[0].value.to_string())
         .collect();
     assert_eq!(units, ["001", "002", "003", "004"].map(String::from).into());
     assert_eq!(targets[0].datapoints.len(), 8);
@@ -408,7 +408,13 @@ async fn several_unit_ids_behind_one_gateway_share_one_connection() {
     let mut got: Vec<(String, String, Value)> = targets[0]
         .datapoints
         .iter()
-        .map(|d| (d.metadata[0].value.clone(), d.key.clone(), d.value.clone()))
+        .map(|d| {
+            (
+                d.metadata[0].value.to_string(),
+                d.key.to_string(),
+                d.value.clone(),
+            )
+        })
         .collect();
     got.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
     assert_eq!(

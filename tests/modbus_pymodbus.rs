@@ -20,7 +20,7 @@ fn read_all(targets: &[pattoo_agentd::model::TargetData]) -> BTreeMap<String, Va
     targets
         .iter()
         .flat_map(|t| t.datapoints.iter())
-        .map(|d| (d.key.clone(), d.value.clone()))
+        .map(|d| (d.key.to_string(), d.value.clone()))
         .collect()
 }
 

@@ -31,7 +31,7 @@ fn datapoints(targets: &[TargetData]) -> BTreeMap<String, String> {
         .flat_map(|t| t.datapoints.iter())
         .map(|d| {
             (
-                d.key.clone(),
+                d.key.to_string(),
                 format!("{:?} {:?} {:?}", d.value, d.data_type, d.metadata),
             )
         })
@@ -42,7 +42,7 @@ fn values(targets: &[TargetData]) -> BTreeMap<String, Value> {
     targets
         .iter()
         .flat_map(|t| t.datapoints.iter())
-        .map(|d| (d.key.clone(), d.value.clone()))
+        .map(|d| (d.key.to_string(), d.value.clone()))
         .collect()
 }
 

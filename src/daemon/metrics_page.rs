@@ -351,7 +351,7 @@ mod tests {
                     .metadata
                     .iter()
                     .find(|m| m.key == "poller")
-                    .map(|m| m.value.clone());
+                    .map(|m| m.value.to_string());
                 let group = scraped
                     .groups
                     .iter()

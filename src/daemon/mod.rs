@@ -563,7 +563,10 @@ async fn deliver_queue(
                     let _ = stopping.wait_for(|stop| *stop).await;
                 };
                 delivery.submit_unless(body, stop).await;
-                crate::release_freed_memory();
+                // Once per poll, not once per part of a large one.
+                if queue.is_empty() {
+                    crate::release_freed_memory();
+                }
             }
             _ = idle.tick() => {}
         }

@@ -317,8 +317,8 @@ fn metadata_item(item: &Json) -> Result<Option<Metadata>, String> {
         other => return Err(format!("key must be text, found {}", json_kind(other))),
     };
     Ok(metadata_value(value)?.map(|text| Metadata {
-        key,
-        value: text,
+        key: key.into(),
+        value: text.into(),
         update_checksum,
     }))
 }

@@ -110,7 +110,7 @@ pub fn parse(payload: &Payload<'_>, options: &KeyValueOptions) -> Result<Parsed,
         match convert(value, options.data_type) {
             Ok(value) => {
                 target.datapoints.push(DataPoint {
-                    key: key.to_owned(),
+                    key: key.to_owned().into(),
                     value,
                     data_type: options.data_type,
                     timestamp_ms: payload.read_at_ms,

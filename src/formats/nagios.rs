@@ -163,7 +163,7 @@ fn read_perfdata(
         at = token_end;
         match perfdata_item(token, read_at_ms) {
             Ok(mut datapoint) => {
-                datapoint.key = label;
+                datapoint.key = label.into();
                 target.datapoints.push(datapoint)
             }
             Err(reason) => skipped.push(Skipped {

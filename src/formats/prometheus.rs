@@ -60,7 +60,7 @@ pub fn parse(payload: &Payload<'_>) -> Result<Parsed, FormatError> {
         match number(sample.value) {
             Ok(value) => {
                 target.datapoints.push(DataPoint {
-                    key: sample.name.to_owned(),
+                    key: sample.name.to_owned().into(),
                     value,
                     data_type,
                     timestamp_ms: sample.timestamp_ms.unwrap_or(payload.read_at_ms),

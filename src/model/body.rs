@@ -133,125 +133,91 @@ pub struct LimitedOutcome {
 /// `max_body_bytes`, so a proxy's size limit in front of the server (nginx
 /// refuses more than 1 MB by default) never refuses a poll.
 ///
-/// Targets are split first, each body taking whole targets; a target too
-/// large on its own is split by its datapoints. Every body is complete on
-/// its own (its own pair table, ids from 0), and the datapoints are the
-/// ones one body would carry: a duplicate is dropped before splitting, so
-/// it cannot reappear in another part. A single datapoint larger than the
-/// limit still goes, alone.
+/// The bodies are filled in order: each takes whole targets while they
+/// fit; a target that does not fit in what is left starts the next body,
+/// and one too large for a body of its own is split by its datapoints,
+/// each body taking as many as fit. Every body is complete on its own (its
+/// own pair table, ids from 0) and is byte for byte what [`build`] makes of
+/// the datapoints it carries; together they carry the datapoints one body
+/// would: a duplicate is dropped once, in no part, and each drop is
+/// reported once. A single datapoint larger than the limit still goes,
+/// alone. The split is decided while writing, so the whole body never
+/// exists; a poller polling the same things uses
+/// [`PollMemory::build_limited`], which splits the same way.
 pub fn build_limited(
     agent: &AgentContext<'_>,
     timestamp_ms: u64,
     targets: &[TargetData],
     max_body_bytes: usize,
 ) -> LimitedOutcome {
-    limit(
+    PollMemory::default().build_with(
         agent,
         timestamp_ms,
-        targets,
-        build(agent, timestamp_ms, targets),
+        targets.iter().collect(),
         max_body_bytes,
+        PARALLEL_MIN,
     )
 }
 
-/// `whole`, the body [`build`] (or a [`PollMemory`]) made of `targets`,
-/// split as [`build_limited`] says when it is larger than `max_body_bytes`.
-/// The parts are built afresh, without the memory: a poll that large is
-/// hashed twice, the price of never having a proxy refuse it.
-pub fn limit(
-    agent: &AgentContext<'_>,
+/// The bodies of one poll as they are written, each at most
+/// `max_body_bytes` long (see [`build_limited`] for the rules).
+struct Parts<'a, 'b> {
+    agent: &'a AgentContext<'b>,
     timestamp_ms: u64,
-    targets: &[TargetData],
-    whole: BuildOutcome,
     max_body_bytes: usize,
-) -> LimitedOutcome {
-    let Some(body) = whole.body else {
-        return LimitedOutcome {
+    /// Datapoints in the whole poll: how much a body's buffers reserve.
+    total: usize,
+    writer: Writer,
+    bodies: Vec<PostBody>,
+    dropped: Vec<Dropped>,
+}
+
+impl<'a, 'b> Parts<'a, 'b> {
+    fn new(
+        agent: &'a AgentContext<'b>,
+        timestamp_ms: u64,
+        total: usize,
+        max_body_bytes: usize,
+    ) -> Self {
+        Parts {
+            agent,
+            timestamp_ms,
+            max_body_bytes,
+            total,
+            writer: Writer::new(agent, timestamp_ms, total, max_body_bytes),
             bodies: Vec::new(),
-            dropped: whole.dropped,
-        };
-    };
-    if body.json.len() <= max_body_bytes {
-        return LimitedOutcome {
-            bodies: vec![body],
-            dropped: whole.dropped,
-        };
-    }
-    drop(body);
-    // Drops were reported by the whole build; the parts drop the same
-    // datapoints again, so theirs are not reported twice.
-    let kept: Vec<TargetData> = targets
-        .iter()
-        .map(|target| first_of_each(agent, target))
-        .filter(|target| !target.datapoints.is_empty())
-        .collect();
-    let mut bodies = Vec::new();
-    split_into(agent, timestamp_ms, &kept, max_body_bytes, &mut bodies);
-    LimitedOutcome {
-        bodies,
-        dropped: whole.dropped,
-    }
-}
-
-fn split_into(
-    agent: &AgentContext<'_>,
-    timestamp_ms: u64,
-    targets: &[TargetData],
-    max_body_bytes: usize,
-    bodies: &mut Vec<PostBody>,
-) {
-    let Some(body) = build(agent, timestamp_ms, targets).body else {
-        return;
-    };
-    let single = matches!(targets, [only] if only.datapoints.len() <= 1);
-    if body.json.len() <= max_body_bytes || single {
-        bodies.push(body);
-        return;
-    }
-    drop(body);
-    if let [target] = targets {
-        let (first, second) = target.datapoints.split_at(target.datapoints.len() / 2);
-        for half in [first, second] {
-            let part = TargetData {
-                target: target.target.clone(),
-                datapoints: half.to_vec(),
-            };
-            split_into(agent, timestamp_ms, &[part], max_body_bytes, bodies);
-        }
-    } else {
-        let (first, second) = targets.split_at(targets.len() / 2);
-        split_into(agent, timestamp_ms, first, max_body_bytes, bodies);
-        split_into(agent, timestamp_ms, second, max_body_bytes, bodies);
-    }
-}
-
-/// `target` without the datapoints [`build`] would drop: invalid ones and
-/// every duplicate after the first.
-fn first_of_each(agent: &AgentContext<'_>, target: &TargetData) -> TargetData {
-    let agent_suffixes = [
-        Suffix::new(AGENT_HOSTNAME, agent.hostname),
-        Suffix::new(AGENT_ID, agent.agent_id),
-        Suffix::new(AGENT_POLLED_TARGET, &target.target),
-        Suffix::new(AGENT_PROGRAM, agent.agent_program),
-    ];
-    let mut seen: FxHashSet<Checksum> = FxHashSet::default();
-    let mut kept = TargetData {
-        target: target.target.clone(),
-        datapoints: Vec::with_capacity(target.datapoints.len()),
-    };
-    for block in target.datapoints.chunks(PREPARE_BLOCK) {
-        for step in prepare(block, &agent_suffixes).steps {
-            if let Step::Keep {
-                datapoint, chain, ..
-            } = step
-            {
-                if seen.insert(*chain.digest()) {
-                    kept.datapoints.push(datapoint.clone());
-                }
-            }
+            dropped: Vec::new(),
         }
     }
-    kept
+
+    /// Whether the body being written has grown past the limit.
+    fn over(&self) -> bool {
+        self.writer.len() > self.max_body_bytes
+    }
+
+    /// Closes the body being written and starts the next.
+    fn next_body(&mut self) {
+        let next = Writer::new(
+            self.agent,
+            self.timestamp_ms,
+            self.total,
+            self.max_body_bytes,
+        );
+        let outcome =
+            std::mem::replace(&mut self.writer, next).finish(self.agent, self.timestamp_ms);
+        self.bodies.extend(outcome.body);
+        self.dropped.extend(outcome.dropped);
+    }
+
+    fn finish(mut self) -> LimitedOutcome {
+        let outcome = self.writer.finish(self.agent, self.timestamp_ms);
+        self.bodies.extend(outcome.body);
+        self.dropped.extend(outcome.dropped);
+        LimitedOutcome {
+            bodies: self.bodies,
+            dropped: self.dropped,
+        }
+    }
 }
 
 /// [`build`], preparing blocks of at least `parallel_min` datapoints on two
@@ -263,7 +229,7 @@ fn build_with(
     parallel_min: usize,
 ) -> BuildOutcome {
     let total: usize = targets.iter().map(|t| t.datapoints.len()).sum();
-    let mut writer = Writer::new(agent, timestamp_ms, total);
+    let mut writer = Writer::new(agent, timestamp_ms, total, usize::MAX);
     for target in targets {
         let mut seen: FxHashSet<Checksum> =
             FxHashSet::with_capacity_and_hasher(target.datapoints.len(), Default::default());
@@ -335,14 +301,27 @@ struct Writer {
 }
 
 impl Writer {
-    fn new(agent: &AgentContext<'_>, timestamp_ms: u64, total: usize) -> Writer {
+    /// A writer for a body of at most `max_body_bytes` (as far as it can
+    /// tell) taken from a poll of `total` datapoints: what it reserves.
+    fn new(
+        agent: &AgentContext<'_>,
+        timestamp_ms: u64,
+        total: usize,
+        max_body_bytes: usize,
+    ) -> Writer {
         let mut pairs = PairTable::default();
         // Checksum pairs are never looked up, and most polls share keys,
         // values and timestamps: one remembered pair per datapoint is ample
         // (the table grows if not) and keeps a 100,000-reading body's table
-        // a quarter of what three per datapoint took.
-        pairs.ids.reserve(total, |entry| entry.0);
-        pairs.json.reserve(160 * total);
+        // a quarter of what three per datapoint took. A datapoint takes at
+        // least 64 bytes of a body. The datapoints' lists are appended to
+        // the pairs at the end: room for both, so that copies nothing.
+        pairs
+            .ids
+            .reserve(total.min(max_body_bytes / 64), |entry| entry.0);
+        pairs
+            .json
+            .reserve((200 * total).min(max_body_bytes.saturating_add(64)));
         pairs.json.push_str("{\"pattoo_agent_timestamp\":");
         pairs
             .json
@@ -357,7 +336,7 @@ impl Writer {
             .push_str(",\"pattoo_datapoints\":{\"key_value_pairs\":{");
         Writer {
             pairs,
-            datapoint_pairs: String::with_capacity(40 * total),
+            datapoint_pairs: String::with_capacity((40 * total).min(max_body_bytes / 2)),
             count: 0,
             dropped: Vec::new(),
             interval_text,
@@ -365,6 +344,43 @@ impl Writer {
             timestamp_id: None,
             ids: Vec::new(),
         }
+    }
+
+    /// How long the body would be if finished now.
+    fn len(&self) -> usize {
+        self.pairs.json.len() + DATAPOINT_PAIRS.len() + self.datapoint_pairs.len() + END.len()
+    }
+
+    /// Where the writer is, to come back to with [`Writer::rollback`].
+    fn mark(&self) -> Mark {
+        Mark {
+            json: self.pairs.json.len(),
+            next_id: self.pairs.next_id,
+            datapoint_pairs: self.datapoint_pairs.len(),
+            count: self.count,
+            dropped: self.dropped.len(),
+        }
+    }
+
+    /// Forgets everything written since `mark`, as if it never was: the
+    /// same datapoints written again get the same ids and bytes.
+    fn rollback(&mut self, mark: Mark) {
+        let pairs = &mut self.pairs;
+        pairs.json.truncate(mark.json);
+        pairs.next_id = mark.next_id;
+        pairs.ids.retain(|&mut (_, _, _, id)| id < mark.next_id);
+        self.datapoint_pairs.truncate(mark.datapoint_pairs);
+        self.count = mark.count;
+        self.dropped.truncate(mark.dropped);
+        for slot in &mut self.data_type_ids {
+            if slot.is_some_and(|id| id >= mark.next_id) {
+                *slot = None;
+            }
+        }
+        if self.timestamp_id.is_some_and(|(_, id)| id >= mark.next_id) {
+            self.timestamp_id = None;
+        }
+        self.ids.clear();
     }
 
     fn drop(&mut self, target: &str, key: &str, reason: DropReason) {
@@ -437,9 +453,11 @@ impl Writer {
             };
         }
         let mut json = self.pairs.json;
-        json.push_str("},\"datapoint_pairs\":");
+        json.push_str(DATAPOINT_PAIRS);
         json.push_str(&self.datapoint_pairs);
-        json.push_str("]}}");
+        json.push_str(END);
+        // Bodies wait in the delivery queue: hold no more than they need.
+        json.shrink_to_fit();
         BuildOutcome {
             body: Some(PostBody {
                 agent_id: agent.agent_id.to_owned(),
@@ -450,6 +468,21 @@ impl Writer {
             dropped: self.dropped,
         }
     }
+}
+
+/// Between the pairs and the datapoints' lists of ids.
+const DATAPOINT_PAIRS: &str = "},\"datapoint_pairs\":";
+/// After the last datapoint's list.
+const END: &str = "]}}";
+
+/// A point in a [`Writer`]'s output to go back to.
+#[derive(Clone, Copy)]
+struct Mark {
+    json: usize,
+    next_id: u32,
+    datapoint_pairs: usize,
+    count: usize,
+    dropped: usize,
 }
 
 /// Datapoints are normalised and checksummed (the costly, independent part
@@ -517,7 +550,8 @@ fn prepare<'a>(datapoints: &'a [DataPoint], agent_suffixes: &[Suffix; 4]) -> Pre
         let key = match normalise_datapoint_key(&datapoint.key) {
             Ok(key) => key,
             Err(reason) => {
-                out.steps.push(Step::Drop(datapoint.key.clone(), reason));
+                out.steps
+                    .push(Step::Drop(datapoint.key.to_string(), reason));
                 continue;
             }
         };

@@ -16,24 +16,26 @@ mod data_type;
 mod normalise;
 pub mod python;
 pub mod python_str;
+mod text;
 mod value;
 
 pub use body::{
-    build, build_limited, limit, AgentContext, BuildOutcome, DropReason, Dropped, LimitedOutcome,
+    build, build_limited, AgentContext, BuildOutcome, DropReason, Dropped, LimitedOutcome,
     PollMemory, PostBody,
 };
 pub use data_type::{DataType, UnknownDataType};
 pub(crate) use normalise::normalise_key_cow;
 pub use normalise::{normalise_key, normalise_value};
+pub use text::Text;
 pub use value::Value;
 
 /// One metadata item attached to a datapoint, before normalisation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Metadata {
-    pub key: String,
+    pub key: Text,
     /// Already rendered as text (numbers the way Python's `str()` writes
     /// them, see [`python::number_to_string`]); trimmed during normalisation.
-    pub value: String,
+    pub value: Text,
     /// Whether this item enters the datapoint's checksum. Metadata that may
     /// change without the reading becoming a different series (a firmware
     /// version, say) sets this to false so the chart survives the change.
@@ -41,7 +43,7 @@ pub struct Metadata {
 }
 
 impl Metadata {
-    pub fn new(key: impl Into<String>, value: impl Into<String>) -> Self {
+    pub fn new(key: impl Into<Text>, value: impl Into<Text>) -> Self {
         Metadata {
             key: key.into(),
             value: value.into(),
@@ -49,10 +51,20 @@ impl Metadata {
         }
     }
 
-    pub fn without_checksum(key: impl Into<String>, value: impl Into<String>) -> Self {
+    pub fn without_checksum(key: impl Into<Text>, value: impl Into<Text>) -> Self {
         Metadata {
             update_checksum: false,
             ..Metadata::new(key, value)
+        }
+    }
+
+    /// The same item with its text shared, for configuration attached to
+    /// every reading: each copy then costs no allocation.
+    pub fn shared(&self) -> Self {
+        Metadata {
+            key: self.key.shared(),
+            value: self.value.shared(),
+            update_checksum: self.update_checksum,
         }
     }
 }
@@ -60,7 +72,7 @@ impl Metadata {
 /// A reading as a poller produced it, before normalisation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DataPoint {
-    pub key: String,
+    pub key: Text,
     pub value: Value,
     pub data_type: DataType,
     /// Milliseconds since the epoch when the value was read.
@@ -70,12 +82,7 @@ pub struct DataPoint {
 }
 
 impl DataPoint {
-    pub fn new(
-        key: impl Into<String>,
-        value: Value,
-        data_type: DataType,
-        timestamp_ms: u64,
-    ) -> Self {
+    pub fn new(key: impl Into<Text>, value: Value, data_type: DataType, timestamp_ms: u64) -> Self {
         DataPoint {
             key: key.into(),
             value,

@@ -18,18 +18,18 @@
 //! for byte what [`build`](super::build) writes from scratch (a property
 //! test in `tests.rs` checks it over random sequences of polls).
 
-use std::borrow::Cow;
+use std::borrow::{Borrow, Cow};
 use std::hash::Hasher;
 
 use rustc_hash::{FxHashMap, FxHashSet, FxHasher};
 
 use super::{
     agent_suffixes, in_two_halves, normalise_datapoint_key, normalise_metadata, pair_hash,
-    render_pair, AgentContext, BuildOutcome, DropReason, Writer, PARALLEL_MIN,
+    render_pair, AgentContext, BuildOutcome, DropReason, LimitedOutcome, Parts, PARALLEL_MIN,
 };
 use crate::model::checksum::{self, ChecksumChain, Digest, Suffix};
 use crate::model::normalise::normalise_value;
-use crate::model::{DataPoint, DataType, Metadata, TargetData};
+use crate::model::{DataPoint, DataType, Metadata, TargetData, Text};
 
 /// Builds one poller's bodies, remembering between polls everything about
 /// its datapoints that cannot have changed.
@@ -50,7 +50,7 @@ pub struct PollMemory {
 /// and what normalisation made of them.
 struct Description {
     hash: u64,
-    key: String,
+    key: Text,
     data_type: DataType,
     metadata: Vec<Metadata>,
     /// `None` only while a poll is preparing it.
@@ -108,16 +108,43 @@ impl PollMemory {
         timestamp_ms: u64,
         targets: &[TargetData],
     ) -> BuildOutcome {
-        self.build_with(agent, timestamp_ms, targets, PARALLEL_MIN)
+        let outcome = self.build_with(
+            agent,
+            timestamp_ms,
+            targets.iter().collect(),
+            usize::MAX,
+            PARALLEL_MIN,
+        );
+        BuildOutcome {
+            body: outcome.bodies.into_iter().next(),
+            dropped: outcome.dropped,
+        }
     }
 
-    pub(super) fn build_with(
+    /// [`build_limited`](super::build_limited), reusing what the last poll
+    /// worked out. Each target's part is written straight into the body it
+    /// goes to, so a large poll is never held as one body; and each
+    /// target's readings are dropped once written, so the readings not yet
+    /// written and the bodies written so far take about the memory of
+    /// either, not both.
+    pub fn build_limited(
         &mut self,
         agent: &AgentContext<'_>,
         timestamp_ms: u64,
-        targets: &[TargetData],
+        targets: Vec<TargetData>,
+        max_body_bytes: usize,
+    ) -> LimitedOutcome {
+        self.build_with(agent, timestamp_ms, targets, max_body_bytes, PARALLEL_MIN)
+    }
+
+    pub(super) fn build_with<T: Borrow<TargetData>>(
+        &mut self,
+        agent: &AgentContext<'_>,
+        timestamp_ms: u64,
+        targets: Vec<T>,
+        max_body_bytes: usize,
         parallel_min: usize,
-    ) -> BuildOutcome {
+    ) -> LimitedOutcome {
         let identity = [agent.hostname, agent.agent_id, agent.agent_program];
         let mut changed = self
             .agent
@@ -127,17 +154,18 @@ impl PollMemory {
             self.targets.clear();
             self.agent = Some(identity.map(str::to_owned));
         }
-        let total: usize = targets.iter().map(|t| t.datapoints.len()).sum();
-        let mut writer = Writer::new(agent, timestamp_ms, total);
+        let total: usize = targets.iter().map(|t| t.borrow().datapoints.len()).sum();
+        let mut parts = Parts::new(agent, timestamp_ms, total, max_body_bytes);
         let mut last: Vec<Option<TargetMemory>> = std::mem::take(&mut self.targets)
             .into_iter()
             .map(Some)
             .collect();
         let mut memories = Vec::with_capacity(targets.len());
-        for (t, target) in targets.iter().enumerate() {
+        for (t, target) in targets.into_iter().enumerate() {
+            let target = target.borrow();
             let mut memory = take_target(&mut last, t, &target.target);
             changed |= self.update(&mut memory, target, agent, parallel_min);
-            self.write(&memory, target, agent, &mut writer);
+            self.write(&memory, target, agent, &mut parts);
             memories.push(memory);
         }
         changed |= last.iter().any(Option::is_some);
@@ -145,7 +173,7 @@ impl PollMemory {
         if changed {
             self.forget_unused();
         }
-        writer.finish(agent, timestamp_ms)
+        parts.finish()
     }
 
     /// Makes `memory` describe `target`'s datapoints one for one. Returns
@@ -288,58 +316,82 @@ impl PollMemory {
         id
     }
 
-    /// Writes `target`'s datapoints, whose entries `memory` holds.
+    /// Writes `target`'s datapoints, whose entries `memory` holds, starting
+    /// the next body where the limit says (see
+    /// [`build_limited`](super::build_limited)).
     fn write(
         &self,
         memory: &TargetMemory,
         target: &TargetData,
         agent: &AgentContext<'_>,
-        writer: &mut Writer,
+        parts: &mut Parts,
     ) {
-        let mut seen: Option<FxHashSet<Digest>> = (!memory.distinct).then(FxHashSet::default);
-        let mut agent_ids = None;
-        for (dp, entry) in target.datapoints.iter().zip(&memory.entries) {
-            let description = self.descriptions[entry.description as usize]
-                .as_ref()
-                .expect("entries name live descriptions");
-            let made = match description.made() {
-                Ok(made) => made,
-                Err(reason) => {
-                    writer.drop(&target.target, &dp.key, reason.clone());
-                    continue;
+        'target: loop {
+            let target_mark = parts.writer.mark();
+            let starts_body = parts.writer.count == 0;
+            let mut seen: Option<FxHashSet<Digest>> = (!memory.distinct).then(FxHashSet::default);
+            let mut agent_ids = None;
+            for (dp, entry) in target.datapoints.iter().zip(&memory.entries) {
+                let description = self.descriptions[entry.description as usize]
+                    .as_ref()
+                    .expect("entries name live descriptions");
+                let made = match description.made() {
+                    Ok(made) => made,
+                    Err(reason) => {
+                        parts.writer.drop(&target.target, &dp.key, reason.clone());
+                        continue;
+                    }
+                };
+                let value = match normalise_value(&dp.value, dp.data_type) {
+                    Ok(value) => value,
+                    Err(reason) => {
+                        parts.writer.drop(&target.target, &made.key, reason);
+                        continue;
+                    }
+                };
+                let checksum = checksum::hex_digits(&entry.checksum);
+                let mark = parts.writer.mark();
+                loop {
+                    let writer = &mut parts.writer;
+                    for reason in &made.ignored {
+                        writer.drop(&target.target, &made.key, reason.clone());
+                    }
+                    if seen
+                        .as_mut()
+                        .is_some_and(|seen| !seen.insert(entry.checksum))
+                    {
+                        writer.drop(&target.target, &made.key, DropReason::Duplicate);
+                        break;
+                    }
+                    for (text, hash) in &made.metadata {
+                        let id = writer.pairs.rendered(text, *hash);
+                        writer.ids.push(id);
+                    }
+                    let target_ids =
+                        *agent_ids.get_or_insert_with(|| writer.agent_ids(agent, &target.target));
+                    let key_id = writer.pairs.rendered(&made.key_pair.0, made.key_pair.1);
+                    writer.datapoint(target_ids, key_id, dp, &value, &checksum);
+                    if !parts.over() || parts.writer.count == 1 {
+                        break;
+                    }
+                    if !starts_body {
+                        // The target does not fit in what is left of this
+                        // body: it starts the next one, whole.
+                        parts.writer.rollback(target_mark);
+                        parts.next_body();
+                        continue 'target;
+                    }
+                    // Too large for a body of its own: split by datapoints,
+                    // this one starting the next body.
+                    parts.writer.rollback(mark);
+                    parts.next_body();
+                    agent_ids = None;
+                    if let Some(seen) = &mut seen {
+                        seen.remove(&entry.checksum);
+                    }
                 }
-            };
-            let value = match normalise_value(&dp.value, dp.data_type) {
-                Ok(value) => value,
-                Err(reason) => {
-                    writer.drop(&target.target, &made.key, reason);
-                    continue;
-                }
-            };
-            for reason in &made.ignored {
-                writer.drop(&target.target, &made.key, reason.clone());
             }
-            if seen
-                .as_mut()
-                .is_some_and(|seen| !seen.insert(entry.checksum))
-            {
-                writer.drop(&target.target, &made.key, DropReason::Duplicate);
-                continue;
-            }
-            for (text, hash) in &made.metadata {
-                let id = writer.pairs.rendered(text, *hash);
-                writer.ids.push(id);
-            }
-            let agent_ids =
-                *agent_ids.get_or_insert_with(|| writer.agent_ids(agent, &target.target));
-            let key_id = writer.pairs.rendered(&made.key_pair.0, made.key_pair.1);
-            writer.datapoint(
-                agent_ids,
-                key_id,
-                dp,
-                &value,
-                &checksum::hex_digits(&entry.checksum),
-            );
+            return;
         }
     }
 

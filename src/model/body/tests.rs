@@ -324,12 +324,80 @@ fn a_body_over_the_limit_is_split_by_target_then_by_datapoint_and_loses_nothing(
         "the parts carry exactly the datapoints of one body"
     );
 
+    assert_eq!(
+        limited.bodies,
+        parts_built_afresh(&AGENT, 1000, &targets, 16 * 1024),
+        "each part is what a fresh build of its datapoints writes"
+    );
+
     let small = build_limited(&AGENT, 1000, &targets[..1], 16 * 1024);
     assert_eq!(small.bodies.len(), 1);
     assert_eq!(
         small.bodies[0],
         build(&AGENT, 1000, &targets[..1]).body.unwrap()
     );
+}
+
+/// What [`build_limited`] must write, found the slow way: every candidate
+/// body built afresh to see whether it fits.
+fn parts_built_afresh(
+    agent: &AgentContext<'_>,
+    timestamp_ms: u64,
+    targets: &[TargetData],
+    max_body_bytes: usize,
+) -> Vec<PostBody> {
+    let build_one = |targets: &[TargetData]| build(agent, timestamp_ms, targets).body;
+    let fits = |targets: &[TargetData]| {
+        build_one(targets).is_none_or(|body| body.json.len() <= max_body_bytes)
+    };
+    let mut bodies = Vec::new();
+    let mut current: Vec<TargetData> = Vec::new();
+    for target in targets.iter().map(|t| first_of_each(agent, t)) {
+        if target.datapoints.is_empty() {
+            continue;
+        }
+        current.push(target.clone());
+        if fits(&current) {
+            continue;
+        }
+        current.pop();
+        bodies.extend(build_one(&current));
+        current.clear();
+        if fits(std::slice::from_ref(&target)) {
+            current.push(target);
+            continue;
+        }
+        let mut part = TargetData::new(target.target.clone());
+        for datapoint in target.datapoints {
+            part.datapoints.push(datapoint);
+            if part.datapoints.len() > 1 && !fits(std::slice::from_ref(&part)) {
+                let next = part.datapoints.pop().unwrap();
+                bodies.extend(build_one(std::slice::from_ref(&part)));
+                part.datapoints = vec![next];
+            }
+        }
+        current.push(part);
+    }
+    bodies.extend(build_one(&current));
+    bodies
+}
+
+/// `target` without the datapoints [`build`] would drop: invalid ones and
+/// every duplicate after the first.
+fn first_of_each(agent: &AgentContext<'_>, target: &TargetData) -> TargetData {
+    let mut seen: FxHashSet<Checksum> = FxHashSet::default();
+    let mut kept = TargetData::new(target.target.clone());
+    for step in prepare(&target.datapoints, &agent_suffixes(agent, &target.target)).steps {
+        if let Step::Keep {
+            datapoint, chain, ..
+        } = step
+        {
+            if seen.insert(*chain.digest()) {
+                kept.datapoints.push(datapoint.clone());
+            }
+        }
+    }
+    kept
 }
 
 fn checksum_of(pairs: Vec<(String, serde_json::Value)>) -> String {
@@ -497,6 +565,7 @@ mod remembered {
             first in first_poll(),
             polls in proptest::collection::vec(proptest::collection::vec(change(), 0..4), 1..8),
             parallel_min in prop_oneof![Just(1usize), Just(3), Just(usize::MAX)],
+            max_body_bytes in prop_oneof![Just(usize::MAX), 300usize..4000],
         ) {
             let mut memory = PollMemory::default();
             let mut targets = first;
@@ -511,13 +580,21 @@ mod remembered {
                     .map(|(t, dps)| target(TARGETS[*t], dps.clone()))
                     .collect();
                 let fresh = build_with(&agent, p as u64, &poll, usize::MAX);
-                let remembered = memory.build_with(&agent, p as u64, &poll, parallel_min);
-                prop_assert_eq!(
-                    remembered.body.as_ref().map(|b| String::from_utf8_lossy(&b.json).into_owned()),
-                    fresh.body.as_ref().map(|b| String::from_utf8_lossy(&b.json).into_owned()),
-                    "poll {}", p
-                );
-                prop_assert_eq!(&remembered.body, &fresh.body);
+                let remembered =
+                    memory.build_with(&agent, p as u64, poll.clone(), max_body_bytes, parallel_min);
+                let expected = if max_body_bytes == usize::MAX {
+                    fresh.body.into_iter().collect()
+                } else {
+                    parts_built_afresh(&agent, p as u64, &poll, max_body_bytes)
+                };
+                let text = |bodies: &[PostBody]| {
+                    bodies
+                        .iter()
+                        .map(|b| String::from_utf8_lossy(&b.json).into_owned())
+                        .collect::<Vec<_>>()
+                };
+                prop_assert_eq!(text(&remembered.bodies), text(&expected), "poll {}", p);
+                prop_assert_eq!(&remembered.bodies, &expected);
                 prop_assert_eq!(&remembered.dropped, &fresh.dropped);
                 // Bounded by the last poll: one entry per datapoint, and no
                 // more descriptions than entries.

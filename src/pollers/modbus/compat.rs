@@ -318,7 +318,7 @@ fn parse_registers(
             multiplier,
             offset: None,
             data_type: DataType::Int,
-            key: format!("{}_{number}", table.name()),
+            key: crate::model::Text::from(format!("{}_{number}", table.name())).shared(),
             metadata: Vec::new(),
             unit: None,
         });

@@ -10,7 +10,7 @@ use serde_norway::Value;
 
 use super::address::{parse_modicon, parse_modicon_text, Address, Table};
 use super::decode::{Order, ValueType};
-use crate::model::{DataType, Metadata};
+use crate::model::{DataType, Metadata, Text};
 use crate::yaml::describe;
 use crate::yaml::{check_user_key, parse_metadata, Document, YamlPath};
 
@@ -166,8 +166,10 @@ pub struct RegisterSettings {
     pub multiplier: Option<f64>,
     pub offset: Option<f64>,
     pub data_type: DataType,
-    pub key: String,
-    /// Attached after the `unit` metadata every Modbus datapoint carries.
+    /// Shared by every reading of the register.
+    pub key: Text,
+    /// Attached after the `unit` metadata every Modbus datapoint carries;
+    /// shared by every reading of the register.
     pub metadata: Vec<Metadata>,
     /// Overrides the target's unit for this register.
     pub unit: Option<u8>,
@@ -1023,8 +1025,8 @@ fn parse_register(
         multiplier: raw.multiplier,
         offset: raw.offset,
         data_type,
-        key,
-        metadata,
+        key: Text::from(key).shared(),
+        metadata: metadata.iter().map(Metadata::shared).collect(),
         unit: raw.unit,
     })
 }

@@ -585,8 +585,8 @@ impl Session<'_> {
                         continue;
                     }
                     metadata.push(Metadata {
-                        key: label.key.clone(),
-                        value: text,
+                        key: label.key.clone().into(),
+                        value: text.into(),
                         update_checksum: label.update_checksum,
                     });
                 }
