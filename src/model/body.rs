@@ -9,7 +9,7 @@ use std::hash::BuildHasher;
 
 use rustc_hash::{FxBuildHasher, FxHashSet};
 
-use super::checksum::{Checksum, ChecksumChain, Suffix};
+use super::checksum::{ChainBatch, ChainUpdate, Checksum, Suffix};
 use super::normalise::{is_reserved, normalise_key_cow, normalise_metadata_value, normalise_value};
 use super::{python, DataPoint, Metadata, TargetData, Value};
 
@@ -242,10 +242,12 @@ fn first_of_each(agent: &AgentContext<'_>, target: &TargetData) -> TargetData {
     for block in target.datapoints.chunks(PREPARE_BLOCK) {
         for step in prepare(block, &agent_suffixes).steps {
             if let Step::Keep {
-                datapoint, chain, ..
+                datapoint,
+                checksum,
+                ..
             } = step
             {
-                if seen.insert(*chain.digest()) {
+                if seen.insert(checksum) {
                     kept.datapoints.push(datapoint.clone());
                 }
             }
@@ -274,7 +276,7 @@ fn build_with(
         for block in target.datapoints.chunks(PREPARE_BLOCK) {
             for chunk in in_two_halves(block, parallel_min, |half| prepare(half, &agent_suffixes)) {
                 for step in chunk.steps {
-                    let (datapoint, key, value, metadata, chain) = match step {
+                    let (datapoint, key, value, metadata, checksum) = match step {
                         Step::Drop(key, reason) => {
                             writer.drop(&target.target, &key, reason);
                             continue;
@@ -284,10 +286,10 @@ fn build_with(
                             key,
                             value,
                             metadata,
-                            chain,
-                        } => (datapoint, key, value, metadata, chain),
+                            checksum,
+                        } => (datapoint, key, value, metadata, checksum),
                     };
-                    if !seen.insert(*chain.digest()) {
+                    if !seen.insert(checksum) {
                         writer.drop(&target.target, &key, DropReason::Duplicate);
                         continue;
                     }
@@ -298,7 +300,7 @@ fn build_with(
                     let agent_ids =
                         *agent_ids.get_or_insert_with(|| writer.agent_ids(agent, &target.target));
                     let key_id = writer.pairs.text("pattoo_key", &key);
-                    writer.datapoint(agent_ids, key_id, datapoint, &value, chain.digest());
+                    writer.datapoint(agent_ids, key_id, datapoint, &value, &checksum);
                 }
             }
         }
@@ -470,7 +472,7 @@ enum Step<'a> {
         value: Value,
         /// Its metadata in [`Prepared::metadata`].
         metadata: Range<usize>,
-        chain: ChecksumChain,
+        checksum: Checksum,
     },
 }
 
@@ -513,6 +515,9 @@ fn prepare<'a>(datapoints: &'a [DataPoint], agent_suffixes: &[Suffix; 4]) -> Pre
         steps: Vec::with_capacity(datapoints.len()),
         metadata: Vec::with_capacity(datapoints.len() * 2),
     };
+    // The chains are written down as the datapoints are normalised and
+    // computed together afterwards, several at a time (see `ChainBatch`).
+    let mut chains = ChainBatch::with_capacity(datapoints.len());
     for datapoint in datapoints {
         let key = match normalise_datapoint_key(&datapoint.key) {
             Ok(key) => key,
@@ -529,24 +534,27 @@ fn prepare<'a>(datapoints: &'a [DataPoint], agent_suffixes: &[Suffix; 4]) -> Pre
             }
         };
 
-        let mut chain = ChecksumChain::start(&key, datapoint.data_type.code());
+        chains.start(&key, datapoint.data_type.code());
         let first = out.metadata.len();
         normalise_metadata(
             &datapoint.metadata,
-            &mut chain,
+            &mut chains,
             &mut out.metadata,
             |reason| out.steps.push(Step::Drop(key.to_string(), reason)),
         );
-        for suffix in agent_suffixes {
-            chain.update_with(suffix);
-        }
         out.steps.push(Step::Keep {
             datapoint,
             key,
             value,
             metadata: first..out.metadata.len(),
-            chain,
+            checksum: [0; 64],
         });
+    }
+    let mut digests = chains.digests(agent_suffixes).into_iter();
+    for step in &mut out.steps {
+        if let Step::Keep { checksum, .. } = step {
+            *checksum = digests.next().expect("one chain per datapoint kept");
+        }
     }
     out
 }
@@ -568,7 +576,7 @@ fn normalise_datapoint_key(key: &str) -> Result<Cow<'_, str>, DropReason> {
 /// item left out, in order.
 fn normalise_metadata<'a>(
     items: &'a [Metadata],
-    chain: &mut ChecksumChain,
+    chain: &mut impl ChainUpdate,
     kept: &mut Vec<(Cow<'a, str>, &'a str)>,
     mut ignored: impl FnMut(DropReason),
 ) {
