@@ -276,7 +276,7 @@ fn build_with(
         for block in target.datapoints.chunks(PREPARE_BLOCK) {
             for chunk in in_two_halves(block, parallel_min, |half| prepare(half, &agent_suffixes)) {
                 for step in chunk.steps {
-                    let (datapoint, key, value, metadata, checksum) = match step {
+                    let (datapoint, key, pairs, checksum) = match step {
                         Step::Drop(key, reason) => {
                             writer.drop(&target.target, &key, reason);
                             continue;
@@ -284,23 +284,35 @@ fn build_with(
                         Step::Keep {
                             datapoint,
                             key,
-                            value,
-                            metadata,
+                            pairs,
                             checksum,
-                        } => (datapoint, key, value, metadata, checksum),
+                        } => (datapoint, key, pairs, checksum),
                     };
                     if !seen.insert(checksum) {
                         writer.drop(&target.target, &key, DropReason::Duplicate);
                         continue;
                     }
-                    for (meta_key, meta_value) in &chunk.metadata[metadata] {
-                        let id = writer.pairs.text(meta_key, meta_value);
+                    // Rendered while preparing: the key pair, the value
+                    // pair, then the metadata pairs.
+                    let pairs = &chunk.pairs[pairs];
+                    let text =
+                        |(range, hash): &(Range<usize>, u64)| (&chunk.text[range.clone()], *hash);
+                    for pair in &pairs[2..] {
+                        let (text, hash) = text(pair);
+                        let id = writer.pairs.rendered(text, hash);
                         writer.ids.push(id);
                     }
                     let agent_ids =
                         *agent_ids.get_or_insert_with(|| writer.agent_ids(agent, &target.target));
-                    let key_id = writer.pairs.text("pattoo_key", &key);
-                    writer.datapoint(agent_ids, key_id, datapoint, &value, &checksum);
+                    let (key_text, key_hash) = text(&pairs[0]);
+                    let key_id = writer.pairs.rendered(key_text, key_hash);
+                    writer.datapoint_with(
+                        agent_ids,
+                        key_id,
+                        datapoint,
+                        Ok(text(&pairs[1])),
+                        &checksum,
+                    );
                 }
             }
         }
@@ -398,6 +410,20 @@ impl Writer {
         value: &Value,
         checksum: &Checksum,
     ) {
+        self.datapoint_with(agent_ids, key_id, datapoint, Err(value), checksum);
+    }
+
+    /// [`datapoint`](Self::datapoint) with its value pair either already
+    /// interned (`Ok`, its id) or still to be (`Err`, the value); the
+    /// value pair gets its id after the data type's either way.
+    fn datapoint_with(
+        &mut self,
+        agent_ids: [u32; 5],
+        key_id: u32,
+        datapoint: &DataPoint,
+        value: Result<(&str, u64), &Value>,
+        checksum: &Checksum,
+    ) {
         self.datapoint_pairs
             .push(if self.count == 0 { '[' } else { ',' });
         self.count += 1;
@@ -415,7 +441,10 @@ impl Writer {
         list.push(*type_slot.get_or_insert_with(|| {
             pairs.integer("pattoo_data_type", u64::from(datapoint.data_type.code()))
         }));
-        list.push(pairs.value("pattoo_value", value));
+        list.push(match value {
+            Ok((text, hash)) => pairs.rendered(text, hash),
+            Err(value) => pairs.value("pattoo_value", value),
+        });
         let timestamp_id = match self.timestamp_id {
             Some((ms, id)) if ms == datapoint.timestamp_ms => id,
             _ => {
@@ -469,9 +498,9 @@ enum Step<'a> {
     Keep {
         datapoint: &'a DataPoint,
         key: Cow<'a, str>,
-        value: Value,
-        /// Its metadata in [`Prepared::metadata`].
-        metadata: Range<usize>,
+        /// Its pairs in [`Prepared::pairs`]: key, value, then the metadata
+        /// kept, in order.
+        pairs: Range<usize>,
         checksum: Checksum,
     },
 }
@@ -479,8 +508,22 @@ enum Step<'a> {
 /// A run of consecutive datapoints, prepared.
 struct Prepared<'a> {
     steps: Vec<Step<'a>>,
-    /// The metadata kept, normalised, of every datapoint in the run.
-    metadata: Vec<(Cow<'a, str>, &'a str)>,
+    /// The JSON text of every pair of the run's datapoints, rendered here
+    /// (on two threads for large runs) so writing the body only interns
+    /// them.
+    text: String,
+    /// Each pair's text in `text` and its [`pair_hash`].
+    pairs: Vec<(Range<usize>, u64)>,
+}
+
+impl Prepared<'_> {
+    /// Renders the next pair with `render` and notes where it is.
+    fn render(&mut self, render: impl FnOnce(&mut String)) {
+        let start = self.text.len();
+        render(&mut self.text);
+        let hash = pair_hash(&self.text[start..]);
+        self.pairs.push((start..self.text.len(), hash));
+    }
 }
 
 /// `work` over `items`, in two halves on two threads when there are at
@@ -513,8 +556,10 @@ fn in_two_halves<'a, T: Sync, R: Send>(
 fn prepare<'a>(datapoints: &'a [DataPoint], agent_suffixes: &[Suffix; 4]) -> Prepared<'a> {
     let mut out = Prepared {
         steps: Vec::with_capacity(datapoints.len()),
-        metadata: Vec::with_capacity(datapoints.len() * 2),
+        text: String::with_capacity(datapoints.len() * 120),
+        pairs: Vec::with_capacity(datapoints.len() * 4),
     };
+    let mut kept = Vec::new();
     // The chains are written down as the datapoints are normalised and
     // computed together afterwards, several at a time (see `ChainBatch`).
     let mut chains = ChainBatch::with_capacity(datapoints.len());
@@ -535,18 +580,20 @@ fn prepare<'a>(datapoints: &'a [DataPoint], agent_suffixes: &[Suffix; 4]) -> Pre
         };
 
         chains.start(&key, datapoint.data_type.code());
-        let first = out.metadata.len();
-        normalise_metadata(
-            &datapoint.metadata,
-            &mut chains,
-            &mut out.metadata,
-            |reason| out.steps.push(Step::Drop(key.to_string(), reason)),
-        );
+        kept.clear();
+        normalise_metadata(&datapoint.metadata, &mut chains, &mut kept, |reason| {
+            out.steps.push(Step::Drop(key.to_string(), reason))
+        });
+        let first = out.pairs.len();
+        out.render(|text| render_pair(text, "pattoo_key", &key));
+        out.render(|text| render_value_pair(text, "pattoo_value", &value));
+        for (meta_key, meta_value) in &kept {
+            out.render(|text| render_pair(text, meta_key, meta_value));
+        }
         out.steps.push(Step::Keep {
             datapoint,
             key,
-            value,
-            metadata: first..out.metadata.len(),
+            pairs: first..out.pairs.len(),
             checksum: [0; 64],
         });
     }
@@ -652,20 +699,7 @@ impl PairTable {
 
     fn value(&mut self, key: &str, value: &Value) -> u32 {
         self.scratch.clear();
-        self.scratch.push('[');
-        push_json_string(&mut self.scratch, key);
-        self.scratch.push(',');
-        match value {
-            Value::Int(v) => self.scratch.push_str(itoa::Buffer::new().format(*v)),
-            Value::UInt(v) => self.scratch.push_str(itoa::Buffer::new().format(*v)),
-            Value::UInt128(v) => self.scratch.push_str(itoa::Buffer::new().format(*v)),
-            // Finite by now: normalisation dropped NaN and infinities. Python's
-            // repr is valid JSON for finite floats and matches what the
-            // Python agents send byte for byte.
-            Value::Float(v) => python::write_float(&mut self.scratch, *v),
-            Value::Text(v) => push_json_string(&mut self.scratch, v),
-        }
-        self.scratch.push(']');
+        render_value_pair(&mut self.scratch, key, value);
         self.intern()
     }
 
@@ -713,6 +747,24 @@ fn render_pair(out: &mut String, key: &str, value: &str) {
     push_json_string(out, key);
     out.push(',');
     push_json_string(out, value);
+    out.push(']');
+}
+
+/// Appends the JSON text of the pair `[key, value]`.
+fn render_value_pair(out: &mut String, key: &str, value: &Value) {
+    out.push('[');
+    push_json_string(out, key);
+    out.push(',');
+    match value {
+        Value::Int(v) => out.push_str(itoa::Buffer::new().format(*v)),
+        Value::UInt(v) => out.push_str(itoa::Buffer::new().format(*v)),
+        Value::UInt128(v) => out.push_str(itoa::Buffer::new().format(*v)),
+        // Finite by now: normalisation dropped NaN and infinities. Python's
+        // repr is valid JSON for finite floats and matches what the
+        // Python agents send byte for byte.
+        Value::Float(v) => python::write_float(out, *v),
+        Value::Text(v) => push_json_string(out, v),
+    }
     out.push(']');
 }
 
