@@ -6,7 +6,7 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use pattoo_agentd::model::checksum::ChecksumChain;
+use pattoo_agentd::model::checksum::{ChainBatch, ChainUpdate, ChecksumChain, Suffix};
 use pattoo_agentd::model::{build, AgentContext, DataPoint, DataType, Metadata, TargetData, Value};
 
 const AGENT: AgentContext<'static> = AgentContext {
@@ -73,5 +73,47 @@ fn checksum(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, body, checksum);
+/// The checksum chains of the 10,000 datapoints of [`readings`] (two
+/// metadata items, then the agent's four), one chain at a time and
+/// interleaved.
+fn checksum_chains(c: &mut Criterion) {
+    let mut group = c.benchmark_group("checksum_chains");
+    group.throughput(Throughput::Elements(10_000));
+    let keys: Vec<String> = (0..10_000)
+        .map(|i| format!("input_register_{}", 30001 + i))
+        .collect();
+    let suffixes = [
+        Suffix::new("pattoo_agent_hostname", AGENT.hostname),
+        Suffix::new("pattoo_agent_id", AGENT.agent_id),
+        Suffix::new("pattoo_agent_polled_target", "meter-17.example.org"),
+        Suffix::new("pattoo_agent_program", AGENT.agent_program),
+    ];
+    group.bench_function("one_at_a_time_10k", |b| {
+        b.iter(|| {
+            for key in &keys {
+                let mut chain = ChecksumChain::start(black_box(key), 101);
+                chain.update("unit", "001");
+                chain.update("site", "plant 7");
+                for suffix in &suffixes {
+                    chain.update_with(suffix);
+                }
+                black_box(chain.digest());
+            }
+        })
+    });
+    group.bench_function("interleaved_10k", |b| {
+        b.iter(|| {
+            let mut batch = ChainBatch::with_capacity(keys.len());
+            for key in &keys {
+                batch.start(black_box(key), 101);
+                batch.update("unit", "001");
+                batch.update("site", "plant 7");
+            }
+            black_box(batch.digests(&suffixes))
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, body, checksum, checksum_chains);
 criterion_main!(benches);

@@ -9,7 +9,7 @@ use std::hash::BuildHasher;
 
 use rustc_hash::{FxBuildHasher, FxHashSet};
 
-use super::checksum::{Checksum, ChecksumChain, Suffix};
+use super::checksum::{ChainBatch, ChainUpdate, Checksum, Suffix};
 use super::normalise::{is_reserved, normalise_key_cow, normalise_metadata_value, normalise_value};
 use super::{python, DataPoint, Metadata, TargetData, Value};
 
@@ -240,7 +240,7 @@ fn build_with(
         for block in target.datapoints.chunks(PREPARE_BLOCK) {
             for chunk in in_two_halves(block, parallel_min, |half| prepare(half, &agent_suffixes)) {
                 for step in chunk.steps {
-                    let (datapoint, key, value, metadata, chain) = match step {
+                    let (datapoint, key, pairs, checksum) = match step {
                         Step::Drop(key, reason) => {
                             writer.drop(&target.target, &key, reason);
                             continue;
@@ -248,23 +248,35 @@ fn build_with(
                         Step::Keep {
                             datapoint,
                             key,
-                            value,
-                            metadata,
-                            chain,
-                        } => (datapoint, key, value, metadata, chain),
+                            pairs,
+                            checksum,
+                        } => (datapoint, key, pairs, checksum),
                     };
-                    if !seen.insert(*chain.digest()) {
+                    if !seen.insert(checksum) {
                         writer.drop(&target.target, &key, DropReason::Duplicate);
                         continue;
                     }
-                    for (meta_key, meta_value) in &chunk.metadata[metadata] {
-                        let id = writer.pairs.text(meta_key, meta_value);
+                    // Rendered while preparing: the key pair, the value
+                    // pair, then the metadata pairs.
+                    let pairs = &chunk.pairs[pairs];
+                    let text =
+                        |(range, hash): &(Range<usize>, u64)| (&chunk.text[range.clone()], *hash);
+                    for pair in &pairs[2..] {
+                        let (text, hash) = text(pair);
+                        let id = writer.pairs.rendered(text, hash);
                         writer.ids.push(id);
                     }
                     let agent_ids =
                         *agent_ids.get_or_insert_with(|| writer.agent_ids(agent, &target.target));
-                    let key_id = writer.pairs.text("pattoo_key", &key);
-                    writer.datapoint(agent_ids, key_id, datapoint, &value, chain.digest());
+                    let (key_text, key_hash) = text(&pairs[0]);
+                    let key_id = writer.pairs.rendered(key_text, key_hash);
+                    writer.datapoint_with(
+                        agent_ids,
+                        key_id,
+                        datapoint,
+                        Ok(text(&pairs[1])),
+                        &checksum,
+                    );
                 }
             }
         }
@@ -412,6 +424,20 @@ impl Writer {
         value: &Value,
         checksum: &Checksum,
     ) {
+        self.datapoint_with(agent_ids, key_id, datapoint, Err(value), checksum);
+    }
+
+    /// [`datapoint`](Self::datapoint) with its value pair either already
+    /// interned (`Ok`, its id) or still to be (`Err`, the value); the
+    /// value pair gets its id after the data type's either way.
+    fn datapoint_with(
+        &mut self,
+        agent_ids: [u32; 5],
+        key_id: u32,
+        datapoint: &DataPoint,
+        value: Result<(&str, u64), &Value>,
+        checksum: &Checksum,
+    ) {
         self.datapoint_pairs
             .push(if self.count == 0 { '[' } else { ',' });
         self.count += 1;
@@ -429,7 +455,10 @@ impl Writer {
         list.push(*type_slot.get_or_insert_with(|| {
             pairs.integer("pattoo_data_type", u64::from(datapoint.data_type.code()))
         }));
-        list.push(pairs.value("pattoo_value", value));
+        list.push(match value {
+            Ok((text, hash)) => pairs.rendered(text, hash),
+            Err(value) => pairs.value("pattoo_value", value),
+        });
         let timestamp_id = match self.timestamp_id {
             Some((ms, id)) if ms == datapoint.timestamp_ms => id,
             _ => {
@@ -500,18 +529,32 @@ enum Step<'a> {
     Keep {
         datapoint: &'a DataPoint,
         key: Cow<'a, str>,
-        value: Value,
-        /// Its metadata in [`Prepared::metadata`].
-        metadata: Range<usize>,
-        chain: ChecksumChain,
+        /// Its pairs in [`Prepared::pairs`]: key, value, then the metadata
+        /// kept, in order.
+        pairs: Range<usize>,
+        checksum: Checksum,
     },
 }
 
 /// A run of consecutive datapoints, prepared.
 struct Prepared<'a> {
     steps: Vec<Step<'a>>,
-    /// The metadata kept, normalised, of every datapoint in the run.
-    metadata: Vec<(Cow<'a, str>, &'a str)>,
+    /// The JSON text of every pair of the run's datapoints, rendered here
+    /// (on two threads for large runs) so writing the body only interns
+    /// them.
+    text: String,
+    /// Each pair's text in `text` and its [`pair_hash`].
+    pairs: Vec<(Range<usize>, u64)>,
+}
+
+impl Prepared<'_> {
+    /// Renders the next pair with `render` and notes where it is.
+    fn render(&mut self, render: impl FnOnce(&mut String)) {
+        let start = self.text.len();
+        render(&mut self.text);
+        let hash = pair_hash(&self.text[start..]);
+        self.pairs.push((start..self.text.len(), hash));
+    }
 }
 
 /// `work` over `items`, in two halves on two threads when there are at
@@ -544,8 +587,13 @@ fn in_two_halves<'a, T: Sync, R: Send>(
 fn prepare<'a>(datapoints: &'a [DataPoint], agent_suffixes: &[Suffix; 4]) -> Prepared<'a> {
     let mut out = Prepared {
         steps: Vec::with_capacity(datapoints.len()),
-        metadata: Vec::with_capacity(datapoints.len() * 2),
+        text: String::with_capacity(datapoints.len() * 120),
+        pairs: Vec::with_capacity(datapoints.len() * 4),
     };
+    let mut kept = Vec::new();
+    // The chains are written down as the datapoints are normalised and
+    // computed together afterwards, several at a time (see `ChainBatch`).
+    let mut chains = ChainBatch::with_capacity(datapoints.len());
     for datapoint in datapoints {
         let key = match normalise_datapoint_key(&datapoint.key) {
             Ok(key) => key,
@@ -563,24 +611,29 @@ fn prepare<'a>(datapoints: &'a [DataPoint], agent_suffixes: &[Suffix; 4]) -> Pre
             }
         };
 
-        let mut chain = ChecksumChain::start(&key, datapoint.data_type.code());
-        let first = out.metadata.len();
-        normalise_metadata(
-            &datapoint.metadata,
-            &mut chain,
-            &mut out.metadata,
-            |reason| out.steps.push(Step::Drop(key.to_string(), reason)),
-        );
-        for suffix in agent_suffixes {
-            chain.update_with(suffix);
+        chains.start(&key, datapoint.data_type.code());
+        kept.clear();
+        normalise_metadata(&datapoint.metadata, &mut chains, &mut kept, |reason| {
+            out.steps.push(Step::Drop(key.to_string(), reason))
+        });
+        let first = out.pairs.len();
+        out.render(|text| render_pair(text, "pattoo_key", &key));
+        out.render(|text| render_value_pair(text, "pattoo_value", &value));
+        for (meta_key, meta_value) in &kept {
+            out.render(|text| render_pair(text, meta_key, meta_value));
         }
         out.steps.push(Step::Keep {
             datapoint,
             key,
-            value,
-            metadata: first..out.metadata.len(),
-            chain,
+            pairs: first..out.pairs.len(),
+            checksum: [0; 64],
         });
+    }
+    let mut digests = chains.digests(agent_suffixes).into_iter();
+    for step in &mut out.steps {
+        if let Step::Keep { checksum, .. } = step {
+            *checksum = digests.next().expect("one chain per datapoint kept");
+        }
     }
     out
 }
@@ -602,7 +655,7 @@ fn normalise_datapoint_key(key: &str) -> Result<Cow<'_, str>, DropReason> {
 /// item left out, in order.
 fn normalise_metadata<'a>(
     items: &'a [Metadata],
-    chain: &mut ChecksumChain,
+    chain: &mut impl ChainUpdate,
     kept: &mut Vec<(Cow<'a, str>, &'a str)>,
     mut ignored: impl FnMut(DropReason),
 ) {
@@ -678,20 +731,7 @@ impl PairTable {
 
     fn value(&mut self, key: &str, value: &Value) -> u32 {
         self.scratch.clear();
-        self.scratch.push('[');
-        push_json_string(&mut self.scratch, key);
-        self.scratch.push(',');
-        match value {
-            Value::Int(v) => self.scratch.push_str(itoa::Buffer::new().format(*v)),
-            Value::UInt(v) => self.scratch.push_str(itoa::Buffer::new().format(*v)),
-            Value::UInt128(v) => self.scratch.push_str(itoa::Buffer::new().format(*v)),
-            // Finite by now: normalisation dropped NaN and infinities. Python's
-            // repr is valid JSON for finite floats and matches what the
-            // Python agents send byte for byte.
-            Value::Float(v) => python::write_float(&mut self.scratch, *v),
-            Value::Text(v) => push_json_string(&mut self.scratch, v),
-        }
-        self.scratch.push(']');
+        render_value_pair(&mut self.scratch, key, value);
         self.intern()
     }
 
@@ -739,6 +779,24 @@ fn render_pair(out: &mut String, key: &str, value: &str) {
     push_json_string(out, key);
     out.push(',');
     push_json_string(out, value);
+    out.push(']');
+}
+
+/// Appends the JSON text of the pair `[key, value]`.
+fn render_value_pair(out: &mut String, key: &str, value: &Value) {
+    out.push('[');
+    push_json_string(out, key);
+    out.push(',');
+    match value {
+        Value::Int(v) => out.push_str(itoa::Buffer::new().format(*v)),
+        Value::UInt(v) => out.push_str(itoa::Buffer::new().format(*v)),
+        Value::UInt128(v) => out.push_str(itoa::Buffer::new().format(*v)),
+        // Finite by now: normalisation dropped NaN and infinities. Python's
+        // repr is valid JSON for finite floats and matches what the
+        // Python agents send byte for byte.
+        Value::Float(v) => python::write_float(out, *v),
+        Value::Text(v) => push_json_string(out, v),
+    }
     out.push(']');
 }
 

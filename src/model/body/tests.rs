@@ -389,10 +389,12 @@ fn first_of_each(agent: &AgentContext<'_>, target: &TargetData) -> TargetData {
     let mut kept = TargetData::new(target.target.clone());
     for step in prepare(&target.datapoints, &agent_suffixes(agent, &target.target)).steps {
         if let Step::Keep {
-            datapoint, chain, ..
+            datapoint,
+            checksum,
+            ..
         } = step
         {
-            if seen.insert(*chain.digest()) {
+            if seen.insert(checksum) {
                 kept.datapoints.push(datapoint.clone());
             }
         }
