@@ -7,7 +7,9 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use pattoo_agentd::model::checksum::{ChainBatch, ChainUpdate, ChecksumChain, Suffix};
-use pattoo_agentd::model::{build, AgentContext, DataPoint, DataType, Metadata, TargetData, Value};
+use pattoo_agentd::model::{
+    build, AgentContext, DataPoint, DataType, Metadata, PollMemory, TargetData, Value,
+};
 
 const AGENT: AgentContext<'static> = AgentContext {
     agent_id: "66cf7a8e560f75e23d557023ce591120abd094925bde6d97f09561b69b6ed3c4",
@@ -44,6 +46,17 @@ fn body(c: &mut Criterion) {
         b.iter_batched(
             || readings(10_000),
             |targets| black_box(build(&AGENT, 1_700_000_000_000, &targets)),
+            BatchSize::LargeInput,
+        )
+    });
+    // What a poller's first poll costs: the path the daemon takes, split
+    // under the default 512 KiB limit, every description new to the memory.
+    group.bench_function("first_poll_with_memory_10k_datapoints", |b| {
+        b.iter_batched(
+            || (PollMemory::default(), readings(10_000)),
+            |(mut memory, targets)| {
+                black_box(memory.build_limited(&AGENT, 1_700_000_000_000, targets, 512 * 1024))
+            },
             BatchSize::LargeInput,
         )
     });

@@ -136,6 +136,9 @@ pub struct ChainBatch {
     step_ends: Vec<usize>,
     /// Each chain's steps in `step_ends`.
     chains: Vec<Range<usize>>,
+    /// Chains [`resume`](Self::resume)d from a known value: the chain's
+    /// index and that value, in the order they were added.
+    resumed: Vec<(usize, Checksum)>,
 }
 
 impl ChainBatch {
@@ -144,7 +147,17 @@ impl ChainBatch {
             text: Vec::with_capacity(chains * 48),
             step_ends: Vec::with_capacity(chains * 3),
             chains: Vec::with_capacity(chains),
+            resumed: Vec::new(),
         }
+    }
+
+    /// Adds a chain that has already reached `checksum` (its own steps
+    /// hashed earlier), so [`digests`](Self::digests) only hashes the
+    /// suffixes onto it.
+    pub fn resume(&mut self, checksum: &Checksum) {
+        let next = self.step_ends.len();
+        self.resumed.push((self.chains.len(), *checksum));
+        self.chains.push(next..next);
     }
 
     /// Starts the next chain, as [`ChecksumChain::start`].
@@ -170,17 +183,29 @@ impl ChainBatch {
         let mut out = vec![[0u8; 64]; self.chains.len()];
         let mut lanes: [Lane; interleaved::LANES] = Default::default();
         let mut next = 0;
+        let mut resumed = self.resumed.iter().peekable();
         let idle = [0u8; 64];
         loop {
             for lane in lanes.iter_mut().filter(|lane| lane.chain.is_none()) {
+                // Resumed chains with nothing left to hash need no lane.
+                while let Some((_, checksum)) =
+                    resumed.next_if(|(chain, _)| *chain == next && suffixes.is_empty())
+                {
+                    out[next] = *checksum;
+                    next += 1;
+                }
                 if next == self.chains.len() {
                     break;
                 }
-                lane.begin(
-                    next,
-                    self.chains[next].start,
-                    self.step_text(self.chains[next].start),
-                );
+                let steps = &self.chains[next];
+                match resumed.next_if(|(chain, _)| *chain == next) {
+                    Some((_, checksum)) => {
+                        lane.chain = Some(next);
+                        lane.step = steps.end;
+                        lane.next_prepared(checksum, &suffixes[0]);
+                    }
+                    None => lane.begin(next, steps.start, self.step_text(steps.start)),
+                }
                 next += 1;
             }
             if lanes.iter().all(|lane| lane.chain.is_none()) {
@@ -443,9 +468,17 @@ mod tests {
                 0..(3 * interleaved::LANES + 2),
             ),
             suffixes in proptest::collection::vec((text(), text()), 0..5),
+            resume in proptest::collection::vec(any::<bool>(), 3 * interleaved::LANES + 2),
         ) {
+            // Some chains are resumed from the value their own steps reach,
+            // as the poll memory does for a known datapoint on a new target.
             let mut batch = ChainBatch::with_capacity(chains.len());
-            for (key, code, items) in &chains {
+            for ((key, code, items), resume) in chains.iter().zip(&resume) {
+                if *resume {
+                    let reached = chain_by_plain_hashing(key, *code, items);
+                    batch.resume(reached.as_bytes().try_into().unwrap());
+                    continue;
+                }
                 batch.start(key, *code);
                 for (k, v) in items {
                     ChainUpdate::update(&mut batch, k, v);

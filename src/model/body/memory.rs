@@ -27,7 +27,7 @@ use super::{
     agent_suffixes, in_two_halves, normalise_datapoint_key, normalise_metadata, pair_hash,
     render_pair, AgentContext, BuildOutcome, DropReason, LimitedOutcome, Parts, PARALLEL_MIN,
 };
-use crate::model::checksum::{self, ChecksumChain, Digest, Suffix};
+use crate::model::checksum::{self, ChainBatch, Checksum, Digest};
 use crate::model::normalise::normalise_value;
 use crate::model::{DataPoint, DataType, Metadata, TargetData, Text};
 
@@ -66,8 +66,8 @@ struct Made {
     metadata: Vec<(String, u64)>,
     /// Metadata items left out, reported whenever the datapoint is.
     ignored: Vec<DropReason>,
-    /// The checksum chain before the agent's items.
-    chain: ChecksumChain,
+    /// The checksum chain's value before the agent's items.
+    chain: Checksum,
 }
 
 struct TargetMemory {
@@ -231,7 +231,7 @@ impl PollMemory {
         }
 
         let made = in_two_halves(&new_descriptions, parallel_min, |part| {
-            part.iter().map(|(_, dp)| make(dp)).collect::<Vec<_>>()
+            make_all(part.iter().map(|(_, dp)| *dp))
         });
         for ((id, _), made) in new_descriptions.iter().zip(made.into_iter().flatten()) {
             if let Some(description) = &mut self.descriptions[*id as usize] {
@@ -242,15 +242,27 @@ impl PollMemory {
         let suffixes = agent_suffixes(agent, &target.target);
         let descriptions = &self.descriptions;
         let checksums = in_two_halves(&unhashed, parallel_min, |part| {
-            part.iter()
+            // Chains are finished several at a time (see `ChainBatch`);
+            // a dropped datapoint has none and keeps a meaningless zero.
+            let mut batch = ChainBatch::with_capacity(part.len());
+            let made: Vec<bool> = part
+                .iter()
                 .map(|&i| {
                     let description = descriptions[entries[i].description as usize]
                         .as_ref()
                         .expect("entries name live descriptions");
                     match description.made() {
-                        Ok(made) => finish_chain(&made.chain, &suffixes),
-                        Err(_) => [0; 32],
+                        Ok(made) => batch.resume(&made.chain),
+                        Err(_) => return false,
                     }
+                    true
+                })
+                .collect();
+            let mut digests = batch.digests(&suffixes).into_iter();
+            made.into_iter()
+                .map(|made| match made {
+                    true => checksum::digest_bytes(&digests.next().expect("one per chain")),
+                    false => [0; 32],
                 })
                 .collect::<Vec<_>>()
         });
@@ -446,23 +458,41 @@ fn take_target(last: &mut [Option<TargetMemory>], t: usize, name: &str) -> Targe
         })
 }
 
-/// Normalises a new description and hashes it as far as it can without the
-/// target.
-fn make(dp: &DataPoint) -> Result<Made, DropReason> {
-    let key = normalise_datapoint_key(&dp.key)?;
-    let mut chain = ChecksumChain::start(&key, dp.data_type.code());
-    let mut kept: Vec<(Cow<'_, str>, &str)> = Vec::new();
-    let mut ignored = Vec::new();
-    normalise_metadata(&dp.metadata, &mut chain, &mut kept, |reason| {
-        ignored.push(reason)
-    });
-    Ok(Made {
-        key_pair: rendered("pattoo_key", &key),
-        key: key.into_owned(),
-        metadata: kept.iter().map(|(k, v)| rendered(k, v)).collect(),
-        ignored,
-        chain,
-    })
+/// Normalises new descriptions and hashes each as far as it can without
+/// the target, their chains computed several at a time (see
+/// [`ChainBatch`]).
+fn make_all<'a>(
+    datapoints: impl ExactSizeIterator<Item = &'a DataPoint>,
+) -> Vec<Result<Made, DropReason>> {
+    let mut batch = ChainBatch::with_capacity(datapoints.len());
+    let made: Vec<_> = datapoints
+        .map(|dp| {
+            let key = normalise_datapoint_key(&dp.key)?;
+            batch.start(&key, dp.data_type.code());
+            let mut kept: Vec<(Cow<'_, str>, &str)> = Vec::new();
+            let mut ignored = Vec::new();
+            normalise_metadata(&dp.metadata, &mut batch, &mut kept, |reason| {
+                ignored.push(reason)
+            });
+            Ok(Made {
+                key_pair: rendered("pattoo_key", &key),
+                key: key.into_owned(),
+                metadata: kept.iter().map(|(k, v)| rendered(k, v)).collect(),
+                ignored,
+                // Known once the whole batch is hashed, below.
+                chain: [0; 64],
+            })
+        })
+        .collect();
+    let mut chains = batch.digests(&[]).into_iter();
+    made.into_iter()
+        .map(|made| {
+            made.map(|made| Made {
+                chain: chains.next().expect("one per key kept"),
+                ..made
+            })
+        })
+        .collect()
 }
 
 fn rendered(key: &str, value: &str) -> (String, u64) {
@@ -470,14 +500,6 @@ fn rendered(key: &str, value: &str) -> (String, u64) {
     render_pair(&mut text, key, value);
     let hash = pair_hash(&text);
     (text, hash)
-}
-
-fn finish_chain(chain: &ChecksumChain, suffixes: &[Suffix; 4]) -> Digest {
-    let mut chain = chain.clone();
-    for suffix in suffixes {
-        chain.update_with(suffix);
-    }
-    checksum::digest_bytes(chain.digest())
 }
 
 /// A hash of everything [`Description::describes`] compares.
