@@ -27,6 +27,7 @@
 
 pub mod datapoints;
 pub mod json;
+mod json_stream;
 pub mod keyvalue;
 pub mod nagios;
 pub mod pattoo;
