@@ -221,6 +221,11 @@ impl Selection {
             .or(self.wildcard.as_deref())
     }
 
+    /// Reads one value, keeping what this selection reaches.
+    pub(super) fn seed(&self) -> impl for<'de> DeserializeSeed<'de, Value = Node<'de>> + '_ {
+        Pick(self)
+    }
+
     fn goes_further(&self) -> bool {
         !self.members.is_empty() || self.wildcard.is_some()
     }
