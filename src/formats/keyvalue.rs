@@ -64,7 +64,10 @@ pub fn parse(payload: &Payload<'_>, options: &KeyValueOptions) -> Result<Parsed,
     // Normalised key -> the line that set it: a repeated key would become
     // the same datapoint, so the first one is kept and the others reported.
     // Keys already normal (nearly all) are borrowed from the payload.
-    let lines = text.bytes().filter(|&b| b == b'\n').count() + 1;
+    // Reserved once rather than regrown and copied as they fill; capped, so
+    // that a payload of blank lines reserves no more than a plausible one
+    // of its size.
+    let lines = (text.bytes().filter(|&b| b == b'\n').count() + 1).min(text.len() / 16);
     let mut seen: FxHashMap<Cow<'_, str>, usize> = FxHashMap::default();
     seen.reserve(lines);
     target.datapoints.reserve(lines);

@@ -47,6 +47,11 @@ pub fn parse(payload: &Payload<'_>) -> Result<Parsed, FormatError> {
             payload.read_at_ms,
         ));
     }
+    // Every perfdata item has one `=` outside its label, so the list need
+    // not be regrown and copied as it fills; capped, so that text full of
+    // `=` reserves no more than a plausible payload of that size.
+    let items = text.bytes().filter(|&b| b == b'=').count();
+    target.datapoints.reserve(items.min(text.len() / 16));
     let mut in_long_perfdata = false;
     for (index, line) in text.lines().enumerate() {
         let line_no = index + 1;
