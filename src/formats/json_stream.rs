@@ -239,6 +239,34 @@ impl Selection {
     }
 }
 
+/// Reads an object, keeping what a selection reaches in its members; any
+/// other value fails where and as reading it into a `serde_json::Map`
+/// would.
+pub(super) struct ObjectOf<'s>(pub &'s Selection);
+
+impl<'de> DeserializeSeed<'de> for ObjectOf<'_> {
+    type Value = Vec<(Cow<'de, str>, Node<'de>)>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ObjectOf<'_> {
+    type Value = Vec<(Cow<'de, str>, Node<'de>)>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a map")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        match Pick(self.0).visit_map(map)? {
+            Node::Object(members) => Ok(members),
+            _ => unreachable!("an object reads as an object"),
+        }
+    }
+}
+
 /// Reads one value a selection reaches.
 struct Pick<'s>(&'s Selection);
 

@@ -197,18 +197,6 @@ impl FormatSettings {
     }
 }
 
-/// A short description of a JSON value's kind for error messages.
-pub(crate) fn json_kind(value: &serde_json::Value) -> &'static str {
-    match value {
-        serde_json::Value::Null => "null",
-        serde_json::Value::Bool(_) => "a boolean",
-        serde_json::Value::Number(_) => "a number",
-        serde_json::Value::String(_) => "text",
-        serde_json::Value::Array(_) => "a list",
-        serde_json::Value::Object(_) => "an object",
-    }
-}
-
 /// A fetched payload and what a parser needs to know about where it came from.
 #[derive(Debug, Clone, Copy)]
 pub struct Payload<'a> {
