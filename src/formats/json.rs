@@ -163,7 +163,7 @@ pub fn parse(payload: &Payload<'_>, options: &JsonOptions) -> Result<Parsed, For
     // Each value's path, unescaped once: before the wildcard (or the whole
     // path) and after it. `None` for text that is not a pointer (the
     // configuration refuses it), which reaches nothing.
-    let paths: Vec<(Option<Vec<String>>, Option<Option<Vec<String>>>)> = options
+    let paths: Vec<(Path, Option<Path>)> = options
         .values
         .iter()
         .map(|spec| {
@@ -245,6 +245,9 @@ pub fn parse(payload: &Payload<'_>, options: &JsonOptions) -> Result<Parsed, For
     parsed.targets.push(target);
     Ok(parsed)
 }
+
+/// A pointer's segments, unescaped; `None` for text that is not a pointer.
+type Path = Option<Vec<String>>;
 
 /// A configured value with a wildcard, ready to read each element.
 struct Element<'a> {
