@@ -179,7 +179,8 @@ pub fn parse(payload: &Payload<'_>, options: &JsonOptions) -> Result<Parsed, For
         let mut steps: Vec<Step<'_>> = before.iter().map(|s| Step::Name(s)).collect();
         match after {
             None => {}
-            Some(None) => continue,
+            // Every element is still listed, each with nothing at the rest.
+            Some(None) => steps.push(Step::Any),
             Some(Some(after)) => {
                 steps.push(Step::Any);
                 steps.extend(after.iter().map(|s| Step::Name(s)));
