@@ -9,13 +9,15 @@
 //! The document's shape must be right or the payload is rejected; a single
 //! datapoint or metadata item that is wrong is skipped and reported.
 
+use std::borrow::Cow;
 use std::fmt;
+use std::sync::LazyLock;
 
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
-use serde_json::Value as Json;
 
-use super::{json_kind, FormatError, Parsed, Payload, Skipped};
+use super::json_stream::{Discard, Node, Selection, Step};
+use super::{FormatError, Parsed, Payload, Skipped};
 use crate::model::{python, DataPoint, DataType, Metadata, TargetData, Value};
 
 #[derive(Deserialize)]
@@ -31,29 +33,44 @@ struct Target {
     datapoints: Vec<Item>,
 }
 
-/// A datapoint as written: its fields read straight into place rather than
-/// into a map of their names (which cost eight allocations and ten SipHash
-/// runs per datapoint), or a note that something else stood there.
-// Unboxed: each item lives only until it is read, and a box would cost an
-// allocation per datapoint.
-#[allow(clippy::large_enum_variant)]
+/// A datapoint as written, already converted while its fields were still
+/// borrowed from the payload: no `serde_json::Value` per field and no
+/// copies of its texts, or why it is skipped.
 enum Item {
-    Fields(Fields),
-    NotAnObject,
+    Read(Read),
+    Skipped(String),
+}
+
+/// A datapoint read, and what its metadata left out.
+struct Read {
+    datapoint: DataPoint,
+    /// No timestamp was given: the time the payload was read is used.
+    read_time: bool,
+    /// Metadata items skipped: where below the datapoint, and why.
+    skipped: Vec<(String, String)>,
 }
 
 /// The fields of a datapoint object; a repeated field keeps its last
 /// value, as a JSON object read into a map would.
 #[derive(Default)]
-struct Fields {
-    key: Option<Json>,
-    value: Option<Json>,
-    data_type: Option<Json>,
-    timestamp: Option<Json>,
-    metadata: Option<Json>,
+struct Fields<'de> {
+    key: Option<Node<'de>>,
+    value: Option<Node<'de>>,
+    data_type: Option<Node<'de>>,
+    timestamp: Option<Node<'de>>,
+    metadata: Option<Node<'de>>,
     /// The first field that is none of those, in document order.
     unknown: Option<String>,
 }
+
+/// A field's value: scalars kept, a list or object only as its kind.
+static FIELD: LazyLock<Selection> = LazyLock::new(Selection::default);
+/// The metadata: a list of lists or an object, kept two levels deep.
+static METADATA: LazyLock<Selection> = LazyLock::new(|| {
+    let mut selection = Selection::default();
+    selection.insert(&[Step::Any, Step::Any]);
+    selection
+});
 
 impl<'de> Deserialize<'de> for Item {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -62,6 +79,8 @@ impl<'de> Deserialize<'de> for Item {
 }
 
 struct ItemVisitor;
+
+const NOT_AN_OBJECT: &str = "expected an object with key and value";
 
 impl<'de> Visitor<'de> for ItemVisitor {
     type Value = Item;
@@ -73,50 +92,53 @@ impl<'de> Visitor<'de> for ItemVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Item, A::Error> {
         let mut fields = Fields::default();
         while let Some(name) = map.next_key::<FieldName>()? {
-            let slot = match name {
-                FieldName::Key => &mut fields.key,
-                FieldName::Value => &mut fields.value,
-                FieldName::DataType => &mut fields.data_type,
-                FieldName::Timestamp => &mut fields.timestamp,
-                FieldName::Metadata => &mut fields.metadata,
+            let (slot, selection) = match name {
+                FieldName::Key => (&mut fields.key, &*FIELD),
+                FieldName::Value => (&mut fields.value, &*FIELD),
+                FieldName::DataType => (&mut fields.data_type, &*FIELD),
+                FieldName::Timestamp => (&mut fields.timestamp, &*FIELD),
+                FieldName::Metadata => (&mut fields.metadata, &*METADATA),
                 FieldName::Other(name) => {
                     fields.unknown.get_or_insert(name);
-                    map.next_value::<IgnoredAny>()?;
+                    map.next_value::<Discard>()?;
                     continue;
                 }
             };
-            *slot = Some(map.next_value()?);
+            *slot = Some(map.next_value_seed(selection.seed())?);
         }
-        Ok(Item::Fields(fields))
+        Ok(match read(fields) {
+            Ok(read) => Item::Read(read),
+            Err(reason) => Item::Skipped(reason),
+        })
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Item, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(Item::NotAnObject)
+        while seq.next_element::<Discard>()?.is_some() {}
+        Ok(Item::Skipped(NOT_AN_OBJECT.to_owned()))
     }
 
     fn visit_bool<E: de::Error>(self, _: bool) -> Result<Item, E> {
-        Ok(Item::NotAnObject)
+        Ok(Item::Skipped(NOT_AN_OBJECT.to_owned()))
     }
 
     fn visit_i64<E: de::Error>(self, _: i64) -> Result<Item, E> {
-        Ok(Item::NotAnObject)
+        Ok(Item::Skipped(NOT_AN_OBJECT.to_owned()))
     }
 
     fn visit_u64<E: de::Error>(self, _: u64) -> Result<Item, E> {
-        Ok(Item::NotAnObject)
+        Ok(Item::Skipped(NOT_AN_OBJECT.to_owned()))
     }
 
     fn visit_f64<E: de::Error>(self, _: f64) -> Result<Item, E> {
-        Ok(Item::NotAnObject)
+        Ok(Item::Skipped(NOT_AN_OBJECT.to_owned()))
     }
 
     fn visit_str<E: de::Error>(self, _: &str) -> Result<Item, E> {
-        Ok(Item::NotAnObject)
+        Ok(Item::Skipped(NOT_AN_OBJECT.to_owned()))
     }
 
     fn visit_unit<E: de::Error>(self) -> Result<Item, E> {
-        Ok(Item::NotAnObject)
+        Ok(Item::Skipped(NOT_AN_OBJECT.to_owned()))
     }
 }
 
@@ -179,9 +201,21 @@ pub fn parse(payload: &Payload<'_>) -> Result<Parsed, FormatError> {
         for (d, item) in target.datapoints.into_iter().enumerate() {
             // Only a skipped item needs its location spelled out.
             let pointer = || format!("/targets/{t}/datapoints/{d}");
-            match datapoint(item, &pointer, payload.read_at_ms, &mut parsed.skipped) {
-                Ok(dp) => data.datapoints.push(dp),
-                Err(reason) => parsed.skipped.push(Skipped {
+            match item {
+                Item::Read(read) => {
+                    for (below, reason) in read.skipped {
+                        parsed.skipped.push(Skipped {
+                            location: format!("{}{below}", pointer()),
+                            reason,
+                        });
+                    }
+                    let mut datapoint = read.datapoint;
+                    if read.read_time {
+                        datapoint.timestamp_ms = payload.read_at_ms;
+                    }
+                    data.datapoints.push(datapoint);
+                }
+                Item::Skipped(reason) => parsed.skipped.push(Skipped {
                     location: pointer(),
                     reason,
                 }),
@@ -192,55 +226,52 @@ pub fn parse(payload: &Payload<'_>) -> Result<Parsed, FormatError> {
     Ok(parsed)
 }
 
-fn datapoint(
-    item: Item,
-    pointer: &dyn Fn() -> String,
-    read_at_ms: u64,
-    skipped: &mut Vec<Skipped>,
-) -> Result<DataPoint, String> {
-    let Item::Fields(fields) = item else {
-        return Err("expected an object with key and value".to_owned());
-    };
+/// Text the datapoint keeps: borrowed from the payload until now.
+fn owned(text: Cow<'_, str>) -> String {
+    text.into_owned()
+}
+
+fn read(fields: Fields<'_>) -> Result<Read, String> {
     if let Some(unknown) = &fields.unknown {
         return Err(format!(
             "unknown field `{unknown}`: expected key, value, data_type, timestamp, metadata"
         ));
     }
     let key = match fields.key {
-        Some(Json::String(key)) => key,
-        Some(Json::Number(n)) => python::number_to_string(&n),
+        Some(Node::String(key)) => owned(key),
+        Some(Node::Number(n)) => python::number_to_string(&n),
         Some(_) => return Err("key must be text".to_owned()),
         None => return Err("missing field `key`".to_owned()),
     };
     let value = match fields.value {
-        Some(Json::Number(n)) => Value::from(&n),
-        Some(Json::String(text)) => Value::Text(text),
+        Some(Node::Number(n)) => Value::from(&n),
+        Some(Node::String(text)) => Value::Text(owned(text)),
         Some(other) => {
             return Err(format!(
                 "value of {key:?} must be a number or text, found {}",
-                json_kind(&other)
+                other.kind()
             ))
         }
         None => return Err(format!("missing field `value` for {key:?}")),
     };
     let data_type = match &fields.data_type {
-        None | Some(Json::Null) => DataType::Int,
-        Some(Json::Number(n)) => n.as_i64().and_then(DataType::from_code).ok_or_else(|| {
+        None | Some(Node::Null) => DataType::Int,
+        Some(Node::Number(n)) => n.as_i64().and_then(DataType::from_code).ok_or_else(|| {
             format!("unknown data_type {n} for {key:?}: expected 99, 101, 64, 32 or 2")
         })?,
-        Some(Json::String(name)) => name.parse().map_err(|err| format!("{err} (for {key:?})"))?,
+        Some(Node::String(name)) => name.parse().map_err(|err| format!("{err} (for {key:?})"))?,
         Some(other) => {
             return Err(format!(
                 "data_type of {key:?} must be a code or a name, found {}",
-                json_kind(other)
+                other.kind()
             ))
         }
     };
-    let timestamp_ms = match &fields.timestamp {
-        None | Some(Json::Null) => read_at_ms,
-        Some(Json::Number(n)) => match (n.as_u64(), n.as_f64()) {
-            (Some(ms), _) => ms,
-            (None, Some(ms)) if ms >= 0.0 && ms.is_finite() => ms as u64,
+    let (timestamp_ms, read_time) = match &fields.timestamp {
+        None | Some(Node::Null) => (0, true),
+        Some(Node::Number(n)) => match (n.as_u64(), n.as_f64()) {
+            (Some(ms), _) => (ms, false),
+            (None, Some(ms)) if ms >= 0.0 && ms.is_finite() => (ms as u64, false),
             _ => {
                 return Err(format!(
                     "timestamp of {key:?} must be milliseconds since the epoch"
@@ -254,67 +285,76 @@ fn datapoint(
         }
     };
     let mut dp = DataPoint::new(key, value, data_type, timestamp_ms);
-    match &fields.metadata {
-        None | Some(Json::Null) => {}
-        Some(Json::Array(items)) => {
-            for (m, item) in items.iter().enumerate() {
+    let mut skipped = Vec::new();
+    match fields.metadata {
+        None | Some(Node::Null) => {}
+        Some(Node::Array(items)) => {
+            dp.metadata.reserve_exact(items.len());
+            for (m, item) in items.into_iter().enumerate() {
                 match metadata_item(item) {
                     Ok(Some(meta)) => dp.metadata.push(meta),
                     Ok(None) => {}
-                    Err(reason) => skipped.push(Skipped {
-                        location: format!("{}/metadata/{m}", pointer()),
-                        reason: format!("metadata ignored: {reason}"),
-                    }),
+                    Err(reason) => skipped.push((
+                        format!("/metadata/{m}"),
+                        format!("metadata ignored: {reason}"),
+                    )),
                 }
             }
         }
-        // serde_json keeps object keys in document order only with its
-        // `preserve_order` feature, which this crate enables.
-        Some(Json::Object(items)) => {
+        // Members in document order, as serde_json's ordered map (its
+        // `preserve_order` feature, which this crate enables) keeps them.
+        Some(Node::Object(items)) => {
+            dp.metadata.reserve_exact(items.len());
             for (k, v) in items {
                 match metadata_value(v) {
-                    Ok(Some(text)) => dp.metadata.push(Metadata::new(k.clone(), text)),
+                    Ok(Some(text)) => dp.metadata.push(Metadata::new(owned(k), text)),
                     Ok(None) => {}
-                    Err(reason) => skipped.push(Skipped {
-                        location: format!("{}/metadata/{}", pointer(), escape_pointer(k)),
-                        reason: format!("metadata ignored: {reason}"),
-                    }),
+                    Err(reason) => skipped.push((
+                        format!("/metadata/{}", escape_pointer(&k)),
+                        format!("metadata ignored: {reason}"),
+                    )),
                 }
             }
         }
-        Some(other) => skipped.push(Skipped {
-            location: format!("{}/metadata", pointer()),
-            reason: format!(
+        Some(other) => skipped.push((
+            "/metadata".to_owned(),
+            format!(
                 "metadata ignored: expected a list of [key, value] or an object, found {}",
-                json_kind(other)
+                other.kind()
             ),
-        }),
+        )),
     }
-    Ok(dp)
+    Ok(Read {
+        datapoint: dp,
+        read_time,
+        skipped,
+    })
 }
 
-fn metadata_item(item: &Json) -> Result<Option<Metadata>, String> {
-    let Json::Array(parts) = item else {
+fn metadata_item(item: Node<'_>) -> Result<Option<Metadata>, String> {
+    let Node::Array(parts) = item else {
         return Err(format!(
             "expected [key, value] or [key, value, update_checksum], found {}",
-            json_kind(item)
+            item.kind()
         ));
     };
-    let (key, value, update_checksum) = match parts.as_slice() {
-        [key, value] => (key, value, true),
-        [key, value, Json::Bool(update)] => (key, value, *update),
-        [_, _, other] => {
+    let count = parts.len();
+    let mut parts = parts.into_iter();
+    let (key, value, update_checksum) = match (parts.next(), parts.next(), parts.next()) {
+        (Some(key), Some(value), None) => (key, value, true),
+        (Some(key), Some(value), Some(Node::Bool(update))) if count == 3 => (key, value, update),
+        (Some(_), Some(_), Some(other)) if count == 3 => {
             return Err(format!(
                 "update_checksum must be true or false, found {}",
-                json_kind(other)
+                other.kind()
             ))
         }
-        _ => return Err(format!("expected 2 or 3 items, found {}", parts.len())),
+        _ => return Err(format!("expected 2 or 3 items, found {count}")),
     };
     let key = match key {
-        Json::String(key) => key.clone(),
-        Json::Number(n) => python::number_to_string(n),
-        other => return Err(format!("key must be text, found {}", json_kind(other))),
+        Node::String(key) => owned(key),
+        Node::Number(n) => python::number_to_string(&n),
+        other => return Err(format!("key must be text, found {}", other.kind())),
     };
     Ok(metadata_value(value)?.map(|text| Metadata {
         key: key.into(),
@@ -324,13 +364,13 @@ fn metadata_item(item: &Json) -> Result<Option<Metadata>, String> {
 }
 
 /// Metadata values are text; numbers are written as Python's `str()` would.
-fn metadata_value(value: &Json) -> Result<Option<String>, String> {
+fn metadata_value(value: Node<'_>) -> Result<Option<String>, String> {
     match value {
-        Json::String(text) => Ok(Some(text.clone())),
-        Json::Number(n) => Ok(Some(python::number_to_string(n))),
+        Node::String(text) => Ok(Some(owned(text))),
+        Node::Number(n) => Ok(Some(python::number_to_string(&n))),
         other => Err(format!(
             "value must be text or a number, found {}",
-            json_kind(other)
+            other.kind()
         )),
     }
 }

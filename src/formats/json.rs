@@ -14,10 +14,10 @@
 //! 1 and 0, so an API's `"up": true` can be charted.
 
 use serde::Deserialize;
-use serde_json::Value as Json;
 use serde_norway::Value;
 
-use super::{check_key, convert, json_kind, FormatError, Parsed, Payload, Skipped};
+use super::json_stream::{segments, Node, Selection, Step};
+use super::{check_key, convert, FormatError, Parsed, Payload, Skipped};
 use crate::model::{python, DataPoint, DataType, Metadata, TargetData, Value as DataValue};
 use crate::yaml::{check_user_key, parse_metadata, Document, YamlPath};
 
@@ -160,19 +160,48 @@ fn prefix(segments: &[&str]) -> String {
 }
 
 pub fn parse(payload: &Payload<'_>, options: &JsonOptions) -> Result<Parsed, FormatError> {
-    let document: Json =
-        serde_json::from_slice(payload.bytes).map_err(|err| super::json_error(FORMAT, &err))?;
+    // Each value's path, unescaped once: before the wildcard (or the whole
+    // path) and after it. `None` for text that is not a pointer (the
+    // configuration refuses it), which reaches nothing.
+    let paths: Vec<(Path, Option<Path>)> = options
+        .values
+        .iter()
+        .map(|spec| {
+            (
+                segments(&spec.pointer),
+                spec.after_wildcard.as_deref().map(segments),
+            )
+        })
+        .collect();
+    let mut selection = Selection::default();
+    for (before, after) in &paths {
+        let Some(before) = before else { continue };
+        let mut steps: Vec<Step<'_>> = before.iter().map(|s| Step::Name(s)).collect();
+        match after {
+            None => {}
+            // Every element is still listed, each with nothing at the rest.
+            Some(None) => steps.push(Step::Any),
+            Some(Some(after)) => {
+                steps.push(Step::Any);
+                steps.extend(after.iter().map(|s| Step::Name(s)));
+            }
+        }
+        selection.insert(&steps);
+    }
+    let document = selection
+        .read(payload.bytes)
+        .map_err(|err| super::json_error(FORMAT, &err))?;
     let mut parsed = Parsed::default();
     let mut target = TargetData::new(payload.default_target);
-    for spec in &options.values {
-        let Some(found) = document.pointer(&spec.pointer) else {
+    for (spec, (before, after)) in options.values.iter().zip(&paths) {
+        let Some(found) = before.as_ref().and_then(|path| document.at(path)) else {
             parsed.skipped.push(Skipped {
                 location: display_pointer(&spec.pointer),
                 reason: format!("{}: nothing at this pointer", spec.key),
             });
             continue;
         };
-        let Some(after) = &spec.after_wildcard else {
+        let (Some(after), Some(after_text)) = (after, &spec.after_wildcard) else {
             match datapoint(found, spec, spec.key.clone(), None, payload.read_at_ms) {
                 Ok(dp) => target.datapoints.push(dp),
                 Err(reason) => parsed.skipped.push(Skipped {
@@ -182,32 +211,24 @@ pub fn parse(payload: &Payload<'_>, options: &JsonOptions) -> Result<Parsed, For
             }
             continue;
         };
+        let element = Element {
+            spec,
+            key: spec.key.split(PLACEHOLDER).collect(),
+            after: after.as_deref(),
+            after_text,
+        };
         match found {
-            Json::Array(items) => {
+            Node::Array(items) => {
+                target.datapoints.reserve(items.len());
                 let mut index = itoa::Buffer::new();
-                for (i, element) in items.iter().enumerate() {
-                    read_element(
-                        spec,
-                        after,
-                        index.format(i),
-                        element,
-                        payload,
-                        &mut parsed,
-                        &mut target,
-                    );
+                for (i, item) in items.iter().enumerate() {
+                    element.read(index.format(i), item, payload, &mut parsed, &mut target);
                 }
             }
-            Json::Object(items) => {
-                for (name, element) in items {
-                    read_element(
-                        spec,
-                        after,
-                        name,
-                        element,
-                        payload,
-                        &mut parsed,
-                        &mut target,
-                    );
+            Node::Object(members) => {
+                target.datapoints.reserve(members.len());
+                for (name, item) in members {
+                    element.read(name, item, payload, &mut parsed, &mut target);
                 }
             }
             other => {
@@ -216,7 +237,7 @@ pub fn parse(payload: &Payload<'_>, options: &JsonOptions) -> Result<Parsed, For
                     reason: format!(
                         "{}: the wildcard needs a list or an object here, found {}",
                         spec.key,
-                        json_kind(other)
+                        other.kind()
                     ),
                 });
             }
@@ -226,61 +247,89 @@ pub fn parse(payload: &Payload<'_>, options: &JsonOptions) -> Result<Parsed, For
     Ok(parsed)
 }
 
-/// The datapoint `after` points to in the element the wildcard matched as
-/// `name`.
-fn read_element(
-    spec: &JsonValue,
-    after: &str,
-    name: &str,
-    element: &Json,
-    payload: &Payload<'_>,
-    parsed: &mut Parsed,
-    target: &mut TargetData,
-) {
-    let key = spec.key.replace(PLACEHOLDER, name);
-    // Only a skipped element needs its location spelled out.
-    let location = || format!("{}/{}{after}", spec.pointer, escape(name));
-    let Some(found) = element.pointer(after) else {
-        parsed.skipped.push(Skipped {
-            location: location(),
-            reason: format!("{key}: nothing at this pointer"),
-        });
-        return;
-    };
-    match datapoint(found, spec, key, Some(name), payload.read_at_ms) {
-        Ok(dp) => target.datapoints.push(dp),
-        Err(reason) => parsed.skipped.push(Skipped {
-            location: location(),
-            reason,
-        }),
+/// A pointer's segments, unescaped; `None` for text that is not a pointer.
+type Path = Option<Vec<String>>;
+
+/// A configured value with a wildcard, ready to read each element.
+struct Element<'a> {
+    spec: &'a JsonValue,
+    /// The key split at each `{*}`.
+    key: Vec<&'a str>,
+    /// The path after the wildcard, unescaped (`None`: not a pointer), and
+    /// as configured.
+    after: Option<&'a [String]>,
+    after_text: &'a str,
+}
+
+impl Element<'_> {
+    /// The key with the element's name for each `{*}`.
+    fn key(&self, name: &str) -> String {
+        let parts: usize = self.key.iter().map(|p| p.len()).sum();
+        let mut key = String::with_capacity(parts + name.len() * (self.key.len() - 1));
+        for (i, part) in self.key.iter().enumerate() {
+            if i > 0 {
+                key.push_str(name);
+            }
+            key.push_str(part);
+        }
+        key
+    }
+
+    /// The datapoint `after` points to in the element the wildcard matched
+    /// as `name`.
+    fn read(
+        &self,
+        name: &str,
+        element: &Node<'_>,
+        payload: &Payload<'_>,
+        parsed: &mut Parsed,
+        target: &mut TargetData,
+    ) {
+        let key = self.key(name);
+        // Only a skipped element needs its location spelled out.
+        let location = || format!("{}/{}{}", self.spec.pointer, escape(name), self.after_text);
+        let Some(found) = self.after.and_then(|path| element.at(path)) else {
+            parsed.skipped.push(Skipped {
+                location: location(),
+                reason: format!("{key}: nothing at this pointer"),
+            });
+            return;
+        };
+        match datapoint(found, self.spec, key, Some(name), payload.read_at_ms) {
+            Ok(dp) => target.datapoints.push(dp),
+            Err(reason) => parsed.skipped.push(Skipped {
+                location: location(),
+                reason,
+            }),
+        }
     }
 }
 
 fn datapoint(
-    found: &Json,
+    found: &Node<'_>,
     spec: &JsonValue,
     key: String,
     element: Option<&str>,
     read_at_ms: u64,
 ) -> Result<DataPoint, String> {
     let value = match found {
-        Json::Number(n) if spec.data_type.is_numeric() => DataValue::from(n),
-        Json::Number(n) => DataValue::Text(python::number_to_string(n)),
-        Json::String(text) => convert(text, spec.data_type).map_err(|r| format!("{key}: {r}"))?,
-        Json::Bool(b) if spec.data_type.is_numeric() => DataValue::Int(i64::from(*b)),
+        Node::Number(n) if spec.data_type.is_numeric() => DataValue::from(n),
+        Node::Number(n) => DataValue::Text(python::number_to_string(n)),
+        Node::String(text) => convert(text, spec.data_type).map_err(|r| format!("{key}: {r}"))?,
+        Node::Bool(b) if spec.data_type.is_numeric() => DataValue::Int(i64::from(*b)),
         // Python's str(True), as the reference agents would send it.
-        Json::Bool(b) => DataValue::Text(if *b { "True" } else { "False" }.to_owned()),
+        Node::Bool(b) => DataValue::Text(if *b { "True" } else { "False" }.to_owned()),
         other => {
             return Err(format!(
                 "{key}: expected a number or text, found {}",
-                json_kind(other)
+                other.kind()
             ))
         }
     };
     let mut datapoint = DataPoint::new(key, value, spec.data_type, read_at_ms);
     datapoint
         .metadata
-        .reserve(usize::from(spec.wildcard_metadata.is_some()) + spec.metadata.len());
+        .reserve_exact(usize::from(spec.wildcard_metadata.is_some()) + spec.metadata.len());
     if let (Some(name), Some(element)) = (&spec.wildcard_metadata, element) {
         datapoint.metadata.push(Metadata::new(name, element));
     }

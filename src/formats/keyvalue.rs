@@ -13,8 +13,8 @@ use rustc_hash::FxHashMap;
 use serde::Deserialize;
 use serde_norway::Value;
 
-use super::{convert, text, FormatError, Parsed, Payload, Skipped};
-use crate::model::{normalise_key_cow, DataPoint, DataType, Metadata, TargetData};
+use super::{convert, normal_key, text, FormatError, Parsed, Payload, Skipped};
+use crate::model::{DataPoint, DataType, Metadata, TargetData};
 use crate::yaml::{parse_metadata, Document, YamlPath};
 
 const FORMAT: &str = "keyvalue";
@@ -64,7 +64,13 @@ pub fn parse(payload: &Payload<'_>, options: &KeyValueOptions) -> Result<Parsed,
     // Normalised key -> the line that set it: a repeated key would become
     // the same datapoint, so the first one is kept and the others reported.
     // Keys already normal (nearly all) are borrowed from the payload.
+    // Reserved once rather than regrown and copied as they fill; capped, so
+    // that a payload of blank lines reserves no more than a plausible one
+    // of its size.
+    let lines = (text.bytes().filter(|&b| b == b'\n').count() + 1).min(text.len() / 16);
     let mut seen: FxHashMap<Cow<'_, str>, usize> = FxHashMap::default();
+    seen.reserve(lines);
+    target.datapoints.reserve(lines);
     for (index, line) in text.lines().enumerate() {
         let number = index + 1;
         let trimmed = line.trim();
@@ -72,8 +78,8 @@ pub fn parse(payload: &Payload<'_>, options: &KeyValueOptions) -> Result<Parsed,
             continue;
         }
         let column = || line[..line.len() - line.trim_start().len()].chars().count() + 1;
-        let (key, value) = match trimmed.split_once('=') {
-            Some((key, value)) => (key.trim(), value.trim()),
+        let (key, value) = match trimmed.bytes().position(|b| b == b'=') {
+            Some(at) => (trimmed[..at].trim(), trimmed[at + 1..].trim()),
             None => match trimmed.split_once(char::is_whitespace) {
                 Some((key, value)) => (key, value.trim()),
                 None => {
@@ -92,7 +98,7 @@ pub fn parse(payload: &Payload<'_>, options: &KeyValueOptions) -> Result<Parsed,
                 "expected a key before `=`",
             ));
         }
-        match seen.entry(normalise_key_cow(key)) {
+        match seen.entry(normal_key(key)) {
             Entry::Occupied(first) => {
                 parsed.skipped.push(Skipped {
                     location: format!("line {number}"),

@@ -47,6 +47,11 @@ pub fn parse(payload: &Payload<'_>) -> Result<Parsed, FormatError> {
             payload.read_at_ms,
         ));
     }
+    // Every perfdata item has one `=` outside its label, so the list need
+    // not be regrown and copied as it fills; capped, so that text full of
+    // `=` reserves no more than a plausible payload of that size.
+    let items = text.bytes().filter(|&b| b == b'=').count();
+    target.datapoints.reserve(items.min(text.len() / 16));
     let mut in_long_perfdata = false;
     for (index, line) in text.lines().enumerate() {
         let line_no = index + 1;
@@ -99,7 +104,7 @@ fn read_perfdata(
         }
         let label_start = at;
         let plain_quoted = trimmed.strip_prefix('\'').and_then(|quoted| {
-            let end = quoted.find('\'')?;
+            let end = quoted.bytes().position(|b| b == b'\'')?;
             (!quoted[end + 1..].starts_with('\'')).then_some(end)
         });
         let label = if let Some(end) = plain_quoted {
@@ -133,9 +138,7 @@ fn read_perfdata(
             at += 1 + end;
             label
         } else {
-            let end = trimmed
-                .find(|c: char| c == '=' || c.is_whitespace())
-                .unwrap_or(trimmed.len());
+            let end = find_whitespace_or(trimmed, b'=').unwrap_or(trimmed.len());
             at += end;
             trimmed[..end].to_owned()
         };
@@ -156,9 +159,7 @@ fn read_perfdata(
             ));
         }
         at += 1;
-        let token_end = line[at..]
-            .find(char::is_whitespace)
-            .map_or(line.len(), |i| at + i);
+        let token_end = find_whitespace_or(&line[at..], b' ').map_or(line.len(), |i| at + i);
         let token = &line[at..token_end];
         at = token_end;
         match perfdata_item(token, read_at_ms) {
@@ -177,13 +178,29 @@ fn read_perfdata(
 /// `value[UOM];warn;crit;min;max`, everything after the value optional.
 /// The datapoint's key is left empty for the caller to move the label in.
 fn perfdata_item(token: &str, read_at_ms: u64) -> Result<DataPoint, String> {
-    let mut fields = token.split(';');
-    let first = fields.next().unwrap_or_default();
+    // The value and up to four thresholds; a fifth `;` and what follows
+    // it are ignored, as before.
+    let mut fields = [""; 5];
+    let mut count = 0;
+    let mut rest = token;
+    loop {
+        let end = rest.bytes().position(|b| b == b';');
+        if count < fields.len() {
+            fields[count] = &rest[..end.unwrap_or(rest.len())];
+            count += 1;
+        }
+        match end {
+            Some(end) => rest = &rest[end + 1..],
+            None => break,
+        }
+    }
+    let first = fields[0];
     if first == "U" {
         return Err("the plugin could not determine the value (U)".to_owned());
     }
     let digits = first
-        .find(|c: char| !(c.is_ascii_digit() || matches!(c, '.' | '-' | '+')))
+        .bytes()
+        .position(|b| !(b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'+')))
         .unwrap_or(first.len());
     let (number, unit) = first.split_at(digits);
     if number.is_empty() {
@@ -196,20 +213,43 @@ fn perfdata_item(token: &str, read_at_ms: u64) -> Result<DataPoint, String> {
         DataType::Float
     };
     let mut datapoint = DataPoint::new(String::new(), value, data_type, read_at_ms);
-    let thresholds = fields.clone().take(4).filter(|f| !f.is_empty()).count();
+    let thresholds = fields[1..].iter().filter(|f| !f.is_empty()).count();
     datapoint
         .metadata
         .reserve_exact(usize::from(!unit.is_empty()) + thresholds);
     if !unit.is_empty() {
         datapoint.metadata.push(Metadata::new("uom", unit));
     }
-    for name in ["warn", "crit", "min", "max"] {
-        match fields.next() {
-            Some(threshold) if !threshold.is_empty() => datapoint
+    for (name, threshold) in ["warn", "crit", "min", "max"].into_iter().zip(&fields[1..]) {
+        if !threshold.is_empty() {
+            datapoint
                 .metadata
-                .push(Metadata::without_checksum(name, threshold)),
-            _ => {}
+                .push(Metadata::without_checksum(name, *threshold));
         }
     }
     Ok(datapoint)
+}
+
+/// The byte offset of the first whitespace character (as
+/// `char::is_whitespace` has it) or of `also` (an ASCII byte), looked for
+/// byte by byte: most of perfdata is ASCII.
+fn find_whitespace_or(text: &str, also: u8) -> Option<usize> {
+    let bytes = text.as_bytes();
+    let mut at = 0;
+    while at < bytes.len() {
+        let b = bytes[at];
+        if b.is_ascii() {
+            if b == also || matches!(b, b'\t' | b'\n' | 0x0b | 0x0c | b'\r' | b' ') {
+                return Some(at);
+            }
+            at += 1;
+        } else {
+            let c = text[at..].chars().next().expect("at a character boundary");
+            if c.is_whitespace() {
+                return Some(at);
+            }
+            at += c.len_utf8();
+        }
+    }
+    None
 }

@@ -21,11 +21,15 @@
 //! keeps its charts. Its polling interval and checksum are dropped; the
 //! relaying agent's replace them.
 
-use rustc_hash::FxHashMap;
-use serde::Deserialize;
-use serde_json::{Map, Value as Json};
+use std::borrow::Cow;
+use std::sync::LazyLock;
 
-use super::{FormatError, Parsed, Payload, Skipped};
+use rustc_hash::FxHashMap;
+use serde::de::{DeserializeSeed, Deserializer};
+use serde::Deserialize;
+
+use super::json_stream::{Node, ObjectOf, Selection, Step};
+use super::{normal_key, FormatError, Parsed, Payload, Skipped};
 use crate::model::{python, DataPoint, DataType, Metadata, TargetData, Value};
 
 const FORMAT: &str = "pattoo";
@@ -33,18 +37,38 @@ const FORMAT: &str = "pattoo";
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 #[allow(dead_code)] // Validated for shape; the relaying agent's own values replace them.
-struct Body {
+struct Body<'a> {
     pattoo_agent_timestamp: u64,
     pattoo_agent_id: String,
     pattoo_agent_polling_interval: u64,
-    pattoo_datapoints: Datapoints,
+    #[serde(borrow)]
+    pattoo_datapoints: Datapoints<'a>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Datapoints {
-    key_value_pairs: Map<String, Json>,
+struct Datapoints<'a> {
+    #[serde(borrow)]
+    key_value_pairs: Pairs<'a>,
     datapoint_pairs: Vec<Vec<u64>>,
+}
+
+/// The pair table as written, its texts borrowed from the payload: an
+/// object of `id: [key, value]`, read as a `serde_json::Map` would be
+/// (document order; a repeated id keeps its first place and last value).
+struct Pairs<'de>(Vec<(Cow<'de, str>, Node<'de>)>);
+
+/// Every member and each member's items; anything deeper only as its kind.
+static PAIRS: LazyLock<Selection> = LazyLock::new(|| {
+    let mut selection = Selection::default();
+    selection.insert(&[Step::Any, Step::Any]);
+    selection
+});
+
+impl<'de: 'a, 'a> Deserialize<'de> for Pairs<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        ObjectOf(&PAIRS).deserialize(deserializer).map(Pairs)
+    }
 }
 
 /// Metadata of the passive agent kept under a name the relaying agent may
@@ -56,11 +80,12 @@ const RELAYED: [(&str, &str); 3] = [
 ];
 
 pub fn parse(payload: &Payload<'_>) -> Result<Parsed, FormatError> {
-    let body: Body =
+    let body: Body<'_> =
         serde_json::from_slice(payload.bytes).map_err(|err| super::json_error(FORMAT, &err))?;
-    let mut pairs: FxHashMap<u64, (&str, &Json)> = FxHashMap::default();
-    pairs.reserve(body.pattoo_datapoints.key_value_pairs.len());
-    for (id, pair) in &body.pattoo_datapoints.key_value_pairs {
+    let table = &body.pattoo_datapoints.key_value_pairs.0;
+    let mut pairs: FxHashMap<u64, (&str, &Node<'_>)> = FxHashMap::default();
+    pairs.reserve(table.len());
+    for (id, pair) in table {
         let location = || format!("/pattoo_datapoints/key_value_pairs/{}", escape(id));
         let Ok(number) = id.parse::<u64>() else {
             return Err(FormatError::new(
@@ -70,9 +95,9 @@ pub fn parse(payload: &Payload<'_>) -> Result<Parsed, FormatError> {
             ));
         };
         match pair {
-            Json::Array(items) if items.len() == 2 => match &items[0] {
-                Json::String(key) => {
-                    pairs.insert(number, (key.as_str(), &items[1]));
+            Node::Array(items) if items.len() == 2 => match &items[0] {
+                Node::String(key) => {
+                    pairs.insert(number, (key, &items[1]));
                 }
                 _ => {
                     return Err(FormatError::new(
@@ -92,14 +117,15 @@ pub fn parse(payload: &Payload<'_>) -> Result<Parsed, FormatError> {
         }
     }
     let mut parsed = Parsed::default();
-    let mut targets: FxHashMap<String, usize> = FxHashMap::default();
+    // Target names are looked up borrowed; each is copied once.
+    let mut targets: FxHashMap<Cow<'_, str>, usize> = FxHashMap::default();
     for (d, ids) in body.pattoo_datapoints.datapoint_pairs.iter().enumerate() {
         match datapoint(ids, &pairs, payload) {
             Ok((target, datapoint)) => {
-                let index = match targets.get(&target) {
+                let index = match targets.get(&*target) {
                     Some(&index) => index,
                     None => {
-                        parsed.targets.push(TargetData::new(target.clone()));
+                        parsed.targets.push(TargetData::new(&*target));
                         targets.insert(target, parsed.targets.len() - 1);
                         parsed.targets.len() - 1
                     }
@@ -115,26 +141,32 @@ pub fn parse(payload: &Payload<'_>) -> Result<Parsed, FormatError> {
     Ok(parsed)
 }
 
-fn datapoint(
+/// A datapoint and the name of its target, borrowed from the pair table
+/// (or the payload's default target).
+fn datapoint<'a>(
     ids: &[u64],
-    pairs: &FxHashMap<u64, (&str, &Json)>,
-    payload: &Payload<'_>,
-) -> Result<(String, DataPoint), String> {
+    pairs: &FxHashMap<u64, (&'a str, &'a Node<'_>)>,
+    payload: &Payload<'a>,
+) -> Result<(Cow<'a, str>, DataPoint), String> {
     let mut key = None;
     let mut data_type = None;
     let mut value = None;
     let mut timestamp_ms = None;
-    let mut target = None;
+    let mut target: Option<Cow<'a, str>> = None;
     let mut metadata = Vec::new();
     let mut relayed = Vec::new();
     for id in ids {
-        let Some((name, item)) = pairs.get(id) else {
+        let Some(&(name, item)) = pairs.get(id) else {
             return Err(format!("pair id {id} is not in key_value_pairs"));
         };
-        match *name {
+        match name {
             "pattoo_key" => key = Some(text(item).ok_or("pattoo_key must be text")?),
             "pattoo_data_type" => {
-                let code = item.as_i64().ok_or("pattoo_data_type must be a code")?;
+                let code = match item {
+                    Node::Number(n) => n.as_i64(),
+                    _ => None,
+                }
+                .ok_or("pattoo_data_type must be a code")?;
                 data_type = Some(
                     DataType::from_code(code)
                         .ok_or_else(|| format!("unknown pattoo_data_type {code}"))?,
@@ -142,19 +174,26 @@ fn datapoint(
             }
             "pattoo_value" => {
                 value = Some(match item {
-                    Json::Number(n) => Value::from(n),
-                    Json::String(text) => Value::Text(text.clone()),
+                    Node::Number(n) => Value::from(n),
+                    Node::String(text) => Value::Text(text.to_string()),
                     _ => return Err("pattoo_value must be a number or text".to_owned()),
                 })
             }
             "pattoo_timestamp" => {
                 timestamp_ms = Some(
-                    item.as_u64()
-                        .ok_or("pattoo_timestamp must be milliseconds since the epoch")?,
+                    match item {
+                        Node::Number(n) => n.as_u64(),
+                        _ => None,
+                    }
+                    .ok_or("pattoo_timestamp must be milliseconds since the epoch")?,
                 )
             }
             "pattoo_agent_polled_target" => {
-                target = Some(text(item).ok_or("pattoo_agent_polled_target must be text")?)
+                target = Some(match item {
+                    Node::String(text) => Cow::Borrowed(&**text),
+                    Node::Number(n) => Cow::Owned(python::number_to_string(n)),
+                    _ => return Err("pattoo_agent_polled_target must be text".to_owned()),
+                })
             }
             other => {
                 if let Some((_, kept_as)) = RELAYED.iter().find(|(from, _)| *from == other) {
@@ -182,21 +221,21 @@ fn datapoint(
     datapoint.metadata = metadata;
     let target = target
         .filter(|t| !t.trim().is_empty())
-        .unwrap_or_else(|| payload.default_target.to_owned());
+        .unwrap_or(Cow::Borrowed(payload.default_target));
     Ok((target, datapoint))
 }
 
 /// Whether a pair's key, normalised as every key is, contains `pattoo`:
 /// reserved for the posting agent's own items. Normal keys are not copied.
 fn mentions_pattoo(key: &str) -> bool {
-    crate::model::normalise_key_cow(key).contains("pattoo")
+    normal_key(key).contains("pattoo")
 }
 
 /// Pair values as text, numbers as Python's `str()` writes them.
-fn text(item: &Json) -> Option<String> {
+fn text(item: &Node<'_>) -> Option<String> {
     match item {
-        Json::String(text) => Some(text.clone()),
-        Json::Number(n) => Some(python::number_to_string(n)),
+        Node::String(text) => Some(text.to_string()),
+        Node::Number(n) => Some(python::number_to_string(n)),
         _ => None,
     }
 }
@@ -207,6 +246,8 @@ fn escape(key: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::Value as Json;
+
     use super::*;
     use crate::model::{build, AgentContext};
 

@@ -206,3 +206,58 @@ proptest! {
         parse_all(text.as_bytes(), None);
     }
 }
+
+/// `number` as it read before its fast paths: every integer parse, then
+/// Python's float().
+fn number_by_the_long_way(text: &str) -> Result<DataValue, String> {
+    let trimmed = text.trim();
+    if let Ok(v) = trimmed.parse::<i64>() {
+        return Ok(DataValue::Int(v));
+    }
+    if let Ok(v) = trimmed.parse::<u64>() {
+        return Ok(DataValue::UInt(v));
+    }
+    match crate::model::python::parse_float(trimmed) {
+        Some(v) if v.is_finite() => Ok(DataValue::Float(v)),
+        Some(v) => Err(format!(
+            "{} cannot be sent to pattoo",
+            crate::model::python::float_to_string(v)
+        )),
+        None => Err(format!("expected a number, found {trimmed:?}")),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(2048),
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn numbers_read_as_python_float_and_int_read_them(
+        text in r"[ \t]?[+-]{0,2}[0-9]{0,22}[._]?[0-9_]{0,5}([eE][+-]?[0-9]{0,4})?(inf|nan|x|é|\u{3000})?[ \n]?",
+    ) {
+        let fast = number(&text);
+        let slow = number_by_the_long_way(&text);
+        match (&fast, &slow) {
+            (Ok(DataValue::Float(a)), Ok(DataValue::Float(b))) => {
+                prop_assert_eq!(a.to_bits(), b.to_bits(), "{:?}", text)
+            }
+            _ => prop_assert_eq!(fast, slow, "{:?}", text),
+        }
+    }
+
+    #[test]
+    fn keys_already_normal_are_borrowed_and_others_normalised(
+        key in r"[ \t\x1c]?[a-zA-Z0-9_ .:é\u{3a3}\u{3000}]{0,12}[ \t\x1c\x1f]?",
+    ) {
+        let ours = normal_key(&key);
+        prop_assert_eq!(&ours, &crate::model::normalise_key_cow(&key));
+        if ours == key.as_str() && key.is_ascii() {
+            prop_assert!(matches!(ours, std::borrow::Cow::Borrowed(_)));
+        }
+    }
+}
