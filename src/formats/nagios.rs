@@ -19,7 +19,7 @@
 //! command (HTTP) has no exit status and so no `state`.
 
 use super::{text, FormatError, Parsed, Payload, Skipped};
-use crate::model::{DataPoint, DataType, Metadata, TargetData, Value};
+use crate::model::{DataPoint, DataType, Metadata, TargetData, Text, Value};
 
 const FORMAT: &str = "nagios";
 
@@ -218,13 +218,15 @@ fn perfdata_item(token: &str, read_at_ms: u64) -> Result<DataPoint, String> {
         .metadata
         .reserve_exact(usize::from(!unit.is_empty()) + thresholds);
     if !unit.is_empty() {
-        datapoint.metadata.push(Metadata::new("uom", unit));
+        datapoint
+            .metadata
+            .push(Metadata::new(Text::Static("uom"), unit));
     }
     for (name, threshold) in ["warn", "crit", "min", "max"].into_iter().zip(&fields[1..]) {
         if !threshold.is_empty() {
             datapoint
                 .metadata
-                .push(Metadata::without_checksum(name, *threshold));
+                .push(Metadata::without_checksum(Text::Static(name), *threshold));
         }
     }
     Ok(datapoint)

@@ -5,7 +5,8 @@
 //! each reading with text from its configuration: shared, a reading costs
 //! no allocation for its key and metadata, only a reference count. A parser
 //! that makes its text from the payload hands over the `String` it built,
-//! without a copy.
+//! without a copy. Names fixed in the program (a Nagios threshold's
+//! `warn`, an SNMP reading's `oid`) are static and cost nothing at all.
 
 use std::borrow::Borrow;
 use std::fmt;
@@ -18,6 +19,7 @@ use std::sync::Arc;
 pub enum Text {
     Owned(String),
     Shared(Arc<str>),
+    Static(&'static str),
 }
 
 impl Text {
@@ -25,6 +27,7 @@ impl Text {
         match self {
             Text::Owned(text) => text,
             Text::Shared(text) => text,
+            Text::Static(text) => text,
         }
     }
 
@@ -33,6 +36,7 @@ impl Text {
         match self {
             Text::Owned(text) => Text::Shared(Arc::from(text.as_str())),
             Text::Shared(text) => Text::Shared(Arc::clone(text)),
+            Text::Static(text) => Text::Static(text),
         }
     }
 }
@@ -91,6 +95,7 @@ impl From<Text> for String {
         match text {
             Text::Owned(text) => text,
             Text::Shared(text) => text.as_ref().to_owned(),
+            Text::Static(text) => text.to_owned(),
         }
     }
 }
@@ -189,5 +194,9 @@ mod tests {
         assert_ne!(shared, Text::from("Unit"));
         assert_eq!(String::from(shared.clone()), "unit");
         assert_eq!(format!("{shared} {shared:?}"), "unit \"unit\"");
+        let fixed = Text::Static("unit");
+        assert_eq!(fixed, shared);
+        assert_eq!(fixed.shared(), Text::from("unit"));
+        assert_eq!(String::from(fixed), "unit");
     }
 }

@@ -8,7 +8,7 @@ use async_snmp::{Oid, VarBind};
 
 use super::config::{dotted, oid_from_text, Column, Label, Table};
 use super::convert::{self, Octets, Reading};
-use crate::model::{DataPoint, DataType, Metadata};
+use crate::model::{DataPoint, DataType, Metadata, Text};
 
 const IF_TABLE: &str = ".1.3.6.1.2.1.2.2.1";
 const IFX_TABLE: &str = ".1.3.6.1.2.1.31.1.1.1";
@@ -214,18 +214,18 @@ pub fn python_datapoints(walks: &[Vec<VarBind>], timestamp_ms: u64) -> Vec<DataP
                 Err(_) => continue,
             };
             let mut datapoint = DataPoint::new(key.clone(), value, data_type, timestamp_ms)
-                .with_metadata(Metadata::new("oid", dotted(&varbind.oid)));
+                .with_metadata(Metadata::new(Text::Static("oid"), dotted(&varbind.oid)));
             // The emptiness test comes before stripping, as in Python: an
             // all-blank alias is posted as "".
             if !descr.is_empty() {
                 datapoint
                     .metadata
-                    .push(Metadata::new("ifdescr", python_strip(descr)));
+                    .push(Metadata::new(Text::Static("ifdescr"), python_strip(descr)));
             }
             if let Some(name) = name.get(&index).filter(|n| !n.is_empty()) {
                 datapoint
                     .metadata
-                    .push(Metadata::new("ifname", python_strip(name)));
+                    .push(Metadata::new(Text::Static("ifname"), python_strip(name)));
             }
             if let Some(alias) = alias.get(&index).filter(|a| !a.is_empty()) {
                 datapoint

@@ -87,7 +87,7 @@ pub use config::{
 };
 use convert::{NoValue, Octets};
 
-use crate::model::{DataPoint, Metadata, TargetData};
+use crate::model::{DataPoint, Metadata, TargetData, Text};
 use crate::time::now_ms;
 
 /// A poll read nothing at all.
@@ -448,15 +448,16 @@ impl Session<'_> {
                     };
                     let (value, data_type) = convert::python_snmpd(reading, *multiplier);
                     out.push(
-                        DataPoint::new(address.clone(), value, data_type, now_ms())
-                            .with_metadata(Metadata::new("oid", dotted(&varbind.oid))),
+                        DataPoint::new(address.clone(), value, data_type, now_ms()).with_metadata(
+                            Metadata::new(Text::Static("oid"), dotted(&varbind.oid)),
+                        ),
                     );
                 }
             }
             Read::PythonIfMib => {}
             Read::Walk(column) => {
                 for varbind in self.walk(&column.oid).await.unwrap_or_default() {
-                    let instance = Metadata::new("oid", dotted(&varbind.oid));
+                    let instance = Metadata::new(Text::Static("oid"), dotted(&varbind.oid));
                     self.push(column, &varbind, vec![instance], out);
                 }
             }
@@ -568,7 +569,7 @@ impl Session<'_> {
                     .map(|n| n.to_string())
                     .collect::<Vec<_>>()
                     .join(".");
-                let mut metadata = vec![Metadata::new("index", index_text)];
+                let mut metadata = vec![Metadata::new(Text::Static("index"), index_text)];
                 for (label, label_rows) in &labels {
                     let Some(vb) = label_rows.get(index) else {
                         continue;
