@@ -18,6 +18,8 @@
 //! the `state` datapoint (`int`), first. Output that did not come from a
 //! command (HTTP) has no exit status and so no `state`.
 
+use std::sync::Arc;
+
 use super::{text, FormatError, Parsed, Payload, Skipped};
 use crate::model::{DataPoint, DataType, Metadata, TargetData, Text, Value};
 
@@ -27,7 +29,10 @@ const FORMAT: &str = "nagios";
 pub const STATE_KEY: &str = "state";
 
 pub fn parse(payload: &Payload<'_>) -> Result<Parsed, FormatError> {
-    let text = text(FORMAT, payload.bytes)?;
+    // Labels, units and thresholds are a few bytes each, five or six per
+    // item: cut from one shared copy of the payload, none is allocated.
+    let whole: Arc<str> = Arc::from(text(FORMAT, payload.bytes)?);
+    let text: &str = &whole;
     let mut parsed = Parsed::default();
     let mut target = TargetData::new(payload.default_target);
     if let Some(status) = payload.exit_status {
@@ -67,6 +72,7 @@ pub fn parse(payload: &Payload<'_>) -> Result<Parsed, FormatError> {
             0
         };
         read_perfdata(
+            &whole,
             line,
             perfdata_start,
             line_no,
@@ -80,6 +86,7 @@ pub fn parse(payload: &Payload<'_>) -> Result<Parsed, FormatError> {
 }
 
 fn read_perfdata(
+    whole: &Arc<str>,
     line: &str,
     start: usize,
     line_no: usize,
@@ -110,7 +117,7 @@ fn read_perfdata(
         let label = if let Some(end) = plain_quoted {
             // A quoted label without `''` in it (nearly all): taken whole.
             at += end + 2;
-            trimmed[1..end + 1].to_owned()
+            Text::slice(whole, &trimmed[1..end + 1])
         } else if let Some(quoted) = trimmed.strip_prefix('\'') {
             // A quoted label may hold spaces and `=`; `''` is a quote.
             let mut label = String::with_capacity(quoted.len().min(64));
@@ -136,11 +143,11 @@ fn read_perfdata(
                 ));
             };
             at += 1 + end;
-            label
+            Text::from(label)
         } else {
             let end = find_whitespace_or(trimmed, b'=').unwrap_or(trimmed.len());
             at += end;
-            trimmed[..end].to_owned()
+            Text::slice(whole, &trimmed[..end])
         };
         if label.trim().is_empty() {
             return Err(error(
@@ -162,9 +169,9 @@ fn read_perfdata(
         let token_end = find_whitespace_or(&line[at..], b' ').map_or(line.len(), |i| at + i);
         let token = &line[at..token_end];
         at = token_end;
-        match perfdata_item(token, read_at_ms) {
+        match perfdata_item(whole, token, read_at_ms) {
             Ok(mut datapoint) => {
-                datapoint.key = label.into();
+                datapoint.key = label;
                 target.datapoints.push(datapoint)
             }
             Err(reason) => skipped.push(Skipped {
@@ -177,7 +184,7 @@ fn read_perfdata(
 
 /// `value[UOM];warn;crit;min;max`, everything after the value optional.
 /// The datapoint's key is left empty for the caller to move the label in.
-fn perfdata_item(token: &str, read_at_ms: u64) -> Result<DataPoint, String> {
+fn perfdata_item(whole: &Arc<str>, token: &str, read_at_ms: u64) -> Result<DataPoint, String> {
     // The value and up to four thresholds; a fifth `;` and what follows
     // it are ignored, as before.
     let mut fields = [""; 5];
@@ -220,13 +227,14 @@ fn perfdata_item(token: &str, read_at_ms: u64) -> Result<DataPoint, String> {
     if !unit.is_empty() {
         datapoint
             .metadata
-            .push(Metadata::new(Text::Static("uom"), unit));
+            .push(Metadata::new(Text::Static("uom"), Text::slice(whole, unit)));
     }
     for (name, threshold) in ["warn", "crit", "min", "max"].into_iter().zip(&fields[1..]) {
         if !threshold.is_empty() {
-            datapoint
-                .metadata
-                .push(Metadata::without_checksum(Text::Static(name), *threshold));
+            datapoint.metadata.push(Metadata::without_checksum(
+                Text::Static(name),
+                Text::slice(whole, threshold),
+            ));
         }
     }
     Ok(datapoint)

@@ -5,13 +5,14 @@
 //! each reading with text from its configuration: shared, a reading costs
 //! no allocation for its key and metadata, only a reference count. A parser
 //! that makes its text from the payload hands over the `String` it built,
-//! without a copy. Names fixed in the program (a Nagios threshold's
+//! without a copy, or, when it has many short texts from one payload, as
+//! slices of that payload shared once. Names fixed in the program (a Nagios threshold's
 //! `warn`, an SNMP reading's `oid`) are static and cost nothing at all.
 
 use std::borrow::Borrow;
 use std::fmt;
 use std::hash::{Hash, Hasher};
-use std::ops::Deref;
+use std::ops::{Deref, Range};
 use std::sync::Arc;
 
 /// Text that reads like a `&str` wherever it is used.
@@ -19,6 +20,9 @@ use std::sync::Arc;
 pub enum Text {
     Owned(String),
     Shared(Arc<str>),
+    /// `whole[range]`: one of many texts cut from one shared payload, so
+    /// each costs a reference count instead of an allocation.
+    Slice(Arc<str>, Range<u32>),
     Static(&'static str),
 }
 
@@ -27,7 +31,21 @@ impl Text {
         match self {
             Text::Owned(text) => text,
             Text::Shared(text) => text,
+            Text::Slice(whole, range) => &whole[range.start as usize..range.end as usize],
             Text::Static(text) => text,
+        }
+    }
+
+    /// `part`, which lies within `whole`, as a slice of it; owned if the
+    /// payload is too large for its offsets (4 GiB), which no poller reads.
+    pub fn slice(whole: &Arc<str>, part: &str) -> Text {
+        let start = (part.as_ptr() as usize)
+            .checked_sub(whole.as_ptr() as usize)
+            .filter(|start| start + part.len() <= whole.len())
+            .expect("a slice is cut from its own payload");
+        match (u32::try_from(start), u32::try_from(start + part.len())) {
+            (Ok(start), Ok(end)) => Text::Slice(Arc::clone(whole), start..end),
+            _ => Text::Owned(part.to_owned()),
         }
     }
 
@@ -36,6 +54,7 @@ impl Text {
         match self {
             Text::Owned(text) => Text::Shared(Arc::from(text.as_str())),
             Text::Shared(text) => Text::Shared(Arc::clone(text)),
+            Text::Slice(whole, range) => Text::Slice(Arc::clone(whole), range.clone()),
             Text::Static(text) => Text::Static(text),
         }
     }
@@ -95,7 +114,7 @@ impl From<Text> for String {
         match text {
             Text::Owned(text) => text,
             Text::Shared(text) => text.as_ref().to_owned(),
-            Text::Static(text) => text.to_owned(),
+            Text::Slice(..) | Text::Static(_) => text.as_str().to_owned(),
         }
     }
 }
@@ -198,5 +217,10 @@ mod tests {
         assert_eq!(fixed, shared);
         assert_eq!(fixed.shared(), Text::from("unit"));
         assert_eq!(String::from(fixed), "unit");
+        let payload: Arc<str> = Arc::from("warn=1;2 unit");
+        let cut = Text::slice(&payload, &payload[9..]);
+        assert_eq!(cut, shared);
+        assert_eq!(cut.shared(), "unit");
+        assert_eq!(String::from(cut), "unit");
     }
 }
