@@ -435,16 +435,7 @@ fn write_config(
 ) -> PathBuf {
     let config = dir.join("config");
     std::fs::create_dir_all(&config).unwrap();
-    std::fs::write(
-        config.join("pattoo.yaml"),
-        format!(
-            "pattoo:\n  log_level: warning\n  log_directory: {0}/log\n  cache_directory: {0}/cache\n  \
-             daemon_directory: {0}/daemon\npattoo_agent_api:\n  ip_address: 127.0.0.1\n  ip_bind_port: {1}\n",
-            dir.display(),
-            sims.receiver_port
-        ),
-    )
-    .unwrap();
+    write_pattoo_yaml(&config, dir, sims.receiver_port);
     let mut yaml = format!("pattoo_agentd:\n  polling_interval: {interval_s}\n  pollers:\n");
     if !sims.device_ports.is_empty() {
         yaml.push_str("    - name: devices\n      type: modbus_tcp\n      targets:\n");
@@ -1401,6 +1392,21 @@ fn python_agent_path() -> Result<String, String> {
     }
 }
 
+/// `config/pattoo.yaml`, read by both agents: state under `state`, posts
+/// to the harness's receiver.
+fn write_pattoo_yaml(config: &Path, state: &Path, receiver_port: u16) {
+    std::fs::write(
+        config.join("pattoo.yaml"),
+        format!(
+            "pattoo:\n  log_level: warning\n  log_directory: {0}/log\n  cache_directory: {0}/cache\n  \
+             daemon_directory: {0}/daemon\npattoo_agent_api:\n  ip_address: 127.0.0.1\n  ip_bind_port: {1}\n",
+            state.display(),
+            receiver_port
+        ),
+    )
+    .unwrap();
+}
+
 /// `pattoo.yaml` and `pattoo_agent_modbustcpd.yaml` for the Python agent:
 /// the devices and registers `write_config` gives ours.
 fn write_python_config(dir: &Path, sims: &Sims, registers: usize) -> PathBuf {
@@ -1408,16 +1414,7 @@ fn write_python_config(dir: &Path, sims: &Sims, registers: usize) -> PathBuf {
     for sub in ["log", "cache", "daemon"] {
         std::fs::create_dir_all(config.join(sub)).unwrap();
     }
-    std::fs::write(
-        config.join("pattoo.yaml"),
-        format!(
-            "pattoo:\n  log_level: warning\n  log_directory: {0}/log\n  cache_directory: {0}/cache\n  \
-             daemon_directory: {0}/daemon\npattoo_agent_api:\n  ip_address: 127.0.0.1\n  ip_bind_port: {1}\n",
-            config.display(),
-            sims.receiver_port
-        ),
-    )
-    .unwrap();
+    write_pattoo_yaml(&config, &config, sims.receiver_port);
     let input = registers.div_ceil(2);
     let list = |first: usize, n: usize| {
         (first..first + n)

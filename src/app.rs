@@ -5,6 +5,7 @@ use std::io::Write;
 use anyhow::Context;
 use tracing::level_filters::LevelFilter;
 
+use crate::address::host_port;
 use crate::cli::{CacheCommand, Cli, Command};
 use crate::collector;
 use crate::config::{self, Settings};
@@ -245,8 +246,6 @@ fn human_duration(duration: std::time::Duration) -> String {
         .collect::<Vec<_>>()
         .join(" ")
 }
-
-pub use crate::address::host_port;
 
 /// `once --print`: poll and print each body as one JSON line; with
 /// `--self-monitoring` (and no one poller asked for), then the

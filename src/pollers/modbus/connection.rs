@@ -248,7 +248,7 @@ impl Connection {
     pub fn endpoint(&self) -> String {
         match &self.transport {
             Transport::Rtu(serial) => serial.device.clone(),
-            _ => crate::app::host_port(&self.host, self.port),
+            _ => crate::address::host_port(&self.host, self.port),
         }
     }
 
