@@ -543,15 +543,7 @@ fn cycle_on(sims: &mut Sims, opts: &Opts) -> f64 {
     let start_cpu = cpu_time();
     let start = Instant::now();
     runtime.block_on(async {
-        let mut collectors = collector::collectors(
-            &settings,
-            &pattoo_agentd::pollers::PollerEnv {
-                hostname: pattoo_agentd::identity::hostname(settings.agent.hostname.as_deref())
-                    .name,
-            },
-            None,
-        )
-        .unwrap();
+        let mut collectors = collectors(&settings);
         let delivery = pattoo_agentd::daemon::open_delivery(&settings, Default::default()).unwrap();
         for k in 0..cycles {
             if interval_s > 0 {
@@ -1271,15 +1263,7 @@ fn snmp(opts: &Opts) {
         let mut walls = Vec::new();
         let mut values = Vec::new();
         runtime.block_on(async {
-            let mut collectors = collector::collectors(
-                &settings,
-                &pattoo_agentd::pollers::PollerEnv {
-                    hostname: pattoo_agentd::identity::hostname(settings.agent.hostname.as_deref())
-                        .name,
-                },
-                None,
-            )
-            .unwrap();
+            let mut collectors = collectors(&settings);
             for _ in 0..cycles {
                 let cpu0 = cpu_time();
                 let t0 = Instant::now();
@@ -1390,6 +1374,14 @@ fn python_agent_path() -> Result<String, String> {
             "{PYTHON_AGENT:?} were installed into {dir} but do not import"
         ))
     }
+}
+
+/// The settings' collectors, as the daemon makes them at start.
+fn collectors(settings: &config::Settings) -> Vec<collector::Collector> {
+    let env = pattoo_agentd::pollers::PollerEnv {
+        hostname: pattoo_agentd::identity::hostname(settings.agent.hostname.as_deref()).name,
+    };
+    collector::collectors(settings, &env, None).unwrap()
 }
 
 /// `config/pattoo.yaml`, read by both agents: state under `state`, posts
