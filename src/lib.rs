@@ -93,6 +93,20 @@ pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
+/// What the crate's unit tests share.
+#[cfg(test)]
+pub(crate) mod test_support {
+    /// The number of cases for a property test that runs more than
+    /// proptest's default of 256: `default`, unless `PROPTEST_CASES` says
+    /// otherwise (as it does for the tests that use the default).
+    pub fn proptest_cases(default: u32) -> u32 {
+        std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(default)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -523,13 +523,7 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig {
-            cases: std::env::var("PROPTEST_CASES")
-                .ok()
-                .and_then(|n| n.parse().ok())
-                .unwrap_or(512),
-            ..ProptestConfig::default()
-        })]
+        #![proptest_config(ProptestConfig::with_cases(crate::test_support::proptest_cases(512)))]
 
         #[test]
         fn what_a_pointer_reaches_and_every_error_are_those_of_a_full_value_tree(

@@ -31,7 +31,7 @@ pub const STATE_KEY: &str = "state";
 pub fn parse(payload: &Payload<'_>) -> Result<Parsed, FormatError> {
     // Labels, units and thresholds are a few bytes each, five or six per
     // item: cut from one shared copy of the payload, none is allocated.
-    let whole: Arc<str> = Arc::from(text(FORMAT, payload.bytes)?);
+    let whole = Arc::new(text(FORMAT, payload.bytes)?.to_owned());
     let text: &str = &whole;
     let mut parsed = Parsed::default();
     let mut target = TargetData::new(payload.default_target);
@@ -86,7 +86,7 @@ pub fn parse(payload: &Payload<'_>) -> Result<Parsed, FormatError> {
 }
 
 fn read_perfdata(
-    whole: &Arc<str>,
+    whole: &Arc<String>,
     line: &str,
     start: usize,
     line_no: usize,
@@ -184,7 +184,7 @@ fn read_perfdata(
 
 /// `value[UOM];warn;crit;min;max`, everything after the value optional.
 /// The datapoint's key is left empty for the caller to move the label in.
-fn perfdata_item(whole: &Arc<str>, token: &str, read_at_ms: u64) -> Result<DataPoint, String> {
+fn perfdata_item(whole: &Arc<String>, token: &str, read_at_ms: u64) -> Result<DataPoint, String> {
     // The value and up to four thresholds; a fifth `;` and what follows
     // it are ignored, as before.
     let mut fields = [""; 5];

@@ -175,15 +175,8 @@ fn parse_all(bytes: &[u8], exit_status: Option<i32>) {
 }
 
 proptest! {
-    // Bounded so CI stays quick; set PROPTEST_CASES to dig deeper locally.
-    #![proptest_config(ProptestConfig {
-        cases: std::env::var("PROPTEST_CASES")
-            .ok()
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(256),
-        ..ProptestConfig::default()
-    })]
-
+    // proptest's default, 256 cases, keeps CI quick; set PROPTEST_CASES to
+    // dig deeper locally.
     #[test]
     fn no_parser_panics_on_arbitrary_bytes(
         bytes in proptest::collection::vec(any::<u8>(), 0..2048),
@@ -228,13 +221,7 @@ fn number_by_the_long_way(text: &str) -> Result<DataValue, String> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: std::env::var("PROPTEST_CASES")
-            .ok()
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(2048),
-        ..ProptestConfig::default()
-    })]
+    #![proptest_config(ProptestConfig::with_cases(crate::test_support::proptest_cases(2048)))]
 
     #[test]
     fn numbers_read_as_python_float_and_int_read_them(

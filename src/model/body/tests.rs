@@ -553,15 +553,8 @@ mod remembered {
     }
 
     proptest! {
-        // Bounded so CI stays quick; set PROPTEST_CASES to dig deeper.
-        #![proptest_config(ProptestConfig {
-            cases: std::env::var("PROPTEST_CASES")
-                .ok()
-                .and_then(|n| n.parse().ok())
-                .unwrap_or(256),
-            ..ProptestConfig::default()
-        })]
-
+        // proptest's default, 256 cases, keeps CI quick; set
+        // PROPTEST_CASES to dig deeper.
         #[test]
         fn remembered_bodies_are_byte_for_byte_the_bodies_built_afresh(
             first in first_poll(),
