@@ -4,10 +4,14 @@
 //! 503 with the reason otherwise.
 //!
 //! It faces whatever can reach the address, so it is bounded: at most
-//! [`MAX_CONNECTIONS`] at once (more are closed at once), request heads of
-//! at most [`MAX_HEAD_BYTES`], a request body is never read, and a
-//! connection lives at most [`CONNECTION_LIFETIME`] however slowly its
-//! peer talks.
+//! [`MAX_CONNECTIONS`] served at once, at most [`MAX_WAITING`] more waiting
+//! up to [`WAIT_FOR_SLOT`] for one of those (more are closed at once), a
+//! connection that sends no complete request head for [`HEAD_TIMEOUT`]
+//! (idle at the start or between requests) is closed, request heads of at
+//! most [`MAX_HEAD_BYTES`], a request body is never read, and a connection
+//! lives at most [`CONNECTION_LIFETIME`] however slowly its peer talks. So
+//! idle connections cannot keep `/health` from answering for long: a probe
+//! waits for the first of them to reach its deadline.
 
 use std::convert::Infallible;
 use std::fmt::Write as _;
@@ -30,8 +34,10 @@ use tokio::sync::{watch, Semaphore};
 use super::figures::{Figures, Kind, Number};
 
 pub const MAX_CONNECTIONS: usize = 8;
+pub const MAX_WAITING: usize = 32;
+pub const WAIT_FOR_SLOT: Duration = Duration::from_secs(10);
 pub const MAX_HEAD_BYTES: usize = 8 * 1024;
-pub const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(2);
 pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(30);
 /// Prefixed to every figure's key on the page.
 pub const PREFIX: &str = "pattoo_agentd_";
@@ -182,6 +188,7 @@ pub async fn serve(
     mut stop: watch::Receiver<bool>,
 ) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let waiting = Arc::new(Semaphore::new(MAX_WAITING));
     loop {
         let accepted = tokio::select! {
             _ = stop.wait_for(|stop| *stop) => return,
@@ -196,25 +203,47 @@ pub async fn serve(
                 continue;
             }
         };
-        // Over the limit: closed unanswered, so a flood costs nothing.
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
+        let source = source.clone();
+        if let Ok(slot) = slots.clone().try_acquire_owned() {
+            tokio::spawn(async move {
+                answer(stream, source).await;
+                drop(slot);
+            });
+            continue;
+        }
+        // All slots taken: wait in line (fairly, first come first served)
+        // for one to free up; over the line's length, closed unanswered,
+        // so a flood costs nothing.
+        let Ok(place) = waiting.clone().try_acquire_owned() else {
             continue;
         };
-        let source = source.clone();
+        let slots = slots.clone();
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |request| {
-                let source = source.clone();
-                async move { Ok::<_, Infallible>(respond(source.as_ref(), &request)) }
-            });
-            let connection = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(HEAD_TIMEOUT)
-                .max_buf_size(MAX_HEAD_BYTES)
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-            let _ = tokio::time::timeout(CONNECTION_LIFETIME, connection).await;
-            drop(slot);
+            let slot = tokio::time::timeout(WAIT_FOR_SLOT, slots.acquire_owned()).await;
+            drop(place);
+            if let Ok(Ok(slot)) = slot {
+                answer(stream, source).await;
+                drop(slot);
+            }
         });
     }
+}
+
+/// Serves one connection within the page's bounds.
+async fn answer(stream: tokio::net::TcpStream, source: Arc<dyn Source>) {
+    let service = hyper::service::service_fn(move |request| {
+        let source = source.clone();
+        async move { Ok::<_, Infallible>(respond(source.as_ref(), &request)) }
+    });
+    // hyper's header read timeout runs from when it starts waiting for a
+    // request head, at the start and again between requests: an idle
+    // connection is closed after HEAD_TIMEOUT.
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEAD_TIMEOUT)
+        .max_buf_size(MAX_HEAD_BYTES)
+        .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+    let _ = tokio::time::timeout(CONNECTION_LIFETIME, connection).await;
 }
 
 fn respond(source: &dyn Source, request: &Request<Incoming>) -> Response<Full<Bytes>> {
@@ -419,6 +448,10 @@ mod tests {
         String::from_utf8_lossy(&response).into_owned()
     }
 
+    fn ask(path: &str) -> String {
+        format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+    }
+
     #[tokio::test]
     async fn health_says_503_with_the_reason_while_the_agent_is_stuck_and_the_page_is_bounded() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -429,8 +462,6 @@ mod tests {
         });
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(serve(listener, source.clone(), stopped));
-        let ask =
-            |path: &str| format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
 
         let healthy = get(addr, ask("/health").as_bytes()).await;
         assert!(healthy.starts_with("HTTP/1.1 200"), "{healthy}");
@@ -463,10 +494,10 @@ mod tests {
         let refused = get(addr, huge.as_bytes()).await;
         assert!(!refused.starts_with("HTTP/1.1 200"), "{refused}");
 
-        // Connections over the limit are closed at once, and the page
-        // still answers once the idle ones go.
+        // Connections over the limit and the line waiting for a slot are
+        // closed at once, and the page still answers once the idle ones go.
         let mut idle = Vec::new();
-        for _ in 0..MAX_CONNECTIONS {
+        for _ in 0..MAX_CONNECTIONS + MAX_WAITING {
             idle.push(tokio::net::TcpStream::connect(addr).await.unwrap());
         }
         let mut extra = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -489,6 +520,45 @@ mod tests {
         .expect("the page answers again");
         assert!(again.contains("poller meter"));
 
+        stop.send(true).unwrap();
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn idle_connections_holding_every_slot_are_closed_at_their_deadline_and_health_still_answers(
+    ) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let source = Arc::new(Fixed {
+            figures: figures(),
+            health: Mutex::new(Ok(())),
+        });
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(serve(listener, source, stopped));
+
+        // Every slot held by a connection that never says anything; the
+        // page accepts in the order connections were made, so these hold
+        // the slots before the probe arrives.
+        let mut idle = Vec::new();
+        for _ in 0..MAX_CONNECTIONS {
+            idle.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+        }
+        let health = tokio::time::timeout(
+            Duration::from_secs(30),
+            get(addr, ask("/health").as_bytes()),
+        )
+        .await
+        .expect("health answers while idle connections hold the page");
+        assert!(health.starts_with("HTTP/1.1 200"), "{health:?}");
+
+        // The idle ones were closed by the page, not left open.
+        for mut stream in idle {
+            let mut buffer = [0u8; 16];
+            let read = tokio::time::timeout(Duration::from_secs(30), stream.read(&mut buffer))
+                .await
+                .expect("an idle connection is closed at its deadline");
+            assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+        }
         stop.send(true).unwrap();
         task.await.unwrap();
     }
