@@ -942,9 +942,14 @@ fn agent_figure(agent: &Agent, key: &str) -> Option<f64> {
 }
 
 fn status(agent: &Agent) -> (Option<i32>, String) {
+    status_in(agent.dir.path())
+}
+
+/// `status` on the configuration in `dir`: exit status, stdout + stderr.
+fn status_in(dir: &Path) -> (Option<i32>, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_pattoo-agentd"))
         .arg("--config-dir")
-        .arg(agent.dir.path())
+        .arg(dir)
         .arg("status")
         .output()
         .unwrap();
@@ -1139,7 +1144,8 @@ async fn the_metrics_page_serves_the_same_figures_and_health_and_status_reads_it
     let (code, text) = status(&agent);
     assert_eq!(code, Some(0), "{text}");
     assert!(
-        text.contains(&format!("figures from http://{address}/metrics")),
+        text.contains(&format!("running as pid {}, up ", agent.child.id()))
+            && text.contains(&format!("figures from http://{address}/metrics")),
         "{text}"
     );
     assert!(text.contains("health: ok"), "{text}");
@@ -1227,5 +1233,54 @@ fn reload_with_no_agent_running_signals_nothing_even_the_process_the_lock_file_n
             assert!(stderr.contains("is not a pattoo-agentd"), "{stderr}");
         }
         sleeper.assert_alive();
+    }
+}
+
+/// Another program on the metrics page's port: a plausible page and a
+/// healthy `/health` to whatever asks, without knowing any token.
+fn stranger_page() -> std::net::SocketAddr {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                head.push(byte[0]);
+            }
+            let body = if head.starts_with(b"GET /health") {
+                "ok\n".to_owned()
+            } else {
+                "# TYPE pattoo_agentd_process_uptime_seconds gauge\n\
+                 pattoo_agentd_process_uptime_seconds 86400\n\
+                 # TYPE pattoo_agentd_poller_polls counter\n\
+                 pattoo_agentd_poller_polls_total{poller=\"\x1b[2Jfake\",poller_type=\"command\"} 5\n# EOF\n"
+                    .to_owned()
+            };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    addr
+}
+
+#[test]
+fn status_does_not_take_another_program_on_the_metrics_port_for_a_stopped_agent() {
+    let page = stranger_page();
+    let settings = format!("  metrics_listen: {page}\n");
+    let sleeper = Sleeper::start();
+    // No agent ever ran; then a killed agent's lock file whose pid another
+    // process now has.
+    for lock in [None, Some(sleeper.pid())] {
+        let dir = stopped_agent(lock, &settings);
+        let (code, text) = status_in(dir.path());
+        assert_eq!(code, Some(3), "{text}");
+        assert!(text.contains("pattoo-agentd is not running"), "{text}");
+        assert!(!text.contains("fake"), "{text}");
     }
 }

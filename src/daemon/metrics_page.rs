@@ -12,6 +12,10 @@
 //! lives at most [`CONNECTION_LIFETIME`] however slowly its peer talks. So
 //! idle connections cannot keep `/health` from answering for long: a probe
 //! waits for the first of them to reach its deadline.
+//!
+//! A request carrying [`CHALLENGE_HEADER`] gets [`PROOF_HEADER`] back, the
+//! challenge keyed with the daemon's token ([`Token::prove`]): how
+//! `pattoo-agentd status` knows it reads this configuration's agent.
 
 use std::convert::Infallible;
 use std::fmt::Write as _;
@@ -32,6 +36,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
 use super::figures::{Figures, Kind, Number};
+use super::state::Token;
 
 pub const MAX_CONNECTIONS: usize = 8;
 pub const MAX_WAITING: usize = 32;
@@ -42,6 +47,11 @@ pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(30);
 /// Prefixed to every figure's key on the page.
 pub const PREFIX: &str = "pattoo_agentd_";
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// A request header: any text, at most [`MAX_CHALLENGE_BYTES`].
+pub const CHALLENGE_HEADER: &str = "x-pattoo-agentd-challenge";
+/// The response header answering it: [`Token::prove`] of the challenge.
+pub const PROOF_HEADER: &str = "x-pattoo-agentd-proof";
+pub const MAX_CHALLENGE_BYTES: usize = 128;
 
 /// What the page shows; the daemon implements it.
 pub trait Source: Send + Sync + 'static {
@@ -181,14 +191,17 @@ fn help(key: &str) -> &'static str {
     }
 }
 
-/// Serves the page on `listener` until `stop` turns true.
+/// Serves the page on `listener` until `stop` turns true, answering
+/// challenges with `token` when there is one.
 pub async fn serve(
     listener: TcpListener,
     source: Arc<dyn Source>,
+    token: Option<Token>,
     mut stop: watch::Receiver<bool>,
 ) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let waiting = Arc::new(Semaphore::new(MAX_WAITING));
+    let token = token.map(Arc::new);
     loop {
         let accepted = tokio::select! {
             _ = stop.wait_for(|stop| *stop) => return,
@@ -203,10 +216,10 @@ pub async fn serve(
                 continue;
             }
         };
-        let source = source.clone();
+        let (source, token) = (source.clone(), token.clone());
         if let Ok(slot) = slots.clone().try_acquire_owned() {
             tokio::spawn(async move {
-                answer(stream, source).await;
+                answer(stream, source, token).await;
                 drop(slot);
             });
             continue;
@@ -222,7 +235,7 @@ pub async fn serve(
             let slot = tokio::time::timeout(WAIT_FOR_SLOT, slots.acquire_owned()).await;
             drop(place);
             if let Ok(Ok(slot)) = slot {
-                answer(stream, source).await;
+                answer(stream, source, token).await;
                 drop(slot);
             }
         });
@@ -230,10 +243,10 @@ pub async fn serve(
 }
 
 /// Serves one connection within the page's bounds.
-async fn answer(stream: tokio::net::TcpStream, source: Arc<dyn Source>) {
+async fn answer(stream: tokio::net::TcpStream, source: Arc<dyn Source>, token: Option<Arc<Token>>) {
     let service = hyper::service::service_fn(move |request| {
-        let source = source.clone();
-        async move { Ok::<_, Infallible>(respond(source.as_ref(), &request)) }
+        let (source, token) = (source.clone(), token.clone());
+        async move { Ok::<_, Infallible>(respond(source.as_ref(), token.as_deref(), &request)) }
     });
     // hyper's header read timeout runs from when it starts waiting for a
     // request head, at the start and again between requests: an idle
@@ -246,14 +259,31 @@ async fn answer(stream: tokio::net::TcpStream, source: Arc<dyn Source>) {
     let _ = tokio::time::timeout(CONNECTION_LIFETIME, connection).await;
 }
 
-fn respond(source: &dyn Source, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+fn respond(
+    source: &dyn Source,
+    token: Option<&Token>,
+    request: &Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    let proof =
+        token
+            .zip(request.headers().get(CHALLENGE_HEADER))
+            .and_then(|(token, challenge)| {
+                (challenge.len() <= MAX_CHALLENGE_BYTES).then(|| token.prove(challenge.as_bytes()))
+            });
     let reply = |status: StatusCode, content_type: &str, body: String| {
         let mut response = Response::new(Full::new(Bytes::from(body)));
         *response.status_mut() = status;
-        response.headers_mut().insert(
+        let headers = response.headers_mut();
+        headers.insert(
             hyper::header::CONTENT_TYPE,
             hyper::header::HeaderValue::from_str(content_type).expect("a valid header"),
         );
+        if let Some(proof) = &proof {
+            headers.insert(
+                PROOF_HEADER,
+                hyper::header::HeaderValue::from_str(proof).expect("hex is a valid header"),
+            );
+        }
         response
     };
     if request.method() != Method::GET && request.method() != Method::HEAD {
@@ -461,7 +491,7 @@ mod tests {
             health: Mutex::new(Ok(())),
         });
         let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(serve(listener, source.clone(), stopped));
+        let task = tokio::spawn(serve(listener, source.clone(), None, stopped));
 
         let healthy = get(addr, ask("/health").as_bytes()).await;
         assert!(healthy.starts_with("HTTP/1.1 200"), "{healthy}");
@@ -534,7 +564,7 @@ mod tests {
             health: Mutex::new(Ok(())),
         });
         let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(serve(listener, source, stopped));
+        let task = tokio::spawn(serve(listener, source, None, stopped));
 
         // Every slot held by a connection that never says anything; the
         // page accepts in the order connections were made, so these hold
@@ -559,6 +589,40 @@ mod tests {
                 .expect("an idle connection is closed at its deadline");
             assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
         }
+        stop.send(true).unwrap();
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_challenge_is_answered_with_the_tokens_proof_and_only_then() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = Token::create(dir.path()).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let source = Arc::new(Fixed {
+            figures: figures(),
+            health: Mutex::new(Ok(())),
+        });
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(serve(listener, source, Some(token.clone()), stopped));
+        let challenged = |path: &str, challenge: &str| {
+            format!(
+                "GET {path} HTTP/1.1\r\nhost: x\r\n{CHALLENGE_HEADER}: {challenge}\r\nconnection: close\r\n\r\n"
+            )
+        };
+        for path in ["/metrics", "/health"] {
+            let answer = get(addr, challenged(path, "abc123").as_bytes()).await;
+            let proof = format!("{PROOF_HEADER}: {}", token.prove(b"abc123"));
+            assert!(answer.contains(&proof), "{answer}");
+        }
+        let plain = get(addr, ask("/metrics").as_bytes()).await;
+        assert!(!plain.contains(PROOF_HEADER), "{plain}");
+        let long = get(
+            addr,
+            challenged("/health", &"a".repeat(MAX_CHALLENGE_BYTES + 1)).as_bytes(),
+        )
+        .await;
+        assert!(!long.contains(PROOF_HEADER), "{long}");
         stop.send(true).unwrap();
         task.await.unwrap();
     }
