@@ -46,8 +46,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Reload { pid } => {
             logging::init_stderr(LevelFilter::WARN);
-            load_and_build(&config_dir)?;
-            signal_reload(pid)
+            let (settings, _) = load_and_build(&config_dir)?;
+            signal_reload(&settings.pattoo.daemon_directory, pid)
         }
         Command::Once {
             print,
@@ -158,10 +158,25 @@ pub fn load_and_build(config_dir: &std::path::Path) -> anyhow::Result<(Settings,
 
 /// Asks the running service to re-read its configuration, which the
 /// caller has just validated (`ExecReload=` in the unit, so a broken file
-/// fails `systemctl reload` and keeps the service on its old one).
-fn signal_reload(pid: i32) -> anyhow::Result<()> {
+/// fails `systemctl reload` and keeps the service on its old one). Only
+/// this configuration's running agent is signalled: `pid` must be the
+/// process the daemon directory's lock file names, a pattoo-agentd that
+/// holds the lock; anything else is an error and nothing is signalled.
+fn signal_reload(daemon_directory: &std::path::Path, pid: i32) -> anyhow::Result<()> {
     use nix::sys::signal::{kill, Signal};
     anyhow::ensure!(pid > 0, "--pid {pid} is not a process id");
+    let agent = match daemon::lock::running_agent(daemon_directory) {
+        Ok(agent) => agent,
+        Err(no_agent) if no_agent.is_not_running() => anyhow::bail!(
+            "not signalling process {pid}: no pattoo-agentd runs for this configuration ({no_agent})"
+        ),
+        Err(cannot_check) => anyhow::bail!("not signalling process {pid}: {cannot_check}"),
+    };
+    anyhow::ensure!(
+        u32::try_from(pid) == Ok(agent),
+        "not signalling process {pid}: it is not this configuration's pattoo-agentd, which runs as process {agent} (the lock file in {} says so)",
+        daemon_directory.display()
+    );
     kill(nix::unistd::Pid::from_raw(pid), Signal::SIGHUP)
         .with_context(|| format!("cannot signal the service (process {pid}) to reload"))?;
     println!("configuration is valid; process {pid} is re-reading it");

@@ -31,7 +31,9 @@ pub enum Command {
     /// Validate all configuration, then tell the running service (process
     /// PID) to re-read it; what the systemd unit's ExecReload= runs
     Reload {
-        /// The service's process id ($MAINPID in the unit)
+        /// The service's process id ($MAINPID in the unit); must be the
+        /// pattoo-agentd holding this configuration's lock, or nothing is
+        /// signalled
         #[arg(long, value_name = "PID")]
         pid: i32,
     },

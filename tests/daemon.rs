@@ -192,6 +192,19 @@ impl Default for Launch<'_> {
     }
 }
 
+/// `pattoo.yaml`: directories under `dir`, posting to `port` on loopback.
+fn write_pattoo_yaml(dir: &Path, port: u16) {
+    let d = dir.display();
+    std::fs::write(
+        dir.join("pattoo.yaml"),
+        format!(
+            "pattoo:\n  log_level: debug\n  log_directory: {d}/log\n  cache_directory: {d}/cache\n  daemon_directory: {d}/daemon\n\
+             pattoo_agent_api:\n  ip_address: 127.0.0.1\n  ip_bind_port: {port}\n"
+        ),
+    )
+    .unwrap();
+}
+
 /// [`start`] launched as `launch` says.
 fn start_with(
     port: u16,
@@ -200,15 +213,7 @@ fn start_with(
     dir: tempfile::TempDir,
     launch: Launch,
 ) -> Agent {
-    let d = dir.path().display();
-    std::fs::write(
-        dir.path().join("pattoo.yaml"),
-        format!(
-            "pattoo:\n  log_level: debug\n  log_directory: {d}/log\n  cache_directory: {d}/cache\n  daemon_directory: {d}/daemon\n\
-             pattoo_agent_api:\n  ip_address: 127.0.0.1\n  ip_bind_port: {port}\n"
-        ),
-    )
-    .unwrap();
+    write_pattoo_yaml(dir.path(), port);
     // Through `sh -c 'exec'` so that WATCHDOG_PID names the agent's own
     // pid, as systemd sets it.
     let stderr = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
@@ -770,17 +775,7 @@ async fn the_reload_command_refuses_a_broken_file_and_signals_for_a_valid_one() 
         dir,
     );
     notify.wait_for("READY=1", |m| m == "READY=1");
-    let reload = |agent: &Agent| {
-        Command::new(env!("CARGO_BIN_EXE_pattoo-agentd"))
-            .arg("--config-dir")
-            .arg(agent.dir.path())
-            .arg("reload")
-            .arg("--pid")
-            .arg(agent.child.id().to_string())
-            .env_remove("JOURNAL_STREAM")
-            .output()
-            .unwrap()
-    };
+    let reload = |agent: &Agent| reload_command(agent.dir.path(), agent.child.id());
 
     // As `systemctl reload` runs it (ExecReload=): a broken file fails the
     // reload, says why, and the agent is not disturbed.
@@ -796,6 +791,20 @@ async fn the_reload_command_refuses_a_broken_file_and_signals_for_a_valid_one() 
     // (with the monotonic time) and when it is done.
     let beta = script(agent.dir.path(), "beta", 0.0);
     agent.write_pollers(&poller("beta", &beta));
+
+    // But not through another process: with a valid file and the agent
+    // running, a pid that is not the agent's is refused and not signalled.
+    let mut sleeper = Sleeper::start();
+    let wrong = reload_command(agent.dir.path(), sleeper.pid());
+    let stderr = String::from_utf8_lossy(&wrong.stderr);
+    assert!(!wrong.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("not signalling process {}", sleeper.pid()))
+            && stderr.contains("not this configuration's pattoo-agentd"),
+        "{stderr}"
+    );
+    sleeper.assert_alive();
+
     let accepted = reload(&agent);
     assert!(
         accepted.status.success(),
@@ -933,9 +942,14 @@ fn agent_figure(agent: &Agent, key: &str) -> Option<f64> {
 }
 
 fn status(agent: &Agent) -> (Option<i32>, String) {
+    status_in(agent.dir.path())
+}
+
+/// `status` on the configuration in `dir`: exit status, stdout + stderr.
+fn status_in(dir: &Path) -> (Option<i32>, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_pattoo-agentd"))
         .arg("--config-dir")
-        .arg(agent.dir.path())
+        .arg(dir)
         .arg("status")
         .output()
         .unwrap();
@@ -1130,7 +1144,8 @@ async fn the_metrics_page_serves_the_same_figures_and_health_and_status_reads_it
     let (code, text) = status(&agent);
     assert_eq!(code, Some(0), "{text}");
     assert!(
-        text.contains(&format!("figures from http://{address}/metrics")),
+        text.contains(&format!("running as pid {}, up ", agent.child.id()))
+            && text.contains(&format!("figures from http://{address}/metrics")),
         "{text}"
     );
     assert!(text.contains("health: ok"), "{text}");
@@ -1138,4 +1153,134 @@ async fn the_metrics_page_serves_the_same_figures_and_health_and_status_reads_it
 
     agent.signal(Signal::SIGTERM);
     assert!(agent.wait_exit(Duration::from_secs(15)).success());
+}
+
+/// `reload --pid PID` on the configuration in `dir`.
+fn reload_command(dir: &Path, pid: u32) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_pattoo-agentd"))
+        .arg("--config-dir")
+        .arg(dir)
+        .arg("reload")
+        .arg("--pid")
+        .arg(pid.to_string())
+        .env_remove("JOURNAL_STREAM")
+        .output()
+        .unwrap()
+}
+
+/// A `sleep` child: some process of ours that is not the agent.
+struct Sleeper(Child);
+
+impl Sleeper {
+    fn start() -> Sleeper {
+        Sleeper(Command::new("sleep").arg("600").spawn().unwrap())
+    }
+
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    /// SIGHUP would have ended it.
+    fn assert_alive(&mut self) {
+        assert!(
+            self.0.try_wait().unwrap().is_none(),
+            "the sleep was signalled and ended"
+        );
+    }
+}
+
+impl Drop for Sleeper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A configuration with a daemon directory whose lock file names `pid`,
+/// as a killed agent leaves it once its pid is reused; `settings` are more
+/// agent settings. No agent runs.
+fn stopped_agent(pid: Option<u32>, settings: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    write_pattoo_yaml(dir.path(), 9);
+    write_agentd(
+        dir.path(),
+        settings,
+        &poller("alpha", &script(dir.path(), "alpha", 0.0)),
+        2000,
+    );
+    let daemon = dir.path().join("daemon");
+    std::fs::create_dir(&daemon).unwrap();
+    if let Some(pid) = pid {
+        std::fs::write(daemon.join("pattoo-agentd.lock"), pid.to_string()).unwrap();
+    }
+    dir
+}
+
+#[test]
+fn reload_with_no_agent_running_signals_nothing_even_the_process_the_lock_file_names() {
+    let mut sleeper = Sleeper::start();
+    for lock in [None, Some(sleeper.pid())] {
+        let dir = stopped_agent(lock, "");
+        let output = reload_command(dir.path(), sleeper.pid());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains(&format!("not signalling process {}", sleeper.pid()))
+                && stderr.contains("no pattoo-agentd runs for this configuration"),
+            "{stderr}"
+        );
+        if lock.is_some() {
+            assert!(stderr.contains("is not a pattoo-agentd"), "{stderr}");
+        }
+        sleeper.assert_alive();
+    }
+}
+
+/// Another program on the metrics page's port: a plausible page and a
+/// healthy `/health` to whatever asks, without knowing any token.
+fn stranger_page() -> std::net::SocketAddr {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                head.push(byte[0]);
+            }
+            let body = if head.starts_with(b"GET /health") {
+                "ok\n".to_owned()
+            } else {
+                "# TYPE pattoo_agentd_process_uptime_seconds gauge\n\
+                 pattoo_agentd_process_uptime_seconds 86400\n\
+                 # TYPE pattoo_agentd_poller_polls counter\n\
+                 pattoo_agentd_poller_polls_total{poller=\"\x1b[2Jfake\",poller_type=\"command\"} 5\n# EOF\n"
+                    .to_owned()
+            };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    addr
+}
+
+#[test]
+fn status_does_not_take_another_program_on_the_metrics_port_for_a_stopped_agent() {
+    let page = stranger_page();
+    let settings = format!("  metrics_listen: {page}\n");
+    let sleeper = Sleeper::start();
+    // No agent ever ran; then a killed agent's lock file whose pid another
+    // process now has.
+    for lock in [None, Some(sleeper.pid())] {
+        let dir = stopped_agent(lock, &settings);
+        let (code, text) = status_in(dir.path());
+        assert_eq!(code, Some(3), "{text}");
+        assert!(text.contains("pattoo-agentd is not running"), "{text}");
+        assert!(!text.contains("fake"), "{text}");
+    }
 }

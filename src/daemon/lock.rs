@@ -1,12 +1,22 @@
 //! One agent per daemon directory: a second agent would post under the same
 //! agent ids and replay the same cache files, sending bodies twice.
+//!
+//! The lock file also says which process is this configuration's agent:
+//! [`running_agent`] takes the pid it names only once `/proc` shows that
+//! process is a `pattoo-agentd` holding the lock, so a pid reused by
+//! another process after the agent died is never taken for the agent
+//! (`reload` signals only it; `status` reports only it).
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
+
+pub const FILE_NAME: &str = "pattoo-agentd.lock";
+/// What the kernel calls the agent's process (`/proc/PID/comm`).
+const PROCESS_NAME: &str = "pattoo-agentd";
 
 /// Held for the life of the daemon; the lock is released when the process
 /// ends, however it ends.
@@ -32,7 +42,7 @@ pub enum LockError {
 
 impl InstanceLock {
     pub fn acquire(daemon_directory: &Path) -> Result<Self, LockError> {
-        let path = daemon_directory.join("pattoo-agentd.lock");
+        let path = daemon_directory.join(FILE_NAME);
         let io = |source| LockError::Io {
             path: path.clone(),
             source,
@@ -72,6 +82,113 @@ impl InstanceLock {
     }
 }
 
+/// Why [`running_agent`] found no agent: the reason, for a sentence that
+/// says no agent runs.
+#[derive(Debug, thiserror::Error)]
+pub enum NoAgent {
+    #[error("there is no lock file {0}")]
+    NoLockFile(PathBuf),
+    #[error("the lock file {path} names process {pid}, which has ended")]
+    Ended { path: PathBuf, pid: u32 },
+    #[error("process {pid}, which the lock file {path} names, {why}")]
+    NotTheAgent {
+        path: PathBuf,
+        pid: u32,
+        why: String,
+    },
+    /// Whether an agent runs is not known: the check itself failed.
+    #[error("cannot tell whether a pattoo-agentd runs for this configuration: {0}; run this as the agent's user or root")]
+    CannotCheck(String),
+}
+
+impl NoAgent {
+    /// No agent runs (rather than: it could not be checked).
+    pub fn is_not_running(&self) -> bool {
+        !matches!(self, NoAgent::CannotCheck(_))
+    }
+}
+
+/// The pid of this daemon directory's running agent: the one the lock file
+/// names, checked in `/proc` to be a `pattoo-agentd` that holds the lock
+/// now.
+pub fn running_agent(daemon_directory: &Path) -> Result<u32, NoAgent> {
+    let path = daemon_directory.join(FILE_NAME);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            return Err(NoAgent::NoLockFile(path))
+        }
+        Err(error) => {
+            return Err(NoAgent::CannotCheck(format!(
+                "cannot read {}: {error}",
+                path.display()
+            )))
+        }
+    };
+    let Ok(pid) = text.trim().parse::<u32>() else {
+        // Written right after the lock is taken: empty for that moment,
+        // or a file this version did not write.
+        return Err(NoAgent::CannotCheck(format!(
+            "the lock file {} holds {:?}, not a process id",
+            path.display(),
+            text.chars().take(40).collect::<String>()
+        )));
+    };
+    let not_the_agent = |why: String| NoAgent::NotTheAgent {
+        path: path.clone(),
+        pid,
+        why,
+    };
+    let proc = PathBuf::from(format!("/proc/{pid}"));
+    let name = match std::fs::read_to_string(proc.join("comm")) {
+        Ok(name) => name.trim_end().to_owned(),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            return Err(NoAgent::Ended { path, pid })
+        }
+        Err(error) => {
+            return Err(NoAgent::CannotCheck(format!(
+                "cannot read {}: {error}",
+                proc.join("comm").display()
+            )))
+        }
+    };
+    if name != PROCESS_NAME {
+        return Err(not_the_agent(format!(
+            "is not a pattoo-agentd (it is {name:?})"
+        )));
+    }
+    let lock = std::fs::metadata(&path)
+        .map_err(|error| NoAgent::CannotCheck(format!("{}: {error}", path.display())))?;
+    let fds = std::fs::read_dir(proc.join("fd")).map_err(|error| {
+        NoAgent::CannotCheck(format!(
+            "cannot list the open files of process {pid} in {}: {error}",
+            proc.join("fd").display()
+        ))
+    })?;
+    for fd in fds.flatten() {
+        // The file the descriptor is open on, through the /proc link.
+        let Ok(open) = std::fs::metadata(fd.path()) else {
+            continue;
+        };
+        if (open.dev(), open.ino()) != (lock.dev(), lock.ino()) {
+            continue;
+        }
+        let info =
+            std::fs::read_to_string(proc.join("fdinfo").join(fd.file_name())).unwrap_or_default();
+        // e.g. "lock:\t1: FLOCK  ADVISORY  WRITE 4242 fe:00:1234 0 EOF"
+        let holds = info.lines().any(|line| {
+            line.starts_with("lock:") && line.contains("FLOCK") && line.contains("WRITE")
+        });
+        if holds {
+            return Ok(pid);
+        }
+    }
+    Err(not_the_agent(
+        "is a pattoo-agentd that does not hold the lock (it uses another daemon directory)"
+            .to_owned(),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -89,5 +206,30 @@ mod tests {
         assert!(message.contains("already using"), "{message}");
         drop(first);
         InstanceLock::acquire(dir.path()).expect("free again once released");
+    }
+
+    #[test]
+    fn a_lock_file_naming_a_process_that_is_not_the_agent_names_no_agent() {
+        let dir = tempfile::tempdir().unwrap();
+        let error = running_agent(dir.path()).unwrap_err();
+        assert!(matches!(error, NoAgent::NoLockFile(_)), "{error}");
+
+        // This test process holds the lock but is not a pattoo-agentd.
+        let lock = InstanceLock::acquire(dir.path()).unwrap();
+        let error = running_agent(dir.path()).unwrap_err();
+        assert!(error.is_not_running(), "{error}");
+        assert!(
+            error.to_string().contains("is not a pattoo-agentd"),
+            "{error}"
+        );
+        drop(lock);
+
+        // A pid that has ended.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let ended = child.id();
+        child.wait().unwrap();
+        std::fs::write(dir.path().join(FILE_NAME), ended.to_string()).unwrap();
+        let error = running_agent(dir.path()).unwrap_err();
+        assert!(matches!(error, NoAgent::Ended { .. }), "{error}");
     }
 }

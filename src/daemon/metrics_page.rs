@@ -4,10 +4,18 @@
 //! 503 with the reason otherwise.
 //!
 //! It faces whatever can reach the address, so it is bounded: at most
-//! [`MAX_CONNECTIONS`] at once (more are closed at once), request heads of
-//! at most [`MAX_HEAD_BYTES`], a request body is never read, and a
-//! connection lives at most [`CONNECTION_LIFETIME`] however slowly its
-//! peer talks.
+//! [`MAX_CONNECTIONS`] served at once, at most [`MAX_WAITING`] more waiting
+//! up to [`WAIT_FOR_SLOT`] for one of those (more are closed at once), a
+//! connection that sends no complete request head for [`HEAD_TIMEOUT`]
+//! (idle at the start or between requests) is closed, request heads of at
+//! most [`MAX_HEAD_BYTES`], a request body is never read, and a connection
+//! lives at most [`CONNECTION_LIFETIME`] however slowly its peer talks. So
+//! idle connections cannot keep `/health` from answering for long: a probe
+//! waits for the first of them to reach its deadline.
+//!
+//! A request carrying [`CHALLENGE_HEADER`] gets [`PROOF_HEADER`] back, the
+//! challenge keyed with the daemon's token ([`Token::prove`]): how
+//! `pattoo-agentd status` knows it reads this configuration's agent.
 
 use std::convert::Infallible;
 use std::fmt::Write as _;
@@ -28,14 +36,22 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
 use super::figures::{Figures, Kind, Number};
+use super::state::Token;
 
 pub const MAX_CONNECTIONS: usize = 8;
+pub const MAX_WAITING: usize = 32;
+pub const WAIT_FOR_SLOT: Duration = Duration::from_secs(10);
 pub const MAX_HEAD_BYTES: usize = 8 * 1024;
-pub const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(2);
 pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(30);
 /// Prefixed to every figure's key on the page.
 pub const PREFIX: &str = "pattoo_agentd_";
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// A request header: any text, at most [`MAX_CHALLENGE_BYTES`].
+pub const CHALLENGE_HEADER: &str = "x-pattoo-agentd-challenge";
+/// The response header answering it: [`Token::prove`] of the challenge.
+pub const PROOF_HEADER: &str = "x-pattoo-agentd-proof";
+pub const MAX_CHALLENGE_BYTES: usize = 128;
 
 /// What the page shows; the daemon implements it.
 pub trait Source: Send + Sync + 'static {
@@ -175,13 +191,17 @@ fn help(key: &str) -> &'static str {
     }
 }
 
-/// Serves the page on `listener` until `stop` turns true.
+/// Serves the page on `listener` until `stop` turns true, answering
+/// challenges with `token` when there is one.
 pub async fn serve(
     listener: TcpListener,
     source: Arc<dyn Source>,
+    token: Option<Token>,
     mut stop: watch::Receiver<bool>,
 ) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let waiting = Arc::new(Semaphore::new(MAX_WAITING));
+    let token = token.map(Arc::new);
     loop {
         let accepted = tokio::select! {
             _ = stop.wait_for(|stop| *stop) => return,
@@ -196,35 +216,74 @@ pub async fn serve(
                 continue;
             }
         };
-        // Over the limit: closed unanswered, so a flood costs nothing.
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
+        let (source, token) = (source.clone(), token.clone());
+        if let Ok(slot) = slots.clone().try_acquire_owned() {
+            tokio::spawn(async move {
+                answer(stream, source, token).await;
+                drop(slot);
+            });
+            continue;
+        }
+        // All slots taken: wait in line (fairly, first come first served)
+        // for one to free up; over the line's length, closed unanswered,
+        // so a flood costs nothing.
+        let Ok(place) = waiting.clone().try_acquire_owned() else {
             continue;
         };
-        let source = source.clone();
+        let slots = slots.clone();
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |request| {
-                let source = source.clone();
-                async move { Ok::<_, Infallible>(respond(source.as_ref(), &request)) }
-            });
-            let connection = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(HEAD_TIMEOUT)
-                .max_buf_size(MAX_HEAD_BYTES)
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-            let _ = tokio::time::timeout(CONNECTION_LIFETIME, connection).await;
-            drop(slot);
+            let slot = tokio::time::timeout(WAIT_FOR_SLOT, slots.acquire_owned()).await;
+            drop(place);
+            if let Ok(Ok(slot)) = slot {
+                answer(stream, source, token).await;
+                drop(slot);
+            }
         });
     }
 }
 
-fn respond(source: &dyn Source, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+/// Serves one connection within the page's bounds.
+async fn answer(stream: tokio::net::TcpStream, source: Arc<dyn Source>, token: Option<Arc<Token>>) {
+    let service = hyper::service::service_fn(move |request| {
+        let (source, token) = (source.clone(), token.clone());
+        async move { Ok::<_, Infallible>(respond(source.as_ref(), token.as_deref(), &request)) }
+    });
+    // hyper's header read timeout runs from when it starts waiting for a
+    // request head, at the start and again between requests: an idle
+    // connection is closed after HEAD_TIMEOUT.
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEAD_TIMEOUT)
+        .max_buf_size(MAX_HEAD_BYTES)
+        .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+    let _ = tokio::time::timeout(CONNECTION_LIFETIME, connection).await;
+}
+
+fn respond(
+    source: &dyn Source,
+    token: Option<&Token>,
+    request: &Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    let proof =
+        token
+            .zip(request.headers().get(CHALLENGE_HEADER))
+            .and_then(|(token, challenge)| {
+                (challenge.len() <= MAX_CHALLENGE_BYTES).then(|| token.prove(challenge.as_bytes()))
+            });
     let reply = |status: StatusCode, content_type: &str, body: String| {
         let mut response = Response::new(Full::new(Bytes::from(body)));
         *response.status_mut() = status;
-        response.headers_mut().insert(
+        let headers = response.headers_mut();
+        headers.insert(
             hyper::header::CONTENT_TYPE,
             hyper::header::HeaderValue::from_str(content_type).expect("a valid header"),
         );
+        if let Some(proof) = &proof {
+            headers.insert(
+                PROOF_HEADER,
+                hyper::header::HeaderValue::from_str(proof).expect("hex is a valid header"),
+            );
+        }
         response
     };
     if request.method() != Method::GET && request.method() != Method::HEAD {
@@ -419,6 +478,10 @@ mod tests {
         String::from_utf8_lossy(&response).into_owned()
     }
 
+    fn ask(path: &str) -> String {
+        format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+    }
+
     #[tokio::test]
     async fn health_says_503_with_the_reason_while_the_agent_is_stuck_and_the_page_is_bounded() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -428,9 +491,7 @@ mod tests {
             health: Mutex::new(Ok(())),
         });
         let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(serve(listener, source.clone(), stopped));
-        let ask =
-            |path: &str| format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+        let task = tokio::spawn(serve(listener, source.clone(), None, stopped));
 
         let healthy = get(addr, ask("/health").as_bytes()).await;
         assert!(healthy.starts_with("HTTP/1.1 200"), "{healthy}");
@@ -463,10 +524,10 @@ mod tests {
         let refused = get(addr, huge.as_bytes()).await;
         assert!(!refused.starts_with("HTTP/1.1 200"), "{refused}");
 
-        // Connections over the limit are closed at once, and the page
-        // still answers once the idle ones go.
+        // Connections over the limit and the line waiting for a slot are
+        // closed at once, and the page still answers once the idle ones go.
         let mut idle = Vec::new();
-        for _ in 0..MAX_CONNECTIONS {
+        for _ in 0..MAX_CONNECTIONS + MAX_WAITING {
             idle.push(tokio::net::TcpStream::connect(addr).await.unwrap());
         }
         let mut extra = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -489,6 +550,79 @@ mod tests {
         .expect("the page answers again");
         assert!(again.contains("poller meter"));
 
+        stop.send(true).unwrap();
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn idle_connections_holding_every_slot_are_closed_at_their_deadline_and_health_still_answers(
+    ) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let source = Arc::new(Fixed {
+            figures: figures(),
+            health: Mutex::new(Ok(())),
+        });
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(serve(listener, source, None, stopped));
+
+        // Every slot held by a connection that never says anything; the
+        // page accepts in the order connections were made, so these hold
+        // the slots before the probe arrives.
+        let mut idle = Vec::new();
+        for _ in 0..MAX_CONNECTIONS {
+            idle.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+        }
+        let health = tokio::time::timeout(
+            Duration::from_secs(30),
+            get(addr, ask("/health").as_bytes()),
+        )
+        .await
+        .expect("health answers while idle connections hold the page");
+        assert!(health.starts_with("HTTP/1.1 200"), "{health:?}");
+
+        // The idle ones were closed by the page, not left open.
+        for mut stream in idle {
+            let mut buffer = [0u8; 16];
+            let read = tokio::time::timeout(Duration::from_secs(30), stream.read(&mut buffer))
+                .await
+                .expect("an idle connection is closed at its deadline");
+            assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+        }
+        stop.send(true).unwrap();
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_challenge_is_answered_with_the_tokens_proof_and_only_then() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = Token::create(dir.path()).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let source = Arc::new(Fixed {
+            figures: figures(),
+            health: Mutex::new(Ok(())),
+        });
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(serve(listener, source, Some(token.clone()), stopped));
+        let challenged = |path: &str, challenge: &str| {
+            format!(
+                "GET {path} HTTP/1.1\r\nhost: x\r\n{CHALLENGE_HEADER}: {challenge}\r\nconnection: close\r\n\r\n"
+            )
+        };
+        for path in ["/metrics", "/health"] {
+            let answer = get(addr, challenged(path, "abc123").as_bytes()).await;
+            let proof = format!("{PROOF_HEADER}: {}", token.prove(b"abc123"));
+            assert!(answer.contains(&proof), "{answer}");
+        }
+        let plain = get(addr, ask("/metrics").as_bytes()).await;
+        assert!(!plain.contains(PROOF_HEADER), "{plain}");
+        let long = get(
+            addr,
+            challenged("/health", &"a".repeat(MAX_CHALLENGE_BYTES + 1)).as_bytes(),
+        )
+        .await;
+        assert!(!long.contains(PROOF_HEADER), "{long}");
         stop.send(true).unwrap();
         task.await.unwrap();
     }

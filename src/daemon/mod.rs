@@ -124,9 +124,16 @@ pub async fn run(
     let metrics_address = match metrics_listen {
         Some(listener) => {
             let address = listener.local_addr().ok();
+            // Drawn anew at each start: what `status` checks the page by.
+            let token = state::Token::create(&settings.pattoo.daemon_directory)
+                .map_err(|error| {
+                    tracing::warn!(directory = %settings.pattoo.daemon_directory.display(), %error, "cannot write the metrics page's token; `pattoo-agentd status` will not trust the page");
+                })
+                .ok();
             background.spawn(metrics_page::serve(
                 listener,
                 monitor.clone(),
+                token,
                 background_stop.clone(),
             ));
             address

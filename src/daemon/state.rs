@@ -5,6 +5,12 @@
 //! few seconds (a temporary file renamed over the old one, so a reader
 //! never sees half a file) and deletes it when it stops. A file whose
 //! process is gone was left by an agent that was killed or crashed.
+//!
+//! Beside it, `pattoo-agentd.token` holds a secret the daemon draws at
+//! each start (mode 0600 in the private daemon directory). The metrics page
+//! proves it knows it by answering a challenge `status` sends (a keyed
+//! hash of the challenge, see [`Token::prove`]), so `status` can tell this
+//! configuration's agent from any other process on the page's port.
 
 use std::io;
 use std::net::SocketAddr;
@@ -20,6 +26,7 @@ use crate::config::Settings;
 use crate::time::now_ms;
 
 pub const FILE_NAME: &str = "pattoo-agentd.state.json";
+pub const TOKEN_FILE_NAME: &str = "pattoo-agentd.token";
 
 /// How often the daemon rewrites the file; a file much older than this
 /// belongs to an agent that is stuck or gone.
@@ -147,5 +154,106 @@ pub fn process_exists(pid: u32) -> bool {
         Ok(()) => true,
         Err(nix::errno::Errno::EPERM) => true,
         Err(_) => false,
+    }
+}
+
+/// The secret the running agent's metrics page proves it knows.
+#[derive(Clone)]
+pub struct Token([u8; 32]);
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(..)")
+    }
+}
+
+impl Token {
+    /// Draws a new token and writes it (temporary file, then rename, so a
+    /// reader never sees half of one) to the daemon directory.
+    pub fn create(daemon_directory: &Path) -> io::Result<Token> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut secret = [0u8; 32];
+        getrandom::fill(&mut secret).map_err(|error| io::Error::other(error.to_string()))?;
+        let path = daemon_directory.join(TOKEN_FILE_NAME);
+        let temporary = path.with_extension("token.tmp");
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&temporary)?;
+        file.write_all(hex::encode(secret).as_bytes())?;
+        drop(file);
+        std::fs::rename(&temporary, &path)?;
+        Ok(Token(secret))
+    }
+
+    /// The token of the agent that last started on this daemon directory.
+    pub fn read(daemon_directory: &Path) -> Result<Token, String> {
+        let path = daemon_directory.join(TOKEN_FILE_NAME);
+        let text = std::fs::read_to_string(&path)
+            .map_err(|error| format!("cannot read {}: {error}", path.display()))?;
+        let mut secret = [0u8; 32];
+        hex::decode_to_slice(text.trim(), &mut secret)
+            .map_err(|_| format!("{}: not a token this version reads", path.display()))?;
+        Ok(Token(secret))
+    }
+
+    /// HMAC-SHA256 of `challenge` under the token, in hex: only a process
+    /// that can read the token file can compute it, and a fresh challenge
+    /// each time makes an answer seen once useless afterwards.
+    pub fn prove(&self, challenge: &[u8]) -> String {
+        use sha2::{Digest, Sha256};
+        const BLOCK: usize = 64;
+        let mut key = [0u8; BLOCK];
+        key[..self.0.len()].copy_from_slice(&self.0);
+        let pad = |byte: u8| key.map(|k| k ^ byte);
+        let inner = Sha256::new()
+            .chain_update(pad(0x36))
+            .chain_update(challenge)
+            .finalize();
+        hex::encode(
+            Sha256::new()
+                .chain_update(pad(0x5c))
+                .chain_update(inner)
+                .finalize(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_proof_is_hmac_sha256_and_depends_on_token_and_challenge() {
+        // python3 -c "import hmac,hashlib; print(hmac.new(b'\\x0b'*32,
+        //   b'Hi There', hashlib.sha256).hexdigest())"
+        let token = Token([0x0b; 32]);
+        let proof = token.prove(b"Hi There");
+        assert_eq!(proof.len(), 64);
+        assert_eq!(
+            proof,
+            "198a607eb44bfbc69903a0f1cf2bbdc5ba0aa3f3d9ae3c1c7a3b1696a0b68cf7"
+        );
+        assert_ne!(Token([0x0c; 32]).prove(b"Hi There"), proof);
+        assert_ne!(token.prove(b"Hi there"), proof);
+    }
+
+    #[test]
+    fn a_created_token_reads_back_and_only_its_owner_may_read_it() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let token = Token::create(dir.path()).unwrap();
+        let read = Token::read(dir.path()).unwrap();
+        assert_eq!(read.prove(b"x"), token.prove(b"x"));
+        let mode = std::fs::metadata(dir.path().join(TOKEN_FILE_NAME))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let again = Token::create(dir.path()).unwrap();
+        assert_ne!(again.prove(b"x"), token.prove(b"x"), "a new one each start");
     }
 }
