@@ -204,21 +204,11 @@ impl Token {
     /// that can read the token file can compute it, and a fresh challenge
     /// each time makes an answer seen once useless afterwards.
     pub fn prove(&self, challenge: &[u8]) -> String {
-        use sha2::{Digest, Sha256};
-        const BLOCK: usize = 64;
-        let mut key = [0u8; BLOCK];
-        key[..self.0.len()].copy_from_slice(&self.0);
-        let pad = |byte: u8| key.map(|k| k ^ byte);
-        let inner = Sha256::new()
-            .chain_update(pad(0x36))
-            .chain_update(challenge)
-            .finalize();
-        hex::encode(
-            Sha256::new()
-                .chain_update(pad(0x5c))
-                .chain_update(inner)
-                .finalize(),
-        )
+        use hmac::{Hmac, Mac};
+        let mut mac =
+            Hmac::<sha2::Sha256>::new_from_slice(&self.0).expect("HMAC takes a key of any length");
+        mac.update(challenge);
+        hex::encode(mac.finalize().into_bytes())
     }
 }
 
