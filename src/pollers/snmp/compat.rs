@@ -38,9 +38,8 @@ use std::time::Duration;
 
 use serde_norway::Value;
 
-use super::config::{
-    oid_from_text, Credentials, Flavour, Read, Secret, SnmpSettings, TargetSettings,
-};
+use super::config::{Credentials, Flavour, Read, Secret, SnmpSettings, TargetSettings};
+use super::oid::oid_from_text;
 use crate::pollers::{DropIn, PollerKind, PollerSettings};
 use crate::yaml::{describe, Document, YamlPath};
 use async_snmp::{AuthProtocol, PrivProtocol};

@@ -9,6 +9,7 @@ use async_snmp::{AuthProtocol, Oid, PrivProtocol};
 use serde::Deserialize;
 use serde_norway::Value;
 
+use super::oid::{dotted, oid_from_text};
 use crate::model::{DataType, Metadata};
 use crate::secret::{self, SecretSource};
 use crate::yaml::{check_user_key, describe, parse_metadata, Document, YamlPath};
@@ -575,7 +576,7 @@ impl SnmpSettings {
         }
         match raw.preset.as_deref().map(str::trim) {
             None => {}
-            Some("if_mib" | "IF-MIB" | "if-mib") => reads.push(Read::Table(super::ifmib::preset())),
+            Some("if_mib" | "IF-MIB" | "if-mib") => reads.push(Read::Table(if_mib_preset())),
             Some(other) => doc.error(
                 &path.key("preset"),
                 format!("unknown preset {other:?}: expected if_mib"),
@@ -695,6 +696,35 @@ fn column(doc: &mut Document, path: &YamlPath, raw: &RawColumn, in_table: bool) 
     })
 }
 
+/// `preset: if_mib`: the table [`super::ifmib::PRESET_COLUMNS`] and
+/// [`super::ifmib::PRESET_LABELS`] describe.
+pub fn if_mib_preset() -> Table {
+    let oid = |text: &str| oid_from_text(text).expect("a valid built-in OID");
+    Table {
+        name: "IF-MIB".to_owned(),
+        columns: super::ifmib::PRESET_COLUMNS
+            .iter()
+            .map(|(key, column, fallback)| Column {
+                oid: oid(column),
+                key: (*key).to_owned(),
+                fallback: fallback.map(oid),
+                multiplier: None,
+                offset: None,
+                data_type: None,
+                metadata: Vec::new(),
+            })
+            .collect(),
+        labels: super::ifmib::PRESET_LABELS
+            .iter()
+            .map(|(key, label, update_checksum)| Label {
+                key: (*key).to_owned(),
+                oid: oid(label),
+                update_checksum: *update_checksum,
+            })
+            .collect(),
+    }
+}
+
 /// `.1.3.6.1.2.1.1.3.0` or `1.3.6.1.2.1.1.3.0`: numbers only, since no MIB
 /// files are read.
 pub(crate) fn parse_oid(doc: &mut Document, path: &YamlPath, text: &str) -> Option<Oid> {
@@ -708,30 +738,6 @@ pub(crate) fn parse_oid(doc: &mut Document, path: &YamlPath, text: &str) -> Opti
             None
         }
     }
-}
-
-pub fn oid_from_text(text: &str) -> Option<Oid> {
-    let text = text.trim();
-    let digits = text.strip_prefix('.').unwrap_or(text);
-    if digits.is_empty()
-        || !digits
-            .split('.')
-            .all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-    {
-        return None;
-    }
-    let oid = Oid::parse(digits).ok()?;
-    (oid.len() >= 2 && oid.validate().is_ok()).then_some(oid)
-}
-
-/// An OID as pattoo's SNMP agents write it: `.1.3.6.1.2.1.1.3.0`.
-pub fn dotted(oid: &Oid) -> String {
-    let mut text = String::with_capacity(oid.len() * 3);
-    for arc in oid.arcs() {
-        text.push('.');
-        text.push_str(itoa::Buffer::new().format(*arc));
-    }
-    text
 }
 
 /// `host`, `host:port`, `[v6]:port` or a bare IPv6 literal.
@@ -764,24 +770,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reads_numeric_oids_with_or_without_the_leading_dot() {
-        assert_eq!(
-            dotted(&oid_from_text(".1.3.6.1.2.1.1.3.0").unwrap()),
-            ".1.3.6.1.2.1.1.3.0"
-        );
-        assert_eq!(dotted(&oid_from_text("1.3.6.1").unwrap()), ".1.3.6.1");
-        assert!(oid_from_text("ifDescr").is_none());
-        assert!(oid_from_text(".1.3..6").is_none());
-        assert!(oid_from_text("").is_none());
-    }
-
-    #[test]
     fn reads_hosts_ports_and_ipv6_literals() {
         assert_eq!(parse_host_port("10.0.0.1"), Some(("10.0.0.1".into(), 161)));
         assert_eq!(parse_host_port("sw1:1161"), Some(("sw1".into(), 1161)));
         assert_eq!(parse_host_port("::1"), Some(("::1".into(), 161)));
         assert_eq!(parse_host_port("[::1]:1161"), Some(("::1".into(), 1161)));
         assert_eq!(parse_host_port("sw1:0"), None);
+    }
+
+    #[test]
+    fn the_if_mib_preset_prefers_64_bit_counters() {
+        let table = if_mib_preset();
+        let octets = &table.columns[0];
+        assert_eq!(dotted(&octets.oid), ".1.3.6.1.2.1.31.1.1.1.6");
+        assert_eq!(
+            octets.fallback.as_ref().map(dotted).as_deref(),
+            Some(".1.3.6.1.2.1.2.2.1.10")
+        );
+        assert_eq!(table.columns.len(), 15);
+        assert_eq!(table.labels.len(), 3);
     }
 
     #[test]

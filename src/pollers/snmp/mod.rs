@@ -70,6 +70,7 @@ pub mod compat;
 mod config;
 pub mod convert;
 pub mod ifmib;
+mod oid;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -82,10 +83,11 @@ use async_snmp::{
 use futures_util::StreamExt;
 
 pub use config::{
-    dotted, oid_from_text, Column, Credentials, Flavour, Label, Read, Secret, SnmpSettings, Table,
-    TargetSettings, DEFAULT_MAX_REPETITIONS, DEFAULT_PORT, DEFAULT_RETRIES, DEFAULT_TIMEOUT,
+    Column, Credentials, Flavour, Label, Read, Secret, SnmpSettings, Table, TargetSettings,
+    DEFAULT_MAX_REPETITIONS, DEFAULT_PORT, DEFAULT_RETRIES, DEFAULT_TIMEOUT,
 };
 use convert::{NoValue, Octets};
+pub use oid::{dotted, oid_from_text};
 
 use crate::model::{DataPoint, Metadata, TargetData, Text};
 use crate::time::now_ms;
