@@ -24,6 +24,11 @@ pub const DEFAULT_MAX_REPETITIONS: u32 = 25;
 pub const DEFAULT_MAX_CONCURRENT_TARGETS: usize = 64;
 /// Variables asked for in one GET; the agent's `tooBig` splits it further.
 pub const DEFAULT_MAX_OIDS_PER_REQUEST: usize = 32;
+/// Rows one walk (or one table column) reads before it is cut: far more
+/// than a switch's interfaces, little enough memory (a few MB) that an
+/// endless subtree cannot hurt the host.
+pub const DEFAULT_MAX_ROWS_PER_WALK: usize = 10_000;
+pub const MAX_MAX_ROWS_PER_WALK: u64 = 1_000_000;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct SnmpSettings {
@@ -34,6 +39,10 @@ pub struct SnmpSettings {
     pub max_repetitions: u32,
     pub max_oids_per_request: usize,
     pub max_concurrent_targets: usize,
+    /// Rows a walk reads at most; the rest is cut and logged.
+    pub max_rows_per_walk: usize,
+    /// How long a poll may take; `None`: the polling interval.
+    pub poll_deadline: Option<Duration>,
 }
 
 /// What a poll makes of what it reads.
@@ -285,6 +294,8 @@ struct RawSnmp {
     max_repetitions: Option<u64>,
     max_oids_per_request: Option<u64>,
     max_concurrent_targets: Option<u64>,
+    max_rows_per_walk: Option<u64>,
+    poll_deadline_ms: Option<u64>,
     #[serde(default)]
     get: Vec<RawColumn>,
     #[serde(default)]
@@ -522,6 +533,22 @@ impl SnmpSettings {
             DEFAULT_MAX_CONCURRENT_TARGETS as u64,
             65_535,
         );
+        let max_rows_per_walk = positive(
+            doc,
+            "max_rows_per_walk",
+            raw.max_rows_per_walk,
+            DEFAULT_MAX_ROWS_PER_WALK as u64,
+            MAX_MAX_ROWS_PER_WALK,
+        );
+        let poll_deadline = raw.poll_deadline_ms.map(|ms| {
+            Duration::from_millis(positive(
+                doc,
+                "poll_deadline_ms",
+                Some(ms),
+                ms,
+                crate::yaml::MAX_MS,
+            ))
+        });
         let retries = raw.retries.unwrap_or(DEFAULT_RETRIES);
         if retries > MAX_RETRIES {
             doc.error(
@@ -648,6 +675,8 @@ impl SnmpSettings {
             max_repetitions: max_repetitions as u32,
             max_oids_per_request: max_oids_per_request as usize,
             max_concurrent_targets: max_concurrent_targets as usize,
+            max_rows_per_walk: max_rows_per_walk as usize,
+            poll_deadline,
         })
     }
 }
