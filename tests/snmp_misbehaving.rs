@@ -481,3 +481,69 @@ async fn a_walk_that_goes_back_stops_and_posts_the_rows_before() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn request_ids_are_random_not_a_sequence() {
+    let ids = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = ids.clone();
+    let (address, dir) = scripted(move |request: &Request| {
+        let id = request
+            .request_id
+            .iter()
+            .fold(0i64, |v, b| (v << 8) | i64::from(*b));
+        seen.lock().unwrap().push(id);
+        answer(request, &[(request.oids[0].clone(), 0x04, b"ok".to_vec())])
+    })
+    .await;
+    let mut poller = scripted_poller(
+        &address,
+        &dir,
+        "      get: [{oid: .1.3.6.1.2.1.1.5.0, key: sysname}]\n",
+    );
+    for _ in 0..6 {
+        poller.poll().await.expect("answered");
+    }
+    let ids = ids.lock().unwrap().clone();
+    assert!(ids.len() >= 6, "{ids:?}");
+    // One counter shared by every request of the process moves by a few
+    // per request; random ids (31 bits) are this close about once in
+    // 30,000 pairs.
+    let close = ids
+        .windows(2)
+        .filter(|w| (w[1] - w[0]).abs() < 65_536)
+        .count();
+    assert!(close <= 1, "request ids follow each other: {ids:?}");
+}
+
+#[tokio::test]
+async fn the_right_request_id_from_another_address_or_port_is_not_taken() {
+    // The device never answers; two strangers, one on another loopback
+    // address and one on another port, answer with the request's id.
+    let device = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let address = device.local_addr().unwrap().to_string();
+    let other_port = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let other_address = UdpSocket::bind("127.0.0.2:0").await.unwrap();
+    tokio::spawn(async move {
+        let mut buffer = vec![0u8; 65_536];
+        while let Ok((n, from)) = device.recv_from(&mut buffer).await {
+            let request = parse(&buffer[..n]);
+            let forged = answer(
+                &request,
+                &[(request.oids[0].clone(), 0x04, b"forged".to_vec())],
+            );
+            let _ = other_port.send_to(&forged, from).await;
+            let _ = other_address.send_to(&forged, from).await;
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("community"), "public\n").unwrap();
+    let mut poller = scripted_poller(
+        &address,
+        &dir,
+        "      get: [{oid: .1.3.6.1.2.1.1.5.0, key: sysname}]\n",
+    );
+    let result = tokio::time::timeout(HANG, poller.poll())
+        .await
+        .expect("the poll ends");
+    assert!(result.is_err(), "a forged answer was taken: {result:?}");
+}

@@ -55,10 +55,11 @@
 //! # How it reads
 //!
 //! - One UDP socket per poller (per address family) carries every target's
-//!   requests; responses are matched by request id (and message id, for
-//!   v3), so a late, forged or garbled datagram is dropped, never taken
-//!   for another request's answer (async-snmp does the matching, the BER
-//!   and the USM).
+//!   requests under random request ids (and message ids, for v3); a
+//!   response is matched by its id and must come from the address and port
+//!   the request went to, so a late, forged or garbled datagram is dropped,
+//!   never taken for another request's answer ([`transport`]; async-snmp
+//!   does the matching, the BER and the USM).
 //! - Every walk reads at most `max_rows_per_walk` rows and stops at an OID
 //!   that does not follow the one before; every poll ends by its deadline.
 //!   What was read before a cut is posted, and the cut is logged with the
@@ -77,6 +78,7 @@ mod config;
 pub mod convert;
 pub mod ifmib;
 mod oid;
+mod transport;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -84,7 +86,7 @@ use std::time::Duration;
 
 use async_snmp::transport::UdpTransport;
 use async_snmp::{
-    Auth, Client, ErrorKind, Oid, OidOrdering, Retry, UsmConfig, VarBind, WalkAbortReason,
+    Auth, ClientBuilder, ErrorKind, Oid, OidOrdering, Retry, UsmConfig, VarBind, WalkAbortReason,
     WalkMethod, WalkOptions,
 };
 use futures_util::StreamExt;
@@ -97,6 +99,10 @@ pub use config::{
 };
 use convert::{NoValue, Octets};
 pub use oid::{dotted, oid_from_text};
+use transport::TargetTransport;
+
+/// A client on the poller's socket for one target.
+type Client = async_snmp::Client<TargetTransport>;
 
 use crate::model::{DataPoint, Metadata, TargetData, Text};
 use crate::time::now_ms;
@@ -276,8 +282,14 @@ async fn client(
             }
         }
     }
-    let transport = slot.as_ref().expect("bound above");
-    let built = Client::builder(address, state.auth.clone())
+    let handle = match slot.as_ref().expect("bound above").handle(address) {
+        Ok(handle) => TargetTransport::new(handle),
+        Err(error) => {
+            tracing::warn!(poller, target = %target.name, "{}: {error}", target.name);
+            return None;
+        }
+    };
+    let built = ClientBuilder::new(state.auth.clone())
         .request_timeout(settings.timeout)
         .retry(Retry::fixed(settings.retries, Duration::ZERO).unwrap_or_else(|_| Retry::none()))
         .max_oids_per_request(settings.max_oids_per_request)
@@ -287,9 +299,7 @@ async fn client(
             ordering: OidOrdering::Strict,
             result_limit: Some(settings.max_rows_per_walk),
         })
-        .strict_source(true)
-        .build_with(transport)
-        .await;
+        .build_with_transport(handle);
     match built {
         Ok(client) => {
             state.client = Some(client.clone());
