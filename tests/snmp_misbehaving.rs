@@ -547,3 +547,64 @@ async fn the_right_request_id_from_another_address_or_port_is_not_taken() {
         .expect("the poll ends");
     assert!(result.is_err(), "a forged answer was taken: {result:?}");
 }
+
+#[tokio::test]
+async fn undecodable_values_post_nothing_are_named_and_the_rest_of_the_answer_posts() {
+    let log = LogBuffer::default();
+    let _guard = log.capture();
+    // .1.3.6.1.4.1.99999.2.N: each N a value, good or not.
+    let value = |n: u32| -> (u8, Vec<u8>) {
+        match n {
+            1 => (0x04, b"fine".to_vec()),
+            2 => (0x02, vec![0x01, 0, 0, 0, 0]),
+            3 => (0x46, vec![]),
+            4 => (0x46, vec![0x01, 0, 0, 0, 0, 0, 0, 0, 0]),
+            5 => (0x40, vec![10, 0, 0, 1, 7]),
+            _ => (0x41, vec![42]),
+        }
+    };
+    let (address, dir) = scripted(move |request: &Request| {
+        let varbinds: Vec<_> = request
+            .oids
+            .iter()
+            .map(|oid| {
+                let (tag, contents) = value(*oid.last().unwrap());
+                (oid.clone(), tag, contents)
+            })
+            .collect();
+        answer(request, &varbinds)
+    })
+    .await;
+    let gets: String = (1..=6)
+        .map(|n| format!("        - {{oid: .1.3.6.1.4.1.99999.2.{n}, key: v{n}}}\n"))
+        .collect();
+    let mut poller = scripted_poller(&address, &dir, &format!("      get:\n{gets}"));
+    let targets = poller.poll().await.expect("the good values were read");
+    let posted: Vec<(&str, &Value)> = targets
+        .iter()
+        .flat_map(|t| &t.datapoints)
+        .map(|d| (d.key.as_str(), &d.value))
+        .collect();
+    assert_eq!(
+        posted,
+        [("v1", &Value::Text("fine".into())), ("v6", &Value::Int(42))]
+    );
+    let text = log.text();
+    assert!(!text.contains("timeout"), "{text}");
+    for (n, what) in [
+        (2, "INTEGER of 5 bytes"),
+        (3, "zero-length Counter64"),
+        (4, "Counter64 of 9 bytes"),
+        (5, "IpAddress of 5 bytes"),
+    ] {
+        let oid = format!(".1.3.6.1.4.1.99999.2.{n}");
+        assert!(
+            text.lines().any(|l| l.contains("WARN")
+                && l.contains(&address)
+                && l.contains(&format!("{oid}: "))
+                && l.contains(what)
+                && l.contains("cannot be decoded")),
+            "{oid} {what}:\n{text}"
+        );
+    }
+}

@@ -64,6 +64,8 @@
 //!   that does not follow the one before; every poll ends by its deadline.
 //!   What was read before a cut is posted, and the cut is logged with the
 //!   poller, target, OID and the bound.
+//! - A value that cannot be decoded posts nothing and is logged with its
+//!   OID and what was wrong ([`screen`]); the rest of its answer posts.
 //! - Targets are polled concurrently, at most `max_concurrent_targets` at
 //!   once. Each request has the target's timeout and retries; a target that
 //!   times out is not asked again in the same poll, so a dead device costs
@@ -78,16 +80,17 @@ mod config;
 pub mod convert;
 pub mod ifmib;
 mod oid;
+mod screen;
 mod transport;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use async_snmp::transport::UdpTransport;
 use async_snmp::{
-    Auth, ClientBuilder, ErrorKind, Oid, OidOrdering, Retry, UsmConfig, VarBind, WalkAbortReason,
-    WalkMethod, WalkOptions,
+    Auth, ClientBuilder, DecodeConfig, ErrorKind, Oid, OidOrdering, Retry, UsmConfig, VarBind,
+    WalkAbortReason, WalkMethod, WalkOptions,
 };
 use futures_util::StreamExt;
 use tokio::time::Instant;
@@ -142,7 +145,7 @@ struct TargetState {
     auth: Auth,
     /// Built at the first poll that resolves the target; kept, so v3
     /// engine discovery happens once.
-    client: Option<Client>,
+    client: Option<(Client, TargetTransport)>,
 }
 
 impl SnmpPoller {
@@ -256,7 +259,7 @@ async fn client(
     state: &mut TargetState,
     v4: &mut Option<UdpTransport>,
     v6: &mut Option<UdpTransport>,
-) -> Option<Client> {
+) -> Option<(Client, TargetTransport)> {
     if let Some(client) = &state.client {
         return Some(client.clone());
     }
@@ -289,21 +292,27 @@ async fn client(
             return None;
         }
     };
+    // A value that does not fit its type is an error, never a truncated
+    // number or a zero (SNMPv1/v2c values are screened before this).
+    let mut decode = DecodeConfig::DEFAULT;
+    decode.truncate_numeric_values = false;
+    decode.empty_counter64_as_zero = false;
     let built = ClientBuilder::new(state.auth.clone())
         .request_timeout(settings.timeout)
         .retry(Retry::fixed(settings.retries, Duration::ZERO).unwrap_or_else(|_| Retry::none()))
         .max_oids_per_request(settings.max_oids_per_request)
+        .decode_config(decode)
         .walk_options(WalkOptions {
             method: WalkMethod::Auto,
             max_repetitions: settings.max_repetitions,
             ordering: OidOrdering::Strict,
             result_limit: Some(settings.max_rows_per_walk),
         })
-        .build_with_transport(handle);
+        .build_with_transport(handle.clone());
     match built {
         Ok(client) => {
-            state.client = Some(client.clone());
-            Some(client)
+            state.client = Some((client.clone(), handle.clone()));
+            Some((client, handle))
         }
         Err(error) => {
             tracing::warn!(poller, target = %target.name, "{}: {}", target.name, explain(&error, &target.credentials));
@@ -355,23 +364,25 @@ async fn poll_target(
     poller: &str,
     settings: &SnmpSettings,
     target: &TargetSettings,
-    client: Option<Client>,
+    client: Option<(Client, TargetTransport)>,
     deadline: Deadline,
 ) -> (TargetData, bool) {
     let mut data = TargetData::new(target.name.clone());
-    let Some(client) = client else {
+    let Some((client, transport)) = client else {
         return (data, false);
     };
     let mut session = Session {
         poller,
         target,
         client,
+        transport,
         timeout: settings.timeout,
         max_rows: settings.max_rows_per_walk,
         deadline,
         answered: false,
         silent: false,
         late: false,
+        bad: HashSet::new(),
     };
     match settings.flavour {
         Flavour::PythonIfMib => {
@@ -416,6 +427,7 @@ struct Session<'a> {
     poller: &'a str,
     target: &'a TargetSettings,
     client: Client,
+    transport: TargetTransport,
     timeout: Duration,
     max_rows: usize,
     deadline: Deadline,
@@ -426,6 +438,8 @@ struct Session<'a> {
     /// Set once the poll's deadline passed (and logged): nothing more is
     /// asked of the target in this poll.
     late: bool,
+    /// OIDs whose value in this poll could not be decoded (each logged).
+    bad: HashSet<Oid>,
 }
 
 impl Session<'_> {
@@ -452,6 +466,23 @@ impl Session<'_> {
             self.target.name,
             self.deadline.ms,
         );
+    }
+
+    /// Logs each value the device sent that could not be decoded; these
+    /// post nothing.
+    fn report_bad_values(&mut self) {
+        for bad in self.transport.take_bad_values() {
+            tracing::warn!(
+                poller = self.poller,
+                target = %self.target.name,
+                oid = %dotted(&bad.oid),
+                "{}: {}: the device sent {}, which cannot be decoded; nothing is posted for this OID",
+                self.target.name,
+                dotted(&bad.oid),
+                bad.problem,
+            );
+            self.bad.insert(bad.oid);
+        }
     }
 
     async fn failed(&mut self, what: &str, error: &async_snmp::Error) {
@@ -534,6 +565,7 @@ impl Session<'_> {
             }
         };
         drop(stream);
+        self.report_bad_values();
         let end = match end {
             Ok(end) => end,
             Err(error) => {
@@ -619,6 +651,9 @@ impl Session<'_> {
         mut metadata: Vec<Metadata>,
         out: &mut Vec<DataPoint>,
     ) {
+        if self.bad.contains(&varbind.oid) {
+            return;
+        }
         let reading = match convert::reading(&varbind.value, Octets::Utf8OrHex) {
             Ok(reading) => reading,
             Err(why) => return self.no_value(&varbind.oid, why),
@@ -648,6 +683,7 @@ impl Session<'_> {
         // `max_oids_per_request` and halves a request the device answers
         // with tooBig.
         let result = tokio::time::timeout_at(self.deadline.at, self.client.get_many(&oids)).await;
+        self.report_bad_values();
         let Ok(result) = result else {
             self.passed_deadline(&what);
             return;

@@ -1,5 +1,6 @@
 //! The client's side of the poller's UDP socket, one per target: random
-//! request ids, and answers taken only from the target's address and port.
+//! request ids, answers taken only from the target's address and port, and
+//! undecodable values found before the client reads them ([`super::screen`]).
 //!
 //! async-snmp numbers requests with one process-wide counter (+1 per
 //! request, from a random start), so a device sees the ids the poller uses
@@ -12,15 +13,20 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_snmp::{Candidate, ReceiveLimits, RequestRegistration, Transport, UdpHandle};
 use bytes::Bytes;
 
+use super::screen::{self, BadValue};
+
 /// A target's handle on the poller's socket.
 #[derive(Clone)]
 pub struct TargetTransport {
     handle: UdpHandle,
+    /// Undecodable values in accepted answers, until the poll takes them.
+    bad: Arc<Mutex<Vec<BadValue>>>,
 }
 
 impl TargetTransport {
@@ -28,7 +34,13 @@ impl TargetTransport {
     pub fn new(handle: UdpHandle) -> Self {
         TargetTransport {
             handle: handle.strict_source(true),
+            bad: Arc::default(),
         }
+    }
+
+    /// The undecodable values found since the last call.
+    pub fn take_bad_values(&self) -> Vec<BadValue> {
+        std::mem::take(&mut *self.bad.lock().unwrap_or_else(|e| e.into_inner()))
     }
 }
 
@@ -60,13 +72,25 @@ impl Transport for TargetTransport {
         &self,
         data: &[u8],
         registration: RequestRegistration,
-        validate: F,
+        mut validate: F,
     ) -> impl Future<Output = async_snmp::Result<T>> + Send
     where
         T: Send,
         F: FnMut(Bytes, SocketAddr) -> async_snmp::Result<Candidate<T>> + Send,
     {
-        self.handle.request_with(data, registration, validate)
+        let bad = self.bad.clone();
+        self.handle
+            .request_with(data, registration, move |data, source| {
+                let (data, found) = match screen::screen(&data) {
+                    Some((screened, found)) => (Bytes::from(screened), found),
+                    None => (data, Vec::new()),
+                };
+                let candidate = validate(data, source)?;
+                if matches!(candidate, Candidate::Accept(_)) && !found.is_empty() {
+                    bad.lock().unwrap_or_else(|e| e.into_inner()).extend(found);
+                }
+                Ok(candidate)
+            })
     }
 
     fn peer_addr(&self) -> SocketAddr {
