@@ -209,13 +209,20 @@ pub struct Label {
 
 impl SnmpSettings {
     /// One line for `check`: targets, version, what is read; no secret.
+    /// Targets of one native poller that read different communities each
+    /// show their own.
     pub fn describe(&self) -> String {
+        let shared = self.flavour == Flavour::Native
+            && self
+                .targets
+                .windows(2)
+                .all(|pair| pair[0].credentials == pair[1].credentials);
         let targets: Vec<String> = self
             .targets
             .iter()
             .map(|t| {
                 let address = crate::address::host_port(&t.host, t.port);
-                if self.flavour == Flavour::Native {
+                if shared {
                     address
                 } else {
                     format!("{address} ({})", t.credentials.describe())
@@ -263,8 +270,8 @@ impl SnmpSettings {
                 }
             }
         };
-        let over = match (self.flavour, self.targets.first()) {
-            (Flavour::Native, Some(target)) => format!(" over {}", target.credentials.describe()),
+        let over = match self.targets.first() {
+            Some(target) if shared => format!(" over {}", target.credentials.describe()),
             _ => String::new(),
         };
         format!(
