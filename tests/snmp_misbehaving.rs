@@ -169,3 +169,442 @@ async fn an_ipv6_target_is_read_over_its_own_socket() {
     assert_eq!(targets[0].target, address);
     assert_eq!(targets[0].datapoints[0].value, Value::Text("ok".into()));
 }
+
+// ---------------------------------------------------------------------------
+// Scripted responders: each answers what its script makes of a request
+// (issue 24).
+
+/// Collects log output for assertions.
+#[derive(Clone, Default)]
+struct LogBuffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl LogBuffer {
+    /// Captures this thread's log (a `#[tokio::test]` runs the poller and
+    /// the responder on its one thread).
+    fn capture(&self) -> tracing::subscriber::DefaultGuard {
+        let writer = self.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::set_default(subscriber)
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+}
+
+/// A v2c request: community, request id (BER contents), PDU tag, the
+/// max-repetitions of a GETBULK, and the OIDs asked for.
+struct Request {
+    community: Vec<u8>,
+    request_id: Vec<u8>,
+    tag: u8,
+    max_repetitions: usize,
+    oids: Vec<Vec<u32>>,
+}
+
+fn parse(datagram: &[u8]) -> Request {
+    let (_, message, _) = read_tlv(datagram);
+    let (_, _version, rest) = read_tlv(message);
+    let (_, community, rest) = read_tlv(rest);
+    let (tag, pdu, _) = read_tlv(rest);
+    let (_, request_id, rest) = read_tlv(pdu);
+    let (_, _, rest) = read_tlv(rest);
+    let (_, max_repetitions, rest) = read_tlv(rest);
+    let (_, mut varbinds, _) = read_tlv(rest);
+    let mut oids = Vec::new();
+    while !varbinds.is_empty() {
+        let (_, varbind, rest) = read_tlv(varbinds);
+        varbinds = rest;
+        let (_, oid, _) = read_tlv(varbind);
+        oids.push(arcs(oid));
+    }
+    Request {
+        community: community.to_vec(),
+        request_id: request_id.to_vec(),
+        tag,
+        max_repetitions: max_repetitions
+            .iter()
+            .fold(0usize, |v, b| (v << 8) | usize::from(*b)),
+        oids,
+    }
+}
+
+fn arcs(ber: &[u8]) -> Vec<u32> {
+    let mut out = vec![u32::from(ber[0] / 40), u32::from(ber[0] % 40)];
+    let mut arc = 0u32;
+    for byte in &ber[1..] {
+        arc = (arc << 7) | u32::from(byte & 0x7f);
+        if byte & 0x80 == 0 {
+            out.push(arc);
+            arc = 0;
+        }
+    }
+    out
+}
+
+fn oid_ber(arcs: &[u32]) -> Vec<u8> {
+    let mut out = vec![(arcs[0] * 40 + arcs[1]) as u8];
+    for arc in &arcs[2..] {
+        let mut bytes = vec![(arc & 0x7f) as u8];
+        let mut rest = arc >> 7;
+        while rest > 0 {
+            bytes.push((rest & 0x7f) as u8 | 0x80);
+            rest >>= 7;
+        }
+        bytes.reverse();
+        out.extend(bytes);
+    }
+    out
+}
+
+/// A response carrying `varbinds`: (OID, value tag, value contents).
+fn answer(request: &Request, varbinds: &[(Vec<u32>, u8, Vec<u8>)]) -> Vec<u8> {
+    let list: Vec<u8> = varbinds
+        .iter()
+        .flat_map(|(oid, tag, value)| {
+            tlv(0x30, &[tlv(0x06, &oid_ber(oid)), tlv(*tag, value)].concat())
+        })
+        .collect();
+    let pdu = [
+        tlv(0x02, &request.request_id),
+        tlv(0x02, &[0]),
+        tlv(0x02, &[0]),
+        tlv(0x30, &list),
+    ]
+    .concat();
+    tlv(
+        0x30,
+        &[
+            tlv(0x02, &[1]),
+            tlv(0x04, &request.community),
+            tlv(0xa2, &pdu),
+        ]
+        .concat(),
+    )
+}
+
+/// Answers each request with what `script` makes of it, from `socket`.
+async fn respond<F>(socket: UdpSocket, mut script: F)
+where
+    F: FnMut(&Request) -> Vec<u8> + Send + 'static,
+{
+    let mut buffer = vec![0u8; 65_536];
+    loop {
+        let Ok((n, from)) = socket.recv_from(&mut buffer).await else {
+            return;
+        };
+        let request = parse(&buffer[..n]);
+        let _ = socket.send_to(&script(&request), from).await;
+    }
+}
+
+/// A responder on loopback running `script`, and a community file.
+async fn scripted<F>(script: F) -> (String, tempfile::TempDir)
+where
+    F: FnMut(&Request) -> Vec<u8> + Send + 'static,
+{
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let address = socket.local_addr().unwrap().to_string();
+    tokio::spawn(respond(socket, script));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("community"), "public\n").unwrap();
+    (address, dir)
+}
+
+/// A poller `odd` of `settings` (lines of the poller's mapping, indented
+/// by six spaces) reading `address`.
+fn scripted_poller(address: &str, dir: &tempfile::TempDir, settings: &str) -> Poller {
+    let community = dir.path().join("community").display().to_string();
+    let text = format!(
+        "pattoo_agentd:\n  pollers:\n    - name: odd\n      type: snmp\n      targets: [\"{address}\"]\n      community: {{file: {community}}}\n      timeout_ms: 1000\n      retries: 1\n{settings}"
+    );
+    let settings = common::modbus::load_agentd(&text).unwrap_or_else(|e| panic!("{e}"));
+    Poller::new(
+        &settings.pollers[0],
+        &PollerEnv {
+            hostname: "test".into(),
+        },
+    )
+    .unwrap()
+}
+
+const ENDLESS: [u32; 9] = [1, 3, 6, 1, 4, 1, 99999, 1, 1];
+
+/// Every GETNEXT or GETBULK in the subtree `ENDLESS` has a next row: row n
+/// is `ENDLESS.n` with the Counter32 value n, for ever.
+fn endless(request: &Request) -> Vec<u8> {
+    let asked = &request.oids[0];
+    let first = if asked.len() > ENDLESS.len() {
+        asked[ENDLESS.len()] + 1
+    } else {
+        1
+    };
+    let rows = if request.tag == 0xa5 {
+        request.max_repetitions.max(1) as u32
+    } else {
+        1
+    };
+    let varbinds: Vec<_> = (first..first + rows)
+        .map(|n| {
+            (
+                [&ENDLESS[..], &[n]].concat(),
+                0x41,
+                n.to_be_bytes().to_vec(),
+            )
+        })
+        .collect();
+    answer(request, &varbinds)
+}
+
+fn counters(targets: &[pattoo_agentd::model::TargetData]) -> Vec<u64> {
+    targets
+        .iter()
+        .flat_map(|t| &t.datapoints)
+        .map(|d| match d.value {
+            Value::Int(v) => v as u64,
+            Value::UInt(v) => v,
+            ref other => panic!("not a counter: {other:?}"),
+        })
+        .collect()
+}
+
+/// Against a hang only: far beyond any poll here on a busy machine.
+const HANG: Duration = Duration::from_secs(120);
+
+#[tokio::test]
+async fn an_endless_subtree_is_cut_at_max_rows_per_walk_and_the_rows_before_are_posted() {
+    let log = LogBuffer::default();
+    let _guard = log.capture();
+    let (address, dir) = scripted(endless).await;
+    let mut poller = scripted_poller(
+        &address,
+        &dir,
+        "      max_rows_per_walk: 50\n      max_repetitions: 7\n      walk: [{oid: .1.3.6.1.4.1.99999.1.1, key: row}]\n",
+    );
+    let targets = tokio::time::timeout(HANG, poller.poll())
+        .await
+        .expect("the poll ends")
+        .expect("rows were read");
+    assert_eq!(counters(&targets), (1..=50).collect::<Vec<u64>>());
+    let text = log.text();
+    let cut = text
+        .lines()
+        .find(|l| l.contains("max_rows_per_walk"))
+        .unwrap_or_else(|| panic!("the cut is logged:\n{text}"));
+    assert!(cut.contains("WARN"), "{cut}");
+    assert!(
+        cut.contains("poller=\"odd\"") || cut.contains("poller=odd"),
+        "{cut}"
+    );
+    assert!(cut.contains(&address), "{cut}");
+    assert!(cut.contains(".1.3.6.1.4.1.99999.1.1"), "{cut}");
+}
+
+#[tokio::test]
+async fn a_poll_ends_by_its_polling_interval_and_posts_what_it_read() {
+    let log = LogBuffer::default();
+    let _guard = log.capture();
+    let (address, dir) = scripted(endless).await;
+    // No row bound to speak of: only the deadline, by default the
+    // interval (1 s), ends this walk.
+    let mut poller = scripted_poller(
+        &address,
+        &dir,
+        "      polling_interval: 1\n      max_rows_per_walk: 1000000\n      walk: [{oid: .1.3.6.1.4.1.99999.1.1, key: row}]\n",
+    );
+    let targets = tokio::time::timeout(HANG, poller.poll())
+        .await
+        .expect("the poll ends")
+        .expect("rows were read");
+    let rows = counters(&targets);
+    assert!(!rows.is_empty());
+    assert_eq!(rows, (1..=rows.len() as u64).collect::<Vec<u64>>());
+    let text = log.text();
+    let cut = text
+        .lines()
+        .find(|l| l.contains("poll_deadline_ms"))
+        .unwrap_or_else(|| panic!("the cut is logged:\n{text}"));
+    assert!(cut.contains("WARN") && cut.contains("1000 ms"), "{cut}");
+    assert!(
+        cut.contains(&address) && cut.contains(".1.3.6.1.4.1.99999.1.1"),
+        "{cut}"
+    );
+}
+
+#[tokio::test]
+async fn a_walk_that_goes_back_stops_and_posts_the_rows_before() {
+    let log = LogBuffer::default();
+    let _guard = log.capture();
+    // Rows 1, 2, 3, then row 2 again, for ever (one row per answer).
+    let (address, dir) = scripted(|request: &Request| {
+        let asked = &request.oids[0];
+        let next = match asked.get(ENDLESS.len()) {
+            None => 1,
+            Some(3) => 2,
+            Some(n) => n + 1,
+        };
+        answer(
+            request,
+            &[([&ENDLESS[..], &[next]].concat(), 0x41, vec![next as u8])],
+        )
+    })
+    .await;
+    let mut poller = scripted_poller(
+        &address,
+        &dir,
+        "      walk: [{oid: .1.3.6.1.4.1.99999.1.1, key: row}]\n",
+    );
+    let targets = tokio::time::timeout(HANG, poller.poll())
+        .await
+        .expect("the poll ends")
+        .expect("rows were read");
+    assert_eq!(counters(&targets), [1, 2, 3]);
+    let text = log.text();
+    assert!(
+        text.lines().any(|l| l.contains("WARN")
+            && l.contains("does not follow .1.3.6.1.4.1.99999.1.1.3")
+            && l.contains(&address)),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn request_ids_are_random_not_a_sequence() {
+    let ids = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = ids.clone();
+    let (address, dir) = scripted(move |request: &Request| {
+        let id = request
+            .request_id
+            .iter()
+            .fold(0i64, |v, b| (v << 8) | i64::from(*b));
+        seen.lock().unwrap().push(id);
+        answer(request, &[(request.oids[0].clone(), 0x04, b"ok".to_vec())])
+    })
+    .await;
+    let mut poller = scripted_poller(
+        &address,
+        &dir,
+        "      get: [{oid: .1.3.6.1.2.1.1.5.0, key: sysname}]\n",
+    );
+    for _ in 0..6 {
+        poller.poll().await.expect("answered");
+    }
+    let ids = ids.lock().unwrap().clone();
+    assert!(ids.len() >= 6, "{ids:?}");
+    // One counter shared by every request of the process moves by a few
+    // per request; random ids (31 bits) are this close about once in
+    // 30,000 pairs.
+    let close = ids
+        .windows(2)
+        .filter(|w| (w[1] - w[0]).abs() < 65_536)
+        .count();
+    assert!(close <= 1, "request ids follow each other: {ids:?}");
+}
+
+#[tokio::test]
+async fn the_right_request_id_from_another_address_or_port_is_not_taken() {
+    // The device never answers; two strangers, one on another loopback
+    // address and one on another port, answer with the request's id.
+    let device = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let address = device.local_addr().unwrap().to_string();
+    let other_port = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let other_address = UdpSocket::bind("127.0.0.2:0").await.unwrap();
+    tokio::spawn(async move {
+        let mut buffer = vec![0u8; 65_536];
+        while let Ok((n, from)) = device.recv_from(&mut buffer).await {
+            let request = parse(&buffer[..n]);
+            let forged = answer(
+                &request,
+                &[(request.oids[0].clone(), 0x04, b"forged".to_vec())],
+            );
+            let _ = other_port.send_to(&forged, from).await;
+            let _ = other_address.send_to(&forged, from).await;
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("community"), "public\n").unwrap();
+    let mut poller = scripted_poller(
+        &address,
+        &dir,
+        "      get: [{oid: .1.3.6.1.2.1.1.5.0, key: sysname}]\n",
+    );
+    let result = tokio::time::timeout(HANG, poller.poll())
+        .await
+        .expect("the poll ends");
+    assert!(result.is_err(), "a forged answer was taken: {result:?}");
+}
+
+#[tokio::test]
+async fn undecodable_values_post_nothing_are_named_and_the_rest_of_the_answer_posts() {
+    let log = LogBuffer::default();
+    let _guard = log.capture();
+    // .1.3.6.1.4.1.99999.2.N: each N a value, good or not.
+    let value = |n: u32| -> (u8, Vec<u8>) {
+        match n {
+            1 => (0x04, b"fine".to_vec()),
+            2 => (0x02, vec![0x01, 0, 0, 0, 0]),
+            3 => (0x46, vec![]),
+            4 => (0x46, vec![0x01, 0, 0, 0, 0, 0, 0, 0, 0]),
+            5 => (0x40, vec![10, 0, 0, 1, 7]),
+            _ => (0x41, vec![42]),
+        }
+    };
+    let (address, dir) = scripted(move |request: &Request| {
+        let varbinds: Vec<_> = request
+            .oids
+            .iter()
+            .map(|oid| {
+                let (tag, contents) = value(*oid.last().unwrap());
+                (oid.clone(), tag, contents)
+            })
+            .collect();
+        answer(request, &varbinds)
+    })
+    .await;
+    let gets: String = (1..=6)
+        .map(|n| format!("        - {{oid: .1.3.6.1.4.1.99999.2.{n}, key: v{n}}}\n"))
+        .collect();
+    let mut poller = scripted_poller(&address, &dir, &format!("      get:\n{gets}"));
+    let targets = poller.poll().await.expect("the good values were read");
+    let posted: Vec<(&str, &Value)> = targets
+        .iter()
+        .flat_map(|t| &t.datapoints)
+        .map(|d| (d.key.as_str(), &d.value))
+        .collect();
+    assert_eq!(
+        posted,
+        [("v1", &Value::Text("fine".into())), ("v6", &Value::Int(42))]
+    );
+    let text = log.text();
+    assert!(!text.contains("timeout"), "{text}");
+    for (n, what) in [
+        (2, "INTEGER of 5 bytes"),
+        (3, "zero-length Counter64"),
+        (4, "Counter64 of 9 bytes"),
+        (5, "IpAddress of 5 bytes"),
+    ] {
+        let oid = format!(".1.3.6.1.4.1.99999.2.{n}");
+        assert!(
+            text.lines().any(|l| l.contains("WARN")
+                && l.contains(&address)
+                && l.contains(&format!("{oid}: "))
+                && l.contains(what)
+                && l.contains("cannot be decoded")),
+            "{oid} {what}:\n{text}"
+        );
+    }
+}

@@ -331,3 +331,24 @@ async fn each_target_may_have_its_own_community_and_all_share_one_poller() {
         ]
     );
 }
+
+#[test]
+fn check_names_each_targets_own_community_file() {
+    let (_d1, device1) = secret_file("device1");
+    let (_d3, device3) = secret_file("device3");
+    let text = format!(
+        "pattoo_agentd:\n  pollers:\n    - name: shared\n      type: snmp\n      targets:\n        - {{address: \"192.0.2.1\", name: router-a, community: {{file: {device1}}}}}\n        - {{address: \"192.0.2.3\", name: old-c, community: {{file: {device3}}}}}\n      get: [{{oid: .1.3.6.1.2.1.1.5.0, key: sysname}}]\n"
+    );
+    let settings = common::modbus::load_agentd(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let shown = settings.pollers[0].kind.describe();
+    for expected in [
+        format!("192.0.2.1:161 (SNMPv2c with the community from {device1})"),
+        format!("192.0.2.3:161 (SNMPv2c with the community from {device3})"),
+    ] {
+        assert!(shown.contains(&expected), "{expected:?} in {shown:?}");
+    }
+    assert!(
+        !shown.contains("device1\n") && !shown.contains(" over "),
+        "{shown}"
+    );
+}

@@ -190,7 +190,11 @@ impl Poller {
             PollerKind::Command(kind) => {
                 Poller::Command(command::CommandPoller::new(&settings.name, kind, env))
             }
-            PollerKind::Snmp(kind) => Poller::Snmp(snmp::SnmpPoller::new(&settings.name, kind)?),
+            PollerKind::Snmp(kind) => Poller::Snmp(snmp::SnmpPoller::new(
+                &settings.name,
+                kind,
+                settings.polling_interval,
+            )?),
         })
     }
 

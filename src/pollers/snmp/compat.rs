@@ -38,9 +38,8 @@ use std::time::Duration;
 
 use serde_norway::Value;
 
-use super::config::{
-    oid_from_text, Credentials, Flavour, Read, Secret, SnmpSettings, TargetSettings,
-};
+use super::config::{Credentials, Flavour, Read, Secret, SnmpSettings, TargetSettings};
+use super::oid::oid_from_text;
 use crate::pollers::{DropIn, PollerKind, PollerSettings};
 use crate::yaml::{describe, Document, YamlPath};
 use async_snmp::{AuthProtocol, PrivProtocol};
@@ -178,6 +177,8 @@ fn load(doc: &mut Document, program: &str, flavour: Flavour) -> Option<PollerSet
             max_repetitions: PYTHON_MAX_REPETITIONS,
             max_oids_per_request: super::config::DEFAULT_MAX_OIDS_PER_REQUEST,
             max_concurrent_targets: super::config::DEFAULT_MAX_CONCURRENT_TARGETS,
+            max_rows_per_walk: super::config::DEFAULT_MAX_ROWS_PER_WALK,
+            poll_deadline: None,
         }),
     })
 }

@@ -9,6 +9,7 @@ use async_snmp::{AuthProtocol, Oid, PrivProtocol};
 use serde::Deserialize;
 use serde_norway::Value;
 
+use super::oid::{dotted, oid_from_text};
 use crate::model::{DataType, Metadata};
 use crate::secret::{self, SecretSource};
 use crate::yaml::{check_user_key, describe, parse_metadata, Document, YamlPath};
@@ -23,6 +24,11 @@ pub const DEFAULT_MAX_REPETITIONS: u32 = 25;
 pub const DEFAULT_MAX_CONCURRENT_TARGETS: usize = 64;
 /// Variables asked for in one GET; the agent's `tooBig` splits it further.
 pub const DEFAULT_MAX_OIDS_PER_REQUEST: usize = 32;
+/// Rows one walk (or one table column) reads before it is cut: far more
+/// than a switch's interfaces, little enough memory (a few MB) that an
+/// endless subtree cannot hurt the host.
+pub const DEFAULT_MAX_ROWS_PER_WALK: usize = 10_000;
+pub const MAX_MAX_ROWS_PER_WALK: u64 = 1_000_000;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct SnmpSettings {
@@ -33,6 +39,10 @@ pub struct SnmpSettings {
     pub max_repetitions: u32,
     pub max_oids_per_request: usize,
     pub max_concurrent_targets: usize,
+    /// Rows a walk reads at most; the rest is cut and logged.
+    pub max_rows_per_walk: usize,
+    /// How long a poll may take; `None`: the polling interval.
+    pub poll_deadline: Option<Duration>,
 }
 
 /// What a poll makes of what it reads.
@@ -199,13 +209,20 @@ pub struct Label {
 
 impl SnmpSettings {
     /// One line for `check`: targets, version, what is read; no secret.
+    /// Targets of one native poller that read different communities each
+    /// show their own.
     pub fn describe(&self) -> String {
+        let shared = self.flavour == Flavour::Native
+            && self
+                .targets
+                .windows(2)
+                .all(|pair| pair[0].credentials == pair[1].credentials);
         let targets: Vec<String> = self
             .targets
             .iter()
             .map(|t| {
                 let address = crate::address::host_port(&t.host, t.port);
-                if self.flavour == Flavour::Native {
+                if shared {
                     address
                 } else {
                     format!("{address} ({})", t.credentials.describe())
@@ -253,8 +270,8 @@ impl SnmpSettings {
                 }
             }
         };
-        let over = match (self.flavour, self.targets.first()) {
-            (Flavour::Native, Some(target)) => format!(" over {}", target.credentials.describe()),
+        let over = match self.targets.first() {
+            Some(target) if shared => format!(" over {}", target.credentials.describe()),
             _ => String::new(),
         };
         format!(
@@ -284,6 +301,8 @@ struct RawSnmp {
     max_repetitions: Option<u64>,
     max_oids_per_request: Option<u64>,
     max_concurrent_targets: Option<u64>,
+    max_rows_per_walk: Option<u64>,
+    poll_deadline_ms: Option<u64>,
     #[serde(default)]
     get: Vec<RawColumn>,
     #[serde(default)]
@@ -521,6 +540,22 @@ impl SnmpSettings {
             DEFAULT_MAX_CONCURRENT_TARGETS as u64,
             65_535,
         );
+        let max_rows_per_walk = positive(
+            doc,
+            "max_rows_per_walk",
+            raw.max_rows_per_walk,
+            DEFAULT_MAX_ROWS_PER_WALK as u64,
+            MAX_MAX_ROWS_PER_WALK,
+        );
+        let poll_deadline = raw.poll_deadline_ms.map(|ms| {
+            Duration::from_millis(positive(
+                doc,
+                "poll_deadline_ms",
+                Some(ms),
+                ms,
+                crate::yaml::MAX_MS,
+            ))
+        });
         let retries = raw.retries.unwrap_or(DEFAULT_RETRIES);
         if retries > MAX_RETRIES {
             doc.error(
@@ -575,7 +610,7 @@ impl SnmpSettings {
         }
         match raw.preset.as_deref().map(str::trim) {
             None => {}
-            Some("if_mib" | "IF-MIB" | "if-mib") => reads.push(Read::Table(super::ifmib::preset())),
+            Some("if_mib" | "IF-MIB" | "if-mib") => reads.push(Read::Table(if_mib_preset())),
             Some(other) => doc.error(
                 &path.key("preset"),
                 format!("unknown preset {other:?}: expected if_mib"),
@@ -647,6 +682,8 @@ impl SnmpSettings {
             max_repetitions: max_repetitions as u32,
             max_oids_per_request: max_oids_per_request as usize,
             max_concurrent_targets: max_concurrent_targets as usize,
+            max_rows_per_walk: max_rows_per_walk as usize,
+            poll_deadline,
         })
     }
 }
@@ -695,6 +732,35 @@ fn column(doc: &mut Document, path: &YamlPath, raw: &RawColumn, in_table: bool) 
     })
 }
 
+/// `preset: if_mib`: the table [`super::ifmib::PRESET_COLUMNS`] and
+/// [`super::ifmib::PRESET_LABELS`] describe.
+pub fn if_mib_preset() -> Table {
+    let oid = |text: &str| oid_from_text(text).expect("a valid built-in OID");
+    Table {
+        name: "IF-MIB".to_owned(),
+        columns: super::ifmib::PRESET_COLUMNS
+            .iter()
+            .map(|(key, column, fallback)| Column {
+                oid: oid(column),
+                key: (*key).to_owned(),
+                fallback: fallback.map(oid),
+                multiplier: None,
+                offset: None,
+                data_type: None,
+                metadata: Vec::new(),
+            })
+            .collect(),
+        labels: super::ifmib::PRESET_LABELS
+            .iter()
+            .map(|(key, label, update_checksum)| Label {
+                key: (*key).to_owned(),
+                oid: oid(label),
+                update_checksum: *update_checksum,
+            })
+            .collect(),
+    }
+}
+
 /// `.1.3.6.1.2.1.1.3.0` or `1.3.6.1.2.1.1.3.0`: numbers only, since no MIB
 /// files are read.
 pub(crate) fn parse_oid(doc: &mut Document, path: &YamlPath, text: &str) -> Option<Oid> {
@@ -708,30 +774,6 @@ pub(crate) fn parse_oid(doc: &mut Document, path: &YamlPath, text: &str) -> Opti
             None
         }
     }
-}
-
-pub fn oid_from_text(text: &str) -> Option<Oid> {
-    let text = text.trim();
-    let digits = text.strip_prefix('.').unwrap_or(text);
-    if digits.is_empty()
-        || !digits
-            .split('.')
-            .all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-    {
-        return None;
-    }
-    let oid = Oid::parse(digits).ok()?;
-    (oid.len() >= 2 && oid.validate().is_ok()).then_some(oid)
-}
-
-/// An OID as pattoo's SNMP agents write it: `.1.3.6.1.2.1.1.3.0`.
-pub fn dotted(oid: &Oid) -> String {
-    let mut text = String::with_capacity(oid.len() * 3);
-    for arc in oid.arcs() {
-        text.push('.');
-        text.push_str(itoa::Buffer::new().format(*arc));
-    }
-    text
 }
 
 /// `host`, `host:port`, `[v6]:port` or a bare IPv6 literal.
@@ -764,24 +806,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reads_numeric_oids_with_or_without_the_leading_dot() {
-        assert_eq!(
-            dotted(&oid_from_text(".1.3.6.1.2.1.1.3.0").unwrap()),
-            ".1.3.6.1.2.1.1.3.0"
-        );
-        assert_eq!(dotted(&oid_from_text("1.3.6.1").unwrap()), ".1.3.6.1");
-        assert!(oid_from_text("ifDescr").is_none());
-        assert!(oid_from_text(".1.3..6").is_none());
-        assert!(oid_from_text("").is_none());
-    }
-
-    #[test]
     fn reads_hosts_ports_and_ipv6_literals() {
         assert_eq!(parse_host_port("10.0.0.1"), Some(("10.0.0.1".into(), 161)));
         assert_eq!(parse_host_port("sw1:1161"), Some(("sw1".into(), 1161)));
         assert_eq!(parse_host_port("::1"), Some(("::1".into(), 161)));
         assert_eq!(parse_host_port("[::1]:1161"), Some(("::1".into(), 1161)));
         assert_eq!(parse_host_port("sw1:0"), None);
+    }
+
+    #[test]
+    fn the_if_mib_preset_prefers_64_bit_counters() {
+        let table = if_mib_preset();
+        let octets = &table.columns[0];
+        assert_eq!(dotted(&octets.oid), ".1.3.6.1.2.1.31.1.1.1.6");
+        assert_eq!(
+            octets.fallback.as_ref().map(dotted).as_deref(),
+            Some(".1.3.6.1.2.1.2.2.1.10")
+        );
+        assert_eq!(table.columns.len(), 15);
+        assert_eq!(table.labels.len(), 3);
     }
 
     #[test]

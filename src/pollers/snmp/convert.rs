@@ -4,7 +4,7 @@
 
 use async_snmp::Value as Snmp;
 
-use super::config::dotted;
+use super::oid::dotted;
 use crate::model::{DataType, Value};
 
 /// What a varbind holds, before any multiplier.

@@ -6,93 +6,58 @@ use std::collections::HashMap;
 
 use async_snmp::{Oid, VarBind};
 
-use super::config::{dotted, oid_from_text, Column, Label, Table};
 use super::convert::{self, Octets, Reading};
+use super::oid::{dotted, oid_from_text};
 use crate::model::{DataPoint, DataType, Metadata, Text};
-
-const IF_TABLE: &str = ".1.3.6.1.2.1.2.2.1";
-const IFX_TABLE: &str = ".1.3.6.1.2.1.31.1.1.1";
 
 fn oid(text: &str) -> Oid {
     oid_from_text(text).expect("a valid built-in OID")
 }
 
-fn if_column(n: u32) -> Oid {
-    oid(&format!("{IF_TABLE}.{n}"))
-}
+/// The native `preset: if_mib` table, which `config` builds: one datapoint
+/// per interface and counter, 64-bit counters read where the device has
+/// them and 32-bit ones where not (key, column, fallback column).
+pub const PRESET_COLUMNS: [(&str, &str, Option<&str>); 15] = [
+    (
+        "ifInOctets",
+        ".1.3.6.1.2.1.31.1.1.1.6",
+        Some(".1.3.6.1.2.1.2.2.1.10"),
+    ),
+    (
+        "ifOutOctets",
+        ".1.3.6.1.2.1.31.1.1.1.10",
+        Some(".1.3.6.1.2.1.2.2.1.16"),
+    ),
+    (
+        "ifInUcastPkts",
+        ".1.3.6.1.2.1.31.1.1.1.7",
+        Some(".1.3.6.1.2.1.2.2.1.11"),
+    ),
+    (
+        "ifOutUcastPkts",
+        ".1.3.6.1.2.1.31.1.1.1.11",
+        Some(".1.3.6.1.2.1.2.2.1.17"),
+    ),
+    ("ifInMulticastPkts", ".1.3.6.1.2.1.31.1.1.1.8", None),
+    ("ifOutMulticastPkts", ".1.3.6.1.2.1.31.1.1.1.12", None),
+    ("ifInBroadcastPkts", ".1.3.6.1.2.1.31.1.1.1.9", None),
+    ("ifOutBroadcastPkts", ".1.3.6.1.2.1.31.1.1.1.13", None),
+    ("ifInDiscards", ".1.3.6.1.2.1.2.2.1.13", None),
+    ("ifOutDiscards", ".1.3.6.1.2.1.2.2.1.19", None),
+    ("ifInErrors", ".1.3.6.1.2.1.2.2.1.14", None),
+    ("ifOutErrors", ".1.3.6.1.2.1.2.2.1.20", None),
+    ("ifAdminStatus", ".1.3.6.1.2.1.2.2.1.7", None),
+    ("ifOperStatus", ".1.3.6.1.2.1.2.2.1.8", None),
+    ("ifHighSpeed", ".1.3.6.1.2.1.31.1.1.1.15", None),
+];
 
-fn ifx_column(n: u32) -> Oid {
-    oid(&format!("{IFX_TABLE}.{n}"))
-}
-
-/// The native preset: one datapoint per interface and counter, 64-bit
-/// counters read where the device has them and 32-bit ones where not,
-/// labelled with the interface's name, description and alias (the alias,
-/// which operators edit, outside the checksum).
-pub fn preset() -> Table {
-    let counter = |key: &str, hc: Option<u32>, legacy: Option<u32>| {
-        let (oid, fallback) = match (hc, legacy) {
-            (Some(hc), legacy) => (ifx_column(hc), legacy.map(if_column)),
-            (None, Some(legacy)) => (if_column(legacy), None),
-            (None, None) => unreachable!("every column has an OID"),
-        };
-        Column {
-            oid,
-            key: key.to_owned(),
-            fallback,
-            multiplier: None,
-            offset: None,
-            data_type: None,
-            metadata: Vec::new(),
-        }
-    };
-    let high_speed = Column {
-        oid: ifx_column(15),
-        key: "ifHighSpeed".to_owned(),
-        fallback: None,
-        multiplier: None,
-        offset: None,
-        data_type: None,
-        metadata: Vec::new(),
-    };
-    Table {
-        name: "IF-MIB".to_owned(),
-        columns: vec![
-            counter("ifInOctets", Some(6), Some(10)),
-            counter("ifOutOctets", Some(10), Some(16)),
-            counter("ifInUcastPkts", Some(7), Some(11)),
-            counter("ifOutUcastPkts", Some(11), Some(17)),
-            counter("ifInMulticastPkts", Some(8), None),
-            counter("ifOutMulticastPkts", Some(12), None),
-            counter("ifInBroadcastPkts", Some(9), None),
-            counter("ifOutBroadcastPkts", Some(13), None),
-            counter("ifInDiscards", None, Some(13)),
-            counter("ifOutDiscards", None, Some(19)),
-            counter("ifInErrors", None, Some(14)),
-            counter("ifOutErrors", None, Some(20)),
-            counter("ifAdminStatus", None, Some(7)),
-            counter("ifOperStatus", None, Some(8)),
-            high_speed,
-        ],
-        labels: vec![
-            Label {
-                key: "ifName".to_owned(),
-                oid: ifx_column(1),
-                update_checksum: true,
-            },
-            Label {
-                key: "ifDescr".to_owned(),
-                oid: if_column(2),
-                update_checksum: true,
-            },
-            Label {
-                key: "ifAlias".to_owned(),
-                oid: ifx_column(18),
-                update_checksum: false,
-            },
-        ],
-    }
-}
+/// The preset's labels: the interface's name, description and alias (the
+/// alias, which operators edit, outside the checksum).
+pub const PRESET_LABELS: [(&str, &str, bool); 3] = [
+    ("ifName", ".1.3.6.1.2.1.31.1.1.1.1", true),
+    ("ifDescr", ".1.3.6.1.2.1.2.2.1.2", true),
+    ("ifAlias", ".1.3.6.1.2.1.31.1.1.1.18", false),
+];
 
 /// The Python ifmibd agent's walks in its order: name, OID, whether the
 /// value is multiplied by 8, whether it is posted.
@@ -299,17 +264,6 @@ mod tests {
                 ("ifdescr", "eth0", true),
                 ("ifalias", "", false)
             ]
-        );
-    }
-
-    #[test]
-    fn the_preset_prefers_64_bit_counters() {
-        let table = preset();
-        let octets = &table.columns[0];
-        assert_eq!(dotted(&octets.oid), ".1.3.6.1.2.1.31.1.1.1.6");
-        assert_eq!(
-            octets.fallback.as_ref().map(dotted).as_deref(),
-            Some(".1.3.6.1.2.1.2.2.1.10")
         );
     }
 }

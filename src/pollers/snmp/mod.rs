@@ -24,6 +24,8 @@
 //!   max_repetitions: 25           # GETBULK rows per request (default 25)
 //!   max_oids_per_request: 32      # GET batch size; split further on tooBig
 //!   max_concurrent_targets: 64    # devices polled at once
+//!   max_rows_per_walk: 10000      # rows a walk or table column reads at most
+//!   poll_deadline_ms: 60000       # a poll ends by then (default: the interval)
 //!   get:                          # instance OIDs, batched into few GETs
 //!     - {oid: .1.3.6.1.2.1.1.3.0, key: sysuptime}
 //!   walk:                         # subtrees: GETBULK (GETNEXT for v1)
@@ -53,10 +55,17 @@
 //! # How it reads
 //!
 //! - One UDP socket per poller (per address family) carries every target's
-//!   requests; responses are matched by request id (and message id, for
-//!   v3), so a late, forged or garbled datagram is dropped, never taken
-//!   for another request's answer (async-snmp does the matching, the BER
-//!   and the USM).
+//!   requests under random request ids (and message ids, for v3); a
+//!   response is matched by its id and must come from the address and port
+//!   the request went to, so a late, forged or garbled datagram is dropped,
+//!   never taken for another request's answer ([`transport`]; async-snmp
+//!   does the matching, the BER and the USM).
+//! - Every walk reads at most `max_rows_per_walk` rows and stops at an OID
+//!   that does not follow the one before; every poll ends by its deadline.
+//!   What was read before a cut is posted, and the cut is logged with the
+//!   poller, target, OID and the bound.
+//! - A value that cannot be decoded posts nothing and is logged with its
+//!   OID and what was wrong ([`screen`]); the rest of its answer posts.
 //! - Targets are polled concurrently, at most `max_concurrent_targets` at
 //!   once. Each request has the target's timeout and retries; a target that
 //!   times out is not asked again in the same poll, so a dead device costs
@@ -70,22 +79,33 @@ pub mod compat;
 mod config;
 pub mod convert;
 pub mod ifmib;
+mod oid;
+mod screen;
+mod transport;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use async_snmp::transport::UdpTransport;
 use async_snmp::{
-    Auth, Client, ErrorKind, Oid, Retry, UsmConfig, VarBind, WalkMethod, WalkOptions,
+    Auth, ClientBuilder, DecodeConfig, ErrorKind, Oid, OidOrdering, Retry, UsmConfig, VarBind,
+    WalkAbortReason, WalkMethod, WalkOptions,
 };
 use futures_util::StreamExt;
+use tokio::time::Instant;
 
 pub use config::{
-    dotted, oid_from_text, Column, Credentials, Flavour, Label, Read, Secret, SnmpSettings, Table,
-    TargetSettings, DEFAULT_MAX_REPETITIONS, DEFAULT_PORT, DEFAULT_RETRIES, DEFAULT_TIMEOUT,
+    Column, Credentials, Flavour, Label, Read, Secret, SnmpSettings, Table, TargetSettings,
+    DEFAULT_MAX_REPETITIONS, DEFAULT_MAX_ROWS_PER_WALK, DEFAULT_PORT, DEFAULT_RETRIES,
+    DEFAULT_TIMEOUT,
 };
 use convert::{NoValue, Octets};
+pub use oid::{dotted, oid_from_text};
+use transport::TargetTransport;
+
+/// A client on the poller's socket for one target.
+type Client = async_snmp::Client<TargetTransport>;
 
 use crate::model::{DataPoint, Metadata, TargetData, Text};
 use crate::time::now_ms;
@@ -101,6 +121,9 @@ pub struct SnmpError {
 pub struct SnmpPoller {
     name: String,
     settings: SnmpSettings,
+    /// How long one poll may take: `poll_deadline_ms`, else the polling
+    /// interval.
+    deadline: Duration,
     /// Parallel to `settings.targets`.
     states: Vec<TargetState>,
     v4: Option<UdpTransport>,
@@ -122,13 +145,17 @@ struct TargetState {
     auth: Auth,
     /// Built at the first poll that resolves the target; kept, so v3
     /// engine discovery happens once.
-    client: Option<Client>,
+    client: Option<(Client, TargetTransport)>,
 }
 
 impl SnmpPoller {
     /// Reads the secrets. Does no network I/O: sockets are bound and names
     /// resolved at the first poll.
-    pub fn new(name: &str, settings: &SnmpSettings) -> anyhow::Result<Self> {
+    pub fn new(
+        name: &str,
+        settings: &SnmpSettings,
+        polling_interval: Duration,
+    ) -> anyhow::Result<Self> {
         let mut states = Vec::with_capacity(settings.targets.len());
         for target in &settings.targets {
             let auth = auth(&target.credentials)
@@ -138,6 +165,7 @@ impl SnmpPoller {
         Ok(SnmpPoller {
             name: name.to_owned(),
             settings: settings.clone(),
+            deadline: settings.poll_deadline.unwrap_or(polling_interval),
             states,
             v4: None,
             v6: None,
@@ -148,6 +176,10 @@ impl SnmpPoller {
     pub async fn poll(&mut self) -> Result<Vec<TargetData>, SnmpError> {
         let name = self.name.as_str();
         let settings = &self.settings;
+        let deadline = Deadline {
+            at: Instant::now() + self.deadline,
+            ms: self.deadline.as_millis(),
+        };
         let mut clients = Vec::with_capacity(settings.targets.len());
         // Clients first, in order: building one may bind this poller's
         // socket, which needs `&mut self`.
@@ -168,7 +200,7 @@ impl SnmpPoller {
             .targets
             .iter()
             .zip(clients)
-            .map(|(target, client)| poll_target(name, settings, target, client))
+            .map(|(target, client)| poll_target(name, settings, target, client, deadline))
             .collect();
         let outcomes: Vec<(TargetData, bool)> = futures_util::stream::iter(polls)
             .buffered(settings.max_concurrent_targets.max(1))
@@ -227,7 +259,7 @@ async fn client(
     state: &mut TargetState,
     v4: &mut Option<UdpTransport>,
     v6: &mut Option<UdpTransport>,
-) -> Option<Client> {
+) -> Option<(Client, TargetTransport)> {
     if let Some(client) = &state.client {
         return Some(client.clone());
     }
@@ -253,23 +285,34 @@ async fn client(
             }
         }
     }
-    let transport = slot.as_ref().expect("bound above");
-    let built = Client::builder(address, state.auth.clone())
+    let handle = match slot.as_ref().expect("bound above").handle(address) {
+        Ok(handle) => TargetTransport::new(handle),
+        Err(error) => {
+            tracing::warn!(poller, target = %target.name, "{}: {error}", target.name);
+            return None;
+        }
+    };
+    // A value that does not fit its type is an error, never a truncated
+    // number or a zero (SNMPv1/v2c values are screened before this).
+    let mut decode = DecodeConfig::DEFAULT;
+    decode.truncate_numeric_values = false;
+    decode.empty_counter64_as_zero = false;
+    let built = ClientBuilder::new(state.auth.clone())
         .request_timeout(settings.timeout)
         .retry(Retry::fixed(settings.retries, Duration::ZERO).unwrap_or_else(|_| Retry::none()))
         .max_oids_per_request(settings.max_oids_per_request)
+        .decode_config(decode)
         .walk_options(WalkOptions {
             method: WalkMethod::Auto,
             max_repetitions: settings.max_repetitions,
-            ..WalkOptions::default()
+            ordering: OidOrdering::Strict,
+            result_limit: Some(settings.max_rows_per_walk),
         })
-        .strict_source(true)
-        .build_with(transport)
-        .await;
+        .build_with_transport(handle.clone());
     match built {
         Ok(client) => {
-            state.client = Some(client.clone());
-            Some(client)
+            state.client = Some((client.clone(), handle.clone()));
+            Some((client, handle))
         }
         Err(error) => {
             tracing::warn!(poller, target = %target.name, "{}: {}", target.name, explain(&error, &target.credentials));
@@ -321,19 +364,25 @@ async fn poll_target(
     poller: &str,
     settings: &SnmpSettings,
     target: &TargetSettings,
-    client: Option<Client>,
+    client: Option<(Client, TargetTransport)>,
+    deadline: Deadline,
 ) -> (TargetData, bool) {
     let mut data = TargetData::new(target.name.clone());
-    let Some(client) = client else {
+    let Some((client, transport)) = client else {
         return (data, false);
     };
     let mut session = Session {
         poller,
         target,
         client,
+        transport,
         timeout: settings.timeout,
+        max_rows: settings.max_rows_per_walk,
+        deadline,
         answered: false,
         silent: false,
+        late: false,
+        bad: HashSet::new(),
     };
     match settings.flavour {
         Flavour::PythonIfMib => {
@@ -352,19 +401,90 @@ async fn poll_target(
     (data, session.answered)
 }
 
+/// When a poll must end: every target stops asking then and posts what it
+/// has read.
+#[derive(Debug, Clone, Copy)]
+struct Deadline {
+    at: Instant,
+    /// For the log.
+    ms: u128,
+}
+
+/// How a walk ended.
+enum WalkEnd {
+    /// The device said the subtree ended.
+    Complete,
+    /// `max_rows_per_walk` rows read and the subtree went on.
+    RowLimit,
+    /// The poll's deadline came first.
+    Deadline,
+    /// The device answered an OID not after the one asked for.
+    Order(WalkAbortReason),
+}
+
 /// One target's poll in progress.
 struct Session<'a> {
     poller: &'a str,
     target: &'a TargetSettings,
     client: Client,
+    transport: TargetTransport,
     timeout: Duration,
+    max_rows: usize,
+    deadline: Deadline,
     answered: bool,
     /// Set once the target timed out or refused our credentials: nothing
     /// more is asked of it in this poll.
     silent: bool,
+    /// Set once the poll's deadline passed (and logged): nothing more is
+    /// asked of the target in this poll.
+    late: bool,
+    /// OIDs whose value in this poll could not be decoded (each logged).
+    bad: HashSet<Oid>,
 }
 
 impl Session<'_> {
+    /// Whether the target may still be asked something; logs the deadline
+    /// once when it has passed.
+    fn may_ask(&mut self, what: &dyn Fn() -> String) -> bool {
+        if self.silent || self.late {
+            return false;
+        }
+        if Instant::now() >= self.deadline.at {
+            self.passed_deadline(&what());
+            return false;
+        }
+        true
+    }
+
+    fn passed_deadline(&mut self, what: &str) {
+        self.late = true;
+        tracing::warn!(
+            poller = self.poller,
+            target = %self.target.name,
+            bound = "poll_deadline_ms",
+            "{}: {what}: the poll's deadline of {} ms (poll_deadline_ms, default the polling interval) passed; what was read is posted, the rest of this target is not read in this poll",
+            self.target.name,
+            self.deadline.ms,
+        );
+    }
+
+    /// Logs each value the device sent that could not be decoded; these
+    /// post nothing.
+    fn report_bad_values(&mut self) {
+        for bad in self.transport.take_bad_values() {
+            tracing::warn!(
+                poller = self.poller,
+                target = %self.target.name,
+                oid = %dotted(&bad.oid),
+                "{}: {}: the device sent {}, which cannot be decoded; nothing is posted for this OID",
+                self.target.name,
+                dotted(&bad.oid),
+                bad.problem,
+            );
+            self.bad.insert(bad.oid);
+        }
+    }
+
     async fn failed(&mut self, what: &str, error: &async_snmp::Error) {
         let mut explained = explain(error, &self.target.credentials);
         if error.kind() == ErrorKind::Timeout
@@ -409,30 +529,87 @@ impl Session<'_> {
         );
     }
 
-    /// Every varbind of the subtree at `oid`; `None` (logged) if the walk
-    /// failed, in which case what it had read is dropped, as the Python
-    /// agents drop it.
+    /// The varbinds of the subtree at `oid`: all of them, or (logged) those
+    /// read before the walk hit `max_rows_per_walk`, the poll's deadline or
+    /// an OID out of order. `None` (logged) if the walk failed otherwise,
+    /// in which case what it had read is dropped, as the Python agents drop
+    /// it.
     async fn walk(&mut self, oid: &Oid) -> Option<Vec<VarBind>> {
-        if self.silent {
+        let what = || format!("walk {}", dotted(oid));
+        if !self.may_ask(&what) {
             return None;
         }
-        let result = match self.client.walk(oid.clone()) {
-            Ok(stream) => stream.collect().await,
-            Err(error) => Err(error),
-        };
-        match result {
-            Ok(varbinds) => {
-                self.answered = true;
-                Some(varbinds)
+        let mut stream = match self.client.walk(oid.clone()) {
+            Ok(stream) => stream,
+            Err(error) => {
+                self.failed(&what(), &error).await;
+                return None;
             }
+        };
+        let mut rows: Vec<VarBind> = Vec::new();
+        let end = loop {
+            match tokio::time::timeout_at(self.deadline.at, stream.next()).await {
+                Err(_) => break Ok(WalkEnd::Deadline),
+                Ok(None) => break Ok(WalkEnd::Complete),
+                Ok(Some(Ok(varbind))) => rows.push(varbind),
+                Ok(Some(Err(error))) => match *error {
+                    async_snmp::Error::WalkAborted {
+                        reason: WalkAbortReason::ResultLimitExceeded { .. },
+                        ..
+                    } => break Ok(WalkEnd::RowLimit),
+                    async_snmp::Error::WalkAborted { reason, .. } => {
+                        break Ok(WalkEnd::Order(reason))
+                    }
+                    _ => break Err(error),
+                },
+            }
+        };
+        drop(stream);
+        self.report_bad_values();
+        let end = match end {
+            Ok(end) => end,
             Err(error) => {
                 if !ends_target(&error) {
                     self.answered = true;
                 }
-                self.failed(&format!("walk {}", dotted(oid)), &error).await;
-                None
+                self.failed(&what(), &error).await;
+                return None;
             }
+        };
+        if !rows.is_empty() || matches!(end, WalkEnd::Complete | WalkEnd::Order(_)) {
+            self.answered = true;
         }
+        let last = rows
+            .last()
+            .map_or_else(|| dotted(oid), |varbind| dotted(&varbind.oid));
+        match end {
+            WalkEnd::Complete => {}
+            WalkEnd::Deadline => {
+                self.passed_deadline(&format!("{} (cut after {} rows)", what(), rows.len()))
+            }
+            WalkEnd::RowLimit => tracing::warn!(
+                poller = self.poller,
+                target = %self.target.name,
+                oid = %dotted(oid),
+                bound = "max_rows_per_walk",
+                "{}: {}: the subtree has more than {} rows (max_rows_per_walk); the first {} are kept, the rest (after {last}) are not read",
+                self.target.name,
+                what(),
+                self.max_rows,
+                rows.len(),
+            ),
+            WalkEnd::Order(reason) => tracing::warn!(
+                poller = self.poller,
+                target = %self.target.name,
+                oid = %dotted(oid),
+                bound = "increasing OIDs",
+                "{}: {}: the device answered an OID that does not follow {last} ({reason}), so the walk would never end; stopped, the {} rows before it are posted",
+                self.target.name,
+                what(),
+                rows.len(),
+            ),
+        }
+        Some(rows)
     }
 
     async fn read(&mut self, read: &Read, out: &mut Vec<DataPoint>) {
@@ -474,6 +651,9 @@ impl Session<'_> {
         mut metadata: Vec<Metadata>,
         out: &mut Vec<DataPoint>,
     ) {
+        if self.bad.contains(&varbind.oid) {
+            return;
+        }
         let reading = match convert::reading(&varbind.value, Octets::Utf8OrHex) {
             Ok(reading) => reading,
             Err(why) => return self.no_value(&varbind.oid, why),
@@ -491,14 +671,24 @@ impl Session<'_> {
     }
 
     async fn get(&mut self, columns: &[Column], out: &mut Vec<DataPoint>) {
-        if self.silent {
+        let oids: Vec<Oid> = columns.iter().map(|c| c.oid.clone()).collect();
+        let what = match oids.as_slice() {
+            [one] => format!("GET {}", dotted(one)),
+            many => format!("GET of {} OIDs from {}", many.len(), dotted(&many[0])),
+        };
+        if !self.may_ask(&|| what.clone()) {
             return;
         }
-        let oids: Vec<Oid> = columns.iter().map(|c| c.oid.clone()).collect();
         // The client splits the list into requests of at most
         // `max_oids_per_request` and halves a request the device answers
         // with tooBig.
-        match self.client.get_many(&oids).await {
+        let result = tokio::time::timeout_at(self.deadline.at, self.client.get_many(&oids)).await;
+        self.report_bad_values();
+        let Ok(result) = result else {
+            self.passed_deadline(&what);
+            return;
+        };
+        match result {
             Ok(response) => {
                 self.answered = true;
                 for (column, varbind) in columns.iter().zip(&response.varbinds) {
@@ -520,10 +710,6 @@ impl Session<'_> {
                 if !ends_target(&error) {
                     self.answered = true;
                 }
-                let what = match oids.as_slice() {
-                    [one] => format!("GET {}", dotted(one)),
-                    many => format!("GET of {} OIDs from {}", many.len(), dotted(&many[0])),
-                };
                 self.failed(&what, &error).await;
             }
         }
