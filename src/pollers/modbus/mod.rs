@@ -62,6 +62,9 @@
 //!   through which nothing answered in the last poll is silent (a gateway
 //!   that accepts and never answers, a dead bus): its first timeout ends
 //!   its poll, and its units take turns at being asked first.
+//! - On RTU, what is left on the line is discarded before each request and
+//!   a reply that does not answer it (unit, function, byte count) is
+//!   dropped ([`rtu`]); a unit answering noise fails its own reads only.
 //! - Whatever was read is returned; nothing is made up for the rest, and
 //!   every failure is logged with the unit, device and register range.
 
@@ -71,6 +74,7 @@ mod config;
 pub mod connection;
 pub mod decode;
 pub mod plan;
+pub mod rtu;
 
 use std::collections::HashMap;
 
