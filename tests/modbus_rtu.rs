@@ -490,6 +490,8 @@ enum Behaviour {
 struct RtuLine {
     units: std::sync::Mutex<BTreeMap<u8, Behaviour>>,
     answered: AtomicUsize,
+    /// Requests by unit.
+    asked: std::sync::Mutex<BTreeMap<u8, usize>>,
     /// Second copies sent by `AnswerTwice` units.
     repeats_sent: AtomicUsize,
     /// A held reply, sent before the next answer.
@@ -513,6 +515,7 @@ impl RtuLine {
         let (unit, function) = (request[0], request[1]);
         let start = u16::from_be_bytes([request[2], request[3]]);
         let count = u16::from_be_bytes([request[4], request[5]]);
+        *self.asked.lock().unwrap().entry(unit).or_default() += 1;
         let behaviour = self.units.lock().unwrap().get(&unit).copied();
         let Some(behaviour) = behaviour else {
             return (Vec::new(), None);
@@ -684,14 +687,19 @@ async fn on_a_shared_serial_line_a_late_reply_is_not_taken_by_the_other_pollers_
     );
 }
 
-/// Two units, 1 (named good) answering and 2 (noisy) answering noise.
+/// Two units, 1 (named good) answering and 2 (noisy) answering noise;
+/// two reads from each (max_gap is 0).
 fn one_good_one_noisy(settings: &str, targets: &str) -> ModbusPoller {
     poller(&format!(
-        "    - name: line\n      type: modbus_tcp\n{settings}      timeout_ms: 500\n      targets: {targets}\n      registers: [30001, 30002]\n"
+        "    - name: line\n      type: modbus_tcp\n{settings}      timeout_ms: 500\n      targets: {targets}\n      registers: [30001, 30002, 30101]\n"
     ))
 }
 
-async fn the_good_unit_is_read_every_poll(mut poller: ModbusPoller, endpoint: &str) {
+async fn the_good_unit_is_read_every_poll(
+    mut poller: ModbusPoller,
+    line: &RtuLine,
+    endpoint: &str,
+) {
     let (logs, _guard) = capture_logs();
     for n in 1..=3 {
         let targets = poller
@@ -703,6 +711,10 @@ async fn the_good_unit_is_read_every_poll(mut poller: ModbusPoller, endpoint: &s
         let got = values(&targets);
         assert_eq!(got["input_register_30001"], Value::Int(1000), "poll {n}");
         assert_eq!(got["input_register_30002"], Value::Int(1001), "poll {n}");
+        assert_eq!(got["input_register_30101"], Value::Int(1100), "poll {n}");
+        // The noisy unit's first read, asked again once (retries: 1);
+        // its second read is not asked in a poll its first one failed.
+        assert_eq!(line.asked.lock().unwrap()[&2], 2 * n, "poll {n}");
     }
     let text = logs.text();
     assert!(
@@ -724,7 +736,7 @@ async fn a_unit_answering_noise_through_a_gateway_does_not_stop_the_others_being
             "[{{address: \"{address}\", unit: 1, name: good}}, {{address: \"{address}\", unit: 2, name: noisy}}]"
         ),
     );
-    the_good_unit_is_read_every_poll(poller, &address).await;
+    the_good_unit_is_read_every_poll(poller, &line, &address).await;
 }
 
 #[tokio::test]
@@ -737,5 +749,5 @@ async fn a_unit_answering_noise_on_a_serial_line_does_not_stop_the_others_being_
         &format!("      transport: rtu\n      device: {device}\n      baud_rate: 19200\n"),
         "[{unit: 1, name: good}, {unit: 2, name: noisy}]",
     );
-    the_good_unit_is_read_every_poll(poller, &device).await;
+    the_good_unit_is_read_every_poll(poller, &line, &device).await;
 }
