@@ -472,6 +472,9 @@ enum Behaviour {
     Answer,
     /// Sends its reply, then the same reply again a little later.
     AnswerTwice,
+    /// Sends its reply again just before its answer to the next request:
+    /// the copy arrives after that request went out.
+    RepeatBeforeNext,
     /// Answers with line noise: bytes that make no frame.
     Noise,
     /// Holds its answer to the first read starting at this address, and
@@ -543,6 +546,9 @@ impl RtuLine {
         }
         let mut out = held.take().unwrap_or_default();
         out.extend(&reply);
+        if behaviour == Behaviour::RepeatBeforeNext {
+            *held = Some(reply.clone());
+        }
         let again = (behaviour == Behaviour::AnswerTwice).then_some(reply);
         (out, again)
     }
@@ -625,6 +631,25 @@ async fn a_reply_sent_twice_is_not_taken_for_the_answer_to_the_next_request() {
     let text = logs.text();
     assert!(
         text.contains("discarded 7 byte(s) waiting on the line before asking unit 1"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_copy_of_the_last_reply_arriving_after_the_next_request_is_not_taken_for_its_answer() {
+    let line = RtuLine::new([(1, Behaviour::RepeatBeforeNext)]);
+    let address = line.gateway().await;
+    let mut poller = poller(&format!(
+        "    - name: twice\n      type: modbus_tcp\n      transport: rtu_over_tcp\n      timeout_ms: 2000\n      targets: [\"{address}\"]\n      registers: [40001]\n"
+    ));
+    let (logs, _guard) = capture_logs();
+    for n in 1..=4 {
+        let got = values(&poller.poll().await.unwrap());
+        assert_eq!(got["holding_register_40001"], Value::Int(n), "poll {n}");
+    }
+    let text = logs.text();
+    assert!(
+        text.contains("dropped a copy of the previous reply that came after the request went out"),
         "{text}"
     );
 }

@@ -17,7 +17,9 @@
 //!   serial line, until the line has been quiet for the silence), and a
 //!   reply is taken only if its unit, function and byte count answer the
 //!   request; any other frame is dropped, logged and counted, and the wait
-//!   for the answer goes on. A wrong value posted is worse than a gap;
+//!   for the answer goes on; a copy of the previous answer that follows
+//!   the request is dropped the same way ([`rtu`] says how it is told).
+//!   A wrong value posted is worse than a gap;
 //! - after a timeout or any transport error (a closed socket, an unplugged
 //!   adapter), and on Modbus TCP after a reply whose transaction id, unit
 //!   or function does not match, the link is dropped; a request cancelled
@@ -464,6 +466,15 @@ impl Connection {
                 target = %endpoint,
                 unit,
                 "unit {unit} on {endpoint}: dropped a reply that does not answer the request ({what}): a late or repeated reply, or another master on the line; {} dropped so far",
+                link.dropped.strays
+            );
+        }
+        if exchange.repeats > 0 {
+            link.dropped.strays += exchange.repeats as u64;
+            tracing::warn!(
+                target = %endpoint,
+                unit,
+                "unit {unit} on {endpoint}: dropped a copy of the previous reply that came after the request went out, before its answer (the unit or gateway repeats replies); {} dropped so far",
                 link.dropped.strays
             );
         }

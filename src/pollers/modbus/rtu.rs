@@ -18,6 +18,11 @@
 //!   request implies, or an exception for that function from that unit;
 //! - any other frame with a good CRC is a stray: described, dropped, and
 //!   the wait for the answer goes on until the deadline;
+//! - an answer byte for byte the same as the link's previous one may be
+//!   that reply sent again, arriving after the request went out: it is
+//!   held for a round trip (twice the previous exchange's, at least
+//!   [`REPEAT_WINDOW`]), and if another answer comes in that time, the held
+//!   one was a repeat and the later one is taken;
 //! - bytes that start no frame with a good CRC are noise: skipped one at a
 //!   time and counted, never an error of the link;
 //! - nothing waits past the deadline it is given.
@@ -25,6 +30,7 @@
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::Instant;
@@ -39,6 +45,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> ByteStream for T {}
 
 /// The longest RTU frame (Modbus over Serial Line v1.02, 2.5.1).
 const MAX_FRAME: usize = 256;
+
+/// The least time an answer the same as the previous one is held for,
+/// to see whether the real answer follows it.
+pub const REPEAT_WINDOW: Duration = Duration::from_millis(20);
 
 /// At most this much is discarded in one go, so a line that never stops
 /// talking cannot hold a request back for ever.
@@ -214,6 +224,8 @@ pub struct Exchange {
     pub noise: usize,
     /// Good frames that answered something else, described.
     pub strays: Vec<String>,
+    /// Copies of the previous answer that came before this one.
+    pub repeats: usize,
 }
 
 fn closed() -> io::Error {
@@ -227,6 +239,9 @@ fn closed() -> io::Error {
 pub struct Port {
     stream: Box<dyn ByteStream>,
     buffer: Vec<u8>,
+    /// The last answer taken, as it came, and how long it took to come.
+    last: Vec<u8>,
+    last_took: Duration,
 }
 
 impl std::fmt::Debug for Port {
@@ -242,6 +257,8 @@ impl Port {
         Port {
             stream: Box::new(stream),
             buffer: Vec::with_capacity(2 * MAX_FRAME),
+            last: Vec::new(),
+            last_took: Duration::ZERO,
         }
     }
 
@@ -272,14 +289,31 @@ impl Port {
     pub async fn ask(&mut self, request: &Request, deadline: Instant) -> io::Result<Exchange> {
         self.stream.write_all(&request.frame()).await?;
         self.stream.flush().await?;
+        let sent = Instant::now();
         let mut exchange = Exchange::default();
+        // An answer the same as the last one, held to see whether the real
+        // answer follows it, and until when.
+        let mut held: Option<Reply> = None;
+        let mut wait_until = deadline;
         loop {
             while let Some(found) = scan(&self.buffer, request) {
                 match found {
                     Found::Answer { reply, at, end } => {
                         exchange.noise += at;
-                        exchange.reply = Some(reply);
+                        let same_as_last = self.buffer[at..end] == self.last[..];
+                        if !same_as_last {
+                            self.last = self.buffer[at..end].to_vec();
+                        }
                         self.buffer.drain(..end);
+                        if held.is_none() && same_as_last {
+                            held = Some(reply);
+                            let window = (self.last_took * 2).max(REPEAT_WINDOW);
+                            wait_until = deadline.min(sent + window);
+                            continue;
+                        }
+                        exchange.repeats += usize::from(held.is_some());
+                        self.last_took = sent.elapsed();
+                        exchange.reply = Some(reply);
                         return Ok(exchange);
                     }
                     Found::Stray { what, at, end } => {
@@ -295,10 +329,17 @@ impl Port {
                 exchange.noise += noise;
                 self.buffer.drain(..noise);
             }
-            match tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.buffer)).await {
+            let read = self.stream.read_buf(&mut self.buffer);
+            match tokio::time::timeout_at(wait_until, read).await {
                 Ok(Ok(0)) => return Err(closed()),
                 Ok(Ok(_)) => {}
                 Ok(Err(error)) => return Err(error),
+                Err(_) if held.is_some() => {
+                    // Nothing followed: it was the answer.
+                    self.last_took = sent.elapsed();
+                    exchange.reply = held;
+                    return Ok(exchange);
+                }
                 Err(_) => {
                     exchange.noise += self.buffer.len();
                     self.buffer.clear();
@@ -396,5 +437,37 @@ mod tests {
         let mut bits = vec![true, false, true, false, false, false, false, true];
         bits.extend([false, true]);
         assert_eq!(reply, Reply::Bits(bits));
+    }
+
+    async fn ask(port: &mut Port) -> Exchange {
+        let deadline = Instant::now() + Duration::from_secs(1);
+        port.ask(&READ_TWO, deadline).await.unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_the_same_as_the_last_is_held_for_a_round_trip_and_a_later_answer_wins() {
+        use tokio::io::AsyncWriteExt;
+        let (agent, mut device) = tokio::io::duplex(1024);
+        let mut port = Port::new(agent);
+        let reply = |v: u8| with_crc(&[1, 4, 4, 0, v, 0, v]);
+        device.write_all(&reply(1)).await.unwrap();
+        let first = ask(&mut port).await;
+        assert_eq!(first.reply, Some(Reply::Registers(vec![1, 1])));
+
+        // The same bytes and nothing after: the answer, once the window
+        // has passed, not at the deadline.
+        device.write_all(&reply(1)).await.unwrap();
+        let asked = Instant::now();
+        let second = ask(&mut port).await;
+        assert_eq!(second.reply, Some(Reply::Registers(vec![1, 1])));
+        assert_eq!(second.repeats, 0);
+        assert_eq!(asked.elapsed(), REPEAT_WINDOW);
+
+        // A copy of the last reply, then the answer: the copy is dropped.
+        device.write_all(&reply(1)).await.unwrap();
+        device.write_all(&reply(2)).await.unwrap();
+        let third = ask(&mut port).await;
+        assert_eq!(third.reply, Some(Reply::Registers(vec![2, 2])));
+        assert_eq!(third.repeats, 1);
     }
 }
