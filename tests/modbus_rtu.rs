@@ -664,7 +664,7 @@ async fn a_reply_arriving_after_its_timeout_is_dropped_and_values_are_not_shifte
     let line = RtuLine::new([(1, Behaviour::AnswerLate(200))]);
     let address = line.gateway().await;
     let mut poller = poller(&format!(
-        "    - name: late\n      type: modbus_tcp\n      transport: rtu_over_tcp\n      timeout_ms: 500\n      retries: 0\n      targets: [\"{address}\"]\n{LATE_READS}"
+        "    - name: late\n      type: modbus_tcp\n      transport: rtu_over_tcp\n      timeout_ms: 1500\n      retries: 0\n      targets: [\"{address}\"]\n{LATE_READS}"
     ));
     let (logs, _guard) = capture_logs();
     let first = values(&poller.poll().await.unwrap());
@@ -690,7 +690,7 @@ async fn on_a_shared_serial_line_a_late_reply_is_not_taken_by_the_other_pollers_
     line.on_serial(&pty.device);
     let yaml = |name: &str, registers: &str| {
         format!(
-            "    - name: {name}\n      type: modbus_tcp\n      transport: rtu\n      device: {}\n      baud_rate: 19200\n      timeout_ms: 500\n      retries: 0\n      targets: [1]\n      registers: [{registers}]\n",
+            "    - name: {name}\n      type: modbus_tcp\n      transport: rtu\n      device: {}\n      baud_rate: 19200\n      timeout_ms: 1500\n      retries: 0\n      targets: [1]\n      registers: [{registers}]\n",
             pty.agent.display()
         )
     };
@@ -716,7 +716,7 @@ async fn on_a_shared_serial_line_a_late_reply_is_not_taken_by_the_other_pollers_
 /// two reads from each (max_gap is 0).
 fn one_good_one_noisy(settings: &str, targets: &str) -> ModbusPoller {
     poller(&format!(
-        "    - name: line\n      type: modbus_tcp\n{settings}      timeout_ms: 500\n      targets: {targets}\n      registers: [30001, 30002, 30101]\n"
+        "    - name: line\n      type: modbus_tcp\n{settings}      timeout_ms: 1500\n      targets: {targets}\n      registers: [30001, 30002, 30101]\n"
     ))
 }
 
