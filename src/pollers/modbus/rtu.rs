@@ -152,20 +152,38 @@ fn frame_len(bytes: &[u8]) -> Option<usize> {
 }
 
 /// The first frame with a good CRC in `buffer`, whatever comes before it.
+/// Stops at the start of an answer still arriving, so that its data,
+/// which may by chance hold a frame of its own, is not scanned for one.
 fn scan(buffer: &[u8], request: &Request) -> Option<Found> {
-    (0..buffer.len()).find_map(|at| {
+    let header = [
+        request.unit,
+        function_code(request.table),
+        request.byte_count() as u8,
+    ];
+    for at in 0..buffer.len() {
         let rest = &buffer[at..];
-        let len = frame_len(rest)?;
-        let frame = rest.get(..len)?;
+        let Some(len) = frame_len(rest) else {
+            if header.starts_with(rest) {
+                return None;
+            }
+            continue;
+        };
+        let Some(frame) = rest.get(..len) else {
+            if rest.starts_with(&header) {
+                return None;
+            }
+            continue;
+        };
         if crc16(&frame[..len - 2]) != frame[len - 2..] {
-            return None;
+            continue;
         }
         let end = at + len;
-        Some(match classify(frame, request) {
+        return Some(match classify(frame, request) {
             Ok(reply) => Found::Answer { reply, at, end },
             Err(what) => Found::Stray { what, at, end },
-        })
-    })
+        });
+    }
+    None
 }
 
 /// The frame as the answer to `request`, or why it is not.
@@ -367,6 +385,11 @@ mod tests {
         count: 2,
     };
 
+    const READ_FOUR: Request = Request {
+        count: 4,
+        ..READ_TWO
+    };
+
     #[test]
     fn the_crc_is_the_one_the_specification_gives_for_its_example() {
         // Modbus over Serial Line v1.02, 6.2.2: 02 07 -> CRC 41 12 on the wire.
@@ -403,6 +426,24 @@ mod tests {
         assert_eq!(strays.len(), 2, "{strays:?}");
         assert!(strays[0].contains("from unit 2"), "{}", strays[0]);
         assert!(strays[1].contains("2 data byte(s); asked unit 1, function 4, 4 data byte(s)"));
+    }
+
+    #[test]
+    fn the_data_of_an_answer_still_arriving_is_not_scanned_for_frames() {
+        // Two registers whose value bytes hold an exception frame from
+        // unit 1 to function 3, good CRC and all.
+        let inner = with_crc(&[1, 0x83, 2]);
+        let mut answer = vec![1, 4, 8, 0];
+        answer.extend(&inner);
+        answer.extend([0, 0]);
+        let answer = with_crc(&answer);
+        for cut in 1..answer.len() {
+            assert_eq!(scan(&answer[..cut], &READ_FOUR), None, "cut at {cut}");
+        }
+        assert!(matches!(
+            scan(&answer, &READ_FOUR),
+            Some(Found::Answer { at: 0, .. })
+        ));
     }
 
     #[test]
