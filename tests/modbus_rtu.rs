@@ -465,3 +465,314 @@ async fn a_serial_line_carries_one_request_at_a_time_with_the_inter_frame_silenc
         );
     }
 }
+
+/// What a unit behind [`RtuLine`] does with a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Behaviour {
+    Answer,
+    /// Sends its reply, then the same reply again a little later.
+    AnswerTwice,
+    /// Sends its reply again just before its answer to the next request:
+    /// the copy arrives after that request went out.
+    RepeatBeforeNext,
+    /// Answers with line noise: bytes that make no frame.
+    Noise,
+    /// Holds its answer to the first read starting at this address, and
+    /// sends it only with the answer to the next request (a reply that
+    /// comes after the agent's timeout).
+    AnswerLate(u16),
+}
+
+/// A hand-made RTU bus: units with a [`Behaviour`] each, answering read
+/// requests. Input register `a` holds 1000 + `a`; every holding register
+/// holds the number of requests the line has answered, the current one
+/// included, so a stale reply shows. Served on a pty (a serial line) or
+/// behind a TCP listener (a transparent gateway: a reply held on the line
+/// goes out on whichever connection asks next).
+#[derive(Default)]
+struct RtuLine {
+    units: std::sync::Mutex<BTreeMap<u8, Behaviour>>,
+    answered: AtomicUsize,
+    /// Requests by unit.
+    asked: std::sync::Mutex<BTreeMap<u8, usize>>,
+    /// Second copies sent by `AnswerTwice` units.
+    repeats_sent: AtomicUsize,
+    /// A held reply, sent before the next answer.
+    held: std::sync::Mutex<Option<Vec<u8>>>,
+}
+
+impl RtuLine {
+    fn new(units: impl IntoIterator<Item = (u8, Behaviour)>) -> Arc<Self> {
+        let line = RtuLine::default();
+        line.units.lock().unwrap().extend(units);
+        Arc::new(line)
+    }
+
+    /// The frames to send for `request`, and a copy to send again later.
+    fn answer(&self, request: &[u8; 8]) -> (Vec<u8>, Option<Vec<u8>>) {
+        assert_eq!(
+            crc16(&request[..6]),
+            [request[6], request[7]],
+            "bad request CRC"
+        );
+        let (unit, function) = (request[0], request[1]);
+        let start = u16::from_be_bytes([request[2], request[3]]);
+        let count = u16::from_be_bytes([request[4], request[5]]);
+        *self.asked.lock().unwrap().entry(unit).or_default() += 1;
+        let behaviour = self.units.lock().unwrap().get(&unit).copied();
+        let Some(behaviour) = behaviour else {
+            return (Vec::new(), None);
+        };
+        if behaviour == Behaviour::Noise {
+            return ([0x55, 0xAA].repeat(24), None);
+        }
+        let sequence = self.answered.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut reply = vec![unit, function, (count * 2) as u8];
+        for address in start..start + count {
+            let value = match function {
+                3 => sequence as u16,
+                _ => 1000 + address,
+            };
+            reply.extend(value.to_be_bytes());
+        }
+        let crc = crc16(&reply);
+        reply.extend(crc);
+        let mut held = self.held.lock().unwrap();
+        if behaviour == Behaviour::AnswerLate(start) && held.is_none() {
+            // Only the first such read is late.
+            self.units.lock().unwrap().insert(unit, Behaviour::Answer);
+            *held = Some(reply);
+            return (Vec::new(), None);
+        }
+        let mut out = held.take().unwrap_or_default();
+        out.extend(&reply);
+        if behaviour == Behaviour::RepeatBeforeNext {
+            *held = Some(reply.clone());
+        }
+        let again = (behaviour == Behaviour::AnswerTwice).then_some(reply);
+        (out, again)
+    }
+
+    /// Answers requests on `stream` until it closes.
+    async fn serve<S>(self: Arc<Self>, stream: S)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+    {
+        let (mut rx, tx) = tokio::io::split(stream);
+        let tx = Arc::new(tokio::sync::Mutex::new(tx));
+        let mut request = [0u8; 8];
+        while rx.read_exact(&mut request).await.is_ok() {
+            let (now, again) = self.answer(&request);
+            if tx.lock().await.write_all(&now).await.is_err() {
+                return;
+            }
+            if let Some(again) = again {
+                let (tx, line) = (tx.clone(), self.clone());
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    if tx.lock().await.write_all(&again).await.is_ok() {
+                        line.repeats_sent.fetch_add(1, Ordering::SeqCst);
+                    }
+                });
+            }
+        }
+    }
+
+    /// Serves the line behind a TCP listener; returns its address.
+    async fn gateway(self: &Arc<Self>) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let line = self.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(line.clone().serve(stream));
+            }
+        });
+        address
+    }
+
+    /// Serves the line on the device end of a pty pair.
+    fn on_serial(self: &Arc<Self>, device: &std::path::Path) {
+        let port = tokio_serial::SerialStream::open(&tokio_serial::new(
+            device.display().to_string(),
+            19200,
+        ))
+        .unwrap();
+        tokio::spawn(self.clone().serve(port));
+    }
+
+    /// Waits until `n` second copies have gone out.
+    async fn wait_for_repeats(&self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.repeats_sent.load(Ordering::SeqCst) < n {
+            assert!(
+                Instant::now() < deadline,
+                "the unit did not repeat its reply"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_reply_sent_twice_is_not_taken_for_the_answer_to_the_next_request() {
+    let line = RtuLine::new([(1, Behaviour::AnswerTwice)]);
+    let address = line.gateway().await;
+    let mut poller = poller(&format!(
+        "    - name: twice\n      type: modbus_tcp\n      transport: rtu_over_tcp\n      timeout_ms: 2000\n      targets: [\"{address}\"]\n      registers: [40001]\n"
+    ));
+    let (logs, _guard) = capture_logs();
+    for n in 1..=4 {
+        let got = values(&poller.poll().await.unwrap());
+        // The n-th request's answer, not the copy of the one before it.
+        assert_eq!(got["holding_register_40001"], Value::Int(n), "poll {n}");
+        line.wait_for_repeats(n as usize).await;
+    }
+    let text = logs.text();
+    assert!(
+        text.contains("discarded 7 byte(s) waiting on the line before asking unit 1"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_copy_of_the_last_reply_arriving_after_the_next_request_is_not_taken_for_its_answer() {
+    let line = RtuLine::new([(1, Behaviour::RepeatBeforeNext)]);
+    let address = line.gateway().await;
+    let mut poller = poller(&format!(
+        "    - name: twice\n      type: modbus_tcp\n      transport: rtu_over_tcp\n      timeout_ms: 2000\n      targets: [\"{address}\"]\n      registers: [40001]\n"
+    ));
+    let (logs, _guard) = capture_logs();
+    for n in 1..=4 {
+        let got = values(&poller.poll().await.unwrap());
+        assert_eq!(got["holding_register_40001"], Value::Int(n), "poll {n}");
+    }
+    let text = logs.text();
+    assert!(
+        text.contains("dropped a copy of the previous reply that came after the request went out"),
+        "{text}"
+    );
+}
+
+/// A reply of two registers held until after the timeout arrives as the
+/// answer to a read of one: its byte count tells it apart.
+const LATE_READS: &str =
+    "      max_gap: 0\n      registers:\n        - 30001\n        - {address: 30201, type: uint32}\n";
+
+#[tokio::test]
+async fn a_reply_arriving_after_its_timeout_is_dropped_and_values_are_not_shifted() {
+    let line = RtuLine::new([(1, Behaviour::AnswerLate(200))]);
+    let address = line.gateway().await;
+    let mut poller = poller(&format!(
+        "    - name: late\n      type: modbus_tcp\n      transport: rtu_over_tcp\n      timeout_ms: 1500\n      retries: 0\n      targets: [\"{address}\"]\n{LATE_READS}"
+    ));
+    let (logs, _guard) = capture_logs();
+    let first = values(&poller.poll().await.unwrap());
+    assert_eq!(first["input_register_30001"], Value::Int(1000));
+    assert!(!first.contains_key("input_register_30201"), "{first:?}");
+    let second = values(&poller.poll().await.unwrap());
+    assert_eq!(second["input_register_30001"], Value::Int(1000));
+    assert_eq!(
+        second["input_register_30201"],
+        Value::Int((1200 << 16) + 1201)
+    );
+    let text = logs.text();
+    assert!(
+        text.contains("dropped a reply that does not answer the request (a reply from unit 1, function 4, 4 data byte(s); asked unit 1, function 4, 2 data byte(s))"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn on_a_shared_serial_line_a_late_reply_is_not_taken_by_the_other_pollers_request() {
+    let pty = pty_pair();
+    let line = RtuLine::new([(1, Behaviour::AnswerLate(200))]);
+    line.on_serial(&pty.device);
+    let yaml = |name: &str, registers: &str| {
+        format!(
+            "    - name: {name}\n      type: modbus_tcp\n      transport: rtu\n      device: {}\n      baud_rate: 19200\n      timeout_ms: 1500\n      retries: 0\n      targets: [1]\n      registers: [{registers}]\n",
+            pty.agent.display()
+        )
+    };
+    let mut slow = poller(&yaml("slow", "{address: 30201, type: uint32}"));
+    let mut other = poller(&yaml("other", "30001"));
+    let (logs, _guard) = capture_logs();
+    assert!(slow.poll().await.is_err(), "the held reply came in time");
+    let got = values(&other.poll().await.unwrap());
+    assert_eq!(got["input_register_30001"], Value::Int(1000));
+    let again = values(&slow.poll().await.unwrap());
+    assert_eq!(
+        again["input_register_30201"],
+        Value::Int((1200 << 16) + 1201)
+    );
+    let text = logs.text();
+    assert!(
+        text.contains("dropped a reply that does not answer"),
+        "{text}"
+    );
+}
+
+/// Two units, 1 (named good) answering and 2 (noisy) answering noise;
+/// two reads from each (max_gap is 0).
+fn one_good_one_noisy(settings: &str, targets: &str) -> ModbusPoller {
+    poller(&format!(
+        "    - name: line\n      type: modbus_tcp\n{settings}      timeout_ms: 1500\n      targets: {targets}\n      registers: [30001, 30002, 30101]\n"
+    ))
+}
+
+async fn the_good_unit_is_read_every_poll(
+    mut poller: ModbusPoller,
+    line: &RtuLine,
+    endpoint: &str,
+) {
+    let (logs, _guard) = capture_logs();
+    for n in 1..=3 {
+        let targets = poller
+            .poll()
+            .await
+            .unwrap_or_else(|e| panic!("poll {n}: {e}"));
+        assert_eq!(targets.len(), 1, "poll {n}: {targets:?}");
+        assert_eq!(targets[0].target, "good");
+        let got = values(&targets);
+        assert_eq!(got["input_register_30001"], Value::Int(1000), "poll {n}");
+        assert_eq!(got["input_register_30002"], Value::Int(1001), "poll {n}");
+        assert_eq!(got["input_register_30101"], Value::Int(1100), "poll {n}");
+        // The noisy unit's first read, asked again once (retries: 1);
+        // its second read is not asked in a poll its first one failed.
+        assert_eq!(line.asked.lock().unwrap()[&2], 2 * n, "poll {n}");
+    }
+    let text = logs.text();
+    assert!(
+        text.contains(&format!(
+            "unit 2 on {endpoint}: read input registers 30001..30002: garbled reply"
+        )),
+        "{text}"
+    );
+    assert!(!text.contains("skipping the other"), "{text}");
+}
+
+#[tokio::test]
+async fn a_unit_answering_noise_through_a_gateway_does_not_stop_the_others_being_read() {
+    let line = RtuLine::new([(1, Behaviour::Answer), (2, Behaviour::Noise)]);
+    let address = line.gateway().await;
+    let poller = one_good_one_noisy(
+        "      transport: rtu_over_tcp\n",
+        &format!(
+            "[{{address: \"{address}\", unit: 1, name: good}}, {{address: \"{address}\", unit: 2, name: noisy}}]"
+        ),
+    );
+    the_good_unit_is_read_every_poll(poller, &line, &address).await;
+}
+
+#[tokio::test]
+async fn a_unit_answering_noise_on_a_serial_line_does_not_stop_the_others_being_read() {
+    let pty = pty_pair();
+    let line = RtuLine::new([(1, Behaviour::Answer), (2, Behaviour::Noise)]);
+    line.on_serial(&pty.device);
+    let device = pty.agent.display().to_string();
+    let poller = one_good_one_noisy(
+        &format!("      transport: rtu\n      device: {device}\n      baud_rate: 19200\n"),
+        "[{unit: 1, name: good}, {unit: 2, name: noisy}]",
+    );
+    the_good_unit_is_read_every_poll(poller, &line, &device).await;
+}

@@ -12,15 +12,24 @@
 //!   19,200 baud) since the last frame;
 //! - every connect and every request is bounded by the timeout, since
 //!   tokio-modbus has none of its own;
-//! - after a timeout or any transport or protocol error (a reply whose
-//!   transaction id, unit or function does not match, a closed socket, an
-//!   unplugged adapter) the link is dropped, so a late reply can never be
-//!   taken for the answer to a later request; a request cancelled half way
-//!   (the poll was stopped) drops it too;
+//! - on the RTU transports (framed by [`rtu`], not tokio-modbus), every
+//!   request first discards whatever waits in the port or socket (on a
+//!   serial line, until the line has been quiet for the silence), and a
+//!   reply is taken only if its unit, function and byte count answer the
+//!   request; any other frame is dropped, logged and counted, and the wait
+//!   for the answer goes on; a copy of the previous answer that follows
+//!   the request is dropped the same way ([`rtu`] says how it is told).
+//!   A wrong value posted is worse than a gap;
+//! - after a timeout or any transport error (a closed socket, an unplugged
+//!   adapter), and on Modbus TCP after a reply whose transaction id, unit
+//!   or function does not match, the link is dropped; a request cancelled
+//!   half way (the poll was stopped) drops it too;
 //! - a Modbus exception is an answer: the link stays;
 //! - on the RTU transports, a garbled reply (bytes that never made a frame
-//!   with a good CRC) or a reply from the wrong unit or function is asked
-//!   again up to `retries` times, after the silence, each logged;
+//!   with a good CRC) or only replies to something else within the timeout
+//!   is that unit's failure, not the link's: the link stays up for the
+//!   other units, and the read is asked again up to `retries` times, after
+//!   the silence, each logged;
 //! - a request on a link kept from an earlier request that fails at the
 //!   transport is retried at once on a fresh link (devices close idle
 //!   connections; an adapter re-plugged under the same name is reopened);
@@ -32,13 +41,9 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Weak};
-use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 use tokio::time::{timeout, Instant};
@@ -48,6 +53,7 @@ use tokio_modbus::{ExceptionCode, Slave};
 
 use super::address::Table;
 use super::config::{Parity, SerialSettings, Transport};
+use super::rtu;
 
 pub const BACKOFF_START: Duration = Duration::from_secs(1);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(60);
@@ -104,10 +110,11 @@ pub enum ReadError {
     Transport(String),
     /// RTU only: bytes arrived but never made a frame with a good CRC
     /// within the timeout (line noise, wrong baud rate or parity, two
-    /// devices answering at once).
+    /// devices answering at once). The link stays.
     Garbled { bytes: u64, after: Duration },
-    /// RTU only: a well-formed reply that answers something else (another
-    /// unit, another function): a late reply or a second master.
+    /// RTU only: within the timeout, only well-formed replies that answer
+    /// something else (another unit, function or byte count): late or
+    /// repeated replies, or a second master.
     Mismatch(String),
 }
 
@@ -155,28 +162,44 @@ pub fn exception_name(code: ExceptionCode) -> &'static str {
     }
 }
 
+/// What a request goes out on.
+enum Session {
+    /// Modbus TCP, through tokio-modbus.
+    Tcp(Context),
+    /// RTU frames on a serial port or a socket, framed by [`rtu`].
+    Rtu(rtu::Port),
+}
+
+/// What an RTU link has dropped in its life, across reopens and whichever
+/// poller asked, for the logs.
+#[derive(Debug, Default)]
+struct Dropped {
+    /// Bytes found waiting before a request: late or repeated replies.
+    stale_bytes: u64,
+    /// Good frames that answered another request.
+    strays: u64,
+}
+
 /// The link a request goes out on, with what is kept between requests.
 struct Link {
-    context: Option<Context>,
+    session: Option<Session>,
     backoff: Backoff,
-    /// Bytes read from an RTU link so far, to tell a garbled reply from
-    /// silence.
-    received: Arc<AtomicU64>,
     /// When the serial line last carried a frame.
     quiet_since: Option<Instant>,
     /// The serial settings the open port has; another poller may name the
     /// same port with other settings.
     opened_with: Option<SerialSettings>,
+    dropped: Dropped,
 }
 
 impl Link {
     fn new() -> Self {
         Link {
-            context: None,
+            session: None,
             backoff: Backoff::default(),
-            received: Arc::new(AtomicU64::new(0)),
             quiet_since: None,
             opened_with: None,
+            dropped: Dropped::default(),
         }
     }
 }
@@ -272,7 +295,7 @@ impl Connection {
         let mut reconnect = true;
         let mut retries = self.retries;
         loop {
-            let reused = link.context.is_some();
+            let reused = link.session.is_some();
             match self.read_once(&mut link, unit, table, start, count).await {
                 Err(ReadError::Transport(why)) if reused && reconnect => {
                     reconnect = false;
@@ -304,27 +327,46 @@ impl Connection {
         start: u16,
         count: u16,
     ) -> Result<Data, ReadError> {
-        let limit = self.timeout;
         if let Some(serial) = self.serial() {
-            if link.opened_with.as_ref() != Some(serial) && link.context.is_some() {
+            if link.opened_with.as_ref() != Some(serial) && link.session.is_some() {
                 tracing::debug!(device = %serial.device, "another poller opened the port with other settings; reopening it with {serial}");
-                link.context = None;
+                link.session = None;
             }
         }
-        let reused = link.context.is_some();
-        let mut context = match link.context.take() {
-            Some(context) => context,
-            None => self.connect(link).await?,
-        };
-        if let (Some(serial), Some(quiet_since)) = (self.serial(), link.quiet_since) {
-            tokio::time::sleep_until(quiet_since + serial.inter_frame_silence()).await;
-        }
-        context.set_slave(Slave(unit));
-        let received_before = link.received.load(Ordering::Relaxed);
-        let asked_at = Instant::now();
-        // The context is out of the link while the request is out: if the
+        let reused = link.session.is_some();
+        // The session is out of the link while the request is out: if the
         // poll is cancelled before the answer, it is dropped with the
         // request, and the next request opens a fresh link.
+        let session = match link.session.take() {
+            Some(session) => session,
+            None => self.connect(link).await?,
+        };
+        let request = rtu::Request {
+            unit,
+            table,
+            start,
+            count,
+        };
+        match session {
+            Session::Tcp(context) => self.read_tcp(link, context, reused, request).await,
+            Session::Rtu(port) => self.read_rtu(link, port, reused, request).await,
+        }
+    }
+
+    async fn read_tcp(
+        &self,
+        link: &mut Link,
+        mut context: Context,
+        reused: bool,
+        request: rtu::Request,
+    ) -> Result<Data, ReadError> {
+        let rtu::Request {
+            unit,
+            table,
+            start,
+            count,
+        } = request;
+        context.set_slave(Slave(unit));
         let call = async {
             match table {
                 Table::Coil => context
@@ -345,12 +387,7 @@ impl Connection {
                     .map(|r| r.map(Data::Registers)),
             }
         };
-        let result = timeout(limit, call).await;
-        if self.serial().is_some() {
-            link.quiet_since = Some(Instant::now());
-        }
-        let rtu = !matches!(self.transport, Transport::Tcp);
-        match result {
+        match timeout(self.timeout, call).await {
             Ok(Ok(Ok(data))) => {
                 link.backoff.succeeded();
                 let got = match &data {
@@ -362,16 +399,13 @@ impl Connection {
                         "asked for {count}, got {got}"
                     )));
                 }
-                link.context = Some(context);
+                link.session = Some(Session::Tcp(context));
                 Ok(data)
             }
             Ok(Ok(Err(code))) => {
                 link.backoff.succeeded();
-                link.context = Some(context);
+                link.session = Some(Session::Tcp(context));
                 Err(ReadError::Exception(code))
-            }
-            Ok(Err(tokio_modbus::Error::Protocol(error))) if rtu => {
-                Err(ReadError::Mismatch(error.to_string()))
             }
             Ok(Err(error)) => {
                 // A device that accepts connections and drops them at once
@@ -382,22 +416,120 @@ impl Connection {
                 }
                 Err(ReadError::Transport(error.to_string()))
             }
-            Err(_) => {
-                let bytes = link.received.load(Ordering::Relaxed) - received_before;
-                if rtu && bytes > 0 {
-                    Err(ReadError::Garbled {
-                        bytes,
-                        after: asked_at.elapsed(),
-                    })
-                } else {
-                    Err(ReadError::Timeout(self.timeout))
-                }
+            Err(_) => Err(ReadError::Timeout(self.timeout)),
+        }
+    }
+
+    async fn read_rtu(
+        &self,
+        link: &mut Link,
+        mut port: rtu::Port,
+        reused: bool,
+        request: rtu::Request,
+    ) -> Result<Data, ReadError> {
+        let unit = request.unit;
+        let endpoint = self.endpoint();
+        let failed = |link: &mut Link, error: std::io::Error| {
+            // As over Modbus TCP: a link that breaks as soon as it is made
+            // is not made again on every request.
+            if !reused {
+                link.backoff.failed(Instant::now());
             }
+            ReadError::Transport(error.to_string())
+        };
+        let stale = match self.settle(link, &mut port).await {
+            Ok(stale) => stale,
+            Err(error) => return Err(failed(link, error)),
+        };
+        if stale > 0 {
+            link.dropped.stale_bytes += stale as u64;
+            tracing::warn!(
+                target = %endpoint,
+                unit,
+                stale_bytes = stale,
+                "{endpoint}: discarded {stale} byte(s) waiting on the line before asking unit {unit} (a late or repeated reply); {} discarded so far",
+                link.dropped.stale_bytes
+            );
+        }
+        let asked_at = Instant::now();
+        let exchange = port.ask(&request, asked_at + self.timeout).await;
+        if self.serial().is_some() {
+            link.quiet_since = Some(Instant::now());
+        }
+        let exchange = match exchange {
+            Ok(exchange) => exchange,
+            Err(error) => return Err(failed(link, error)),
+        };
+        for what in &exchange.strays {
+            link.dropped.strays += 1;
+            tracing::warn!(
+                target = %endpoint,
+                unit,
+                "unit {unit} on {endpoint}: dropped a reply that does not answer the request ({what}): a late or repeated reply, or another master on the line; {} dropped so far",
+                link.dropped.strays
+            );
+        }
+        if exchange.repeats > 0 {
+            link.dropped.strays += exchange.repeats as u64;
+            tracing::warn!(
+                target = %endpoint,
+                unit,
+                "unit {unit} on {endpoint}: dropped a copy of the previous reply that came after the request went out, before its answer (the unit or gateway repeats replies); {} dropped so far",
+                link.dropped.strays
+            );
+        }
+        if exchange.reply.is_some() && exchange.noise > 0 {
+            tracing::debug!(target = %endpoint, unit, "skipped {} byte(s) of noise before the reply", exchange.noise);
+        }
+        let data = match exchange.reply {
+            Some(rtu::Reply::Registers(words)) => Ok(Data::Registers(words)),
+            Some(rtu::Reply::Bits(bits)) => Ok(Data::Bits(bits)),
+            Some(rtu::Reply::Exception(code)) => Err(ReadError::Exception(code)),
+            None if !exchange.strays.is_empty() => Err(ReadError::Mismatch(format!(
+                "no answer, and {} frame(s) that answer something else, the last {}",
+                exchange.strays.len(),
+                exchange.strays[exchange.strays.len() - 1]
+            ))),
+            None if exchange.noise > 0 => Err(ReadError::Garbled {
+                bytes: exchange.noise as u64,
+                after: asked_at.elapsed(),
+            }),
+            // Silence: the port is dropped, as after any timeout.
+            None => return Err(ReadError::Timeout(self.timeout)),
+        };
+        // Noise or a stray reply is this unit's failure, not the link's:
+        // the link stays for the next request, which discards whatever is
+        // left first.
+        link.backoff.succeeded();
+        link.session = Some(Session::Rtu(port));
+        data
+    }
+
+    /// Discards whatever waits on an RTU link before a request. On a serial
+    /// line, first waits until the line has been quiet for the inter-frame
+    /// silence since the last frame, and again after anything discarded
+    /// (a reply sent twice is still coming), up to the timeout.
+    async fn settle(&self, link: &mut Link, port: &mut rtu::Port) -> std::io::Result<usize> {
+        let Some(serial) = self.serial() else {
+            return port.discard_pending();
+        };
+        let give_up = Instant::now() + self.timeout;
+        let mut stale = 0;
+        loop {
+            if let Some(quiet_since) = link.quiet_since {
+                tokio::time::sleep_until(quiet_since + serial.inter_frame_silence()).await;
+            }
+            let discarded = port.discard_pending()?;
+            stale += discarded;
+            if discarded == 0 || Instant::now() >= give_up {
+                return Ok(stale);
+            }
+            link.quiet_since = Some(Instant::now());
         }
     }
 
     /// Opens the link, unless still backing off from a failure.
-    async fn connect(&self, link: &mut Link) -> Result<Context, ReadError> {
+    async fn connect(&self, link: &mut Link) -> Result<Session, ReadError> {
         let now = Instant::now();
         if !link.backoff.allows(now) {
             let left = link
@@ -408,8 +540,9 @@ impl Connection {
             return Err(ReadError::BackingOff(left));
         }
         let opened = match &self.transport {
-            Transport::Rtu(serial) => open_serial(serial)
-                .map(|port| tokio_modbus::client::rtu::attach(Counted::new(port, &link.received))),
+            Transport::Rtu(serial) => {
+                open_serial(serial).map(|port| Session::Rtu(rtu::Port::new(port)))
+            }
             Transport::Tcp | Transport::RtuOverTcp => {
                 let connecting = TcpStream::connect((self.host.as_str(), self.port));
                 match timeout(self.timeout, connecting).await {
@@ -418,11 +551,10 @@ impl Connection {
                         // Nagle's algorithm would only add latency.
                         let _ = stream.set_nodelay(true);
                         Ok(match self.transport {
-                            Transport::Tcp => tokio_modbus::client::tcp::attach(stream),
-                            _ => tokio_modbus::client::rtu::attach(Counted::new(
-                                stream,
-                                &link.received,
-                            )),
+                            Transport::Tcp => {
+                                Session::Tcp(tokio_modbus::client::tcp::attach(stream))
+                            }
+                            _ => Session::Rtu(rtu::Port::new(stream)),
                         })
                     }
                     Ok(Err(error)) => Err(error.to_string()),
@@ -431,14 +563,14 @@ impl Connection {
             }
         };
         match opened {
-            Ok(context) => {
+            Ok(session) => {
                 link.opened_with = self.serial().cloned();
                 // A port just opened may hold bytes from before: wait a
                 // silence before the first request, as after any frame.
                 if self.serial().is_some() {
                     link.quiet_since = Some(Instant::now());
                 }
-                Ok(context)
+                Ok(session)
             }
             Err(why) => {
                 link.backoff.failed(Instant::now());
@@ -495,58 +627,6 @@ fn serial_error(device: &str, error: &tokio_serial::Error) -> String {
             error.description
         ),
         _ => format!("cannot open {device}: {}", error.description),
-    }
-}
-
-/// A byte stream that counts what it reads, so a timeout can tell a
-/// garbled reply (bytes but no frame) from silence.
-#[derive(Debug)]
-struct Counted<T> {
-    inner: T,
-    received: Arc<AtomicU64>,
-}
-
-impl<T> Counted<T> {
-    fn new(inner: T, received: &Arc<AtomicU64>) -> Self {
-        Counted {
-            inner,
-            received: received.clone(),
-        }
-    }
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for Counted<T> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut TaskContext<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
-        let read = buf.filled().len() - before;
-        self.received.fetch_add(read as u64, Ordering::Relaxed);
-        result
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut TaskContext<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(
-        mut self: Pin<&mut Self>,
-        cx: &mut TaskContext<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 

@@ -58,10 +58,14 @@
 //!   ([`plan`]). A merged read refused with exception 2 (illegal data
 //!   address) is split in two and retried until the bad address is
 //!   isolated; the split is kept for later polls.
-//! - A unit that times out is not asked again in the same poll. A link
+//! - A unit that times out, or whose replies stay garbled through its
+//!   retries, is not asked again in the same poll. A link
 //!   through which nothing answered in the last poll is silent (a gateway
 //!   that accepts and never answers, a dead bus): its first timeout ends
 //!   its poll, and its units take turns at being asked first.
+//! - On RTU, what is left on the line is discarded before each request and
+//!   a reply that does not answer it (unit, function, byte count) is
+//!   dropped ([`rtu`]); a unit answering noise fails its own reads only.
 //! - Whatever was read is returned; nothing is made up for the rest, and
 //!   every failure is logged with the unit, device and register range.
 
@@ -71,6 +75,7 @@ mod config;
 pub mod connection;
 pub mod decode;
 pub mod plan;
+pub mod rtu;
 
 use std::collections::HashMap;
 
@@ -411,10 +416,11 @@ impl Endpoint {
                             *answered_last_poll = answered;
                             return outcome;
                         }
-                        if timed_out {
+                        if timed_out || matches!(error, ReadError::Garbled { .. }) {
                             // A unit that did not answer once will not answer
-                            // the next request either; asking costs another
-                            // timeout.
+                            // the next request either, nor one that answered
+                            // only noise through its retries; asking costs
+                            // another timeout (or several).
                             silent_units.push(group.unit);
                             outcome.reads_failed += group.blocks.len() - i - 1;
                             break;
