@@ -294,7 +294,7 @@ fn self_monitoring_body(
     collectors: &[collector::Collector],
     started_ms: u64,
 ) -> anyhow::Result<Option<crate::model::PostBody>> {
-    use crate::daemon::figures::{Figures, PollerEntry, Sources};
+    use crate::telemetry::figures::{Figures, PollerEntry, Sources};
     let self_monitoring = &settings.agent.self_monitoring;
     let pollers: Vec<PollerEntry> = collectors
         .iter()

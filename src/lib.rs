@@ -22,6 +22,7 @@ pub mod pollers;
 pub mod scheduler;
 pub mod secret;
 pub mod status;
+pub mod telemetry;
 pub mod time;
 pub mod tls;
 pub mod yaml;

@@ -4,7 +4,7 @@
 //! With `metrics_listen:` configured the figures come from the metrics
 //! page (read with the agent's own Prometheus parser); otherwise, or when
 //! the page does not answer, from the state file the daemon rewrites every
-//! few seconds ([`crate::daemon::state`]). [`run`] says whether an agent
+//! few seconds ([`crate::telemetry::state`]). [`run`] says whether an agent
 //! runs; the command exits 3 (as `systemctl status`) when none does.
 
 use std::io::Write;
@@ -13,11 +13,11 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::config::Settings;
-use crate::daemon::figures::{Figure, Figures, Group, Kind, Number};
-use crate::daemon::metrics_page::PREFIX;
-use crate::daemon::state::{self, State};
 use crate::formats::{self, Payload};
 use crate::model::{DataType, Value};
+use crate::telemetry::figures::{Figure, Figures, Group, Kind, Number};
+use crate::telemetry::metrics_page::PREFIX;
+use crate::telemetry::state::{self, State};
 use crate::time::now_ms;
 
 /// `systemctl status` uses 3 for "not running"; so does this.
@@ -169,7 +169,7 @@ pub fn parse_page(text: &[u8]) -> anyhow::Result<Figures> {
         };
         let poller = label("poller").map(|name| (name, label("poller_type").unwrap_or_default()));
         let target = poller.as_ref().map_or_else(
-            || crate::daemon::figures::AGENT_TARGET.to_owned(),
+            || crate::telemetry::figures::AGENT_TARGET.to_owned(),
             |p| p.0.clone(),
         );
         let figure = Figure {

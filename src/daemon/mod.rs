@@ -16,16 +16,13 @@
 //!
 //! The daemon also watches itself: it owns the counters the pollers and
 //! delivery keep ([`crate::counters`]), kept across reloads, and reads them
-//! ([`figures`]) for the self-monitoring body (a job scheduled like a
+//! ([`crate::telemetry::figures`]) for the self-monitoring body (a job scheduled like a
 //! poller), the optional [`metrics_page`] and the [`state`] file that
 //! `pattoo-agentd status` reads.
 
-pub mod figures;
 pub mod lock;
 pub mod logging;
-pub mod metrics_page;
 pub mod notify;
-pub mod state;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -37,7 +34,6 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use self::figures::{Figures, PollerEntry, Sources};
 use crate::collector::{self, Collector};
 use crate::config::{self, Settings};
 use crate::counters::{PollerCounters, ProcessCounters};
@@ -46,6 +42,8 @@ use crate::identity::HostName;
 use crate::model::{self, AgentContext, PostBody};
 use crate::pollers::PollerEnv;
 use crate::scheduler::{self, Ticker};
+use crate::telemetry::figures::{Figures, PollerEntry, Sources};
+use crate::telemetry::{metrics_page, state};
 use crate::time::now_ms;
 
 /// Bodies waiting for the delivery task. Small on purpose: a body that does

@@ -15,8 +15,8 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::figures::Figures;
-use super::Monitor;
 use crate::config::Settings;
+use crate::daemon::Monitor;
 use crate::time::now_ms;
 
 pub const FILE_NAME: &str = "pattoo-agentd.state.json";
