@@ -39,11 +39,11 @@ use crate::config::{self, Settings};
 use crate::counters::{PollerCounters, ProcessCounters};
 use crate::delivery::{Delivery, DeliveryError, Stats};
 use crate::identity::HostName;
-use crate::model::{self, AgentContext, PostBody};
+use crate::model::PostBody;
 use crate::pollers::PollerEnv;
 use crate::scheduler::{self, Ticker};
 use crate::telemetry::figures::{Figures, PollerEntry, Sources};
-use crate::telemetry::{metrics_page, state};
+use crate::telemetry::{metrics_page, state, SelfMonitoring};
 use crate::time::now_ms;
 
 /// Bodies waiting for the delivery task. Small on purpose: a body that does
@@ -117,8 +117,6 @@ pub async fn run(
     // begins, not once the polls have finished.
     let (stop_replay, replay_stop) = watch::channel(false);
     background.spawn(replay(delivery_rx.clone(), replay_stop));
-    // Pollers a reload replaced, still finishing their polls in flight.
-    let mut retiring = JoinSet::new();
     let metrics_address = match metrics_listen {
         Some(listener) => {
             let address = listener.local_addr().ok();
@@ -134,7 +132,7 @@ pub async fn run(
 
     let mut counters = CounterRegistry::default();
     hostname.log();
-    let mut pollers = Pollers::start(
+    let pollers = Pollers::start(
         &settings,
         &hostname.name,
         &mut counters,
@@ -144,7 +142,6 @@ pub async fn run(
         origin,
     )?;
     health.track(&pollers, settings.agent.delivery.timeout);
-    let mut settings = settings;
     tracing::info!(
         pollers = pollers.stats.len(),
         "pattoo-agentd {} started with configuration from {}",
@@ -168,70 +165,28 @@ pub async fn run(
         ));
     }
 
+    let mut service = Service {
+        settings,
+        pollers,
+        counters,
+        retiring: JoinSet::new(),
+        monitor: monitor.clone(),
+        health,
+        delivery_tx,
+        delivery_counters,
+        queue_tx,
+        origin,
+        log_level,
+    };
     let mut status_tick = tokio::time::interval(STATUS_EVERY);
     loop {
         tokio::select! {
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
-            _ = hangup.recv() => {
-                notify::reloading();
-                match config::load(&settings.config_dir) {
-                    Err(errors) => {
-                        monitor.process.last_reload_refused.store(true, Ordering::Relaxed);
-                        for error in &errors.0 {
-                            tracing::error!("reload refused, still running the previous configuration: {error}");
-                        }
-                        notify::status(&format!(
-                            "reload refused: {} configuration error(s); running the previous configuration",
-                            errors.0.len()
-                        ));
-                    }
-                    Ok(mut new) => {
-                        warn_about_restart_only_changes(&settings, &new);
-                        keep_fixed_directories(&settings, &mut new);
-                        if new.api != settings.api || new.agent.delivery != settings.agent.delivery
-                            || new.agent.cache != settings.agent.cache
-                        {
-                            match open_delivery(&new, delivery_counters.clone()) {
-                                Ok(delivery) => {
-                                    let _ = delivery_tx.send(delivery);
-                                }
-                                Err(err) => tracing::error!(
-                                    "reload: cannot prepare delivery with the new settings, keeping the old: {}",
-                                    crate::error_chain(&err)
-                                ),
-                            }
-                        }
-                        // Once per reload: the resolver may be slow.
-                        let hostname = crate::identity::hostname(new.agent.hostname.as_deref());
-                        hostname.log();
-                        match Pollers::start(&new, &hostname.name, &mut counters, &monitor, queue_tx.clone(), delivery_rx.clone(), origin) {
-                            Ok(started) => {
-                                let old = std::mem::replace(&mut pollers, started);
-                                // Not awaited here: a SIGTERM during the
-                                // reload is then heard at once, and shutdown
-                                // waits for these within the same grace.
-                                retiring.spawn(old.stop(SHUTDOWN_GRACE));
-                                health.track(&pollers, new.agent.delivery.timeout);
-                                counters.keep_only(&pollers);
-                                monitor.process.reloads.fetch_add(1, Ordering::Relaxed);
-                                monitor.process.last_reload_refused.store(false, Ordering::Relaxed);
-                                log_level.set(new.pattoo.log_level);
-                                settings = new;
-                                tracing::info!(pollers = pollers.stats.len(), "configuration reloaded");
-                            }
-                            Err(err) => {
-                                monitor.process.last_reload_refused.store(true, Ordering::Relaxed);
-                                tracing::error!("reload refused, still running the previous pollers: {}", crate::error_chain(err.as_ref()));
-                            }
-                        }
-                    }
-                }
-                notify::ready();
-            }
+            _ = hangup.recv() => service.reload().await,
             _ = status_tick.tick() => {
-                notify::status(&status_line(&pollers, &delivery_rx.borrow()));
-                state_writer.write(&monitor, &settings);
+                notify::status(&status_line(&service.pollers, &delivery_rx.borrow()));
+                state_writer.write(monitor.as_ref(), monitor.last_post(), &service.settings);
             }
         }
     }
@@ -239,6 +194,12 @@ pub async fn run(
     tracing::info!("stopping: finishing polls in flight, then caching what was not delivered");
     notify::stopping();
     let _ = stop_replay.send(true);
+    let Service {
+        pollers,
+        mut retiring,
+        queue_tx,
+        ..
+    } = service;
     tokio::join!(pollers.stop(SHUTDOWN_GRACE), async {
         while retiring.join_next().await.is_some() {}
     });
@@ -250,6 +211,113 @@ pub async fn run(
     state_writer.remove();
     tracing::info!("stopped; {}", delivery_rx.borrow().status_line());
     Ok(())
+}
+
+/// The running configuration and its pollers, and what a reload needs to
+/// replace them.
+struct Service {
+    settings: Settings,
+    pollers: Pollers,
+    counters: CounterRegistry,
+    /// Pollers a reload replaced, still finishing their polls in flight.
+    retiring: JoinSet<()>,
+    monitor: Arc<Monitor>,
+    health: Arc<Health>,
+    delivery_tx: watch::Sender<Delivery>,
+    /// Kept across reloads, as the pollers' counters are.
+    delivery_counters: Arc<Stats>,
+    queue_tx: mpsc::Sender<PostBody>,
+    origin: Instant,
+    log_level: logging::LevelHandle,
+}
+
+impl Service {
+    /// SIGHUP: re-reads the configuration and swaps the pollers (and
+    /// delivery, if its settings changed) if it is valid; keeps the running
+    /// ones, logging every error, if it is not.
+    async fn reload(&mut self) {
+        notify::reloading();
+        let monitor = &self.monitor;
+        match config::load(&self.settings.config_dir) {
+            Err(errors) => {
+                monitor
+                    .process
+                    .last_reload_refused
+                    .store(true, Ordering::Relaxed);
+                for error in &errors.0 {
+                    tracing::error!(
+                        "reload refused, still running the previous configuration: {error}"
+                    );
+                }
+                notify::status(&format!(
+                    "reload refused: {} configuration error(s); running the previous configuration",
+                    errors.0.len()
+                ));
+            }
+            Ok(mut new) => {
+                warn_about_restart_only_changes(&self.settings, &new);
+                keep_fixed_directories(&self.settings, &mut new);
+                if new.api != self.settings.api
+                    || new.agent.delivery != self.settings.agent.delivery
+                    || new.agent.cache != self.settings.agent.cache
+                {
+                    match open_delivery(&new, self.delivery_counters.clone()) {
+                        Ok(delivery) => {
+                            let _ = self.delivery_tx.send(delivery);
+                        }
+                        Err(err) => tracing::error!(
+                            "reload: cannot prepare delivery with the new settings, keeping the old: {}",
+                            crate::error_chain(&err)
+                        ),
+                    }
+                }
+                // Once per reload: the resolver may be slow.
+                let hostname = crate::identity::hostname(new.agent.hostname.as_deref());
+                hostname.log();
+                match Pollers::start(
+                    &new,
+                    &hostname.name,
+                    &mut self.counters,
+                    monitor,
+                    self.queue_tx.clone(),
+                    self.delivery_tx.subscribe(),
+                    self.origin,
+                ) {
+                    Ok(started) => {
+                        let old = std::mem::replace(&mut self.pollers, started);
+                        // Not awaited here: a SIGTERM during the reload is
+                        // then heard at once, and shutdown waits for these
+                        // within the same grace.
+                        self.retiring.spawn(old.stop(SHUTDOWN_GRACE));
+                        self.health.track(&self.pollers, new.agent.delivery.timeout);
+                        self.counters.keep_only(&self.pollers);
+                        monitor.process.reloads.fetch_add(1, Ordering::Relaxed);
+                        monitor
+                            .process
+                            .last_reload_refused
+                            .store(false, Ordering::Relaxed);
+                        self.log_level.set(new.pattoo.log_level);
+                        self.settings = new;
+                        tracing::info!(
+                            pollers = self.pollers.stats.len(),
+                            "configuration reloaded"
+                        );
+                    }
+                    Err(err) => {
+                        monitor
+                            .process
+                            .last_reload_refused
+                            .store(true, Ordering::Relaxed);
+                        tracing::error!(
+                            "reload refused, still running the previous pollers: {}",
+                            crate::error_chain(err.as_ref())
+                        );
+                    }
+                }
+            }
+        }
+        notify::ready();
+    }
 }
 
 /// Binds the metrics page's address before start-up is reported, so a
@@ -352,17 +420,10 @@ impl Pollers {
             hostname: hostname.to_owned(),
         };
         let mut collectors = collector::collectors(settings, &env, None)?;
-        let self_monitoring = &settings.agent.self_monitoring;
-        let self_job = if self_monitoring.enabled {
+        let self_job = if settings.agent.self_monitoring.enabled {
             Some(SelfJob {
                 monitor: monitor.clone(),
-                agent_id: crate::identity::agent_id(
-                    &settings.pattoo.daemon_directory,
-                    &self_monitoring.agent_program,
-                )?,
-                agent_program: self_monitoring.agent_program.clone(),
-                hostname: env.hostname.clone(),
-                interval: self_monitoring.polling_interval,
+                who: SelfMonitoring::new(settings, &env.hostname)?,
                 queue: queue.clone(),
                 delivery: delivery.clone(),
             })
@@ -408,7 +469,7 @@ impl Pollers {
         if let Some(mut job) = self_job {
             // The first figures after one whole interval: at start they
             // would all be zero.
-            let interval = job.interval;
+            let interval = job.who.interval;
             let ticker = Ticker::aligned(
                 interval,
                 scheduler::jitter(MAX_JITTER, interval),
@@ -488,29 +549,14 @@ async fn hand_over(
 /// through the same delivery (so cached and replayed) as any poller's.
 struct SelfJob {
     monitor: Arc<Monitor>,
-    agent_id: String,
-    agent_program: String,
-    hostname: String,
-    interval: Duration,
+    who: SelfMonitoring,
     queue: mpsc::Sender<PostBody>,
     delivery: watch::Receiver<Delivery>,
 }
 
 impl scheduler::Job for SelfJob {
     async fn run_once(&mut self) {
-        let now = now_ms();
-        let targets = self.monitor.figures().targets(now);
-        let agent = AgentContext {
-            agent_id: &self.agent_id,
-            agent_program: &self.agent_program,
-            hostname: &self.hostname,
-            polling_interval_ms: self.interval.as_millis() as u64,
-        };
-        let outcome = model::build(&agent, now, &targets);
-        for dropped in &outcome.dropped {
-            tracing::warn!(target = %dropped.target, key = %dropped.key, "self-monitoring: {}", dropped.reason);
-        }
-        if let Some(body) = outcome.body {
+        if let Some(body) = self.who.body(&self.monitor.figures(), now_ms()) {
             hand_over(&self.queue, &self.delivery, body).await;
         }
     }

@@ -15,8 +15,8 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::figures::Figures;
+use super::metrics_page::Source;
 use crate::config::Settings;
-use crate::daemon::Monitor;
 use crate::time::now_ms;
 
 pub const FILE_NAME: &str = "pattoo-agentd.state.json";
@@ -72,7 +72,12 @@ impl Writer {
 
     /// Collects the state now and writes it on a blocking thread, so a slow
     /// disk never holds up the daemon's signal loop.
-    pub fn write(&self, monitor: &Monitor, settings: &Settings) {
+    pub fn write(
+        &self,
+        monitor: &dyn Source,
+        last_post: Option<crate::delivery::LastPost>,
+        settings: &Settings,
+    ) {
         if self.busy.swap(true, Ordering::AcqRel) {
             return;
         }
@@ -86,12 +91,12 @@ impl Writer {
                 crate::address::host_port(&settings.api.ip_address, settings.api.ip_bind_port)
             ),
             metrics_listen: self.metrics_listen,
-            last_post: monitor.last_post().map(|last| LastPost {
+            last_post: last_post.map(|last| LastPost {
                 at_ms: last.at_ms,
                 delivered: last.delivered,
                 detail: last.detail,
             }),
-            unhealthy: metrics_page_health(monitor),
+            unhealthy: monitor.health().err(),
             figures: monitor.figures(),
         };
         let (path, busy, warned) = (self.path.clone(), self.busy.clone(), self.warned.clone());
@@ -109,10 +114,6 @@ impl Writer {
     pub fn remove(&self) {
         let _ = std::fs::remove_file(&self.path);
     }
-}
-
-fn metrics_page_health(monitor: &Monitor) -> Option<String> {
-    super::metrics_page::Source::health(monitor).err()
 }
 
 /// Writes `state` to `path` through a temporary file and a rename.
