@@ -14,6 +14,7 @@ pub mod config;
 pub mod counters;
 pub mod daemon;
 pub mod delivery;
+pub mod durable;
 pub mod formats;
 pub mod identity;
 pub mod manpage;

@@ -76,7 +76,7 @@ pub async fn run(
     hostname: HostName,
     log_level: logging::LevelHandle,
 ) -> anyhow::Result<()> {
-    crate::identity::create_private_dir(&settings.pattoo.daemon_directory).with_context(|| {
+    crate::durable::create_private_dir(&settings.pattoo.daemon_directory).with_context(|| {
         format!(
             "cannot create the daemon directory {}",
             settings.pattoo.daemon_directory.display()

@@ -118,10 +118,8 @@ impl Writer {
 
 /// Writes `state` to `path` through a temporary file and a rename.
 pub fn write_atomically(path: &Path, state: &State) -> io::Result<()> {
-    let temporary = path.with_extension("json.tmp");
     let json = serde_json::to_vec_pretty(state).map_err(io::Error::other)?;
-    std::fs::write(&temporary, json)?;
-    std::fs::rename(&temporary, path)
+    crate::durable::replace_atomically(path, &json)
 }
 
 /// Reads the state file; `Ok(None)` when there is none.
