@@ -38,10 +38,9 @@ use std::time::Duration;
 
 use serde_norway::Value;
 
-use super::config::{
-    oid_from_text, Credentials, Flavour, Read, Secret, SnmpSettings, TargetSettings,
-};
+use super::config::{oid_from_text, Credentials, Flavour, Read, SnmpSettings, TargetSettings};
 use crate::pollers::{DropIn, PollerKind, PollerSettings};
+use crate::secret::SecretSource;
 use crate::yaml::{describe, Document, YamlPath};
 use async_snmp::{AuthProtocol, PrivProtocol};
 
@@ -238,8 +237,10 @@ fn auth_groups(
             continue;
         };
         let credentials = match version {
-            Some(2) => Credentials::V2c(Secret::Inline(
-                text(group.get("snmp_community")).unwrap_or_else(|| "public".to_owned()),
+            Some(2) => Credentials::V2c(SecretSource::Inline(
+                text(group.get("snmp_community"))
+                    .unwrap_or_else(|| "public".to_owned())
+                    .into(),
             )),
             Some(3) => {
                 let auth = match text(group.get("snmp_authprotocol"))
@@ -260,11 +261,19 @@ fn auth_groups(
                     user: text(group.get("snmp_secname")).unwrap_or_default(),
                     auth: Some((
                         auth,
-                        Secret::Inline(text(group.get("snmp_authpassword")).unwrap_or_default()),
+                        SecretSource::Inline(
+                            text(group.get("snmp_authpassword"))
+                                .unwrap_or_default()
+                                .into(),
+                        ),
                     )),
                     privacy: Some((
                         privacy,
-                        Secret::Inline(text(group.get("snmp_privpassword")).unwrap_or_default()),
+                        SecretSource::Inline(
+                            text(group.get("snmp_privpassword"))
+                                .unwrap_or_default()
+                                .into(),
+                        ),
                     )),
                 }
             }
@@ -441,7 +450,7 @@ auth_groups:
         assert_eq!(sw1.port, 1161, "the last auth group wins");
         assert_eq!(
             sw1.credentials,
-            Credentials::V2c(Secret::Inline("last".into()))
+            Credentials::V2c(SecretSource::Inline("last".to_owned().into()))
         );
         assert_eq!(
             walks(sw1),
