@@ -237,9 +237,24 @@ impl Service {
     /// ones, logging every error, if it is not.
     async fn reload(&mut self) {
         notify::reloading();
+        // Reading the files, the host-name lookup (a resolver can take
+        // seconds), the cache scan and the agent ids' fsyncs all block:
+        // they run on a blocking thread, so that the runtime's few workers
+        // keep running the polls and the watchdog meanwhile.
+        let running = self.settings.clone();
+        let delivery_counters = self.delivery_counters.clone();
+        let prepared =
+            tokio::task::spawn_blocking(move || Prepared::load(&running, delivery_counters)).await;
         let monitor = &self.monitor;
-        match config::load(&self.settings.config_dir) {
-            Err(errors) => {
+        match prepared {
+            Err(panicked) => {
+                monitor
+                    .process
+                    .last_reload_refused
+                    .store(true, Ordering::Relaxed);
+                tracing::error!("reload refused, still running the previous configuration: reading it failed: {panicked}");
+            }
+            Ok(Prepared::Refused(errors)) => {
                 monitor
                     .process
                     .last_reload_refused
@@ -254,36 +269,32 @@ impl Service {
                     errors.0.len()
                 ));
             }
-            Ok(mut new) => {
-                warn_about_restart_only_changes(&self.settings, &new);
-                keep_fixed_directories(&self.settings, &mut new);
-                if new.api != self.settings.api
-                    || new.agent.delivery != self.settings.agent.delivery
-                    || new.agent.cache != self.settings.agent.cache
-                {
-                    match open_delivery(&new, self.delivery_counters.clone()) {
-                        Ok(delivery) => {
-                            let _ = self.delivery_tx.send(delivery);
-                        }
-                        Err(err) => tracing::error!(
-                            "reload: cannot prepare delivery with the new settings, keeping the old: {}",
-                            crate::error_chain(&err)
-                        ),
+            Ok(Prepared::Loaded {
+                new,
+                delivery,
+                pollers,
+            }) => {
+                match delivery {
+                    None => {}
+                    Some(Ok(delivery)) => {
+                        let _ = self.delivery_tx.send(delivery);
                     }
+                    Some(Err(err)) => tracing::error!(
+                        "reload: cannot prepare delivery with the new settings, keeping the old: {}",
+                        crate::error_chain(&err)
+                    ),
                 }
-                // Once per reload: the resolver may be slow.
-                let hostname = crate::identity::hostname(new.agent.hostname.as_deref());
-                hostname.log();
-                match Pollers::start(
-                    &new,
-                    &hostname.name,
-                    &mut self.counters,
-                    monitor,
-                    self.queue_tx.clone(),
-                    self.delivery_tx.subscribe(),
-                    self.origin,
-                ) {
-                    Ok(started) => {
+                match pollers {
+                    Ok(built) => {
+                        let started = Pollers::spawn(
+                            built,
+                            &new,
+                            &mut self.counters,
+                            monitor,
+                            self.queue_tx.clone(),
+                            self.delivery_tx.subscribe(),
+                            self.origin,
+                        );
                         let old = std::mem::replace(&mut self.pollers, started);
                         // Not awaited here: a SIGTERM during the reload is
                         // then heard at once, and shutdown waits for these
@@ -297,7 +308,7 @@ impl Service {
                             .last_reload_refused
                             .store(false, Ordering::Relaxed);
                         self.log_level.set(new.pattoo.log_level);
-                        self.settings = new;
+                        self.settings = *new;
                         tracing::info!(
                             pollers = self.pollers.stats.len(),
                             "configuration reloaded"
@@ -317,6 +328,43 @@ impl Service {
             }
         }
         notify::ready();
+    }
+}
+
+/// What a reload reads and builds before anything running is replaced.
+enum Prepared {
+    Refused(config::ConfigErrors),
+    Loaded {
+        new: Box<Settings>,
+        /// `None` where the delivery settings did not change.
+        delivery: Option<Result<Delivery, DeliveryError>>,
+        pollers: anyhow::Result<Built>,
+    },
+}
+
+impl Prepared {
+    /// Blocking: reads the configuration directory, looks the host name up,
+    /// scans the cache if delivery changed and reads the agent id files.
+    fn load(running: &Settings, delivery_counters: Arc<Stats>) -> Prepared {
+        let mut new = match config::load(&running.config_dir) {
+            Ok(new) => new,
+            Err(errors) => return Prepared::Refused(errors),
+        };
+        warn_about_restart_only_changes(running, &new);
+        keep_fixed_directories(running, &mut new);
+        let delivery = (new.api != running.api
+            || new.agent.delivery != running.agent.delivery
+            || new.agent.cache != running.agent.cache)
+            .then(|| open_delivery(&new, delivery_counters));
+        // Once per reload: the resolver may be slow.
+        let hostname = crate::identity::hostname(new.agent.hostname.as_deref());
+        hostname.log();
+        let pollers = Pollers::build(&new, &hostname.name);
+        Prepared::Loaded {
+            new: Box::new(new),
+            delivery,
+            pollers,
+        }
     }
 }
 
@@ -399,6 +447,12 @@ impl metrics_page::Source for Monitor {
     }
 }
 
+/// A configuration's pollers, built but not yet scheduled.
+struct Built {
+    collectors: Vec<Collector>,
+    self_monitoring: Option<SelfMonitoring>,
+}
+
 /// The running poller tasks of one configuration.
 struct Pollers {
     tasks: JoinSet<()>,
@@ -407,6 +461,7 @@ struct Pollers {
 }
 
 impl Pollers {
+    /// Builds and starts the pollers of `settings`.
     fn start(
         settings: &Settings,
         hostname: &str,
@@ -416,20 +471,50 @@ impl Pollers {
         delivery: watch::Receiver<Delivery>,
         origin: Instant,
     ) -> anyhow::Result<Self> {
+        let built = Self::build(settings, hostname)?;
+        Ok(Self::spawn(
+            built, settings, counters, monitor, queue, delivery, origin,
+        ))
+    }
+
+    /// The collectors and self-monitoring of `settings`, not yet running.
+    /// Blocking: reads, and may create and fsync, their agent id files.
+    fn build(settings: &Settings, hostname: &str) -> anyhow::Result<Built> {
         let env = PollerEnv {
             hostname: hostname.to_owned(),
         };
-        let mut collectors = collector::collectors(settings, &env, None)?;
-        let self_job = if settings.agent.self_monitoring.enabled {
-            Some(SelfJob {
-                monitor: monitor.clone(),
-                who: SelfMonitoring::new(settings, &env.hostname)?,
-                queue: queue.clone(),
-                delivery: delivery.clone(),
-            })
+        let collectors = collector::collectors(settings, &env, None)?;
+        let self_monitoring = if settings.agent.self_monitoring.enabled {
+            Some(SelfMonitoring::new(settings, &env.hostname)?)
         } else {
             None
         };
+        Ok(Built {
+            collectors,
+            self_monitoring,
+        })
+    }
+
+    /// Schedules what [`Pollers::build`] made.
+    fn spawn(
+        built: Built,
+        settings: &Settings,
+        counters: &mut CounterRegistry,
+        monitor: &Arc<Monitor>,
+        queue: mpsc::Sender<PostBody>,
+        delivery: watch::Receiver<Delivery>,
+        origin: Instant,
+    ) -> Self {
+        let Built {
+            mut collectors,
+            self_monitoring,
+        } = built;
+        let self_job = self_monitoring.map(|who| SelfJob {
+            monitor: monitor.clone(),
+            who,
+            queue: queue.clone(),
+            delivery: delivery.clone(),
+        });
         for collector in &mut collectors {
             collector.counters = counters.get(&collector.name);
         }
@@ -490,7 +575,7 @@ impl Pollers {
                 .await;
             });
         }
-        Ok(Pollers { tasks, stop, stats })
+        Pollers { tasks, stop, stats }
     }
 
     /// Stops scheduling and waits up to `grace` for polls in flight; polls
