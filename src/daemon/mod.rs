@@ -11,14 +11,16 @@
 //!   them; another replays the cache;
 //! - SIGHUP re-reads the configuration and swaps the pollers if it is
 //!   valid, keeping the old ones (and logging every error) if it is not;
+//!   what a reload reads, resolves and builds runs on a blocking thread
+//!   (`Service::reload`), never on the workers running the polls;
 //! - SIGTERM/SIGINT stop scheduling, let polls in flight finish for a
 //!   bounded time, cache whatever was not delivered, and exit 0.
 //!
 //! The daemon also watches itself: it owns the counters the pollers and
 //! delivery keep ([`crate::counters`]), kept across reloads, and reads them
-//! ([`crate::telemetry::figures`]) for the self-monitoring body (a job scheduled like a
-//! poller), the optional [`metrics_page`] and the [`state`] file that
-//! `pattoo-agentd status` reads.
+//! ([`crate::telemetry`]) for the self-monitoring body (a job scheduled
+//! like a poller), the optional [`metrics_page`] and the [`state`] file
+//! that `pattoo-agentd status` reads.
 
 pub mod lock;
 pub mod logging;
