@@ -754,9 +754,9 @@ fn thread_cpu_time() -> Duration {
 /// What self-monitoring and the state file cost per tick, in CPU time.
 fn selfmon(opts: &Opts) {
     use pattoo_agentd::counters::{PollerCounters, ProcessCounters};
-    use pattoo_agentd::daemon::figures::{Figures, PollerEntry, Sources};
-    use pattoo_agentd::daemon::state::{self, State};
     use pattoo_agentd::delivery::StatsSnapshot;
+    use pattoo_agentd::telemetry::figures::{Figures, PollerEntry, Sources};
+    use pattoo_agentd::telemetry::state::{self, State};
 
     let ticks = opts.get("ticks", 5_000) as u32;
     let pollers: Vec<PollerEntry> = [

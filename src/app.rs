@@ -309,8 +309,7 @@ fn self_monitoring_body(
     collectors: &[collector::Collector],
     started_ms: u64,
 ) -> anyhow::Result<Option<crate::model::PostBody>> {
-    use crate::daemon::figures::{Figures, PollerEntry, Sources};
-    let self_monitoring = &settings.agent.self_monitoring;
+    use crate::telemetry::figures::{Figures, PollerEntry, Sources};
     let pollers: Vec<PollerEntry> = collectors
         .iter()
         .map(|collector| PollerEntry {
@@ -346,17 +345,8 @@ fn self_monitoring_body(
         started_ms,
         now_ms,
     });
-    let agent_id = crate::identity::agent_id(
-        &settings.pattoo.daemon_directory,
-        &self_monitoring.agent_program,
-    )?;
-    let agent = crate::model::AgentContext {
-        agent_id: &agent_id,
-        agent_program: &self_monitoring.agent_program,
-        hostname,
-        polling_interval_ms: self_monitoring.polling_interval.as_millis() as u64,
-    };
-    Ok(crate::model::build(&agent, now_ms, &figures.targets(now_ms)).body)
+    let who = crate::telemetry::SelfMonitoring::new(settings, hostname)?;
+    Ok(who.body(&figures, now_ms))
 }
 
 /// `once` without `--print`: poll, post or cache each body, then send what

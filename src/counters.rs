@@ -5,7 +5,7 @@
 //! (plain atomics, one relaxed add per event, so keeping them costs next to
 //! nothing on the hot path) and never learn who reads them. The daemon
 //! owns one set for the life of the process and reads them
-//! ([`crate::daemon::figures`]); a reload hands the same counters to the new
+//! ([`crate::telemetry::figures`]); a reload hands the same counters to the new
 //! pollers and the new delivery, so a `counter64` never goes backwards while
 //! the process lives.
 

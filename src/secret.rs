@@ -1,6 +1,7 @@
 //! Secrets named in the configuration: a password, token, community or
 //! passphrase is never written there, only where it is read from,
-//! `{file: /absolute/path}` or `{env: VARIABLE}`.
+//! `{file: /absolute/path}` or `{env: VARIABLE}`. (The Python agents'
+//! files, read for compatibility, write them inline: [`SecretSource::Inline`].)
 //!
 //! A leaf below the pollers (it imports only [`crate::yaml`]), so every
 //! poller kind reads and checks secrets the same way, with the same
@@ -27,6 +28,9 @@ use crate::yaml::{describe, Document, YamlPath};
 pub enum SecretSource {
     File(PathBuf),
     Env(String),
+    /// Written in a Python agent's file, which has no other way; taken as
+    /// written.
+    Inline(Secret),
 }
 
 impl fmt::Display for SecretSource {
@@ -34,6 +38,7 @@ impl fmt::Display for SecretSource {
         match self {
             SecretSource::File(path) => write!(f, "from {}", path.display()),
             SecretSource::Env(name) => write!(f, "from ${name}"),
+            SecretSource::Inline(_) => f.write_str("(hidden, in the file)"),
         }
     }
 }
@@ -45,6 +50,12 @@ pub struct Secret(String);
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("[redacted]")
+    }
+}
+
+impl From<String> for Secret {
+    fn from(text: String) -> Secret {
+        Secret(text)
     }
 }
 
@@ -77,6 +88,7 @@ impl SecretSource {
     /// Reads the secret, without surrounding whitespace.
     pub fn read(&self) -> Result<Secret, SecretError> {
         let text = match self {
+            SecretSource::Inline(secret) => return Ok(secret.clone()),
             SecretSource::File(path) => {
                 std::fs::read_to_string(path).map_err(|source| SecretError::File {
                     path: path.clone(),
@@ -93,6 +105,7 @@ impl SecretSource {
             return Err(match self {
                 SecretSource::File(path) => SecretError::EmptyFile { path: path.clone() },
                 SecretSource::Env(name) => SecretError::EmptyEnv { name: name.clone() },
+                SecretSource::Inline(_) => unreachable!("returned above"),
             });
         }
         Ok(Secret(text.to_owned()))

@@ -8,7 +8,7 @@
 //! proved it is that agent's by answering a fresh challenge with the token
 //! in the daemon directory; otherwise, or when the page does not answer or
 //! prove itself, from the state file the daemon rewrites every few seconds
-//! ([`crate::daemon::state`]). [`run`] says whether an agent runs; the
+//! ([`crate::telemetry::state`]). [`run`] says whether an agent runs; the
 //! command exits 3 (as `systemctl status`) when none does. Names and texts
 //! from the agent are printed with control characters escaped, so none
 //! reaches the terminal.
@@ -20,12 +20,12 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::config::Settings;
-use crate::daemon::figures::{Figure, Figures, Group, Kind, Number};
 use crate::daemon::lock;
-use crate::daemon::metrics_page::{CHALLENGE_HEADER, PREFIX, PROOF_HEADER};
-use crate::daemon::state::{self, State, Token};
 use crate::formats::{self, Payload};
 use crate::model::{DataType, Value};
+use crate::telemetry::figures::{Figure, Figures, Group, Kind, Number};
+use crate::telemetry::metrics_page::{CHALLENGE_HEADER, PREFIX, PROOF_HEADER};
+use crate::telemetry::state::{self, State, Token};
 use crate::time::now_ms;
 
 /// `systemctl status` uses 3 for "not running"; so does this.
@@ -245,7 +245,7 @@ pub fn parse_page(text: &[u8]) -> anyhow::Result<Figures> {
         };
         let poller = label("poller").map(|name| (name, label("poller_type").unwrap_or_default()));
         let target = poller.as_ref().map_or_else(
-            || crate::daemon::figures::AGENT_TARGET.to_owned(),
+            || crate::telemetry::figures::AGENT_TARGET.to_owned(),
             |p| p.0.clone(),
         );
         let figure = Figure {
@@ -474,7 +474,7 @@ mod tests {
 
     #[test]
     fn names_and_texts_with_control_characters_are_printed_escaped() {
-        use crate::daemon::figures::{Figure, Group, Kind};
+        use crate::telemetry::figures::{Figure, Group, Kind};
         let evil = "\x1b[2J\x1b]0;owned\x07meters\r\u{202e}";
         let figures = Figures {
             groups: vec![Group {
@@ -489,7 +489,7 @@ mod tests {
             }],
         };
         // Through the page and back, as status reads it.
-        let page = crate::daemon::metrics_page::render(&figures);
+        let page = crate::telemetry::metrics_page::render(&figures);
         let figures = parse_page(page.as_bytes()).unwrap();
         let seen = Seen::Page {
             url: "http://127.0.0.1:9464".into(),

@@ -1126,7 +1126,7 @@ async fn the_metrics_page_serves_the_same_figures_and_health_and_status_reads_it
             .unwrap_or_else(|| panic!("{poller}/{key} not on the page"));
         let counter = *data_type == 64;
         assert_eq!(
-            figure.kind == pattoo_agentd::daemon::figures::Kind::Counter,
+            figure.kind == pattoo_agentd::telemetry::figures::Kind::Counter,
             counter,
             "{key}"
         );

@@ -14,6 +14,7 @@ mod common;
 use std::io::Write;
 use std::path::Path;
 use std::process::Command;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 struct Layout {
     hostname: &'static str,
@@ -231,4 +232,232 @@ fn check_says_a_configured_host_name_is_configured() {
         stdout.contains("posts as host name \"gw1.plant.example\" (configured by `hostname:`)"),
         "{stdout}"
     );
+}
+
+/// A DNS server on a loopback address, port 53, that answers every query
+/// with "no such name", at once or, once `slow` is set, after
+/// [`SLOW_ANSWER`]. Records when each slow query came and was answered.
+struct SlowDns {
+    address: std::net::Ipv4Addr,
+    slow: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    slow_queries: std::sync::Arc<std::sync::Mutex<Vec<(SystemTime, SystemTime)>>>,
+}
+
+const SLOW_ANSWER: Duration = Duration::from_secs(5);
+
+impl SlowDns {
+    /// `None` when no loopback address tried has port 53 free.
+    fn start() -> Option<SlowDns> {
+        let (socket, address) = (0..20u8).find_map(|n| {
+            let address = std::net::Ipv4Addr::new(127, 53, 20, 10 + n);
+            std::net::UdpSocket::bind((address, 53))
+                .ok()
+                .map(|socket| (socket, address))
+        })?;
+        let dns = SlowDns {
+            address,
+            slow: Default::default(),
+            slow_queries: Default::default(),
+        };
+        let (slow, record) = (dns.slow.clone(), dns.slow_queries.clone());
+        std::thread::spawn(move || {
+            let mut buffer = [0u8; 512];
+            while let Ok((n, peer)) = socket.recv_from(&mut buffer) {
+                let Some(answer) = nxdomain(&buffer[..n]) else {
+                    continue;
+                };
+                if !slow.load(std::sync::atomic::Ordering::SeqCst) {
+                    let _ = socket.send_to(&answer, peer);
+                    continue;
+                }
+                let came = SystemTime::now();
+                let (socket, record) = (socket.try_clone().unwrap(), record.clone());
+                std::thread::spawn(move || {
+                    std::thread::sleep(SLOW_ANSWER);
+                    let _ = socket.send_to(&answer, peer);
+                    record.lock().unwrap().push((came, SystemTime::now()));
+                });
+            }
+        });
+        Some(dns)
+    }
+}
+
+/// The "no such name" answer to `query`: its header and question, with
+/// the answer bit and NXDOMAIN set and no records.
+fn nxdomain(query: &[u8]) -> Option<Vec<u8>> {
+    let mut end = 12;
+    loop {
+        let length = *query.get(end)? as usize;
+        end += 1 + length;
+        if length == 0 {
+            break;
+        }
+    }
+    let mut answer = query.get(..end + 4)?.to_vec();
+    answer[2] |= 0x80; // a response
+    answer[3] = 0x80 | 3; // recursion available, NXDOMAIN
+    answer[4..12].copy_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0]);
+    Some(answer)
+}
+
+/// A reload looks the host name up again; with a resolver that takes
+/// seconds, the polls and the systemd watchdog pings go on meanwhile. The
+/// agent runs on one CPU (so its runtime has one worker thread) in a mount
+/// namespace whose `resolv.conf` names a DNS server on loopback that this
+/// test slows down just before the SIGHUP.
+#[test]
+fn polls_and_watchdog_pings_go_on_while_a_reload_waits_for_a_slow_resolver() {
+    let why = unavailable().or_else(|| {
+        (!Path::new("/etc/resolv.conf").exists())
+            .then(|| "there is no /etc/resolv.conf to mount over".to_owned())
+    });
+    let dns = match why {
+        None => SlowDns::start().ok_or_else(|| "no loopback address has port 53 free".to_owned()),
+        Some(why) => Err(why),
+    };
+    let dns = match dns {
+        Ok(dns) => dns,
+        Err(why) => {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI must run the slow resolver test, but {why}"
+            );
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED polls_and_watchdog_pings_go_on_while_a_reload_waits_for_a_slow_resolver: {why}"
+            );
+            return;
+        }
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config");
+    std::fs::create_dir(&config).unwrap();
+    // Nothing listens there: bodies go to the cache.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    common::write_pattoo_yaml(&config, dir.path(), port);
+    let ticks = dir.path().join("ticks");
+    std::fs::write(
+        config.join("pattoo_agentd.yaml"),
+        format!(
+            "pattoo_agentd:\n  pollers:\n    - name: ticker\n      type: command\n      polling_interval: 1\n      command: [/bin/sh, -c, 'date +%s.%N >> {}; echo tick=1']\n      format: keyvalue\n",
+            ticks.display()
+        ),
+    )
+    .unwrap();
+    let resolv = dir.path().join("resolv.conf");
+    std::fs::write(
+        &resolv,
+        format!(
+            "nameserver {}\noptions timeout:30 attempts:1\n",
+            dns.address
+        ),
+    )
+    .unwrap();
+    let nsswitch = dir.path().join("nsswitch.conf");
+    std::fs::write(&nsswitch, "hosts: dns\n").unwrap();
+
+    let notify_path = dir.path().join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    let messages = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(SystemTime, String)>::new()));
+    let sink = messages.clone();
+    std::thread::spawn(move || {
+        let mut buffer = [0u8; 4096];
+        while let Ok(n) = notify.recv(&mut buffer) {
+            let text = String::from_utf8_lossy(&buffer[..n]).into_owned();
+            let now = SystemTime::now();
+            let mut sink = sink.lock().unwrap();
+            sink.extend(text.lines().map(|line| (now, line.to_owned())));
+        }
+    });
+    let setup = format!(
+        "set -e; mount --bind '{}' /etc/resolv.conf; mount --bind '{}' /etc/nsswitch.conf; \
+         WATCHDOG_PID=$$ exec taskset -c 0 '{}' --config-dir '{}' run",
+        resolv.display(),
+        nsswitch.display(),
+        env!("CARGO_BIN_EXE_pattoo-agentd"),
+        config.display()
+    );
+    let mut agent = Command::new("unshare")
+        .args(["-m", "sh", "-c", &setup])
+        .env("NOTIFY_SOCKET", &notify_path)
+        .env("WATCHDOG_USEC", "1000000")
+        .env_remove("JOURNAL_STREAM")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("stderr.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let pid = nix::unistd::Pid::from_raw(agent.id() as i32);
+    let readies = || {
+        messages
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, m)| m == "READY=1")
+            .count()
+    };
+    let tick_times = || -> Vec<f64> {
+        std::fs::read_to_string(&ticks)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| line.trim().parse().ok())
+            .collect()
+    };
+    wait_for(&mut agent, "start-up", || {
+        readies() >= 1 && tick_times().len() >= 2
+    });
+
+    dns.slow.store(true, std::sync::atomic::Ordering::SeqCst);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+    wait_for(&mut agent, "the reload to finish", || readies() >= 2);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let status = agent.wait().unwrap();
+
+    let slow_queries = dns.slow_queries.lock().unwrap().clone();
+    let asked = slow_queries.iter().map(|(came, _)| *came).min();
+    let answered = slow_queries.iter().map(|(_, answered)| *answered).max();
+    let (Some(asked), Some(answered)) = (asked, answered) else {
+        panic!("the reload never asked the DNS server");
+    };
+    let seconds = |t: SystemTime| t.duration_since(UNIX_EPOCH).unwrap().as_secs_f64();
+    let (from, to) = (seconds(asked), seconds(answered));
+    let polls = tick_times()
+        .into_iter()
+        .filter(|t| (from..to).contains(t))
+        .count();
+    let pings = messages
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(at, m)| m == "WATCHDOG=1" && (from..to).contains(&seconds(*at)))
+        .count();
+    // One poll a second and a ping every half second over at least
+    // SLOW_ANSWER; a held-up runtime manages at most the poll it had begun.
+    assert!(
+        polls >= 2 && pings >= 2,
+        "while the resolver took {:.1} s: {polls} polls started, {pings} watchdog pings",
+        to - from
+    );
+    assert!(status.success(), "the agent stops cleanly: {status}");
+}
+
+/// Polls `done` until it holds; fails if `agent` exits first or patience
+/// runs out.
+fn wait_for(agent: &mut std::process::Child, what: &str, done: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while !done() {
+        if let Some(status) = agent.try_wait().unwrap() {
+            panic!("the agent exited ({status}) while waiting for {what}");
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "gave up waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

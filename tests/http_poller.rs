@@ -345,6 +345,48 @@ async fn one_failing_url_leaves_the_others_datapoints() {
     assert_eq!(summary(&poller.poll().await.unwrap()), ["127.0.0.1 a=1"]);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_most_max_concurrent_targets_urls_are_fetched_at_once() {
+    const URLS: usize = 6;
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let started = Arc::new(AtomicUsize::new(0));
+    let counters = (in_flight.clone(), peak.clone(), started.clone());
+    let server = serve(move |_request| {
+        let (in_flight, peak, started) = counters.clone();
+        async move {
+            let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            peak.fetch_max(now, Ordering::SeqCst);
+            started.fetch_add(1, Ordering::SeqCst);
+            // Held until another request is in flight too (or none is left
+            // to come), and a little longer: a third the poller let through
+            // would be seen here.
+            let patience = Instant::now() + Duration::from_secs(5);
+            while in_flight.load(Ordering::SeqCst) < 2
+                && started.load(Ordering::SeqCst) < URLS
+                && Instant::now() < patience
+            {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            in_flight.fetch_sub(1, Ordering::SeqCst);
+            text(200, "a=1\n")
+        }
+    })
+    .await;
+    let urls: Vec<String> = (0..URLS)
+        .map(|n| format!("\"{}\"", server.url(&format!("/u{n}"))))
+        .collect();
+    let mut poller = poller(&format!(
+        "urls: [{}]\nformat: keyvalue\nmax_concurrent_targets: 2\n",
+        urls.join(", ")
+    ));
+    let targets = poller.poll().await.unwrap();
+    assert_eq!(targets[0].datapoints.len(), URLS, "every URL was read");
+    assert_eq!(started.load(Ordering::SeqCst), URLS);
+    assert_eq!(peak.load(Ordering::SeqCst), 2, "requests in flight at once");
+}
+
 #[tokio::test]
 async fn a_server_error_is_retried_with_backoff() {
     let hits = Arc::new(AtomicUsize::new(0));

@@ -7,12 +7,12 @@
 //! another process after the agent died is never taken for the agent
 //! (`reload` signals only it; `status` reports only it).
 
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::fs::File;
+use std::io::{Seek, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use nix::fcntl::{Flock, FlockArg};
+use nix::fcntl::Flock;
 
 pub const FILE_NAME: &str = "pattoo-agentd.lock";
 /// What the kernel calls the agent's process (`/proc/PID/comm`).
@@ -47,29 +47,17 @@ impl InstanceLock {
             path: path.clone(),
             source,
         };
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&path)
-            .map_err(io)?;
-        let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-            Ok(lock) => lock,
-            Err((mut file, _)) => {
-                let mut pid = String::new();
-                let _ = file.read_to_string(&mut pid);
-                let pid = pid.trim();
-                return Err(LockError::Held {
-                    dir: daemon_directory.to_owned(),
-                    holder: if pid.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" (pid {pid})")
-                    },
-                });
-            }
+        let Some(mut lock) = crate::durable::try_lock(&path).map_err(io)? else {
+            let pid = std::fs::read_to_string(&path).unwrap_or_default();
+            let pid = pid.trim();
+            return Err(LockError::Held {
+                dir: daemon_directory.to_owned(),
+                holder: if pid.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (pid {pid})")
+                },
+            });
         };
         // Record who holds it, for the message a second agent prints.
         let write_pid = |file: &mut File| -> std::io::Result<()> {

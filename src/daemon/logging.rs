@@ -177,7 +177,7 @@ pub fn init_daemon(
     log_directory: &Path,
     level: LogLevel,
 ) -> anyhow::Result<(LogGuard, LevelHandle)> {
-    crate::identity::create_private_dir(log_directory).map_err(|err| {
+    crate::durable::create_private_dir(log_directory).map_err(|err| {
         anyhow::anyhow!(
             "cannot create log directory {}: {err}",
             log_directory.display()

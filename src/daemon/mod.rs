@@ -11,21 +11,20 @@
 //!   them; another replays the cache;
 //! - SIGHUP re-reads the configuration and swaps the pollers if it is
 //!   valid, keeping the old ones (and logging every error) if it is not;
+//!   what a reload reads, resolves and builds runs on a blocking thread
+//!   (`Service::reload`), never on the workers running the polls;
 //! - SIGTERM/SIGINT stop scheduling, let polls in flight finish for a
 //!   bounded time, cache whatever was not delivered, and exit 0.
 //!
 //! The daemon also watches itself: it owns the counters the pollers and
 //! delivery keep ([`crate::counters`]), kept across reloads, and reads them
-//! ([`figures`]) for the self-monitoring body (a job scheduled like a
-//! poller), the optional [`metrics_page`] and the [`state`] file that
-//! `pattoo-agentd status` reads.
+//! ([`crate::telemetry`]) for the self-monitoring body (a job scheduled
+//! like a poller), the optional [`metrics_page`] and the [`state`] file
+//! that `pattoo-agentd status` reads.
 
-pub mod figures;
 pub mod lock;
 pub mod logging;
-pub mod metrics_page;
 pub mod notify;
-pub mod state;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -37,15 +36,16 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use self::figures::{Figures, PollerEntry, Sources};
 use crate::collector::{self, Collector};
 use crate::config::{self, Settings};
 use crate::counters::{PollerCounters, ProcessCounters};
 use crate::delivery::{Delivery, DeliveryError, Stats};
 use crate::identity::HostName;
-use crate::model::{self, AgentContext, PostBody};
+use crate::model::PostBody;
 use crate::pollers::PollerEnv;
 use crate::scheduler::{self, Ticker};
+use crate::telemetry::figures::{Figures, PollerEntry, Sources};
+use crate::telemetry::{metrics_page, state, SelfMonitoring};
 use crate::time::now_ms;
 
 /// Bodies waiting for the delivery task. Small on purpose: a body that does
@@ -78,7 +78,7 @@ pub async fn run(
     hostname: HostName,
     log_level: logging::LevelHandle,
 ) -> anyhow::Result<()> {
-    crate::identity::create_private_dir(&settings.pattoo.daemon_directory).with_context(|| {
+    crate::durable::create_private_dir(&settings.pattoo.daemon_directory).with_context(|| {
         format!(
             "cannot create the daemon directory {}",
             settings.pattoo.daemon_directory.display()
@@ -119,8 +119,6 @@ pub async fn run(
     // begins, not once the polls have finished.
     let (stop_replay, replay_stop) = watch::channel(false);
     background.spawn(replay(delivery_rx.clone(), replay_stop));
-    // Pollers a reload replaced, still finishing their polls in flight.
-    let mut retiring = JoinSet::new();
     let metrics_address = match metrics_listen {
         Some(listener) => {
             let address = listener.local_addr().ok();
@@ -143,7 +141,7 @@ pub async fn run(
 
     let mut counters = CounterRegistry::default();
     hostname.log();
-    let mut pollers = Pollers::start(
+    let pollers = Pollers::start(
         &settings,
         &hostname.name,
         &mut counters,
@@ -153,7 +151,6 @@ pub async fn run(
         origin,
     )?;
     health.track(&pollers, settings.agent.delivery.timeout);
-    let mut settings = settings;
     tracing::info!(
         pollers = pollers.stats.len(),
         "pattoo-agentd {} started with configuration from {}",
@@ -177,70 +174,28 @@ pub async fn run(
         ));
     }
 
+    let mut service = Service {
+        settings,
+        pollers,
+        counters,
+        retiring: JoinSet::new(),
+        monitor: monitor.clone(),
+        health,
+        delivery_tx,
+        delivery_counters,
+        queue_tx,
+        origin,
+        log_level,
+    };
     let mut status_tick = tokio::time::interval(STATUS_EVERY);
     loop {
         tokio::select! {
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
-            _ = hangup.recv() => {
-                notify::reloading();
-                match config::load(&settings.config_dir) {
-                    Err(errors) => {
-                        monitor.process.last_reload_refused.store(true, Ordering::Relaxed);
-                        for error in &errors.0 {
-                            tracing::error!("reload refused, still running the previous configuration: {error}");
-                        }
-                        notify::status(&format!(
-                            "reload refused: {} configuration error(s); running the previous configuration",
-                            errors.0.len()
-                        ));
-                    }
-                    Ok(mut new) => {
-                        warn_about_restart_only_changes(&settings, &new);
-                        keep_fixed_directories(&settings, &mut new);
-                        if new.api != settings.api || new.agent.delivery != settings.agent.delivery
-                            || new.agent.cache != settings.agent.cache
-                        {
-                            match open_delivery(&new, delivery_counters.clone()) {
-                                Ok(delivery) => {
-                                    let _ = delivery_tx.send(delivery);
-                                }
-                                Err(err) => tracing::error!(
-                                    "reload: cannot prepare delivery with the new settings, keeping the old: {}",
-                                    crate::error_chain(&err)
-                                ),
-                            }
-                        }
-                        // Once per reload: the resolver may be slow.
-                        let hostname = crate::identity::hostname(new.agent.hostname.as_deref());
-                        hostname.log();
-                        match Pollers::start(&new, &hostname.name, &mut counters, &monitor, queue_tx.clone(), delivery_rx.clone(), origin) {
-                            Ok(started) => {
-                                let old = std::mem::replace(&mut pollers, started);
-                                // Not awaited here: a SIGTERM during the
-                                // reload is then heard at once, and shutdown
-                                // waits for these within the same grace.
-                                retiring.spawn(old.stop(SHUTDOWN_GRACE));
-                                health.track(&pollers, new.agent.delivery.timeout);
-                                counters.keep_only(&pollers);
-                                monitor.process.reloads.fetch_add(1, Ordering::Relaxed);
-                                monitor.process.last_reload_refused.store(false, Ordering::Relaxed);
-                                log_level.set(new.pattoo.log_level);
-                                settings = new;
-                                tracing::info!(pollers = pollers.stats.len(), "configuration reloaded");
-                            }
-                            Err(err) => {
-                                monitor.process.last_reload_refused.store(true, Ordering::Relaxed);
-                                tracing::error!("reload refused, still running the previous pollers: {}", crate::error_chain(err.as_ref()));
-                            }
-                        }
-                    }
-                }
-                notify::ready();
-            }
+            _ = hangup.recv() => service.reload().await,
             _ = status_tick.tick() => {
-                notify::status(&status_line(&pollers, &delivery_rx.borrow()));
-                state_writer.write(&monitor, &settings);
+                notify::status(&status_line(&service.pollers, &delivery_rx.borrow()));
+                state_writer.write(monitor.as_ref(), monitor.last_post(), &service.settings);
             }
         }
     }
@@ -248,6 +203,12 @@ pub async fn run(
     tracing::info!("stopping: finishing polls in flight, then caching what was not delivered");
     notify::stopping();
     let _ = stop_replay.send(true);
+    let Service {
+        pollers,
+        mut retiring,
+        queue_tx,
+        ..
+    } = service;
     tokio::join!(pollers.stop(SHUTDOWN_GRACE), async {
         while retiring.join_next().await.is_some() {}
     });
@@ -259,6 +220,161 @@ pub async fn run(
     state_writer.remove();
     tracing::info!("stopped; {}", delivery_rx.borrow().status_line());
     Ok(())
+}
+
+/// The running configuration and its pollers, and what a reload needs to
+/// replace them.
+struct Service {
+    settings: Settings,
+    pollers: Pollers,
+    counters: CounterRegistry,
+    /// Pollers a reload replaced, still finishing their polls in flight.
+    retiring: JoinSet<()>,
+    monitor: Arc<Monitor>,
+    health: Arc<Health>,
+    delivery_tx: watch::Sender<Delivery>,
+    /// Kept across reloads, as the pollers' counters are.
+    delivery_counters: Arc<Stats>,
+    queue_tx: mpsc::Sender<PostBody>,
+    origin: Instant,
+    log_level: logging::LevelHandle,
+}
+
+impl Service {
+    /// SIGHUP: re-reads the configuration and swaps the pollers (and
+    /// delivery, if its settings changed) if it is valid; keeps the running
+    /// ones, logging every error, if it is not.
+    async fn reload(&mut self) {
+        notify::reloading();
+        // Reading the files, the host-name lookup (a resolver can take
+        // seconds), the cache scan and the agent ids' fsyncs all block:
+        // they run on a blocking thread, so that the runtime's few workers
+        // keep running the polls and the watchdog meanwhile.
+        let running = self.settings.clone();
+        let delivery_counters = self.delivery_counters.clone();
+        let prepared =
+            tokio::task::spawn_blocking(move || Prepared::load(&running, delivery_counters)).await;
+        let monitor = &self.monitor;
+        match prepared {
+            Err(panicked) => {
+                monitor
+                    .process
+                    .last_reload_refused
+                    .store(true, Ordering::Relaxed);
+                tracing::error!("reload refused, still running the previous configuration: reading it failed: {panicked}");
+            }
+            Ok(Prepared::Refused(errors)) => {
+                monitor
+                    .process
+                    .last_reload_refused
+                    .store(true, Ordering::Relaxed);
+                for error in &errors.0 {
+                    tracing::error!(
+                        "reload refused, still running the previous configuration: {error}"
+                    );
+                }
+                notify::status(&format!(
+                    "reload refused: {} configuration error(s); running the previous configuration",
+                    errors.0.len()
+                ));
+            }
+            Ok(Prepared::Loaded {
+                new,
+                delivery,
+                pollers,
+            }) => {
+                match delivery {
+                    None => {}
+                    Some(Ok(delivery)) => {
+                        let _ = self.delivery_tx.send(delivery);
+                    }
+                    Some(Err(err)) => tracing::error!(
+                        "reload: cannot prepare delivery with the new settings, keeping the old: {}",
+                        crate::error_chain(&err)
+                    ),
+                }
+                match pollers {
+                    Ok(built) => {
+                        let started = Pollers::spawn(
+                            built,
+                            &new,
+                            &mut self.counters,
+                            monitor,
+                            self.queue_tx.clone(),
+                            self.delivery_tx.subscribe(),
+                            self.origin,
+                        );
+                        let old = std::mem::replace(&mut self.pollers, started);
+                        // Not awaited here: a SIGTERM during the reload is
+                        // then heard at once, and shutdown waits for these
+                        // within the same grace.
+                        self.retiring.spawn(old.stop(SHUTDOWN_GRACE));
+                        self.health.track(&self.pollers, new.agent.delivery.timeout);
+                        self.counters.keep_only(&self.pollers);
+                        monitor.process.reloads.fetch_add(1, Ordering::Relaxed);
+                        monitor
+                            .process
+                            .last_reload_refused
+                            .store(false, Ordering::Relaxed);
+                        self.log_level.set(new.pattoo.log_level);
+                        self.settings = *new;
+                        tracing::info!(
+                            pollers = self.pollers.stats.len(),
+                            "configuration reloaded"
+                        );
+                    }
+                    Err(err) => {
+                        monitor
+                            .process
+                            .last_reload_refused
+                            .store(true, Ordering::Relaxed);
+                        tracing::error!(
+                            "reload refused, still running the previous pollers: {}",
+                            crate::error_chain(err.as_ref())
+                        );
+                    }
+                }
+            }
+        }
+        notify::ready();
+    }
+}
+
+/// What a reload reads and builds before anything running is replaced.
+enum Prepared {
+    Refused(config::ConfigErrors),
+    Loaded {
+        new: Box<Settings>,
+        /// `None` where the delivery settings did not change.
+        delivery: Option<Result<Delivery, DeliveryError>>,
+        pollers: anyhow::Result<Built>,
+    },
+}
+
+impl Prepared {
+    /// Blocking: reads the configuration directory, looks the host name up,
+    /// scans the cache if delivery changed and reads the agent id files.
+    fn load(running: &Settings, delivery_counters: Arc<Stats>) -> Prepared {
+        let mut new = match config::load(&running.config_dir) {
+            Ok(new) => new,
+            Err(errors) => return Prepared::Refused(errors),
+        };
+        warn_about_restart_only_changes(running, &new);
+        keep_fixed_directories(running, &mut new);
+        let delivery = (new.api != running.api
+            || new.agent.delivery != running.agent.delivery
+            || new.agent.cache != running.agent.cache)
+            .then(|| open_delivery(&new, delivery_counters));
+        // Once per reload: the resolver may be slow.
+        let hostname = crate::identity::hostname(new.agent.hostname.as_deref());
+        hostname.log();
+        let pollers = Pollers::build(&new, &hostname.name);
+        Prepared::Loaded {
+            new: Box::new(new),
+            delivery,
+            pollers,
+        }
+    }
 }
 
 /// Binds the metrics page's address before start-up is reported, so a
@@ -340,6 +456,12 @@ impl metrics_page::Source for Monitor {
     }
 }
 
+/// A configuration's pollers, built but not yet scheduled.
+struct Built {
+    collectors: Vec<Collector>,
+    self_monitoring: Option<SelfMonitoring>,
+}
+
 /// The running poller tasks of one configuration.
 struct Pollers {
     tasks: JoinSet<()>,
@@ -348,6 +470,7 @@ struct Pollers {
 }
 
 impl Pollers {
+    /// Builds and starts the pollers of `settings`.
     fn start(
         settings: &Settings,
         hostname: &str,
@@ -357,27 +480,50 @@ impl Pollers {
         delivery: watch::Receiver<Delivery>,
         origin: Instant,
     ) -> anyhow::Result<Self> {
+        let built = Self::build(settings, hostname)?;
+        Ok(Self::spawn(
+            built, settings, counters, monitor, queue, delivery, origin,
+        ))
+    }
+
+    /// The collectors and self-monitoring of `settings`, not yet running.
+    /// Blocking: reads, and may create and fsync, their agent id files.
+    fn build(settings: &Settings, hostname: &str) -> anyhow::Result<Built> {
         let env = PollerEnv {
             hostname: hostname.to_owned(),
         };
-        let mut collectors = collector::collectors(settings, &env, None)?;
-        let self_monitoring = &settings.agent.self_monitoring;
-        let self_job = if self_monitoring.enabled {
-            Some(SelfJob {
-                monitor: monitor.clone(),
-                agent_id: crate::identity::agent_id(
-                    &settings.pattoo.daemon_directory,
-                    &self_monitoring.agent_program,
-                )?,
-                agent_program: self_monitoring.agent_program.clone(),
-                hostname: env.hostname.clone(),
-                interval: self_monitoring.polling_interval,
-                queue: queue.clone(),
-                delivery: delivery.clone(),
-            })
+        let collectors = collector::collectors(settings, &env, None)?;
+        let self_monitoring = if settings.agent.self_monitoring.enabled {
+            Some(SelfMonitoring::new(settings, &env.hostname)?)
         } else {
             None
         };
+        Ok(Built {
+            collectors,
+            self_monitoring,
+        })
+    }
+
+    /// Schedules what [`Pollers::build`] made.
+    fn spawn(
+        built: Built,
+        settings: &Settings,
+        counters: &mut CounterRegistry,
+        monitor: &Arc<Monitor>,
+        queue: mpsc::Sender<PostBody>,
+        delivery: watch::Receiver<Delivery>,
+        origin: Instant,
+    ) -> Self {
+        let Built {
+            mut collectors,
+            self_monitoring,
+        } = built;
+        let self_job = self_monitoring.map(|who| SelfJob {
+            monitor: monitor.clone(),
+            who,
+            queue: queue.clone(),
+            delivery: delivery.clone(),
+        });
         for collector in &mut collectors {
             collector.counters = counters.get(&collector.name);
         }
@@ -417,7 +563,7 @@ impl Pollers {
         if let Some(mut job) = self_job {
             // The first figures after one whole interval: at start they
             // would all be zero.
-            let interval = job.interval;
+            let interval = job.who.interval;
             let ticker = Ticker::aligned(
                 interval,
                 scheduler::jitter(MAX_JITTER, interval),
@@ -438,7 +584,7 @@ impl Pollers {
                 .await;
             });
         }
-        Ok(Pollers { tasks, stop, stats })
+        Pollers { tasks, stop, stats }
     }
 
     /// Stops scheduling and waits up to `grace` for polls in flight; polls
@@ -497,29 +643,14 @@ async fn hand_over(
 /// through the same delivery (so cached and replayed) as any poller's.
 struct SelfJob {
     monitor: Arc<Monitor>,
-    agent_id: String,
-    agent_program: String,
-    hostname: String,
-    interval: Duration,
+    who: SelfMonitoring,
     queue: mpsc::Sender<PostBody>,
     delivery: watch::Receiver<Delivery>,
 }
 
 impl scheduler::Job for SelfJob {
     async fn run_once(&mut self) {
-        let now = now_ms();
-        let targets = self.monitor.figures().targets(now);
-        let agent = AgentContext {
-            agent_id: &self.agent_id,
-            agent_program: &self.agent_program,
-            hostname: &self.hostname,
-            polling_interval_ms: self.interval.as_millis() as u64,
-        };
-        let outcome = model::build(&agent, now, &targets);
-        for dropped in &outcome.dropped {
-            tracing::warn!(target = %dropped.target, key = %dropped.key, "self-monitoring: {}", dropped.reason);
-        }
-        if let Some(body) = outcome.body {
+        if let Some(body) = self.who.body(&self.monitor.figures(), now_ms()) {
             hand_over(&self.queue, &self.delivery, body).await;
         }
     }

@@ -64,10 +64,9 @@
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::hash::{Hash, Hasher};
-use std::io::{self, Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -75,7 +74,9 @@ use std::time::{Duration, SystemTime};
 
 use super::config::CacheSettings;
 use super::Stats;
-use crate::identity::create_private_dir;
+use crate::durable::{
+    create_private_dir, link_no_clobber, move_durably, sync_dir, try_lock, write_synced,
+};
 use crate::model::PostBody;
 
 /// The folder beside the agent id folders where unreadable files go.
@@ -701,18 +702,7 @@ impl Cache {
     /// Claims the right to replay this cache, without waiting: `Ok(None)`
     /// while another replayer holds it. Blocking, but only for an open.
     pub fn try_lock_replay(&self) -> io::Result<Option<ReplayLock>> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(self.root.join(REPLAY_LOCK))?;
-        match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
-            Ok(lock) => Ok(Some(ReplayLock { _lock: lock })),
-            Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
-            Err((_, errno)) => Err(errno.into()),
-        }
+        Ok(try_lock(&self.root.join(REPLAY_LOCK))?.map(|lock| ReplayLock { _lock: lock }))
     }
 
     /// Reads a cached body, never more than `max_bytes` of it: no body we
@@ -943,67 +933,6 @@ fn key_for_name(agent: &Arc<str>, name: &str, modified_ms: u64) -> (Key, Option<
 
 fn is_agent_id(name: &str) -> bool {
     name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit())
-}
-
-fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    file.write_all(bytes)?;
-    file.sync_all()
-}
-
-/// Gives `temporary` the name `path` unless `path` exists.
-fn link_no_clobber(temporary: &Path, path: &Path) -> io::Result<()> {
-    match fs::hard_link(temporary, path) {
-        Ok(()) => Ok(()),
-        Err(error) if error.kind() == io::ErrorKind::AlreadyExists => Err(error),
-        // File systems without hard links: check, then rename. Only a
-        // concurrent writer in the same millisecond could slip between.
-        Err(error) if matches!(error.raw_os_error(), Some(code) if code == nix::libc::EPERM || code == nix::libc::EOPNOTSUPP || code == nix::libc::EMLINK) =>
-        {
-            if fs::symlink_metadata(path).is_ok() {
-                return Err(io::ErrorKind::AlreadyExists.into());
-            }
-            fs::rename(temporary, path)
-        }
-        Err(error) => Err(error),
-    }
-}
-
-/// Moves `path` into `dir` so that a power loss at any step leaves it in
-/// one place or both, never neither (a rename is durable only when both
-/// directories are synced, and the one it leaves may be synced first by
-/// the next body): linked under the first name not taken in `dir`
-/// (`name`, `name.1`, ...; an earlier file is never replaced), `dir`
-/// synced, then the old name removed.
-fn move_durably(path: &Path, dir: &Path, name: &std::ffi::OsStr) -> io::Result<PathBuf> {
-    let mut target = dir.join(name);
-    let mut taken = 0;
-    loop {
-        match link_no_clobber(path, &target) {
-            Ok(()) => break,
-            Err(error) if error.kind() == io::ErrorKind::AlreadyExists && taken < 1000 => {
-                taken += 1;
-                let mut numbered = name.to_owned();
-                numbered.push(format!(".{taken}"));
-                target = dir.join(numbered);
-            }
-            Err(error) => return Err(error),
-        }
-    }
-    sync_dir(dir)?;
-    match fs::remove_file(path) {
-        // Already gone where there are no hard links: it was renamed.
-        Err(error) if error.kind() != io::ErrorKind::NotFound => Err(error),
-        _ => Ok(target),
-    }
-}
-
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    fs::File::open(dir)?.sync_all()
 }
 
 /// Temporaries are never committed: remove those whose writer has gone

@@ -524,7 +524,7 @@ impl Delivery {
         let read_file = file.clone();
         let read = tokio::task::spawn_blocking(move || {
             let bytes = cache.read(&read_file)?;
-            let checked = match receiver::validate_body(&bytes) {
+            let checked = match crate::model::validate_body(&bytes) {
                 Ok(_) => Checked::Valid,
                 Err(rejection) => {
                     // The Python agents write cache files in place, so an

@@ -6,17 +6,22 @@
 //! newline. A file is created once and never changed, because the server
 //! keys every chart on the agent id.
 
-use std::fs::{self, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use sha2::{Digest, Sha256};
+
+use crate::durable;
 
 mod hostname;
 #[cfg(test)]
 pub(crate) use hostname::LOOKUPS;
 pub use hostname::{hostname, HostName, HostNameSource};
+
+/// Numbers this process's temporary files apart.
+static TEMPORARIES: AtomicU64 = AtomicU64::new(0);
 
 /// Why an agent id could not be had.
 #[derive(Debug, thiserror::Error)]
@@ -49,31 +54,27 @@ pub fn agent_id(daemon_directory: &Path, agent_program: &str) -> Result<String, 
         Err(err) => return Err(io_error(err)),
     }
     let dir = path.parent().expect("agent id path has a directory");
-    create_private_dir(dir).map_err(io_error)?;
+    durable::create_private_dir(dir).map_err(io_error)?;
 
     // Write a complete file under a temporary name, then link it into place:
     // linking fails if the name exists, so a concurrent creator never has
     // its id replaced and no reader ever sees a half-written file.
     let id = new_agent_id().map_err(io_error)?;
     let temporary = dir.join(format!(
-        ".{agent_program}.agent_id.{}.tmp",
-        std::process::id()
+        ".{agent_program}.agent_id.{}.{}.tmp",
+        std::process::id(),
+        TEMPORARIES.fetch_add(1, Ordering::Relaxed)
     ));
     let write = || -> io::Result<()> {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&temporary)?;
-        file.write_all(id.as_bytes())?;
-        file.sync_all()?;
-        match fs::hard_link(&temporary, &path) {
+        // Left by an earlier process that had this pid and was killed.
+        let _ = fs::remove_file(&temporary);
+        durable::write_synced(&temporary, id.as_bytes())?;
+        match durable::link_no_clobber(&temporary, &path) {
             Ok(()) => {}
             Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {}
             Err(err) => return Err(err),
         }
-        fs::File::open(dir)?.sync_all()
+        durable::sync_dir(dir)
     };
     let written = write();
     let _ = fs::remove_file(&temporary);
@@ -101,17 +102,10 @@ fn new_agent_id() -> io::Result<String> {
     Ok(hex::encode(Sha256::digest(seed)))
 }
 
-/// Creates a directory (and its parents) readable by this user only.
-pub fn create_private_dir(dir: &Path) -> io::Result<()> {
-    if dir.is_dir() {
-        return Ok(());
-    }
-    fs::create_dir_all(dir)?;
-    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
-}
-
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
 
     #[test]

@@ -17,6 +17,7 @@ mod normalise;
 pub mod python;
 pub mod python_str;
 mod text;
+mod validate;
 mod value;
 
 pub use body::{
@@ -27,6 +28,7 @@ pub use data_type::{DataType, UnknownDataType};
 pub(crate) use normalise::normalise_key_cow;
 pub use normalise::{normalise_key, normalise_value};
 pub use text::Text;
+pub use validate::{validate_body, Accepted};
 pub use value::Value;
 
 /// One metadata item attached to a datapoint, before normalisation.

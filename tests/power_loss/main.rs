@@ -37,8 +37,8 @@ use std::time::{Duration, Instant};
 use common::receiver::TestServer;
 use pattoo_agentd::delivery::cache::{Cache, CachedFile};
 use pattoo_agentd::delivery::config::CacheSettings;
-use pattoo_agentd::delivery::receiver::validate_body;
 use pattoo_agentd::delivery::Stats;
+use pattoo_agentd::model::validate_body;
 use volatile_fs::{DurableFile, VolatileFs};
 
 const CUTS: usize = 200;

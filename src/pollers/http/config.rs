@@ -4,6 +4,7 @@
 //! - name: quotes
 //!   type: http
 //!   urls: [https://api.example.com/v1/quotes]   # one or more, polled concurrently
+//!   max_concurrent_targets: 16   # URLs fetched at once
 //!   method: GET                  # or POST
 //!   headers: {Accept: application/json}
 //!   query: {symbols: ABC}
@@ -53,6 +54,8 @@ pub struct HttpSettings {
     pub tls: TlsSettings,
     pub timeout: Duration,
     pub max_response_bytes: usize,
+    /// URLs fetched at once; the rest wait for one to finish.
+    pub max_concurrent_targets: usize,
     pub max_redirects: usize,
     pub retries: u32,
     pub retry_backoff: Duration,
@@ -88,6 +91,7 @@ pub struct TlsSettings {
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 4 << 20;
 pub const DEFAULT_MAX_REDIRECTS: usize = 5;
+pub const DEFAULT_MAX_CONCURRENT_TARGETS: usize = 16;
 pub const DEFAULT_RETRY_BACKOFF: Duration = Duration::from_millis(500);
 /// More retries than this within one polling interval only hide an outage.
 pub const MAX_RETRIES: u32 = 5;
@@ -122,6 +126,7 @@ struct RawHttp {
     tls: TlsSettings,
     timeout_ms: Option<u64>,
     max_response_bytes: Option<usize>,
+    max_concurrent_targets: Option<u64>,
     max_redirects: Option<usize>,
     retries: Option<u32>,
     retry_backoff_ms: Option<u64>,
@@ -273,6 +278,12 @@ impl HttpSettings {
             DEFAULT_MAX_RESPONSE_BYTES as u64,
             crate::yaml::MAX_READ_BYTES,
         ) as usize;
+        let max_concurrent_targets = positive(
+            "max_concurrent_targets",
+            raw.max_concurrent_targets,
+            DEFAULT_MAX_CONCURRENT_TARGETS as u64,
+            65_535,
+        ) as usize;
         let retry_backoff = Duration::from_millis(positive(
             "retry_backoff_ms",
             raw.retry_backoff_ms,
@@ -337,6 +348,7 @@ impl HttpSettings {
             tls: raw.tls,
             timeout,
             max_response_bytes,
+            max_concurrent_targets,
             max_redirects: raw.max_redirects.unwrap_or(DEFAULT_MAX_REDIRECTS),
             retries,
             retry_backoff,

@@ -14,7 +14,8 @@
 //! - A response body is streamed and counted: one bigger than
 //!   `max_response_bytes` fails that URL without being held in memory
 //!   whole (a declared `Content-Length` over the limit fails before reading).
-//! - URLs are fetched concurrently. A poll is `Ok` when at least one URL
+//! - URLs are fetched concurrently, at most `max_concurrent_targets` at
+//!   once. A poll is `Ok` when at least one URL
 //!   gave datapoints; the failures are logged. With `measurements: true` a
 //!   failing URL still gives its `up` = 0, so an outage is data, not a gap.
 //! - The datapoints' target is the URL's host unless `target:` is set.
@@ -223,13 +224,22 @@ impl HttpPoller {
         })
     }
 
-    /// Fetches every URL at once. `Err` only when no URL gave a datapoint;
-    /// then the first URL's error is returned and the others logged.
+    /// Fetches the URLs, at most `max_concurrent_targets` at once. `Err`
+    /// only when no URL gave a datapoint; then the first URL's error is
+    /// returned and the others logged.
     pub async fn poll(&mut self) -> Result<Vec<TargetData>, HttpError> {
         let mut tasks = tokio::task::JoinSet::new();
+        let slots = Arc::new(tokio::sync::Semaphore::new(
+            self.shared.settings.max_concurrent_targets.max(1),
+        ));
         for index in 0..self.shared.settings.urls.len() {
             let shared = Arc::clone(&self.shared);
-            tasks.spawn(async move { (index, shared.poll_url(index).await) });
+            let slots = Arc::clone(&slots);
+            tasks.spawn(async move {
+                // Never closed, so a slot always comes.
+                let _slot = slots.acquire_owned().await;
+                (index, shared.poll_url(index).await)
+            });
         }
         let mut results = Vec::with_capacity(self.shared.settings.urls.len());
         while let Some(joined) = tasks.join_next().await {

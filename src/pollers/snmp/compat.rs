@@ -38,9 +38,10 @@ use std::time::Duration;
 
 use serde_norway::Value;
 
-use super::config::{Credentials, Flavour, Read, Secret, SnmpSettings, TargetSettings};
+use super::config::{Credentials, Flavour, Read, SnmpSettings, TargetSettings};
 use super::oid::oid_from_text;
 use crate::pollers::{DropIn, PollerKind, PollerSettings};
+use crate::secret::SecretSource;
 use crate::yaml::{describe, Document, YamlPath};
 use async_snmp::{AuthProtocol, PrivProtocol};
 
@@ -239,8 +240,10 @@ fn auth_groups(
             continue;
         };
         let credentials = match version {
-            Some(2) => Credentials::V2c(Secret::Inline(
-                text(group.get("snmp_community")).unwrap_or_else(|| "public".to_owned()),
+            Some(2) => Credentials::V2c(SecretSource::Inline(
+                text(group.get("snmp_community"))
+                    .unwrap_or_else(|| "public".to_owned())
+                    .into(),
             )),
             Some(3) => {
                 let auth = match text(group.get("snmp_authprotocol"))
@@ -261,11 +264,19 @@ fn auth_groups(
                     user: text(group.get("snmp_secname")).unwrap_or_default(),
                     auth: Some((
                         auth,
-                        Secret::Inline(text(group.get("snmp_authpassword")).unwrap_or_default()),
+                        SecretSource::Inline(
+                            text(group.get("snmp_authpassword"))
+                                .unwrap_or_default()
+                                .into(),
+                        ),
                     )),
                     privacy: Some((
                         privacy,
-                        Secret::Inline(text(group.get("snmp_privpassword")).unwrap_or_default()),
+                        SecretSource::Inline(
+                            text(group.get("snmp_privpassword"))
+                                .unwrap_or_default()
+                                .into(),
+                        ),
                     )),
                 }
             }
@@ -442,7 +453,7 @@ auth_groups:
         assert_eq!(sw1.port, 1161, "the last auth group wins");
         assert_eq!(
             sw1.credentials,
-            Credentials::V2c(Secret::Inline("last".into()))
+            Credentials::V2c(SecretSource::Inline("last".to_owned().into()))
         );
         assert_eq!(
             walks(sw1),

@@ -1,7 +1,6 @@
 //! Settings of a `type: snmp` poller, validated with every error located
 //! (see the module doc of [`super`] for the YAML).
 
-use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -73,12 +72,12 @@ pub struct TargetSettings {
 /// How a target is reached.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Credentials {
-    V1(Secret),
-    V2c(Secret),
+    V1(SecretSource),
+    V2c(SecretSource),
     V3 {
         user: String,
-        auth: Option<(AuthProtocol, Secret)>,
-        privacy: Option<(PrivProtocol, Secret)>,
+        auth: Option<(AuthProtocol, SecretSource)>,
+        privacy: Option<(PrivProtocol, SecretSource)>,
     },
 }
 
@@ -112,45 +111,6 @@ impl Credentials {
                 };
                 format!("SNMPv3 user {user:?} {level}")
             }
-        }
-    }
-}
-
-/// A community or passphrase. Its text is read when the poller is built and
-/// never written to a log or by `check`.
-#[derive(Clone, PartialEq, Eq)]
-pub enum Secret {
-    /// Written in a Python agent's file, which has no other way.
-    Inline(String),
-    /// `{file: ...}` or `{env: ...}` in `type: snmp`.
-    Source(SecretSource),
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self, f)
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Secret::Inline(_) => f.write_str("(hidden, in the file)"),
-            Secret::Source(source) => fmt::Display::fmt(source, f),
-        }
-    }
-}
-
-impl Secret {
-    /// The secret's text: as written, or read from its source (see
-    /// [`crate::secret`]).
-    pub fn reveal(&self) -> Result<String, String> {
-        match self {
-            Secret::Inline(text) => Ok(text.clone()),
-            Secret::Source(source) => source
-                .read()
-                .map(|secret| secret.expose().to_owned())
-                .map_err(|error| error.to_string()),
         }
     }
 }
@@ -688,8 +648,8 @@ impl SnmpSettings {
     }
 }
 
-fn secret(doc: &mut Document, path: &YamlPath, value: &Value) -> Option<Secret> {
-    secret::parse(doc, path, value).map(Secret::Source)
+fn secret(doc: &mut Document, path: &YamlPath, value: &Value) -> Option<SecretSource> {
+    secret::parse(doc, path, value)
 }
 
 fn column(doc: &mut Document, path: &YamlPath, raw: &RawColumn, in_table: bool) -> Option<Column> {
@@ -831,11 +791,11 @@ mod tests {
     fn secrets_are_never_shown() {
         let credentials = Credentials::V3 {
             user: "ops".into(),
-            auth: Some((AuthProtocol::Sha256, Secret::Inline("authpass123".into()))),
-            privacy: Some((
-                PrivProtocol::Aes128,
-                Secret::Source(SecretSource::Env("PRIV".into())),
+            auth: Some((
+                AuthProtocol::Sha256,
+                SecretSource::Inline("authpass123".to_owned().into()),
             )),
+            privacy: Some((PrivProtocol::Aes128, SecretSource::Env("PRIV".into()))),
         };
         let shown = format!("{} {:?}", credentials.describe(), credentials);
         assert!(!shown.contains("authpass123"), "{shown}");

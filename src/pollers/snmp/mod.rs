@@ -96,7 +96,7 @@ use futures_util::StreamExt;
 use tokio::time::Instant;
 
 pub use config::{
-    Column, Credentials, Flavour, Label, Read, Secret, SnmpSettings, Table, TargetSettings,
+    Column, Credentials, Flavour, Label, Read, SnmpSettings, Table, TargetSettings,
     DEFAULT_MAX_REPETITIONS, DEFAULT_MAX_ROWS_PER_WALK, DEFAULT_PORT, DEFAULT_RETRIES,
     DEFAULT_TIMEOUT,
 };
@@ -108,6 +108,7 @@ use transport::TargetTransport;
 type Client = async_snmp::Client<TargetTransport>;
 
 use crate::model::{DataPoint, Metadata, TargetData, Text};
+use crate::secret::SecretSource;
 use crate::time::now_ms;
 
 /// A poll read nothing at all.
@@ -228,8 +229,8 @@ impl SnmpPoller {
 
 fn auth(credentials: &Credentials) -> Result<Auth, String> {
     Ok(match credentials {
-        Credentials::V1(community) => Auth::v1(community.reveal()?.into_bytes()),
-        Credentials::V2c(community) => Auth::v2c(community.reveal()?.into_bytes()),
+        Credentials::V1(community) => Auth::v1(reveal(community)?.into_bytes()),
+        Credentials::V2c(community) => Auth::v2c(reveal(community)?.into_bytes()),
         Credentials::V3 {
             user,
             auth,
@@ -238,15 +239,23 @@ fn auth(credentials: &Credentials) -> Result<Auth, String> {
             let config = UsmConfig::new(bytes::Bytes::copy_from_slice(user.as_bytes()));
             let config = match (auth, privacy) {
                 (Some((a, a_secret)), Some((p, p_secret))) => {
-                    config.auth_priv(*a, a_secret.reveal()?, *p, p_secret.reveal()?)
+                    config.auth_priv(*a, reveal(a_secret)?, *p, reveal(p_secret)?)
                 }
-                (Some((a, a_secret)), None) => config.auth(*a, a_secret.reveal()?),
+                (Some((a, a_secret)), None) => config.auth(*a, reveal(a_secret)?),
                 _ => Ok(config),
             }
             .map_err(|error| format!("SNMPv3 user {user:?}: {error}"))?;
             Auth::from(config)
         }
     })
+}
+
+/// A community's or passphrase's text, read from its source.
+fn reveal(secret: &SecretSource) -> Result<String, String> {
+    secret
+        .read()
+        .map(|secret| secret.expose().to_owned())
+        .map_err(|error| error.to_string())
 }
 
 /// The target's client, built (and the poller's socket bound) on first

@@ -320,9 +320,9 @@ mod tests {
 
     use super::*;
     use crate::counters::{PollerCounters, ProcessCounters};
-    use crate::daemon::figures::{PollerEntry, Sources};
     use crate::delivery::StatsSnapshot;
     use crate::model::{DataType, Value};
+    use crate::telemetry::figures::{PollerEntry, Sources};
 
     struct Fixed {
         figures: Figures,

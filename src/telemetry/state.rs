@@ -21,7 +21,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::figures::Figures;
-use super::Monitor;
+use super::metrics_page::Source;
 use crate::config::Settings;
 use crate::time::now_ms;
 
@@ -79,7 +79,12 @@ impl Writer {
 
     /// Collects the state now and writes it on a blocking thread, so a slow
     /// disk never holds up the daemon's signal loop.
-    pub fn write(&self, monitor: &Monitor, settings: &Settings) {
+    pub fn write(
+        &self,
+        monitor: &dyn Source,
+        last_post: Option<crate::delivery::LastPost>,
+        settings: &Settings,
+    ) {
         if self.busy.swap(true, Ordering::AcqRel) {
             return;
         }
@@ -93,12 +98,12 @@ impl Writer {
                 crate::address::host_port(&settings.api.ip_address, settings.api.ip_bind_port)
             ),
             metrics_listen: self.metrics_listen,
-            last_post: monitor.last_post().map(|last| LastPost {
+            last_post: last_post.map(|last| LastPost {
                 at_ms: last.at_ms,
                 delivered: last.delivered,
                 detail: last.detail,
             }),
-            unhealthy: metrics_page_health(monitor),
+            unhealthy: monitor.health().err(),
             figures: monitor.figures(),
         };
         let (path, busy, warned) = (self.path.clone(), self.busy.clone(), self.warned.clone());
@@ -118,16 +123,10 @@ impl Writer {
     }
 }
 
-fn metrics_page_health(monitor: &Monitor) -> Option<String> {
-    super::metrics_page::Source::health(monitor).err()
-}
-
 /// Writes `state` to `path` through a temporary file and a rename.
 pub fn write_atomically(path: &Path, state: &State) -> io::Result<()> {
-    let temporary = path.with_extension("json.tmp");
     let json = serde_json::to_vec_pretty(state).map_err(io::Error::other)?;
-    std::fs::write(&temporary, json)?;
-    std::fs::rename(&temporary, path)
+    crate::durable::replace_atomically(path, &json)
 }
 
 /// Reads the state file; `Ok(None)` when there is none.
@@ -168,24 +167,15 @@ impl std::fmt::Debug for Token {
 }
 
 impl Token {
-    /// Draws a new token and writes it (temporary file, then rename, so a
-    /// reader never sees half of one) to the daemon directory.
+    /// Draws a new token and writes it to the daemon directory, readable by
+    /// this user only; a reader never sees half of one.
     pub fn create(daemon_directory: &Path) -> io::Result<Token> {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
         let mut secret = [0u8; 32];
         getrandom::fill(&mut secret).map_err(|error| io::Error::other(error.to_string()))?;
-        let path = daemon_directory.join(TOKEN_FILE_NAME);
-        let temporary = path.with_extension("token.tmp");
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&temporary)?;
-        file.write_all(hex::encode(secret).as_bytes())?;
-        drop(file);
-        std::fs::rename(&temporary, &path)?;
+        crate::durable::replace_atomically(
+            &daemon_directory.join(TOKEN_FILE_NAME),
+            hex::encode(secret).as_bytes(),
+        )?;
         Ok(Token(secret))
     }
 

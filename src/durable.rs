@@ -1,0 +1,194 @@
+//! File operations that survive a crash or a power loss, for the agent id
+//! files, the cache, the state file and the lock files. A leaf: it imports
+//! nothing from the crate.
+//!
+//! A file is *committed* once it is complete under its final name and the
+//! directory holding that name is fsynced: written under a temporary name
+//! and fsynced ([`write_synced`]), given its final name by a hard link that
+//! never replaces another file ([`link_no_clobber`]), then the directory
+//! fsynced ([`sync_dir`]). A directory's own entry must be synced too before
+//! anything in it is safe ([`create_private_dir`] makes it, the caller
+//! syncs its parent). Files and directories are this user's only: they
+//! name hosts and hold what was read from them.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{Flock, FlockArg};
+
+/// Creates a directory (and its parents) readable by this user only.
+pub fn create_private_dir(dir: &Path) -> io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    fs::create_dir_all(dir)?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+}
+
+/// Fsyncs a directory, making the names made or removed in it durable.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Writes `bytes` to a new file `path` (mode 0600; an existing file is an
+/// error, never overwritten) and fsyncs it.
+pub fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+/// Gives `temporary` the name `path` unless `path` exists
+/// (`ErrorKind::AlreadyExists` then). `temporary` keeps its name where
+/// there are hard links; remove it afterwards.
+pub fn link_no_clobber(temporary: &Path, path: &Path) -> io::Result<()> {
+    match fs::hard_link(temporary, path) {
+        Ok(()) => Ok(()),
+        Err(error) if error.kind() == io::ErrorKind::AlreadyExists => Err(error),
+        // File systems without hard links: check, then rename. Only a
+        // concurrent writer in the same millisecond could slip between.
+        Err(error) if matches!(error.raw_os_error(), Some(code) if code == nix::libc::EPERM || code == nix::libc::EOPNOTSUPP || code == nix::libc::EMLINK) =>
+        {
+            if fs::symlink_metadata(path).is_ok() {
+                return Err(io::ErrorKind::AlreadyExists.into());
+            }
+            fs::rename(temporary, path)
+        }
+        Err(error) => Err(error),
+    }
+}
+
+/// Moves `path` into `dir` so that a power loss at any step leaves it in
+/// one place or both, never neither (a rename is durable only when both
+/// directories are synced, and the one it leaves may be synced first by
+/// the next write): linked under the first name not taken in `dir`
+/// (`name`, `name.1`, ...; an earlier file is never replaced), `dir`
+/// synced, then the old name removed.
+pub fn move_durably(path: &Path, dir: &Path, name: &std::ffi::OsStr) -> io::Result<PathBuf> {
+    let mut target = dir.join(name);
+    let mut taken = 0;
+    loop {
+        match link_no_clobber(path, &target) {
+            Ok(()) => break,
+            Err(error) if error.kind() == io::ErrorKind::AlreadyExists && taken < 1000 => {
+                taken += 1;
+                let mut numbered = name.to_owned();
+                numbered.push(format!(".{taken}"));
+                target = dir.join(numbered);
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    sync_dir(dir)?;
+    match fs::remove_file(path) {
+        // Already gone where there are no hard links: it was renamed.
+        Err(error) if error.kind() != io::ErrorKind::NotFound => Err(error),
+        _ => Ok(target),
+    }
+}
+
+/// Replaces `path` with `bytes` through a temporary file (`path` with
+/// `.tmp` appended) and a rename, so a reader never sees half a file.
+/// The file is this user's only (0600). Not synced: for files rewritten
+/// every few seconds, or at every start, whose loss in a power cut costs
+/// nothing.
+pub fn replace_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut temporary = PathBuf::from(path.as_os_str().to_owned());
+    temporary.as_mut_os_string().push(".tmp");
+    // A leftover from a crash may have other permissions: start afresh.
+    match fs::remove_file(&temporary) {
+        Err(error) if error.kind() != io::ErrorKind::NotFound => return Err(error),
+        _ => {}
+    }
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&temporary)?;
+    file.write_all(bytes)?;
+    drop(file);
+    fs::rename(&temporary, path)
+}
+
+/// Takes an exclusive `flock(2)` on the file `path` (created mode 0600 if
+/// missing), without waiting: `Ok(None)` while another process (or another
+/// open file in this one) holds it. Held until the returned file is
+/// dropped or the process ends, however it ends.
+pub fn try_lock(path: &Path) -> io::Result<Option<Flock<File>>> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)?;
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => Ok(Some(lock)),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+        Err((_, errno)) => Err(errno.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_file_never_replaces_one_already_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let temporary = dir.path().join(".a.tmp");
+        let path = dir.path().join("a");
+        fs::write(&path, "first").unwrap();
+        write_synced(&temporary, b"second").unwrap();
+        let err = link_no_clobber(&temporary, &path).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(fs::read_to_string(&path).unwrap(), "first");
+        let err = write_synced(&path, b"third").unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        let mode = fs::metadata(&temporary).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+
+    #[test]
+    fn a_file_moved_to_a_name_taken_gets_the_next_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let to = dir.path().join("to");
+        create_private_dir(&to).unwrap();
+        fs::write(to.join("x"), "old").unwrap();
+        let from = dir.path().join("x");
+        fs::write(&from, "new").unwrap();
+        let moved = move_durably(&from, &to, "x".as_ref()).unwrap();
+        assert_eq!(moved, to.join("x.1"));
+        assert_eq!(fs::read_to_string(&moved).unwrap(), "new");
+        assert_eq!(fs::read_to_string(to.join("x")).unwrap(), "old");
+        assert!(!from.exists());
+        let mode = fs::metadata(&to).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+    }
+
+    #[test]
+    fn a_lock_is_refused_while_held_and_free_once_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.lock");
+        let held = try_lock(&path).unwrap().expect("free at first");
+        assert!(try_lock(&path).unwrap().is_none());
+        drop(held);
+        assert!(try_lock(&path).unwrap().is_some());
+    }
+
+    #[test]
+    fn a_replaced_file_holds_the_new_bytes_and_no_temporary_is_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        replace_atomically(&path, b"one").unwrap();
+        replace_atomically(&path, b"two").unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), "two");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+}
