@@ -301,8 +301,7 @@ async fn a_native_uint16_register_of_unit_0_keeps_the_python_agents_chart() {
     )
     .unwrap();
     let python = config::load(dir.path()).unwrap_or_else(|errors| panic!("{errors}"));
-    let pattoo_agentd::pollers::PollerKind::ModbusTcp(python_modbus) = &python.pollers[0].kind
-    else {
+    let pattoo_agentd::pollers::PollerKind::Modbus(python_modbus) = &python.pollers[0].kind else {
         panic!("not a modbus poller");
     };
     assert_eq!(

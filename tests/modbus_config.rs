@@ -8,7 +8,7 @@ use pattoo_agentd::pollers::PollerKind;
 fn the_shipped_modbus_example_is_accepted() {
     let text = std::fs::read_to_string("config/examples/modbus_tcp.yaml").unwrap();
     let settings = common::modbus::load_agentd(&text).unwrap_or_else(|errors| panic!("{errors}"));
-    let PollerKind::ModbusTcp(modbus) = &settings.pollers[0].kind else {
+    let PollerKind::Modbus(modbus) = &settings.pollers[0].kind else {
         panic!("not a modbus poller");
     };
     assert_eq!(modbus.targets.len(), 3);
@@ -98,7 +98,7 @@ fn a_leading_zero_means_coil_whether_or_not_the_number_is_quoted() {
          registers: [010001, \"010002\", 10003, {address: 010004}]\n",
     )
     .unwrap_or_else(|errors| panic!("{errors}"));
-    let PollerKind::ModbusTcp(modbus) = &settings.pollers[0].kind else {
+    let PollerKind::Modbus(modbus) = &settings.pollers[0].kind else {
         panic!("not a modbus poller");
     };
     let registers: Vec<(String, String)> = modbus.targets[0]
@@ -129,7 +129,7 @@ fn the_short_table_names_are_accepted_with_their_default_keys() {
          - {table: holding, address: 0}\n        - {table: holding, address: 10000}\n",
     )
     .unwrap_or_else(|errors| panic!("{errors}"));
-    let PollerKind::ModbusTcp(modbus) = &settings.pollers[0].kind else {
+    let PollerKind::Modbus(modbus) = &settings.pollers[0].kind else {
         panic!("not a modbus poller");
     };
     let keys: Vec<&str> = modbus.targets[0]
@@ -172,7 +172,7 @@ fn a_serial_poller_reads_units_on_its_device_with_the_line_settings() {
 ",
     )
     .unwrap_or_else(|errors| panic!("{errors}"));
-    let PollerKind::ModbusTcp(bus) = &settings.pollers[0].kind else {
+    let PollerKind::Modbus(bus) = &settings.pollers[0].kind else {
         panic!("not a modbus poller");
     };
     let targets: Vec<(&str, u8)> = bus
@@ -193,7 +193,7 @@ fn a_serial_poller_reads_units_on_its_device_with_the_line_settings() {
             }
         )
     );
-    let PollerKind::ModbusTcp(one) = &settings.pollers[1].kind else {
+    let PollerKind::Modbus(one) = &settings.pollers[1].kind else {
         panic!("not a modbus poller");
     };
     let targets: Vec<(&str, u8)> = one

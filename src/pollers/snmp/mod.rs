@@ -70,6 +70,7 @@ pub mod compat;
 mod config;
 pub mod convert;
 pub mod ifmib;
+mod kind;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -80,6 +81,7 @@ use async_snmp::{
     Auth, Client, ErrorKind, Oid, Retry, UsmConfig, VarBind, WalkMethod, WalkOptions,
 };
 use futures_util::StreamExt;
+pub use kind::Snmp;
 
 pub use config::{
     dotted, oid_from_text, Column, Credentials, Flavour, Label, Read, Secret, SnmpSettings, Table,
