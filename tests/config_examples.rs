@@ -3,7 +3,6 @@
 //! host for real.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use pattoo_agentd::config;
 use pattoo_agentd::pollers::{KINDS, LEFT_OUT};
@@ -118,6 +117,8 @@ fn config_examples_holds_exactly_the_examples_of_the_kinds() {
 #[cfg(feature = "command")]
 #[tokio::test]
 async fn the_host_metrics_script_reads_load_and_memory_from_proc() {
+    use std::time::Duration;
+
     use pattoo_agentd::formats::keyvalue::KeyValueOptions;
     use pattoo_agentd::formats::FormatSettings;
     use pattoo_agentd::model::Value;

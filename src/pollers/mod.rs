@@ -338,22 +338,28 @@ pub fn type_names() -> Vec<&'static str> {
         .collect()
 }
 
-/// Why `type: type_name` is refused: a kind this build leaves out, or no
-/// kind at all.
+/// Why `type: type_name` is refused by this build.
 fn unknown_type(type_name: &str) -> String {
-    if LEFT_OUT.contains(&type_name) {
+    refusal(type_name, &type_names(), LEFT_OUT)
+}
+
+/// Why `type: type_name` is refused by a build that has the kinds named
+/// `names` and leaves out those of the features `left_out`: a kind it
+/// leaves out, or no kind at all.
+fn refusal(type_name: &str, names: &[&str], left_out: &[&str]) -> String {
+    if left_out.contains(&type_name) {
         return format!(
             "this build has no {type_name} poller; rebuild with --features {type_name}"
         );
     }
     let mut text = format!(
         "unknown poller type `{type_name}`: expected one of {}",
-        type_names().join(", ")
+        names.join(", ")
     );
-    if !LEFT_OUT.is_empty() {
+    if !left_out.is_empty() {
         text.push_str(&format!(
             " (this build leaves out {}; rebuild with their --features to have them)",
-            LEFT_OUT.join(", ")
+            left_out.join(", ")
         ));
     }
     text
@@ -364,4 +370,62 @@ kinds! {
     #[cfg(feature = "http")] http::Http,
     #[cfg(feature = "command")] command::Command,
     #[cfg(feature = "snmp")] snmp::Snmp,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kind_the_build_leaves_out_is_refused_with_the_feature_to_build_with() {
+        assert_eq!(
+            refusal("snmp", &["modbus", "modbus_tcp"], &["http", "snmp"]),
+            "this build has no snmp poller; rebuild with --features snmp"
+        );
+    }
+
+    #[test]
+    fn an_unknown_type_is_refused_with_the_types_the_build_has_and_leaves_out() {
+        assert_eq!(
+            refusal("modbsu", &["modbus", "modbus_tcp"], &["http", "snmp"]),
+            "unknown poller type `modbsu`: expected one of modbus, modbus_tcp \
+             (this build leaves out http, snmp; rebuild with their --features to have them)"
+        );
+        assert_eq!(
+            refusal("modbsu", &["modbus", "http"], &[]),
+            "unknown poller type `modbsu`: expected one of modbus, http"
+        );
+    }
+
+    #[test]
+    fn every_type_name_picks_one_kind_and_each_kind_is_in_one_table_line() {
+        let names = type_names();
+        for name in &names {
+            assert_eq!(names.iter().filter(|n| *n == name).count(), 1, "{name}");
+        }
+        for kind in KINDS {
+            assert_eq!(kind.name(), kind.feature, "a kind's name is its feature");
+            assert!(!LEFT_OUT.contains(&kind.feature));
+        }
+    }
+
+    /// What `check` says for a poller of every kind this build leaves out.
+    #[test]
+    fn a_poller_of_a_left_out_kind_is_a_located_configuration_error() {
+        for feature in LEFT_OUT {
+            let yaml = format!("type: {feature}\n");
+            let mut doc =
+                Document::parse(std::path::Path::new("pattoo_agentd.yaml"), &yaml).unwrap();
+            let root = doc.root.clone();
+            assert!(PollerKind::parse(feature, &mut doc, &YamlPath::root(), &root).is_none());
+            let errors: Vec<String> = doc.into_errors().iter().map(ToString::to_string).collect();
+            assert_eq!(
+                errors,
+                [format!(
+                    "pattoo_agentd.yaml:1:1: type: this build has no {feature} poller; \
+                     rebuild with --features {feature}"
+                )]
+            );
+        }
+    }
 }
