@@ -325,3 +325,47 @@ fn two_spellings_of_one_serial_port_with_different_lines_are_refused_naming_both
         "{errors}"
     );
 }
+
+/// `check` names the kind and its transport; the agent's own figures keep
+/// the `poller_type` every Modbus poller has had, so their series go on.
+#[test]
+fn a_modbus_poller_shows_its_transport_and_keeps_the_modbus_tcp_label() {
+    let settings = common::modbus::load_agentd(
+        r#"pattoo_agentd:
+  pollers:
+    - name: plc
+      type: modbus
+      targets: ["10.0.0.5"]
+      registers: [30001]
+    - name: gateway
+      type: modbus_tcp
+      transport: rtu_over_tcp
+      targets: ["10.0.0.6:4001"]
+      registers: [30001]
+    - name: line
+      type: modbus
+      transport: rtu
+      device: /dev/pattoo-test-no-such-port
+      targets: [1]
+      registers: [30001]
+"#,
+    )
+    .unwrap_or_else(|errors| panic!("{errors}"));
+    let shown: Vec<(String, &str, &str)> = settings
+        .pollers
+        .iter()
+        .map(|p| (p.kind.shown_type(), p.kind.type_name(), p.kind.name()))
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            ("modbus, transport tcp".to_owned(), "modbus_tcp", "modbus"),
+            (
+                "modbus, transport rtu_over_tcp".to_owned(),
+                "modbus_tcp",
+                "modbus"
+            ),
+            ("modbus, transport rtu".to_owned(), "modbus_tcp", "modbus"),
+        ]
+    );
+}

@@ -113,6 +113,11 @@ pub trait Kind {
     /// One line saying what the poller reads, for `check`.
     fn describe(settings: &Self::Settings) -> String;
 
+    /// What `check` calls the poller's type: by default the kind's name.
+    fn shown_type(_settings: &Self::Settings) -> String {
+        Self::NAMES[0].to_owned()
+    }
+
     /// The `poller_type` of the agent's own figures (self-monitoring, the
     /// metrics page, the state file): by default the kind's name. A kind
     /// whose label has been another keeps that one, since a new label
@@ -257,6 +262,14 @@ macro_rules! kinds {
                 match *self {$(
                     #[cfg(feature = $feature)]
                     PollerKind::$kind(ref settings) => <$module::$kind as Kind>::label(settings),
+                )*}
+            }
+
+            /// What `check` calls the poller's type; see [`Kind::shown_type`].
+            pub fn shown_type(&self) -> String {
+                match *self {$(
+                    #[cfg(feature = $feature)]
+                    PollerKind::$kind(ref settings) => <$module::$kind as Kind>::shown_type(settings),
                 )*}
             }
 

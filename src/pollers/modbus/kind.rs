@@ -44,6 +44,11 @@ impl Kind for Modbus {
         settings.describe()
     }
 
+    /// The kind and how it reaches the devices: `modbus, transport rtu`.
+    fn shown_type(settings: &ModbusSettings) -> String {
+        format!("modbus, transport {}", settings.transport.name())
+    }
+
     /// `modbus_tcp` for every transport: the label every Modbus poller's
     /// figures have carried, so their series go on.
     fn label(_settings: &ModbusSettings) -> &'static str {
