@@ -227,3 +227,55 @@ fn the_default_configuration_polls_this_host_from_the_repository_root() {
         "self-monitoring posts under its own agent id"
     );
 }
+
+/// The README's table of kinds, as the table in `src/pollers/mod.rs` makes
+/// it.
+fn kinds_table() -> String {
+    let code = |items: &mut dyn Iterator<Item = &str>| -> String {
+        let items: Vec<String> = items.map(|item| format!("`{item}`")).collect();
+        if items.is_empty() {
+            "none".to_owned()
+        } else {
+            items.join(", ")
+        }
+    };
+    let mut table = String::from(
+        "| `type:` | polls | folder | Cargo feature | default agent program | Python agent files it takes over | examples in `config/examples/` |\n\
+         | --- | --- | --- | --- | --- | --- | --- |\n",
+    );
+    for kind in KINDS {
+        table.push_str(&format!(
+            "| {} | {} | [`{}`]({}) | `{}` | `{}` | {} | {} |\n",
+            code(&mut kind.names.iter().copied()),
+            kind.summary,
+            kind.folder,
+            kind.folder,
+            kind.feature,
+            kind.default_agent_program,
+            code(&mut kind.drop_ins.iter().map(|d| d.file_name)),
+            code(&mut kind.examples.iter().map(|e| e.file_name)),
+        ));
+    }
+    table
+}
+
+#[test]
+fn the_readmes_table_of_kinds_is_the_table_of_kinds() {
+    if !LEFT_OUT.is_empty() {
+        eprintln!("skipped: this build leaves out {LEFT_OUT:?}, the README lists every kind");
+        return;
+    }
+    const START: &str = "<!-- kinds: made from the table in src/pollers/mod.rs -->\n";
+    const END: &str = "<!-- end of kinds -->\n";
+    let readme = std::fs::read_to_string(repo("README.md")).unwrap();
+    let (_, rest) = readme
+        .split_once(START)
+        .expect("README.md has its table of kinds");
+    let (written, _) = rest.split_once(END).expect("the table of kinds ends");
+    let wanted = kinds_table();
+    assert!(
+        written == wanted,
+        "README.md's table of kinds differs from the table in src/pollers/mod.rs; \
+         between its markers it should read:\n{wanted}"
+    );
+}

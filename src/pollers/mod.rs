@@ -155,6 +155,8 @@ pub struct KindInfo {
     pub names: &'static [&'static str],
     /// The Cargo feature that builds it.
     pub feature: &'static str,
+    /// Its folder, from the repository's root: `src/pollers/<kind>/`.
+    pub folder: &'static str,
     pub summary: &'static str,
     pub default_agent_program: &'static str,
     pub drop_ins: &'static [DropIn],
@@ -185,6 +187,7 @@ macro_rules! kinds {
             KindInfo {
                 names: <$module::$kind as Kind>::NAMES,
                 feature: $feature,
+                folder: concat!("src/pollers/", stringify!($module), "/"),
                 summary: <$module::$kind as Kind>::SUMMARY,
                 default_agent_program: <$module::$kind as Kind>::DEFAULT_AGENT_PROGRAM,
                 drop_ins: <$module::$kind as Kind>::DROP_INS,

@@ -14,7 +14,7 @@ pub struct Command;
 
 impl Kind for Command {
     const NAMES: &'static [&'static str] = &["command"];
-    const SUMMARY: &'static str = "local programs and scripts: their output read by a format";
+    const SUMMARY: &'static str = "Local programs and scripts: their output read by a format";
     const DEFAULT_AGENT_PROGRAM: &'static str = "pattoo_agentd_command";
     const EXAMPLES: &'static [Example] = &[Example {
         file_name: "command.yaml",

@@ -13,7 +13,7 @@ pub struct Http;
 
 impl Kind for Http {
     const NAMES: &'static [&'static str] = &["http"];
-    const SUMMARY: &'static str = "HTTP(S) endpoints: a response read by a format, or its timing";
+    const SUMMARY: &'static str = "HTTP and HTTPS endpoints: their responses read by a format, or timed";
     const DEFAULT_AGENT_PROGRAM: &'static str = "pattoo_agentd_http";
     const EXAMPLES: &'static [Example] = &[Example {
         file_name: "http.yaml",

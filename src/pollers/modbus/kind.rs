@@ -16,7 +16,7 @@ impl Kind for Modbus {
     /// stays valid whatever the `transport:`.
     const NAMES: &'static [&'static str] = &["modbus", "modbus_tcp"];
     const SUMMARY: &'static str =
-        "Modbus devices: Modbus TCP, RTU frames over TCP, RTU on serial lines";
+        "Modbus devices over Modbus TCP, RTU frames over TCP, or RTU on serial lines";
     /// The Python agent's, so devices polled by either keep one identity.
     const DEFAULT_AGENT_PROGRAM: &'static str = compat::PROGRAM;
     const DROP_INS: &'static [DropIn] = &[compat::DROP_IN];

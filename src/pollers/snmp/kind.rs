@@ -13,7 +13,7 @@ pub struct Snmp;
 
 impl Kind for Snmp {
     const NAMES: &'static [&'static str] = &["snmp"];
-    const SUMMARY: &'static str = "SNMPv1, v2c and v3 devices: GET, walks, tables, IF-MIB";
+    const SUMMARY: &'static str = "SNMP v1, v2c and v3 devices: GET, walks, tables, the IF-MIB preset";
     const DEFAULT_AGENT_PROGRAM: &'static str = "pattoo_agentd_snmp";
     const DROP_INS: &'static [DropIn] = &[compat::SNMPD_DROP_IN, compat::IFMIBD_DROP_IN];
     const EXAMPLES: &'static [Example] = &[Example {
