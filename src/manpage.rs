@@ -8,6 +8,7 @@
 //! put in table order at a second marker, and the list of `type:` values
 //! at a third: the page describes the kinds this build has.
 
+use std::fmt::Write as _;
 use std::io::Write;
 
 use clap::CommandFactory;
@@ -19,6 +20,7 @@ const PROSE: &str = include_str!("../packaging/pattoo-agentd.1.in");
 const MARKER: &str = ".\\\" @GENERATED OPTIONS AND COMMANDS@\n";
 const KINDS_MARKER: &str = ".\\\" @GENERATED POLLER KINDS@\n";
 const TYPES_MARKER: &str = ".\\\" @GENERATED POLLER TYPES@\n";
+const DROP_INS_MARKER: &str = ".\\\" @GENERATED DROP-INS@\n";
 
 /// The page in roff, as `man` reads it.
 pub fn render() -> Vec<u8> {
@@ -47,8 +49,8 @@ pub fn render() -> Vec<u8> {
     out
 }
 
-/// The prose with each kind's section and the list of `type:` values put
-/// at their markers.
+/// The prose with each kind's section, the list of `type:` values and the
+/// Python agents' files the kinds take over put at their markers.
 fn kinds(prose: &str) -> String {
     let sections: String = KINDS.iter().map(|kind| kind.manual).collect();
     let names: Vec<&str> = KINDS.iter().map(|kind| kind.name()).collect();
@@ -66,9 +68,23 @@ fn kinds(prose: &str) -> String {
         types.push_str(&escape(name));
     }
     types.push_str(" ),\n");
+    let mut drop_ins = String::new();
+    for kind in KINDS {
+        for drop_in in kind.drop_ins {
+            let _ = write!(
+                drop_ins,
+                ".TP\n.I {}\nOptional: the file of the Python agent {}, read as it is and run as a\n\
+                 poller of type\n.B {}\nthat posts what the Python agent posts.\n",
+                escape(drop_in.file_name),
+                escape(drop_in.agent_program),
+                escape(kind.name()),
+            );
+        }
+    }
     prose
         .replacen(KINDS_MARKER, &sections, 1)
         .replacen(TYPES_MARKER, &types, 1)
+        .replacen(DROP_INS_MARKER, &drop_ins, 1)
 }
 
 /// One command (and its own subcommands): its invocation, help and
@@ -209,6 +225,10 @@ mod tests {
                 kind.name()
             );
             assert_eq!(page.matches(title).count(), 1, "{title:?} in\n{page}");
+            for drop_in in kind.drop_ins {
+                let file = format!(".I {}\n", escape(drop_in.file_name));
+                assert!(page.contains(&file), "no {file:?} in\n{page}");
+            }
             assert!(
                 page.contains(&format!(".BR \"type: {}\" .", kind.name()))
                     || page.contains(&format!(".BR \"type: {}\" ,", kind.name())),
