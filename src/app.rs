@@ -224,7 +224,7 @@ fn check(settings: &Settings, hostname: &HostName) -> anyhow::Result<()> {
             out,
             "  {} ({}, every {:?}, as {}): {}",
             poller.name,
-            poller.kind.type_name(),
+            poller.kind.shown_type(),
             poller.polling_interval,
             poller.agent_program,
             poller.kind.describe()

@@ -3,16 +3,24 @@
 //! what `--help` says; the prose (description, configuration, files,
 //! signals, exit status) is `packaging/pattoo-agentd.1.in`, split at its
 //! marker line to let the generated part sit between description and
-//! configuration.
+//! configuration. Each poller kind's section is the kind's own
+//! (`src/pollers/<kind>/manual.roff`, [`crate::pollers::Kind::MANUAL`]),
+//! put in table order at a second marker, and the list of `type:` values
+//! at a third: the page describes the kinds this build has.
 
+use std::fmt::Write as _;
 use std::io::Write;
 
 use clap::CommandFactory;
 
 use crate::cli::Cli;
+use crate::pollers::KINDS;
 
 const PROSE: &str = include_str!("../packaging/pattoo-agentd.1.in");
 const MARKER: &str = ".\\\" @GENERATED OPTIONS AND COMMANDS@\n";
+const KINDS_MARKER: &str = ".\\\" @GENERATED POLLER KINDS@\n";
+const TYPES_MARKER: &str = ".\\\" @GENERATED POLLER TYPES@\n";
+const DROP_INS_MARKER: &str = ".\\\" @GENERATED DROP-INS@\n";
 
 /// The page in roff, as `man` reads it.
 pub fn render() -> Vec<u8> {
@@ -37,8 +45,46 @@ pub fn render() -> Vec<u8> {
     for sub in command.get_subcommands().filter(|c| !c.is_hide_set()) {
         render_command(&mut out, &[command.get_name()], sub);
     }
-    out.extend_from_slice(after.as_bytes());
+    out.extend_from_slice(kinds(after).as_bytes());
     out
+}
+
+/// The prose with each kind's section, the list of `type:` values and the
+/// Python agents' files the kinds take over put at their markers.
+fn kinds(prose: &str) -> String {
+    let sections: String = KINDS.iter().map(|kind| kind.manual).collect();
+    let names: Vec<&str> = KINDS.iter().map(|kind| kind.name()).collect();
+    // `.RB ( modbus ", " http " or " command ),`
+    let mut types = String::from(".RB (");
+    for (i, name) in names.iter().enumerate() {
+        if i > 0 {
+            types.push_str(if i + 1 == names.len() {
+                " \" or \""
+            } else {
+                " \", \""
+            });
+        }
+        types.push(' ');
+        types.push_str(&escape(name));
+    }
+    types.push_str(" ),\n");
+    let mut drop_ins = String::new();
+    for kind in KINDS {
+        for drop_in in kind.drop_ins {
+            let _ = write!(
+                drop_ins,
+                ".TP\n.I {}\nOptional: the file of the Python agent {}, read as it is and run as a\n\
+                 poller of type\n.B {}\nthat posts what the Python agent posts.\n",
+                escape(drop_in.file_name),
+                escape(drop_in.agent_program),
+                escape(kind.name()),
+            );
+        }
+    }
+    prose
+        .replacen(KINDS_MARKER, &sections, 1)
+        .replacen(TYPES_MARKER, &types, 1)
+        .replacen(DROP_INS_MARKER, &drop_ins, 1)
 }
 
 /// One command (and its own subcommands): its invocation, help and
@@ -165,5 +211,37 @@ mod tests {
             !page.contains("pattoo\\-agentd man"),
             "the hidden command is listed"
         );
+    }
+
+    #[test]
+    fn every_poller_kind_has_its_section_and_its_type_on_the_page() {
+        let page = String::from_utf8(render()).unwrap();
+        assert!(!page.contains("@GENERATED"), "a marker is left in\n{page}");
+        for kind in KINDS {
+            let title = kind.manual.lines().next().unwrap();
+            assert!(
+                title.starts_with(".SH ") && title.ends_with(" POLLERS"),
+                "the {} kind's manual text starts with {title:?}, not its .SH line",
+                kind.name()
+            );
+            assert_eq!(page.matches(title).count(), 1, "{title:?} in\n{page}");
+            for drop_in in kind.drop_ins {
+                let file = format!(".I {}\n", escape(drop_in.file_name));
+                assert!(page.contains(&file), "no {file:?} in\n{page}");
+            }
+            assert!(
+                page.contains(&format!(".BR \"type: {}\" .", kind.name()))
+                    || page.contains(&format!(".BR \"type: {}\" ,", kind.name())),
+                "the {} section does not start with its type:",
+                kind.name()
+            );
+        }
+        let names: Vec<&str> = KINDS.iter().map(|kind| kind.name()).collect();
+        let types = match names.as_slice() {
+            [one] => format!(".RB ( {one} ),"),
+            [first @ .., last] => format!(".RB ( {} \" or \" {last} ),", first.join(" \", \" ")),
+            [] => unreachable!("a build has at least one kind"),
+        };
+        assert!(page.contains(&types), "no {types:?} in\n{page}");
     }
 }

@@ -1,5 +1,6 @@
 //! The command poller against real scripts, written into a temporary
 //! directory for each test.
+#![cfg(feature = "command")]
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;

@@ -1,16 +1,11 @@
-//! Every example shipped in config/examples is a valid pattoo_agentd.yaml,
-//! and the host-metrics script the default configuration runs reads this
+//! Every poller kind's example (shipped in config/examples) is a valid
+//! pattoo_agentd.yaml, and the host-metrics script the default configuration runs reads this
 //! host for real.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use pattoo_agentd::config;
-use pattoo_agentd::formats::keyvalue::KeyValueOptions;
-use pattoo_agentd::formats::FormatSettings;
-use pattoo_agentd::model::Value;
-use pattoo_agentd::pollers::command::{CommandPoller, CommandSettings};
-use pattoo_agentd::pollers::PollerEnv;
+use pattoo_agentd::pollers::{KINDS, LEFT_OUT};
 
 fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
@@ -43,40 +38,93 @@ fn with_secrets(example: &str, dir: &Path) -> String {
     text
 }
 
+/// Loads `example` as the whole `pattoo_agentd.yaml` of a configuration
+/// directory, as `check` does.
+fn load_example(example: &str) -> Result<config::Settings, String> {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().display();
+    let text = with_secrets(example, dir.path());
+    std::fs::write(
+        dir.path().join("pattoo.yaml"),
+        format!(
+            "pattoo:\n  log_directory: {state}\n  cache_directory: {state}\n  daemon_directory: {state}\npattoo_agent_api:\n  ip_address: 127.0.0.1\n  ip_bind_port: 20201\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("pattoo_agentd.yaml"), text).unwrap();
+    config::load(dir.path()).map_err(|errors| errors.to_string())
+}
+
 #[test]
-fn every_example_configuration_passes_check() {
-    let mut examples: Vec<PathBuf> = std::fs::read_dir(repo("config/examples"))
-        .expect("config/examples exists")
-        .map(|entry| entry.unwrap().path())
-        .filter(|path| path.extension().is_some_and(|e| e == "yaml"))
-        .collect();
-    examples.sort();
-    assert!(!examples.is_empty());
-    for example in examples {
-        let dir = tempfile::tempdir().unwrap();
-        let state = dir.path().display();
-        let text = with_secrets(&std::fs::read_to_string(&example).unwrap(), dir.path());
-        std::fs::write(
-            dir.path().join("pattoo.yaml"),
-            format!(
-                "pattoo:\n  log_directory: {state}\n  cache_directory: {state}\n  daemon_directory: {state}\npattoo_agent_api:\n  ip_address: 127.0.0.1\n  ip_bind_port: 20201\n"
-            ),
-        )
-        .unwrap();
-        std::fs::write(dir.path().join("pattoo_agentd.yaml"), text).unwrap();
-        match config::load(dir.path()) {
-            Ok(settings) => assert!(
+fn every_kinds_example_passes_check_and_configures_pollers_of_that_kind() {
+    assert!(!KINDS.is_empty());
+    for kind in KINDS {
+        assert!(!kind.examples.is_empty(), "{} has no example", kind.name());
+        for example in kind.examples {
+            let settings = load_example(example.text)
+                .unwrap_or_else(|errors| panic!("{}:\n{errors}", example.file_name));
+            assert!(
                 !settings.pollers.is_empty(),
                 "{} configures no poller",
-                example.display()
-            ),
-            Err(errors) => panic!("{}:\n{errors}", example.display()),
+                example.file_name
+            );
+            for poller in &settings.pollers {
+                assert_eq!(
+                    poller.kind.name(),
+                    kind.name(),
+                    "{}: poller {}",
+                    example.file_name,
+                    poller.name
+                );
+            }
         }
     }
 }
 
+/// `config/examples/` ships each kind's examples under their names there:
+/// links to the files beside each kind's code, so the two cannot differ.
+#[test]
+fn config_examples_holds_exactly_the_examples_of_the_kinds() {
+    let mut shipped: Vec<String> = std::fs::read_dir(repo("config/examples"))
+        .expect("config/examples exists")
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    shipped.sort();
+    let mut registered = Vec::new();
+    for kind in KINDS {
+        for example in kind.examples {
+            let path = repo("config/examples").join(example.file_name);
+            let text = std::fs::read_to_string(&path)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            assert!(
+                text == example.text,
+                "{} is not the {} kind's example",
+                path.display(),
+                kind.name()
+            );
+            registered.push(example.file_name.to_owned());
+        }
+    }
+    registered.sort();
+    if LEFT_OUT.is_empty() {
+        assert_eq!(shipped, registered, "files in config/examples");
+    } else {
+        // The examples of kinds this build leaves out are there too.
+        assert!(registered.iter().all(|name| shipped.contains(name)));
+    }
+}
+
+#[cfg(feature = "command")]
 #[tokio::test]
 async fn the_host_metrics_script_reads_load_and_memory_from_proc() {
+    use std::time::Duration;
+
+    use pattoo_agentd::formats::keyvalue::KeyValueOptions;
+    use pattoo_agentd::formats::FormatSettings;
+    use pattoo_agentd::model::Value;
+    use pattoo_agentd::pollers::command::{CommandPoller, CommandSettings};
+    use pattoo_agentd::pollers::PollerEnv;
+
     let settings = CommandSettings {
         argv: vec![repo("config/scripts/host-metrics").display().to_string()],
         format: FormatSettings::KeyValue(KeyValueOptions::default()),
@@ -120,6 +168,7 @@ async fn the_host_metrics_script_reads_load_and_memory_from_proc() {
 /// The README's first command: the repository's default configuration,
 /// run from the repository root, polls this host and prints real readings,
 /// then the agent's own figures (self-monitoring is on by default).
+#[cfg(feature = "command")]
 #[test]
 fn the_default_configuration_polls_this_host_from_the_repository_root() {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_pattoo-agentd"))
@@ -176,5 +225,57 @@ fn the_default_configuration_polls_this_host_from_the_repository_root() {
     assert_ne!(
         bodies[0]["pattoo_agent_id"], bodies[1]["pattoo_agent_id"],
         "self-monitoring posts under its own agent id"
+    );
+}
+
+/// The README's table of kinds, as the table in `src/pollers/mod.rs` makes
+/// it.
+fn kinds_table() -> String {
+    let code = |items: &mut dyn Iterator<Item = &str>| -> String {
+        let items: Vec<String> = items.map(|item| format!("`{item}`")).collect();
+        if items.is_empty() {
+            "none".to_owned()
+        } else {
+            items.join(", ")
+        }
+    };
+    let mut table = String::from(
+        "| `type:` | polls | folder | Cargo feature | default agent program | Python agent files it takes over | examples in `config/examples/` |\n\
+         | --- | --- | --- | --- | --- | --- | --- |\n",
+    );
+    for kind in KINDS {
+        table.push_str(&format!(
+            "| {} | {} | [`{}`]({}) | `{}` | `{}` | {} | {} |\n",
+            code(&mut kind.names.iter().copied()),
+            kind.summary,
+            kind.folder,
+            kind.folder,
+            kind.feature,
+            kind.default_agent_program,
+            code(&mut kind.drop_ins.iter().map(|d| d.file_name)),
+            code(&mut kind.examples.iter().map(|e| e.file_name)),
+        ));
+    }
+    table
+}
+
+#[test]
+fn the_readmes_table_of_kinds_is_the_table_of_kinds() {
+    if !LEFT_OUT.is_empty() {
+        eprintln!("skipped: this build leaves out {LEFT_OUT:?}, the README lists every kind");
+        return;
+    }
+    const START: &str = "<!-- kinds: made from the table in src/pollers/mod.rs -->\n";
+    const END: &str = "<!-- end of kinds -->\n";
+    let readme = std::fs::read_to_string(repo("README.md")).unwrap();
+    let (_, rest) = readme
+        .split_once(START)
+        .expect("README.md has its table of kinds");
+    let (written, _) = rest.split_once(END).expect("the table of kinds ends");
+    let wanted = kinds_table();
+    assert!(
+        written == wanted,
+        "README.md's table of kinds differs from the table in src/pollers/mod.rs; \
+         between its markers it should read:\n{wanted}"
     );
 }

@@ -1,4 +1,5 @@
 //! The HTTP poller against local servers on port 0.
+#![cfg(feature = "http")]
 
 mod common;
 

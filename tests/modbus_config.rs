@@ -1,4 +1,7 @@
 //! Modbus poller configuration as `check` sees it.
+#![cfg(feature = "modbus")]
+// In a build with Modbus pollers only, every poller is one.
+#![allow(irrefutable_let_patterns)]
 
 mod common;
 
@@ -8,7 +11,7 @@ use pattoo_agentd::pollers::PollerKind;
 fn the_shipped_modbus_example_is_accepted() {
     let text = std::fs::read_to_string("config/examples/modbus_tcp.yaml").unwrap();
     let settings = common::modbus::load_agentd(&text).unwrap_or_else(|errors| panic!("{errors}"));
-    let PollerKind::ModbusTcp(modbus) = &settings.pollers[0].kind else {
+    let PollerKind::Modbus(modbus) = &settings.pollers[0].kind else {
         panic!("not a modbus poller");
     };
     assert_eq!(modbus.targets.len(), 3);
@@ -98,7 +101,7 @@ fn a_leading_zero_means_coil_whether_or_not_the_number_is_quoted() {
          registers: [010001, \"010002\", 10003, {address: 010004}]\n",
     )
     .unwrap_or_else(|errors| panic!("{errors}"));
-    let PollerKind::ModbusTcp(modbus) = &settings.pollers[0].kind else {
+    let PollerKind::Modbus(modbus) = &settings.pollers[0].kind else {
         panic!("not a modbus poller");
     };
     let registers: Vec<(String, String)> = modbus.targets[0]
@@ -129,7 +132,7 @@ fn the_short_table_names_are_accepted_with_their_default_keys() {
          - {table: holding, address: 0}\n        - {table: holding, address: 10000}\n",
     )
     .unwrap_or_else(|errors| panic!("{errors}"));
-    let PollerKind::ModbusTcp(modbus) = &settings.pollers[0].kind else {
+    let PollerKind::Modbus(modbus) = &settings.pollers[0].kind else {
         panic!("not a modbus poller");
     };
     let keys: Vec<&str> = modbus.targets[0]
@@ -172,7 +175,7 @@ fn a_serial_poller_reads_units_on_its_device_with_the_line_settings() {
 ",
     )
     .unwrap_or_else(|errors| panic!("{errors}"));
-    let PollerKind::ModbusTcp(bus) = &settings.pollers[0].kind else {
+    let PollerKind::Modbus(bus) = &settings.pollers[0].kind else {
         panic!("not a modbus poller");
     };
     let targets: Vec<(&str, u8)> = bus
@@ -193,7 +196,7 @@ fn a_serial_poller_reads_units_on_its_device_with_the_line_settings() {
             }
         )
     );
-    let PollerKind::ModbusTcp(one) = &settings.pollers[1].kind else {
+    let PollerKind::Modbus(one) = &settings.pollers[1].kind else {
         panic!("not a modbus poller");
     };
     let targets: Vec<(&str, u8)> = one
@@ -320,5 +323,49 @@ fn two_spellings_of_one_serial_port_with_different_lines_are_refused_naming_both
         errors.matches("different line settings").count(),
         1,
         "{errors}"
+    );
+}
+
+/// `check` names the kind and its transport; the agent's own figures keep
+/// the `poller_type` every Modbus poller has had, so their series go on.
+#[test]
+fn a_modbus_poller_shows_its_transport_and_keeps_the_modbus_tcp_label() {
+    let settings = common::modbus::load_agentd(
+        r#"pattoo_agentd:
+  pollers:
+    - name: plc
+      type: modbus
+      targets: ["10.0.0.5"]
+      registers: [30001]
+    - name: gateway
+      type: modbus_tcp
+      transport: rtu_over_tcp
+      targets: ["10.0.0.6:4001"]
+      registers: [30001]
+    - name: line
+      type: modbus
+      transport: rtu
+      device: /dev/pattoo-test-no-such-port
+      targets: [1]
+      registers: [30001]
+"#,
+    )
+    .unwrap_or_else(|errors| panic!("{errors}"));
+    let shown: Vec<(String, &str, &str)> = settings
+        .pollers
+        .iter()
+        .map(|p| (p.kind.shown_type(), p.kind.type_name(), p.kind.name()))
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            ("modbus, transport tcp".to_owned(), "modbus_tcp", "modbus"),
+            (
+                "modbus, transport rtu_over_tcp".to_owned(),
+                "modbus_tcp",
+                "modbus"
+            ),
+            ("modbus, transport rtu".to_owned(), "modbus_tcp", "modbus"),
+        ]
     );
 }

@@ -1,4 +1,5 @@
 //! The Modbus poller against in-process devices.
+#![cfg(feature = "modbus")]
 
 mod common;
 

@@ -5,6 +5,7 @@
 //! Uses the pymodbus the Python interpreter already has; where it has none,
 //! the test installs the pinned version from PyPI into Cargo's scratch
 //! directory for tests, so `cargo test` works on a fresh machine.
+#![cfg(feature = "modbus")]
 
 mod common;
 

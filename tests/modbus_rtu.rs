@@ -2,6 +2,7 @@
 //! end) and over TCP (pymodbus with the RTU framer), reading the register
 //! map of the Modbus TCP interoperability test into the same datapoints;
 //! and the error path, through a relay that corrupts replies.
+#![cfg(feature = "modbus")]
 
 mod common;
 

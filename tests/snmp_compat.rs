@@ -3,6 +3,7 @@
 //! devices: the golden vectors of `tests/data/snmp` (made by running the
 //! real agents against the same snmpsim data) are reproduced to the byte,
 //! over SNMPv2c and SNMPv3.
+#![cfg(feature = "snmp")]
 
 mod common;
 

@@ -3,6 +3,7 @@
 //! beyond the datagram, an answer with another request id, and the right
 //! answer from another address. The poller never panics, never takes a
 //! wrong answer for the right one, and never hangs.
+#![cfg(feature = "snmp")]
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! The `type: snmp` poller against real agents on loopback: Debian's
 //! Net-SNMP `snmpd` serving this host's own MIB (v2c and v3 authPriv with
 //! SHA-256/AES), and snmpsim serving the vectors' fixed data.
+#![cfg(feature = "snmp")]
 
 mod common;
 

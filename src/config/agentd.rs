@@ -279,7 +279,7 @@ fn parse_poller(
                 path,
                 format!(
                     "missing field `type`: expected one of {}",
-                    PollerKind::NAMES.join(", ")
+                    crate::pollers::type_names().join(", ")
                 ),
             );
             None

@@ -6,7 +6,7 @@
 //! | `pattoo.yaml` | shared pattoo settings: logging and the cache and daemon directories; may hold `pattoo_agent_api` |
 //! | `pattoo_agent.yaml` | optional; `pattoo_agent_api` as the Python agents read it (wins over `pattoo.yaml`) |
 //! | `pattoo_agentd.yaml` | optional; this agent's settings and pollers |
-//! | a Python agent's file (`pattoo_agent_modbustcpd.yaml`, ...) | optional; run as a poller of the kind that takes it over ([`crate::pollers::DROP_INS`]) |
+//! | a Python agent's file (`pattoo_agent_modbustcpd.yaml`, ...) | optional; run as a poller of the kind that takes it over ([`crate::pollers::drop_ins`]) |
 //!
 //! Loading reports every problem in every file at once (see [`crate::yaml`]).
 
@@ -182,7 +182,7 @@ fn load_files(config_dir: &Path) -> Result<Settings, ConfigErrors> {
         (Some(AgentSettings::default()), Vec::new())
     };
 
-    for drop_in in crate::pollers::DROP_INS {
+    for drop_in in crate::pollers::drop_ins() {
         load_drop_in(config_dir, drop_in, &mut pollers, &mut errors);
     }
 

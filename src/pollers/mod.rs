@@ -1,14 +1,19 @@
 //! Pollers: each kind reads one sort of source and returns datapoints.
 //!
 //! A poller does exactly one poll per call and never sleeps or loops; the
-//! scheduler owns intervals, timeouts and shutdown. The kinds form a closed
-//! enum, dispatched here and nowhere else.
+//! scheduler owns intervals, timeouts and shutdown.
+//!
+//! A poller kind is a folder below this one whose `kind.rs` implements
+//! [`Kind`], registered by one line in the `kinds!` table at the end of
+//! this file. The table makes the closed enums [`PollerKind`], [`Poller`]
+//! and [`PollError`] (static dispatch, no boxes) and [`KINDS`], the list
+//! that `check`, `once`, self-monitoring, the man page, the README's table
+//! of kinds and the configuration loader read; nothing outside a kind's
+//! folder and that table names a kind. Each line carries the kind's Cargo
+//! feature: a build without it has no such poller and `check` says which
+//! feature to build with.
 
-pub mod command;
-pub mod http;
-pub mod modbus;
-pub mod snmp;
-
+use std::future::Future;
 use std::time::Duration;
 
 use serde_norway::Value;
@@ -43,129 +48,22 @@ pub struct DropIn {
     pub load: fn(&mut Document) -> Option<PollerSettings>,
 }
 
-/// Every Python agent file a poller kind takes over, in the order their
-/// pollers are added. The configuration loader walks this table and names
+/// Every Python agent file a poller kind takes over, in the order of the
+/// table of kinds and then of each kind's [`Kind::DROP_INS`]: the order
+/// their pollers are added. The configuration loader walks this and names
 /// no poller kind itself.
-pub const DROP_INS: &[DropIn] = &[
-    modbus::compat::DROP_IN,
-    snmp::compat::SNMPD_DROP_IN,
-    snmp::compat::IFMIBD_DROP_IN,
-];
-
-/// A poller kind's validated settings.
-// One value per configured poller, built once: the size of the largest
-// kind costs nothing worth a box.
-#[allow(clippy::large_enum_variant)]
-#[derive(Debug, Clone, PartialEq)]
-pub enum PollerKind {
-    ModbusTcp(modbus::ModbusSettings),
-    Http(http::HttpSettings),
-    Command(command::CommandSettings),
-    Snmp(snmp::SnmpSettings),
+pub fn drop_ins() -> impl Iterator<Item = &'static DropIn> {
+    KINDS.iter().flat_map(|kind| kind.drop_ins)
 }
 
-impl PollerKind {
-    /// The `type:` values, as written in configuration. `modbus` and
-    /// `modbus_tcp` are one kind, whatever its `transport:`: `modbus_tcp`
-    /// was its only name before serial lines, and stays valid.
-    pub const NAMES: [&'static str; 5] = ["modbus", "modbus_tcp", "http", "command", "snmp"];
-
-    /// Validates the kind-specific keys of a poller entry (`value` holds the
-    /// entry without the keys every poller shares).
-    pub fn parse(
-        type_name: &str,
-        doc: &mut Document,
-        path: &YamlPath,
-        value: &Value,
-    ) -> Option<PollerKind> {
-        match type_name {
-            "modbus" | "modbus_tcp" => {
-                modbus::ModbusSettings::parse(doc, path, value).map(PollerKind::ModbusTcp)
-            }
-            "http" => http::HttpSettings::parse(doc, path, value).map(PollerKind::Http),
-            "command" => command::CommandSettings::parse(doc, path, value).map(PollerKind::Command),
-            "snmp" => snmp::SnmpSettings::parse(doc, path, value).map(PollerKind::Snmp),
-            other => {
-                doc.error(
-                    &path.key("type"),
-                    format!(
-                        "unknown poller type `{other}`: expected one of {}",
-                        Self::NAMES.join(", ")
-                    ),
-                );
-                None
-            }
-        }
-    }
-
-    pub fn type_name(&self) -> &'static str {
-        match self {
-            PollerKind::ModbusTcp(_) => "modbus_tcp",
-            PollerKind::Http(_) => "http",
-            PollerKind::Command(_) => "command",
-            PollerKind::Snmp(_) => "snmp",
-        }
-    }
-
-    /// The agent program (and so agent id) a poller posts under unless it
-    /// names its own. Modbus shares the Python agent's, so devices polled
-    /// by either keep one identity.
-    pub fn default_agent_program(&self) -> &'static str {
-        match self {
-            PollerKind::ModbusTcp(_) => "pattoo_agent_modbustcpd",
-            PollerKind::Http(_) => "pattoo_agentd_http",
-            PollerKind::Command(_) => "pattoo_agentd_command",
-            PollerKind::Snmp(_) => "pattoo_agentd_snmp",
-        }
-    }
-
-    /// One line saying what the poller reads, for `check`.
-    pub fn describe(&self) -> String {
-        match self {
-            PollerKind::ModbusTcp(settings) => settings.describe(),
-            PollerKind::Http(settings) => settings.describe(),
-            PollerKind::Command(settings) => settings.describe(),
-            PollerKind::Snmp(settings) => settings.describe(),
-        }
-    }
-}
-
-/// Checks what no poller can check alone: pollers that share something
-/// must agree on it (a serial port's line settings). `pollers` pairs each
-/// valid poller with where it is written; errors go to `doc`.
-pub fn check_together(doc: &mut Document, pollers: &[(YamlPath, &PollerSettings)]) {
-    let modbus: Vec<(&YamlPath, &str, &modbus::ModbusSettings)> = pollers
-        .iter()
-        .filter_map(|(path, poller)| match &poller.kind {
-            PollerKind::ModbusTcp(settings) => Some((path, poller.name.as_str(), settings)),
-            _ => None,
-        })
-        .collect();
-    modbus::ModbusSettings::check_serial_lines(doc, &modbus);
-}
-
-/// A poll failed as a whole; nothing was read.
-#[derive(Debug, thiserror::Error)]
-pub enum PollError {
-    #[error(transparent)]
-    Modbus(#[from] modbus::ModbusError),
-    #[error(transparent)]
-    Http(#[from] http::HttpError),
-    #[error(transparent)]
-    Command(#[from] command::CommandError),
-    #[error(transparent)]
-    Snmp(#[from] snmp::SnmpError),
-}
-
-/// A poller ready to poll: its settings plus whatever state it keeps
-/// between polls (connections, clients).
-#[allow(clippy::large_enum_variant)] // as for PollerKind
-#[derive(Debug)]
-pub enum Poller {
-    ModbusTcp(modbus::ModbusPoller),
-    Http(http::HttpPoller),
-    Command(command::CommandPoller),
-    Snmp(snmp::SnmpPoller),
+/// A commented example configuration a kind ships, as a whole
+/// `pattoo_agentd.yaml`; `check` accepts each (a test makes sure).
+#[derive(Debug, Clone, Copy)]
+pub struct Example {
+    /// Its name under `config/examples/`, where it is also shipped.
+    pub file_name: &'static str,
+    /// The file itself, kept beside the kind's code.
+    pub text: &'static str,
 }
 
 /// What pollers need to know about the agent they run in.
@@ -176,36 +74,376 @@ pub struct PollerEnv {
     pub hostname: String,
 }
 
-impl Poller {
+/// What makes a poller kind: its names, its defaults, the Python files it
+/// takes over, its example and manual text, and how to read its settings,
+/// describe them, build a poller from them and poll it.
+///
+/// Implemented by a unit type in the kind's folder (`kind.rs`) and
+/// registered by one line in the `kinds!` table below.
+pub trait Kind {
+    /// The `type:` values, as written in configuration; the first is the
+    /// kind's name, and also its Cargo feature and folder.
+    const NAMES: &'static [&'static str];
+    /// What it polls, in a few words (the README's table of kinds).
+    const SUMMARY: &'static str;
+    /// The agent program (and so agent id) a poller posts under unless it
+    /// names its own.
+    const DEFAULT_AGENT_PROGRAM: &'static str;
+    /// The Python agents' files this kind takes over (see [`DropIn`]).
+    const DROP_INS: &'static [DropIn] = &[];
+    /// Commented example configurations.
+    const EXAMPLES: &'static [Example];
+    /// The kind's section of the manual page, in roff, starting with its
+    /// `.SH` line.
+    const MANUAL: &'static str;
+
+    /// Validated settings, one per configured poller.
+    type Settings: std::fmt::Debug + Clone + PartialEq;
+    /// A poller ready to poll: its settings plus whatever it keeps between
+    /// polls (connections, clients).
+    type Poller: std::fmt::Debug + Send;
+    /// Why a whole poll failed.
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// Validates the kind-specific keys of a poller entry (`value` holds the
+    /// entry without the keys every poller shares); errors go to `doc`,
+    /// located under `path`.
+    fn parse(doc: &mut Document, path: &YamlPath, value: &Value) -> Option<Self::Settings>;
+
+    /// One line saying what the poller reads, for `check`.
+    fn describe(settings: &Self::Settings) -> String;
+
+    /// What `check` calls the poller's type: by default the kind's name.
+    fn shown_type(_settings: &Self::Settings) -> String {
+        Self::NAMES[0].to_owned()
+    }
+
+    /// The `poller_type` of the agent's own figures (self-monitoring, the
+    /// metrics page, the state file): by default the kind's name. A kind
+    /// whose label has been another keeps that one, since a new label
+    /// starts new series.
+    fn label(_settings: &Self::Settings) -> &'static str {
+        Self::NAMES[0]
+    }
+
+    /// Checks what no poller can check alone: pollers of this kind that
+    /// share something must agree on it. `pollers` pairs each valid poller
+    /// of the kind with where it is written and its name; errors go to
+    /// `doc`.
+    fn check_together(_doc: &mut Document, _pollers: &[(&YamlPath, &str, &Self::Settings)]) {}
+
     /// Builds a poller. Does no network I/O; fails only on local problems
     /// (an unreadable CA file, say).
-    pub fn new(settings: &PollerSettings, env: &PollerEnv) -> anyhow::Result<Poller> {
-        Ok(match &settings.kind {
-            PollerKind::ModbusTcp(kind) => {
-                Poller::ModbusTcp(modbus::ModbusPoller::new(&settings.name, kind)?)
-            }
-            PollerKind::Http(kind) => {
-                Poller::Http(http::HttpPoller::new(&settings.name, kind, env)?)
-            }
-            PollerKind::Command(kind) => {
-                Poller::Command(command::CommandPoller::new(&settings.name, kind, env))
-            }
-            PollerKind::Snmp(kind) => Poller::Snmp(snmp::SnmpPoller::new(
-                &settings.name,
-                kind,
-                settings.polling_interval,
-            )?),
-        })
-    }
+    /// `poller` is the whole entry (name, interval, ...), `settings` its
+    /// kind's part.
+    fn build(
+        poller: &PollerSettings,
+        settings: &Self::Settings,
+        env: &PollerEnv,
+    ) -> anyhow::Result<Self::Poller>;
 
     /// Polls once. Partial results are `Ok`: a poller reading several
     /// targets logs the ones that failed and returns the rest.
-    pub async fn poll(&mut self) -> Result<Vec<TargetData>, PollError> {
-        Ok(match self {
-            Poller::ModbusTcp(poller) => poller.poll().await?,
-            Poller::Http(poller) => poller.poll().await?,
-            Poller::Command(poller) => poller.poll().await?,
-            Poller::Snmp(poller) => poller.poll().await?,
-        })
+    fn poll(
+        poller: &mut Self::Poller,
+    ) -> impl Future<Output = Result<Vec<TargetData>, Self::Error>> + Send;
+}
+
+/// A registered kind as the commands, the manual and the README see it:
+/// [`Kind`]'s constants, for the kinds this build has.
+#[derive(Debug, Clone, Copy)]
+pub struct KindInfo {
+    /// See [`Kind::NAMES`].
+    pub names: &'static [&'static str],
+    /// The Cargo feature that builds it.
+    pub feature: &'static str,
+    /// Its folder, from the repository's root: `src/pollers/<kind>/`.
+    pub folder: &'static str,
+    pub summary: &'static str,
+    pub default_agent_program: &'static str,
+    pub drop_ins: &'static [DropIn],
+    pub examples: &'static [Example],
+    pub manual: &'static str,
+}
+
+impl KindInfo {
+    /// The kind's name, its first `type:` value.
+    pub fn name(&self) -> &'static str {
+        self.names[0]
+    }
+}
+
+/// The table of kinds: one line per kind, `#[cfg(feature = "name")]
+/// folder::Type,`, in the order `check` lists them. Makes the modules, the
+/// enums that dispatch to each kind, [`KINDS`] and [`LEFT_OUT`].
+macro_rules! kinds {
+    ($( #[cfg(feature = $feature:literal)] $module:ident :: $kind:ident, )*) => {
+        $(
+            #[cfg(feature = $feature)]
+            pub mod $module;
+        )*
+
+        /// Every kind this build has, in the table's order.
+        pub const KINDS: &[KindInfo] = &[$(
+            #[cfg(feature = $feature)]
+            KindInfo {
+                names: <$module::$kind as Kind>::NAMES,
+                feature: $feature,
+                folder: concat!("src/pollers/", stringify!($module), "/"),
+                summary: <$module::$kind as Kind>::SUMMARY,
+                default_agent_program: <$module::$kind as Kind>::DEFAULT_AGENT_PROGRAM,
+                drop_ins: <$module::$kind as Kind>::DROP_INS,
+                examples: <$module::$kind as Kind>::EXAMPLES,
+                manual: <$module::$kind as Kind>::MANUAL,
+            },
+        )*];
+
+        /// The features of the kinds this build leaves out; a poller of one
+        /// is refused with the feature to build with.
+        pub const LEFT_OUT: &[&str] = &[$(
+            #[cfg(not(feature = $feature))]
+            $feature,
+        )*];
+
+        /// A poller kind's validated settings.
+        // One value per configured poller, built once: the size of the
+        // largest kind costs nothing worth a box.
+        #[allow(clippy::large_enum_variant)]
+        #[derive(Debug, Clone, PartialEq)]
+        pub enum PollerKind {$(
+            #[cfg(feature = $feature)]
+            $kind(<$module::$kind as Kind>::Settings),
+        )*}
+
+        /// A poll failed as a whole; nothing was read.
+        #[derive(Debug, thiserror::Error)]
+        pub enum PollError {$(
+            #[cfg(feature = $feature)]
+            #[error(transparent)]
+            $kind(<$module::$kind as Kind>::Error),
+        )*}
+
+        /// A poller ready to poll: its settings plus whatever state it
+        /// keeps between polls (connections, clients).
+        #[allow(clippy::large_enum_variant)] // as for PollerKind
+        #[derive(Debug)]
+        pub enum Poller {$(
+            #[cfg(feature = $feature)]
+            $kind(<$module::$kind as Kind>::Poller),
+        )*}
+
+        impl PollerKind {
+            /// Validates the kind-specific keys of a poller entry of
+            /// `type: type_name` (`value` holds the entry without the keys
+            /// every poller shares).
+            pub fn parse(
+                type_name: &str,
+                doc: &mut Document,
+                path: &YamlPath,
+                value: &Value,
+            ) -> Option<PollerKind> {
+                $(
+                    #[cfg(feature = $feature)]
+                    if <$module::$kind as Kind>::NAMES.contains(&type_name) {
+                        return <$module::$kind as Kind>::parse(doc, path, value)
+                            .map(PollerKind::$kind);
+                    }
+                )*
+                doc.error(&path.key("type"), unknown_type(type_name));
+                None
+            }
+
+            /// The kind's name, its first `type:` value.
+            pub fn name(&self) -> &'static str {
+                match *self {$(
+                    #[cfg(feature = $feature)]
+                    PollerKind::$kind(_) => <$module::$kind as Kind>::NAMES[0],
+                )*}
+            }
+
+            /// The `poller_type` of the agent's own figures; see
+            /// [`Kind::label`].
+            pub fn type_name(&self) -> &'static str {
+                match *self {$(
+                    #[cfg(feature = $feature)]
+                    PollerKind::$kind(ref settings) => <$module::$kind as Kind>::label(settings),
+                )*}
+            }
+
+            /// What `check` calls the poller's type; see [`Kind::shown_type`].
+            pub fn shown_type(&self) -> String {
+                match *self {$(
+                    #[cfg(feature = $feature)]
+                    PollerKind::$kind(ref settings) => <$module::$kind as Kind>::shown_type(settings),
+                )*}
+            }
+
+            /// The agent program (and so agent id) a poller posts under
+            /// unless it names its own.
+            pub fn default_agent_program(&self) -> &'static str {
+                match *self {$(
+                    #[cfg(feature = $feature)]
+                    PollerKind::$kind(_) => <$module::$kind as Kind>::DEFAULT_AGENT_PROGRAM,
+                )*}
+            }
+
+            /// One line saying what the poller reads, for `check`.
+            pub fn describe(&self) -> String {
+                match *self {$(
+                    #[cfg(feature = $feature)]
+                    PollerKind::$kind(ref settings) => <$module::$kind as Kind>::describe(settings),
+                )*}
+            }
+        }
+
+        /// Checks what no poller can check alone: pollers that share
+        /// something must agree on it (see [`Kind::check_together`]).
+        /// `pollers` pairs each valid poller with where it is written;
+        /// errors go to `doc`.
+        pub fn check_together(doc: &mut Document, pollers: &[(YamlPath, &PollerSettings)]) {
+            $(
+                #[cfg(feature = $feature)]
+                {
+                    let mine: Vec<(&YamlPath, &str, &<$module::$kind as Kind>::Settings)> = pollers
+                        .iter()
+                        .filter_map(|(path, poller)| match poller.kind {
+                            PollerKind::$kind(ref settings) => {
+                                Some((path, poller.name.as_str(), settings))
+                            }
+                            #[allow(unreachable_patterns)]
+                            _ => None,
+                        })
+                        .collect();
+                    <$module::$kind as Kind>::check_together(doc, &mine);
+                }
+            )*
+            let _ = (doc, pollers);
+        }
+
+        impl Poller {
+            /// Builds a poller. Does no network I/O; fails only on local
+            /// problems (an unreadable CA file, say).
+            pub fn new(settings: &PollerSettings, env: &PollerEnv) -> anyhow::Result<Poller> {
+                let _ = env;
+                match settings.kind {$(
+                    #[cfg(feature = $feature)]
+                    PollerKind::$kind(ref kind) => {
+                        <$module::$kind as Kind>::build(settings, kind, env).map(Poller::$kind)
+                    }
+                )*}
+            }
+
+            /// Polls once. Partial results are `Ok`: a poller reading
+            /// several targets logs the ones that failed and returns the
+            /// rest.
+            pub async fn poll(&mut self) -> Result<Vec<TargetData>, PollError> {
+                match *self {$(
+                    #[cfg(feature = $feature)]
+                    Poller::$kind(ref mut poller) => {
+                        <$module::$kind as Kind>::poll(poller).await.map_err(PollError::$kind)
+                    }
+                )*}
+            }
+        }
+    };
+}
+
+/// Every `type:` value this build accepts, in the table's order.
+pub fn type_names() -> Vec<&'static str> {
+    KINDS
+        .iter()
+        .flat_map(|kind| kind.names.iter().copied())
+        .collect()
+}
+
+/// Why `type: type_name` is refused by this build.
+fn unknown_type(type_name: &str) -> String {
+    refusal(type_name, &type_names(), LEFT_OUT)
+}
+
+/// Why `type: type_name` is refused by a build that has the kinds named
+/// `names` and leaves out those of the features `left_out`: a kind it
+/// leaves out, or no kind at all.
+fn refusal(type_name: &str, names: &[&str], left_out: &[&str]) -> String {
+    if left_out.contains(&type_name) {
+        return format!(
+            "this build has no {type_name} poller; rebuild with --features {type_name}"
+        );
+    }
+    let mut text = format!(
+        "unknown poller type `{type_name}`: expected one of {}",
+        names.join(", ")
+    );
+    if !left_out.is_empty() {
+        text.push_str(&format!(
+            " (this build leaves out {}; rebuild with their --features to have them)",
+            left_out.join(", ")
+        ));
+    }
+    text
+}
+
+kinds! {
+    #[cfg(feature = "modbus")] modbus::Modbus,
+    #[cfg(feature = "http")] http::Http,
+    #[cfg(feature = "command")] command::Command,
+    #[cfg(feature = "snmp")] snmp::Snmp,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kind_the_build_leaves_out_is_refused_with_the_feature_to_build_with() {
+        assert_eq!(
+            refusal("snmp", &["modbus", "modbus_tcp"], &["http", "snmp"]),
+            "this build has no snmp poller; rebuild with --features snmp"
+        );
+    }
+
+    #[test]
+    fn an_unknown_type_is_refused_with_the_types_the_build_has_and_leaves_out() {
+        assert_eq!(
+            refusal("modbsu", &["modbus", "modbus_tcp"], &["http", "snmp"]),
+            "unknown poller type `modbsu`: expected one of modbus, modbus_tcp \
+             (this build leaves out http, snmp; rebuild with their --features to have them)"
+        );
+        assert_eq!(
+            refusal("modbsu", &["modbus", "http"], &[]),
+            "unknown poller type `modbsu`: expected one of modbus, http"
+        );
+    }
+
+    #[test]
+    fn every_type_name_picks_one_kind_and_each_kind_is_in_one_table_line() {
+        let names = type_names();
+        for name in &names {
+            assert_eq!(names.iter().filter(|n| *n == name).count(), 1, "{name}");
+        }
+        for kind in KINDS {
+            assert_eq!(kind.name(), kind.feature, "a kind's name is its feature");
+            assert!(!LEFT_OUT.contains(&kind.feature));
+        }
+    }
+
+    /// What `check` says for a poller of every kind this build leaves out.
+    #[test]
+    fn a_poller_of_a_left_out_kind_is_a_located_configuration_error() {
+        for feature in LEFT_OUT {
+            let yaml = format!("type: {feature}\n");
+            let mut doc =
+                Document::parse(std::path::Path::new("pattoo_agentd.yaml"), &yaml).unwrap();
+            let root = doc.root.clone();
+            assert!(PollerKind::parse(feature, &mut doc, &YamlPath::root(), &root).is_none());
+            let errors: Vec<String> = doc.into_errors().iter().map(ToString::to_string).collect();
+            assert_eq!(
+                errors,
+                [format!(
+                    "pattoo_agentd.yaml:1:1: type: this build has no {feature} poller; \
+                     rebuild with --features {feature}"
+                )]
+            );
+        }
     }
 }

@@ -5,6 +5,7 @@
 #![allow(dead_code)] // each test binary uses a different part
 
 pub mod http_server;
+#[cfg(feature = "modbus")]
 pub mod modbus;
 pub mod modbus_sim;
 pub mod netsnmp;

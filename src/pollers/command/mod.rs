@@ -23,17 +23,19 @@
 //!   the exit status is the plugin's state and so data.
 
 mod config;
+mod kind;
 mod orphans;
 
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
+pub use kind::Command;
 pub use config::{CommandSettings, DEFAULT_MAX_OUTPUT_BYTES, SAFE_PATH};
 use nix::errno::Errno;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::process::{Child, Command};
+use tokio::process::{self, Child};
 
 use super::PollerEnv;
 use crate::formats::{FormatError, Payload};
@@ -148,9 +150,9 @@ impl CommandPoller {
         }
     }
 
-    fn command(&self, run_id: &str) -> Command {
+    fn command(&self, run_id: &str) -> process::Command {
         let settings = &self.settings;
-        let mut command = Command::new(&settings.argv[0]);
+        let mut command = process::Command::new(&settings.argv[0]);
         command
             .args(&settings.argv[1..])
             .stdin(Stdio::null())

@@ -21,11 +21,13 @@
 //! - The datapoints' target is the URL's host unless `target:` is set.
 
 mod config;
+mod kind;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+pub use kind::Http;
 pub use config::{Auth, HttpSettings, TlsSettings, DEFAULT_MAX_RESPONSE_BYTES};
 use reqwest::{Client, StatusCode, Url};
 

@@ -114,7 +114,7 @@ fn parse(doc: &mut Document) -> Option<PollerSettings> {
         agent_program: PROGRAM.to_owned(),
         polling_interval: polling_interval?,
         metadata: Vec::new(),
-        kind: PollerKind::ModbusTcp(ModbusSettings {
+        kind: PollerKind::Modbus(ModbusSettings {
             targets,
             timeout: super::DEFAULT_TIMEOUT,
             max_registers_per_read: super::config::MAX_REGISTERS_PER_READ,

@@ -74,6 +74,7 @@ pub mod compat;
 mod config;
 pub mod connection;
 pub mod decode;
+mod kind;
 pub mod plan;
 pub mod rtu;
 
@@ -83,6 +84,7 @@ pub use config::{
     ModbusSettings, Parity, RegisterSettings, SerialSettings, TargetSettings, Transport,
     DEFAULT_PORT, DEFAULT_TIMEOUT, DEFAULT_UNIT,
 };
+pub use kind::Modbus;
 use futures_util::StreamExt;
 use tokio_modbus::ExceptionCode;
 

@@ -79,6 +79,7 @@ pub mod compat;
 mod config;
 pub mod convert;
 pub mod ifmib;
+mod kind;
 mod oid;
 mod screen;
 mod transport;
@@ -94,6 +95,8 @@ use async_snmp::{
 };
 use futures_util::StreamExt;
 use tokio::time::Instant;
+
+pub use kind::Snmp;
 
 pub use config::{
     Column, Credentials, Flavour, Label, Read, SnmpSettings, Table, TargetSettings,

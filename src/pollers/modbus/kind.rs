@@ -1,0 +1,74 @@
+//! The Modbus kind as the table of kinds in `pollers/mod.rs` sees it.
+
+use serde_norway::Value;
+
+use super::{compat, ModbusError, ModbusPoller, ModbusSettings};
+use crate::model::TargetData;
+use crate::pollers::{DropIn, Example, Kind, PollerEnv, PollerSettings};
+use crate::yaml::{Document, YamlPath};
+
+/// `type: modbus`: Modbus TCP, RTU frames over TCP, RTU on serial lines.
+#[derive(Debug)]
+pub struct Modbus;
+
+impl Kind for Modbus {
+    /// `modbus_tcp` was the kind's only name before serial lines, and
+    /// stays valid whatever the `transport:`.
+    const NAMES: &'static [&'static str] = &["modbus", "modbus_tcp"];
+    const SUMMARY: &'static str =
+        "Modbus devices over Modbus TCP, RTU frames over TCP, or RTU on serial lines";
+    /// The Python agent's, so devices polled by either keep one identity.
+    const DEFAULT_AGENT_PROGRAM: &'static str = compat::PROGRAM;
+    const DROP_INS: &'static [DropIn] = &[compat::DROP_IN];
+    const EXAMPLES: &'static [Example] = &[
+        Example {
+            file_name: "modbus_tcp.yaml",
+            text: include_str!("example_tcp.yaml"),
+        },
+        Example {
+            file_name: "modbus_rtu.yaml",
+            text: include_str!("example_rtu.yaml"),
+        },
+    ];
+    const MANUAL: &'static str = include_str!("manual.roff");
+
+    type Settings = ModbusSettings;
+    type Poller = ModbusPoller;
+    type Error = ModbusError;
+
+    fn parse(doc: &mut Document, path: &YamlPath, value: &Value) -> Option<ModbusSettings> {
+        ModbusSettings::parse(doc, path, value)
+    }
+
+    fn describe(settings: &ModbusSettings) -> String {
+        settings.describe()
+    }
+
+    /// The kind and how it reaches the devices: `modbus, transport rtu`.
+    fn shown_type(settings: &ModbusSettings) -> String {
+        format!("modbus, transport {}", settings.transport.name())
+    }
+
+    /// `modbus_tcp` for every transport: the label every Modbus poller's
+    /// figures have carried, so their series go on.
+    fn label(_settings: &ModbusSettings) -> &'static str {
+        "modbus_tcp"
+    }
+
+    /// Pollers naming one serial port must agree on its line settings.
+    fn check_together(doc: &mut Document, pollers: &[(&YamlPath, &str, &ModbusSettings)]) {
+        ModbusSettings::check_serial_lines(doc, pollers);
+    }
+
+    fn build(
+        poller: &PollerSettings,
+        settings: &ModbusSettings,
+        _env: &PollerEnv,
+    ) -> anyhow::Result<ModbusPoller> {
+        ModbusPoller::new(&poller.name, settings)
+    }
+
+    async fn poll(poller: &mut ModbusPoller) -> Result<Vec<TargetData>, ModbusError> {
+        poller.poll().await
+    }
+}
