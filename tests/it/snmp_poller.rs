@@ -2,7 +2,7 @@
 //! Net-SNMP `snmpd` serving this host's own MIB (v2c and v3 authPriv with
 //! SHA-256/AES), and snmpsim serving the vectors' fixed data.
 
-mod common;
+use crate::common;
 
 use std::net::Ipv4Addr;
 use std::path::Path;

@@ -1,6 +1,6 @@
 //! Modbus poller configuration as `check` sees it.
 
-mod common;
+use crate::common;
 
 use pattoo_agentd::pollers::PollerKind;
 

@@ -1,7 +1,7 @@
 //! `pattoo-agentd run` as systemd runs it: the real binary, a notification
 //! socket the test reads, a receiver on loopback, and signals.
 
-mod common;
+use crate::common;
 
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};

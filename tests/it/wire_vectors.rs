@@ -91,7 +91,7 @@ fn write_case(dir: &Path, input: &Value) {
 
 #[test]
 fn once_print_matches_every_reference_case() {
-    let cases: Vec<Value> = serde_json::from_str(include_str!("data/wire.json"))
+    let cases: Vec<Value> = serde_json::from_str(include_str!("../data/wire.json"))
         .expect("tests/data/wire.json is valid");
     assert!(cases.len() >= 7);
     for case in &cases {

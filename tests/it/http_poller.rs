@@ -1,6 +1,6 @@
 //! The HTTP poller against local servers on port 0.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

@@ -2,7 +2,7 @@
 //! produces carry the checksums the Python agent computes for the same
 //! readings, so the server keeps the same charts.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::Path;

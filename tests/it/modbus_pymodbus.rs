@@ -6,7 +6,7 @@
 //! the test installs the pinned version from PyPI into Cargo's scratch
 //! directory for tests, so `cargo test` works on a fresh machine.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 

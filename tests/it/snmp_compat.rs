@@ -4,7 +4,7 @@
 //! real agents against the same snmpsim data) are reproduced to the byte,
 //! over SNMPv2c and SNMPv3.
 
-mod common;
+use crate::common;
 
 use std::net::Ipv4Addr;
 use std::path::Path;

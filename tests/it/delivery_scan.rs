@@ -3,7 +3,7 @@
 //! figure for BENCHMARKS.md (start-up with 100,000 cached bodies), not
 //! something a test on a shared machine can assert.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -1,6 +1,6 @@
 //! The Modbus poller against in-process devices.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -4,7 +4,7 @@
 //! answer from another address. The poller never panics, never takes a
 //! wrong answer for the right one, and never hangs.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -3,7 +3,7 @@
 //! map of the Modbus TCP interoperability test into the same datapoints;
 //! and the error path, through a relay that corrupts replies.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
