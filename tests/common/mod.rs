@@ -4,6 +4,7 @@
 
 #![allow(dead_code)] // each test binary uses a different part
 
+pub mod env;
 pub mod http_server;
 pub mod modbus;
 pub mod modbus_sim;

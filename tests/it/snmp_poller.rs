@@ -293,10 +293,16 @@ async fn the_if_mib_preset_falls_back_to_32_bit_counters_and_keeps_64_bit_values
 
 #[tokio::test]
 async fn snmpv3_through_snmpsim_with_sha1_and_aes128() {
+    if !common::env::runs_here_with(
+        module_path!(),
+        "snmpv3_through_snmpsim_with_sha1_and_aes128",
+        &[("PATTOO_TEST_SNMPSIM_PRIV", common::snmpsim::V3_PRIV)],
+    ) {
+        return;
+    }
     let sim = SnmpSim::start(Path::new("tests/data/snmp/data"), &[Ipv4Addr::LOCALHOST]);
     let address = format!("127.0.0.1:{}", sim.port(Ipv4Addr::LOCALHOST));
     let (_a, auth) = secret_file(common::snmpsim::V3_AUTH);
-    std::env::set_var("PATTOO_TEST_SNMPSIM_PRIV", common::snmpsim::V3_PRIV);
     let text = format!(
         "    - name: v3\n      type: snmp\n      targets: [\"{address}\"]\n      version: 3\n      user: {}\n      auth: {{protocol: sha, passphrase: {{file: {auth}}}}}\n      privacy: {{protocol: aes, passphrase: {{env: PATTOO_TEST_SNMPSIM_PRIV}}}}\n      get: [{{oid: .1.3.6.1.2.1.1.6.0, key: location}}]\n",
         common::snmpsim::V3_USER
