@@ -140,15 +140,13 @@ fn write_agentd(dir: &Path, settings: &str, pollers_yaml: &str, timeout_ms: u64)
 fn script(dir: &Path, key: &str, delay_s: f64) -> PathBuf {
     let path = dir.join(format!("{key}.sh"));
     let marker = dir.join(format!("{key}.started"));
-    std::fs::write(
+    common::write_executable(
         &path,
-        format!(
+        &format!(
             "#!/bin/sh\ntouch '{}'\nsleep {delay_s}\necho '{{\"targets\":[{{\"datapoints\":[{{\"key\":\"{key}\",\"value\":1}}]}}]}}'\n",
             marker.display()
         ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    );
     path
 }
 
@@ -827,8 +825,7 @@ async fn the_reload_command_refuses_a_broken_file_and_signals_for_a_valid_one() 
 /// A command poller whose every poll fails: its output is not JSON.
 fn broken_poller(dir: &Path) -> String {
     let path = dir.join("broken.sh");
-    std::fs::write(&path, "#!/bin/sh\necho 'this is not json'\n").unwrap();
-    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    common::write_executable(&path, "#!/bin/sh\necho 'this is not json'\n");
     format!(
         "    - name: broken\n      type: command\n      polling_interval: 1\n      command: [{}]\n      format: datapoints\n",
         path.display()
