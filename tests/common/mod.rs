@@ -4,8 +4,10 @@
 
 #![allow(dead_code)] // each test binary uses a different part
 
+pub mod body;
 pub mod env;
 pub mod http_server;
+pub mod logs;
 pub mod modbus;
 pub mod modbus_sim;
 pub mod netsnmp;

@@ -842,21 +842,9 @@ const WATCHED: &str =
 type Datapoint = std::collections::HashMap<String, serde_json::Value>;
 
 fn datapoints(body: &serde_json::Value) -> Vec<Datapoint> {
-    let pairs = &body["pattoo_datapoints"]["key_value_pairs"];
-    body["pattoo_datapoints"]["datapoint_pairs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|ids| {
-            ids.as_array()
-                .unwrap()
-                .iter()
-                .map(|id| {
-                    let pair = &pairs[id.as_u64().unwrap().to_string()];
-                    (pair[0].as_str().unwrap().to_owned(), pair[1].clone())
-                })
-                .collect()
-        })
+    common::body::datapoints(body)
+        .into_iter()
+        .map(|pairs| pairs.into_iter().collect())
         .collect()
 }
 

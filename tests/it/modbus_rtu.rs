@@ -46,36 +46,6 @@ fn values(targets: &[TargetData]) -> BTreeMap<String, Value> {
         .collect()
 }
 
-#[derive(Clone, Default)]
-struct LogBuffer(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for LogBuffer {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl LogBuffer {
-    fn text(&self) -> String {
-        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
-    }
-}
-
-fn capture_logs() -> (LogBuffer, tracing::subscriber::DefaultGuard) {
-    let logs = LogBuffer::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    (logs, tracing::subscriber::set_default(subscriber))
-}
-
 #[tokio::test]
 async fn the_three_transports_read_the_same_register_map_into_identical_datapoints() {
     let data = register_map_json();
@@ -163,7 +133,7 @@ async fn a_serial_port_that_vanishes_is_reopened_once_it_is_back() {
     // Unplugged: the pty pair and the device go away.
     drop(serial);
     drop(line);
-    let (logs, _guard) = capture_logs();
+    let (logs, _guard) = common::logs::capture();
     assert!(poller.poll().await.is_err());
     assert!(
         logs.text()
@@ -309,7 +279,7 @@ async fn a_reply_with_a_bad_crc_is_logged_and_asked_again() {
     let tampering = Arc::new(Tampering::default());
     tampering.corrupt.store(1, Ordering::SeqCst);
     let (_server, mut poller) = rtu_over_tcp_through_relay(&tampering, 1).await;
-    let (logs, _guard) = capture_logs();
+    let (logs, _guard) = common::logs::capture();
     let got = values(&poller.poll().await.unwrap());
     assert_eq!(got.len(), 3, "{got:?}");
     let input = pymodbus::register_map().0;
@@ -331,7 +301,7 @@ async fn a_reply_from_the_wrong_unit_is_logged_and_asked_again() {
     let tampering = Arc::new(Tampering::default());
     tampering.wrong_unit.store(1, Ordering::SeqCst);
     let (_server, mut poller) = rtu_over_tcp_through_relay(&tampering, 1).await;
-    let (logs, _guard) = capture_logs();
+    let (logs, _guard) = common::logs::capture();
     let got = values(&poller.poll().await.unwrap());
     assert_eq!(got.len(), 3, "{got:?}");
     assert_eq!(tampering.requests.load(Ordering::SeqCst), 2);
@@ -345,7 +315,7 @@ async fn replies_that_stay_garbled_fail_the_read_once_the_retries_are_spent() {
     let tampering = Arc::new(Tampering::default());
     tampering.corrupt.store(usize::MAX, Ordering::SeqCst);
     let (_server, mut poller) = rtu_over_tcp_through_relay(&tampering, 2).await;
-    let (logs, _guard) = capture_logs();
+    let (logs, _guard) = common::logs::capture();
     assert!(poller.poll().await.is_err());
     assert_eq!(
         tampering.requests.load(Ordering::SeqCst),
@@ -372,7 +342,7 @@ async fn a_port_held_by_another_program_is_reported_busy_with_what_to_do() {
         "    - name: busy\n      type: modbus_tcp\n      transport: rtu\n      device: {}\n      registers: [30001]\n",
         line.agent.display()
     ));
-    let (logs, _guard) = capture_logs();
+    let (logs, _guard) = common::logs::capture();
     assert!(poller.poll().await.is_err());
     let text = logs.text();
     assert!(

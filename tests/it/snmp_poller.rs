@@ -6,43 +6,13 @@ use crate::common;
 
 use std::net::Ipv4Addr;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::logs::LogBuffer;
 use common::netsnmp::{self, NetSnmpd};
 use common::snmpsim::SnmpSim;
 use pattoo_agentd::model::{DataPoint, DataType, TargetData, Value};
 use pattoo_agentd::pollers::{Poller, PollerEnv, PollerKind};
-
-/// Collects log output for assertions.
-#[derive(Clone, Default)]
-struct LogBuffer(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for LogBuffer {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl LogBuffer {
-    fn capture(&self) -> tracing::subscriber::DefaultGuard {
-        let writer = self.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || writer.clone())
-            .with_ansi(false)
-            .finish();
-        tracing::subscriber::set_default(subscriber)
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
-    }
-}
 
 /// A file holding `secret`, kept as long as the returned directory.
 fn secret_file(secret: &str) -> (tempfile::TempDir, String) {
