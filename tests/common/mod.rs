@@ -4,8 +4,8 @@
 
 #![allow(dead_code)] // each test binary uses a different part
 
+pub mod alone;
 pub mod body;
-pub mod env;
 pub mod http_server;
 pub mod logs;
 pub mod modbus;

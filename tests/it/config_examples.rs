@@ -74,7 +74,7 @@ fn every_example_configuration_passes_check() {
         .iter()
         .map(|n| (n.as_str(), "example-secret"))
         .collect();
-    if !crate::common::env::runs_here_with(
+    if !crate::common::alone::runs_here(
         module_path!(),
         "every_example_configuration_passes_check",
         &vars,

@@ -263,7 +263,7 @@ async fn the_if_mib_preset_falls_back_to_32_bit_counters_and_keeps_64_bit_values
 
 #[tokio::test]
 async fn snmpv3_through_snmpsim_with_sha1_and_aes128() {
-    if !common::env::runs_here_with(
+    if !common::alone::runs_here(
         module_path!(),
         "snmpv3_through_snmpsim_with_sha1_and_aes128",
         &[("PATTOO_TEST_SNMPSIM_PRIV", common::snmpsim::V3_PRIV)],
