@@ -62,10 +62,10 @@
 //! was skipped when python3 or PyPI is missing, unless `CI=true`), as a
 //! smoke test.
 //!
-//! The simulator here is a minimal Modbus TCP responder written for speed
-//! rather than tests/common/modbus_sim.rs (benches cannot import
-//! tests/common, and a thousand tokio-modbus servers would cost the
-//! measurement more than the agent does).
+//! The Modbus simulator here is a minimal Modbus TCP responder written for
+//! speed rather than tests/common/modbus_sim.rs (a thousand tokio-modbus
+//! servers would cost the measurement more than the agent does). snmpsim
+//! and the Python packages come from tests/common, as the tests have them.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -85,6 +85,15 @@ use tokio::net::TcpListener;
 use pattoo_agentd::collector;
 use pattoo_agentd::config;
 use pattoo_agentd::model::{build, AgentContext, DataPoint, DataType, Metadata, TargetData, Value};
+
+// The tests' launchers, compiled into this binary on their own: these two
+// files need nothing else from tests/common.
+#[allow(dead_code)]
+#[path = "../tests/common/python.rs"]
+mod python;
+#[allow(dead_code)]
+#[path = "../tests/common/snmpsim.rs"]
+mod snmpsim;
 
 const AGENT_ID: &str = "5d1f0c2c1e0f4b7a9c3e2d1b0a99887766554433221100ffeeddccbbaa998877";
 
@@ -1047,158 +1056,34 @@ fn snmprec(interfaces: u32, seed: u64) -> String {
     text
 }
 
-/// A `PYTHONPATH` under which snmpsim imports (see tests/common/snmpsim.rs).
-fn snmpsim_path() -> String {
-    let imports = |path: &str| {
-        Command::new("python3")
-            .args([
-                "-c",
-                "import snmpsim.commands.responder, pysmi, cryptography",
-            ])
-            .env("PYTHONPATH", path)
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if imports("") {
-        return String::new();
-    }
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join("snmpsim")
-        .display()
-        .to_string();
-    if !imports(&dir) {
-        let ok = Command::new("python3")
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "--target",
-                &dir,
-            ])
-            .args(["snmpsim==1.2.2", "pysmi==1.6.3", "cryptography"])
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "installing snmpsim failed");
-    }
-    dir
-}
-
-/// The IPv4 UDP ports process `pid` has bound, by address (from /proc).
-fn udp_ports(pid: u32) -> HashMap<std::net::Ipv4Addr, u16> {
-    let mut inodes = Vec::new();
-    for fd in std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        if let Ok(link) = std::fs::read_link(fd.path()) {
-            let link = link.display().to_string();
-            if let Some(inode) = link
-                .strip_prefix("socket:[")
-                .and_then(|l| l.strip_suffix(']'))
-            {
-                inodes.push(inode.to_owned());
-            }
-        }
-    }
-    let mut ports = HashMap::new();
-    for line in std::fs::read_to_string("/proc/net/udp")
-        .unwrap_or_default()
-        .lines()
-        .skip(1)
-    {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        if fields.len() < 10 || !inodes.iter().any(|i| i == fields[9]) {
-            continue;
-        }
-        if let Some((ip, port)) = fields[1].split_once(':') {
-            if let (Ok(ip), Ok(port)) = (u32::from_str_radix(ip, 16), u16::from_str_radix(port, 16))
-            {
-                ports.insert(std::net::Ipv4Addr::from(ip.to_ne_bytes()), port);
-            }
-        }
-    }
-    ports
-}
-
+/// snmpsim serving a farm of `devices` on 127.0.2.x, device `d` with
+/// community `device{d:03}` and `interfaces` interfaces.
 struct SnmpFarm {
-    child: Child,
+    _sim: snmpsim::SnmpSim,
     /// (address, port, community) per device.
     devices: Vec<(std::net::Ipv4Addr, u16, String)>,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for SnmpFarm {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn snmp_farm(devices: usize, interfaces: u32) -> SnmpFarm {
     assert!(devices <= 250, "at most 250 devices on 127.0.2.x");
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    std::fs::create_dir(&data).unwrap();
+    let data = tempfile::tempdir().unwrap();
     let mut addresses = Vec::new();
     for d in 0..devices {
         std::fs::write(
-            data.join(format!("device{d:03}.snmprec")),
+            data.path().join(format!("device{d:03}.snmprec")),
             snmprec(interfaces, d as u64),
         )
         .unwrap();
         addresses.push(std::net::Ipv4Addr::new(127, 0, 2, d as u8 + 1));
     }
-    let mut command = Command::new("python3");
-    command
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/support/snmpsim_responder.py"
-        ))
-        .arg(format!("--data-dir={}", data.display()))
-        .arg(format!(
-            "--cache-dir={}",
-            dir.path().join("cache").display()
-        ))
-        .arg(format!(
-            "--logging-method=file:{}",
-            dir.path().join("log").display()
-        ));
-    for address in &addresses {
-        command.arg(format!("--agent-udpv4-endpoint={address}:0"));
-    }
-    let child = command
-        .env("PYTHONPATH", snmpsim_path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("python3 starts");
-    let mut farm = SnmpFarm {
-        child,
-        devices: Vec::new(),
-        _dir: dir,
-    };
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        let ports = udp_ports(farm.child.id());
-        if addresses.iter().all(|a| ports.contains_key(a)) {
-            farm.devices = addresses
-                .iter()
-                .enumerate()
-                .map(|(d, a)| (*a, ports[a], format!("device{d:03}")))
-                .collect();
-            return farm;
-        }
-        assert!(farm.child.try_wait().unwrap().is_none(), "snmpsim exited");
-        assert!(
-            Instant::now() < deadline,
-            "snmpsim did not listen within 300 s"
-        );
-        std::thread::sleep(Duration::from_millis(200));
+    let sim = snmpsim::SnmpSim::start_within(data.path(), &addresses, Duration::from_secs(300));
+    SnmpFarm {
+        devices: addresses
+            .iter()
+            .enumerate()
+            .map(|(d, a)| (*a, sim.port(*a), format!("device{d:03}")))
+            .collect(),
+        _sim: sim,
     }
 }
 
@@ -1330,50 +1215,7 @@ sys.exit(m.version('PattooShared') != '0.0.84' or m.version('pymodbus') != '2.5.
 /// interpreter has them, else target/tmp/python-agent, where they are
 /// installed from PyPI first. The error says why they cannot be had.
 fn python_agent_path() -> Result<String, String> {
-    let imports = |path: &str| {
-        Command::new("python3")
-            .args(["-c", PYTHON_AGENT_PROBE])
-            .env("PYTHONPATH", path)
-            .stderr(Stdio::null())
-            .status()
-            .map(|s| s.success())
-            .map_err(|e| format!("python3 does not run: {e}"))
-    };
-    if imports("")? {
-        return Ok(String::new());
-    }
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join("python-agent")
-        .display()
-        .to_string();
-    if !imports(&dir)? {
-        // One installer at a time, as tests/common/python.rs does.
-        let lock = std::fs::File::create(format!("{dir}.lock"))
-            .map_err(|e| format!("creating {dir}.lock: {e}"))?;
-        let _guard = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
-            .map_err(|(_, e)| format!("locking {dir}.lock: {e}"))?;
-        if !imports(&dir)? {
-            let install = Command::new("python3")
-                .args(["-m", "pip", "install", "--quiet", "--upgrade"])
-                .args(["--disable-pip-version-check", "--target", &dir])
-                .args(PYTHON_AGENT)
-                .output()
-                .map_err(|e| format!("python3 -m pip does not run: {e}"))?;
-            if !install.status.success() {
-                return Err(format!(
-                    "installing {PYTHON_AGENT:?} from PyPI into {dir} failed:\n{}",
-                    String::from_utf8_lossy(&install.stderr)
-                ));
-            }
-        }
-    }
-    if imports(&dir)? {
-        Ok(dir)
-    } else {
-        Err(format!(
-            "{PYTHON_AGENT:?} were installed into {dir} but do not import"
-        ))
-    }
+    python::try_packages_path("python-agent", &PYTHON_AGENT, PYTHON_AGENT_PROBE)
 }
 
 /// The settings' collectors, as the daemon makes them at start.

@@ -91,7 +91,7 @@ pub const INTERNAL_ERROR: &str = "pattoo-agentd failed while reading the configu
 /// Never panics: a panic inside the readers (a bug, never the file's
 /// fault) is turned into one configuration error, so `check` exits 78 and a
 /// reload keeps the running configuration instead of killing the daemon.
-/// `tests/config_fuzz.rs` makes sure no file gets that far.
+/// `tests/it/config_fuzz.rs` makes sure no file gets that far.
 pub fn load(config_dir: &Path) -> Result<Settings, ConfigErrors> {
     std::panic::catch_unwind(|| load_files(config_dir)).unwrap_or_else(|panic| {
         let what = panic

@@ -4,7 +4,10 @@
 
 #![allow(dead_code)] // each test binary uses a different part
 
+pub mod alone;
+pub mod body;
 pub mod http_server;
+pub mod logs;
 #[cfg(feature = "modbus")]
 pub mod modbus;
 pub mod modbus_sim;
@@ -14,7 +17,9 @@ pub mod python;
 pub mod receiver;
 pub mod snmpsim;
 
+use std::io::Write;
 use std::path::Path;
+use std::process::{Command, Stdio};
 
 /// Writes `config_dir/pattoo.yaml` with the log, cache and daemon
 /// directories under `state_root` and the server on 127.0.0.1:`port`.
@@ -31,4 +36,25 @@ pub fn write_pattoo_yaml(config_dir: &Path, state_root: &Path, port: u16) {
         ),
     )
     .unwrap();
+}
+
+/// Writes the executable `path` holding `text`. A child process writes it:
+/// an executable this process held open for writing could not be run while
+/// a child forked by another test's thread still had that descriptor
+/// ("Text file busy"), and all tests of the binary share this process.
+pub fn write_executable(path: &Path, text: &str) {
+    let mut child = Command::new("sh")
+        .args(["-c", "cat > \"$1\" && chmod 755 \"$1\"", "sh"])
+        .arg(path)
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("sh runs");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "writing {}: {status}", path.display());
 }

@@ -48,6 +48,12 @@ impl SnmpSim {
     /// Serves the `.snmprec` files of `data` on port 0 of each of
     /// `addresses`, and waits until every socket is bound.
     pub fn start(data: &Path, addresses: &[Ipv4Addr]) -> SnmpSim {
+        SnmpSim::start_within(data, addresses, Duration::from_secs(60))
+    }
+
+    /// [`SnmpSim::start`], waiting at most `patience` for the sockets (a
+    /// farm of hundreds of devices takes a while to load).
+    pub fn start_within(data: &Path, addresses: &[Ipv4Addr], patience: Duration) -> SnmpSim {
         let pythonpath = snmpsim_path();
         let dir = tempfile::tempdir().unwrap();
         let data_dir = dir.path().join("data");
@@ -90,7 +96,7 @@ impl SnmpSim {
             ports: HashMap::new(),
             _dir: dir,
         };
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + patience;
         loop {
             sim.ports = bound_ports(sim.child.id());
             if addresses.iter().all(|a| sim.ports.contains_key(a)) {
@@ -102,7 +108,7 @@ impl SnmpSim {
             }
             assert!(
                 Instant::now() < deadline,
-                "snmpsim did not listen within 60 s"
+                "snmpsim did not listen within {patience:?}"
             );
             std::thread::sleep(Duration::from_millis(50));
         }

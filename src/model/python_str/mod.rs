@@ -18,7 +18,7 @@
 //! cased is left as it is, and the final-sigma rule uses Python's
 //! properties. The lowercase mapping of the characters Python treats as
 //! cased is std's, which is the same for all of them; the test
-//! `tests/python_keys.rs` checks every code point against python3.
+//! `tests/it/python_keys.rs` checks every code point against python3.
 
 use std::borrow::Cow;
 

@@ -3,47 +3,17 @@
 //! SHA-256/AES), and snmpsim serving the vectors' fixed data.
 #![cfg(feature = "snmp")]
 
-mod common;
+use crate::common;
 
 use std::net::Ipv4Addr;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::logs::LogBuffer;
 use common::netsnmp::{self, NetSnmpd};
 use common::snmpsim::SnmpSim;
 use pattoo_agentd::model::{DataPoint, DataType, TargetData, Value};
 use pattoo_agentd::pollers::{Poller, PollerEnv, PollerKind};
-
-/// Collects log output for assertions.
-#[derive(Clone, Default)]
-struct LogBuffer(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for LogBuffer {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl LogBuffer {
-    fn capture(&self) -> tracing::subscriber::DefaultGuard {
-        let writer = self.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || writer.clone())
-            .with_ansi(false)
-            .finish();
-        tracing::subscriber::set_default(subscriber)
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
-    }
-}
 
 /// A file holding `secret`, kept as long as the returned directory.
 fn secret_file(secret: &str) -> (tempfile::TempDir, String) {
@@ -294,10 +264,16 @@ async fn the_if_mib_preset_falls_back_to_32_bit_counters_and_keeps_64_bit_values
 
 #[tokio::test]
 async fn snmpv3_through_snmpsim_with_sha1_and_aes128() {
+    if !common::alone::runs_here(
+        module_path!(),
+        "snmpv3_through_snmpsim_with_sha1_and_aes128",
+        &[("PATTOO_TEST_SNMPSIM_PRIV", common::snmpsim::V3_PRIV)],
+    ) {
+        return;
+    }
     let sim = SnmpSim::start(Path::new("tests/data/snmp/data"), &[Ipv4Addr::LOCALHOST]);
     let address = format!("127.0.0.1:{}", sim.port(Ipv4Addr::LOCALHOST));
     let (_a, auth) = secret_file(common::snmpsim::V3_AUTH);
-    std::env::set_var("PATTOO_TEST_SNMPSIM_PRIV", common::snmpsim::V3_PRIV);
     let text = format!(
         "    - name: v3\n      type: snmp\n      targets: [\"{address}\"]\n      version: 3\n      user: {}\n      auth: {{protocol: sha, passphrase: {{file: {auth}}}}}\n      privacy: {{protocol: aes, passphrase: {{env: PATTOO_TEST_SNMPSIM_PRIV}}}}\n      get: [{{oid: .1.3.6.1.2.1.1.6.0, key: location}}]\n",
         common::snmpsim::V3_USER

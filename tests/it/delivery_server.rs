@@ -2,7 +2,7 @@
 //! outages, errors, silence, broken answers, and what the cache does about
 //! them.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::time::{Duration, Instant};

@@ -2,7 +2,7 @@
 //! `cache replay` and `cache purge` say what they did, and `receive` is a
 //! pattoo receiver the agent can post to.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::io::{BufRead, BufReader};

@@ -3,7 +3,7 @@
 // In a build with Modbus pollers only, every poller is one.
 #![allow(irrefutable_let_patterns)]
 
-mod common;
+use crate::common;
 
 use pattoo_agentd::pollers::PollerKind;
 

@@ -5,7 +5,7 @@
 //! over SNMPv2c and SNMPv3.
 #![cfg(feature = "snmp")]
 
-mod common;
+use crate::common;
 
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -63,29 +63,20 @@ fn as_python_writes_it(json: &[u8]) -> String {
 
 /// (target, key, value, data type, checksum) of each datapoint of a body.
 fn summary(body: &Value) -> Vec<String> {
-    let table = &body["pattoo_datapoints"]["key_value_pairs"];
-    body["pattoo_datapoints"]["datapoint_pairs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|ids| {
-            let pairs: Vec<&Value> = ids
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|id| &table[id.as_u64().unwrap().to_string()])
-                .collect();
+    common::body::datapoints(body)
+        .into_iter()
+        .map(|pairs| {
             let get = |key: &str| {
                 pairs
                     .iter()
-                    .find(|p| p[0] == key)
-                    .map(|p| p[1].to_string())
+                    .find(|(k, _)| k == key)
+                    .map(|(_, v)| v.to_string())
                     .unwrap_or_default()
             };
             let metadata: Vec<String> = pairs
                 .iter()
-                .filter(|p| !p[0].as_str().unwrap().starts_with("pattoo_"))
-                .map(|p| format!("{}={}", p[0], p[1]))
+                .filter(|(k, _)| !k.starts_with("pattoo_"))
+                .map(|(k, v)| format!("{k:?}={v}"))
                 .collect();
             format!(
                 "{} {} {} type {} [{}] {}",

@@ -1,7 +1,7 @@
 //! HTTPS to the pattoo server: verification is on unless switched off by
 //! name, a configured CA is trusted, and a client certificate is offered.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::path::Path;

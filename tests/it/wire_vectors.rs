@@ -5,31 +5,9 @@
 use std::path::Path;
 use std::process::Command;
 
+use crate::common::body::datapoints;
 use serde_json::Value;
 use sha2::{Digest, Sha512};
-
-/// Each datapoint as its (key, value) pairs, resolved through the pair table.
-fn datapoints(body: &Value) -> Vec<Vec<(String, Value)>> {
-    let pairs = &body["pattoo_datapoints"]["key_value_pairs"];
-    body["pattoo_datapoints"]["datapoint_pairs"]
-        .as_array()
-        .expect("datapoint_pairs is a list")
-        .iter()
-        .map(|ids| {
-            ids.as_array()
-                .expect("a datapoint is a list of ids")
-                .iter()
-                .map(|id| {
-                    let pair = &pairs[id.as_u64().expect("ids are integers").to_string()];
-                    (
-                        pair[0].as_str().expect("pair key").to_owned(),
-                        pair[1].clone(),
-                    )
-                })
-                .collect()
-        })
-        .collect()
-}
 
 /// JSON numbers compare by value (`732.0` equals `732`), as the server sees
 /// them; everything else exactly.
@@ -91,7 +69,7 @@ fn write_case(dir: &Path, input: &Value) {
 
 #[test]
 fn once_print_matches_every_reference_case() {
-    let cases: Vec<Value> = serde_json::from_str(include_str!("data/wire.json"))
+    let cases: Vec<Value> = serde_json::from_str(include_str!("../data/wire.json"))
         .expect("tests/data/wire.json is valid");
     assert!(cases.len() >= 7);
     for case in &cases {

@@ -5,7 +5,7 @@
 //! wrong answer for the right one, and never hangs.
 #![cfg(feature = "snmp")]
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -2,7 +2,7 @@
 //! body that could not be kept is counted exactly, and caching resumes when
 //! space returns.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

@@ -5,11 +5,12 @@
 // In a build with Modbus pollers only, every poller is one.
 #![allow(irrefutable_let_patterns)]
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use common::body::{datapoints, Pairs};
 use common::modbus_sim::{Sim, Unit};
 use pattoo_agentd::collector;
 use pattoo_agentd::config;
@@ -39,30 +40,6 @@ fn python_checksum(key: &str, unit: &str, target: &str) -> String {
         checksum = sha256(&format!("{checksum}{meta_key}{meta_value}"));
     }
     checksum
-}
-
-/// A datapoint of the body: its pairs in order.
-type Pairs = Vec<(String, serde_json::Value)>;
-
-fn datapoints(body: &serde_json::Value) -> Vec<Pairs> {
-    let table = body["pattoo_datapoints"]["key_value_pairs"]
-        .as_object()
-        .unwrap();
-    body["pattoo_datapoints"]["datapoint_pairs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|ids| {
-            ids.as_array()
-                .unwrap()
-                .iter()
-                .map(|id| {
-                    let pair = &table[&id.as_u64().unwrap().to_string()];
-                    (pair[0].as_str().unwrap().to_owned(), pair[1].clone())
-                })
-                .collect()
-        })
-        .collect()
 }
 
 /// Where `{DEVICE_n}` reads a Modicon-numbered register, worked out here

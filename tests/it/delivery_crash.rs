@@ -2,7 +2,7 @@
 //! line on stdout, written only after the server's 200 or the cache's
 //! fsyncs) must reach the server afterwards.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;

@@ -1,7 +1,7 @@
 //! `pattoo-agentd run` as systemd runs it: the real binary, a notification
 //! socket the test reads, a receiver on loopback, and signals.
 
-mod common;
+use crate::common;
 
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
@@ -140,15 +140,13 @@ fn write_agentd(dir: &Path, settings: &str, pollers_yaml: &str, timeout_ms: u64)
 fn script(dir: &Path, key: &str, delay_s: f64) -> PathBuf {
     let path = dir.join(format!("{key}.sh"));
     let marker = dir.join(format!("{key}.started"));
-    std::fs::write(
+    common::write_executable(
         &path,
-        format!(
+        &format!(
             "#!/bin/sh\ntouch '{}'\nsleep {delay_s}\necho '{{\"targets\":[{{\"datapoints\":[{{\"key\":\"{key}\",\"value\":1}}]}}]}}'\n",
             marker.display()
         ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    );
     path
 }
 
@@ -836,8 +834,7 @@ async fn the_reload_command_refuses_a_broken_file_and_signals_for_a_valid_one() 
 /// A command poller whose every poll fails: its output is not JSON.
 fn broken_poller(dir: &Path) -> String {
     let path = dir.join("broken.sh");
-    std::fs::write(&path, "#!/bin/sh\necho 'this is not json'\n").unwrap();
-    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    common::write_executable(&path, "#!/bin/sh\necho 'this is not json'\n");
     format!(
         "    - name: broken\n      type: command\n      polling_interval: 1\n      command: [{}]\n      format: datapoints\n",
         path.display()
@@ -854,21 +851,9 @@ const WATCHED: &str =
 type Datapoint = std::collections::HashMap<String, serde_json::Value>;
 
 fn datapoints(body: &serde_json::Value) -> Vec<Datapoint> {
-    let pairs = &body["pattoo_datapoints"]["key_value_pairs"];
-    body["pattoo_datapoints"]["datapoint_pairs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|ids| {
-            ids.as_array()
-                .unwrap()
-                .iter()
-                .map(|id| {
-                    let pair = &pairs[id.as_u64().unwrap().to_string()];
-                    (pair[0].as_str().unwrap().to_owned(), pair[1].clone())
-                })
-                .collect()
-        })
+    common::body::datapoints(body)
+        .into_iter()
+        .map(|pairs| pairs.into_iter().collect())
         .collect()
 }
 

@@ -1,7 +1,7 @@
 //! The Modbus poller against in-process devices.
 #![cfg(feature = "modbus")]
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -576,21 +576,6 @@ async fn devices_are_polled_concurrently_up_to_the_configured_limit() {
     }
 }
 
-/// Collects log output for assertions.
-#[derive(Clone, Default)]
-struct LogBuffer(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for LogBuffer {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn exceptions_are_logged_with_their_name_unit_device_and_registers() {
     let sim = Sim::start([(7, Unit::default())]).await;
@@ -599,15 +584,9 @@ async fn exceptions_are_logged_with_their_name_unit_device_and_registers() {
         "    - name: logged\n      type: modbus_tcp\n      targets: [{{address: \"{}\", unit: 7}}]\n      registers: [30001, {{address: 40100, type: float32}}]\n",
         sim.address()
     ));
-    let logs = LogBuffer::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (logs, _guard) = common::logs::capture();
     poller.poll().await.unwrap();
-    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let text = logs.text();
     let expected = format!(
         "unit 7 on {}: read holding registers 40100..40101: illegal data address",
         sim.address()

@@ -1,7 +1,7 @@
 //! The HTTP poller against local servers on port 0.
 #![cfg(feature = "http")]
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

@@ -7,7 +7,7 @@
 //! directory for tests, so `cargo test` works on a fresh machine.
 #![cfg(feature = "modbus")]
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 

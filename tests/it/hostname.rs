@@ -9,7 +9,7 @@
 //! `unshare` and `mount`) and python3; without them the test says it was
 //! skipped, except under CI (`CI=true`), where it fails instead.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::path::Path;

@@ -4,7 +4,7 @@
 //! and the error path, through a relay that corrupts replies.
 #![cfg(feature = "modbus")]
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -45,36 +45,6 @@ fn values(targets: &[TargetData]) -> BTreeMap<String, Value> {
         .flat_map(|t| t.datapoints.iter())
         .map(|d| (d.key.to_string(), d.value.clone()))
         .collect()
-}
-
-#[derive(Clone, Default)]
-struct LogBuffer(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for LogBuffer {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl LogBuffer {
-    fn text(&self) -> String {
-        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
-    }
-}
-
-fn capture_logs() -> (LogBuffer, tracing::subscriber::DefaultGuard) {
-    let logs = LogBuffer::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    (logs, tracing::subscriber::set_default(subscriber))
 }
 
 #[tokio::test]
@@ -164,7 +134,7 @@ async fn a_serial_port_that_vanishes_is_reopened_once_it_is_back() {
     // Unplugged: the pty pair and the device go away.
     drop(serial);
     drop(line);
-    let (logs, _guard) = capture_logs();
+    let (logs, _guard) = common::logs::capture();
     assert!(poller.poll().await.is_err());
     assert!(
         logs.text()
@@ -310,7 +280,7 @@ async fn a_reply_with_a_bad_crc_is_logged_and_asked_again() {
     let tampering = Arc::new(Tampering::default());
     tampering.corrupt.store(1, Ordering::SeqCst);
     let (_server, mut poller) = rtu_over_tcp_through_relay(&tampering, 1).await;
-    let (logs, _guard) = capture_logs();
+    let (logs, _guard) = common::logs::capture();
     let got = values(&poller.poll().await.unwrap());
     assert_eq!(got.len(), 3, "{got:?}");
     let input = pymodbus::register_map().0;
@@ -332,7 +302,7 @@ async fn a_reply_from_the_wrong_unit_is_logged_and_asked_again() {
     let tampering = Arc::new(Tampering::default());
     tampering.wrong_unit.store(1, Ordering::SeqCst);
     let (_server, mut poller) = rtu_over_tcp_through_relay(&tampering, 1).await;
-    let (logs, _guard) = capture_logs();
+    let (logs, _guard) = common::logs::capture();
     let got = values(&poller.poll().await.unwrap());
     assert_eq!(got.len(), 3, "{got:?}");
     assert_eq!(tampering.requests.load(Ordering::SeqCst), 2);
@@ -346,7 +316,7 @@ async fn replies_that_stay_garbled_fail_the_read_once_the_retries_are_spent() {
     let tampering = Arc::new(Tampering::default());
     tampering.corrupt.store(usize::MAX, Ordering::SeqCst);
     let (_server, mut poller) = rtu_over_tcp_through_relay(&tampering, 2).await;
-    let (logs, _guard) = capture_logs();
+    let (logs, _guard) = common::logs::capture();
     assert!(poller.poll().await.is_err());
     assert_eq!(
         tampering.requests.load(Ordering::SeqCst),
@@ -373,7 +343,7 @@ async fn a_port_held_by_another_program_is_reported_busy_with_what_to_do() {
         "    - name: busy\n      type: modbus_tcp\n      transport: rtu\n      device: {}\n      registers: [30001]\n",
         line.agent.display()
     ));
-    let (logs, _guard) = capture_logs();
+    let (logs, _guard) = common::logs::capture();
     assert!(poller.poll().await.is_err());
     let text = logs.text();
     assert!(
@@ -622,7 +592,7 @@ async fn a_reply_sent_twice_is_not_taken_for_the_answer_to_the_next_request() {
     let mut poller = poller(&format!(
         "    - name: twice\n      type: modbus_tcp\n      transport: rtu_over_tcp\n      timeout_ms: 2000\n      targets: [\"{address}\"]\n      registers: [40001]\n"
     ));
-    let (logs, _guard) = capture_logs();
+    let (logs, _guard) = common::logs::capture();
     for n in 1..=4 {
         let got = values(&poller.poll().await.unwrap());
         // The n-th request's answer, not the copy of the one before it.
@@ -643,7 +613,7 @@ async fn a_copy_of_the_last_reply_arriving_after_the_next_request_is_not_taken_f
     let mut poller = poller(&format!(
         "    - name: twice\n      type: modbus_tcp\n      transport: rtu_over_tcp\n      timeout_ms: 2000\n      targets: [\"{address}\"]\n      registers: [40001]\n"
     ));
-    let (logs, _guard) = capture_logs();
+    let (logs, _guard) = common::logs::capture();
     for n in 1..=4 {
         let got = values(&poller.poll().await.unwrap());
         assert_eq!(got["holding_register_40001"], Value::Int(n), "poll {n}");
@@ -667,7 +637,7 @@ async fn a_reply_arriving_after_its_timeout_is_dropped_and_values_are_not_shifte
     let mut poller = poller(&format!(
         "    - name: late\n      type: modbus_tcp\n      transport: rtu_over_tcp\n      timeout_ms: 1500\n      retries: 0\n      targets: [\"{address}\"]\n{LATE_READS}"
     ));
-    let (logs, _guard) = capture_logs();
+    let (logs, _guard) = common::logs::capture();
     let first = values(&poller.poll().await.unwrap());
     assert_eq!(first["input_register_30001"], Value::Int(1000));
     assert!(!first.contains_key("input_register_30201"), "{first:?}");
@@ -697,7 +667,7 @@ async fn on_a_shared_serial_line_a_late_reply_is_not_taken_by_the_other_pollers_
     };
     let mut slow = poller(&yaml("slow", "{address: 30201, type: uint32}"));
     let mut other = poller(&yaml("other", "30001"));
-    let (logs, _guard) = capture_logs();
+    let (logs, _guard) = common::logs::capture();
     assert!(slow.poll().await.is_err(), "the held reply came in time");
     let got = values(&other.poll().await.unwrap());
     assert_eq!(got["input_register_30001"], Value::Int(1000));
@@ -726,7 +696,7 @@ async fn the_good_unit_is_read_every_poll(
     line: &RtuLine,
     endpoint: &str,
 ) {
-    let (logs, _guard) = capture_logs();
+    let (logs, _guard) = common::logs::capture();
     for n in 1..=3 {
         let targets = poller
             .poll()
