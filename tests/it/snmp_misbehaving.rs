@@ -175,38 +175,6 @@ async fn an_ipv6_target_is_read_over_its_own_socket() {
 // Scripted responders: each answers what its script makes of a request
 // (issue 24).
 
-/// Collects log output for assertions.
-#[derive(Clone, Default)]
-struct LogBuffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for LogBuffer {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl LogBuffer {
-    /// Captures this thread's log (a `#[tokio::test]` runs the poller and
-    /// the responder on its one thread).
-    fn capture(&self) -> tracing::subscriber::DefaultGuard {
-        let writer = self.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || writer.clone())
-            .with_ansi(false)
-            .finish();
-        tracing::subscriber::set_default(subscriber)
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
-    }
-}
-
 /// A v2c request: community, request id (BER contents), PDU tag, the
 /// max-repetitions of a GETBULK, and the OIDs asked for.
 struct Request {
@@ -388,8 +356,7 @@ const HANG: Duration = Duration::from_secs(120);
 
 #[tokio::test]
 async fn an_endless_subtree_is_cut_at_max_rows_per_walk_and_the_rows_before_are_posted() {
-    let log = LogBuffer::default();
-    let _guard = log.capture();
+    let (log, _guard) = common::logs::capture();
     let (address, dir) = scripted(endless).await;
     let mut poller = scripted_poller(
         &address,
@@ -417,8 +384,7 @@ async fn an_endless_subtree_is_cut_at_max_rows_per_walk_and_the_rows_before_are_
 
 #[tokio::test]
 async fn a_poll_ends_by_its_polling_interval_and_posts_what_it_read() {
-    let log = LogBuffer::default();
-    let _guard = log.capture();
+    let (log, _guard) = common::logs::capture();
     let (address, dir) = scripted(endless).await;
     // No row bound to speak of: only the deadline, by default the
     // interval (1 s), ends this walk.
@@ -448,8 +414,7 @@ async fn a_poll_ends_by_its_polling_interval_and_posts_what_it_read() {
 
 #[tokio::test]
 async fn a_walk_that_goes_back_stops_and_posts_the_rows_before() {
-    let log = LogBuffer::default();
-    let _guard = log.capture();
+    let (log, _guard) = common::logs::capture();
     // Rows 1, 2, 3, then row 2 again, for ever (one row per answer).
     let (address, dir) = scripted(|request: &Request| {
         let asked = &request.oids[0];
@@ -551,8 +516,7 @@ async fn the_right_request_id_from_another_address_or_port_is_not_taken() {
 
 #[tokio::test]
 async fn undecodable_values_post_nothing_are_named_and_the_rest_of_the_answer_posts() {
-    let log = LogBuffer::default();
-    let _guard = log.capture();
+    let (log, _guard) = common::logs::capture();
     // .1.3.6.1.4.1.99999.2.N: each N a value, good or not.
     let value = |n: u32| -> (u8, Vec<u8>) {
         match n {
