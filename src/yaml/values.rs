@@ -271,6 +271,33 @@ impl Setting for DurationMs {
     }
 }
 
+/// A setting with no default: `None` when absent.
+#[derive(Debug, Clone, Copy)]
+pub struct Optional<S>(pub S);
+
+impl<S: Setting> Setting for Optional<S> {
+    type Given = S::Given;
+    type Value = Option<S::Value>;
+
+    fn default_value(&self) -> Option<S::Value> {
+        None
+    }
+
+    fn check(&self, given: S::Given) -> Result<Option<S::Value>, String> {
+        self.0.check(given).map(Some)
+    }
+}
+
+impl DurationMs {
+    /// A `*_ms` setting that is `None` when absent.
+    pub const fn optional() -> Optional<DurationMs> {
+        // The default is never used: an absent key is `None`.
+        Optional(DurationMs {
+            default: Duration::ZERO,
+        })
+    }
+}
+
 /// A `*_bytes` read limit: from 1 byte to [`MAX_READ_BYTES`].
 #[derive(Debug, Clone, Copy)]
 pub struct ByteLimit {
@@ -410,6 +437,23 @@ mod tests {
         assert!(ok);
         assert_eq!(timeout_at_limit, Duration::from_secs(86_400));
         assert_eq!(timeout, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn an_optional_duration_is_none_when_absent_and_checked_when_given() {
+        let mut doc = Document::parse(Path::new("t.yaml"), "a: 1\nb: 0\n").expect("valid YAML");
+        let path = YamlPath::root();
+        let mut fields = Fields::new(&path);
+        let absent = fields.read(&mut doc, "c", None, DurationMs::optional());
+        let given = fields.read(&mut doc, "a", Some(1500), DurationMs::optional());
+        assert!(fields.ok());
+        let zero = fields.read(&mut doc, "b", Some(0), DurationMs::optional());
+        assert!(!fields.ok());
+        assert_eq!(absent, None);
+        assert_eq!(given, Some(Duration::from_millis(1500)));
+        assert_eq!(zero, None);
+        let errors: Vec<String> = doc.into_errors().iter().map(ToString::to_string).collect();
+        assert_eq!(errors, ["t.yaml:2:1: b: must be more than 0"]);
     }
 
     #[test]
