@@ -1,5 +1,11 @@
 //! Values that several files and poller kinds read the same way: polling
 //! intervals, metadata, user-chosen keys, counts, paths.
+//!
+//! A plain setting (a duration in milliseconds, a byte limit, a count, a
+//! port) is a [`Setting`]: it knows its default, its range and the words
+//! that refuse a value out of it. A parser reads its settings one line each
+//! with [`Fields::read`], which records a refused value at its own key, so
+//! the parser reads as the list of its fields.
 
 use std::path::PathBuf;
 use std::time::Duration;

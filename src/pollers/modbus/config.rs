@@ -228,7 +228,12 @@ impl ModbusSettings {
     pub(crate) fn parse(doc: &mut Document, path: &YamlPath, value: &Value) -> Option<Self> {
         let raw: RawModbus = doc.deserialize(path, value)?;
         let mut fields = Fields::new(path);
-        let timeout = fields.read(doc, "timeout_ms", raw.timeout_ms, DurationMs::or(DEFAULT_TIMEOUT));
+        let timeout = fields.read(
+            doc,
+            "timeout_ms",
+            raw.timeout_ms,
+            DurationMs::or(DEFAULT_TIMEOUT),
+        );
         let max_registers_per_read = fields.read(
             doc,
             "max_registers_per_read",
@@ -248,15 +253,17 @@ impl ModbusSettings {
             raw.max_concurrent_targets,
             AtLeastOne(DEFAULT_MAX_CONCURRENT_TARGETS),
         );
-        let default_order = fields.read(doc, "byte_order", raw.byte_order.clone(), ByteOrder(Order::ABCD));
-        let mut ok = fields.ok();
-
+        let default_order = fields.read(
+            doc,
+            "byte_order",
+            raw.byte_order.clone(),
+            ByteOrder(Order::ABCD),
+        );
+        let mut ok = true;
         let limits = (max_registers_per_read, max_bits_per_read);
         let registers = parse_registers(doc, path, &raw.registers, default_order, limits, &mut ok);
         let transport = parse_transport(doc, path, &raw, &mut ok);
-        let mut fields = Fields::new(path);
         let retries = fields.read(doc, "retries", raw.retries, RetriesOf(&transport));
-        ok &= fields.ok();
 
         let unit = raw.unit.unwrap_or(DEFAULT_UNIT);
         let serial = match &transport {
@@ -268,7 +275,7 @@ impl ModbusSettings {
         }
         let targets = parse_targets(doc, path, raw.targets, unit, serial, &registers, &mut ok)?;
 
-        ok.then_some(ModbusSettings {
+        (ok && fields.ok()).then_some(ModbusSettings {
             targets,
             timeout,
             max_registers_per_read,

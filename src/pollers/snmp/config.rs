@@ -357,7 +357,12 @@ impl SnmpSettings {
         let errors_before = doc.error_count();
         let credentials = parse_credentials(doc, path, &raw);
         let mut fields = Fields::new(path);
-        let timeout = fields.read(doc, "timeout_ms", raw.timeout_ms, DurationMs::or(DEFAULT_TIMEOUT));
+        let timeout = fields.read(
+            doc,
+            "timeout_ms",
+            raw.timeout_ms,
+            DurationMs::or(DEFAULT_TIMEOUT),
+        );
         let max_repetitions = fields.read(
             doc,
             "max_repetitions",
