@@ -11,7 +11,8 @@ mod values;
 
 pub use values::{
     check_user_key, expand_home, parse_interval, parse_metadata, positive_or,
-    yaml_number_to_python, DEFAULT_POLLING_INTERVAL, MAX_MS, MAX_READ_BYTES,
+    yaml_number_to_python, ByteLimit, Count, DurationMs, Fields, Optional, Port, Retries, Setting,
+    DEFAULT_POLLING_INTERVAL, MAX_MS, MAX_READ_BYTES,
 };
 
 use std::collections::HashMap;

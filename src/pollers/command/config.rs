@@ -27,7 +27,7 @@ use serde::Deserialize;
 use serde_norway::Value;
 
 use crate::formats::FormatSettings;
-use crate::yaml::{Document, YamlPath};
+use crate::yaml::{ByteLimit, Document, DurationMs, Fields, YamlPath};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct CommandSettings {
@@ -121,27 +121,21 @@ impl CommandSettings {
                 Vec::new()
             }
         };
-        let mut positive = |key: &str, value: Option<u64>, default: u64, max: u64| {
-            crate::yaml::positive_or(doc, path, key, value, default, max, &mut ok)
-        };
-        let timeout = Duration::from_millis(positive(
-            "timeout_ms",
-            raw.timeout_ms,
-            DEFAULT_TIMEOUT.as_millis() as u64,
-            crate::yaml::MAX_MS,
-        ));
-        let kill_grace = Duration::from_millis(positive(
+        let mut fields = Fields::new(path);
+        let timeout = fields.read(doc, "timeout_ms", raw.timeout_ms, DurationMs::or(DEFAULT_TIMEOUT));
+        let kill_grace = fields.read(
+            doc,
             "kill_grace_ms",
             raw.kill_grace_ms,
-            DEFAULT_KILL_GRACE.as_millis() as u64,
-            crate::yaml::MAX_MS,
-        ));
-        let max_output_bytes = positive(
+            DurationMs::or(DEFAULT_KILL_GRACE),
+        );
+        let max_output_bytes = fields.read(
+            doc,
             "max_output_bytes",
-            raw.max_output_bytes.map(|n| n as u64),
-            DEFAULT_MAX_OUTPUT_BYTES as u64,
-            crate::yaml::MAX_READ_BYTES,
-        ) as usize;
+            raw.max_output_bytes,
+            ByteLimit::or(DEFAULT_MAX_OUTPUT_BYTES),
+        );
+        ok &= fields.ok();
         if let Some(dir) = &raw.working_directory {
             if !dir.is_absolute() {
                 doc.error(

@@ -41,7 +41,9 @@ use serde_norway::Value;
 use crate::formats::FormatSettings;
 use crate::secret::{self, SecretSource};
 use crate::yaml::describe;
-use crate::yaml::{yaml_number_to_python, Document, YamlPath};
+use crate::yaml::{
+    yaml_number_to_python, ByteLimit, Count, Document, DurationMs, Fields, Retries, YamlPath,
+};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct HttpSettings {
@@ -263,41 +265,37 @@ impl HttpSettings {
             );
             ok = false;
         }
-        let mut positive = |key: &str, value: Option<u64>, default: u64, max: u64| {
-            crate::yaml::positive_or(doc, path, key, value, default, max, &mut ok)
-        };
-        let timeout = Duration::from_millis(positive(
-            "timeout_ms",
-            raw.timeout_ms,
-            DEFAULT_TIMEOUT.as_millis() as u64,
-            crate::yaml::MAX_MS,
-        ));
-        let max_response_bytes = positive(
+        let mut fields = Fields::new(path);
+        let timeout = fields.read(doc, "timeout_ms", raw.timeout_ms, DurationMs::or(DEFAULT_TIMEOUT));
+        let max_response_bytes = fields.read(
+            doc,
             "max_response_bytes",
-            raw.max_response_bytes.map(|n| n as u64),
-            DEFAULT_MAX_RESPONSE_BYTES as u64,
-            crate::yaml::MAX_READ_BYTES,
-        ) as usize;
-        let max_concurrent_targets = positive(
+            raw.max_response_bytes,
+            ByteLimit::or(DEFAULT_MAX_RESPONSE_BYTES),
+        );
+        let max_concurrent_targets = fields.read(
+            doc,
             "max_concurrent_targets",
             raw.max_concurrent_targets,
-            DEFAULT_MAX_CONCURRENT_TARGETS as u64,
-            65_535,
+            Count::new(DEFAULT_MAX_CONCURRENT_TARGETS as u64, 65_535),
         ) as usize;
-        let retry_backoff = Duration::from_millis(positive(
+        let retry_backoff = fields.read(
+            doc,
             "retry_backoff_ms",
             raw.retry_backoff_ms,
-            DEFAULT_RETRY_BACKOFF.as_millis() as u64,
-            crate::yaml::MAX_MS,
-        ));
-        let retries = raw.retries.unwrap_or(0);
-        if retries > MAX_RETRIES {
-            doc.error(
-                &path.key("retries"),
-                format!("at most {MAX_RETRIES}: retries must fit in the polling interval"),
-            );
-            ok = false;
-        }
+            DurationMs::or(DEFAULT_RETRY_BACKOFF),
+        );
+        let retries = fields.read(
+            doc,
+            "retries",
+            raw.retries,
+            Retries {
+                default: 0,
+                max: MAX_RETRIES,
+                why: "retries must fit in the polling interval",
+            },
+        );
+        ok &= fields.ok();
         let format = match &raw.format {
             None => None,
             Some(value) => match FormatSettings::parse(doc, &path.key("format"), value) {

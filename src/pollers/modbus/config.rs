@@ -12,7 +12,9 @@ use super::address::{parse_modicon, parse_modicon_text, Address, Table};
 use super::decode::{Order, ValueType};
 use crate::model::{DataType, Metadata, Text};
 use crate::yaml::describe;
-use crate::yaml::{check_user_key, parse_metadata, Document, YamlPath};
+use crate::yaml::{
+    check_user_key, parse_metadata, Document, DurationMs, Fields, Port, Setting, YamlPath,
+};
 
 pub const DEFAULT_PORT: u16 = 502;
 pub const DEFAULT_UNIT: u8 = 1;
@@ -225,266 +227,55 @@ struct RawRegister {
 impl ModbusSettings {
     pub(crate) fn parse(doc: &mut Document, path: &YamlPath, value: &Value) -> Option<Self> {
         let raw: RawModbus = doc.deserialize(path, value)?;
-        let mut ok = true;
-        let timeout = Duration::from_millis(crate::yaml::positive_or(
+        let mut fields = Fields::new(path);
+        let timeout = fields.read(
             doc,
-            path,
             "timeout_ms",
             raw.timeout_ms,
-            DEFAULT_TIMEOUT.as_millis() as u64,
-            crate::yaml::MAX_MS,
-            &mut ok,
-        ));
-        let mut limit = |key: &str, given: Option<u16>, max: u16| match given {
-            None => max,
-            Some(n) if (1..=max).contains(&n) => n,
-            Some(n) => {
-                doc.error(
-                    &path.key(key),
-                    format!("{n} is out of range: expected 1 to {max}, the protocol's limit"),
-                );
-                ok = false;
-                max
-            }
-        };
-        let max_registers_per_read = limit(
+            DurationMs::or(DEFAULT_TIMEOUT),
+        );
+        let max_registers_per_read = fields.read(
+            doc,
             "max_registers_per_read",
             raw.max_registers_per_read,
-            MAX_REGISTERS_PER_READ,
+            PerRead(MAX_REGISTERS_PER_READ),
         );
-        let max_bits_per_read = limit(
+        let max_bits_per_read = fields.read(
+            doc,
             "max_bits_per_read",
             raw.max_bits_per_read,
-            MAX_BITS_PER_READ,
+            PerRead(MAX_BITS_PER_READ),
         );
-        let max_gap = raw.max_gap.unwrap_or(0);
-        if max_gap >= max_registers_per_read {
-            doc.error(
-                &path.key("max_gap"),
-                format!("must be less than max_registers_per_read ({max_registers_per_read})"),
-            );
-            ok = false;
-        }
-        let max_concurrent_targets = match raw.max_concurrent_targets {
-            None => DEFAULT_MAX_CONCURRENT_TARGETS,
-            Some(0) => {
-                doc.error(&path.key("max_concurrent_targets"), "must be at least 1");
-                ok = false;
-                1
-            }
-            Some(n) => n,
-        };
-        let default_order = match raw.byte_order.as_deref().map(str::parse::<Order>) {
-            None => Order::ABCD,
-            Some(Ok(order)) => order,
-            Some(Err(message)) => {
-                doc.error(&path.key("byte_order"), message);
-                ok = false;
-                Order::ABCD
-            }
-        };
-
-        let mut registers = Vec::new();
-        let list = path.key("registers");
-        if raw.registers.is_empty() {
-            doc.error(&list, "must list at least one register to read");
-            ok = false;
-        }
-        let mut keys: HashMap<(String, Option<u8>), usize> = HashMap::new();
-        for (i, entry) in raw.registers.iter().enumerate() {
-            let at = list.index(i);
-            let limits = (max_registers_per_read, max_bits_per_read);
-            match parse_register(doc, &at, entry, default_order, limits) {
-                Some(register) => {
-                    let id = (crate::model::normalise_key(&register.key), register.unit);
-                    if let Some(first) = keys.insert(id, i) {
-                        doc.error(
-                            &at,
-                            format!(
-                                "key {:?} is already used by registers[{first}]; give one of them its own `key`",
-                                register.key
-                            ),
-                        );
-                        ok = false;
-                    }
-                    registers.push(register);
-                }
-                None => ok = false,
-            }
-        }
-
+        let max_gap = fields.read(doc, "max_gap", raw.max_gap, Gap(max_registers_per_read));
+        let max_concurrent_targets = fields.read(
+            doc,
+            "max_concurrent_targets",
+            raw.max_concurrent_targets,
+            AtLeastOne(DEFAULT_MAX_CONCURRENT_TARGETS),
+        );
+        let default_order = fields.read(
+            doc,
+            "byte_order",
+            raw.byte_order.clone(),
+            ByteOrder(Order::ABCD),
+        );
+        let mut ok = true;
+        let limits = (max_registers_per_read, max_bits_per_read);
+        let registers = parse_registers(doc, path, &raw.registers, default_order, limits, &mut ok);
         let transport = parse_transport(doc, path, &raw, &mut ok);
-        let retries = match raw.retries {
-            None if transport == Transport::Tcp => 0,
-            None => DEFAULT_RTU_RETRIES,
-            Some(n) if n <= MAX_RETRIES => n,
-            Some(n) => {
-                doc.error(
-                    &path.key("retries"),
-                    format!("{n} is too many: at most {MAX_RETRIES}; each retry of a garbled reply can cost a timeout"),
-                );
-                ok = false;
-                MAX_RETRIES
-            }
-        };
+        let retries = fields.read(doc, "retries", raw.retries, RetriesOf(&transport));
 
-        let registers: Arc<[RegisterSettings]> = registers.into();
         let unit = raw.unit.unwrap_or(DEFAULT_UNIT);
         let serial = match &transport {
             Transport::Rtu(serial) => Some(serial),
             _ => None,
         };
         if serial.is_some() {
-            check_serial_unit(doc, &path.key("unit"), unit, &mut ok);
-            for (i, register) in registers.iter().enumerate() {
-                if let Some(unit) = register.unit {
-                    check_serial_unit(
-                        doc,
-                        &path.key("registers").index(i).key("unit"),
-                        unit,
-                        &mut ok,
-                    );
-                }
-            }
+            check_serial_units(doc, path, unit, &registers, &mut ok);
         }
-        let list = path.key("targets");
-        let raw_targets = match (raw.targets, serial) {
-            (Some(targets), _) => targets,
-            // One device on the line, at the poller's unit.
-            (None, Some(_)) => vec![Value::Number(unit.into())],
-            (None, None) => {
-                doc.error(
-                    path,
-                    "missing `targets`: list the devices to read, e.g. [\"10.0.0.5:502\"]",
-                );
-                return None;
-            }
-        };
-        let mut targets = Vec::new();
-        if raw_targets.is_empty() {
-            doc.error(
-                &list,
-                if serial.is_some() {
-                    "must list at least one unit id on the line, e.g. [1, 2]"
-                } else {
-                    "must list at least one device, e.g. [\"10.0.0.5:502\"]"
-                },
-            );
-            ok = false;
-        }
-        for (i, entry) in raw_targets.iter().enumerate() {
-            let at = list.index(i);
-            let raw_target = match entry {
-                Value::String(address) => RawTarget {
-                    address: Some(address.clone()),
-                    unit: None,
-                    name: None,
-                },
-                // A bare number is a unit id on the serial line.
-                Value::Number(n) if serial.is_some() => {
-                    match n.as_u64().and_then(|n| u8::try_from(n).ok()) {
-                        Some(unit) => RawTarget {
-                            address: None,
-                            unit: Some(unit),
-                            name: None,
-                        },
-                        None => {
-                            doc.error(
-                                &at,
-                                format!("{n} is not a unit id: expected 1 to {MAX_SERIAL_UNIT}"),
-                            );
-                            ok = false;
-                            continue;
-                        }
-                    }
-                }
-                Value::Mapping(_) => match doc.deserialize::<RawTarget>(&at, entry) {
-                    Some(target) => target,
-                    None => {
-                        ok = false;
-                        continue;
-                    }
-                },
-                other => {
-                    let expected = if serial.is_some() {
-                        "a unit id such as 1 or {unit, name}"
-                    } else {
-                        "\"host\", \"host:port\" or {address, unit, name}"
-                    };
-                    doc.error(
-                        &at,
-                        format!("expected {expected}, found {}", describe(other)),
-                    );
-                    ok = false;
-                    continue;
-                }
-            };
-            let (address, host, port) = match (serial, raw_target.address) {
-                (Some(serial), None) => (serial.device.clone(), serial.device.clone(), 0),
-                (Some(serial), Some(address)) => {
-                    doc.error(
-                        &at,
-                        format!(
-                            "{address:?}: with `transport: rtu` a target is a unit id on the serial line {}; the line is set by `device`",
-                            serial.device
-                        ),
-                    );
-                    ok = false;
-                    continue;
-                }
-                (None, Some(address)) => {
-                    let Some((host, port)) = parse_host_port(doc, &at, &address) else {
-                        ok = false;
-                        continue;
-                    };
-                    (address.trim().to_owned(), host, port)
-                }
-                (None, None) => {
-                    doc.error(
-                        &at,
-                        "missing `address`: the device's \"host\" or \"host:port\"",
-                    );
-                    ok = false;
-                    continue;
-                }
-            };
-            let target_unit = raw_target.unit.unwrap_or(unit);
-            if serial.is_some() && raw_target.unit.is_some() {
-                let at_unit = match entry {
-                    Value::Mapping(_) => at.key("unit"),
-                    _ => at.clone(),
-                };
-                check_serial_unit(doc, &at_unit, target_unit, &mut ok);
-            }
-            let target = TargetSettings {
-                name: raw_target
-                    .name
-                    .map(|n| n.trim().to_owned())
-                    .filter(|n| !n.is_empty())
-                    .unwrap_or_else(|| address.clone()),
-                address,
-                host,
-                port,
-                unit: target_unit,
-                registers: registers.clone(),
-            };
-            if targets
-                .iter()
-                .any(|t: &TargetSettings| t.name == target.name && t.unit == target.unit)
-            {
-                doc.error(
-                    &at,
-                    format!(
-                        "target {} unit {} is listed twice",
-                        target.name, target.unit
-                    ),
-                );
-                ok = false;
-            }
-            targets.push(target);
-        }
+        let targets = parse_targets(doc, path, raw.targets, unit, serial, &registers, &mut ok)?;
 
-        ok.then_some(ModbusSettings {
+        (ok && fields.ok()).then_some(ModbusSettings {
             targets,
             timeout,
             max_registers_per_read,
@@ -541,6 +332,340 @@ fn check_serial_unit(doc: &mut Document, path: &YamlPath, unit: u8, ok: &mut boo
             format!("unit {unit} cannot answer on a serial line: expected 1 to {MAX_SERIAL_UNIT} (0 is broadcast)"),
         );
         *ok = false;
+    }
+}
+
+/// `max_registers_per_read` or `max_bits_per_read`: 1 to the protocol's
+/// limit for one read, which is also the default.
+struct PerRead(u16);
+
+impl Setting for PerRead {
+    type Given = u16;
+    type Value = u16;
+
+    fn default_value(&self) -> u16 {
+        self.0
+    }
+
+    fn check(&self, given: u16) -> Result<u16, String> {
+        let max = self.0;
+        if (1..=max).contains(&given) {
+            Ok(given)
+        } else {
+            Err(format!(
+                "{given} is out of range: expected 1 to {max}, the protocol's limit"
+            ))
+        }
+    }
+}
+
+/// `max_gap`: fewer registers than one read asks for (the given limit);
+/// none by default.
+struct Gap(u16);
+
+impl Setting for Gap {
+    type Given = u16;
+    type Value = u16;
+
+    fn default_value(&self) -> u16 {
+        0
+    }
+
+    fn check(&self, given: u16) -> Result<u16, String> {
+        if given < self.0 {
+            Ok(given)
+        } else {
+            Err(format!(
+                "must be less than max_registers_per_read ({})",
+                self.0
+            ))
+        }
+    }
+}
+
+/// `max_concurrent_targets`: any number from 1.
+struct AtLeastOne(usize);
+
+impl Setting for AtLeastOne {
+    type Given = usize;
+    type Value = usize;
+
+    fn default_value(&self) -> usize {
+        self.0
+    }
+
+    fn check(&self, given: usize) -> Result<usize, String> {
+        if given == 0 {
+            Err("must be at least 1".to_owned())
+        } else {
+            Ok(given)
+        }
+    }
+}
+
+/// `byte_order` or a register's `order`, such as `ABCD` or `CDAB`.
+struct ByteOrder(Order);
+
+impl Setting for ByteOrder {
+    type Given = String;
+    type Value = Order;
+
+    fn default_value(&self) -> Order {
+        self.0
+    }
+
+    fn check(&self, given: String) -> Result<Order, String> {
+        given.parse()
+    }
+}
+
+/// `retries` of a garbled reply: none over Modbus TCP (TCP checks its
+/// frames), [`DEFAULT_RTU_RETRIES`] over RTU, at most [`MAX_RETRIES`].
+struct RetriesOf<'a>(&'a Transport);
+
+impl Setting for RetriesOf<'_> {
+    type Given = u8;
+    type Value = u8;
+
+    fn default_value(&self) -> u8 {
+        match self.0 {
+            Transport::Tcp => 0,
+            _ => DEFAULT_RTU_RETRIES,
+        }
+    }
+
+    fn check(&self, given: u8) -> Result<u8, String> {
+        if given <= MAX_RETRIES {
+            Ok(given)
+        } else {
+            Err(format!("{given} is too many: at most {MAX_RETRIES}; each retry of a garbled reply can cost a timeout"))
+        }
+    }
+}
+
+/// Every register, each with a key of its own (per unit).
+fn parse_registers(
+    doc: &mut Document,
+    path: &YamlPath,
+    entries: &[Value],
+    default_order: Order,
+    limits: (u16, u16),
+    ok: &mut bool,
+) -> Arc<[RegisterSettings]> {
+    let mut registers = Vec::new();
+    let list = path.key("registers");
+    if entries.is_empty() {
+        doc.error(&list, "must list at least one register to read");
+        *ok = false;
+    }
+    let mut keys: HashMap<(String, Option<u8>), usize> = HashMap::new();
+    for (i, entry) in entries.iter().enumerate() {
+        let at = list.index(i);
+        let Some(register) = parse_register(doc, &at, entry, default_order, limits) else {
+            *ok = false;
+            continue;
+        };
+        let id = (crate::model::normalise_key(&register.key), register.unit);
+        if let Some(first) = keys.insert(id, i) {
+            doc.error(
+                &at,
+                format!(
+                    "key {:?} is already used by registers[{first}]; give one of them its own `key`",
+                    register.key
+                ),
+            );
+            *ok = false;
+        }
+        registers.push(register);
+    }
+    registers.into()
+}
+
+/// On a serial line, the poller's unit and every register's own.
+fn check_serial_units(
+    doc: &mut Document,
+    path: &YamlPath,
+    unit: u8,
+    registers: &[RegisterSettings],
+    ok: &mut bool,
+) {
+    check_serial_unit(doc, &path.key("unit"), unit, ok);
+    for (i, register) in registers.iter().enumerate() {
+        if let Some(unit) = register.unit {
+            check_serial_unit(
+                doc,
+                &path.key("registers").index(i).key("unit"),
+                unit,
+                ok,
+            );
+        }
+    }
+}
+
+/// `targets`: devices (`host:port`) or, on a serial line, unit ids, each
+/// reading all of `registers`. `None` when `targets` is missing where it
+/// is needed.
+fn parse_targets(
+    doc: &mut Document,
+    path: &YamlPath,
+    given: Option<Vec<Value>>,
+    unit: u8,
+    serial: Option<&SerialSettings>,
+    registers: &Arc<[RegisterSettings]>,
+    ok: &mut bool,
+) -> Option<Vec<TargetSettings>> {
+    let list = path.key("targets");
+    let entries = match (given, serial) {
+        (Some(targets), _) => targets,
+        // One device on the line, at the poller's unit.
+        (None, Some(_)) => vec![Value::Number(unit.into())],
+        (None, None) => {
+            doc.error(
+                path,
+                "missing `targets`: list the devices to read, e.g. [\"10.0.0.5:502\"]",
+            );
+            return None;
+        }
+    };
+    let mut targets = Vec::new();
+    if entries.is_empty() {
+        doc.error(
+            &list,
+            if serial.is_some() {
+                "must list at least one unit id on the line, e.g. [1, 2]"
+            } else {
+                "must list at least one device, e.g. [\"10.0.0.5:502\"]"
+            },
+        );
+        *ok = false;
+    }
+    for (i, entry) in entries.iter().enumerate() {
+        let at = list.index(i);
+        let Some(raw_target) = target_entry(doc, &at, entry, serial) else {
+            *ok = false;
+            continue;
+        };
+        let Some((address, host, port)) = target_endpoint(doc, &at, serial, raw_target.address)
+        else {
+            *ok = false;
+            continue;
+        };
+        let target_unit = raw_target.unit.unwrap_or(unit);
+        if serial.is_some() && raw_target.unit.is_some() {
+            let at_unit = match entry {
+                Value::Mapping(_) => at.key("unit"),
+                _ => at.clone(),
+            };
+            check_serial_unit(doc, &at_unit, target_unit, ok);
+        }
+        let target = TargetSettings {
+            name: raw_target
+                .name
+                .map(|n| n.trim().to_owned())
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| address.clone()),
+            address,
+            host,
+            port,
+            unit: target_unit,
+            registers: registers.clone(),
+        };
+        if targets
+            .iter()
+            .any(|t: &TargetSettings| t.name == target.name && t.unit == target.unit)
+        {
+            doc.error(
+                &at,
+                format!(
+                    "target {} unit {} is listed twice",
+                    target.name, target.unit
+                ),
+            );
+            *ok = false;
+        }
+        targets.push(target);
+    }
+    Some(targets)
+}
+
+/// One entry of `targets` in its long form: an address, a unit id on a
+/// serial line, or a mapping.
+fn target_entry(
+    doc: &mut Document,
+    at: &YamlPath,
+    entry: &Value,
+    serial: Option<&SerialSettings>,
+) -> Option<RawTarget> {
+    match entry {
+        Value::String(address) => Some(RawTarget {
+            address: Some(address.clone()),
+            unit: None,
+            name: None,
+        }),
+        // A bare number is a unit id on the serial line.
+        Value::Number(n) if serial.is_some() => {
+            match n.as_u64().and_then(|n| u8::try_from(n).ok()) {
+                Some(unit) => Some(RawTarget {
+                    address: None,
+                    unit: Some(unit),
+                    name: None,
+                }),
+                None => {
+                    doc.error(
+                        at,
+                        format!("{n} is not a unit id: expected 1 to {MAX_SERIAL_UNIT}"),
+                    );
+                    None
+                }
+            }
+        }
+        Value::Mapping(_) => doc.deserialize::<RawTarget>(at, entry),
+        other => {
+            let expected = if serial.is_some() {
+                "a unit id such as 1 or {unit, name}"
+            } else {
+                "\"host\", \"host:port\" or {address, unit, name}"
+            };
+            doc.error(
+                at,
+                format!("expected {expected}, found {}", describe(other)),
+            );
+            None
+        }
+    }
+}
+
+/// A target's address as written, host and port: the serial device on a
+/// serial line, where a target has no address of its own.
+fn target_endpoint(
+    doc: &mut Document,
+    at: &YamlPath,
+    serial: Option<&SerialSettings>,
+    address: Option<String>,
+) -> Option<(String, String, u16)> {
+    match (serial, address) {
+        (Some(serial), None) => Some((serial.device.clone(), serial.device.clone(), 0)),
+        (Some(serial), Some(address)) => {
+            doc.error(
+                at,
+                format!(
+                    "{address:?}: with `transport: rtu` a target is a unit id on the serial line {}; the line is set by `device`",
+                    serial.device
+                ),
+            );
+            None
+        }
+        (None, Some(address)) => {
+            let (host, port) = parse_host_port(doc, at, &address)?;
+            Some((address.trim().to_owned(), host, port))
+        }
+        (None, None) => {
+            doc.error(
+                at,
+                "missing `address`: the device's \"host\" or \"host:port\"",
+            );
+            None
+        }
     }
 }
 
@@ -631,54 +756,7 @@ fn parse_transport(
     let transport = match name.as_deref() {
         None | Some("tcp") => Transport::Tcp,
         Some("rtu_over_tcp") => Transport::RtuOverTcp,
-        Some("rtu") => {
-            let device = match raw.device.as_deref().map(str::trim) {
-                Some(device) if device.starts_with('/') => device.to_owned(),
-                Some(device) => {
-                    doc.error(
-                        &path.key("device"),
-                        format!("{device:?} is not a serial device path: expected e.g. /dev/ttyUSB0 or /dev/serial/by-id/..."),
-                    );
-                    *ok = false;
-                    String::new()
-                }
-                None => {
-                    doc.error(
-                        path,
-                        "missing `device`: with `transport: rtu`, name the serial port, e.g. device: /dev/ttyUSB0",
-                    );
-                    *ok = false;
-                    String::new()
-                }
-            };
-            let baud_rate = raw.baud_rate.unwrap_or(DEFAULT_BAUD_RATE);
-            if !(300..=4_000_000).contains(&baud_rate) {
-                doc.error(
-                    &path.key("baud_rate"),
-                    format!(
-                        "{baud_rate} is not a serial speed: expected e.g. 9600, 19200 or 115200"
-                    ),
-                );
-                *ok = false;
-            }
-            let data_bits = raw.data_bits.unwrap_or(8);
-            if !(7..=8).contains(&data_bits) {
-                doc.error(&path.key("data_bits"), "must be 7 or 8 (Modbus RTU uses 8)");
-                *ok = false;
-            }
-            let stop_bits = raw.stop_bits.unwrap_or(1);
-            if !(1..=2).contains(&stop_bits) {
-                doc.error(&path.key("stop_bits"), "must be 1 or 2");
-                *ok = false;
-            }
-            return Transport::Rtu(SerialSettings {
-                device,
-                baud_rate,
-                parity: raw.parity.unwrap_or(Parity::None),
-                data_bits,
-                stop_bits,
-            });
-        }
+        Some("rtu") => return Transport::Rtu(parse_serial_line(doc, path, raw, ok)),
         Some(other) => {
             doc.error(
                 &path.key("transport"),
@@ -698,6 +776,99 @@ fn parse_transport(
         }
     }
     transport
+}
+
+/// The serial line of `transport: rtu`: `device`, and its speed and
+/// framing (9600 8N1 unless given).
+fn parse_serial_line(
+    doc: &mut Document,
+    path: &YamlPath,
+    raw: &RawModbus,
+    ok: &mut bool,
+) -> SerialSettings {
+    let device = match raw.device.as_deref().map(str::trim) {
+        Some(device) if device.starts_with('/') => device.to_owned(),
+        Some(device) => {
+            doc.error(
+                &path.key("device"),
+                format!("{device:?} is not a serial device path: expected e.g. /dev/ttyUSB0 or /dev/serial/by-id/..."),
+            );
+            *ok = false;
+            String::new()
+        }
+        None => {
+            doc.error(
+                path,
+                "missing `device`: with `transport: rtu`, name the serial port, e.g. device: /dev/ttyUSB0",
+            );
+            *ok = false;
+            String::new()
+        }
+    };
+    let mut fields = Fields::new(path);
+    let baud_rate = fields.read(
+        doc,
+        "baud_rate",
+        raw.baud_rate,
+        LineSetting {
+            default: DEFAULT_BAUD_RATE,
+            range: 300..=4_000_000,
+            refused: |n| format!("{n} is not a serial speed: expected e.g. 9600, 19200 or 115200"),
+        },
+    );
+    let data_bits = fields.read(
+        doc,
+        "data_bits",
+        raw.data_bits,
+        LineSetting {
+            default: 8,
+            range: 7..=8,
+            refused: |_| "must be 7 or 8 (Modbus RTU uses 8)".to_owned(),
+        },
+    );
+    let stop_bits = fields.read(
+        doc,
+        "stop_bits",
+        raw.stop_bits,
+        LineSetting {
+            default: 1,
+            range: 1..=2,
+            refused: |_| "must be 1 or 2".to_owned(),
+        },
+    );
+    *ok &= fields.ok();
+    SerialSettings {
+        device,
+        baud_rate,
+        parity: raw.parity.unwrap_or(Parity::None),
+        data_bits,
+        stop_bits,
+    }
+}
+
+/// A serial line's speed or framing: a value in `range`, and what to say
+/// of one outside it.
+struct LineSetting<T> {
+    default: T,
+    range: std::ops::RangeInclusive<T>,
+    refused: fn(T) -> String,
+}
+
+impl<T: Copy + PartialOrd> Setting for LineSetting<T> {
+    type Given = T;
+    type Value = T;
+
+    fn default_value(&self) -> T {
+        self.default
+    }
+
+    fn check(&self, given: T) -> Result<T, String> {
+        if self.range.contains(&given) {
+            Ok(given)
+        } else {
+            Err((self.refused)(given))
+        }
+    }
 }
 
 /// `host`, `host:port`, `[v6]:port` or a bare IPv6 literal.
@@ -729,18 +900,13 @@ pub(crate) fn parse_host_port(
         );
         return None;
     }
-    let port = match port {
+    let port = match port.map(Port::from_text) {
         None => DEFAULT_PORT,
-        Some(port) => match port.parse::<u16>() {
-            Ok(port) if port > 0 => port,
-            _ => {
-                doc.error(
-                    path,
-                    format!("{text:?}: port {port:?} is not a port number from 1 to 65535"),
-                );
-                return None;
-            }
-        },
+        Some(Ok(Port(port))) => port,
+        Some(Err(message)) => {
+            doc.error(path, format!("{text:?}: {message}"));
+            return None;
+        }
     };
     Some((host.to_owned(), port))
 }
@@ -750,10 +916,52 @@ fn parse_register(
     path: &YamlPath,
     entry: &Value,
     default_order: Order,
-    (max_registers, max_bits): (u16, u16),
+    limits: (u16, u16),
 ) -> Option<RegisterSettings> {
-    let raw: RawRegister = match entry {
-        Value::Number(_) | Value::String(_) => RawRegister {
+    let raw = register_entry(doc, path, entry)?;
+    let at_address = match entry {
+        Value::Mapping(_) => path.key("address"),
+        _ => path.clone(),
+    };
+    let (address, written) = register_address(doc, path, &at_address, &raw)?;
+    let value_type = register_type(doc, path, &raw, address.table)?;
+    let mut ok = check_type(doc, path, &raw, address.table, value_type);
+    ok &= check_span(doc, path, &at_address, address, value_type, limits);
+    let mut fields = Fields::new(path);
+    let order = fields.read(doc, "order", raw.order.clone(), ByteOrder(default_order));
+    ok &= fields.ok();
+    ok &= check_scaling(doc, path, &raw, address.table, value_type);
+    let data_type = register_data_type(doc, path, &raw, value_type, &mut ok);
+    let key = match raw.key {
+        Some(key) => {
+            ok &= check_user_key(doc, &path.key("key"), &key);
+            key
+        }
+        None => format!(
+            "{}_{}",
+            address.table.name(),
+            written.unwrap_or_else(|| u64::from(address.table.modicon(address.offset)))
+        ),
+    };
+    let metadata = register_metadata(doc, path, raw.metadata.as_ref(), &mut ok);
+
+    ok.then_some(RegisterSettings {
+        address,
+        value_type,
+        order,
+        multiplier: raw.multiplier,
+        offset: raw.offset,
+        data_type,
+        key: Text::from(key).shared(),
+        metadata: metadata.iter().map(Metadata::shared).collect(),
+        unit: raw.unit,
+    })
+}
+
+/// A register as a bare number (`30001`, `"400001"`) or a mapping.
+fn register_entry(doc: &mut Document, path: &YamlPath, entry: &Value) -> Option<RawRegister> {
+    match entry {
+        Value::Number(_) | Value::String(_) => Some(RawRegister {
             address: entry.clone(),
             table: None,
             value_type: None,
@@ -765,8 +973,8 @@ fn parse_register(
             key: None,
             metadata: None,
             unit: None,
-        },
-        Value::Mapping(_) => doc.deserialize(path, entry)?,
+        }),
+        Value::Mapping(_) => doc.deserialize(path, entry),
         other => {
             doc.error(
                 path,
@@ -775,18 +983,21 @@ fn parse_register(
                     describe(other)
                 ),
             );
-            return None;
+            None
         }
-    };
-    let at_address = match entry {
-        Value::Mapping(_) => path.key("address"),
-        _ => path.clone(),
-    };
-    let mut ok = true;
+    }
+}
 
-    // The number as written names the default key, as the Python agent does
-    // (`input_register_300387` for a six-digit number).
-    let (address, written) = match (&raw.table, &raw.address) {
+/// The register's table and offset, and the number as written: it names
+/// the default key, as the Python agent does (`input_register_300387` for
+/// a six-digit number).
+fn register_address(
+    doc: &mut Document,
+    path: &YamlPath,
+    at_address: &YamlPath,
+    raw: &RawRegister,
+) -> Option<(Address, Option<u64>)> {
+    match (&raw.table, &raw.address) {
         (Some(table_name), address) => {
             let Some(table) = Table::from_name(table_name) else {
                 doc.error(
@@ -801,65 +1012,73 @@ fn parse_register(
             };
             let Some(offset) = offset else {
                 doc.error(
-                    &at_address,
+                    at_address,
                     "with `table`, the address is zero-based: expected a number from 0 to 65535",
                 );
                 return None;
             };
-            (Address { table, offset }, None)
+            Some((Address { table, offset }, None))
         }
         // YAML reads `010001` as 10001 (a discrete input); as written, the
         // leading zero says coil, as device manuals mean it.
         (None, Value::Number(_))
             if doc
-                .written(&at_address)
+                .written(at_address)
                 .is_some_and(|text| text.len() > 1 && text.starts_with('0')) =>
         {
-            let text = doc.written(&at_address).expect("checked above").to_owned();
+            let text = doc.written(at_address).expect("checked above").to_owned();
             match parse_modicon_text(&text) {
-                Ok(address) => (address, text.parse().ok()),
+                Ok(address) => Some((address, text.parse().ok())),
                 Err(message) => {
-                    doc.error(&at_address, message);
-                    return None;
+                    doc.error(at_address, message);
+                    None
                 }
             }
         }
         (None, Value::Number(n)) => match n.as_u64().map(parse_modicon) {
-            Some(Ok(address)) => (address, n.as_u64()),
+            Some(Ok(address)) => Some((address, n.as_u64())),
             Some(Err(message)) => {
-                doc.error(&at_address, message);
-                return None;
+                doc.error(at_address, message);
+                None
             }
             None => {
                 doc.error(
-                    &at_address,
+                    at_address,
                     format!("{n} is not a register number such as 30001 or 400001"),
                 );
-                return None;
+                None
             }
         },
         (None, Value::String(text)) => match parse_modicon_text(text) {
-            Ok(address) => (address, text.trim().parse().ok()),
+            Ok(address) => Some((address, text.trim().parse().ok())),
             Err(message) => {
-                doc.error(&at_address, message);
-                return None;
+                doc.error(at_address, message);
+                None
             }
         },
         (None, other) => {
             doc.error(
-                &at_address,
+                at_address,
                 format!(
                     "expected a register number such as 30001, found {}",
                     describe(other)
                 ),
             );
-            return None;
+            None
         }
-    };
+    }
+}
 
-    let bits = address.table.is_bits();
+/// `type` (with `length` for a string), or the table's default: bool for
+/// bits, a string where a length is given, else uint16.
+fn register_type(
+    doc: &mut Document,
+    path: &YamlPath,
+    raw: &RawRegister,
+    table: Table,
+) -> Option<ValueType> {
     let value_type = match raw.value_type.as_deref() {
-        None if bits => ValueType::Bool,
+        None if table.is_bits() => ValueType::Bool,
         None if raw.length.is_some() => ValueType::String { registers: 0 },
         None => ValueType::UInt16,
         Some(name) => match ValueType::from_name(name, raw.length) {
@@ -876,12 +1095,25 @@ fn parse_register(
             }
         },
     };
-    let value_type = match value_type {
+    Some(match value_type {
         ValueType::String { .. } => ValueType::String {
             registers: raw.length.unwrap_or(0),
         },
         other => other,
-    };
+    })
+}
+
+/// Whether the type suits the table, and `length` the type. Returns
+/// whether it does.
+fn check_type(
+    doc: &mut Document,
+    path: &YamlPath,
+    raw: &RawRegister,
+    table: Table,
+    value_type: ValueType,
+) -> bool {
+    let bits = table.is_bits();
+    let mut ok = true;
     match value_type {
         ValueType::Bool if !bits => {
             doc.error(
@@ -893,10 +1125,7 @@ fn parse_register(
         other if bits && other != ValueType::Bool => {
             doc.error(
                 &path.key("type"),
-                format!(
-                    "{} hold single bits: the type must be bool",
-                    address.table.plural()
-                ),
+                format!("{} hold single bits: the type must be bool", table.plural()),
             );
             ok = false;
         }
@@ -913,9 +1142,26 @@ fn parse_register(
         doc.error(&path.key("length"), "only strings have a length");
         ok = false;
     }
+    ok
+}
 
+/// Whether the value fits in one read and in its table. Returns whether
+/// it does.
+fn check_span(
+    doc: &mut Document,
+    path: &YamlPath,
+    at_address: &YamlPath,
+    address: Address,
+    value_type: ValueType,
+    (max_registers, max_bits): (u16, u16),
+) -> bool {
+    let mut ok = true;
     let width = value_type.width().max(1);
-    let per_read = if bits { max_bits } else { max_registers };
+    let per_read = if address.table.is_bits() {
+        max_bits
+    } else {
+        max_registers
+    };
     if width > per_read {
         doc.error(
             path,
@@ -925,7 +1171,7 @@ fn parse_register(
     }
     if u32::from(address.offset) + u32::from(width) > 65_536 {
         doc.error(
-            &at_address,
+            at_address,
             format!(
                 "a {width}-register value starting here runs past the end of the {} table",
                 address.table.plural()
@@ -933,21 +1179,23 @@ fn parse_register(
         );
         ok = false;
     }
+    ok
+}
 
-    let order = match raw.order.as_deref().map(str::parse::<Order>) {
-        None => default_order,
-        Some(Ok(order)) => order,
-        Some(Err(message)) => {
-            doc.error(&path.key("order"), message);
-            ok = false;
-            default_order
-        }
-    };
-
+/// `multiplier` and `offset`: finite, and only on numbers read from
+/// registers. Returns whether they are fine.
+fn check_scaling(
+    doc: &mut Document,
+    path: &YamlPath,
+    raw: &RawRegister,
+    table: Table,
+    value_type: ValueType,
+) -> bool {
     let is_text = matches!(value_type, ValueType::String { .. });
+    let mut ok = true;
     for (key, given) in [("multiplier", raw.multiplier), ("offset", raw.offset)] {
         match given {
-            Some(_) if is_text || bits => {
+            Some(_) if is_text || table.is_bits() => {
                 doc.error(
                     &path.key(key),
                     "only numbers read from registers can be scaled",
@@ -961,48 +1209,57 @@ fn parse_register(
             _ => {}
         }
     }
+    ok
+}
 
+/// `data_type`, or what the value is posted as: string for text, float
+/// for floats and values scaled by a fraction, else int.
+fn register_data_type(
+    doc: &mut Document,
+    path: &YamlPath,
+    raw: &RawRegister,
+    value_type: ValueType,
+    ok: &mut bool,
+) -> DataType {
+    let is_text = matches!(value_type, ValueType::String { .. });
     let scaled_to_fraction = [raw.multiplier, raw.offset]
         .iter()
         .flatten()
         .any(|n| n.fract() != 0.0);
-    let data_type = match raw.data_type {
+    match raw.data_type {
         Some(DataType::String) if !is_text => {
             doc.error(
                 &path.key("data_type"),
                 "only strings are posted as string; this value is a number",
             );
-            ok = false;
+            *ok = false;
             DataType::String
         }
         Some(data_type) if is_text && data_type != DataType::String => {
             doc.error(&path.key("data_type"), "a string must be posted as string");
-            ok = false;
+            *ok = false;
             data_type
         }
         Some(data_type) => data_type,
         None if is_text => DataType::String,
         None if value_type.is_float() || scaled_to_fraction => DataType::Float,
         None => DataType::Int,
-    };
+    }
+}
 
-    let key = match raw.key {
-        Some(key) => {
-            ok &= check_user_key(doc, &path.key("key"), &key);
-            key
-        }
-        None => format!(
-            "{}_{}",
-            address.table.name(),
-            written.unwrap_or_else(|| u64::from(address.table.modicon(address.offset)))
-        ),
-    };
-    let metadata = match &raw.metadata {
+/// The register's own `metadata`; `unit` is the poller's to set.
+fn register_metadata(
+    doc: &mut Document,
+    path: &YamlPath,
+    given: Option<&Value>,
+    ok: &mut bool,
+) -> Vec<Metadata> {
+    let metadata = match given {
         None | Some(Value::Null) => Vec::new(),
         Some(value) => match parse_metadata(doc, &path.key("metadata"), value) {
             Some(metadata) => metadata,
             None => {
-                ok = false;
+                *ok = false;
                 Vec::new()
             }
         },
@@ -1015,18 +1272,7 @@ fn parse_register(
             &path.key("metadata"),
             "`unit` is set by the poller from the Modbus unit id; choose another metadata key",
         );
-        ok = false;
+        *ok = false;
     }
-
-    ok.then_some(RegisterSettings {
-        address,
-        value_type,
-        order,
-        multiplier: raw.multiplier,
-        offset: raw.offset,
-        data_type,
-        key: Text::from(key).shared(),
-        metadata: metadata.iter().map(Metadata::shared).collect(),
-        unit: raw.unit,
-    })
+    metadata
 }

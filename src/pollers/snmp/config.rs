@@ -11,7 +11,10 @@ use serde_norway::Value;
 use super::oid::{dotted, oid_from_text};
 use crate::model::{DataType, Metadata};
 use crate::secret::{self, SecretSource};
-use crate::yaml::{check_user_key, describe, parse_metadata, Document, YamlPath};
+use crate::yaml::{
+    check_user_key, describe, parse_metadata, Count, Document, DurationMs, Fields, Port, Retries,
+    YamlPath,
+};
 
 pub const DEFAULT_PORT: u16 = 161;
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -297,6 +300,14 @@ impl RawTarget {
             RawTarget::Detailed(detail) => &detail.address,
         }
     }
+
+    /// The target's own community, if it has one.
+    fn community(&self) -> Option<&Value> {
+        match self {
+            RawTarget::Address(_) => None,
+            RawTarget::Detailed(detail) => detail.community.as_ref(),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -344,294 +355,59 @@ impl SnmpSettings {
     pub(crate) fn parse(doc: &mut Document, path: &YamlPath, value: &Value) -> Option<Self> {
         let raw: RawSnmp = doc.deserialize(path, value)?;
         let errors_before = doc.error_count();
-        let version = match &raw.version {
-            None => "2c".to_owned(),
-            Some(Value::Number(n)) => n.to_string(),
-            Some(Value::String(text)) => text.trim().to_ascii_lowercase(),
-            Some(other) => describe(other).to_owned(),
-        };
-        // Where every target has its own community the poller needs none.
-        let first_own = raw.targets.iter().enumerate().find_map(|(i, t)| match t {
-            RawTarget::Detailed(RawTargetDetail {
-                community: Some(c), ..
-            }) => Some((i, c)),
-            _ => None,
-        });
-        let all_own = raw.targets.iter().all(|t| {
-            matches!(
-                t,
-                RawTarget::Detailed(RawTargetDetail {
-                    community: Some(_),
-                    ..
-                })
-            )
-        });
-        let community = |doc: &mut Document| match (&raw.community, first_own) {
-            (Some(raw), _) => secret(doc, &path.key("community"), raw),
-            (None, Some((i, own))) if all_own => {
-                secret(doc, &path.key("targets").index(i).key("community"), own)
-            }
-            (None, _) => {
-                doc.error(
-                    path,
-                    "missing `community`: read it from a file ({file: /etc/pattoo/snmp-community}) or the environment ({env: SNMP_COMMUNITY})",
-                );
-                None
-            }
-        };
-        let credentials = match version.as_str() {
-            "1" => community(doc).map(Credentials::V1),
-            "2" | "2c" => community(doc).map(Credentials::V2c),
-            "3" => {
-                let user = match &raw.user {
-                    Some(user) if !user.trim().is_empty() => Some(user.trim().to_owned()),
-                    _ => {
-                        doc.error(path, "missing `user`: SNMPv3 needs the USM user name");
-                        None
-                    }
-                };
-                let auth = raw.auth.as_ref().and_then(|a| {
-                    let at = path.key("auth");
-                    let protocol = match a.protocol.to_ascii_uppercase().parse::<AuthProtocol>() {
-                        Ok(p) => Some(p),
-                        Err(_) => {
-                            doc.error(
-                                &at.key("protocol"),
-                                format!("unknown authentication protocol {:?}: expected md5, sha (sha1), sha224, sha256, sha384 or sha512", a.protocol),
-                            );
-                            None
-                        }
-                    };
-                    let passphrase = secret(doc, &at.key("passphrase"), &a.passphrase);
-                    Some((protocol?, passphrase?))
-                });
-                let privacy = raw.privacy.as_ref().and_then(|p| {
-                    let at = path.key("privacy");
-                    let protocol = match p.protocol.to_ascii_uppercase().as_str() {
-                        "AES192" | "AES-192" => Some(PrivProtocol::Aes192Blumenthal),
-                        "AES256" | "AES-256" => Some(PrivProtocol::Aes256Blumenthal),
-                        other => match other.parse::<PrivProtocol>() {
-                            Ok(p) => Some(p),
-                            Err(_) => {
-                                doc.error(
-                                    &at.key("protocol"),
-                                    format!("unknown privacy protocol {:?}: expected des, aes (aes128), aes192, aes256, aes192-reeder or aes256-reeder", p.protocol),
-                                );
-                                None
-                            }
-                        },
-                    };
-                    let passphrase = secret(doc, &at.key("passphrase"), &p.passphrase);
-                    Some((protocol?, passphrase?))
-                });
-                if raw.privacy.is_some() && raw.auth.is_none() {
-                    doc.error(
-                        &path.key("privacy"),
-                        "privacy needs `auth` too: SNMPv3 has no privacy without authentication",
-                    );
-                }
-                user.map(|user| Credentials::V3 {
-                    user,
-                    auth,
-                    privacy,
-                })
-            }
-            other => {
-                doc.error(
-                    &path.key("version"),
-                    format!("unknown SNMP version {other:?}: expected 1, 2c or 3"),
-                );
-                None
-            }
-        };
-        if version != "3" {
-            for key in ["user", "auth", "privacy"] {
-                let given = match key {
-                    "user" => raw.user.is_some(),
-                    "auth" => raw.auth.is_some(),
-                    _ => raw.privacy.is_some(),
-                };
-                if given {
-                    doc.error(
-                        &path.key(key),
-                        "only SNMPv3 has users: set `version: 3`, or drop this",
-                    );
-                }
-            }
-        } else if raw.community.is_some() {
-            doc.error(
-                &path.key("community"),
-                "SNMPv3 has no community: drop this, or set `version: 2c`",
-            );
-        }
-
-        let mut ok = true;
-        let mut positive =
-            |doc: &mut Document, key: &str, value: Option<u64>, default: u64, max: u64| {
-                crate::yaml::positive_or(doc, path, key, value, default, max, &mut ok)
-            };
-        let timeout = Duration::from_millis(positive(
+        let credentials = parse_credentials(doc, path, &raw);
+        let mut fields = Fields::new(path);
+        let timeout = fields.read(
             doc,
             "timeout_ms",
             raw.timeout_ms,
-            DEFAULT_TIMEOUT.as_millis() as u64,
-            crate::yaml::MAX_MS,
-        ));
-        let max_repetitions = positive(
+            DurationMs::or(DEFAULT_TIMEOUT),
+        );
+        let max_repetitions = fields.read(
             doc,
             "max_repetitions",
             raw.max_repetitions,
-            u64::from(DEFAULT_MAX_REPETITIONS),
-            1000,
+            Count::new(u64::from(DEFAULT_MAX_REPETITIONS), 1000),
         );
         // Beyond these a request would not fit in any UDP datagram, and a
         // poller would hold more sockets' worth of work than it can use.
-        let max_oids_per_request = positive(
+        let max_oids_per_request = fields.read(
             doc,
             "max_oids_per_request",
             raw.max_oids_per_request,
-            DEFAULT_MAX_OIDS_PER_REQUEST as u64,
-            1000,
+            Count::new(DEFAULT_MAX_OIDS_PER_REQUEST as u64, 1000),
         );
-        let max_concurrent_targets = positive(
+        let max_concurrent_targets = fields.read(
             doc,
             "max_concurrent_targets",
             raw.max_concurrent_targets,
-            DEFAULT_MAX_CONCURRENT_TARGETS as u64,
-            65_535,
+            Count::new(DEFAULT_MAX_CONCURRENT_TARGETS as u64, 65_535),
         );
-        let max_rows_per_walk = positive(
+        let max_rows_per_walk = fields.read(
             doc,
             "max_rows_per_walk",
             raw.max_rows_per_walk,
-            DEFAULT_MAX_ROWS_PER_WALK as u64,
-            MAX_MAX_ROWS_PER_WALK,
+            Count::new(DEFAULT_MAX_ROWS_PER_WALK as u64, MAX_MAX_ROWS_PER_WALK),
         );
-        let poll_deadline = raw.poll_deadline_ms.map(|ms| {
-            Duration::from_millis(positive(
-                doc,
-                "poll_deadline_ms",
-                Some(ms),
-                ms,
-                crate::yaml::MAX_MS,
-            ))
-        });
-        let retries = raw.retries.unwrap_or(DEFAULT_RETRIES);
-        if retries > MAX_RETRIES {
-            doc.error(
-                &path.key("retries"),
-                format!(
-                    "at most {MAX_RETRIES}: more only hide an outage within one polling interval"
-                ),
-            );
-        }
-
-        let mut reads = Vec::new();
-        let mut gets = Vec::new();
-        for (i, raw) in raw.get.iter().enumerate() {
-            gets.extend(column(doc, &path.key("get").index(i), raw, false));
-        }
-        if !gets.is_empty() {
-            reads.push(Read::Get(gets));
-        }
-        for (i, raw) in raw.walk.iter().enumerate() {
-            reads.extend(column(doc, &path.key("walk").index(i), raw, false).map(Read::Walk));
-        }
-        for (i, raw) in raw.tables.iter().enumerate() {
-            let at = path.key("tables").index(i);
-            let columns: Vec<Column> = raw
-                .columns
-                .iter()
-                .enumerate()
-                .filter_map(|(c, col)| column(doc, &at.key("columns").index(c), col, true))
-                .collect();
-            let mut labels = Vec::new();
-            for (l, label) in raw.labels.iter().enumerate() {
-                let at = at.key("labels").index(l);
-                let oid = parse_oid(doc, &at.key("oid"), &label.oid);
-                if check_user_key(doc, &at.key("key"), &label.key) {
-                    if let Some(oid) = oid {
-                        labels.push(Label {
-                            key: label.key.clone(),
-                            oid,
-                            update_checksum: label.update_checksum,
-                        });
-                    }
-                }
-            }
-            if raw.columns.is_empty() {
-                doc.error(&at.key("columns"), "must list at least one column to post");
-            }
-            reads.push(Read::Table(Table {
-                name: raw.name.clone(),
-                columns,
-                labels,
-            }));
-        }
-        match raw.preset.as_deref().map(str::trim) {
-            None => {}
-            Some("if_mib" | "IF-MIB" | "if-mib") => reads.push(Read::Table(if_mib_preset())),
-            Some(other) => doc.error(
-                &path.key("preset"),
-                format!("unknown preset {other:?}: expected if_mib"),
-            ),
-        }
-        if reads.is_empty() {
-            doc.error(
-                path,
-                "nothing to read: give `get`, `walk`, `tables` or `preset: if_mib`",
-            );
-        }
-
-        let reads: Arc<[Read]> = reads.into();
-        let mut targets = Vec::new();
-        if raw.targets.is_empty() {
-            doc.error(&path.key("targets"), "must list at least one device");
-        }
-        for (i, target) in raw.targets.iter().enumerate() {
-            let text = target.address();
-            if let Some((host, port)) = parse_host_port(text) {
-                let mut own = credentials.clone()?;
-                let mut name = text.trim().to_owned();
-                if let RawTarget::Detailed(detail) = target {
-                    let at = path.key("targets").index(i);
-                    if let Some(given) = detail.name.as_deref().map(str::trim) {
-                        if given.is_empty() {
-                            doc.error(&at.key("name"), "must not be empty");
-                        }
-                        name = given.to_owned();
-                    }
-                    if let Some(raw) = &detail.community {
-                        let secret = secret(doc, &at.key("community"), raw);
-                        own = match (own, secret) {
-                            (Credentials::V1(_), Some(s)) => Credentials::V1(s),
-                            (Credentials::V2c(_), Some(s)) => Credentials::V2c(s),
-                            (v3 @ Credentials::V3 { .. }, Some(_)) => {
-                                doc.error(
-                                    &at.key("community"),
-                                    "SNMPv3 has no community: drop this",
-                                );
-                                v3
-                            }
-                            (own, None) => own,
-                        };
-                    }
-                }
-                targets.push(TargetSettings {
-                    name,
-                    host,
-                    port,
-                    credentials: own,
-                    reads: reads.clone(),
-                });
-            } else {
-                doc.error(
-                    &path.key("targets").index(i),
-                    format!("{text:?} is not a device address: expected \"host\", \"host:port\" or \"[ipv6]:port\""),
-                );
-            }
-        }
-        if doc.error_count() > errors_before || !ok {
+        let poll_deadline = fields.read(
+            doc,
+            "poll_deadline_ms",
+            raw.poll_deadline_ms,
+            DurationMs::optional(),
+        );
+        let retries = fields.read(
+            doc,
+            "retries",
+            raw.retries,
+            Retries {
+                default: DEFAULT_RETRIES,
+                max: MAX_RETRIES,
+                why: "more only hide an outage within one polling interval",
+            },
+        );
+        let reads = parse_reads(doc, path, &raw);
+        let targets = parse_targets(doc, path, &raw.targets, credentials.as_ref(), &reads)?;
+        if doc.error_count() > errors_before || !fields.ok() {
             return None;
         }
         Some(SnmpSettings {
@@ -645,6 +421,281 @@ impl SnmpSettings {
             max_rows_per_walk: max_rows_per_walk as usize,
             poll_deadline,
         })
+    }
+}
+
+/// `version` and what goes with it: a community for v1 and v2c; a user,
+/// and maybe authentication and privacy, for v3. The keys of the other
+/// versions are errors.
+fn parse_credentials(doc: &mut Document, path: &YamlPath, raw: &RawSnmp) -> Option<Credentials> {
+    let version = match &raw.version {
+        None => "2c".to_owned(),
+        Some(Value::Number(n)) => n.to_string(),
+        Some(Value::String(text)) => text.trim().to_ascii_lowercase(),
+        Some(other) => describe(other).to_owned(),
+    };
+    let credentials = match version.as_str() {
+        "1" => poller_community(doc, path, raw).map(Credentials::V1),
+        "2" | "2c" => poller_community(doc, path, raw).map(Credentials::V2c),
+        "3" => parse_usm(doc, path, raw),
+        other => {
+            doc.error(
+                &path.key("version"),
+                format!("unknown SNMP version {other:?}: expected 1, 2c or 3"),
+            );
+            None
+        }
+    };
+    if version != "3" {
+        for key in ["user", "auth", "privacy"] {
+            let given = match key {
+                "user" => raw.user.is_some(),
+                "auth" => raw.auth.is_some(),
+                _ => raw.privacy.is_some(),
+            };
+            if given {
+                doc.error(
+                    &path.key(key),
+                    "only SNMPv3 has users: set `version: 3`, or drop this",
+                );
+            }
+        }
+    } else if raw.community.is_some() {
+        doc.error(
+            &path.key("community"),
+            "SNMPv3 has no community: drop this, or set `version: 2c`",
+        );
+    }
+    credentials
+}
+
+/// The poller's `community`. Where every target has its own the poller
+/// needs none: the first target's stands in for it.
+fn poller_community(doc: &mut Document, path: &YamlPath, raw: &RawSnmp) -> Option<SecretSource> {
+    let first_own = raw
+        .targets
+        .iter()
+        .enumerate()
+        .find_map(|(i, t)| t.community().map(|c| (i, c)));
+    let all_own = raw.targets.iter().all(|t| t.community().is_some());
+    match (&raw.community, first_own) {
+        (Some(raw), _) => secret(doc, &path.key("community"), raw),
+        (None, Some((i, own))) if all_own => {
+            secret(doc, &path.key("targets").index(i).key("community"), own)
+        }
+        (None, _) => {
+            doc.error(
+                path,
+                "missing `community`: read it from a file ({file: /etc/pattoo/snmp-community}) or the environment ({env: SNMP_COMMUNITY})",
+            );
+            None
+        }
+    }
+}
+
+/// SNMPv3's user-based security: `user`, `auth` and `privacy`.
+fn parse_usm(doc: &mut Document, path: &YamlPath, raw: &RawSnmp) -> Option<Credentials> {
+    let user = match &raw.user {
+        Some(user) if !user.trim().is_empty() => Some(user.trim().to_owned()),
+        _ => {
+            doc.error(path, "missing `user`: SNMPv3 needs the USM user name");
+            None
+        }
+    };
+    let auth = raw
+        .auth
+        .as_ref()
+        .and_then(|auth| parse_auth(doc, &path.key("auth"), auth));
+    let privacy = raw
+        .privacy
+        .as_ref()
+        .and_then(|privacy| parse_privacy(doc, &path.key("privacy"), privacy));
+    if raw.privacy.is_some() && raw.auth.is_none() {
+        doc.error(
+            &path.key("privacy"),
+            "privacy needs `auth` too: SNMPv3 has no privacy without authentication",
+        );
+    }
+    user.map(|user| Credentials::V3 {
+        user,
+        auth,
+        privacy,
+    })
+}
+
+/// `auth`: the authentication protocol and its passphrase.
+fn parse_auth(
+    doc: &mut Document,
+    at: &YamlPath,
+    raw: &RawProtocol,
+) -> Option<(AuthProtocol, SecretSource)> {
+    let protocol = match raw.protocol.to_ascii_uppercase().parse::<AuthProtocol>() {
+        Ok(p) => Some(p),
+        Err(_) => {
+            doc.error(
+                &at.key("protocol"),
+                format!("unknown authentication protocol {:?}: expected md5, sha (sha1), sha224, sha256, sha384 or sha512", raw.protocol),
+            );
+            None
+        }
+    };
+    let passphrase = secret(doc, &at.key("passphrase"), &raw.passphrase);
+    Some((protocol?, passphrase?))
+}
+
+/// `privacy`: the privacy protocol and its passphrase.
+fn parse_privacy(
+    doc: &mut Document,
+    at: &YamlPath,
+    raw: &RawProtocol,
+) -> Option<(PrivProtocol, SecretSource)> {
+    let protocol = match raw.protocol.to_ascii_uppercase().as_str() {
+        "AES192" | "AES-192" => Some(PrivProtocol::Aes192Blumenthal),
+        "AES256" | "AES-256" => Some(PrivProtocol::Aes256Blumenthal),
+        other => match other.parse::<PrivProtocol>() {
+            Ok(p) => Some(p),
+            Err(_) => {
+                doc.error(
+                    &at.key("protocol"),
+                    format!("unknown privacy protocol {:?}: expected des, aes (aes128), aes192, aes256, aes192-reeder or aes256-reeder", raw.protocol),
+                );
+                None
+            }
+        },
+    };
+    let passphrase = secret(doc, &at.key("passphrase"), &raw.passphrase);
+    Some((protocol?, passphrase?))
+}
+
+/// What every target reads: `get`, `walk`, `tables` and `preset`, at least
+/// one of them.
+fn parse_reads(doc: &mut Document, path: &YamlPath, raw: &RawSnmp) -> Arc<[Read]> {
+    let mut reads = Vec::new();
+    let mut gets = Vec::new();
+    for (i, raw) in raw.get.iter().enumerate() {
+        gets.extend(column(doc, &path.key("get").index(i), raw, false));
+    }
+    if !gets.is_empty() {
+        reads.push(Read::Get(gets));
+    }
+    for (i, raw) in raw.walk.iter().enumerate() {
+        reads.extend(column(doc, &path.key("walk").index(i), raw, false).map(Read::Walk));
+    }
+    for (i, raw) in raw.tables.iter().enumerate() {
+        reads.push(Read::Table(table(doc, &path.key("tables").index(i), raw)));
+    }
+    match raw.preset.as_deref().map(str::trim) {
+        None => {}
+        Some("if_mib" | "IF-MIB" | "if-mib") => reads.push(Read::Table(if_mib_preset())),
+        Some(other) => doc.error(
+            &path.key("preset"),
+            format!("unknown preset {other:?}: expected if_mib"),
+        ),
+    }
+    if reads.is_empty() {
+        doc.error(
+            path,
+            "nothing to read: give `get`, `walk`, `tables` or `preset: if_mib`",
+        );
+    }
+    reads.into()
+}
+
+/// One of `tables`: its value columns and its labels.
+fn table(doc: &mut Document, at: &YamlPath, raw: &RawTable) -> Table {
+    let columns: Vec<Column> = raw
+        .columns
+        .iter()
+        .enumerate()
+        .filter_map(|(c, col)| column(doc, &at.key("columns").index(c), col, true))
+        .collect();
+    let mut labels = Vec::new();
+    for (l, label) in raw.labels.iter().enumerate() {
+        let at = at.key("labels").index(l);
+        let oid = parse_oid(doc, &at.key("oid"), &label.oid);
+        if check_user_key(doc, &at.key("key"), &label.key) {
+            if let Some(oid) = oid {
+                labels.push(Label {
+                    key: label.key.clone(),
+                    oid,
+                    update_checksum: label.update_checksum,
+                });
+            }
+        }
+    }
+    if raw.columns.is_empty() {
+        doc.error(&at.key("columns"), "must list at least one column to post");
+    }
+    Table {
+        name: raw.name.clone(),
+        columns,
+        labels,
+    }
+}
+
+/// `targets`, each reached with the poller's credentials or its own
+/// community. `None` as soon as a target is reached with credentials that
+/// were refused.
+fn parse_targets(
+    doc: &mut Document,
+    path: &YamlPath,
+    raw: &[RawTarget],
+    credentials: Option<&Credentials>,
+    reads: &Arc<[Read]>,
+) -> Option<Vec<TargetSettings>> {
+    let mut targets = Vec::new();
+    if raw.is_empty() {
+        doc.error(&path.key("targets"), "must list at least one device");
+    }
+    for (i, target) in raw.iter().enumerate() {
+        let at = path.key("targets").index(i);
+        let text = target.address();
+        let Some((host, port)) = parse_host_port(text) else {
+            doc.error(
+                &at,
+                format!("{text:?} is not a device address: expected \"host\", \"host:port\" or \"[ipv6]:port\""),
+            );
+            continue;
+        };
+        let mut own = credentials.cloned()?;
+        let mut name = text.trim().to_owned();
+        if let RawTarget::Detailed(detail) = target {
+            if let Some(given) = detail.name.as_deref().map(str::trim) {
+                if given.is_empty() {
+                    doc.error(&at.key("name"), "must not be empty");
+                }
+                name = given.to_owned();
+            }
+            if let Some(raw) = &detail.community {
+                own = target_community(doc, &at.key("community"), own, raw);
+            }
+        }
+        targets.push(TargetSettings {
+            name,
+            host,
+            port,
+            credentials: own,
+            reads: reads.clone(),
+        });
+    }
+    Some(targets)
+}
+
+/// A target's own `community` in place of the poller's.
+fn target_community(
+    doc: &mut Document,
+    at: &YamlPath,
+    poller: Credentials,
+    raw: &Value,
+) -> Credentials {
+    match (poller, secret(doc, at, raw)) {
+        (Credentials::V1(_), Some(s)) => Credentials::V1(s),
+        (Credentials::V2c(_), Some(s)) => Credentials::V2c(s),
+        (v3 @ Credentials::V3 { .. }, Some(_)) => {
+            doc.error(at, "SNMPv3 has no community: drop this");
+            v3
+        }
+        (own, None) => own,
     }
 }
 
@@ -756,7 +807,7 @@ pub(crate) fn parse_host_port(text: &str) -> Option<(String, u16)> {
     }
     let port = match port {
         None => DEFAULT_PORT,
-        Some(port) => port.parse::<u16>().ok().filter(|p| *p > 0)?,
+        Some(port) => Port::from_text(port).ok()?.0,
     };
     Some((host.to_owned(), port))
 }
