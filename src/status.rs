@@ -21,10 +21,8 @@ use anyhow::Context;
 
 use crate::config::Settings;
 use crate::daemon::lock;
-use crate::formats::{self, Payload};
-use crate::model::{DataType, Value};
-use crate::telemetry::figures::{Figure, Figures, Group, Kind, Number};
-use crate::telemetry::metrics_page::{CHALLENGE_HEADER, PREFIX, PROOF_HEADER};
+use crate::telemetry::figures::{Figures, Group, Number};
+use crate::telemetry::metrics_page::{self, CHALLENGE_HEADER, PROOF_HEADER};
 use crate::telemetry::state::{self, State, Token};
 use crate::time::now_ms;
 
@@ -166,7 +164,8 @@ async fn scrape(
         .error_for_status()
         .with_context(|| url_metrics.clone())?;
     let metrics = read_at_most(metrics, max_bytes, &url_metrics).await?;
-    let figures = parse_page(&metrics).with_context(|| url_metrics.clone())?;
+    let figures = metrics_page::parse(&metrics)
+        .with_context(|| format!("{url_metrics}: the metrics page is not valid Prometheus text"))?;
     let (url_health, health) = ask("/health").await?;
     let healthy = health.status().is_success();
     let text = read_at_most(health, MAX_HEALTH_BYTES, &url_health).await?;
@@ -207,63 +206,6 @@ async fn read_at_most(
         body.extend_from_slice(&chunk);
     }
     Ok(body)
-}
-
-/// The metrics page back into [`Figures`], through the Prometheus parser
-/// the `prometheus` format uses: samples labelled with a poller become that
-/// poller's group, the rest the agent's.
-pub fn parse_page(text: &[u8]) -> anyhow::Result<Figures> {
-    let parsed = formats::prometheus::parse(&Payload {
-        bytes: text,
-        default_target: "",
-        read_at_ms: 0,
-        exit_status: None,
-    })
-    .context("the metrics page is not valid Prometheus text")?;
-    let mut figures = Figures::default();
-    for datapoint in parsed.targets.iter().flat_map(|t| &t.datapoints) {
-        let Some(name) = datapoint.key.strip_prefix(PREFIX) else {
-            continue;
-        };
-        let (key, kind) = match datapoint.data_type {
-            DataType::Counter64 => (name.strip_suffix("_total").unwrap_or(name), Kind::Counter),
-            _ => (name, Kind::Gauge),
-        };
-        let value = match datapoint.value {
-            Value::Int(v) => Number::Float(v as f64),
-            Value::UInt(v) => Number::Float(v as f64),
-            Value::UInt128(v) => Number::Float(v as f64),
-            Value::Float(v) => Number::Float(v),
-            Value::Text(_) => continue,
-        };
-        let label = |wanted: &str| {
-            datapoint
-                .metadata
-                .iter()
-                .find(|m| m.key == wanted)
-                .map(|m| m.value.to_string())
-        };
-        let poller = label("poller").map(|name| (name, label("poller_type").unwrap_or_default()));
-        let target = poller.as_ref().map_or_else(
-            || crate::telemetry::figures::AGENT_TARGET.to_owned(),
-            |p| p.0.clone(),
-        );
-        let figure = Figure {
-            key: key.to_owned(),
-            kind,
-            value,
-            posted: true,
-        };
-        match figures.groups.iter_mut().find(|g| g.poller == poller) {
-            Some(group) => group.figures.push(figure),
-            None => figures.groups.push(Group {
-                target,
-                poller,
-                figures: vec![figure],
-            }),
-        }
-    }
-    Ok(figures)
 }
 
 fn print(
@@ -490,7 +432,7 @@ mod tests {
         };
         // Through the page and back, as status reads it.
         let page = crate::telemetry::metrics_page::render(&figures);
-        let figures = parse_page(page.as_bytes()).unwrap();
+        let figures = crate::telemetry::metrics_page::parse(page.as_bytes()).unwrap();
         let seen = Seen::Page {
             url: "http://127.0.0.1:9464".into(),
             health: Err("poller \x1b[8mhidden".into()),

@@ -985,8 +985,9 @@ mod tests {
         let lookups = || crate::identity::LOOKUPS.with(|count| count.get());
         let before = lookups();
 
-        let (settings, hostname) = crate::app::load_and_build(dir.path()).unwrap();
-        assert_eq!(lookups() - before, 1, "the check looks the name up");
+        let settings = crate::config::load(dir.path()).unwrap();
+        let hostname = crate::identity::hostname(settings.agent.hostname.as_deref());
+        assert_eq!(lookups() - before, 1, "the start looks the name up");
         let delivery = delivery_to("127.0.0.1:9".parse().unwrap(), &dir.path().join("cache"));
         let (monitor, _delivery_tx, delivery_rx) = monitor_of(delivery);
         let (queue, _queued) = mpsc::channel(QUEUE_BODIES);

@@ -35,8 +35,10 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
-use super::figures::{Figures, Kind, Number};
+use super::figures::{Figure, Figures, Group, Kind, Number};
 use super::state::Token;
+use crate::formats::{self, FormatError, Payload};
+use crate::model::{DataType, Value};
 
 pub const MAX_CONNECTIONS: usize = 8;
 pub const MAX_WAITING: usize = 32;
@@ -311,6 +313,61 @@ fn respond(
     }
 }
 
+/// The page back into [`Figures`] (`status` reads it so), through the
+/// Prometheus parser the `prometheus` format uses: samples labelled with a poller become that
+/// poller's group, the rest the agent's.
+pub fn parse(text: &[u8]) -> Result<Figures, FormatError> {
+    let parsed = formats::prometheus::parse(&Payload {
+        bytes: text,
+        default_target: "",
+        read_at_ms: 0,
+        exit_status: None,
+    })?;
+    let mut figures = Figures::default();
+    for datapoint in parsed.targets.iter().flat_map(|t| &t.datapoints) {
+        let Some(name) = datapoint.key.strip_prefix(PREFIX) else {
+            continue;
+        };
+        let (key, kind) = match datapoint.data_type {
+            DataType::Counter64 => (name.strip_suffix("_total").unwrap_or(name), Kind::Counter),
+            _ => (name, Kind::Gauge),
+        };
+        let value = match datapoint.value {
+            Value::Int(v) => Number::Float(v as f64),
+            Value::UInt(v) => Number::Float(v as f64),
+            Value::UInt128(v) => Number::Float(v as f64),
+            Value::Float(v) => Number::Float(v),
+            Value::Text(_) => continue,
+        };
+        let label = |wanted: &str| {
+            datapoint
+                .metadata
+                .iter()
+                .find(|m| m.key == wanted)
+                .map(|m| m.value.to_string())
+        };
+        let poller = label("poller").map(|name| (name, label("poller_type").unwrap_or_default()));
+        let target = poller
+            .as_ref()
+            .map_or_else(|| super::figures::AGENT_TARGET.to_owned(), |p| p.0.clone());
+        let figure = Figure {
+            key: key.to_owned(),
+            kind,
+            value,
+            posted: true,
+        };
+        match figures.groups.iter_mut().find(|g| g.poller == poller) {
+            Some(group) => group.figures.push(figure),
+            None => figures.groups.push(Group {
+                target,
+                poller,
+                figures: vec![figure],
+            }),
+        }
+    }
+    Ok(figures)
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::Ordering;
@@ -397,7 +454,7 @@ mod tests {
             "{page}"
         );
         assert!(page.ends_with("# EOF\n"), "{page}");
-        let scraped = crate::status::parse_page(page.as_bytes()).unwrap();
+        let scraped = parse(page.as_bytes()).unwrap();
 
         // Every datapoint of the body has its sample on the page, with the
         // same value, under the same poller, as a counter exactly when the
@@ -461,7 +518,7 @@ mod tests {
         let mut figures = figures();
         let odd = "meter \"A\" \\ hall\n2".to_owned();
         figures.groups[0].poller = Some((odd.clone(), "modbus_tcp".into()));
-        let scraped = crate::status::parse_page(render(&figures).as_bytes()).unwrap();
+        let scraped = parse(render(&figures).as_bytes()).unwrap();
         assert_eq!(
             scraped.groups[0].poller,
             Some((odd, "modbus_tcp".to_owned()))
