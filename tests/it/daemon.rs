@@ -1097,7 +1097,8 @@ async fn the_metrics_page_serves_the_same_figures_and_health_and_status_reads_it
         .unwrap();
     assert_eq!(page.status().as_u16(), 200);
     let text = page.bytes().await.unwrap();
-    let scraped = pattoo_agentd::telemetry::metrics_page::parse(&text).expect("valid Prometheus text");
+    let scraped =
+        pattoo_agentd::telemetry::metrics_page::parse(&text).expect("valid Prometheus text");
     for ((poller, key), (value, data_type)) in &own.figures {
         let group = scraped
             .groups
