@@ -2,8 +2,9 @@
 //! agent ids and replay the same cache files, sending bodies twice.
 //!
 //! The lock file also says which process is this configuration's agent:
-//! [`running_agent`] takes the pid it names only once `/proc` shows that
-//! process is a `pattoo-agentd` holding the lock, so a pid reused by
+//! [`running_agent`] takes the pid it names only once the kernel shows that
+//! process holding the lock (and, where `/proc` shows it, that it is a
+//! `pattoo-agentd`), so a pid reused by
 //! another process after the agent died is never taken for the agent
 //! (`reload` signals only it; `status` reports only it).
 
@@ -97,8 +98,13 @@ impl NoAgent {
 }
 
 /// The pid of this daemon directory's running agent: the one the lock file
-/// names, checked in `/proc` to be a `pattoo-agentd` that holds the lock
-/// now.
+/// names, holding the lock now (the kernel's `/proc/locks` says so), and a
+/// `pattoo-agentd` where `/proc` shows its name.
+///
+/// Under the systemd unit (`ProtectProc=invisible`) `reload` cannot see the
+/// agent's `/proc/PID`, only `/proc/locks`. That is enough: a process
+/// holding the lock wrote its own pid into the file after taking it, and
+/// while it holds the lock its pid cannot be reused.
 pub fn running_agent(daemon_directory: &Path) -> Result<u32, NoAgent> {
     let path = daemon_directory.join(FILE_NAME);
     let text = match std::fs::read_to_string(&path) {
@@ -122,59 +128,61 @@ pub fn running_agent(daemon_directory: &Path) -> Result<u32, NoAgent> {
             text.chars().take(40).collect::<String>()
         )));
     };
+    let inode = std::fs::metadata(&path)
+        .map_err(|error| NoAgent::CannotCheck(format!("{}: {error}", path.display())))?
+        .ino();
+    let locks = std::fs::read_to_string("/proc/locks")
+        .map_err(|error| NoAgent::CannotCheck(format!("cannot read /proc/locks: {error}")))?;
+    let comm = PathBuf::from(format!("/proc/{pid}/comm"));
+    let name = match std::fs::read_to_string(&comm) {
+        Ok(name) => Some(name.trim_end().to_owned()),
+        // Ended, or hidden from this process (`ProtectProc=invisible`).
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
+        Err(error) => {
+            return Err(NoAgent::CannotCheck(format!(
+                "cannot read {}: {error}",
+                comm.display()
+            )))
+        }
+    };
     let not_the_agent = |why: String| NoAgent::NotTheAgent {
         path: path.clone(),
         pid,
         why,
     };
-    let proc = PathBuf::from(format!("/proc/{pid}"));
-    let name = match std::fs::read_to_string(proc.join("comm")) {
-        Ok(name) => name.trim_end().to_owned(),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            return Err(NoAgent::Ended { path, pid })
-        }
-        Err(error) => {
-            return Err(NoAgent::CannotCheck(format!(
-                "cannot read {}: {error}",
-                proc.join("comm").display()
-            )))
-        }
-    };
-    if name != PROCESS_NAME {
-        return Err(not_the_agent(format!(
-            "is not a pattoo-agentd (it is {name:?})"
-        )));
-    }
-    let lock = std::fs::metadata(&path)
-        .map_err(|error| NoAgent::CannotCheck(format!("{}: {error}", path.display())))?;
-    let fds = std::fs::read_dir(proc.join("fd")).map_err(|error| {
-        NoAgent::CannotCheck(format!(
-            "cannot list the open files of process {pid} in {}: {error}",
-            proc.join("fd").display()
-        ))
-    })?;
-    for fd in fds.flatten() {
-        // The file the descriptor is open on, through the /proc link.
-        let Ok(open) = std::fs::metadata(fd.path()) else {
-            continue;
-        };
-        if (open.dev(), open.ino()) != (lock.dev(), lock.ino()) {
-            continue;
-        }
-        let info =
-            std::fs::read_to_string(proc.join("fdinfo").join(fd.file_name())).unwrap_or_default();
-        // e.g. "lock:\t1: FLOCK  ADVISORY  WRITE 4242 fe:00:1234 0 EOF"
-        let holds = info.lines().any(|line| {
-            line.starts_with("lock:") && line.contains("FLOCK") && line.contains("WRITE")
-        });
-        if holds {
-            return Ok(pid);
+    if let Some(name) = &name {
+        if name != PROCESS_NAME {
+            return Err(not_the_agent(format!(
+                "is not a pattoo-agentd (it is {name:?})"
+            )));
         }
     }
-    Err(not_the_agent(
-        "is a pattoo-agentd that does not hold the lock (it uses another daemon directory)"
-            .to_owned(),
-    ))
+    if holds_write_flock(&locks, pid, inode) {
+        return Ok(pid);
+    }
+    match name {
+        Some(_) => Err(not_the_agent(
+            "is a pattoo-agentd that does not hold the lock (it uses another daemon directory)"
+                .to_owned(),
+        )),
+        None => Err(NoAgent::Ended { path, pid }),
+    }
+}
+
+/// Whether `/proc/locks` (its text in `locks`) shows process `pid` holding
+/// an exclusive `flock(2)` on the file with inode number `inode`. A line
+/// reads `1: FLOCK  ADVISORY  WRITE 4242 fe:00:1234 0 EOF`; the device is
+/// not compared, as overlay file systems report another one to `stat`.
+fn holds_write_flock(locks: &str, pid: u32, inode: u64) -> bool {
+    locks.lines().any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        // A lock others wait for is written `1: -> FLOCK ...`.
+        fields.len() >= 6
+            && fields[1] == "FLOCK"
+            && fields[3] == "WRITE"
+            && fields[4].parse() == Ok(pid)
+            && fields[5].rsplit(':').next().and_then(|n| n.parse().ok()) == Some(inode)
+    })
 }
 
 #[cfg(test)]
@@ -219,5 +227,33 @@ mod tests {
         std::fs::write(dir.path().join(FILE_NAME), ended.to_string()).unwrap();
         let error = running_agent(dir.path()).unwrap_err();
         assert!(matches!(error, NoAgent::Ended { .. }), "{error}");
+    }
+
+    #[test]
+    fn only_an_exclusive_flock_of_that_pid_on_that_inode_counts_as_holding() {
+        let locks = "1: FLOCK  ADVISORY  WRITE 4242 fe:00:1234 0 EOF\n\
+                     2: POSIX  ADVISORY  WRITE 77 fe:00:99 0 EOF\n\
+                     2: -> FLOCK  ADVISORY  WRITE 4343 fe:00:1234 0 EOF\n\
+                     3: FLOCK  ADVISORY  READ 55 00:2c:1234 0 EOF\n";
+        assert!(holds_write_flock(locks, 4242, 1234));
+        assert!(!holds_write_flock(locks, 4242, 1235), "another file");
+        assert!(!holds_write_flock(locks, 4343, 1234), "only waiting for it");
+        assert!(!holds_write_flock(locks, 77, 99), "a POSIX lock");
+        assert!(!holds_write_flock(locks, 55, 1234), "a shared lock");
+    }
+
+    #[test]
+    fn this_process_holding_the_lock_shows_in_proc_locks() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = InstanceLock::acquire(dir.path()).unwrap();
+        let inode = std::fs::metadata(&lock.path).unwrap().ino();
+        let locks = std::fs::read_to_string("/proc/locks").unwrap();
+        assert!(
+            holds_write_flock(&locks, std::process::id(), inode),
+            "{locks}"
+        );
+        drop(lock);
+        let locks = std::fs::read_to_string("/proc/locks").unwrap();
+        assert!(!holds_write_flock(&locks, std::process::id(), inode));
     }
 }
