@@ -18,9 +18,9 @@ use std::str::FromStr;
 
 pub use crate::pollers::{DropIn, PollerSettings};
 pub use crate::yaml::{
-    check_user_key, expand_home, parse_interval, parse_metadata, positive_or,
-    yaml_number_to_python, ConfigError, ConfigErrors, Document, YamlPath, DEFAULT_POLLING_INTERVAL,
-    MAX_MS, MAX_READ_BYTES,
+    check_user_key, expand_home, parse_interval, parse_metadata, yaml_number_to_python,
+    ConfigError, ConfigErrors, Document, YamlPath, DEFAULT_POLLING_INTERVAL, MAX_MS,
+    MAX_READ_BYTES,
 };
 pub use agentd::{AgentSettings, SelfMonitoring, DEFAULT_SELF_AGENT_PROGRAM};
 pub use pattoo::{ApiSettings, PattooSettings, DEFAULT_API_PORT};

@@ -144,18 +144,6 @@ pub fn read(daemon_directory: &Path) -> Result<Option<State>, String> {
     }
 }
 
-/// Whether a process with this id exists (ours or another user's).
-pub fn process_exists(pid: u32) -> bool {
-    let Ok(pid) = i32::try_from(pid) else {
-        return false;
-    };
-    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
-        Ok(()) => true,
-        Err(nix::errno::Errno::EPERM) => true,
-        Err(_) => false,
-    }
-}
-
 /// The secret the running agent's metrics page proves it knows.
 #[derive(Clone)]
 pub struct Token([u8; 32]);

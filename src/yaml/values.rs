@@ -136,21 +136,6 @@ pub const MAX_MS: u64 = 86_400_000;
 /// held in memory.
 pub const MAX_READ_BYTES: u64 = 1 << 30;
 
-/// A count from 1 to `max` (`timeout_ms`, a size), or `default` when
-/// absent. Anything else is recorded as an error at `path.key` and clears
-/// `ok`.
-pub fn positive_or(
-    doc: &mut Document,
-    path: &YamlPath,
-    key: &str,
-    value: Option<u64>,
-    default: u64,
-    max: u64,
-    ok: &mut bool,
-) -> u64 {
-    Fields::new(path).read_with_ok(doc, key, value, Count::new(default, max), ok)
-}
-
 /// What a setting accepts: its value when absent, and the message that
 /// says why a given value is refused. A parser reads each of its settings
 /// with [`Fields::read`], so it reads as a list of fields.
