@@ -26,6 +26,7 @@
 
 pub mod cache;
 pub mod config;
+pub mod openpgp;
 pub mod poster;
 pub mod receiver;
 pub mod replay;

@@ -6,6 +6,7 @@
 
 pub mod alone;
 pub mod body;
+pub mod gpg;
 pub mod http_server;
 pub mod logs;
 #[cfg(feature = "modbus")]
