@@ -39,6 +39,8 @@ use tokio::time::Instant;
 use crate::collector::{self, Collector};
 use crate::config::{self, Settings};
 use crate::counters::{PollerCounters, ProcessCounters};
+use crate::delivery::config::Encryption;
+use crate::delivery::openpgp::{self, Keyring};
 use crate::delivery::{Delivery, DeliveryError, Stats};
 use crate::identity::HostName;
 use crate::model::PostBody;
@@ -60,15 +62,35 @@ const STATUS_EVERY: Duration = Duration::from_secs(5);
 
 /// Delivery to the configured server and cache, counting into `stats`
 /// (the daemon keeps one set across reloads; `Arc::default()` otherwise).
-/// Lists the cache and does no network I/O.
+/// Lists the cache and does no network I/O. With `encryption: openpgp`
+/// it reads the agent's key pair, making it the first time.
 pub fn open_delivery(settings: &Settings, stats: Arc<Stats>) -> Result<Delivery, DeliveryError> {
-    Delivery::with_counters(
-        &settings.api,
-        &settings.pattoo.cache_directory,
-        &settings.agent.delivery,
-        &settings.agent.cache,
-        stats,
-    )
+    let (api, cache_directory) = (&settings.api, &settings.pattoo.cache_directory);
+    let (delivery, cache) = (&settings.agent.delivery, &settings.agent.cache);
+    match delivery.encryption {
+        Encryption::None => Delivery::with_counters(api, cache_directory, delivery, cache, stats),
+        Encryption::OpenPgp => {
+            let keyring = open_keyring(settings)?;
+            Delivery::encrypted(api, cache_directory, delivery, cache, stats, keyring)
+        }
+    }
+}
+
+/// The agent's OpenPGP key pair, under the self-monitoring agent program's
+/// name and with its agent id, the agent's own identity.
+fn open_keyring(settings: &Settings) -> Result<Arc<Keyring>, DeliveryError> {
+    let daemon_directory = &settings.pattoo.daemon_directory;
+    let program = &settings.agent.self_monitoring.agent_program;
+    let directory = openpgp::key_directory(daemon_directory, program);
+    let failed = |reason: String| DeliveryError::Keys {
+        directory: directory.clone(),
+        reason,
+    };
+    let agent_id = crate::identity::agent_id(daemon_directory, program)
+        .map_err(|error| failed(error.to_string()))?;
+    let keyring = Keyring::open_or_create(&directory, program, &agent_id)
+        .map_err(|error| failed(error.to_string()))?;
+    Ok(Arc::new(keyring))
 }
 
 /// Runs until SIGTERM or SIGINT, posting under `hostname` (looked up by

@@ -3,7 +3,7 @@
 //!
 //! [`Delivery`] is the one handle the rest of the agent uses. Every body
 //! handed to [`Delivery::submit`] is *committed* when it returns: the server
-//! answered 200, or the body's cache file and directory are fsynced (see
+//! answered 200 (202 from `/encrypted` with `encryption: openpgp`), or the body's cache file and directory are fsynced (see
 //! [`cache`]). The only exception is a cache that cannot be written (disk
 //! full, read-only): then the body is lost, logged at ERROR and counted,
 //! and polling goes on. [`Delivery::run_replay`] sends cached bodies back,
@@ -20,12 +20,15 @@
 //! // on SIGTERM:  stop polling, await in-flight submits, stop.send(true), replay.await
 //! ```
 //!
-//! Module map: [`poster`] makes one POST, [`replay`] decides when to try
-//! again and paces replay, [`cache`] is the on-disk spool (its doc has the
-//! format and the recovery rules), [`receiver`] is the test receiver.
+//! Module map: [`poster`] makes one POST, [`exchange`] posts through the
+//! encrypted exchange instead (`encryption: openpgp`, keys in [`openpgp`]),
+//! [`replay`] decides when to try again and paces replay, [`cache`] is the
+//! on-disk spool (its doc has the format and the recovery rules),
+//! [`receiver`] is the test receiver.
 
 pub mod cache;
 pub mod config;
+pub mod exchange;
 pub mod openpgp;
 pub mod poster;
 pub mod receiver;
@@ -40,7 +43,9 @@ use std::time::Duration;
 use tokio::sync::{watch, Notify};
 
 use self::cache::{Cache, CacheError, CachedFile, ReadError, ReplayLock};
-use self::config::{ApiSettings, CacheSettings, DeliverySettings};
+use self::config::{ApiSettings, CacheSettings, DeliverySettings, Encryption};
+use self::exchange::{Exchanger, LastExchange};
+use self::openpgp::Keyring;
 use self::poster::{PostError, Poster, PosterError};
 use self::replay::Breaker;
 use crate::model::PostBody;
@@ -54,6 +59,14 @@ const RESCAN_INTERVAL: Duration = Duration::from_secs(60);
 pub enum DeliveryError {
     #[error(transparent)]
     Poster(#[from] PosterError),
+    #[error(
+        "encryption: openpgp needs the agent's key pair; open delivery with Delivery::encrypted"
+    )]
+    NoKeyring,
+    #[error(
+        "cannot make or read the OpenPGP key pair in {directory} for encryption: openpgp: {reason}"
+    )]
+    Keys { directory: PathBuf, reason: String },
 }
 
 /// Counters since start; the daemon keeps one set across reloads.
@@ -83,6 +96,8 @@ pub struct StatsSnapshot {
     pub oldest_cached_ms: Option<u64>,
     pub server_down: bool,
     pub last_post: Option<LastPost>,
+    /// With `encryption: openpgp`: the latest attempt to open a session.
+    pub last_exchange: Option<LastExchange>,
 }
 
 /// How [`Delivery::submit`] committed a body.
@@ -226,6 +241,8 @@ enum Step {
 
 struct Inner {
     poster: Poster,
+    /// Set with `encryption: openpgp`: every body goes through it.
+    exchanger: Option<Exchanger>,
     cache: Arc<Cache>,
     breaker: Breaker,
     settings: DeliverySettings,
@@ -266,7 +283,36 @@ impl Delivery {
         cache: &CacheSettings,
         stats: Arc<Stats>,
     ) -> Result<Delivery, DeliveryError> {
+        if delivery.encryption != Encryption::None {
+            return Err(DeliveryError::NoKeyring);
+        }
+        Delivery::build(api, cache_directory, delivery, cache, stats, None)
+    }
+
+    /// [`Delivery::with_counters`] posting every body, live and replayed,
+    /// through pattoo's encrypted exchange with `keyring` (see
+    /// [`exchange`]).
+    pub fn encrypted(
+        api: &ApiSettings,
+        cache_directory: &Path,
+        delivery: &DeliverySettings,
+        cache: &CacheSettings,
+        stats: Arc<Stats>,
+        keyring: Arc<Keyring>,
+    ) -> Result<Delivery, DeliveryError> {
+        Delivery::build(api, cache_directory, delivery, cache, stats, Some(keyring))
+    }
+
+    fn build(
+        api: &ApiSettings,
+        cache_directory: &Path,
+        delivery: &DeliverySettings,
+        cache: &CacheSettings,
+        stats: Arc<Stats>,
+        keyring: Option<Arc<Keyring>>,
+    ) -> Result<Delivery, DeliveryError> {
         let poster = Poster::new(api, delivery)?;
+        let exchanger = keyring.map(|keyring| Exchanger::new(poster.clone(), keyring));
         if delivery.tls_insecure_skip_verify {
             tracing::warn!(
                 server = %poster.url(""),
@@ -294,6 +340,7 @@ impl Delivery {
         Ok(Delivery {
             inner: Arc::new(Inner {
                 poster,
+                exchanger,
                 cache,
                 breaker: Breaker::new(delivery),
                 settings: delivery.clone(),
@@ -307,6 +354,19 @@ impl Delivery {
 
     pub fn cache(&self) -> &Cache {
         &self.inner.cache
+    }
+
+    /// The agent's key pair, with `encryption: openpgp`.
+    pub fn keyring(&self) -> Option<&Keyring> {
+        self.inner.exchanger.as_ref().map(Exchanger::keyring)
+    }
+
+    /// Where `agent_id`'s bodies are posted.
+    fn server_url(&self, agent_id: &str) -> String {
+        match &self.inner.exchanger {
+            Some(exchanger) => exchanger.url(),
+            None => self.inner.poster.url(agent_id),
+        }
     }
 
     /// Delivers `body` or commits it to the cache; returns only then.
@@ -415,7 +475,10 @@ impl Delivery {
         cached: Option<&Path>,
     ) -> Result<(), PostError> {
         let inner = &self.inner;
-        let result = inner.poster.post(agent_id, json).await;
+        let result = match &inner.exchanger {
+            Some(exchanger) => exchanger.post(agent_id, &json).await,
+            None => inner.poster.post(agent_id, json).await,
+        };
         let at_ms = crate::time::now_ms();
         let server_failing = {
             let mut verdicts = inner.verdicts.lock().unwrap_or_else(|p| p.into_inner());
@@ -459,12 +522,16 @@ impl Delivery {
         let last = match &result {
             Ok(()) => {
                 if inner.breaker.record_success() {
-                    tracing::info!(server = %inner.poster.url(agent_id), "the pattoo server answers again; sending cached bodies");
+                    tracing::info!(server = %self.server_url(agent_id), "the pattoo server answers again; sending cached bodies");
                 }
                 LastPost {
                     at_ms,
                     delivered: true,
-                    detail: "200 OK".to_owned(),
+                    detail: if inner.exchanger.is_some() {
+                        "202 Decrypted and received".to_owned()
+                    } else {
+                        "200 OK".to_owned()
+                    },
                 }
             }
             Err(error) if error.refuses_body() || !server_failing => {
@@ -748,6 +815,7 @@ impl Delivery {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .clone(),
+            last_exchange: inner.exchanger.as_ref().and_then(Exchanger::last_exchange),
         }
     }
 

@@ -13,6 +13,7 @@ pub mod logs;
 pub mod modbus;
 pub mod modbus_sim;
 pub mod netsnmp;
+pub mod pattoo_encrypted;
 pub mod pymodbus;
 pub mod python;
 pub mod receiver;

@@ -2,12 +2,20 @@
 //! playing the pattoo server's part: gpg must read what the agent makes at
 //! every step of the exchange, and the agent must read what gpg makes.
 
+use std::path::Path;
+use std::sync::Arc;
+
+use pattoo_agentd::delivery::config::{CacheSettings, DeliverySettings, Encryption};
 use pattoo_agentd::delivery::openpgp::{self, Keyring};
+use pattoo_agentd::delivery::{Committed, Delivery};
+use pattoo_agentd::model::PostBody;
 
 use crate::common;
+use crate::common::pattoo_encrypted::{EncryptedServer, Step};
+use crate::common::receiver;
 
 const AGENT_ID: &str = "5e1f0a9b7e8d1c2b3a4f5e6d7c8b9a0f1e2d3c4b5a69788796a5b4c3d2e1f001";
-const SERVER_ID: &str = "9a0f1e2d3c4b5a69788796a5b4c3d2e1f0015e1f0a9b7e8d1c2b3a4f5e6d7c8b";
+use crate::common::pattoo_encrypted::SERVER_ID;
 
 #[test]
 fn gpg_and_the_agent_read_each_others_messages_at_every_step_of_the_exchange() {
@@ -79,4 +87,169 @@ fn gpg_and_the_agent_read_each_others_messages_at_every_step_of_the_exchange() {
         openpgp::decrypt_symmetric(&from_gpg, &symmetric_key).unwrap(),
         data.as_bytes()
     );
+}
+
+/// The stand-in server with gpg, or `None` (skipped) without gpg.
+async fn server(test: &str) -> Option<EncryptedServer> {
+    Some(EncryptedServer::start(common::gpg::gpg(test)?).await)
+}
+
+fn settings() -> DeliverySettings {
+    DeliverySettings {
+        encryption: Encryption::OpenPgp,
+        ..receiver::quick_settings()
+    }
+}
+
+fn keyring(dir: &Path) -> Arc<Keyring> {
+    let keys = openpgp::key_directory(dir, "pattoo_agentd_self");
+    Arc::new(Keyring::open_or_create(&keys, "pattoo_agentd_self", AGENT_ID).unwrap())
+}
+
+fn delivery(server: &EncryptedServer, state: &Path) -> Delivery {
+    Delivery::encrypted(
+        &server.api(),
+        &state.join("cache"),
+        &settings(),
+        &CacheSettings::default(),
+        Arc::default(),
+        keyring(state),
+    )
+    .unwrap()
+}
+
+fn json(body: &PostBody) -> serde_json::Value {
+    serde_json::from_slice(&body.json).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_and_replayed_bodies_share_one_exchange_and_arrive_as_posted() {
+    let Some(server) =
+        server("live_and_replayed_bodies_share_one_exchange_and_arrive_as_posted").await
+    else {
+        return;
+    };
+    let state = tempfile::tempdir().unwrap();
+    let delivery = delivery(&server, state.path());
+    let now = receiver::now_ms();
+    let (cached_one, cached_two, live) = (
+        receiver::body(now - 2_000, 1),
+        receiver::body(now - 1_000, 2),
+        receiver::body(now, 3),
+    );
+    let expected = [json(&cached_one), json(&cached_two), json(&live)];
+    assert!(matches!(
+        delivery.store(cached_one).await,
+        Committed::Cached(_)
+    ));
+    assert!(matches!(
+        delivery.store(cached_two).await,
+        Committed::Cached(_)
+    ));
+
+    assert_eq!(delivery.submit(live).await, Committed::Posted);
+    let report = delivery.replay_now().await;
+    assert_eq!(report.delivered, 2, "{report:?}");
+    assert_eq!(report.remaining, 0);
+
+    let received = server.received();
+    let mut data: Vec<_> = received.iter().map(|(_, data)| data.clone()).collect();
+    data.sort_by_key(|d| d.to_string());
+    let mut expected = expected.to_vec();
+    expected.sort_by_key(|d| d.to_string());
+    assert_eq!(data, expected, "the server stores exactly the plain bodies");
+    assert!(received.iter().all(|(source, _)| source == receiver::AGENT));
+    assert_eq!(server.counts(), [1, 1, 1, 3], "one exchange, three bodies");
+    assert!(
+        !server.knows_key_of(AGENT_ID),
+        "the server dropped the agent's key after validating it"
+    );
+    let stats = delivery.stats();
+    let exchange = stats.last_exchange.expect("an exchange was made");
+    assert!(exchange.ok, "{exchange:?}");
+    assert!(exchange.detail.contains(SERVER_ID), "{exchange:?}");
+    assert_eq!(
+        stats.last_post.unwrap().detail,
+        "202 Decrypted and received"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_dies_between_steps_loses_no_body() {
+    for step in [Step::PostKey, Step::GetKey, Step::Validation] {
+        let Some(server) = server("a_server_that_dies_between_steps_loses_no_body").await else {
+            return;
+        };
+        let state = tempfile::tempdir().unwrap();
+        server.die_after(step);
+        let body = receiver::body(receiver::now_ms(), 5);
+        let expected = json(&body);
+        let committed = delivery(&server, state.path()).submit(body).await;
+        assert!(
+            matches!(committed, Committed::Cached(_)),
+            "dying after {step:?}: {committed:?}"
+        );
+        assert!(server.received().is_empty());
+
+        // The server comes back (a new process: new sessions, new port).
+        let Some(back) = self::server("a_server_that_dies_between_steps_loses_no_body").await
+        else {
+            return;
+        };
+        let delivery = delivery(&back, state.path());
+        let report = delivery.replay_now().await;
+        assert_eq!(report.delivered, 1, "after {step:?}: {report:?}");
+        assert_eq!(report.remaining, 0);
+        assert_eq!(
+            back.received(),
+            vec![(receiver::AGENT.to_owned(), expected)]
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_208_at_step_4_is_never_taken_for_delivered() {
+    let Some(server) = server("a_208_at_step_4_is_never_taken_for_delivered").await else {
+        return;
+    };
+    let state = tempfile::tempdir().unwrap();
+    let delivery = delivery(&server, state.path());
+
+    // The server keeps losing the session: the body is cached.
+    server.forget_sessions_at_encrypted(2);
+    let body = receiver::body(receiver::now_ms() - 1_000, 7);
+    let first = json(&body);
+    assert!(matches!(delivery.submit(body).await, Committed::Cached(_)));
+    assert!(server.received().is_empty());
+    let last = delivery.stats().last_post.unwrap();
+    assert!(!last.delivered, "{last:?}");
+    assert_eq!(server.counts(), [2, 2, 2, 2], "one new session, no more");
+
+    // It loses it once (a restart): a new session carries the body.
+    tokio::time::sleep(delivery_wait(&delivery)).await;
+    server.forget_sessions_at_encrypted(1);
+    let body = receiver::body(receiver::now_ms(), 8);
+    let second = json(&body);
+    assert_eq!(delivery.submit(body).await, Committed::Posted);
+    assert_eq!(
+        server.received(),
+        vec![(receiver::AGENT.to_owned(), second)]
+    );
+
+    // And the cached body goes in the same session.
+    let report = delivery.replay_now().await;
+    assert_eq!(report.delivered, 1, "{report:?}");
+    assert_eq!(server.received()[1], (receiver::AGENT.to_owned(), first));
+    // The failed session was dropped, so the second body opened one, was
+    // told 208 and opened another; the replay used that one.
+    assert_eq!(server.counts(), [4, 4, 4, 5]);
+}
+
+/// How long until the breaker lets the next attempt through.
+fn delivery_wait(delivery: &Delivery) -> std::time::Duration {
+    if delivery.stats().server_down {
+        receiver::quick_settings().retry_max
+    } else {
+        std::time::Duration::ZERO
+    }
 }
