@@ -217,7 +217,13 @@ pub async fn run(
             _ = hangup.recv() => service.reload().await,
             _ = status_tick.tick() => {
                 notify::status(&status_line(&service.pollers, &delivery_rx.borrow()));
-                state_writer.write(monitor.as_ref(), monitor.last_post(), &service.settings);
+                let stats = monitor.delivery.borrow().stats();
+                state_writer.write(
+                    monitor.as_ref(),
+                    stats.last_post,
+                    stats.last_exchange,
+                    &service.settings,
+                );
             }
         }
     }
@@ -455,10 +461,6 @@ impl Monitor {
             started_ms: self.started_ms,
             now_ms: now_ms(),
         })
-    }
-
-    pub fn last_post(&self) -> Option<crate::delivery::LastPost> {
-        self.delivery.borrow().stats().last_post
     }
 }
 

@@ -74,6 +74,25 @@ pub fn key_directory(daemon_directory: &Path, agent_program: &str) -> PathBuf {
     daemon_directory.join("keys").join(agent_program)
 }
 
+/// The fingerprint of the key pair in `directory`, read without its
+/// passphrase; `None` if none has been made. For `check`.
+pub fn existing_fingerprint(directory: &Path) -> Result<Option<String>, KeyError> {
+    let key_path = directory.join(KEY_FILE);
+    let armored = match fs::read_to_string(&key_path) {
+        Ok(text) => text,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(KeyError::Io {
+                path: key_path,
+                source,
+            })
+        }
+    };
+    let (secret, _) = SignedSecretKey::from_string(&armored)
+        .map_err(pgp_error(format!("reading {}", key_path.display())))?;
+    Ok(Some(hex::encode_upper(secret.fingerprint().as_bytes())))
+}
+
 /// The agent's key pair, unlocked for use.
 pub struct Keyring {
     secret: SignedSecretKey,
@@ -310,7 +329,22 @@ fn generate(agent_program: &str, agent_id: &str) -> Result<(SignedSecretKey, Str
         .subkey(subkey)
         .build()
         .map_err(|e| invalid(&e))?;
-    let secret = params.generate(OsRng).map_err(|e| invalid(&e))?;
+    let mut secret = params.generate(OsRng).map_err(|e| invalid(&e))?;
+    // Locking keeps the packet headers' lengths of the unlocked key; made
+    // again, the packets have the right ones, and writing them does not
+    // warn of a mismatch.
+    secret.primary_key = pgp::packet::SecretKey::new(
+        secret.primary_key.public_key().clone(),
+        secret.primary_key.secret_params().clone(),
+    )
+    .map_err(|e| invalid(&e))?;
+    for subkey in &mut secret.secret_subkeys {
+        subkey.key = pgp::packet::SecretSubkey::new(
+            subkey.key.public_key().clone(),
+            subkey.key.secret_params().clone(),
+        )
+        .map_err(|e| invalid(&e))?;
+    }
     Ok((secret, passphrase))
 }
 
@@ -425,6 +459,14 @@ mod tests {
         assert_eq!(mode(&keys.join(PASSPHRASE_FILE)), 0o600);
         let read = Keyring::open_or_create(&keys, "pattoo_agentd_self", ID).unwrap();
         assert_eq!(made.fingerprint(), read.fingerprint());
+        assert_eq!(
+            existing_fingerprint(&keys).unwrap().as_deref(),
+            Some(made.fingerprint())
+        );
+        assert_eq!(
+            existing_fingerprint(&dir.path().join("none")).unwrap(),
+            None
+        );
         assert!(made.public_armored().contains("BEGIN PGP PUBLIC KEY BLOCK"));
         let public = read_public_key(made.public_armored()).unwrap();
         assert!(names(&public, ID));

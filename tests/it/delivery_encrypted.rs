@@ -253,3 +253,108 @@ fn delivery_wait(delivery: &Delivery) -> std::time::Duration {
         std::time::Duration::ZERO
     }
 }
+
+/// The agent, killed when dropped.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn agent(dir: &Path, command: &str) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_pattoo-agentd"))
+        .arg("--config-dir")
+        .arg(dir)
+        .arg(command)
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_makes_its_keys_at_start_posts_encrypted_and_check_and_status_say_so() {
+    let test = "the_daemon_makes_its_keys_at_start_posts_encrypted_and_check_and_status_say_so";
+    let Some(server) = server(test).await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    common::write_pattoo_yaml(dir.path(), dir.path(), server.addr.port());
+    let script = dir.path().join("reading.sh");
+    common::write_executable(
+        &script,
+        "#!/bin/sh\necho '{\"targets\":[{\"datapoints\":[{\"key\":\"reading\",\"value\":1}]}]}'\n",
+    );
+    std::fs::write(
+        dir.path().join("pattoo_agentd.yaml"),
+        format!(
+            "pattoo_agentd:\n  hostname: test-host\n  delivery:\n    timeout_ms: 5000\n    encryption: openpgp\n\
+             \x20 pollers:\n    - name: alpha\n      type: command\n      polling_interval: 1\n      command: [{}]\n      format: datapoints\n",
+            script.display()
+        ),
+    )
+    .unwrap();
+    let keys = dir.path().join("daemon/keys/pattoo_agentd_self");
+
+    let before = agent(dir.path(), "check");
+    let said = String::from_utf8_lossy(&before.stdout);
+    assert!(before.status.success(), "{before:?}");
+    assert!(
+        said.contains("posts through pattoo's encrypted exchange"),
+        "{said}"
+    );
+    assert!(
+        said.contains(&format!(
+            "OpenPGP key pair in {}: not made yet",
+            keys.display()
+        )),
+        "{said}"
+    );
+    assert!(!keys.exists(), "check makes no keys");
+
+    let _running = Running(
+        std::process::Command::new(env!("CARGO_BIN_EXE_pattoo-agentd"))
+            .arg("--config-dir")
+            .arg(dir.path())
+            .arg("run")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("stderr.log")).unwrap())
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        let status = String::from_utf8_lossy(&agent(dir.path(), "status").stdout).into_owned();
+        let polled = server
+            .received()
+            .iter()
+            .any(|(_, data)| data.to_string().contains("\"reading\""));
+        if polled && status.contains("last encrypted exchange") {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "gave up waiting for an encrypted post and its status; status: {status}\nlog: {}",
+            std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert!(status.contains(SERVER_ID), "{status}");
+    assert!(!status.contains("FAILED"), "{status}");
+    let log = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap();
+    assert!(!log.contains("WARN") && !log.contains("ERROR"), "{log}");
+
+    let fingerprint = openpgp::existing_fingerprint(&keys)
+        .unwrap()
+        .expect("a key pair");
+    let after = agent(dir.path(), "check");
+    let said = String::from_utf8_lossy(&after.stdout);
+    assert!(
+        said.contains(&format!("fingerprint {fingerprint}")),
+        "{said}"
+    );
+}
