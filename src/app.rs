@@ -12,6 +12,7 @@ use crate::config::{self, Settings};
 use crate::daemon::{self, logging};
 use crate::delivery::cache::Cache;
 use crate::delivery::config::Encryption;
+#[cfg(feature = "openpgp")]
 use crate::delivery::openpgp;
 use crate::delivery::receiver::Receiver;
 use crate::delivery::{Committed, ReplayReport};
@@ -203,6 +204,12 @@ fn check(settings: &Settings, hostname: &HostName) -> anyhow::Result<()> {
             "posts to {server}receive/<agent id> (from {})",
             settings.api_source.display()
         )?,
+        #[cfg(not(feature = "openpgp"))]
+        Encryption::OpenPgp => writeln!(
+            out,
+            "encryption: openpgp, which this build lacks (the configuration refuses it)"
+        )?,
+        #[cfg(feature = "openpgp")]
         Encryption::OpenPgp => {
             writeln!(
                 out,

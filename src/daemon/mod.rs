@@ -40,6 +40,7 @@ use crate::collector::{self, Collector};
 use crate::config::{self, Settings};
 use crate::counters::{PollerCounters, ProcessCounters};
 use crate::delivery::config::Encryption;
+#[cfg(feature = "openpgp")]
 use crate::delivery::openpgp::{self, Keyring};
 use crate::delivery::{Delivery, DeliveryError, Stats};
 use crate::identity::HostName;
@@ -69,15 +70,20 @@ pub fn open_delivery(settings: &Settings, stats: Arc<Stats>) -> Result<Delivery,
     let (delivery, cache) = (&settings.agent.delivery, &settings.agent.cache);
     match delivery.encryption {
         Encryption::None => Delivery::with_counters(api, cache_directory, delivery, cache, stats),
+        #[cfg(feature = "openpgp")]
         Encryption::OpenPgp => {
             let keyring = open_keyring(settings)?;
             Delivery::encrypted(api, cache_directory, delivery, cache, stats, keyring)
         }
+        // Refused by the configuration in a build without it.
+        #[cfg(not(feature = "openpgp"))]
+        Encryption::OpenPgp => Err(DeliveryError::NoKeyring),
     }
 }
 
 /// The agent's OpenPGP key pair, under the self-monitoring agent program's
 /// name and with its agent id, the agent's own identity.
+#[cfg(feature = "openpgp")]
 fn open_keyring(settings: &Settings) -> Result<Arc<Keyring>, DeliveryError> {
     let daemon_directory = &settings.pattoo.daemon_directory;
     let program = &settings.agent.self_monitoring.agent_program;

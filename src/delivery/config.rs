@@ -221,7 +221,13 @@ impl DeliverySettings {
         }
         match raw.encryption.as_deref().map(str::trim) {
             None | Some("none") => {}
-            Some("openpgp") => settings.encryption = Encryption::OpenPgp,
+            Some("openpgp") if cfg!(feature = "openpgp") => {
+                settings.encryption = Encryption::OpenPgp
+            }
+            Some("openpgp") => doc.error(
+                &path.key("encryption"),
+                "this build has no OpenPGP; rebuild with --features openpgp",
+            ),
             Some(other) => doc.error(
                 &path.key("encryption"),
                 format!("unknown encryption `{other}`: expected none or openpgp"),
@@ -371,8 +377,12 @@ mod tests {
         assert_eq!(settings.replay_per_second, 50);
         assert!(!settings.tls_insecure_skip_verify);
         assert_eq!(settings.encryption, Encryption::None);
-        let encrypted = parse_delivery("encryption: openpgp\n").unwrap();
-        assert_eq!(encrypted.encryption, Encryption::OpenPgp);
+        let encrypted = parse_delivery("encryption: openpgp\n");
+        if cfg!(feature = "openpgp") {
+            assert_eq!(encrypted.unwrap().encryption, Encryption::OpenPgp);
+        } else {
+            assert!(encrypted.unwrap_err()[0].contains("--features openpgp"));
+        }
         let errors = parse_delivery("encryption: gpg\n").unwrap_err().join("\n");
         assert!(errors.contains("expected none or openpgp"), "{errors}");
     }

@@ -31,19 +31,11 @@ use reqwest::{Method, StatusCode};
 
 use super::openpgp::{self, Keyring};
 use super::poster::{PostError, Poster};
+use super::LastExchange;
 use crate::error_chain;
 
 /// Enough for step 2's answer: an RSA-4096 key and a nonce, armored.
 const MAX_ANSWER_BYTES: usize = 256 * 1024;
-
-/// The outcome of the most recent attempt to open a session.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LastExchange {
-    pub at_ms: u64,
-    pub ok: bool,
-    /// Whom the session is with, or what went wrong.
-    pub detail: String,
-}
 
 /// An open session: its cookies and symmetric key.
 struct Session {
@@ -107,10 +99,6 @@ impl Exchanger {
             session: tokio::sync::Mutex::new(None),
             last: Mutex::new(None),
         }
-    }
-
-    pub fn keyring(&self) -> &Keyring {
-        &self.keyring
     }
 
     pub fn last_exchange(&self) -> Option<LastExchange> {

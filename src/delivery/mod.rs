@@ -28,7 +28,9 @@
 
 pub mod cache;
 pub mod config;
+#[cfg(feature = "openpgp")]
 pub mod exchange;
+#[cfg(feature = "openpgp")]
 pub mod openpgp;
 pub mod poster;
 pub mod receiver;
@@ -44,7 +46,9 @@ use tokio::sync::{watch, Notify};
 
 use self::cache::{Cache, CacheError, CachedFile, ReadError, ReplayLock};
 use self::config::{ApiSettings, CacheSettings, DeliverySettings, Encryption};
-use self::exchange::{Exchanger, LastExchange};
+#[cfg(feature = "openpgp")]
+use self::exchange::Exchanger;
+#[cfg(feature = "openpgp")]
 use self::openpgp::Keyring;
 use self::poster::{PostError, Poster, PosterError};
 use self::replay::Breaker;
@@ -79,6 +83,37 @@ pub struct LastPost {
     pub delivered: bool,
     /// `200 OK` or what went wrong.
     pub detail: String,
+}
+
+/// The outcome of the most recent attempt to open a session with the
+/// server's encrypted exchange (`encryption: openpgp`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastExchange {
+    pub at_ms: u64,
+    pub ok: bool,
+    /// Whom the session is with, or what went wrong.
+    pub detail: String,
+}
+
+/// A build without the `openpgp` feature has no encrypted exchange: the
+/// configuration refuses `encryption: openpgp`, and no value of this type
+/// can exist.
+#[cfg(not(feature = "openpgp"))]
+enum Exchanger {}
+
+#[cfg(not(feature = "openpgp"))]
+impl Exchanger {
+    fn url(&self) -> String {
+        match *self {}
+    }
+
+    async fn post(&self, _: &str, _: &[u8]) -> Result<(), PostError> {
+        match *self {}
+    }
+
+    fn last_exchange(&self) -> Option<LastExchange> {
+        match *self {}
+    }
 }
 
 /// A copy of the counters plus what is waiting in the cache.
@@ -292,6 +327,7 @@ impl Delivery {
     /// [`Delivery::with_counters`] posting every body, live and replayed,
     /// through pattoo's encrypted exchange with `keyring` (see
     /// [`exchange`]).
+    #[cfg(feature = "openpgp")]
     pub fn encrypted(
         api: &ApiSettings,
         cache_directory: &Path,
@@ -309,10 +345,14 @@ impl Delivery {
         delivery: &DeliverySettings,
         cache: &CacheSettings,
         stats: Arc<Stats>,
-        keyring: Option<Arc<Keyring>>,
+        #[cfg(feature = "openpgp")] keyring: Option<Arc<Keyring>>,
+        #[cfg(not(feature = "openpgp"))] keyring: Option<std::convert::Infallible>,
     ) -> Result<Delivery, DeliveryError> {
         let poster = Poster::new(api, delivery)?;
+        #[cfg(feature = "openpgp")]
         let exchanger = keyring.map(|keyring| Exchanger::new(poster.clone(), keyring));
+        #[cfg(not(feature = "openpgp"))]
+        let exchanger: Option<Exchanger> = keyring.map(|never| match never {});
         if delivery.tls_insecure_skip_verify {
             tracing::warn!(
                 server = %poster.url(""),
@@ -354,11 +394,6 @@ impl Delivery {
 
     pub fn cache(&self) -> &Cache {
         &self.inner.cache
-    }
-
-    /// The agent's key pair, with `encryption: openpgp`.
-    pub fn keyring(&self) -> Option<&Keyring> {
-        self.inner.exchanger.as_ref().map(Exchanger::keyring)
     }
 
     /// Where `agent_id`'s bodies are posted.

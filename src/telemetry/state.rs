@@ -94,7 +94,7 @@ impl Writer {
         &self,
         monitor: &dyn Source,
         last_post: Option<crate::delivery::LastPost>,
-        last_exchange: Option<crate::delivery::exchange::LastExchange>,
+        last_exchange: Option<crate::delivery::LastExchange>,
         settings: &Settings,
     ) {
         if self.busy.swap(true, Ordering::AcqRel) {
