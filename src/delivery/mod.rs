@@ -3,11 +3,12 @@
 //!
 //! [`Delivery`] is the one handle the rest of the agent uses. Every body
 //! handed to [`Delivery::submit`] is *committed* when it returns: the server
-//! answered 200 (202 from `/encrypted` with `encryption: openpgp`), or the body's cache file and directory are fsynced (see
-//! [`cache`]). The only exception is a cache that cannot be written (disk
-//! full, read-only): then the body is lost, logged at ERROR and counted,
-//! and polling goes on. [`Delivery::run_replay`] sends cached bodies back,
-//! oldest first, whenever the server is reachable.
+//! answered 200 (202 from `/encrypted` with `encryption: openpgp`), or the
+//! body's cache file and directory are fsynced (see [`cache`]). The only
+//! exception is a cache that cannot be written (disk full, read-only): then
+//! the body is lost, logged at ERROR and counted, and polling goes on.
+//! [`Delivery::run_replay`] sends cached bodies back, oldest first,
+//! whenever the server is reachable.
 //!
 //! How a daemon uses it:
 //!
