@@ -52,6 +52,8 @@ struct State {
     counts: [usize; 4],
     /// Stop listening right after answering this step.
     die_after: Option<Step>,
+    /// Never answer this step.
+    hang_at: Option<Step>,
     /// Answer this many `/encrypted` requests 208, forgetting every
     /// session as a restarted server does.
     forget_at_encrypted: usize,
@@ -125,6 +127,12 @@ impl EncryptedServer {
     /// The server stops listening right after it answers `step`.
     pub fn die_after(&self, step: Step) {
         self.shared.state.lock().unwrap().die_after = Some(step);
+    }
+
+    /// The server never answers `step` (the request is read, the
+    /// connection kept open).
+    pub fn hang_at(&self, step: Step) {
+        self.shared.state.lock().unwrap().hang_at = Some(step);
     }
 
     /// The next `times` bodies get 208, as after a server restart.
@@ -204,6 +212,13 @@ async fn respond(shared: &Arc<Shared>, request: Request<Incoming>) -> Response<F
         (&Method::POST, "/pattoo/api/v1/agent/encrypted") => 3,
         _ => return text(404, "Not Found"),
     };
+    let hangs = {
+        let state = shared.state.lock().unwrap();
+        state.hang_at.map(step_index) == Some(step)
+    };
+    if hangs {
+        return std::future::pending().await;
+    }
     // Flask-Session: an unknown or missing cookie starts a new session.
     let sid = {
         let mut state = shared.state.lock().unwrap();
@@ -232,13 +247,7 @@ async fn respond(shared: &Arc<Shared>, request: Request<Incoming>) -> Response<F
     );
     let dies = {
         let state = shared.state.lock().unwrap();
-        let answered = match state.die_after {
-            Some(Step::PostKey) => 0,
-            Some(Step::GetKey) => 1,
-            Some(Step::Validation) => 2,
-            None => usize::MAX,
-        };
-        answered == step
+        state.die_after.map(step_index) == Some(step)
     };
     if dies {
         if let Some(accept) = shared.accept.lock().unwrap().take() {
@@ -246,6 +255,14 @@ async fn respond(shared: &Arc<Shared>, request: Request<Incoming>) -> Response<F
         }
     }
     response
+}
+
+fn step_index(step: Step) -> usize {
+    match step {
+        Step::PostKey => 0,
+        Step::GetKey => 1,
+        Step::Validation => 2,
+    }
 }
 
 /// One step of `post.py`, blocking (gpg runs here).

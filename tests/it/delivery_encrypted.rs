@@ -208,6 +208,36 @@ async fn a_server_that_dies_between_steps_loses_no_body() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_the_server_never_answers_times_out_and_the_body_is_cached() {
+    for step in [Step::PostKey, Step::GetKey, Step::Validation] {
+        let test = "a_step_the_server_never_answers_times_out_and_the_body_is_cached";
+        let Some(server) = server(test).await else {
+            return;
+        };
+        let state = tempfile::tempdir().unwrap();
+        server.hang_at(step);
+        let delivery = delivery(&server, state.path());
+        // The delivery timeout is half a second; this bound only stops a
+        // hung test.
+        let committed = tokio::time::timeout(
+            std::time::Duration::from_secs(60),
+            delivery.submit(receiver::body(receiver::now_ms(), 9)),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("a post hung at {step:?}"));
+        assert!(
+            matches!(committed, Committed::Cached(_)),
+            "hanging at {step:?}: {committed:?}"
+        );
+        let exchange = delivery.stats().last_exchange.unwrap();
+        assert!(
+            !exchange.ok && exchange.detail.contains("timed out"),
+            "{exchange:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_208_at_step_4_is_never_taken_for_delivered() {
     let Some(server) = server("a_208_at_step_4_is_never_taken_for_delivered").await else {
         return;
