@@ -175,7 +175,12 @@ impl Keyring {
             fs::rename(&passphrase_temporary, &passphrase_path)?;
             durable::sync_dir(directory)?;
             fs::rename(&key_temporary, &key_path)?;
-            durable::sync_dir(directory)
+            durable::sync_dir(directory)?;
+            // The directory's own entry, made with the pair.
+            match directory.parent() {
+                Some(parent) => durable::sync_dir(parent),
+                None => Ok(()),
+            }
         };
         let written = write();
         let _ = fs::remove_file(&passphrase_temporary);
