@@ -833,6 +833,7 @@ fn selfmon(opts: &Opts) {
             server: "http://127.0.0.1:20201".into(),
             metrics_listen: None,
             last_post: None,
+            last_exchange: None,
             unhealthy: None,
             figures: figures(now_ms()),
         };

@@ -11,6 +11,9 @@ use crate::collector;
 use crate::config::{self, Settings};
 use crate::daemon::{self, logging};
 use crate::delivery::cache::Cache;
+use crate::delivery::config::Encryption;
+#[cfg(feature = "openpgp")]
+use crate::delivery::openpgp;
 use crate::delivery::receiver::Receiver;
 use crate::delivery::{Committed, ReplayReport};
 use crate::identity::HostName;
@@ -190,13 +193,50 @@ fn check(settings: &Settings, hostname: &HostName) -> anyhow::Result<()> {
         "configuration in {} is valid",
         settings.config_dir.display()
     )?;
-    writeln!(
-        out,
-        "posts to {}://{}/pattoo/api/v1/agent/receive/<agent id> (from {})",
+    let server = format!(
+        "{}://{}/pattoo/api/v1/agent/",
         settings.agent.delivery.scheme.as_str(),
         host_port(&settings.api.ip_address, settings.api.ip_bind_port),
-        settings.api_source.display()
-    )?;
+    );
+    match settings.agent.delivery.encryption {
+        Encryption::None => writeln!(
+            out,
+            "posts to {server}receive/<agent id> (from {})",
+            settings.api_source.display()
+        )?,
+        #[cfg(not(feature = "openpgp"))]
+        Encryption::OpenPgp => writeln!(
+            out,
+            "encryption: openpgp, which this build lacks (the configuration refuses it)"
+        )?,
+        #[cfg(feature = "openpgp")]
+        Encryption::OpenPgp => {
+            writeln!(
+                out,
+                "posts through pattoo's encrypted exchange, {server}{{key,validation,encrypted}} (encryption: openpgp; from {})",
+                settings.api_source.display()
+            )?;
+            let program = &settings.agent.self_monitoring.agent_program;
+            let keys = openpgp::key_directory(&settings.pattoo.daemon_directory, program);
+            match openpgp::existing_fingerprint(&keys) {
+                Ok(Some(fingerprint)) => writeln!(
+                    out,
+                    "  OpenPGP key pair in {}, fingerprint {fingerprint}",
+                    keys.display()
+                )?,
+                Ok(None) => writeln!(
+                    out,
+                    "  OpenPGP key pair in {}: not made yet; the agent makes it when it starts",
+                    keys.display()
+                )?,
+                Err(error) => writeln!(
+                    out,
+                    "  OpenPGP key pair in {}: unusable ({error}); the agent makes a new one when it starts",
+                    keys.display()
+                )?,
+            }
+        }
+    }
     writeln!(
         out,
         "caches undelivered bodies in {}",

@@ -362,6 +362,15 @@ fn print(
                     printable(&last.detail)
                 )?;
             }
+            if let Some(last) = &state.last_exchange {
+                writeln!(
+                    out,
+                    "  last encrypted exchange {} ago: {}{}",
+                    ago(now_ms.saturating_sub(last.at_ms)),
+                    if last.ok { "" } else { "FAILED: " },
+                    printable(&last.detail)
+                )?;
+            }
         }
         if count("config_last_reload_refused") > 0 {
             writeln!(

@@ -39,6 +39,9 @@ use tokio::time::Instant;
 use crate::collector::{self, Collector};
 use crate::config::{self, Settings};
 use crate::counters::{PollerCounters, ProcessCounters};
+use crate::delivery::config::Encryption;
+#[cfg(feature = "openpgp")]
+use crate::delivery::openpgp::{self, Keyring};
 use crate::delivery::{Delivery, DeliveryError, Stats};
 use crate::identity::HostName;
 use crate::model::PostBody;
@@ -60,15 +63,40 @@ const STATUS_EVERY: Duration = Duration::from_secs(5);
 
 /// Delivery to the configured server and cache, counting into `stats`
 /// (the daemon keeps one set across reloads; `Arc::default()` otherwise).
-/// Lists the cache and does no network I/O.
+/// Lists the cache and does no network I/O. With `encryption: openpgp`
+/// it reads the agent's key pair, making it the first time.
 pub fn open_delivery(settings: &Settings, stats: Arc<Stats>) -> Result<Delivery, DeliveryError> {
-    Delivery::with_counters(
-        &settings.api,
-        &settings.pattoo.cache_directory,
-        &settings.agent.delivery,
-        &settings.agent.cache,
-        stats,
-    )
+    let (api, cache_directory) = (&settings.api, &settings.pattoo.cache_directory);
+    let (delivery, cache) = (&settings.agent.delivery, &settings.agent.cache);
+    match delivery.encryption {
+        Encryption::None => Delivery::with_counters(api, cache_directory, delivery, cache, stats),
+        #[cfg(feature = "openpgp")]
+        Encryption::OpenPgp => {
+            let keyring = open_keyring(settings)?;
+            Delivery::encrypted(api, cache_directory, delivery, cache, stats, keyring)
+        }
+        // Refused by the configuration in a build without it.
+        #[cfg(not(feature = "openpgp"))]
+        Encryption::OpenPgp => Err(DeliveryError::NoKeyring),
+    }
+}
+
+/// The agent's OpenPGP key pair, under the self-monitoring agent program's
+/// name and with its agent id, the agent's own identity.
+#[cfg(feature = "openpgp")]
+fn open_keyring(settings: &Settings) -> Result<Arc<Keyring>, DeliveryError> {
+    let daemon_directory = &settings.pattoo.daemon_directory;
+    let program = &settings.agent.self_monitoring.agent_program;
+    let directory = openpgp::key_directory(daemon_directory, program);
+    let failed = |reason: String| DeliveryError::Keys {
+        directory: directory.clone(),
+        reason,
+    };
+    let agent_id = crate::identity::agent_id(daemon_directory, program)
+        .map_err(|error| failed(error.to_string()))?;
+    let keyring = Keyring::open_or_create(&directory, program, &agent_id)
+        .map_err(|error| failed(error.to_string()))?;
+    Ok(Arc::new(keyring))
 }
 
 /// Runs until SIGTERM or SIGINT, posting under `hostname` (looked up by
@@ -195,7 +223,13 @@ pub async fn run(
             _ = hangup.recv() => service.reload().await,
             _ = status_tick.tick() => {
                 notify::status(&status_line(&service.pollers, &delivery_rx.borrow()));
-                state_writer.write(monitor.as_ref(), monitor.last_post(), &service.settings);
+                let stats = monitor.delivery.borrow().stats();
+                state_writer.write(
+                    monitor.as_ref(),
+                    stats.last_post,
+                    stats.last_exchange,
+                    &service.settings,
+                );
             }
         }
     }
@@ -433,10 +467,6 @@ impl Monitor {
             started_ms: self.started_ms,
             now_ms: now_ms(),
         })
-    }
-
-    pub fn last_post(&self) -> Option<crate::delivery::LastPost> {
-        self.delivery.borrow().stats().last_post
     }
 }
 

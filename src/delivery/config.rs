@@ -14,6 +14,7 @@
 //!     retry_max_ms: 30000       # longest wait between attempts
 //!     replay_per_second: 1000   # cached bodies sent per second at most
 //!     max_body_bytes: 524288    # larger polls are split into several posts
+//!     encryption: openpgp       # none (default): plain /receive
 //!   cache:
 //!     max_bytes: 536870912
 //!     max_age: 7d
@@ -54,6 +55,26 @@ impl Scheme {
     }
 }
 
+/// Whether bodies go through pattoo's encrypted exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Encryption {
+    /// Plain `POST /receive/{agent_id}`.
+    #[default]
+    None,
+    /// `/key`, `/validation`, `/encrypted` with OpenPGP, as
+    /// pattoo-agent-linux's autonomous agent posts.
+    OpenPgp,
+}
+
+impl Encryption {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Encryption::None => "none",
+            Encryption::OpenPgp => "openpgp",
+        }
+    }
+}
+
 /// How bodies are posted to the pattoo server.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeliverySettings {
@@ -78,6 +99,7 @@ pub struct DeliverySettings {
     /// by its datapoints) into several posts, so a proxy's size limit in
     /// front of the server (nginx: 1 MB by default) does not refuse it.
     pub max_body_bytes: usize,
+    pub encryption: Encryption,
 }
 
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -102,6 +124,7 @@ impl Default for DeliverySettings {
             retry_max: DEFAULT_RETRY_MAX,
             replay_per_second: DEFAULT_REPLAY_PER_SECOND,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            encryption: Encryption::None,
         }
     }
 }
@@ -119,6 +142,7 @@ struct RawDelivery {
     retry_max_ms: Option<u64>,
     replay_per_second: Option<u32>,
     max_body_bytes: Option<u64>,
+    encryption: Option<String>,
 }
 
 fn positive_ms(
@@ -193,6 +217,20 @@ impl DeliverySettings {
             Some(other) => doc.error(
                 &path.key("scheme"),
                 format!("unknown scheme `{other}`: expected http or https"),
+            ),
+        }
+        match raw.encryption.as_deref().map(str::trim) {
+            None | Some("none") => {}
+            Some("openpgp") if cfg!(feature = "openpgp") => {
+                settings.encryption = Encryption::OpenPgp
+            }
+            Some("openpgp") => doc.error(
+                &path.key("encryption"),
+                "this build has no OpenPGP; rebuild with --features openpgp",
+            ),
+            Some(other) => doc.error(
+                &path.key("encryption"),
+                format!("unknown encryption `{other}`: expected none or openpgp"),
             ),
         }
         settings.ca_file = raw.ca_file.as_deref().map(expand_home);
@@ -338,6 +376,15 @@ mod tests {
         assert_eq!(settings.retry_max, Duration::from_secs(5));
         assert_eq!(settings.replay_per_second, 50);
         assert!(!settings.tls_insecure_skip_verify);
+        assert_eq!(settings.encryption, Encryption::None);
+        let encrypted = parse_delivery("encryption: openpgp\n");
+        if cfg!(feature = "openpgp") {
+            assert_eq!(encrypted.unwrap().encryption, Encryption::OpenPgp);
+        } else {
+            assert!(encrypted.unwrap_err()[0].contains("--features openpgp"));
+        }
+        let errors = parse_delivery("encryption: gpg\n").unwrap_err().join("\n");
+        assert!(errors.contains("expected none or openpgp"), "{errors}");
     }
 
     #[test]

@@ -3,11 +3,12 @@
 //!
 //! [`Delivery`] is the one handle the rest of the agent uses. Every body
 //! handed to [`Delivery::submit`] is *committed* when it returns: the server
-//! answered 200, or the body's cache file and directory are fsynced (see
-//! [`cache`]). The only exception is a cache that cannot be written (disk
-//! full, read-only): then the body is lost, logged at ERROR and counted,
-//! and polling goes on. [`Delivery::run_replay`] sends cached bodies back,
-//! oldest first, whenever the server is reachable.
+//! answered 200 (202 from `/encrypted` with `encryption: openpgp`), or the
+//! body's cache file and directory are fsynced (see [`cache`]). The only
+//! exception is a cache that cannot be written (disk full, read-only): then
+//! the body is lost, logged at ERROR and counted, and polling goes on.
+//! [`Delivery::run_replay`] sends cached bodies back, oldest first,
+//! whenever the server is reachable.
 //!
 //! How a daemon uses it:
 //!
@@ -20,12 +21,18 @@
 //! // on SIGTERM:  stop polling, await in-flight submits, stop.send(true), replay.await
 //! ```
 //!
-//! Module map: [`poster`] makes one POST, [`replay`] decides when to try
-//! again and paces replay, [`cache`] is the on-disk spool (its doc has the
-//! format and the recovery rules), [`receiver`] is the test receiver.
+//! Module map: [`poster`] makes one POST, [`exchange`] posts through the
+//! encrypted exchange instead (`encryption: openpgp`, keys in [`openpgp`]),
+//! [`replay`] decides when to try again and paces replay, [`cache`] is the
+//! on-disk spool (its doc has the format and the recovery rules),
+//! [`receiver`] is the test receiver.
 
 pub mod cache;
 pub mod config;
+#[cfg(feature = "openpgp")]
+pub mod exchange;
+#[cfg(feature = "openpgp")]
+pub mod openpgp;
 pub mod poster;
 pub mod receiver;
 pub mod replay;
@@ -39,7 +46,11 @@ use std::time::Duration;
 use tokio::sync::{watch, Notify};
 
 use self::cache::{Cache, CacheError, CachedFile, ReadError, ReplayLock};
-use self::config::{ApiSettings, CacheSettings, DeliverySettings};
+use self::config::{ApiSettings, CacheSettings, DeliverySettings, Encryption};
+#[cfg(feature = "openpgp")]
+use self::exchange::Exchanger;
+#[cfg(feature = "openpgp")]
+use self::openpgp::Keyring;
 use self::poster::{PostError, Poster, PosterError};
 use self::replay::Breaker;
 use crate::model::PostBody;
@@ -53,6 +64,14 @@ const RESCAN_INTERVAL: Duration = Duration::from_secs(60);
 pub enum DeliveryError {
     #[error(transparent)]
     Poster(#[from] PosterError),
+    #[error(
+        "encryption: openpgp needs the agent's key pair; open delivery with Delivery::encrypted"
+    )]
+    NoKeyring,
+    #[error(
+        "cannot make or read the OpenPGP key pair in {directory} for encryption: openpgp: {reason}"
+    )]
+    Keys { directory: PathBuf, reason: String },
 }
 
 /// Counters since start; the daemon keeps one set across reloads.
@@ -65,6 +84,37 @@ pub struct LastPost {
     pub delivered: bool,
     /// `200 OK` or what went wrong.
     pub detail: String,
+}
+
+/// The outcome of the most recent attempt to open a session with the
+/// server's encrypted exchange (`encryption: openpgp`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastExchange {
+    pub at_ms: u64,
+    pub ok: bool,
+    /// Whom the session is with, or what went wrong.
+    pub detail: String,
+}
+
+/// A build without the `openpgp` feature has no encrypted exchange: the
+/// configuration refuses `encryption: openpgp`, and no value of this type
+/// can exist.
+#[cfg(not(feature = "openpgp"))]
+enum Exchanger {}
+
+#[cfg(not(feature = "openpgp"))]
+impl Exchanger {
+    fn url(&self) -> String {
+        match *self {}
+    }
+
+    async fn post(&self, _: &str, _: &[u8]) -> Result<(), PostError> {
+        match *self {}
+    }
+
+    fn last_exchange(&self) -> Option<LastExchange> {
+        match *self {}
+    }
 }
 
 /// A copy of the counters plus what is waiting in the cache.
@@ -82,6 +132,8 @@ pub struct StatsSnapshot {
     pub oldest_cached_ms: Option<u64>,
     pub server_down: bool,
     pub last_post: Option<LastPost>,
+    /// With `encryption: openpgp`: the latest attempt to open a session.
+    pub last_exchange: Option<LastExchange>,
 }
 
 /// How [`Delivery::submit`] committed a body.
@@ -225,6 +277,8 @@ enum Step {
 
 struct Inner {
     poster: Poster,
+    /// Set with `encryption: openpgp`: every body goes through it.
+    exchanger: Option<Exchanger>,
     cache: Arc<Cache>,
     breaker: Breaker,
     settings: DeliverySettings,
@@ -265,7 +319,41 @@ impl Delivery {
         cache: &CacheSettings,
         stats: Arc<Stats>,
     ) -> Result<Delivery, DeliveryError> {
+        if delivery.encryption != Encryption::None {
+            return Err(DeliveryError::NoKeyring);
+        }
+        Delivery::build(api, cache_directory, delivery, cache, stats, None)
+    }
+
+    /// [`Delivery::with_counters`] posting every body, live and replayed,
+    /// through pattoo's encrypted exchange with `keyring` (see
+    /// [`exchange`]).
+    #[cfg(feature = "openpgp")]
+    pub fn encrypted(
+        api: &ApiSettings,
+        cache_directory: &Path,
+        delivery: &DeliverySettings,
+        cache: &CacheSettings,
+        stats: Arc<Stats>,
+        keyring: Arc<Keyring>,
+    ) -> Result<Delivery, DeliveryError> {
+        Delivery::build(api, cache_directory, delivery, cache, stats, Some(keyring))
+    }
+
+    fn build(
+        api: &ApiSettings,
+        cache_directory: &Path,
+        delivery: &DeliverySettings,
+        cache: &CacheSettings,
+        stats: Arc<Stats>,
+        #[cfg(feature = "openpgp")] keyring: Option<Arc<Keyring>>,
+        #[cfg(not(feature = "openpgp"))] keyring: Option<std::convert::Infallible>,
+    ) -> Result<Delivery, DeliveryError> {
         let poster = Poster::new(api, delivery)?;
+        #[cfg(feature = "openpgp")]
+        let exchanger = keyring.map(|keyring| Exchanger::new(poster.clone(), keyring));
+        #[cfg(not(feature = "openpgp"))]
+        let exchanger: Option<Exchanger> = keyring.map(|never| match never {});
         if delivery.tls_insecure_skip_verify {
             tracing::warn!(
                 server = %poster.url(""),
@@ -293,6 +381,7 @@ impl Delivery {
         Ok(Delivery {
             inner: Arc::new(Inner {
                 poster,
+                exchanger,
                 cache,
                 breaker: Breaker::new(delivery),
                 settings: delivery.clone(),
@@ -306,6 +395,14 @@ impl Delivery {
 
     pub fn cache(&self) -> &Cache {
         &self.inner.cache
+    }
+
+    /// Where `agent_id`'s bodies are posted.
+    fn server_url(&self, agent_id: &str) -> String {
+        match &self.inner.exchanger {
+            Some(exchanger) => exchanger.url(),
+            None => self.inner.poster.url(agent_id),
+        }
     }
 
     /// Delivers `body` or commits it to the cache; returns only then.
@@ -414,7 +511,10 @@ impl Delivery {
         cached: Option<&Path>,
     ) -> Result<(), PostError> {
         let inner = &self.inner;
-        let result = inner.poster.post(agent_id, json).await;
+        let result = match &inner.exchanger {
+            Some(exchanger) => exchanger.post(agent_id, &json).await,
+            None => inner.poster.post(agent_id, json).await,
+        };
         let at_ms = crate::time::now_ms();
         let server_failing = {
             let mut verdicts = inner.verdicts.lock().unwrap_or_else(|p| p.into_inner());
@@ -458,12 +558,16 @@ impl Delivery {
         let last = match &result {
             Ok(()) => {
                 if inner.breaker.record_success() {
-                    tracing::info!(server = %inner.poster.url(agent_id), "the pattoo server answers again; sending cached bodies");
+                    tracing::info!(server = %self.server_url(agent_id), "the pattoo server answers again; sending cached bodies");
                 }
                 LastPost {
                     at_ms,
                     delivered: true,
-                    detail: "200 OK".to_owned(),
+                    detail: if inner.exchanger.is_some() {
+                        "202 Decrypted and received".to_owned()
+                    } else {
+                        "200 OK".to_owned()
+                    },
                 }
             }
             Err(error) if error.refuses_body() || !server_failing => {
@@ -747,6 +851,7 @@ impl Delivery {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .clone(),
+            last_exchange: inner.exchanger.as_ref().and_then(Exchanger::last_exchange),
         }
     }
 

@@ -49,6 +49,11 @@ pub enum PostError {
         /// From `Retry-After` on 429 and 503.
         retry_after: Option<Duration>,
     },
+    /// The encrypted exchange failed before a body could be sent: a step
+    /// answered what the protocol does not allow, or its keys or messages
+    /// could not be used. Says nothing about any body.
+    #[error("encrypted exchange with {url}: {reason}")]
+    Exchange { url: String, reason: String },
 }
 
 impl PostError {
@@ -68,8 +73,13 @@ impl PostError {
     /// (wrong address or port, authentication, a redirect), as opposed to
     /// being busy or down.
     pub fn needs_operator(&self) -> bool {
-        matches!(self, PostError::Status { status, .. }
-            if (300..400).contains(status) || matches!(status, 401 | 403 | 404 | 405 | 407 | 421))
+        match self {
+            PostError::Status { status, .. } => {
+                (300..400).contains(status) || matches!(status, 401 | 403 | 404 | 405 | 407 | 421)
+            }
+            PostError::Exchange { .. } => true,
+            _ => false,
+        }
     }
 
     /// The server answered with a 5xx: it is reachable but failed this
@@ -116,6 +126,8 @@ pub enum PosterError {
 #[derive(Debug, Clone)]
 pub struct Poster {
     client: reqwest::Client,
+    /// `{scheme}://{host}:{port}/pattoo/api/v1/agent/`
+    api_url: String,
     base_url: String,
     timeout: Duration,
 }
@@ -173,15 +185,31 @@ impl Poster {
             Scheme::Https => Reach::Https,
         };
         let client = tls::build(make, reach, &ca_certificates).map_err(PosterError::Client)?;
+        let api_url = format!(
+            "{}://{}/pattoo/api/v1/agent/",
+            settings.scheme.as_str(),
+            host_port(&api.ip_address, api.ip_bind_port)
+        );
         Ok(Poster {
             client,
-            base_url: format!(
-                "{}://{}/pattoo/api/v1/agent/receive/",
-                settings.scheme.as_str(),
-                host_port(&api.ip_address, api.ip_bind_port)
-            ),
+            base_url: format!("{api_url}receive/"),
+            api_url,
             timeout: settings.timeout,
         })
+    }
+
+    /// The HTTP client, with the settings' timeout and TLS.
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    /// The agent API's URL for `route` (`key`, `validation`, `encrypted`).
+    pub fn api_url(&self, route: &str) -> String {
+        format!("{}{route}", self.api_url)
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     pub fn url(&self, agent_id: &str) -> String {

@@ -14,7 +14,7 @@
 //!
 //! Replay sends the oldest cached body first, one at a time, at most
 //! `replay_per_second`, alongside live posts; a file is deleted only after
-//! a 200 for it.
+//! a 200 for it (a 202 from `/encrypted` with `encryption: openpgp`).
 
 use std::sync::Mutex;
 use std::time::Duration;

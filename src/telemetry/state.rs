@@ -42,6 +42,10 @@ pub struct State {
     /// Where the metrics page listens, if it does.
     pub metrics_listen: Option<SocketAddr>,
     pub last_post: Option<LastPost>,
+    /// With `encryption: openpgp`: the latest attempt to open a session
+    /// with the server's encrypted exchange.
+    #[serde(default)]
+    pub last_exchange: Option<LastExchange>,
     /// What is stuck, when the watchdog would not be fed.
     pub unhealthy: Option<String>,
     pub figures: Figures,
@@ -51,6 +55,13 @@ pub struct State {
 pub struct LastPost {
     pub at_ms: u64,
     pub delivered: bool,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LastExchange {
+    pub at_ms: u64,
+    pub ok: bool,
     pub detail: String,
 }
 
@@ -83,6 +94,7 @@ impl Writer {
         &self,
         monitor: &dyn Source,
         last_post: Option<crate::delivery::LastPost>,
+        last_exchange: Option<crate::delivery::LastExchange>,
         settings: &Settings,
     ) {
         if self.busy.swap(true, Ordering::AcqRel) {
@@ -101,6 +113,11 @@ impl Writer {
             last_post: last_post.map(|last| LastPost {
                 at_ms: last.at_ms,
                 delivered: last.delivered,
+                detail: last.detail,
+            }),
+            last_exchange: last_exchange.map(|last| LastExchange {
+                at_ms: last.at_ms,
+                ok: last.ok,
                 detail: last.detail,
             }),
             unhealthy: monitor.health().err(),

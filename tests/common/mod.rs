@@ -6,12 +6,14 @@
 
 pub mod alone;
 pub mod body;
+pub mod gpg;
 pub mod http_server;
 pub mod logs;
 #[cfg(feature = "modbus")]
 pub mod modbus;
 pub mod modbus_sim;
 pub mod netsnmp;
+pub mod pattoo_encrypted;
 pub mod pymodbus;
 pub mod python;
 pub mod receiver;

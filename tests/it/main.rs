@@ -14,6 +14,8 @@ mod daemon;
 mod delivery_cli;
 mod delivery_crash;
 mod delivery_disk_full;
+#[cfg(feature = "openpgp")]
+mod delivery_encrypted;
 mod delivery_https;
 mod delivery_scan;
 mod delivery_server;
