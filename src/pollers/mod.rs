@@ -414,6 +414,7 @@ kinds! {
     #[cfg(feature = "http")] http::Http,
     #[cfg(feature = "command")] command::Command,
     #[cfg(feature = "snmp")] snmp::Snmp,
+    #[cfg(feature = "hub")] hub::Hub,
 }
 
 #[cfg(test)]
