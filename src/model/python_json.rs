@@ -55,15 +55,43 @@ impl PyStr {
     /// pattoo body has. Integer keys (the pair ids of a body) are sorted as
     /// Python sorts the integers they were.
     fn as_integer(&self) -> Option<u64> {
-        if self.0.is_empty() || self.0.len() > 19 || (self.0.len() > 1 && self.0[0] == u16::from(b'0')) {
+        if self.0.is_empty()
+            || self.0.len() > 19
+            || (self.0.len() > 1 && self.0[0] == u16::from(b'0'))
+        {
             return None;
         }
         let mut n = 0u64;
         for &unit in &self.0 {
-            let digit = (unit as u32).checked_sub(u32::from(b'0')).filter(|d| *d < 10)?;
+            let digit = (unit as u32)
+                .checked_sub(u32::from(b'0'))
+                .filter(|d| *d < 10)?;
             n = n * 10 + u64::from(digit);
         }
         Some(n)
+    }
+}
+
+impl PyStr {
+    /// Whether the text holds a surrogate that is not half of a pair: not
+    /// text any UTF-8 store can keep.
+    pub fn has_lone_surrogate(&self) -> bool {
+        char::decode_utf16(self.0.iter().copied()).any(|c| c.is_err())
+    }
+}
+
+impl Json {
+    /// Whether any text in the value, keys included, holds a lone
+    /// surrogate ([`PyStr::has_lone_surrogate`]).
+    pub fn has_lone_surrogate(&self) -> bool {
+        match self {
+            Json::Str(text) => text.has_lone_surrogate(),
+            Json::Array(items) => items.iter().any(Json::has_lone_surrogate),
+            Json::Object(members) => members
+                .iter()
+                .any(|(key, value)| key.has_lone_surrogate() || value.has_lone_surrogate()),
+            Json::Null | Json::Bool(_) | Json::Int(_) | Json::Float(_) => false,
+        }
     }
 }
 
@@ -425,7 +453,9 @@ mod tests {
     #[test]
     fn numbers_keep_the_kind_and_take_the_form_python_gives_them() {
         assert_eq!(
-            relayed(r#"[0, -0, 1.0, 1e20, 1E+2, 0.1000, -0.0, 12345678901234567890123, 2.5e-7, 300000]"#),
+            relayed(
+                r#"[0, -0, 1.0, 1e20, 1E+2, 0.1000, -0.0, 12345678901234567890123, 2.5e-7, 300000]"#
+            ),
             "[0, 0, 1.0, 1e+20, 100.0, 0.1, -0.0, 12345678901234567890123, 2.5e-07, 300000]"
         );
     }
@@ -433,7 +463,9 @@ mod tests {
     #[test]
     fn text_is_written_in_ascii_with_python_escapes() {
         assert_eq!(
-            relayed(r#"["caf\u00e9", "café", "😀", "\ud83d\ude00", "\ud800", "a\/b", "\u0041\t\"\\", "\u007f"]"#),
+            relayed(
+                r#"["caf\u00e9", "café", "😀", "\ud83d\ude00", "\ud800", "a\/b", "\u0041\t\"\\", "\u007f"]"#
+            ),
             r#"["caf\u00e9", "caf\u00e9", "\ud83d\ude00", "\ud83d\ude00", "\ud800", "a/b", "A\t\"\\", "\u007f"]"#
         );
     }
@@ -483,7 +515,10 @@ mod tests {
     fn whitespace_and_a_byte_order_mark_around_the_value_are_accepted() {
         assert_eq!(
             loads(b"\xef\xbb\xbf \r\n{\"a\" : [ ] }\n").unwrap(),
-            Json::Object(vec![(PyStr("a".encode_utf16().collect()), Json::Array(vec![]))])
+            Json::Object(vec![(
+                PyStr("a".encode_utf16().collect()),
+                Json::Array(vec![])
+            )])
         );
     }
 }

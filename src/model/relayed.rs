@@ -40,6 +40,11 @@ impl RelayedBody {
         if !matches!(value, Json::Object(_)) {
             return Err(NotABody::NotAPostBody("not a JSON object".to_owned()));
         }
+        if value.has_lone_surrogate() {
+            return Err(NotABody::NotAPostBody(
+                "it holds text with a lone UTF-16 surrogate (such as \\ud800), which the pattoo server cannot store".to_owned(),
+            ));
+        }
         let json = python_json::dumps(&value).into_bytes();
         let accepted = validate_body(&json).map_err(NotABody::NotAPostBody)?;
         Ok(RelayedBody {
@@ -61,20 +66,34 @@ mod tests {
         let relayed = RelayedBody::from_answer(SPOKE.as_bytes()).unwrap();
         assert_eq!(relayed.datapoints, 1);
         let text = String::from_utf8(relayed.json).unwrap();
-        assert!(text.starts_with(r#"{"pattoo_agent_id": "spoke", "pattoo_agent_polling_interval": 300000, "#), "{text}");
-        assert!(text.contains(r#""1": ["pattoo_agent_hostname", "h\u00e9"]"#), "{text}");
+        assert!(
+            text.starts_with(
+                r#"{"pattoo_agent_id": "spoke", "pattoo_agent_polling_interval": 300000, "#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#""1": ["pattoo_agent_hostname", "h\u00e9"]"#),
+            "{text}"
+        );
         assert!(text.contains(r#"["pattoo_value", 0.0]"#), "{text}");
     }
 
     #[test]
     fn what_the_server_would_not_take_is_refused_with_the_reason() {
         for (answer, expected) in [
-            ("<html><body>Internal Server Error</body></html>", "not JSON"),
+            (
+                "<html><body>Internal Server Error</body></html>",
+                "not JSON",
+            ),
             ("", "not JSON"),
             ("[1, 2]", "not a JSON object"),
             (r#"{"pattoo_agent_id": "x"}"#, "exactly the keys"),
+            (r#"{"pattoo_agent_id": "\ud800"}"#, "lone UTF-16 surrogate"),
         ] {
-            let error = RelayedBody::from_answer(answer.as_bytes()).unwrap_err().to_string();
+            let error = RelayedBody::from_answer(answer.as_bytes())
+                .unwrap_err()
+                .to_string();
             assert!(error.contains(expected), "{answer:?}: {error}");
         }
     }

@@ -74,8 +74,10 @@ impl Readings for pattoo_agentd::pollers::Poller {
     async fn readings(
         &mut self,
     ) -> Result<Vec<pattoo_agentd::model::TargetData>, pattoo_agentd::pollers::PollError> {
-        self.poll()
-            .await
-            .map(|polled| polled.readings().expect("a poller that reads gives readings"))
+        self.poll().await.map(|polled| {
+            polled
+                .readings()
+                .expect("a poller that reads gives readings")
+        })
     }
 }

@@ -19,6 +19,7 @@ mod delivery_scan;
 mod delivery_server;
 mod hostname;
 mod http_poller;
+mod hub;
 mod logging;
 mod modbus_compat;
 mod modbus_config;

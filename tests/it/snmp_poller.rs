@@ -10,9 +10,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::logs::LogBuffer;
-use common::Readings;
 use common::netsnmp::{self, NetSnmpd};
 use common::snmpsim::SnmpSim;
+use common::Readings;
 use pattoo_agentd::model::{DataPoint, DataType, TargetData, Value};
 use pattoo_agentd::pollers::{Poller, PollerEnv, PollerKind};
 
