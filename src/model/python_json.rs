@@ -72,6 +72,12 @@ impl PyStr {
     }
 }
 
+impl From<&str> for PyStr {
+    fn from(text: &str) -> Self {
+        PyStr(text.encode_utf16().collect())
+    }
+}
+
 impl PyStr {
     /// Whether the text holds a surrogate that is not half of a pair: not
     /// text any UTF-8 store can keep.

@@ -31,4 +31,5 @@ mod receiver_limits;
 mod snmp_compat;
 mod snmp_misbehaving;
 mod snmp_poller;
+mod spoke;
 mod wire_vectors;
