@@ -391,3 +391,43 @@ fn a_spoke_entry_is_checked_like_a_poller_and_every_mistake_is_located() {
         "two spokes on port 0 do not clash: {errors}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_service_serves_its_spokes_and_says_where() {
+    let dir = tempfile::tempdir().unwrap();
+    let program = script(dir.path(), "echo 'load 0.5'");
+    let config = config_dir(1, &spoke_entry(&program, ""));
+    let log = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pattoo-agentd"))
+        .arg("--config-dir")
+        .arg(config.path())
+        .arg("run")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let url = loop {
+        let text = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap();
+        if let Some(at) = text.find("spoke serving http://") {
+            let rest = &text[at + "spoke serving ".len()..];
+            let end = rest.find("/<interval>").unwrap();
+            break rest[..end].to_owned();
+        }
+        if std::time::Instant::now() > deadline || child.try_wait().unwrap().is_some() {
+            let _ = child.kill();
+            panic!("the service did not say where its spoke listens:\n{text}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let (status, _, body) = ask("GET", &format!("{url}/60")).await;
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("[\"pattoo_value\",0.5]"), "{body}");
+    assert!(
+        body.contains("\"pattoo_agent_polling_interval\":60000,"),
+        "{body}"
+    );
+}
