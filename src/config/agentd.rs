@@ -9,7 +9,7 @@ use serde_norway::{Mapping, Value};
 use crate::delivery::config::{CacheSettings, DeliverySettings};
 use crate::pollers::PollerKind;
 use crate::pollers::PollerSettings;
-use crate::spoke::SpokeSettings;
+use crate::spoke::config::SpokeSettings;
 use crate::yaml::{
     describe, expect_mapping, only_section, parse_interval, parse_metadata, Document, YamlPath,
     DEFAULT_POLLING_INTERVAL,

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 pub use crate::pollers::{DropIn, PollerSettings};
-pub use crate::spoke::SpokeSettings;
+pub use crate::spoke::config::SpokeSettings;
 pub use crate::yaml::{
     check_user_key, expand_home, parse_interval, parse_metadata, yaml_number_to_python,
     ConfigError, ConfigErrors, Document, YamlPath, DEFAULT_POLLING_INTERVAL, MAX_MS,
@@ -189,7 +189,7 @@ fn load_files(config_dir: &Path) -> Result<Settings, ConfigErrors> {
     for drop_in in crate::pollers::drop_ins() {
         load_drop_in(config_dir, drop_in, &mut pollers, &mut errors);
     }
-    for drop_in in crate::spoke::drop_ins() {
+    for drop_in in crate::spoke::config::drop_ins() {
         load_spoke_drop_in(config_dir, drop_in, &mut spokes, &mut errors);
     }
 
@@ -246,7 +246,7 @@ fn load_drop_in(
 /// `config_dir`.
 fn load_spoke_drop_in(
     config_dir: &Path,
-    drop_in: &crate::spoke::SpokeDropIn,
+    drop_in: &crate::spoke::config::SpokeDropIn,
     spokes: &mut Vec<SpokeSettings>,
     errors: &mut Vec<ConfigError>,
 ) {

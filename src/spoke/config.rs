@@ -325,6 +325,11 @@ pub const DROP_INS: [SpokeDropIn; 2] = [
     },
 ];
 
+/// Every Python spoke file the configuration loader reads.
+pub fn drop_ins() -> impl Iterator<Item = &'static SpokeDropIn> {
+    DROP_INS.iter()
+}
+
 /// The poller a Python spoke's file serves: this host's figures, polled
 /// as the Python spoke polls them, under `agent_program` (so with that
 /// program's agent id file).

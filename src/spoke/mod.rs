@@ -41,7 +41,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Mutex, Semaphore};
 
-pub use config::{Network, SpokeDropIn, SpokeSettings, DROP_INS};
+pub use config::{drop_ins, Network, SpokeDropIn, SpokeSettings, DROP_INS};
 
 use crate::collector::{Collector, NoBody};
 use crate::model::python_json::{self, Json, PyStr};
@@ -62,11 +62,6 @@ pub struct Spoke {
     request_timeout: Duration,
     agent_id: String,
     collector: Mutex<Collector>,
-}
-
-/// Every Python spoke file the configuration loader reads.
-pub fn drop_ins() -> impl Iterator<Item = &'static SpokeDropIn> {
-    DROP_INS.iter()
 }
 
 /// Listens on the spoke's address; a port already taken (or an address
