@@ -93,9 +93,10 @@ async fn python(code: &'static str, url: String) -> String {
 
 /// Reads the spoke as the Python hub does (`urllib.request.urlopen`,
 /// `json.loads`) and prints `same` when the text is what Flask's `jsonify`
-/// would write for that value (compact, keys sorted, the pair ids as the
-/// integers they were, ASCII, a trailing newline), then the content type
-/// and the value.
+/// writes for that value with the pair ids as the integers
+/// `pattoo_shared` keys them by (the real Flask where Python has it, else
+/// what its JSON provider does: compact, keys sorted, ASCII, a trailing
+/// newline), then the content type and the value.
 const JSONIFY_CHECK: &str = r#"
 import json, sys, urllib.request
 with urllib.request.urlopen(sys.argv[1], timeout=30) as answer:
@@ -104,7 +105,12 @@ with urllib.request.urlopen(sys.argv[1], timeout=30) as answer:
 value = json.loads(text)
 pairs = value['pattoo_datapoints']['key_value_pairs']
 value['pattoo_datapoints']['key_value_pairs'] = {int(k): v for k, v in pairs.items()}
-flask = json.dumps(value, separators=(',', ':'), sort_keys=True, ensure_ascii=True) + '\n'
+try:
+    from flask import Flask, jsonify
+    with Flask('spoke').app_context():
+        flask = jsonify(value).get_data(as_text=True)
+except ImportError:
+    flask = json.dumps(value, separators=(',', ':'), sort_keys=True, ensure_ascii=True) + '\n'
 print('same' if text == flask else 'DIFFERENT:\n' + text + '\n' + flask)
 print(kind)
 print(json.dumps(json.loads(text)))
