@@ -2,6 +2,7 @@
 //! (urllib and json, as the Python hub reads a spoke), this agent's hub,
 //! and requests Flask would answer otherwise. The spoke serves a command
 //! poller.
+#![cfg(feature = "command")]
 
 use crate::common;
 
@@ -158,6 +159,7 @@ async fn a_python_style_client_gets_from_our_spoke_what_flasks_jsonify_writes() 
     );
 }
 
+#[cfg(feature = "hub")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn our_hub_relays_our_spokes_answer_whole_under_the_hubs_id() {
     let server = TestServer::start().await;
