@@ -1,4 +1,6 @@
-//! Pollers: each kind reads one sort of source and returns datapoints.
+//! Pollers: each kind reads one sort of source and returns datapoints
+//! ([`Polled::Readings`]), or bodies other agents made for it to relay
+//! ([`Polled::Relayed`], the hub).
 //!
 //! A poller does exactly one poll per call and never sleeps or loops; the
 //! scheduler owns intervals, timeouts and shutdown.
