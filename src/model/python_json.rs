@@ -116,8 +116,9 @@ pub struct JsonError {
     pub at: usize,
 }
 
-/// Parses `bytes` as `json.loads(bytes)` does, for UTF-8 text (a UTF-8
-/// byte order mark is skipped, as Python skips it).
+/// Parses `bytes` as `json.loads(bytes)` does, for UTF-8 text. A UTF-8
+/// byte order mark is skipped, as `json.loads` of bytes skips it (the
+/// Python hub decodes the answer first, and so refused one).
 pub fn loads(bytes: &[u8]) -> Result<Json, JsonError> {
     let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
     let text = std::str::from_utf8(bytes).map_err(|e| JsonError {

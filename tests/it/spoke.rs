@@ -439,3 +439,78 @@ async fn the_service_serves_its_spokes_and_says_where() {
         "{body}"
     );
 }
+
+/// The Python hub's relay (`pattoo_shared.phttp.PassiveAgent.relay`, what
+/// each cycle of `pattoo_agent_os_hubd` runs for a spoke), for the URL in
+/// `sys.argv[1]`, posting as the agent id in `sys.argv[2]`.
+const PYTHON_HUB: &str = r#"
+import sys
+from pattoo_shared import log
+from pattoo_shared.phttp import PassiveAgent
+log.env()
+PassiveAgent('pattoo_agent_os_hubd', sys.argv[2], sys.argv[1]).relay()
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_hub_relays_our_spokes_answer_to_the_server() {
+    let path = match common::python::try_packages_path(
+        "pattoo-shared",
+        &["PattooShared==0.0.84", "PyYAML", "requests"],
+        "import pattoo_shared.phttp",
+    ) {
+        Ok(path) => path,
+        Err(why) => {
+            eprintln!("the_python_hub_relays_our_spokes_answer: skipped: {why}");
+            return;
+        }
+    };
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let program = script(dir.path(), "echo 'load 0.75'");
+    let config = config_dir(server.addr.port(), &spoke_entry(&program, ""));
+    for made in ["log", "cache", "daemon"] {
+        std::fs::create_dir_all(config.path().join(made)).unwrap();
+    }
+    let running = serve(config.path()).await;
+    let hub_id = "a".repeat(64);
+    let url = format!("http://{}/pattoo-agent-os/300", running.address);
+    let config_path = config.path().to_owned();
+    let hub = hub_id.clone();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(common::python::python())
+            .args(["-c", PYTHON_HUB, &url, &hub])
+            .env("PYTHONPATH", path)
+            .env("PATTOO_CONFIGDIR", config_path)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let received = server.received();
+    assert_eq!(
+        received.len(),
+        1,
+        "the Python hub posted nothing: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(received[0].agent_id, hub_id);
+    let text = String::from_utf8(received[0].bytes.clone()).unwrap();
+    assert!(
+        text.starts_with(&format!("{{\"pattoo_agent_id\": \"{SPOKE_ID}\", ")),
+        "{text}"
+    );
+    assert!(
+        text.contains("[\"site\", \"Z\\u00fcrich \\\"Nord\\\"\"]"),
+        "{text}"
+    );
+    assert!(text.contains("[\"pattoo_value\", 0.75]"), "{text}");
+    // What our hub would post for the same answer is what Python posted.
+    let ours = pattoo_agentd::model::RelayedBody::from_answer(&received[0].bytes).unwrap();
+    assert_eq!(String::from_utf8(ours.json).unwrap(), text);
+}
