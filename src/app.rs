@@ -144,6 +144,11 @@ pub fn load_and_build(config_dir: &std::path::Path) -> anyhow::Result<(Settings,
             problems.push(format!("poller {}: {error:#}", poller.name));
         }
     }
+    for spoke in &settings.spokes {
+        if let Err(error) = crate::pollers::Poller::new(&spoke.poller, &env) {
+            problems.push(format!("spoke {}: {error:#}", spoke.poller.name));
+        }
+    }
     if problems.is_empty() {
         return Ok((settings, hostname));
     }
@@ -269,6 +274,12 @@ fn check(settings: &Settings, hostname: &HostName) -> anyhow::Result<()> {
             poller.agent_program,
             poller.kind.describe()
         )?;
+    }
+    if !settings.spokes.is_empty() {
+        writeln!(out, "{} spoke(s):", settings.spokes.len())?;
+        for spoke in &settings.spokes {
+            writeln!(out, "  {}: {}", spoke.poller.name, spoke.describe())?;
+        }
     }
     Ok(())
 }

@@ -1,5 +1,8 @@
 //! A configured poller bound to the identity it posts under: one call polls
-//! once and returns the body to deliver.
+//! once and returns the bodies to deliver. Readings are normalised into
+//! bodies by the model under the poller's identity; bodies a poller relays
+//! (a hub's spokes' answers) are delivered whole, as they are, under the
+//! poller's agent id.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -9,8 +12,8 @@ use anyhow::Context;
 use crate::config::{PollerSettings, Settings};
 use crate::counters::PollerCounters;
 use crate::identity;
-use crate::model::{AgentContext, Metadata, PollMemory, PostBody};
-use crate::pollers::{Poller, PollerEnv};
+use crate::model::{AgentContext, Metadata, PollMemory, PostBody, RelayedBody, TargetData};
+use crate::pollers::{Polled, Poller, PollerEnv};
 use crate::time::now_ms;
 
 pub struct Collector {
@@ -74,16 +77,75 @@ impl Collector {
         bodies
     }
 
+    /// Polls once as [`Collector::collect`] does, with the bodies saying
+    /// `polling_interval_ms` (a spoke's answer carries the interval its
+    /// hub asked for).
+    pub async fn collect_with_interval(
+        &mut self,
+        polling_interval_ms: u64,
+    ) -> Result<Vec<PostBody>, NoBody> {
+        self.polling_interval_ms = polling_interval_ms;
+        self.collect().await
+    }
+
+    /// Bodies are never split, whatever their size (a spoke answers with
+    /// one body).
+    pub fn never_split(&mut self) {
+        self.max_body_bytes = usize::MAX;
+    }
+
     /// The bodies of one poll, or why there are none, and how many
     /// datapoints were dropped.
     async fn poll_and_build(&mut self, started_ms: u64) -> (Result<Vec<PostBody>, NoBody>, usize) {
-        let mut targets = match self.poller.poll().await {
-            Ok(targets) => targets,
+        match self.poller.poll().await {
+            Ok(Polled::Readings(targets)) => self.build(started_ms, targets),
+            Ok(Polled::Relayed(bodies)) => (self.relay(started_ms, bodies), 0),
             Err(error) => {
                 tracing::warn!(poller = %self.name, agent_program = %self.agent_program, "poll failed: {error}");
-                return (Err(NoBody::PollFailed(error.to_string())), 0);
+                (Err(NoBody::PollFailed(error.to_string())), 0)
             }
-        };
+        }
+    }
+
+    /// Bodies other agents made, each delivered whole under this poller's
+    /// agent id: nothing in them is changed, split or normalised.
+    fn relay(&self, started_ms: u64, bodies: Vec<RelayedBody>) -> Result<Vec<PostBody>, NoBody> {
+        let bodies: Vec<PostBody> = bodies
+            .into_iter()
+            .filter(|body| body.datapoints > 0)
+            .map(|body| {
+                if body.json.len() > self.max_body_bytes {
+                    tracing::warn!(
+                        poller = %self.name,
+                        bytes = body.json.len(),
+                        max_body_bytes = self.max_body_bytes,
+                        "a relayed body is larger than delivery.max_body_bytes; it is posted whole, as the agent that made it wrote it"
+                    );
+                }
+                PostBody {
+                    agent_id: self.agent_id.clone(),
+                    timestamp_ms: started_ms,
+                    datapoints: body.datapoints,
+                    json: body.json,
+                }
+            })
+            .collect();
+        if bodies.is_empty() {
+            tracing::info!(poller = %self.name, "no body to relay had a datapoint; nothing to post");
+            return Err(NoBody::NothingValid {
+                dropped: 0,
+                first: None,
+            });
+        }
+        Ok(bodies)
+    }
+
+    /// Readings normalised into bodies under this poller's identity.
+    fn build(
+        &mut self,
+        started_ms: u64,
+        mut targets: Vec<TargetData>,
+    ) -> (Result<Vec<PostBody>, NoBody>, usize) {
         if !self.metadata.is_empty() {
             for datapoint in targets.iter_mut().flat_map(|t| t.datapoints.iter_mut()) {
                 datapoint.metadata.extend(self.metadata.iter().cloned());

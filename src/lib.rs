@@ -22,6 +22,7 @@ pub mod model;
 pub mod pollers;
 pub mod scheduler;
 pub mod secret;
+pub mod spoke;
 pub mod status;
 pub mod telemetry;
 pub mod time;

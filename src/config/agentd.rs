@@ -9,6 +9,7 @@ use serde_norway::{Mapping, Value};
 use crate::delivery::config::{CacheSettings, DeliverySettings};
 use crate::pollers::PollerKind;
 use crate::pollers::PollerSettings;
+use crate::spoke::config::SpokeSettings;
 use crate::yaml::{
     describe, expect_mapping, only_section, parse_interval, parse_metadata, Document, YamlPath,
     DEFAULT_POLLING_INTERVAL,
@@ -131,7 +132,9 @@ const COMMON_POLLER_KEYS: [&str; 5] = [
     "metadata",
 ];
 
-pub(super) fn parse(doc: &mut Document) -> Option<(AgentSettings, Vec<PollerSettings>)> {
+pub(super) fn parse(
+    doc: &mut Document,
+) -> Option<(AgentSettings, Vec<PollerSettings>, Vec<SpokeSettings>)> {
     let (path, section) = only_section(doc, SECTION)?;
     let section = match section {
         Some(Value::Null) | None => Mapping::new(),
@@ -147,6 +150,7 @@ pub(super) fn parse(doc: &mut Document) -> Option<(AgentSettings, Vec<PollerSett
         metrics_listen: None,
     };
     let mut poller_values = None;
+    let mut spoke_values = None;
     for (key, value) in &section {
         let Some(key) = key.as_str() else {
             doc.error(&path, "keys must be text");
@@ -183,10 +187,11 @@ pub(super) fn parse(doc: &mut Document) -> Option<(AgentSettings, Vec<PollerSett
             }
             "metrics_listen" => settings.metrics_listen = parse_metrics_listen(doc, &at, value),
             "pollers" => poller_values = Some(value.clone()),
+            "spokes" => spoke_values = Some(value.clone()),
             other => doc.error(
                 &at,
                 format!(
-                    "unknown key `{other}`: expected one of polling_interval, hostname, delivery, cache, self_monitoring, metrics_listen, pollers"
+                    "unknown key `{other}`: expected one of polling_interval, hostname, delivery, cache, self_monitoring, metrics_listen, pollers, spokes"
                 ),
             ),
         }
@@ -238,7 +243,54 @@ pub(super) fn parse(doc: &mut Document) -> Option<(AgentSettings, Vec<PollerSett
     let placed: Vec<(YamlPath, &PollerSettings)> =
         pollers.iter().map(|(at, p)| (at.clone(), p)).collect();
     crate::pollers::check_together(doc, &placed);
-    Some((settings, pollers.into_iter().map(|(_, p)| p).collect()))
+    let spokes = parse_spokes(doc, &path.key("spokes"), spoke_values, &settings);
+    Some((
+        settings,
+        pollers.into_iter().map(|(_, p)| p).collect(),
+        spokes,
+    ))
+}
+
+/// `spokes:`: spoke servers, each with its own poller entry.
+fn parse_spokes(
+    doc: &mut Document,
+    list: &YamlPath,
+    value: Option<Value>,
+    settings: &AgentSettings,
+) -> Vec<SpokeSettings> {
+    let entries = match value {
+        None | Some(Value::Null) => return Vec::new(),
+        Some(Value::Sequence(entries)) => entries,
+        Some(other) => {
+            doc.error(
+                list,
+                format!("expected a list of spokes, found {}", describe(&other)),
+            );
+            return Vec::new();
+        }
+    };
+    let mut spokes: Vec<SpokeSettings> = Vec::new();
+    for (i, entry) in entries.iter().enumerate() {
+        let at = list.index(i);
+        let parsed = SpokeSettings::parse(doc, &at, entry, |doc, path, value| {
+            parse_poller(doc, path, value, settings.polling_interval)
+        });
+        let Some(spoke) = parsed else { continue };
+        // Port 0 asks the system for a free port: never a clash.
+        let clash = spoke.listen.port() != 0;
+        if let Some(other) = spokes
+            .iter()
+            .position(|s| clash && s.listen == spoke.listen)
+        {
+            doc.error(
+                &at.key("listen"),
+                format!("spokes[{other}] already listens on {}", spoke.listen),
+            );
+        } else {
+            spokes.push(spoke);
+        }
+    }
+    spokes
 }
 
 fn parse_poller(

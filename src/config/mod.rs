@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 pub use crate::pollers::{DropIn, PollerSettings};
+pub use crate::spoke::config::SpokeSettings;
 pub use crate::yaml::{
     check_user_key, expand_home, parse_interval, parse_metadata, yaml_number_to_python,
     ConfigError, ConfigErrors, Document, YamlPath, DEFAULT_POLLING_INTERVAL, MAX_MS,
@@ -40,6 +41,9 @@ pub struct Settings {
     pub api_source: PathBuf,
     pub agent: AgentSettings,
     pub pollers: Vec<PollerSettings>,
+    /// Spoke servers: each answers its hub with a fresh poll of its
+    /// poller (`spokes:` and the Python spokes' files).
+    pub spokes: Vec<SpokeSettings>,
 }
 
 /// Levels as pattoo names them.
@@ -163,27 +167,30 @@ fn load_files(config_dir: &Path) -> Result<Settings, ConfigErrors> {
     }
 
     let agentd_file = config_dir.join("pattoo_agentd.yaml");
-    let (agent, mut pollers) = if agentd_file.exists() {
+    let (agent, mut pollers, mut spokes) = if agentd_file.exists() {
         match Document::read(&agentd_file) {
             Err(error) => {
                 errors.push(error);
-                (None, Vec::new())
+                (None, Vec::new(), Vec::new())
             }
             Ok(mut doc) => {
                 let parsed = agentd::parse(&mut doc);
                 errors.extend(doc.into_errors());
                 match parsed {
-                    Some((agent, pollers)) => (Some(agent), pollers),
-                    None => (None, Vec::new()),
+                    Some((agent, pollers, spokes)) => (Some(agent), pollers, spokes),
+                    None => (None, Vec::new(), Vec::new()),
                 }
             }
         }
     } else {
-        (Some(AgentSettings::default()), Vec::new())
+        (Some(AgentSettings::default()), Vec::new(), Vec::new())
     };
 
     for drop_in in crate::pollers::drop_ins() {
         load_drop_in(config_dir, drop_in, &mut pollers, &mut errors);
+    }
+    for drop_in in crate::spoke::config::drop_ins() {
+        load_spoke_drop_in(config_dir, drop_in, &mut spokes, &mut errors);
     }
 
     match (pattoo, api, agent) {
@@ -194,6 +201,7 @@ fn load_files(config_dir: &Path) -> Result<Settings, ConfigErrors> {
             api_source,
             agent,
             pollers,
+            spokes,
         }),
         _ => Err(ConfigErrors(errors)),
     }
@@ -229,6 +237,44 @@ fn load_drop_in(
             );
         } else if !doc.has_errors() {
             pollers.push(poller);
+        }
+    }
+    errors.extend(doc.into_errors());
+}
+
+/// Adds the spoke a Python spoke's file describes, if the file exists in
+/// `config_dir`.
+fn load_spoke_drop_in(
+    config_dir: &Path,
+    drop_in: &crate::spoke::config::SpokeDropIn,
+    spokes: &mut Vec<SpokeSettings>,
+    errors: &mut Vec<ConfigError>,
+) {
+    let file = config_dir.join(drop_in.file_name);
+    if !file.exists() {
+        return;
+    }
+    let mut doc = match Document::read(&file) {
+        Ok(doc) => doc,
+        Err(error) => {
+            errors.push(error);
+            return;
+        }
+    };
+    if let Some(spoke) = drop_in.load(&mut doc) {
+        if let Some(other) = spokes
+            .iter()
+            .find(|s| s.listen.port() != 0 && s.listen == spoke.listen)
+        {
+            doc.error(
+                &YamlPath::root(),
+                format!(
+                    "the spoke of {} already listens on {}; give one of them another port",
+                    other.poller.name, spoke.listen
+                ),
+            );
+        } else if !doc.has_errors() {
+            spokes.push(spoke);
         }
     }
     errors.extend(doc.into_errors());

@@ -132,6 +132,8 @@ pub async fn run(
         None => None,
         Some(addr) => Some(listen_for_metrics(addr).await?),
     };
+    // Before READY too: a spoke's port already taken is a start-up error.
+    let spokes = prepare_spokes(&settings, &hostname.name).await?;
     let (queue_tx, queue_rx) = mpsc::channel::<PostBody>(QUEUE_BODIES);
 
     let mut background = JoinSet::new();
@@ -166,6 +168,10 @@ pub async fn run(
         }
         None => None,
     };
+
+    for (spoke, listener) in spokes {
+        background.spawn(spoke.serve(listener, background_stop.clone()));
+    }
 
     let mut counters = CounterRegistry::default();
     hostname.log();
@@ -423,6 +429,32 @@ async fn listen_for_metrics(addr: std::net::SocketAddr) -> anyhow::Result<tokio:
     }
     tracing::info!(address = %bound, "metrics page at http://{bound}/metrics and /health");
     Ok(listener)
+}
+
+/// Builds every spoke server and binds its address; serving starts when
+/// the caller spawns [`Spoke::serve`](crate::spoke::Spoke::serve).
+async fn prepare_spokes(
+    settings: &Settings,
+    hostname: &str,
+) -> anyhow::Result<Vec<(Arc<crate::spoke::Spoke>, tokio::net::TcpListener)>> {
+    let env = PollerEnv {
+        hostname: hostname.to_owned(),
+    };
+    let mut spokes = Vec::new();
+    for spoke in &settings.spokes {
+        let agent_id = crate::identity::agent_id(
+            &settings.pattoo.daemon_directory,
+            &spoke.poller.agent_program,
+        )?;
+        let server = crate::spoke::Spoke::new(spoke, agent_id, &env)
+            .with_context(|| format!("spoke {}", spoke.poller.name))?;
+        let listener = crate::spoke::listen(spoke).await?;
+        if !spoke.listen.ip().is_loopback() && spoke.allow.is_empty() {
+            tracing::info!(spoke = %spoke.poller.name, address = %spoke.listen, "the spoke answers any client that reaches it, as the Python spoke does; `allow` limits who may ask");
+        }
+        spokes.push((Arc::new(server), listener));
+    }
+    Ok(spokes)
 }
 
 /// Each poller's counters by name, kept across reloads so a poller that
@@ -900,6 +932,9 @@ fn warn_about_restart_only_changes(old: &Settings, new: &Settings) {
             &new.pattoo.log_directory,
         ),
     ];
+    if old.spokes != new.spokes {
+        tracing::warn!("spokes changed (in pattoo_agentd.yaml or a Python spoke's file); that takes effect at the next restart");
+    }
     if old.agent.metrics_listen != new.agent.metrics_listen {
         tracing::warn!(
             "metrics_listen changed from {:?} to {:?}; that takes effect at the next restart",

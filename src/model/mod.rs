@@ -9,13 +9,17 @@
 //! the deduplicated `key_value_pairs` / `datapoint_pairs` form. A poller
 //! that reads the same things every poll keeps a [`PollMemory`], which
 //! writes the same body while remembering every checksum between polls.
+//! A body another agent made (a hub's spoke's answer) is a
+//! [`RelayedBody`]: checked and posted whole, never renormalised.
 
 pub mod body;
 pub mod checksum;
 mod data_type;
 mod normalise;
 pub mod python;
+pub mod python_json;
 pub mod python_str;
+mod relayed;
 mod text;
 mod validate;
 mod value;
@@ -27,6 +31,7 @@ pub use body::{
 pub use data_type::{DataType, UnknownDataType};
 pub(crate) use normalise::normalise_key_cow;
 pub use normalise::{normalise_key, normalise_value};
+pub use relayed::{NotABody, RelayedBody};
 pub use text::Text;
 pub use validate::{validate_body, Accepted};
 pub use value::Value;

@@ -1,4 +1,6 @@
-//! Pollers: each kind reads one sort of source and returns datapoints.
+//! Pollers: each kind reads one sort of source and returns datapoints
+//! ([`Polled::Readings`]), or bodies other agents made for it to relay
+//! ([`Polled::Relayed`], the hub).
 //!
 //! A poller does exactly one poll per call and never sleeps or loops; the
 //! scheduler owns intervals, timeouts and shutdown.
@@ -18,7 +20,7 @@ use std::time::Duration;
 
 use serde_norway::Value;
 
-use crate::model::{Metadata, TargetData};
+use crate::model::{Metadata, RelayedBody, TargetData};
 use crate::yaml::{Document, YamlPath};
 
 /// One poller, validated.
@@ -64,6 +66,33 @@ pub struct Example {
     pub file_name: &'static str,
     /// The file itself, kept beside the kind's code.
     pub text: &'static str,
+}
+
+/// What one poll gave.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Polled {
+    /// Readings, for the model to normalise into bodies under the poller's
+    /// identity (agent id, host name, program, interval).
+    Readings(Vec<TargetData>),
+    /// Bodies other agents made (a hub's spokes' answers): each is posted
+    /// whole, as it is, under the poller's agent id.
+    Relayed(Vec<RelayedBody>),
+}
+
+impl From<Vec<TargetData>> for Polled {
+    fn from(targets: Vec<TargetData>) -> Self {
+        Polled::Readings(targets)
+    }
+}
+
+impl Polled {
+    /// The readings, if the poll gave readings.
+    pub fn readings(self) -> Option<Vec<TargetData>> {
+        match self {
+            Polled::Readings(targets) => Some(targets),
+            Polled::Relayed(_) => None,
+        }
+    }
 }
 
 /// What pollers need to know about the agent they run in.
@@ -142,11 +171,10 @@ pub trait Kind {
         env: &PollerEnv,
     ) -> anyhow::Result<Self::Poller>;
 
-    /// Polls once. Partial results are `Ok`: a poller reading several
-    /// targets logs the ones that failed and returns the rest.
-    fn poll(
-        poller: &mut Self::Poller,
-    ) -> impl Future<Output = Result<Vec<TargetData>, Self::Error>> + Send;
+    /// Polls once: readings, or bodies to relay. Partial results are
+    /// `Ok`: a poller reading several targets logs the ones that failed and
+    /// returns the rest.
+    fn poll(poller: &mut Self::Poller) -> impl Future<Output = Result<Polled, Self::Error>> + Send;
 }
 
 /// A registered kind as the commands, the manual and the README see it:
@@ -333,10 +361,10 @@ macro_rules! kinds {
                 )*}
             }
 
-            /// Polls once. Partial results are `Ok`: a poller reading
-            /// several targets logs the ones that failed and returns the
-            /// rest.
-            pub async fn poll(&mut self) -> Result<Vec<TargetData>, PollError> {
+            /// Polls once: readings, or bodies to relay. Partial results
+            /// are `Ok`: a poller reading several targets logs the ones
+            /// that failed and returns the rest.
+            pub async fn poll(&mut self) -> Result<Polled, PollError> {
                 match *self {$(
                     #[cfg(feature = $feature)]
                     Poller::$kind(ref mut poller) => {
@@ -388,6 +416,7 @@ kinds! {
     #[cfg(feature = "http")] http::Http,
     #[cfg(feature = "command")] command::Command,
     #[cfg(feature = "snmp")] snmp::Snmp,
+    #[cfg(feature = "hub")] hub::Hub,
 }
 
 #[cfg(test)]

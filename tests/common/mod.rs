@@ -60,3 +60,26 @@ pub fn write_executable(path: &Path, text: &str) {
     let status = child.wait().unwrap();
     assert!(status.success(), "writing {}: {status}", path.display());
 }
+
+/// A poller's readings, for tests of kinds that read (rather than relay
+/// bodies): `poller.readings()` is `poller.poll()` with the readings taken
+/// out.
+pub trait Readings {
+    fn readings(
+        &mut self,
+    ) -> impl std::future::Future<
+        Output = Result<Vec<pattoo_agentd::model::TargetData>, pattoo_agentd::pollers::PollError>,
+    > + Send;
+}
+
+impl Readings for pattoo_agentd::pollers::Poller {
+    async fn readings(
+        &mut self,
+    ) -> Result<Vec<pattoo_agentd::model::TargetData>, pattoo_agentd::pollers::PollError> {
+        self.poll().await.map(|polled| {
+            polled
+                .readings()
+                .expect("a poller that reads gives readings")
+        })
+    }
+}

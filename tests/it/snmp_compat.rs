@@ -114,7 +114,12 @@ async fn reproduces(name: &str, file: &str) {
         hostname: fixed["agent_hostname"].as_str().unwrap().to_owned(),
     };
     let mut poller = Poller::new(poller_settings, &env).unwrap();
-    let mut targets = poller.poll().await.expect("a poll that read something");
+    let mut targets = poller
+        .poll()
+        .await
+        .expect("a poll that read something")
+        .readings()
+        .expect("readings");
     // The vectors were made at a fixed time; timestamps enter no checksum.
     for datapoint in targets.iter_mut().flat_map(|t| t.datapoints.iter_mut()) {
         datapoint.timestamp_ms = time_ms;

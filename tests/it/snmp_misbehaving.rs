@@ -13,6 +13,8 @@ use pattoo_agentd::model::Value;
 use pattoo_agentd::pollers::{Poller, PollerEnv};
 use tokio::net::UdpSocket;
 
+use common::Readings;
+
 /// One BER element: tag, length (short or long form), contents.
 fn tlv(tag: u8, contents: &[u8]) -> Vec<u8> {
     let mut out = vec![tag];
@@ -136,7 +138,7 @@ async fn garbage_other_ids_and_strangers_are_ignored_and_the_right_answer_is_tak
     let community = dir.path().join("community").display().to_string();
     let mut poller = poller_for(&address, &community).await;
     for _ in 0..3 {
-        let targets = poller.poll().await.expect("the right answer came");
+        let targets = poller.readings().await.expect("the right answer came");
         let values: Vec<&Value> = targets
             .iter()
             .flat_map(|t| &t.datapoints)
@@ -152,7 +154,7 @@ async fn a_responder_that_never_answers_rightly_costs_one_timeout_and_reads_noth
     let community = dir.path().join("community").display().to_string();
     let mut poller = poller_for(&address, &community).await;
     let started = Instant::now();
-    let error = poller.poll().await.expect_err("nothing was read");
+    let error = poller.readings().await.expect_err("nothing was read");
     assert!(error.to_string().contains("poller odd"), "{error}");
     // Two tries of 500 ms; a generous bound, only against a hang.
     assert!(started.elapsed() < Duration::from_secs(20));
@@ -166,7 +168,7 @@ async fn an_ipv6_target_is_read_over_its_own_socket() {
     assert!(address.starts_with("[::1]:"), "{address}");
     let community = dir.path().join("community").display().to_string();
     let mut poller = poller_for(&address, &community).await;
-    let targets = poller.poll().await.expect("read over IPv6");
+    let targets = poller.readings().await.expect("read over IPv6");
     assert_eq!(targets[0].target, address);
     assert_eq!(targets[0].datapoints[0].value, Value::Text("ok".into()));
 }
@@ -363,7 +365,7 @@ async fn an_endless_subtree_is_cut_at_max_rows_per_walk_and_the_rows_before_are_
         &dir,
         "      max_rows_per_walk: 50\n      max_repetitions: 7\n      walk: [{oid: .1.3.6.1.4.1.99999.1.1, key: row}]\n",
     );
-    let targets = tokio::time::timeout(HANG, poller.poll())
+    let targets = tokio::time::timeout(HANG, poller.readings())
         .await
         .expect("the poll ends")
         .expect("rows were read");
@@ -393,7 +395,7 @@ async fn a_poll_ends_by_its_polling_interval_and_posts_what_it_read() {
         &dir,
         "      polling_interval: 1\n      max_rows_per_walk: 1000000\n      walk: [{oid: .1.3.6.1.4.1.99999.1.1, key: row}]\n",
     );
-    let targets = tokio::time::timeout(HANG, poller.poll())
+    let targets = tokio::time::timeout(HANG, poller.readings())
         .await
         .expect("the poll ends")
         .expect("rows were read");
@@ -434,7 +436,7 @@ async fn a_walk_that_goes_back_stops_and_posts_the_rows_before() {
         &dir,
         "      walk: [{oid: .1.3.6.1.4.1.99999.1.1, key: row}]\n",
     );
-    let targets = tokio::time::timeout(HANG, poller.poll())
+    let targets = tokio::time::timeout(HANG, poller.readings())
         .await
         .expect("the poll ends")
         .expect("rows were read");
@@ -467,7 +469,7 @@ async fn request_ids_are_random_not_a_sequence() {
         "      get: [{oid: .1.3.6.1.2.1.1.5.0, key: sysname}]\n",
     );
     for _ in 0..6 {
-        poller.poll().await.expect("answered");
+        poller.readings().await.expect("answered");
     }
     let ids = ids.lock().unwrap().clone();
     assert!(ids.len() >= 6, "{ids:?}");
@@ -508,7 +510,7 @@ async fn the_right_request_id_from_another_address_or_port_is_not_taken() {
         &dir,
         "      get: [{oid: .1.3.6.1.2.1.1.5.0, key: sysname}]\n",
     );
-    let result = tokio::time::timeout(HANG, poller.poll())
+    let result = tokio::time::timeout(HANG, poller.readings())
         .await
         .expect("the poll ends");
     assert!(result.is_err(), "a forged answer was taken: {result:?}");
@@ -544,7 +546,7 @@ async fn undecodable_values_post_nothing_are_named_and_the_rest_of_the_answer_po
         .map(|n| format!("        - {{oid: .1.3.6.1.4.1.99999.2.{n}, key: v{n}}}\n"))
         .collect();
     let mut poller = scripted_poller(&address, &dir, &format!("      get:\n{gets}"));
-    let targets = poller.poll().await.expect("the good values were read");
+    let targets = poller.readings().await.expect("the good values were read");
     let posted: Vec<(&str, &Value)> = targets
         .iter()
         .flat_map(|t| &t.datapoints)

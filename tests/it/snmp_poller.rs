@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use common::logs::LogBuffer;
 use common::netsnmp::{self, NetSnmpd};
 use common::snmpsim::SnmpSim;
+use common::Readings;
 use pattoo_agentd::model::{DataPoint, DataType, TargetData, Value};
 use pattoo_agentd::pollers::{Poller, PollerEnv, PollerKind};
 
@@ -83,7 +84,7 @@ async fn reads_gets_walks_and_the_if_mib_preset_from_net_snmp_over_v2c_and_v3() 
         .collect();
 
     for mut poller in pollers(&text) {
-        let targets = poller.poll().await.unwrap();
+        let targets = poller.readings().await.unwrap();
         assert_eq!(targets.len(), 1);
         assert_eq!(targets[0].target, agent.address());
 
@@ -141,7 +142,7 @@ async fn a_wrong_community_is_one_targets_clear_error_and_the_others_are_read() 
     let logs = LogBuffer::default();
     let _guard = logs.capture();
     let started = Instant::now();
-    let targets = poller.poll().await.unwrap();
+    let targets = poller.readings().await.unwrap();
     assert!(started.elapsed() < Duration::from_secs(10));
     assert_eq!(targets.len(), 1, "{targets:?}");
     assert_eq!(targets[0].target, simulated);
@@ -182,7 +183,7 @@ async fn a_wrong_v3_passphrase_is_a_clear_error_and_never_hangs_the_poll() {
     let _guard = logs.capture();
     let (mut first, mut second) = (polled.remove(0), polled.remove(0));
     let started = Instant::now();
-    let (wrong, right) = tokio::join!(first.poll(), second.poll());
+    let (wrong, right) = tokio::join!(first.readings(), second.readings());
     assert!(started.elapsed() < Duration::from_secs(10));
     let error = wrong.expect_err("nothing can be read with a wrong passphrase");
     assert!(error.to_string().contains("poller wrong"), "{error}");
@@ -221,7 +222,7 @@ async fn the_if_mib_preset_falls_back_to_32_bit_counters_and_keeps_64_bit_values
     );
     let mut polled = pollers(&text);
 
-    let with = polled[0].poll().await.unwrap();
+    let with = polled[0].readings().await.unwrap();
     let octets = find(&with, "ifInOctets");
     assert_eq!(octets.len(), 3);
     let eth0 = octets
@@ -235,7 +236,7 @@ async fn the_if_mib_preset_falls_back_to_32_bit_counters_and_keeps_64_bit_values
     let alias = eth0.metadata.iter().find(|m| m.key == "ifAlias").unwrap();
     assert!(!alias.update_checksum, "renaming an alias keeps the series");
 
-    let without = polled[1].poll().await.unwrap();
+    let without = polled[1].readings().await.unwrap();
     let octets = find(&without, "ifInOctets");
     assert_eq!(octets.len(), 2);
     for datapoint in octets {
@@ -254,7 +255,7 @@ async fn the_if_mib_preset_falls_back_to_32_bit_counters_and_keeps_64_bit_values
         "      walk: [{oid: .1.3.6.1.2.1.2.2.1.6, key: mac}]\n",
     ))
     .remove(0);
-    let macs = mac.poll().await.unwrap();
+    let macs = mac.readings().await.unwrap();
     let values: Vec<&Value> = find(&macs, "mac").iter().map(|d| &d.value).collect();
     assert!(
         values.contains(&&Value::Text("00:11:22:33:44:aa".into())),
@@ -278,7 +279,7 @@ async fn snmpv3_through_snmpsim_with_sha1_and_aes128() {
         "    - name: v3\n      type: snmp\n      targets: [\"{address}\"]\n      version: 3\n      user: {}\n      auth: {{protocol: sha, passphrase: {{file: {auth}}}}}\n      privacy: {{protocol: aes, passphrase: {{env: PATTOO_TEST_SNMPSIM_PRIV}}}}\n      get: [{{oid: .1.3.6.1.2.1.1.6.0, key: location}}]\n",
         common::snmpsim::V3_USER
     );
-    let targets = pollers(&text).remove(0).poll().await.unwrap();
+    let targets = pollers(&text).remove(0).readings().await.unwrap();
     // UTF-8 octets are text natively (the Python drop-in keeps its mojibake).
     assert_eq!(
         find(&targets, "location")[0].value,
@@ -295,7 +296,7 @@ async fn each_target_may_have_its_own_community_and_all_share_one_poller() {
     let text = format!(
         "    - name: shared\n      type: snmp\n      targets:\n        - {{address: \"{address}\", name: router-a, community: {{file: {device1}}}}}\n        - {{address: \"{address}\", name: old-c, community: {{file: {device3}}}}}\n      get: [{{oid: .1.3.6.1.2.1.1.5.0, key: sysname}}]\n"
     );
-    let targets = pollers(&text).remove(0).poll().await.unwrap();
+    let targets = pollers(&text).remove(0).readings().await.unwrap();
     let names: Vec<(&str, &Value)> = targets
         .iter()
         .map(|t| (t.target.as_str(), &t.datapoints[0].value))

@@ -3,8 +3,7 @@
 use serde_norway::Value;
 
 use super::{CommandError, CommandPoller, CommandSettings};
-use crate::model::TargetData;
-use crate::pollers::{Example, Kind, PollerEnv, PollerSettings};
+use crate::pollers::{Example, Kind, Polled, PollerEnv, PollerSettings};
 use crate::yaml::{Document, YamlPath};
 
 /// `type: command`: a local program run each poll, its output read by a
@@ -42,7 +41,7 @@ impl Kind for Command {
         Ok(CommandPoller::new(&poller.name, settings, env))
     }
 
-    async fn poll(poller: &mut CommandPoller) -> Result<Vec<TargetData>, CommandError> {
-        poller.poll().await
+    async fn poll(poller: &mut CommandPoller) -> Result<Polled, CommandError> {
+        poller.poll().await.map(Polled::from)
     }
 }

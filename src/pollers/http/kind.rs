@@ -3,8 +3,7 @@
 use serde_norway::Value;
 
 use super::{HttpError, HttpPoller, HttpSettings};
-use crate::model::TargetData;
-use crate::pollers::{Example, Kind, PollerEnv, PollerSettings};
+use crate::pollers::{Example, Kind, Polled, PollerEnv, PollerSettings};
 use crate::yaml::{Document, YamlPath};
 
 /// `type: http`: URLs fetched each poll, their responses read by a format.
@@ -41,7 +40,7 @@ impl Kind for Http {
         HttpPoller::new(&poller.name, settings, env)
     }
 
-    async fn poll(poller: &mut HttpPoller) -> Result<Vec<TargetData>, HttpError> {
-        poller.poll().await
+    async fn poll(poller: &mut HttpPoller) -> Result<Polled, HttpError> {
+        poller.poll().await.map(Polled::from)
     }
 }

@@ -3,8 +3,7 @@
 use serde_norway::Value;
 
 use super::{compat, ModbusError, ModbusPoller, ModbusSettings};
-use crate::model::TargetData;
-use crate::pollers::{DropIn, Example, Kind, PollerEnv, PollerSettings};
+use crate::pollers::{DropIn, Example, Kind, Polled, PollerEnv, PollerSettings};
 use crate::yaml::{Document, YamlPath};
 
 /// `type: modbus`: Modbus TCP, RTU frames over TCP, RTU on serial lines.
@@ -68,7 +67,7 @@ impl Kind for Modbus {
         ModbusPoller::new(&poller.name, settings)
     }
 
-    async fn poll(poller: &mut ModbusPoller) -> Result<Vec<TargetData>, ModbusError> {
-        poller.poll().await
+    async fn poll(poller: &mut ModbusPoller) -> Result<Polled, ModbusError> {
+        poller.poll().await.map(Polled::from)
     }
 }

@@ -3,8 +3,7 @@
 use serde_norway::Value;
 
 use super::{compat, SnmpError, SnmpPoller, SnmpSettings};
-use crate::model::TargetData;
-use crate::pollers::{DropIn, Example, Kind, PollerEnv, PollerSettings};
+use crate::pollers::{DropIn, Example, Kind, Polled, PollerEnv, PollerSettings};
 use crate::yaml::{Document, YamlPath};
 
 /// `type: snmp`: GET, walks and tables from SNMPv1, v2c and v3 devices.
@@ -43,7 +42,7 @@ impl Kind for Snmp {
         SnmpPoller::new(&poller.name, settings, poller.polling_interval)
     }
 
-    async fn poll(poller: &mut SnmpPoller) -> Result<Vec<TargetData>, SnmpError> {
-        poller.poll().await
+    async fn poll(poller: &mut SnmpPoller) -> Result<Polled, SnmpError> {
+        poller.poll().await.map(Polled::from)
     }
 }
