@@ -5,6 +5,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod bacnet_compat;
 mod command_poller;
 mod completions;
 mod config_examples;
