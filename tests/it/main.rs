@@ -6,6 +6,7 @@
 mod common;
 
 mod bacnet_compat;
+mod bacnet_misbehaving;
 mod bacnet_poller;
 mod command_poller;
 mod completions;
