@@ -104,7 +104,7 @@ fn poller(device: SocketAddr, extra: &str) -> Poller {
     let dir = tempfile::tempdir().unwrap();
     common::write_pattoo_yaml(dir.path(), dir.path(), 20201);
     let text = format!(
-        "pattoo_agentd:\n  pollers:\n    - name: odd\n      type: bacnet\n      local_address: 127.0.0.1\n      local_port: 0\n      object_names: false\n      targets: ['{device}']\n{extra}"
+        "pattoo_agentd:\n  pollers:\n    - name: odd\n      type: bacnet\n      local_address: 127.0.0.1\n      local_port: 0\n      targets: ['{device}']\n{extra}"
     );
     std::fs::write(dir.path().join("pattoo_agentd.yaml"), &text).unwrap();
     let settings = config::load(dir.path()).unwrap_or_else(|errors| panic!("{errors}\n{text}"));
@@ -143,7 +143,10 @@ async fn a_garbled_answer_is_a_logged_error_for_its_object() {
         ])]
     })
     .await;
-    let mut poller = poller(device, "      objects: [av:1, av:2]\n");
+    let mut poller = poller(
+        device,
+        "      object_names: false\n      objects: [av:1, av:2]\n",
+    );
     let (result, logs) = poll(&mut poller).await;
     assert_eq!(
         result.unwrap_err(),
@@ -177,7 +180,7 @@ async fn answers_with_another_invoke_id_are_not_taken() {
     .await;
     let mut poller = poller(
         device,
-        "      timeout_ms: 300\n      retries: 1\n      max_objects_per_request: 1\n      objects: [av:1, av:2]\n",
+        "      object_names: false\n      timeout_ms: 300\n      retries: 1\n      max_objects_per_request: 1\n      objects: [av:1, av:2]\n",
     );
     let (result, logs) = poll(&mut poller).await;
     assert_eq!(
@@ -206,7 +209,7 @@ async fn a_segmented_answer_never_finished_times_out() {
     .await;
     let mut poller = poller(
         device,
-        "      timeout_ms: 300\n      retries: 0\n      objects: [av:1]\n",
+        "      object_names: false\n      timeout_ms: 300\n      retries: 0\n      objects: [av:1]\n",
     );
     let (result, logs) = poll(&mut poller).await;
     assert!(result.is_err(), "{result:?}");
@@ -235,7 +238,7 @@ async fn a_segmented_answer_that_never_ends_is_cut_at_a_bound() {
     .await;
     let mut poller = poller(
         device,
-        "      timeout_ms: 20000\n      retries: 0\n      objects: [av:1]\n",
+        "      object_names: false\n      timeout_ms: 20000\n      retries: 0\n      objects: [av:1]\n",
     );
     let (result, logs) = poll(&mut poller).await;
     assert!(result.is_err(), "{result:?}");
@@ -269,7 +272,10 @@ async fn a_device_without_read_property_multiple_is_read_one_property_a_request(
         _ => Vec::new(),
     })
     .await;
-    let mut poller = poller(device, "      objects: [av:1, av:2, av:3, av:4, av:5]\n");
+    let mut poller = poller(
+        device,
+        "      object_names: false\n      objects: [av:1, av:2, av:3, av:4, av:5]\n",
+    );
     let (result, logs) = poll(&mut poller).await;
     let targets = result.unwrap();
     let values: Vec<(String, Value)> = targets[0]
@@ -309,4 +315,56 @@ async fn a_device_without_read_property_multiple_is_read_one_property_a_request(
     let (result, _) = poll(&mut poller).await;
     assert_eq!(result.unwrap()[0].datapoints.len(), 2);
     assert_eq!(count.load(Ordering::Relaxed) - before, 5);
+}
+
+#[tokio::test]
+async fn values_read_before_a_device_falls_silent_are_posted() {
+    let (device, _) = responder(|request| {
+        if request.service != READ_PROPERTY_MULTIPLE {
+            return Vec::new();
+        }
+        // The first request (objects 1 and 2): their values, and the name
+        // of object 2 only; the second request is never answered.
+        let rest = &request.rest;
+        if rest.len() < 12 || rest[4] != 1 {
+            return Vec::new();
+        }
+        let mut apdu = vec![0x30, request.invoke, READ_PROPERTY_MULTIPLE];
+        for instance in [1u8, 2] {
+            apdu.extend_from_slice(&[0x0c, 0x00, 0x80, 0x00, instance, 0x1e]);
+            apdu.extend_from_slice(&[0x29, 85, 0x4e, 0x44]);
+            apdu.extend_from_slice(&(f32::from(instance) + 0.5).to_be_bytes());
+            apdu.push(0x4f);
+            // Object 1's name is left out of the answer.
+            if instance == 2 {
+                apdu.extend_from_slice(&[0x29, 77, 0x4e, 0x75, 3, 0, b'B', b'2', 0x4f]);
+            }
+            apdu.push(0x1f);
+        }
+        vec![frame(&apdu)]
+    })
+    .await;
+    let mut poller = poller(
+        device,
+        "      timeout_ms: 300\n      retries: 0\n      max_objects_per_request: 2\n      objects: [av:1, av:2, av:3]\n",
+    );
+    let (result, logs) = poll(&mut poller).await;
+    let targets = result.unwrap_or_else(|e| panic!("{e}\n{logs}"));
+    let values: Vec<(String, Value)> = targets[0]
+        .datapoints
+        .iter()
+        .map(|d| (d.key.to_string(), d.value.clone()))
+        .collect();
+    assert_eq!(
+        values,
+        [
+            ("analog_value_1".to_owned(), Value::Float(1.5)),
+            ("analog_value_2".to_owned(), Value::Float(2.5)),
+        ],
+        "{logs}"
+    );
+    assert!(
+        logs.contains("no answer to ReadPropertyMultiple of 1 object(s)"),
+        "{logs}"
+    );
 }

@@ -289,7 +289,9 @@ fn datapoint(
                     Value::Float(v) => v,
                     Value::Text(_) => unreachable!("matched above"),
                 };
-                Value::Float(number * object.multiplier.unwrap_or(1.0) + object.offset.unwrap_or(0.0))
+                // No offset is not + 0.0, which would make -0.0 0.0.
+                let scaled = number * object.multiplier.unwrap_or(1.0);
+                Value::Float(object.offset.map_or(scaled, |offset| scaled + offset))
             } else {
                 raw
             };
@@ -443,14 +445,17 @@ async fn read_target(
         }
         if *silent {
             outcome.failed += chunks.map(<[usize]>::len).sum::<usize>();
-            return outcome;
         }
         pending.clear();
         for (o, value) in asked_alone {
             match value {
                 // The value came; only the name is asked again.
                 Some(value) => {
-                    let name = read_name(settings, device, objects[o].object, silent, &log).await;
+                    let name = if *silent {
+                        None
+                    } else {
+                        read_name(settings, device, objects[o].object, silent, &log).await
+                    };
                     outcome.ok += 1;
                     outcome.values[o] = Some((value, name));
                 }
