@@ -368,3 +368,83 @@ async fn values_read_before_a_device_falls_silent_are_posted() {
         "{logs}"
     );
 }
+
+#[tokio::test]
+async fn an_object_the_device_refuses_is_asked_alone_and_the_rest_together() {
+    let (device, count) = responder(|request| match request.service {
+        READ_PROPERTY_MULTIPLE => {
+            // Object instances asked, from each spec's object id.
+            let rest = &request.rest;
+            let mut instances = Vec::new();
+            let mut at = 0;
+            while at + 5 <= rest.len() && rest[at] == 0x0c {
+                instances.push(rest[at + 4]);
+                at += 5;
+                while at < rest.len() && rest[at] != 0x1f {
+                    at += 1;
+                }
+                at += 1;
+            }
+            if instances.contains(&9) {
+                // What a device's error for one object looks like to a
+                // decoder that cannot read it.
+                return vec![frame(&[
+                    0x30,
+                    request.invoke,
+                    READ_PROPERTY_MULTIPLE,
+                    0x0c,
+                    0xff,
+                ])];
+            }
+            let mut apdu = vec![0x30, request.invoke, READ_PROPERTY_MULTIPLE];
+            for instance in instances {
+                apdu.extend_from_slice(&[0x0c, 0x00, 0x80, 0x00, instance, 0x1e]);
+                apdu.extend_from_slice(&[0x29, 85, 0x4e, 0x44]);
+                apdu.extend_from_slice(&(f32::from(instance) + 0.5).to_be_bytes());
+                apdu.extend_from_slice(&[0x4f, 0x1f]);
+            }
+            vec![frame(&apdu)]
+        }
+        READ_PROPERTY => match instance(request) {
+            9 => vec![frame(&[
+                0x50,
+                request.invoke,
+                READ_PROPERTY,
+                0x91,
+                1,
+                0x91,
+                31,
+            ])],
+            n => vec![real_answer(request, n as f32 + 0.5)],
+        },
+        _ => Vec::new(),
+    })
+    .await;
+    let mut poller = poller(
+        device,
+        "      object_names: false\n      objects: [av:1, av:9, av:2]\n",
+    );
+    for (poll_number, requests) in [(1, 4), (2, 2), (3, 2)] {
+        let before = count.load(Ordering::Relaxed);
+        let (result, logs) = poll(&mut poller).await;
+        let targets = result.unwrap_or_else(|e| panic!("{e}\n{logs}"));
+        let keys: Vec<String> = targets[0]
+            .datapoints
+            .iter()
+            .map(|d| d.key.to_string())
+            .collect();
+        assert_eq!(keys, ["analog_value_1", "analog_value_2"], "{logs}");
+        assert!(
+            logs.contains("read analog-value 9 present-value: the device answered error class object (1), code unknown-object (31)"),
+            "poll {poll_number}: {logs}"
+        );
+        // The first poll: one ReadPropertyMultiple that fails, then each
+        // object alone; later ones: the refused object alone, the rest in
+        // one ReadPropertyMultiple.
+        assert_eq!(
+            count.load(Ordering::Relaxed) - before,
+            requests,
+            "poll {poll_number}: {logs}"
+        );
+    }
+}

@@ -101,6 +101,14 @@ struct DeviceState {
     device: Device,
     /// Whether ReadPropertyMultiple is used (until the device refuses it).
     multiple: AtomicBool,
+    /// Objects the device answered with an error when asked alone: they
+    /// are left out of ReadPropertyMultiple and asked alone (and logged)
+    /// at each poll, until one answers. rustbac-client 0.4.1 decodes a
+    /// propertyAccessError inside a ReadPropertyMultiple answer only in a
+    /// form of its own, so one unknown object fails the whole answer as
+    /// undecodable: without this, every object asked with it would be
+    /// asked alone at every poll.
+    alone: std::sync::Mutex<std::collections::HashSet<ObjectId>>,
 }
 
 /// What one target's poll read: per object, its value and name.
@@ -182,6 +190,7 @@ impl BacnetPoller {
                 Arc::new(DeviceState {
                     device: link.device(*peer, settings.timeout),
                     multiple: AtomicBool::new(settings.max_objects_per_request > 1),
+                    alone: Default::default(),
                 })
             });
         }
@@ -366,14 +375,16 @@ async fn read_target(
             target.name
         );
     };
-    let mut pending: Vec<usize> = (0..objects.len()).collect();
-    if state.multiple.load(Ordering::Relaxed) && !*silent {
+    let alone = state.alone.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let (mut pending, mut together): (Vec<usize>, Vec<usize>) =
+        (0..objects.len()).partition(|&o| alone.contains(&objects[o].object));
+    if state.multiple.load(Ordering::Relaxed) && !*silent && !together.is_empty() {
         let mut properties = vec![Property::PresentValue];
         if names {
             properties.push(Property::ObjectName);
         }
         let mut asked_alone = Vec::new();
-        let mut chunks = pending.chunks(settings.max_objects_per_request.max(1));
+        let mut chunks = together.chunks(settings.max_objects_per_request.max(1));
         for chunk in chunks.by_ref() {
             let ids: Vec<ObjectId> = chunk.iter().map(|&o| objects[o].object).collect();
             match with_retries(settings.retries, || device.read_many(&ids, &properties)).await {
@@ -433,11 +444,12 @@ async fn read_target(
                 // The whole request failed (some devices answer an unknown
                 // object so): each object asked alone finds which.
                 Err(error) => {
-                    tracing::debug!(
+                    tracing::info!(
                         poller,
                         target = %target.name,
-                        "{} ({peer}): ReadPropertyMultiple failed ({error}): asking each object alone",
-                        target.name
+                        "{} ({peer}): ReadPropertyMultiple failed ({error}): asking each of its {} object(s) alone; those the device refuses are asked alone from now on",
+                        target.name,
+                        chunk.len()
                     );
                     asked_alone.extend(chunk.iter().map(|&o| (o, None)));
                 }
@@ -446,7 +458,7 @@ async fn read_target(
         if *silent {
             outcome.failed += chunks.map(<[usize]>::len).sum::<usize>();
         }
-        pending.clear();
+        together.clear();
         for (o, value) in asked_alone {
             match value {
                 // The value came; only the name is asked again.
@@ -459,10 +471,15 @@ async fn read_target(
                     outcome.ok += 1;
                     outcome.values[o] = Some((value, name));
                 }
-                None => pending.push(o),
+                None => together.push(o),
             }
         }
+        pending.extend(together);
+    } else {
+        pending.extend(together);
     }
+    let mut refused = Vec::new();
+    let mut answered = Vec::new();
     for (n, &o) in pending.iter().enumerate() {
         if *silent {
             outcome.failed += pending.len() - n;
@@ -472,6 +489,7 @@ async fn read_target(
         match with_retries(settings.retries, || device.read(object, Property::PresentValue)).await
         {
             Ok(value) => {
+                answered.push(object);
                 let name = if names {
                     read_name(settings, device, object, silent, &log).await
                 } else {
@@ -483,6 +501,9 @@ async fn read_target(
             Err(error) => {
                 log(object, Property::PresentValue, &error);
                 outcome.failed += 1;
+                if matches!(error, ReadError::Error { .. }) {
+                    refused.push(object);
+                }
                 if error.is_timeout() {
                     *silent = true;
                     let left = pending.len() - n - 1;
@@ -496,6 +517,13 @@ async fn read_target(
                     }
                 }
             }
+        }
+    }
+    if !refused.is_empty() || !answered.is_empty() {
+        let mut alone = state.alone.lock().unwrap_or_else(|e| e.into_inner());
+        alone.extend(refused);
+        for object in &answered {
+            alone.remove(object);
         }
     }
     outcome
