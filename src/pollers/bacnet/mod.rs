@@ -38,7 +38,8 @@
 //!   value and name of up to `max_objects_per_request` objects a request).
 //!   A device that refuses the service is read with ReadProperty from then
 //!   on; an object the device answers with an error is asked alone, so the
-//!   error is logged with the object.
+//!   error is logged with the object, and stays out of
+//!   ReadPropertyMultiple until it answers.
 //! - Devices are read side by side, at most `max_concurrent_targets` at
 //!   once; a device's requests follow one another. A request that times
 //!   out is sent again up to `retries` times; after that the device is not
