@@ -417,6 +417,7 @@ kinds! {
     #[cfg(feature = "command")] command::Command,
     #[cfg(feature = "snmp")] snmp::Snmp,
     #[cfg(feature = "hub")] hub::Hub,
+    #[cfg(feature = "bacnet")] bacnet::Bacnet,
 }
 
 #[cfg(test)]

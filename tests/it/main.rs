@@ -5,6 +5,9 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod bacnet_compat;
+mod bacnet_misbehaving;
+mod bacnet_poller;
 mod command_poller;
 mod completions;
 mod config_examples;
