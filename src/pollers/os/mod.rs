@@ -548,18 +548,34 @@ impl OsPoller {
         if !self.hung.lock().unwrap_or_else(|e| e.into_inner()).insert(mountpoint.to_owned()) {
             return Err("an earlier poll's statvfs of it has not returned yet; skipped".to_owned());
         }
+        // A thread of its own, not the runtime's blocking pool: a call
+        // that never returns must not hold up the runtime's shutdown.
         let hung = Arc::clone(&self.hung);
         let path = mountpoint.to_owned();
-        let task = tokio::task::spawn_blocking(move || {
-            let result = nix::sys::statvfs::statvfs(Path::new(&path));
-            hung.lock().unwrap_or_else(|e| e.into_inner()).remove(&path);
-            result
-        });
-        let stat = match tokio::time::timeout(STATVFS_TIMEOUT, task).await {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let spawned = std::thread::Builder::new()
+            .name("os-statvfs".to_owned())
+            .spawn(move || {
+                let result = nix::sys::statvfs::statvfs(Path::new(&path));
+                hung.lock().unwrap_or_else(|e| e.into_inner()).remove(&path);
+                let _ = answer.send(result);
+            });
+        if let Err(error) = spawned {
+            self.hung
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(mountpoint);
+            return Err(format!("cannot start a thread for it: {error}"));
+        }
+        let stat = match tokio::time::timeout(STATVFS_TIMEOUT, answered).await {
             Ok(Ok(Ok(stat))) => stat,
             Ok(Ok(Err(errno))) => return Err(errno.desc().to_owned()),
-            Ok(Err(error)) => return Err(error.to_string()),
-            Err(_) => return Err(format!("no answer within {STATVFS_TIMEOUT:?} (a hung network or FUSE mount?)")),
+            Ok(Err(_)) => return Err("its thread ended without an answer".to_owned()),
+            Err(_) => {
+                return Err(format!(
+                    "no answer within {STATVFS_TIMEOUT:?} (a hung network or FUSE mount?)"
+                ))
+            }
         };
         let frsize = i128::from(stat.fragment_size());
         let total = i128::from(stat.blocks()) * frsize;
