@@ -217,6 +217,27 @@ pub struct OsPoller {
     previous_nics: Vec<String>,
     /// Mount points whose `statvfs` has not returned yet.
     hung: Arc<Mutex<HashSet<String>>>,
+    /// `statvfs(2)`; another function in tests.
+    statfs: fn(&Path) -> Result<FsSize, String>,
+}
+
+/// What psutil's `disk_usage` takes from `statvfs(2)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FsSize {
+    blocks: u64,
+    fragment_size: u64,
+    blocks_free: u64,
+    blocks_available: u64,
+}
+
+fn statvfs(path: &Path) -> Result<FsSize, String> {
+    let stat = nix::sys::statvfs::statvfs(path).map_err(|errno| errno.desc().to_owned())?;
+    Ok(FsSize {
+        blocks: stat.blocks(),
+        fragment_size: stat.fragment_size(),
+        blocks_free: stat.blocks_free(),
+        blocks_available: stat.blocks_available(),
+    })
 }
 
 /// The datapoints of one poll and what could not be read.
@@ -278,6 +299,7 @@ impl OsPoller {
             previous_cpu: None,
             previous_nics: Vec::new(),
             hung: Arc::default(),
+            statfs: statvfs,
         };
         poller.previous_cpu = poller
             .read("stat")
@@ -553,10 +575,11 @@ impl OsPoller {
         let hung = Arc::clone(&self.hung);
         let path = mountpoint.to_owned();
         let (answer, answered) = tokio::sync::oneshot::channel();
+        let statfs = self.statfs;
         let spawned = std::thread::Builder::new()
             .name("os-statvfs".to_owned())
             .spawn(move || {
-                let result = nix::sys::statvfs::statvfs(Path::new(&path));
+                let result = statfs(Path::new(&path));
                 hung.lock().unwrap_or_else(|e| e.into_inner()).remove(&path);
                 let _ = answer.send(result);
             });
@@ -569,7 +592,7 @@ impl OsPoller {
         }
         let stat = match tokio::time::timeout(STATVFS_TIMEOUT, answered).await {
             Ok(Ok(Ok(stat))) => stat,
-            Ok(Ok(Err(errno))) => return Err(errno.desc().to_owned()),
+            Ok(Ok(Err(error))) => return Err(error),
             Ok(Err(_)) => return Err("its thread ended without an answer".to_owned()),
             Err(_) => {
                 return Err(format!(
@@ -577,10 +600,10 @@ impl OsPoller {
                 ))
             }
         };
-        let frsize = i128::from(stat.fragment_size());
-        let total = i128::from(stat.blocks()) * frsize;
-        let free_for_root = i128::from(stat.blocks_free()) * frsize;
-        let free_for_users = i128::from(stat.blocks_available()) * frsize;
+        let frsize = i128::from(stat.fragment_size);
+        let total = i128::from(stat.blocks) * frsize;
+        let free_for_root = i128::from(stat.blocks_free) * frsize;
+        let free_for_users = i128::from(stat.blocks_available) * frsize;
         let used = total - free_for_root;
         Ok([
             int(total),

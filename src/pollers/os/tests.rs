@@ -175,6 +175,58 @@ async fn an_unstatable_mount_is_left_out_and_the_rest_of_the_poll_is_posted() {
     );
 }
 
+/// Released by the test that hangs `statvfs` with it.
+static RELEASE: std::sync::Mutex<Option<std::sync::mpsc::Receiver<()>>> =
+    std::sync::Mutex::new(None);
+
+/// A `statvfs` that does not return until the test says so.
+fn hanging_statfs(_: &Path) -> Result<FsSize, String> {
+    let waiting = RELEASE.lock().unwrap().take();
+    if let Some(release) = waiting {
+        let _ = release.recv();
+    }
+    Err("released".to_owned())
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hung_mount_costs_one_timeout_then_is_skipped_while_it_hangs() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut poller = poller(fixture(dir.path()), &OsSettings::default());
+    let (release, released) = std::sync::mpsc::channel();
+    *RELEASE.lock().unwrap() = Some(released);
+    poller.statfs = hanging_statfs;
+    let data = dir.path().join("data").display().to_string();
+
+    let (target, errors) = poller.read_host().await;
+    assert!(!target.datapoints.is_empty(), "the rest of the poll is posted");
+    assert!(
+        errors.contains(&format!(
+            "statvfs of {data:?} (/dev/vda on ext4): no answer within 5s (a hung network or FUSE mount?)"
+        )),
+        "{errors:#?}"
+    );
+    // Still hanging: skipped without waiting again.
+    let (_, errors) = poller.read_host().await;
+    assert!(
+        errors.contains(&format!(
+            "statvfs of {data:?} (/dev/vda on ext4): an earlier poll's statvfs of it has not returned yet; skipped"
+        )),
+        "{errors:#?}"
+    );
+    // Once it returns, the mount point is asked again.
+    release.send(()).unwrap();
+    poller.statfs = statvfs;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (target, _) = poller.read_host().await;
+        if target.datapoints.iter().any(|p| p.key.as_str() == "disk_partition_disk_usage_total") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the mount point was never asked again");
+        std::thread::yield_now();
+    }
+}
+
 #[tokio::test]
 async fn a_nic_that_vanishes_between_polls_just_stops_and_nothing_else_changes() {
     let dir = tempfile::tempdir().unwrap();
