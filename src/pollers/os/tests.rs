@@ -179,8 +179,12 @@ async fn an_unstatable_mount_is_left_out_and_the_rest_of_the_poll_is_posted() {
 static RELEASE: std::sync::Mutex<Option<std::sync::mpsc::Receiver<()>>> =
     std::sync::Mutex::new(None);
 
-/// A `statvfs` that does not return until the test says so.
-fn hanging_statfs(_: &Path) -> Result<FsSize, String> {
+/// A `statvfs` that, for the fixture's `data` mount point, does not
+/// return until the test says so.
+fn hanging_statfs(path: &Path) -> Result<FsSize, String> {
+    if !path.ends_with("data") {
+        return statvfs(path);
+    }
     let waiting = RELEASE.lock().unwrap().take();
     if let Some(release) = waiting {
         let _ = release.recv();
@@ -381,4 +385,25 @@ fn cpu_percentages_are_shares_of_the_time_that_passed_without_guest_twice() {
     assert_eq!(cpu_percentages(&before, &before), [0.0; 10], "no time passed");
     let backwards = [0.0, 0.0, 1.0, 20.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0];
     assert_eq!(cpu_percentages(&before, &backwards)[0], 0.0, "never below 0");
+}
+
+#[tokio::test]
+async fn settings_made_in_code_poll_this_host_as_whatever_program_is_asked() {
+    let settings = poller_settings(OS_SPOKED, Duration::from_secs(300));
+    assert_eq!(
+        (settings.name.as_str(), settings.agent_program.as_str()),
+        (OS_SPOKED, OS_SPOKED)
+    );
+    assert_eq!(settings.kind, PollerKind::Os(OsSettings::default()));
+    let env = PollerEnv {
+        hostname: "spoke.example.org".to_owned(),
+    };
+    let mut poller = crate::pollers::Poller::new(&settings, &env).unwrap();
+    let targets = poller.poll().await.unwrap();
+    assert_eq!(targets.len(), 1);
+    assert_eq!(targets[0].target, "spoke.example.org");
+    // The fixed datapoints at least (the first poll has its percentages,
+    // its baseline taken when the poller was built).
+    assert!(targets[0].datapoints.len() >= 41, "{}", targets[0].datapoints.len());
+    assert_eq!(targets[0].datapoints[0].key.as_str(), "cpu_times_percent_user");
 }
