@@ -8,6 +8,8 @@
 //!   psutil install from PyPI and `PATTOO_AGENTS_GIT` names a git directory
 //!   of palisadoes/pattoo-agents (its source is not on PyPI).
 
+#![cfg(feature = "os")]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::Command;
