@@ -31,6 +31,7 @@ mod modbus_config;
 mod modbus_poller;
 mod modbus_pymodbus;
 mod modbus_rtu;
+mod os_agent;
 mod python_keys;
 mod receiver_limits;
 mod snmp_compat;
