@@ -388,6 +388,7 @@ kinds! {
     #[cfg(feature = "http")] http::Http,
     #[cfg(feature = "command")] command::Command,
     #[cfg(feature = "snmp")] snmp::Snmp,
+    #[cfg(feature = "opcua")] opcua::Opcua,
 }
 
 #[cfg(test)]
