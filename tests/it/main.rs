@@ -25,6 +25,7 @@ mod modbus_config;
 mod modbus_poller;
 mod modbus_pymodbus;
 mod modbus_rtu;
+mod opcua_compat;
 mod python_keys;
 mod receiver_limits;
 mod snmp_compat;
