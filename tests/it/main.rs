@@ -26,6 +26,7 @@ mod modbus_poller;
 mod modbus_pymodbus;
 mod modbus_rtu;
 mod opcua_compat;
+mod opcua_poller;
 mod python_keys;
 mod receiver_limits;
 mod snmp_compat;
