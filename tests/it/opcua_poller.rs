@@ -279,3 +279,88 @@ async fn a_lost_session_is_made_again_at_the_next_poll() {
         "a new session to the server back on its port"
     );
 }
+
+/// A poller of `security` to the secure server whose certificates are in
+/// `certs`, keeping its certificate store in `pki`.
+fn secure_entry(
+    url: &str,
+    security: &str,
+    certs: &std::path::Path,
+    pki: &std::path::Path,
+    node: &str,
+) -> String {
+    entry(
+        &[url.to_owned()],
+        &format!(
+            "      security: {security}\n      certificate: {}\n      private_key: {}\n      pki_dir: {}\n",
+            certs.join("client.der").display(),
+            certs.join("client.pem").display(),
+            pki.display()
+        ),
+        &[node],
+    )
+}
+
+#[tokio::test]
+async fn basic256sha256_sessions_read_once_the_operator_trusts_the_servers_certificate() {
+    let certs = tempfile::tempdir().unwrap();
+    let Some(server) = asyncua::start(&["--secure", &certs.path().display().to_string()]) else {
+        return;
+    };
+    let node = format!("ns={};s=Temperature", server.namespace);
+    let pki = tempfile::tempdir().unwrap();
+    let (logs, _guard) = common::logs::capture();
+
+    let (mut plain, _dir) = poller(&entry(&[server.url()], "", &[&node]));
+    assert!(plain.poll().await.is_err());
+    assert!(
+        logs.text()
+            .contains("offers no endpoint with security None"),
+        "{}",
+        logs.text()
+    );
+
+    let entry = secure_entry(
+        &server.url(),
+        "sign_and_encrypt",
+        certs.path(),
+        pki.path(),
+        &node,
+    );
+    let (mut encrypted, _dir) = poller(&entry);
+    // An unknown server certificate is refused and put aside for the
+    // operator to look at.
+    assert!(encrypted.poll().await.is_err());
+    let rejected: Vec<_> = std::fs::read_dir(pki.path().join("rejected"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(rejected.len(), 1, "{}", logs.text());
+    assert!(
+        logs.text().contains("move it to"),
+        "the log says what to do: {}",
+        logs.text()
+    );
+    // Trusted by moving it, it is taken at the next poll.
+    let trusted = pki
+        .path()
+        .join("trusted")
+        .join(rejected[0].file_name().unwrap());
+    std::fs::rename(&rejected[0], &trusted).unwrap();
+    let targets = encrypted
+        .poll()
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", logs.text()));
+    assert_eq!(
+        values(&targets),
+        [(node.clone(), Value::Float(21.5), DataType::Float)]
+    );
+
+    let entry = secure_entry(&server.url(), "sign", certs.path(), pki.path(), &node);
+    let (mut signed, _dir) = poller(&entry);
+    let targets = signed
+        .poll()
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", logs.text()));
+    assert_eq!(values(&targets).len(), 1);
+}

@@ -19,6 +19,10 @@ and one node of each other built-in type the poller converts or refuses
 (ns=2;s=T.<Type>), plus nodes with a GUID and an opaque (ByteString) id.
 --bulk N adds N Doubles ns=2;s=Bulk.0 .. Bulk.N-1 (the load harness).
 --users USER:PASSWORD accepts only that user (anonymous is not offered).
+--secure DIR offers only Basic256Sha256 Sign and SignAndEncrypt, with a
+certificate made in DIR (server.der, server.pem); it also makes one for
+the client there (client.der, client.pem, application URI
+urn:pattoo-agentd), which it accepts like any client certificate.
 """
 import argparse
 import asyncio
@@ -28,6 +32,9 @@ import uuid
 from asyncua import Server, ua
 from asyncua.server.user_managers import UserManager
 from asyncua.crypto.permission_rules import User, UserRole
+from asyncua.crypto.cert_gen import setup_self_signed_certificate
+from cryptography.x509.oid import ExtendedKeyUsageOID
+from pathlib import Path
 
 GUID = uuid.UUID('09087e75-8e5e-499b-954f-f2a9603db28a')
 OPAQUE = b'\x01\x02pattoo'
@@ -48,7 +55,23 @@ async def main(args):
         user_manager=OnlyUser(*args.users.split(':', 1)) if args.users else None)
     await server.init()
     server.set_endpoint('opc.tcp://127.0.0.1:{}/'.format(args.port))
-    server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
+    if args.secure:
+        out = Path(args.secure)
+        for name, uri, use in [
+                ('server', 'urn:pattoo:test:server', ExtendedKeyUsageOID.SERVER_AUTH),
+                ('client', 'urn:pattoo-agentd', ExtendedKeyUsageOID.CLIENT_AUTH)]:
+            await setup_self_signed_certificate(
+                out / (name + '.pem'), out / (name + '.der'), uri, '127.0.0.1',
+                [use], {'commonName': name})
+        server.set_server_name('pattoo test server')
+        await server.set_application_uri('urn:pattoo:test:server')
+        await server.load_certificate(str(out / 'server.der'))
+        await server.load_private_key(str(out / 'server.pem'))
+        server.set_security_policy([
+            ua.SecurityPolicyType.Basic256Sha256_Sign,
+            ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt])
+    else:
+        server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
     if args.users:
         server.set_security_IDs(['Username'])
     idx = await server.register_namespace('urn:pattoo:test')
@@ -93,4 +116,5 @@ parser = argparse.ArgumentParser()
 parser.add_argument('--port', type=int, default=0)
 parser.add_argument('--users')
 parser.add_argument('--bulk', type=int, default=0)
+parser.add_argument('--secure')
 asyncio.run(main(parser.parse_args()))

@@ -83,7 +83,7 @@ pub struct Security {
     pub certificate: Option<PathBuf>,
     pub private_key: Option<PathBuf>,
     /// The certificate store: servers' certificates trusted in
-    /// `trusted/certs/`, rejected ones put in `rejected/certs/`.
+    /// `trusted/`, rejected ones put in `rejected/`.
     pub pki_dir: PathBuf,
     /// Accept a server certificate not in the store (and put it there).
     pub trust_unknown_servers: bool,

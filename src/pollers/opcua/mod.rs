@@ -14,7 +14,7 @@
 //!   # with sign or sign_and_encrypt (Basic256Sha256):
 //!   # certificate: /etc/pattoo/opcua/client.der   # DER
 //!   # private_key: /etc/pattoo/opcua/client.pem   # PEM
-//!   # pki_dir: /var/lib/pattoo/opcua              # trusted/certs/ holds servers' certificates
+//!   # pki_dir: /var/lib/pattoo/opcua              # trusted/ holds servers' certificates
 //!   # trust_unknown_servers: false
 //!   user: operator                # default: anonymous
 //!   password: {file: /etc/pattoo/opcua-password}  # or {env: OPCUA_PASSWORD}

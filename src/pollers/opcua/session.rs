@@ -40,6 +40,8 @@ pub enum ServerError {
     NoEndpoint(&'static str, &'static str),
     #[error("the server refused the session: {0}")]
     Refused(String),
+    #[error("a certificate is not trusted (BadCertificateUntrusted): the server's, if it is new, is now in {0}/rejected/; check it and move it to {0}/trusted/ (or the server does not trust the agent's certificate)")]
+    Untrusted(String),
     #[error("the Read failed: {0}")]
     Read(String),
     #[error("{0}")]
@@ -260,11 +262,13 @@ async fn connect(
             Some(Ok(SessionPollResult::Reconnected(_))) => break,
             Some(Ok(SessionPollResult::ReconnectFailed(status))) | Some(Err(status)) => {
                 return Err(match status {
+                    StatusCode::BadCertificateUntrusted => {
+                        ServerError::Untrusted(security.pki_dir.display().to_string())
+                    }
                     StatusCode::BadIdentityTokenInvalid
                     | StatusCode::BadIdentityTokenRejected
                     | StatusCode::BadUserAccessDenied
                     | StatusCode::BadSecurityChecksFailed
-                    | StatusCode::BadCertificateUntrusted
                     | StatusCode::BadTooManySessions => ServerError::Refused(status.to_string()),
                     other => ServerError::Connect(other.to_string()),
                 })
