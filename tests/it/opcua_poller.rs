@@ -364,3 +364,26 @@ async fn basic256sha256_sessions_read_once_the_operator_trusts_the_servers_certi
         .unwrap_or_else(|e| panic!("{e}\n{}", logs.text()));
     assert_eq!(values(&targets).len(), 1);
 }
+
+#[tokio::test]
+async fn more_nodes_than_one_read_decodes_are_read_in_several_and_all_posted() {
+    let Some(server) = asyncua::start(&["--bulk", "1500"]) else {
+        return;
+    };
+    let nodes: Vec<String> = (0..1500)
+        .map(|i| format!("ns={};s=Bulk.{i}", server.namespace))
+        .collect();
+    let nodes: Vec<&str> = nodes.iter().map(String::as_str).collect();
+    let (mut poller, _dir) = poller(&entry(&[server.url()], "", &nodes));
+    let targets = poller.poll().await.unwrap();
+    let got = values(&targets);
+    assert_eq!(got.len(), 1500);
+    assert_eq!(
+        got[1499],
+        (
+            nodes[1499].to_owned(),
+            Value::Float(1499.0),
+            DataType::Float
+        )
+    );
+}

@@ -40,6 +40,9 @@
 //! - Servers are polled concurrently; each has its own timeout for
 //!   connecting (TCP, Hello, secure channel, session) and for its Read, so
 //!   a server that stalls costs only its own timeout and delays no other.
+//! - Up to 1000 nodes are read in one Read (more make several). An answer
+//!   is at most 5 chunks of 64 KiB and arrays of 1000 items, the client
+//!   library's bounds, so a server cannot make the agent hold more.
 //! - Errors name the poller, the server's URL and, per node, the node id
 //!   and status. Whatever was read is posted.
 
@@ -59,6 +62,10 @@ use ::opcua::types::{AttributeId, ReadValueId};
 
 use crate::model::{DataPoint, DataType, Metadata, TargetData};
 use session::ServerConnection;
+
+/// Nodes read in one Read at most: the longest array the client library
+/// decodes. More nodes make more Reads; fewer, one.
+const MAX_NODES_PER_READ: usize = 1000;
 
 /// Every server of a poll failed.
 #[derive(Debug, thiserror::Error)]
@@ -145,19 +152,22 @@ async fn poll_server(
     if read.is_empty() {
         return Some(TargetData::new(server.name.clone()));
     }
-    let values = match connection
-        .read(server, &settings.security, settings.timeout, read)
-        .await
-    {
-        Ok(values) => values,
-        Err(error) => {
-            tracing::warn!(poller, url, "poller {poller}: {url}: {error}");
-            return None;
+    let mut values = Vec::with_capacity(read.len());
+    for chunk in read.chunks(MAX_NODES_PER_READ) {
+        match connection
+            .read(server, &settings.security, settings.timeout, chunk)
+            .await
+        {
+            Ok(mut answer) if answer.len() == chunk.len() => values.append(&mut answer),
+            Ok(answer) => {
+                tracing::warn!(poller, url, "poller {poller}: {url}: the Read of {} nodes answered {} values; nothing from it is posted", chunk.len(), answer.len());
+                return None;
+            }
+            Err(error) => {
+                tracing::warn!(poller, url, "poller {poller}: {url}: {error}");
+                return None;
+            }
         }
-    };
-    if values.len() != read.len() {
-        tracing::warn!(poller, url, "poller {poller}: {url}: the Read of {} nodes answered {} values; nothing from it is posted", read.len(), values.len());
-        return None;
     }
     let timestamp_ms = crate::time::now_ms();
     let mut target = TargetData::new(server.name.clone());
