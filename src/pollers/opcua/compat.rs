@@ -308,4 +308,25 @@ mod tests {
             Post::Python { multiplier: PyMultiplier::Float(0.5) }
         );
     }
+
+    #[test]
+    fn reads_the_flat_layout_of_pattoo_agent_opcua_and_an_interval_of_zero_as_300() {
+        let (settings, errors) = opcuad(
+            "polling_interval: 0
+polling_groups:
+  - {ip_target: plc, ip_port: '4841', username: op, password: 1234, nodes: [{address: 'i=2258'}]}
+",
+        );
+        assert_eq!(errors, Vec::<String>::new());
+        let settings = settings.unwrap();
+        assert_eq!(settings.polling_interval, Duration::from_secs(300));
+        let servers = servers(settings);
+        assert_eq!(servers[0].url, "opc.tcp://plc:4841");
+        let (_, password) = servers[0].user.clone().unwrap();
+        assert_eq!(
+            password.read().unwrap().expose(),
+            "1234",
+            "a number is its text (the Python agent died on it)"
+        );
+    }
 }
