@@ -183,8 +183,11 @@ fn client(security: &Security, timeout: Duration) -> Result<Client, ServerError>
         .verify_server_certs(true)
         .session_retry_limit(0)
         .request_timeout(timeout)
-        // Kept between polls: an hour, as the Python agent asked.
-        .session_timeout(3_600_000);
+        // The library's keep-alives (every 10 s) hold the session between
+        // polls; one dropped without closing (a reload, a lost connection)
+        // ends on the server after two minutes rather than taking one of
+        // its sessions for an hour, as the Python agent asked.
+        .session_timeout(120_000);
     if let (Some(certificate), Some(key)) = (&security.certificate, &security.private_key) {
         builder = builder.certificate_path(certificate).private_key_path(key);
     }
