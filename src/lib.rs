@@ -36,7 +36,7 @@ pub fn cores() -> usize {
     *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
-/// The async runtime every command but `once` runs on (see `src/main.rs`); the load
+/// The async runtime every command runs on (see `src/main.rs`); the load
 /// harness in `benches/load.rs` builds the same one.
 ///
 /// At most two workers: the agent waits on the network nearly all the
@@ -46,15 +46,6 @@ pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     let workers = cores().min(2);
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
-        .enable_all()
-        .build()
-}
-
-/// The runtime of a command that polls or reads once and exits (`once`):
-/// one thread, so no worker threads are started and parked for a single
-/// pass. The body's two preparing threads are its own (see `model`).
-pub fn one_shot_runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
 }

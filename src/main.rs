@@ -1,16 +1,12 @@
 use clap::Parser;
 
 use pattoo_agentd::app::{self, Exit};
-use pattoo_agentd::cli::{Cli, Command};
+use pattoo_agentd::cli::Cli;
 
 fn main() {
     pattoo_agentd::tune_allocator();
     let cli = Cli::parse();
-    let runtime = match cli.command {
-        Command::Once { .. } => pattoo_agentd::one_shot_runtime(),
-        _ => pattoo_agentd::runtime(),
-    }
-    .expect("the async runtime starts");
+    let runtime = pattoo_agentd::runtime().expect("the async runtime starts");
     let result = runtime.block_on(app::run(cli));
     if let Err(error) = result {
         if let Some(Exit(code)) = error.downcast_ref::<Exit>() {
