@@ -256,3 +256,46 @@ async fn a_poll_of_devices_that_never_answer_fails_naming_the_poller() {
         "poller gone: nothing read: all 3 read(s) failed (see the warnings above)"
     );
 }
+
+#[tokio::test]
+async fn a_device_with_another_instance_than_configured_is_logged_and_not_posted() {
+    let Some(sim) = BacnetSim::start(Ipv4Addr::new(127, 0, 0, 4)) else {
+        return;
+    };
+    // The simulator is device 1234; the first target says 999 of it.
+    let mut poller = poller(&format!(
+        "    - name: ahu
+      type: bacnet
+      local_address: 127.0.0.1
+      local_port: 0
+      targets: [{{address: '{0}', device: 999, name: wrong}}, {{address: '{0}', device: 1234, name: right}}]
+      objects: [av:1]
+",
+        sim.address
+    ));
+    let (logs, _guard) = common::logs::capture();
+    let targets = tokio::time::timeout(Duration::from_secs(60), poller.readings())
+        .await
+        .expect("a bounded poll")
+        .unwrap();
+    let logs = logs.text();
+    assert!(
+        logs.contains(&format!(
+            "wrong ({}): the device there is device 1234, not device 999 as configured: not read",
+            sim.address
+        )),
+        "{logs}"
+    );
+    // The matching target is read, under its instance, and only it.
+    assert_eq!(targets.len(), 1, "{targets:#?}");
+    assert_eq!(targets[0].target, "right");
+    assert_eq!(
+        readings(&targets[0]),
+        [reading(
+            "analog_value_1",
+            Value::Float(21.5),
+            DataType::Float,
+            &["device=1234", "object_name=Supply Air Temp*"]
+        )]
+    );
+}

@@ -31,6 +31,8 @@ use super::object::{ObjectId, Property, PropertyValue};
 const BVLC_TYPE: u8 = 0x81;
 const BVLC_ORIGINAL_UNICAST: u8 = 0x0a;
 const BVLC_ORIGINAL_BROADCAST: u8 = 0x0b;
+/// The device instance a device takes as its own (Clause 15.5.2).
+pub const ANY_DEVICE: u32 = 4_194_303;
 /// The largest BACnet/IP frame: BVLC, NPDU and a 1476-octet APDU fit.
 const MAX_FRAME: usize = 1600;
 /// Datagrams waiting for one device; more are dropped (a device, or
@@ -373,6 +375,29 @@ impl std::fmt::Debug for Device {
 impl Device {
     pub fn peer(&self) -> SocketAddr {
         self.peer
+    }
+
+    /// The instance in the object-identifier of the device object
+    /// `instance` (the wildcard [`ANY_DEVICE`] names whichever device
+    /// answers).
+    pub async fn device_instance(&self, instance: u32) -> Result<u32, ReadError> {
+        let value = self
+            .client
+            .read_property(
+                DataLinkAddress::Ip(self.peer),
+                CoreObjectId::new(CoreType::Device, instance),
+                PropertyId::ObjectIdentifier,
+            )
+            .await
+            .map_err(|e| read_error(e, self.timeout))?;
+        match value {
+            ClientDataValue::ObjectId(id) if id.object_type() == CoreType::Device => {
+                Ok(id.instance())
+            }
+            other => Err(ReadError::Malformed(format!(
+                "not a device object identifier: {other:?}"
+            ))),
+        }
     }
 
     /// ReadProperty of one property.
