@@ -449,3 +449,84 @@ async fn an_object_the_device_refuses_is_asked_alone_and_the_rest_together() {
         );
     }
 }
+
+/// A UDP peer answering each datagram with `answers`; returns its address
+/// and what it received.
+async fn who_is_responder(
+    answers: Vec<Vec<u8>>,
+) -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>) {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let address = socket.local_addr().unwrap();
+    let (got, received) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 2048];
+        while let Ok((n, from)) = socket.recv_from(&mut buf).await {
+            let _ = got.send(buf[..n].to_vec());
+            for answer in &answers {
+                let _ = socket.send_to(answer, from).await;
+            }
+        }
+    });
+    (address, received)
+}
+
+fn directed(to: SocketAddr) -> pattoo_agentd::pollers::bacnet::discover::Discover {
+    pattoo_agentd::pollers::bacnet::discover::Discover {
+        local: "127.0.0.1:0".parse().unwrap(),
+        to,
+        broadcast: false,
+        range: Some((40, 50)),
+        wait: Duration::from_millis(500),
+        objects: false,
+        timeout: Duration::from_millis(500),
+    }
+}
+
+#[tokio::test]
+async fn discovery_sends_one_directed_who_is_and_prints_the_i_am_as_a_poller() {
+    // I-Am: device 42, max APDU 1476, segmentation none (3), vendor 15.
+    let i_am = frame(&[
+        0x10, 0x00, 0xc4, 0x02, 0x00, 0x00, 0x2a, 0x22, 0x05, 0xc4, 0x91, 0x03, 0x21, 0x0f,
+    ]);
+    let (device, mut received) = who_is_responder(vec![i_am]).await;
+    let text = pattoo_agentd::pollers::bacnet::discover::discover(&directed(device))
+        .await
+        .unwrap();
+    // One Original-Unicast Who-Is for instances 40..=50.
+    assert_eq!(
+        received.recv().await.unwrap(),
+        [0x81, 0x0a, 0x00, 0x0c, 0x01, 0x00, 0x10, 0x08, 0x09, 0x28, 0x19, 0x32]
+    );
+    assert!(received.try_recv().is_err());
+    assert!(
+        text.contains(&format!(
+            "- name: bacnet-42\n  type: bacnet\n  # vendor id 15, max APDU 1476, segmentation none (3)\n  local_address: 127.0.0.1\n  targets: [{{address: \"{device}\", device: 42}}]\n"
+        )),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn discovery_answered_with_garbage_says_so_and_finds_no_device() {
+    let not_bacnet = b"hello".to_vec();
+    let bad_i_am = frame(&[0x10, 0x00, 0xff]);
+    let (device, _) = who_is_responder(vec![not_bacnet, bad_i_am]).await;
+    let (logs, _guard) = common::logs::capture();
+    let error = pattoo_agentd::pollers::bacnet::discover::discover(&directed(device))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        error,
+        format!("no device answered the Who-Is sent to {device} within 500ms (2 answer(s) that are not I-Ams, see above)")
+    );
+    let logs = logs.text();
+    assert!(
+        logs.contains(&format!("discover: {device} answered the Who-Is with something that is not an I-Am: not a BACnet/IP frame with an APDU (5 bytes: 68656c6c6f)")),
+        "{logs}"
+    );
+    assert!(
+        logs.contains(&format!("discover: {device} answered the Who-Is with something that is not an I-Am: an I-Am that does not decode")),
+        "{logs}"
+    );
+}

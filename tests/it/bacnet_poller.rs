@@ -299,3 +299,40 @@ async fn a_device_with_another_instance_than_configured_is_logged_and_not_posted
         )]
     );
 }
+
+#[test]
+fn discover_bacnet_finds_the_simulator_and_prints_a_poller_that_loads() {
+    let Some(sim) = BacnetSim::start(Ipv4Addr::new(127, 0, 0, 5)) else {
+        return;
+    };
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_pattoo-agentd"))
+        .args([
+            "discover",
+            "bacnet",
+            "--local",
+            "127.0.0.1:0",
+            "--wait",
+            "2",
+            "--objects",
+            "--to",
+        ])
+        .arg(sim.address.to_string())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    for line in [
+        format!(
+            "  targets: [{{address: \"{}\", device: 1234}}]",
+            sim.address
+        ),
+        "    - analog-value:1   # Supply Air Temp".to_owned(),
+        "    - multi-state-value:1   # Season".to_owned(),
+    ] {
+        assert!(stdout.contains(&line), "{line}\n{stdout}\n{stderr}");
+    }
+    // Pasted under `pollers:`, it is a configuration `check` takes.
+    let pasted: String = stdout.lines().map(|l| format!("    {l}\n")).collect();
+    poller(&pasted);
+}

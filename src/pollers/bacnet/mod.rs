@@ -56,6 +56,7 @@
 mod client;
 pub mod compat;
 mod config;
+pub mod discover;
 mod kind;
 pub mod object;
 
