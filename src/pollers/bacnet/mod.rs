@@ -47,7 +47,8 @@
 //!   (retries + 1) and delays no other.
 //! - Error, Reject and Abort answers, undecodable answers and values that
 //!   cannot be posted are logged with the poller, device and object; the
-//!   rest is posted. Nothing is broadcast: there is no Who-Is.
+//!   rest is posted. Pollers broadcast nothing: the one Who-Is is sent by
+//!   `pattoo-agentd discover bacnet` ([`discover`]), when a user asks.
 //! - A target that gives `device` is read only once the device at its
 //!   address has said it is that device (its device object's identifier,
 //!   read once while the poller keeps the device); another instance is
