@@ -86,6 +86,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             logging::init_stderr(LevelFilter::INFO);
             receive(listen, &dir).await
         }
+        #[cfg(feature = "bacnet")]
         Command::Discover { kind } => {
             logging::init_stderr(LevelFilter::WARN);
             discover(kind).await
@@ -102,9 +103,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 /// Prints what answered a discovery as configuration on stdout.
+#[cfg(feature = "bacnet")]
 async fn discover(kind: crate::cli::DiscoverCommand) -> anyhow::Result<()> {
     match kind {
-        #[cfg(feature = "bacnet")]
         crate::cli::DiscoverCommand::Bacnet {
             local,
             broadcast,

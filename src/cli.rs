@@ -71,6 +71,7 @@ pub enum Command {
     },
     /// Find devices on the network and print them as poller configuration
     /// (pollers never do this on their own)
+    #[cfg(feature = "bacnet")]
     Discover {
         #[command(subcommand)]
         kind: DiscoverCommand,
@@ -85,12 +86,12 @@ pub enum Command {
     Man,
 }
 
+#[cfg(feature = "bacnet")]
 #[derive(Debug, Subcommand)]
 pub enum DiscoverCommand {
     /// Send one Who-Is (to one device, or broadcast) and print each device
     /// that answers with I-Am as a `type: bacnet` poller to paste into
     /// pattoo_agentd.yaml
-    #[cfg(feature = "bacnet")]
     Bacnet {
         /// Address (and port) to send from; devices answer to it
         #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:47808", value_parser = crate::pollers::bacnet::discover::parse_address)]
@@ -99,7 +100,7 @@ pub enum DiscoverCommand {
         #[arg(long, value_name = "ADDR", default_value = "255.255.255.255:47808", value_parser = crate::pollers::bacnet::discover::parse_address)]
         broadcast: std::net::SocketAddr,
         /// Send the Who-Is to this one device instead of broadcasting
-        #[arg(long, value_name = "ADDR", value_parser = crate::pollers::bacnet::discover::parse_address)]
+        #[arg(long, value_name = "ADDR", conflicts_with = "broadcast", value_parser = crate::pollers::bacnet::discover::parse_address)]
         to: Option<std::net::SocketAddr>,
         /// Seconds to collect answers for
         #[arg(long, value_name = "SECS", default_value_t = 3)]
