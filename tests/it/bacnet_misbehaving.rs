@@ -102,10 +102,15 @@ async fn responder(
 }
 
 fn poller(device: SocketAddr, extra: &str) -> Poller {
+    poller_of(&format!("['{device}']"), extra)
+}
+
+/// The poller `odd` of `targets` (a YAML list).
+fn poller_of(targets: &str, extra: &str) -> Poller {
     let dir = tempfile::tempdir().unwrap();
     common::write_pattoo_yaml(dir.path(), dir.path(), 20201);
     let text = format!(
-        "pattoo_agentd:\n  pollers:\n    - name: odd\n      type: bacnet\n      local_address: 127.0.0.1\n      local_port: 0\n      targets: ['{device}']\n{extra}"
+        "pattoo_agentd:\n  pollers:\n    - name: odd\n      type: bacnet\n      local_address: 127.0.0.1\n      local_port: 0\n      targets: {targets}\n{extra}"
     );
     std::fs::write(dir.path().join("pattoo_agentd.yaml"), &text).unwrap();
     let settings = config::load(dir.path()).unwrap_or_else(|errors| panic!("{errors}\n{text}"));
@@ -527,6 +532,71 @@ async fn discovery_answered_with_garbage_says_so_and_finds_no_device() {
     );
     assert!(
         logs.contains(&format!("discover: {device} answered the Who-Is with something that is not an I-Am: an I-Am that does not decode")),
+        "{logs}"
+    );
+}
+
+/// A device 7 that does not take the wildcard device instance: it answers
+/// Error unknown-object for every device object but its own, and 1.5 for
+/// any present value.
+async fn device_7() -> SocketAddr {
+    let (device, _) = responder(|request| {
+        if request.service != READ_PROPERTY {
+            return vec![];
+        }
+        // The object type: the identifier's top 10 bits.
+        if (u16::from(request.rest[1]) << 2 | u16::from(request.rest[2]) >> 6) != 8 {
+            return vec![real_answer(request, 1.5)];
+        }
+        if instance(request) != 7 {
+            // Error, class object (1), code unknown-object (31).
+            return vec![frame(&[
+                0x50,
+                request.invoke,
+                READ_PROPERTY,
+                0x91,
+                1,
+                0x91,
+                31,
+            ])];
+        }
+        let mut apdu = vec![0x30, request.invoke, READ_PROPERTY];
+        apdu.extend_from_slice(&request.rest[..7]);
+        apdu.extend_from_slice(&[0x3e, 0xc4, 0x02, 0x00, 0x00, 0x07, 0x3f]);
+        vec![frame(&apdu)]
+    })
+    .await;
+    device
+}
+
+#[tokio::test]
+async fn a_device_without_the_wildcard_instance_is_checked_by_its_own() {
+    let device = device_7().await;
+    let mut poller = poller_of(
+        &format!("[{{address: '{device}', device: 7}}]"),
+        "      object_names: false\n      max_objects_per_request: 1\n      objects: [av:1]\n",
+    );
+    let (result, logs) = poll(&mut poller).await;
+    let targets = result.unwrap();
+    assert_eq!(targets[0].datapoints.len(), 1, "{logs}");
+    assert_eq!(targets[0].datapoints[0].value, Value::Float(1.5));
+    assert!(!logs.contains("device object"), "{logs}");
+}
+
+#[tokio::test]
+async fn a_device_without_the_configured_device_object_is_logged_and_not_read() {
+    let device = device_7().await;
+    let mut poller = poller_of(
+        &format!("[{{address: '{device}', device: 8}}]"),
+        "      object_names: false\n      max_objects_per_request: 1\n      objects: [av:1]\n",
+    );
+    let (result, logs) = poll(&mut poller).await;
+    assert_eq!(
+        result.unwrap_err(),
+        "poller odd: nothing read: all 1 read(s) failed (see the warnings above)"
+    );
+    assert!(
+        logs.contains(&format!("{device} ({device}): the device there has no device object 8 (error class object (1), code unknown-object (31)): is `device` or the address wrong? Not read")),
         "{logs}"
     );
 }
