@@ -575,7 +575,10 @@ pub async fn who_is(
         let (n, from) = match received {
             Ok(received) => received,
             // ICMP unreachable from the Who-Is: no device there.
-            Err(_) => continue,
+            Err(_) => {
+                tokio::task::yield_now().await;
+                continue;
+            }
         };
         match i_am(&frame[..n]) {
             Ok(Some((instance, max_apdu, segmentation, vendor_id))) => {
@@ -664,6 +667,23 @@ mod tests {
         assert_eq!(unwrap_frame(&network_message), None);
         assert_eq!(unwrap_frame(&[0x81]), None);
         assert_eq!(unwrap_frame(&[]), None);
+    }
+
+    #[test]
+    fn an_i_am_is_decoded_other_bacnet_passed_over_and_garbage_named() {
+        let frame = [
+            0x81, 0x0b, 0x00, 0x14, 0x01, 0x00, 0x10, 0x00, 0xc4, 0x02, 0x00, 0x04, 0xd2, 0x22,
+            0x04, 0x00, 0x91, 0x00, 0x21, 0x2a,
+        ];
+        assert_eq!(i_am(&frame), Ok(Some((1234, 1024, 0, 42))));
+        // Our own broadcast Who-Is, heard back.
+        let who_is = [0x81, 0x0b, 0x00, 0x08, 0x01, 0x00, 0x10, 0x08];
+        assert_eq!(i_am(&who_is), Ok(None));
+        assert!(i_am(b"hi").unwrap_err().starts_with("not a BACnet/IP frame"));
+        let cut = &frame[..12];
+        let mut cut = cut.to_vec();
+        cut[3] = 12;
+        assert!(i_am(&cut).unwrap_err().starts_with("an I-Am that does not decode"));
     }
 
     #[test]
