@@ -86,6 +86,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             logging::init_stderr(LevelFilter::INFO);
             receive(listen, &dir).await
         }
+        #[cfg(feature = "bacnet")]
+        Command::Discover { kind } => {
+            logging::init_stderr(LevelFilter::WARN);
+            discover(kind).await
+        }
         Command::Completions { shell } => completions(shell),
         Command::Man => {
             let mut stdout = std::io::stdout().lock();
@@ -93,6 +98,39 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 .write_all(&crate::manpage::render())
                 .and_then(|()| stdout.flush())
                 .context("writing the manual page to stdout")
+        }
+    }
+}
+
+/// Prints what answered a discovery as configuration on stdout.
+#[cfg(feature = "bacnet")]
+async fn discover(kind: crate::cli::DiscoverCommand) -> anyhow::Result<()> {
+    match kind {
+        crate::cli::DiscoverCommand::Bacnet {
+            local,
+            broadcast,
+            to,
+            wait,
+            low,
+            high,
+            objects,
+            timeout_ms,
+        } => {
+            let options = crate::pollers::bacnet::discover::Discover {
+                local,
+                to: to.unwrap_or(broadcast),
+                broadcast: to.is_none(),
+                range: low.zip(high),
+                wait: std::time::Duration::from_secs(wait),
+                objects,
+                timeout: std::time::Duration::from_millis(timeout_ms),
+            };
+            let text = crate::pollers::bacnet::discover::discover(&options).await?;
+            let mut stdout = std::io::stdout().lock();
+            stdout
+                .write_all(text.as_bytes())
+                .and_then(|()| stdout.flush())
+                .context("writing the discovered devices to stdout")
         }
     }
 }
