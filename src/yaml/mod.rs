@@ -307,6 +307,17 @@ impl Document {
         self.errors
     }
 
+    /// Logs a warning located at `path` (`file:line:column: path: ...`):
+    /// for what a file says that is read, but not as written, such as a
+    /// Python agent's setting taken the way that agent meant it.
+    pub fn warn(&self, path: &YamlPath, message: &str) {
+        let at = match self.position(path) {
+            Some((line, column)) => format!("{}:{line}:{column}", self.file.display()),
+            None => self.file.display().to_string(),
+        };
+        tracing::warn!(file = %self.file.display(), "{at}: {path}: {message}");
+    }
+
     /// Where `path` (or its nearest known ancestor) starts in the file.
     pub fn position(&self, path: &YamlPath) -> Option<(usize, usize)> {
         self.locations.find(path)

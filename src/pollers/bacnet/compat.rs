@@ -60,14 +60,6 @@ pub const DROP_IN: DropIn = DropIn {
     load,
 };
 
-fn warn(doc: &Document, path: &YamlPath, message: &str) {
-    let at = match doc.position(path) {
-        Some((line, column)) => format!("{}:{line}:{column}", doc.file.display()),
-        None => doc.file.display().to_string(),
-    };
-    tracing::warn!(file = %doc.file.display(), "{at}: {path}: {message}");
-}
-
 fn load(doc: &mut Document) -> Option<PollerSettings> {
     let root = doc.root.clone();
     let Value::Mapping(top) = &root else {
@@ -92,9 +84,7 @@ fn load(doc: &mut Document) -> Option<PollerSettings> {
             key,
             "polling_interval" | "agent_ip_address" | "polling_groups" | "missing_object_name"
         ) {
-            warn(
-                doc,
-                &path.key(key),
+            doc.warn(&path.key(key),
                 "not read by the Python agent, nor here: ignored",
             );
         }
@@ -113,9 +103,7 @@ fn load(doc: &mut Document) -> Option<PollerSettings> {
             }
         },
         None | Some(Value::Null) => {
-            warn(
-                doc,
-                &path,
+            doc.warn(&path,
                 "no `agent_ip_address` (the Python agent would not start): sending from every local address",
             );
             Ipv4Addr::UNSPECIFIED
@@ -204,17 +192,17 @@ fn polling_groups(doc: &mut Document, path: &YamlPath, groups: Option<&Value>) -
     let mut targets = Vec::new();
     let list = path.key("polling_groups");
     let Some(Value::Sequence(groups)) = groups else {
-        warn(doc, &list, "missing or not a list: nothing is polled");
+        doc.warn(&list, "missing or not a list: nothing is polled");
         return targets;
     };
     for (i, group) in groups.iter().enumerate() {
         let at = list.index(i);
         let Value::Mapping(group) = group else {
-            warn(doc, &at, "not a mapping: skipped, as by the Python agent");
+            doc.warn(&at, "not a mapping: skipped, as by the Python agent");
             continue;
         };
         let Some(points) = group.get("points") else {
-            warn(doc, &at, "no `points`: skipped, as by the Python agent");
+            doc.warn(&at, "no `points`: skipped, as by the Python agent");
             continue;
         };
         let objects: Arc<[ObjectSettings]> = points_of(doc, &at.key("points"), points).into();
@@ -222,9 +210,7 @@ fn polling_groups(doc: &mut Document, path: &YamlPath, groups: Option<&Value>) -
             (Some(devices), _) => (at.key("ip_targets"), devices),
             (None, Some(devices)) => (at.key("ip_devices"), devices),
             (None, None) => {
-                warn(
-                    doc,
-                    &at,
+                doc.warn(&at,
                     "no `ip_targets`: skipped (the Python agent crashed on it)",
                 );
                 continue;
@@ -238,17 +224,13 @@ fn polling_groups(doc: &mut Document, path: &YamlPath, groups: Option<&Value>) -
                 .map(|(d, v)| (devices_at.index(d), v))
                 .collect(),
             Value::String(_) => {
-                warn(
-                    doc,
-                    &devices_at,
+                doc.warn(&devices_at,
                     "one device, not a list: read as one device (the Python agent read each character as a device)",
                 );
                 vec![(devices_at.clone(), devices)]
             }
             other => {
-                warn(
-                    doc,
-                    &devices_at,
+                doc.warn(&devices_at,
                     &format!("expected a list of devices, found {}: skipped", describe(other)),
                 );
                 continue;
@@ -256,9 +238,7 @@ fn polling_groups(doc: &mut Document, path: &YamlPath, groups: Option<&Value>) -
         };
         for (device_at, device) in devices {
             let Value::String(name) = device else {
-                warn(
-                    doc,
-                    &device_at,
+                doc.warn(&device_at,
                     &format!(
                         "expected a host name or IPv4 address, found {}: skipped, as by the Python agent",
                         describe(device)
@@ -268,9 +248,7 @@ fn polling_groups(doc: &mut Document, path: &YamlPath, groups: Option<&Value>) -
             };
             let host = name.trim();
             if host.is_empty() || host.contains(':') || host.contains(char::is_whitespace) {
-                warn(
-                    doc,
-                    &device_at,
+                doc.warn(&device_at,
                     &format!("{name:?} is not a host name or IPv4 address (the device's port is always 47808): skipped, as by the Python agent"),
                 );
                 continue;
@@ -291,7 +269,7 @@ fn polling_groups(doc: &mut Document, path: &YamlPath, groups: Option<&Value>) -
 /// The points of a group: Analog Value objects keyed as Python keyed them.
 fn points_of(doc: &mut Document, path: &YamlPath, points: &Value) -> Vec<ObjectSettings> {
     let Value::Sequence(points) = points else {
-        warn(doc, path, "not a list: no point is read");
+        doc.warn(path, "not a list: no point is read");
         return Vec::new();
     };
     let mut objects = Vec::new();
@@ -317,9 +295,7 @@ fn points_of(doc: &mut Document, path: &YamlPath, points: &Value) -> Vec<ObjectS
             .and_then(|n| u32::try_from(n).ok())
             .filter(|n| *n <= MAX_INSTANCE)
         else {
-            warn(
-                doc,
-                &at.key("address"),
+            doc.warn(&at.key("address"),
                 "not an Analog Value instance (a whole number from 0 to 4194302): skipped (the Python agent could not read it either)",
             );
             continue;
@@ -330,9 +306,7 @@ fn points_of(doc: &mut Document, path: &YamlPath, points: &Value) -> Vec<ObjectS
             Some(Value::Bool(b)) => f64::from(u8::from(*b)),
             Some(Value::String(text)) => match text.trim().parse::<f64>() {
                 Ok(m) if m.is_finite() => {
-                    warn(
-                        doc,
-                        &at.key("multiplier"),
+                    doc.warn(&at.key("multiplier"),
                         "a number written as text: used as the number (the Python agent crashed on it)",
                     );
                     m

@@ -67,14 +67,6 @@ fn load_linux(doc: &mut Document) -> Option<PollerSettings> {
 }
 
 /// Logs what the Python hub skipped silently, located in the file.
-fn warn(doc: &Document, path: &YamlPath, message: &str) {
-    let at = match doc.position(path) {
-        Some((line, column)) => format!("{}:{line}:{column}", doc.file.display()),
-        None => doc.file.display().to_string(),
-    };
-    tracing::warn!(file = %doc.file.display(), "{at}: {path}: {message}");
-}
-
 /// The program's section, nested under its name or at the top of the file.
 pub fn section(doc: &mut Document, program: &str) -> Option<(YamlPath, Mapping)> {
     let root = doc.root.clone();
@@ -199,7 +191,7 @@ fn load(doc: &mut Document, program: &str, route: &str, family: Family) -> Optio
     for (i, entry) in entries.iter().enumerate() {
         let at = list.index(i);
         let Value::Mapping(entry) = entry else {
-            warn(doc, &at, "not a mapping with ip_address and ip_bind_port: skipped, as by the Python agent");
+            doc.warn(&at, "not a mapping with ip_address and ip_bind_port: skipped, as by the Python agent");
             continue;
         };
         let mut address = None;
@@ -221,7 +213,7 @@ fn load(doc: &mut Document, program: &str, route: &str, family: Family) -> Optio
             }
         }
         let (Some(address), Some((port_key, port))) = (address, port) else {
-            warn(doc, &at, "needs both ip_address and ip_bind_port: skipped, as by the Python agent");
+            doc.warn(&at, "needs both ip_address and ip_bind_port: skipped, as by the Python agent");
             continue;
         };
         let host = match address {

@@ -55,14 +55,6 @@ pub const OPCUAD_DROP_IN: DropIn = DropIn {
 /// asyncua's default request timeout, which the Python agent kept.
 const PYTHON_TIMEOUT: Duration = Duration::from_secs(4);
 
-fn warn(doc: &Document, path: &YamlPath, message: &str) {
-    let at = match doc.position(path) {
-        Some((line, column)) => format!("{}:{line}:{column}", doc.file.display()),
-        None => doc.file.display().to_string(),
-    };
-    tracing::warn!(file = %doc.file.display(), "{at}: {path}: {message}");
-}
-
 fn load(doc: &mut Document) -> Option<PollerSettings> {
     let root = doc.root.clone();
     let Value::Mapping(top) = &root else {
@@ -100,7 +92,7 @@ fn load(doc: &mut Document) -> Option<PollerSettings> {
     };
     let servers = groups(doc, &path, section.get("polling_groups"));
     if servers.is_empty() {
-        warn(doc, &path, "no polling group with an ip_target and nodes: this file polls nothing");
+        doc.warn(&path, "no polling group with an ip_target and nodes: this file polls nothing");
     }
     Some(PollerSettings {
         name: OPCUAD.to_owned(),
@@ -123,7 +115,7 @@ fn credential(doc: &Document, at: &YamlPath, key: &str, value: Option<&Value>) -
         Some(Value::String(text)) => text.clone(),
         None | Some(Value::Null) => {
             if key == "password" {
-                warn(doc, &at.key(key), "missing: taken as empty (the Python agent died on it)");
+                doc.warn(&at.key(key), "missing: taken as empty (the Python agent died on it)");
             }
             String::new()
         }
@@ -133,9 +125,7 @@ fn credential(doc: &Document, at: &YamlPath, key: &str, value: Option<&Value>) -
                 Value::Bool(b) => if *b { "True" } else { "False" }.to_owned(),
                 _ => String::new(),
             };
-            warn(
-                doc,
-                &at.key(key),
+            doc.warn(&at.key(key),
                 &format!("not a string: taken as {text:?} (the Python agent died on it); quote it"),
             );
             text
@@ -147,31 +137,31 @@ fn groups(doc: &mut Document, path: &YamlPath, groups: Option<&Value>) -> Vec<Se
     let mut servers = Vec::new();
     let list = path.key("polling_groups");
     let Some(Value::Sequence(groups)) = groups else {
-        warn(doc, &list, "missing or not a list: nothing is polled");
+        doc.warn(&list, "missing or not a list: nothing is polled");
         return servers;
     };
     for (i, group) in groups.iter().enumerate() {
         let at = list.index(i);
         let Value::Mapping(group) = group else {
-            warn(doc, &at, "not a mapping: skipped, as by the Python agent");
+            doc.warn(&at, "not a mapping: skipped, as by the Python agent");
             continue;
         };
         let nodes = nodes(doc, &at, group.get("nodes"));
         if nodes.is_empty() {
-            warn(doc, &at, "no nodes with an `address`: skipped, as by the Python agent");
+            doc.warn(&at, "no nodes with an `address`: skipped, as by the Python agent");
             continue;
         }
         let target = match group.get("ip_target") {
             Some(Value::String(text)) if !text.trim().is_empty() => text.clone(),
             Some(Value::Number(n)) => n.to_string(),
             _ => {
-                warn(doc, &at, "no `ip_target`: skipped (the Python agent could not connect)");
+                doc.warn(&at, "no `ip_target`: skipped (the Python agent could not connect)");
                 continue;
             }
         };
         let port = match group.get("ip_port") {
             None | Some(Value::Null) => {
-                warn(doc, &at.key("ip_port"), "missing: 4840, the OPC UA port (the Python agent could not connect)");
+                doc.warn(&at.key("ip_port"), "missing: 4840, the OPC UA port (the Python agent could not connect)");
                 Some(super::config::DEFAULT_PORT)
             }
             Some(Value::Number(n)) => n.as_u64().and_then(|p| u16::try_from(p).ok()).filter(|p| *p > 0),
@@ -225,11 +215,11 @@ fn nodes(doc: &Document, at: &YamlPath, nodes: Option<&Value>) -> Vec<NodeSettin
             Some(Value::Bool(b)) => PyMultiplier::Bool(*b),
             Some(Value::String(text)) => match (text.trim().parse::<i64>(), parse_float(text)) {
                 (Ok(m), _) => {
-                    warn(doc, &item_at.key("multiplier"), &format!("the text {text:?}: taken as the number {m} (the Python agent repeated text or died on it); write it without quotes"));
+                    doc.warn(&item_at.key("multiplier"), &format!("the text {text:?}: taken as the number {m} (the Python agent repeated text or died on it); write it without quotes"));
                     PyMultiplier::Int(m)
                 }
                 (_, Some(m)) => {
-                    warn(doc, &item_at.key("multiplier"), &format!("the text {text:?}: taken as the number {m} (the Python agent died on it); write it without quotes"));
+                    doc.warn(&item_at.key("multiplier"), &format!("the text {text:?}: taken as the number {m} (the Python agent died on it); write it without quotes"));
                     PyMultiplier::Float(m)
                 }
                 _ => PyMultiplier::Int(1),
@@ -239,7 +229,7 @@ fn nodes(doc: &Document, at: &YamlPath, nodes: Option<&Value>) -> Vec<NodeSettin
         let node_id = match parse_node_id(address.trim()) {
             Ok(id) => Some(id),
             Err(message) => {
-                warn(doc, &item_at.key("address"), &format!("{message}: skipped at each poll, as by the Python agent"));
+                doc.warn(&item_at.key("address"), &format!("{message}: skipped at each poll, as by the Python agent"));
                 None
             }
         };

@@ -76,9 +76,7 @@ fn load(doc: &mut Document, program: &str, layout: Layout) -> Option<PollerSetti
     for key in section.keys() {
         let name = key.as_str().unwrap_or_default();
         if name != "polling_interval" && !(layout == Layout::Linux && name == program) {
-            warn(
-                doc,
-                &path.key(name),
+            doc.warn(&path.key(name),
                 "not a setting of the Python agent's autonomous daemon; ignored",
             );
         }
@@ -94,14 +92,6 @@ fn load(doc: &mut Document, program: &str, layout: Layout) -> Option<PollerSetti
 }
 
 /// Logs a problem the Python agent had too, with where it is written.
-pub(crate) fn warn(doc: &Document, path: &YamlPath, message: &str) {
-    let at = match doc.position(path) {
-        Some((line, column)) => format!("{}:{line}:{column}", doc.file.display()),
-        None => doc.file.display().to_string(),
-    };
-    tracing::warn!(file = %doc.file.display(), "{at}: {path}: {message}");
-}
-
 /// The keys of `program`'s settings in a Python OS agent's file laid out
 /// as `layout` says, and where they are. A file that is not a mapping, or
 /// whose program key holds something else than a mapping, is an error (the
@@ -154,9 +144,7 @@ pub fn python_interval(
         (None, _) => return Some(DEFAULT_INTERVAL),
         (Some(Value::Null), Layout::Os) => return Some(DEFAULT_INTERVAL),
         (Some(Value::Null), Layout::Linux) => {
-            warn(
-                doc,
-                &at,
+            doc.warn(&at,
                 "empty: the Python agent dies on this; read as the default, 300 seconds",
             );
             return Some(DEFAULT_INTERVAL);
@@ -185,9 +173,7 @@ pub fn python_interval(
             match (text.parse::<i64>(), text.parse::<f64>()) {
                 (Ok(n), _) => n as f64,
                 (Err(_), Ok(n)) if n.is_finite() => {
-                    warn(
-                        doc,
-                        &at,
+                    doc.warn(&at,
                         &format!("{text:?} is not a whole number: the Python agent dies on this; read as {} seconds", n.trunc().abs()),
                     );
                     n

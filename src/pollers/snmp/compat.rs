@@ -73,14 +73,6 @@ fn load_ifmibd(doc: &mut Document) -> Option<PollerSettings> {
     load(doc, IFMIBD, Flavour::PythonIfMib)
 }
 
-fn warn(doc: &Document, path: &YamlPath, message: &str) {
-    let at = match doc.position(path) {
-        Some((line, column)) => format!("{}:{line}:{column}", doc.file.display()),
-        None => doc.file.display().to_string(),
-    };
-    tracing::warn!(file = %doc.file.display(), "{at}: {path}: {message}");
-}
-
 fn load(doc: &mut Document, program: &str, flavour: Flavour) -> Option<PollerSettings> {
     let root = doc.root.clone();
     let Value::Mapping(top) = &root else {
@@ -129,17 +121,13 @@ fn load(doc: &mut Document, program: &str, flavour: Flavour) -> Option<PollerSet
     let mut targets = Vec::new();
     for (name, reads) in polled {
         let Some(credentials) = credentials.get(&name) else {
-            warn(
-                doc,
-                &path.key("polling_groups"),
+            doc.warn(&path.key("polling_groups"),
                 &format!("target {name:?} is in no auth group (with snmp_version 2 or 3): not polled, as by the Python agent"),
             );
             continue;
         };
         let Some((host, _)) = super::config::parse_host_port(&name) else {
-            warn(
-                doc,
-                &path.key("polling_groups"),
+            doc.warn(&path.key("polling_groups"),
                 &format!("{name:?} is not a host name or address: not polled"),
             );
             continue;
@@ -159,9 +147,7 @@ fn load(doc: &mut Document, program: &str, flavour: Flavour) -> Option<PollerSet
         }
     }
     if targets.is_empty() {
-        warn(
-            doc,
-            &path,
+        doc.warn(&path,
             "no target is in both polling_groups and auth_groups: this file polls nothing",
         );
     }
@@ -202,21 +188,19 @@ fn auth_groups(
     let mut by_target = HashMap::new();
     let list = path.key("auth_groups");
     let Some(Value::Sequence(groups)) = groups else {
-        warn(doc, &list, "missing or not a list: no target can be polled");
+        doc.warn(&list, "missing or not a list: no target can be polled");
         return by_target;
     };
     for (i, group) in groups.iter().enumerate() {
         let at = list.index(i);
         let Value::Mapping(group) = group else {
-            warn(doc, &at, "not a mapping: skipped, as by the Python agent");
+            doc.warn(&at, "not a mapping: skipped, as by the Python agent");
             continue;
         };
         let version = match group.get("snmp_version") {
             Some(Value::Number(n)) => n.as_i64(),
             None => {
-                warn(
-                    doc,
-                    &at,
+                doc.warn(&at,
                     "no snmp_version: skipped (the Python agent crashed on every poll)",
                 );
                 continue;
@@ -281,14 +265,12 @@ fn auth_groups(
                 }
             }
             _ => {
-                warn(doc, &at.key("snmp_version"), "only versions 2 and 3 are read from this file: group skipped, as by the Python agent (use `type: snmp` with `version: 1` for SNMPv1)");
+                doc.warn(&at.key("snmp_version"), "only versions 2 and 3 are read from this file: group skipped, as by the Python agent (use `type: snmp` with `version: 1` for SNMPv1)");
                 continue;
             }
         };
         let Some(Value::Sequence(targets)) = group.get("ip_targets") else {
-            warn(
-                doc,
-                &at,
+            doc.warn(&at,
                 "no `ip_targets` list: skipped, as by the Python agent",
             );
             continue;
@@ -312,13 +294,13 @@ fn polling_groups(
     let mut targets: Vec<(String, Vec<Read>)> = Vec::new();
     let list = path.key("polling_groups");
     let Some(Value::Sequence(groups)) = groups else {
-        warn(doc, &list, "missing or not a list: nothing is polled");
+        doc.warn(&list, "missing or not a list: nothing is polled");
         return targets;
     };
     for (i, group) in groups.iter().enumerate() {
         let at = list.index(i);
         let Value::Mapping(group) = group else {
-            warn(doc, &at, "not a mapping: skipped, as by the Python agent");
+            doc.warn(&at, "not a mapping: skipped, as by the Python agent");
             continue;
         };
         let (Some(Value::Sequence(names)), Some(Value::Sequence(oids))) =
@@ -329,9 +311,7 @@ fn polling_groups(
             } else {
                 ""
             };
-            warn(
-                doc,
-                &at,
+            doc.warn(&at,
                 &format!(
                     "needs lists `ip_targets` and `oids`: skipped, as by the Python agent{hint}"
                 ),
@@ -353,9 +333,7 @@ fn polling_groups(
                 continue;
             };
             if !address.trim().starts_with('.') {
-                warn(
-                    doc,
-                    &item_at.key("address"),
+                doc.warn(&item_at.key("address"),
                     "no leading dot: read anyway (the Python agent hung on it)",
                 );
             }
