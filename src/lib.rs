@@ -27,6 +27,7 @@ pub mod status;
 pub mod telemetry;
 pub mod time;
 pub mod tls;
+pub mod translations;
 pub mod yaml;
 
 /// The async runtime every command runs on (see `src/main.rs`); the load

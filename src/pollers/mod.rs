@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use serde_norway::Value;
 
+use crate::model::translation::{Language, Translation};
 use crate::model::{Metadata, RelayedBody, TargetData};
 use crate::yaml::{Document, YamlPath};
 
@@ -153,6 +154,16 @@ pub trait Kind {
     /// starts new series.
     fn label(_settings: &Self::Settings) -> &'static str {
         Self::NAMES[0]
+    }
+
+    /// The names and units, in `language`, of the keys a poller of this
+    /// kind posts that it knows before polling: its fixed keys and
+    /// metadata keys, and configured keys with the `description` and
+    /// `units` written beside them (or a readable default). By default
+    /// none: a kind whose keys come only from what it reads (a hub) leaves
+    /// them unnamed. The poller's own `metadata` is named by the caller.
+    fn translations(_settings: &Self::Settings, _language: Language) -> Vec<Translation> {
+        Vec::new()
     }
 
     /// Checks what no poller can check alone: pollers of this kind that
@@ -312,6 +323,15 @@ macro_rules! kinds {
                 match *self {$(
                     #[cfg(feature = $feature)]
                     PollerKind::$kind(_) => <$module::$kind as Kind>::DEFAULT_AGENT_PROGRAM,
+                )*}
+            }
+
+            /// See [`Kind::translations`].
+            pub fn translations(&self, language: Language) -> Vec<Translation> {
+                let _ = language;
+                match *self {$(
+                    #[cfg(feature = $feature)]
+                    PollerKind::$kind(ref settings) => <$module::$kind as Kind>::translations(settings, language),
                 )*}
             }
 

@@ -128,6 +128,40 @@ pub fn check_user_key(doc: &mut Document, path: &YamlPath, key: &str) -> bool {
     }
 }
 
+/// The optional `description` and `units` written beside a configured key
+/// (a register, an OID): the name and unit `pattoo-agentd translations`
+/// prints for it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Naming {
+    pub description: Option<String>,
+    pub units: Option<String>,
+}
+
+/// Reads `description` and `units` of the entry at `path`; a blank one is
+/// refused, since pattoo would store it as `nan`.
+pub fn parse_naming(
+    doc: &mut Document,
+    path: &YamlPath,
+    description: Option<&str>,
+    units: Option<&str>,
+) -> Option<Naming> {
+    let mut ok = true;
+    let mut read = |name: &str, text: Option<&str>| {
+        let text = text.map(str::trim)?;
+        if text.is_empty() {
+            doc.error(&path.key(name), "must not be empty: leave it out instead");
+            ok = false;
+            return None;
+        }
+        Some(text.to_owned())
+    };
+    let naming = Naming {
+        description: read("description", description),
+        units: read("units", units),
+    };
+    ok.then_some(naming)
+}
+
 /// The longest any `*_ms` setting may be: a day. Longer is a unit mistake,
 /// and a deadline that far off overflows the clocks it is added to.
 pub const MAX_MS: u64 = 86_400_000;
