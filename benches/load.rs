@@ -11,6 +11,7 @@
 //! cargo bench --bench load -- selfmon --ticks 5000
 //! cargo bench --bench load -- snmp    --devices 200 --interfaces 24 --cycles 5
 //! cargo bench --bench load -- python  --devices 50 --registers 200 --cycles 20
+//! cargo bench --bench load -- os      --cycles 200
 //! ```
 //!
 //! The devices and the receiver run in a child process (this binary with
@@ -56,6 +57,13 @@
 //!   `--max-body-bytes` once more with the whole poll in one body) and
 //!   prints the CPU per steady cycle of each and the ratios. It fails,
 //!   printing no figures, when Python or the packages cannot be had.
+//! - `os` polls this host with an os poller as the
+//!   `pattoo_agent_os_autonomousd.yaml` drop-in makes it (poll and body, in
+//!   this process) and prints the CPU per steady poll and how much this
+//!   process's RSS grew; then, where `PATTOO_AGENTS_GIT` names a git
+//!   directory of palisadoes/pattoo-agents and PattooShared and psutil
+//!   install, the Python collector's cycle on the same host
+//!   (`benches/python/os_cycle.py`) and the ratio.
 //!
 //! Without `--bench` on the command line (`cargo test --benches`) each mode
 //! is skipped except a tiny `cycle`, `selfmon` and `python` (which says it
@@ -124,8 +132,9 @@ fn main() {
         "selfmon" => selfmon(&opts),
         "snmp" => snmp(&opts),
         "python" => python(&opts),
+        "os" => os(&opts),
         other => panic!(
-            "unknown mode {other}; use cycle, daemon, startup, replay, selfmon, snmp or python"
+            "unknown mode {other}; use cycle, daemon, startup, replay, selfmon, snmp, python or os"
         ),
     }
 }
@@ -1458,4 +1467,135 @@ fn side_by_side(opts: &Opts, pythonpath: &str) {
             );
         }
     }
+}
+
+/// The median of `values` (sorted here).
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// CPU per steady poll of this host: ours, then the Python collector's.
+fn os(opts: &Opts) {
+    use pattoo_agentd::pollers::{os::poller_settings, Poller, PollerEnv};
+
+    let cycles = opts.get("cycles", 200) as usize;
+    let warmup = 10.min(cycles / 2);
+    let program = "pattoo_agent_os_autonomousd";
+    let settings = poller_settings(program, Duration::from_secs(300));
+    let env = PollerEnv {
+        hostname: "bench.example.org".to_owned(),
+    };
+    let runtime = runtime();
+    let agent_id = "a".repeat(64);
+    // As the daemon polls: the collector (poll, then the body, checksums
+    // remembered between polls); then the poll alone.
+    let (cpus, polls, datapoints, rss_before, rss_after) = runtime.block_on(async {
+        let mut collector = collector::Collector::new(&settings, agent_id.clone(), &env)
+            .expect("the os poller builds");
+        let mut poller = Poller::new(&settings, &env).expect("the os poller builds");
+        let (mut cpus, mut polls) = (Vec::new(), Vec::new());
+        let mut datapoints = 0;
+        let mut rss_before = 0;
+        for k in 0..cycles {
+            if k == warmup {
+                rss_before = status_kib("self", "VmRSS");
+            }
+            let cpu0 = cpu_time();
+            let bodies = collector.collect().await.expect("this host can be read");
+            cpus.push(cpu_time().saturating_sub(cpu0).as_secs_f64() * 1e3);
+            datapoints = bodies.iter().map(|body| body.datapoints).sum::<usize>();
+        }
+        let rss_after = status_kib("self", "VmRSS");
+        for _ in 0..cycles {
+            let cpu0 = cpu_time();
+            poller.poll().await.expect("this host can be read");
+            polls.push(cpu_time().saturating_sub(cpu0).as_secs_f64() * 1e3);
+        }
+        (cpus, polls, datapoints, rss_before, rss_after)
+    });
+    let ours = median(cpus[warmup..].to_vec());
+    println!("os: {cycles} polls of this host ({datapoints} datapoints each), in this process");
+    println!(
+        "  ours: median CPU per steady poll and body {ours:.3} ms (the poll alone {:.3} ms); \
+         RSS {rss_before} KiB after {warmup} polls, {rss_after} KiB after {cycles} ({:+} KiB)",
+        median(polls[warmup..].to_vec()),
+        rss_after as i64 - rss_before as i64
+    );
+    match python_os_cycle(cycles) {
+        Ok(python) => {
+            let theirs = median(python[1.min(python.len() - 1)..].to_vec());
+            println!(
+                "  Python collector (PattooShared 0.0.84, psutil 7.2.2): median CPU per steady cycle \
+                 {theirs:.3} ms; {:.0}x ours",
+                theirs / ours
+            );
+        }
+        Err(why) => println!("  Python collector: not run: {why}"),
+    }
+}
+
+/// The Python OS collector's cycle `cycles` times in one process: CPU ms
+/// of each.
+fn python_os_cycle(cycles: usize) -> Result<Vec<f64>, String> {
+    let git = std::env::var("PATTOO_AGENTS_GIT").map_err(|_| {
+        "set PATTOO_AGENTS_GIT to a git directory of palisadoes/pattoo-agents".to_owned()
+    })?;
+    let path = python::try_packages_path(
+        "pattoo-os-python",
+        &[
+            "PattooShared==0.0.84",
+            "psutil==7.2.2",
+            "PyYAML",
+            "requests",
+        ],
+        "import pattoo_shared, psutil, yaml, requests",
+    )?;
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("agents");
+    std::fs::create_dir_all(&source).unwrap();
+    let archive = Command::new("sh")
+        .arg("-c")
+        .arg("git --git-dir \"$1\" archive d73453ceac1747573dfbcad4da724325e86b208d pattoo_agents | tar -x -C \"$2\"")
+        .args(["sh", &git])
+        .arg(&source)
+        .status()
+        .map_err(|e| e.to_string())?;
+    if !archive.success() {
+        return Err(format!("git archive from {git} failed"));
+    }
+    let config = dir.path().join("config");
+    std::fs::create_dir_all(&config).unwrap();
+    let state = dir.path().join("state");
+    for name in ["log", "cache", "daemon"] {
+        // PattooShared exits when one is missing.
+        std::fs::create_dir_all(state.join(name)).unwrap();
+    }
+    write_pattoo_yaml(&config, &state, 9);
+    std::fs::write(
+        config.join("pattoo_agent_os_autonomousd.yaml"),
+        "pattoo_agent_os_autonomousd:\n    polling_interval: 300\n",
+    )
+    .unwrap();
+    let output = Command::new(python::python())
+        .arg("benches/python/os_cycle.py")
+        .arg("--agents-src")
+        .arg(&source)
+        .args(["--cycles", &cycles.to_string()])
+        .env("PYTHONPATH", &path)
+        .env("PATTOO_CONFIGDIR", &config)
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !output.status.success() {
+        return Err(format!(
+            "{} failed: {}{}",
+            python::python(),
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| line.split_whitespace().nth(3)?.parse().ok())
+        .collect())
 }

@@ -436,7 +436,9 @@ kinds! {
     #[cfg(feature = "http")] http::Http,
     #[cfg(feature = "command")] command::Command,
     #[cfg(feature = "snmp")] snmp::Snmp,
+    #[cfg(feature = "os")] os::Os,
     #[cfg(feature = "hub")] hub::Hub,
+    #[cfg(feature = "bacnet")] bacnet::Bacnet,
 }
 
 #[cfg(test)]

@@ -5,6 +5,9 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod bacnet_compat;
+mod bacnet_misbehaving;
+mod bacnet_poller;
 mod command_poller;
 mod completions;
 mod config_examples;
@@ -28,6 +31,7 @@ mod modbus_config;
 mod modbus_poller;
 mod modbus_pymodbus;
 mod modbus_rtu;
+mod os_agent;
 mod python_keys;
 mod receiver_limits;
 mod snmp_compat;

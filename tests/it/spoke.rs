@@ -514,3 +514,86 @@ async fn the_python_hub_relays_our_spokes_answer_to_the_server() {
     let ours = pattoo_agentd::model::RelayedBody::from_answer(&received[0].bytes).unwrap();
     assert_eq!(String::from_utf8(ours.json).unwrap(), text);
 }
+
+/// The checksums of a body's datapoints.
+fn checksums(body: &serde_json::Value) -> std::collections::BTreeSet<String> {
+    common::body::datapoints(body)
+        .iter()
+        .map(|pairs| {
+            let (_, checksum) = pairs
+                .iter()
+                .find(|(key, _)| key == "pattoo_checksum")
+                .expect("every datapoint has a checksum");
+            checksum
+                .as_str()
+                .expect("a checksum is a string")
+                .to_owned()
+        })
+        .collect()
+}
+
+#[cfg(feature = "os")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_spokes_file_serves_this_hosts_figures_with_the_os_pollers_identities() {
+    use pattoo_agentd::model::{build, AgentContext};
+    use pattoo_agentd::pollers::{os, Poller};
+
+    let dir = tempfile::tempdir().unwrap();
+    common::write_pattoo_yaml(dir.path(), dir.path(), 9);
+    std::fs::write(
+        dir.path().join("pattoo_agent_os_spoked.yaml"),
+        "pattoo_agent_os_spoked:\n  ip_listen_address: 127.0.0.1\n  ip_bind_port: 5000\n",
+    )
+    .unwrap();
+    let ids = dir.path().join("daemon/agent_id");
+    std::fs::create_dir_all(&ids).unwrap();
+    std::fs::write(ids.join("pattoo_agent_os_spoked.agent_id"), SPOKE_ID).unwrap();
+    let mut settings = config::load(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(settings.spokes.len(), 1, "the file makes one spoke");
+    // Everything as the file says but the port, which the OS picks.
+    settings.spokes[0].listen.set_port(0);
+    let spoke = &settings.spokes[0];
+    let env = PollerEnv {
+        hostname: "spoke-host".to_owned(),
+    };
+    let server = Spoke::new(spoke, SPOKE_ID.to_owned(), &env).unwrap();
+    let listener = spoke::listen(spoke).await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let (_stop, stopped) = watch::channel(false);
+    tokio::spawn(Arc::new(server).serve(listener, stopped));
+
+    let printed = python(
+        JSONIFY_CHECK,
+        format!("http://{address}/pattoo-agent-os/300"),
+    )
+    .await;
+    let mut lines = printed.lines();
+    assert_eq!(lines.next(), Some("same"), "{printed}");
+    assert_eq!(lines.next(), Some("application/json"), "{printed}");
+    let served: serde_json::Value = serde_json::from_str(lines.next().unwrap()).unwrap();
+    assert_eq!(served["pattoo_agent_id"], SPOKE_ID);
+    assert_eq!(served["pattoo_agent_polling_interval"], 300_000);
+    let datapoints = common::body::datapoints(&served);
+    assert!(
+        datapoints.iter().all(|pairs| pairs.contains(&(
+            "pattoo_agent_program".to_owned(),
+            "pattoo_agent_os_spoked".into()
+        ))),
+        "every datapoint is the spoke program's: {served}"
+    );
+
+    // The identities are the os poller's under the spoke's program, which
+    // the os tests hold equal to the Python collector's.
+    let direct = os::poller_settings(os::OS_SPOKED, Duration::from_secs(300));
+    let mut poller = Poller::new(&direct, &env).unwrap();
+    let targets = poller.poll().await.unwrap().readings().unwrap();
+    let agent = AgentContext {
+        agent_id: SPOKE_ID,
+        agent_program: os::OS_SPOKED,
+        hostname: "spoke-host",
+        polling_interval_ms: 300_000,
+    };
+    let body = build(&agent, 0, &targets).body.expect("a body");
+    let expected: serde_json::Value = serde_json::from_slice(&body.json).unwrap();
+    assert_eq!(checksums(&served), checksums(&expected));
+}
