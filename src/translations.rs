@@ -13,6 +13,7 @@ use std::collections::BTreeSet;
 use crate::config::Settings;
 use crate::model::translation::{readable, Language, Row, Translation, LABEL_UNITS};
 use crate::model::DataType;
+use crate::pollers::KINDS;
 use crate::telemetry::figures;
 
 /// The key translation rows for `settings`, in `language`, limited to the
@@ -29,6 +30,11 @@ pub fn key_rows(settings: &Settings, language: Language, only: Option<&str>) -> 
     let own = &settings.agent.self_monitoring;
     if own.enabled {
         named.push((own.agent_program.clone(), self_monitoring(language)));
+    }
+    for kind in KINDS {
+        for (program, names) in (kind.program_translations)(language) {
+            named.push((program.to_owned(), names));
+        }
     }
 
     let mut seen = BTreeSet::new();

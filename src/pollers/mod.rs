@@ -166,6 +166,14 @@ pub trait Kind {
         Vec::new()
     }
 
+    /// Agent programs that post this kind's keys whatever the
+    /// configuration holds (the Python agents' programs, whose series a
+    /// server may already have, and those of spokes serving this kind),
+    /// each with the names of those keys; by default none.
+    fn program_translations(_language: Language) -> ProgramTranslations {
+        Vec::new()
+    }
+
     /// Checks what no poller can check alone: pollers of this kind that
     /// share something must agree on it. `pollers` pairs each valid poller
     /// of the kind with where it is written and its name; errors go to
@@ -188,6 +196,10 @@ pub trait Kind {
     fn poll(poller: &mut Self::Poller) -> impl Future<Output = Result<Polled, Self::Error>> + Send;
 }
 
+/// Names of keys posted under agent programs a kind always posts under;
+/// see [`Kind::program_translations`].
+pub type ProgramTranslations = Vec<(&'static str, Vec<Translation>)>;
+
 /// A registered kind as the commands, the manual and the README see it:
 /// [`Kind`]'s constants, for the kinds this build has.
 #[derive(Debug, Clone, Copy)]
@@ -203,6 +215,8 @@ pub struct KindInfo {
     pub drop_ins: &'static [DropIn],
     pub examples: &'static [Example],
     pub manual: &'static str,
+    /// See [`Kind::program_translations`].
+    pub program_translations: fn(Language) -> ProgramTranslations,
 }
 
 impl KindInfo {
@@ -234,6 +248,7 @@ macro_rules! kinds {
                 drop_ins: <$module::$kind as Kind>::DROP_INS,
                 examples: <$module::$kind as Kind>::EXAMPLES,
                 manual: <$module::$kind as Kind>::MANUAL,
+                program_translations: <$module::$kind as Kind>::program_translations,
             },
         )*];
 
