@@ -78,6 +78,13 @@ pub fn agent_rows(
             None => programs.push((poller.agent_program.clone(), vec![kind])),
         }
     }
+    for kind in KINDS {
+        for (program, _) in (kind.program_translations)(language) {
+            if !programs.iter().any(|(p, _)| p == program) {
+                programs.push((program.to_owned(), vec![kind.name()]));
+            }
+        }
+    }
     let mut rows: Vec<(Language, String, String)> = programs
         .into_iter()
         .map(|(program, kinds)| {

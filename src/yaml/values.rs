@@ -494,4 +494,28 @@ mod tests {
             );
         }
     }
+
+    #[test]
+    fn a_blank_description_or_units_is_refused_at_its_key_and_absent_ones_are_none() {
+        let mut doc = Document::parse(Path::new("t.yaml"), "key: a\n").expect("valid YAML");
+        let at = YamlPath::root();
+        assert_eq!(
+            parse_naming(&mut doc, &at, None, None),
+            Some(Naming::default())
+        );
+        assert_eq!(
+            parse_naming(&mut doc, &at, Some(" Voltage "), Some("Volts")),
+            Some(Naming {
+                description: Some("Voltage".to_owned()),
+                units: Some("Volts".to_owned())
+            })
+        );
+        assert_eq!(
+            parse_naming(&mut doc, &at, Some("Voltage"), Some("  ")),
+            None
+        );
+        let errors: Vec<String> = doc.into_errors().iter().map(ToString::to_string).collect();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].contains("units: must not be empty"), "{errors:?}");
+    }
 }

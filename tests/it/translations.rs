@@ -235,3 +235,59 @@ fn pandas_reads_every_examples_translations_as_the_importer_does() {
         assert_eq!(read, rows, "{name}: cells as pandas reads them");
     }
 }
+
+/// The command itself: `--program` keeps one program's rows, `--agents`
+/// names programs, and a language it has no names in is refused.
+#[test]
+fn the_translations_command_prints_one_programs_rows_and_refuses_an_unknown_language() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().display();
+    std::fs::write(
+        dir.path().join("pattoo.yaml"),
+        format!(
+            "pattoo:\n  log_directory: {state}\n  cache_directory: {state}\n  daemon_directory: {state}\npattoo_agent_api:\n  ip_address: 127.0.0.1\n  ip_bind_port: 20201\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("pattoo_agentd.yaml"),
+        "pattoo_agentd:\n  pollers:\n    - name: meter\n      type: modbus\n      targets: [127.0.0.1]\n      registers:\n        - {address: 30001, key: volts, description: Voltage, units: Volts}\n",
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_pattoo-agentd"))
+            .arg("--config-dir")
+            .arg(dir.path())
+            .arg("translations")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let output = run(&["--program", "pattoo_agent_modbustcpd"]);
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(
+        String::from_utf8(output.stdout).unwrap(),
+        "language,key,translation,units\n\
+         en,pattoo_agent_modbustcpd_unit,Modbus Unit ID,Label\n\
+         en,pattoo_agent_modbustcpd_volts,Voltage,Volts\n"
+    );
+    let output = run(&["--agents", "--language", "EN"]);
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(
+        String::from_utf8(output.stdout).unwrap(),
+        "language,key,translation\n\
+         en,pattoo_agent_modbustcpd,pattoo-agentd modbus\n\
+         en,pattoo_agent_os_autonomousd,pattoo-agentd os\n\
+         en,pattoo_agent_os_spoked,pattoo-agentd os\n\
+         en,pattoo_agent_linux_autonomousd,pattoo-agentd os\n\
+         en,pattoo_agent_linux_spoked,pattoo-agentd os\n\
+         en,pattoo_agentd_self,pattoo-agentd self-monitoring\n"
+    );
+    let output = run(&["--language", "fr"]);
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr)
+            .contains("no translations in language \"fr\": this build has en; give --language en"),
+        "{output:?}"
+    );
+}
