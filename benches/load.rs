@@ -12,6 +12,7 @@
 //! cargo bench --bench load -- snmp    --devices 200 --interfaces 24 --cycles 5
 //! cargo bench --bench load -- python  --devices 50 --registers 200 --cycles 20
 //! cargo bench --bench load -- os      --cycles 200
+//! cargo bench --bench load -- opcua   --servers 10 --nodes 200 --cycles 10
 //! ```
 //!
 //! The devices and the receiver run in a child process (this binary with
@@ -49,6 +50,19 @@
 //!   drop-in: CPU and wall per cycle (poll and body), values per cycle,
 //!   and how much this process's RSS grew. The simulator's CPU is its own
 //!   process's, not counted.
+//! - `opcua` starts `--servers` asyncua OPC UA servers
+//!   (tests/support/opcua_server.py, asyncua installed from PyPI into
+//!   target/tmp when missing), each serving `--nodes` Doubles, and polls
+//!   them in this process with a `type: opcua` poller (every server, one
+//!   Read each over a kept session) and with a `pattoo_agent_opcuad.yaml`
+//!   drop-in (a group per server): CPU and wall per cycle (poll and
+//!   body), values per cycle. The servers' CPU is their own processes',
+//!   not counted. Then the Python agent's cycle
+//!   (`benches/python/opcua_cycle.py`: PattooShared 0.0.84 and asyncua
+//!   1.1.8, installed from PyPI into target/tmp when missing) polls the
+//!   drop-in's file, and the CPU per steady cycle of each and the ratio
+//!   are printed; the Python side is left out, saying why, when it
+//!   cannot be had.
 //! - `python` polls the same devices with the Python agent's cycle
 //!   (`benches/python/modbus_cycle.py`: PattooShared 0.0.84 and pymodbus
 //!   2.5.3, installed from PyPI into target/tmp when missing), once as the
@@ -97,6 +111,9 @@ use pattoo_agentd::model::{build, AgentContext, DataPoint, DataType, Metadata, T
 // The tests' launchers, compiled into this binary on their own: these two
 // files need nothing else from tests/common.
 #[allow(dead_code)]
+#[path = "../tests/common/asyncua.rs"]
+mod asyncua;
+#[allow(dead_code)]
 #[path = "../tests/common/python.rs"]
 mod python;
 #[allow(dead_code)]
@@ -131,10 +148,11 @@ fn main() {
         "replay" => replay(&opts),
         "selfmon" => selfmon(&opts),
         "snmp" => snmp(&opts),
+        "opcua" => opcua(&opts),
         "python" => python(&opts),
         "os" => os(&opts),
         other => panic!(
-            "unknown mode {other}; use cycle, daemon, startup, replay, selfmon, snmp, python or os"
+            "unknown mode {other}; use cycle, daemon, startup, replay, selfmon, snmp, os, opcua or python"
         ),
     }
 }
@@ -1203,6 +1221,171 @@ fn snmp(opts: &Opts) {
         );
     }
 }
+
+fn opcua(opts: &Opts) {
+    let count = opts.get("servers", 10) as usize;
+    let nodes = opts.get("nodes", 200) as usize;
+    let cycles = opts.get("cycles", 10) as usize;
+    let bulk = nodes.to_string();
+    let servers: Vec<asyncua::OpcuaServer> = (0..count)
+        .map(|_| asyncua::start(&["--bulk", &bulk]).expect("asyncua, to serve the OPC UA nodes"))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().display();
+    let pattoo = format!(
+        "pattoo:\n  log_level: warning\n  log_directory: {state}/log\n  cache_directory: {state}/cache\n  \
+         daemon_directory: {state}/daemon\npattoo_agent_api:\n  ip_address: 127.0.0.1\n  ip_bind_port: 9\n"
+    );
+    let ns = servers[0].namespace;
+
+    let native = dir.path().join("native");
+    std::fs::create_dir(&native).unwrap();
+    std::fs::write(native.join("pattoo.yaml"), &pattoo).unwrap();
+    let urls: Vec<String> = servers.iter().map(|s| s.url()).collect();
+    let mut yaml = format!(
+        "pattoo_agentd:\n  pollers:\n    - name: plant\n      type: opcua\n      servers: {urls:?}\n      timeout_ms: 30000\n      nodes:\n"
+    );
+    for i in 0..nodes {
+        yaml.push_str(&format!(
+            "        - {{node: \"ns={ns};s=Bulk.{i}\", key: bulk_{i}}}\n"
+        ));
+    }
+    std::fs::write(native.join("pattoo_agentd.yaml"), yaml).unwrap();
+
+    let opcuad = dir.path().join("opcuad");
+    std::fs::create_dir(&opcuad).unwrap();
+    std::fs::write(opcuad.join("pattoo.yaml"), &pattoo).unwrap();
+    let mut yaml =
+        String::from("pattoo_agent_opcuad:\n  polling_interval: 300\n  polling_groups:\n");
+    for server in &servers {
+        yaml.push_str(&format!(
+            "    - group_name: g{}\n      ip_target: 127.0.0.1\n      ip_port: {}\n      username: ''\n      password: ''\n      nodes:\n",
+            server.port, server.port
+        ));
+        for i in 0..nodes {
+            yaml.push_str(&format!("        - address: ns={ns};s=Bulk.{i}\n"));
+        }
+    }
+    std::fs::write(opcuad.join("pattoo_agent_opcuad.yaml"), yaml).unwrap();
+
+    for sub in ["log", "cache", "daemon"] {
+        std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+    }
+    let runtime = runtime();
+    let mut medians = Vec::new();
+    println!("opcua: {count} asyncua servers x {nodes} Double nodes, {cycles} cycles");
+    for (name, config_dir) in [
+        ("type: opcua (one poller, every server)", &native),
+        (
+            "pattoo_agent_opcuad.yaml drop-in (a group per server)",
+            &opcuad,
+        ),
+    ] {
+        let settings = config::load(config_dir).unwrap_or_else(|e| panic!("{e}"));
+        let mut cpus = Vec::new();
+        let mut walls = Vec::new();
+        let mut values = Vec::new();
+        runtime.block_on(async {
+            let mut collectors = collectors(&settings);
+            for _ in 0..cycles {
+                let cpu0 = cpu_time();
+                let t0 = Instant::now();
+                let bodies =
+                    futures_util::future::join_all(collectors.iter_mut().map(|c| c.collect()))
+                        .await;
+                walls.push(t0.elapsed().as_secs_f64() * 1e3);
+                cpus.push(cpu_time().saturating_sub(cpu0).as_secs_f64() * 1e3);
+                values.push(
+                    bodies
+                        .iter()
+                        .flatten()
+                        .flatten()
+                        .map(|b| b.datapoints)
+                        .sum::<usize>(),
+                );
+            }
+        });
+        println!("  {name}:");
+        for k in 0..cycles {
+            println!(
+                "    cycle {k}: cpu {:8.2} ms  wall {:8.2} ms  values {:6}  cpu per value {:.2} us",
+                cpus[k],
+                walls[k],
+                values[k],
+                cpus[k] * 1e3 / values[k].max(1) as f64
+            );
+        }
+        // The first cycle makes the sessions.
+        let mut c = cpus[1.min(cycles - 1)..].to_vec();
+        c.sort_by(f64::total_cmp);
+        let steady_values = values[cycles - 1].max(1) as f64;
+        medians.push((name, percentile(&c, 50.0)));
+        println!(
+            "    steady cycles (2..): cpu median {:.2} ms, min {:.2}, max {:.2}; {:.2} us per value",
+            percentile(&c, 50.0),
+            c[0],
+            c[c.len() - 1],
+            percentile(&c, 50.0) * 1e3 / steady_values
+        );
+    }
+
+    let path = match python::try_packages_path(
+        "python-opcua-agent",
+        &PYTHON_OPCUA_AGENT,
+        PYTHON_OPCUA_AGENT_PROBE,
+    ) {
+        Ok(path) => path,
+        Err(why) => {
+            println!("  the Python agent's cycle: skipped, {why}");
+            return;
+        }
+    };
+    let output = Command::new(python::python())
+        .arg("benches/python/opcua_cycle.py")
+        .args(["--cycles", &cycles.to_string()])
+        .env("PATTOO_CONFIGDIR", &opcuad)
+        .env("PYTHONPATH", path)
+        .stdin(Stdio::null())
+        .output()
+        .expect("python3 runs");
+    assert!(
+        output.status.success(),
+        "the Python agent's cycle failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mut python_cpus = Vec::new();
+    println!("  the Python agent's cycle (pattoo_agent_opcuad.yaml, a process pool per poll):");
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        println!("    {line}");
+        let words: Vec<&str> = line.split_whitespace().collect();
+        if let Some(at) = words.iter().position(|w| *w == "cpu_ms") {
+            python_cpus.push(words[at + 1].parse::<f64>().unwrap());
+        }
+    }
+    let mut c = python_cpus[1.min(python_cpus.len() - 1)..].to_vec();
+    c.sort_by(f64::total_cmp);
+    let python_median = percentile(&c, 50.0);
+    println!("    steady cycles (2..): cpu median {python_median:.2} ms");
+    for (name, median) in medians {
+        println!(
+            "  Python / {name}: {:.1}x the CPU per steady cycle",
+            python_median / median
+        );
+    }
+}
+
+/// What `benches/python/opcua_cycle.py` imports, pinned: the Python OPC UA
+/// agent's libraries and those PattooShared imports without declaring them.
+const PYTHON_OPCUA_AGENT: [&str; 4] = [
+    "PattooShared==0.0.84",
+    "asyncua==1.1.8",
+    "PyYAML==6.0.1",
+    "requests==2.31.0",
+];
+
+const PYTHON_OPCUA_AGENT_PROBE: &str = "import importlib.metadata as m, sys\n\
+import pattoo_shared.phttp, asyncua, yaml, requests\n\
+sys.exit(m.version('PattooShared') != '0.0.84' or m.version('asyncua') != '1.1.8')";
 
 // ---------------------------------------------------------------------------
 // Side by side with the Python agent

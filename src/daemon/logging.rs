@@ -53,6 +53,13 @@ fn filter(level: LevelFilter) -> Targets {
         .with_default(level.min(LevelFilter::WARN))
         .with_target(env!("CARGO_CRATE_NAME"), level)
         .with_target("async_snmp", snmp_library)
+        // The OPC UA library logs connection failures the OPC UA poller
+        // logs with its server, and a missing client certificate even
+        // where security None needs none.
+        .with_targets(
+            ["opcua_client", "opcua_core", "opcua_crypto", "opcua_types"]
+                .map(|t| (t, snmp_library)),
+        )
 }
 
 /// Changes the level of a running daemon (on reload).

@@ -454,6 +454,7 @@ kinds! {
     #[cfg(feature = "os")] os::Os,
     #[cfg(feature = "hub")] hub::Hub,
     #[cfg(feature = "bacnet")] bacnet::Bacnet,
+    #[cfg(feature = "opcua")] opcua::Opcua,
 }
 
 #[cfg(test)]

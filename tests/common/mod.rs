@@ -5,6 +5,7 @@
 #![allow(dead_code)] // each test binary uses a different part
 
 pub mod alone;
+pub mod asyncua;
 pub mod bacnet;
 pub mod body;
 pub mod gpg;

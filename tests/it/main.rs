@@ -31,6 +31,8 @@ mod modbus_config;
 mod modbus_poller;
 mod modbus_pymodbus;
 mod modbus_rtu;
+mod opcua_compat;
+mod opcua_poller;
 mod os_agent;
 mod python_keys;
 mod receiver_limits;

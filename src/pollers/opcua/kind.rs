@@ -1,0 +1,48 @@
+//! The OPC UA kind as the table of kinds in `pollers/mod.rs` sees it.
+
+use serde_norway::Value;
+
+use super::{compat, OpcuaError, OpcuaPoller, OpcuaSettings};
+use crate::pollers::{DropIn, Example, Kind, Polled, PollerEnv, PollerSettings};
+use crate::yaml::{Document, YamlPath};
+
+/// `type: opcua`: Value attributes of nodes on OPC UA servers.
+#[derive(Debug)]
+pub struct Opcua;
+
+impl Kind for Opcua {
+    const NAMES: &'static [&'static str] = &["opcua"];
+    const SUMMARY: &'static str =
+        "OPC UA servers: Value attributes of listed nodes, one Read per server over a kept session";
+    const DEFAULT_AGENT_PROGRAM: &'static str = "pattoo_agentd_opcua";
+    const DROP_INS: &'static [DropIn] = &[compat::OPCUAD_DROP_IN];
+    const EXAMPLES: &'static [Example] = &[Example {
+        file_name: "opcua.yaml",
+        text: include_str!("example.yaml"),
+    }];
+    const MANUAL: &'static str = include_str!("manual.roff");
+
+    type Settings = OpcuaSettings;
+    type Poller = OpcuaPoller;
+    type Error = OpcuaError;
+
+    fn parse(doc: &mut Document, path: &YamlPath, value: &Value) -> Option<OpcuaSettings> {
+        OpcuaSettings::parse(doc, path, value)
+    }
+
+    fn describe(settings: &OpcuaSettings) -> String {
+        settings.describe()
+    }
+
+    fn build(
+        poller: &PollerSettings,
+        settings: &OpcuaSettings,
+        _env: &PollerEnv,
+    ) -> anyhow::Result<OpcuaPoller> {
+        Ok(OpcuaPoller::new(&poller.name, settings))
+    }
+
+    async fn poll(poller: &mut OpcuaPoller) -> Result<Polled, OpcuaError> {
+        poller.poll().await.map(Polled::from)
+    }
+}
