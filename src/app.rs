@@ -94,6 +94,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let settings = load(&config_dir)?;
             translations(&settings, program.as_deref(), language.as_deref(), agents)
         }
+        #[cfg(feature = "bacnet")]
+        Command::Discover { kind } => {
+            logging::init_stderr(LevelFilter::WARN);
+            discover(kind).await
+        }
         Command::Completions { shell } => completions(shell),
         Command::Man => {
             let mut stdout = std::io::stdout().lock();
@@ -134,6 +139,39 @@ fn translations(
     std::io::stdout()
         .write_all(csv.as_bytes())
         .context("writing the translations to stdout")
+}
+
+/// Prints what answered a discovery as configuration on stdout.
+#[cfg(feature = "bacnet")]
+async fn discover(kind: crate::cli::DiscoverCommand) -> anyhow::Result<()> {
+    match kind {
+        crate::cli::DiscoverCommand::Bacnet {
+            local,
+            broadcast,
+            to,
+            wait,
+            low,
+            high,
+            objects,
+            timeout_ms,
+        } => {
+            let options = crate::pollers::bacnet::discover::Discover {
+                local,
+                to: to.unwrap_or(broadcast),
+                broadcast: to.is_none(),
+                range: low.zip(high),
+                wait: std::time::Duration::from_secs(wait),
+                objects,
+                timeout: std::time::Duration::from_millis(timeout_ms),
+            };
+            let text = crate::pollers::bacnet::discover::discover(&options).await?;
+            let mut stdout = std::io::stdout().lock();
+            stdout
+                .write_all(text.as_bytes())
+                .and_then(|()| stdout.flush())
+                .context("writing the discovered devices to stdout")
+        }
+    }
 }
 
 /// Writes the completion script; generated from the clap definitions so it

@@ -83,6 +83,13 @@ pub enum Command {
         #[arg(long)]
         agents: bool,
     },
+    /// Find devices on the network and print them as poller configuration
+    /// (pollers never do this on their own)
+    #[cfg(feature = "bacnet")]
+    Discover {
+        #[command(subcommand)]
+        kind: DiscoverCommand,
+    },
     /// Print a completion script for SHELL on stdout (packages install them)
     Completions {
         #[arg(value_enum, value_name = "SHELL")]
@@ -91,6 +98,40 @@ pub enum Command {
     /// Print the manual page (roff) on stdout; packages install it
     #[command(hide = true)]
     Man,
+}
+
+#[cfg(feature = "bacnet")]
+#[derive(Debug, Subcommand)]
+pub enum DiscoverCommand {
+    /// Send one Who-Is (to one device, or broadcast) and print each device
+    /// that answers with I-Am as a `type: bacnet` poller to paste into
+    /// pattoo_agentd.yaml
+    Bacnet {
+        /// Address (and port) to send from; devices answer to it
+        #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:47808", value_parser = crate::pollers::bacnet::discover::parse_address)]
+        local: std::net::SocketAddr,
+        /// Broadcast the Who-Is to this address (port 47808 unless given)
+        #[arg(long, value_name = "ADDR", default_value = "255.255.255.255:47808", value_parser = crate::pollers::bacnet::discover::parse_address)]
+        broadcast: std::net::SocketAddr,
+        /// Send the Who-Is to this one device instead of broadcasting
+        #[arg(long, value_name = "ADDR", conflicts_with = "broadcast", value_parser = crate::pollers::bacnet::discover::parse_address)]
+        to: Option<std::net::SocketAddr>,
+        /// Seconds to collect answers for
+        #[arg(long, value_name = "SECS", default_value_t = 3)]
+        wait: u64,
+        /// Only devices with an instance from this one...
+        #[arg(long, value_name = "N", requires = "high")]
+        low: Option<u32>,
+        /// ...to this one
+        #[arg(long, value_name = "N", requires = "low")]
+        high: Option<u32>,
+        /// Read each device's object-list and object names too
+        #[arg(long)]
+        objects: bool,
+        /// Per request for --objects, in milliseconds
+        #[arg(long, value_name = "MS", default_value_t = 3000)]
+        timeout_ms: u64,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -30,6 +30,14 @@ pub mod tls;
 pub mod translations;
 pub mod yaml;
 
+/// How many cores this process may use, asked once: the answer costs a
+/// `sched_getaffinity` and three cgroup files, too much to repeat for every
+/// target of every poll.
+pub fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
 /// The async runtime every command runs on (see `src/main.rs`); the load
 /// harness in `benches/load.rs` builds the same one.
 ///
@@ -37,9 +45,7 @@ pub mod yaml;
 /// time, and every worker thread costs memory (its stack and, with glibc,
 /// its own malloc arena) on machines with many cores.
 pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    let workers = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(2);
+    let workers = cores().min(2);
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
         .enable_all()

@@ -202,6 +202,8 @@ mod tests {
             ".B pattoo\\-agentd cache purge \\fB\\-\\-older\\-than\\fR \\fIDURATION\\fR [\\fB\\-\\-yes\\fR]",
             ".B pattoo\\-agentd receive \\fB\\-\\-listen\\fR \\fIADDR\\fR \\fB\\-\\-dir\\fR \\fIDIR\\fR",
             ".B pattoo\\-agentd completions \\fISHELL\\fR",
+            #[cfg(feature = "bacnet")]
+            ".B pattoo\\-agentd discover bacnet [",
             "\\-\\-config\\-dir",
             ".SH CONFIGURATION",
         ] {

@@ -565,8 +565,7 @@ fn in_two_halves<'a, T: Sync, R: Send>(
     parallel_min: usize,
     work: impl Fn(&'a [T]) -> R + Sync,
 ) -> Vec<R> {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if items.len() < parallel_min.max(2) || cores < 2 {
+    if items.len() < parallel_min.max(2) || crate::cores() < 2 {
         return vec![work(items)];
     }
     let (first, second) = items.split_at(items.len() / 2);

@@ -102,10 +102,15 @@ async fn responder(
 }
 
 fn poller(device: SocketAddr, extra: &str) -> Poller {
+    poller_of(&format!("['{device}']"), extra)
+}
+
+/// The poller `odd` of `targets` (a YAML list).
+fn poller_of(targets: &str, extra: &str) -> Poller {
     let dir = tempfile::tempdir().unwrap();
     common::write_pattoo_yaml(dir.path(), dir.path(), 20201);
     let text = format!(
-        "pattoo_agentd:\n  pollers:\n    - name: odd\n      type: bacnet\n      local_address: 127.0.0.1\n      local_port: 0\n      targets: ['{device}']\n{extra}"
+        "pattoo_agentd:\n  pollers:\n    - name: odd\n      type: bacnet\n      local_address: 127.0.0.1\n      local_port: 0\n      targets: {targets}\n{extra}"
     );
     std::fs::write(dir.path().join("pattoo_agentd.yaml"), &text).unwrap();
     let settings = config::load(dir.path()).unwrap_or_else(|errors| panic!("{errors}\n{text}"));
@@ -448,4 +453,150 @@ async fn an_object_the_device_refuses_is_asked_alone_and_the_rest_together() {
             "poll {poll_number}: {logs}"
         );
     }
+}
+
+/// A UDP peer answering each datagram with `answers`; returns its address
+/// and what it received.
+async fn who_is_responder(
+    answers: Vec<Vec<u8>>,
+) -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>) {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let address = socket.local_addr().unwrap();
+    let (got, received) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 2048];
+        while let Ok((n, from)) = socket.recv_from(&mut buf).await {
+            let _ = got.send(buf[..n].to_vec());
+            for answer in &answers {
+                let _ = socket.send_to(answer, from).await;
+            }
+        }
+    });
+    (address, received)
+}
+
+fn directed(to: SocketAddr) -> pattoo_agentd::pollers::bacnet::discover::Discover {
+    pattoo_agentd::pollers::bacnet::discover::Discover {
+        local: "127.0.0.1:0".parse().unwrap(),
+        to,
+        broadcast: false,
+        range: Some((40, 50)),
+        wait: Duration::from_millis(500),
+        objects: false,
+        timeout: Duration::from_millis(500),
+    }
+}
+
+#[tokio::test]
+async fn discovery_sends_one_directed_who_is_and_prints_the_i_am_as_a_poller() {
+    // I-Am: device 42, max APDU 1476, segmentation none (3), vendor 15.
+    let i_am = frame(&[
+        0x10, 0x00, 0xc4, 0x02, 0x00, 0x00, 0x2a, 0x22, 0x05, 0xc4, 0x91, 0x03, 0x21, 0x0f,
+    ]);
+    let (device, mut received) = who_is_responder(vec![i_am]).await;
+    let text = pattoo_agentd::pollers::bacnet::discover::discover(&directed(device))
+        .await
+        .unwrap();
+    // One Original-Unicast Who-Is for instances 40..=50.
+    assert_eq!(
+        received.recv().await.unwrap(),
+        [0x81, 0x0a, 0x00, 0x0c, 0x01, 0x00, 0x10, 0x08, 0x09, 0x28, 0x19, 0x32]
+    );
+    assert!(received.try_recv().is_err());
+    assert!(
+        text.contains(&format!(
+            "- name: bacnet-42\n  type: bacnet\n  # vendor id 15, max APDU 1476, segmentation none (3)\n  local_address: 127.0.0.1\n  targets: [{{address: \"{device}\", device: 42}}]\n"
+        )),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn discovery_answered_with_garbage_says_so_and_finds_no_device() {
+    let not_bacnet = b"hello".to_vec();
+    let bad_i_am = frame(&[0x10, 0x00, 0xff]);
+    let (device, _) = who_is_responder(vec![not_bacnet, bad_i_am]).await;
+    let (logs, _guard) = common::logs::capture();
+    let error = pattoo_agentd::pollers::bacnet::discover::discover(&directed(device))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        error,
+        format!("no device answered the Who-Is sent to {device} within 500ms (2 answer(s) that are not I-Ams, see above)")
+    );
+    let logs = logs.text();
+    assert!(
+        logs.contains(&format!("discover: {device} answered the Who-Is with something that is not an I-Am: not a BACnet/IP frame with an APDU (5 bytes: 68656c6c6f)")),
+        "{logs}"
+    );
+    assert!(
+        logs.contains(&format!("discover: {device} answered the Who-Is with something that is not an I-Am: an I-Am that does not decode")),
+        "{logs}"
+    );
+}
+
+/// A device 7 that does not take the wildcard device instance: it answers
+/// Error unknown-object for every device object but its own, and 1.5 for
+/// any present value.
+async fn device_7() -> SocketAddr {
+    let (device, _) = responder(|request| {
+        if request.service != READ_PROPERTY {
+            return vec![];
+        }
+        // The object type: the identifier's top 10 bits.
+        if (u16::from(request.rest[1]) << 2 | u16::from(request.rest[2]) >> 6) != 8 {
+            return vec![real_answer(request, 1.5)];
+        }
+        if instance(request) != 7 {
+            // Error, class object (1), code unknown-object (31).
+            return vec![frame(&[
+                0x50,
+                request.invoke,
+                READ_PROPERTY,
+                0x91,
+                1,
+                0x91,
+                31,
+            ])];
+        }
+        let mut apdu = vec![0x30, request.invoke, READ_PROPERTY];
+        apdu.extend_from_slice(&request.rest[..7]);
+        apdu.extend_from_slice(&[0x3e, 0xc4, 0x02, 0x00, 0x00, 0x07, 0x3f]);
+        vec![frame(&apdu)]
+    })
+    .await;
+    device
+}
+
+#[tokio::test]
+async fn a_device_without_the_wildcard_instance_is_checked_by_its_own() {
+    let device = device_7().await;
+    let mut poller = poller_of(
+        &format!("[{{address: '{device}', device: 7}}]"),
+        "      object_names: false\n      max_objects_per_request: 1\n      objects: [av:1]\n",
+    );
+    let (result, logs) = poll(&mut poller).await;
+    let targets = result.unwrap();
+    assert_eq!(targets[0].datapoints.len(), 1, "{logs}");
+    assert_eq!(targets[0].datapoints[0].value, Value::Float(1.5));
+    assert!(!logs.contains("device object"), "{logs}");
+}
+
+#[tokio::test]
+async fn a_device_without_the_configured_device_object_is_logged_and_not_read() {
+    let device = device_7().await;
+    let mut poller = poller_of(
+        &format!("[{{address: '{device}', device: 8}}]"),
+        "      object_names: false\n      max_objects_per_request: 1\n      objects: [av:1]\n",
+    );
+    let (result, logs) = poll(&mut poller).await;
+    assert_eq!(
+        result.unwrap_err(),
+        "poller odd: nothing read: all 1 read(s) failed (see the warnings above)"
+    );
+    assert!(
+        logs.contains(&format!("{device} ({device}): the device there has no device object 8 (error class object (1), code unknown-object (31)): is `device` or the address wrong? Not read")),
+        "{logs}"
+    );
 }

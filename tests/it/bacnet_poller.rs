@@ -256,3 +256,83 @@ async fn a_poll_of_devices_that_never_answer_fails_naming_the_poller() {
         "poller gone: nothing read: all 3 read(s) failed (see the warnings above)"
     );
 }
+
+#[tokio::test]
+async fn a_device_with_another_instance_than_configured_is_logged_and_not_posted() {
+    let Some(sim) = BacnetSim::start(Ipv4Addr::new(127, 0, 0, 4)) else {
+        return;
+    };
+    // The simulator is device 1234; the first target says 999 of it.
+    let mut poller = poller(&format!(
+        "    - name: ahu
+      type: bacnet
+      local_address: 127.0.0.1
+      local_port: 0
+      targets: [{{address: '{0}', device: 999, name: wrong}}, {{address: '{0}', device: 1234, name: right}}]
+      objects: [av:1]
+",
+        sim.address
+    ));
+    let (logs, _guard) = common::logs::capture();
+    let targets = tokio::time::timeout(Duration::from_secs(60), poller.readings())
+        .await
+        .expect("a bounded poll")
+        .unwrap();
+    let logs = logs.text();
+    assert!(
+        logs.contains(&format!(
+            "wrong ({}): the device there is device 1234, not device 999 as configured: not read",
+            sim.address
+        )),
+        "{logs}"
+    );
+    // The matching target is read, under its instance, and only it.
+    assert_eq!(targets.len(), 1, "{targets:#?}");
+    assert_eq!(targets[0].target, "right");
+    assert_eq!(
+        readings(&targets[0]),
+        [reading(
+            "analog_value_1",
+            Value::Float(21.5),
+            DataType::Float,
+            &["device=1234", "object_name=Supply Air Temp*"]
+        )]
+    );
+}
+
+#[test]
+fn discover_bacnet_finds_the_simulator_and_prints_a_poller_that_loads() {
+    let Some(sim) = BacnetSim::start(Ipv4Addr::new(127, 0, 0, 5)) else {
+        return;
+    };
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_pattoo-agentd"))
+        .args([
+            "discover",
+            "bacnet",
+            "--local",
+            "127.0.0.1:0",
+            "--wait",
+            "2",
+            "--objects",
+            "--to",
+        ])
+        .arg(sim.address.to_string())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    for line in [
+        format!(
+            "  targets: [{{address: \"{}\", device: 1234}}]",
+            sim.address
+        ),
+        "    - analog-value:1   # Supply Air Temp".to_owned(),
+        "    - multi-state-value:1   # Season".to_owned(),
+    ] {
+        assert!(stdout.contains(&line), "{line}\n{stdout}\n{stderr}");
+    }
+    // Pasted under `pollers:`, it is a configuration `check` takes.
+    let pasted: String = stdout.lines().map(|l| format!("    {l}\n")).collect();
+    poller(&pasted);
+}

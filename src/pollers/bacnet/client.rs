@@ -31,6 +31,8 @@ use super::object::{ObjectId, Property, PropertyValue};
 const BVLC_TYPE: u8 = 0x81;
 const BVLC_ORIGINAL_UNICAST: u8 = 0x0a;
 const BVLC_ORIGINAL_BROADCAST: u8 = 0x0b;
+/// The device instance a device takes as its own (Clause 15.5.2).
+pub const ANY_DEVICE: u32 = 4_194_303;
 /// The largest BACnet/IP frame: BVLC, NPDU and a 1476-octet APDU fit.
 const MAX_FRAME: usize = 1600;
 /// Datagrams waiting for one device; more are dropped (a device, or
@@ -375,6 +377,83 @@ impl Device {
         self.peer
     }
 
+    /// The instance in the object-identifier of the device object
+    /// `instance` (the wildcard [`ANY_DEVICE`] names whichever device
+    /// answers).
+    pub async fn device_instance(&self, instance: u32) -> Result<u32, ReadError> {
+        let value = self
+            .client
+            .read_property(
+                DataLinkAddress::Ip(self.peer),
+                CoreObjectId::new(CoreType::Device, instance),
+                PropertyId::ObjectIdentifier,
+            )
+            .await
+            .map_err(|e| read_error(e, self.timeout))?;
+        match value {
+            ClientDataValue::ObjectId(id) if id.object_type() == CoreType::Device => {
+                Ok(id.instance())
+            }
+            other => Err(ReadError::Malformed(format!(
+                "not a device object identifier: {other:?}"
+            ))),
+        }
+    }
+
+    /// The objects in the device object's object-list: (type code,
+    /// instance) each.
+    pub async fn object_list(&self, instance: u32) -> Result<Vec<(u16, u32)>, ReadError> {
+        let value = self
+            .client
+            .read_property(
+                DataLinkAddress::Ip(self.peer),
+                CoreObjectId::new(CoreType::Device, instance),
+                PropertyId::ObjectList,
+            )
+            .await
+            .map_err(|e| read_error(e, self.timeout))?;
+        let ids = match value {
+            ClientDataValue::ObjectId(id) => vec![id],
+            ClientDataValue::Constructed { values, .. } => values
+                .into_iter()
+                .map(|value| match value {
+                    ClientDataValue::ObjectId(id) => Ok(id),
+                    other => Err(ReadError::Malformed(format!(
+                        "not an object identifier in the object-list: {other:?}"
+                    ))),
+                })
+                .collect::<Result<_, _>>()?,
+            other => {
+                return Err(ReadError::Malformed(format!(
+                    "not an object-list: {other:?}"
+                )))
+            }
+        };
+        Ok(ids
+            .into_iter()
+            .map(|id| (id.object_type().to_u16(), id.instance()))
+            .collect())
+    }
+
+    /// The object-name of any object (`kind` its type code).
+    pub async fn name_of(&self, kind: u16, instance: u32) -> Result<String, ReadError> {
+        let value = self
+            .client
+            .read_property(
+                DataLinkAddress::Ip(self.peer),
+                CoreObjectId::new(CoreType::from_u16(kind), instance),
+                PropertyId::ObjectName,
+            )
+            .await
+            .map_err(|e| read_error(e, self.timeout))?;
+        match value {
+            ClientDataValue::CharacterString(name) => Ok(name),
+            other => Err(ReadError::Malformed(format!(
+                "not a character string: {other:?}"
+            ))),
+        }
+    }
+
     /// ReadProperty of one property.
     pub async fn read(
         &self,
@@ -432,6 +511,144 @@ impl Device {
     }
 }
 
+/// A device's I-Am.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IAm {
+    pub address: SocketAddr,
+    pub instance: u32,
+    pub max_apdu: u32,
+    /// 0 both, 1 transmit, 2 receive, 3 none.
+    pub segmentation: u32,
+    pub vendor_id: u32,
+}
+
+/// What arrived after a Who-Is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Heard {
+    Device(IAm),
+    /// Something that is not BACnet/IP, or an I-Am that cannot be decoded.
+    Garbage { from: SocketAddr, why: String },
+}
+
+/// Sends one Who-Is (`range`: device instances low..=high) from `socket`
+/// to `to` (broadcast or one device), and collects what answers for
+/// `wait`. Other BACnet messages (another's Who-Is, our own broadcast
+/// coming back) are passed over.
+pub async fn who_is(
+    socket: &UdpSocket,
+    to: SocketAddr,
+    broadcast: bool,
+    range: Option<(u32, u32)>,
+    wait: Duration,
+) -> std::io::Result<Vec<Heard>> {
+    use rustbac_core::encoding::writer::Writer;
+    use rustbac_core::npdu::Npdu;
+    use rustbac_core::services::who_is::WhoIsRequest;
+
+    let request = WhoIsRequest {
+        low_limit: range.map(|r| r.0),
+        high_limit: range.map(|r| r.1),
+    };
+    let mut buf = [0u8; 64];
+    let mut w = Writer::new(&mut buf[4..]);
+    let encoded = Npdu::new(0)
+        .encode(&mut w)
+        .and_then(|()| request.encode(&mut w));
+    if encoded.is_err() {
+        return Err(std::io::Error::other("the Who-Is does not encode"));
+    }
+    let length = w.as_written().len() + 4;
+    let function = if broadcast {
+        BVLC_ORIGINAL_BROADCAST
+    } else {
+        BVLC_ORIGINAL_UNICAST
+    };
+    buf[..2].copy_from_slice(&[BVLC_TYPE, function]);
+    buf[2..4].copy_from_slice(&(length as u16).to_be_bytes());
+    socket.send_to(&buf[..length], to).await?;
+
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut heard = Vec::new();
+    let mut frame = vec![0u8; MAX_FRAME];
+    while let Ok(received) = tokio::time::timeout_at(deadline, socket.recv_from(&mut frame)).await
+    {
+        let (n, from) = match received {
+            Ok(received) => received,
+            // ICMP unreachable from the Who-Is: no device there.
+            Err(_) => {
+                tokio::task::yield_now().await;
+                continue;
+            }
+        };
+        match i_am(&frame[..n]) {
+            Ok(Some((instance, max_apdu, segmentation, vendor_id))) => {
+                let device = IAm {
+                    address: from,
+                    instance,
+                    max_apdu,
+                    segmentation,
+                    vendor_id,
+                };
+                if !heard.contains(&Heard::Device(device.clone())) {
+                    heard.push(Heard::Device(device));
+                }
+            }
+            Ok(None) => {}
+            Err(why) => heard.push(Heard::Garbage { from, why }),
+        }
+        if heard.len() >= 10_000 {
+            break;
+        }
+    }
+    Ok(heard)
+}
+
+/// An I-Am's (instance, max APDU, segmentation, vendor id); `None` for
+/// another BACnet message.
+fn i_am(frame: &[u8]) -> Result<Option<(u32, u32, u32, u32)>, String> {
+    use rustbac_core::apdu::UnconfirmedRequestHeader;
+    use rustbac_core::encoding::reader::Reader;
+    use rustbac_core::npdu::Npdu;
+    use rustbac_core::services::i_am::{IAmRequest, SERVICE_I_AM};
+
+    let npdu = unwrap_frame(frame).ok_or_else(|| {
+        format!(
+            "not a BACnet/IP frame with an APDU ({} bytes: {})",
+            frame.len(),
+            hex(&frame[..frame.len().min(16)])
+        )
+    })?;
+    let mut r = Reader::new(npdu);
+    Npdu::decode(&mut r).map_err(|e| format!("its NPDU does not decode: {e:?}"))?;
+    // 0x10: an unconfirmed request; anything else is not an I-Am.
+    if r.remaining() == 0 || npdu[r.position()] & 0xf0 != 0x10 {
+        return Ok(None);
+    }
+    let header = UnconfirmedRequestHeader::decode(&mut r)
+        .map_err(|e| format!("its APDU does not decode: {e:?}"))?;
+    if header.service_choice != SERVICE_I_AM {
+        return Ok(None);
+    }
+    let i_am = IAmRequest::decode_after_header(&mut r)
+        .map_err(|e| format!("an I-Am that does not decode: {e:?}"))?;
+    if i_am.device_id.object_type() != CoreType::Device {
+        return Err(format!(
+            "an I-Am for a {:?}, not a device",
+            i_am.device_id.object_type()
+        ));
+    }
+    Ok(Some((
+        i_am.device_id.instance(),
+        i_am.max_apdu,
+        i_am.segmentation,
+        i_am.vendor_id,
+    )))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -450,6 +667,23 @@ mod tests {
         assert_eq!(unwrap_frame(&network_message), None);
         assert_eq!(unwrap_frame(&[0x81]), None);
         assert_eq!(unwrap_frame(&[]), None);
+    }
+
+    #[test]
+    fn an_i_am_is_decoded_other_bacnet_passed_over_and_garbage_named() {
+        let frame = [
+            0x81, 0x0b, 0x00, 0x14, 0x01, 0x00, 0x10, 0x00, 0xc4, 0x02, 0x00, 0x04, 0xd2, 0x22,
+            0x04, 0x00, 0x91, 0x00, 0x21, 0x2a,
+        ];
+        assert_eq!(i_am(&frame), Ok(Some((1234, 1024, 0, 42))));
+        // Our own broadcast Who-Is, heard back.
+        let who_is = [0x81, 0x0b, 0x00, 0x08, 0x01, 0x00, 0x10, 0x08];
+        assert_eq!(i_am(&who_is), Ok(None));
+        assert!(i_am(b"hi").unwrap_err().starts_with("not a BACnet/IP frame"));
+        let cut = &frame[..12];
+        let mut cut = cut.to_vec();
+        cut[3] = 12;
+        assert!(i_am(&cut).unwrap_err().starts_with("an I-Am that does not decode"));
     }
 
     #[test]

@@ -47,7 +47,12 @@
 //!   (retries + 1) and delays no other.
 //! - Error, Reject and Abort answers, undecodable answers and values that
 //!   cannot be posted are logged with the poller, device and object; the
-//!   rest is posted. Nothing is broadcast: there is no Who-Is.
+//!   rest is posted. Pollers broadcast nothing: the one Who-Is is sent by
+//!   `pattoo-agentd discover bacnet` ([`discover`]), when a user asks.
+//! - A target that gives `device` is read only once the device at its
+//!   address has said it is that device (its device object's identifier,
+//!   read once while the poller keeps the device); another instance is
+//!   logged as an error and nothing is posted for that target.
 
 /// The metadata keys a BACnet datapoint may carry, with their English
 /// names: the Python agent's target, the device instance, the object's
@@ -61,6 +66,7 @@ pub const METADATA: [(&str, &str); 3] = [
 mod client;
 pub mod compat;
 mod config;
+pub mod discover;
 mod kind;
 pub mod object;
 
@@ -119,6 +125,9 @@ struct DeviceState {
     /// undecodable: without this, every object asked with it would be
     /// asked alone at every poll.
     alone: std::sync::Mutex<std::collections::HashSet<ObjectId>>,
+    /// The device instance the device at this address gave, once it has
+    /// (asked once while the poller keeps the device).
+    instance: std::sync::Mutex<Option<u32>>,
 }
 
 /// What one target's poll read: per object, its value and name.
@@ -201,6 +210,7 @@ impl BacnetPoller {
                     device: link.device(*peer, settings.timeout),
                     multiple: AtomicBool::new(settings.max_objects_per_request > 1),
                     alone: Default::default(),
+                    instance: Default::default(),
                 })
             });
         }
@@ -385,6 +395,12 @@ async fn read_target(
             target.name
         );
     };
+    if let Some(expected) = target.device {
+        if !instance_matches(poller, settings, target, state, expected, silent).await {
+            outcome.failed = objects.len();
+            return outcome;
+        }
+    }
     let alone = state.alone.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let (mut pending, mut together): (Vec<usize>, Vec<usize>) =
         (0..objects.len()).partition(|&o| alone.contains(&objects[o].object));
@@ -537,6 +553,87 @@ async fn read_target(
         }
     }
     outcome
+}
+
+/// Whether the device at the target's address is device `expected`: its
+/// device object's identifier is read (with the wildcard instance, else
+/// with `expected`) once while the poller keeps the device. A device with
+/// another instance is not read, so nothing is posted under the wrong
+/// one; a check that cannot be made (no answer, an odd answer) is logged
+/// and asked again at the next poll.
+async fn instance_matches(
+    poller: &str,
+    settings: &BacnetSettings,
+    target: &TargetSettings,
+    state: &DeviceState,
+    expected: u32,
+    silent: &mut bool,
+) -> bool {
+    let peer = state.device.peer();
+    let known = *state.instance.lock().unwrap_or_else(|e| e.into_inner());
+    let instance = match known {
+        Some(instance) => Some(instance),
+        None if *silent => return false,
+        None => {
+            let read = |instance| {
+                with_retries(settings.retries, move || {
+                    state.device.device_instance(instance)
+                })
+            };
+            let answer = match read(client::ANY_DEVICE).await {
+                // Not every device takes the wildcard: its own instance
+                // answers, or names the mismatch.
+                Err(ReadError::Error { .. }) => match read(expected).await {
+                    Err(ReadError::Error { class, code }) if code.starts_with("unknown-object") => {
+                        tracing::error!(
+                            poller,
+                            target = %target.name,
+                            device = expected,
+                            "{} ({peer}): the device there has no device object {expected} (error class {class}, code {code}): is `device` or the address wrong? Not read",
+                            target.name
+                        );
+                        return false;
+                    }
+                    other => other,
+                },
+                other => other,
+            };
+            match answer {
+                Ok(instance) => {
+                    *state.instance.lock().unwrap_or_else(|e| e.into_inner()) = Some(instance);
+                    Some(instance)
+                }
+                Err(error) => {
+                    *silent |= error.is_timeout();
+                    tracing::warn!(
+                        poller,
+                        target = %target.name,
+                        device = expected,
+                        "{} ({peer}): cannot check that the device is device {expected}: read device object-identifier: {error}; {}",
+                        target.name,
+                        if error.is_timeout() { "not read in this poll" } else { "read unchecked" }
+                    );
+                    if error.is_timeout() {
+                        return false;
+                    }
+                    None
+                }
+            }
+        }
+    };
+    match instance {
+        Some(instance) if instance != expected => {
+            tracing::error!(
+                poller,
+                target = %target.name,
+                device = expected,
+                "{} ({peer}): the device there is device {instance}, not device {expected} as configured: not read, so nothing is posted under the wrong device (correct `device` or the address)",
+                target.name
+            );
+            false
+        }
+        _ => true,
+    }
 }
 
 /// An object's name by ReadProperty, or `None` (logged).
