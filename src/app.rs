@@ -86,6 +86,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             logging::init_stderr(LevelFilter::INFO);
             receive(listen, &dir).await
         }
+        Command::Translations {
+            program,
+            language,
+            agents,
+        } => {
+            let settings = load(&config_dir)?;
+            translations(&settings, program.as_deref(), language.as_deref(), agents)
+        }
         #[cfg(feature = "bacnet")]
         Command::Discover { kind } => {
             logging::init_stderr(LevelFilter::WARN);
@@ -100,6 +108,37 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 .context("writing the manual page to stdout")
         }
     }
+}
+
+/// Prints the key (or agent) translation CSV on stdout.
+fn translations(
+    settings: &Settings,
+    program: Option<&str>,
+    language: Option<&str>,
+    agents: bool,
+) -> anyhow::Result<()> {
+    use crate::model::translation::{agent_csv, key_csv, Language};
+    // The server's language where it has names in it, else the first.
+    let code = language.unwrap_or(&settings.pattoo.language);
+    let found = Language::from_code(code).or(language.is_none().then_some(Language::ALL[0]));
+    let Some(language) = found else {
+        let known: Vec<&str> = Language::ALL.iter().map(|l| l.code()).collect();
+        anyhow::bail!(
+            "no translations in language {code:?}: this build has {}; give --language {}",
+            known.join(", "),
+            known[0]
+        );
+    };
+    let csv = if agents {
+        agent_csv(&crate::translations::agent_rows(
+            settings, language, program,
+        ))
+    } else {
+        key_csv(&crate::translations::key_rows(settings, language, program))
+    };
+    std::io::stdout()
+        .write_all(csv.as_bytes())
+        .context("writing the translations to stdout")
 }
 
 /// Prints what answered a discovery as configuration on stdout.

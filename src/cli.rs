@@ -69,6 +69,20 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         dir: PathBuf,
     },
+    /// Print CSV naming every key the configured pollers post, for
+    /// `pattoo_cli.py import key_translation` (with --agents, `import
+    /// agent_translation`)
+    Translations {
+        /// Only the keys of this agent program (e.g. pattoo_agentd_snmp)
+        #[arg(long, value_name = "PROGRAM")]
+        program: Option<String>,
+        /// The language code to write [default: pattoo.yaml's language, else en]
+        #[arg(long, value_name = "CODE")]
+        language: Option<String>,
+        /// Name the agent programs instead of the keys
+        #[arg(long)]
+        agents: bool,
+    },
     /// Find devices on the network and print them as poller configuration
     /// (pollers never do this on their own)
     #[cfg(feature = "bacnet")]

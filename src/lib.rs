@@ -27,6 +27,7 @@ pub mod status;
 pub mod telemetry;
 pub mod time;
 pub mod tls;
+pub mod translations;
 pub mod yaml;
 
 /// How many cores this process may use, asked once: the answer costs a

@@ -19,11 +19,11 @@ use serde_norway::Value;
 use super::json_stream::{segments, Node, Selection, Step};
 use super::{check_key, convert, FormatError, Parsed, Payload, Skipped};
 use crate::model::{python, DataPoint, DataType, Metadata, TargetData, Value as DataValue};
-use crate::yaml::{check_user_key, parse_metadata, Document, YamlPath};
+use crate::yaml::{check_user_key, parse_metadata, parse_naming, Document, Naming, YamlPath};
 
 const FORMAT: &str = "json";
 const WILDCARD: &str = "*";
-const PLACEHOLDER: &str = "{*}";
+pub(super) const PLACEHOLDER: &str = "{*}";
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct JsonOptions {
@@ -41,6 +41,8 @@ pub struct JsonValue {
     pub data_type: DataType,
     pub metadata: Vec<Metadata>,
     pub wildcard_metadata: Option<String>,
+    /// Its name and unit for `translations`.
+    pub naming: Naming,
 }
 
 #[derive(Deserialize)]
@@ -57,6 +59,8 @@ struct RawValue {
     data_type: Option<DataType>,
     metadata: Option<Value>,
     wildcard_metadata: Option<String>,
+    description: Option<String>,
+    units: Option<String>,
 }
 
 impl JsonOptions {
@@ -144,13 +148,15 @@ impl JsonValue {
             None | Some(Value::Null) => Some(Vec::new()),
             Some(value) => parse_metadata(doc, &path.key("metadata"), value),
         };
-        (ok && metadata.is_some()).then(|| JsonValue {
+        let naming = parse_naming(doc, path, raw.description.as_deref(), raw.units.as_deref());
+        (ok && metadata.is_some() && naming.is_some()).then(|| JsonValue {
             pointer,
             after_wildcard,
             key: raw.key,
             data_type: raw.data_type.unwrap_or(DataType::Float),
             metadata: metadata.expect("checked above"),
             wildcard_metadata: raw.wildcard_metadata,
+            naming: naming.expect("checked above"),
         })
     }
 }

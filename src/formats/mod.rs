@@ -42,8 +42,9 @@ use std::fmt;
 
 use serde_norway::{Mapping, Value};
 
-use crate::model::{normalise_key_cow, python, DataType, TargetData, Value as DataValue};
-use crate::yaml::{describe, Document, YamlPath};
+use crate::model::translation::{readable, Translation, LABEL_UNITS};
+use crate::model::{normalise_key_cow, python, DataType, Metadata, TargetData, Value as DataValue};
+use crate::yaml::{describe, Document, Naming, YamlPath};
 
 /// How to read a payload, as configured by a poller's `format:` key.
 #[derive(Debug, Clone, PartialEq)]
@@ -65,6 +66,52 @@ pub enum FormatSettings {
 }
 
 impl FormatSettings {
+    /// The names and units of the keys the configuration lists, with
+    /// their metadata keys. Keys a format reads from the payload itself
+    /// (keyvalue, prometheus, nagios, datapoints, a JSON key with `{*}`)
+    /// are known only once polled, and not named here.
+    pub fn translations(&self) -> Vec<Translation> {
+        let value = |key: &str, data_type: DataType, naming: &Naming| {
+            let units = match data_type {
+                DataType::Counter | DataType::Counter64 => "Count / Second",
+                DataType::String => "Text",
+                _ => "Value",
+            };
+            Translation::datapoint(
+                key,
+                naming.description.clone().unwrap_or_else(|| readable(key)),
+                naming.units.clone().unwrap_or_else(|| units.to_owned()),
+            )
+        };
+        let label = |item: &Metadata| {
+            Translation::metadata(item.key.to_string(), readable(&item.key), LABEL_UNITS)
+        };
+        let mut names = Vec::new();
+        match self {
+            FormatSettings::Value(options) => {
+                names.push(value(&options.key, options.data_type, &options.naming));
+                names.extend(options.metadata.iter().map(label));
+            }
+            FormatSettings::Json(options) => {
+                for spec in &options.values {
+                    if !spec.key.contains(json::PLACEHOLDER) {
+                        names.push(value(&spec.key, spec.data_type, &spec.naming));
+                    }
+                    names.extend(spec.metadata.iter().map(label));
+                    if let Some(key) = &spec.wildcard_metadata {
+                        names.push(Translation::metadata(key, readable(key), LABEL_UNITS));
+                    }
+                }
+            }
+            FormatSettings::KeyValue(options) => names.extend(options.metadata.iter().map(label)),
+            FormatSettings::Prometheus
+            | FormatSettings::Nagios
+            | FormatSettings::Datapoints
+            | FormatSettings::Pattoo => {}
+        }
+        names
+    }
+
     pub const NAMES: [&'static str; 7] = [
         "value",
         "json",

@@ -10,7 +10,7 @@ use serde_norway::Value;
 
 use super::{check_key, convert, text, FormatError, Parsed, Payload, Skipped};
 use crate::model::{DataPoint, DataType, Metadata, TargetData};
-use crate::yaml::{parse_metadata, Document, YamlPath};
+use crate::yaml::{parse_metadata, parse_naming, Document, Naming, YamlPath};
 
 const FORMAT: &str = "value";
 
@@ -19,6 +19,8 @@ pub struct ValueOptions {
     pub key: String,
     pub data_type: DataType,
     pub metadata: Vec<Metadata>,
+    /// Its name and unit for `translations`.
+    pub naming: Naming,
 }
 
 #[derive(Deserialize)]
@@ -28,6 +30,8 @@ struct RawValue {
     #[serde(default = "default_data_type")]
     data_type: DataType,
     metadata: Option<Value>,
+    description: Option<String>,
+    units: Option<String>,
 }
 
 fn default_data_type() -> DataType {
@@ -42,10 +46,12 @@ impl ValueOptions {
             None | Some(Value::Null) => Some(Vec::new()),
             Some(value) => parse_metadata(doc, &path.key("metadata"), value),
         };
-        (key_ok && metadata.is_some()).then(|| ValueOptions {
+        let naming = parse_naming(doc, path, raw.description.as_deref(), raw.units.as_deref());
+        (key_ok && metadata.is_some() && naming.is_some()).then(|| ValueOptions {
             key: raw.key,
             data_type: raw.data_type,
             metadata: metadata.expect("checked above"),
+            naming: naming.expect("checked above"),
         })
     }
 }

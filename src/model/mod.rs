@@ -21,6 +21,7 @@ pub mod python_json;
 pub mod python_str;
 mod relayed;
 mod text;
+pub mod translation;
 mod validate;
 mod value;
 

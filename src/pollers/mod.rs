@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use serde_norway::Value;
 
+use crate::model::translation::{Language, Translation};
 use crate::model::{Metadata, RelayedBody, TargetData};
 use crate::yaml::{Document, YamlPath};
 
@@ -155,6 +156,24 @@ pub trait Kind {
         Self::NAMES[0]
     }
 
+    /// The names and units, in `language`, of the keys a poller of this
+    /// kind posts that it knows before polling: its fixed keys and
+    /// metadata keys, and configured keys with the `description` and
+    /// `units` written beside them (or a readable default). By default
+    /// none: a kind whose keys come only from what it reads (a hub) leaves
+    /// them unnamed. The poller's own `metadata` is named by the caller.
+    fn translations(_settings: &Self::Settings, _language: Language) -> Vec<Translation> {
+        Vec::new()
+    }
+
+    /// Agent programs that post this kind's keys whatever the
+    /// configuration holds (the Python agents' programs, whose series a
+    /// server may already have, and those of spokes serving this kind),
+    /// each with the names of those keys; by default none.
+    fn program_translations(_language: Language) -> ProgramTranslations {
+        Vec::new()
+    }
+
     /// Checks what no poller can check alone: pollers of this kind that
     /// share something must agree on it. `pollers` pairs each valid poller
     /// of the kind with where it is written and its name; errors go to
@@ -177,6 +196,10 @@ pub trait Kind {
     fn poll(poller: &mut Self::Poller) -> impl Future<Output = Result<Polled, Self::Error>> + Send;
 }
 
+/// Names of keys posted under agent programs a kind always posts under;
+/// see [`Kind::program_translations`].
+pub type ProgramTranslations = Vec<(&'static str, Vec<Translation>)>;
+
 /// A registered kind as the commands, the manual and the README see it:
 /// [`Kind`]'s constants, for the kinds this build has.
 #[derive(Debug, Clone, Copy)]
@@ -192,6 +215,8 @@ pub struct KindInfo {
     pub drop_ins: &'static [DropIn],
     pub examples: &'static [Example],
     pub manual: &'static str,
+    /// See [`Kind::program_translations`].
+    pub program_translations: fn(Language) -> ProgramTranslations,
 }
 
 impl KindInfo {
@@ -223,6 +248,7 @@ macro_rules! kinds {
                 drop_ins: <$module::$kind as Kind>::DROP_INS,
                 examples: <$module::$kind as Kind>::EXAMPLES,
                 manual: <$module::$kind as Kind>::MANUAL,
+                program_translations: <$module::$kind as Kind>::program_translations,
             },
         )*];
 
@@ -312,6 +338,15 @@ macro_rules! kinds {
                 match *self {$(
                     #[cfg(feature = $feature)]
                     PollerKind::$kind(_) => <$module::$kind as Kind>::DEFAULT_AGENT_PROGRAM,
+                )*}
+            }
+
+            /// See [`Kind::translations`].
+            pub fn translations(&self, language: Language) -> Vec<Translation> {
+                let _ = language;
+                match *self {$(
+                    #[cfg(feature = $feature)]
+                    PollerKind::$kind(ref settings) => <$module::$kind as Kind>::translations(settings, language),
                 )*}
             }
 

@@ -257,8 +257,8 @@ impl Figures {
                         DataPoint::new(figure.key.clone(), value, data_type, timestamp_ms);
                     if let Some((name, kind)) = &group.poller {
                         datapoint.metadata = vec![
-                            Metadata::new("poller", name.clone()),
-                            Metadata::new("poller_type", kind.clone()),
+                            Metadata::new(POLLER_METADATA[0].0, name.clone()),
+                            Metadata::new(POLLER_METADATA[1].0, kind.clone()),
                         ];
                     }
                     target.datapoints.push(datapoint);
@@ -272,6 +272,72 @@ impl Figures {
     pub fn agent(&self) -> Option<&Group> {
         self.groups.iter().find(|g| g.poller.is_none())
     }
+}
+
+/// Every figure key posted to pattoo, with its data type and whether each
+/// poller posts it (else the agent does), read from zeroed sources so the
+/// list is the one [`Figures::read`] makes.
+pub fn posted_keys() -> Vec<(String, DataType, bool)> {
+    let pollers = [PollerEntry {
+        name: "poller".to_owned(),
+        kind: "kind",
+        interval: Duration::from_secs(1),
+        counters: Default::default(),
+    }];
+    let figures = Figures::read(&Sources {
+        pollers: &pollers,
+        delivery: &StatsSnapshot::default(),
+        server_reachable: Some(true),
+        process: &Default::default(),
+        started_ms: 0,
+        now_ms: 0,
+    });
+    figures
+        .targets(0)
+        .iter()
+        .zip(&figures.groups)
+        .flat_map(|(target, group)| {
+            target
+                .datapoints
+                .iter()
+                .map(|d| (d.key.to_string(), d.data_type, group.poller.is_some()))
+        })
+        .collect()
+}
+
+/// The metadata keys of each poller's figures: its name and `type:`.
+pub const POLLER_METADATA: [(&str, &str); 2] =
+    [("poller", "Poller"), ("poller_type", "Poller Type")];
+
+/// A posted figure's English name and unit (counters are charted as
+/// rates).
+pub fn english(key: &str) -> Option<(&'static str, &'static str)> {
+    Some(match key {
+        "poller_polls" => ("Polls", "Polls / Second"),
+        "poller_polls_failed" => ("Failed Polls", "Polls / Second"),
+        "poller_ticks_skipped" => ("Skipped Polling Ticks", "Ticks / Second"),
+        "poller_last_poll_duration_ms" => ("Last Poll Duration", "Milliseconds"),
+        "poller_datapoints_posted" => ("Datapoints Posted", "Datapoints / Second"),
+        "poller_datapoints_dropped" => ("Datapoints Dropped", "Datapoints / Second"),
+        "poller_seconds_since_success" => ("Time Since Last Successful Poll", "Seconds"),
+        "delivery_bodies_posted" => ("Bodies Posted", "Bodies / Second"),
+        "delivery_bodies_cached" => ("Bodies Cached", "Bodies / Second"),
+        "delivery_bodies_replayed" => ("Bodies Replayed", "Bodies / Second"),
+        "delivery_bodies_quarantined" => ("Bodies Quarantined", "Bodies / Second"),
+        "delivery_bodies_dropped" => ("Bodies Dropped", "Bodies / Second"),
+        "delivery_bodies_lost" => ("Bodies Lost", "Bodies / Second"),
+        "cache_files" => ("Cached Bodies", "Files"),
+        "cache_bytes" => ("Cache Size", "Bytes"),
+        "cache_oldest_age_seconds" => ("Age of Oldest Cached Body", "Seconds"),
+        "server_reachable" => ("Server Reachable", "State"),
+        "process_resident_bytes" => ("Resident Memory", "Bytes"),
+        "process_cpu_seconds" => ("CPU Time", "Seconds / Second"),
+        "process_open_fds" => ("Open File Descriptors", "Count"),
+        "process_uptime_seconds" => ("Uptime", "Seconds"),
+        "config_reloads" => ("Configuration Reloads", "Reloads / Second"),
+        "config_last_reload_refused" => ("Last Reload Refused", "State"),
+        _ => return None,
+    })
 }
 
 /// What the kernel says about this process; a figure it cannot read is
@@ -409,6 +475,20 @@ mod tests {
             for datapoint in &target.datapoints {
                 assert!(!datapoint.key.contains("pattoo"), "{}", datapoint.key);
             }
+        }
+    }
+
+    #[test]
+    fn every_posted_figure_has_a_name_and_unit() {
+        let keys = posted_keys();
+        assert!(keys
+            .iter()
+            .any(|(key, _, per_poller)| key == "poller_polls" && *per_poller));
+        assert!(keys
+            .iter()
+            .any(|(key, _, per_poller)| key == "cache_bytes" && !*per_poller));
+        for (key, _, _) in keys {
+            assert!(english(&key).is_some(), "{key} has no name");
         }
     }
 }

@@ -10,9 +10,9 @@
 mod values;
 
 pub use values::{
-    check_user_key, expand_home, parse_interval, parse_metadata, yaml_number_to_python, ByteLimit,
-    Count, DurationMs, Fields, Optional, Port, Retries, Setting, DEFAULT_POLLING_INTERVAL, MAX_MS,
-    MAX_READ_BYTES,
+    check_user_key, expand_home, parse_interval, parse_metadata, parse_naming,
+    yaml_number_to_python, ByteLimit, Count, DurationMs, Fields, Naming, Optional, Port, Retries,
+    Setting, DEFAULT_POLLING_INTERVAL, MAX_MS, MAX_READ_BYTES,
 };
 
 use std::collections::HashMap;

@@ -128,6 +128,40 @@ pub fn check_user_key(doc: &mut Document, path: &YamlPath, key: &str) -> bool {
     }
 }
 
+/// The optional `description` and `units` written beside a configured key
+/// (a register, an OID): the name and unit `pattoo-agentd translations`
+/// prints for it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Naming {
+    pub description: Option<String>,
+    pub units: Option<String>,
+}
+
+/// Reads `description` and `units` of the entry at `path`; a blank one is
+/// refused, since pattoo would store it as `nan`.
+pub fn parse_naming(
+    doc: &mut Document,
+    path: &YamlPath,
+    description: Option<&str>,
+    units: Option<&str>,
+) -> Option<Naming> {
+    let mut ok = true;
+    let mut read = |name: &str, text: Option<&str>| {
+        let text = text.map(str::trim)?;
+        if text.is_empty() {
+            doc.error(&path.key(name), "must not be empty: leave it out instead");
+            ok = false;
+            return None;
+        }
+        Some(text.to_owned())
+    };
+    let naming = Naming {
+        description: read("description", description),
+        units: read("units", units),
+    };
+    ok.then_some(naming)
+}
+
 /// The longest any `*_ms` setting may be: a day. Longer is a unit mistake,
 /// and a deadline that far off overflows the clocks it is added to.
 pub const MAX_MS: u64 = 86_400_000;
@@ -459,5 +493,29 @@ mod tests {
                 ))
             );
         }
+    }
+
+    #[test]
+    fn a_blank_description_or_units_is_refused_at_its_key_and_absent_ones_are_none() {
+        let mut doc = Document::parse(Path::new("t.yaml"), "key: a\n").expect("valid YAML");
+        let at = YamlPath::root();
+        assert_eq!(
+            parse_naming(&mut doc, &at, None, None),
+            Some(Naming::default())
+        );
+        assert_eq!(
+            parse_naming(&mut doc, &at, Some(" Voltage "), Some("Volts")),
+            Some(Naming {
+                description: Some("Voltage".to_owned()),
+                units: Some("Volts".to_owned())
+            })
+        );
+        assert_eq!(
+            parse_naming(&mut doc, &at, Some("Voltage"), Some("  ")),
+            None
+        );
+        let errors: Vec<String> = doc.into_errors().iter().map(ToString::to_string).collect();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].contains("units: must not be empty"), "{errors:?}");
     }
 }

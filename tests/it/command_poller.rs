@@ -89,6 +89,7 @@ async fn a_script_printing_each_format_is_parsed() {
                 key: "load".into(),
                 data_type: DataType::Float,
                 metadata: Vec::new(),
+                naming: Default::default(),
             }),
             "this-host load=0.75",
         ),

@@ -13,7 +13,7 @@ fn repo(path: &str) -> PathBuf {
 
 /// The variables of each `{env: NAME}` secret of `example` (outside
 /// comments): `check` refuses a secret that is not there.
-fn env_secrets(example: &str) -> Vec<String> {
+pub(crate) fn env_secrets(example: &str) -> Vec<String> {
     let mut names = Vec::new();
     for line in example.lines() {
         let code = line.split('#').next().unwrap_or_default();
@@ -50,7 +50,7 @@ fn with_secrets(example: &str, dir: &Path) -> String {
 
 /// Loads `example` as the whole `pattoo_agentd.yaml` of a configuration
 /// directory, as `check` does.
-fn load_example(example: &str) -> Result<config::Settings, String> {
+pub(crate) fn load_example(example: &str) -> Result<config::Settings, String> {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().display();
     let text = with_secrets(example, dir.path());

@@ -40,4 +40,5 @@ mod snmp_compat;
 mod snmp_misbehaving;
 mod snmp_poller;
 mod spoke;
+mod translations;
 mod wire_vectors;

@@ -258,7 +258,7 @@ fn polling_groups(doc: &mut Document, path: &YamlPath, groups: Option<&Value>) -
                 host: host.to_owned(),
                 port: DEFAULT_PORT,
                 device: None,
-                target_metadata: Some(Metadata::new("target", name.as_str()).shared()),
+                target_metadata: Some(Metadata::new(super::METADATA[0].0, name.as_str()).shared()),
                 objects: objects.clone(),
             });
         }
@@ -322,6 +322,7 @@ fn points_of(doc: &mut Document, path: &YamlPath, points: &Value) -> Vec<ObjectS
             offset: None,
             data_type: Some(DataType::Float),
             metadata: Vec::new(),
+            naming: Default::default(),
         });
     }
     objects

@@ -12,8 +12,8 @@ use serde_norway::Value;
 use super::object::{ObjectId, MAX_INSTANCE};
 use crate::model::{DataType, Metadata, Text};
 use crate::yaml::{
-    check_user_key, describe, parse_metadata, Count, Document, DurationMs, Fields, Port, Retries,
-    YamlPath,
+    check_user_key, describe, parse_metadata, parse_naming, Count, Document, DurationMs, Fields,
+    Naming, Port, Retries, YamlPath,
 };
 
 /// BACnet/IP's port (0xBAC0), the devices' and by default the poller's.
@@ -91,6 +91,8 @@ pub struct ObjectSettings {
     pub data_type: Option<DataType>,
     /// Attached after the poller's own metadata.
     pub metadata: Vec<Metadata>,
+    /// Its name and unit for `translations`.
+    pub naming: Naming,
 }
 
 impl BacnetSettings {
@@ -159,6 +161,8 @@ struct RawObject {
     offset: Option<f64>,
     data_type: Option<DataType>,
     metadata: Option<Value>,
+    description: Option<String>,
+    units: Option<String>,
 }
 
 impl BacnetSettings {
@@ -405,6 +409,8 @@ fn parse_object(
             offset: None,
             data_type: None,
             metadata: None,
+            description: None,
+            units: None,
         },
         Value::Mapping(_) => doc.deserialize(path, value)?,
         other => {
@@ -459,6 +465,7 @@ fn parse_object(
             .map(Metadata::shared)
             .collect(),
     };
+    let naming = parse_naming(doc, path, raw.description.as_deref(), raw.units.as_deref())?;
     Some((
         ObjectSettings {
             object,
@@ -467,6 +474,7 @@ fn parse_object(
             offset: raw.offset,
             data_type: raw.data_type,
             metadata,
+            naming,
         },
         key,
     ))

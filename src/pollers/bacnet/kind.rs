@@ -3,6 +3,7 @@
 use serde_norway::Value;
 
 use super::{compat, BacnetError, BacnetPoller, BacnetSettings};
+use crate::model::translation::{readable, Language, Translation, LABEL_UNITS};
 use crate::pollers::{DropIn, Example, Kind, Polled, PollerEnv, PollerSettings};
 use crate::yaml::{Document, YamlPath};
 
@@ -29,6 +30,38 @@ impl Kind for Bacnet {
 
     fn parse(doc: &mut Document, path: &YamlPath, value: &Value) -> Option<BacnetSettings> {
         BacnetSettings::parse(doc, path, value)
+    }
+
+    /// Each object by its `description` and `units`, or by its type and
+    /// instance; the metadata keys.
+    fn translations(settings: &BacnetSettings, language: Language) -> Vec<Translation> {
+        let Language::English = language;
+        let mut names: Vec<Translation> = super::METADATA
+            .iter()
+            .map(|(key, name)| Translation::metadata(*key, *name, LABEL_UNITS))
+            .collect();
+        for object in settings.targets.iter().flat_map(|t| t.objects.iter()) {
+            let name = object.naming.description.clone().unwrap_or_else(|| {
+                format!(
+                    "{} ({} {})",
+                    readable(&object.key),
+                    object.object.object_type.name(),
+                    object.object.instance
+                )
+            });
+            let type_name = object.object.object_type.name();
+            let state = type_name.starts_with("binary") || type_name.starts_with("multi-state");
+            let units = object.naming.units.as_deref().unwrap_or(if state {
+                "State"
+            } else {
+                "Value"
+            });
+            names.push(Translation::datapoint(object.key.to_string(), name, units));
+            names.extend(object.metadata.iter().map(|item| {
+                Translation::metadata(item.key.to_string(), readable(&item.key), LABEL_UNITS)
+            }));
+        }
+        names
     }
 
     fn describe(settings: &BacnetSettings) -> String {

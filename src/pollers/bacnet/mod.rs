@@ -54,6 +54,15 @@
 //!   read once while the poller keeps the device); another instance is
 //!   logged as an error and nothing is posted for that target.
 
+/// The metadata keys a BACnet datapoint may carry, with their English
+/// names: the Python agent's target, the device instance, the object's
+/// name.
+pub const METADATA: [(&str, &str); 3] = [
+    ("target", "BACnet Target"),
+    ("device", "BACnet Device"),
+    ("object_name", "BACnet Object Name"),
+];
+
 mod client;
 pub mod compat;
 mod config;
@@ -326,12 +335,12 @@ fn datapoint(
     let mut metadata = Vec::with_capacity(3 + object.metadata.len());
     metadata.extend(target.target_metadata.iter().cloned());
     if let Some(device) = target.device {
-        metadata.push(Metadata::new("device", device.to_string()));
+        metadata.push(Metadata::new(METADATA[1].0, device.to_string()));
     }
     if let Some(name) = name {
         metadata.push(match settings.names {
-            Names::Python { .. } => Metadata::new("object_name", name),
-            _ => Metadata::without_checksum("object_name", name),
+            Names::Python { .. } => Metadata::new(METADATA[2].0, name),
+            _ => Metadata::without_checksum(METADATA[2].0, name),
         });
     }
     metadata.extend(object.metadata.iter().cloned());

@@ -3,6 +3,7 @@
 use serde_norway::Value;
 
 use super::{CommandError, CommandPoller, CommandSettings};
+use crate::model::translation::{Language, Translation};
 use crate::pollers::{Example, Kind, Polled, PollerEnv, PollerSettings};
 use crate::yaml::{Document, YamlPath};
 
@@ -27,6 +28,12 @@ impl Kind for Command {
 
     fn parse(doc: &mut Document, path: &YamlPath, value: &Value) -> Option<CommandSettings> {
         CommandSettings::parse(doc, path, value)
+    }
+
+    /// The keys its format's configuration lists.
+    fn translations(settings: &CommandSettings, language: Language) -> Vec<Translation> {
+        let Language::English = language;
+        settings.format.translations()
     }
 
     fn describe(settings: &CommandSettings) -> String {

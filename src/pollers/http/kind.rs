@@ -3,6 +3,7 @@
 use serde_norway::Value;
 
 use super::{HttpError, HttpPoller, HttpSettings};
+use crate::model::translation::{Language, Translation, LABEL_UNITS};
 use crate::pollers::{Example, Kind, Polled, PollerEnv, PollerSettings};
 use crate::yaml::{Document, YamlPath};
 
@@ -26,6 +27,28 @@ impl Kind for Http {
 
     fn parse(doc: &mut Document, path: &YamlPath, value: &Value) -> Option<HttpSettings> {
         HttpSettings::parse(doc, path, value)
+    }
+
+    /// The configured format's keys, the measurements when on, and the
+    /// `url_metadata` key.
+    fn translations(settings: &HttpSettings, language: Language) -> Vec<Translation> {
+        let Language::English = language;
+        let mut names = settings
+            .format
+            .as_ref()
+            .map(|format| format.translations())
+            .unwrap_or_default();
+        if settings.measurements {
+            names.extend(
+                super::MEASUREMENTS
+                    .iter()
+                    .map(|(key, name, units)| Translation::datapoint(*key, *name, *units)),
+            );
+        }
+        if let Some(key) = &settings.url_metadata {
+            names.push(Translation::metadata(key, "URL", LABEL_UNITS));
+        }
+        names
     }
 
     fn describe(settings: &HttpSettings) -> String {

@@ -20,6 +20,15 @@
 //!   failing URL still gives its `up` = 0, so an outage is data, not a gap.
 //! - The datapoints' target is the URL's host unless `target:` is set.
 
+/// The datapoints `measurements: true` adds for each URL: key, name and
+/// unit (`translations` names them from here).
+pub const MEASUREMENTS: [(&str, &str, &str); 4] = [
+    ("response_time_ms", "HTTP Response Time", "Milliseconds"),
+    ("http_status", "HTTP Status Code", "Code"),
+    ("body_bytes", "HTTP Response Size", "Bytes"),
+    ("up", "HTTP Endpoint Up", "State"),
+];
+
 mod config;
 mod kind;
 
@@ -340,25 +349,26 @@ impl Shared {
                 }
             };
             let up = matches!(&fetched, Ok(response) if response.status.is_success());
+            let [response_time, status, body_bytes, up_key] = MEASUREMENTS.map(|m| m.0);
             data.datapoints.push(measured(
-                "response_time_ms",
+                response_time,
                 Value::Float((elapsed_ms * 1000.0).round() / 1000.0),
                 DataType::Float,
             ));
             if let Ok(response) = &fetched {
                 data.datapoints.push(measured(
-                    "http_status",
+                    status,
                     Value::Int(i64::from(response.status.as_u16())),
                     DataType::Int,
                 ));
                 data.datapoints.push(measured(
-                    "body_bytes",
+                    body_bytes,
                     Value::Int(response.body.len() as i64),
                     DataType::Int,
                 ));
             }
             data.datapoints
-                .push(measured("up", Value::Int(i64::from(up)), DataType::Int));
+                .push(measured(up_key, Value::Int(i64::from(up)), DataType::Int));
             outcome.targets.push(data);
         }
         let response = match fetched {

@@ -321,6 +321,7 @@ fn parse_registers(
             key: crate::model::Text::from(format!("{}_{number}", table.name())).shared(),
             metadata: Vec::new(),
             unit: None,
+            naming: Default::default(),
         });
     }
 }

@@ -13,7 +13,8 @@ use super::decode::{Order, ValueType};
 use crate::model::{DataType, Metadata, Text};
 use crate::yaml::describe;
 use crate::yaml::{
-    check_user_key, parse_metadata, Document, DurationMs, Fields, Port, Setting, YamlPath,
+    check_user_key, parse_metadata, parse_naming, Document, DurationMs, Fields, Naming, Port,
+    Setting, YamlPath,
 };
 
 pub const DEFAULT_PORT: u16 = 502;
@@ -175,6 +176,8 @@ pub struct RegisterSettings {
     pub metadata: Vec<Metadata>,
     /// Overrides the target's unit for this register.
     pub unit: Option<u8>,
+    /// Its name and unit for `translations`.
+    pub naming: Naming,
 }
 
 #[derive(Deserialize)]
@@ -222,6 +225,8 @@ struct RawRegister {
     key: Option<String>,
     metadata: Option<Value>,
     unit: Option<u8>,
+    description: Option<String>,
+    units: Option<String>,
 }
 
 impl ModbusSettings {
@@ -944,6 +949,8 @@ fn parse_register(
         ),
     };
     let metadata = register_metadata(doc, path, raw.metadata.as_ref(), &mut ok);
+    let naming = parse_naming(doc, path, raw.description.as_deref(), raw.units.as_deref());
+    ok &= naming.is_some();
 
     ok.then_some(RegisterSettings {
         address,
@@ -955,6 +962,7 @@ fn parse_register(
         key: Text::from(key).shared(),
         metadata: metadata.iter().map(Metadata::shared).collect(),
         unit: raw.unit,
+        naming: naming?,
     })
 }
 
@@ -973,6 +981,8 @@ fn register_entry(doc: &mut Document, path: &YamlPath, entry: &Value) -> Option<
             key: None,
             metadata: None,
             unit: None,
+            description: None,
+            units: None,
         }),
         Value::Mapping(_) => doc.deserialize(path, entry),
         other => {

@@ -3,6 +3,8 @@
 use serde_norway::Value;
 
 use super::{compat, ModbusError, ModbusPoller, ModbusSettings};
+use crate::model::translation::{readable, Language, Translation, LABEL_UNITS};
+use crate::model::DataType;
 use crate::pollers::{DropIn, Example, Kind, Polled, PollerEnv, PollerSettings};
 use crate::yaml::{Document, YamlPath};
 
@@ -52,6 +54,46 @@ impl Kind for Modbus {
     /// figures have carried, so their series go on.
     fn label(_settings: &ModbusSettings) -> &'static str {
         "modbus_tcp"
+    }
+
+    /// Each register by its `description` and `units`, or by its table and
+    /// address; the unit id and each register's metadata keys.
+    fn translations(settings: &ModbusSettings, language: Language) -> Vec<Translation> {
+        let Language::English = language;
+        let mut names = vec![Translation::metadata(
+            super::UNIT_METADATA_KEY,
+            "Modbus Unit ID",
+            LABEL_UNITS,
+        )];
+        for register in settings.targets.iter().flat_map(|t| t.registers.iter()) {
+            let table = register.address.table;
+            let number = table.modicon(register.address.offset);
+            let where_ = format!("{} {number}", readable(table.name()));
+            let key: &str = &register.key;
+            let name = match &register.naming.description {
+                Some(description) => description.clone(),
+                None if key == format!("{}_{number}", table.name()) => where_,
+                None => format!("{} ({})", readable(key), where_.to_lowercase()),
+            };
+            let units = register.naming.units.clone().unwrap_or_else(|| {
+                match register.data_type {
+                    DataType::Counter | DataType::Counter64 => "Count / Second",
+                    DataType::String => "Text",
+                    _ if table.is_bits() => "State",
+                    _ => "Value",
+                }
+                .to_owned()
+            });
+            names.push(Translation::datapoint(key, name, units));
+            for item in &register.metadata {
+                names.push(Translation::metadata(
+                    item.key.to_string(),
+                    readable(&item.key),
+                    LABEL_UNITS,
+                ));
+            }
+        }
+        names
     }
 
     /// Pollers naming one serial port must agree on its line settings.

@@ -71,6 +71,9 @@
 
 pub mod address;
 pub mod compat;
+/// The metadata key of the Modbus unit (slave) id every datapoint carries.
+pub const UNIT_METADATA_KEY: &str = "unit";
+
 mod config;
 pub mod connection;
 pub mod decode;
@@ -180,7 +183,8 @@ impl ModbusPoller {
                     None => {
                         groups.push(ReadGroup {
                             unit,
-                            unit_metadata: Metadata::new("unit", format!("{unit:03}")).shared(),
+                            unit_metadata: Metadata::new(UNIT_METADATA_KEY, format!("{unit:03}"))
+                                .shared(),
                             table,
                             items: Vec::new(),
                             uses: Vec::new(),

@@ -238,6 +238,7 @@ fn nodes(doc: &Document, at: &YamlPath, nodes: Option<&Value>) -> Vec<NodeSettin
             address,
             node_id,
             post: Post::Python { multiplier },
+            naming: Default::default(),
         });
     }
     result

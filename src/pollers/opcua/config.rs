@@ -13,7 +13,9 @@ use serde_norway::Value;
 use super::convert::{PyMultiplier, Scale};
 use crate::model::{DataType, Metadata};
 use crate::secret::{self, SecretSource};
-use crate::yaml::{check_user_key, parse_metadata, Document, DurationMs, Fields, YamlPath};
+use crate::yaml::{
+    check_user_key, parse_metadata, parse_naming, Document, DurationMs, Fields, Naming, YamlPath,
+};
 
 pub const DEFAULT_PORT: u16 = 4840;
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -60,6 +62,8 @@ pub struct NodeSettings {
     /// The datapoint key.
     pub key: String,
     pub post: Post,
+    /// Its name and unit for `translations`.
+    pub naming: Naming,
 }
 
 /// How a value read is posted.
@@ -229,6 +233,8 @@ struct RawNode {
     offset: Option<f64>,
     data_type: Option<DataType>,
     metadata: Option<Value>,
+    description: Option<String>,
+    units: Option<String>,
 }
 
 impl OpcuaSettings {
@@ -390,6 +396,10 @@ fn parse_nodes(doc: &mut Document, path: &YamlPath, raw: &[RawNode]) -> Vec<Node
                 None => continue,
             },
         };
+        let Some(naming) = parse_naming(doc, &at, node.description.as_deref(), node.units.as_deref())
+        else {
+            continue;
+        };
         nodes.push(NodeSettings {
             address,
             node_id: Some(node_id),
@@ -402,6 +412,7 @@ fn parse_nodes(doc: &mut Document, path: &YamlPath, raw: &[RawNode]) -> Vec<Node
                 data_type,
                 metadata,
             },
+            naming,
         });
     }
     nodes

@@ -3,6 +3,7 @@
 use serde_norway::Value;
 
 use super::{compat, OpcuaError, OpcuaPoller, OpcuaSettings};
+use crate::model::translation::{readable, Language, Translation, LABEL_UNITS};
 use crate::pollers::{DropIn, Example, Kind, Polled, PollerEnv, PollerSettings};
 use crate::yaml::{Document, YamlPath};
 
@@ -28,6 +29,33 @@ impl Kind for Opcua {
 
     fn parse(doc: &mut Document, path: &YamlPath, value: &Value) -> Option<OpcuaSettings> {
         OpcuaSettings::parse(doc, path, value)
+    }
+
+    /// Each node by its `description` and `units`, or by its address; the
+    /// server and node metadata keys.
+    fn translations(settings: &OpcuaSettings, language: Language) -> Vec<Translation> {
+        let Language::English = language;
+        let mut names = vec![
+            Translation::metadata(compat::SERVER_KEY, "OPC UA Server", LABEL_UNITS),
+            Translation::metadata(super::NODE_METADATA_KEY, "OPC UA Node", LABEL_UNITS),
+        ];
+        for node in settings.servers.iter().flat_map(|s| s.nodes.iter()) {
+            let name = node.naming.description.clone().unwrap_or_else(|| {
+                if node.key == node.address {
+                    format!("OPC UA Node {}", node.address)
+                } else {
+                    format!("{} (OPC UA Node {})", readable(&node.key), node.address)
+                }
+            });
+            let units = node.naming.units.as_deref().unwrap_or("Value");
+            names.push(Translation::datapoint(node.key.clone(), name, units));
+            if let super::config::Post::Native { metadata, .. } = &node.post {
+                names.extend(metadata.iter().map(|item| {
+                    Translation::metadata(item.key.to_string(), readable(&item.key), LABEL_UNITS)
+                }));
+            }
+        }
+        names
     }
 
     fn describe(settings: &OpcuaSettings) -> String {

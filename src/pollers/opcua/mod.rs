@@ -47,6 +47,10 @@
 //!   and status. Whatever was read is posted.
 
 pub mod compat;
+/// The metadata key of a native poller's datapoint: the node it was read
+/// from.
+pub const NODE_METADATA_KEY: &str = "opcua_node";
+
 mod config;
 pub mod convert;
 mod kind;
@@ -204,7 +208,7 @@ async fn poll_server(
                 Ok((value, data_type)) => {
                     let mut point =
                         DataPoint::new(node.key.as_str(), value, data_type, timestamp_ms)
-                            .with_metadata(Metadata::new("opcua_node", address));
+                            .with_metadata(Metadata::new(NODE_METADATA_KEY, address));
                     point.metadata.extend(metadata.iter().map(Metadata::shared));
                     target.datapoints.push(point);
                 }

@@ -3,7 +3,8 @@
 use serde_norway::Value;
 
 use super::{compat, OsError, OsPoller, OsSettings};
-use crate::pollers::{DropIn, Example, Kind, Polled, PollerEnv, PollerSettings};
+use crate::model::translation::{Language, Translation};
+use crate::pollers::{ProgramTranslations, DropIn, Example, Kind, Polled, PollerEnv, PollerSettings};
 use crate::yaml::{Document, YamlPath};
 
 /// `type: os`: this host's CPU, memory, swap, partitions, disks and
@@ -32,6 +33,25 @@ impl Kind for Os {
 
     fn parse(doc: &mut Document, path: &YamlPath, value: &Value) -> Option<OsSettings> {
         OsSettings::parse(doc, path, value)
+    }
+
+    fn translations(_settings: &OsSettings, language: Language) -> Vec<Translation> {
+        super::translations::translations(language)
+    }
+
+    /// The Python OS agents' programs, both families (`pattoo_agent_os_*`,
+    /// and `pattoo_agent_linux_*` since pattoo renamed them), autonomous
+    /// and spoke alike.
+    fn program_translations(language: Language) -> ProgramTranslations {
+        [
+            super::OS_AUTONOMOUSD,
+            super::OS_SPOKED,
+            super::LINUX_AUTONOMOUSD,
+            super::LINUX_SPOKED,
+        ]
+        .into_iter()
+        .map(|program| (program, super::translations::translations(language)))
+        .collect()
     }
 
     fn describe(settings: &OsSettings) -> String {

@@ -23,6 +23,7 @@ mod compat;
 mod config;
 pub mod host;
 mod kind;
+mod translations;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -179,6 +180,38 @@ const SWAP_FIELDS: [&str; 6] = ["total", "used", "free", "percent", "sin", "sout
 const CPU_STATS_FIELDS: [&str; 4] = ["ctx_switches", "interrupts", "soft_interrupts", "syscalls"];
 const USAGE_FIELDS: [&str; 4] = ["total", "used", "free", "percent"];
 
+/// The datapoint keys made of a prefix and fields, `{prefix}_{field}`.
+const KEY_GROUPS: [(&str, &[&str]); 8] = [
+    ("cpu_times_percent", &CPU_FIELDS),
+    ("cpu_times", &CPU_FIELDS),
+    ("cpu_stats", &CPU_STATS_FIELDS),
+    ("memory", &MEMORY_FIELDS),
+    ("swap_memory", &SWAP_FIELDS),
+    ("disk_partition_disk_usage", &USAGE_FIELDS),
+    ("disk_io", &DISK_FIELDS),
+    ("network_io", &NIC_FIELDS),
+];
+/// The host-wide datapoints besides those: processes, the three load
+/// averages, the CPU frequency.
+const SYSTEM_KEYS: [&str; 5] = [
+    "process_count",
+    "load_average_01min",
+    "load_average_05min",
+    "load_average_15min",
+    "cpu_frequency",
+];
+/// The metadata every datapoint carries, in order.
+const HOST_METADATA: [&str; 6] = ["release", "version", "processor", "type", "cpus", "hostname"];
+/// The metadata of a partition's, a disk's and an interface's datapoints.
+const PART_METADATA: [&str; 6] = [
+    "disk_partition_device",
+    "disk_partition_mountpoint",
+    "disk_partition_fstype",
+    "disk_partition_opts",
+    "disk_partition",
+    "network_io_interface",
+];
+
 impl Keys {
     fn new() -> Keys {
         let keys = |prefix: &str, fields: &[&str]| -> Vec<Text> {
@@ -187,15 +220,17 @@ impl Keys {
                 .map(|field| Text::Shared(Arc::from(format!("{prefix}_{field}"))))
                 .collect()
         };
+        let [cpu_percent, cpu_times, cpu_stats, memory, swap, partition, disk, nic] =
+            KEY_GROUPS.map(|(prefix, fields)| keys(prefix, fields));
         Keys {
-            cpu_percent: keys("cpu_times_percent", &CPU_FIELDS),
-            cpu_times: keys("cpu_times", &CPU_FIELDS),
-            cpu_stats: keys("cpu_stats", &CPU_STATS_FIELDS),
-            memory: keys("memory", &MEMORY_FIELDS),
-            swap: keys("swap_memory", &SWAP_FIELDS),
-            partition: keys("disk_partition_disk_usage", &USAGE_FIELDS),
-            disk: keys("disk_io", &DISK_FIELDS),
-            nic: keys("network_io", &NIC_FIELDS),
+            cpu_percent,
+            cpu_times,
+            cpu_stats,
+            memory,
+            swap,
+            partition,
+            disk,
+            nic,
         }
     }
 }
@@ -317,15 +352,15 @@ impl OsPoller {
     /// The metadata every datapoint carries (M in the spec), in order.
     fn host_metadata(&self) -> Vec<Metadata> {
         let mut metadata = vec![
-            Metadata::without_checksum("release", self.facts.release.as_str()).shared(),
-            Metadata::without_checksum("version", self.facts.version.as_str()).shared(),
-            Metadata::new("processor", self.facts.processor.as_str()).shared(),
-            Metadata::new("type", self.facts.system.as_str()).shared(),
+            Metadata::without_checksum(HOST_METADATA[0], self.facts.release.as_str()).shared(),
+            Metadata::without_checksum(HOST_METADATA[1], self.facts.version.as_str()).shared(),
+            Metadata::new(HOST_METADATA[2], self.facts.processor.as_str()).shared(),
+            Metadata::new(HOST_METADATA[3], self.facts.system.as_str()).shared(),
         ];
         if let Some(cpus) = online_cpus() {
-            metadata.push(Metadata::new("cpus", cpus.to_string()).shared());
+            metadata.push(Metadata::new(HOST_METADATA[4], cpus.to_string()).shared());
         }
-        metadata.push(Metadata::new("hostname", self.hostname.as_str()).shared());
+        metadata.push(Metadata::new(HOST_METADATA[5], self.hostname.as_str()).shared());
         metadata
     }
 
@@ -374,7 +409,7 @@ impl OsPoller {
                     .filter_map(Result::ok)
                     .filter(|entry| entry.file_name().to_str().is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit())))
                     .count();
-                reading.point(&Text::Static("process_count"), Value::UInt(count as u64), DataType::Int, now, shared(host));
+                reading.point(&Text::Static(SYSTEM_KEYS[0]), Value::UInt(count as u64), DataType::Int, now, shared(host));
             }
             Err(error) => reading
                 .errors
@@ -382,8 +417,9 @@ impl OsPoller {
         }
         match self.read("loadavg").map(|text| host::parse_loadavg(&text)) {
             Ok(Some(averages)) => {
-                for (key, average) in ["load_average_01min", "load_average_05min", "load_average_15min"]
-                    .into_iter()
+                for (key, average) in SYSTEM_KEYS[1..4]
+                    .iter()
+                    .copied()
                     .zip(averages)
                 {
                     reading.point(&Text::Static(key), Value::Float(average), DataType::Int, now, shared(host));
@@ -397,7 +433,7 @@ impl OsPoller {
         // Where neither cpufreq nor /proc/cpuinfo has a frequency (common
         // on ARM) Python's poll died here; this leaves the datapoint out.
         if let Some(mhz) = self.cpu_frequency_mhz() {
-            reading.point(&Text::Static("cpu_frequency"), Value::Float(mhz), DataType::Float, now, shared(host));
+            reading.point(&Text::Static(SYSTEM_KEYS[4]), Value::Float(mhz), DataType::Float, now, shared(host));
         }
     }
 
@@ -553,10 +589,10 @@ impl OsPoller {
             };
             let now = now_ms();
             let mut metadata = vec![
-                Metadata::new("disk_partition_device", mount.device).shared(),
-                Metadata::new("disk_partition_mountpoint", mount.mountpoint).shared(),
-                Metadata::new("disk_partition_fstype", mount.fstype).shared(),
-                Metadata::new("disk_partition_opts", mount.opts).shared(),
+                Metadata::new(PART_METADATA[0], mount.device).shared(),
+                Metadata::new(PART_METADATA[1], mount.mountpoint).shared(),
+                Metadata::new(PART_METADATA[2], mount.fstype).shared(),
+                Metadata::new(PART_METADATA[3], mount.opts).shared(),
             ];
             metadata.extend(shared(host));
             for (i, value) in usage.into_iter().enumerate() {
@@ -667,7 +703,7 @@ impl OsPoller {
                 continue;
             }
             let mut metadata = shared(host);
-            metadata.push(Metadata::new("disk_partition", name).shared());
+            metadata.push(Metadata::new(PART_METADATA[4], name).shared());
             for (i, value) in counters.into_iter().enumerate() {
                 reading.point(&self.keys.disk[i], Value::UInt(value), DataType::Counter64, now, shared(&metadata));
             }
@@ -694,7 +730,7 @@ impl OsPoller {
                 continue;
             }
             let mut metadata = shared(host);
-            metadata.push(Metadata::new("network_io_interface", name.as_str()).shared());
+            metadata.push(Metadata::new(PART_METADATA[5], name.as_str()).shared());
             for (i, value) in counters.into_iter().enumerate() {
                 reading.point(&self.keys.nic[i], Value::UInt(value), DataType::Counter64, now, shared(&metadata));
             }

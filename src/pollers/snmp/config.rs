@@ -12,8 +12,8 @@ use super::oid::{dotted, oid_from_text};
 use crate::model::{DataType, Metadata};
 use crate::secret::{self, SecretSource};
 use crate::yaml::{
-    check_user_key, describe, parse_metadata, Count, Document, DurationMs, Fields, Port, Retries,
-    YamlPath,
+    check_user_key, describe, parse_metadata, parse_naming, Count, Document, DurationMs, Fields,
+    Naming, Port, Retries, YamlPath,
 };
 
 pub const DEFAULT_PORT: u16 = 161;
@@ -151,6 +151,8 @@ pub struct Column {
     pub offset: Option<f64>,
     pub data_type: Option<DataType>,
     pub metadata: Vec<Metadata>,
+    /// Its name and unit for `translations`.
+    pub naming: Naming,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -327,6 +329,8 @@ struct RawColumn {
     offset: Option<f64>,
     data_type: Option<DataType>,
     metadata: Option<Value>,
+    description: Option<String>,
+    units: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -726,6 +730,7 @@ fn column(doc: &mut Document, path: &YamlPath, raw: &RawColumn, in_table: bool) 
         None | Some(Value::Null) => Some(Vec::new()),
         Some(value) => parse_metadata(doc, &path.key("metadata"), value),
     };
+    let naming = parse_naming(doc, path, raw.description.as_deref(), raw.units.as_deref());
     for (name, value) in [("multiplier", raw.multiplier), ("offset", raw.offset)] {
         if value.is_some_and(|v| !v.is_finite()) {
             doc.error(&path.key(name), "expected a finite number");
@@ -740,6 +745,7 @@ fn column(doc: &mut Document, path: &YamlPath, raw: &RawColumn, in_table: bool) 
         offset: raw.offset,
         data_type: raw.data_type,
         metadata: metadata?,
+        naming: naming?,
     })
 }
 
@@ -759,6 +765,7 @@ pub fn if_mib_preset() -> Table {
                 offset: None,
                 data_type: None,
                 metadata: Vec::new(),
+                naming: Naming::default(),
             })
             .collect(),
         labels: super::ifmib::PRESET_LABELS

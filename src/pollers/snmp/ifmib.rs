@@ -179,7 +179,7 @@ pub fn python_datapoints(walks: &[Vec<VarBind>], timestamp_ms: u64) -> Vec<DataP
                 Err(_) => continue,
             };
             let mut datapoint = DataPoint::new(key.clone(), value, data_type, timestamp_ms)
-                .with_metadata(Metadata::new(Text::Static("oid"), dotted(&varbind.oid)));
+                .with_metadata(Metadata::new(Text::Static(super::OID_METADATA_KEY), dotted(&varbind.oid)));
             // The emptiness test comes before stripping, as in Python: an
             // all-blank alias is posted as "".
             if !descr.is_empty() {

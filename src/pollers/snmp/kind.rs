@@ -3,6 +3,7 @@
 use serde_norway::Value;
 
 use super::{compat, SnmpError, SnmpPoller, SnmpSettings};
+use crate::model::translation::{Language, Translation};
 use crate::pollers::{DropIn, Example, Kind, Polled, PollerEnv, PollerSettings};
 use crate::yaml::{Document, YamlPath};
 
@@ -31,6 +32,10 @@ impl Kind for Snmp {
 
     fn describe(settings: &SnmpSettings) -> String {
         settings.describe()
+    }
+
+    fn translations(settings: &SnmpSettings, language: Language) -> Vec<Translation> {
+        super::translations::translations(settings, language)
     }
 
     fn build(

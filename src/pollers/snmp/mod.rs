@@ -75,6 +75,11 @@
 //!   failures and other v3 reports, error statuses, `noSuchObject`,
 //!   `noSuchInstance`. Whatever was read is posted.
 
+/// The metadata key of a walked value's instance OID.
+pub const OID_METADATA_KEY: &str = "oid";
+/// The metadata key of a table row's index.
+pub const INDEX_METADATA_KEY: &str = "index";
+
 pub mod compat;
 mod config;
 pub mod convert;
@@ -82,6 +87,7 @@ pub mod ifmib;
 mod kind;
 mod oid;
 mod screen;
+mod translations;
 mod transport;
 
 use std::collections::{BTreeMap, HashSet};
@@ -638,7 +644,7 @@ impl Session<'_> {
                     let (value, data_type) = convert::python_snmpd(reading, *multiplier);
                     out.push(
                         DataPoint::new(address.clone(), value, data_type, now_ms()).with_metadata(
-                            Metadata::new(Text::Static("oid"), dotted(&varbind.oid)),
+                            Metadata::new(Text::Static(OID_METADATA_KEY), dotted(&varbind.oid)),
                         ),
                     );
                 }
@@ -646,7 +652,7 @@ impl Session<'_> {
             Read::PythonIfMib => {}
             Read::Walk(column) => {
                 for varbind in self.walk(&column.oid).await.unwrap_or_default() {
-                    let instance = Metadata::new(Text::Static("oid"), dotted(&varbind.oid));
+                    let instance = Metadata::new(Text::Static(OID_METADATA_KEY), dotted(&varbind.oid));
                     self.push(column, &varbind, vec![instance], out);
                 }
             }
@@ -767,7 +773,7 @@ impl Session<'_> {
                     .map(|n| n.to_string())
                     .collect::<Vec<_>>()
                     .join(".");
-                let mut metadata = vec![Metadata::new(Text::Static("index"), index_text)];
+                let mut metadata = vec![Metadata::new(Text::Static(INDEX_METADATA_KEY), index_text)];
                 for (label, label_rows) in &labels {
                     let Some(vb) = label_rows.get(index) else {
                         continue;
