@@ -22,6 +22,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{reload, Layer, Registry};
 
 use crate::config::LogLevel;
+use crate::pollers::KINDS;
 
 /// Log files kept: a week of daily files.
 const KEPT_LOG_FILES: usize = 7;
@@ -39,12 +40,11 @@ pub fn level_filter(level: LogLevel) -> LevelFilter {
 
 /// The configured level applies to the agent's own messages; libraries
 /// (HTTP, TLS, Modbus) only say something at WARN and above, or a `debug`
-/// log would be mostly connection-pool chatter.
+/// log would be mostly connection-pool chatter. The protocol libraries
+/// that log failures their poller logs again with its poller, target and
+/// address (each kind's `QUIET_LIBRARIES`) speak only when debugging.
 fn filter(level: LevelFilter) -> Targets {
-    // The SNMP library logs each failed request itself, at ERROR for a
-    // timeout; the SNMP poller logs the same failure with the poller,
-    // target and OID, so the library speaks only when debugging.
-    let snmp_library = if level >= LevelFilter::DEBUG {
+    let quiet = if level >= LevelFilter::DEBUG {
         level
     } else {
         LevelFilter::OFF
@@ -52,13 +52,11 @@ fn filter(level: LevelFilter) -> Targets {
     Targets::new()
         .with_default(level.min(LevelFilter::WARN))
         .with_target(env!("CARGO_CRATE_NAME"), level)
-        .with_target("async_snmp", snmp_library)
-        // The OPC UA library logs connection failures the OPC UA poller
-        // logs with its server, and a missing client certificate even
-        // where security None needs none.
         .with_targets(
-            ["opcua_client", "opcua_core", "opcua_crypto", "opcua_types"]
-                .map(|t| (t, snmp_library)),
+            KINDS
+                .iter()
+                .flat_map(|kind| kind.quiet_libraries)
+                .map(|&library| (library, quiet)),
         )
 }
 

@@ -126,6 +126,10 @@ pub trait Kind {
     /// The kind's section of the manual page, in roff, starting with its
     /// `.SH` line.
     const MANUAL: &'static str;
+    /// Log targets of the kind's protocol library that log, without the
+    /// poller, target and address, failures the poller logs with them;
+    /// they are heard only at the `debug` level.
+    const QUIET_LIBRARIES: &'static [&'static str] = &[];
 
     /// Validated settings, one per configured poller.
     type Settings: std::fmt::Debug + Clone + PartialEq;
@@ -215,6 +219,8 @@ pub struct KindInfo {
     pub drop_ins: &'static [DropIn],
     pub examples: &'static [Example],
     pub manual: &'static str,
+    /// See [`Kind::QUIET_LIBRARIES`].
+    pub quiet_libraries: &'static [&'static str],
     /// See [`Kind::program_translations`].
     pub program_translations: fn(Language) -> ProgramTranslations,
 }
@@ -248,6 +254,7 @@ macro_rules! kinds {
                 drop_ins: <$module::$kind as Kind>::DROP_INS,
                 examples: <$module::$kind as Kind>::EXAMPLES,
                 manual: <$module::$kind as Kind>::MANUAL,
+                quiet_libraries: <$module::$kind as Kind>::QUIET_LIBRARIES,
                 program_translations: <$module::$kind as Kind>::program_translations,
             },
         )*];

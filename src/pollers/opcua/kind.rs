@@ -22,6 +22,10 @@ impl Kind for Opcua {
         text: include_str!("example.yaml"),
     }];
     const MANUAL: &'static str = include_str!("manual.roff");
+    /// async-opcua logs connection failures, and a missing client
+    /// certificate even where security None needs none.
+    const QUIET_LIBRARIES: &'static [&'static str] =
+        &["opcua_client", "opcua_core", "opcua_crypto", "opcua_types"];
 
     type Settings = OpcuaSettings;
     type Poller = OpcuaPoller;

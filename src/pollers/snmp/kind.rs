@@ -21,6 +21,8 @@ impl Kind for Snmp {
         text: include_str!("example.yaml"),
     }];
     const MANUAL: &'static str = include_str!("manual.roff");
+    /// async-snmp logs each failed request itself, at ERROR for a timeout.
+    const QUIET_LIBRARIES: &'static [&'static str] = &["async_snmp"];
 
     type Settings = SnmpSettings;
     type Poller = SnmpPoller;
