@@ -99,6 +99,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             logging::init_stderr(LevelFilter::WARN);
             discover(kind).await
         }
+        Command::SwitchFromPython { root } => {
+            let exe = std::env::current_exe().context("finding this program to poll with")?;
+            let plan = crate::switch::plan(&root, cli.config_dir.as_deref(), &exe)?;
+            std::io::stdout()
+                .write_all(plan.as_bytes())
+                .context("writing the plan to stdout")
+        }
         Command::Completions { shell } => completions(shell),
         Command::Man => {
             let mut stdout = std::io::stdout().lock();

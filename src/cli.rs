@@ -83,6 +83,15 @@ pub enum Command {
         #[arg(long)]
         agents: bool,
     },
+    /// Look at the Python agents on this host (their systemd units,
+    /// configuration, agent ids and cache) and print what switching to
+    /// pattoo-agentd involves: the files it reads, the datapoints one poll
+    /// of each gives, and the commands that switch
+    SwitchFromPython {
+        /// The directory standing for the host's root (for tests)
+        #[arg(long, value_name = "DIR", default_value = "/")]
+        root: PathBuf,
+    },
     /// Find devices on the network and print them as poller configuration
     /// (pollers never do this on their own)
     #[cfg(feature = "bacnet")]
