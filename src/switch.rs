@@ -255,7 +255,10 @@ pub fn plan(root: &Path, config_dir: Option<&Path>, exe: &Path) -> anyhow::Resul
         "Cache: {files} cached body(ies), {bytes} bytes, in {}, replayed once the server answers",
         settings.pattoo.cache_directory.display()
     )?;
-    writeln!(out, "Commands --apply runs:")?;
+    writeln!(
+        out,
+        "Commands that switch (run them yourself; nothing is deleted):"
+    )?;
     for (unit, _) in &reads {
         writeln!(out, "  systemctl stop {}", unit.name)?;
         writeln!(out, "  systemctl disable {}", unit.name)?;

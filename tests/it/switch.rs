@@ -114,7 +114,7 @@ async fn the_plan_names_the_drop_ins_their_datapoints_the_kept_ids_the_cache_and
          Agent ids (kept, so the server keeps the same charts):\n\
          \x20 {root}/var/lib/pattoo/daemon/agent_id/pattoo_agent_modbustcpd.agent_id: kept\n\
          Cache: 2 cached body(ies), BYTES bytes, in {root}/var/lib/pattoo/cache, replayed once the server answers\n\
-         Commands --apply runs:\n\
+         Commands that switch (run them yourself; nothing is deleted):\n\
          \x20 systemctl stop pattoo_agent_modbustcpd.service\n\
          \x20 systemctl disable pattoo_agent_modbustcpd.service\n\
          \x20 systemctl enable --now pattoo-agentd.service\n"
