@@ -133,10 +133,23 @@ pub fn count_datapoints(exe: &Path, config_dir: &Path, poller: &str) -> Result<u
     Ok(count)
 }
 
+/// What switching involves, found by [`plan`].
+#[derive(Debug)]
+pub struct Plan {
+    /// The plan as printed.
+    pub text: String,
+    /// The Python units pattoo-agentd takes over.
+    pub stop: Vec<String>,
+    /// The configuration directory as the host sees it.
+    pub config_dir: PathBuf,
+    /// The daemon directory under the root.
+    pub daemon_dir: PathBuf,
+}
+
 /// The plan: what pattoo-agentd would read, keep and replay, and the
 /// commands that switch. `config_dir` is `--config-dir` if given; `exe` is
 /// the pattoo-agentd that polls once per drop-in.
-pub fn plan(root: &Path, config_dir: Option<&Path>, exe: &Path) -> anyhow::Result<String> {
+pub fn plan(root: &Path, config_dir: Option<&Path>, exe: &Path) -> anyhow::Result<Plan> {
     let units = python_units(root);
     if units.is_empty() {
         anyhow::bail!(
@@ -257,7 +270,7 @@ pub fn plan(root: &Path, config_dir: Option<&Path>, exe: &Path) -> anyhow::Resul
     )?;
     writeln!(
         out,
-        "Commands that switch (run them yourself; nothing is deleted):"
+        "Commands that switch (--apply runs them; nothing is deleted):"
     )?;
     for (unit, _) in &reads {
         writeln!(out, "  systemctl stop {}", unit.name)?;
@@ -272,5 +285,124 @@ pub fn plan(root: &Path, config_dir: Option<&Path>, exe: &Path) -> anyhow::Resul
         writeln!(out, "  systemctl daemon-reload")?;
     }
     writeln!(out, "  systemctl enable --now pattoo-agentd.service")?;
+    Ok(Plan {
+        text: out,
+        stop: reads.iter().map(|(unit, _)| unit.name.clone()).collect(),
+        config_dir,
+        daemon_dir,
+    })
+}
+
+/// The drop-in `--apply` writes for pattoo-agentd.service, under the root.
+pub const UNIT_DROP_IN: &str = "etc/systemd/system/pattoo-agentd.service.d/switch-from-python.conf";
+
+/// What `--apply` did, in the daemon directory, so `--undo` reverses
+/// exactly that: one line per Python unit stopped, `drop-in` if it wrote one.
+pub const STATE_FILE: &str = "switch-from-python.state";
+
+/// Runs `systemctl ARGS`, failing with what it said.
+fn systemctl(systemctl: &Path, args: &[&str], out: &mut String) -> anyhow::Result<()> {
+    writeln!(out, "systemctl {}", args.join(" "))?;
+    let output = Command::new(systemctl)
+        .args(args)
+        .output()
+        .map_err(|e| anyhow::anyhow!("running {}: {e}", systemctl.display()))?;
+    if !output.status.success() {
+        anyhow::bail!(
+            "systemctl {} failed ({}): {}",
+            args.join(" "),
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// Stops and disables the Python units of `plan`, points pattoo-agentd at
+/// their configuration directory when it is not the packaged one, and
+/// enables and starts pattoo-agentd; records what it did for [`undo`].
+pub fn apply(root: &Path, plan: &Plan, systemctl_path: &Path) -> anyhow::Result<String> {
+    let mut out = String::new();
+    let mut state = String::new();
+    for unit in &plan.stop {
+        state.push_str(&format!("{unit}\n"));
+    }
+    let wrote_drop_in = plan.config_dir != Path::new(PACKAGED_CONFIG_DIR);
+    if wrote_drop_in {
+        state.push_str("drop-in\n");
+    }
+    // Recorded first: an apply that fails half way can still be undone.
+    std::fs::create_dir_all(&plan.daemon_dir)
+        .map_err(|e| anyhow::anyhow!("creating {}: {e}", plan.daemon_dir.display()))?;
+    let state_path = plan.daemon_dir.join(STATE_FILE);
+    crate::durable::replace_atomically(&state_path, state.as_bytes())
+        .map_err(|e| anyhow::anyhow!("writing {}: {e}", state_path.display()))?;
+    for unit in &plan.stop {
+        systemctl(systemctl_path, &["stop", unit], &mut out)?;
+        systemctl(systemctl_path, &["disable", unit], &mut out)?;
+    }
+    if wrote_drop_in {
+        let path = root.join(UNIT_DROP_IN);
+        std::fs::create_dir_all(path.parent().expect("a parent"))
+            .map_err(|e| anyhow::anyhow!("creating {}: {e}", path.display()))?;
+        let text = format!(
+            "# Written by pattoo-agentd switch-from-python; --undo removes it.\n\
+             [Service]\nEnvironment=PATTOO_CONFIGDIR={}\n",
+            plan.config_dir.display()
+        );
+        crate::durable::replace_atomically(&path, text.as_bytes())
+            .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+        writeln!(out, "wrote /{UNIT_DROP_IN}")?;
+        systemctl(systemctl_path, &["daemon-reload"], &mut out)?;
+    }
+    systemctl(
+        systemctl_path,
+        &["enable", "--now", "pattoo-agentd.service"],
+        &mut out,
+    )?;
+    writeln!(
+        out,
+        "switched; `pattoo-agentd status` shows each poller's first poll, `switch-from-python --undo` goes back"
+    )?;
+    Ok(out)
+}
+
+/// Reverses [`apply`]: stops and disables pattoo-agentd, removes the one
+/// drop-in it wrote, and enables and starts the Python units it stopped.
+pub fn undo(root: &Path, daemon_dir: &Path, systemctl_path: &Path) -> anyhow::Result<String> {
+    let state_path = daemon_dir.join(STATE_FILE);
+    let state = std::fs::read_to_string(&state_path).map_err(|e| {
+        anyhow::anyhow!(
+            "reading {}: {e}; without it there is no switch to undo",
+            state_path.display()
+        )
+    })?;
+    let mut out = String::new();
+    systemctl(
+        systemctl_path,
+        &["disable", "--now", "pattoo-agentd.service"],
+        &mut out,
+    )?;
+    let units: Vec<&str> = state
+        .lines()
+        .filter(|l| *l != "drop-in" && !l.is_empty())
+        .collect();
+    if state.lines().any(|l| l == "drop-in") {
+        let path = root.join(UNIT_DROP_IN);
+        match std::fs::remove_file(&path) {
+            Ok(()) => writeln!(out, "removed /{UNIT_DROP_IN}")?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => anyhow::bail!("removing {}: {e}", path.display()),
+        }
+        systemctl(systemctl_path, &["daemon-reload"], &mut out)?;
+    }
+    for unit in units {
+        systemctl(systemctl_path, &["enable", "--now", unit], &mut out)?;
+    }
+    // Kept beside, not deleted: what was switched and undone stays on record.
+    let undone = daemon_dir.join(format!("{STATE_FILE}.undone"));
+    std::fs::rename(&state_path, &undone)
+        .map_err(|e| anyhow::anyhow!("renaming {}: {e}", state_path.display()))?;
+    writeln!(out, "the Python agents run again")?;
     Ok(out)
 }

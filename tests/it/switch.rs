@@ -10,10 +10,10 @@ use std::process::Command;
 use crate::common::modbus_sim::{Sim, Unit};
 
 /// A unit as `install_systemd.py` writes it from its template.
-fn python_unit(program: &str) -> String {
+fn python_unit(program: &str, config: &str) -> String {
     format!(
         "[Unit]\nDescription={program} daemon\nWants=network.target\nAfter=network.target\n\n\
-         [Service]\nEnvironment=\"PATTOO_CONFIGDIR=/etc/pattoo\"\nRuntimeDirectoryPreserve=yes\n\
+         [Service]\nEnvironment=\"PATTOO_CONFIGDIR={config}\"\nRuntimeDirectoryPreserve=yes\n\
          RuntimeDirectory=pattoo\nUser=pattoo\nGroup=pattoo\nExecStart=\n\
          ExecStart=/opt/pattoo-agents/bin/{program}.py --start\nType=forking\n\n\
          [Install]\nWantedBy=multi-user.target\n"
@@ -25,7 +25,7 @@ const AGENT_ID: &str = "7a2f0c1e9b3d4a5f6e7d8c9b0a1f2e3d4c5b6a7f8e9d0c1b2a3f4e5d
 /// Lays out the fake root: a modbustcpd agent polling `device`, a
 /// bacnetipd agent whose file is missing and a site's own agent, weatherd,
 /// that no drop-in stands for.
-fn fake_root(root: &Path, device: &str) -> u64 {
+fn fake_root(root: &Path, device: &str, config: &str) -> u64 {
     let units = root.join("lib/systemd/system");
     std::fs::create_dir_all(&units).unwrap();
     for program in [
@@ -35,11 +35,11 @@ fn fake_root(root: &Path, device: &str) -> u64 {
     ] {
         std::fs::write(
             units.join(format!("{program}.service")),
-            python_unit(program),
+            python_unit(program, config),
         )
         .unwrap();
     }
-    let config = root.join("etc/pattoo");
+    let config = root.join(config.trim_start_matches('/'));
     std::fs::create_dir_all(&config).unwrap();
     crate::common::write_pattoo_yaml(&config, &root.join("var/lib/pattoo"), 9);
     std::fs::write(
@@ -72,7 +72,13 @@ fn fake_root(root: &Path, device: &str) -> u64 {
 }
 
 fn switch(root: &Path, args: &[&str]) -> std::process::Output {
+    switch_with(root, args, Path::new("/nonexistent/systemctl"))
+}
+
+fn switch_with(root: &Path, args: &[&str], systemctl: &Path) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_pattoo-agentd"))
+        .env("PATTOO_SYSTEMCTL", systemctl)
+        .stdin(std::process::Stdio::null())
         .arg("switch-from-python")
         .arg("--root")
         .arg(root)
@@ -88,7 +94,7 @@ fn switch(root: &Path, args: &[&str]) -> std::process::Output {
 async fn the_plan_names_the_drop_ins_their_datapoints_the_kept_ids_the_cache_and_the_commands() {
     let sim = Sim::start([(0, Unit::default().input(0, &[7, 8]).holding(0, &[9]))]).await;
     let root = tempfile::tempdir().unwrap();
-    let bytes = fake_root(root.path(), &sim.address());
+    let bytes = fake_root(root.path(), &sim.address(), "/etc/pattoo");
     let output = switch(root.path(), &[]);
     assert!(
         output.status.success(),
@@ -114,9 +120,88 @@ async fn the_plan_names_the_drop_ins_their_datapoints_the_kept_ids_the_cache_and
          Agent ids (kept, so the server keeps the same charts):\n\
          \x20 {root}/var/lib/pattoo/daemon/agent_id/pattoo_agent_modbustcpd.agent_id: kept\n\
          Cache: 2 cached body(ies), BYTES bytes, in {root}/var/lib/pattoo/cache, replayed once the server answers\n\
-         Commands that switch (run them yourself; nothing is deleted):\n\
+         Commands that switch (--apply runs them; nothing is deleted):\n\
          \x20 systemctl stop pattoo_agent_modbustcpd.service\n\
          \x20 systemctl disable pattoo_agent_modbustcpd.service\n\
          \x20 systemctl enable --now pattoo-agentd.service\n"
     );
+}
+
+/// A systemctl that logs its arguments, one call a line.
+fn fake_systemctl(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let log = dir.join("systemctl.log");
+    let script = dir.join("systemctl");
+    crate::common::write_executable(
+        &script,
+        &format!("#!/bin/sh\necho \"$*\" >> '{}'\n", log.display()),
+    );
+    (script, log)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_stops_the_python_units_points_the_service_at_their_directory_and_undo_reverses_it() {
+    let sim = Sim::start([(0, Unit::default().input(0, &[7, 8]).holding(0, &[9]))]).await;
+    let root = tempfile::tempdir().unwrap();
+    fake_root(root.path(), &sim.address(), "/opt/pattoo/etc");
+    let tools = tempfile::tempdir().unwrap();
+    let (systemctl, log) = fake_systemctl(tools.path());
+
+    let refused = switch_with(root.path(), &["--apply"], &systemctl);
+    assert!(!refused.status.success(), "applied without --yes on a pipe");
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("give --yes"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    assert!(!log.exists(), "systemctl ran without confirmation");
+
+    let applied = switch_with(root.path(), &["--apply", "--yes"], &systemctl);
+    assert!(
+        applied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&applied.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap(),
+        "stop pattoo_agent_modbustcpd.service\n\
+         disable pattoo_agent_modbustcpd.service\n\
+         daemon-reload\n\
+         enable --now pattoo-agentd.service\n"
+    );
+    let drop_in = root
+        .path()
+        .join("etc/systemd/system/pattoo-agentd.service.d/switch-from-python.conf");
+    assert!(
+        std::fs::read_to_string(&drop_in)
+            .unwrap()
+            .ends_with("[Service]\nEnvironment=PATTOO_CONFIGDIR=/opt/pattoo/etc\n"),
+        "the drop-in points the service at the Python agents' directory"
+    );
+
+    std::fs::remove_file(&log).unwrap();
+    let undone = switch_with(root.path(), &["--undo", "--yes"], &systemctl);
+    assert!(
+        undone.status.success(),
+        "{}",
+        String::from_utf8_lossy(&undone.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap(),
+        "disable --now pattoo-agentd.service\n\
+         daemon-reload\n\
+         enable --now pattoo_agent_modbustcpd.service\n"
+    );
+    assert!(!drop_in.exists(), "undo removes the drop-in it wrote");
+    assert!(
+        root.path()
+            .join("opt/pattoo/etc/pattoo_agent_modbustcpd.yaml")
+            .is_file()
+            && root
+                .path()
+                .join("var/lib/pattoo/daemon/agent_id/pattoo_agent_modbustcpd.agent_id")
+                .is_file(),
+        "nothing else is deleted"
+    );
+    let again = switch_with(root.path(), &["--undo", "--yes"], &systemctl);
+    assert!(!again.status.success(), "a second undo has nothing to undo");
 }
