@@ -99,6 +99,36 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             logging::init_stderr(LevelFilter::WARN);
             discover(kind).await
         }
+        Command::SwitchFromPython {
+            root,
+            apply,
+            undo,
+            yes,
+            systemctl,
+        } => {
+            let exe = std::env::current_exe().context("finding this program to poll with")?;
+            let plan = crate::switch::plan(&root, cli.config_dir.as_deref(), &exe)?;
+            let mut stdout = std::io::stdout();
+            if !undo {
+                stdout.write_all(plan.text.as_bytes())?;
+            }
+            if !(apply || undo) {
+                return Ok(());
+            }
+            let what = if undo { "undo the switch" } else { "switch" };
+            if !yes && !confirm(&format!("{what} now?"))? {
+                anyhow::bail!(
+                    "did not {what}: not confirmed (give --yes when stdin is not a terminal)"
+                );
+            }
+            let done = if undo {
+                crate::switch::undo(&root, &plan.daemon_dir, &systemctl)?
+            } else {
+                crate::switch::apply(&root, &plan, &systemctl)?
+            };
+            stdout.write_all(done.as_bytes())?;
+            Ok(())
+        }
         Command::Completions { shell } => completions(shell),
         Command::Man => {
             let mut stdout = std::io::stdout().lock();
@@ -108,6 +138,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 .context("writing the manual page to stdout")
         }
     }
+}
+
+/// Asks `question` on a terminal; false when stdin is not one or the answer
+/// is not yes.
+fn confirm(question: &str) -> anyhow::Result<bool> {
+    use std::io::IsTerminal;
+    if !std::io::stdin().is_terminal() {
+        return Ok(false);
+    }
+    eprint!("{question} [y/N] ");
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
 }
 
 /// Prints the key (or agent) translation CSV on stdout.

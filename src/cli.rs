@@ -83,6 +83,34 @@ pub enum Command {
         #[arg(long)]
         agents: bool,
     },
+    /// Look at the Python agents on this host (their systemd units,
+    /// configuration, agent ids and cache) and print what switching to
+    /// pattoo-agentd involves: the files it reads, the datapoints one poll
+    /// of each gives, and the commands that switch
+    SwitchFromPython {
+        /// The directory standing for the host's root (for tests)
+        #[arg(long, value_name = "DIR", default_value = "/")]
+        root: PathBuf,
+        /// Switch: stop and disable the Python units taken over, then enable
+        /// and start pattoo-agentd (asks first on a terminal)
+        #[arg(long, conflicts_with = "undo")]
+        apply: bool,
+        /// Go back: stop and disable pattoo-agentd, remove the drop-in
+        /// --apply wrote, enable and start the Python units it stopped
+        #[arg(long)]
+        undo: bool,
+        /// Do not ask (needed when stdin is not a terminal)
+        #[arg(long)]
+        yes: bool,
+        /// The systemctl to run
+        #[arg(
+            long,
+            value_name = "PATH",
+            env = "PATTOO_SYSTEMCTL",
+            default_value = "systemctl"
+        )]
+        systemctl: PathBuf,
+    },
     /// Find devices on the network and print them as poller configuration
     /// (pollers never do this on their own)
     #[cfg(feature = "bacnet")]

@@ -24,6 +24,7 @@ pub mod scheduler;
 pub mod secret;
 pub mod spoke;
 pub mod status;
+pub mod switch;
 pub mod telemetry;
 pub mod time;
 pub mod tls;

@@ -40,5 +40,6 @@ mod snmp_compat;
 mod snmp_misbehaving;
 mod snmp_poller;
 mod spoke;
+mod switch;
 mod translations;
 mod wire_vectors;
