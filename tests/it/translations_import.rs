@@ -152,3 +152,77 @@ fn every_examples_translations_import_into_the_real_pattoo_servers_tables() {
     }
     assert!(examples > 0, "no shipped examples in this build");
 }
+
+/// What the README tells an operator about importing again, against the
+/// real importer: a second import of a changed CSV updates the rows
+/// already there (none added), and a row in a language pattoo lacks is
+/// skipped with a message while `pattoo_cli.py` still exits 0.
+#[test]
+fn importing_again_updates_rows_and_skips_an_unknown_language_with_exit_status_0() {
+    let test = "translations_import::importing_again_updates_rows_and_skips_an_unknown_language_with_exit_status_0";
+    let Some(server) = common::pattoo_server::start(test) else {
+        return;
+    };
+    let example = KINDS
+        .iter()
+        .flat_map(|kind| kind.examples)
+        .next()
+        .expect("a shipped example");
+    let keys = translations(example.text, &[]);
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let path = file.path().display().to_string();
+    let import = |text: &str| {
+        std::fs::write(file.path(), text).unwrap();
+        server.cli(&[
+            "import",
+            "key_translation",
+            "--idx_pair_xlate_group",
+            "1",
+            "--filename",
+            &path,
+        ])
+    };
+    let stored = || {
+        server.query(
+            "SELECT l.code, x.`key`, x.translation, x.units FROM pt_pair_xlate x \
+             JOIN pt_language l ON l.idx_language = x.idx_language \
+             WHERE x.idx_pair_xlate_group = 1 ORDER BY x.`key`",
+        )
+    };
+    assert_imported("import key_translation", &import(&keys));
+    let first = stored();
+    assert_eq!(first.len(), rows(&keys).len(), "{first:?}");
+
+    // The first row renamed, and a row in a language pattoo lacks.
+    let renamed = &rows(&keys)[0];
+    let mut changed: Vec<&str> = keys.lines().collect();
+    let line = format!("en,{},Renamed,{}", renamed[1], renamed[3]);
+    changed[1] = &line;
+    changed.push("xx,pattoo_agentd_test_unknown_language,Unknown,Count");
+    let output = import(&(changed.join("\n") + "\n"));
+    let printed = String::from_utf8_lossy(&output.stdout).to_string()
+        + &String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{output:?}");
+    assert!(
+        printed.contains("Language code \"xx\""),
+        "no word of the skipped row: {printed}"
+    );
+    let second = stored();
+    assert_eq!(second.len(), first.len(), "{second:?}");
+    let expected: Vec<Vec<String>> = first
+        .iter()
+        .map(|row| {
+            if row[1] == renamed[1] {
+                vec![
+                    row[0].clone(),
+                    row[1].clone(),
+                    "Renamed".to_owned(),
+                    row[3].clone(),
+                ]
+            } else {
+                row.clone()
+            }
+        })
+        .collect();
+    assert_eq!(second, expected);
+}
