@@ -16,6 +16,7 @@ pub mod modbus;
 pub mod modbus_sim;
 pub mod netsnmp;
 pub mod pattoo_encrypted;
+pub mod pattoo_server;
 pub mod pymodbus;
 pub mod python;
 pub mod receiver;

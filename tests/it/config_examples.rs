@@ -31,7 +31,7 @@ pub(crate) fn env_secrets(example: &str) -> Vec<String> {
 
 /// The example with every file secret it names there: each `{file: /path}`
 /// (outside comments) is moved into `dir` and written.
-fn with_secrets(example: &str, dir: &Path) -> String {
+pub(crate) fn with_secrets(example: &str, dir: &Path) -> String {
     let mut text = String::new();
     for line in example.lines() {
         let mut line = line.to_owned();

@@ -42,4 +42,5 @@ mod snmp_poller;
 mod spoke;
 mod switch;
 mod translations;
+mod translations_import;
 mod wire_vectors;

@@ -58,7 +58,7 @@ fn alone(test: &str) -> bool {
 
 /// Splits CSV as pandas does for these files: `,` between cells, `"`
 /// quoting with `""` inside, blanks after a separator skipped.
-fn cells(line: &str) -> Vec<String> {
+pub(crate) fn cells(line: &str) -> Vec<String> {
     let mut cells = Vec::new();
     let mut cell = String::new();
     let mut chars = line.chars().peekable();
