@@ -789,7 +789,7 @@ fn render_value_pair(out: &mut String, key: &str, value: &Value) {
     match value {
         Value::Int(v) => out.push_str(itoa::Buffer::new().format(*v)),
         Value::UInt(v) => out.push_str(itoa::Buffer::new().format(*v)),
-        Value::UInt128(v) => out.push_str(itoa::Buffer::new().format(*v)),
+        Value::UInt128(v) => out.push_str(itoa::Buffer::new().format(v.get())),
         // Finite by now: normalisation dropped NaN and infinities. Python's
         // repr is valid JSON for finite floats and matches what the
         // Python agents send byte for byte.

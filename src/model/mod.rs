@@ -35,7 +35,7 @@ pub use normalise::{normalise_key, normalise_value};
 pub use relayed::{NotABody, RelayedBody};
 pub use text::Text;
 pub use validate::{validate_body, Accepted};
-pub use value::Value;
+pub use value::{Value, U128};
 
 /// One metadata item attached to a datapoint, before normalisation.
 #[derive(Debug, Clone, PartialEq)]
@@ -88,6 +88,13 @@ pub struct DataPoint {
     /// In attachment order; the first item of a repeated key wins.
     pub metadata: Vec<Metadata>,
 }
+
+// A large poll holds every reading at once (100,000 at 1,000 devices x 100
+// registers), so each byte of a datapoint is 100 KB there. A value must
+// stay the size of a `String`, and a datapoint no larger than its fields
+// packed without 16-byte alignment; checked when the library compiles.
+const _: () = assert!(std::mem::size_of::<Value>() <= 24);
+const _: () = assert!(std::mem::size_of::<DataPoint>() <= 88);
 
 impl DataPoint {
     pub fn new(key: impl Into<Text>, value: Value, data_type: DataType, timestamp_ms: u64) -> Self {

@@ -335,7 +335,7 @@ pub fn parse(text: &[u8]) -> Result<Figures, FormatError> {
         let value = match datapoint.value {
             Value::Int(v) => Number::Float(v as f64),
             Value::UInt(v) => Number::Float(v as f64),
-            Value::UInt128(v) => Number::Float(v as f64),
+            Value::UInt128(v) => Number::Float(v.get() as f64),
             Value::Float(v) => Number::Float(v),
             Value::Text(_) => continue,
         };
@@ -480,7 +480,7 @@ mod tests {
                     .unwrap_or_else(|| panic!("{} missing from the page", datapoint.key));
                 let body_value = match datapoint.value {
                     Value::UInt(v) => v as f64,
-                    Value::UInt128(v) => v as f64,
+                    Value::UInt128(v) => v.get() as f64,
                     Value::Int(v) => v as f64,
                     Value::Float(v) => v,
                     Value::Text(_) => unreachable!(),

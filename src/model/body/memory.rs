@@ -14,12 +14,20 @@
 //! read the same things in the same order; a datapoint that differs is
 //! looked up by its description, and only descriptions never seen are
 //! normalised and hashed. Whatever the last poll did not use is forgotten,
-//! so the memory never holds more than one poll's worth. The body is byte
+//! so the memory never holds more than one poll's worth.
+//!
+//! Texts are kept once per memory, however many descriptions repeat them:
+//! the keys and metadata a description compares against, and the pairs
+//! normalisation rendered from them (an SNMP interface's `ifDescr` or
+//! `ifAlias` item, say, is in the description of every column read from
+//! it). A text a parser cut from its payload is copied out of it, so the
+//! memory never keeps a poll's payload alive. The body is byte
 //! for byte what [`build`](super::build) writes from scratch (a property
 //! test in `tests.rs` checks it over random sequences of polls).
 
 use std::borrow::{Borrow, Cow};
 use std::hash::Hasher;
+use std::sync::Arc;
 
 use rustc_hash::{FxHashMap, FxHashSet, FxHasher};
 
@@ -44,6 +52,48 @@ pub struct PollMemory {
     /// Description ids by [`description_hash`].
     index: hashbrown::HashTable<u32>,
     targets: Vec<TargetMemory>,
+    /// Every text the descriptions hold, once (see the module's notes).
+    texts: Texts,
+}
+
+/// Texts kept once, shared by whatever holds them.
+#[derive(Default)]
+struct Texts(hashbrown::HashSet<Arc<str>, rustc_hash::FxBuildHasher>);
+
+impl Texts {
+    fn get(&mut self, text: &str) -> Arc<str> {
+        if let Some(known) = self.0.get(text) {
+            return Arc::clone(known);
+        }
+        let text: Arc<str> = Arc::from(text);
+        self.0.insert(Arc::clone(&text));
+        text
+    }
+
+    /// `text`, or the same text already kept.
+    fn keep(&mut self, text: Arc<str>) -> Arc<str> {
+        match self.0.get(&text) {
+            Some(known) => Arc::clone(known),
+            None => {
+                self.0.insert(Arc::clone(&text));
+                text
+            }
+        }
+    }
+
+    /// `text` as a description keeps it: texts fixed in the program or
+    /// shared with the configuration as they are, any other from here.
+    fn text(&mut self, text: &Text) -> Text {
+        match text {
+            Text::Static(_) | Text::Shared(_) => text.clone(),
+            Text::Owned(_) | Text::Slice(..) => Text::Shared(self.get(text)),
+        }
+    }
+
+    /// Forgets the texts nothing else holds any more.
+    fn forget_unused(&mut self) {
+        self.0.retain(|text| Arc::strong_count(text) > 1);
+    }
 }
 
 /// A datapoint's key, data type and metadata as the poller produced them,
@@ -59,11 +109,11 @@ struct Description {
 
 struct Made {
     /// Normalised, for drop reports.
-    key: String,
+    key: Arc<str>,
     /// `["pattoo_key", key]` and its pair hash.
-    key_pair: (String, u64),
+    key_pair: (Arc<str>, u64),
     /// The metadata kept, as pairs with their hashes.
-    metadata: Vec<(String, u64)>,
+    metadata: Vec<(Arc<str>, u64)>,
     /// Metadata items left out, reported whenever the datapoint is.
     ignored: Vec<DropReason>,
     /// The checksum chain's value before the agent's items.
@@ -235,7 +285,7 @@ impl PollMemory {
         });
         for ((id, _), made) in new_descriptions.iter().zip(made.into_iter().flatten()) {
             if let Some(description) = &mut self.descriptions[*id as usize] {
-                description.made = Some(made);
+                description.made = Some(made.map(|made| made.interned(&mut self.texts)));
             }
         }
 
@@ -292,6 +342,7 @@ impl PollMemory {
             descriptions,
             free,
             index,
+            texts,
             ..
         } = self;
         let same = |&id: &u32| {
@@ -304,9 +355,17 @@ impl PollMemory {
         }
         let description = Description {
             hash,
-            key: dp.key.clone(),
+            key: texts.text(&dp.key),
             data_type: dp.data_type,
-            metadata: dp.metadata.clone(),
+            metadata: dp
+                .metadata
+                .iter()
+                .map(|item| Metadata {
+                    key: texts.text(&item.key),
+                    value: texts.text(&item.value),
+                    update_checksum: item.update_checksum,
+                })
+                .collect(),
             made: None,
         };
         let id = match free.pop() {
@@ -427,6 +486,13 @@ impl PollMemory {
                 self.free.push(id as u32);
             }
         }
+        self.texts.forget_unused();
+    }
+
+    /// How many texts the descriptions keep between them.
+    #[cfg(test)]
+    pub(super) fn texts_kept(&self) -> usize {
+        self.texts.0.len()
     }
 
     /// How many distinct descriptions and target entries are remembered.
@@ -476,7 +542,7 @@ fn make_all<'a>(
             });
             Ok(Made {
                 key_pair: rendered("pattoo_key", &key),
-                key: key.into_owned(),
+                key: Arc::from(key.as_ref()),
                 metadata: kept.iter().map(|(k, v)| rendered(k, v)).collect(),
                 ignored,
                 // Known once the whole batch is hashed, below.
@@ -495,11 +561,27 @@ fn make_all<'a>(
         .collect()
 }
 
-fn rendered(key: &str, value: &str) -> (String, u64) {
+impl Made {
+    /// The same, its texts kept once in `texts`.
+    fn interned(self, texts: &mut Texts) -> Made {
+        Made {
+            key: texts.keep(self.key),
+            key_pair: (texts.keep(self.key_pair.0), self.key_pair.1),
+            metadata: self
+                .metadata
+                .into_iter()
+                .map(|(text, hash)| (texts.keep(text), hash))
+                .collect(),
+            ..self
+        }
+    }
+}
+
+fn rendered(key: &str, value: &str) -> (Arc<str>, u64) {
     let mut text = String::new();
     render_pair(&mut text, key, value);
     let hash = pair_hash(&text);
-    (text, hash)
+    (Arc::from(text), hash)
 }
 
 /// A hash of everything [`Description::describes`] compares.

@@ -643,4 +643,51 @@ mod remembered {
         );
         assert_eq!(memory.size(), (0, 0));
     }
+
+    /// Ten interfaces of 24 columns: every column's description names its
+    /// interface, as SNMP readings do.
+    fn interfaces(payload: &std::sync::Arc<String>) -> Vec<TargetData> {
+        let datapoints = (0..10)
+            .flat_map(|i| {
+                (0..24).map(move |c| {
+                    let name = &payload[payload.find(&format!("eth{i};")).unwrap()..][..4];
+                    DataPoint::new(format!("column_{c}"), Value::Int(c), DataType::Int, 1)
+                        .with_metadata(Metadata::new(
+                            "ifDescr",
+                            crate::model::Text::slice(payload, name),
+                        ))
+                })
+            })
+            .collect();
+        vec![target("switch-1", datapoints)]
+    }
+
+    #[test]
+    fn a_text_repeated_across_descriptions_is_remembered_once() {
+        let payload = std::sync::Arc::new((0..10).map(|i| format!("eth{i};")).collect());
+        let mut memory = PollMemory::default();
+        for _ in 0..2 {
+            let targets = interfaces(&payload);
+            assert_eq!(
+                memory.build(&AGENT, 7, &targets).body,
+                build(&AGENT, 7, &targets).body
+            );
+            assert_eq!(memory.size(), (240, 240));
+            // 24 keys and their pairs, the metadata key, and the ten
+            // interface names and their pairs; not one per datapoint.
+            assert_eq!(memory.texts_kept(), 24 + 24 + 1 + 10 + 10);
+        }
+    }
+
+    #[test]
+    fn the_memory_keeps_no_payload_its_texts_were_cut_from() {
+        let payload = std::sync::Arc::new((0..10).map(|i| format!("eth{i};")).collect());
+        let mut memory = PollMemory::default();
+        memory.build(&AGENT, 7, &interfaces(&payload));
+        assert_eq!(
+            std::sync::Arc::strong_count(&payload),
+            1,
+            "the remembered descriptions hold copies of their texts, not the poll's payload"
+        );
+    }
 }

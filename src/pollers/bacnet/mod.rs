@@ -314,7 +314,7 @@ fn datapoint(
                 let number = match raw {
                     Value::Int(v) => v as f64,
                     Value::UInt(v) => v as f64,
-                    Value::UInt128(v) => v as f64,
+                    Value::UInt128(v) => v.get() as f64,
                     Value::Float(v) => v,
                     Value::Text(_) => unreachable!("matched above"),
                 };

@@ -204,7 +204,7 @@ pub fn scale(value: Value, multiplier: Option<f64>, offset: Option<f64>) -> Valu
     let raw = match value {
         Value::Int(v) => v as f64,
         Value::UInt(v) => v as f64,
-        Value::UInt128(v) => v as f64,
+        Value::UInt128(v) => v.get() as f64,
         Value::Float(v) => v,
         text @ Value::Text(_) => return text,
     };

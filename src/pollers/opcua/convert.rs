@@ -100,7 +100,7 @@ fn int_value(v: i128) -> Option<Value> {
     } else if let Ok(v) = u64::try_from(v) {
         Some(Value::UInt(v))
     } else {
-        u128::try_from(v).ok().map(Value::UInt128)
+        u128::try_from(v).ok().map(Value::from)
     }
 }
 
@@ -219,7 +219,7 @@ pub fn native_value(
     let raw = match &value {
         Value::Int(v) => *v as f64,
         Value::UInt(v) => *v as f64,
-        Value::UInt128(v) => *v as f64,
+        Value::UInt128(v) => v.get() as f64,
         Value::Float(v) => *v,
         Value::Text(text) => parse_float(text)
             .ok_or_else(|| format!("the text {text:?} cannot be scaled: it is not a number"))?,
@@ -259,7 +259,7 @@ mod tests {
         );
         assert_eq!(
             py(PyValue::Int(u64::MAX.into()), M::Int(2)),
-            Ok(Value::UInt128(u128::from(u64::MAX) * 2))
+            Ok(Value::from(u128::from(u64::MAX) * 2))
         );
     }
 

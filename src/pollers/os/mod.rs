@@ -748,7 +748,7 @@ impl OsPoller {
 fn int(value: i128) -> Value {
     match i64::try_from(value) {
         Ok(value) => Value::Int(value),
-        Err(_) => Value::UInt128(value.max(0) as u128),
+        Err(_) => Value::from(value.max(0) as u128),
     }
 }
 

@@ -147,7 +147,7 @@ pub fn integer(v: i128) -> Value {
     } else if let Ok(v) = u64::try_from(v) {
         Value::UInt(v)
     } else {
-        Value::UInt128(v.unsigned_abs())
+        Value::from(v.unsigned_abs())
     }
 }
 
@@ -207,7 +207,7 @@ mod tests {
     fn integers_past_u64_stay_exact() {
         assert_eq!(
             integer(i128::from(u64::MAX) * 8),
-            Value::UInt128(147_573_952_589_676_412_920)
+            Value::from(147_573_952_589_676_412_920_u128)
         );
         assert_eq!(integer(-3), Value::Int(-3));
     }

@@ -249,7 +249,7 @@ mod tests {
         assert_eq!(datapoint.key, "ifhcinoctets");
         assert_eq!(
             datapoint.value,
-            crate::model::Value::UInt128(u128::from(u64::MAX) * 8)
+            crate::model::Value::from(u128::from(u64::MAX) * 8)
         );
         assert_eq!(datapoint.data_type, DataType::Counter64);
         let metadata: Vec<(&str, &str, bool)> = datapoint
