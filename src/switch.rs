@@ -115,12 +115,31 @@ fn drop_in_file(program: &str) -> Option<&'static str> {
 }
 
 /// What one `once --print` poll of a poller gave: its datapoint count, or
-/// why it gave none.
-pub fn count_datapoints(exe: &Path, config_dir: &Path, poller: &str) -> Result<usize, String> {
-    let output = Command::new(exe)
+/// why it gave none. Run by root, the poll runs as the owner of
+/// `daemon_dir` (the service's user) when that is not root, so an agent id
+/// file it makes is one the service can read.
+pub fn count_datapoints(
+    exe: &Path,
+    config_dir: &Path,
+    poller: &str,
+    daemon_dir: &Path,
+) -> Result<usize, String> {
+    use std::os::unix::fs::MetadataExt as _;
+    use std::os::unix::process::CommandExt as _;
+    let mut command = Command::new(exe);
+    command
         .arg("--config-dir")
         .arg(config_dir)
-        .args(["once", "--print", "--poller", poller])
+        .args(["once", "--print", "--poller", poller]);
+    if nix::unistd::geteuid().is_root() {
+        if let Some(owner) = std::fs::metadata(daemon_dir)
+            .ok()
+            .filter(|dir| dir.uid() != 0)
+        {
+            command.uid(owner.uid()).gid(owner.gid());
+        }
+    }
+    let output = command
         .output()
         .map_err(|e| format!("running {}: {e}", exe.display()))?;
     if !output.status.success() {
@@ -234,8 +253,13 @@ pub fn plan(root: &Path, config_dir: Option<&Path>, exe: &Path) -> anyhow::Resul
     if reads.is_empty() {
         writeln!(out, "  none")?;
     }
+    // Looked at before polling: a poll makes the file.
+    let had_id: Vec<bool> = reads
+        .iter()
+        .map(|(unit, _)| agent_id_path(&daemon_dir, &unit.program).is_file())
+        .collect();
     for (unit, file) in &reads {
-        let polled = match count_datapoints(exe, &host_config_dir, &unit.program) {
+        let polled = match count_datapoints(exe, &host_config_dir, &unit.program, &daemon_dir) {
             Ok(count) => format!("{count} datapoint(s) in one poll"),
             Err(why) => format!("one poll failed: {why}"),
         };
@@ -251,9 +275,8 @@ pub fn plan(root: &Path, config_dir: Option<&Path>, exe: &Path) -> anyhow::Resul
         out,
         "Agent ids (kept, so the server keeps the same charts):"
     )?;
-    for (unit, _) in &reads {
-        let path = agent_id_path(&daemon_dir, &unit.program);
-        let state = if path.is_file() {
+    for ((unit, _), had_id) in reads.iter().zip(had_id) {
+        let state = if had_id {
             "kept"
         } else {
             "none yet; made at the first poll"
