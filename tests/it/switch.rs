@@ -362,3 +362,43 @@ async fn apply_names_the_drop_in_whose_first_post_the_server_refused_and_undoes_
     let pid = agent.pid().expect("the agent was started");
     assert!(kill(pid, None).is_ok(), "the agent was stopped");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_by_root_the_plan_polls_as_the_daemon_directory_owner_so_the_service_can_read_the_id_it_makes(
+) {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: only root polls as another user");
+        return;
+    }
+    let sim = Sim::start([(0, Unit::default().input(0, &[7, 8]).holding(0, &[9]))]).await;
+    let root = tempfile::tempdir().unwrap();
+    fake_root(root.path(), &sim.address(), "/etc/pattoo");
+    // The service's user (here nobody) owns the daemon directory, which
+    // has no agent id yet, and can read the configuration.
+    std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let daemon = root.path().join("var/lib/pattoo/daemon");
+    let id_file = daemon.join("agent_id/pattoo_agent_modbustcpd.agent_id");
+    std::fs::remove_file(&id_file).unwrap();
+    let chown = Command::new("chown")
+        .args(["-R", "65534:65534"])
+        .arg(&daemon)
+        .status()
+        .unwrap();
+    assert!(chown.success());
+
+    let output = switch(root.path(), &[]);
+    let plan = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{plan}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        plan.contains("pattoo_agent_modbustcpd, 3 datapoint(s) in one poll")
+            && plan.contains("pattoo_agent_modbustcpd.agent_id: none yet; made at the first poll"),
+        "{plan}"
+    );
+    let made = std::fs::metadata(&id_file).expect("the poll made the agent id file");
+    assert_eq!((made.uid(), made.gid()), (65534, 65534));
+}
