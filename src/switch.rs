@@ -612,18 +612,17 @@ fn report(
                 text,
                 "  {poller}: FAILED: the running pattoo-agentd has no poller of that name (its configuration directory is not the one switched to? see `systemctl status pattoo-agentd`)"
             )?,
-            FirstPost::NotPolled { due_ms } => writeln!(
-                text,
-                "  {poller}: FAILED: not polled yet{}",
-                due_ms.map_or(String::new(), |due| format!(
-                    " (first poll due {})",
-                    if due > now_ms {
-                        format!("in {}", humantime::format_duration(Duration::from_secs((due - now_ms).div_ceil(1000))))
-                    } else {
-                        "now".to_owned()
+            FirstPost::NotPolled { due_ms } => {
+                let due = match due_ms {
+                    Some(due) if *due > now_ms => {
+                        let left = Duration::from_secs((due - now_ms).div_ceil(1000));
+                        format!(" (first poll due in {})", humantime::format_duration(left))
                     }
-                ))
-            )?,
+                    Some(_) => " (first poll due now)".to_owned(),
+                    None => String::new(),
+                };
+                writeln!(text, "  {poller}: FAILED: not polled yet{due}")?
+            }
             FirstPost::PollFailed { polls } => writeln!(
                 text,
                 "  {poller}: FAILED: poll failed ({polls} of {polls}); the reason is in pattoo-agentd's log (journalctl -u pattoo-agentd)"
