@@ -104,6 +104,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             apply,
             undo,
             yes,
+            wait,
             systemctl,
         } => {
             let exe = std::env::current_exe().context("finding this program to poll with")?;
@@ -121,12 +122,31 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     "did not {what}: not confirmed (give --yes when stdin is not a terminal)"
                 );
             }
-            let done = if undo {
-                crate::switch::undo(&root, &plan.daemon_dir, &systemctl)?
-            } else {
-                crate::switch::apply(&root, &plan, &systemctl)?
-            };
+            if undo {
+                let done = crate::switch::undo(&root, &plan.daemon_dir, &systemctl)?;
+                stdout.write_all(done.as_bytes())?;
+                return Ok(());
+            }
+            let done = crate::switch::apply(&root, &plan, &systemctl)?;
             stdout.write_all(done.as_bytes())?;
+            if wait.is_zero() || plan.pollers.is_empty() {
+                return Ok(());
+            }
+            writeln!(
+                stdout,
+                "waiting for the first poll of each drop-in to post (up to {} after it is due; --wait):",
+                humantime::format_duration(wait)
+            )?;
+            stdout.flush()?;
+            let checked =
+                crate::switch::check_first_posts(&plan.daemon_dir, &plan.pollers, wait).await?;
+            stdout.write_all(checked.text.as_bytes())?;
+            if !checked.all_posted {
+                anyhow::bail!(
+                    "not every drop-in posted its first poll; pattoo-agentd keeps running: fix what is named above (`pattoo-agentd status` shows each poller), or go back to the Python agents with `pattoo-agentd switch-from-python --undo`"
+                );
+            }
+            writeln!(stdout, "every drop-in posted its first poll")?;
             Ok(())
         }
         Command::Completions { shell } => completions(shell),

@@ -102,6 +102,10 @@ pub enum Command {
         /// Do not ask (needed when stdin is not a terminal)
         #[arg(long)]
         yes: bool,
+        /// With --apply: how long to wait, after each drop-in's first poll
+        /// is due, for it to post (0: do not check)
+        #[arg(long, value_name = "DURATION", default_value = crate::switch::DEFAULT_WAIT, value_parser = crate::delivery::config::parse_age)]
+        wait: std::time::Duration,
         /// The systemctl to run
         #[arg(
             long,

@@ -31,6 +31,11 @@ pub struct PollerCounters {
     pub datapoints_posted: AtomicU64,
     /// Datapoints read but left out of the body (each one logged).
     pub datapoints_dropped: AtomicU64,
+    /// Bodies of this poller's the server took when first posted.
+    pub bodies_delivered: AtomicU64,
+    /// Bodies of this poller's committed to the cache instead (the post
+    /// failed, or delivery was behind), to be replayed.
+    pub bodies_cached: AtomicU64,
     /// Wall: when the last poll ended.
     pub last_poll_ms: AtomicU64,
     /// Wall: when the last poll that produced a body ended.

@@ -6,13 +6,19 @@
 //! Paths are shown as the host sees them; `root` stands for `/` so tests
 //! can use a directory laid out like a host.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use crate::config::{self, Settings};
+use crate::daemon::lock;
 use crate::delivery::cache::Cache;
 use crate::identity::agent_id_path;
+use crate::telemetry::figures::Group;
+use crate::telemetry::state::{self, State};
+use crate::time::now_ms;
 
 /// Where the Python agents' installer puts their units (its
 /// `install_systemd.py` copies them next to the targets of
@@ -109,12 +115,31 @@ fn drop_in_file(program: &str) -> Option<&'static str> {
 }
 
 /// What one `once --print` poll of a poller gave: its datapoint count, or
-/// why it gave none.
-pub fn count_datapoints(exe: &Path, config_dir: &Path, poller: &str) -> Result<usize, String> {
-    let output = Command::new(exe)
+/// why it gave none. Run by root, the poll runs as the owner of
+/// `daemon_dir` (the service's user) when that is not root, so an agent id
+/// file it makes is one the service can read.
+pub fn count_datapoints(
+    exe: &Path,
+    config_dir: &Path,
+    poller: &str,
+    daemon_dir: &Path,
+) -> Result<usize, String> {
+    use std::os::unix::fs::MetadataExt as _;
+    use std::os::unix::process::CommandExt as _;
+    let mut command = Command::new(exe);
+    command
         .arg("--config-dir")
         .arg(config_dir)
-        .args(["once", "--print", "--poller", poller])
+        .args(["once", "--print", "--poller", poller]);
+    if nix::unistd::geteuid().is_root() {
+        if let Some(owner) = std::fs::metadata(daemon_dir)
+            .ok()
+            .filter(|dir| dir.uid() != 0)
+        {
+            command.uid(owner.uid()).gid(owner.gid());
+        }
+    }
+    let output = command
         .output()
         .map_err(|e| format!("running {}: {e}", exe.display()))?;
     if !output.status.success() {
@@ -140,6 +165,8 @@ pub struct Plan {
     pub text: String,
     /// The Python units pattoo-agentd takes over.
     pub stop: Vec<String>,
+    /// The pollers that stand for them, one per drop-in.
+    pub pollers: Vec<String>,
     /// The configuration directory as the host sees it.
     pub config_dir: PathBuf,
     /// The daemon directory under the root.
@@ -226,8 +253,13 @@ pub fn plan(root: &Path, config_dir: Option<&Path>, exe: &Path) -> anyhow::Resul
     if reads.is_empty() {
         writeln!(out, "  none")?;
     }
+    // Looked at before polling: a poll makes the file.
+    let had_id: Vec<bool> = reads
+        .iter()
+        .map(|(unit, _)| agent_id_path(&daemon_dir, &unit.program).is_file())
+        .collect();
     for (unit, file) in &reads {
-        let polled = match count_datapoints(exe, &host_config_dir, &unit.program) {
+        let polled = match count_datapoints(exe, &host_config_dir, &unit.program, &daemon_dir) {
             Ok(count) => format!("{count} datapoint(s) in one poll"),
             Err(why) => format!("one poll failed: {why}"),
         };
@@ -243,9 +275,8 @@ pub fn plan(root: &Path, config_dir: Option<&Path>, exe: &Path) -> anyhow::Resul
         out,
         "Agent ids (kept, so the server keeps the same charts):"
     )?;
-    for (unit, _) in &reads {
-        let path = agent_id_path(&daemon_dir, &unit.program);
-        let state = if path.is_file() {
+    for ((unit, _), had_id) in reads.iter().zip(had_id) {
+        let state = if had_id {
             "kept"
         } else {
             "none yet; made at the first poll"
@@ -288,6 +319,7 @@ pub fn plan(root: &Path, config_dir: Option<&Path>, exe: &Path) -> anyhow::Resul
     Ok(Plan {
         text: out,
         stop: reads.iter().map(|(unit, _)| unit.name.clone()).collect(),
+        pollers: reads.iter().map(|(unit, _)| unit.program.clone()).collect(),
         config_dir,
         daemon_dir,
     })
@@ -405,4 +437,274 @@ pub fn undo(root: &Path, daemon_dir: &Path, systemctl_path: &Path) -> anyhow::Re
         .map_err(|e| anyhow::anyhow!("renaming {}: {e}", state_path.display()))?;
     writeln!(out, "the Python agents run again")?;
     Ok(out)
+}
+
+/// How long `--apply` waits by default for each drop-in's first poll to
+/// post, counted from when that poll is due.
+pub const DEFAULT_WAIT: &str = "2m";
+
+/// How often the first-post check reads the state file (the agent rewrites
+/// it every [`state::EVERY_MS`]).
+const CHECK_EVERY: Duration = Duration::from_millis(500);
+
+/// What has come of a drop-in's polls so far, as the running agent's
+/// figures tell it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum FirstPost {
+    /// The running agent has no such poller.
+    NotRun,
+    /// Not polled yet; the first poll is due then (wall milliseconds).
+    NotPolled { due_ms: Option<u64> },
+    /// Every poll so far failed.
+    PollFailed { polls: u64 },
+    /// A body was cached rather than taken by the server.
+    Cached,
+    /// A body was made and is still on its way to the server.
+    InFlight,
+    /// The server took a body.
+    Posted,
+}
+
+impl FirstPost {
+    fn of(group: Option<&Group>) -> FirstPost {
+        let Some(group) = group else {
+            return FirstPost::NotRun;
+        };
+        let count = |key| group.get(key).map_or(0, |n| n.as_f64() as u64);
+        if count("poller_bodies_delivered") > 0 {
+            FirstPost::Posted
+        } else if count("poller_polls") == 0 {
+            FirstPost::NotPolled {
+                due_ms: group
+                    .get("poller_next_tick_timestamp_seconds")
+                    .map(|at| (at.as_f64() * 1000.0) as u64),
+            }
+        } else if count("poller_bodies_cached") > 0 {
+            FirstPost::Cached
+        } else if count("poller_polls_failed") == count("poller_polls") {
+            FirstPost::PollFailed {
+                polls: count("poller_polls"),
+            }
+        } else {
+            FirstPost::InFlight
+        }
+    }
+}
+
+/// The state the running agent of `daemon_dir` last wrote, or why there is
+/// none to read.
+fn running_state(daemon_dir: &Path) -> Result<State, String> {
+    let pid = lock::running_agent(daemon_dir)
+        .map_err(|no_agent| format!("pattoo-agentd is not running ({no_agent})"))?;
+    match state::read(daemon_dir)? {
+        Some(state) if state.pid == pid => Ok(state),
+        _ => Err(format!(
+            "pattoo-agentd runs as pid {pid} but has written no state file in {} yet",
+            daemon_dir.display()
+        )),
+    }
+}
+
+/// What [`check_first_posts`] found.
+#[derive(Debug)]
+pub struct FirstPosts {
+    /// One line per drop-in.
+    pub text: String,
+    pub all_posted: bool,
+}
+
+/// Waits until the running agent of `daemon_dir` has posted a body of each
+/// of `pollers`, or until `wait` has passed since each one's first poll
+/// was due (since now while that is not known), reading the state file the
+/// agent rewrites every few seconds; then says per poller OK or what
+/// failed. Undoes nothing.
+pub async fn check_first_posts(
+    daemon_dir: &Path,
+    pollers: &[String],
+    wait: Duration,
+) -> anyhow::Result<FirstPosts> {
+    let started_ms = now_ms();
+    let wait_ms = wait.as_millis() as u64;
+    let mut first_due: HashMap<&str, u64> = HashMap::new();
+    loop {
+        let seen = running_state(daemon_dir);
+        let outcomes: Vec<FirstPost> = pollers
+            .iter()
+            .map(|poller| {
+                let state = seen.as_ref().ok()?;
+                let group = state.figures.groups.iter().find(|group| {
+                    group
+                        .poller
+                        .as_ref()
+                        .is_some_and(|(name, _)| name == poller)
+                });
+                Some(FirstPost::of(group))
+            })
+            .map(|outcome| outcome.unwrap_or(FirstPost::NotPolled { due_ms: None }))
+            .collect();
+        for (poller, outcome) in pollers.iter().zip(&outcomes) {
+            if let FirstPost::NotPolled {
+                due_ms: Some(due_ms),
+            } = outcome
+            {
+                first_due.entry(poller).or_insert(*due_ms);
+            }
+        }
+        let deadline_ms = pollers
+            .iter()
+            .zip(&outcomes)
+            .filter(|(_, outcome)| **outcome != FirstPost::Posted)
+            .map(|(poller, _)| {
+                first_due
+                    .get(poller.as_str())
+                    .map_or(started_ms, |due| (*due).max(started_ms))
+                    + wait_ms
+            })
+            .max();
+        let now = now_ms();
+        // The figures are as old as the state file: judged once it was
+        // written after the deadline, or once it is not rewritten at all.
+        let seen_at = seen.as_ref().map_or(now, |state| {
+            if now > state.written_ms + 3 * state::EVERY_MS {
+                now
+            } else {
+                state.written_ms
+            }
+        });
+        if deadline_ms.is_none_or(|deadline_ms| seen_at >= deadline_ms) {
+            return report(pollers, &outcomes, &seen, now);
+        }
+        tokio::time::sleep(CHECK_EVERY).await;
+    }
+}
+
+fn report(
+    pollers: &[String],
+    outcomes: &[FirstPost],
+    seen: &Result<State, String>,
+    now_ms: u64,
+) -> anyhow::Result<FirstPosts> {
+    let mut text = String::new();
+    let state = match seen {
+        Ok(state) => state,
+        Err(why) => {
+            for poller in pollers {
+                writeln!(text, "  {poller}: FAILED: {why}")?;
+            }
+            return Ok(FirstPosts {
+                text,
+                all_posted: false,
+            });
+        }
+    };
+    let server = &state.server;
+    let last_post = state
+        .last_post
+        .as_ref()
+        .filter(|last| !last.delivered)
+        .map_or(String::new(), |last| {
+            format!(" (last post: {})", last.detail)
+        });
+    for (poller, outcome) in pollers.iter().zip(outcomes) {
+        match outcome {
+            FirstPost::Posted => writeln!(text, "  {poller}: OK: posted to {server}")?,
+            FirstPost::NotRun => writeln!(
+                text,
+                "  {poller}: FAILED: the running pattoo-agentd has no poller of that name (its configuration directory is not the one switched to? see `systemctl status pattoo-agentd`)"
+            )?,
+            FirstPost::NotPolled { due_ms } => {
+                let due = match due_ms {
+                    Some(due) if *due > now_ms => {
+                        let left = Duration::from_secs((due - now_ms).div_ceil(1000));
+                        format!(" (first poll due in {})", humantime::format_duration(left))
+                    }
+                    Some(_) => " (first poll due now)".to_owned(),
+                    None => String::new(),
+                };
+                writeln!(text, "  {poller}: FAILED: not polled yet{due}")?
+            }
+            FirstPost::PollFailed { polls } => writeln!(
+                text,
+                "  {poller}: FAILED: poll failed ({polls} of {polls}); the reason is in pattoo-agentd's log (journalctl -u pattoo-agentd)"
+            )?,
+            FirstPost::Cached => writeln!(
+                text,
+                "  {poller}: FAILED: post to {server} failed{last_post}; the body is cached and replayed once the server takes it"
+            )?,
+            FirstPost::InFlight => writeln!(
+                text,
+                "  {poller}: FAILED: polled, but the post to {server} has not been answered yet"
+            )?,
+        }
+    }
+    Ok(FirstPosts {
+        text,
+        all_posted: outcomes.iter().all(|outcome| *outcome == FirstPost::Posted),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::telemetry::figures::{Figure, Kind, Number};
+
+    fn poller(figures: &[(&str, u64)]) -> Group {
+        Group {
+            target: "meter".into(),
+            poller: Some(("meter".into(), "modbus_tcp".into())),
+            figures: figures
+                .iter()
+                .map(|(key, value)| Figure {
+                    key: (*key).into(),
+                    kind: Kind::Counter,
+                    value: Number::Int(*value),
+                    posted: false,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_drop_in_posted_once_the_server_took_one_of_its_bodies_whatever_failed_before() {
+        let group = poller(&[
+            ("poller_polls", 3),
+            ("poller_polls_failed", 1),
+            ("poller_bodies_cached", 1),
+            ("poller_bodies_delivered", 1),
+        ]);
+        assert_eq!(FirstPost::of(Some(&group)), FirstPost::Posted);
+    }
+
+    #[test]
+    fn a_drop_in_that_has_not_posted_says_why() {
+        assert_eq!(FirstPost::of(None), FirstPost::NotRun);
+        assert_eq!(
+            FirstPost::of(Some(&poller(&[
+                ("poller_polls", 0),
+                ("poller_next_tick_timestamp_seconds", 1_700_000_000)
+            ]))),
+            FirstPost::NotPolled {
+                due_ms: Some(1_700_000_000_000)
+            }
+        );
+        assert_eq!(
+            FirstPost::of(Some(&poller(&[
+                ("poller_polls", 2),
+                ("poller_polls_failed", 2)
+            ]))),
+            FirstPost::PollFailed { polls: 2 }
+        );
+        assert_eq!(
+            FirstPost::of(Some(&poller(&[
+                ("poller_polls", 2),
+                ("poller_polls_failed", 1),
+                ("poller_bodies_cached", 1)
+            ]))),
+            FirstPost::Cached
+        );
+        assert_eq!(
+            FirstPost::of(Some(&poller(&[("poller_polls", 1)]))),
+            FirstPost::InFlight
+        );
+    }
 }

@@ -42,7 +42,7 @@ use crate::counters::{PollerCounters, ProcessCounters};
 use crate::delivery::config::Encryption;
 #[cfg(feature = "openpgp")]
 use crate::delivery::openpgp::{self, Keyring};
-use crate::delivery::{Delivery, DeliveryError, Stats};
+use crate::delivery::{Committed, Delivery, DeliveryError, Stats};
 use crate::identity::HostName;
 use crate::model::PostBody;
 use crate::pollers::PollerEnv;
@@ -134,7 +134,7 @@ pub async fn run(
     };
     // Before READY too: a spoke's port already taken is a start-up error.
     let spokes = prepare_spokes(&settings, &hostname.name).await?;
-    let (queue_tx, queue_rx) = mpsc::channel::<PostBody>(QUEUE_BODIES);
+    let (queue_tx, queue_rx) = mpsc::channel::<Handed>(QUEUE_BODIES);
 
     let mut background = JoinSet::new();
     let (stop_background, background_stop) = watch::channel(false);
@@ -275,7 +275,7 @@ struct Service {
     delivery_tx: watch::Sender<Delivery>,
     /// Kept across reloads, as the pollers' counters are.
     delivery_counters: Arc<Stats>,
-    queue_tx: mpsc::Sender<PostBody>,
+    queue_tx: mpsc::Sender<Handed>,
     origin: Instant,
     log_level: logging::LevelHandle,
 }
@@ -538,7 +538,7 @@ impl Pollers {
         hostname: &str,
         counters: &mut CounterRegistry,
         monitor: &Arc<Monitor>,
-        queue: mpsc::Sender<PostBody>,
+        queue: mpsc::Sender<Handed>,
         delivery: watch::Receiver<Delivery>,
         origin: Instant,
     ) -> anyhow::Result<Self> {
@@ -572,7 +572,7 @@ impl Pollers {
         settings: &Settings,
         counters: &mut CounterRegistry,
         monitor: &Arc<Monitor>,
-        queue: mpsc::Sender<PostBody>,
+        queue: mpsc::Sender<Handed>,
         delivery: watch::Receiver<Delivery>,
         origin: Instant,
     ) -> Self {
@@ -671,7 +671,7 @@ impl Pollers {
 /// One poller's work at each tick: poll, then hand the body to delivery.
 struct PollJob {
     collector: Collector,
-    queue: mpsc::Sender<PostBody>,
+    queue: mpsc::Sender<Handed>,
     delivery: watch::Receiver<Delivery>,
 }
 
@@ -681,23 +681,58 @@ impl scheduler::Job for PollJob {
             return;
         };
         for body in bodies {
-            hand_over(&self.queue, &self.delivery, body).await;
+            let poller = Some(self.collector.counters.clone());
+            hand_over(&self.queue, &self.delivery, Handed { body, poller }).await;
         }
     }
+}
+
+/// A body on its way to delivery, with the counters of the poller that
+/// made it (none for self-monitoring), so each poller's figures say what
+/// came of its bodies.
+struct Handed {
+    body: PostBody,
+    poller: Option<Arc<PollerCounters>>,
+}
+
+impl Handed {
+    /// Delivers or caches the body, counting the outcome for its poller.
+    async fn commit(self, delivery: &Delivery, stop: impl std::future::Future<Output = ()>) {
+        let Handed { body, poller } = self;
+        count(poller.as_deref(), &delivery.submit_unless(body, stop).await);
+    }
+
+    /// Caches the body without posting it.
+    async fn store(self, delivery: &Delivery) {
+        let Handed { body, poller } = self;
+        count(poller.as_deref(), &delivery.store(body).await);
+    }
+}
+
+/// Counts what came of a body for the poller that made it.
+fn count(poller: Option<&PollerCounters>, committed: &Committed) {
+    let Some(poller) = poller else { return };
+    let counter = match committed {
+        Committed::Posted => &poller.bodies_delivered,
+        Committed::Cached(_) => &poller.bodies_cached,
+        Committed::Lost => return,
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
 }
 
 /// Gives a body to the delivery task, or to the cache when delivery is
 /// behind: a body waits on disk, not in memory.
 async fn hand_over(
-    queue: &mpsc::Sender<PostBody>,
+    queue: &mpsc::Sender<Handed>,
     delivery: &watch::Receiver<Delivery>,
-    body: PostBody,
+    handed: Handed,
 ) {
-    if let Err(mpsc::error::TrySendError::Full(body) | mpsc::error::TrySendError::Closed(body)) =
-        queue.try_send(body)
+    if let Err(
+        mpsc::error::TrySendError::Full(handed) | mpsc::error::TrySendError::Closed(handed),
+    ) = queue.try_send(handed)
     {
         let delivery = delivery.borrow().clone();
-        delivery.store(body).await;
+        handed.store(&delivery).await;
     }
 }
 
@@ -706,14 +741,15 @@ async fn hand_over(
 struct SelfJob {
     monitor: Arc<Monitor>,
     who: SelfMonitoring,
-    queue: mpsc::Sender<PostBody>,
+    queue: mpsc::Sender<Handed>,
     delivery: watch::Receiver<Delivery>,
 }
 
 impl scheduler::Job for SelfJob {
     async fn run_once(&mut self) {
         if let Some(body) = self.who.body(&self.monitor.figures(), now_ms()) {
-            hand_over(&self.queue, &self.delivery, body).await;
+            let handed = Handed { body, poller: None };
+            hand_over(&self.queue, &self.delivery, handed).await;
         }
     }
 }
@@ -724,7 +760,7 @@ async fn poll_forever(
     stats: Arc<PollerCounters>,
     origin: Instant,
     shutdown: watch::Receiver<bool>,
-    queue: mpsc::Sender<PostBody>,
+    queue: mpsc::Sender<Handed>,
     delivery: watch::Receiver<Delivery>,
 ) {
     let name = collector.name.clone();
@@ -742,7 +778,7 @@ async fn poll_forever(
 /// cache, so shutdown ends well inside systemd's stop timeout however
 /// slowly the server answers. Returns when the queue is closed and empty.
 async fn deliver_queue(
-    mut queue: mpsc::Receiver<PostBody>,
+    mut queue: mpsc::Receiver<Handed>,
     delivery: watch::Receiver<Delivery>,
     health: Arc<Health>,
     origin: Instant,
@@ -754,15 +790,15 @@ async fn deliver_queue(
             .delivery_alive
             .store(millis_since(origin), Ordering::Relaxed);
         tokio::select! {
-            body = queue.recv() => {
-                let Some(body) = body else { return };
+            handed = queue.recv() => {
+                let Some(handed) = handed else { return };
                 let delivery = delivery.borrow().clone();
                 let mut stopping = stopping.clone();
                 // A dropped sender counts as stop too: no one is left to say it.
                 let stop = async move {
                     let _ = stopping.wait_for(|stop| *stop).await;
                 };
-                delivery.submit_unless(body, stop).await;
+                handed.commit(&delivery, stop).await;
                 // Once per poll, not once per part of a large one.
                 if queue.is_empty() {
                     crate::release_freed_memory();
@@ -1210,8 +1246,14 @@ mod tests {
             Instant::now(),
             stopping,
         ));
+        // Each poller is told what came of its bodies.
+        let meter = Arc::new(PollerCounters::default());
         for i in 0..10 {
-            queue_tx.try_send(body(now + i)).unwrap();
+            let handed = Handed {
+                body: body(now + i),
+                poller: (i % 2 == 0).then(|| meter.clone()),
+            };
+            queue_tx.try_send(handed).unwrap();
         }
         // The first body is in the server's hands, its answer far away.
         wait_for_count(&received, 1).await;
@@ -1224,6 +1266,44 @@ mod tests {
         assert_eq!(delivery.cache().totals().0, 10);
         assert_eq!(delivery.stats().lost, 0);
         assert_eq!(received.load(Ordering::SeqCst), 1);
+        assert_eq!(meter.bodies_cached.load(Ordering::Relaxed), 5);
+        assert_eq!(meter.bodies_delivered.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn each_poller_counts_its_bodies_the_server_took() {
+        let (addr, received) = slow_server(Duration::ZERO).await;
+        let cache_dir = tempfile::tempdir().unwrap();
+        let delivery = delivery_to(addr, cache_dir.path());
+        let (_keep, current) = watch::channel(delivery.clone());
+        let (queue_tx, queue_rx) = mpsc::channel(QUEUE_BODIES);
+        let (_stop, stopping) = watch::channel(false);
+        let task = tokio::spawn(deliver_queue(
+            queue_rx,
+            current,
+            Arc::new(Health::default()),
+            Instant::now(),
+            stopping,
+        ));
+        let (meter, other) = (Arc::default(), Arc::<PollerCounters>::default());
+        let now = now_ms();
+        for (i, poller) in [&meter, &other, &meter].into_iter().enumerate() {
+            let handed = Handed {
+                body: body(now + i as u64),
+                poller: Some(poller.clone()),
+            };
+            queue_tx.try_send(handed).unwrap();
+        }
+        drop(queue_tx);
+        tokio::time::timeout(Duration::from_secs(60), task)
+            .await
+            .expect("the queue is delivered")
+            .unwrap();
+        assert_eq!(received.load(Ordering::SeqCst), 3);
+        let meter: Arc<PollerCounters> = meter;
+        assert_eq!(meter.bodies_delivered.load(Ordering::Relaxed), 2);
+        assert_eq!(other.bodies_delivered.load(Ordering::Relaxed), 1);
+        assert_eq!(meter.bodies_cached.load(Ordering::Relaxed), 0);
     }
 
     fn health_with_poller(interval: Duration) -> (Health, Arc<PollerCounters>) {

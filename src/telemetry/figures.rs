@@ -120,6 +120,15 @@ fn gauge(key: &str, value: Number) -> Figure {
     }
 }
 
+/// A counter for the metrics page and `status`, not in the self-monitoring
+/// body.
+fn local_counter(key: &str, value: u64) -> Figure {
+    Figure {
+        posted: false,
+        ..counter(key, value)
+    }
+}
+
 fn local_gauge(key: &str, value: Number) -> Figure {
     Figure {
         posted: false,
@@ -157,6 +166,8 @@ impl Figures {
                     "poller_seconds_since_success",
                     Number::Int(since_success / 1000),
                 ),
+                local_counter("poller_bodies_delivered", load(&c.bodies_delivered)),
+                local_counter("poller_bodies_cached", load(&c.bodies_cached)),
                 local_gauge(
                     "poller_interval_seconds",
                     Number::Float(poller.interval.as_secs_f64()),

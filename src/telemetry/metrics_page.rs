@@ -165,6 +165,10 @@ fn help(key: &str) -> &'static str {
         "poller_seconds_since_success" => {
             "Seconds since the last poll that produced a body (since start if none has)."
         }
+        "poller_bodies_delivered" => "The poller's bodies the pattoo server took when first posted.",
+        "poller_bodies_cached" => {
+            "The poller's bodies written to the cache instead, to be replayed."
+        }
         "poller_interval_seconds" => "The poller's polling interval.",
         "poller_last_poll_timestamp_seconds" => "When the last poll ended.",
         "poller_next_tick_timestamp_seconds" => "When the next poll is due.",

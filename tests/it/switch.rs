@@ -4,10 +4,14 @@
 //! /etc/pattoo, agent ids and the cache under the directories pattoo.yaml
 //! names.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
 use crate::common::modbus_sim::{Sim, Unit};
+use crate::common::receiver::{now_ms, Mode, TestServer};
 
 /// A unit as `install_systemd.py` writes it from its template.
 fn python_unit(program: &str, config: &str) -> String {
@@ -26,6 +30,12 @@ const AGENT_ID: &str = "7a2f0c1e9b3d4a5f6e7d8c9b0a1f2e3d4c5b6a7f8e9d0c1b2a3f4e5d
 /// bacnetipd agent whose file is missing and a site's own agent, weatherd,
 /// that no drop-in stands for.
 fn fake_root(root: &Path, device: &str, config: &str) -> u64 {
+    fake_root_with(root, device, config, 9, 300)
+}
+
+/// [`fake_root`] with the server on loopback `port` and modbustcpd polling
+/// every `interval` seconds.
+fn fake_root_with(root: &Path, device: &str, config: &str, port: u16, interval: u32) -> u64 {
     let units = root.join("lib/systemd/system");
     std::fs::create_dir_all(&units).unwrap();
     for program in [
@@ -41,11 +51,11 @@ fn fake_root(root: &Path, device: &str, config: &str) -> u64 {
     }
     let config = root.join(config.trim_start_matches('/'));
     std::fs::create_dir_all(&config).unwrap();
-    crate::common::write_pattoo_yaml(&config, &root.join("var/lib/pattoo"), 9);
+    crate::common::write_pattoo_yaml(&config, &root.join("var/lib/pattoo"), port);
     std::fs::write(
         config.join("pattoo_agent_modbustcpd.yaml"),
         format!(
-            "pattoo_agent_modbustcpd:\n  polling_interval: 300\n  polling_groups:\n    \
+            "pattoo_agent_modbustcpd:\n  polling_interval: {interval}\n  polling_groups:\n    \
              - group_name: plant\n      ip_targets:\n        - {device}\n      \
              input_registers:\n        - 30001\n        - 30002\n      \
              holding_registers:\n        - 40001\n"
@@ -155,7 +165,12 @@ async fn apply_stops_the_python_units_points_the_service_at_their_directory_and_
     );
     assert!(!log.exists(), "systemctl ran without confirmation");
 
-    let applied = switch_with(root.path(), &["--apply", "--yes"], &systemctl);
+    // This systemctl starts nothing: the first posts are not waited for.
+    let applied = switch_with(
+        root.path(),
+        &["--apply", "--yes", "--wait", "0"],
+        &systemctl,
+    );
     assert!(
         applied.status.success(),
         "{}",
@@ -204,4 +219,186 @@ async fn apply_stops_the_python_units_points_the_service_at_their_directory_and_
     );
     let again = switch_with(root.path(), &["--undo", "--yes"], &systemctl);
     assert!(!again.status.success(), "a second undo has nothing to undo");
+}
+
+/// A systemctl that logs its arguments and, asked to enable and start
+/// pattoo-agentd, starts the real one on `config_dir` in the background,
+/// as systemd would, writing its pid to `agentd.pid` beside itself.
+fn starting_systemctl(dir: &Path, config_dir: &Path) -> (PathBuf, PathBuf) {
+    let log = dir.join("systemctl.log");
+    let script = dir.join("systemctl");
+    crate::common::write_executable(
+        &script,
+        &format!(
+            "#!/bin/sh\necho \"$*\" >> '{log}'\n\
+             if [ \"$*\" = 'enable --now pattoo-agentd.service' ]; then\n  \
+             '{exe}' --config-dir '{config}' run </dev/null >>'{dir}/agentd.log' 2>&1 &\n  \
+             echo $! > '{dir}/agentd.pid'\nfi\n",
+            log = log.display(),
+            exe = env!("CARGO_BIN_EXE_pattoo-agentd"),
+            config = config_dir.display(),
+            dir = dir.display(),
+        ),
+    );
+    (script, log)
+}
+
+/// The agent a [`starting_systemctl`] started, killed when dropped.
+struct Started(PathBuf);
+
+impl Started {
+    fn pid(&self) -> Option<Pid> {
+        let text = std::fs::read_to_string(&self.0).ok()?;
+        Some(Pid::from_raw(text.trim().parse().ok()?))
+    }
+}
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        if let Some(pid) = self.pid() {
+            let _ = kill(pid, Signal::SIGKILL);
+        }
+    }
+}
+
+/// `switch-from-python --apply --yes --wait WAIT` on a thread of its own,
+/// so the simulator and the server keep this runtime's threads.
+async fn apply_and_wait(root: &Path, systemctl: &Path, wait: &str) -> std::process::Output {
+    let (root, systemctl, wait) = (root.to_owned(), systemctl.to_owned(), wait.to_owned());
+    tokio::task::spawn_blocking(move || {
+        switch_with(&root, &["--apply", "--yes", "--wait", &wait], &systemctl)
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_waits_until_the_first_poll_of_each_drop_in_has_posted_and_says_so() {
+    let sim = Sim::start([(0, Unit::default().input(0, &[7, 8]).holding(0, &[9]))]).await;
+    let server = TestServer::start().await;
+    let port = server.addr.port();
+    let root = tempfile::tempdir().unwrap();
+    fake_root_with(root.path(), &sim.address(), "/etc/pattoo", port, 1);
+    let tools = tempfile::tempdir().unwrap();
+    let (systemctl, _) = starting_systemctl(tools.path(), &root.path().join("etc/pattoo"));
+    let agent = Started(tools.path().join("agentd.pid"));
+    let started_ms = now_ms();
+
+    let applied = apply_and_wait(root.path(), &systemctl, "60s").await;
+    let stdout = String::from_utf8_lossy(&applied.stdout);
+    assert!(
+        applied.status.success(),
+        "{stdout}\n{}\nagent log:\n{}",
+        String::from_utf8_lossy(&applied.stderr),
+        std::fs::read_to_string(tools.path().join("agentd.log")).unwrap_or_default()
+    );
+    assert!(agent.pid().is_some(), "the agent was started");
+    assert!(
+        stdout.ends_with(&format!(
+            "waiting for the first poll of each drop-in to post (up to 1m after it is due; --wait):\n\
+             \x20 pattoo_agent_modbustcpd: OK: posted to http://127.0.0.1:{port}\n\
+             every drop-in posted its first poll\n"
+        )),
+        "{stdout}"
+    );
+    // What was said is so: the server has a fresh poll of the drop-in.
+    let received = server.received();
+    let polled = received.iter().any(|body| {
+        body.agent_id == AGENT_ID
+            && body.timestamp_ms >= started_ms - 1000
+            && String::from_utf8_lossy(&body.bytes).contains(
+                "[\"pattoo_agent_program\",\"pattoo_agent_modbustcpd\"],\"6\":[\"pattoo_key\",\"input_register_30001\"]",
+            )
+    });
+    assert!(
+        polled,
+        "no fresh modbustcpd body reached the server: {:?}",
+        received
+            .iter()
+            .map(|body| String::from_utf8_lossy(&body.bytes))
+            .collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_names_the_drop_in_whose_first_post_the_server_refused_and_undoes_nothing() {
+    let sim = Sim::start([(0, Unit::default().input(0, &[7, 8]).holding(0, &[9]))]).await;
+    let server = TestServer::start().await;
+    server.set_mode(Mode::Status(500));
+    let port = server.addr.port();
+    let root = tempfile::tempdir().unwrap();
+    fake_root_with(root.path(), &sim.address(), "/etc/pattoo", port, 1);
+    let tools = tempfile::tempdir().unwrap();
+    let (systemctl, log) = starting_systemctl(tools.path(), &root.path().join("etc/pattoo"));
+    let agent = Started(tools.path().join("agentd.pid"));
+
+    let applied = apply_and_wait(root.path(), &systemctl, "3s").await;
+    let stdout = String::from_utf8_lossy(&applied.stdout);
+    let stderr = String::from_utf8_lossy(&applied.stderr);
+    assert!(!applied.status.success(), "{stdout}");
+    let line = stdout
+        .lines()
+        .find(|line| line.starts_with("  pattoo_agent_modbustcpd: "))
+        .unwrap_or_else(|| panic!("no line for the drop-in: {stdout}"));
+    assert!(
+        line.starts_with(&format!(
+            "  pattoo_agent_modbustcpd: FAILED: post to http://127.0.0.1:{port} failed (last post: "
+        )) && line.contains("500")
+            && line.ends_with("; the body is cached and replayed once the server takes it"),
+        "{line}"
+    );
+    assert!(
+        stderr.contains("pattoo-agentd keeps running")
+            && stderr.contains("`pattoo-agentd switch-from-python --undo`"),
+        "{stderr}"
+    );
+    // Nothing was undone: pattoo-agentd still runs, the Python unit stays stopped.
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap(),
+        "stop pattoo_agent_modbustcpd.service\n\
+         disable pattoo_agent_modbustcpd.service\n\
+         enable --now pattoo-agentd.service\n"
+    );
+    let pid = agent.pid().expect("the agent was started");
+    assert!(kill(pid, None).is_ok(), "the agent was stopped");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_by_root_the_plan_polls_as_the_daemon_directory_owner_so_the_service_can_read_the_id_it_makes(
+) {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: only root polls as another user");
+        return;
+    }
+    let sim = Sim::start([(0, Unit::default().input(0, &[7, 8]).holding(0, &[9]))]).await;
+    let root = tempfile::tempdir().unwrap();
+    fake_root(root.path(), &sim.address(), "/etc/pattoo");
+    // The service's user (here nobody) owns the daemon directory, which
+    // has no agent id yet, and can read the configuration.
+    std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let daemon = root.path().join("var/lib/pattoo/daemon");
+    let id_file = daemon.join("agent_id/pattoo_agent_modbustcpd.agent_id");
+    std::fs::remove_file(&id_file).unwrap();
+    let chown = Command::new("chown")
+        .args(["-R", "65534:65534"])
+        .arg(&daemon)
+        .status()
+        .unwrap();
+    assert!(chown.success());
+
+    let output = switch(root.path(), &[]);
+    let plan = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{plan}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        plan.contains("pattoo_agent_modbustcpd, 3 datapoint(s) in one poll")
+            && plan.contains("pattoo_agent_modbustcpd.agent_id: none yet; made at the first poll"),
+        "{plan}"
+    );
+    let made = std::fs::metadata(&id_file).expect("the poll made the agent id file");
+    assert_eq!((made.uid(), made.gid()), (65534, 65534));
 }
