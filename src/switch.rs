@@ -315,7 +315,8 @@ pub fn plan(root: &Path, config_dir: Option<&Path>, exe: &Path) -> anyhow::Resul
         )?;
         writeln!(out, "  systemctl daemon-reload")?;
     }
-    writeln!(out, "  systemctl enable --now pattoo-agentd.service")?;
+    writeln!(out, "  systemctl enable pattoo-agentd.service")?;
+    writeln!(out, "  systemctl restart pattoo-agentd.service")?;
     Ok(Plan {
         text: out,
         stop: reads.iter().map(|(unit, _)| unit.name.clone()).collect(),
@@ -352,7 +353,7 @@ fn systemctl(systemctl: &Path, args: &[&str], out: &mut String) -> anyhow::Resul
 
 /// Stops and disables the Python units of `plan`, points pattoo-agentd at
 /// their configuration directory when it is not the packaged one, and
-/// enables and starts pattoo-agentd; records what it did for [`undo`].
+/// enables and (re)starts pattoo-agentd; records what it did for [`undo`].
 pub fn apply(root: &Path, plan: &Plan, systemctl_path: &Path) -> anyhow::Result<String> {
     let mut out = String::new();
     let mut state = String::new();
@@ -389,7 +390,15 @@ pub fn apply(root: &Path, plan: &Plan, systemctl_path: &Path) -> anyhow::Result<
     }
     systemctl(
         systemctl_path,
-        &["enable", "--now", "pattoo-agentd.service"],
+        &["enable", "pattoo-agentd.service"],
+        &mut out,
+    )?;
+    // Restart, not `enable --now`: the package starts pattoo-agentd on
+    // /etc/pattoo when it is installed, and a running service would keep
+    // that configuration directory instead of the drop-in's.
+    systemctl(
+        systemctl_path,
+        &["restart", "pattoo-agentd.service"],
         &mut out,
     )?;
     writeln!(

@@ -133,7 +133,8 @@ async fn the_plan_names_the_drop_ins_their_datapoints_the_kept_ids_the_cache_and
          Commands that switch (--apply runs them; nothing is deleted):\n\
          \x20 systemctl stop pattoo_agent_modbustcpd.service\n\
          \x20 systemctl disable pattoo_agent_modbustcpd.service\n\
-         \x20 systemctl enable --now pattoo-agentd.service\n"
+         \x20 systemctl enable pattoo-agentd.service\n\
+         \x20 systemctl restart pattoo-agentd.service\n"
     );
 }
 
@@ -181,7 +182,8 @@ async fn apply_stops_the_python_units_points_the_service_at_their_directory_and_
         "stop pattoo_agent_modbustcpd.service\n\
          disable pattoo_agent_modbustcpd.service\n\
          daemon-reload\n\
-         enable --now pattoo-agentd.service\n"
+         enable pattoo-agentd.service\n\
+         restart pattoo-agentd.service\n"
     );
     let drop_in = root
         .path()
@@ -231,7 +233,7 @@ fn starting_systemctl(dir: &Path, config_dir: &Path) -> (PathBuf, PathBuf) {
         &script,
         &format!(
             "#!/bin/sh\necho \"$*\" >> '{log}'\n\
-             if [ \"$*\" = 'enable --now pattoo-agentd.service' ]; then\n  \
+             if [ \"$*\" = 'restart pattoo-agentd.service' ]; then\n  \
              '{exe}' --config-dir '{config}' run </dev/null >>'{dir}/agentd.log' 2>&1 &\n  \
              echo $! > '{dir}/agentd.pid'\nfi\n",
             log = log.display(),
@@ -357,7 +359,8 @@ async fn apply_names_the_drop_in_whose_first_post_the_server_refused_and_undoes_
         std::fs::read_to_string(&log).unwrap(),
         "stop pattoo_agent_modbustcpd.service\n\
          disable pattoo_agent_modbustcpd.service\n\
-         enable --now pattoo-agentd.service\n"
+         enable pattoo-agentd.service\n\
+         restart pattoo-agentd.service\n"
     );
     let pid = agent.pid().expect("the agent was started");
     assert!(kill(pid, None).is_ok(), "the agent was stopped");
