@@ -49,6 +49,22 @@ fn real_answer(request: &Request, value: f32) -> Vec<u8> {
     frame(&apdu)
 }
 
+/// A ReadProperty Error for the request: class object (1), code
+/// unknown-object (31).
+fn unknown_object(request: &Request) -> Vec<u8> {
+    frame(&[0x50, request.invoke, READ_PROPERTY, 0x91, 1, 0x91, 31])
+}
+
+/// Appends to a ReadPropertyMultiple answer analog-value `instance`'s
+/// result, its present value `instance + 0.5` as a REAL, leaving its list
+/// of results open for more.
+fn present_value_result(apdu: &mut Vec<u8>, instance: u8) {
+    apdu.extend_from_slice(&[0x0c, 0x00, 0x80, 0x00, instance, 0x1e]);
+    apdu.extend_from_slice(&[0x29, 85, 0x4e, 0x44]);
+    apdu.extend_from_slice(&(f32::from(instance) + 0.5).to_be_bytes());
+    apdu.push(0x4f);
+}
+
 /// The object instance a ReadProperty asks for.
 fn instance(request: &Request) -> u32 {
     u32::from_be_bytes([0, request.rest[2], request.rest[3], request.rest[4]]) & 0x3f_ffff
@@ -244,15 +260,7 @@ async fn a_device_without_read_property_multiple_is_read_one_property_a_request(
         // unrecognized-service
         READ_PROPERTY_MULTIPLE => vec![frame(&[0x60, request.invoke, 9])],
         READ_PROPERTY => match instance(request) {
-            2 => vec![frame(&[
-                0x50,
-                request.invoke,
-                READ_PROPERTY,
-                0x91,
-                1,
-                0x91,
-                31,
-            ])],
+            2 => vec![unknown_object(request)],
             // segmentation-not-supported, from the server
             3 => vec![frame(&[0x71, request.invoke, 4])],
             // buffer-overflow
@@ -316,10 +324,7 @@ async fn values_read_before_a_device_falls_silent_are_posted() {
         }
         let mut apdu = vec![0x30, request.invoke, READ_PROPERTY_MULTIPLE];
         for instance in [1u8, 2] {
-            apdu.extend_from_slice(&[0x0c, 0x00, 0x80, 0x00, instance, 0x1e]);
-            apdu.extend_from_slice(&[0x29, 85, 0x4e, 0x44]);
-            apdu.extend_from_slice(&(f32::from(instance) + 0.5).to_be_bytes());
-            apdu.push(0x4f);
+            present_value_result(&mut apdu, instance);
             // Object 1's name is left out of the answer.
             if instance == 2 {
                 apdu.extend_from_slice(&[0x29, 77, 0x4e, 0x75, 3, 0, b'B', b'2', 0x4f]);
@@ -378,23 +383,13 @@ async fn an_object_the_device_refuses_is_asked_alone_and_the_rest_together() {
             }
             let mut apdu = vec![0x30, request.invoke, READ_PROPERTY_MULTIPLE];
             for instance in instances {
-                apdu.extend_from_slice(&[0x0c, 0x00, 0x80, 0x00, instance, 0x1e]);
-                apdu.extend_from_slice(&[0x29, 85, 0x4e, 0x44]);
-                apdu.extend_from_slice(&(f32::from(instance) + 0.5).to_be_bytes());
-                apdu.extend_from_slice(&[0x4f, 0x1f]);
+                present_value_result(&mut apdu, instance);
+                apdu.push(0x1f);
             }
             vec![frame(&apdu)]
         }
         READ_PROPERTY => match instance(request) {
-            9 => vec![frame(&[
-                0x50,
-                request.invoke,
-                READ_PROPERTY,
-                0x91,
-                1,
-                0x91,
-                31,
-            ])],
+            9 => vec![unknown_object(request)],
             n => vec![real_answer(request, n as f32 + 0.5)],
         },
         _ => Vec::new(),
@@ -523,16 +518,7 @@ async fn device_7() -> SocketAddr {
             return vec![real_answer(request, 1.5)];
         }
         if instance(request) != 7 {
-            // Error, class object (1), code unknown-object (31).
-            return vec![frame(&[
-                0x50,
-                request.invoke,
-                READ_PROPERTY,
-                0x91,
-                1,
-                0x91,
-                31,
-            ])];
+            return vec![unknown_object(request)];
         }
         let mut apdu = vec![0x30, request.invoke, READ_PROPERTY];
         apdu.extend_from_slice(&request.rest[..7]);
