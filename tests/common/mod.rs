@@ -17,6 +17,7 @@ pub mod modbus_sim;
 pub mod netsnmp;
 pub mod pattoo_encrypted;
 pub mod pattoo_server;
+pub mod poller;
 pub mod pymodbus;
 pub mod python;
 pub mod receiver;
@@ -41,6 +42,35 @@ pub fn write_pattoo_yaml(config_dir: &Path, state_root: &Path, port: u16) {
         ),
     )
     .unwrap();
+}
+
+/// Writes the agent id `id` of `program` where the agent keeps it when its
+/// daemon directory is `state_root/daemon` (as [`write_pattoo_yaml`] sets).
+pub fn write_agent_id(state_root: &Path, program: &str, id: &str) {
+    let ids = state_root.join("daemon/agent_id");
+    std::fs::create_dir_all(&ids).unwrap();
+    std::fs::write(ids.join(format!("{program}.agent_id")), id).unwrap();
+}
+
+/// Runs `pattoo-agentd --config-dir config_dir args...` to its end and
+/// gives its stdout; fails the test, with stdout and stderr, unless it
+/// exits with success.
+pub fn run_agentd(config_dir: &Path, args: &[&str]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_pattoo-agentd"))
+        .arg("--config-dir")
+        .arg(config_dir)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "pattoo-agentd {args:?}: {}\n{stdout}{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
 }
 
 /// Writes the executable `path` holding `text`. A child process writes it:

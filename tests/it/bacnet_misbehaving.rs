@@ -6,16 +6,14 @@
 #![cfg(feature = "bacnet")]
 
 use crate::common;
-use crate::common::Readings;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use pattoo_agentd::config;
 use pattoo_agentd::model::Value;
-use pattoo_agentd::pollers::{Poller, PollerEnv};
+use pattoo_agentd::pollers::Poller;
 use tokio::net::UdpSocket;
 
 /// What the poller asked: the confirmed request's invoke id, service
@@ -49,6 +47,22 @@ fn real_answer(request: &Request, value: f32) -> Vec<u8> {
     apdu.extend_from_slice(&value.to_be_bytes());
     apdu.push(0x3f);
     frame(&apdu)
+}
+
+/// A ReadProperty Error for the request: class object (1), code
+/// unknown-object (31).
+fn unknown_object(request: &Request) -> Vec<u8> {
+    frame(&[0x50, request.invoke, READ_PROPERTY, 0x91, 1, 0x91, 31])
+}
+
+/// Appends to a ReadPropertyMultiple answer analog-value `instance`'s
+/// result, its present value `instance + 0.5` as a REAL, leaving its list
+/// of results open for more.
+fn present_value_result(apdu: &mut Vec<u8>, instance: u8) {
+    apdu.extend_from_slice(&[0x0c, 0x00, 0x80, 0x00, instance, 0x1e]);
+    apdu.extend_from_slice(&[0x29, 85, 0x4e, 0x44]);
+    apdu.extend_from_slice(&(f32::from(instance) + 0.5).to_be_bytes());
+    apdu.push(0x4f);
 }
 
 /// The object instance a ReadProperty asks for.
@@ -107,32 +121,18 @@ fn poller(device: SocketAddr, extra: &str) -> Poller {
 
 /// The poller `odd` of `targets` (a YAML list).
 fn poller_of(targets: &str, extra: &str) -> Poller {
-    let dir = tempfile::tempdir().unwrap();
-    common::write_pattoo_yaml(dir.path(), dir.path(), 20201);
-    let text = format!(
-        "pattoo_agentd:\n  pollers:\n    - name: odd\n      type: bacnet\n      local_address: 127.0.0.1\n      local_port: 0\n      targets: {targets}\n{extra}"
-    );
-    std::fs::write(dir.path().join("pattoo_agentd.yaml"), &text).unwrap();
-    let settings = config::load(dir.path()).unwrap_or_else(|errors| panic!("{errors}\n{text}"));
-    let env = PollerEnv {
-        hostname: "test.example.org".to_owned(),
-    };
-    Poller::new(&settings.pollers[0], &env).unwrap()
+    common::poller::from_entries(&format!(
+        "    - name: odd\n      type: bacnet\n      local_address: 127.0.0.1\n      local_port: 0\n      targets: {targets}\n{extra}"
+    ))
 }
 
-/// Polls once, at most a minute, and returns the result and the logs.
-async fn poll(
-    poller: &mut Poller,
-) -> (
-    Result<Vec<pattoo_agentd::model::TargetData>, String>,
-    String,
-) {
-    let (logs, _guard) = common::logs::capture();
-    let result = tokio::time::timeout(Duration::from_secs(60), poller.readings())
-        .await
-        .expect("the poll ends")
-        .map_err(|e| e.to_string());
-    (result, logs.text())
+/// (key, value) of each datapoint of `target`, in order.
+fn key_values(target: &pattoo_agentd::model::TargetData) -> Vec<(String, Value)> {
+    target
+        .datapoints
+        .iter()
+        .map(|d| (d.key.to_string(), d.value.clone()))
+        .collect()
 }
 
 #[tokio::test]
@@ -153,7 +153,7 @@ async fn a_garbled_answer_is_a_logged_error_for_its_object() {
         device,
         "      object_names: false\n      objects: [av:1, av:2]\n",
     );
-    let (result, logs) = poll(&mut poller).await;
+    let (result, logs) = common::poller::poll_logged(&mut poller).await;
     assert_eq!(
         result.unwrap_err(),
         "poller odd: nothing read: all 2 read(s) failed (see the warnings above)"
@@ -188,7 +188,7 @@ async fn answers_with_another_invoke_id_are_not_taken() {
         device,
         "      object_names: false\n      timeout_ms: 300\n      retries: 1\n      max_objects_per_request: 1\n      objects: [av:1, av:2]\n",
     );
-    let (result, logs) = poll(&mut poller).await;
+    let (result, logs) = common::poller::poll_logged(&mut poller).await;
     assert_eq!(
         result.unwrap_err(),
         "poller odd: nothing read: all 2 read(s) failed (see the warnings above)"
@@ -217,7 +217,7 @@ async fn a_segmented_answer_never_finished_times_out() {
         device,
         "      object_names: false\n      timeout_ms: 300\n      retries: 0\n      objects: [av:1]\n",
     );
-    let (result, logs) = poll(&mut poller).await;
+    let (result, logs) = common::poller::poll_logged(&mut poller).await;
     assert!(result.is_err(), "{result:?}");
     assert!(
         logs.contains("no answer to ReadPropertyMultiple of 1 object(s): no answer within 300ms"),
@@ -246,7 +246,7 @@ async fn a_segmented_answer_that_never_ends_is_cut_at_a_bound() {
         device,
         "      object_names: false\n      timeout_ms: 20000\n      retries: 0\n      objects: [av:1]\n",
     );
-    let (result, logs) = poll(&mut poller).await;
+    let (result, logs) = common::poller::poll_logged(&mut poller).await;
     assert!(result.is_err(), "{result:?}");
     assert!(
         logs.contains("read analog-value 1 present-value: the answer could not be read: response payload exceeded 1048576 bytes"),
@@ -260,15 +260,7 @@ async fn a_device_without_read_property_multiple_is_read_one_property_a_request(
         // unrecognized-service
         READ_PROPERTY_MULTIPLE => vec![frame(&[0x60, request.invoke, 9])],
         READ_PROPERTY => match instance(request) {
-            2 => vec![frame(&[
-                0x50,
-                request.invoke,
-                READ_PROPERTY,
-                0x91,
-                1,
-                0x91,
-                31,
-            ])],
+            2 => vec![unknown_object(request)],
             // segmentation-not-supported, from the server
             3 => vec![frame(&[0x71, request.invoke, 4])],
             // buffer-overflow
@@ -282,15 +274,10 @@ async fn a_device_without_read_property_multiple_is_read_one_property_a_request(
         device,
         "      object_names: false\n      objects: [av:1, av:2, av:3, av:4, av:5]\n",
     );
-    let (result, logs) = poll(&mut poller).await;
+    let (result, logs) = common::poller::poll_logged(&mut poller).await;
     let targets = result.unwrap();
-    let values: Vec<(String, Value)> = targets[0]
-        .datapoints
-        .iter()
-        .map(|d| (d.key.to_string(), d.value.clone()))
-        .collect();
     assert_eq!(
-        values,
+        key_values(&targets[0]),
         [
             ("analog_value_1".to_owned(), Value::Float(1.5)),
             ("analog_value_5".to_owned(), Value::Float(5.5)),
@@ -318,7 +305,7 @@ async fn a_device_without_read_property_multiple_is_read_one_property_a_request(
     assert!(logs.contains("ReadPropertyMultiple refused"), "{logs}");
     // The refusal is remembered: the next poll asks one property a request.
     let before = count.load(Ordering::Relaxed);
-    let (result, _) = poll(&mut poller).await;
+    let (result, _) = common::poller::poll_logged(&mut poller).await;
     assert_eq!(result.unwrap()[0].datapoints.len(), 2);
     assert_eq!(count.load(Ordering::Relaxed) - before, 5);
 }
@@ -337,10 +324,7 @@ async fn values_read_before_a_device_falls_silent_are_posted() {
         }
         let mut apdu = vec![0x30, request.invoke, READ_PROPERTY_MULTIPLE];
         for instance in [1u8, 2] {
-            apdu.extend_from_slice(&[0x0c, 0x00, 0x80, 0x00, instance, 0x1e]);
-            apdu.extend_from_slice(&[0x29, 85, 0x4e, 0x44]);
-            apdu.extend_from_slice(&(f32::from(instance) + 0.5).to_be_bytes());
-            apdu.push(0x4f);
+            present_value_result(&mut apdu, instance);
             // Object 1's name is left out of the answer.
             if instance == 2 {
                 apdu.extend_from_slice(&[0x29, 77, 0x4e, 0x75, 3, 0, b'B', b'2', 0x4f]);
@@ -354,15 +338,10 @@ async fn values_read_before_a_device_falls_silent_are_posted() {
         device,
         "      timeout_ms: 300\n      retries: 0\n      max_objects_per_request: 2\n      objects: [av:1, av:2, av:3]\n",
     );
-    let (result, logs) = poll(&mut poller).await;
+    let (result, logs) = common::poller::poll_logged(&mut poller).await;
     let targets = result.unwrap_or_else(|e| panic!("{e}\n{logs}"));
-    let values: Vec<(String, Value)> = targets[0]
-        .datapoints
-        .iter()
-        .map(|d| (d.key.to_string(), d.value.clone()))
-        .collect();
     assert_eq!(
-        values,
+        key_values(&targets[0]),
         [
             ("analog_value_1".to_owned(), Value::Float(1.5)),
             ("analog_value_2".to_owned(), Value::Float(2.5)),
@@ -404,23 +383,13 @@ async fn an_object_the_device_refuses_is_asked_alone_and_the_rest_together() {
             }
             let mut apdu = vec![0x30, request.invoke, READ_PROPERTY_MULTIPLE];
             for instance in instances {
-                apdu.extend_from_slice(&[0x0c, 0x00, 0x80, 0x00, instance, 0x1e]);
-                apdu.extend_from_slice(&[0x29, 85, 0x4e, 0x44]);
-                apdu.extend_from_slice(&(f32::from(instance) + 0.5).to_be_bytes());
-                apdu.extend_from_slice(&[0x4f, 0x1f]);
+                present_value_result(&mut apdu, instance);
+                apdu.push(0x1f);
             }
             vec![frame(&apdu)]
         }
         READ_PROPERTY => match instance(request) {
-            9 => vec![frame(&[
-                0x50,
-                request.invoke,
-                READ_PROPERTY,
-                0x91,
-                1,
-                0x91,
-                31,
-            ])],
+            9 => vec![unknown_object(request)],
             n => vec![real_answer(request, n as f32 + 0.5)],
         },
         _ => Vec::new(),
@@ -432,7 +401,7 @@ async fn an_object_the_device_refuses_is_asked_alone_and_the_rest_together() {
     );
     for (poll_number, requests) in [(1, 4), (2, 2), (3, 2)] {
         let before = count.load(Ordering::Relaxed);
-        let (result, logs) = poll(&mut poller).await;
+        let (result, logs) = common::poller::poll_logged(&mut poller).await;
         let targets = result.unwrap_or_else(|e| panic!("{e}\n{logs}"));
         let keys: Vec<String> = targets[0]
             .datapoints
@@ -549,16 +518,7 @@ async fn device_7() -> SocketAddr {
             return vec![real_answer(request, 1.5)];
         }
         if instance(request) != 7 {
-            // Error, class object (1), code unknown-object (31).
-            return vec![frame(&[
-                0x50,
-                request.invoke,
-                READ_PROPERTY,
-                0x91,
-                1,
-                0x91,
-                31,
-            ])];
+            return vec![unknown_object(request)];
         }
         let mut apdu = vec![0x30, request.invoke, READ_PROPERTY];
         apdu.extend_from_slice(&request.rest[..7]);
@@ -576,7 +536,7 @@ async fn a_device_without_the_wildcard_instance_is_checked_by_its_own() {
         &format!("[{{address: '{device}', device: 7}}]"),
         "      object_names: false\n      max_objects_per_request: 1\n      objects: [av:1]\n",
     );
-    let (result, logs) = poll(&mut poller).await;
+    let (result, logs) = common::poller::poll_logged(&mut poller).await;
     let targets = result.unwrap();
     assert_eq!(targets[0].datapoints.len(), 1, "{logs}");
     assert_eq!(targets[0].datapoints[0].value, Value::Float(1.5));
@@ -590,7 +550,7 @@ async fn a_device_without_the_configured_device_object_is_logged_and_not_read() 
         &format!("[{{address: '{device}', device: 8}}]"),
         "      object_names: false\n      max_objects_per_request: 1\n      objects: [av:1]\n",
     );
-    let (result, logs) = poll(&mut poller).await;
+    let (result, logs) = common::poller::poll_logged(&mut poller).await;
     assert_eq!(
         result.unwrap_err(),
         "poller odd: nothing read: all 1 read(s) failed (see the warnings above)"

@@ -8,26 +8,9 @@ use crate::common;
 use crate::common::Readings;
 
 use std::net::{Ipv4Addr, UdpSocket};
-use std::time::Duration;
 
 use common::bacnet::BacnetSim;
-use pattoo_agentd::config;
 use pattoo_agentd::model::{DataType, TargetData, Value};
-use pattoo_agentd::pollers::{Poller, PollerEnv};
-
-/// The one poller of a `pattoo_agentd.yaml` listing `poller` (a YAML
-/// mapping, indented for the list).
-fn poller(poller: &str) -> Poller {
-    let dir = tempfile::tempdir().unwrap();
-    common::write_pattoo_yaml(dir.path(), dir.path(), 20201);
-    let text = format!("pattoo_agentd:\n  pollers:\n{poller}");
-    std::fs::write(dir.path().join("pattoo_agentd.yaml"), &text).unwrap();
-    let settings = config::load(dir.path()).unwrap_or_else(|errors| panic!("{errors}\n{text}"));
-    let env = PollerEnv {
-        hostname: "test.example.org".to_owned(),
-    };
-    Poller::new(&settings.pollers[0], &env).unwrap()
-}
 
 /// (key, value, data type, metadata as `key=value` with `*` when outside
 /// the checksum) of each datapoint of a target.
@@ -68,7 +51,7 @@ async fn every_object_type_the_device_serves_is_read_with_its_name() {
     let Some(sim) = BacnetSim::start(Ipv4Addr::new(127, 0, 0, 3)) else {
         return;
     };
-    let mut poller = poller(&format!(
+    let mut poller = common::poller::from_entries(&format!(
         "    - name: ahu
       type: bacnet
       local_address: 127.0.0.1
@@ -175,7 +158,7 @@ async fn unknown_objects_a_wrong_address_and_a_silent_device_cost_only_themselve
     silent.set_nonblocking(true).unwrap();
     // Nothing listens there: the kernel refuses each datagram.
     let nobody = common::bacnet::free_port(Ipv4Addr::LOCALHOST);
-    let mut poller = poller(&format!(
+    let mut poller = common::poller::from_entries(&format!(
         "    - name: plant
       type: bacnet
       local_address: 127.0.0.1
@@ -189,12 +172,8 @@ async fn unknown_objects_a_wrong_address_and_a_silent_device_cost_only_themselve
         sim.address,
         silent.local_addr().unwrap()
     ));
-    let (logs, _guard) = common::logs::capture();
-    let targets = tokio::time::timeout(Duration::from_secs(60), poller.readings())
-        .await
-        .expect("the poll ends")
-        .unwrap();
-    let logs = logs.text();
+    let (result, logs) = common::poller::poll_logged(&mut poller).await;
+    let targets = result.unwrap();
     assert_eq!(targets.len(), 1, "{targets:#?}");
     assert_eq!(targets[0].target, sim.address.to_string());
     assert_eq!(
@@ -236,7 +215,7 @@ async fn unknown_objects_a_wrong_address_and_a_silent_device_cost_only_themselve
 #[tokio::test]
 async fn a_poll_of_devices_that_never_answer_fails_naming_the_poller() {
     let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let mut poller = poller(&format!(
+    let mut poller = common::poller::from_entries(&format!(
         "    - name: gone
       type: bacnet
       local_address: 127.0.0.1
@@ -263,7 +242,7 @@ async fn a_device_with_another_instance_than_configured_is_logged_and_not_posted
         return;
     };
     // The simulator is device 1234; the first target says 999 of it.
-    let mut poller = poller(&format!(
+    let mut poller = common::poller::from_entries(&format!(
         "    - name: ahu
       type: bacnet
       local_address: 127.0.0.1
@@ -273,12 +252,8 @@ async fn a_device_with_another_instance_than_configured_is_logged_and_not_posted
 ",
         sim.address
     ));
-    let (logs, _guard) = common::logs::capture();
-    let targets = tokio::time::timeout(Duration::from_secs(60), poller.readings())
-        .await
-        .expect("a bounded poll")
-        .unwrap();
-    let logs = logs.text();
+    let (result, logs) = common::poller::poll_logged(&mut poller).await;
+    let targets = result.unwrap();
     assert!(
         logs.contains(&format!(
             "wrong ({}): the device there is device 1234, not device 999 as configured: not read",
@@ -334,5 +309,5 @@ fn discover_bacnet_finds_the_simulator_and_prints_a_poller_that_loads() {
     }
     // Pasted under `pollers:`, it is a configuration `check` takes.
     let pasted: String = stdout.lines().map(|l| format!("    {l}\n")).collect();
-    poller(&pasted);
+    common::poller::from_entries(&pasted);
 }

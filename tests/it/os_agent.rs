@@ -52,11 +52,7 @@ fn decode(printed: &str) -> Vec<Posted> {
     let mut posted = Vec::new();
     for line in printed.lines().filter(|line| !line.trim().is_empty()) {
         let body: Value = serde_json::from_str(line).unwrap();
-        let pairs = &body["pattoo_datapoints"]["key_value_pairs"];
-        for ids in body["pattoo_datapoints"]["datapoint_pairs"]
-            .as_array()
-            .unwrap()
-        {
+        for pairs in common::body::datapoints(&body) {
             let mut point = Posted {
                 checksum: String::new(),
                 key: String::new(),
@@ -64,25 +60,42 @@ fn decode(printed: &str) -> Vec<Posted> {
                 kind: String::new(),
                 metadata: Vec::new(),
             };
-            for id in ids.as_array().unwrap() {
-                let pair = &pairs[id.as_u64().unwrap().to_string()];
-                let (name, value) = (pair[0].as_str().unwrap(), &pair[1]);
-                match name {
+            for (name, value) in pairs {
+                match name.as_str() {
                     "pattoo_checksum" => point.checksum = value.as_str().unwrap().to_owned(),
                     "pattoo_key" => point.key = value.as_str().unwrap().to_owned(),
                     "pattoo_data_type" => point.data_type = value.as_u64().unwrap(),
-                    "pattoo_value" => point.kind = kind(value),
+                    "pattoo_value" => point.kind = kind(&value),
                     "pattoo_timestamp" => {}
-                    _ => point.metadata.push((
-                        name.to_owned(),
-                        value.as_str().unwrap_or_default().to_owned(),
-                    )),
+                    _ => point
+                        .metadata
+                        .push((name, value.as_str().unwrap_or_default().to_owned())),
                 }
             }
             posted.push(point);
         }
     }
     posted
+}
+
+/// Per checksum, the identity of each datapoint of a recording's
+/// `autonomousd` run (as made by tests/data/os/dump_os_agent.py).
+fn recorded_identities(recording: &Value) -> Identities {
+    recording["autonomousd"]["datapoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["pattoo_checksum"].as_str().unwrap().to_owned(),
+                (
+                    p["key"].as_str().unwrap().to_owned(),
+                    p["data_type"].as_u64().unwrap(),
+                    p["collector_value_kind"].as_str().unwrap().to_owned(),
+                ),
+            )
+        })
+        .collect()
 }
 
 fn identities(posted: &[Posted]) -> Identities {
@@ -103,27 +116,14 @@ fn once(program: &str, file: &str, text: &str) -> Vec<Posted> {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     common::write_pattoo_yaml(dir.path(), &state, 9);
-    let ids = state.join("daemon/agent_id");
-    std::fs::create_dir_all(&ids).unwrap();
-    std::fs::write(ids.join(format!("{program}.agent_id")), AGENT_ID).unwrap();
+    common::write_agent_id(&state, program, AGENT_ID);
     std::fs::write(
         dir.path().join("pattoo_agentd.yaml"),
         format!("pattoo_agentd:\n  hostname: {HOSTNAME}\n"),
     )
     .unwrap();
     std::fs::write(dir.path().join(file), text).unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_pattoo-agentd"))
-        .arg("--config-dir")
-        .arg(dir.path())
-        .args(["once", "--print"])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stdout = common::run_agentd(dir.path(), &["once", "--print"]);
     let posted = decode(&stdout);
     assert!(!posted.is_empty(), "nothing printed");
     posted
@@ -414,21 +414,7 @@ fn the_spec_rules_reproduce_every_recorded_checksum() {
         );
     }
     // And the rules applied to the recorded host give the recording.
-    let recorded: Identities = vector["autonomousd"]["datapoints"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| {
-            (
-                p["pattoo_checksum"].as_str().unwrap().to_owned(),
-                (
-                    p["key"].as_str().unwrap().to_owned(),
-                    p["data_type"].as_u64().unwrap(),
-                    p["collector_value_kind"].as_str().unwrap().to_owned(),
-                ),
-            )
-        })
-        .collect();
+    let recorded = recorded_identities(&vector);
     let rules = by_the_rules(&vector, &recorded_host(&vector), OS_PROGRAM);
     assert_eq!(differences(&recorded, &rules), "");
 }
@@ -454,21 +440,7 @@ fn pattoo_agent_os_autonomousd_yaml_posts_the_python_checksums_for_this_host() {
         "against the spec's rules for {host:#?}"
     );
     if host == recorded_host(&vector) {
-        let recorded: Identities = vector["autonomousd"]["datapoints"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| {
-                (
-                    p["pattoo_checksum"].as_str().unwrap().to_owned(),
-                    (
-                        p["key"].as_str().unwrap().to_owned(),
-                        p["data_type"].as_u64().unwrap(),
-                        p["collector_value_kind"].as_str().unwrap().to_owned(),
-                    ),
-                )
-            })
-            .collect();
+        let recorded = recorded_identities(&vector);
         assert_eq!(differences(&recorded, &got), "", "against the recording");
     } else {
         eprintln!("this host is not the recorded one; compared with the spec's rules only");
@@ -544,20 +516,6 @@ fn the_drop_in_posts_what_the_python_collector_posts_on_this_host() {
         "pattoo_agent_os_autonomousd:\n    polling_interval: 300\n",
     );
     let python: Value = serde_json::from_str(&std::fs::read_to_string(&dump).unwrap()).unwrap();
-    let expected: Identities = python["autonomousd"]["datapoints"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| {
-            (
-                p["pattoo_checksum"].as_str().unwrap().to_owned(),
-                (
-                    p["key"].as_str().unwrap().to_owned(),
-                    p["data_type"].as_u64().unwrap(),
-                    p["collector_value_kind"].as_str().unwrap().to_owned(),
-                ),
-            )
-        })
-        .collect();
+    let expected = recorded_identities(&python);
     assert_eq!(differences(&expected, &identities(&posted)), "");
 }

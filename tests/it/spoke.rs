@@ -15,7 +15,7 @@ use std::time::Duration;
 use common::receiver::TestServer;
 use pattoo_agentd::config;
 use pattoo_agentd::pollers::PollerEnv;
-use pattoo_agentd::spoke::{self, Spoke};
+use pattoo_agentd::spoke::{self, Spoke, SpokeSettings};
 use tokio::sync::watch;
 
 const SPOKE_ID: &str = "5b0a0e1fd7c1f4b1d4a1b5e0f6c3c2a9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3";
@@ -30,9 +30,7 @@ fn config_dir(server_port: u16, spokes: &str) -> tempfile::TempDir {
         format!("pattoo_agentd:\n  self_monitoring: false\n  spokes:\n{spokes}"),
     )
     .unwrap();
-    let ids = dir.path().join("daemon/agent_id");
-    std::fs::create_dir_all(&ids).unwrap();
-    std::fs::write(ids.join("pattoo_agent_os_spoked.agent_id"), SPOKE_ID).unwrap();
+    common::write_agent_id(dir.path(), "pattoo_agent_os_spoked", SPOKE_ID);
     dir
 }
 
@@ -56,9 +54,20 @@ struct Running {
     _stop: watch::Sender<bool>,
 }
 
+impl Running {
+    /// The URL of `path` on this spoke.
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+}
+
 async fn serve(dir: &Path) -> Running {
     let settings = config::load(dir).unwrap_or_else(|e| panic!("{e}"));
-    let spoke = &settings.spokes[0];
+    serve_spoke(&settings.spokes[0]).await
+}
+
+/// Serves `spoke` as host `spoke-host` until the result is dropped.
+async fn serve_spoke(spoke: &SpokeSettings) -> Running {
     let env = PollerEnv {
         hostname: "spoke-host".to_owned(),
     };
@@ -127,11 +136,7 @@ async fn a_python_style_client_gets_from_our_spoke_what_flasks_jsonify_writes() 
     );
     let config = config_dir(1, &spoke_entry(&program, ""));
     let running = serve(config.path()).await;
-    let printed = python(
-        JSONIFY_CHECK,
-        format!("http://{}/pattoo-agent-os/300", running.address),
-    )
-    .await;
+    let printed = python(JSONIFY_CHECK, running.url("/pattoo-agent-os/300")).await;
     let mut lines = printed.lines();
     assert_eq!(lines.next(), Some("same"), "{printed}");
     assert_eq!(lines.next(), Some("application/json"));
@@ -175,17 +180,7 @@ async fn our_hub_relays_our_spokes_answer_whole_under_the_hubs_id() {
         ),
     )
     .unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_pattoo-agentd"))
-        .arg("--config-dir")
-        .arg(config.path())
-        .arg("once")
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    common::run_agentd(config.path(), &["once"]);
     let received = server.received();
     assert_eq!(received.len(), 1, "{received:?}");
     let hub_id = std::fs::read_to_string(
@@ -239,7 +234,6 @@ async fn other_paths_and_methods_are_answered_as_flask_answers_them() {
         &spoke_entry(&program, "      route: /pattoo-agent-linux/\n"),
     );
     let running = serve(config.path()).await;
-    let url = |path: &str| format!("http://{}{path}", running.address);
     for path in [
         "/pattoo-agent-os/300",
         "/pattoo-agent-linux/",
@@ -249,29 +243,29 @@ async fn other_paths_and_methods_are_answered_as_flask_answers_them() {
         "/pattoo-agent-linux/99999999999999999999",
         "/",
     ] {
-        let (status, _, body) = ask("GET", &url(path)).await;
+        let (status, _, body) = ask("GET", &running.url(path)).await;
         assert_eq!(status, 404, "{path}");
         assert!(body.contains("404 Not Found"), "{body}");
     }
-    let (status, allow, _) = ask("POST", &url("/pattoo-agent-linux/300")).await;
+    let (status, allow, _) = ask("POST", &running.url("/pattoo-agent-linux/300")).await;
     assert_eq!(
         (status, allow.as_deref()),
         (405, Some("GET, HEAD, OPTIONS"))
     );
-    let (status, allow, body) = ask("OPTIONS", &url("/pattoo-agent-linux/300")).await;
+    let (status, allow, body) = ask("OPTIONS", &running.url("/pattoo-agent-linux/300")).await;
     assert_eq!(
         (status, allow.as_deref(), body.as_str()),
         (200, Some("GET, HEAD, OPTIONS"), "")
     );
-    let (status, _, body) = ask("HEAD", &url("/pattoo-agent-linux/300")).await;
+    let (status, _, body) = ask("HEAD", &running.url("/pattoo-agent-linux/300")).await;
     assert_eq!((status, body.as_str()), (200, ""));
-    let (status, _, body) = ask("GET", &url("/pattoo-agent-linux/0300")).await;
+    let (status, _, body) = ask("GET", &running.url("/pattoo-agent-linux/0300")).await;
     assert_eq!(status, 200);
     assert!(
         body.contains("\"pattoo_agent_polling_interval\":300000,"),
         "{body}"
     );
-    let (status, _, body) = ask("GET", &url("/pattoo-agent-linux/0")).await;
+    let (status, _, body) = ask("GET", &running.url("/pattoo-agent-linux/0")).await;
     assert_eq!(status, 200);
     let value: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(value["pattoo_agent_polling_interval"], 0);
@@ -292,11 +286,7 @@ async fn a_failed_poll_is_a_500_and_a_client_outside_allow_is_refused_without_a_
     let program = script(dir.path(), "echo broken >&2; exit 2");
     let config = config_dir(1, &spoke_entry(&program, ""));
     let running = serve(config.path()).await;
-    let (status, _, body) = ask(
-        "GET",
-        &format!("http://{}/pattoo-agent-os/300", running.address),
-    )
-    .await;
+    let (status, _, body) = ask("GET", &running.url("/pattoo-agent-os/300")).await;
     assert_eq!(status, 500);
     assert!(
         !body.contains("broken"),
@@ -313,21 +303,13 @@ async fn a_failed_poll_is_a_500_and_a_client_outside_allow_is_refused_without_a_
         &spoke_entry(&program, "      allow: [10.0.0.0/8, 'fd00::/8']\n"),
     );
     let running = serve(config.path()).await;
-    let (status, _, _) = ask(
-        "GET",
-        &format!("http://{}/pattoo-agent-os/300", running.address),
-    )
-    .await;
+    let (status, _, _) = ask("GET", &running.url("/pattoo-agent-os/300")).await;
     assert_eq!(status, 403);
     assert!(!counted.exists(), "no poll for a refused client");
 
     let config = config_dir(1, &spoke_entry(&program, "      allow: 127.0.0.0/8\n"));
     let running = serve(config.path()).await;
-    let (status, _, _) = ask(
-        "GET",
-        &format!("http://{}/pattoo-agent-os/300", running.address),
-    )
-    .await;
+    let (status, _, _) = ask("GET", &running.url("/pattoo-agent-os/300")).await;
     assert_eq!(status, 200);
     assert!(counted.exists());
 }
@@ -473,7 +455,7 @@ async fn the_python_hub_relays_our_spokes_answer_to_the_server() {
     }
     let running = serve(config.path()).await;
     let hub_id = "a".repeat(64);
-    let url = format!("http://{}/pattoo-agent-os/300", running.address);
+    let url = running.url("/pattoo-agent-os/300");
     let config_path = config.path().to_owned();
     let hub = hub_id.clone();
     let output = tokio::task::spawn_blocking(move || {
@@ -545,28 +527,14 @@ async fn the_python_spokes_file_serves_this_hosts_figures_with_the_os_pollers_id
         "pattoo_agent_os_spoked:\n  ip_listen_address: 127.0.0.1\n  ip_bind_port: 5000\n",
     )
     .unwrap();
-    let ids = dir.path().join("daemon/agent_id");
-    std::fs::create_dir_all(&ids).unwrap();
-    std::fs::write(ids.join("pattoo_agent_os_spoked.agent_id"), SPOKE_ID).unwrap();
+    common::write_agent_id(dir.path(), "pattoo_agent_os_spoked", SPOKE_ID);
     let mut settings = config::load(dir.path()).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(settings.spokes.len(), 1, "the file makes one spoke");
     // Everything as the file says but the port, which the OS picks.
     settings.spokes[0].listen.set_port(0);
-    let spoke = &settings.spokes[0];
-    let env = PollerEnv {
-        hostname: "spoke-host".to_owned(),
-    };
-    let server = Spoke::new(spoke, SPOKE_ID.to_owned(), &env).unwrap();
-    let listener = spoke::listen(spoke).await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let (_stop, stopped) = watch::channel(false);
-    tokio::spawn(Arc::new(server).serve(listener, stopped));
+    let running = serve_spoke(&settings.spokes[0]).await;
 
-    let printed = python(
-        JSONIFY_CHECK,
-        format!("http://{address}/pattoo-agent-os/300"),
-    )
-    .await;
+    let printed = python(JSONIFY_CHECK, running.url("/pattoo-agent-os/300")).await;
     let mut lines = printed.lines();
     assert_eq!(lines.next(), Some("same"), "{printed}");
     assert_eq!(lines.next(), Some("application/json"), "{printed}");
@@ -585,6 +553,9 @@ async fn the_python_spokes_file_serves_this_hosts_figures_with_the_os_pollers_id
     // The identities are the os poller's under the spoke's program, which
     // the os tests hold equal to the Python collector's.
     let direct = os::poller_settings(os::OS_SPOKED, Duration::from_secs(300));
+    let env = PollerEnv {
+        hostname: "spoke-host".to_owned(),
+    };
     let mut poller = Poller::new(&direct, &env).unwrap();
     let targets = poller.poll().await.unwrap().readings().unwrap();
     let agent = AgentContext {
