@@ -63,7 +63,9 @@ impl SnmpSim {
         SnmpSim::launch(data, addresses, Duration::from_secs(60), Some(max))
     }
 
-    fn launch(
+    /// [`SnmpSim::start_within`], with a GETBULK response's varbinds
+    /// bounded by `max_var_binds` where given (else snmpsim's 64).
+    pub fn launch(
         data: &Path,
         addresses: &[Ipv4Addr],
         patience: Duration,
