@@ -9,7 +9,7 @@
 //! cargo bench --bench load -- replay  --bodies 10000 --devices 50 --registers 200 --interval-s 5
 //! cargo bench --bench load -- daemon  --devices 50 --registers 200 --interval-s 5 --seconds 60 --self-s 0
 //! cargo bench --bench load -- selfmon --ticks 5000
-//! cargo bench --bench load -- snmp    --devices 200 --interfaces 24 --cycles 5
+//! cargo bench --bench load -- snmp    --devices 200 --interfaces 24 --cycles 5 [--max-var-binds 64]
 //! cargo bench --bench load -- python  --devices 50 --registers 200 --cycles 20
 //! cargo bench --bench load -- os      --cycles 200
 //! cargo bench --bench load -- opcua   --servers 10 --nodes 200 --cycles 10
@@ -1092,7 +1092,7 @@ struct SnmpFarm {
     devices: Vec<(std::net::Ipv4Addr, u16, String)>,
 }
 
-fn snmp_farm(devices: usize, interfaces: u32) -> SnmpFarm {
+fn snmp_farm(devices: usize, interfaces: u32, max_var_binds: usize) -> SnmpFarm {
     assert!(devices <= 250, "at most 250 devices on 127.0.2.x");
     let data = tempfile::tempdir().unwrap();
     let mut addresses = Vec::new();
@@ -1104,7 +1104,12 @@ fn snmp_farm(devices: usize, interfaces: u32) -> SnmpFarm {
         .unwrap();
         addresses.push(std::net::Ipv4Addr::new(127, 0, 2, d as u8 + 1));
     }
-    let sim = snmpsim::SnmpSim::start_within(data.path(), &addresses, Duration::from_secs(300));
+    let sim = snmpsim::SnmpSim::launch(
+        data.path(),
+        &addresses,
+        Duration::from_secs(300),
+        Some(max_var_binds),
+    );
     SnmpFarm {
         devices: addresses
             .iter()
@@ -1119,7 +1124,10 @@ fn snmp(opts: &Opts) {
     let devices = opts.get("devices", 200) as usize;
     let interfaces = opts.get("interfaces", 24) as u32;
     let cycles = opts.get("cycles", 5) as usize;
-    let farm = snmp_farm(devices, interfaces);
+    // snmpsim's own bound on a GETBULK response; a larger one is a device
+    // that fits a whole 24-interface table in one response.
+    let max_var_binds = opts.get("max-var-binds", 64) as usize;
+    let farm = snmp_farm(devices, interfaces, max_var_binds);
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().display();
     let pattoo = format!(
@@ -1162,7 +1170,7 @@ fn snmp(opts: &Opts) {
     std::fs::write(ifmibd.join("pattoo_agent_snmp_ifmibd.yaml"), yaml).unwrap();
 
     let runtime = runtime();
-    println!("snmp: {devices} snmpsim devices x {interfaces} interfaces (ifTable + ifXTable, v2c, one community each), {cycles} cycles");
+    println!("snmp: {devices} snmpsim devices x {interfaces} interfaces (ifTable + ifXTable, v2c, one community each, at most {max_var_binds} varbinds a response), {cycles} cycles");
     for (name, config_dir) in [
         ("IF-MIB preset (type: snmp, one poller per device)", &preset),
         (

@@ -54,6 +54,23 @@ impl SnmpSim {
     /// [`SnmpSim::start`], waiting at most `patience` for the sockets (a
     /// farm of hundreds of devices takes a while to load).
     pub fn start_within(data: &Path, addresses: &[Ipv4Addr], patience: Duration) -> SnmpSim {
+        SnmpSim::launch(data, addresses, patience, None)
+    }
+
+    /// [`SnmpSim::start`], answering a GETBULK with up to `max` varbinds
+    /// (snmpsim's default is 64, a device with a small message size).
+    pub fn start_with_max_var_binds(data: &Path, addresses: &[Ipv4Addr], max: usize) -> SnmpSim {
+        SnmpSim::launch(data, addresses, Duration::from_secs(60), Some(max))
+    }
+
+    /// [`SnmpSim::start_within`], with a GETBULK response's varbinds
+    /// bounded by `max_var_binds` where given (else snmpsim's 64).
+    pub fn launch(
+        data: &Path,
+        addresses: &[Ipv4Addr],
+        patience: Duration,
+        max_var_binds: Option<usize>,
+    ) -> SnmpSim {
         let pythonpath = snmpsim_path();
         let dir = tempfile::tempdir().unwrap();
         let data_dir = dir.path().join("data");
@@ -83,6 +100,9 @@ impl SnmpSim {
             ));
         for address in addresses {
             command.arg(format!("--agent-udpv4-endpoint={address}:0"));
+        }
+        if let Some(max) = max_var_binds {
+            command.arg(format!("--max-var-binds={max}"));
         }
         let child = command
             .env("PYTHONPATH", pythonpath)

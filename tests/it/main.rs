@@ -36,6 +36,7 @@ mod opcua_poller;
 mod os_agent;
 mod python_keys;
 mod receiver_limits;
+mod snmp_bulk;
 mod snmp_compat;
 mod snmp_misbehaving;
 mod snmp_poller;

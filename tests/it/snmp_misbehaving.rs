@@ -575,3 +575,124 @@ async fn undecodable_values_post_nothing_are_named_and_the_rest_of_the_answer_po
         );
     }
 }
+
+/// A table of two columns of `ROWS` rows under `ENDLESS` (column 1 and 2,
+/// Counter32 values `100 * column + row`), served row by row to GETBULKs
+/// of several varbinds; past the table, `endOfMibView`.
+const ROWS: u32 = 30;
+
+fn table_oids() -> Vec<Vec<u32>> {
+    (1..=2)
+        .flat_map(|column| (1..=ROWS).map(move |row| [&ENDLESS[..8], &[column, row]].concat()))
+        .collect()
+}
+
+fn table_answer(request: &Request) -> Vec<u8> {
+    let all = table_oids();
+    let mut cursors = request.oids.clone();
+    let mut varbinds = Vec::new();
+    for _ in 0..request.max_repetitions.max(1) {
+        for cursor in &mut cursors {
+            match all.iter().find(|oid| *oid > cursor) {
+                Some(next) => {
+                    let value = 100 * next[8] + next[9];
+                    varbinds.push((next.clone(), 0x41, value.to_be_bytes().to_vec()));
+                    *cursor = next.clone();
+                }
+                None => varbinds.push((cursor.clone(), 0x82, Vec::new())),
+            }
+        }
+    }
+    answer(request, &varbinds)
+}
+
+/// `request` refused with error status `status`.
+fn refusal(request: &Request, status: u8) -> Vec<u8> {
+    let mut message = answer(request, &[]);
+    // The error status is the second INTEGER of the PDU, just after the
+    // request id: `0x02 0x01 0x00`, found after the request id's bytes.
+    let id = tlv(0x02, &request.request_id);
+    let at = message
+        .windows(id.len())
+        .position(|w| w == id.as_slice())
+        .unwrap()
+        + id.len();
+    assert_eq!(&message[at..at + 3], &[0x02, 0x01, 0x00]);
+    message[at + 2] = status;
+    message
+}
+
+fn table_settings() -> String {
+    let column = |n: u32| format!(".1.3.6.1.4.1.99999.1.{n}");
+    format!(
+        "      tables:\n        - name: t\n          columns:\n            - {{key: a, oid: \"{}\"}}\n            - {{key: b, oid: \"{}\"}}\n",
+        column(1),
+        column(2)
+    )
+}
+
+fn table_values(targets: &[pattoo_agentd::model::TargetData], key: &str) -> Vec<u64> {
+    targets
+        .iter()
+        .flat_map(|t| &t.datapoints)
+        .filter(|d| d.key == key)
+        .map(|d| match d.value {
+            Value::UInt(v) => v,
+            Value::Int(v) => v as u64,
+            ref other => panic!("{other:?}"),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_table_the_device_says_is_too_big_is_read_with_fewer_rows_per_request() {
+    let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = asked.clone();
+    let (address, dir) = scripted(move |request| {
+        log.lock()
+            .unwrap()
+            .push((request.oids.len(), request.max_repetitions));
+        // A device whose responses hold at most 20 varbinds.
+        if request.oids.len() * request.max_repetitions > 20 {
+            refusal(request, 1)
+        } else {
+            table_answer(request)
+        }
+    })
+    .await;
+    let mut poller = scripted_poller(&address, &dir, &table_settings());
+    let targets = poller.readings().await.unwrap();
+    let expected = |column: u64| {
+        (1..=u64::from(ROWS))
+            .map(|row| 100 * column + row)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(table_values(&targets, "a"), expected(1));
+    assert_eq!(table_values(&targets, "b"), expected(2));
+    let asked = asked.lock().unwrap().clone();
+    // 25 rows of 2 columns is refused, 12 too, 6 fits: halved, not given up.
+    assert_eq!(&asked[..3], &[(2, 25), (2, 12), (2, 6)], "{asked:?}");
+    assert!(asked[3..].iter().all(|&(_, rows)| rows == 6), "{asked:?}");
+}
+
+#[tokio::test]
+async fn a_table_the_device_refuses_together_is_read_column_by_column() {
+    let (address, dir) = scripted(|request| {
+        // genErr for any request of more than one varbind.
+        if request.oids.len() > 1 {
+            refusal(request, 5)
+        } else {
+            table_answer(request)
+        }
+    })
+    .await;
+    let mut poller = scripted_poller(&address, &dir, &table_settings());
+    let targets = poller.readings().await.unwrap();
+    let expected = |column: u64| {
+        (1..=u64::from(ROWS))
+            .map(|row| 100 * column + row)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(table_values(&targets, "a"), expected(1));
+    assert_eq!(table_values(&targets, "b"), expected(2));
+}

@@ -60,6 +60,13 @@
 //!   the request went to, so a late, forged or garbled datagram is dropped,
 //!   never taken for another request's answer ([`transport`]; async-snmp
 //!   does the matching, the BER and the USM).
+//! - A table's labels and columns, and the IF-MIB drop-in's walks, are
+//!   read together over SNMPv2c and v3: each GETBULK asks for every column
+//!   still open, from its last OID, `max_repetitions` rows at a time
+//!   (halved when the device answers tooBig), so a 24-interface device is
+//!   one request, not one walk per column ([`multiwalk`]). Each column
+//!   gets exactly the rows its own walk would get. SNMPv1 walks one column
+//!   after the other.
 //! - Every walk reads at most `max_rows_per_walk` rows and stops at an OID
 //!   that does not follow the one before; every poll ends by its deadline.
 //!   What was read before a cut is posted, and the cut is logged with the
@@ -85,6 +92,7 @@ mod config;
 pub mod convert;
 pub mod ifmib;
 mod kind;
+mod multiwalk;
 mod oid;
 mod screen;
 mod translations;
@@ -96,7 +104,7 @@ use std::time::Duration;
 
 use async_snmp::transport::UdpTransport;
 use async_snmp::{
-    Auth, ClientBuilder, DecodeConfig, ErrorKind, Oid, OidOrdering, Retry, UsmConfig, VarBind,
+    Auth, ClientBuilder, DecodeConfig, ErrorKind, ErrorStatus, Oid, OidOrdering, Retry, UsmConfig, VarBind,
     WalkAbortReason, WalkMethod, WalkOptions,
 };
 use futures_util::StreamExt;
@@ -110,6 +118,7 @@ pub use config::{
     DEFAULT_TIMEOUT,
 };
 use convert::{NoValue, Octets};
+use multiwalk::MultiWalk;
 pub use oid::{dotted, oid_from_text};
 use transport::TargetTransport;
 
@@ -395,6 +404,7 @@ async fn poll_target(
         client,
         transport,
         timeout: settings.timeout,
+        max_repetitions: settings.max_repetitions,
         max_rows: settings.max_rows_per_walk,
         deadline,
         answered: false,
@@ -404,10 +414,12 @@ async fn poll_target(
     };
     match settings.flavour {
         Flavour::PythonIfMib => {
-            let mut walks = Vec::with_capacity(ifmib::PYTHON_WALKS.len());
-            for oid in ifmib::python_walk_oids() {
-                walks.push(session.walk(&oid).await.unwrap_or_default());
-            }
+            let walks: Vec<Vec<VarBind>> = session
+                .walks(&ifmib::python_walk_oids())
+                .await
+                .into_iter()
+                .map(Option::unwrap_or_default)
+                .collect();
             data.datapoints = ifmib::python_datapoints(&walks, now_ms());
         }
         Flavour::PythonSnmpd | Flavour::Native => {
@@ -447,6 +459,7 @@ struct Session<'a> {
     client: Client,
     transport: TargetTransport,
     timeout: Duration,
+    max_repetitions: u32,
     max_rows: usize,
     deadline: Deadline,
     answered: bool,
@@ -597,6 +610,13 @@ impl Session<'_> {
         if !rows.is_empty() || matches!(end, WalkEnd::Complete | WalkEnd::Order(_)) {
             self.answered = true;
         }
+        self.ended(oid, end, &rows);
+        Some(rows)
+    }
+
+    /// Logs how the walk of `oid` ended, if it was cut.
+    fn ended(&mut self, oid: &Oid, end: WalkEnd, rows: &[VarBind]) {
+        let what = || format!("walk {}", dotted(oid));
         let last = rows
             .last()
             .map_or_else(|| dotted(oid), |varbind| dotted(&varbind.oid));
@@ -627,7 +647,104 @@ impl Session<'_> {
                 rows.len(),
             ),
         }
-        Some(rows)
+    }
+
+    /// The varbinds of each subtree of `oids`, as [`Session::walk`] reads
+    /// each alone (the same rows, bounds and messages), but for SNMPv2c and
+    /// v3 read together: one GETBULK asks for every column still open
+    /// ([`multiwalk`]). SNMPv1 has no GETBULK: one walk after the other.
+    async fn walks(&mut self, oids: &[Oid]) -> Vec<Option<Vec<VarBind>>> {
+        if oids.len() < 2 || matches!(self.target.credentials, Credentials::V1(_)) {
+            let mut walks = Vec::with_capacity(oids.len());
+            for oid in oids {
+                walks.push(self.walk(oid).await);
+            }
+            return walks;
+        }
+        if !self.may_ask(&|| format!("walk {}", dotted(&oids[0]))) {
+            return vec![None; oids.len()];
+        }
+        let mut walk = MultiWalk::new(oids, self.max_rows);
+        let mut max_repetitions = self.max_repetitions;
+        // Columns whose rows are dropped (the target stopped answering) or
+        // read again alone (the device refused the request with an error
+        // status, which a walk of the faulty column alone meets too).
+        let mut dropped = Vec::new();
+        let mut alone = Vec::new();
+        while let Some(request) = walk.request() {
+            let repetitions = walk.repetitions(&request, max_repetitions);
+            let result = tokio::time::timeout_at(
+                self.deadline.at,
+                self.client.get_bulk(&request.oids, 0, repetitions),
+            )
+            .await;
+            self.report_bad_values();
+            match result {
+                Err(_) => {
+                    let cut: Vec<String> = walk
+                        .open()
+                        .map(|(base, rows)| format!("walk {} (cut after {rows} rows)", dotted(base)))
+                        .collect();
+                    self.passed_deadline(&cut.join(", "));
+                    break;
+                }
+                Ok(Ok(varbinds)) => {
+                    self.answered = true;
+                    walk.absorb(&request, varbinds);
+                }
+                Ok(Err(error)) => {
+                    if repetitions > 1
+                        && matches!(
+                            &*error,
+                            async_snmp::Error::Snmp {
+                                status: ErrorStatus::TooBig,
+                                ..
+                            }
+                        )
+                    {
+                        // The response would not fit the device's message
+                        // size: ask for fewer rows, as a walk does.
+                        max_repetitions = (repetitions / 2).max(1);
+                        continue;
+                    }
+                    if ends_target(&error) {
+                        let what = match request.oids.len() {
+                            1 => format!("walk {}", dotted(&oids[request.columns[0]])),
+                            n => format!(
+                                "walk {} and {} other column(s) read with it",
+                                dotted(&oids[request.columns[0]]),
+                                n - 1
+                            ),
+                        };
+                        self.failed(&what, &error).await;
+                        dropped = request.columns;
+                    } else {
+                        self.answered = true;
+                        alone = request.columns;
+                    }
+                    break;
+                }
+            }
+        }
+        let mut walks: Vec<Option<Vec<VarBind>>> = Vec::with_capacity(oids.len());
+        for (c, (rows, end)) in walk.finish().into_iter().enumerate() {
+            if dropped.contains(&c) {
+                walks.push(None);
+            } else if alone.contains(&c) {
+                walks.push(self.walk(&oids[c]).await);
+            } else {
+                let end = match end {
+                    // Cut by the deadline, logged above.
+                    None => WalkEnd::Complete,
+                    Some(multiwalk::End::Complete) => WalkEnd::Complete,
+                    Some(multiwalk::End::RowLimit) => WalkEnd::RowLimit,
+                    Some(multiwalk::End::Order(reason)) => WalkEnd::Order(reason),
+                };
+                self.ended(&oids[c], end, &rows);
+                walks.push(Some(rows));
+            }
+        }
+        walks
     }
 
     async fn read(&mut self, read: &Read, out: &mut Vec<DataPoint>) {
@@ -745,29 +862,42 @@ impl Session<'_> {
                 })
                 .collect()
         };
+        // Labels and columns in one multi-column walk; then, together, the
+        // fallbacks of the columns that lack a row the first label has.
+        let oids: Vec<Oid> = (table.labels.iter().map(|l| l.oid.clone()))
+            .chain(table.columns.iter().map(|c| c.oid.clone()))
+            .collect();
+        let mut walked = self.walks(&oids).await.into_iter();
         let mut labels: Vec<(&Label, Rows)> = Vec::new();
-        for label in &table.labels {
-            let rows = self.walk(&label.oid).await.unwrap_or_default();
-            labels.push((label, rows_of(rows, &label.oid)));
+        for (label, rows) in table.labels.iter().zip(walked.by_ref()) {
+            labels.push((label, rows_of(rows.unwrap_or_default(), &label.oid)));
         }
-        for column in &table.columns {
-            let mut rows = rows_of(
-                self.walk(&column.oid).await.unwrap_or_default(),
-                &column.oid,
-            );
-            if let Some(fallback) = &column.fallback {
-                let has_all = !rows.is_empty()
-                    && labels
-                        .first()
-                        .is_none_or(|(_, l)| l.keys().all(|index| rows.contains_key(index)));
-                if !has_all {
-                    let older = self.walk(fallback).await.unwrap_or_default();
-                    for (index, vb) in rows_of(older, fallback) {
-                        rows.entry(index).or_insert(vb);
-                    }
-                }
+        let mut columns: Vec<(&Column, Rows)> = Vec::new();
+        for (column, rows) in table.columns.iter().zip(walked) {
+            columns.push((column, rows_of(rows.unwrap_or_default(), &column.oid)));
+        }
+        let lacking: Vec<usize> = (0..columns.len())
+            .filter(|&c| {
+                let (column, rows) = &columns[c];
+                column.fallback.is_some()
+                    && (rows.is_empty()
+                        || labels.first().is_some_and(|(_, l)| {
+                            l.keys().any(|index| !rows.contains_key(index))
+                        }))
+            })
+            .collect();
+        let fallbacks: Vec<Oid> = lacking
+            .iter()
+            .filter_map(|&c| columns[c].0.fallback.clone())
+            .collect();
+        let older = self.walks(&fallbacks).await;
+        for ((c, fallback), older) in lacking.into_iter().zip(&fallbacks).zip(older) {
+            for (index, vb) in rows_of(older.unwrap_or_default(), fallback) {
+                columns[c].1.entry(index).or_insert(vb);
             }
-            for (index, varbind) in &rows {
+        }
+        for (column, rows) in &columns {
+            for (index, varbind) in rows {
                 let index_text = index
                     .iter()
                     .map(|n| n.to_string())
