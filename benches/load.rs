@@ -27,9 +27,13 @@
 //!   posted. With `--interval-s` the cycles are spaced like the scheduler
 //!   spaces them and the average CPU share is printed. `--max-body-bytes N`
 //!   sets `delivery.max_body_bytes` (polls larger are posted in parts).
+//!   `--trim 1` hands freed memory back after each cycle, as the daemon's
+//!   delivery task does when its queue empties, inside the timing.
 //! - `daemon` runs the real binary (`pattoo-agentd run`) with that Modbus
 //!   poller plus one HTTP and one command poller and samples its RSS and CPU
-//!   from /proc after a warm-up.
+//!   from /proc after a warm-up; prints the CPU per polling interval in all
+//!   and by thread name. `--extra-pollers 0` leaves the HTTP and command
+//!   pollers out, so the figure compares with `cycle`'s.
 //! - `startup` fills the cache with small bodies and times `run` until it
 //!   sends READY=1 on a notify socket bound here; prints RSS then.
 //! - `replay` fills the cache and measures how fast the daemon empties it
@@ -559,6 +563,7 @@ fn cycle_on(sims: &mut Sims, opts: &Opts) -> f64 {
     let registers = opts.get("registers", 200) as usize;
     let cycles = opts.get("cycles", 20) as usize;
     let interval_s = opts.get("interval-s", 0);
+    let trim = opts.get("trim", 0) != 0;
     let dir = tempfile::tempdir().unwrap();
     let config_dir = write_config(dir.path(), sims, registers, interval_s.max(1), false);
     if let Some(limit) = opts.0.get("max-body-bytes") {
@@ -593,6 +598,9 @@ fn cycle_on(sims: &mut Sims, opts: &Opts) -> f64 {
                 for body in collector.collect().await.unwrap_or_default() {
                     delivery.submit(body).await;
                 }
+            }
+            if trim {
+                pattoo_agentd::release_freed_memory();
             }
             let wall = t0.elapsed();
             let cpu = cpu_time() - cpu0;
@@ -710,9 +718,10 @@ fn daemon(opts: &Opts) {
     let interval_s = opts.get("interval-s", 5);
     let seconds = opts.get("seconds", 60);
     let warmup = opts.get("warmup-s", 2 * interval_s + 1);
+    let extra_pollers = opts.get("extra-pollers", 1) != 0;
     let mut sims = Sims::start(devices);
     let dir = tempfile::tempdir().unwrap();
-    let config_dir = write_config(dir.path(), &sims, registers, interval_s, true);
+    let config_dir = write_config(dir.path(), &sims, registers, interval_s, extra_pollers);
     let self_monitoring = opts
         .0
         .get("self-s")
@@ -735,6 +744,7 @@ fn daemon(opts: &Opts) {
     std::thread::sleep(Duration::from_secs(warmup));
     let before = sims.stats();
     let ticks0 = proc_cpu_ticks(pid_num);
+    let threads0 = thread_cpu_ticks(pid_num);
     let t0 = Instant::now();
     let mut rss = Vec::new();
     while t0.elapsed() < Duration::from_secs(seconds) {
@@ -743,14 +753,20 @@ fn daemon(opts: &Opts) {
     }
     let elapsed = t0.elapsed();
     let cpu_s = (proc_cpu_ticks(pid_num) - ticks0) as f64 / 100.0;
+    let threads1 = thread_cpu_ticks(pid_num);
     let hwm = status_kib(&daemon.pid, "VmHWM");
     let threads = status_kib(&daemon.pid, "Threads");
     let after = sims.stats();
     daemon.stop();
     rss.sort();
     println!(
-        "daemon: {devices} devices x {registers} registers + 1 HTTP + 1 command poller, every {interval_s} s; \
+        "daemon: {devices} devices x {registers} registers{}, every {interval_s} s; \
          self-monitoring {}; sampled {:.0} s after {warmup} s warm-up",
+        if extra_pollers {
+            " + 1 HTTP + 1 command poller"
+        } else {
+            ""
+        },
         match self_monitoring {
             None => "as shipped (every 60 s)".to_owned(),
             Some(0) => "off".to_owned(),
@@ -773,6 +789,51 @@ fn daemon(opts: &Opts) {
         after.connections - before.connections,
         after.metrics_gets - before.metrics_gets
     );
+    let cycles = elapsed.as_secs_f64() / interval_s as f64;
+    println!(
+        "  CPU per {interval_s} s cycle: {:.2} ms (everything the daemon did in the window / {cycles:.1} cycles)",
+        1e3 * cpu_s / cycles
+    );
+    let mut by_name: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+    for (tid, (name, ticks)) in &threads1 {
+        let before = threads0.get(tid).map_or(0, |(_, t)| *t);
+        *by_name.entry(name.clone()).or_default() += ticks - before.min(*ticks);
+    }
+    let per_thread: Vec<String> = by_name
+        .iter()
+        .filter(|(_, ticks)| **ticks > 0)
+        .map(|(name, ticks)| format!("{name} {:.2} ms", 10.0 * *ticks as f64 / cycles))
+        .collect();
+    println!(
+        "  per cycle by thread name (threads alive at the end): {}",
+        per_thread.join(", ")
+    );
+}
+
+/// utime + stime of each thread of a process, in clock ticks, by thread
+/// id, with the thread's name.
+fn thread_cpu_ticks(pid: u32) -> HashMap<String, (String, u64)> {
+    let mut threads = HashMap::new();
+    let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return threads;
+    };
+    for entry in entries.flatten() {
+        let tid = entry.file_name().to_string_lossy().into_owned();
+        let text = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        let (Some(open), Some(close)) = (text.find('('), text.rfind(')')) else {
+            continue;
+        };
+        let name = text[open + 1..close].to_owned();
+        let fields: Vec<&str> = text[close + 2..].split_whitespace().collect();
+        let field = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        threads.insert(tid, (name, field(11) + field(12)));
+    }
+    threads
 }
 
 /// CPU time of the calling thread: the machine may be busy, so wall time

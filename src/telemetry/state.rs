@@ -2,8 +2,10 @@
 //! status` when there is no metrics page to ask.
 //!
 //! The daemon rewrites `{daemon_directory}/pattoo-agentd.state.json` every
-//! few seconds (a temporary file renamed over the old one, so a reader
-//! never sees half a file) and deletes it when it stops. A file whose
+//! few seconds (a temporary file swapped with the old one, so a reader
+//! never sees half a file; the old one is the next write's temporary file,
+//! see [`crate::durable::replace_by_exchange`]) and deletes both when it
+//! stops. A file whose
 //! process is gone was left by an agent that was killed or crashed.
 //!
 //! Beside it, `pattoo-agentd.token` holds a secret the daemon draws at
@@ -76,6 +78,9 @@ pub struct Writer {
     /// A write still running: the next is skipped rather than queued.
     busy: Arc<AtomicBool>,
     warned: Arc<AtomicBool>,
+    /// A write has succeeded, so the temporary file beside the state file
+    /// is this process's own and is overwritten in place.
+    written: Arc<AtomicBool>,
 }
 
 impl Writer {
@@ -85,6 +90,7 @@ impl Writer {
             metrics_listen,
             busy: Arc::default(),
             warned: Arc::default(),
+            written: Arc::default(),
         }
     }
 
@@ -124,19 +130,32 @@ impl Writer {
             figures: monitor.figures(),
         };
         let (path, busy, warned) = (self.path.clone(), self.busy.clone(), self.warned.clone());
+        let written = self.written.clone();
         tokio::task::spawn_blocking(move || {
-            if let Err(error) = write_atomically(&path, &state) {
-                if !warned.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(file = %path.display(), %error, "cannot write the state file; `pattoo-agentd status` will not see this agent");
+            let fresh = !written.load(Ordering::Acquire);
+            match serde_json::to_vec_pretty(&state)
+                .map_err(io::Error::other)
+                .and_then(|json| crate::durable::replace_by_exchange(&path, &json, fresh))
+            {
+                Ok(()) => written.store(true, Ordering::Release),
+                Err(error) => {
+                    written.store(false, Ordering::Release);
+                    if !warned.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(file = %path.display(), %error, "cannot write the state file; `pattoo-agentd status` will not see this agent");
+                    }
                 }
             }
             busy.store(false, Ordering::Release);
         });
     }
 
-    /// At a clean stop: no file means no agent.
+    /// At a clean stop: no file means no agent (and no previous version
+    /// left beside it).
     pub fn remove(&self) {
         let _ = std::fs::remove_file(&self.path);
+        let mut temporary = self.path.clone().into_os_string();
+        temporary.push(".tmp");
+        let _ = std::fs::remove_file(temporary);
     }
 }
 
