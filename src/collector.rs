@@ -28,6 +28,8 @@ pub struct Collector {
     polling_interval_ms: u64,
     metadata: Vec<Metadata>,
     max_body_bytes: usize,
+    /// Parts the last poll was posted in, so a steady split is said once.
+    last_parts: usize,
     poller: Poller,
     /// What the last poll worked out about each datapoint: a poller reads
     /// the same registers every time, and their checksums cannot change.
@@ -51,6 +53,7 @@ impl Collector {
             // Attached to every reading: shared, each copy costs nothing.
             metadata: settings.metadata.iter().map(Metadata::shared).collect(),
             max_body_bytes: crate::delivery::config::DEFAULT_MAX_BODY_BYTES,
+            last_parts: 1,
             poller: Poller::new(settings, env)
                 .with_context(|| format!("poller {}", settings.name))?,
             memory: PollMemory::default(),
@@ -174,7 +177,12 @@ impl Collector {
             .iter()
             .filter(|dropped| dropped.reason.drops_datapoint())
             .count();
-        match outcome.bodies.len() {
+        let parts = outcome.bodies.len();
+        let split_changed = parts != self.last_parts;
+        if parts > 0 {
+            self.last_parts = parts;
+        }
+        match parts {
             0 => {
                 tracing::info!(poller = %self.name, "poll read no valid datapoint; nothing to post");
                 let first = outcome
@@ -185,11 +193,18 @@ impl Collector {
                 return (Err(NoBody::NothingValid { dropped, first }), dropped);
             }
             1 => {}
-            parts => tracing::info!(
+            // Said when the split changes, not every poll: a poller that
+            // is always this large would fill the journal with it.
+            parts if split_changed => tracing::info!(
                 poller = %self.name,
                 parts,
                 max_body_bytes = self.max_body_bytes,
                 "poll larger than delivery.max_body_bytes; posting it in parts"
+            ),
+            parts => tracing::debug!(
+                poller = %self.name,
+                parts,
+                "poll posted in parts, as the last one was"
             ),
         }
         (Ok(outcome.bodies), dropped)

@@ -1270,3 +1270,49 @@ fn status_does_not_take_another_program_on_the_metrics_port_for_a_stopped_agent(
         assert!(!text.contains("fake"), "{text}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poll_always_split_into_parts_is_said_once_at_info_not_every_poll() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    // Six targets of forty datapoints: several 4 KiB bodies every poll.
+    let targets: Vec<String> = (0..6)
+        .map(|t| {
+            let points: Vec<String> = (0..40)
+                .map(|i| format!("{{\"key\":\"split_{t}_{i}\",\"value\":{i}}}"))
+                .collect();
+            format!(
+                "{{\"target\":\"device-{t}\",\"datapoints\":[{}]}}",
+                points.join(",")
+            )
+        })
+        .collect();
+    let document = format!("{{\"targets\":[{}]}}", targets.join(","));
+    let agent = start_with(
+        server.addr.port(),
+        |d| {
+            let path = d.join("split.sh");
+            common::write_executable(&path, &format!("#!/bin/sh\necho '{document}'\n"));
+            poller("split", &path)
+        },
+        None,
+        dir,
+        Launch {
+            settings: "    max_body_bytes: 4096\n",
+            ..Launch::default()
+        },
+    );
+    wait_until("three polls posted", || {
+        (bodies_with(&server, "split_5_39") >= 3).then_some(())
+    });
+    let logged = agent.stderr();
+    assert_eq!(
+        logged.matches("posting it in parts").count(),
+        1,
+        "the split is said at info once, not every poll:\n{logged}"
+    );
+    assert!(
+        logged.contains("poll posted in parts, as the last one was"),
+        "later polls say it at debug:\n{logged}"
+    );
+}
