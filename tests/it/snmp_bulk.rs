@@ -1,7 +1,8 @@
-//! Tables read together: over SNMPv2c a table's columns share GETBULKs,
-//! and each column still gets exactly the rows its own walk gets. The
-//! oracle is the same poller's `walk` of each column (a walk of one
-//! subtree alone), against snmpsim; a loopback relay counts the requests.
+//! Tables and walks read together: over SNMPv2c a table's columns, and
+//! walks configured one after another, share GETBULKs, and each column
+//! still gets exactly the rows its own walk gets. The oracle is a poller
+//! per column with that column's `walk` alone (a walk of one subtree),
+//! against snmpsim; a loopback relay counts the requests.
 #![cfg(feature = "snmp")]
 
 use crate::common;
@@ -203,14 +204,35 @@ fn table_and_walks(columns: usize) -> String {
     text
 }
 
-/// Every table column has exactly the rows and values of its own walk.
-fn assert_columns_match_walks(targets: &[TargetData], rows: &[u32], limit: usize) {
+/// Each of columns `1..=columns` walked by a poller of its own, that walk
+/// alone (key `w<n>`), with `settings` besides.
+async fn walked_alone(address: &str, columns: usize, settings: &str) -> Vec<TargetData> {
+    let mut targets = Vec::new();
+    for c in 1..=columns {
+        let walk = format!("      walk:\n        - {{key: w{c}, oid: .{TABLE}.{c}}}\n{settings}");
+        let (mut poller, _secret) = poller(address, &walk);
+        targets.extend(poller.readings().await.unwrap());
+    }
+    targets
+}
+
+/// Every table column, and every walk read with the others, has exactly
+/// the rows and values of that column's walk `alone`.
+fn assert_columns_match_walks(
+    targets: &[TargetData],
+    alone: &[TargetData],
+    rows: &[u32],
+    limit: usize,
+) {
     for (c, &count) in rows.iter().enumerate() {
         let c = c + 1;
+        let column = format!("{TABLE}.{c}");
+        let oracle = walk_rows(alone, &format!("w{c}"), &column);
         let table = table_rows(targets, &format!("c{c}"));
-        let walk = walk_rows(targets, &format!("w{c}"), &format!("{TABLE}.{c}"));
-        assert_eq!(table, walk, "column {c}");
-        assert_eq!(table.len(), (count as usize).min(limit), "column {c}");
+        let walk = walk_rows(targets, &format!("w{c}"), &column);
+        assert_eq!(table, oracle, "table column {c}");
+        assert_eq!(walk, oracle, "walk {c}, read with the others");
+        assert_eq!(oracle.len(), (count as usize).min(limit), "column {c}");
     }
 }
 
@@ -221,7 +243,8 @@ async fn a_tables_columns_of_different_lengths_each_get_the_rows_of_their_own_wa
     let address = format!("127.0.0.1:{}", sim.port(Ipv4Addr::LOCALHOST));
     let (mut poller, _secret) = poller(&address, &table_and_walks(rows.len()));
     let targets = poller.readings().await.unwrap();
-    assert_columns_match_walks(&targets, &rows, usize::MAX);
+    let alone = walked_alone(&address, rows.len(), "").await;
+    assert_columns_match_walks(&targets, &alone, &rows, usize::MAX);
     // The label of a row the label column lacks is left out, not invented.
     let c2: Vec<&DataPoint> = targets[0]
         .datapoints
@@ -244,10 +267,16 @@ async fn a_table_larger_than_one_response_is_read_whole() {
     let settings = table_and_walks(rows.len()) + "      max_repetitions: 7\n";
     let (mut poller, _secret) = poller(&address.to_string(), &settings);
     let targets = poller.readings().await.unwrap();
-    assert_columns_match_walks(&targets, &rows, usize::MAX);
-    // Each walk alone takes 9 requests of 7 rows, and the table at least
-    // 9 more: the table did not fit one response.
-    assert!(requests.load(Ordering::SeqCst) >= 4 * 9 + 9, "{requests:?}");
+    // The table and the walks read together take 9 requests of 7 rows
+    // each at least: neither fitted one response.
+    assert!(requests.load(Ordering::SeqCst) >= 9 + 9, "{requests:?}");
+    let alone = walked_alone(
+        &address.to_string(),
+        rows.len(),
+        "      max_repetitions: 7\n",
+    )
+    .await;
+    assert_columns_match_walks(&targets, &alone, &rows, usize::MAX);
 }
 
 #[tokio::test]
@@ -261,7 +290,13 @@ async fn max_rows_per_walk_cuts_only_the_column_that_goes_on_past_it() {
     let (logs, guard) = common::logs::capture();
     let targets = poller.readings().await.unwrap();
     drop(guard);
-    assert_columns_match_walks(&targets, &rows, 5);
+    let alone = walked_alone(
+        &address,
+        rows.len(),
+        "      max_rows_per_walk: 5\n      max_repetitions: 4\n",
+    )
+    .await;
+    assert_columns_match_walks(&targets, &alone, &rows, 5);
     let text = logs.text();
     let cut = format!(
         "walk .{TABLE}.2: the subtree has more than 5 rows (max_rows_per_walk); the first 5 are kept, the rest (after .{TABLE}.2.5) are not read"
@@ -323,4 +358,32 @@ async fn a_24_interface_device_is_read_in_a_handful_of_requests_by_the_preset_an
     let drop_in_requests = requests.load(Ordering::SeqCst);
     // Its 19 walks one by one were 19 requests at least.
     assert!(drop_in_requests <= 5, "{drop_in_requests} requests");
+}
+
+#[tokio::test]
+async fn walks_configured_one_after_another_share_their_requests() {
+    let rows = [3, 3, 3, 3, 3];
+    let (sim, _data) = simulator(&table_snmprec(&rows), SNMPSIM_MAX_VAR_BINDS);
+    let (address, requests) = counting_relay(SocketAddr::from((
+        Ipv4Addr::LOCALHOST,
+        sim.port(Ipv4Addr::LOCALHOST),
+    )))
+    .await;
+    let mut walks = String::from("      walk:\n");
+    for c in 1..=rows.len() {
+        walks += &format!("        - {{key: w{c}, oid: .{TABLE}.{c}}}\n");
+    }
+    let (mut poller, _secret) = poller(&address.to_string(), &walks);
+    let targets = poller.readings().await.unwrap();
+    let shared = requests.load(Ordering::SeqCst);
+    // Five walks alone are five requests at least; together one, and room
+    // for a retry or two on a busy machine.
+    assert!(shared <= 3, "{shared} requests");
+    let alone = walked_alone(&address.to_string(), rows.len(), "").await;
+    for c in 1..=rows.len() {
+        let column = format!("{TABLE}.{c}");
+        let oracle = walk_rows(&alone, &format!("w{c}"), &column);
+        assert_eq!(walk_rows(&targets, &format!("w{c}"), &column), oracle);
+        assert_eq!(oracle.len(), 3);
+    }
 }

@@ -138,6 +138,17 @@ pub enum Read {
     PythonIfMib,
 }
 
+impl Read {
+    /// The subtree this read walks, if it is a walk.
+    pub fn subtree(&self) -> Option<&Oid> {
+        match self {
+            Read::Walk(column) => Some(&column.oid),
+            Read::PythonWalk { oid, .. } => Some(oid),
+            Read::Get(_) | Read::Table(_) | Read::PythonIfMib => None,
+        }
+    }
+}
+
 /// A value read: where, and how it is posted.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Column {

@@ -60,13 +60,13 @@
 //!   the request went to, so a late, forged or garbled datagram is dropped,
 //!   never taken for another request's answer ([`transport`]; async-snmp
 //!   does the matching, the BER and the USM).
-//! - A table's labels and columns, and the IF-MIB drop-in's walks, are
-//!   read together over SNMPv2c and v3: each GETBULK asks for every column
-//!   still open, from its last OID, `max_repetitions` rows at a time
-//!   (halved when the device answers tooBig), so a 24-interface device is
-//!   one request, not one walk per column ([`multiwalk`]). Each column
-//!   gets exactly the rows its own walk would get. SNMPv1 walks one column
-//!   after the other.
+//! - A table's labels and columns, the `walk` subtrees and the drop-ins'
+//!   walks are read together over SNMPv2c and v3: each GETBULK asks for
+//!   every column still open, from its last OID, `max_repetitions` rows at
+//!   a time (halved when the device answers tooBig), so a 24-interface
+//!   device is one request, not one walk per column ([`multiwalk`]). Each
+//!   column gets exactly the rows its own walk would get. SNMPv1 walks one
+//!   column after the other.
 //! - Every walk reads at most `max_rows_per_walk` rows and stops at an OID
 //!   that does not follow the one before; every poll ends by its deadline.
 //!   What was read before a cut is posted, and the cut is logged with the
@@ -423,8 +423,24 @@ async fn poll_target(
             data.datapoints = ifmib::python_datapoints(&walks, now_ms());
         }
         Flavour::PythonSnmpd | Flavour::Native => {
-            for read in target.reads.iter() {
-                session.read(read, &mut data.datapoints).await;
+            let mut reads = target.reads.iter().peekable();
+            while let Some(read) = reads.next() {
+                if read.subtree().is_none() {
+                    session.read(read, &mut data.datapoints).await;
+                    continue;
+                }
+                // Subtrees configured one after the other share GETBULKs,
+                // as a table's columns do; their datapoints keep the
+                // configured order.
+                let mut run = vec![read];
+                while let Some(next) = reads.next_if(|r| r.subtree().is_some()) {
+                    run.push(next);
+                }
+                let oids: Vec<Oid> = run.iter().filter_map(|r| r.subtree().cloned()).collect();
+                let walked = session.walks(&oids).await;
+                for (read, rows) in run.into_iter().zip(walked) {
+                    session.walked(read, rows.unwrap_or_default(), &mut data.datapoints);
+                }
             }
         }
     }
@@ -747,14 +763,25 @@ impl Session<'_> {
         walks
     }
 
+    /// Reads a `get` or a `table`; subtrees are read by [`Session::walks`]
+    /// and made into datapoints by [`Session::walked`].
     async fn read(&mut self, read: &Read, out: &mut Vec<DataPoint>) {
+        match read {
+            Read::Get(columns) => self.get(columns, out).await,
+            Read::Table(table) => self.table(table, out).await,
+            Read::PythonIfMib | Read::PythonWalk { .. } | Read::Walk(_) => {}
+        }
+    }
+
+    /// Adds the datapoints of the walk `read` names, from its `rows`.
+    fn walked(&self, read: &Read, rows: Vec<VarBind>, out: &mut Vec<DataPoint>) {
         match read {
             Read::PythonWalk {
                 address,
-                oid,
                 multiplier,
+                ..
             } => {
-                for varbind in self.walk(oid).await.unwrap_or_default() {
+                for varbind in rows {
                     let Ok(reading) = convert::reading(&varbind.value, Octets::Latin1) else {
                         continue;
                     };
@@ -766,15 +793,13 @@ impl Session<'_> {
                     );
                 }
             }
-            Read::PythonIfMib => {}
             Read::Walk(column) => {
-                for varbind in self.walk(&column.oid).await.unwrap_or_default() {
+                for varbind in rows {
                     let instance = Metadata::new(Text::Static(OID_METADATA_KEY), dotted(&varbind.oid));
                     self.push(column, &varbind, vec![instance], out);
                 }
             }
-            Read::Get(columns) => self.get(columns, out).await,
-            Read::Table(table) => self.table(table, out).await,
+            Read::PythonIfMib | Read::Get(_) | Read::Table(_) => {}
         }
     }
 
