@@ -9,7 +9,7 @@ use crate::common;
 
 use std::time::{Duration, Instant};
 
-use pattoo_agentd::model::Value;
+use pattoo_agentd::model::{TargetData, Value};
 use pattoo_agentd::pollers::{Poller, PollerEnv};
 use tokio::net::UdpSocket;
 
@@ -341,7 +341,7 @@ fn endless(request: &Request) -> Vec<u8> {
     answer(request, &varbinds)
 }
 
-fn counters(targets: &[pattoo_agentd::model::TargetData]) -> Vec<u64> {
+fn counters(targets: &[TargetData]) -> Vec<u64> {
     targets
         .iter()
         .flat_map(|t| &t.datapoints)
@@ -631,7 +631,7 @@ fn table_settings() -> String {
     )
 }
 
-fn table_values(targets: &[pattoo_agentd::model::TargetData], key: &str) -> Vec<u64> {
+fn table_values(targets: &[TargetData], key: &str) -> Vec<u64> {
     targets
         .iter()
         .flat_map(|t| &t.datapoints)
@@ -642,6 +642,17 @@ fn table_values(targets: &[pattoo_agentd::model::TargetData], key: &str) -> Vec<
             ref other => panic!("{other:?}"),
         })
         .collect()
+}
+
+/// Both columns of the scripted table have every row, with its value.
+fn assert_table_read_whole(targets: &[TargetData]) {
+    let expected = |column: u64| {
+        (1..=u64::from(ROWS))
+            .map(|row| 100 * column + row)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(table_values(targets, "a"), expected(1));
+    assert_eq!(table_values(targets, "b"), expected(2));
 }
 
 #[tokio::test]
@@ -662,13 +673,7 @@ async fn a_table_the_device_says_is_too_big_is_read_with_fewer_rows_per_request(
     .await;
     let mut poller = scripted_poller(&address, &dir, &table_settings());
     let targets = poller.readings().await.unwrap();
-    let expected = |column: u64| {
-        (1..=u64::from(ROWS))
-            .map(|row| 100 * column + row)
-            .collect::<Vec<_>>()
-    };
-    assert_eq!(table_values(&targets, "a"), expected(1));
-    assert_eq!(table_values(&targets, "b"), expected(2));
+    assert_table_read_whole(&targets);
     let asked = asked.lock().unwrap().clone();
     // 25 rows of 2 columns is refused, 12 too, 6 fits: halved, not given up.
     assert_eq!(&asked[..3], &[(2, 25), (2, 12), (2, 6)], "{asked:?}");
@@ -688,11 +693,5 @@ async fn a_table_the_device_refuses_together_is_read_column_by_column() {
     .await;
     let mut poller = scripted_poller(&address, &dir, &table_settings());
     let targets = poller.readings().await.unwrap();
-    let expected = |column: u64| {
-        (1..=u64::from(ROWS))
-            .map(|row| 100 * column + row)
-            .collect::<Vec<_>>()
-    };
-    assert_eq!(table_values(&targets, "a"), expected(1));
-    assert_eq!(table_values(&targets, "b"), expected(2));
+    assert_table_read_whole(&targets);
 }
