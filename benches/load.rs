@@ -9,7 +9,7 @@
 //! cargo bench --bench load -- replay  --bodies 10000 --devices 50 --registers 200 --interval-s 5
 //! cargo bench --bench load -- daemon  --devices 50 --registers 200 --interval-s 5 --seconds 60 --self-s 0
 //! cargo bench --bench load -- selfmon --ticks 5000
-//! cargo bench --bench load -- snmp    --devices 200 --interfaces 24 --cycles 5 [--max-var-binds 64]
+//! cargo bench --bench load -- snmp    --devices 200 --interfaces 24 --cycles 5 [--max-var-binds 64] [--interval-s 10]
 //! cargo bench --bench load -- python  --devices 50 --registers 200 --cycles 20
 //! cargo bench --bench load -- os      --cycles 200
 //! cargo bench --bench load -- opcua   --servers 10 --nodes 200 --cycles 10
@@ -53,7 +53,13 @@
 //!   IF-MIB preset (`type: snmp`) and with a `pattoo_agent_snmp_ifmibd.yaml`
 //!   drop-in: CPU and wall per cycle (poll and body), values per cycle,
 //!   and how much this process's RSS grew. The simulator's CPU is its own
-//!   process's, not counted.
+//!   process's, not counted. Where collectd's snmp plugin is installed
+//!   (/usr/sbin/collectd and /usr/lib/collectd/snmp.so; Debian's
+//!   `collectd-core` and `libyajl2`), collectd then polls the same farm
+//!   every `--interval-s` seconds (default 10) for the preset's columns,
+//!   with no write plugin, and its whole process's CPU per steady cycle
+//!   and PSS are printed in one table beside ours; without it, one line
+//!   says the comparison was skipped.
 //! - `opcua` starts `--servers` asyncua OPC UA servers
 //!   (tests/support/opcua_server.py, asyncua installed from PyPI into
 //!   target/tmp when missing), each serving `--nodes` Doubles, and polls
@@ -1326,7 +1332,8 @@ fn snmp(opts: &Opts) {
     }
     let steady = cycles.saturating_sub(1).max(1);
     println!(
-        "side by side, median CPU per steady cycle ({steady} steady cycles; collectd's whole process, every {interval_s} s):"
+        "side by side, CPU per steady cycle ({steady} steady cycles; ours: the median, poll and body in this process; \
+         collectd: its whole process over {steady} intervals of {interval_s} s, per interval):"
     );
     println!("| poller | CPU per cycle | values | CPU per value | PSS |");
     println!("| --- | --- | --- | --- | --- |");
