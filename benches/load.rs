@@ -9,7 +9,7 @@
 //! cargo bench --bench load -- replay  --bodies 10000 --devices 50 --registers 200 --interval-s 5
 //! cargo bench --bench load -- daemon  --devices 50 --registers 200 --interval-s 5 --seconds 60 --self-s 0
 //! cargo bench --bench load -- selfmon --ticks 5000
-//! cargo bench --bench load -- snmp    --devices 200 --interfaces 24 --cycles 5 [--max-var-binds 64]
+//! cargo bench --bench load -- snmp    --devices 200 --interfaces 24 --cycles 5 [--max-var-binds 64] [--interval-s 10]
 //! cargo bench --bench load -- python  --devices 50 --registers 200 --cycles 20
 //! cargo bench --bench load -- os      --cycles 200
 //! cargo bench --bench load -- opcua   --servers 10 --nodes 200 --cycles 10
@@ -53,7 +53,13 @@
 //!   IF-MIB preset (`type: snmp`) and with a `pattoo_agent_snmp_ifmibd.yaml`
 //!   drop-in: CPU and wall per cycle (poll and body), values per cycle,
 //!   and how much this process's RSS grew. The simulator's CPU is its own
-//!   process's, not counted.
+//!   process's, not counted. Where collectd's snmp plugin is installed
+//!   (/usr/sbin/collectd and /usr/lib/collectd/snmp.so; Debian's
+//!   `collectd-core` and `libyajl2`), collectd then polls the same farm
+//!   every `--interval-s` seconds (default 10) for the preset's columns,
+//!   with no write plugin, and its whole process's CPU per steady cycle
+//!   and PSS are printed in one table beside ours; without it, one line
+//!   says the comparison was skipped.
 //! - `opcua` starts `--servers` asyncua OPC UA servers
 //!   (tests/support/opcua_server.py, asyncua installed from PyPI into
 //!   target/tmp when missing), each serving `--nodes` Doubles, and polls
@@ -1232,10 +1238,16 @@ fn snmp(opts: &Opts) {
 
     let runtime = runtime();
     println!("snmp: {devices} snmpsim devices x {interfaces} interfaces (ifTable + ifXTable, v2c, one community each, at most {max_var_binds} varbinds a response), {cycles} cycles");
-    for (name, config_dir) in [
-        ("IF-MIB preset (type: snmp, one poller per device)", &preset),
+    let mut table = Vec::new();
+    for (name, short, config_dir) in [
+        (
+            "IF-MIB preset (type: snmp, one poller per device)",
+            "pattoo-agentd, IF-MIB preset, a poller per device",
+            &preset,
+        ),
         (
             "pattoo_agent_snmp_ifmibd.yaml drop-in (one poller)",
+            "pattoo-agentd, ifmibd drop-in, one poller",
             &ifmibd,
         ),
     ] {
@@ -1244,9 +1256,14 @@ fn snmp(opts: &Opts) {
         let mut cpus = Vec::new();
         let mut walls = Vec::new();
         let mut values = Vec::new();
+        let mut pss = Vec::new();
         runtime.block_on(async {
             let mut collectors = collectors(&settings);
-            for _ in 0..cycles {
+            for k in 0..cycles {
+                if k > 0 {
+                    // Between polls, outside the timing.
+                    pss.push(pss_kib(std::process::id()));
+                }
                 let cpu0 = cpu_time();
                 let t0 = Instant::now();
                 // Every poller at once, as the scheduler runs them.
@@ -1288,7 +1305,263 @@ fn snmp(opts: &Opts) {
             rss_after as f64 / 1024.0,
             (rss_after as f64 - rss_before as f64) / 1024.0
         );
+        pss.sort_unstable();
+        table.push(Row {
+            name: short.to_owned(),
+            cpu_ms: percentile(&c, 50.0),
+            values: values[cycles - 1],
+            pss: format!(
+                "{:.1} MiB between polls (this process, with the harness)",
+                pss.get(pss.len() / 2).copied().unwrap_or(0) as f64 / 1024.0
+            ),
+        });
     }
+    drop(runtime);
+
+    let interval_s = opts.get("interval-s", 10);
+    if !Path::new(COLLECTD).exists() || !Path::new(COLLECTD_SNMP).exists() {
+        println!(
+            "  collectd: comparison skipped: {COLLECTD} or {COLLECTD_SNMP} is missing \
+             (on Debian or Ubuntu: apt-get install collectd-core libyajl2)"
+        );
+    } else {
+        match collectd(&farm, interfaces, cycles, interval_s) {
+            Ok(row) => table.push(row),
+            Err(e) => println!("  collectd: no figures: {e}"),
+        }
+    }
+    let steady = cycles.saturating_sub(1).max(1);
+    println!(
+        "side by side, CPU per steady cycle ({steady} steady cycles; ours: the median, poll and body in this process; \
+         collectd: its whole process over {steady} intervals of {interval_s} s, per interval):"
+    );
+    println!("| poller | CPU per cycle | values | CPU per value | PSS |");
+    println!("| --- | --- | --- | --- | --- |");
+    for row in &table {
+        println!(
+            "| {} | {:.1} ms | {} | {:.2} us | {} |",
+            row.name,
+            row.cpu_ms,
+            row.values,
+            row.cpu_ms * 1e3 / row.values.max(1) as f64,
+            row.pss
+        );
+    }
+}
+
+/// One line of the `snmp` mode's side-by-side table.
+struct Row {
+    name: String,
+    cpu_ms: f64,
+    values: usize,
+    pss: String,
+}
+
+const COLLECTD: &str = "/usr/sbin/collectd";
+const COLLECTD_SNMP: &str = "/usr/lib/collectd/snmp.so";
+
+/// Pss of a process in KiB, from `/proc/PID/smaps_rollup` (0 if unreadable).
+fn pss_kib(pid: u32) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix("Pss:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// CPU time the live threads of a process have run, from each
+/// `/proc/PID/task/TID/schedstat` (nanoseconds, finer than /proc/PID/stat's
+/// clock ticks; a thread that ended is not counted).
+fn threads_cpu_ns(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|text| text.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// A collectd daemon, killed when dropped.
+struct Collectd(Child);
+
+impl Drop for Collectd {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// How many value identifiers collectd's cache holds (`LISTVAL` on its
+/// unix socket), or `None` while the socket does not answer.
+fn collectd_identifiers(socket: &Path) -> Option<usize> {
+    let mut stream = std::os::unix::net::UnixStream::connect(socket).ok()?;
+    stream.write_all(b"LISTVAL\n").ok()?;
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line).ok()?;
+    line.split_whitespace().next()?.parse().ok()
+}
+
+/// collectd's snmp plugin polling the farm: the preset's columns (its
+/// 64-bit counters where the preset prefers them) as one table with
+/// `ifName` as the instance, in one collectd type whose data sources are
+/// those columns, so collectd walks the table once per device. No write
+/// plugin: values only reach collectd's cache, which `unixsock` lists to
+/// count them. CPU is collectd's whole process from /proc/PID/stat over
+/// `cycles - 1` intervals after its first poll has filled the cache
+/// (the table's figure from the threads' schedstat where /proc has it),
+/// starting half an interval after that; PSS sampled from
+/// /proc/PID/smaps_rollup every 250 ms over the same window.
+fn collectd(
+    farm: &SnmpFarm,
+    interfaces: u32,
+    cycles: usize,
+    interval_s: u64,
+) -> Result<Row, String> {
+    use pattoo_agentd::pollers::snmp::ifmib::PRESET_COLUMNS;
+    let dir = tempfile::tempdir().unwrap();
+    let gauges = ["ifAdminStatus", "ifOperStatus", "ifHighSpeed"];
+    let sources: Vec<String> = PRESET_COLUMNS
+        .iter()
+        .map(|(key, _, _)| {
+            let kind = if gauges.contains(key) {
+                "GAUGE"
+            } else {
+                "DERIVE"
+            };
+            format!("{key}:{kind}:0:U")
+        })
+        .collect();
+    let types = dir.path().join("types.db");
+    std::fs::write(&types, format!("pattoo_if_mib {}\n", sources.join(", "))).unwrap();
+    let socket = dir.path().join("collectd.sock");
+    let mut conf = format!(
+        "Hostname \"bench\"\nFQDNLookup false\nBaseDir \"{d}\"\nPIDFile \"{d}/collectd.pid\"\n\
+         PluginDir \"/usr/lib/collectd\"\nTypesDB \"{t}\"\nInterval {interval_s}\n\
+         LoadPlugin unixsock\n<Plugin unixsock>\n  SocketFile \"{s}\"\n</Plugin>\n\
+         LoadPlugin snmp\n<Plugin snmp>\n  <Data \"if_mib\">\n    Type \"pattoo_if_mib\"\n    Table true\n\
+         \x20   TypeInstanceOID \".1.3.6.1.2.1.31.1.1.1.1\"\n    Values",
+        d = dir.path().display(),
+        t = types.display(),
+        s = socket.display(),
+    );
+    for (_, column, _) in PRESET_COLUMNS {
+        conf.push_str(&format!(" \"{column}\""));
+    }
+    conf.push_str("\n  </Data>\n");
+    for (address, port, community) in &farm.devices {
+        conf.push_str(&format!(
+            "  <Host \"{community}\">\n    Address \"{address}:{port}\"\n    Version 2\n    Community \"{community}\"\n\
+             \x20   Collect \"if_mib\"\n    Timeout 30\n    Retries 0\n  </Host>\n"
+        ));
+    }
+    conf.push_str("</Plugin>\n");
+    let conf_path = dir.path().join("collectd.conf");
+    std::fs::write(&conf_path, &conf).unwrap();
+    let version = Command::new(COLLECTD)
+        .arg("-h")
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout).lines().find_map(|l| {
+                l.strip_prefix("collectd ")
+                    .map(|v| v.split(',').next().unwrap_or(v).to_owned())
+            })
+        })
+        .unwrap_or_default();
+    let log_path = dir.path().join("collectd.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let log_tail = || {
+        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(5)..].join(" / ")
+    };
+    let mut daemon = Collectd(
+        Command::new(COLLECTD)
+            .arg("-f")
+            .arg("-C")
+            .arg(&conf_path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("{COLLECTD} did not start: {e}"))?,
+    );
+    let pid = daemon.0.id();
+    let spawned = Instant::now();
+    let expected = farm.devices.len() * interfaces as usize;
+    println!(
+        "  collectd {version} snmp plugin ({expected} rows of {} columns, every {interval_s} s, no write plugin):",
+        PRESET_COLUMNS.len()
+    );
+    // Wait for the first poll to have filled the cache.
+    let deadline = Instant::now() + Duration::from_secs(3 * interval_s + 60);
+    let first = loop {
+        if let Ok(Some(status)) = daemon.0.try_wait() {
+            return Err(format!("collectd exited ({status}): {}", log_tail()));
+        }
+        let seen = collectd_identifiers(&socket).unwrap_or(0);
+        if seen >= expected {
+            break Instant::now();
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "collectd's cache held {seen} of {expected} table rows after {} s: {}",
+                3 * interval_s + 60,
+                log_tail()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let steady = cycles.saturating_sub(1).max(1);
+    std::thread::sleep(Duration::from_millis(interval_s * 500));
+    let ticks0 = proc_cpu_ticks(pid);
+    let ns0 = threads_cpu_ns(pid);
+    let start = Instant::now();
+    let window = Duration::from_secs(interval_s * steady as u64);
+    let mut pss = Vec::new();
+    while start.elapsed() < window {
+        pss.push(pss_kib(pid));
+        std::thread::sleep(Duration::from_millis(250).min(window.saturating_sub(start.elapsed())));
+    }
+    let ticks1 = proc_cpu_ticks(pid);
+    let ns1 = threads_cpu_ns(pid);
+    if let Ok(Some(status)) = daemon.0.try_wait() {
+        return Err(format!("collectd exited ({status}): {}", log_tail()));
+    }
+    let rows = collectd_identifiers(&socket).unwrap_or(0);
+    drop(daemon);
+    // SAFETY: sysconf only reads a configuration value.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let ticks_ms = (ticks1 - ticks0) as f64 * 1e3 / hz / steady as f64;
+    // The threads' nanoseconds where /proc has them, else the ticks.
+    let cpu_ms = if ns1 > ns0 {
+        (ns1 - ns0) as f64 / 1e6 / steady as f64
+    } else {
+        ticks_ms
+    };
+    pss.sort_unstable();
+    let mib = |k: u64| k as f64 / 1024.0;
+    println!(
+        "    first poll done {:.1} s after start; {} ticks ({hz} a second) over {steady} intervals: cpu {ticks_ms:.1} ms per cycle \
+         ({cpu_ms:.1} ms by its threads' schedstat); {rows} rows cached; PSS median {:.1} MiB, peak {:.1} MiB",
+        first.duration_since(spawned).as_secs_f64(),
+        ticks1 - ticks0,
+        mib(pss[pss.len() / 2]),
+        mib(pss[pss.len() - 1]),
+    );
+    Ok(Row {
+        name: format!("collectd {version} snmp plugin"),
+        cpu_ms,
+        values: rows * PRESET_COLUMNS.len(),
+        pss: format!(
+            "{:.1} MiB median, {:.1} MiB peak (whole process)",
+            mib(pss[pss.len() / 2]),
+            mib(pss[pss.len() - 1])
+        ),
+    })
 }
 
 fn opcua(opts: &Opts) {
@@ -1354,9 +1627,14 @@ fn opcua(opts: &Opts) {
         let mut cpus = Vec::new();
         let mut walls = Vec::new();
         let mut values = Vec::new();
+        let mut pss = Vec::new();
         runtime.block_on(async {
             let mut collectors = collectors(&settings);
-            for _ in 0..cycles {
+            for k in 0..cycles {
+                if k > 0 {
+                    // Between polls, outside the timing.
+                    pss.push(pss_kib(std::process::id()));
+                }
                 let cpu0 = cpu_time();
                 let t0 = Instant::now();
                 let bodies =
