@@ -99,19 +99,7 @@ pub fn move_durably(path: &Path, dir: &Path, name: &std::ffi::OsStr) -> io::Resu
 /// every few seconds, or at every start, whose loss in a power cut costs
 /// nothing.
 pub fn replace_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let mut temporary = PathBuf::from(path.as_os_str().to_owned());
-    temporary.as_mut_os_string().push(".tmp");
-    // A leftover from a crash may have other permissions: start afresh.
-    match fs::remove_file(&temporary) {
-        Err(error) if error.kind() != io::ErrorKind::NotFound => return Err(error),
-        _ => {}
-    }
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&temporary)?;
-    file.write_all(bytes)?;
+    let (temporary, file) = write_temporary(path, bytes, true)?;
     drop(file);
     fs::rename(&temporary, path)
 }
@@ -127,21 +115,7 @@ pub fn replace_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
 /// next write comes (seconds later) could see it change; readers that
 /// read the whole file at once do not.
 pub fn replace_by_exchange(path: &Path, bytes: &[u8], fresh: bool) -> io::Result<()> {
-    let mut temporary = PathBuf::from(path.as_os_str().to_owned());
-    temporary.as_mut_os_string().push(".tmp");
-    if fresh {
-        match fs::remove_file(&temporary) {
-            Err(error) if error.kind() != io::ErrorKind::NotFound => return Err(error),
-            _ => {}
-        }
-    }
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&temporary)?;
-    file.write_all(bytes)?;
+    let (temporary, file) = write_temporary(path, bytes, fresh)?;
     drop(file);
     use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
     match renameat2(
@@ -154,6 +128,30 @@ pub fn replace_by_exchange(path: &Path, bytes: &[u8], fresh: bool) -> io::Result
         Ok(()) => Ok(()),
         Err(_) => fs::rename(&temporary, path),
     }
+}
+
+/// Writes `bytes` to `path` with `.tmp` appended (mode 0600), for a
+/// replace to rename over `path`; returns that name and the file, still
+/// open for the caller to sync. `fresh` says a file already under that
+/// name may be a leftover from a crash, with other permissions: it is
+/// removed and the file made anew; otherwise it is overwritten in place.
+fn write_temporary(path: &Path, bytes: &[u8], fresh: bool) -> io::Result<(PathBuf, File)> {
+    let mut temporary = PathBuf::from(path.as_os_str().to_owned());
+    temporary.as_mut_os_string().push(".tmp");
+    let mut options = OpenOptions::new();
+    options.write(true).mode(0o600);
+    if fresh {
+        match fs::remove_file(&temporary) {
+            Err(error) if error.kind() != io::ErrorKind::NotFound => return Err(error),
+            _ => {}
+        }
+        options.create_new(true);
+    } else {
+        options.create(true).truncate(true);
+    }
+    let mut file = options.open(&temporary)?;
+    file.write_all(bytes)?;
+    Ok((temporary, file))
 }
 
 /// Takes an exclusive `flock(2)` on the file `path` (created mode 0600 if
