@@ -93,6 +93,47 @@ pub fn move_durably(path: &Path, dir: &Path, name: &std::ffi::OsStr) -> io::Resu
     }
 }
 
+/// Creates `dir` and its missing parents, fsyncing the directory that
+/// holds each one made, so that none of their names is lost to a power
+/// cut.
+pub fn create_dir_all_durably(dir: &Path) -> io::Result<()> {
+    let mut missing = Vec::new();
+    let mut level = dir;
+    while fs::symlink_metadata(level).is_err() {
+        missing.push(level);
+        match level.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => level = parent,
+            _ => break,
+        }
+    }
+    fs::create_dir_all(dir)?;
+    for made in missing {
+        sync_dir(holder(made))?;
+    }
+    Ok(())
+}
+
+/// The directory holding `path`'s name.
+fn holder(path: &Path) -> &Path {
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    }
+}
+
+/// Replaces `path` with `bytes` so that a power cut at any moment leaves
+/// the previous file or the new one, whole, and the new one once this
+/// returns: [`replace_atomically`] with the temporary file fsynced before
+/// the rename and the directory after. For files written once in a while
+/// whose loss would matter (what `switch-from-python --apply` did).
+pub fn replace_durably(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let (temporary, file) = write_temporary(path, bytes, true)?;
+    file.sync_all()?;
+    drop(file);
+    fs::rename(&temporary, path)?;
+    sync_dir(holder(path))
+}
+
 /// Replaces `path` with `bytes` through a temporary file (`path` with
 /// `.tmp` appended) and a rename, so a reader never sees half a file.
 /// The file is this user's only (0600). Not synced: for files rewritten
@@ -228,6 +269,21 @@ mod tests {
         replace_atomically(&path, b"two").unwrap();
         assert_eq!(fs::read_to_string(&path).unwrap(), "two");
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_file_replaced_durably_in_new_directories_holds_the_new_bytes_and_no_temporary_is_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let daemon = dir.path().join("var/lib/pattoo/daemon");
+        create_dir_all_durably(&daemon).unwrap();
+        create_dir_all_durably(&daemon).unwrap();
+        let path = daemon.join("switch-from-python.state");
+        replace_durably(&path, b"one").unwrap();
+        replace_durably(&path, b"two").unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), "two");
+        assert_eq!(fs::read_dir(&daemon).unwrap().count(), 1);
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
     }
 
     #[test]
