@@ -93,25 +93,54 @@ pub fn move_durably(path: &Path, dir: &Path, name: &std::ffi::OsStr) -> io::Resu
     }
 }
 
+/// Creates `dir` and its missing parents, fsyncing the directory that
+/// holds each one made, so that none of their names is lost to a power
+/// cut.
+pub fn create_dir_all_durably(dir: &Path) -> io::Result<()> {
+    let mut missing = Vec::new();
+    let mut level = dir;
+    while fs::symlink_metadata(level).is_err() {
+        missing.push(level);
+        match level.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => level = parent,
+            _ => break,
+        }
+    }
+    fs::create_dir_all(dir)?;
+    for made in missing {
+        sync_dir(holder(made))?;
+    }
+    Ok(())
+}
+
+/// The directory holding `path`'s name.
+fn holder(path: &Path) -> &Path {
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    }
+}
+
+/// Replaces `path` with `bytes` so that a power cut at any moment leaves
+/// the previous file or the new one, whole, and the new one once this
+/// returns: [`replace_atomically`] with the temporary file fsynced before
+/// the rename and the directory after. For files written once in a while
+/// whose loss would matter (what `switch-from-python --apply` did).
+pub fn replace_durably(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let (temporary, file) = write_temporary(path, bytes, true)?;
+    file.sync_all()?;
+    drop(file);
+    fs::rename(&temporary, path)?;
+    sync_dir(holder(path))
+}
+
 /// Replaces `path` with `bytes` through a temporary file (`path` with
 /// `.tmp` appended) and a rename, so a reader never sees half a file.
 /// The file is this user's only (0600). Not synced: for files rewritten
 /// every few seconds, or at every start, whose loss in a power cut costs
 /// nothing.
 pub fn replace_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let mut temporary = PathBuf::from(path.as_os_str().to_owned());
-    temporary.as_mut_os_string().push(".tmp");
-    // A leftover from a crash may have other permissions: start afresh.
-    match fs::remove_file(&temporary) {
-        Err(error) if error.kind() != io::ErrorKind::NotFound => return Err(error),
-        _ => {}
-    }
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&temporary)?;
-    file.write_all(bytes)?;
+    let (temporary, file) = write_temporary(path, bytes, true)?;
     drop(file);
     fs::rename(&temporary, path)
 }
@@ -127,21 +156,7 @@ pub fn replace_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
 /// next write comes (seconds later) could see it change; readers that
 /// read the whole file at once do not.
 pub fn replace_by_exchange(path: &Path, bytes: &[u8], fresh: bool) -> io::Result<()> {
-    let mut temporary = PathBuf::from(path.as_os_str().to_owned());
-    temporary.as_mut_os_string().push(".tmp");
-    if fresh {
-        match fs::remove_file(&temporary) {
-            Err(error) if error.kind() != io::ErrorKind::NotFound => return Err(error),
-            _ => {}
-        }
-    }
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&temporary)?;
-    file.write_all(bytes)?;
+    let (temporary, file) = write_temporary(path, bytes, fresh)?;
     drop(file);
     use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
     match renameat2(
@@ -154,6 +169,30 @@ pub fn replace_by_exchange(path: &Path, bytes: &[u8], fresh: bool) -> io::Result
         Ok(()) => Ok(()),
         Err(_) => fs::rename(&temporary, path),
     }
+}
+
+/// Writes `bytes` to `path` with `.tmp` appended (mode 0600), for a
+/// replace to rename over `path`; returns that name and the file, still
+/// open for the caller to sync. `fresh` says a file already under that
+/// name may be a leftover from a crash, with other permissions: it is
+/// removed and the file made anew; otherwise it is overwritten in place.
+fn write_temporary(path: &Path, bytes: &[u8], fresh: bool) -> io::Result<(PathBuf, File)> {
+    let mut temporary = PathBuf::from(path.as_os_str().to_owned());
+    temporary.as_mut_os_string().push(".tmp");
+    let mut options = OpenOptions::new();
+    options.write(true).mode(0o600);
+    if fresh {
+        match fs::remove_file(&temporary) {
+            Err(error) if error.kind() != io::ErrorKind::NotFound => return Err(error),
+            _ => {}
+        }
+        options.create_new(true);
+    } else {
+        options.create(true).truncate(true);
+    }
+    let mut file = options.open(&temporary)?;
+    file.write_all(bytes)?;
+    Ok((temporary, file))
 }
 
 /// Takes an exclusive `flock(2)` on the file `path` (created mode 0600 if
@@ -230,6 +269,21 @@ mod tests {
         replace_atomically(&path, b"two").unwrap();
         assert_eq!(fs::read_to_string(&path).unwrap(), "two");
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_file_replaced_durably_in_new_directories_holds_the_new_bytes_and_no_temporary_is_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let daemon = dir.path().join("var/lib/pattoo/daemon");
+        create_dir_all_durably(&daemon).unwrap();
+        create_dir_all_durably(&daemon).unwrap();
+        let path = daemon.join("switch-from-python.state");
+        replace_durably(&path, b"one").unwrap();
+        replace_durably(&path, b"two").unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), "two");
+        assert_eq!(fs::read_dir(&daemon).unwrap().count(), 1);
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
     }
 
     #[test]

@@ -279,12 +279,14 @@ fn print(
         }
         write!(
             out,
-            "; {} polls, {} failed, {} ticks skipped; {} datapoints posted, {} dropped",
+            "; {} polls, {} failed, {} ticks skipped; {} datapoints posted, {} dropped; {} bodies delivered, {} cached",
             count("poller_polls"),
             count("poller_polls_failed"),
             count("poller_ticks_skipped"),
             count("poller_datapoints_posted"),
             count("poller_datapoints_dropped"),
+            count("poller_bodies_delivered"),
+            count("poller_bodies_cached"),
         )?;
         if count("poller_polls_failed") > 0 {
             write!(
@@ -577,6 +579,39 @@ mod tests {
         let (url, _) = page_server(Some(token.clone()), page).await;
         let (figures, _) = scrape(&url, &token, MAX_PAGE_BYTES).await.unwrap();
         assert!(figures.agent().is_some());
+    }
+
+    #[test]
+    fn each_pollers_bodies_delivered_and_cached_are_printed() {
+        use crate::telemetry::figures::{Figure, Kind};
+        let counter = |key: &str, value| Figure {
+            key: key.into(),
+            kind: Kind::Counter,
+            value: Number::Int(value),
+            posted: true,
+        };
+        let figures = Figures {
+            groups: vec![Group {
+                target: "meters".into(),
+                poller: Some(("meters".into(), "modbus".into())),
+                figures: vec![
+                    counter("poller_polls", 9),
+                    counter("poller_bodies_delivered", 7),
+                    counter("poller_bodies_cached", 2),
+                ],
+            }],
+        };
+        let seen = Seen::Page {
+            url: "http://127.0.0.1:9464".into(),
+            health: Ok(()),
+        };
+        let mut out = Vec::new();
+        print(&mut out, 42, &figures, &seen, 1_600_000).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains("  meters (modbus): not polled yet; 9 polls, 0 failed, 0 ticks skipped; 0 datapoints posted, 0 dropped; 7 bodies delivered, 2 cached\n"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -365,10 +365,11 @@ pub fn apply(root: &Path, plan: &Plan, systemctl_path: &Path) -> anyhow::Result<
         state.push_str("drop-in\n");
     }
     // Recorded first: an apply that fails half way can still be undone.
-    std::fs::create_dir_all(&plan.daemon_dir)
+    // Synced, as the cache is: a power cut must not lose what --undo needs.
+    crate::durable::create_dir_all_durably(&plan.daemon_dir)
         .map_err(|e| anyhow::anyhow!("creating {}: {e}", plan.daemon_dir.display()))?;
     let state_path = plan.daemon_dir.join(STATE_FILE);
-    crate::durable::replace_atomically(&state_path, state.as_bytes())
+    crate::durable::replace_durably(&state_path, state.as_bytes())
         .map_err(|e| anyhow::anyhow!("writing {}: {e}", state_path.display()))?;
     for unit in &plan.stop {
         systemctl(systemctl_path, &["stop", unit], &mut out)?;
@@ -376,14 +377,14 @@ pub fn apply(root: &Path, plan: &Plan, systemctl_path: &Path) -> anyhow::Result<
     }
     if wrote_drop_in {
         let path = root.join(UNIT_DROP_IN);
-        std::fs::create_dir_all(path.parent().expect("a parent"))
+        crate::durable::create_dir_all_durably(path.parent().expect("a parent"))
             .map_err(|e| anyhow::anyhow!("creating {}: {e}", path.display()))?;
         let text = format!(
             "# Written by pattoo-agentd switch-from-python; --undo removes it.\n\
              [Service]\nEnvironment=PATTOO_CONFIGDIR={}\n",
             plan.config_dir.display()
         );
-        crate::durable::replace_atomically(&path, text.as_bytes())
+        crate::durable::replace_durably(&path, text.as_bytes())
             .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
         writeln!(out, "wrote /{UNIT_DROP_IN}")?;
         systemctl(systemctl_path, &["daemon-reload"], &mut out)?;

@@ -1229,16 +1229,22 @@ mod tests {
             .unwrap();
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn at_shutdown_the_post_in_flight_and_the_queued_bodies_are_cached_without_waiting_for_a_slow_server(
-    ) {
-        let (addr, received) = slow_server(Duration::from_secs(60)).await;
-        let cache_dir = tempfile::tempdir().unwrap();
-        let delivery = delivery_to(addr, cache_dir.path());
-        let (_keep, current) = watch::channel(delivery.clone());
+    /// A delivery queue running on its own task, as the daemon runs it.
+    struct Queue {
+        sender: mpsc::Sender<Handed>,
+        delivery: Delivery,
+        /// Keeps the current delivery settings from closing.
+        _current: watch::Sender<Delivery>,
+        stop: watch::Sender<bool>,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    /// [`deliver_queue`] to the server at `addr`, caching in `cache_dir`.
+    fn start_queue(addr: SocketAddr, cache_dir: &std::path::Path) -> Queue {
+        let delivery = delivery_to(addr, cache_dir);
+        let (current_tx, current) = watch::channel(delivery.clone());
         let (queue_tx, queue_rx) = mpsc::channel(QUEUE_BODIES);
         let (stop, stopping) = watch::channel(false);
-        let now = now_ms();
         let task = tokio::spawn(deliver_queue(
             queue_rx,
             current,
@@ -1246,6 +1252,22 @@ mod tests {
             Instant::now(),
             stopping,
         ));
+        Queue {
+            sender: queue_tx,
+            delivery,
+            _current: current_tx,
+            stop,
+            task,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn at_shutdown_the_post_in_flight_and_the_queued_bodies_are_cached_without_waiting_for_a_slow_server(
+    ) {
+        let (addr, received) = slow_server(Duration::from_secs(60)).await;
+        let cache_dir = tempfile::tempdir().unwrap();
+        let queue = start_queue(addr, cache_dir.path());
+        let now = now_ms();
         // Each poller is told what came of its bodies.
         let meter = Arc::new(PollerCounters::default());
         for i in 0..10 {
@@ -1253,18 +1275,18 @@ mod tests {
                 body: body(now + i),
                 poller: (i % 2 == 0).then(|| meter.clone()),
             };
-            queue_tx.try_send(handed).unwrap();
+            queue.sender.try_send(handed).unwrap();
         }
         // The first body is in the server's hands, its answer far away.
         wait_for_count(&received, 1).await;
-        drop(queue_tx);
-        stop.send(true).unwrap();
-        tokio::time::timeout(Duration::from_secs(5), task)
+        drop(queue.sender);
+        queue.stop.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), queue.task)
             .await
             .expect("shutdown does not wait for the server's answer")
             .unwrap();
-        assert_eq!(delivery.cache().totals().0, 10);
-        assert_eq!(delivery.stats().lost, 0);
+        assert_eq!(queue.delivery.cache().totals().0, 10);
+        assert_eq!(queue.delivery.stats().lost, 0);
         assert_eq!(received.load(Ordering::SeqCst), 1);
         assert_eq!(meter.bodies_cached.load(Ordering::Relaxed), 5);
         assert_eq!(meter.bodies_delivered.load(Ordering::Relaxed), 0);
@@ -1274,17 +1296,7 @@ mod tests {
     async fn each_poller_counts_its_bodies_the_server_took() {
         let (addr, received) = slow_server(Duration::ZERO).await;
         let cache_dir = tempfile::tempdir().unwrap();
-        let delivery = delivery_to(addr, cache_dir.path());
-        let (_keep, current) = watch::channel(delivery.clone());
-        let (queue_tx, queue_rx) = mpsc::channel(QUEUE_BODIES);
-        let (_stop, stopping) = watch::channel(false);
-        let task = tokio::spawn(deliver_queue(
-            queue_rx,
-            current,
-            Arc::new(Health::default()),
-            Instant::now(),
-            stopping,
-        ));
+        let queue = start_queue(addr, cache_dir.path());
         let (meter, other) = (Arc::default(), Arc::<PollerCounters>::default());
         let now = now_ms();
         for (i, poller) in [&meter, &other, &meter].into_iter().enumerate() {
@@ -1292,10 +1304,10 @@ mod tests {
                 body: body(now + i as u64),
                 poller: Some(poller.clone()),
             };
-            queue_tx.try_send(handed).unwrap();
+            queue.sender.try_send(handed).unwrap();
         }
-        drop(queue_tx);
-        tokio::time::timeout(Duration::from_secs(60), task)
+        drop(queue.sender);
+        tokio::time::timeout(Duration::from_secs(60), queue.task)
             .await
             .expect("the queue is delivered")
             .unwrap();

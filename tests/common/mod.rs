@@ -52,17 +52,22 @@ pub fn write_agent_id(state_root: &Path, program: &str, id: &str) {
     std::fs::write(ids.join(format!("{program}.agent_id")), id).unwrap();
 }
 
+/// `pattoo-agentd --config-dir config_dir` with stdin closed, for a test
+/// to add the command, its environment, and run it.
+pub fn agentd(config_dir: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_pattoo-agentd"));
+    command
+        .arg("--config-dir")
+        .arg(config_dir)
+        .stdin(Stdio::null());
+    command
+}
+
 /// Runs `pattoo-agentd --config-dir config_dir args...` to its end and
 /// gives its stdout; fails the test, with stdout and stderr, unless it
 /// exits with success.
 pub fn run_agentd(config_dir: &Path, args: &[&str]) -> String {
-    let output = Command::new(env!("CARGO_BIN_EXE_pattoo-agentd"))
-        .arg("--config-dir")
-        .arg(config_dir)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let output = agentd(config_dir).args(args).output().unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(
         output.status.success(),

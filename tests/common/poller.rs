@@ -2,6 +2,7 @@
 //! and one poll of it with its logs, for tests that drive a poller kind
 //! directly rather than through the agent's binary.
 
+use std::path::Path;
 use std::time::Duration;
 
 use pattoo_agentd::config;
@@ -15,15 +16,50 @@ use super::Readings;
 /// configuration directory, host name `test.example.org`. Panics with the
 /// configuration errors and the text when it does not load.
 pub fn from_entries(entries: &str) -> Poller {
+    let (settings, env) = load_entries(entries);
+    Poller::new(&settings.pollers[0], &env).unwrap()
+}
+
+/// [`from_entries`], every poller of the list.
+pub fn all_from_entries(entries: &str) -> Vec<Poller> {
+    let (settings, env) = load_entries(entries);
+    settings
+        .pollers
+        .iter()
+        .map(|poller| Poller::new(poller, &env).unwrap())
+        .collect()
+}
+
+fn load_entries(entries: &str) -> (config::Settings, PollerEnv) {
     let dir = tempfile::tempdir().unwrap();
     super::write_pattoo_yaml(dir.path(), dir.path(), 20201);
     let text = format!("pattoo_agentd:\n  pollers:\n{entries}");
     std::fs::write(dir.path().join("pattoo_agentd.yaml"), &text).unwrap();
     let settings = config::load(dir.path()).unwrap_or_else(|errors| panic!("{errors}\n{text}"));
-    let env = PollerEnv {
+    (settings, env())
+}
+
+/// The first poller of the configuration directory `dir`, host name
+/// `test.example.org`. Panics with the configuration errors when it does
+/// not load.
+pub fn first_in(dir: &Path) -> Poller {
+    let settings = config::load(dir).unwrap_or_else(|errors| panic!("{errors}"));
+    Poller::new(&settings.pollers[0], &env()).unwrap()
+}
+
+fn env() -> PollerEnv {
+    PollerEnv {
         hostname: "test.example.org".to_owned(),
-    };
-    Poller::new(&settings.pollers[0], &env).unwrap()
+    }
+}
+
+/// A file holding `secret` (a community, a passphrase), for a poller's
+/// `{file: ...}`; kept as long as the returned directory.
+pub fn secret_file(secret: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("secret");
+    std::fs::write(&path, format!("{secret}\n")).unwrap();
+    (dir, path.display().to_string())
 }
 
 /// Polls once, failing the test if that takes more than a minute; gives

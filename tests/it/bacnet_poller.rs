@@ -11,6 +11,7 @@ use std::net::{Ipv4Addr, UdpSocket};
 
 use common::bacnet::BacnetSim;
 use pattoo_agentd::model::{DataType, TargetData, Value};
+use pattoo_agentd::pollers::Poller;
 
 /// (key, value, data type, metadata as `key=value` with `*` when outside
 /// the checksum) of each datapoint of a target.
@@ -46,17 +47,27 @@ fn reading(
     )
 }
 
+/// A `type: bacnet` poller `name` on a port of its own on loopback, with
+/// `settings` (lines indented by six spaces) for the rest.
+fn bacnet_poller(name: &str, settings: &str) -> Poller {
+    common::poller::from_entries(&format!(
+        "    - name: {name}
+      type: bacnet
+      local_address: 127.0.0.1
+      local_port: 0
+{settings}"
+    ))
+}
+
 #[tokio::test]
 async fn every_object_type_the_device_serves_is_read_with_its_name() {
     let Some(sim) = BacnetSim::start(Ipv4Addr::new(127, 0, 0, 3)) else {
         return;
     };
-    let mut poller = common::poller::from_entries(&format!(
-        "    - name: ahu
-      type: bacnet
-      local_address: 127.0.0.1
-      local_port: 0
-      targets: [{{address: '{}', device: 1234, name: ahu-1}}]
+    let mut poller = bacnet_poller(
+        "ahu",
+        &format!(
+            "      targets: [{{address: '{}', device: 1234, name: ahu-1}}]
       objects: [av:1, av:2, av:3, {{object: analog-value:4, key: setpoint, multiplier: 2, offset: 1}},
                 analog-input:1, analog-output:1, binary-input:1, binary-output:1,
                 binary-value:1, multi-state-input:1, multi-state-output:1, multi-state-value:1]
@@ -158,20 +169,19 @@ async fn unknown_objects_a_wrong_address_and_a_silent_device_cost_only_themselve
     silent.set_nonblocking(true).unwrap();
     // Nothing listens there: the kernel refuses each datagram.
     let nobody = common::bacnet::free_port(Ipv4Addr::LOCALHOST);
-    let mut poller = common::poller::from_entries(&format!(
-        "    - name: plant
-      type: bacnet
-      local_address: 127.0.0.1
-      local_port: 0
-      timeout_ms: 400
+    let mut poller = bacnet_poller(
+        "plant",
+        &format!(
+            "      timeout_ms: 400
       retries: 1
       object_names: false
       targets: ['{}', '{}', '127.0.0.1:{nobody}']
       objects: [av:1, av:99, bv:77, ai:1]
 ",
-        sim.address,
-        silent.local_addr().unwrap()
-    ));
+            sim.address,
+            silent.local_addr().unwrap()
+        ),
+    );
     let (result, logs) = common::poller::poll_logged(&mut poller).await;
     let targets = result.unwrap();
     assert_eq!(targets.len(), 1, "{targets:#?}");
@@ -215,19 +225,18 @@ async fn unknown_objects_a_wrong_address_and_a_silent_device_cost_only_themselve
 #[tokio::test]
 async fn a_poll_of_devices_that_never_answer_fails_naming_the_poller() {
     let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let mut poller = common::poller::from_entries(&format!(
-        "    - name: gone
-      type: bacnet
-      local_address: 127.0.0.1
-      local_port: 0
-      timeout_ms: 200
+    let mut poller = bacnet_poller(
+        "gone",
+        &format!(
+            "      timeout_ms: 200
       retries: 0
       max_objects_per_request: 1
       targets: ['{}']
       objects: [av:1, av:2, av:3]
 ",
-        silent.local_addr().unwrap()
-    ));
+            silent.local_addr().unwrap()
+        ),
+    );
     let error = poller.readings().await.unwrap_err().to_string();
     // One timeout, and the other two objects are not asked for.
     assert_eq!(
@@ -242,12 +251,10 @@ async fn a_device_with_another_instance_than_configured_is_logged_and_not_posted
         return;
     };
     // The simulator is device 1234; the first target says 999 of it.
-    let mut poller = common::poller::from_entries(&format!(
-        "    - name: ahu
-      type: bacnet
-      local_address: 127.0.0.1
-      local_port: 0
-      targets: [{{address: '{0}', device: 999, name: wrong}}, {{address: '{0}', device: 1234, name: right}}]
+    let mut poller = bacnet_poller(
+        "ahu",
+        &format!(
+            "      targets: [{{address: '{0}', device: 999, name: wrong}}, {{address: '{0}', device: 1234, name: right}}]
       objects: [av:1]
 ",
         sim.address

@@ -199,15 +199,10 @@ async fn the_host_metrics_script_reads_load_and_memory_from_proc() {
 #[cfg(feature = "command")]
 #[test]
 fn the_default_configuration_polls_this_host_from_the_repository_root() {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_pattoo-agentd"))
+    // `--config-dir config`, relative, as the README has it.
+    let output = crate::common::agentd(Path::new("config"))
         .current_dir(repo(""))
-        .args([
-            "--config-dir",
-            "config",
-            "once",
-            "--print",
-            "--self-monitoring",
-        ])
+        .args(["once", "--print", "--self-monitoring"])
         .output()
         .unwrap();
     assert!(

@@ -472,17 +472,7 @@ async fn sigterm_during_a_poll_with_the_server_down_caches_the_body_and_exits_0(
     // And it is delivered once the server is back (by `once`, which also
     // replays the cache).
     server.resume(Mode::Accept).await;
-    let output = Command::new(env!("CARGO_BIN_EXE_pattoo-agentd"))
-        .arg("--config-dir")
-        .arg(agent.dir.path())
-        .args(["cache", "replay"])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    common::run_agentd(agent.dir.path(), &["cache", "replay"]);
     assert_eq!(bodies_with(&server, "slow"), 1);
     assert!(agent.cache_files().is_empty());
 }
@@ -500,9 +490,7 @@ async fn a_second_agent_on_the_same_directories_exits_with_a_clear_message() {
     );
     notify.wait_for("READY=1", |m| m == "READY=1");
 
-    let second = Command::new(env!("CARGO_BIN_EXE_pattoo-agentd"))
-        .arg("--config-dir")
-        .arg(agent.dir.path())
+    let second = common::agentd(agent.dir.path())
         .arg("run")
         .env_remove("NOTIFY_SOCKET")
         .output()
@@ -524,12 +512,7 @@ fn run_with_a_broken_configuration_exits_with_the_configuration_status() {
         "pattoo:\n  log_level: loud\n",
     )
     .unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_pattoo-agentd"))
-        .arg("--config-dir")
-        .arg(dir.path())
-        .arg("run")
-        .output()
-        .unwrap();
+    let output = common::agentd(dir.path()).arg("run").output().unwrap();
     // 78 (EX_CONFIG) is in the unit's RestartPreventExitStatus=.
     assert_eq!(output.status.code(), Some(78));
     assert!(String::from_utf8_lossy(&output.stderr).contains("pattoo.yaml:2:3"));
@@ -544,9 +527,7 @@ fn run_with_a_poller_secret_missing_exits_with_the_configuration_status_naming_i
         "pattoo_agentd:\n  pollers:\n    - name: quotes\n      type: http\n      urls: [http://127.0.0.1:9/]\n      format: keyvalue\n      auth:\n        bearer: {env: PATTOO_TEST_UNSET_SECRET}\n",
     )
     .unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_pattoo-agentd"))
-        .arg("--config-dir")
-        .arg(dir.path())
+    let output = common::agentd(dir.path())
         .arg("run")
         .env_remove("PATTOO_TEST_UNSET_SECRET")
         .output()
@@ -667,9 +648,7 @@ fn check_says_https_needs_ca_certificates_where_the_system_has_none() {
         "    - name: api\n      type: http\n      urls: [https://api.example.org/v1]\n      measurements: true\n",
     );
     let check = |env: &[(&str, &str)]| {
-        Command::new(env!("CARGO_BIN_EXE_pattoo-agentd"))
-            .arg("--config-dir")
-            .arg(dir.path())
+        common::agentd(dir.path())
             .arg("check")
             .env_remove("JOURNAL_STREAM")
             .envs(env.iter().copied())
@@ -705,14 +684,7 @@ fn check_says_https_needs_ca_certificates_where_the_system_has_none() {
 fn check_prints_the_cache_age_with_a_space_before_the_unit() {
     let dir = tempfile::tempdir().unwrap();
     common::write_pattoo_yaml(dir.path(), dir.path(), 20201);
-    let output = Command::new(env!("CARGO_BIN_EXE_pattoo-agentd"))
-        .arg("--config-dir")
-        .arg(dir.path())
-        .arg("check")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{stdout}");
+    let stdout = common::run_agentd(dir.path(), &["check"]);
     assert!(stdout.contains("nothing older than 7 days"), "{stdout}");
 }
 
@@ -932,12 +904,7 @@ fn status(agent: &Agent) -> (Option<i32>, String) {
 
 /// `status` on the configuration in `dir`: exit status, stdout + stderr.
 fn status_in(dir: &Path) -> (Option<i32>, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_pattoo-agentd"))
-        .arg("--config-dir")
-        .arg(dir)
-        .arg("status")
-        .output()
-        .unwrap();
+    let output = common::agentd(dir).arg("status").output().unwrap();
     (
         output.status.code(),
         String::from_utf8_lossy(&output.stdout).into_owned()
@@ -1010,12 +977,18 @@ async fn self_monitoring_counts_a_failing_poller_and_a_down_server_and_the_figur
         let broken_failing = text
             .lines()
             .any(|line| line.contains("broken (command") && !line.contains(" 0 failed"));
-        if broken_failing && wanted.iter().all(|w| text.contains(w)) {
+        // The server is down: alpha's bodies are all cached, none delivered.
+        let alpha_cached = text.lines().any(|line| {
+            line.contains("alpha (command")
+                && line.contains("; 0 bodies delivered, ")
+                && !line.contains(", 0 cached")
+        });
+        if broken_failing && alpha_cached && wanted.iter().all(|w| text.contains(w)) {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "status never showed {wanted:?}:\n{text}"
+            "status never showed {wanted:?}, broken failing and alpha's bodies cached:\n{text}"
         );
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -1143,9 +1116,7 @@ async fn the_metrics_page_serves_the_same_figures_and_health_and_status_reads_it
 
 /// `reload --pid PID` on the configuration in `dir`.
 fn reload_command(dir: &Path, pid: u32) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_pattoo-agentd"))
-        .arg("--config-dir")
-        .arg(dir)
+    common::agentd(dir)
         .arg("reload")
         .arg("--pid")
         .arg(pid.to_string())

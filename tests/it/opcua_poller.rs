@@ -10,26 +10,16 @@ use crate::common::Readings;
 use std::time::{Duration, Instant};
 
 use common::asyncua::{self, Stall};
-use pattoo_agentd::config;
 use pattoo_agentd::model::{DataPoint, DataType, TargetData, Value};
-use pattoo_agentd::pollers::{Poller, PollerEnv};
+use pattoo_agentd::pollers::Poller;
 
 /// The one poller of a `pattoo_agentd.yaml` holding `poller` (an entry
 /// indented by four spaces), with the password `secret` in the file
 /// `PASSWORD_FILE` names, which lives as long as the directory returned.
 fn poller(poller: &str) -> (Poller, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    common::write_pattoo_yaml(dir.path(), dir.path(), 1);
-    let password = dir.path().join("password");
-    std::fs::write(&password, "secret\n").unwrap();
-    let text = format!("pattoo_agentd:\n  pollers:\n{poller}")
-        .replace("PASSWORD_FILE", &password.display().to_string());
-    std::fs::write(dir.path().join("pattoo_agentd.yaml"), &text).unwrap();
-    let settings = config::load(dir.path()).unwrap_or_else(|e| panic!("{e}\n{text}"));
-    let env = PollerEnv {
-        hostname: "test.example.org".into(),
-    };
-    (Poller::new(&settings.pollers[0], &env).unwrap(), dir)
+    let (dir, password) = common::poller::secret_file("secret");
+    let poller = common::poller::from_entries(&poller.replace("PASSWORD_FILE", &password));
+    (poller, dir)
 }
 
 fn entry(servers: &[String], extra: &str, nodes: &[&str]) -> String {

@@ -13,9 +13,8 @@ use std::sync::{Arc, Mutex};
 
 use common::snmpsim::SnmpSim;
 use common::Readings;
-use pattoo_agentd::config;
 use pattoo_agentd::model::{DataPoint, TargetData};
-use pattoo_agentd::pollers::{Poller, PollerEnv};
+use pattoo_agentd::pollers::Poller;
 
 /// The table's columns: `.1.3.6.1.4.1.99999.1.1.<n>`.
 const TABLE: &str = "1.3.6.1.4.1.99999.1.1";
@@ -136,18 +135,11 @@ async fn counting_relay(upstream: SocketAddr) -> (SocketAddr, Arc<AtomicUsize>) 
 /// The only poller of a `pattoo_agentd.yaml` polling `address` over v2c
 /// with community `public` and `settings` (indented by six spaces).
 fn poller(address: &str, settings: &str) -> (Poller, tempfile::TempDir) {
-    let secret = tempfile::tempdir().unwrap();
-    let community = secret.path().join("community");
-    std::fs::write(&community, "public\n").unwrap();
-    let text = format!(
-        "pattoo_agentd:\n  pollers:\n    - name: bulk\n      type: snmp\n      targets: [\"{address}\"]\n      community: {{file: {}}}\n      timeout_ms: 2000\n      retries: 2\n{settings}",
-        community.display()
-    );
-    let settings = common::modbus::load_agentd(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
-    let env = PollerEnv {
-        hostname: "test.example.org".into(),
-    };
-    (Poller::new(&settings.pollers[0], &env).unwrap(), secret)
+    let (secret, community) = common::poller::secret_file("public");
+    let poller = common::poller::from_entries(&format!(
+        "    - name: bulk\n      type: snmp\n      targets: [\"{address}\"]\n      community: {{file: {community}}}\n      timeout_ms: 2000\n      retries: 2\n{settings}"
+    ));
+    (poller, secret)
 }
 
 fn meta<'a>(datapoint: &'a DataPoint, key: &str) -> Option<&'a str> {
@@ -347,11 +339,7 @@ async fn a_24_interface_device_is_read_in_a_handful_of_requests_by_the_preset_an
         ),
     )
     .unwrap();
-    let settings = config::load(dir.path()).unwrap_or_else(|errors| panic!("{errors}"));
-    let env = PollerEnv {
-        hostname: "test.example.org".into(),
-    };
-    let mut drop_in = Poller::new(&settings.pollers[0], &env).unwrap();
+    let mut drop_in = common::poller::first_in(dir.path());
     let targets = drop_in.readings().await.unwrap();
     // 14 posted walks of 24 interfaces.
     assert_eq!(targets[0].datapoints.len(), 14 * 24);

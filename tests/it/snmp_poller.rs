@@ -11,35 +11,20 @@ use std::time::{Duration, Instant};
 
 use common::logs::LogBuffer;
 use common::netsnmp::{self, NetSnmpd};
+use common::poller::secret_file;
 use common::snmpsim::SnmpSim;
 use common::Readings;
 use pattoo_agentd::model::{DataPoint, DataType, TargetData, Value};
-use pattoo_agentd::pollers::{Poller, PollerEnv, PollerKind};
-
-/// A file holding `secret`, kept as long as the returned directory.
-fn secret_file(secret: &str) -> (tempfile::TempDir, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("secret");
-    std::fs::write(&path, format!("{secret}\n")).unwrap();
-    (dir, path.display().to_string())
-}
+use pattoo_agentd::pollers::Poller;
 
 /// The pollers of a `pattoo_agentd.yaml` whose poller list is `pollers`
-/// (entries indented by four spaces).
+/// (entries indented by four spaces), each of them SNMP.
 fn pollers(pollers: &str) -> Vec<Poller> {
-    let text = format!("pattoo_agentd:\n  pollers:\n{pollers}");
-    let settings = common::modbus::load_agentd(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
-    let env = PollerEnv {
-        hostname: "test.example.org".into(),
-    };
-    settings
-        .pollers
-        .iter()
-        .map(|p| {
-            assert!(matches!(p.kind, PollerKind::Snmp(_)));
-            Poller::new(p, &env).unwrap()
-        })
-        .collect()
+    let pollers = common::poller::all_from_entries(pollers);
+    for poller in &pollers {
+        assert!(matches!(poller, Poller::Snmp(_)));
+    }
+    pollers
 }
 
 fn v2c(name: &str, targets: &[String], community_file: &str, reads: &str) -> String {

@@ -255,9 +255,7 @@ fn the_translations_command_prints_one_programs_rows_and_refuses_an_unknown_lang
     )
     .unwrap();
     let run = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_pattoo-agentd"))
-            .arg("--config-dir")
-            .arg(dir.path())
+        common::agentd(dir.path())
             .arg("translations")
             .args(args)
             .output()

@@ -14,6 +14,8 @@
 //! - nothing was moved to quarantine.
 //!
 //! At the end the server stays up and every committed body must arrive.
+//! Smaller cases cut the power at chosen steps: the cache's directories
+//! and quarantine, and what `switch-from-python --apply` records.
 //! Needs root and /dev/fuse; says it was skipped where either is missing.
 //! `POWER_LOSS_SEED` replays the printed seed's choice of cuts (the
 //! timing of the agent and the server still varies).
@@ -801,5 +803,43 @@ fn the_file_system_keeps_only_what_was_synced_across_a_cut() {
         long.starts_with(torn),
         "an unsynced file keeps a prefix of what was written, not {} bytes of something else",
         torn.len()
+    );
+}
+
+#[test]
+fn what_switch_from_python_apply_records_survives_a_power_cut() {
+    use pattoo_agentd::switch::{self, Plan, STATE_FILE, UNIT_DROP_IN};
+    let Some(volatile) = CacheOnVolatileFs::new() else {
+        return;
+    };
+    // The host's root on the volatile file system, with neither the daemon
+    // directory nor the drop-in's directory there yet.
+    let root = volatile.root().to_owned();
+    let plan = Plan {
+        text: String::new(),
+        stop: vec!["pattoo_agent_snmpd.service".into()],
+        pollers: vec!["pattoo_agent_snmpd".into()],
+        config_dir: "/srv/pattoo".into(),
+        daemon_dir: root.join("var/lib/pattoo/daemon"),
+    };
+    switch::apply(&root, &plan, Path::new("/bin/true")).unwrap();
+    let survived = volatile.cut();
+    let state = format!("var/lib/pattoo/daemon/{STATE_FILE}");
+    assert_eq!(
+        survived
+            .get(&state)
+            .map(|data| String::from_utf8_lossy(data)),
+        Some("pattoo_agent_snmpd.service\ndrop-in\n".into()),
+        "without the state --undo cannot reverse the switch; survived: {:?}",
+        survived.keys().collect::<Vec<_>>()
+    );
+    let drop_in = survived
+        .get(UNIT_DROP_IN)
+        .map(|data| String::from_utf8_lossy(data));
+    assert!(
+        drop_in
+            .as_deref()
+            .is_some_and(|text| text.contains("Environment=PATTOO_CONFIGDIR=/srv/pattoo\n")),
+        "the drop-in did not survive whole: {drop_in:?}"
     );
 }
