@@ -91,6 +91,14 @@ impl Collector {
         self.collect().await
     }
 
+    /// Lets go of the poll memory without freeing it, for a process about
+    /// to exit (`once`): freeing a large poll's descriptions one by one is
+    /// work no one needs. Nothing else is let go of: a poller may have
+    /// something to close. The next poll starts from an empty memory.
+    pub fn forget_memory(&mut self) {
+        std::mem::forget(std::mem::take(&mut self.memory));
+    }
+
     /// Bodies are never split, whatever their size (a spoke answers with
     /// one body).
     pub fn never_split(&mut self) {

@@ -1,11 +1,14 @@
 use clap::Parser;
 
 use pattoo_agentd::app::{self, Exit};
-use pattoo_agentd::cli::Cli;
+use pattoo_agentd::cli::{Cli, Command};
 
 fn main() {
     pattoo_agentd::tune_allocator();
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Once { .. }) {
+        pattoo_agentd::tune_allocator_for_once();
+    }
     let runtime = pattoo_agentd::runtime().expect("the async runtime starts");
     let result = runtime.block_on(app::run(cli));
     if let Err(error) = result {

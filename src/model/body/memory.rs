@@ -531,19 +531,21 @@ fn make_all<'a>(
     datapoints: impl ExactSizeIterator<Item = &'a DataPoint>,
 ) -> Vec<Result<Made, DropReason>> {
     let mut batch = ChainBatch::with_capacity(datapoints.len());
+    let mut pairs = Renderer::default();
+    let mut kept: Vec<(Cow<'_, str>, &str)> = Vec::new();
     let made: Vec<_> = datapoints
         .map(|dp| {
             let key = normalise_datapoint_key(&dp.key)?;
             batch.start(&key, dp.data_type.code());
-            let mut kept: Vec<(Cow<'_, str>, &str)> = Vec::new();
+            kept.clear();
             let mut ignored = Vec::new();
             normalise_metadata(&dp.metadata, &mut batch, &mut kept, |reason| {
                 ignored.push(reason)
             });
             Ok(Made {
-                key_pair: rendered("pattoo_key", &key),
-                key: Arc::from(key.as_ref()),
-                metadata: kept.iter().map(|(k, v)| rendered(k, v)).collect(),
+                key_pair: pairs.pair("pattoo_key", &key),
+                key: pairs.texts.get(&key),
+                metadata: kept.iter().map(|(k, v)| pairs.pair(k, v)).collect(),
                 ignored,
                 // Known once the whole batch is hashed, below.
                 chain: [0; 64],
@@ -577,11 +579,22 @@ impl Made {
     }
 }
 
-fn rendered(key: &str, value: &str) -> (Arc<str>, u64) {
-    let mut text = String::new();
-    render_pair(&mut text, key, value);
-    let hash = pair_hash(&text);
-    (Arc::from(text), hash)
+/// Renders pairs for new descriptions into one buffer, and allocates each
+/// text once however many descriptions share it (a site's name, a device's
+/// description): nothing is allocated only to be dropped at once.
+#[derive(Default)]
+struct Renderer {
+    scratch: String,
+    texts: Texts,
+}
+
+impl Renderer {
+    /// `[key, value]` rendered, and its pair hash.
+    fn pair(&mut self, key: &str, value: &str) -> (Arc<str>, u64) {
+        self.scratch.clear();
+        render_pair(&mut self.scratch, key, value);
+        (self.texts.get(&self.scratch), pair_hash(&self.scratch))
+    }
 }
 
 /// A hash of everything [`Description::describes`] compares.

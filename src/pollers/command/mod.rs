@@ -369,6 +369,10 @@ impl CommandPoller {
     }
 }
 
+/// What one read of the program's stdout asks for: a Linux pipe's
+/// default capacity, so a program writing fast is read in few calls.
+const READ_CHUNK: usize = 64 * 1024;
+
 /// Reads `reader` to its end into `output`; false as soon as it holds more
 /// than `limit` bytes, without reading further. What was read stays in
 /// `output` if the read is abandoned.
@@ -377,13 +381,12 @@ async fn read_capped_into(
     limit: usize,
     output: &mut Vec<u8>,
 ) -> std::io::Result<bool> {
-    let mut buffer = [0u8; 8192];
     loop {
-        let n = reader.read(&mut buffer).await?;
-        if n == 0 {
+        // Straight into `output`, up to a pipe's worth at a time.
+        output.reserve(READ_CHUNK);
+        if reader.read_buf(output).await? == 0 {
             return Ok(true);
         }
-        output.extend_from_slice(&buffer[..n]);
         if output.len() > limit {
             return Ok(false);
         }
