@@ -431,7 +431,9 @@ pub fn undo(root: &Path, daemon_dir: &Path, systemctl_path: &Path) -> anyhow::Re
         .collect();
     if state.lines().any(|l| l == "drop-in") {
         let path = root.join(UNIT_DROP_IN);
-        match std::fs::remove_file(&path) {
+        match std::fs::remove_file(&path)
+            .and_then(|()| crate::durable::sync_dir(path.parent().expect("a parent")))
+        {
             Ok(()) => writeln!(out, "removed /{UNIT_DROP_IN}")?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => anyhow::bail!("removing {}: {e}", path.display()),
@@ -443,7 +445,8 @@ pub fn undo(root: &Path, daemon_dir: &Path, systemctl_path: &Path) -> anyhow::Re
     }
     // Kept beside, not deleted: what was switched and undone stays on record.
     let undone = daemon_dir.join(format!("{STATE_FILE}.undone"));
-    std::fs::rename(&state_path, &undone)
+    // Synced: after a power cut the switch must not look applied again.
+    crate::durable::rename_durably(&state_path, &undone)
         .map_err(|e| anyhow::anyhow!("renaming {}: {e}", state_path.display()))?;
     writeln!(out, "the Python agents run again")?;
     Ok(out)
