@@ -821,6 +821,7 @@ fn what_switch_from_python_apply_records_survives_a_power_cut() {
         pollers: vec!["pattoo_agent_snmpd".into()],
         config_dir: "/srv/pattoo".into(),
         daemon_dir: root.join("var/lib/pattoo/daemon"),
+        cache_dir: root.join("var/lib/pattoo/cache"),
     };
     switch::apply(&root, &plan, Path::new("/bin/true")).unwrap();
     let survived = volatile.cut();
@@ -858,6 +859,7 @@ fn what_switch_from_python_undo_records_survives_a_power_cut() {
         pollers: vec!["pattoo_agent_snmpd".into()],
         config_dir: "/srv/pattoo".into(),
         daemon_dir: daemon_dir.clone(),
+        cache_dir: root.join("var/lib/pattoo/cache"),
     };
     switch::apply(&root, &plan, Path::new("/bin/true")).unwrap();
     switch::undo(&root, &daemon_dir, Path::new("/bin/true")).unwrap();
