@@ -138,8 +138,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 humantime::format_duration(wait)
             )?;
             stdout.flush()?;
-            let checked =
-                crate::switch::check_first_posts(&plan.daemon_dir, &plan.pollers, wait).await?;
+            let checked = crate::switch::check_first_posts(&plan, wait).await?;
             stdout.write_all(checked.text.as_bytes())?;
             if !checked.all_posted {
                 anyhow::bail!(

@@ -121,6 +121,18 @@ fn holder(path: &Path) -> &Path {
     }
 }
 
+/// Renames `from` to `to` and fsyncs the directories holding both names,
+/// so that once this returns a power cut cannot bring the old name back.
+/// `to` is replaced if it exists.
+pub fn rename_durably(from: &Path, to: &Path) -> io::Result<()> {
+    fs::rename(from, to)?;
+    sync_dir(holder(to))?;
+    if holder(from) != holder(to) {
+        sync_dir(holder(from))?;
+    }
+    Ok(())
+}
+
 /// Replaces `path` with `bytes` so that a power cut at any moment leaves
 /// the previous file or the new one, whole, and the new one once this
 /// returns: [`replace_atomically`] with the temporary file fsynced before
@@ -284,6 +296,17 @@ mod tests {
         assert_eq!(fs::read_dir(&daemon).unwrap().count(), 1);
         let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
+    }
+
+    #[test]
+    fn a_file_renamed_durably_is_under_its_new_name_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let from = dir.path().join("switch-from-python.state");
+        let to = dir.path().join("switch-from-python.state.undone");
+        fs::write(&from, "units").unwrap();
+        rename_durably(&from, &to).unwrap();
+        assert!(!from.exists());
+        assert_eq!(fs::read_to_string(&to).unwrap(), "units");
     }
 
     #[test]

@@ -171,6 +171,8 @@ pub struct Plan {
     pub config_dir: PathBuf,
     /// The daemon directory under the root.
     pub daemon_dir: PathBuf,
+    /// The cache directory under the root.
+    pub cache_dir: PathBuf,
 }
 
 /// The plan: what pattoo-agentd would read, keep and replay, and the
@@ -323,6 +325,7 @@ pub fn plan(root: &Path, config_dir: Option<&Path>, exe: &Path) -> anyhow::Resul
         pollers: reads.iter().map(|(unit, _)| unit.program.clone()).collect(),
         config_dir,
         daemon_dir,
+        cache_dir: under(root, &settings.pattoo.cache_directory),
     })
 }
 
@@ -431,7 +434,9 @@ pub fn undo(root: &Path, daemon_dir: &Path, systemctl_path: &Path) -> anyhow::Re
         .collect();
     if state.lines().any(|l| l == "drop-in") {
         let path = root.join(UNIT_DROP_IN);
-        match std::fs::remove_file(&path) {
+        match std::fs::remove_file(&path)
+            .and_then(|()| crate::durable::sync_dir(path.parent().expect("a parent")))
+        {
             Ok(()) => writeln!(out, "removed /{UNIT_DROP_IN}")?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => anyhow::bail!("removing {}: {e}", path.display()),
@@ -443,7 +448,8 @@ pub fn undo(root: &Path, daemon_dir: &Path, systemctl_path: &Path) -> anyhow::Re
     }
     // Kept beside, not deleted: what was switched and undone stays on record.
     let undone = daemon_dir.join(format!("{STATE_FILE}.undone"));
-    std::fs::rename(&state_path, &undone)
+    // Synced: after a power cut the switch must not look applied again.
+    crate::durable::rename_durably(&state_path, &undone)
         .map_err(|e| anyhow::anyhow!("renaming {}: {e}", state_path.display()))?;
     writeln!(out, "the Python agents run again")?;
     Ok(out)
@@ -469,6 +475,8 @@ enum FirstPost {
     PollFailed { polls: u64 },
     /// A body was cached rather than taken by the server.
     Cached,
+    /// A body was cached, then taken by the server when replayed.
+    Replayed,
     /// A body was made and is still on its way to the server.
     InFlight,
     /// The server took a body.
@@ -499,6 +507,56 @@ impl FirstPost {
             FirstPost::InFlight
         }
     }
+
+    /// Whether a body of the drop-in's reached the server.
+    fn reached_server(&self) -> bool {
+        matches!(self, FirstPost::Posted | FirstPost::Replayed)
+    }
+}
+
+/// Whether the bodies `poller` cached (`cached` of them) have all been
+/// replayed since. The agent counts replays as a whole, not per poller,
+/// but the cache keeps each agent id's bodies in a folder of its own, and
+/// a drop-in posts under its own agent id. A valid body leaves the cache
+/// only when the server took it or a bound (`max_bytes`, `max_age`)
+/// dropped it, and a bound drops the oldest first: a body cached since
+/// the agent started goes only after every older one (the Python agents'
+/// too), logged at ERROR. So a folder with no body left, once the agent
+/// has replayed at least as many bodies as the poller cached, means the
+/// server has them.
+fn cached_bodies_replayed(
+    state: &State,
+    cached: u64,
+    cache_dir: &Path,
+    daemon_dir: &Path,
+    poller: &str,
+) -> bool {
+    let replayed = state
+        .figures
+        .groups
+        .iter()
+        .find(|group| group.poller.is_none())
+        .and_then(|agent| agent.get("delivery_bodies_replayed"))
+        .map_or(0, |n| n.as_f64() as u64);
+    if replayed < cached.max(1) {
+        return false;
+    }
+    let Ok(id) = std::fs::read_to_string(agent_id_path(daemon_dir, poller)) else {
+        return false;
+    };
+    let id = id.trim();
+    if id.is_empty() || !id.chars().all(|c| c.is_ascii_hexdigit()) {
+        return false;
+    }
+    match std::fs::read_dir(cache_dir.join(id)) {
+        Ok(entries) => !entries.filter_map(Result::ok).any(|entry| {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            !name.starts_with('.') && name.ends_with(".json")
+        }),
+        // Removed with its last body, or never made; unreadable says nothing.
+        Err(error) => error.kind() == std::io::ErrorKind::NotFound,
+    }
 }
 
 /// The state the running agent of `daemon_dir` last wrote, or why there is
@@ -523,16 +581,14 @@ pub struct FirstPosts {
     pub all_posted: bool,
 }
 
-/// Waits until the running agent of `daemon_dir` has posted a body of each
-/// of `pollers`, or until `wait` has passed since each one's first poll
+/// Waits until the running agent of the plan's daemon directory has posted
+/// a body of each of its pollers (at once, or from the cache after a
+/// failed post), or until `wait` has passed since each one's first poll
 /// was due (since now while that is not known), reading the state file the
 /// agent rewrites every few seconds; then says per poller OK or what
 /// failed. Undoes nothing.
-pub async fn check_first_posts(
-    daemon_dir: &Path,
-    pollers: &[String],
-    wait: Duration,
-) -> anyhow::Result<FirstPosts> {
+pub async fn check_first_posts(plan: &Plan, wait: Duration) -> anyhow::Result<FirstPosts> {
+    let (daemon_dir, pollers) = (plan.daemon_dir.as_path(), plan.pollers.as_slice());
     let started_ms = now_ms();
     let wait_ms = wait.as_millis() as u64;
     let mut first_due: HashMap<&str, u64> = HashMap::new();
@@ -548,7 +604,16 @@ pub async fn check_first_posts(
                         .as_ref()
                         .is_some_and(|(name, _)| name == poller)
                 });
-                Some(FirstPost::of(group))
+                let outcome = FirstPost::of(group);
+                let cached = group
+                    .and_then(|group| group.get("poller_bodies_cached"))
+                    .map_or(0, |n| n.as_f64() as u64);
+                if outcome == FirstPost::Cached
+                    && cached_bodies_replayed(state, cached, &plan.cache_dir, daemon_dir, poller)
+                {
+                    return Some(FirstPost::Replayed);
+                }
+                Some(outcome)
             })
             .map(|outcome| outcome.unwrap_or(FirstPost::NotPolled { due_ms: None }))
             .collect();
@@ -563,7 +628,7 @@ pub async fn check_first_posts(
         let deadline_ms = pollers
             .iter()
             .zip(&outcomes)
-            .filter(|(_, outcome)| **outcome != FirstPost::Posted)
+            .filter(|(_, outcome)| !outcome.reached_server())
             .map(|(poller, _)| {
                 first_due
                     .get(poller.as_str())
@@ -618,6 +683,10 @@ fn report(
     for (poller, outcome) in pollers.iter().zip(outcomes) {
         match outcome {
             FirstPost::Posted => writeln!(text, "  {poller}: OK: posted to {server}")?,
+            FirstPost::Replayed => writeln!(
+                text,
+                "  {poller}: OK: posted to {server} after a retry (the first post failed; the cached body was replayed)"
+            )?,
             FirstPost::NotRun => writeln!(
                 text,
                 "  {poller}: FAILED: the running pattoo-agentd has no poller of that name (its configuration directory is not the one switched to? see `systemctl status pattoo-agentd`)"
@@ -649,7 +718,7 @@ fn report(
     }
     Ok(FirstPosts {
         text,
-        all_posted: outcomes.iter().all(|outcome| *outcome == FirstPost::Posted),
+        all_posted: outcomes.iter().all(FirstPost::reached_server),
     })
 }
 
@@ -683,6 +752,57 @@ mod tests {
             ("poller_bodies_delivered", 1),
         ]);
         assert_eq!(FirstPost::of(Some(&group)), FirstPost::Posted);
+    }
+
+    /// A state whose agent replayed `replayed` bodies, a daemon directory
+    /// with `meter`'s agent id and a cache directory.
+    fn replay_case(replayed: u64) -> (State, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let id = "ab".repeat(32);
+        let ids = dir.path().join("daemon/agent_id");
+        std::fs::create_dir_all(&ids).unwrap();
+        std::fs::write(ids.join("meter.agent_id"), &id).unwrap();
+        std::fs::create_dir_all(dir.path().join("cache").join(&id)).unwrap();
+        let mut agent = poller(&[("delivery_bodies_replayed", replayed)]);
+        agent.poller = None;
+        let state = State {
+            pid: 1,
+            version: String::new(),
+            written_ms: 0,
+            server: String::new(),
+            metrics_listen: None,
+            last_post: None,
+            last_exchange: None,
+            unhealthy: None,
+            figures: crate::telemetry::figures::Figures {
+                groups: vec![agent],
+            },
+        };
+        (state, dir)
+    }
+
+    #[test]
+    fn a_cached_body_counts_as_replayed_once_no_body_of_its_agent_id_is_left_and_enough_were_replayed(
+    ) {
+        let replayed = |state: &State, dir: &tempfile::TempDir, cached| {
+            let (cache, daemon) = (dir.path().join("cache"), dir.path().join("daemon"));
+            cached_bodies_replayed(state, cached, &cache, &daemon, "meter")
+        };
+        let (state, dir) = replay_case(2);
+        assert!(replayed(&state, &dir, 2));
+        assert!(
+            !replayed(&state, &dir, 3),
+            "fewer replays than cached bodies"
+        );
+        let (state, _) = replay_case(0);
+        assert!(!replayed(&state, &dir, 1), "nothing replayed");
+        let (state, dir) = replay_case(2);
+        let left = dir.path().join("cache").join("ab".repeat(32));
+        // A body being written is not one left; a body under its name is.
+        std::fs::write(left.join(".1_x.json.7.0.tmp"), "").unwrap();
+        assert!(replayed(&state, &dir, 1));
+        std::fs::write(left.join(format!("1_{}.json", "ab".repeat(32))), "{}").unwrap();
+        assert!(!replayed(&state, &dir, 1), "a body is still cached");
     }
 
     #[test]

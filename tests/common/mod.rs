@@ -55,11 +55,16 @@ pub fn write_agent_id(state_root: &Path, program: &str, id: &str) {
 /// `pattoo-agentd --config-dir config_dir` with stdin closed, for a test
 /// to add the command, its environment, and run it.
 pub fn agentd(config_dir: &Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_pattoo-agentd"));
+    let mut command = pattoo_agentd();
+    command.arg("--config-dir").arg(config_dir);
     command
-        .arg("--config-dir")
-        .arg(config_dir)
-        .stdin(Stdio::null());
+}
+
+/// `pattoo-agentd` with stdin closed and no `--config-dir`, for commands
+/// that read no configuration (`discover`).
+pub fn pattoo_agentd() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_pattoo-agentd"));
+    command.stdin(Stdio::null());
     command
 }
 

@@ -287,7 +287,7 @@ fn discover_bacnet_finds_the_simulator_and_prints_a_poller_that_loads() {
     let Some(sim) = BacnetSim::start(Ipv4Addr::new(127, 0, 0, 5)) else {
         return;
     };
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_pattoo-agentd"))
+    let output = common::pattoo_agentd()
         .args([
             "discover",
             "bacnet",

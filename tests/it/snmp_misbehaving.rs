@@ -10,7 +10,7 @@ use crate::common;
 use std::time::{Duration, Instant};
 
 use pattoo_agentd::model::{TargetData, Value};
-use pattoo_agentd::pollers::{Poller, PollerEnv};
+use pattoo_agentd::pollers::Poller;
 use tokio::net::UdpSocket;
 
 use common::Readings;
@@ -103,40 +103,31 @@ async fn misbehave(socket: UdpSocket, stranger: UdpSocket, answer: bool) {
     }
 }
 
-async fn poller_for(address: &str, community_file: &str) -> Poller {
-    let text = format!(
-        "pattoo_agentd:\n  pollers:\n    - name: odd\n      type: snmp\n      targets: [\"{address}\"]\n      community: {{file: {community_file}}}\n      timeout_ms: 500\n      retries: 1\n      get: [{{oid: .1.3.6.1.2.1.1.5.0, key: sysname}}]\n"
-    );
-    let settings = common::modbus::load_agentd(&text).unwrap_or_else(|e| panic!("{e}"));
-    Poller::new(
-        &settings.pollers[0],
-        &PollerEnv {
-            hostname: "test".into(),
-        },
-    )
-    .unwrap()
+fn poller_for(address: &str, community_file: &str) -> Poller {
+    common::poller::from_entries(&format!(
+        "    - name: odd\n      type: snmp\n      targets: [\"{address}\"]\n      community: {{file: {community_file}}}\n      timeout_ms: 500\n      retries: 1\n      get: [{{oid: .1.3.6.1.2.1.1.5.0, key: sysname}}]\n"
+    ))
 }
 
-async fn start(answer: bool) -> (String, tempfile::TempDir) {
+/// The responder's address and a community file for it (kept as long as
+/// the directory).
+async fn start(answer: bool) -> (String, (tempfile::TempDir, String)) {
     start_on("127.0.0.1:0", answer).await
 }
 
-async fn start_on(bind: &str, answer: bool) -> (String, tempfile::TempDir) {
+async fn start_on(bind: &str, answer: bool) -> (String, (tempfile::TempDir, String)) {
     let socket = UdpSocket::bind(bind).await.unwrap();
     let stranger = UdpSocket::bind(bind).await.unwrap();
     // `[::1]:port` for IPv6, as a target is written.
     let address = socket.local_addr().unwrap().to_string();
     tokio::spawn(misbehave(socket, stranger, answer));
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("community"), "public\n").unwrap();
-    (address, dir)
+    (address, common::poller::secret_file("public"))
 }
 
 #[tokio::test]
 async fn garbage_other_ids_and_strangers_are_ignored_and_the_right_answer_is_taken() {
-    let (address, dir) = start(true).await;
-    let community = dir.path().join("community").display().to_string();
-    let mut poller = poller_for(&address, &community).await;
+    let (address, (_dir, community)) = start(true).await;
+    let mut poller = poller_for(&address, &community);
     for _ in 0..3 {
         let targets = poller.readings().await.expect("the right answer came");
         let values: Vec<&Value> = targets
@@ -150,9 +141,8 @@ async fn garbage_other_ids_and_strangers_are_ignored_and_the_right_answer_is_tak
 
 #[tokio::test]
 async fn a_responder_that_never_answers_rightly_costs_one_timeout_and_reads_nothing() {
-    let (address, dir) = start(false).await;
-    let community = dir.path().join("community").display().to_string();
-    let mut poller = poller_for(&address, &community).await;
+    let (address, (_dir, community)) = start(false).await;
+    let mut poller = poller_for(&address, &community);
     let started = Instant::now();
     let error = poller.readings().await.expect_err("nothing was read");
     assert!(error.to_string().contains("poller odd"), "{error}");
@@ -164,10 +154,9 @@ async fn a_responder_that_never_answers_rightly_costs_one_timeout_and_reads_noth
 async fn an_ipv6_target_is_read_over_its_own_socket() {
     // The Python agents refused IPv6 targets (easysnmp took the `:` for a
     // port separator).
-    let (address, dir) = start_on("[::1]:0", true).await;
+    let (address, (_dir, community)) = start_on("[::1]:0", true).await;
     assert!(address.starts_with("[::1]:"), "{address}");
-    let community = dir.path().join("community").display().to_string();
-    let mut poller = poller_for(&address, &community).await;
+    let mut poller = poller_for(&address, &community);
     let targets = poller.readings().await.expect("read over IPv6");
     assert_eq!(targets[0].target, address);
     assert_eq!(targets[0].datapoints[0].value, Value::Text("ok".into()));
@@ -283,34 +272,24 @@ where
     }
 }
 
-/// A responder on loopback running `script`, and a community file.
-async fn scripted<F>(script: F) -> (String, tempfile::TempDir)
+/// A responder on loopback running `script`, and a community file (kept
+/// as long as the directory).
+async fn scripted<F>(script: F) -> (String, (tempfile::TempDir, String))
 where
     F: FnMut(&Request) -> Vec<u8> + Send + 'static,
 {
     let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let address = socket.local_addr().unwrap().to_string();
     tokio::spawn(respond(socket, script));
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("community"), "public\n").unwrap();
-    (address, dir)
+    (address, common::poller::secret_file("public"))
 }
 
 /// A poller `odd` of `settings` (lines of the poller's mapping, indented
-/// by six spaces) reading `address`.
-fn scripted_poller(address: &str, dir: &tempfile::TempDir, settings: &str) -> Poller {
-    let community = dir.path().join("community").display().to_string();
-    let text = format!(
-        "pattoo_agentd:\n  pollers:\n    - name: odd\n      type: snmp\n      targets: [\"{address}\"]\n      community: {{file: {community}}}\n      timeout_ms: 1000\n      retries: 1\n{settings}"
-    );
-    let settings = common::modbus::load_agentd(&text).unwrap_or_else(|e| panic!("{e}"));
-    Poller::new(
-        &settings.pollers[0],
-        &PollerEnv {
-            hostname: "test".into(),
-        },
-    )
-    .unwrap()
+/// by six spaces) reading `address` with the community in `community`.
+fn scripted_poller(address: &str, community: &str, settings: &str) -> Poller {
+    common::poller::from_entries(&format!(
+        "    - name: odd\n      type: snmp\n      targets: [\"{address}\"]\n      community: {{file: {community}}}\n      timeout_ms: 1000\n      retries: 1\n{settings}"
+    ))
 }
 
 const ENDLESS: [u32; 9] = [1, 3, 6, 1, 4, 1, 99999, 1, 1];
@@ -359,10 +338,10 @@ const HANG: Duration = Duration::from_secs(120);
 #[tokio::test]
 async fn an_endless_subtree_is_cut_at_max_rows_per_walk_and_the_rows_before_are_posted() {
     let (log, _guard) = common::logs::capture();
-    let (address, dir) = scripted(endless).await;
+    let (address, (_dir, community)) = scripted(endless).await;
     let mut poller = scripted_poller(
         &address,
-        &dir,
+        &community,
         "      max_rows_per_walk: 50\n      max_repetitions: 7\n      walk: [{oid: .1.3.6.1.4.1.99999.1.1, key: row}]\n",
     );
     let targets = tokio::time::timeout(HANG, poller.readings())
@@ -387,12 +366,12 @@ async fn an_endless_subtree_is_cut_at_max_rows_per_walk_and_the_rows_before_are_
 #[tokio::test]
 async fn a_poll_ends_by_its_polling_interval_and_posts_what_it_read() {
     let (log, _guard) = common::logs::capture();
-    let (address, dir) = scripted(endless).await;
+    let (address, (_dir, community)) = scripted(endless).await;
     // No row bound to speak of: only the deadline, by default the
     // interval (1 s), ends this walk.
     let mut poller = scripted_poller(
         &address,
-        &dir,
+        &community,
         "      polling_interval: 1\n      max_rows_per_walk: 1000000\n      walk: [{oid: .1.3.6.1.4.1.99999.1.1, key: row}]\n",
     );
     let targets = tokio::time::timeout(HANG, poller.readings())
@@ -418,7 +397,7 @@ async fn a_poll_ends_by_its_polling_interval_and_posts_what_it_read() {
 async fn a_walk_that_goes_back_stops_and_posts_the_rows_before() {
     let (log, _guard) = common::logs::capture();
     // Rows 1, 2, 3, then row 2 again, for ever (one row per answer).
-    let (address, dir) = scripted(|request: &Request| {
+    let (address, (_dir, community)) = scripted(|request: &Request| {
         let asked = &request.oids[0];
         let next = match asked.get(ENDLESS.len()) {
             None => 1,
@@ -433,7 +412,7 @@ async fn a_walk_that_goes_back_stops_and_posts_the_rows_before() {
     .await;
     let mut poller = scripted_poller(
         &address,
-        &dir,
+        &community,
         "      walk: [{oid: .1.3.6.1.4.1.99999.1.1, key: row}]\n",
     );
     let targets = tokio::time::timeout(HANG, poller.readings())
@@ -454,7 +433,7 @@ async fn a_walk_that_goes_back_stops_and_posts_the_rows_before() {
 async fn request_ids_are_random_not_a_sequence() {
     let ids = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let seen = ids.clone();
-    let (address, dir) = scripted(move |request: &Request| {
+    let (address, (_dir, community)) = scripted(move |request: &Request| {
         let id = request
             .request_id
             .iter()
@@ -465,7 +444,7 @@ async fn request_ids_are_random_not_a_sequence() {
     .await;
     let mut poller = scripted_poller(
         &address,
-        &dir,
+        &community,
         "      get: [{oid: .1.3.6.1.2.1.1.5.0, key: sysname}]\n",
     );
     for _ in 0..6 {
@@ -503,11 +482,10 @@ async fn the_right_request_id_from_another_address_or_port_is_not_taken() {
             let _ = other_address.send_to(&forged, from).await;
         }
     });
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("community"), "public\n").unwrap();
+    let (_dir, community) = common::poller::secret_file("public");
     let mut poller = scripted_poller(
         &address,
-        &dir,
+        &community,
         "      get: [{oid: .1.3.6.1.2.1.1.5.0, key: sysname}]\n",
     );
     let result = tokio::time::timeout(HANG, poller.readings())
@@ -530,7 +508,7 @@ async fn undecodable_values_post_nothing_are_named_and_the_rest_of_the_answer_po
             _ => (0x41, vec![42]),
         }
     };
-    let (address, dir) = scripted(move |request: &Request| {
+    let (address, (_dir, community)) = scripted(move |request: &Request| {
         let varbinds: Vec<_> = request
             .oids
             .iter()
@@ -545,7 +523,7 @@ async fn undecodable_values_post_nothing_are_named_and_the_rest_of_the_answer_po
     let gets: String = (1..=6)
         .map(|n| format!("        - {{oid: .1.3.6.1.4.1.99999.2.{n}, key: v{n}}}\n"))
         .collect();
-    let mut poller = scripted_poller(&address, &dir, &format!("      get:\n{gets}"));
+    let mut poller = scripted_poller(&address, &community, &format!("      get:\n{gets}"));
     let targets = poller.readings().await.expect("the good values were read");
     let posted: Vec<(&str, &Value)> = targets
         .iter()
@@ -644,22 +622,29 @@ fn table_values(targets: &[TargetData], key: &str) -> Vec<u64> {
         .collect()
 }
 
-/// Both columns of the scripted table have every row, with its value.
-fn assert_table_read_whole(targets: &[TargetData]) {
+/// Polls the scripted table from a responder running `script` and checks
+/// both columns have every row, with its value.
+async fn assert_table_read_whole<F>(script: F)
+where
+    F: FnMut(&Request) -> Vec<u8> + Send + 'static,
+{
+    let (address, (_dir, community)) = scripted(script).await;
+    let mut poller = scripted_poller(&address, &community, &table_settings());
+    let targets = poller.readings().await.unwrap();
     let expected = |column: u64| {
         (1..=u64::from(ROWS))
             .map(|row| 100 * column + row)
             .collect::<Vec<_>>()
     };
-    assert_eq!(table_values(targets, "a"), expected(1));
-    assert_eq!(table_values(targets, "b"), expected(2));
+    assert_eq!(table_values(&targets, "a"), expected(1));
+    assert_eq!(table_values(&targets, "b"), expected(2));
 }
 
 #[tokio::test]
 async fn a_table_the_device_says_is_too_big_is_read_with_fewer_rows_per_request() {
     let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let log = asked.clone();
-    let (address, dir) = scripted(move |request| {
+    assert_table_read_whole(move |request| {
         log.lock()
             .unwrap()
             .push((request.oids.len(), request.max_repetitions));
@@ -671,9 +656,6 @@ async fn a_table_the_device_says_is_too_big_is_read_with_fewer_rows_per_request(
         }
     })
     .await;
-    let mut poller = scripted_poller(&address, &dir, &table_settings());
-    let targets = poller.readings().await.unwrap();
-    assert_table_read_whole(&targets);
     let asked = asked.lock().unwrap().clone();
     // 25 rows of 2 columns is refused, 12 too, 6 fits: halved, not given up.
     assert_eq!(&asked[..3], &[(2, 25), (2, 12), (2, 6)], "{asked:?}");
@@ -682,7 +664,7 @@ async fn a_table_the_device_says_is_too_big_is_read_with_fewer_rows_per_request(
 
 #[tokio::test]
 async fn a_table_the_device_refuses_together_is_read_column_by_column() {
-    let (address, dir) = scripted(|request| {
+    assert_table_read_whole(|request| {
         // genErr for any request of more than one varbind.
         if request.oids.len() > 1 {
             refusal(request, 5)
@@ -691,7 +673,4 @@ async fn a_table_the_device_refuses_together_is_read_column_by_column() {
         }
     })
     .await;
-    let mut poller = scripted_poller(&address, &dir, &table_settings());
-    let targets = poller.readings().await.unwrap();
-    assert_table_read_whole(&targets);
 }

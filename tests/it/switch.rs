@@ -367,6 +367,85 @@ async fn apply_names_the_drop_in_whose_first_post_the_server_refused_and_undoes_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_says_ok_for_a_drop_in_whose_refused_first_post_was_replayed_within_the_wait() {
+    let sim = Sim::start([(0, Unit::default().input(0, &[7, 8]).holding(0, &[9]))]).await;
+    let server = TestServer::start().await;
+    server.set_mode(Mode::Status(503));
+    let port = server.addr.port();
+    let root = tempfile::tempdir().unwrap();
+    // Polled every 30 s and waited for 20 s after the first poll: the
+    // first body is the only one that can reach the server in the wait.
+    fake_root_with(root.path(), &sim.address(), "/etc/pattoo", port, 30);
+    let config = root.path().join("etc/pattoo");
+    std::fs::write(
+        config.join("pattoo_agentd.yaml"),
+        "pattoo_agentd:\n  delivery:\n    retry_initial_ms: 100\n    retry_max_ms: 500\n",
+    )
+    .unwrap();
+    let tools = tempfile::tempdir().unwrap();
+    let (systemctl, _) = starting_systemctl(tools.path(), &config);
+    let agent = Started(tools.path().join("agentd.pid"));
+    let started_ms = now_ms();
+
+    let applying = {
+        let (root, systemctl) = (root.path().to_owned(), systemctl.clone());
+        tokio::task::spawn_blocking(move || {
+            switch_with(&root, &["--apply", "--yes", "--wait", "20s"], &systemctl)
+        })
+    };
+    // The server takes bodies again once the first poll's body is cached.
+    let cache = root.path().join("var/lib/pattoo/cache").join(AGENT_ID);
+    let cached_fresh = || {
+        std::fs::read_dir(&cache)
+            .into_iter()
+            .flatten()
+            .any(|entry| {
+                let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+                name.ends_with(".json")
+                    && name
+                        .split('_')
+                        .next()
+                        .and_then(|ms| ms.parse::<u64>().ok())
+                        .is_some_and(|ms| ms >= started_ms - 1000)
+            })
+    };
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !cached_fresh() {
+        assert!(
+            std::time::Instant::now() < until && !applying.is_finished(),
+            "the first poll's body was never cached; agent log:\n{}",
+            std::fs::read_to_string(tools.path().join("agentd.log")).unwrap_or_default()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    server.set_mode(Mode::Accept);
+
+    let applied = applying.await.unwrap();
+    let stdout = String::from_utf8_lossy(&applied.stdout);
+    assert!(
+        applied.status.success(),
+        "{stdout}\n{}\nagent log:\n{}",
+        String::from_utf8_lossy(&applied.stderr),
+        std::fs::read_to_string(tools.path().join("agentd.log")).unwrap_or_default()
+    );
+    assert!(agent.pid().is_some(), "the agent was started");
+    assert!(
+        stdout.ends_with(&format!(
+            "\x20 pattoo_agent_modbustcpd: OK: posted to http://127.0.0.1:{port} after a retry (the first post failed; the cached body was replayed)\n\
+             every drop-in posted its first poll\n"
+        )),
+        "{stdout}"
+    );
+    // What was said is so: the server has the replayed poll.
+    let replayed = server.received().iter().any(|body| {
+        body.agent_id == AGENT_ID
+            && body.timestamp_ms >= started_ms - 1000
+            && String::from_utf8_lossy(&body.bytes).contains("input_register_30001")
+    });
+    assert!(replayed, "the server has no fresh modbustcpd body");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_by_root_the_plan_polls_as_the_daemon_directory_owner_so_the_service_can_read_the_id_it_makes(
 ) {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};

@@ -821,6 +821,7 @@ fn what_switch_from_python_apply_records_survives_a_power_cut() {
         pollers: vec!["pattoo_agent_snmpd".into()],
         config_dir: "/srv/pattoo".into(),
         daemon_dir: root.join("var/lib/pattoo/daemon"),
+        cache_dir: root.join("var/lib/pattoo/cache"),
     };
     switch::apply(&root, &plan, Path::new("/bin/true")).unwrap();
     let survived = volatile.cut();
@@ -841,5 +842,39 @@ fn what_switch_from_python_apply_records_survives_a_power_cut() {
             .as_deref()
             .is_some_and(|text| text.contains("Environment=PATTOO_CONFIGDIR=/srv/pattoo\n")),
         "the drop-in did not survive whole: {drop_in:?}"
+    );
+}
+
+#[test]
+fn what_switch_from_python_undo_records_survives_a_power_cut() {
+    use pattoo_agentd::switch::{self, Plan, STATE_FILE, UNIT_DROP_IN};
+    let Some(volatile) = CacheOnVolatileFs::new() else {
+        return;
+    };
+    let root = volatile.root().to_owned();
+    let daemon_dir = root.join("var/lib/pattoo/daemon");
+    let plan = Plan {
+        text: String::new(),
+        stop: vec!["pattoo_agent_snmpd.service".into()],
+        pollers: vec!["pattoo_agent_snmpd".into()],
+        config_dir: "/srv/pattoo".into(),
+        daemon_dir: daemon_dir.clone(),
+        cache_dir: root.join("var/lib/pattoo/cache"),
+    };
+    switch::apply(&root, &plan, Path::new("/bin/true")).unwrap();
+    switch::undo(&root, &daemon_dir, Path::new("/bin/true")).unwrap();
+    let survived = volatile.cut();
+    let state = format!("var/lib/pattoo/daemon/{STATE_FILE}");
+    assert!(
+        !survived.contains_key(&state)
+            && survived
+                .get(&format!("{state}.undone"))
+                .is_some_and(|data| data == b"pattoo_agent_snmpd.service\ndrop-in\n"),
+        "an undone switch must not look applied after a power cut; survived: {:?}",
+        survived.keys().collect::<Vec<_>>()
+    );
+    assert!(
+        !survived.contains_key(UNIT_DROP_IN),
+        "the drop-in undo removed came back after a power cut"
     );
 }
