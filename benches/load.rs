@@ -1260,35 +1260,12 @@ fn snmp(opts: &Opts) {
     ] {
         let settings = config::load(config_dir).unwrap_or_else(|e| panic!("{e}"));
         let rss_before = status_kib("self", "VmRSS");
-        let mut cpus = Vec::new();
-        let mut walls = Vec::new();
-        let mut values = Vec::new();
-        let mut pss = Vec::new();
-        runtime.block_on(async {
-            let mut collectors = collectors(&settings);
-            for k in 0..cycles {
-                if k > 0 {
-                    // Between polls, outside the timing.
-                    pss.push(pss_kib(std::process::id()));
-                }
-                let cpu0 = cpu_time();
-                let t0 = Instant::now();
-                // Every poller at once, as the scheduler runs them.
-                let bodies =
-                    futures_util::future::join_all(collectors.iter_mut().map(|c| c.collect()))
-                        .await;
-                walls.push(t0.elapsed().as_secs_f64() * 1e3);
-                cpus.push(cpu_time().saturating_sub(cpu0).as_secs_f64() * 1e3);
-                values.push(
-                    bodies
-                        .iter()
-                        .flatten()
-                        .flatten()
-                        .map(|b| b.datapoints)
-                        .sum::<usize>(),
-                );
-            }
-        });
+        let Cycles {
+            cpus,
+            walls,
+            values,
+            mut pss,
+        } = our_cycles(&runtime, &settings, cycles);
         pattoo_agentd::release_freed_memory();
         let rss_after = status_kib("self", "VmRSS");
         println!("  {name}:");
@@ -1358,6 +1335,56 @@ fn snmp(opts: &Opts) {
             row.pss
         );
     }
+}
+
+/// What [`our_cycles`] measured, per cycle.
+struct Cycles {
+    /// CPU of this process (getrusage), ms.
+    cpus: Vec<f64>,
+    walls: Vec<f64>,
+    values: Vec<usize>,
+    /// This process's Pss between polls, KiB (none before the first).
+    pss: Vec<u64>,
+}
+
+/// Polls with every collector of `settings` at once, as the scheduler
+/// runs them, `cycles` times in this process: poll and body.
+fn our_cycles(
+    runtime: &tokio::runtime::Runtime,
+    settings: &config::Settings,
+    cycles: usize,
+) -> Cycles {
+    let mut out = Cycles {
+        cpus: Vec::new(),
+        walls: Vec::new(),
+        values: Vec::new(),
+        pss: Vec::new(),
+    };
+    runtime.block_on(async {
+        let mut collectors = collectors(settings);
+        for k in 0..cycles {
+            if k > 0 {
+                // Between polls, outside the timing.
+                out.pss.push(pss_kib(std::process::id()));
+            }
+            let cpu0 = cpu_time();
+            let t0 = Instant::now();
+            let bodies =
+                futures_util::future::join_all(collectors.iter_mut().map(|c| c.collect())).await;
+            out.walls.push(t0.elapsed().as_secs_f64() * 1e3);
+            out.cpus
+                .push(cpu_time().saturating_sub(cpu0).as_secs_f64() * 1e3);
+            out.values.push(
+                bodies
+                    .iter()
+                    .flatten()
+                    .flatten()
+                    .map(|b| b.datapoints)
+                    .sum::<usize>(),
+            );
+        }
+    });
+    out
 }
 
 /// One line of the `snmp` mode's side-by-side table.
@@ -1929,34 +1956,12 @@ fn opcua(opts: &Opts) {
         ),
     ] {
         let settings = config::load(config_dir).unwrap_or_else(|e| panic!("{e}"));
-        let mut cpus = Vec::new();
-        let mut walls = Vec::new();
-        let mut values = Vec::new();
-        let mut pss = Vec::new();
-        runtime.block_on(async {
-            let mut collectors = collectors(&settings);
-            for k in 0..cycles {
-                if k > 0 {
-                    // Between polls, outside the timing.
-                    pss.push(pss_kib(std::process::id()));
-                }
-                let cpu0 = cpu_time();
-                let t0 = Instant::now();
-                let bodies =
-                    futures_util::future::join_all(collectors.iter_mut().map(|c| c.collect()))
-                        .await;
-                walls.push(t0.elapsed().as_secs_f64() * 1e3);
-                cpus.push(cpu_time().saturating_sub(cpu0).as_secs_f64() * 1e3);
-                values.push(
-                    bodies
-                        .iter()
-                        .flatten()
-                        .flatten()
-                        .map(|b| b.datapoints)
-                        .sum::<usize>(),
-                );
-            }
-        });
+        let Cycles {
+            cpus,
+            walls,
+            values,
+            pss: _,
+        } = our_cycles(&runtime, &settings, cycles);
         println!("  {name}:");
         for k in 0..cycles {
             println!(
