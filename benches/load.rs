@@ -523,10 +523,20 @@ fn runtime() -> tokio::runtime::Runtime {
 
 /// User + system CPU time of this process.
 fn cpu_time() -> Duration {
+    rusage_cpu(libc::RUSAGE_SELF)
+}
+
+/// User + system CPU time of this process's reaped children (and theirs).
+fn children_cpu_time() -> Duration {
+    rusage_cpu(libc::RUSAGE_CHILDREN)
+}
+
+/// User + system CPU time from getrusage(`who`).
+fn rusage_cpu(who: libc::c_int) -> Duration {
     let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
     // SAFETY: getrusage writes a whole rusage into the pointer it is given.
     let usage = unsafe {
-        libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr());
+        libc::getrusage(who, usage.as_mut_ptr());
         usage.assume_init()
     };
     let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
@@ -2189,18 +2199,6 @@ fn run_python(
     assert_eq!(run.cpus.len(), cycles, "a line per cycle:\n{stdout}");
     assert_eq!(run.seen.posts, cycles as u64, "one body posted per cycle");
     run
-}
-
-/// User + system CPU time of this process's reaped children (and theirs).
-fn children_cpu_time() -> Duration {
-    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
-    // SAFETY: getrusage writes a whole rusage into the pointer it is given.
-    let usage = unsafe {
-        libc::getrusage(libc::RUSAGE_CHILDREN, usage.as_mut_ptr());
-        usage.assume_init()
-    };
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
 fn python(opts: &Opts) {
