@@ -59,7 +59,16 @@
 //!   every `--interval-s` seconds (default 10) for the preset's columns,
 //!   with no write plugin, and its whole process's CPU per steady cycle
 //!   and PSS are printed in one table beside ours; without it, one line
-//!   says the comparison was skipped.
+//!   says the comparison was skipped. Then, where `PATTOO_AGENTS_GIT`
+//!   names a git directory of palisadoes/pattoo-agents and the Python
+//!   agent's packages install (PattooShared 0.0.84 and easysnmp 0.2.6
+//!   from PyPI into target/tmp; easysnmp builds against Debian's
+//!   `libsnmp-dev`), the Python `pattoo_agent_snmp_ifmibd` daemon
+//!   (`benches/python/snmp_ifmibd.py`) polls the same farm with the same
+//!   `pattoo_agent_snmp_ifmibd.yaml` every `--interval-s`, posting to a
+//!   local receiver, and its whole CPU per steady poll (with the pool
+//!   workers it forks) and PSS join the table; otherwise one line says
+//!   why it was left out.
 //! - `opcua` starts `--servers` asyncua OPC UA servers
 //!   (tests/support/opcua_server.py, asyncua installed from PyPI into
 //!   target/tmp when missing), each serving `--nodes` Doubles, and polls
@@ -514,10 +523,20 @@ fn runtime() -> tokio::runtime::Runtime {
 
 /// User + system CPU time of this process.
 fn cpu_time() -> Duration {
+    rusage_cpu(libc::RUSAGE_SELF)
+}
+
+/// User + system CPU time of this process's reaped children (and theirs).
+fn children_cpu_time() -> Duration {
+    rusage_cpu(libc::RUSAGE_CHILDREN)
+}
+
+/// User + system CPU time from getrusage(`who`).
+fn rusage_cpu(who: libc::c_int) -> Duration {
     let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
     // SAFETY: getrusage writes a whole rusage into the pointer it is given.
     let usage = unsafe {
-        libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr());
+        libc::getrusage(who, usage.as_mut_ptr());
         usage.assume_init()
     };
     let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
@@ -536,17 +555,25 @@ fn status_kib(pid: &str, field: &str) -> u64 {
 
 /// utime + stime of a process, in clock ticks (1/100 s here).
 fn proc_cpu_ticks(pid: u32) -> u64 {
+    proc_stat_ticks(pid, 11..13)
+}
+
+/// [`proc_cpu_ticks`] plus cutime + cstime: the children it has reaped.
+fn proc_cpu_ticks_with_reaped(pid: u32) -> u64 {
+    proc_stat_ticks(pid, 11..15)
+}
+
+/// The sum of `/proc/PID/stat` fields `fields`, counted from the state
+/// after the command name (0 for one unreadable).
+fn proc_stat_ticks(pid: u32, fields: std::ops::Range<usize>) -> u64 {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let after = &text[text.rfind(')').map_or(0, |i| i + 2)..];
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    fields
-        .get(11)
-        .and_then(|u| u.parse::<u64>().ok())
-        .unwrap_or(0)
-        + fields
-            .get(12)
-            .and_then(|s| s.parse::<u64>().ok())
-            .unwrap_or(0)
+    after
+        .split_whitespace()
+        .skip(fields.start)
+        .take(fields.len())
+        .filter_map(|n| n.parse::<u64>().ok())
+        .sum()
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -1222,19 +1249,9 @@ fn snmp(opts: &Opts) {
     let ifmibd = dir.path().join("ifmibd");
     std::fs::create_dir(&ifmibd).unwrap();
     std::fs::write(ifmibd.join("pattoo.yaml"), &pattoo).unwrap();
-    let mut yaml = String::from(
-        "polling_interval: 300\npolling_groups:\n  - group_name: all\n    ip_targets:\n",
-    );
-    for (address, _, _) in &farm.devices {
-        yaml.push_str(&format!("      - {address}\n"));
-    }
-    yaml.push_str("    oids:\n      - address: .1.3.6.1.2.1.2.2.1.10\nauth_groups:\n");
-    for (address, port, community) in &farm.devices {
-        yaml.push_str(&format!(
-            "  - group_name: {community}\n    snmp_version: 2\n    snmp_community: {community}\n    snmp_port: {port}\n    ip_targets: [{address}]\n"
-        ));
-    }
-    std::fs::write(ifmibd.join("pattoo_agent_snmp_ifmibd.yaml"), yaml).unwrap();
+    let interval_s = opts.get("interval-s", 10);
+    let ifmibd_yaml = ifmibd_yaml(&farm, interval_s);
+    std::fs::write(ifmibd.join("pattoo_agent_snmp_ifmibd.yaml"), &ifmibd_yaml).unwrap();
 
     let runtime = runtime();
     println!("snmp: {devices} snmpsim devices x {interfaces} interfaces (ifTable + ifXTable, v2c, one community each, at most {max_var_binds} varbinds a response), {cycles} cycles");
@@ -1253,35 +1270,12 @@ fn snmp(opts: &Opts) {
     ] {
         let settings = config::load(config_dir).unwrap_or_else(|e| panic!("{e}"));
         let rss_before = status_kib("self", "VmRSS");
-        let mut cpus = Vec::new();
-        let mut walls = Vec::new();
-        let mut values = Vec::new();
-        let mut pss = Vec::new();
-        runtime.block_on(async {
-            let mut collectors = collectors(&settings);
-            for k in 0..cycles {
-                if k > 0 {
-                    // Between polls, outside the timing.
-                    pss.push(pss_kib(std::process::id()));
-                }
-                let cpu0 = cpu_time();
-                let t0 = Instant::now();
-                // Every poller at once, as the scheduler runs them.
-                let bodies =
-                    futures_util::future::join_all(collectors.iter_mut().map(|c| c.collect()))
-                        .await;
-                walls.push(t0.elapsed().as_secs_f64() * 1e3);
-                cpus.push(cpu_time().saturating_sub(cpu0).as_secs_f64() * 1e3);
-                values.push(
-                    bodies
-                        .iter()
-                        .flatten()
-                        .flatten()
-                        .map(|b| b.datapoints)
-                        .sum::<usize>(),
-                );
-            }
-        });
+        let Cycles {
+            cpus,
+            walls,
+            values,
+            mut pss,
+        } = our_cycles(&runtime, &settings, cycles);
         pattoo_agentd::release_freed_memory();
         let rss_after = status_kib("self", "VmRSS");
         println!("  {name}:");
@@ -1318,7 +1312,6 @@ fn snmp(opts: &Opts) {
     }
     drop(runtime);
 
-    let interval_s = opts.get("interval-s", 10);
     if !Path::new(COLLECTD).exists() || !Path::new(COLLECTD_SNMP).exists() {
         println!(
             "  collectd: comparison skipped: {COLLECTD} or {COLLECTD_SNMP} is missing \
@@ -1330,10 +1323,15 @@ fn snmp(opts: &Opts) {
             Err(e) => println!("  collectd: no figures: {e}"),
         }
     }
+    match python_ifmibd(&ifmibd_yaml, cycles, interval_s) {
+        Ok(row) => table.push(row),
+        Err(e) => println!("  Python pattoo_agent_snmp_ifmibd: comparison skipped: {e}"),
+    }
     let steady = cycles.saturating_sub(1).max(1);
     println!(
         "side by side, CPU per steady cycle ({steady} steady cycles; ours: the median, poll and body in this process; \
-         collectd: its whole process over {steady} intervals of {interval_s} s, per interval):"
+         collectd: its whole process over {steady} intervals of {interval_s} s, per interval; \
+         the Python ifmibd: its process and the pool workers it reaped, over {steady} polls, per poll):"
     );
     println!("| poller | CPU per cycle | values | CPU per value | PSS |");
     println!("| --- | --- | --- | --- | --- |");
@@ -1347,6 +1345,56 @@ fn snmp(opts: &Opts) {
             row.pss
         );
     }
+}
+
+/// What [`our_cycles`] measured, per cycle.
+struct Cycles {
+    /// CPU of this process (getrusage), ms.
+    cpus: Vec<f64>,
+    walls: Vec<f64>,
+    values: Vec<usize>,
+    /// This process's Pss between polls, KiB (none before the first).
+    pss: Vec<u64>,
+}
+
+/// Polls with every collector of `settings` at once, as the scheduler
+/// runs them, `cycles` times in this process: poll and body.
+fn our_cycles(
+    runtime: &tokio::runtime::Runtime,
+    settings: &config::Settings,
+    cycles: usize,
+) -> Cycles {
+    let mut out = Cycles {
+        cpus: Vec::new(),
+        walls: Vec::new(),
+        values: Vec::new(),
+        pss: Vec::new(),
+    };
+    runtime.block_on(async {
+        let mut collectors = collectors(settings);
+        for k in 0..cycles {
+            if k > 0 {
+                // Between polls, outside the timing.
+                out.pss.push(pss_kib(std::process::id()));
+            }
+            let cpu0 = cpu_time();
+            let t0 = Instant::now();
+            let bodies =
+                futures_util::future::join_all(collectors.iter_mut().map(|c| c.collect())).await;
+            out.walls.push(t0.elapsed().as_secs_f64() * 1e3);
+            out.cpus
+                .push(cpu_time().saturating_sub(cpu0).as_secs_f64() * 1e3);
+            out.values.push(
+                bodies
+                    .iter()
+                    .flatten()
+                    .flatten()
+                    .map(|b| b.datapoints)
+                    .sum::<usize>(),
+            );
+        }
+    });
+    out
 }
 
 /// One line of the `snmp` mode's side-by-side table.
@@ -1370,6 +1418,24 @@ fn pss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// Pss of a process and all its descendants, in KiB: what a program that
+/// forks workers (the Python agents' pools) holds in all. Pss shares each
+/// page among the processes that map it, so the sum counts none twice.
+fn tree_pss_kib(pid: u32) -> u64 {
+    let children: Vec<u32> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|text| {
+            text.split_whitespace()
+                .filter_map(|c| c.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect();
+    pss_kib(pid) + children.into_iter().map(tree_pss_kib).sum::<u64>()
+}
+
 /// CPU time the live threads of a process have run, from each
 /// `/proc/PID/task/TID/schedstat` (nanoseconds, finer than /proc/PID/stat's
 /// clock ticks; a thread that ended is not counted).
@@ -1384,14 +1450,112 @@ fn threads_cpu_ns(pid: u32) -> u64 {
         .sum()
 }
 
-/// A collectd daemon, killed when dropped.
-struct Collectd(Child);
+/// What another program's process cost over a window, from /proc.
+struct Watched {
+    /// utime + stime + cutime + cstime: the process's clock ticks and
+    /// those of the children it reaped in the window.
+    ticks: u64,
+    /// Its live threads' run time (schedstat), in ns; children not counted.
+    threads_ns: u64,
+    /// Pss of the process and its descendants, KiB, every sample, sorted.
+    pss: Vec<u64>,
+}
 
-impl Drop for Collectd {
+impl Watched {
+    /// Clock ticks a second.
+    fn hz() -> f64 {
+        // SAFETY: sysconf only reads a configuration value.
+        unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64
+    }
+
+    fn ticks_ms(&self) -> f64 {
+        self.ticks as f64 * 1e3 / Watched::hz()
+    }
+
+    /// The threads' schedstat where /proc has it, else the ticks: for a
+    /// process that forks no workers.
+    fn threads_ms(&self) -> f64 {
+        if self.threads_ns > 0 {
+            self.threads_ns as f64 / 1e6
+        } else {
+            self.ticks_ms()
+        }
+    }
+
+    fn pss_mib(&self) -> (f64, f64) {
+        let mib = |k: u64| k as f64 / 1024.0;
+        (
+            mib(self.pss[self.pss.len() / 2]),
+            mib(self.pss[self.pss.len() - 1]),
+        )
+    }
+}
+
+/// Watches process `pid` from now until `wait` says the window is over:
+/// its CPU at both ends, and the Pss of it and its descendants before each
+/// call of `wait(250 ms)`, which waits at most that long and returns true
+/// when the window has ended.
+fn watch(pid: u32, mut wait: impl FnMut(Duration) -> bool) -> Watched {
+    let ticks0 = proc_cpu_ticks_with_reaped(pid);
+    let ns0 = threads_cpu_ns(pid);
+    let mut pss = Vec::new();
+    loop {
+        pss.push(tree_pss_kib(pid));
+        if wait(Duration::from_millis(250)) {
+            break;
+        }
+    }
+    let ticks1 = proc_cpu_ticks_with_reaped(pid);
+    let ns1 = threads_cpu_ns(pid);
+    pss.sort_unstable();
+    Watched {
+        ticks: ticks1.saturating_sub(ticks0),
+        threads_ns: ns1.saturating_sub(ns0),
+        pss,
+    }
+}
+
+/// Another program's daemon, run in a process group of its own, the
+/// whole group killed when dropped (workers it forked included).
+struct Foreign(Child);
+
+impl Foreign {
+    fn spawn(command: &mut Command, what: &str) -> Result<Foreign, String> {
+        use std::os::unix::process::CommandExt;
+        command
+            .process_group(0)
+            .stdin(Stdio::null())
+            .spawn()
+            .map(Foreign)
+            .map_err(|e| format!("{what} did not start: {e}"))
+    }
+
+    fn id(&self) -> u32 {
+        self.0.id()
+    }
+
+    /// An error when the process has ended: its status and `log`'s tail.
+    fn check(&mut self, what: &str, log: &Path) -> Result<(), String> {
+        match self.0.try_wait() {
+            Ok(Some(status)) => Err(format!("{what} exited ({status}): {}", log_tail(log))),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Drop for Foreign {
     fn drop(&mut self) {
-        let _ = self.0.kill();
+        // SAFETY: kill only sends a signal, to the group this child leads.
+        unsafe { libc::kill(-(self.0.id() as libc::pid_t), libc::SIGKILL) };
         let _ = self.0.wait();
     }
+}
+
+/// The last lines of a log file, on one line.
+fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(5)..].join(" / ")
 }
 
 /// How many value identifiers collectd's cache holds (`LISTVAL` on its
@@ -1473,23 +1637,15 @@ fn collectd(
         .unwrap_or_default();
     let log_path = dir.path().join("collectd.log");
     let log = std::fs::File::create(&log_path).unwrap();
-    let log_tail = || {
-        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(5)..].join(" / ")
-    };
-    let mut daemon = Collectd(
+    let mut daemon = Foreign::spawn(
         Command::new(COLLECTD)
             .arg("-f")
             .arg("-C")
             .arg(&conf_path)
-            .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .map_err(|e| format!("{COLLECTD} did not start: {e}"))?,
-    );
-    let pid = daemon.0.id();
+            .stderr(log),
+        COLLECTD,
+    )?;
     let spawned = Instant::now();
     let expected = farm.devices.len() * interfaces as usize;
     println!(
@@ -1499,9 +1655,7 @@ fn collectd(
     // Wait for the first poll to have filled the cache.
     let deadline = Instant::now() + Duration::from_secs(3 * interval_s + 60);
     let first = loop {
-        if let Ok(Some(status)) = daemon.0.try_wait() {
-            return Err(format!("collectd exited ({status}): {}", log_tail()));
-        }
+        daemon.check("collectd", &log_path)?;
         let seen = collectd_identifiers(&socket).unwrap_or(0);
         if seen >= expected {
             break Instant::now();
@@ -1510,57 +1664,245 @@ fn collectd(
             return Err(format!(
                 "collectd's cache held {seen} of {expected} table rows after {} s: {}",
                 3 * interval_s + 60,
-                log_tail()
+                log_tail(&log_path)
             ));
         }
         std::thread::sleep(Duration::from_millis(100));
     };
     let steady = cycles.saturating_sub(1).max(1);
     std::thread::sleep(Duration::from_millis(interval_s * 500));
-    let ticks0 = proc_cpu_ticks(pid);
-    let ns0 = threads_cpu_ns(pid);
     let start = Instant::now();
     let window = Duration::from_secs(interval_s * steady as u64);
-    let mut pss = Vec::new();
-    while start.elapsed() < window {
-        pss.push(pss_kib(pid));
-        std::thread::sleep(Duration::from_millis(250).min(window.saturating_sub(start.elapsed())));
-    }
-    let ticks1 = proc_cpu_ticks(pid);
-    let ns1 = threads_cpu_ns(pid);
-    if let Ok(Some(status)) = daemon.0.try_wait() {
-        return Err(format!("collectd exited ({status}): {}", log_tail()));
-    }
+    let watched = watch(daemon.id(), |most| {
+        std::thread::sleep(most.min(window.saturating_sub(start.elapsed())));
+        start.elapsed() >= window
+    });
+    daemon.check("collectd", &log_path)?;
     let rows = collectd_identifiers(&socket).unwrap_or(0);
     drop(daemon);
-    // SAFETY: sysconf only reads a configuration value.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    let ticks_ms = (ticks1 - ticks0) as f64 * 1e3 / hz / steady as f64;
-    // The threads' nanoseconds where /proc has them, else the ticks.
-    let cpu_ms = if ns1 > ns0 {
-        (ns1 - ns0) as f64 / 1e6 / steady as f64
-    } else {
-        ticks_ms
-    };
-    pss.sort_unstable();
-    let mib = |k: u64| k as f64 / 1024.0;
+    let ticks_ms = watched.ticks_ms() / steady as f64;
+    let cpu_ms = watched.threads_ms() / steady as f64;
+    let (median, peak) = watched.pss_mib();
     println!(
-        "    first poll done {:.1} s after start; {} ticks ({hz} a second) over {steady} intervals: cpu {ticks_ms:.1} ms per cycle \
-         ({cpu_ms:.1} ms by its threads' schedstat); {rows} rows cached; PSS median {:.1} MiB, peak {:.1} MiB",
+        "    first poll done {:.1} s after start; {} ticks ({} a second) over {steady} intervals: cpu {ticks_ms:.1} ms per cycle \
+         ({cpu_ms:.1} ms by its threads' schedstat); {rows} rows cached; PSS median {median:.1} MiB, peak {peak:.1} MiB",
         first.duration_since(spawned).as_secs_f64(),
-        ticks1 - ticks0,
-        mib(pss[pss.len() / 2]),
-        mib(pss[pss.len() - 1]),
+        watched.ticks,
+        Watched::hz(),
     );
     Ok(Row {
         name: format!("collectd {version} snmp plugin"),
         cpu_ms,
         values: rows * PRESET_COLUMNS.len(),
-        pss: format!(
-            "{:.1} MiB median, {:.1} MiB peak (whole process)",
-            mib(pss[pss.len() / 2]),
-            mib(pss[pss.len() - 1])
-        ),
+        pss: format!("{median:.1} MiB median, {peak:.1} MiB peak (whole process)"),
+    })
+}
+
+/// `pattoo_agent_snmp_ifmibd.yaml` for the farm, in the layout both
+/// agents read (under the agent's name): every device in one polling
+/// group, an auth group per device with its community and port.
+fn ifmibd_yaml(farm: &SnmpFarm, interval_s: u64) -> String {
+    let mut yaml = format!(
+        "pattoo_agent_snmp_ifmibd:\n  polling_interval: {interval_s}\n  polling_groups:\n    \
+         - group_name: all\n      ip_targets:\n"
+    );
+    for (address, _, _) in &farm.devices {
+        yaml.push_str(&format!("        - {address}\n"));
+    }
+    yaml.push_str("      oids:\n        - address: .1.3.6.1.2.1.2.2.1.10\n  auth_groups:\n");
+    for (address, port, community) in &farm.devices {
+        yaml.push_str(&format!(
+            "    - group_name: {community}\n      snmp_version: 2\n      snmp_community: {community}\n      \
+             snmp_port: {port}\n      ip_targets: [{address}]\n"
+        ));
+    }
+    yaml
+}
+
+/// What `bin/pattoo_agent_snmp_ifmibd.py` imports, pinned: the Python
+/// agent's libraries, and those PattooShared imports without declaring
+/// them. easysnmp builds against Net-SNMP (Debian's `libsnmp-dev`).
+const PYTHON_SNMP_AGENT: [&str; 5] = [
+    "PattooShared==0.0.84",
+    "easysnmp==0.2.6",
+    "gunicorn==21.2.0",
+    "PyYAML==6.0.1",
+    "requests==2.31.0",
+];
+
+const PYTHON_SNMP_AGENT_PROBE: &str = "import importlib.metadata as m, sys\n\
+import pattoo_shared.agent, pattoo_shared.phttp, easysnmp, yaml, requests\n\
+sys.exit(m.version('PattooShared') != '0.0.84' or m.version('easysnmp') != '0.2.6')";
+
+/// The commit of palisadoes/pattoo-agents whose agents the harness runs.
+const PATTOO_AGENTS_COMMIT: &str = "d73453ceac1747573dfbcad4da724325e86b208d";
+
+/// `paths` of the Python agents' source at [`PATTOO_AGENTS_COMMIT`], from
+/// the git directory `PATTOO_AGENTS_GIT` names, written under `dest`.
+fn agents_source(dest: &Path, paths: &[&str]) -> Result<(), String> {
+    let git = std::env::var("PATTOO_AGENTS_GIT").map_err(|_| {
+        "set PATTOO_AGENTS_GIT to a git directory of palisadoes/pattoo-agents".to_owned()
+    })?;
+    std::fs::create_dir_all(dest).unwrap();
+    let archive = Command::new("sh")
+        .arg("-c")
+        .arg("g=$1 c=$2 d=$3; shift 3; git --git-dir \"$g\" archive \"$c\" \"$@\" | tar -x -C \"$d\"")
+        .args(["sh", &git, PATTOO_AGENTS_COMMIT])
+        .arg(dest)
+        .args(paths)
+        .status()
+        .map_err(|e| e.to_string())?;
+    if archive.success() {
+        Ok(())
+    } else {
+        Err(format!("git archive of {paths:?} from {git} failed"))
+    }
+}
+
+/// The Python `pattoo_agent_snmp_ifmibd` daemon (its own loop, run in the
+/// foreground by `benches/python/snmp_ifmibd.py`) polling the farm every
+/// `interval_s` with `yaml`, posting to the harness's receiver. Its first
+/// poll warms up; then CPU is its process's from /proc/PID/stat, with the
+/// pool workers each poll forks and reaps, from the end of one post to the
+/// end of the post `cycles - 1` polls later; Pss of it and its workers
+/// every 250 ms over the same window. The error says why it cannot run.
+fn python_ifmibd(yaml: &str, cycles: usize, interval_s: u64) -> Result<Row, String> {
+    let dir = tempfile::tempdir().unwrap();
+    // The script checks that it sits in a directory named pattoo-agents.
+    let source = dir.path().join("pattoo-agents");
+    agents_source(
+        &source,
+        &["bin/pattoo_agent_snmp_ifmibd.py", "pattoo_agents"],
+    )?;
+    let pythonpath =
+        python::try_packages_path("python-snmp-agent", &PYTHON_SNMP_AGENT, PYTHON_SNMP_AGENT_PROBE)
+            .map_err(|e| format!("{e}\n  (easysnmp builds against Net-SNMP: on Debian or Ubuntu, apt-get install libsnmp-dev)"))?;
+    let mut sims = Sims::start(0);
+    let config = dir.path().join("config");
+    std::fs::create_dir(&config).unwrap();
+    let state = dir.path().join("state");
+    for sub in ["log", "cache", "daemon"] {
+        // PattooShared exits when one is missing.
+        std::fs::create_dir_all(state.join(sub)).unwrap();
+    }
+    write_pattoo_yaml(&config, &state, sims.receiver_port);
+    std::fs::write(config.join("pattoo_agent_snmp_ifmibd.yaml"), yaml).unwrap();
+    let log_path = dir.path().join("stderr.log");
+    let mut agent = Foreign::spawn(
+        Command::new(python::python())
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/benches/python/snmp_ifmibd.py"
+            ))
+            .arg("--agents-src")
+            .arg(&source)
+            .env("PYTHONPATH", &pythonpath)
+            .env("PATTOO_CONFIGDIR", &config)
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log_path).unwrap()),
+        "the Python agent",
+    )?;
+    // `posted K values V success S` after each post.
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    let stdout = agent.0.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let patience = Duration::from_secs(3 * interval_s + 120);
+    let next_post = |agent: &mut Foreign, wait: Duration| -> Result<Option<usize>, String> {
+        match lines.recv_timeout(wait) {
+            Ok(line) => {
+                let words: Vec<&str> = line.split_whitespace().collect();
+                match words.as_slice() {
+                    ["posted", _, "values", values, "success", "True"] => {
+                        Ok(Some(values.parse().unwrap_or(0)))
+                    }
+                    _ => Err(format!(
+                        "the Python agent's post failed ({line}): {}",
+                        log_tail(&log_path)
+                    )),
+                }
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                agent.check("the Python agent", &log_path)?;
+                Ok(None)
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                agent.check("the Python agent", &log_path)?;
+                Err(format!(
+                    "the Python agent closed its output: {}",
+                    log_tail(&log_path)
+                ))
+            }
+        }
+    };
+    let spawned = Instant::now();
+    let first_values = next_post(&mut agent, patience)?.ok_or_else(|| {
+        format!(
+            "no post from the Python agent {} s after start: {}",
+            patience.as_secs(),
+            log_tail(&log_path)
+        )
+    })?;
+    let first = spawned.elapsed();
+    let posts_before = sims.stats();
+    let steady = cycles.saturating_sub(1).max(1);
+    let mut posted = 0;
+    let mut values = first_values;
+    let mut failure = None;
+    let mut quiet = Duration::ZERO;
+    let watched = watch(agent.id(), |most| match next_post(&mut agent, most) {
+        Ok(Some(v)) => {
+            values = v;
+            posted += 1;
+            quiet = Duration::ZERO;
+            posted == steady
+        }
+        Ok(None) => {
+            quiet += most;
+            if quiet > patience {
+                failure = Some(format!(
+                    "no post from the Python agent for {} s",
+                    patience.as_secs()
+                ));
+            }
+            failure.is_some()
+        }
+        Err(e) => {
+            failure = Some(e);
+            true
+        }
+    });
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    let seen = sims.stats();
+    drop(agent);
+    let cpu_ms = watched.ticks_ms() / steady as f64;
+    let (median, peak) = watched.pss_mib();
+    println!(
+        "  Python pattoo_agent_snmp_ifmibd (pattoo-agents {}, PattooShared 0.0.84, easysnmp 0.2.6, a pool of {} workers per poll, every {interval_s} s):",
+        &PATTOO_AGENTS_COMMIT[..7],
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    println!(
+        "    first post {:.1} s after start ({first_values} values); {} ticks ({} a second) over {steady} polls: \
+         cpu {cpu_ms:.1} ms per cycle; {values} values per post, {} posts, {} B posted per poll; PSS median {median:.1} MiB, peak {peak:.1} MiB",
+        first.as_secs_f64(),
+        watched.ticks,
+        Watched::hz(),
+        seen.posts - posts_before.posts,
+        (seen.bytes - posts_before.bytes) / steady as u64,
+    );
+    Ok(Row {
+        name: "Python pattoo_agent_snmp_ifmibd".to_owned(),
+        cpu_ms,
+        values,
+        pss: format!("{median:.1} MiB median, {peak:.1} MiB peak (process and pool workers)"),
     })
 }
 
@@ -1624,34 +1966,12 @@ fn opcua(opts: &Opts) {
         ),
     ] {
         let settings = config::load(config_dir).unwrap_or_else(|e| panic!("{e}"));
-        let mut cpus = Vec::new();
-        let mut walls = Vec::new();
-        let mut values = Vec::new();
-        let mut pss = Vec::new();
-        runtime.block_on(async {
-            let mut collectors = collectors(&settings);
-            for k in 0..cycles {
-                if k > 0 {
-                    // Between polls, outside the timing.
-                    pss.push(pss_kib(std::process::id()));
-                }
-                let cpu0 = cpu_time();
-                let t0 = Instant::now();
-                let bodies =
-                    futures_util::future::join_all(collectors.iter_mut().map(|c| c.collect()))
-                        .await;
-                walls.push(t0.elapsed().as_secs_f64() * 1e3);
-                cpus.push(cpu_time().saturating_sub(cpu0).as_secs_f64() * 1e3);
-                values.push(
-                    bodies
-                        .iter()
-                        .flatten()
-                        .flatten()
-                        .map(|b| b.datapoints)
-                        .sum::<usize>(),
-                );
-            }
-        });
+        let Cycles {
+            cpus,
+            walls,
+            values,
+            pss: _,
+        } = our_cycles(&runtime, &settings, cycles);
         println!("  {name}:");
         for k in 0..cycles {
             println!(
@@ -1881,18 +2201,6 @@ fn run_python(
     run
 }
 
-/// User + system CPU time of this process's reaped children (and theirs).
-fn children_cpu_time() -> Duration {
-    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
-    // SAFETY: getrusage writes a whole rusage into the pointer it is given.
-    let usage = unsafe {
-        libc::getrusage(libc::RUSAGE_CHILDREN, usage.as_mut_ptr());
-        usage.assume_init()
-    };
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    tv(usage.ru_utime) + tv(usage.ru_stime)
-}
-
 fn python(opts: &Opts) {
     match python_agent_path() {
         Ok(path) => side_by_side(opts, &path),
@@ -2068,9 +2376,9 @@ fn os(opts: &Opts) {
 /// The Python OS collector's cycle `cycles` times in one process: CPU ms
 /// of each.
 fn python_os_cycle(cycles: usize) -> Result<Vec<f64>, String> {
-    let git = std::env::var("PATTOO_AGENTS_GIT").map_err(|_| {
-        "set PATTOO_AGENTS_GIT to a git directory of palisadoes/pattoo-agents".to_owned()
-    })?;
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("agents");
+    agents_source(&source, &["pattoo_agents"])?;
     let path = python::try_packages_path(
         "pattoo-os-python",
         &[
@@ -2081,19 +2389,6 @@ fn python_os_cycle(cycles: usize) -> Result<Vec<f64>, String> {
         ],
         "import pattoo_shared, psutil, yaml, requests",
     )?;
-    let dir = tempfile::tempdir().unwrap();
-    let source = dir.path().join("agents");
-    std::fs::create_dir_all(&source).unwrap();
-    let archive = Command::new("sh")
-        .arg("-c")
-        .arg("git --git-dir \"$1\" archive d73453ceac1747573dfbcad4da724325e86b208d pattoo_agents | tar -x -C \"$2\"")
-        .args(["sh", &git])
-        .arg(&source)
-        .status()
-        .map_err(|e| e.to_string())?;
-    if !archive.success() {
-        return Err(format!("git archive from {git} failed"));
-    }
     let config = dir.path().join("config");
     std::fs::create_dir_all(&config).unwrap();
     let state = dir.path().join("state");
