@@ -714,7 +714,11 @@ impl Daemon {
             .set_read_timeout(Some(Duration::from_secs(60)))
             .unwrap();
         let t0 = Instant::now();
-        let child = Command::new(env!("CARGO_BIN_EXE_pattoo-agentd"))
+        // PATTOO_AGENTD runs another build of the daemon (an earlier one,
+        // for a before/after comparison) under the same harness.
+        let program = std::env::var_os("PATTOO_AGENTD")
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_pattoo-agentd").into());
+        let child = Command::new(program)
             .args(["--config-dir", config_dir.to_str().unwrap(), "run"])
             .env("NOTIFY_SOCKET", &socket_path)
             .stdin(Stdio::null())

@@ -12,7 +12,9 @@ use anyhow::Context;
 use crate::config::{PollerSettings, Settings};
 use crate::counters::PollerCounters;
 use crate::identity;
-use crate::model::{AgentContext, Metadata, PollMemory, PostBody, RelayedBody, TargetData};
+use crate::model::{
+    AgentContext, Building, LimitedOutcome, Metadata, PollMemory, PostBody, RelayedBody, TargetData,
+};
 use crate::pollers::{Polled, Poller, PollerEnv};
 use crate::time::now_ms;
 
@@ -65,19 +67,36 @@ impl Collector {
     /// way the failure and every dropped datapoint are logged, and the poll
     /// is counted in [`Collector::counters`].
     pub async fn collect(&mut self) -> Result<Vec<PostBody>, NoBody> {
+        let mut bodies = Vec::new();
+        self.collect_each(&mut |body| bodies.push(body)).await?;
+        Ok(bodies)
+    }
+
+    /// Polls once as [`Collector::collect`] does, handing each body to
+    /// `each` as soon as it is finished: a poll posted in parts has its
+    /// first parts on their way while the rest is still being read and
+    /// written, so neither its readings nor its bodies are ever held
+    /// whole. Returns how many bodies were handed over.
+    pub async fn collect_each(
+        &mut self,
+        each: &mut (dyn FnMut(PostBody) + Send),
+    ) -> Result<usize, NoBody> {
         let started = std::time::Instant::now();
         let started_ms = now_ms();
-        let (bodies, dropped) = self.poll_and_build(started_ms).await;
+        let mut handed = (0, 0);
+        let mut counted = |body: PostBody| {
+            handed.0 += 1;
+            handed.1 += body.datapoints;
+            each(body);
+        };
+        let (result, dropped) = self.poll_and_build(started_ms, &mut counted).await;
         self.counters.record_poll(
             now_ms(),
             started.elapsed().as_millis() as u64,
-            bodies
-                .as_ref()
-                .ok()
-                .map(|bodies| bodies.iter().map(|body| body.datapoints).sum()),
+            result.as_ref().ok().map(|()| handed.1),
             dropped,
         );
-        bodies
+        result.map(|()| handed.0)
     }
 
     /// Polls once as [`Collector::collect`] does, with the bodies saying
@@ -105,13 +124,53 @@ impl Collector {
         self.max_body_bytes = usize::MAX;
     }
 
-    /// The bodies of one poll, or why there are none, and how many
-    /// datapoints were dropped.
-    async fn poll_and_build(&mut self, started_ms: u64) -> (Result<Vec<PostBody>, NoBody>, usize) {
-        match self.poller.poll().await {
-            Ok(Polled::Readings(targets)) => self.build(started_ms, targets),
-            Ok(Polled::Relayed(bodies)) => (self.relay(started_ms, bodies), 0),
+    /// Polls once, handing over the bodies, or why there are none, and how
+    /// many datapoints were dropped.
+    async fn poll_and_build(
+        &mut self,
+        started_ms: u64,
+        each: &mut (dyn FnMut(PostBody) + Send),
+    ) -> (Result<(), NoBody>, usize) {
+        let agent = AgentContext {
+            agent_id: &self.agent_id,
+            agent_program: &self.agent_program,
+            hostname: &self.hostname,
+            polling_interval_ms: self.polling_interval_ms,
+        };
+        let metadata = &self.metadata;
+        let mut building = self.memory.start(&agent, started_ms, self.max_body_bytes);
+        let polled = {
+            let mut add = |mut target: TargetData| {
+                add_target(&mut building, metadata, &mut target);
+                drop(target);
+                building.take_finished().into_iter().for_each(&mut *each);
+            };
+            self.poller.poll_each(&mut add).await
+        };
+        match polled {
+            Ok(Polled::Readings(rest)) => {
+                for mut target in rest {
+                    add_target(&mut building, metadata, &mut target);
+                }
+                let taken = building.taken();
+                let outcome = building.finish();
+                let (name, max_body_bytes) = (&self.name, self.max_body_bytes);
+                let (result, dropped) = finished(
+                    name,
+                    max_body_bytes,
+                    &mut self.last_parts,
+                    taken,
+                    outcome,
+                    each,
+                );
+                (result, dropped)
+            }
+            Ok(Polled::Relayed(bodies)) => {
+                drop(building);
+                (self.relay(started_ms, bodies, each), 0)
+            }
             Err(error) => {
+                drop(building);
                 tracing::warn!(poller = %self.name, agent_program = %self.agent_program, "poll failed: {error}");
                 (Err(NoBody::PollFailed(error.to_string())), 0)
             }
@@ -120,7 +179,12 @@ impl Collector {
 
     /// Bodies other agents made, each delivered whole under this poller's
     /// agent id: nothing in them is changed, split or normalised.
-    fn relay(&self, started_ms: u64, bodies: Vec<RelayedBody>) -> Result<Vec<PostBody>, NoBody> {
+    fn relay(
+        &self,
+        started_ms: u64,
+        bodies: Vec<RelayedBody>,
+        each: &mut (dyn FnMut(PostBody) + Send),
+    ) -> Result<(), NoBody> {
         let bodies: Vec<PostBody> = bodies
             .into_iter()
             .filter(|body| body.datapoints > 0)
@@ -148,75 +212,78 @@ impl Collector {
                 first: None,
             });
         }
-        Ok(bodies)
+        bodies.into_iter().for_each(each);
+        Ok(())
     }
+}
 
-    /// Readings normalised into bodies under this poller's identity.
-    fn build(
-        &mut self,
-        started_ms: u64,
-        mut targets: Vec<TargetData>,
-    ) -> (Result<Vec<PostBody>, NoBody>, usize) {
-        if !self.metadata.is_empty() {
-            for datapoint in targets.iter_mut().flat_map(|t| t.datapoints.iter_mut()) {
-                datapoint.metadata.extend(self.metadata.iter().cloned());
-            }
+/// Adds a target's readings, with the poller's own metadata, to the
+/// bodies being built.
+fn add_target(building: &mut Building<'_, '_, '_>, metadata: &[Metadata], target: &mut TargetData) {
+    if !metadata.is_empty() {
+        for datapoint in &mut target.datapoints {
+            datapoint.metadata.extend(metadata.iter().cloned());
         }
-        let agent = AgentContext {
-            agent_id: &self.agent_id,
-            agent_program: &self.agent_program,
-            hostname: &self.hostname,
-            polling_interval_ms: self.polling_interval_ms,
-        };
-        let outcome = self
-            .memory
-            .build_limited(&agent, started_ms, targets, self.max_body_bytes);
-        for dropped in &outcome.dropped {
-            tracing::warn!(
-                poller = %self.name,
-                target = %dropped.target,
-                key = %dropped.key,
-                "{}",
-                dropped.reason
-            );
-        }
-        let dropped = outcome
-            .dropped
-            .iter()
-            .filter(|dropped| dropped.reason.drops_datapoint())
-            .count();
-        let parts = outcome.bodies.len();
-        let split_changed = parts != self.last_parts;
-        if parts > 0 {
-            self.last_parts = parts;
-        }
-        match parts {
-            0 => {
-                tracing::info!(poller = %self.name, "poll read no valid datapoint; nothing to post");
-                let first = outcome
-                    .dropped
-                    .into_iter()
-                    .next()
-                    .map(|d| format!("target {}, key {:?}: {}", d.target, d.key, d.reason));
-                return (Err(NoBody::NothingValid { dropped, first }), dropped);
-            }
-            1 => {}
-            // Said when the split changes, not every poll: a poller that
-            // is always this large would fill the journal with it.
-            parts if split_changed => tracing::info!(
-                poller = %self.name,
-                parts,
-                max_body_bytes = self.max_body_bytes,
-                "poll larger than delivery.max_body_bytes; posting it in parts"
-            ),
-            parts => tracing::debug!(
-                poller = %self.name,
-                parts,
-                "poll posted in parts, as the last one was"
-            ),
-        }
-        (Ok(outcome.bodies), dropped)
     }
+    building.add(target);
+}
+
+/// Hands over the last bodies of a poll, `taken` having gone before, and
+/// logs what was dropped and how the poll was split.
+fn finished(
+    name: &str,
+    max_body_bytes: usize,
+    last_parts: &mut usize,
+    taken: usize,
+    outcome: LimitedOutcome,
+    each: &mut (dyn FnMut(PostBody) + Send),
+) -> (Result<(), NoBody>, usize) {
+    for dropped in &outcome.dropped {
+        tracing::warn!(
+            poller = %name,
+            target = %dropped.target,
+            key = %dropped.key,
+            "{}",
+            dropped.reason
+        );
+    }
+    let dropped = outcome
+        .dropped
+        .iter()
+        .filter(|dropped| dropped.reason.drops_datapoint())
+        .count();
+    let parts = taken + outcome.bodies.len();
+    let split_changed = parts != *last_parts;
+    if parts > 0 {
+        *last_parts = parts;
+    }
+    match parts {
+        0 => {
+            tracing::info!(poller = %name, "poll read no valid datapoint; nothing to post");
+            let first = outcome
+                .dropped
+                .into_iter()
+                .next()
+                .map(|d| format!("target {}, key {:?}: {}", d.target, d.key, d.reason));
+            return (Err(NoBody::NothingValid { dropped, first }), dropped);
+        }
+        1 => {}
+        // Said when the split changes, not every poll: a poller that
+        // is always this large would fill the journal with it.
+        parts if split_changed => tracing::info!(
+            poller = %name,
+            parts,
+            max_body_bytes,
+            "poll larger than delivery.max_body_bytes; posting it in parts"
+        ),
+        parts => tracing::debug!(
+            poller = %name,
+            parts,
+            "poll posted in parts, as the last one was"
+        ),
+    }
+    outcome.bodies.into_iter().for_each(each);
+    (Ok(()), dropped)
 }
 
 /// Why a poll gave nothing to post.

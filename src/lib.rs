@@ -98,9 +98,9 @@ pub fn tune_allocator_for_once() {
 /// A poll's readings and body are thousands of small allocations that all
 /// die together at the end of a cycle; glibc keeps the pages they occupied
 /// resident until the heap's top is free, which other, longer-lived
-/// allocations prevent. Called when delivery has emptied its queue, it keeps the
-/// daemon's steady memory near what it needs between polls, for well
-/// under a millisecond of CPU.
+/// allocations prevent. Called after each poll has handed its bodies to
+/// delivery, it keeps the daemon's steady memory near what it needs
+/// between polls, for well under a millisecond of CPU.
 pub fn release_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only returns free pages to the kernel.

@@ -677,13 +677,36 @@ struct PollJob {
 
 impl scheduler::Job for PollJob {
     async fn run_once(&mut self) {
-        let Ok(bodies) = self.collector.collect().await else {
-            return;
+        // Each part goes to delivery as soon as it is written, so a large
+        // poll's parts are posted while the rest is still read, not held
+        // until the end; a part the queue has no room for is cached once
+        // the poll is done.
+        let counters = self.collector.counters.clone();
+        let queue = &self.queue;
+        let mut no_room = Vec::new();
+        let mut give = |body: PostBody| {
+            let handed = Handed {
+                body,
+                poller: Some(counters.clone()),
+            };
+            if let Err(
+                mpsc::error::TrySendError::Full(handed) | mpsc::error::TrySendError::Closed(handed),
+            ) = queue.try_send(handed)
+            {
+                no_room.push(handed);
+            }
         };
-        for body in bodies {
-            let poller = Some(self.collector.counters.clone());
-            hand_over(&self.queue, &self.delivery, Handed { body, poller }).await;
+        let _ = self.collector.collect_each(&mut give).await;
+        if !no_room.is_empty() {
+            let delivery = self.delivery.borrow().clone();
+            for handed in no_room {
+                handed.store(&delivery).await;
+            }
         }
+        // Once per poll, when its readings and the buffers that wrote its
+        // parts are all freed; not once per part posted, which now happens
+        // while the poll is still reading.
+        crate::release_freed_memory();
     }
 }
 
@@ -799,10 +822,6 @@ async fn deliver_queue(
                     let _ = stopping.wait_for(|stop| *stop).await;
                 };
                 handed.commit(&delivery, stop).await;
-                // Once per poll, not once per part of a large one.
-                if queue.is_empty() {
-                    crate::release_freed_memory();
-                }
             }
             _ = idle.tick() => {}
         }

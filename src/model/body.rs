@@ -13,7 +13,7 @@ use super::checksum::{ChainBatch, ChainUpdate, Checksum, Suffix};
 use super::normalise::{is_reserved, normalise_key_cow, normalise_metadata_value, normalise_value};
 use super::{python, DataPoint, Metadata, TargetData, Value};
 
-pub use memory::PollMemory;
+pub use memory::{Building, PollMemory};
 
 /// Who is posting: the identity every datapoint of a body carries.
 #[derive(Debug, Clone, Copy)]

@@ -26,8 +26,8 @@ mod validate;
 mod value;
 
 pub use body::{
-    build, build_limited, AgentContext, BuildOutcome, DropReason, Dropped, LimitedOutcome,
-    PollMemory, PostBody,
+    build, build_limited, AgentContext, BuildOutcome, Building, DropReason, Dropped,
+    LimitedOutcome, PollMemory, PostBody,
 };
 pub use data_type::{DataType, UnknownDataType};
 pub(crate) use normalise::normalise_key_cow;

@@ -198,6 +198,26 @@ pub trait Kind {
     /// `Ok`: a poller reading several targets logs the ones that failed and
     /// returns the rest.
     fn poll(poller: &mut Self::Poller) -> impl Future<Output = Result<Polled, Self::Error>> + Send;
+
+    /// Polls once as [`Kind::poll`] does, handing each target's readings
+    /// to `each` as soon as they are complete, in the order `poll` would
+    /// return them, so a large poll is never held whole; what it returns
+    /// comes after them (readings not handed over yet, or bodies to
+    /// relay). By default it calls `poll` and hands over what it returns.
+    fn poll_each(
+        poller: &mut Self::Poller,
+        each: &mut (dyn FnMut(TargetData) + Send),
+    ) -> impl Future<Output = Result<Polled, Self::Error>> + Send {
+        async move {
+            match Self::poll(poller).await? {
+                Polled::Readings(targets) => {
+                    targets.into_iter().for_each(each);
+                    Ok(Polled::Readings(Vec::new()))
+                }
+                relayed => Ok(relayed),
+            }
+        }
+    }
 }
 
 /// Names of keys posted under agent programs a kind always posts under;
@@ -411,6 +431,23 @@ macro_rules! kinds {
                     #[cfg(feature = $feature)]
                     Poller::$kind(ref mut poller) => {
                         <$module::$kind as Kind>::poll(poller).await.map_err(PollError::$kind)
+                    }
+                )*}
+            }
+
+            /// Polls once as [`Poller::poll`] does, handing each target's
+            /// readings to `each` as soon as they are complete (see
+            /// [`Kind::poll_each`]).
+            pub async fn poll_each(
+                &mut self,
+                each: &mut (dyn FnMut(TargetData) + Send),
+            ) -> Result<Polled, PollError> {
+                match *self {$(
+                    #[cfg(feature = $feature)]
+                    Poller::$kind(ref mut poller) => {
+                        <$module::$kind as Kind>::poll_each(poller, each)
+                            .await
+                            .map_err(PollError::$kind)
                     }
                 )*}
             }

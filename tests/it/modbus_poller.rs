@@ -594,3 +594,69 @@ async fn exceptions_are_logged_with_their_name_unit_device_and_registers() {
     assert!(text.contains(&expected), "{text}");
     assert!(text.contains("poller=\"logged\" target="), "{text}");
 }
+
+#[tokio::test]
+async fn targets_are_handed_over_in_configuration_order_and_a_dead_device_holds_back_only_those_after_it(
+) {
+    let silent = Sim::start([(1, Unit::default())]).await;
+    silent.go_silent();
+    let mut alive = Vec::new();
+    for value in 1..=4 {
+        // The second `gw` is unit 2: a name may not list one unit twice.
+        let unit = if value == 4 { 2 } else { 1 };
+        alive.push(Sim::start([(unit, Unit::default().input(0, &[value]))]).await);
+    }
+    let mut poller = poller(&format!(
+        "    - name: ordered
+      type: modbus_tcp
+      timeout_ms: 2000
+      targets:
+        - {{address: \"{}\", name: first}}
+        - {{address: \"{}\", name: dead}}
+        - {{address: \"{}\", name: gw}}
+        - {{address: \"{}\", name: b}}
+        - {{address: \"{}\", name: gw, unit: 2}}
+      registers: [30001]
+",
+        alive[0].address(),
+        silent.address(),
+        alive[1].address(),
+        alive[2].address(),
+        alive[3].address(),
+    ));
+    let started = Instant::now();
+    let mut handed: Vec<(Duration, String, Vec<Value>)> = Vec::new();
+    poller
+        .poll_each(&mut |target: TargetData| {
+            let values = target.datapoints.iter().map(|d| d.value.clone()).collect();
+            handed.push((started.elapsed(), target.target, values));
+        })
+        .await
+        .unwrap();
+    let ended = started.elapsed();
+    let order: Vec<(&str, &[Value])> = handed
+        .iter()
+        .map(|(_, name, values)| (name.as_str(), values.as_slice()))
+        .collect();
+    // Where `poll` puts them: each name where its first target that read
+    // anything stands, targets named alike together in their order.
+    assert_eq!(
+        order,
+        [
+            ("first", &[Value::Int(1)][..]),
+            ("gw", &[Value::Int(2), Value::Int(4)][..]),
+            ("b", &[Value::Int(3)][..]),
+        ]
+    );
+    assert!(
+        ended >= Duration::from_millis(2000),
+        "the poll waited for the dead device's timeout"
+    );
+    // The first target did not wait for the dead device after it; the
+    // others, after it in the configuration, did.
+    assert!(
+        handed[0].0 + Duration::from_millis(1000) < ended,
+        "the first target was handed over at {:?}, the poll ended at {ended:?}",
+        handed[0].0
+    );
+}

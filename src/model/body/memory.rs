@@ -33,7 +33,8 @@ use rustc_hash::{FxHashMap, FxHashSet, FxHasher};
 
 use super::{
     agent_suffixes, in_two_halves, normalise_datapoint_key, normalise_metadata, pair_hash,
-    render_pair, AgentContext, BuildOutcome, DropReason, LimitedOutcome, Parts, PARALLEL_MIN,
+    render_pair, AgentContext, BuildOutcome, DropReason, LimitedOutcome, Parts, PostBody,
+    PARALLEL_MIN,
 };
 use crate::model::checksum::{self, ChainBatch, Checksum, Digest};
 use crate::model::normalise::normalise_value;
@@ -195,35 +196,54 @@ impl PollMemory {
         max_body_bytes: usize,
         parallel_min: usize,
     ) -> LimitedOutcome {
-        let identity = [agent.hostname, agent.agent_id, agent.agent_program];
-        let mut changed = self
-            .agent
-            .as_ref()
-            .is_none_or(|known| known.iter().map(String::as_str).ne(identity));
-        if changed {
-            self.targets.clear();
-            self.agent = Some(identity.map(str::to_owned));
-        }
         let total: usize = targets.iter().map(|t| t.borrow().datapoints.len()).sum();
-        let mut parts = Parts::new(agent, timestamp_ms, total, max_body_bytes);
-        let mut last: Vec<Option<TargetMemory>> = std::mem::take(&mut self.targets)
-            .into_iter()
-            .map(Some)
-            .collect();
-        let mut memories = Vec::with_capacity(targets.len());
-        for (t, target) in targets.into_iter().enumerate() {
-            let target = target.borrow();
-            let mut memory = take_target(&mut last, t, &target.target);
-            changed |= self.update(&mut memory, target, agent, parallel_min);
-            self.write(&memory, target, agent, &mut parts);
-            memories.push(memory);
+        let mut building = self.start_with(agent, timestamp_ms, total, max_body_bytes);
+        building.parallel_min = parallel_min;
+        building.begin();
+        for target in targets {
+            building.add(target.borrow());
         }
-        changed |= last.iter().any(Option::is_some);
-        self.targets = memories;
-        if changed {
-            self.forget_unused();
+        building.finish()
+    }
+
+    /// Starts building a poll's bodies a target at a time, for a poller
+    /// that hands over each target as soon as it is read: only the
+    /// targets not yet handed over and the parts not yet taken are held,
+    /// never the whole poll. The bodies are byte for byte those of
+    /// [`PollMemory::build_limited`] given the same targets in the same
+    /// order. Until the first target is added nothing is changed, so a
+    /// poll that fails before reading anything leaves the memory as it
+    /// was.
+    pub fn start<'m, 'a, 'b>(
+        &'m mut self,
+        agent: &'a AgentContext<'b>,
+        timestamp_ms: u64,
+        max_body_bytes: usize,
+    ) -> Building<'m, 'a, 'b> {
+        // The last poll's size is the best guess at this one's, for what
+        // the first body's buffers reserve; the bytes are the same either
+        // way.
+        let expected = self.targets.iter().map(|t| t.entries.len()).sum();
+        self.start_with(agent, timestamp_ms, expected, max_body_bytes)
+    }
+
+    fn start_with<'m, 'a, 'b>(
+        &'m mut self,
+        agent: &'a AgentContext<'b>,
+        timestamp_ms: u64,
+        expected: usize,
+        max_body_bytes: usize,
+    ) -> Building<'m, 'a, 'b> {
+        Building {
+            memory: self,
+            agent,
+            parts: Parts::new(agent, timestamp_ms, expected, max_body_bytes),
+            last: None,
+            memories: Vec::new(),
+            changed: false,
+            parallel_min: PARALLEL_MIN,
+            taken: 0,
         }
-        parts.finish()
     }
 
     /// Makes `memory` describe `target`'s datapoints one for one. Returns
@@ -502,6 +522,97 @@ impl PollMemory {
             self.descriptions.iter().flatten().count(),
             self.targets.iter().map(|t| t.entries.len()).sum(),
         )
+    }
+}
+
+/// A poll's bodies being built a target at a time (see
+/// [`PollMemory::start`]).
+pub struct Building<'m, 'a, 'b> {
+    memory: &'m mut PollMemory,
+    agent: &'a AgentContext<'b>,
+    parts: Parts<'a, 'b>,
+    /// The last poll's targets, taken when the first target is added.
+    last: Option<Vec<Option<TargetMemory>>>,
+    memories: Vec<TargetMemory>,
+    changed: bool,
+    parallel_min: usize,
+    /// Bodies already handed out by [`Building::take_finished`].
+    taken: usize,
+}
+
+impl Building<'_, '_, '_> {
+    /// Normalises and writes the next target's datapoints.
+    pub fn add(&mut self, target: &TargetData) {
+        self.begin();
+        let memory = &mut *self.memory;
+        let last = self.last.as_mut().expect("begun");
+        let t = self.memories.len();
+        let mut target_memory = take_target(last, t, &target.target);
+        self.changed |= memory.update(&mut target_memory, target, self.agent, self.parallel_min);
+        memory.write(&target_memory, target, self.agent, &mut self.parts);
+        self.memories.push(target_memory);
+    }
+
+    /// Takes over the last poll's targets: from here on, the memory will
+    /// describe the targets added, even none.
+    fn begin(&mut self) {
+        if self.last.is_some() {
+            return;
+        }
+        let memory = &mut *self.memory;
+        self.last = Some({
+            let identity = [
+                self.agent.hostname,
+                self.agent.agent_id,
+                self.agent.agent_program,
+            ];
+            let changed = memory
+                .agent
+                .as_ref()
+                .is_none_or(|known| known.iter().map(String::as_str).ne(identity));
+            if changed {
+                memory.targets.clear();
+                memory.agent = Some(identity.map(str::to_owned));
+                self.changed = true;
+            }
+            std::mem::take(&mut memory.targets)
+                .into_iter()
+                .map(Some)
+                .collect()
+        });
+    }
+
+    /// The bodies finished since the last call, in order: every one but
+    /// the one being written.
+    pub fn take_finished(&mut self) -> Vec<PostBody> {
+        self.taken += self.parts.bodies.len();
+        std::mem::take(&mut self.parts.bodies)
+    }
+
+    /// How many bodies [`Building::take_finished`] has handed out.
+    pub fn taken(&self) -> usize {
+        self.taken
+    }
+
+    /// The bodies not yet taken and every drop; the memory now describes
+    /// the targets added. With no target added, the memory is unchanged.
+    pub fn finish(self) -> LimitedOutcome {
+        let Building {
+            memory,
+            parts,
+            last,
+            memories,
+            mut changed,
+            ..
+        } = self;
+        if let Some(last) = last {
+            changed |= last.iter().any(Option::is_some);
+            memory.targets = memories;
+            if changed {
+                memory.forget_unused();
+            }
+        }
+        parts.finish()
     }
 }
 

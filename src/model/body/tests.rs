@@ -338,6 +338,67 @@ fn a_body_over_the_limit_is_split_by_target_then_by_datapoint_and_loses_nothing(
     );
 }
 
+#[test]
+fn parts_taken_as_targets_are_added_are_the_parts_of_the_whole_poll() {
+    let mut targets = Vec::new();
+    for t in 0..8 {
+        let mut target = TargetData::new(format!("device-{t}"));
+        let count = if t == 5 { 400 } else { 30 };
+        for i in 0..count {
+            target.datapoints.push(DataPoint::new(
+                format!("reading_{i}"),
+                Value::Int(i),
+                DataType::Int,
+                1000,
+            ));
+        }
+        targets.push(target);
+    }
+    let whole = build_limited(&AGENT, 1000, &targets, 16 * 1024);
+    assert!(whole.bodies.len() > 3, "{} parts", whole.bodies.len());
+    let mut memory = PollMemory::default();
+    // Twice: the second poll is written from what the first remembered.
+    for poll in 0..2 {
+        let mut building = memory.start(&AGENT, 1000, 16 * 1024);
+        let mut parts = Vec::new();
+        let mut taken_before_the_end = 0;
+        for target in &targets {
+            building.add(target);
+            let finished = building.take_finished();
+            taken_before_the_end += finished.len();
+            parts.extend(finished);
+        }
+        assert_eq!(building.taken(), taken_before_the_end);
+        let outcome = building.finish();
+        assert!(
+            taken_before_the_end >= whole.bodies.len() - 1,
+            "poll {poll}: only {taken_before_the_end} parts were ready before the end"
+        );
+        parts.extend(outcome.bodies);
+        assert_eq!(parts, whole.bodies, "poll {poll}");
+        assert_eq!(outcome.dropped, whole.dropped, "poll {poll}");
+    }
+}
+
+#[test]
+fn a_poll_that_added_no_target_leaves_the_memory_as_it_was() {
+    let targets = vec![target(
+        "device",
+        vec![DataPoint::new(
+            "reading",
+            Value::Int(1),
+            DataType::Int,
+            1000,
+        )],
+    )];
+    let mut memory = PollMemory::default();
+    memory.build(&AGENT, 1000, &targets);
+    let remembered = memory.size();
+    let building = memory.start(&AGENT, 2000, usize::MAX);
+    assert!(building.finish().bodies.is_empty());
+    assert_eq!(memory.size(), remembered);
+}
+
 /// What [`build_limited`] must write, found the slow way: every candidate
 /// body built afresh to see whether it fits.
 fn parts_built_afresh(

@@ -4,7 +4,7 @@ use serde_norway::Value;
 
 use super::{compat, ModbusError, ModbusPoller, ModbusSettings};
 use crate::model::translation::{readable, Language, Translation, LABEL_UNITS};
-use crate::model::DataType;
+use crate::model::{DataType, TargetData};
 use crate::pollers::{DropIn, Example, Kind, Polled, PollerEnv, PollerSettings};
 use crate::yaml::{Document, YamlPath};
 
@@ -111,5 +111,15 @@ impl Kind for Modbus {
 
     async fn poll(poller: &mut ModbusPoller) -> Result<Polled, ModbusError> {
         poller.poll().await.map(Polled::from)
+    }
+
+    /// Each target as soon as it and every target before it are read, so
+    /// a thousand devices' readings are never held at once.
+    async fn poll_each(
+        poller: &mut ModbusPoller,
+        each: &mut (dyn FnMut(TargetData) + Send),
+    ) -> Result<Polled, ModbusError> {
+        poller.poll_each(each).await?;
+        Ok(Polled::Readings(Vec::new()))
     }
 }
