@@ -674,3 +674,104 @@ async fn a_table_the_device_refuses_together_is_read_column_by_column() {
     })
     .await;
 }
+
+// ---------------------------------------------------------------------------
+// The poller's sockets (issue 23): a request reads its own socket; sockets
+// are reused from poll to poll and from target to target.
+
+#[tokio::test]
+async fn a_late_answer_to_an_earlier_request_is_not_taken_for_the_next_one() {
+    // From the second request on, the device first answers the request
+    // before again (its id, the value "stale"), then this one ("fresh").
+    let device = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let address = device.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        let mut buffer = vec![0u8; 65_536];
+        let mut earlier: Option<Vec<u8>> = None;
+        while let Ok((n, from)) = device.recv_from(&mut buffer).await {
+            let request = parse(&buffer[..n]);
+            if let Some(stale) = &earlier {
+                let _ = device.send_to(stale, from).await;
+            }
+            let oid = request.oids[0].clone();
+            let _ = device
+                .send_to(
+                    &answer(&request, &[(oid.clone(), 0x04, b"fresh".to_vec())]),
+                    from,
+                )
+                .await;
+            earlier = Some(answer(&request, &[(oid, 0x04, b"stale".to_vec())]));
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("community"), "public\n").unwrap();
+    let mut poller = scripted_poller(
+        &address,
+        &dir,
+        "      get: [{oid: .1.3.6.1.2.1.1.5.0, key: sysname}]\n",
+    );
+    for _ in 0..3 {
+        let targets = tokio::time::timeout(HANG, poller.readings())
+            .await
+            .expect("the poll ends")
+            .expect("the fresh answer came");
+        let values: Vec<&Value> = targets
+            .iter()
+            .flat_map(|t| &t.datapoints)
+            .map(|d| &d.value)
+            .collect();
+        assert_eq!(values, [&Value::Text("fresh".into())]);
+    }
+}
+
+#[tokio::test]
+async fn a_poller_of_many_targets_uses_no_more_sockets_than_targets_polled_at_once() {
+    // 24 devices, 4 polled at once: every request comes from one of at
+    // most 4 local ports, poll after poll.
+    let ports = std::sync::Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::new()));
+    let mut targets = Vec::new();
+    for _ in 0..24 {
+        let device = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        targets.push(format!("\"{}\"", device.local_addr().unwrap()));
+        let ports = ports.clone();
+        tokio::spawn(async move {
+            let mut buffer = vec![0u8; 65_536];
+            while let Ok((n, from)) = device.recv_from(&mut buffer).await {
+                ports.lock().unwrap().insert(from.port());
+                let request = parse(&buffer[..n]);
+                let oid = request.oids[0].clone();
+                let _ = device
+                    .send_to(&answer(&request, &[(oid, 0x04, b"ok".to_vec())]), from)
+                    .await;
+            }
+        });
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("community"), "public\n").unwrap();
+    let community = dir.path().join("community").display().to_string();
+    let text = format!(
+        "pattoo_agentd:\n  pollers:\n    - name: many\n      type: snmp\n      targets: [{}]\n      community: {{file: {community}}}\n      max_concurrent_targets: 4\n      get: [{{oid: .1.3.6.1.2.1.1.5.0, key: sysname}}]\n",
+        targets.join(", ")
+    );
+    let settings = common::modbus::load_agentd(&text).unwrap_or_else(|e| panic!("{e}"));
+    let mut poller = Poller::new(
+        &settings.pollers[0],
+        &PollerEnv {
+            hostname: "test".into(),
+        },
+    )
+    .unwrap();
+    for _ in 0..2 {
+        let read = tokio::time::timeout(HANG, poller.readings())
+            .await
+            .expect("the poll ends")
+            .expect("the devices answered");
+        assert_eq!(read.len(), 24);
+    }
+    let ports = ports.lock().unwrap().clone();
+    assert!(
+        !ports.is_empty() && ports.len() <= 4,
+        "requests came from {} local ports: {ports:?}",
+        ports.len()
+    );
+}

@@ -54,12 +54,15 @@
 //!
 //! # How it reads
 //!
-//! - One UDP socket per poller (per address family) carries every target's
-//!   requests under random request ids (and message ids, for v3); a
+//! - A request has a UDP socket of the poller's to itself while it waits,
+//!   and the task that waits reads it: no receive loop on another task.
+//!   A poller opens at most `max_concurrent_targets` sockets per address
+//!   family, however many targets it has, and keeps them between polls.
+//!   Requests carry random request ids (and message ids, for v3); a
 //!   response is matched by its id and must come from the address and port
 //!   the request went to, so a late, forged or garbled datagram is dropped,
 //!   never taken for another request's answer ([`transport`]; async-snmp
-//!   does the matching, the BER and the USM).
+//!   does the BER, the community and version checks and the USM).
 //! - A table's labels and columns, the `walk` subtrees and the drop-ins'
 //!   walks are read together over SNMPv2c and v3: each GETBULK asks for
 //!   every column still open, from its last OID, `max_repetitions` rows at
@@ -100,9 +103,9 @@ mod transport;
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use async_snmp::transport::UdpTransport;
 use async_snmp::{
     Auth, ClientBuilder, DecodeConfig, ErrorKind, ErrorStatus, Oid, OidOrdering, Retry, UsmConfig, VarBind,
     WalkAbortReason, WalkMethod, WalkOptions,
@@ -120,7 +123,7 @@ pub use config::{
 use convert::{NoValue, Octets};
 use multiwalk::MultiWalk;
 pub use oid::{dotted, oid_from_text};
-use transport::TargetTransport;
+use transport::{Sockets, TargetTransport};
 
 /// A client on the poller's socket for one target.
 type Client = async_snmp::Client<TargetTransport>;
@@ -145,8 +148,8 @@ pub struct SnmpPoller {
     deadline: Duration,
     /// Parallel to `settings.targets`.
     states: Vec<TargetState>,
-    v4: Option<UdpTransport>,
-    v6: Option<UdpTransport>,
+    v4: Option<Arc<Sockets>>,
+    v6: Option<Arc<Sockets>>,
 }
 
 impl std::fmt::Debug for SnmpPoller {
@@ -284,8 +287,8 @@ async fn client(
     settings: &SnmpSettings,
     target: &TargetSettings,
     state: &mut TargetState,
-    v4: &mut Option<UdpTransport>,
-    v6: &mut Option<UdpTransport>,
+    v4: &mut Option<Arc<Sockets>>,
+    v6: &mut Option<Arc<Sockets>>,
 ) -> Option<(Client, TargetTransport)> {
     if let Some(client) = &state.client {
         return Some(client.clone());
@@ -300,25 +303,20 @@ async fn client(
     let slot = if address.is_ipv4() { v4 } else { v6 };
     if slot.is_none() {
         let bind = if address.is_ipv4() {
-            "0.0.0.0:0"
+            SocketAddr::from(([0, 0, 0, 0], 0))
         } else {
-            "[::]:0"
+            SocketAddr::from(([0u16; 8], 0))
         };
-        match UdpTransport::bind(bind).await {
-            Ok(transport) => *slot = Some(transport),
+        match Sockets::open(bind) {
+            Ok(sockets) => *slot = Some(sockets),
             Err(error) => {
                 tracing::error!(poller, "cannot open a UDP socket for SNMP: {error}");
                 return None;
             }
         }
     }
-    let handle = match slot.as_ref().expect("bound above").handle(address) {
-        Ok(handle) => TargetTransport::new(handle),
-        Err(error) => {
-            tracing::warn!(poller, target = %target.name, "{}: {error}", target.name);
-            return None;
-        }
-    };
+    let sockets = slot.as_ref().expect("opened above").clone();
+    let handle = TargetTransport::new(sockets, address);
     // A value that does not fit its type is an error, never a truncated
     // number or a zero (SNMPv1/v2c values are screened before this).
     let mut decode = DecodeConfig::DEFAULT;

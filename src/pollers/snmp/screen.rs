@@ -54,9 +54,12 @@ pub fn screen(message: &[u8]) -> Option<(Vec<u8>, Vec<BadValue>)> {
         return None;
     }
     let mut bad = Vec::new();
-    let mut varbinds = Vec::with_capacity(list.contents.len());
+    // Built only once a value needs replacing: most answers need none, and
+    // are then read without a copy.
+    let mut varbinds: Option<Vec<u8>> = None;
     let mut rest = list.contents;
     while !rest.is_empty() {
+        let start = list.contents.len() - rest.len();
         let varbind = Element::read(rest, Some(SEQUENCE))?;
         rest = varbind.rest;
         let name = Element::read(varbind.contents, Some(OBJECT_IDENTIFIER))?;
@@ -65,18 +68,25 @@ pub fn screen(message: &[u8]) -> Option<(Vec<u8>, Vec<BadValue>)> {
             return None;
         }
         match problem(value.tag, value.contents) {
-            None => varbinds.extend_from_slice(varbind.whole),
+            None => {
+                if let Some(varbinds) = &mut varbinds {
+                    varbinds.extend_from_slice(varbind.whole);
+                }
+            }
             Some(problem) => {
                 let oid = Oid::from_ber(name.contents).ok()?;
                 bad.push(BadValue { oid, problem });
+                let varbinds = varbinds.get_or_insert_with(|| {
+                    let mut before = Vec::with_capacity(list.contents.len());
+                    before.extend_from_slice(&list.contents[..start]);
+                    before
+                });
                 let replaced = [name.whole, &[NULL, 0]].concat();
                 varbinds.extend(encode(SEQUENCE, &replaced));
             }
         }
     }
-    if bad.is_empty() {
-        return None;
-    }
+    let varbinds = varbinds?;
     let pdu = [
         request_id.whole,
         error_status.whole,

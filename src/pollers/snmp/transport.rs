@@ -1,39 +1,214 @@
-//! The client's side of the poller's UDP socket, one per target: random
-//! request ids, answers taken only from the target's address and port, and
-//! undecodable values found before the client reads them ([`super::screen`]).
+//! The client's side of the poller's UDP sockets: random request ids,
+//! answers taken only from the target's address and port, and undecodable
+//! values found before the client reads them ([`super::screen`]).
+//!
+//! # One request, one socket, read by the task that waits
+//!
+//! A poller keeps a small pool of UDP sockets per address family
+//! ([`Sockets`]). A request takes a free socket for itself (opening one
+//! only when none is free), sends, and reads that socket itself until an
+//! answer is accepted or the request's deadline passes; then the socket goes
+//! back to the pool. So:
+//!
+//! - no receive loop runs on another task, and no datagram is handed from
+//!   one thread to another: the only wake-up per answer is the runtime's
+//!   own, for the task that waits;
+//! - a socket carries one request at a time, so a datagram on it can only
+//!   answer that request or be stale (a late or duplicated answer to an
+//!   earlier one, a stranger's): it is taken only from the target's address
+//!   and port, with the id of the request (or of an earlier attempt of the
+//!   same request, as the client registers them), and the community and
+//!   version the client checks;
+//! - a target has one request in flight at a time and at most
+//!   `max_concurrent_targets` targets are polled at once, so a poller opens
+//!   at most that many sockets per family, whatever the number of targets,
+//!   and keeps them for the next poll.
+//!
+//! # Request ids
 //!
 //! async-snmp numbers requests with one process-wide counter (+1 per
 //! request, from a random start), so a device sees the ids the poller uses
 //! next and, spoofing another device's address, could answer for it. Its
-//! `Transport` trait lets a transport choose the ids: this one draws each
-//! from the operating system's random source, for request ids and SNMPv3
-//! message ids alike. Matching stays the client's: an answer must carry the
-//! id of a request in flight on this handle and come from the address and
-//! port the request went to (`strict_source`).
+//! `Transport` trait lets a transport choose the ids: these come from a
+//! ChaCha12 generator per pool, seeded once from the operating system, for
+//! request ids and SNMPv3 message ids alike; unpredictable without asking
+//! the kernel for randomness per request.
 
+use std::cell::RefCell;
 use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use async_snmp::{Candidate, ReceiveLimits, RequestRegistration, Transport, UdpHandle};
+use async_snmp::{
+    Candidate, Error, ReceiveLimits, RequestRegistration, ResponseIdentity, Transport,
+    UDP_RECEIVE_BUFFER_SIZE, UDP_RECEIVE_LIMITS,
+};
 use bytes::Bytes;
+use rand_chacha::rand_core::{RngCore, SeedableRng};
+use rand_chacha::ChaCha12Rng;
+use tokio::io::Interest;
+use tokio::net::UdpSocket;
 
 use super::screen::{self, BadValue};
 
-/// A target's handle on the poller's socket.
+/// The largest request sent, as async-snmp's own UDP transport bounds it
+/// (an Ethernet MTU less the IP and UDP headers); the client splits a GET
+/// that would be larger.
+const SEND_CAPACITY: usize = 1472;
+
+/// A poller's UDP sockets for one address family, and its request ids.
+pub struct Sockets {
+    /// `0.0.0.0:0` or `[::]:0`.
+    bind: SocketAddr,
+    free: Mutex<Vec<UdpSocket>>,
+    /// Sockets opened so far (free or lent).
+    opened: AtomicUsize,
+    ids: Mutex<ChaCha12Rng>,
+}
+
+impl Sockets {
+    /// Opens the first socket, so that a poller that cannot have one says
+    /// so before any target is asked.
+    pub fn open(bind: SocketAddr) -> io::Result<Arc<Self>> {
+        let sockets = Sockets {
+            bind,
+            free: Mutex::new(Vec::new()),
+            opened: AtomicUsize::new(0),
+            ids: Mutex::new(ChaCha12Rng::from_seed(seed())),
+        };
+        let first = sockets.new_socket()?;
+        sockets.put_back(first);
+        Ok(Arc::new(sockets))
+    }
+
+    /// How many sockets this pool has opened.
+    #[cfg(test)]
+    fn opened(&self) -> usize {
+        self.opened.load(Ordering::Relaxed)
+    }
+
+    fn new_socket(&self) -> io::Result<UdpSocket> {
+        let socket = std::net::UdpSocket::bind(self.bind)?;
+        socket.set_nonblocking(true)?;
+        let socket = UdpSocket::from_std(socket)?;
+        self.opened.fetch_add(1, Ordering::Relaxed);
+        Ok(socket)
+    }
+
+    /// A socket of the pool for one request, given back when dropped.
+    fn lend(&self) -> io::Result<Lent<'_>> {
+        let free = self.free.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let socket = match free {
+            Some(socket) => socket,
+            None => self.new_socket()?,
+        };
+        Ok(Lent {
+            pool: self,
+            socket: Some(socket),
+        })
+    }
+
+    fn put_back(&self, socket: UdpSocket) {
+        self.free
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(socket);
+    }
+
+    /// A request id of 1..=i32::MAX (RFC 3416 allows no negative ones in
+    /// practice: agents mishandle them), unpredictable to the device.
+    pub fn request_id(&self) -> i32 {
+        let mut ids = self.ids.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            let id = (ids.next_u32() & 0x7fff_ffff) as i32;
+            if id != 0 {
+                return id;
+            }
+        }
+    }
+}
+
+/// The generator's seed from the operating system; should that fail (no
+/// random source at all), from the process's own, with a warning.
+fn seed() -> [u8; 32] {
+    let mut seed = [0u8; 32];
+    if let Err(error) = getrandom::fill(&mut seed) {
+        tracing::warn!(%error, "the operating system's random source failed; SNMP request ids are less unpredictable");
+        seed.iter_mut().for_each(|b| *b = fastrand::u8(..));
+    }
+    seed
+}
+
+/// A socket lent to one request.
+struct Lent<'a> {
+    pool: &'a Sockets,
+    socket: Option<UdpSocket>,
+}
+
+impl Lent<'_> {
+    fn socket(&self) -> &UdpSocket {
+        self.socket.as_ref().expect("lent until dropped")
+    }
+
+    /// Forgets whether the socket was readable, without a system call: the
+    /// last request read until it had its answer, so what may be left is
+    /// stale, and is read (and dropped) when the next datagram's readiness
+    /// wakes this request. Saves the `recvfrom` that would only say "no
+    /// datagram yet" after each send.
+    fn forget_readiness(&self) {
+        let _ = self.socket().try_io(Interest::READABLE, || {
+            Err::<(), _>(io::ErrorKind::WouldBlock.into())
+        });
+    }
+
+    /// The next datagram and where it came from.
+    async fn receive(&self) -> io::Result<(Bytes, SocketAddr)> {
+        thread_local! {
+            /// One receive buffer per thread, not per socket: a datagram
+            /// is copied out at once (the client keeps parts of it).
+            static BUFFER: RefCell<Box<[u8]>> =
+                RefCell::new(vec![0; UDP_RECEIVE_BUFFER_SIZE].into_boxed_slice());
+        }
+        let socket = self.socket();
+        loop {
+            socket.readable().await?;
+            let received = BUFFER.with_borrow_mut(|buffer| {
+                socket
+                    .try_recv_from(buffer)
+                    .map(|(n, source)| (Bytes::copy_from_slice(&buffer[..n]), source))
+            });
+            match received {
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
+                other => return other,
+            }
+        }
+    }
+}
+
+impl Drop for Lent<'_> {
+    fn drop(&mut self) {
+        if let Some(socket) = self.socket.take() {
+            self.pool.put_back(socket);
+        }
+    }
+}
+
+/// A target's handle on the poller's sockets.
 #[derive(Clone)]
 pub struct TargetTransport {
-    handle: UdpHandle,
+    sockets: Arc<Sockets>,
+    target: SocketAddr,
     /// Undecodable values in accepted answers, until the poll takes them.
     bad: Arc<Mutex<Vec<BadValue>>>,
 }
 
 impl TargetTransport {
-    /// `handle` with strict source matching.
-    pub fn new(handle: UdpHandle) -> Self {
+    pub fn new(sockets: Arc<Sockets>, target: SocketAddr) -> Self {
         TargetTransport {
-            handle: handle.strict_source(true),
+            sockets,
+            target,
             bad: Arc::default(),
         }
     }
@@ -42,79 +217,138 @@ impl TargetTransport {
     pub fn take_bad_values(&self) -> Vec<BadValue> {
         std::mem::take(&mut *self.bad.lock().unwrap_or_else(|e| e.into_inner()))
     }
-}
 
-/// A request id of 1..=i32::MAX (RFC 3416 allows no negative ones in
-/// practice: agents mishandle them), unpredictable to the device.
-pub fn random_request_id() -> i32 {
-    loop {
-        let id = (getrandom::u32().unwrap_or_else(|_| fastrand::u32(..)) & 0x7fff_ffff) as i32;
-        if id != 0 {
-            return id;
+    fn network(&self, source: io::Error) -> Box<Error> {
+        Error::Network {
+            target: self.target,
+            source,
         }
+        .boxed()
+    }
+
+    fn too_large(&self, size: usize) -> async_snmp::Result<()> {
+        if size > SEND_CAPACITY {
+            return Err(Error::OutboundMessageTooLarge {
+                size,
+                limit: SEND_CAPACITY,
+            }
+            .boxed());
+        }
+        Ok(())
+    }
+
+    /// Whether a datagram from `source` may be the target's: its address
+    /// and port (not an IPv6 flow label or scope, which the answer may
+    /// carry differently).
+    fn is_target(&self, source: SocketAddr) -> bool {
+        source.ip() == self.target.ip() && source.port() == self.target.port()
+    }
+
+    async fn exchange<T, F>(
+        &self,
+        data: &[u8],
+        registration: RequestRegistration,
+        mut validate: F,
+    ) -> async_snmp::Result<T>
+    where
+        F: FnMut(Bytes, SocketAddr) -> async_snmp::Result<Candidate<T>>,
+    {
+        self.too_large(data.len())?;
+        let started = tokio::time::Instant::now();
+        let deadline = registration.deadline();
+        let timeout = || {
+            Error::Timeout {
+                target: self.target,
+                elapsed: deadline.saturating_duration_since(started),
+                retries: 0,
+            }
+            .boxed()
+        };
+        if started >= deadline {
+            return Err(timeout());
+        }
+        let lent = self.sockets.lend().map_err(|e| self.network(e))?;
+        let wait = async {
+            lent.forget_readiness();
+            lent.socket()
+                .send_to(data, self.target)
+                .await
+                .map_err(|e| self.network(e))?;
+            loop {
+                let (datagram, source) = lent.receive().await.map_err(|e| self.network(e))?;
+                if !self.is_target(source)
+                    || registration.evaluate_response_identity(&datagram, true)
+                        == ResponseIdentity::Reject
+                {
+                    continue;
+                }
+                let (datagram, found) = match screen::screen(&datagram) {
+                    Some((screened, found)) => (Bytes::from(screened), found),
+                    None => (datagram, Vec::new()),
+                };
+                if let Candidate::Accept(answer) = validate(datagram, source)? {
+                    if !found.is_empty() {
+                        self.bad
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .extend(found);
+                    }
+                    return Ok(answer);
+                }
+            }
+        };
+        tokio::time::timeout_at(deadline, wait)
+            .await
+            .unwrap_or_else(|_| Err(timeout()))
     }
 }
 
 impl Transport for TargetTransport {
-    fn send(&self, data: &[u8]) -> impl Future<Output = async_snmp::Result<()>> + Send {
-        self.handle.send(data)
-    }
-
-    fn send_with_timeout(
-        &self,
-        data: &[u8],
-        timeout: Duration,
-    ) -> impl Future<Output = async_snmp::Result<()>> + Send {
-        self.handle.send_with_timeout(data, timeout)
+    async fn send(&self, data: &[u8]) -> async_snmp::Result<()> {
+        self.too_large(data.len())?;
+        let lent = self.sockets.lend().map_err(|e| self.network(e))?;
+        lent.socket()
+            .send_to(data, self.target)
+            .await
+            .map_err(|e| self.network(e))?;
+        Ok(())
     }
 
     fn request_with<T, F>(
         &self,
         data: &[u8],
         registration: RequestRegistration,
-        mut validate: F,
+        validate: F,
     ) -> impl Future<Output = async_snmp::Result<T>> + Send
     where
         T: Send,
         F: FnMut(Bytes, SocketAddr) -> async_snmp::Result<Candidate<T>> + Send,
     {
-        let bad = self.bad.clone();
-        self.handle
-            .request_with(data, registration, move |data, source| {
-                let (data, found) = match screen::screen(&data) {
-                    Some((screened, found)) => (Bytes::from(screened), found),
-                    None => (data, Vec::new()),
-                };
-                let candidate = validate(data, source)?;
-                if matches!(candidate, Candidate::Accept(_)) && !found.is_empty() {
-                    bad.lock().unwrap_or_else(|e| e.into_inner()).extend(found);
-                }
-                Ok(candidate)
-            })
+        self.exchange(data, registration, validate)
     }
 
     fn peer_addr(&self) -> SocketAddr {
-        self.handle.peer_addr()
+        self.target
     }
 
     fn local_addr(&self) -> SocketAddr {
-        self.handle.local_addr()
+        self.sockets.bind
     }
 
     fn alloc_request_id(&self) -> i32 {
-        random_request_id()
+        self.sockets.request_id()
     }
 
     fn is_reliable(&self) -> bool {
-        self.handle.is_reliable()
+        false
     }
 
     fn receive_limits(&self) -> ReceiveLimits {
-        self.handle.receive_limits()
+        UDP_RECEIVE_LIMITS
     }
 
     fn send_capacity(&self) -> usize {
-        self.handle.send_capacity()
+        SEND_CAPACITY
     }
 }
 
@@ -122,14 +356,40 @@ impl Transport for TargetTransport {
 mod tests {
     use super::*;
 
-    #[test]
-    fn request_ids_are_positive_and_not_a_sequence() {
-        let ids: Vec<i32> = (0..64).map(|_| random_request_id()).collect();
+    #[tokio::test]
+    async fn request_ids_are_positive_and_not_a_sequence() {
+        let sockets = Sockets::open("127.0.0.1:0".parse().unwrap()).unwrap();
+        let ids: Vec<i32> = (0..64).map(|_| sockets.request_id()).collect();
         assert!(ids.iter().all(|id| *id > 0));
         let steps_of_one = ids
             .windows(2)
             .filter(|w| w[1] == w[0].wrapping_add(1))
             .count();
         assert!(steps_of_one < 2, "{ids:?}");
+    }
+
+    #[tokio::test]
+    async fn a_socket_is_opened_only_when_every_other_is_lent() {
+        let sockets = Sockets::open("127.0.0.1:0".parse().unwrap()).unwrap();
+        assert_eq!(sockets.opened(), 1);
+        {
+            let _a = sockets.lend().unwrap();
+            let _b = sockets.lend().unwrap();
+            assert_eq!(sockets.opened(), 2);
+        }
+        for _ in 0..3 {
+            let _c = sockets.lend().unwrap();
+            let _d = sockets.lend().unwrap();
+        }
+        assert_eq!(sockets.opened(), 2);
+    }
+
+    #[tokio::test]
+    async fn two_pools_draw_different_ids() {
+        let a = Sockets::open("127.0.0.1:0".parse().unwrap()).unwrap();
+        let b = Sockets::open("127.0.0.1:0".parse().unwrap()).unwrap();
+        let a: Vec<i32> = (0..4).map(|_| a.request_id()).collect();
+        let b: Vec<i32> = (0..4).map(|_| b.request_id()).collect();
+        assert_ne!(a, b);
     }
 }
