@@ -33,7 +33,10 @@
 //!   poller plus one HTTP and one command poller and samples its RSS and CPU
 //!   from /proc after a warm-up; prints the CPU per polling interval in all
 //!   and by thread name. `--extra-pollers 0` leaves the HTTP and command
-//!   pollers out, so the figure compares with `cycle`'s.
+//!   pollers out, so the figure compares with `cycle`'s. Also per cycle:
+//!   the process's minor page faults and its threads' context switches.
+//!   `--agent PATH` runs another build of the agent (an older one, to
+//!   compare).
 //! - `startup` fills the cache with small bodies and times `run` until it
 //!   sends READY=1 on a notify socket bound here; prints RSS then.
 //! - `replay` fills the cache and measures how fast the daemon empties it
@@ -680,6 +683,11 @@ struct Daemon {
 
 impl Daemon {
     fn start(config_dir: &Path, dir: &Path) -> Daemon {
+        Daemon::start_binary(env!("CARGO_BIN_EXE_pattoo-agentd"), config_dir, dir)
+    }
+
+    /// [`Daemon::start`] with another build of the agent, to compare two.
+    fn start_binary(binary: &str, config_dir: &Path, dir: &Path) -> Daemon {
         let socket_path = dir.join("notify.sock");
         let _ = std::fs::remove_file(&socket_path);
         let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
@@ -687,7 +695,7 @@ impl Daemon {
             .set_read_timeout(Some(Duration::from_secs(60)))
             .unwrap();
         let t0 = Instant::now();
-        let child = Command::new(env!("CARGO_BIN_EXE_pattoo-agentd"))
+        let child = Command::new(binary)
             .args(["--config-dir", config_dir.to_str().unwrap(), "run"])
             .env("NOTIFY_SOCKET", &socket_path)
             .stdin(Stdio::null())
@@ -745,12 +753,19 @@ fn daemon(opts: &Opts) {
         )
         .unwrap();
     }
-    let daemon = Daemon::start(&config_dir, dir.path());
+    let binary = opts
+        .0
+        .get("agent")
+        .map_or(env!("CARGO_BIN_EXE_pattoo-agentd"), String::as_str);
+    let daemon = Daemon::start_binary(binary, &config_dir, dir.path());
     let pid_num = daemon.child.id();
     std::thread::sleep(Duration::from_secs(warmup));
     let before = sims.stats();
     let ticks0 = proc_cpu_ticks(pid_num);
     let threads0 = thread_cpu_ticks(pid_num);
+    let faults0 = proc_stat_field(pid_num, 10);
+    let switches0 = thread_switches(pid_num);
+    let run_ns0 = threads_cpu_ns(pid_num);
     let t0 = Instant::now();
     let mut rss = Vec::new();
     while t0.elapsed() < Duration::from_secs(seconds) {
@@ -760,6 +775,9 @@ fn daemon(opts: &Opts) {
     let elapsed = t0.elapsed();
     let cpu_s = (proc_cpu_ticks(pid_num) - ticks0) as f64 / 100.0;
     let threads1 = thread_cpu_ticks(pid_num);
+    let run_ns = threads_cpu_ns(pid_num).saturating_sub(run_ns0);
+    let faults = proc_stat_field(pid_num, 10) - faults0;
+    let switches1 = thread_switches(pid_num);
     let hwm = status_kib(&daemon.pid, "VmHWM");
     let threads = status_kib(&daemon.pid, "Threads");
     let after = sims.stats();
@@ -814,6 +832,60 @@ fn daemon(opts: &Opts) {
         "  per cycle by thread name (threads alive at the end): {}",
         per_thread.join(", ")
     );
+    let (mut voluntary, mut involuntary) = (0, 0);
+    for (tid, (v, i)) in &switches1 {
+        let (v0, i0) = switches0.get(tid).copied().unwrap_or_default();
+        voluntary += v - v0.min(*v);
+        involuntary += i - i0.min(*i);
+    }
+    println!(
+        "  CPU per cycle from the threads' run time (schedstat, ns; threads alive at the end): {:.2} ms",
+        run_ns as f64 / 1e6 / cycles
+    );
+    println!(
+        "  per cycle: {:.0} minor page faults, {:.0} voluntary and {:.0} involuntary context switches (threads alive at the end)",
+        faults as f64 / cycles,
+        voluntary as f64 / cycles,
+        involuntary as f64 / cycles
+    );
+}
+
+/// Field `n` (numbered from 1, as in proc(5)) of `/proc/PID/stat`, for
+/// the numeric fields after the command name.
+fn proc_stat_field(pid: u32, n: usize) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = &text[text.rfind(')').map_or(0, |i| i + 2)..];
+    after
+        .split_whitespace()
+        .nth(n - 3)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Voluntary and involuntary context switches of each thread of a
+/// process, by thread id.
+fn thread_switches(pid: u32) -> HashMap<String, (u64, u64)> {
+    let mut threads = HashMap::new();
+    let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return threads;
+    };
+    for entry in entries.flatten() {
+        let text = std::fs::read_to_string(entry.path().join("status")).unwrap_or_default();
+        let field = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        threads.insert(
+            entry.file_name().to_string_lossy().into_owned(),
+            (
+                field("voluntary_ctxt_switches:"),
+                field("nonvoluntary_ctxt_switches:"),
+            ),
+        );
+    }
+    threads
 }
 
 /// utime + stime of each thread of a process, in clock ticks, by thread
