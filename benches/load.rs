@@ -1921,9 +1921,12 @@ fn write_python_config_for(
     }
     write_pattoo_yaml(&config, &config, receiver_port);
     let input = registers.div_ceil(2);
+    // As maps with an address: PattooShared 0.0.84's reading of the
+    // file, which the agent's daemon uses, skips plain numbers (the
+    // cycle driver takes either).
     let list = |first: usize, n: usize| {
         (first..first + n)
-            .map(|r| r.to_string())
+            .map(|r| format!("{{address: {r}}}"))
             .collect::<Vec<_>>()
             .join(", ")
     };
@@ -2028,7 +2031,7 @@ fn python(opts: &Opts) {
                 side_by_side(opts, &path);
             }
             if opts.get("seconds", 60) > 0 {
-                daemons_side_by_side(opts, &path);
+                daemons_side_by_side(opts);
             }
         }
         Err(e) => {
@@ -2143,18 +2146,30 @@ struct PythonDaemon(i32);
 
 impl Drop for PythonDaemon {
     fn drop(&mut self) {
-        // SAFETY: kill only sends signals; the daemon leads its own
-        // session (it called setsid), so -pid is its group alone.
+        // SAFETY: getpgid and kill only ask about and signal processes.
+        // The daemon's first fork called setsid, so the group is the
+        // daemon's and its pool workers' alone.
         unsafe {
-            libc::kill(-self.0, libc::SIGTERM);
-        }
-        std::thread::sleep(Duration::from_millis(500));
-        // SAFETY: as above.
-        unsafe {
-            libc::kill(-self.0, libc::SIGKILL);
+            let group = libc::getpgid(self.0);
+            if group <= 1 {
+                return;
+            }
+            libc::kill(-group, libc::SIGTERM);
+            std::thread::sleep(Duration::from_millis(500));
+            libc::kill(-group, libc::SIGKILL);
         }
     }
 }
+
+/// What the Python agent's daemon imports beyond the cycle's packages:
+/// PattooShared's `agent` module imports gunicorn for its API agents.
+const PYTHON_DAEMON: [&str; 5] = [
+    "PattooShared==0.0.84",
+    "pymodbus==2.5.3",
+    "PyYAML==6.0.1",
+    "requests==2.31.0",
+    "gunicorn",
+];
 
 /// utime + stime of a process and of its reaped children, in clock ticks.
 fn proc_cpu_ticks_with_children(pid: u32) -> u64 {
@@ -2179,10 +2194,15 @@ struct PythonDaemonRun {
 /// to the receiver as it would to a pattoo server. Its CPU is that of the
 /// daemon process and of the pool workers it reaped, from /proc, over
 /// `--seconds` after the same warm-up as ours.
-fn python_daemon(opts: &Opts, pythonpath: &str) -> Result<PythonDaemonRun, String> {
+fn python_daemon(opts: &Opts) -> Result<PythonDaemonRun, String> {
     let git = std::env::var("PATTOO_AGENTS_GIT").map_err(|_| {
         "set PATTOO_AGENTS_GIT to a git directory of palisadoes/pattoo-agents".to_owned()
     })?;
+    let pythonpath = python::try_packages_path(
+        "python-agent-daemon",
+        &PYTHON_DAEMON,
+        &format!("import pattoo_shared.agent\n{PYTHON_AGENT_PROBE}"),
+    )?;
     let devices = opts.get("devices", 50) as usize;
     let registers = opts.get("registers", 200) as usize;
     let interval_s = opts.get("interval-s", 5);
@@ -2216,7 +2236,7 @@ fn python_daemon(opts: &Opts, pythonpath: &str) -> Result<PythonDaemonRun, Strin
     let launcher = Command::new(python::python())
         .arg(source.join("bin/pattoo_agent_modbustcpd.py"))
         .arg("--start")
-        .env("PYTHONPATH", pythonpath)
+        .env("PYTHONPATH", &pythonpath)
         .env("PATTOO_CONFIGDIR", &config)
         .stdin(Stdio::null())
         .output()
@@ -2298,7 +2318,7 @@ fn walk_files(dir: &Path) -> Vec<PathBuf> {
 /// The Python agent's daemon, then ours (`daemon --extra-pollers 0`, self-
 /// monitoring as shipped), each polling the devices for `--seconds`: CPU
 /// per cycle and per value of each.
-fn daemons_side_by_side(opts: &Opts, pythonpath: &str) {
+fn daemons_side_by_side(opts: &Opts) {
     let devices = opts.get("devices", 50) as usize;
     let registers = opts.get("registers", 200) as usize;
     let interval_s = opts.get("interval-s", 5);
@@ -2306,7 +2326,7 @@ fn daemons_side_by_side(opts: &Opts, pythonpath: &str) {
         "python daemon: {devices} devices x {registers} registers every {interval_s} s, \
          the Python agent's daemon first, then ours"
     );
-    let theirs = match python_daemon(opts, pythonpath) {
+    let theirs = match python_daemon(opts) {
         Ok(run) => run,
         Err(why) => {
             println!("  the Python agent's daemon: not run: {why}");
