@@ -10,7 +10,7 @@
 //! cargo bench --bench load -- daemon  --devices 50 --registers 200 --interval-s 5 --seconds 60 --self-s 0
 //! cargo bench --bench load -- selfmon --ticks 5000
 //! cargo bench --bench load -- snmp    --devices 200 --interfaces 24 --cycles 5 [--max-var-binds 64] [--interval-s 10]
-//! cargo bench --bench load -- python  --devices 50 --registers 200 --cycles 20
+//! cargo bench --bench load -- python  --devices 50 --registers 200 --cycles 20 [--seconds 60]
 //! cargo bench --bench load -- os      --cycles 200
 //! cargo bench --bench load -- opcua   --servers 10 --nodes 200 --cycles 10
 //! ```
@@ -33,7 +33,10 @@
 //!   poller plus one HTTP and one command poller and samples its RSS and CPU
 //!   from /proc after a warm-up; prints the CPU per polling interval in all
 //!   and by thread name. `--extra-pollers 0` leaves the HTTP and command
-//!   pollers out, so the figure compares with `cycle`'s.
+//!   pollers out, so the figure compares with `cycle`'s. Also per cycle:
+//!   the process's minor page faults and its threads' context switches.
+//!   `--agent PATH` runs another build of the agent (an older one, to
+//!   compare).
 //! - `startup` fills the cache with small bodies and times `run` until it
 //!   sends READY=1 on a notify socket bound here; prints RSS then.
 //! - `replay` fills the cache and measures how fast the daemon empties it
@@ -88,8 +91,17 @@
 //!   agent runs it and once in one process reading every register, then
 //!   runs `cycle` on those devices (as configured, and without
 //!   `--max-body-bytes` once more with the whole poll in one body) and
-//!   prints the CPU per steady cycle of each and the ratios. It fails,
-//!   printing no figures, when Python or the packages cannot be had.
+//!   prints the CPU per steady cycle of each and the ratios. Then, where
+//!   `PATTOO_AGENTS_GIT` names a git directory of palisadoes/pattoo-agents,
+//!   the Python agent's real daemon (`bin/pattoo_agent_modbustcpd.py
+//!   --start`) polls the same number of devices, each on port 502 of its
+//!   own loopback address 127.23.x.y (binding port 502 needs root or
+//!   CAP_NET_BIND_SERVICE), and posts to the receiver for `--seconds`
+//!   (default 60; 0 leaves the daemons out, `--cycles 0` the cycles);
+//!   then ours as `daemon --extra-pollers 0` does; the whole CPU per cycle
+//!   of each (the Python daemon's pool workers included) and the ratios
+//!   per cycle and per value are printed. It fails, printing no figures,
+//!   when Python or the packages cannot be had.
 //! - `os` polls this host with an os poller as the
 //!   `pattoo_agent_os_autonomousd.yaml` drop-in makes it (poll and body, in
 //!   this process) and prints the CPU per steady poll and how much this
@@ -162,7 +174,9 @@ fn main() {
         "python" if !benching => python_smoke(),
         _ if !benching => eprintln!("load: {mode} skipped (run with cargo bench)"),
         "cycle" => cycle(&opts),
-        "daemon" => daemon(&opts),
+        "daemon" => {
+            daemon(&opts);
+        }
         "startup" => startup(&opts),
         "replay" => replay(&opts),
         "selfmon" => selfmon(&opts),
@@ -243,6 +257,7 @@ struct Counters {
 /// `ports RECEIVER DEVICE...` and answers `stats` lines on stdin.
 fn serve(opts: &Opts) {
     let devices = opts.get("devices", 0) as usize;
+    let at_502 = opts.get("port-502", 0) != 0;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -256,8 +271,21 @@ fn serve(opts: &Opts) {
             let receiver = TcpListener::bind("127.0.0.1:0").await.unwrap();
             let mut line = format!("ports {}", receiver.local_addr().unwrap().port());
             tokio::spawn(receive(receiver, shared.clone(), started_ms));
-            for _ in 0..devices {
-                let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            for k in 0..devices {
+                let address = if at_502 {
+                    format!("{}:502", address_502(k))
+                } else {
+                    "127.0.0.1:0".to_owned()
+                };
+                let listener = match TcpListener::bind(&address).await {
+                    Ok(listener) => listener,
+                    Err(error) => {
+                        ports_tx
+                            .send(format!("error binding {address}: {error}"))
+                            .unwrap();
+                        return;
+                    }
+                };
                 line.push_str(&format!(" {}", listener.local_addr().unwrap().port()));
                 tokio::spawn(device(listener, shared.clone()));
             }
@@ -281,6 +309,13 @@ fn serve(opts: &Opts) {
             c.metrics_gets.load(Ordering::Relaxed),
         );
     }
+}
+
+/// The loopback address of device `k` of `serve --port-502 1`: the Python
+/// agent connects to port 502 of each target, so each device needs an
+/// address of its own.
+fn address_502(k: usize) -> String {
+    format!("127.23.{}.{}", k / 200, k % 200 + 1)
 }
 
 /// One Modbus TCP device: answers function 1-4 reads of any address.
@@ -425,8 +460,15 @@ struct SimStats {
 
 impl Sims {
     fn start(devices: usize) -> Sims {
+        Sims::try_start(devices, false).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// `devices` devices, each on port 502 of its own loopback address
+    /// ([`address_502`]), where the process may bind port 502.
+    fn try_start(devices: usize, at_502: bool) -> Result<Sims, String> {
         let mut child = Command::new(std::env::current_exe().unwrap())
             .args(["serve", "--devices", &devices.to_string()])
+            .args(["--port-502", if at_502 { "1" } else { "0" }])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -435,19 +477,20 @@ impl Sims {
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
         stdout.read_line(&mut line).unwrap();
-        let mut ports = line
-            .strip_prefix("ports ")
-            .expect("the simulator says its ports")
-            .split_whitespace()
-            .map(|p| p.parse::<u16>().unwrap());
+        let Some(ports) = line.strip_prefix("ports ") else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("the simulator failed: {}", line.trim()));
+        };
+        let mut ports = ports.split_whitespace().map(|p| p.parse::<u16>().unwrap());
         let receiver_port = ports.next().unwrap();
-        Sims {
+        Ok(Sims {
             child,
             stdin,
             stdout,
             receiver_port,
             device_ports: ports.collect(),
-        }
+        })
     }
 
     fn stats(&mut self) -> SimStats {
@@ -707,6 +750,11 @@ struct Daemon {
 
 impl Daemon {
     fn start(config_dir: &Path, dir: &Path) -> Daemon {
+        Daemon::start_binary(env!("CARGO_BIN_EXE_pattoo-agentd"), config_dir, dir)
+    }
+
+    /// [`Daemon::start`] with another build of the agent, to compare two.
+    fn start_binary(binary: &str, config_dir: &Path, dir: &Path) -> Daemon {
         let socket_path = dir.join("notify.sock");
         let _ = std::fs::remove_file(&socket_path);
         let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
@@ -714,11 +762,7 @@ impl Daemon {
             .set_read_timeout(Some(Duration::from_secs(60)))
             .unwrap();
         let t0 = Instant::now();
-        // PATTOO_AGENTD runs another build of the daemon (an earlier one,
-        // for a before/after comparison) under the same harness.
-        let program = std::env::var_os("PATTOO_AGENTD")
-            .unwrap_or_else(|| env!("CARGO_BIN_EXE_pattoo-agentd").into());
-        let child = Command::new(program)
+        let child = Command::new(binary)
             .args(["--config-dir", config_dir.to_str().unwrap(), "run"])
             .env("NOTIFY_SOCKET", &socket_path)
             .stdin(Stdio::null())
@@ -749,7 +793,9 @@ impl Daemon {
     }
 }
 
-fn daemon(opts: &Opts) {
+/// Runs the real daemon and prints what it cost; returns the CPU per
+/// cycle in ms.
+fn daemon(opts: &Opts) -> f64 {
     let devices = opts.get("devices", 50) as usize;
     let registers = opts.get("registers", 200) as usize;
     let interval_s = opts.get("interval-s", 5);
@@ -776,12 +822,19 @@ fn daemon(opts: &Opts) {
         )
         .unwrap();
     }
-    let daemon = Daemon::start(&config_dir, dir.path());
+    let binary = opts
+        .0
+        .get("agent")
+        .map_or(env!("CARGO_BIN_EXE_pattoo-agentd"), String::as_str);
+    let daemon = Daemon::start_binary(binary, &config_dir, dir.path());
     let pid_num = daemon.child.id();
     std::thread::sleep(Duration::from_secs(warmup));
     let before = sims.stats();
     let ticks0 = proc_cpu_ticks(pid_num);
     let threads0 = thread_cpu_ticks(pid_num);
+    let faults0 = proc_stat_field(pid_num, 10);
+    let switches0 = thread_switches(pid_num);
+    let run_ns0 = threads_cpu_ns(pid_num);
     let t0 = Instant::now();
     let mut rss = Vec::new();
     while t0.elapsed() < Duration::from_secs(seconds) {
@@ -791,6 +844,9 @@ fn daemon(opts: &Opts) {
     let elapsed = t0.elapsed();
     let cpu_s = (proc_cpu_ticks(pid_num) - ticks0) as f64 / 100.0;
     let threads1 = thread_cpu_ticks(pid_num);
+    let run_ns = threads_cpu_ns(pid_num).saturating_sub(run_ns0);
+    let faults = proc_stat_field(pid_num, 10) - faults0;
+    let switches1 = thread_switches(pid_num);
     let hwm = status_kib(&daemon.pid, "VmHWM");
     let threads = status_kib(&daemon.pid, "Threads");
     let after = sims.stats();
@@ -845,6 +901,61 @@ fn daemon(opts: &Opts) {
         "  per cycle by thread name (threads alive at the end): {}",
         per_thread.join(", ")
     );
+    let (mut voluntary, mut involuntary) = (0, 0);
+    for (tid, (v, i)) in &switches1 {
+        let (v0, i0) = switches0.get(tid).copied().unwrap_or_default();
+        voluntary += v - v0.min(*v);
+        involuntary += i - i0.min(*i);
+    }
+    println!(
+        "  CPU per cycle from the threads' run time (schedstat, ns; threads alive at the end): {:.2} ms",
+        run_ns as f64 / 1e6 / cycles
+    );
+    println!(
+        "  per cycle: {:.0} minor page faults, {:.0} voluntary and {:.0} involuntary context switches (threads alive at the end)",
+        faults as f64 / cycles,
+        voluntary as f64 / cycles,
+        involuntary as f64 / cycles
+    );
+    1e3 * cpu_s / cycles
+}
+
+/// Field `n` (numbered from 1, as in proc(5)) of `/proc/PID/stat`, for
+/// the numeric fields after the command name.
+fn proc_stat_field(pid: u32, n: usize) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = &text[text.rfind(')').map_or(0, |i| i + 2)..];
+    after
+        .split_whitespace()
+        .nth(n - 3)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Voluntary and involuntary context switches of each thread of a
+/// process, by thread id.
+fn thread_switches(pid: u32) -> HashMap<String, (u64, u64)> {
+    let mut threads = HashMap::new();
+    let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return threads;
+    };
+    for entry in entries.flatten() {
+        let text = std::fs::read_to_string(entry.path().join("status")).unwrap_or_default();
+        let field = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        threads.insert(
+            entry.file_name().to_string_lossy().into_owned(),
+            (
+                field("voluntary_ctxt_switches:"),
+                field("nonvoluntary_ctxt_switches:"),
+            ),
+        );
+    }
+    threads
 }
 
 /// utime + stime of each thread of a process, in clock ticks, by thread
@@ -2108,28 +2219,44 @@ fn write_pattoo_yaml(config: &Path, state: &Path, receiver_port: u16) {
 /// `pattoo.yaml` and `pattoo_agent_modbustcpd.yaml` for the Python agent:
 /// the devices and registers `write_config` gives ours.
 fn write_python_config(dir: &Path, sims: &Sims, registers: usize) -> PathBuf {
+    let targets: Vec<String> = sims
+        .device_ports
+        .iter()
+        .map(|port| format!("127.0.0.1:{port}"))
+        .collect();
+    write_python_config_for(dir, &targets, sims.receiver_port, registers, 5)
+}
+
+/// [`write_python_config`] for `targets` as the agent's file lists them.
+fn write_python_config_for(
+    dir: &Path,
+    targets: &[String],
+    receiver_port: u16,
+    registers: usize,
+    interval_s: u64,
+) -> PathBuf {
     let config = dir.join("python");
     for sub in ["log", "cache", "daemon"] {
         std::fs::create_dir_all(config.join(sub)).unwrap();
     }
-    write_pattoo_yaml(&config, &config, sims.receiver_port);
+    write_pattoo_yaml(&config, &config, receiver_port);
     let input = registers.div_ceil(2);
+    // As maps with an address: PattooShared 0.0.84's reading of the
+    // file, which the agent's daemon uses, skips plain numbers (the
+    // cycle driver takes either).
     let list = |first: usize, n: usize| {
         (first..first + n)
-            .map(|r| r.to_string())
+            .map(|r| format!("{{address: {r}}}"))
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let targets: Vec<String> = sims
-        .device_ports
-        .iter()
-        .map(|port| format!("\"127.0.0.1:{port}\""))
-        .collect();
+    let targets: Vec<String> = targets.iter().map(|t| format!("\"{t}\"")).collect();
     std::fs::write(
         config.join("pattoo_agent_modbustcpd.yaml"),
         format!(
-            "pattoo_agent_modbustcpd:\n  polling_interval: 5\n  polling_groups:\n    - group_name: devices\n      \
+            "pattoo_agent_modbustcpd:\n  polling_interval: {}\n  polling_groups:\n    - group_name: devices\n      \
              ip_targets: [{}]\n      input_registers: [{}]\n      holding_registers: [{}]\n",
+            interval_s,
             targets.join(", "),
             list(30001, input),
             list(40001, registers - input)
@@ -2207,7 +2334,14 @@ fn run_python(
 
 fn python(opts: &Opts) {
     match python_agent_path() {
-        Ok(path) => side_by_side(opts, &path),
+        Ok(path) => {
+            if opts.get("cycles", 20) > 0 {
+                side_by_side(opts, &path);
+            }
+            if opts.get("seconds", 60) > 0 {
+                daemons_side_by_side(opts);
+            }
+        }
         Err(e) => {
             eprintln!(
                 "load python: the Python agent cannot run here, so there are no figures: {e}"
@@ -2309,6 +2443,210 @@ fn side_by_side(opts: &Opts, pythonpath: &str) {
             );
         }
     }
+}
+
+/// The Python agent's own daemon, killed with its process group (its pool
+/// workers) when dropped.
+struct PythonDaemon(i32);
+
+impl Drop for PythonDaemon {
+    fn drop(&mut self) {
+        // SAFETY: getpgid and kill only ask about and signal processes.
+        // The daemon's first fork called setsid, so the group is the
+        // daemon's and its pool workers' alone.
+        unsafe {
+            let group = libc::getpgid(self.0);
+            if group <= 1 {
+                return;
+            }
+            libc::kill(-group, libc::SIGTERM);
+            std::thread::sleep(Duration::from_millis(500));
+            libc::kill(-group, libc::SIGKILL);
+        }
+    }
+}
+
+/// What the Python agent's daemon imports beyond the cycle's packages:
+/// PattooShared's `agent` module imports gunicorn for its API agents.
+const PYTHON_DAEMON: [&str; 5] = [
+    "PattooShared==0.0.84",
+    "pymodbus==2.5.3",
+    "PyYAML==6.0.1",
+    "requests==2.31.0",
+    "gunicorn",
+];
+
+/// utime + stime of a process and of its reaped children, in clock ticks.
+fn proc_cpu_ticks_with_children(pid: u32) -> u64 {
+    (14..=17).map(|n| proc_stat_field(pid, n)).sum()
+}
+
+/// What the Python agent's daemon did in the measured window.
+struct PythonDaemonRun {
+    cpu_per_cycle_ms: f64,
+    cycles: f64,
+    values_per_cycle: u64,
+    seen: SimStats,
+}
+
+/// The Python agent's daemon as it runs in production:
+/// `bin/pattoo_agent_modbustcpd.py --start` of pattoo-agents (the commit
+/// [`PATTOO_AGENTS_COMMIT`] of the git directory `PATTOO_AGENTS_GIT`) on
+/// the pinned PattooShared and pymodbus. It forks into the background,
+/// polls every target on port 502 (so each simulated device has a
+/// loopback address of its own, which needs the right to bind port 502)
+/// in a process pool made anew each poll, and posts each poll in one body
+/// to the receiver as it would to a pattoo server. Its CPU is that of the
+/// daemon process and of the pool workers it reaped, from /proc, over
+/// `--seconds` after the same warm-up as ours.
+fn python_daemon(opts: &Opts) -> Result<PythonDaemonRun, String> {
+    let pythonpath = python::try_packages_path(
+        "python-agent-daemon",
+        &PYTHON_DAEMON,
+        &format!("import pattoo_shared.agent\n{PYTHON_AGENT_PROBE}"),
+    )?;
+    let devices = opts.get("devices", 50) as usize;
+    let registers = opts.get("registers", 200) as usize;
+    let interval_s = opts.get("interval-s", 5);
+    let seconds = opts.get("seconds", 60);
+    let warmup = opts.get("warmup-s", 2 * interval_s + 1);
+    let mut sims = Sims::try_start(devices, true)
+        .map_err(|e| format!("{e} (the Python agent connects to port 502 only; binding it needs root or CAP_NET_BIND_SERVICE)"))?;
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("pattoo-agents");
+    agents_source(&source, &["bin", "pattoo_agents"])?;
+    let targets: Vec<String> = (0..devices).map(address_502).collect();
+    let config = write_python_config_for(
+        dir.path(),
+        &targets,
+        sims.receiver_port,
+        registers,
+        interval_s,
+    );
+    let launcher = Command::new(python::python())
+        .arg(source.join("bin/pattoo_agent_modbustcpd.py"))
+        .arg("--start")
+        .env("PYTHONPATH", &pythonpath)
+        .env("PATTOO_CONFIGDIR", &config)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !launcher.status.success() {
+        return Err(format!(
+            "pattoo_agent_modbustcpd.py --start failed: {}{}",
+            String::from_utf8_lossy(&launcher.stdout),
+            String::from_utf8_lossy(&launcher.stderr)
+        ));
+    }
+    // The launcher has forked the daemon, which writes its PID file.
+    let t0 = Instant::now();
+    let pid = loop {
+        let found = walk_files(&config.join("daemon"))
+            .into_iter()
+            .find(|p| p.to_string_lossy().ends_with("pattoo_agent_modbustcpd.pid"))
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .and_then(|text| text.trim().parse::<i32>().ok());
+        if let Some(pid) = found {
+            break pid;
+        }
+        if t0.elapsed() > Duration::from_secs(60) {
+            return Err("the Python daemon wrote no PID file within 60 s".to_owned());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let daemon = PythonDaemon(pid);
+    std::thread::sleep(Duration::from_secs(warmup));
+    let before = sims.stats();
+    let ticks0 = proc_cpu_ticks_with_children(pid as u32);
+    let t0 = Instant::now();
+    std::thread::sleep(Duration::from_secs(seconds));
+    let ticks = proc_cpu_ticks_with_children(pid as u32) - ticks0;
+    let elapsed = t0.elapsed();
+    let after = sims.stats();
+    if std::fs::metadata(format!("/proc/{pid}")).is_err() {
+        return Err(format!(
+            "the Python daemon (PID {pid}) ended; see {}",
+            config.join("log").display()
+        ));
+    }
+    drop(daemon);
+    let cycles = elapsed.as_secs_f64() / interval_s as f64;
+    Ok(PythonDaemonRun {
+        cpu_per_cycle_ms: 10.0 * ticks as f64 / cycles,
+        cycles,
+        // Every input register, and one holding register per run of
+        // them: the agent reads holding registers with the start address
+        // alone (see benches/python/modbus_cycle.py).
+        values_per_cycle: (devices * (registers.div_ceil(2) + usize::from(registers > 1))) as u64,
+        seen: SimStats {
+            requests: after.requests - before.requests,
+            connections: after.connections - before.connections,
+            posts: after.posts - before.posts,
+            bytes: after.bytes - before.bytes,
+            ..SimStats::default()
+        },
+    })
+}
+
+/// Every file under `dir`.
+fn walk_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return files;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(walk_files(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
+
+/// The Python agent's daemon, then ours (`daemon --extra-pollers 0`, self-
+/// monitoring as shipped), each polling the devices for `--seconds`: CPU
+/// per cycle and per value of each.
+fn daemons_side_by_side(opts: &Opts) {
+    let devices = opts.get("devices", 50) as usize;
+    let registers = opts.get("registers", 200) as usize;
+    let interval_s = opts.get("interval-s", 5);
+    println!(
+        "python daemon: {devices} devices x {registers} registers every {interval_s} s, \
+         the Python agent's daemon first, then ours"
+    );
+    let theirs = match python_daemon(opts) {
+        Ok(run) => run,
+        Err(why) => {
+            println!("  the Python agent's daemon: not run: {why}");
+            return;
+        }
+    };
+    let cycles = theirs.cycles;
+    println!(
+        "  the Python agent's daemon (pattoo_agent_modbustcpd.py --start, pool workers included): \
+         {:.1} ms of CPU per cycle over {cycles:.1} cycles; per cycle {:.1} posts, {:.0} requests, \
+         {:.0} new connections, {:.0} B posted; {} values per cycle",
+        theirs.cpu_per_cycle_ms,
+        theirs.seen.posts as f64 / cycles,
+        theirs.seen.requests as f64 / cycles,
+        theirs.seen.connections as f64 / cycles,
+        theirs.seen.bytes as f64 / cycles,
+        theirs.values_per_cycle
+    );
+    let mut ours_opts = Opts(opts.0.clone());
+    ours_opts.0.insert("extra-pollers".into(), "0".into());
+    let ours = daemon(&ours_opts);
+    let our_values = (devices * registers) as f64;
+    println!(
+        "side by side, daemons, CPU per {interval_s} s cycle: theirs {:.1} ms for {} values, ours {ours:.2} ms \
+         for {our_values} values: {:.0}x less CPU per cycle, {:.0}x less per value",
+        theirs.cpu_per_cycle_ms,
+        theirs.values_per_cycle,
+        theirs.cpu_per_cycle_ms / ours,
+        (theirs.cpu_per_cycle_ms / theirs.values_per_cycle as f64) / (ours / our_values)
+    );
 }
 
 /// The median of `values` (sorted here).

@@ -807,24 +807,24 @@ async fn deliver_queue(
     origin: Instant,
     stopping: watch::Receiver<bool>,
 ) {
-    let mut idle = tokio::time::interval(Duration::from_secs(1));
     loop {
+        // Waiting for a body is not being stuck: the watchdog needs no
+        // heartbeat from an idle loop, so nothing wakes it between polls.
+        health.delivery_waiting.store(true, Ordering::Relaxed);
+        let Some(handed) = queue.recv().await else {
+            return;
+        };
         health
             .delivery_alive
             .store(millis_since(origin), Ordering::Relaxed);
-        tokio::select! {
-            handed = queue.recv() => {
-                let Some(handed) = handed else { return };
-                let delivery = delivery.borrow().clone();
-                let mut stopping = stopping.clone();
-                // A dropped sender counts as stop too: no one is left to say it.
-                let stop = async move {
-                    let _ = stopping.wait_for(|stop| *stop).await;
-                };
-                handed.commit(&delivery, stop).await;
-            }
-            _ = idle.tick() => {}
-        }
+        health.delivery_waiting.store(false, Ordering::Release);
+        let delivery = delivery.borrow().clone();
+        let mut stopping = stopping.clone();
+        // A dropped sender counts as stop too: no one is left to say it.
+        let stop = async move {
+            let _ = stopping.wait_for(|stop| *stop).await;
+        };
+        handed.commit(&delivery, stop).await;
     }
 }
 
@@ -861,8 +861,11 @@ async fn replay(mut delivery: watch::Receiver<Delivery>, mut shutdown: watch::Re
 /// Liveness of the loops the watchdog vouches for.
 #[derive(Debug, Default)]
 struct Health {
-    /// Monotonic milliseconds of the delivery loop's last turn.
+    /// Monotonic milliseconds at which the delivery loop took its body in
+    /// hand.
     delivery_alive: AtomicU64,
+    /// The delivery loop waits for the next body, holding none.
+    delivery_waiting: std::sync::atomic::AtomicBool,
     /// How long one delivery may legitimately take (a post that times out,
     /// then the cache write).
     delivery_grace_ms: AtomicU64,
@@ -892,9 +895,14 @@ impl Health {
             .delivery_grace_ms
             .load(Ordering::Relaxed)
             .max(watchdog.as_millis() as u64);
+        // Acquire, then the time: a loop seen holding a body is seen with
+        // the time it took it.
+        let waiting = self.delivery_waiting.load(Ordering::Acquire);
         let idle = now_ms.saturating_sub(self.delivery_alive.load(Ordering::Relaxed));
-        if idle > grace {
-            return Some(format!("the delivery loop has not turned for {idle} ms"));
+        if idle > grace && !waiting {
+            return Some(format!(
+                "the delivery loop has been on one body for {idle} ms"
+            ));
         }
         let pollers = self.pollers.lock().expect("health lock");
         pollers.iter().find_map(|poller| {
@@ -911,8 +919,9 @@ fn millis_since(origin: Instant) -> u64 {
     origin.elapsed().as_millis() as u64
 }
 
-/// Pings systemd's watchdog only while the delivery loop turns and no
-/// poller is stuck in a poll; systemd restarts an agent that stops pinging.
+/// Pings systemd's watchdog only while the delivery loop is not stuck on
+/// one body and no poller is stuck in a poll; systemd restarts an agent
+/// that stops pinging.
 /// The unit sets `WatchdogSignal=SIGTERM`, so that restart goes through the
 /// normal shutdown and the bodies queued in memory are cached; a
 /// `SIGABRT` (systemd's default) or `SIGKILL` would lose them. If the
@@ -1382,6 +1391,21 @@ mod tests {
         assert_eq!(health.stalled(1_025_000, Duration::from_secs(30)), None);
         let stalled = health.stalled(1_031_000, Duration::from_secs(30)).unwrap();
         assert!(stalled.contains("delivery loop"), "{stalled}");
+    }
+
+    #[test]
+    fn a_delivery_loop_waiting_for_a_body_is_healthy_however_long_it_waits() {
+        let (health, _) = health_with_poller(Duration::from_secs(60));
+        health.delivery_alive.store(1_000_000, Ordering::Relaxed);
+        health.delivery_waiting.store(true, Ordering::Relaxed);
+        assert_eq!(
+            health.stalled(1_000_000 + 86_400_000, Duration::from_secs(30)),
+            None
+        );
+        health.delivery_waiting.store(false, Ordering::Relaxed);
+        assert!(health
+            .stalled(1_000_000 + 86_400_000, Duration::from_secs(30))
+            .is_some());
     }
 
     #[test]

@@ -703,11 +703,10 @@ async fn a_late_answer_to_an_earlier_request_is_not_taken_for_the_next_one() {
             earlier = Some(answer(&request, &[(oid, 0x04, b"stale".to_vec())]));
         }
     });
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("community"), "public\n").unwrap();
+    let (_dir, community) = common::poller::secret_file("public");
     let mut poller = scripted_poller(
         &address,
-        &dir,
+        &community,
         "      get: [{oid: .1.3.6.1.2.1.1.5.0, key: sysname}]\n",
     );
     for _ in 0..3 {
@@ -746,21 +745,11 @@ async fn a_poller_of_many_targets_uses_no_more_sockets_than_targets_polled_at_on
             }
         });
     }
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("community"), "public\n").unwrap();
-    let community = dir.path().join("community").display().to_string();
-    let text = format!(
-        "pattoo_agentd:\n  pollers:\n    - name: many\n      type: snmp\n      targets: [{}]\n      community: {{file: {community}}}\n      max_concurrent_targets: 4\n      get: [{{oid: .1.3.6.1.2.1.1.5.0, key: sysname}}]\n",
+    let (_dir, community) = common::poller::secret_file("public");
+    let mut poller = common::poller::from_entries(&format!(
+        "    - name: many\n      type: snmp\n      targets: [{}]\n      community: {{file: {community}}}\n      max_concurrent_targets: 4\n      get: [{{oid: .1.3.6.1.2.1.1.5.0, key: sysname}}]\n",
         targets.join(", ")
-    );
-    let settings = common::modbus::load_agentd(&text).unwrap_or_else(|e| panic!("{e}"));
-    let mut poller = Poller::new(
-        &settings.pollers[0],
-        &PollerEnv {
-            hostname: "test".into(),
-        },
-    )
-    .unwrap();
+    ));
     for _ in 0..2 {
         let read = tokio::time::timeout(HANG, poller.readings())
             .await
