@@ -81,7 +81,9 @@
 //!   sets the most rows any request asks for. A device that answers tooBig
 //!   is asked for half as many rows, and that size is kept for that table
 //!   from then on; a poll that times out, errs or is cut forgets the
-//!   table's size, and the next asks for `max_repetitions` again.
+//!   table's size, and the next asks for `max_repetitions` again. A
+//!   subtree walked alone (one column, or SNMPv1) asks for
+//!   `max_repetitions` rows every time.
 //! - Every walk reads at most `max_rows_per_walk` rows and stops at an OID
 //!   that does not follow the one before; every poll ends by its deadline.
 //!   What was read before a cut is posted, and the cut is logged with the
