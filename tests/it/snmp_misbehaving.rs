@@ -893,3 +893,45 @@ async fn a_size_the_device_refused_as_too_big_is_not_asked_for_in_the_next_poll(
     let asked = asked.lock().unwrap().clone();
     assert!(asked.iter().all(|&rows| rows == 6), "{asked:?}");
 }
+
+#[tokio::test]
+async fn a_table_whose_larger_request_timed_out_is_asked_for_in_smaller_ones_from_then_on() {
+    let rows = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(48));
+    let asked: std::sync::Arc<Asked> = std::sync::Arc::default();
+    // A device too slow for more than 25 rows: it never answers them.
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let address = socket.local_addr().unwrap().to_string();
+    tokio::spawn({
+        let asked = asked.clone();
+        async move {
+            let mut buffer = vec![0u8; 65_536];
+            while let Ok((n, from)) = socket.recv_from(&mut buffer).await {
+                let request = parse(&buffer[..n]);
+                asked
+                    .lock()
+                    .unwrap()
+                    .push((request.request_id.clone(), request.max_repetitions));
+                if request.max_repetitions <= 25 {
+                    let _ = socket
+                        .send_to(&table_of_rows_answer(&request, 48), from)
+                        .await;
+                }
+            }
+        }
+    });
+    let (_dir, community) = common::poller::secret_file("public");
+    let mut poller = scripted_poller(&address, &community, &table_settings());
+    assert_eq!(poll_table(&mut poller, &rows, &asked, 48).await, [25, 25]);
+    // The table in one request goes unanswered: that poll reads nothing.
+    asked.lock().unwrap().clear();
+    let silent = tokio::time::timeout(HANG, poller.readings())
+        .await
+        .expect("the poll ends");
+    assert!(silent.is_err(), "{silent:?}");
+    let sizes: Vec<usize> = asked.lock().unwrap().iter().map(|(_, n)| *n).collect();
+    assert!(sizes.iter().all(|&n| n == 49), "{sizes:?}");
+    // From then on, 25 rows at a time, every row read.
+    for _ in 0..2 {
+        assert_eq!(poll_table(&mut poller, &rows, &asked, 48).await, [25, 25]);
+    }
+}

@@ -80,8 +80,11 @@
 //!   25 rows, whichever is more; an operator who sets `max_repetitions`
 //!   sets the most rows any request asks for. A device that answers tooBig
 //!   is asked for half as many rows, and that size is kept for that table
-//!   from then on; a poll that times out, errs or is cut forgets the
-//!   table's size, and the next asks for `max_repetitions` again. A
+//!   from then on; a request for more than `max_repetitions` rows that
+//!   times out keeps that table at `max_repetitions` from then on (a
+//!   device too slow for it must not time out every other poll); a poll
+//!   that times out, errs or is cut forgets the table's size, and the next
+//!   asks for `max_repetitions` again. A
 //!   subtree walked alone (one column, or SNMPv1) asks for
 //!   `max_repetitions` rows every time.
 //! - Every walk reads at most `max_rows_per_walk` rows and stops at an OID
@@ -715,7 +718,7 @@ impl Session<'_> {
         let sizing = *self.sizings.of(oids);
         let mut next = sizing.first(self.max_repetitions, ceiling);
         let mut max_repetitions = sizing.later(self.max_repetitions, ceiling);
-        let mut too_big = None;
+        let mut limit = None;
         let mut clean = true;
         // Columns whose rows are dropped (the target stopped answering) or
         // read again alone (the device refused the request with an error
@@ -759,8 +762,14 @@ impl Session<'_> {
                         // size: ask for fewer rows, as a walk does.
                         max_repetitions = (repetitions / 2).max(1);
                         next = max_repetitions;
-                        too_big = Some(max_repetitions);
+                        limit = Some(max_repetitions);
                         continue;
+                    }
+                    if error.kind() == ErrorKind::Timeout && repetitions > self.max_repetitions {
+                        // A device may be too slow for a large request:
+                        // the next poll asks for no more than the setting,
+                        // rather than time out every other poll.
+                        limit = Some(self.max_repetitions);
                     }
                     if ends_target(&error) {
                         let what = match request.oids.len() {
@@ -784,8 +793,8 @@ impl Session<'_> {
         }
         let sizing = self.sizings.of(oids);
         sizing.learn(if clean { walk.longest() } else { None });
-        if let Some(rows) = too_big {
-            sizing.too_big(rows);
+        if let Some(rows) = limit {
+            sizing.limit(rows);
         }
         let mut walks: Vec<Option<Vec<VarBind>>> = Vec::with_capacity(oids.len());
         for (c, (rows, end)) in walk.finish().into_iter().enumerate() {

@@ -49,7 +49,8 @@ pub struct Sizing {
     /// Rows of the longest column in the last poll, if that poll read
     /// every column to its end; `None` after a timeout, an error or a cut.
     rows: Option<u32>,
-    /// Rows per request the device fits: it answered tooBig to more.
+    /// Rows per request the device answers: it answered tooBig to more,
+    /// or did not answer more.
     fits: Option<u32>,
 }
 
@@ -79,9 +80,9 @@ impl Sizing {
         self.fits.map_or(rows, |fits| rows.min(fits)).max(1)
     }
 
-    /// The device answered tooBig: no request asks for more than `rows`
-    /// rows again.
-    pub fn too_big(&mut self, rows: u32) {
+    /// No request asks for more than `rows` rows again: the device
+    /// answered tooBig to more, or did not answer more.
+    pub fn limit(&mut self, rows: u32) {
         self.fits = Some(self.fits.map_or(rows, |fits| fits.min(rows)).max(1));
     }
 
@@ -454,12 +455,12 @@ mod tests {
     fn a_size_the_device_found_too_big_is_not_asked_again() {
         let mut sizing = Sizing::default();
         sizing.learn(Some(48));
-        sizing.too_big(12);
+        sizing.limit(12);
         assert_eq!(sizing.first(25, 125), 12);
         assert_eq!(sizing.later(25, 125), 12);
-        sizing.too_big(20);
+        sizing.limit(20);
         assert_eq!(sizing.first(25, 125), 12);
-        sizing.too_big(0);
+        sizing.limit(0);
         assert_eq!(sizing.first(25, 125), 1);
     }
 
