@@ -84,9 +84,8 @@
 //!   times out keeps that table at `max_repetitions` from then on (a
 //!   device too slow for it must not time out every other poll); a poll
 //!   that times out, errs or is cut forgets the table's size, and the next
-//!   asks for `max_repetitions` again. A
-//!   subtree walked alone (one column, or SNMPv1) asks for
-//!   `max_repetitions` rows every time.
+//!   asks for `max_repetitions` again. A subtree walked alone (one column,
+//!   or SNMPv1) asks for `max_repetitions` rows every time.
 //! - Every walk reads at most `max_rows_per_walk` rows and stops at an OID
 //!   that does not follow the one before; every poll ends by its deadline.
 //!   What was read before a cut is posted, and the cut is logged with the
