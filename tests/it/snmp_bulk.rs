@@ -7,6 +7,7 @@
 
 use crate::common;
 
+use std::collections::HashSet;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -97,17 +98,28 @@ const SNMPSIM_MAX_VAR_BINDS: usize = 64;
 /// A UDP relay on loopback in front of `upstream`, counting the requests
 /// it passes on.
 async fn counting_relay(upstream: SocketAddr) -> (SocketAddr, Arc<AtomicUsize>) {
+    let (address, requests, _) = relay(upstream).await;
+    (address, requests)
+}
+
+/// A UDP relay on loopback in front of `upstream`: the requests it passes
+/// on, counted, and each distinct one (a retry resends the same bytes).
+async fn relay(
+    upstream: SocketAddr,
+) -> (SocketAddr, Arc<AtomicUsize>, Arc<Mutex<HashSet<Vec<u8>>>>) {
     let front = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
     let back = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
     back.connect(upstream).await.unwrap();
     let address = front.local_addr().unwrap();
     let requests = Arc::new(AtomicUsize::new(0));
+    let distinct: Arc<Mutex<HashSet<Vec<u8>>>> = Arc::default();
     let client: Arc<Mutex<Option<SocketAddr>>> = Arc::default();
     {
-        let (front, back, requests, client) = (
+        let (front, back, requests, distinct, client) = (
             front.clone(),
             back.clone(),
             requests.clone(),
+            distinct.clone(),
             client.clone(),
         );
         tokio::spawn(async move {
@@ -115,6 +127,7 @@ async fn counting_relay(upstream: SocketAddr) -> (SocketAddr, Arc<AtomicUsize>) 
             while let Ok((n, from)) = front.recv_from(&mut buffer).await {
                 *client.lock().unwrap() = Some(from);
                 requests.fetch_add(1, Ordering::SeqCst);
+                distinct.lock().unwrap().insert(buffer[..n].to_vec());
                 let _ = back.send(&buffer[..n]).await;
             }
         });
@@ -129,7 +142,7 @@ async fn counting_relay(upstream: SocketAddr) -> (SocketAddr, Arc<AtomicUsize>) 
             }
         }
     });
-    (address, requests)
+    (address, requests, distinct)
 }
 
 /// The only poller of a `pattoo_agentd.yaml` polling `address` over v2c
@@ -374,4 +387,32 @@ async fn walks_configured_one_after_another_share_their_requests() {
         assert_eq!(walk_rows(&targets, &format!("w{c}"), &column), oracle);
         assert_eq!(oracle.len(), 3);
     }
+}
+
+#[tokio::test]
+async fn a_48_row_table_is_read_in_fewer_requests_from_the_second_poll_with_the_same_values() {
+    let rows = [48, 48, 48, 48];
+    // A device that fits the whole table in one response.
+    let (sim, _data) = simulator(&table_snmprec(&rows), 1000);
+    let (address, _, distinct) = relay(SocketAddr::from((
+        Ipv4Addr::LOCALHOST,
+        sim.port(Ipv4Addr::LOCALHOST),
+    )))
+    .await;
+    let (mut poller, _secret) = poller(&address.to_string(), &table_and_walks(rows.len()));
+    let mut polls = Vec::new();
+    for _ in 0..3 {
+        let before = distinct.lock().unwrap().len();
+        let targets = poller.readings().await.unwrap();
+        polls.push((targets, distinct.lock().unwrap().len() - before));
+    }
+    let alone = walked_alone(&address.to_string(), rows.len(), "").await;
+    for (targets, _) in &polls {
+        assert_columns_match_walks(targets, &alone, &rows, usize::MAX);
+    }
+    let requests: Vec<usize> = polls.iter().map(|(_, n)| *n).collect();
+    // The first poll asks for 25 rows at a time: two requests for the
+    // table, two for the walks read together. From then on each asks for
+    // 49 rows at once: one each.
+    assert_eq!(requests, [4, 2, 2], "requests per poll");
 }

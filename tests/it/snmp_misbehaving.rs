@@ -559,14 +559,19 @@ async fn undecodable_values_post_nothing_are_named_and_the_rest_of_the_answer_po
 /// of several varbinds; past the table, `endOfMibView`.
 const ROWS: u32 = 30;
 
-fn table_oids() -> Vec<Vec<u32>> {
+fn table_oids(rows: u32) -> Vec<Vec<u32>> {
     (1..=2)
-        .flat_map(|column| (1..=ROWS).map(move |row| [&ENDLESS[..8], &[column, row]].concat()))
+        .flat_map(|column| (1..=rows).map(move |row| [&ENDLESS[..8], &[column, row]].concat()))
         .collect()
 }
 
 fn table_answer(request: &Request) -> Vec<u8> {
-    let all = table_oids();
+    table_of_rows_answer(request, ROWS)
+}
+
+/// [`table_answer`] for a table of `rows` rows.
+fn table_of_rows_answer(request: &Request, rows: u32) -> Vec<u8> {
+    let all = table_oids(rows);
     let mut cursors = request.oids.clone();
     let mut varbinds = Vec::new();
     for _ in 0..request.max_repetitions.max(1) {
@@ -763,4 +768,170 @@ async fn a_poller_of_many_targets_uses_no_more_sockets_than_targets_polled_at_on
         "requests came from {} local ports: {ports:?}",
         ports.len()
     );
+}
+
+// ---------------------------------------------------------------------------
+// GETBULKs sized to the table (issue 23).
+
+/// Requests of one poll, each as its request id and rows asked for.
+type Asked = std::sync::Mutex<Vec<(Vec<u8>, usize)>>;
+
+/// Polls the scripted table of `table` rows (set in `rows`) once, checks
+/// both columns have every row with its value, and returns the rows each
+/// request asked for (a retry, the same request again, counted once).
+async fn poll_table(
+    poller: &mut Poller,
+    rows: &std::sync::atomic::AtomicU32,
+    asked: &Asked,
+    table: u32,
+) -> Vec<usize> {
+    rows.store(table, std::sync::atomic::Ordering::SeqCst);
+    asked.lock().unwrap().clear();
+    let targets = tokio::time::timeout(HANG, poller.readings())
+        .await
+        .expect("the poll ends")
+        .expect("the device answered");
+    let expected = |column: u64| {
+        (1..=u64::from(table))
+            .map(|row| 100 * column + row)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(table_values(&targets, "a"), expected(1), "{table} rows");
+    assert_eq!(table_values(&targets, "b"), expected(2), "{table} rows");
+    let mut sizes = asked.lock().unwrap().clone();
+    sizes.dedup_by(|a, b| a.0 == b.0);
+    sizes.into_iter().map(|(_, rows)| rows).collect()
+}
+
+#[tokio::test]
+async fn a_table_is_asked_for_whole_from_the_second_poll_and_read_whole_when_it_grows_or_shrinks() {
+    let rows = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(48));
+    let asked: std::sync::Arc<Asked> = std::sync::Arc::default();
+    let (address, (_dir, community)) = scripted({
+        let (rows, asked) = (rows.clone(), asked.clone());
+        move |request| {
+            asked
+                .lock()
+                .unwrap()
+                .push((request.request_id.clone(), request.max_repetitions));
+            table_of_rows_answer(request, rows.load(std::sync::atomic::Ordering::SeqCst))
+        }
+    })
+    .await;
+    let mut poller = scripted_poller(&address, &community, &table_settings());
+    // The first poll: 25 rows at a time (the default), two requests.
+    assert_eq!(poll_table(&mut poller, &rows, &asked, 48).await, [25, 25]);
+    // Then the table as read plus the row that shows its end: one request.
+    assert_eq!(poll_table(&mut poller, &rows, &asked, 48).await, [49]);
+    // Grown: read on from there, as many rows at a time again.
+    assert_eq!(
+        poll_table(&mut poller, &rows, &asked, 100).await,
+        [49, 49, 49]
+    );
+    assert_eq!(poll_table(&mut poller, &rows, &asked, 100).await, [101]);
+    // Shrunk: one request, and the next asks for the smaller table.
+    assert_eq!(poll_table(&mut poller, &rows, &asked, 3).await, [101]);
+    assert_eq!(poll_table(&mut poller, &rows, &asked, 3).await, [4]);
+    // Grown far beyond a small request: at least 25 rows at a time.
+    assert_eq!(
+        poll_table(&mut poller, &rows, &asked, 60).await,
+        [4, 25, 25, 25]
+    );
+}
+
+#[tokio::test]
+async fn a_max_repetitions_the_operator_set_is_never_exceeded() {
+    let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (address, (_dir, community)) = scripted({
+        let asked = asked.clone();
+        move |request| {
+            asked.lock().unwrap().push(request.max_repetitions);
+            table_answer(request)
+        }
+    })
+    .await;
+    let settings = table_settings() + "      max_repetitions: 10\n";
+    let mut poller = scripted_poller(&address, &community, &settings);
+    for _ in 0..3 {
+        let targets = tokio::time::timeout(HANG, poller.readings())
+            .await
+            .expect("the poll ends")
+            .expect("the device answered");
+        assert_eq!(table_values(&targets, "a").len(), ROWS as usize);
+    }
+    let asked = asked.lock().unwrap().clone();
+    assert!(asked.iter().all(|&rows| rows <= 10), "{asked:?}");
+}
+
+#[tokio::test]
+async fn a_size_the_device_refused_as_too_big_is_not_asked_for_in_the_next_poll() {
+    let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (address, (_dir, community)) = scripted({
+        let asked = asked.clone();
+        move |request| {
+            asked.lock().unwrap().push(request.max_repetitions);
+            // A device whose responses hold at most 20 varbinds.
+            if request.oids.len() * request.max_repetitions > 20 {
+                refusal(request, 1)
+            } else {
+                table_answer(request)
+            }
+        }
+    })
+    .await;
+    let mut poller = scripted_poller(&address, &community, &table_settings());
+    for _ in 0..2 {
+        asked.lock().unwrap().clear();
+        let targets = tokio::time::timeout(HANG, poller.readings())
+            .await
+            .expect("the poll ends")
+            .expect("the device answered");
+        assert_eq!(table_values(&targets, "b").len(), ROWS as usize);
+    }
+    // 25 and 12 were refused in the first poll; the second asks for 6
+    // rows from its first request on.
+    let asked = asked.lock().unwrap().clone();
+    assert!(asked.iter().all(|&rows| rows == 6), "{asked:?}");
+}
+
+#[tokio::test]
+async fn a_table_whose_larger_request_timed_out_is_asked_for_in_smaller_ones_from_then_on() {
+    let rows = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(48));
+    let asked: std::sync::Arc<Asked> = std::sync::Arc::default();
+    // A device too slow for more than 25 rows: it never answers them.
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let address = socket.local_addr().unwrap().to_string();
+    tokio::spawn({
+        let asked = asked.clone();
+        async move {
+            let mut buffer = vec![0u8; 65_536];
+            while let Ok((n, from)) = socket.recv_from(&mut buffer).await {
+                let request = parse(&buffer[..n]);
+                asked
+                    .lock()
+                    .unwrap()
+                    .push((request.request_id.clone(), request.max_repetitions));
+                if request.max_repetitions <= 25 {
+                    let _ = socket
+                        .send_to(&table_of_rows_answer(&request, 48), from)
+                        .await;
+                }
+            }
+        }
+    });
+    let (_dir, community) = common::poller::secret_file("public");
+    let mut poller = scripted_poller(&address, &community, &table_settings());
+    assert_eq!(poll_table(&mut poller, &rows, &asked, 48).await, [25, 25]);
+    // The table in one request goes unanswered: that poll reads nothing.
+    asked.lock().unwrap().clear();
+    let silent = tokio::time::timeout(HANG, poller.readings())
+        .await
+        .expect("the poll ends");
+    assert!(silent.is_err(), "{silent:?}");
+    let sizes: Vec<usize> = asked.lock().unwrap().iter().map(|(_, n)| *n).collect();
+    assert!(sizes.iter().all(|&n| n == 49), "{sizes:?}");
+    // From then on, 25 rows at a time, every row read.
+    for _ in 0..2 {
+        assert_eq!(poll_table(&mut poller, &rows, &asked, 48).await, [25, 25]);
+    }
 }

@@ -162,6 +162,8 @@ fn load(doc: &mut Document, program: &str, flavour: Flavour) -> Option<PollerSet
             timeout: PYTHON_TIMEOUT,
             retries: PYTHON_RETRIES,
             max_repetitions: PYTHON_MAX_REPETITIONS,
+            // The Python files have no such setting.
+            max_repetitions_set: false,
             max_oids_per_request: super::config::DEFAULT_MAX_OIDS_PER_REQUEST,
             max_concurrent_targets: super::config::DEFAULT_MAX_CONCURRENT_TARGETS,
             max_rows_per_walk: super::config::DEFAULT_MAX_ROWS_PER_WALK,

@@ -38,7 +38,13 @@ pub struct SnmpSettings {
     pub targets: Vec<TargetSettings>,
     pub timeout: Duration,
     pub retries: u32,
+    /// GETBULK rows per request of a first poll (and once a table's size
+    /// is not known).
     pub max_repetitions: u32,
+    /// Whether the operator set `max_repetitions`: then no request asks
+    /// for more rows. Otherwise later polls ask for a table's rows as last
+    /// read, up to a few hundred varbinds (see [`super::multiwalk`]).
+    pub max_repetitions_set: bool,
     pub max_oids_per_request: usize,
     pub max_concurrent_targets: usize,
     /// Rows a walk reads at most; the rest is cut and logged.
@@ -378,6 +384,7 @@ impl SnmpSettings {
             raw.timeout_ms,
             DurationMs::or(DEFAULT_TIMEOUT),
         );
+        let max_repetitions_set = raw.max_repetitions.is_some();
         let max_repetitions = fields.read(
             doc,
             "max_repetitions",
@@ -431,6 +438,7 @@ impl SnmpSettings {
             timeout,
             retries,
             max_repetitions: max_repetitions as u32,
+            max_repetitions_set,
             max_oids_per_request: max_oids_per_request as usize,
             max_concurrent_targets: max_concurrent_targets as usize,
             max_rows_per_walk: max_rows_per_walk as usize,

@@ -21,7 +21,8 @@
 //!   #                             # des, aes (128), aes192, aes256, *-reeder
 //!   timeout_ms: 2000              # per request (default 2000)
 //!   retries: 1                    # per request (default 1, at most 5)
-//!   max_repetitions: 25           # GETBULK rows per request (default 25)
+//!   max_repetitions: 25           # GETBULK rows per request, at most (default:
+//!                                 # 25 at first, then sized to each table)
 //!   max_oids_per_request: 32      # GET batch size; split further on tooBig
 //!   max_concurrent_targets: 64    # devices polled at once
 //!   max_rows_per_walk: 10000      # rows a walk or table column reads at most
@@ -65,11 +66,26 @@
 //!   does the BER, the community and version checks and the USM).
 //! - A table's labels and columns, the `walk` subtrees and the drop-ins'
 //!   walks are read together over SNMPv2c and v3: each GETBULK asks for
-//!   every column still open, from its last OID, `max_repetitions` rows at
-//!   a time (halved when the device answers tooBig), so a 24-interface
+//!   every column still open, from its last OID, so a 24-interface
 //!   device is one request, not one walk per column ([`multiwalk`]). Each
 //!   column gets exactly the rows its own walk would get. SNMPv1 walks one
 //!   column after the other.
+//! - Rows per request: the first poll asks for `max_repetitions` (default
+//!   25). Each target remembers how many rows each of its tables and
+//!   shared walks had, and the next poll's first request asks for that
+//!   many plus one (the row that shows the end), so an unchanged table of
+//!   any length is one request; a table that grew is read on from there,
+//!   at least `max_repetitions` rows at a time. With `max_repetitions`
+//!   not set, a request asks for at most 500 varbinds (rows × columns) or
+//!   25 rows, whichever is more; an operator who sets `max_repetitions`
+//!   sets the most rows any request asks for. A device that answers tooBig
+//!   is asked for half as many rows, and that size is kept for that table
+//!   from then on; a request for more than `max_repetitions` rows that
+//!   times out keeps that table at `max_repetitions` from then on (a
+//!   device too slow for it must not time out every other poll); a poll
+//!   that times out, errs or is cut forgets the table's size, and the next
+//!   asks for `max_repetitions` again. A subtree walked alone (one column,
+//!   or SNMPv1) asks for `max_repetitions` rows every time.
 //! - Every walk reads at most `max_rows_per_walk` rows and stops at an OID
 //!   that does not follow the one before; every poll ends by its deadline.
 //!   What was read before a cut is posted, and the cut is logged with the
@@ -121,7 +137,7 @@ pub use config::{
     DEFAULT_TIMEOUT,
 };
 use convert::{NoValue, Octets};
-use multiwalk::MultiWalk;
+use multiwalk::{MultiWalk, Sizings};
 pub use oid::{dotted, oid_from_text};
 use transport::{Sockets, TargetTransport};
 
@@ -168,6 +184,8 @@ struct TargetState {
     /// Built at the first poll that resolves the target; kept, so v3
     /// engine discovery happens once.
     client: Option<(Client, TargetTransport)>,
+    /// How many rows each multi-column walk of the target read last time.
+    sizings: Sizings,
 }
 
 impl SnmpPoller {
@@ -182,7 +200,11 @@ impl SnmpPoller {
         for target in &settings.targets {
             let auth = auth(&target.credentials)
                 .map_err(|error| anyhow::anyhow!("target {}: {error}", target.name))?;
-            states.push(TargetState { auth, client: None });
+            states.push(TargetState {
+                auth,
+                client: None,
+                sizings: Sizings::default(),
+            });
         }
         Ok(SnmpPoller {
             name: name.to_owned(),
@@ -222,7 +244,10 @@ impl SnmpPoller {
             .targets
             .iter()
             .zip(clients)
-            .map(|(target, client)| poll_target(name, settings, target, client, deadline))
+            .zip(self.states.iter_mut())
+            .map(|((target, client), state)| {
+                poll_target(name, settings, target, client, &mut state.sizings, deadline)
+            })
             .collect();
         let outcomes: Vec<(TargetData, bool)> = futures_util::stream::iter(polls)
             .buffered(settings.max_concurrent_targets.max(1))
@@ -390,6 +415,7 @@ async fn poll_target(
     settings: &SnmpSettings,
     target: &TargetSettings,
     client: Option<(Client, TargetTransport)>,
+    sizings: &mut Sizings,
     deadline: Deadline,
 ) -> (TargetData, bool) {
     let mut data = TargetData::new(target.name.clone());
@@ -403,6 +429,8 @@ async fn poll_target(
         transport,
         timeout: settings.timeout,
         max_repetitions: settings.max_repetitions,
+        max_repetitions_set: settings.max_repetitions_set,
+        sizings,
         max_rows: settings.max_rows_per_walk,
         deadline,
         answered: false,
@@ -474,6 +502,9 @@ struct Session<'a> {
     transport: TargetTransport,
     timeout: Duration,
     max_repetitions: u32,
+    max_repetitions_set: bool,
+    /// The target's, kept between polls.
+    sizings: &'a mut Sizings,
     max_rows: usize,
     deadline: Deadline,
     answered: bool,
@@ -679,14 +710,22 @@ impl Session<'_> {
             return vec![None; oids.len()];
         }
         let mut walk = MultiWalk::new(oids, self.max_rows);
-        let mut max_repetitions = self.max_repetitions;
+        // The first request asks for the table as the last poll read it;
+        // the later ones (the table grew, or the device cut a response
+        // short) for at least `max_repetitions` rows.
+        let ceiling = multiwalk::ceiling(self.max_repetitions, self.max_repetitions_set, oids.len());
+        let sizing = *self.sizings.of(oids);
+        let mut next = sizing.first(self.max_repetitions, ceiling);
+        let mut max_repetitions = sizing.later(self.max_repetitions, ceiling);
+        let mut limit = None;
+        let mut clean = true;
         // Columns whose rows are dropped (the target stopped answering) or
         // read again alone (the device refused the request with an error
         // status, which a walk of the faulty column alone meets too).
         let mut dropped = Vec::new();
         let mut alone = Vec::new();
         while let Some(request) = walk.request() {
-            let repetitions = walk.repetitions(&request, max_repetitions);
+            let repetitions = walk.repetitions(&request, next);
             let result = tokio::time::timeout_at(
                 self.deadline.at,
                 self.client.get_bulk(&request.oids, 0, repetitions),
@@ -700,11 +739,13 @@ impl Session<'_> {
                         .map(|(base, rows)| format!("walk {} (cut after {rows} rows)", dotted(base)))
                         .collect();
                     self.passed_deadline(&cut.join(", "));
+                    clean = false;
                     break;
                 }
                 Ok(Ok(varbinds)) => {
                     self.answered = true;
                     walk.absorb(&request, varbinds);
+                    next = max_repetitions;
                 }
                 Ok(Err(error)) => {
                     if repetitions > 1
@@ -719,7 +760,15 @@ impl Session<'_> {
                         // The response would not fit the device's message
                         // size: ask for fewer rows, as a walk does.
                         max_repetitions = (repetitions / 2).max(1);
+                        next = max_repetitions;
+                        limit = Some(max_repetitions);
                         continue;
+                    }
+                    if error.kind() == ErrorKind::Timeout && repetitions > self.max_repetitions {
+                        // A device may be too slow for a large request:
+                        // the next poll asks for no more than the setting,
+                        // rather than time out every other poll.
+                        limit = Some(self.max_repetitions);
                     }
                     if ends_target(&error) {
                         let what = match request.oids.len() {
@@ -736,9 +785,15 @@ impl Session<'_> {
                         self.answered = true;
                         alone = request.columns;
                     }
+                    clean = false;
                     break;
                 }
             }
+        }
+        let sizing = self.sizings.of(oids);
+        sizing.learn(if clean { walk.longest() } else { None });
+        if let Some(rows) = limit {
+            sizing.limit(rows);
         }
         let mut walks: Vec<Option<Vec<VarBind>>> = Vec::with_capacity(oids.len());
         for (c, (rows, end)) in walk.finish().into_iter().enumerate() {

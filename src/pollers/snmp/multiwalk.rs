@@ -21,8 +21,112 @@
 //!   OID;
 //! - an empty response ends every open column, complete, as it ends a
 //!   walk.
+//!
+//! A target remembers each of its multi-column walks from poll to poll
+//! ([`Sizing`], kept in [`Sizings`] by the walk's columns): how many rows
+//! the longest column had, and how many rows per request the device
+//! could fit when it answered tooBig. The next poll's first request asks
+//! for that many rows plus one (the one that shows where the table ends),
+//! so a table that did not change is read in one request whatever
+//! `max_repetitions` says; a table that grew is read on from where that
+//! request stopped, as any response cut short is. What is asked never
+//! changes which rows a column gets, only how many requests it takes.
+
+use std::hash::{Hash, Hasher};
 
 use async_snmp::{Oid, VarBind, WalkAbortReason};
+
+/// Varbinds a learned request may ask for at most (rows × columns), when
+/// the operator did not set `max_repetitions`: a few hundred IF-MIB
+/// varbinds are 15-50 KB, within one UDP datagram (65,507 bytes). A
+/// device that cannot send that much cuts the response short or answers
+/// tooBig; both are handled, and tooBig is remembered.
+pub const MAX_LEARNED_VARBINDS: u32 = 500;
+
+/// What a target remembers of one multi-column walk between polls.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Sizing {
+    /// Rows of the longest column in the last poll, if that poll read
+    /// every column to its end; `None` after a timeout, an error or a cut.
+    rows: Option<u32>,
+    /// Rows per request the device answers: it answered tooBig to more,
+    /// or did not answer more.
+    fits: Option<u32>,
+}
+
+impl Sizing {
+    /// Rows the first request of a poll asks for: the table as last read
+    /// plus one, at most `ceiling`; `configured` when nothing is known.
+    pub fn first(&self, configured: u32, ceiling: u32) -> u32 {
+        let wanted = match self.rows {
+            Some(rows) => rows.saturating_add(1).min(ceiling),
+            None => configured.min(ceiling),
+        };
+        self.fitting(wanted)
+    }
+
+    /// Rows each later request of the poll asks for (the table grew or a
+    /// response was cut short): `configured`, or the table as last read
+    /// plus one if more, at most `ceiling`.
+    pub fn later(&self, configured: u32, ceiling: u32) -> u32 {
+        let wanted = match self.rows {
+            Some(rows) => rows.saturating_add(1).max(configured),
+            None => configured,
+        };
+        self.fitting(wanted.min(ceiling))
+    }
+
+    fn fitting(&self, rows: u32) -> u32 {
+        self.fits.map_or(rows, |fits| rows.min(fits)).max(1)
+    }
+
+    /// No request asks for more than `rows` rows again: the device
+    /// answered tooBig to more, or did not answer more.
+    pub fn limit(&mut self, rows: u32) {
+        self.fits = Some(self.fits.map_or(rows, |fits| fits.min(rows)).max(1));
+    }
+
+    /// What this poll read: `longest` ([`MultiWalk::longest`]), `None`
+    /// when the walk did not end cleanly, so the next poll asks for
+    /// `configured` rows again.
+    pub fn learn(&mut self, longest: Option<usize>) {
+        self.rows = longest.map(|rows| u32::try_from(rows).unwrap_or(u32::MAX));
+    }
+}
+
+/// The most rows a request of `columns` columns may ask for: exactly
+/// `max_repetitions` when the operator set it, else as many as keep the
+/// request within [`MAX_LEARNED_VARBINDS`], and never fewer than
+/// `max_repetitions`.
+pub fn ceiling(max_repetitions: u32, set: bool, columns: usize) -> u32 {
+    if set {
+        return max_repetitions.max(1);
+    }
+    let columns = u32::try_from(columns.max(1)).unwrap_or(u32::MAX);
+    max_repetitions.max(MAX_LEARNED_VARBINDS / columns).max(1)
+}
+
+/// A target's [`Sizing`]s, one per multi-column walk (by its columns).
+/// A few bytes each: the columns are kept as a fingerprint, not copied.
+#[derive(Debug, Default)]
+pub struct Sizings(Vec<(u64, Sizing)>);
+
+impl Sizings {
+    /// The sizing of the walk of `bases`, new if never walked.
+    pub fn of(&mut self, bases: &[Oid]) -> &mut Sizing {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        bases.hash(&mut hasher);
+        let key = hasher.finish();
+        let at = match self.0.iter().position(|(k, _)| *k == key) {
+            Some(at) => at,
+            None => {
+                self.0.push((key, Sizing::default()));
+                self.0.len() - 1
+            }
+        };
+        &mut self.0[at].1
+    }
+}
 
 /// How a column's walk ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,6 +239,14 @@ impl MultiWalk {
             .iter()
             .filter(|c| c.end.is_none())
             .map(|c| (&c.base, c.rows.len()))
+    }
+
+    /// Rows of the longest column, once every column has ended.
+    pub fn longest(&self) -> Option<usize> {
+        if self.columns.iter().any(|c| c.end.is_none()) {
+            return None;
+        }
+        self.columns.iter().map(|c| c.rows.len()).max()
     }
 
     /// Each column's rows and how it ended (`None`: still open, cut short).
@@ -309,5 +421,66 @@ mod tests {
         let request = walk.request().unwrap();
         assert_eq!(walk.repetitions(&request, 25), 25);
         assert_eq!(walk.repetitions(&request, 0), 1);
+    }
+
+    #[test]
+    fn the_next_poll_asks_for_the_table_as_last_read_plus_one_row() {
+        let mut sizing = Sizing::default();
+        assert_eq!(sizing.first(25, 125), 25);
+        let mut walk = MultiWalk::new(&[oid(".1.3.1"), oid(".1.3.2")], 100);
+        let request = walk.request().unwrap();
+        walk.absorb(&request, vec![vb(".1.3.1.1", 1), vb(".1.3.2.1", 1)]);
+        // Still open: nothing is learned from a walk cut short.
+        assert_eq!(walk.longest(), None);
+        let request = walk.request().unwrap();
+        walk.absorb(
+            &request,
+            vec![vb(".1.3.1.2", 2), vb(".1.3.2.2", 2), vb(".1.3.2.1", 9), vb(".1.3.3", 3)],
+        );
+        assert_eq!(walk.longest(), Some(2));
+        sizing.learn(walk.longest());
+        assert_eq!(sizing.first(25, 125), 3);
+        assert_eq!(sizing.later(25, 125), 25);
+        // A table past the ceiling is asked for up to the ceiling.
+        sizing.learn(Some(48));
+        assert_eq!(sizing.first(25, 40), 40);
+        assert_eq!(sizing.first(25, 125), 49);
+        assert_eq!(sizing.later(25, 125), 49);
+        // A poll that failed or was cut: back to the setting.
+        sizing.learn(None);
+        assert_eq!(sizing.first(25, 125), 25);
+    }
+
+    #[test]
+    fn a_size_the_device_found_too_big_is_not_asked_again() {
+        let mut sizing = Sizing::default();
+        sizing.learn(Some(48));
+        sizing.limit(12);
+        assert_eq!(sizing.first(25, 125), 12);
+        assert_eq!(sizing.later(25, 125), 12);
+        sizing.limit(20);
+        assert_eq!(sizing.first(25, 125), 12);
+        sizing.limit(0);
+        assert_eq!(sizing.first(25, 125), 1);
+    }
+
+    #[test]
+    fn the_ceiling_is_the_setting_when_set_else_a_few_hundred_varbinds() {
+        assert_eq!(ceiling(10, true, 1), 10);
+        assert_eq!(ceiling(25, false, 1), MAX_LEARNED_VARBINDS);
+        assert_eq!(ceiling(25, false, 4), MAX_LEARNED_VARBINDS / 4);
+        // Many columns: never below the setting.
+        assert_eq!(ceiling(25, false, 100), 25);
+        assert_eq!(ceiling(0, true, 3), 1);
+    }
+
+    #[test]
+    fn each_walk_of_a_target_keeps_its_own_sizing() {
+        let mut sizings = Sizings::default();
+        let table = [oid(".1.3.1"), oid(".1.3.2")];
+        let fallbacks = [oid(".1.3.9")];
+        sizings.of(&table).learn(Some(48));
+        assert_eq!(sizings.of(&fallbacks).first(25, 500), 25);
+        assert_eq!(sizings.of(&table).first(25, 500), 49);
     }
 }
