@@ -935,3 +935,54 @@ async fn a_table_whose_larger_request_timed_out_is_asked_for_in_smaller_ones_fro
         assert_eq!(poll_table(&mut poller, &rows, &asked, 48).await, [25, 25]);
     }
 }
+
+#[tokio::test]
+async fn a_late_answer_to_a_first_attempt_is_taken_during_the_retry_while_other_targets_poll() {
+    // Each device answers a request's first attempt only once the retry
+    // has come (so the answer arrives while the retry waits), to the port
+    // the first attempt came from, and never answers the retry itself.
+    // Four are polled at once, so their requests time out together: where
+    // a retry takes whichever socket is free, some retries go out from
+    // another target's socket and their late answers are lost (in some
+    // polls only; `transport::tests` forces that case every time).
+    let mut targets = Vec::new();
+    for _ in 0..4 {
+        let device = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        targets.push(format!("\"{}\"", device.local_addr().unwrap()));
+        tokio::spawn(async move {
+            let mut buffer = vec![0u8; 65_536];
+            let mut first: std::collections::HashMap<Vec<u8>, (Request, std::net::SocketAddr)> =
+                std::collections::HashMap::new();
+            while let Ok((n, from)) = device.recv_from(&mut buffer).await {
+                let request = parse(&buffer[..n]);
+                match first.remove(&request.request_id) {
+                    None => {
+                        first.insert(request.request_id.clone(), (request, from));
+                    }
+                    Some((earlier, to)) => {
+                        let oid = earlier.oids[0].clone();
+                        let late = answer(&earlier, &[(oid, 0x04, b"late".to_vec())]);
+                        let _ = device.send_to(&late, to).await;
+                    }
+                }
+            }
+        });
+    }
+    let (_dir, community) = common::poller::secret_file("public");
+    let mut poller = common::poller::from_entries(&format!(
+        "    - name: slow\n      type: snmp\n      targets: [{}]\n      community: {{file: {community}}}\n      max_concurrent_targets: 4\n      timeout_ms: 1000\n      retries: 1\n      get: [{{oid: .1.3.6.1.2.1.1.5.0, key: sysname}}]\n",
+        targets.join(", ")
+    ));
+    for _ in 0..3 {
+        let read = tokio::time::timeout(HANG, poller.readings())
+            .await
+            .expect("the poll ends")
+            .expect("the late answers were taken");
+        let values: Vec<&Value> = read
+            .iter()
+            .flat_map(|t| &t.datapoints)
+            .map(|d| &d.value)
+            .collect();
+        assert_eq!(values, [&Value::Text("late".into()); 4], "{read:?}");
+    }
+}

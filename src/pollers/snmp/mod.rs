@@ -55,8 +55,10 @@
 //!
 //! # How it reads
 //!
-//! - A request has a UDP socket of the poller's to itself while it waits,
-//!   and the task that waits reads it: no receive loop on another task.
+//! - A target being polled has a UDP socket of the poller's to itself, for
+//!   every request and retry, and the task that waits reads it: no receive
+//!   loop on another task; a late answer to a first attempt is still taken
+//!   while the retry waits.
 //!   A poller opens at most `max_concurrent_targets` sockets per address
 //!   family, however many targets it has, and keeps them between polls.
 //!   Requests carry random request ids (and message ids, for v3); a
@@ -422,6 +424,8 @@ async fn poll_target(
     let Some((client, transport)) = client else {
         return (data, false);
     };
+    // The target's requests keep one socket until this poll ends.
+    let _polling = transport.polling();
     let mut session = Session {
         poller,
         target,
