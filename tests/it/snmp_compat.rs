@@ -188,12 +188,7 @@ fn check_describes_snmp_pollers_without_showing_a_secret() {
         ),
     )
     .unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_pattoo-agentd"))
-        .arg("--config-dir")
-        .arg(dir.path())
-        .arg("check")
-        .output()
-        .unwrap();
+    let output = common::agentd(dir.path()).arg("check").output().unwrap();
     let text = String::from_utf8_lossy(&output.stdout).into_owned()
         + &String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{text}");

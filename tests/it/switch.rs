@@ -10,6 +10,7 @@ use std::process::Command;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+use crate::common;
 use crate::common::modbus_sim::{Sim, Unit};
 use crate::common::receiver::{now_ms, Mode, TestServer};
 
@@ -86,9 +87,8 @@ fn switch(root: &Path, args: &[&str]) -> std::process::Output {
 }
 
 fn switch_with(root: &Path, args: &[&str], systemctl: &Path) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_pattoo-agentd"))
+    common::pattoo_agentd()
         .env("PATTOO_SYSTEMCTL", systemctl)
-        .stdin(std::process::Stdio::null())
         .arg("switch-from-python")
         .arg("--root")
         .arg(root)
@@ -237,7 +237,7 @@ fn starting_systemctl(dir: &Path, config_dir: &Path) -> (PathBuf, PathBuf) {
              '{exe}' --config-dir '{config}' run </dev/null >>'{dir}/agentd.log' 2>&1 &\n  \
              echo $! > '{dir}/agentd.pid'\nfi\n",
             log = log.display(),
-            exe = env!("CARGO_BIN_EXE_pattoo-agentd"),
+            exe = common::AGENTD,
             config = config_dir.display(),
             dir = dir.display(),
         ),

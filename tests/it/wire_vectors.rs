@@ -2,12 +2,11 @@
 //! the real binary exactly as an operator would: a `command` poller prints
 //! the case's datapoints document and `once --print` shows the body.
 
-use std::path::Path;
-use std::process::Command;
-
+use crate::common;
 use crate::common::body::datapoints;
 use serde_json::Value;
 use sha2::{Digest, Sha512};
+use std::path::Path;
 
 /// JSON numbers compare by value (`732.0` equals `732`), as the server sees
 /// them; everything else exactly.
@@ -76,9 +75,7 @@ fn once_print_matches_every_reference_case() {
         let name = case["name"].as_str().unwrap();
         let dir = tempfile::tempdir().unwrap();
         write_case(dir.path(), &case["input"]);
-        let output = Command::new(env!("CARGO_BIN_EXE_pattoo-agentd"))
-            .arg("--config-dir")
-            .arg(dir.path())
+        let output = common::agentd(dir.path())
             .args(["once", "--print"])
             .output()
             .unwrap();
