@@ -151,6 +151,10 @@ mod python;
 #[path = "../tests/common/snmpsim.rs"]
 mod snmpsim;
 
+#[path = "common/cpu.rs"]
+mod cpu;
+use cpu::thread_cpu_time;
+
 const AGENT_ID: &str = "5d1f0c2c1e0f4b7a9c3e2d1b0a99887766554433221100ffeeddccbbaa998877";
 
 fn main() {
@@ -982,18 +986,6 @@ fn thread_cpu_ticks(pid: u32) -> HashMap<String, (String, u64)> {
         threads.insert(tid, (name, field(11) + field(12)));
     }
     threads
-}
-
-/// CPU time of the calling thread: the machine may be busy, so wall time
-/// would measure the other work on it.
-fn thread_cpu_time() -> Duration {
-    let mut ts = std::mem::MaybeUninit::<libc::timespec>::zeroed();
-    // SAFETY: clock_gettime writes a whole timespec into the pointer.
-    let ts = unsafe {
-        libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, ts.as_mut_ptr());
-        ts.assume_init()
-    };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 /// What self-monitoring and the state file cost per tick, in CPU time.
