@@ -318,6 +318,20 @@ impl FirstPost {
     fn agent_log(&self) -> String {
         std::fs::read_to_string(self.tools.path().join("agentd.log")).unwrap_or_default()
     }
+
+    /// The stdout of an `--apply` that succeeded and started the agent;
+    /// fails the test, with all that was said, otherwise.
+    fn applied(&self, applied: &std::process::Output) -> String {
+        let stdout = String::from_utf8_lossy(&applied.stdout).into_owned();
+        assert!(
+            applied.status.success(),
+            "{stdout}\n{}\nagent log:\n{}",
+            String::from_utf8_lossy(&applied.stderr),
+            self.agent_log()
+        );
+        assert!(self.agent.pid().is_some(), "the agent was started");
+        stdout
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -327,14 +341,7 @@ async fn apply_waits_until_the_first_poll_of_each_drop_in_has_posted_and_says_so
     let started_ms = now_ms();
 
     let applied = apply_and_wait(host.root.path(), &host.systemctl, "60s").await;
-    let stdout = String::from_utf8_lossy(&applied.stdout);
-    assert!(
-        applied.status.success(),
-        "{stdout}\n{}\nagent log:\n{}",
-        String::from_utf8_lossy(&applied.stderr),
-        host.agent_log()
-    );
-    assert!(host.agent.pid().is_some(), "the agent was started");
+    let stdout = host.applied(&applied);
     assert!(
         stdout.ends_with(&format!(
             "waiting for the first poll of each drop-in to post (up to 1m after it is due; --wait):\n\
@@ -448,14 +455,7 @@ async fn apply_says_ok_for_a_drop_in_whose_refused_first_post_was_replayed_withi
     host.server.set_mode(Mode::Accept);
 
     let applied = applying.await.unwrap();
-    let stdout = String::from_utf8_lossy(&applied.stdout);
-    assert!(
-        applied.status.success(),
-        "{stdout}\n{}\nagent log:\n{}",
-        String::from_utf8_lossy(&applied.stderr),
-        host.agent_log()
-    );
-    assert!(host.agent.pid().is_some(), "the agent was started");
+    let stdout = host.applied(&applied);
     assert!(
         stdout.ends_with(&format!(
             "\x20 pattoo_agent_modbustcpd: OK: posted to http://127.0.0.1:{port} after a retry (the first post failed; the cached body was replayed)\n\
