@@ -30,6 +30,11 @@ pub fn datapoints(body: &Value) -> Vec<Pairs> {
         .collect()
 }
 
+/// The value of the pair `key` of a datapoint.
+pub fn value_of<'a>(pairs: &'a [(String, Value)], key: &str) -> Option<&'a Value> {
+    pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+}
+
 /// Each datapoint of `body` in the form the compatibility recordings of the
 /// Python agents' posts keep, one line each: `[target, key, data type,
 /// value, metadata, checksum]`, the metadata the pairs other than the
@@ -39,13 +44,7 @@ pub fn as_recorded(body: &Value) -> Vec<Value> {
     datapoints(body)
         .into_iter()
         .map(|pairs| {
-            let get = |key: &str| {
-                pairs
-                    .iter()
-                    .find(|(k, _)| k == key)
-                    .map(|(_, v)| v.clone())
-                    .unwrap_or(Value::Null)
-            };
+            let get = |key: &str| value_of(&pairs, key).cloned().unwrap_or(Value::Null);
             let metadata: Vec<Value> = pairs
                 .iter()
                 .filter(|(k, _)| {

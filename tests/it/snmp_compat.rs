@@ -67,10 +67,8 @@ fn summary(body: &Value) -> Vec<String> {
         .into_iter()
         .map(|pairs| {
             let get = |key: &str| {
-                pairs
-                    .iter()
-                    .find(|(k, _)| k == key)
-                    .map(|(_, v)| v.to_string())
+                common::body::value_of(&pairs, key)
+                    .map(Value::to_string)
                     .unwrap_or_default()
             };
             let metadata: Vec<String> = pairs

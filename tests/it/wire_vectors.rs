@@ -19,10 +19,8 @@ fn same(a: &Value, b: &Value) -> bool {
 
 fn db_identity(datapoint: &[(String, Value)]) -> String {
     let get = |key: &str| {
-        datapoint
-            .iter()
-            .find(|(k, _)| k == key)
-            .and_then(|(_, v)| v.as_str())
+        common::body::value_of(datapoint, key)
+            .and_then(Value::as_str)
             .unwrap_or_default()
             .to_owned()
     };
