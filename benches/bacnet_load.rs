@@ -32,6 +32,10 @@ use pattoo_agentd::pollers::{Poller, PollerEnv};
 #[path = "../tests/common/python.rs"]
 mod python;
 
+#[path = "common/cpu.rs"]
+mod cpu;
+use cpu::thread_cpu_time;
+
 const AGENT_ID: &str = "5d1f0c2c1e0f4b7a9c3e2d1b0a99887766554433221100ffeeddccbbaa998877";
 
 fn arg(args: &[String], name: &str, default: usize) -> usize {
@@ -249,17 +253,6 @@ fn python_cycle(config_dir: &std::path::Path, cycles: usize, requests: &AtomicU6
         wall[1.min(wall.len())..].iter().sum::<f64>() / n,
         asked / cpu.len().max(1) as u64
     );
-}
-
-/// CPU time of the calling thread.
-fn thread_cpu_time() -> Duration {
-    let mut ts = std::mem::MaybeUninit::<libc::timespec>::zeroed();
-    // SAFETY: clock_gettime writes a whole timespec into the pointer.
-    let ts = unsafe {
-        libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, ts.as_mut_ptr());
-        ts.assume_init()
-    };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 /// A device: answers ReadProperty and ReadPropertyMultiple of present

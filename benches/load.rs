@@ -151,6 +151,28 @@ mod python;
 #[path = "../tests/common/snmpsim.rs"]
 mod snmpsim;
 
+#[path = "common/cpu.rs"]
+mod cpu;
+use cpu::thread_cpu_time;
+
+/// Pinned Python packages and a probe, Python code that exits with success
+/// only where they import at the pinned versions.
+struct PythonDeps {
+    /// The folder under target/tmp they are installed into.
+    name: &'static str,
+    packages: &'static [&'static str],
+    probe: &'static str,
+}
+
+impl PythonDeps {
+    /// A `PYTHONPATH` under which the packages import: empty when the
+    /// interpreter has them, else target/tmp/`name`, where they are
+    /// installed from PyPI first. The error says why they cannot be had.
+    fn path(&self) -> Result<String, String> {
+        python::try_packages_path(self.name, self.packages, self.probe)
+    }
+}
+
 const AGENT_ID: &str = "5d1f0c2c1e0f4b7a9c3e2d1b0a99887766554433221100ffeeddccbbaa998877";
 
 fn main() {
@@ -982,18 +1004,6 @@ fn thread_cpu_ticks(pid: u32) -> HashMap<String, (String, u64)> {
         threads.insert(tid, (name, field(11) + field(12)));
     }
     threads
-}
-
-/// CPU time of the calling thread: the machine may be busy, so wall time
-/// would measure the other work on it.
-fn thread_cpu_time() -> Duration {
-    let mut ts = std::mem::MaybeUninit::<libc::timespec>::zeroed();
-    // SAFETY: clock_gettime writes a whole timespec into the pointer.
-    let ts = unsafe {
-        libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, ts.as_mut_ptr());
-        ts.assume_init()
-    };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 /// What self-monitoring and the state file cost per tick, in CPU time.
@@ -1837,17 +1847,19 @@ fn ifmibd_yaml(farm: &SnmpFarm, interval_s: u64) -> String {
 /// What `bin/pattoo_agent_snmp_ifmibd.py` imports, pinned: the Python
 /// agent's libraries, and those PattooShared imports without declaring
 /// them. easysnmp builds against Net-SNMP (Debian's `libsnmp-dev`).
-const PYTHON_SNMP_AGENT: [&str; 5] = [
-    "PattooShared==0.0.84",
-    "easysnmp==0.2.6",
-    "gunicorn==21.2.0",
-    "PyYAML==6.0.1",
-    "requests==2.31.0",
-];
-
-const PYTHON_SNMP_AGENT_PROBE: &str = "import importlib.metadata as m, sys\n\
-import pattoo_shared.agent, pattoo_shared.phttp, easysnmp, yaml, requests\n\
-sys.exit(m.version('PattooShared') != '0.0.84' or m.version('easysnmp') != '0.2.6')";
+const PYTHON_SNMP_AGENT: PythonDeps = PythonDeps {
+    name: "python-snmp-agent",
+    packages: &[
+        "PattooShared==0.0.84",
+        "easysnmp==0.2.6",
+        "gunicorn==21.2.0",
+        "PyYAML==6.0.1",
+        "requests==2.31.0",
+    ],
+    probe: "import importlib.metadata as m, sys\n\
+        import pattoo_shared.agent, pattoo_shared.phttp, easysnmp, yaml, requests\n\
+        sys.exit(m.version('PattooShared') != '0.0.84' or m.version('easysnmp') != '0.2.6')",
+};
 
 /// The commit of palisadoes/pattoo-agents whose agents the harness runs.
 const PATTOO_AGENTS_COMMIT: &str = "d73453ceac1747573dfbcad4da724325e86b208d";
@@ -1889,9 +1901,9 @@ fn python_ifmibd(yaml: &str, cycles: usize, interval_s: u64) -> Result<Row, Stri
         &source,
         &["bin/pattoo_agent_snmp_ifmibd.py", "pattoo_agents"],
     )?;
-    let pythonpath =
-        python::try_packages_path("python-snmp-agent", &PYTHON_SNMP_AGENT, PYTHON_SNMP_AGENT_PROBE)
-            .map_err(|e| format!("{e}\n  (easysnmp builds against Net-SNMP: on Debian or Ubuntu, apt-get install libsnmp-dev)"))?;
+    let pythonpath = PYTHON_SNMP_AGENT
+        .path()
+        .map_err(|e| format!("{e}\n  (easysnmp builds against Net-SNMP: on Debian or Ubuntu, apt-get install libsnmp-dev)"))?;
     let mut sims = Sims::start(0);
     let config = dir.path().join("config");
     std::fs::create_dir(&config).unwrap();
@@ -2111,11 +2123,7 @@ fn opcua(opts: &Opts) {
         );
     }
 
-    let path = match python::try_packages_path(
-        "python-opcua-agent",
-        &PYTHON_OPCUA_AGENT,
-        PYTHON_OPCUA_AGENT_PROBE,
-    ) {
+    let path = match PYTHON_OPCUA_AGENT.path() {
         Ok(path) => path,
         Err(why) => {
             println!("  the Python agent's cycle: skipped, {why}");
@@ -2158,16 +2166,18 @@ fn opcua(opts: &Opts) {
 
 /// What `benches/python/opcua_cycle.py` imports, pinned: the Python OPC UA
 /// agent's libraries and those PattooShared imports without declaring them.
-const PYTHON_OPCUA_AGENT: [&str; 4] = [
-    "PattooShared==0.0.84",
-    "asyncua==1.1.8",
-    "PyYAML==6.0.1",
-    "requests==2.31.0",
-];
-
-const PYTHON_OPCUA_AGENT_PROBE: &str = "import importlib.metadata as m, sys\n\
-import pattoo_shared.phttp, asyncua, yaml, requests\n\
-sys.exit(m.version('PattooShared') != '0.0.84' or m.version('asyncua') != '1.1.8')";
+const PYTHON_OPCUA_AGENT: PythonDeps = PythonDeps {
+    name: "python-opcua-agent",
+    packages: &[
+        "PattooShared==0.0.84",
+        "asyncua==1.1.8",
+        "PyYAML==6.0.1",
+        "requests==2.31.0",
+    ],
+    probe: "import importlib.metadata as m, sys\n\
+        import pattoo_shared.phttp, asyncua, yaml, requests\n\
+        sys.exit(m.version('PattooShared') != '0.0.84' or m.version('asyncua') != '1.1.8')",
+};
 
 // ---------------------------------------------------------------------------
 // Side by side with the Python agent
@@ -2175,23 +2185,18 @@ sys.exit(m.version('PattooShared') != '0.0.84' or m.version('asyncua') != '1.1.8
 /// What `benches/python/modbus_cycle.py` imports, pinned: the Python
 /// agent's libraries, and the YAML and HTTP libraries PattooShared imports
 /// without declaring them.
-const PYTHON_AGENT: [&str; 4] = [
-    "PattooShared==0.0.84",
-    "pymodbus==2.5.3",
-    "PyYAML==6.0.1",
-    "requests==2.31.0",
-];
-
-const PYTHON_AGENT_PROBE: &str = "import importlib.metadata as m, sys\n\
-import pattoo_shared.phttp, pymodbus.client.sync, yaml, requests\n\
-sys.exit(m.version('PattooShared') != '0.0.84' or m.version('pymodbus') != '2.5.3')";
-
-/// A `PYTHONPATH` under which the pinned packages import: empty when the
-/// interpreter has them, else target/tmp/python-agent, where they are
-/// installed from PyPI first. The error says why they cannot be had.
-fn python_agent_path() -> Result<String, String> {
-    python::try_packages_path("python-agent", &PYTHON_AGENT, PYTHON_AGENT_PROBE)
-}
+const PYTHON_AGENT: PythonDeps = PythonDeps {
+    name: "python-agent",
+    packages: &[
+        "PattooShared==0.0.84",
+        "pymodbus==2.5.3",
+        "PyYAML==6.0.1",
+        "requests==2.31.0",
+    ],
+    probe: "import importlib.metadata as m, sys\n\
+        import pattoo_shared.phttp, pymodbus.client.sync, yaml, requests\n\
+        sys.exit(m.version('PattooShared') != '0.0.84' or m.version('pymodbus') != '2.5.3')",
+};
 
 /// The settings' collectors, as the daemon makes them at start.
 fn collectors(settings: &config::Settings) -> Vec<collector::Collector> {
@@ -2333,7 +2338,7 @@ fn run_python(
 }
 
 fn python(opts: &Opts) {
-    match python_agent_path() {
+    match PYTHON_AGENT.path() {
         Ok(path) => {
             if opts.get("cycles", 20) > 0 {
                 side_by_side(opts, &path);
@@ -2352,7 +2357,7 @@ fn python(opts: &Opts) {
 }
 
 fn python_smoke() {
-    match python_agent_path() {
+    match PYTHON_AGENT.path() {
         Ok(path) => side_by_side(&Opts::smoke(), &path),
         Err(e) if std::env::var("CI").as_deref() != Ok("true") => {
             eprintln!("load: python skipped: {e}")
@@ -2503,7 +2508,7 @@ fn python_daemon(opts: &Opts) -> Result<PythonDaemonRun, String> {
     let pythonpath = python::try_packages_path(
         "python-agent-daemon",
         &PYTHON_DAEMON,
-        &format!("import pattoo_shared.agent\n{PYTHON_AGENT_PROBE}"),
+        &format!("import pattoo_shared.agent\n{}", PYTHON_AGENT.probe),
     )?;
     let devices = opts.get("devices", 50) as usize;
     let registers = opts.get("registers", 200) as usize;

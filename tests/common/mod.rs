@@ -52,6 +52,11 @@ pub fn write_agent_id(state_root: &Path, program: &str, id: &str) {
     std::fs::write(ids.join(format!("{program}.agent_id")), id).unwrap();
 }
 
+/// The pattoo-agentd binary under test, for a test that starts it through
+/// a shell (`sh -c`, `unshare`, a fake systemctl); everything else starts
+/// it with [`agentd`] or [`pattoo_agentd`].
+pub const AGENTD: &str = env!("CARGO_BIN_EXE_pattoo-agentd");
+
 /// `pattoo-agentd --config-dir config_dir` with stdin closed, for a test
 /// to add the command, its environment, and run it.
 pub fn agentd(config_dir: &Path) -> Command {
@@ -63,7 +68,7 @@ pub fn agentd(config_dir: &Path) -> Command {
 /// `pattoo-agentd` with stdin closed and no `--config-dir`, for commands
 /// that read no configuration (`discover`).
 pub fn pattoo_agentd() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_pattoo-agentd"));
+    let mut command = Command::new(AGENTD);
     command.stdin(Stdio::null());
     command
 }

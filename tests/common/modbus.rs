@@ -14,9 +14,19 @@ pub fn write_pattoo_yaml(dir: &Path) {
 /// Loads a configuration directory holding `pattoo.yaml` and the given
 /// `pattoo_agentd.yaml` text.
 pub fn load_agentd(agentd_yaml: &str) -> Result<Settings, config::ConfigErrors> {
+    load_with("pattoo_agentd.yaml", agentd_yaml)
+}
+
+/// Loads a configuration directory holding `pattoo.yaml` and the given
+/// text of the Python agent's `pattoo_agent_modbustcpd.yaml`.
+pub fn load_python(modbustcpd_yaml: &str) -> Result<Settings, config::ConfigErrors> {
+    load_with("pattoo_agent_modbustcpd.yaml", modbustcpd_yaml)
+}
+
+fn load_with(file: &str, text: &str) -> Result<Settings, config::ConfigErrors> {
     let dir = tempfile::tempdir().unwrap();
     write_pattoo_yaml(dir.path());
-    std::fs::write(dir.path().join("pattoo_agentd.yaml"), agentd_yaml).unwrap();
+    std::fs::write(dir.path().join(file), text).unwrap();
     config::load(dir.path())
 }
 

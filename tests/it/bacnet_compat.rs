@@ -45,35 +45,6 @@ fn drop_in() -> PollerSettings {
     settings.pollers[0].clone()
 }
 
-/// The same datapoints in the recorded form.
-fn as_recorded(body: &Value) -> Vec<Value> {
-    common::body::datapoints(body)
-        .into_iter()
-        .map(|pairs| {
-            let get = |key: &str| {
-                pairs
-                    .iter()
-                    .find(|(k, _)| k == key)
-                    .map(|(_, v)| v.clone())
-                    .unwrap()
-            };
-            let metadata: Vec<Value> = pairs
-                .iter()
-                .filter(|(k, _)| !k.starts_with("pattoo_") || k.starts_with("pattoo_agent_"))
-                .map(|(k, v)| serde_json::json!([k, v]))
-                .collect();
-            serde_json::json!([
-                get("pattoo_agent_polled_target"),
-                get("pattoo_key"),
-                get("pattoo_data_type"),
-                get("pattoo_value"),
-                metadata,
-                get("pattoo_checksum"),
-            ])
-        })
-        .collect()
-}
-
 /// Polls the simulator once with the drop-in (each device's port changed
 /// to the simulator's: BAC0 cannot share 47808 between tests) and returns
 /// the body's datapoints in the recorded form.
@@ -114,7 +85,7 @@ async fn poll_as_recorded(sim: &BacnetSim, max_objects_per_request: usize) -> Ve
             && logs.contains("read analog-value 99 present-value: the device answered error class object (1), code unknown-object (31)"),
         "{logs}"
     );
-    as_recorded(&body)
+    common::body::as_recorded(&body)
 }
 
 #[tokio::test]

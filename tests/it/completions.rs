@@ -1,11 +1,9 @@
 //! `pattoo-agentd completions <SHELL>`: the scripts the package installs.
 
-use std::process::Command;
-
-const BINARY: &str = env!("CARGO_BIN_EXE_pattoo-agentd");
+use crate::common;
 
 fn completions(shell: &str) -> std::process::Output {
-    Command::new(BINARY)
+    common::pattoo_agentd()
         .args(["completions", shell])
         // Completions must not need a configuration: packages generate them
         // at build time, where /etc/pattoo does not exist.

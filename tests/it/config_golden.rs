@@ -15,9 +15,10 @@
 //! from what the binary prints now; review the diff before committing it.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
-const BINARY: &str = env!("CARGO_BIN_EXE_pattoo-agentd");
+use crate::common;
+
 const EXIT_CONFIG: i32 = 78;
 /// What `$HOME` is while a case runs; `~` in a case expands to this.
 const FAKE_HOME: &str = "/home/pattoo-golden";
@@ -27,9 +28,7 @@ fn cases_dir() -> PathBuf {
 }
 
 fn check(config_dir: &Path, home: &str) -> Output {
-    Command::new(BINARY)
-        .arg("--config-dir")
-        .arg(config_dir)
+    common::agentd(config_dir)
         .arg("check")
         // A developer's own settings must not leak into the cases.
         .env_remove("PATTOO_CONFIGDIR")

@@ -219,7 +219,7 @@ fn start_with(
     command
         .arg("-c")
         .arg("WATCHDOG_PID=$$ exec \"$0\" --config-dir \"$1\" run")
-        .arg(env!("CARGO_BIN_EXE_pattoo-agentd"))
+        .arg(common::AGENTD)
         .arg(dir.path())
         .stdin(Stdio::null())
         .stdout(Stdio::null())

@@ -7,9 +7,7 @@ use crate::common;
 use std::fs;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-
-const BINARY: &str = env!("CARGO_BIN_EXE_pattoo-agentd");
+use std::process::{Child, Output, Stdio};
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -43,13 +41,7 @@ fn write_config(root: &Path, port: u16) -> PathBuf {
 }
 
 fn run(config: &Path, args: &[&str]) -> Output {
-    Command::new(BINARY)
-        .arg("--config-dir")
-        .arg(config)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
+    common::agentd(config).args(args).output().unwrap()
 }
 
 fn stdout(output: &Output) -> String {
@@ -61,7 +53,7 @@ struct ReceiveProcess(Child);
 
 impl ReceiveProcess {
     fn start(port: u16, dir: &Path) -> ReceiveProcess {
-        let mut child = Command::new(BINARY)
+        let mut child = common::pattoo_agentd()
             .args(["receive", "--listen", &format!("127.0.0.1:{port}"), "--dir"])
             .arg(dir)
             .stdout(Stdio::piped())

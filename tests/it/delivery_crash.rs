@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::Read;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 use common::receiver::TestServer;
 
 const KILLS: usize = 200;
-const BINARY: &str = env!("CARGO_BIN_EXE_pattoo-agentd");
 
 fn write_config(root: &Path, port: u16) -> std::path::PathBuf {
     let config = root.join("config");
@@ -76,12 +75,7 @@ fn every_body_committed_before_a_kill_reaches_the_server_afterwards() {
     // the range of kill times, so kills land in start-up, polling, posting,
     // caching and replay alike.
     let warm_up = Instant::now();
-    let output = Command::new(BINARY)
-        .arg("--config-dir")
-        .arg(&config)
-        .arg("once")
-        .output()
-        .unwrap();
+    let output = common::agentd(&config).arg("once").output().unwrap();
     let run_time = warm_up.elapsed();
     let mut reported: BTreeSet<u64> = committed(&String::from_utf8_lossy(&output.stdout))
         .into_iter()
@@ -98,11 +92,8 @@ fn every_body_committed_before_a_kill_reaches_the_server_afterwards() {
     let mut finished = 0;
     let stderr_log = root.path().join("stderr.log");
     while (killed < KILLS || reported.len() <= KILLS / 4) && Instant::now() < deadline {
-        let mut child = Command::new(BINARY)
-            .arg("--config-dir")
-            .arg(&config)
+        let mut child = common::agentd(&config)
             .arg("once")
-            .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(fs::File::create(&stderr_log).unwrap())
             .spawn()
@@ -144,9 +135,7 @@ fn every_body_committed_before_a_kill_reaches_the_server_afterwards() {
     // Every run left the cache consistent enough for a clean replay.
     let mut replays = 0;
     loop {
-        let output = Command::new(BINARY)
-            .arg("--config-dir")
-            .arg(&config)
+        let output = common::agentd(&config)
             .args(["cache", "replay"])
             .output()
             .unwrap();

@@ -295,12 +295,7 @@ impl Drop for Running {
 }
 
 fn agent(dir: &Path, command: &str) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_pattoo-agentd"))
-        .arg("--config-dir")
-        .arg(dir)
-        .arg(command)
-        .output()
-        .unwrap()
+    common::agentd(dir).arg(command).output().unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -344,11 +339,8 @@ async fn the_daemon_makes_its_keys_at_start_posts_encrypted_and_check_and_status
     assert!(!keys.exists(), "check makes no keys");
 
     let _running = Running(
-        std::process::Command::new(env!("CARGO_BIN_EXE_pattoo-agentd"))
-            .arg("--config-dir")
-            .arg(dir.path())
+        common::agentd(dir.path())
             .arg("run")
-            .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::fs::File::create(dir.path().join("stderr.log")).unwrap())
             .env_remove("NOTIFY_SOCKET")

@@ -172,7 +172,7 @@ fn the_default_host_name_is_what_python_getfqdn_gives_on_every_layout() {
         );
         return;
     }
-    let agent = env!("CARGO_BIN_EXE_pattoo-agentd");
+    let agent = common::AGENTD;
     let mut mismatches = Vec::new();
     for layout in LAYOUTS {
         let dir = tempfile::tempdir().unwrap();
@@ -220,12 +220,7 @@ fn check_says_a_configured_host_name_is_configured() {
         "pattoo_agentd:\n  hostname: gw1.plant.example\n",
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_pattoo-agentd"))
-        .arg("--config-dir")
-        .arg(dir.path())
-        .arg("check")
-        .output()
-        .unwrap();
+    let out = common::agentd(dir.path()).arg("check").output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
     assert!(
@@ -379,7 +374,7 @@ fn polls_and_watchdog_pings_go_on_while_a_reload_waits_for_a_slow_resolver() {
          WATCHDOG_PID=$$ exec taskset -c 0 '{}' --config-dir '{}' run",
         resolv.display(),
         nsswitch.display(),
-        env!("CARGO_BIN_EXE_pattoo-agentd"),
+        common::AGENTD,
         config.display()
     );
     let mut agent = Command::new("unshare")

@@ -522,9 +522,7 @@ async fn plain_http_urls_are_polled_on_a_system_without_ca_certificates() {
     .unwrap();
     let config = dir.path().to_owned();
     let output = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_pattoo-agentd"))
-            .arg("--config-dir")
-            .arg(&config)
+        common::agentd(&config)
             .args(["once", "--print"])
             .env("SSL_CERT_FILE", "/nonexistent/ca-certificates.crt")
             .env("SSL_CERT_DIR", "/nonexistent/certs")

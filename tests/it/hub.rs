@@ -31,13 +31,7 @@ fn config_dir(server_port: u16) -> tempfile::TempDir {
 }
 
 fn agentd(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_pattoo-agentd"))
-        .arg("--config-dir")
-        .arg(dir)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
+    common::agentd(dir).args(args).output().unwrap()
 }
 
 fn agent_id(dir: &Path, program: &str) -> String {

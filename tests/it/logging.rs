@@ -7,7 +7,8 @@ use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-const BINARY: &str = env!("CARGO_BIN_EXE_pattoo-agentd");
+use crate::common;
+
 const ESC: char = '\x1b';
 
 /// A configuration whose one poller fails, so `once` logs a warning.
@@ -28,12 +29,9 @@ fn failing_poller(dir: &Path) {
 }
 
 fn once_print(dir: &Path, no_color: Option<&str>) -> Command {
-    let mut command = Command::new(BINARY);
+    let mut command = common::agentd(dir);
     command
-        .arg("--config-dir")
-        .arg(dir)
         .args(["once", "--print"])
-        .stdin(Stdio::null())
         .stdout(Stdio::null())
         .env_remove("NO_COLOR")
         .env_remove("JOURNAL_STREAM");

@@ -196,14 +196,10 @@ async fn python_modbus_configs_post_the_python_agents_keys_values_and_checksums(
 
 #[test]
 fn a_python_config_without_polling_interval_polls_every_300_seconds() {
-    let dir = tempfile::tempdir().unwrap();
-    common::modbus::write_pattoo_yaml(dir.path());
-    std::fs::write(
-        dir.path().join("pattoo_agent_modbustcpd.yaml"),
+    let settings = common::modbus::load_python(
         "pattoo_agent_modbustcpd:\n  polling_groups:\n    - ip_devices: [meter.example.org]\n      input_registers: [30001]\n",
     )
-    .unwrap();
-    let settings = config::load(dir.path()).unwrap_or_else(|errors| panic!("{errors}"));
+    .unwrap_or_else(|errors| panic!("{errors}"));
     assert_eq!(
         settings.pollers[0].polling_interval,
         std::time::Duration::from_secs(300)
@@ -212,10 +208,7 @@ fn a_python_config_without_polling_interval_polls_every_300_seconds() {
 
 #[test]
 fn python_registers_outside_their_table_are_reported_at_check() {
-    let dir = tempfile::tempdir().unwrap();
-    common::modbus::write_pattoo_yaml(dir.path());
-    std::fs::write(
-        dir.path().join("pattoo_agent_modbustcpd.yaml"),
+    let errors = common::modbus::load_python(
         "pattoo_agent_modbustcpd:
   polling_groups:
     - ip_targets: [meter.example.org]
@@ -225,8 +218,8 @@ fn python_registers_outside_their_table_are_reported_at_check() {
       unit: 300
 ",
     )
-    .unwrap();
-    let errors = config::load(dir.path()).unwrap_err().to_string();
+    .unwrap_err()
+    .to_string();
     assert!(
         errors.contains("input_registers[1]: 40001 is not one of the input registers"),
         "{errors}"
@@ -247,10 +240,7 @@ fn python_registers_outside_their_table_are_reported_at_check() {
 
 #[test]
 fn a_python_group_may_name_its_devices_ip_targets_or_ip_devices_but_not_both() {
-    let dir = tempfile::tempdir().unwrap();
-    common::modbus::write_pattoo_yaml(dir.path());
-    std::fs::write(
-        dir.path().join("pattoo_agent_modbustcpd.yaml"),
+    let errors = common::modbus::load_python(
         "pattoo_agent_modbustcpd:
   polling_groups:
     - ip_targets: [meter-a.example.org]
@@ -258,8 +248,8 @@ fn a_python_group_may_name_its_devices_ip_targets_or_ip_devices_but_not_both() {
       input_registers: [30001]
 ",
     )
-    .unwrap();
-    let errors = config::load(dir.path()).unwrap_err().to_string();
+    .unwrap_err()
+    .to_string();
     assert!(
         errors.contains("polling_groups[0].ip_devices: give the devices once"),
         "{errors}"
@@ -273,14 +263,10 @@ async fn a_native_uint16_register_of_unit_0_keeps_the_python_agents_chart() {
     let (native_settings, native) = common::modbus::modbus_poller(&format!(
         "    - name: native\n      type: modbus_tcp\n      targets: [{{address: \"{address}\", unit: 0}}]\n      registers: [{{address: 30123, multiplier: 1}}]\n"
     ));
-    let dir = tempfile::tempdir().unwrap();
-    common::modbus::write_pattoo_yaml(dir.path());
-    std::fs::write(
-        dir.path().join("pattoo_agent_modbustcpd.yaml"),
-        format!("pattoo_agent_modbustcpd:\n  polling_groups:\n    - ip_targets: [\"{address}\"]\n      input_registers: [30123]\n"),
-    )
-    .unwrap();
-    let python = config::load(dir.path()).unwrap_or_else(|errors| panic!("{errors}"));
+    let python = common::modbus::load_python(&format!(
+        "pattoo_agent_modbustcpd:\n  polling_groups:\n    - ip_targets: [\"{address}\"]\n      input_registers: [30123]\n"
+    ))
+    .unwrap_or_else(|errors| panic!("{errors}"));
     let pattoo_agentd::pollers::PollerKind::Modbus(python_modbus) = &python.pollers[0].kind else {
         panic!("not a modbus poller");
     };

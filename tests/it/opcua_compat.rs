@@ -24,45 +24,6 @@ fn python_file(server_port: u16) -> String {
         .replace("48401", &asyncua::closed_port().to_string())
 }
 
-/// Each datapoint as the recording writes it: target, key, data type,
-/// value, metadata pairs in order, checksum.
-fn as_recorded(body: &Value) -> Vec<Value> {
-    common::body::datapoints(body)
-        .into_iter()
-        .map(|pairs| {
-            let get = |key: &str| {
-                pairs
-                    .iter()
-                    .find(|(k, _)| k == key)
-                    .map(|(_, v)| v.clone())
-                    .unwrap_or(Value::Null)
-            };
-            let metadata: Vec<Value> = pairs
-                .iter()
-                .filter(|(k, _)| {
-                    !matches!(
-                        k.as_str(),
-                        "pattoo_key"
-                            | "pattoo_value"
-                            | "pattoo_data_type"
-                            | "pattoo_checksum"
-                            | "pattoo_timestamp"
-                    )
-                })
-                .map(|(k, v)| serde_json::json!([k, v]))
-                .collect();
-            serde_json::json!([
-                get("pattoo_agent_polled_target"),
-                get("pattoo_key"),
-                get("pattoo_data_type"),
-                get("pattoo_value"),
-                metadata,
-                get("pattoo_checksum"),
-            ])
-        })
-        .collect()
-}
-
 #[tokio::test]
 async fn pattoo_agent_opcuad_yaml_posts_exactly_what_the_python_agent_posted() {
     let Some(server) = asyncua::start(&[]) else {
@@ -107,7 +68,7 @@ async fn pattoo_agent_opcuad_yaml_posts_exactly_what_the_python_agent_posted() {
             .collect::<Vec<_>>()
             .join("\n")
     };
-    assert_eq!(show(&as_recorded(&got)), show(&expected));
+    assert_eq!(show(&common::body::as_recorded(&got)), show(&expected));
 
     // What Python logged and skipped is logged here too, with the node.
     let logs = logs.text();

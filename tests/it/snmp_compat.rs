@@ -67,10 +67,8 @@ fn summary(body: &Value) -> Vec<String> {
         .into_iter()
         .map(|pairs| {
             let get = |key: &str| {
-                pairs
-                    .iter()
-                    .find(|(k, _)| k == key)
-                    .map(|(_, v)| v.to_string())
+                common::body::value_of(&pairs, key)
+                    .map(Value::to_string)
                     .unwrap_or_default()
             };
             let metadata: Vec<String> = pairs
@@ -188,12 +186,7 @@ fn check_describes_snmp_pollers_without_showing_a_secret() {
         ),
     )
     .unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_pattoo-agentd"))
-        .arg("--config-dir")
-        .arg(dir.path())
-        .arg("check")
-        .output()
-        .unwrap();
+    let output = common::agentd(dir.path()).arg("check").output().unwrap();
     let text = String::from_utf8_lossy(&output.stdout).into_owned()
         + &String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{text}");

@@ -324,11 +324,8 @@ fn the_service_refuses_to_start_when_a_spokes_port_is_taken_and_says_which() {
         1,
         &spoke_entry(&program, "").replace("127.0.0.1:0", &address.to_string()),
     );
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pattoo-agentd"))
-        .arg("--config-dir")
-        .arg(config.path())
+    let mut child = common::agentd(config.path())
         .arg("run")
-        .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -388,11 +385,8 @@ async fn the_service_serves_its_spokes_and_says_where() {
     let program = script(dir.path(), "echo 'load 0.5'");
     let config = config_dir(1, &spoke_entry(&program, ""));
     let log = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pattoo-agentd"))
-        .arg("--config-dir")
-        .arg(config.path())
+    let mut child = common::agentd(config.path())
         .arg("run")
-        .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()

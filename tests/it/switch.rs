@@ -10,6 +10,7 @@ use std::process::Command;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+use crate::common;
 use crate::common::modbus_sim::{Sim, Unit};
 use crate::common::receiver::{now_ms, Mode, TestServer};
 
@@ -86,9 +87,8 @@ fn switch(root: &Path, args: &[&str]) -> std::process::Output {
 }
 
 fn switch_with(root: &Path, args: &[&str], systemctl: &Path) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_pattoo-agentd"))
+    common::pattoo_agentd()
         .env("PATTOO_SYSTEMCTL", systemctl)
-        .stdin(std::process::Stdio::null())
         .arg("switch-from-python")
         .arg("--root")
         .arg(root)
@@ -237,7 +237,7 @@ fn starting_systemctl(dir: &Path, config_dir: &Path) -> (PathBuf, PathBuf) {
              '{exe}' --config-dir '{config}' run </dev/null >>'{dir}/agentd.log' 2>&1 &\n  \
              echo $! > '{dir}/agentd.pid'\nfi\n",
             log = log.display(),
-            exe = env!("CARGO_BIN_EXE_pattoo-agentd"),
+            exe = common::AGENTD,
             config = config_dir.display(),
             dir = dir.display(),
         ),
@@ -274,27 +274,74 @@ async fn apply_and_wait(root: &Path, systemctl: &Path, wait: &str) -> std::proce
     .unwrap()
 }
 
+/// What a test of the first posts switches on: a simulator for modbustcpd
+/// to poll, the server it posts to, the fake root (its configuration in
+/// /etc/pattoo) and a [`starting_systemctl`] in `tools`.
+struct FirstPost {
+    /// First, so the agent is killed before its directories go.
+    agent: Started,
+    systemctl: PathBuf,
+    /// The systemctl's log: one call a line.
+    log: PathBuf,
+    tools: tempfile::TempDir,
+    root: tempfile::TempDir,
+    server: TestServer,
+    _sim: Sim,
+}
+
+impl FirstPost {
+    /// modbustcpd polls every `interval` seconds.
+    async fn set_up(interval: u32) -> FirstPost {
+        let sim = Sim::start([(0, Unit::default().input(0, &[7, 8]).holding(0, &[9]))]).await;
+        let server = TestServer::start().await;
+        let root = tempfile::tempdir().unwrap();
+        let port = server.addr.port();
+        fake_root_with(root.path(), &sim.address(), "/etc/pattoo", port, interval);
+        let tools = tempfile::tempdir().unwrap();
+        let (systemctl, log) = starting_systemctl(tools.path(), &root.path().join("etc/pattoo"));
+        FirstPost {
+            agent: Started(tools.path().join("agentd.pid")),
+            systemctl,
+            log,
+            tools,
+            root,
+            server,
+            _sim: sim,
+        }
+    }
+
+    fn config_dir(&self) -> PathBuf {
+        self.root.path().join("etc/pattoo")
+    }
+
+    /// What the started agent wrote to stdout and stderr.
+    fn agent_log(&self) -> String {
+        std::fs::read_to_string(self.tools.path().join("agentd.log")).unwrap_or_default()
+    }
+
+    /// The stdout of an `--apply` that succeeded and started the agent;
+    /// fails the test, with all that was said, otherwise.
+    fn applied(&self, applied: &std::process::Output) -> String {
+        let stdout = String::from_utf8_lossy(&applied.stdout).into_owned();
+        assert!(
+            applied.status.success(),
+            "{stdout}\n{}\nagent log:\n{}",
+            String::from_utf8_lossy(&applied.stderr),
+            self.agent_log()
+        );
+        assert!(self.agent.pid().is_some(), "the agent was started");
+        stdout
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn apply_waits_until_the_first_poll_of_each_drop_in_has_posted_and_says_so() {
-    let sim = Sim::start([(0, Unit::default().input(0, &[7, 8]).holding(0, &[9]))]).await;
-    let server = TestServer::start().await;
-    let port = server.addr.port();
-    let root = tempfile::tempdir().unwrap();
-    fake_root_with(root.path(), &sim.address(), "/etc/pattoo", port, 1);
-    let tools = tempfile::tempdir().unwrap();
-    let (systemctl, _) = starting_systemctl(tools.path(), &root.path().join("etc/pattoo"));
-    let agent = Started(tools.path().join("agentd.pid"));
+    let host = FirstPost::set_up(1).await;
+    let port = host.server.addr.port();
     let started_ms = now_ms();
 
-    let applied = apply_and_wait(root.path(), &systemctl, "60s").await;
-    let stdout = String::from_utf8_lossy(&applied.stdout);
-    assert!(
-        applied.status.success(),
-        "{stdout}\n{}\nagent log:\n{}",
-        String::from_utf8_lossy(&applied.stderr),
-        std::fs::read_to_string(tools.path().join("agentd.log")).unwrap_or_default()
-    );
-    assert!(agent.pid().is_some(), "the agent was started");
+    let applied = apply_and_wait(host.root.path(), &host.systemctl, "60s").await;
+    let stdout = host.applied(&applied);
     assert!(
         stdout.ends_with(&format!(
             "waiting for the first poll of each drop-in to post (up to 1m after it is due; --wait):\n\
@@ -304,7 +351,7 @@ async fn apply_waits_until_the_first_poll_of_each_drop_in_has_posted_and_says_so
         "{stdout}"
     );
     // What was said is so: the server has a fresh poll of the drop-in.
-    let received = server.received();
+    let received = host.server.received();
     let polled = received.iter().any(|body| {
         body.agent_id == AGENT_ID
             && body.timestamp_ms >= started_ms - 1000
@@ -324,17 +371,11 @@ async fn apply_waits_until_the_first_poll_of_each_drop_in_has_posted_and_says_so
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn apply_names_the_drop_in_whose_first_post_the_server_refused_and_undoes_nothing() {
-    let sim = Sim::start([(0, Unit::default().input(0, &[7, 8]).holding(0, &[9]))]).await;
-    let server = TestServer::start().await;
-    server.set_mode(Mode::Status(500));
-    let port = server.addr.port();
-    let root = tempfile::tempdir().unwrap();
-    fake_root_with(root.path(), &sim.address(), "/etc/pattoo", port, 1);
-    let tools = tempfile::tempdir().unwrap();
-    let (systemctl, log) = starting_systemctl(tools.path(), &root.path().join("etc/pattoo"));
-    let agent = Started(tools.path().join("agentd.pid"));
+    let host = FirstPost::set_up(1).await;
+    host.server.set_mode(Mode::Status(500));
+    let port = host.server.addr.port();
 
-    let applied = apply_and_wait(root.path(), &systemctl, "3s").await;
+    let applied = apply_and_wait(host.root.path(), &host.systemctl, "3s").await;
     let stdout = String::from_utf8_lossy(&applied.stdout);
     let stderr = String::from_utf8_lossy(&applied.stderr);
     assert!(!applied.status.success(), "{stdout}");
@@ -356,45 +397,38 @@ async fn apply_names_the_drop_in_whose_first_post_the_server_refused_and_undoes_
     );
     // Nothing was undone: pattoo-agentd still runs, the Python unit stays stopped.
     assert_eq!(
-        std::fs::read_to_string(&log).unwrap(),
+        std::fs::read_to_string(&host.log).unwrap(),
         "stop pattoo_agent_modbustcpd.service\n\
          disable pattoo_agent_modbustcpd.service\n\
          enable pattoo-agentd.service\n\
          restart pattoo-agentd.service\n"
     );
-    let pid = agent.pid().expect("the agent was started");
+    let pid = host.agent.pid().expect("the agent was started");
     assert!(kill(pid, None).is_ok(), "the agent was stopped");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn apply_says_ok_for_a_drop_in_whose_refused_first_post_was_replayed_within_the_wait() {
-    let sim = Sim::start([(0, Unit::default().input(0, &[7, 8]).holding(0, &[9]))]).await;
-    let server = TestServer::start().await;
-    server.set_mode(Mode::Status(503));
-    let port = server.addr.port();
-    let root = tempfile::tempdir().unwrap();
     // Polled every 30 s and waited for 20 s after the first poll: the
     // first body is the only one that can reach the server in the wait.
-    fake_root_with(root.path(), &sim.address(), "/etc/pattoo", port, 30);
-    let config = root.path().join("etc/pattoo");
+    let host = FirstPost::set_up(30).await;
+    host.server.set_mode(Mode::Status(503));
+    let port = host.server.addr.port();
     std::fs::write(
-        config.join("pattoo_agentd.yaml"),
+        host.config_dir().join("pattoo_agentd.yaml"),
         "pattoo_agentd:\n  delivery:\n    retry_initial_ms: 100\n    retry_max_ms: 500\n",
     )
     .unwrap();
-    let tools = tempfile::tempdir().unwrap();
-    let (systemctl, _) = starting_systemctl(tools.path(), &config);
-    let agent = Started(tools.path().join("agentd.pid"));
     let started_ms = now_ms();
 
     let applying = {
-        let (root, systemctl) = (root.path().to_owned(), systemctl.clone());
+        let (root, systemctl) = (host.root.path().to_owned(), host.systemctl.clone());
         tokio::task::spawn_blocking(move || {
             switch_with(&root, &["--apply", "--yes", "--wait", "20s"], &systemctl)
         })
     };
     // The server takes bodies again once the first poll's body is cached.
-    let cache = root.path().join("var/lib/pattoo/cache").join(AGENT_ID);
+    let cache = host.root.path().join("var/lib/pattoo/cache").join(AGENT_ID);
     let cached_fresh = || {
         std::fs::read_dir(&cache)
             .into_iter()
@@ -414,21 +448,14 @@ async fn apply_says_ok_for_a_drop_in_whose_refused_first_post_was_replayed_withi
         assert!(
             std::time::Instant::now() < until && !applying.is_finished(),
             "the first poll's body was never cached; agent log:\n{}",
-            std::fs::read_to_string(tools.path().join("agentd.log")).unwrap_or_default()
+            host.agent_log()
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    server.set_mode(Mode::Accept);
+    host.server.set_mode(Mode::Accept);
 
     let applied = applying.await.unwrap();
-    let stdout = String::from_utf8_lossy(&applied.stdout);
-    assert!(
-        applied.status.success(),
-        "{stdout}\n{}\nagent log:\n{}",
-        String::from_utf8_lossy(&applied.stderr),
-        std::fs::read_to_string(tools.path().join("agentd.log")).unwrap_or_default()
-    );
-    assert!(agent.pid().is_some(), "the agent was started");
+    let stdout = host.applied(&applied);
     assert!(
         stdout.ends_with(&format!(
             "\x20 pattoo_agent_modbustcpd: OK: posted to http://127.0.0.1:{port} after a retry (the first post failed; the cached body was replayed)\n\
@@ -437,7 +464,7 @@ async fn apply_says_ok_for_a_drop_in_whose_refused_first_post_was_replayed_withi
         "{stdout}"
     );
     // What was said is so: the server has the replayed poll.
-    let replayed = server.received().iter().any(|body| {
+    let replayed = host.server.received().iter().any(|body| {
         body.agent_id == AGENT_ID
             && body.timestamp_ms >= started_ms - 1000
             && String::from_utf8_lossy(&body.bytes).contains("input_register_30001")

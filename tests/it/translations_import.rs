@@ -9,7 +9,7 @@
 //! they cannot be had).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use pattoo_agentd::pollers::KINDS;
 
@@ -27,9 +27,7 @@ fn translations(example: &str, args: &[&str]) -> String {
         with_secrets(example, dir.path()),
     )
     .unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_pattoo-agentd"))
-        .arg("--config-dir")
-        .arg(dir.path())
+    let output = common::agentd(dir.path())
         .arg("translations")
         .args(args)
         .envs(

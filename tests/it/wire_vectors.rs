@@ -2,12 +2,11 @@
 //! the real binary exactly as an operator would: a `command` poller prints
 //! the case's datapoints document and `once --print` shows the body.
 
-use std::path::Path;
-use std::process::Command;
-
+use crate::common;
 use crate::common::body::datapoints;
 use serde_json::Value;
 use sha2::{Digest, Sha512};
+use std::path::Path;
 
 /// JSON numbers compare by value (`732.0` equals `732`), as the server sees
 /// them; everything else exactly.
@@ -20,10 +19,8 @@ fn same(a: &Value, b: &Value) -> bool {
 
 fn db_identity(datapoint: &[(String, Value)]) -> String {
     let get = |key: &str| {
-        datapoint
-            .iter()
-            .find(|(k, _)| k == key)
-            .and_then(|(_, v)| v.as_str())
+        common::body::value_of(datapoint, key)
+            .and_then(Value::as_str)
             .unwrap_or_default()
             .to_owned()
     };
@@ -76,9 +73,7 @@ fn once_print_matches_every_reference_case() {
         let name = case["name"].as_str().unwrap();
         let dir = tempfile::tempdir().unwrap();
         write_case(dir.path(), &case["input"]);
-        let output = Command::new(env!("CARGO_BIN_EXE_pattoo-agentd"))
-            .arg("--config-dir")
-            .arg(dir.path())
+        let output = common::agentd(dir.path())
             .args(["once", "--print"])
             .output()
             .unwrap();

@@ -31,7 +31,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -47,7 +47,6 @@ const CUTS: usize = 200;
 /// How long a cut set to land at a change waits for that change (the
 /// server may be up and nothing cached) before the power is cut anyway.
 const TRIP_WAIT: Duration = Duration::from_secs(2);
-const BINARY: &str = env!("CARGO_BIN_EXE_pattoo-agentd");
 /// For behaviour only (start-up, exit, unmount, final delivery); a busy
 /// machine is slow, never this slow.
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -178,11 +177,8 @@ impl Agent {
             .append(true)
             .open(stderr)
             .unwrap();
-        let child = Command::new(BINARY)
-            .arg("--config-dir")
-            .arg(config)
+        let child = common::agentd(config)
             .arg("run")
-            .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)
             .env("NOTIFY_SOCKET", &notify.path)

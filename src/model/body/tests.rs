@@ -267,19 +267,8 @@ fn a_body_prepared_on_two_threads_is_byte_for_byte_the_one_thread_body() {
 
 #[test]
 fn a_body_over_the_limit_is_split_by_target_then_by_datapoint_and_loses_nothing() {
-    let mut targets = Vec::new();
-    for t in 0..6 {
-        let mut target = TargetData::new(format!("device-{t}"));
-        // device-5 is too large on its own.
-        let count = if t == 5 { 400 } else { 20 };
-        for i in 0..count {
-            target.datapoints.push(DataPoint::new(
-                format!("reading_{i}"),
-                Value::Int(i),
-                DataType::Int,
-                1000,
-            ));
-        }
+    let mut targets = targets_with_one_too_large(6, 20);
+    for target in &mut targets {
         // A duplicate of its first datapoint: dropped once, in no part.
         target.datapoints.push(DataPoint::new(
             "reading_0",
@@ -287,7 +276,6 @@ fn a_body_over_the_limit_is_split_by_target_then_by_datapoint_and_loses_nothing(
             DataType::Int,
             1000,
         ));
-        targets.push(target);
     }
     let whole = build(&AGENT, 1000, &targets);
     let whole_body = whole.body.unwrap();
@@ -340,20 +328,7 @@ fn a_body_over_the_limit_is_split_by_target_then_by_datapoint_and_loses_nothing(
 
 #[test]
 fn parts_taken_as_targets_are_added_are_the_parts_of_the_whole_poll() {
-    let mut targets = Vec::new();
-    for t in 0..8 {
-        let mut target = TargetData::new(format!("device-{t}"));
-        let count = if t == 5 { 400 } else { 30 };
-        for i in 0..count {
-            target.datapoints.push(DataPoint::new(
-                format!("reading_{i}"),
-                Value::Int(i),
-                DataType::Int,
-                1000,
-            ));
-        }
-        targets.push(target);
-    }
+    let targets = targets_with_one_too_large(8, 30);
     let whole = build_limited(&AGENT, 1000, &targets, 16 * 1024);
     assert!(whole.bodies.len() > 3, "{} parts", whole.bodies.len());
     let mut memory = PollMemory::default();
@@ -397,6 +372,27 @@ fn a_poll_that_added_no_target_leaves_the_memory_as_it_was() {
     let building = memory.start(&AGENT, 2000, usize::MAX);
     assert!(building.finish().bodies.is_empty());
     assert_eq!(memory.size(), remembered);
+}
+
+/// `count` targets `device-0`, `device-1`, ... of `per_target` datapoints
+/// `reading_0`, `reading_1`, ... each, but for `device-5`, whose 400 are
+/// too many for one 16 KiB part on their own.
+fn targets_with_one_too_large(count: usize, per_target: i64) -> Vec<TargetData> {
+    (0..count)
+        .map(|t| {
+            let mut target = TargetData::new(format!("device-{t}"));
+            let datapoints = if t == 5 { 400 } else { per_target };
+            for i in 0..datapoints {
+                target.datapoints.push(DataPoint::new(
+                    format!("reading_{i}"),
+                    Value::Int(i),
+                    DataType::Int,
+                    1000,
+                ));
+            }
+            target
+        })
+        .collect()
 }
 
 /// What [`build_limited`] must write, found the slow way: every candidate
