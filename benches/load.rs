@@ -9,7 +9,7 @@
 //! cargo bench --bench load -- replay  --bodies 10000 --devices 50 --registers 200 --interval-s 5
 //! cargo bench --bench load -- daemon  --devices 50 --registers 200 --interval-s 5 --seconds 60 --self-s 0
 //! cargo bench --bench load -- selfmon --ticks 5000
-//! cargo bench --bench load -- snmp    --devices 200 --interfaces 24 --cycles 5 [--max-var-binds 64] [--interval-s 10]
+//! cargo bench --bench load -- snmp    --devices 200 --interfaces 24 --cycles 5 [--max-var-binds 64] [--interval-s 10] [--sim-processes N] [--joined 1] [--per-device 1]
 //! cargo bench --bench load -- python  --devices 50 --registers 200 --cycles 20 [--seconds 60]
 //! cargo bench --bench load -- os      --cycles 200
 //! cargo bench --bench load -- opcua   --servers 10 --nodes 200 --cycles 10
@@ -49,12 +49,17 @@
 //!   at each tick (read the figures, build the body) and what the daemon
 //!   does every 5 s for `status` (write the state file), with the three
 //!   pollers of `daemon`.
-//! - `snmp` starts one snmpsim process (installed from PyPI into
-//!   target/tmp when missing) serving a farm of devices on 127.0.2.x, each
+//! - `snmp` starts snmpsim (installed from PyPI into target/tmp when
+//!   missing; `--sim-processes` processes, default one per 25 devices,
+//!   sharing the devices) serving a farm of devices on 127.0.2.x, each
 //!   with its own community and ifTable + ifXTable rows for
-//!   `--interfaces` interfaces, and polls them in this process with the
-//!   IF-MIB preset (`type: snmp`) and with a `pattoo_agent_snmp_ifmibd.yaml`
-//!   drop-in: CPU and wall per cycle (poll and body), values per cycle,
+//!   `--interfaces` interfaces, and polls them in this process with one
+//!   IF-MIB preset poller (`type: snmp`, every device a target with its
+//!   own community and port; `--per-device 1`: a poller per device) and
+//!   with a `pattoo_agent_snmp_ifmibd.yaml`
+//!   drop-in, each poll a task of the runtime as the daemon runs it
+//!   (`--joined 1`: joined on the main thread instead): CPU and wall per
+//!   cycle (poll and body), values per cycle,
 //!   and how much this process's RSS grew. The simulator's CPU is its own
 //!   process's, not counted. Where collectd's snmp plugin is installed
 //!   (/usr/sbin/collectd and /usr/lib/collectd/snmp.so; Debian's
@@ -1304,38 +1309,63 @@ fn snmprec(interfaces: u32, seed: u64) -> String {
 }
 
 /// snmpsim serving a farm of `devices` on 127.0.2.x, device `d` with
-/// community `device{d:03}` and `interfaces` interfaces.
+/// community `device{d:03}` and `interfaces` interfaces, split over
+/// `processes` snmpsim processes (one Python process answers a few
+/// hundred GETBULKs a second at most).
 struct SnmpFarm {
-    _sim: snmpsim::SnmpSim,
+    _sims: Vec<snmpsim::SnmpSim>,
     /// (address, port, community) per device.
     devices: Vec<(std::net::Ipv4Addr, u16, String)>,
 }
 
-fn snmp_farm(devices: usize, interfaces: u32, max_var_binds: usize) -> SnmpFarm {
+fn snmp_farm(devices: usize, interfaces: u32, max_var_binds: usize, processes: usize) -> SnmpFarm {
     assert!(devices <= 250, "at most 250 devices on 127.0.2.x");
-    let data = tempfile::tempdir().unwrap();
-    let mut addresses = Vec::new();
+    let processes = processes.clamp(1, devices.max(1));
+    let data: Vec<tempfile::TempDir> = (0..processes)
+        .map(|_| tempfile::tempdir().unwrap())
+        .collect();
+    let mut addresses = vec![Vec::new(); processes];
+    let mut all = Vec::new();
     for d in 0..devices {
+        let p = d % processes;
         std::fs::write(
-            data.path().join(format!("device{d:03}.snmprec")),
+            data[p].path().join(format!("device{d:03}.snmprec")),
             snmprec(interfaces, d as u64),
         )
         .unwrap();
-        addresses.push(std::net::Ipv4Addr::new(127, 0, 2, d as u8 + 1));
+        let address = std::net::Ipv4Addr::new(127, 0, 2, d as u8 + 1);
+        addresses[p].push(address);
+        all.push(address);
     }
-    let sim = snmpsim::SnmpSim::launch(
-        data.path(),
-        &addresses,
-        Duration::from_secs(300),
-        Some(max_var_binds),
-    );
+    // Started together: each loads its devices' files before it listens.
+    let sims: Vec<snmpsim::SnmpSim> = std::thread::scope(|scope| {
+        let started: Vec<_> = (0..processes)
+            .map(|p| {
+                let (data, addresses) = (&data[p], &addresses[p]);
+                scope.spawn(move || {
+                    snmpsim::SnmpSim::launch(
+                        data.path(),
+                        addresses,
+                        Duration::from_secs(300),
+                        Some(max_var_binds),
+                    )
+                })
+            })
+            .collect();
+        started.into_iter().map(|s| s.join().unwrap()).collect()
+    });
+    let port = |address: &std::net::Ipv4Addr| {
+        sims.iter()
+            .find_map(|sim| sim.ports.get(address).copied())
+            .expect("every device is served")
+    };
     SnmpFarm {
-        devices: addresses
+        devices: all
             .iter()
             .enumerate()
-            .map(|(d, a)| (*a, sim.port(*a), format!("device{d:03}")))
+            .map(|(d, a)| (*a, port(a), format!("device{d:03}")))
             .collect(),
-        _sim: sim,
+        _sims: sims,
     }
 }
 
@@ -1346,7 +1376,10 @@ fn snmp(opts: &Opts) {
     // snmpsim's own bound on a GETBULK response; a larger one is a device
     // that fits a whole 24-interface table in one response.
     let max_var_binds = opts.get("max-var-binds", 64) as usize;
-    let farm = snmp_farm(devices, interfaces, max_var_binds);
+    // About 25 devices a simulator process, so the farm answers a poll of
+    // 200 devices within the interval.
+    let processes = opts.get("sim-processes", devices.div_ceil(25) as u64) as usize;
+    let farm = snmp_farm(devices, interfaces, max_var_binds, processes);
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().display();
     let pattoo = format!(
@@ -1360,14 +1393,28 @@ fn snmp(opts: &Opts) {
     std::fs::write(preset.join("pattoo.yaml"), &pattoo).unwrap();
     let secrets = dir.path().join("secrets");
     std::fs::create_dir(&secrets).unwrap();
+    // One poller for the whole farm, each target with its own community
+    // and port, as the comparison configures it; `--per-device 1`:
+    // a poller per device instead.
+    let per_device = opts.get("per-device", 0) != 0;
     let mut yaml = String::from("pattoo_agentd:\n  pollers:\n");
+    if !per_device {
+        yaml.push_str("    - name: if_mib\n      type: snmp\n      timeout_ms: 30000\n      preset: if_mib\n      targets:\n");
+    }
     for (address, port, community) in &farm.devices {
         let file = secrets.join(community);
         std::fs::write(&file, community).unwrap();
-        yaml.push_str(&format!(
-            "    - name: {community}\n      type: snmp\n      targets: [\"{address}:{port}\"]\n      community: {{file: {}}}\n      timeout_ms: 30000\n      preset: if_mib\n",
-            file.display()
-        ));
+        yaml.push_str(&if per_device {
+            format!(
+                "    - name: {community}\n      type: snmp\n      targets: [\"{address}:{port}\"]\n      community: {{file: {}}}\n      timeout_ms: 30000\n      preset: if_mib\n",
+                file.display()
+            )
+        } else {
+            format!(
+                "        - {{address: \"{address}:{port}\", name: {community}, community: {{file: {}}}}}\n",
+                file.display()
+            )
+        });
     }
     std::fs::write(preset.join("pattoo_agentd.yaml"), yaml).unwrap();
 
@@ -1378,13 +1425,25 @@ fn snmp(opts: &Opts) {
     let ifmibd_yaml = ifmibd_yaml(&farm, interval_s);
     std::fs::write(ifmibd.join("pattoo_agent_snmp_ifmibd.yaml"), &ifmibd_yaml).unwrap();
 
+    // Each poll a task of the runtime, as the daemon runs it; `--joined 1`
+    // joins them on this thread instead (every answer then wakes this
+    // thread from a worker).
+    let spawn = opts.get("joined", 0) == 0;
     let runtime = runtime();
-    println!("snmp: {devices} snmpsim devices x {interfaces} interfaces (ifTable + ifXTable, v2c, one community each, at most {max_var_binds} varbinds a response), {cycles} cycles");
+    println!("snmp: {devices} snmpsim devices x {interfaces} interfaces (ifTable + ifXTable, v2c, one community each, at most {max_var_binds} varbinds a response, {} simulator processes), {cycles} cycles", farm._sims.len());
     let mut table = Vec::new();
     for (name, short, config_dir) in [
         (
-            "IF-MIB preset (type: snmp, one poller per device)",
-            "pattoo-agentd, IF-MIB preset, a poller per device",
+            if per_device {
+                "IF-MIB preset (type: snmp, one poller per device)"
+            } else {
+                "IF-MIB preset (type: snmp, one poller, a community per target)"
+            },
+            if per_device {
+                "pattoo-agentd, IF-MIB preset, a poller per device"
+            } else {
+                "pattoo-agentd, IF-MIB preset, one poller"
+            },
             &preset,
         ),
         (
@@ -1400,7 +1459,7 @@ fn snmp(opts: &Opts) {
             walls,
             values,
             mut pss,
-        } = our_cycles(&runtime, &settings, cycles);
+        } = our_cycles(&runtime, &settings, cycles, spawn);
         pattoo_agentd::release_freed_memory();
         let rss_after = status_kib("self", "VmRSS");
         println!("  {name}:");
@@ -1482,12 +1541,15 @@ struct Cycles {
     pss: Vec<u64>,
 }
 
-/// Polls with every collector of `settings` at once, as the scheduler
-/// runs them, `cycles` times in this process: poll and body.
+/// Polls with every collector of `settings` at once, `cycles` times in
+/// this process: poll and body. `spawned`: each poll a task of the
+/// runtime, as the daemon runs a poller, so the answers wake the task on
+/// the worker that read them; else all joined on this thread.
 fn our_cycles(
     runtime: &tokio::runtime::Runtime,
     settings: &config::Settings,
     cycles: usize,
+    spawned: bool,
 ) -> Cycles {
     let mut out = Cycles {
         cpus: Vec::new(),
@@ -1504,8 +1566,26 @@ fn our_cycles(
             }
             let cpu0 = cpu_time();
             let t0 = Instant::now();
-            let bodies =
-                futures_util::future::join_all(collectors.iter_mut().map(|c| c.collect())).await;
+            let bodies = if spawned {
+                let tasks: Vec<_> = collectors
+                    .drain(..)
+                    .map(|mut c| {
+                        tokio::spawn(async move {
+                            let bodies = c.collect().await;
+                            (c, bodies)
+                        })
+                    })
+                    .collect();
+                let mut bodies = Vec::with_capacity(tasks.len());
+                for task in tasks {
+                    let (c, polled) = task.await.expect("a poll does not panic");
+                    collectors.push(c);
+                    bodies.push(polled);
+                }
+                bodies
+            } else {
+                futures_util::future::join_all(collectors.iter_mut().map(|c| c.collect())).await
+            };
             out.walls.push(t0.elapsed().as_secs_f64() * 1e3);
             out.cpus
                 .push(cpu_time().saturating_sub(cpu0).as_secs_f64() * 1e3);
@@ -2098,7 +2178,7 @@ fn opcua(opts: &Opts) {
             walls,
             values,
             pss: _,
-        } = our_cycles(&runtime, &settings, cycles);
+        } = our_cycles(&runtime, &settings, cycles, false);
         println!("  {name}:");
         for k in 0..cycles {
             println!(

@@ -295,6 +295,74 @@ async fn each_target_may_have_its_own_community_and_all_share_one_poller() {
     );
 }
 
+#[tokio::test]
+async fn one_if_mib_preset_poller_reads_each_target_with_its_own_community_and_port() {
+    let second = Ipv4Addr::new(127, 0, 0, 2);
+    let sim = SnmpSim::start(
+        Path::new("tests/data/snmp/data"),
+        &[Ipv4Addr::LOCALHOST, second],
+    );
+    let (_d1, device1) = secret_file("device1");
+    let (_d3, device3) = secret_file("device3");
+    let text = format!(
+        "    - name: farm\n      type: snmp\n      preset: if_mib\n      targets:\n        - {{address: \"127.0.0.1:{}\", name: router-a, community: {{file: {device1}}}}}\n        - {{address: \"127.0.0.2:{}\", name: old-c, community: {{file: {device3}}}}}\n",
+        sim.port(Ipv4Addr::LOCALHOST),
+        sim.port(second),
+    );
+    let mut poller = pollers(&text).remove(0);
+    // The second poll asks for each table as the first read it.
+    for _ in 0..2 {
+        let targets = poller.readings().await.unwrap();
+        let names: Vec<&str> = targets.iter().map(|t| t.target.as_str()).collect();
+        assert_eq!(names, ["router-a", "old-c"]);
+
+        // device1: ifXTable's 64-bit counters, each row with its own labels.
+        let octets = find(&targets[..1], "ifInOctets");
+        assert_eq!(octets.len(), 3);
+        let eth0 = octets
+            .iter()
+            .find(|d| meta(d, "index") == Some("2"))
+            .unwrap();
+        assert_eq!(eth0.value, Value::UInt(u64::MAX));
+        assert_eq!(eth0.data_type, DataType::Counter64);
+        assert_eq!(meta(eth0, "ifName"), Some("Eth0"));
+        assert_eq!(meta(eth0, "ifAlias"), Some("Uplink to ISP"));
+        let eth1 = octets
+            .iter()
+            .find(|d| meta(d, "index") == Some("10"))
+            .unwrap();
+        assert_eq!(meta(eth1, "ifName"), Some("Eth1"));
+        assert_eq!(meta(eth1, "ifDescr"), Some("eth1"));
+        // Every column of a row carries that row's labels.
+        for datapoint in &targets[0].datapoints {
+            let index = meta(datapoint, "index").unwrap();
+            let name = meta(datapoint, "ifName");
+            let expected = match index {
+                "1" => Some("lo"),
+                "2" => Some("Eth0"),
+                "10" => Some("Eth1"),
+                other => panic!("no interface {other}: {datapoint:?}"),
+            };
+            assert_eq!(name, expected, "{datapoint:?}");
+        }
+
+        // device3, asked with its own community: 32-bit counters only.
+        let octets = find(&targets[1..], "ifInOctets");
+        assert_eq!(octets.len(), 2);
+        let eth0 = octets
+            .iter()
+            .find(|d| meta(d, "index") == Some("2"))
+            .unwrap();
+        assert_eq!(eth0.value, Value::Int(4_294_967_295));
+        assert_eq!(eth0.data_type, DataType::Counter);
+        assert_eq!(
+            meta(eth0, "ifDescr").map(str::trim),
+            Some("Intel Ethernet eth0")
+        );
+        assert!(meta(eth0, "ifName").is_none(), "{eth0:?}");
+    }
+}
+
 #[test]
 fn check_names_each_targets_own_community_file() {
     let (_d1, device1) = secret_file("device1");

@@ -3,6 +3,7 @@
 //! (SPEC-snmp-compat.md §4), built here from what the walks returned.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use async_snmp::{Oid, VarBind};
 
@@ -136,9 +137,22 @@ pub fn python_datapoints(walks: &[Vec<VarBind>], timestamp_ms: u64) -> Vec<DataP
             })
             .collect()
     };
-    let descr = labels(&walks[0]);
-    let alias = labels(&walks[1]);
-    let name = labels(&walks[2]);
+    // Each interface's metadata texts made once and shared by its
+    // datapoints. The emptiness test comes before stripping, as in
+    // Python: an all-blank alias is posted as "".
+    let shared = |labels: HashMap<u32, String>| -> HashMap<u32, Option<Text>> {
+        labels
+            .into_iter()
+            .map(|(index, text)| {
+                let text =
+                    (!text.is_empty()).then(|| Text::from(Arc::<str>::from(python_strip(&text))));
+                (index, text)
+            })
+            .collect()
+    };
+    let descr = shared(labels(&walks[0]));
+    let alias = shared(labels(&walks[1]));
+    let name = shared(labels(&walks[2]));
     let admin_up: HashMap<u32, bool> = walks[3]
         .iter()
         .filter_map(|vb| {
@@ -155,7 +169,7 @@ pub fn python_datapoints(walks: &[Vec<VarBind>], timestamp_ms: u64) -> Vec<DataP
         if !posted {
             continue;
         }
-        let key = walk_name.to_ascii_lowercase();
+        let key = Text::from(Arc::<str>::from(walk_name.to_ascii_lowercase()));
         for varbind in walk {
             let Some(index) = if_index(varbind) else {
                 continue;
@@ -178,24 +192,27 @@ pub fn python_datapoints(walks: &[Vec<VarBind>], timestamp_ms: u64) -> Vec<DataP
                 Ok(Reading::Text(text)) => (crate::model::Value::Text(text), DataType::String),
                 Err(_) => continue,
             };
-            let mut datapoint = DataPoint::new(key.clone(), value, data_type, timestamp_ms)
-                .with_metadata(Metadata::new(Text::Static(super::OID_METADATA_KEY), dotted(&varbind.oid)));
-            // The emptiness test comes before stripping, as in Python: an
-            // all-blank alias is posted as "".
-            if !descr.is_empty() {
+            let mut datapoint = DataPoint::new(key.clone(), value, data_type, timestamp_ms);
+            datapoint.metadata.reserve_exact(4);
+            datapoint.metadata.push(Metadata::new(
+                Text::Static(super::OID_METADATA_KEY),
+                dotted(&varbind.oid),
+            ));
+            if let Some(descr) = descr {
                 datapoint
                     .metadata
-                    .push(Metadata::new(Text::Static("ifdescr"), python_strip(descr)));
+                    .push(Metadata::new(Text::Static("ifdescr"), descr.clone()));
             }
-            if let Some(name) = name.get(&index).filter(|n| !n.is_empty()) {
+            if let Some(Some(name)) = name.get(&index) {
                 datapoint
                     .metadata
-                    .push(Metadata::new(Text::Static("ifname"), python_strip(name)));
+                    .push(Metadata::new(Text::Static("ifname"), name.clone()));
             }
-            if let Some(alias) = alias.get(&index).filter(|a| !a.is_empty()) {
-                datapoint
-                    .metadata
-                    .push(Metadata::without_checksum("ifalias", python_strip(alias)));
+            if let Some(Some(alias)) = alias.get(&index) {
+                datapoint.metadata.push(Metadata::without_checksum(
+                    Text::Static("ifalias"),
+                    alias.clone(),
+                ));
             }
             datapoints.push(datapoint);
         }

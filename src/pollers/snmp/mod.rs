@@ -125,8 +125,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_snmp::{
-    Auth, ClientBuilder, DecodeConfig, ErrorKind, ErrorStatus, Oid, OidOrdering, Retry, UsmConfig, VarBind,
-    WalkAbortReason, WalkMethod, WalkOptions,
+    Auth, ClientBuilder, DecodeConfig, ErrorKind, ErrorStatus, Oid, OidOrdering, Retry, UsmConfig,
+    VarBind, WalkAbortReason, WalkMethod, WalkOptions,
 };
 use futures_util::StreamExt;
 use tokio::time::Instant;
@@ -717,7 +717,8 @@ impl Session<'_> {
         // The first request asks for the table as the last poll read it;
         // the later ones (the table grew, or the device cut a response
         // short) for at least `max_repetitions` rows.
-        let ceiling = multiwalk::ceiling(self.max_repetitions, self.max_repetitions_set, oids.len());
+        let ceiling =
+            multiwalk::ceiling(self.max_repetitions, self.max_repetitions_set, oids.len());
         let sizing = *self.sizings.of(oids);
         let mut next = sizing.first(self.max_repetitions, ceiling);
         let mut max_repetitions = sizing.later(self.max_repetitions, ceiling);
@@ -740,7 +741,9 @@ impl Session<'_> {
                 Err(_) => {
                     let cut: Vec<String> = walk
                         .open()
-                        .map(|(base, rows)| format!("walk {} (cut after {rows} rows)", dotted(base)))
+                        .map(|(base, rows)| {
+                            format!("walk {} (cut after {rows} rows)", dotted(base))
+                        })
                         .collect();
                     self.passed_deadline(&cut.join(", "));
                     clean = false;
@@ -852,7 +855,8 @@ impl Session<'_> {
             }
             Read::Walk(column) => {
                 for varbind in rows {
-                    let instance = Metadata::new(Text::Static(OID_METADATA_KEY), dotted(&varbind.oid));
+                    let instance =
+                        Metadata::new(Text::Static(OID_METADATA_KEY), dotted(&varbind.oid));
                     self.push(column, &varbind, vec![instance], out);
                 }
             }
@@ -865,10 +869,25 @@ impl Session<'_> {
         &self,
         column: &Column,
         varbind: &VarBind,
+        metadata: Vec<Metadata>,
+        out: &mut Vec<DataPoint>,
+    ) {
+        let key = Text::from(column.key.as_str());
+        self.push_keyed(column, key, &column.metadata, varbind, metadata, out);
+    }
+
+    /// [`Session::push`] with the column's key and metadata given (shared
+    /// by a table's datapoints).
+    fn push_keyed(
+        &self,
+        column: &Column,
+        key: Text,
+        extra: &[Metadata],
+        varbind: &VarBind,
         mut metadata: Vec<Metadata>,
         out: &mut Vec<DataPoint>,
     ) {
-        if self.bad.contains(&varbind.oid) {
+        if !self.bad.is_empty() && self.bad.contains(&varbind.oid) {
             return;
         }
         let reading = match convert::reading(&varbind.value, Octets::Utf8OrHex) {
@@ -876,13 +895,9 @@ impl Session<'_> {
             Err(why) => return self.no_value(&varbind.oid, why),
         };
         let (value, data_type) = convert::native(reading, column.multiplier, column.offset);
-        metadata.extend(column.metadata.iter().cloned());
-        let mut datapoint = DataPoint::new(
-            column.key.clone(),
-            value,
-            column.data_type.unwrap_or(data_type),
-            now_ms(),
-        );
+        metadata.extend(extra.iter().cloned());
+        let mut datapoint =
+            DataPoint::new(key, value, column.data_type.unwrap_or(data_type), now_ms());
         datapoint.metadata = metadata;
         out.push(datapoint);
     }
@@ -933,82 +948,124 @@ impl Session<'_> {
     }
 
     async fn table(&mut self, table: &Table, out: &mut Vec<DataPoint>) {
-        // Row index (the OID's arcs after the column) -> varbind, per column.
-        type Rows = BTreeMap<Vec<u32>, VarBind>;
-        let rows_of = |varbinds: Vec<VarBind>, column: &Oid| -> Rows {
+        // Row index (the OID's arcs after the column) -> varbind, per
+        // column; both borrowed from the walks' answers.
+        type Rows<'v> = BTreeMap<&'v [u32], &'v VarBind>;
+        fn rows_of<'v>(varbinds: &'v [VarBind], column: &Oid) -> Rows<'v> {
             varbinds
-                .into_iter()
-                .filter_map(|vb| {
-                    let index = vb.oid.arcs().get(column.len()..)?.to_vec();
-                    Some((index, vb))
-                })
+                .iter()
+                .filter_map(|vb| Some((vb.oid.arcs().get(column.len()..)?, vb)))
                 .collect()
-        };
+        }
         // Labels and columns in one multi-column walk; then, together, the
         // fallbacks of the columns that lack a row the first label has.
         let oids: Vec<Oid> = (table.labels.iter().map(|l| l.oid.clone()))
             .chain(table.columns.iter().map(|c| c.oid.clone()))
             .collect();
-        let mut walked = self.walks(&oids).await.into_iter();
-        let mut labels: Vec<(&Label, Rows)> = Vec::new();
-        for (label, rows) in table.labels.iter().zip(walked.by_ref()) {
-            labels.push((label, rows_of(rows.unwrap_or_default(), &label.oid)));
-        }
-        let mut columns: Vec<(&Column, Rows)> = Vec::new();
-        for (column, rows) in table.columns.iter().zip(walked) {
-            columns.push((column, rows_of(rows.unwrap_or_default(), &column.oid)));
-        }
+        let walked: Vec<Vec<VarBind>> = self
+            .walks(&oids)
+            .await
+            .into_iter()
+            .map(Option::unwrap_or_default)
+            .collect();
+        let (label_walks, column_walks) = walked.split_at(table.labels.len());
+        let labels: Vec<(&Label, Rows)> = table
+            .labels
+            .iter()
+            .zip(label_walks)
+            .map(|(label, rows)| (label, rows_of(rows, &label.oid)))
+            .collect();
+        let mut columns: Vec<(&Column, Rows)> = table
+            .columns
+            .iter()
+            .zip(column_walks)
+            .map(|(column, rows)| (column, rows_of(rows, &column.oid)))
+            .collect();
         let lacking: Vec<usize> = (0..columns.len())
             .filter(|&c| {
                 let (column, rows) = &columns[c];
                 column.fallback.is_some()
                     && (rows.is_empty()
-                        || labels.first().is_some_and(|(_, l)| {
-                            l.keys().any(|index| !rows.contains_key(index))
-                        }))
+                        || labels
+                            .first()
+                            .is_some_and(|(_, l)| l.keys().any(|index| !rows.contains_key(index))))
             })
             .collect();
         let fallbacks: Vec<Oid> = lacking
             .iter()
             .filter_map(|&c| columns[c].0.fallback.clone())
             .collect();
-        let older = self.walks(&fallbacks).await;
-        for ((c, fallback), older) in lacking.into_iter().zip(&fallbacks).zip(older) {
-            for (index, vb) in rows_of(older.unwrap_or_default(), fallback) {
+        let older: Vec<Vec<VarBind>> = self
+            .walks(&fallbacks)
+            .await
+            .into_iter()
+            .map(Option::unwrap_or_default)
+            .collect();
+        for ((c, fallback), older) in lacking.into_iter().zip(&fallbacks).zip(&older) {
+            for (index, vb) in rows_of(older, fallback) {
                 columns[c].1.entry(index).or_insert(vb);
             }
         }
+        // A row's metadata (its index and labels) is made once and shared
+        // by the row's datapoints, as are the keys: a datapoint then costs
+        // one allocation (its list of metadata), not one per text.
+        let label_keys: Vec<Text> = table
+            .labels
+            .iter()
+            .map(|label| Text::from(Arc::<str>::from(label.key.as_str())))
+            .collect();
+        let mut row_metadata: BTreeMap<&[u32], Vec<Metadata>> = BTreeMap::new();
         for (column, rows) in &columns {
+            let key = Text::from(Arc::<str>::from(column.key.as_str()));
+            let extra: Vec<Metadata> = column.metadata.iter().map(Metadata::shared).collect();
             for (index, varbind) in rows {
-                let index_text = index
-                    .iter()
-                    .map(|n| n.to_string())
-                    .collect::<Vec<_>>()
-                    .join(".");
-                let mut metadata = vec![Metadata::new(Text::Static(INDEX_METADATA_KEY), index_text)];
-                for (label, label_rows) in &labels {
-                    let Some(vb) = label_rows.get(index) else {
-                        continue;
-                    };
-                    let Ok(reading) = convert::reading(&vb.value, Octets::Utf8OrHex) else {
-                        continue;
-                    };
-                    let text = match reading {
-                        convert::Reading::Text(text) => text,
-                        convert::Reading::Integer(v, _) => v.to_string(),
-                        convert::Reading::Float(v) => crate::model::python::float_to_string(v),
-                    };
-                    if text.trim().is_empty() {
-                        continue;
+                let row = row_metadata.entry(*index).or_insert_with(|| {
+                    let mut row = Vec::with_capacity(1 + labels.len());
+                    row.push(Metadata::new(
+                        Text::Static(INDEX_METADATA_KEY),
+                        index_text(index),
+                    ));
+                    for ((label, label_rows), key) in labels.iter().zip(&label_keys) {
+                        let Some(text) = label_rows.get(index).and_then(|vb| label_text(&vb.value))
+                        else {
+                            continue;
+                        };
+                        row.push(Metadata {
+                            key: key.clone(),
+                            value: Text::from(Arc::<str>::from(text)),
+                            update_checksum: label.update_checksum,
+                        });
                     }
-                    metadata.push(Metadata {
-                        key: label.key.clone().into(),
-                        value: text.into(),
-                        update_checksum: label.update_checksum,
-                    });
-                }
-                self.push(column, varbind, metadata, out);
+                    row
+                });
+                let mut metadata = Vec::with_capacity(row.len() + extra.len());
+                metadata.extend(row.iter().cloned());
+                self.push_keyed(column, key.clone(), &extra, varbind, metadata, out);
             }
         }
     }
+}
+
+/// A table row's index as its metadata shows it: `2`, `10.0.0.1`.
+fn index_text(index: &[u32]) -> Text {
+    use std::fmt::Write;
+    let mut text = String::with_capacity(index.len() * 4);
+    for (i, arc) in index.iter().enumerate() {
+        if i > 0 {
+            text.push('.');
+        }
+        let _ = write!(text, "{arc}");
+    }
+    Text::from(Arc::<str>::from(text))
+}
+
+/// A label's value as metadata: its text, or `None` when it cannot be
+/// decoded or is blank.
+fn label_text(value: &async_snmp::Value) -> Option<String> {
+    let text = match convert::reading(value, Octets::Utf8OrHex).ok()? {
+        convert::Reading::Text(text) => text,
+        convert::Reading::Integer(v, _) => v.to_string(),
+        convert::Reading::Float(v) => crate::model::python::float_to_string(v),
+    };
+    (!text.trim().is_empty()).then_some(text)
 }
