@@ -501,7 +501,7 @@ impl<'de> Visitor<'de> for MetadataSeed<'_, '_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Meta<'de>, A::Error> {
-        ObjectOf(&*METADATA).visit_map(map).map(Meta::Object)
+        ObjectOf(&METADATA).visit_map(map).map(Meta::Object)
     }
 
     fn visit_bool<E: de::Error>(self, _: bool) -> Result<Meta<'de>, E> {
