@@ -8,47 +8,312 @@
 //!
 //! The document's shape must be right or the payload is rejected; a single
 //! datapoint or metadata item that is wrong is skipped and reported.
+//!
+//! The document is read in one pass straight into the readings: no list of
+//! datapoints or of metadata items in between, and no copy of a key or
+//! metadata text. Those are a few bytes each, five a datapoint in a
+//! typical document, so each is a slice of one shared copy of the payload
+//! ([`Text::Slice`]), unless it had escapes. The shape is checked as a
+//! derived `Deserialize` of `{targets: [{target, datapoints}]}` would
+//! check it, with the same messages (a struct may also be written as a
+//! list of its fields, and the field names must be known).
 
 use std::borrow::Cow;
 use std::fmt;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
-use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
-use super::json_stream::{Discard, Node, Selection, Step};
+use super::json_stream::{Discard, Node, ObjectOf, Selection, Step};
 use super::{FormatError, Parsed, Payload, Skipped};
-use crate::model::{python, DataPoint, DataType, Metadata, TargetData, Value};
+use crate::model::{python, DataPoint, DataType, Metadata, TargetData, Text, Value};
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Document {
-    targets: Vec<Target>,
+const FORMAT: &str = "datapoints";
+
+pub fn parse(payload: &Payload<'_>) -> Result<Parsed, FormatError> {
+    // A payload that is not UTF-8 fails below where serde_json finds the
+    // fault, as any other; its texts up to there are owned.
+    let whole = std::str::from_utf8(payload.bytes)
+        .ok()
+        .map(|text| Arc::new(text.to_owned()));
+    let bytes = whole
+        .as_ref()
+        .map_or(payload.bytes, |whole| whole.as_bytes());
+    let mut reading = Reading {
+        whole: whole.as_ref(),
+        read_at_ms: payload.read_at_ms,
+        default_target: payload.default_target,
+        parsed: Parsed::default(),
+        metadata: Vec::new(),
+    };
+    // What `serde_json::from_slice` does, with a seed.
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    DocumentSeed(&mut reading)
+        .deserialize(&mut deserializer)
+        .and_then(|()| deserializer.end())
+        .map_err(|err| FormatError {
+            format: FORMAT,
+            location: if err.line() == 0 {
+                "payload".to_owned()
+            } else {
+                format!("line {} column {}", err.line(), err.column())
+            },
+            reason: strip_position(&err.to_string()),
+        })?;
+    Ok(reading.parsed)
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Target {
-    target: Option<String>,
-    datapoints: Vec<Item>,
+/// What reading the document needs, and what it has read so far.
+struct Reading<'p> {
+    /// The payload, shared by the texts cut from it; `None` if it is not
+    /// UTF-8 (and so will fail).
+    whole: Option<&'p Arc<String>>,
+    read_at_ms: u64,
+    default_target: &'p str,
+    parsed: Parsed,
+    /// The metadata of the datapoint being read, until it is known to be
+    /// kept; reused from one datapoint to the next.
+    metadata: Vec<Metadata>,
 }
 
-/// A datapoint as written, already converted while its fields were still
-/// borrowed from the payload: no `serde_json::Value` per field and no
-/// copies of its texts, or why it is skipped.
-enum Item {
-    Read(Read),
-    Skipped(String),
+/// The document: `{"targets": [...]}`.
+struct DocumentSeed<'r, 'p>(&'r mut Reading<'p>);
+
+const DOCUMENT_FIELDS: &[&str] = &["targets"];
+
+impl<'de> DeserializeSeed<'de> for DocumentSeed<'_, '_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_struct("Document", DOCUMENT_FIELDS, self)
+    }
 }
 
-/// A datapoint read, and what its metadata left out.
-struct Read {
-    datapoint: DataPoint,
-    /// No timestamp was given: the time the payload was read is used.
-    read_time: bool,
-    /// Metadata items skipped: where below the datapoint, and why.
-    skipped: Vec<(String, String)>,
+impl<'de> Visitor<'de> for DocumentSeed<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("struct Document")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        match seq.next_element_seed(TargetsSeed(self.0))? {
+            Some(()) => Ok(()),
+            None => Err(de::Error::invalid_length(
+                0,
+                &"struct Document with 1 element",
+            )),
+        }
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut targets = false;
+        while map.next_key_seed(FieldOf(DOCUMENT_FIELDS))?.is_some() {
+            if targets {
+                return Err(de::Error::duplicate_field("targets"));
+            }
+            map.next_value_seed(TargetsSeed(&mut *self.0))?;
+            targets = true;
+        }
+        if !targets {
+            return Err(de::Error::missing_field("targets"));
+        }
+        Ok(())
+    }
 }
+
+/// A field name of a struct, as a derived `Deserialize` reads it: its
+/// position among `fields`, or the error for a name not among them.
+struct FieldOf(&'static [&'static str]);
+
+impl<'de> DeserializeSeed<'de> for FieldOf {
+    type Value = usize;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<usize, D::Error> {
+        deserializer.deserialize_identifier(self)
+    }
+}
+
+impl Visitor<'_> for FieldOf {
+    type Value = usize;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("field identifier")
+    }
+
+    fn visit_str<E: de::Error>(self, name: &str) -> Result<usize, E> {
+        self.0
+            .iter()
+            .position(|field| *field == name)
+            .ok_or_else(|| E::unknown_field(name, self.0))
+    }
+}
+
+/// The list of targets.
+struct TargetsSeed<'r, 'p>(&'r mut Reading<'p>);
+
+impl<'de> DeserializeSeed<'de> for TargetsSeed<'_, '_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for TargetsSeed<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a sequence")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let mut index = 0;
+        while seq
+            .next_element_seed(TargetSeed {
+                reading: &mut *self.0,
+                index,
+            })?
+            .is_some()
+        {
+            index += 1;
+        }
+        Ok(())
+    }
+}
+
+/// One target: `{"target": ..., "datapoints": [...]}`.
+struct TargetSeed<'r, 'p> {
+    reading: &'r mut Reading<'p>,
+    index: usize,
+}
+
+const TARGET_FIELDS: &[&str] = &["target", "datapoints"];
+const TARGET_AS_LIST: &str = "struct Target with 2 elements";
+
+impl<'de> DeserializeSeed<'de> for TargetSeed<'_, '_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_struct("Target", TARGET_FIELDS, self)
+    }
+}
+
+impl<'p> TargetSeed<'_, 'p> {
+    fn datapoints<'a>(&'a mut self, data: &'a mut TargetData) -> DatapointsSeed<'a, 'p> {
+        DatapointsSeed {
+            reading: &mut *self.reading,
+            target: self.index,
+            data,
+        }
+    }
+
+    fn finish(self, name: Option<String>, mut data: TargetData) {
+        data.target = name
+            .filter(|name| !name.trim().is_empty())
+            .unwrap_or_else(|| self.reading.default_target.to_owned());
+        self.reading.parsed.targets.push(data);
+    }
+}
+
+impl<'de> Visitor<'de> for TargetSeed<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("struct Target")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(mut self, mut seq: A) -> Result<(), A::Error> {
+        let Some(name) = seq.next_element::<Option<String>>()? else {
+            return Err(de::Error::invalid_length(0, &TARGET_AS_LIST));
+        };
+        let mut data = TargetData::default();
+        if seq.next_element_seed(self.datapoints(&mut data))?.is_none() {
+            return Err(de::Error::invalid_length(1, &TARGET_AS_LIST));
+        }
+        self.finish(name, data);
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
+        let mut name: Option<Option<String>> = None;
+        let mut data = TargetData::default();
+        let mut read = false;
+        while let Some(field) = map.next_key_seed(FieldOf(TARGET_FIELDS))? {
+            if field == 0 {
+                if name.is_some() {
+                    return Err(de::Error::duplicate_field("target"));
+                }
+                name = Some(map.next_value()?);
+            } else {
+                if read {
+                    return Err(de::Error::duplicate_field("datapoints"));
+                }
+                map.next_value_seed(self.datapoints(&mut data))?;
+                read = true;
+            }
+        }
+        if !read {
+            return Err(de::Error::missing_field("datapoints"));
+        }
+        self.finish(name.flatten(), data);
+        Ok(())
+    }
+}
+
+/// A target's datapoints, each added to its readings or skipped as it is
+/// read.
+struct DatapointsSeed<'a, 'p> {
+    reading: &'a mut Reading<'p>,
+    target: usize,
+    data: &'a mut TargetData,
+}
+
+impl<'de> DeserializeSeed<'de> for DatapointsSeed<'_, '_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for DatapointsSeed<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a sequence")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let (t, reading) = (self.target, self.reading);
+        let mut d = 0;
+        while let Some(item) = seq.next_element_seed(ItemSeed(&mut *reading))? {
+            // Only a skipped item needs its location spelled out.
+            match item {
+                Ok((datapoint, skipped)) => {
+                    for (below, reason) in skipped {
+                        reading.parsed.skipped.push(Skipped {
+                            location: format!("/targets/{t}/datapoints/{d}{below}"),
+                            reason,
+                        });
+                    }
+                    self.data.datapoints.push(datapoint);
+                }
+                Err(reason) => reading.parsed.skipped.push(Skipped {
+                    location: format!("/targets/{t}/datapoints/{d}"),
+                    reason,
+                }),
+            }
+            d += 1;
+        }
+        Ok(())
+    }
+}
+
+/// A datapoint read, with the metadata items skipped (where below the
+/// datapoint, and why); or why the datapoint is skipped.
+type Item = Result<(DataPoint, Vec<(String, String)>), String>;
 
 /// The fields of a datapoint object; a repeated field keeps its last
 /// value, as a JSON object read into a map would.
@@ -58,31 +323,46 @@ struct Fields<'de> {
     value: Option<Node<'de>>,
     data_type: Option<Node<'de>>,
     timestamp: Option<Node<'de>>,
-    metadata: Option<Node<'de>>,
+    metadata: Option<Meta<'de>>,
     /// The first field that is none of those, in document order.
     unknown: Option<String>,
 }
 
+/// A datapoint's metadata as read: a list's items go straight to
+/// [`Reading::metadata`]; an object (rare) is kept two levels deep.
+enum Meta<'de> {
+    Null,
+    /// The items skipped: where below the datapoint, and why.
+    List(Vec<(String, String)>),
+    Object(Vec<(Cow<'de, str>, Node<'de>)>),
+    /// Anything else, by its kind.
+    Other(&'static str),
+}
+
 /// A field's value: scalars kept, a list or object only as its kind.
 static FIELD: LazyLock<Selection> = LazyLock::new(Selection::default);
-/// The metadata: a list of lists or an object, kept two levels deep.
+/// Metadata as an object: its members kept one level further.
 static METADATA: LazyLock<Selection> = LazyLock::new(|| {
     let mut selection = Selection::default();
     selection.insert(&[Step::Any, Step::Any]);
     selection
 });
 
-impl<'de> Deserialize<'de> for Item {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(ItemVisitor)
+/// One datapoint, converted while its fields are still borrowed from the
+/// payload.
+struct ItemSeed<'r, 'p>(&'r mut Reading<'p>);
+
+impl<'de> DeserializeSeed<'de> for ItemSeed<'_, '_> {
+    type Value = Item;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Item, D::Error> {
+        deserializer.deserialize_any(self)
     }
 }
 
-struct ItemVisitor;
-
 const NOT_AN_OBJECT: &str = "expected an object with key and value";
 
-impl<'de> Visitor<'de> for ItemVisitor {
+impl<'de> Visitor<'de> for ItemSeed<'_, '_> {
     type Value = Item;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -90,55 +370,59 @@ impl<'de> Visitor<'de> for ItemVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Item, A::Error> {
+        let reading = self.0;
         let mut fields = Fields::default();
         while let Some(name) = map.next_key::<FieldName>()? {
-            let (slot, selection) = match name {
-                FieldName::Key => (&mut fields.key, &*FIELD),
-                FieldName::Value => (&mut fields.value, &*FIELD),
-                FieldName::DataType => (&mut fields.data_type, &*FIELD),
-                FieldName::Timestamp => (&mut fields.timestamp, &*FIELD),
-                FieldName::Metadata => (&mut fields.metadata, &*METADATA),
+            let slot = match name {
+                FieldName::Key => &mut fields.key,
+                FieldName::Value => &mut fields.value,
+                FieldName::DataType => &mut fields.data_type,
+                FieldName::Timestamp => &mut fields.timestamp,
+                FieldName::Metadata => {
+                    fields.metadata = Some(map.next_value_seed(MetadataSeed {
+                        whole: reading.whole,
+                        items: &mut reading.metadata,
+                    })?);
+                    continue;
+                }
                 FieldName::Other(name) => {
                     fields.unknown.get_or_insert(name);
                     map.next_value::<Discard>()?;
                     continue;
                 }
             };
-            *slot = Some(map.next_value_seed(selection.seed())?);
+            *slot = Some(map.next_value_seed(FIELD.seed())?);
         }
-        Ok(match read(fields) {
-            Ok(read) => Item::Read(read),
-            Err(reason) => Item::Skipped(reason),
-        })
+        Ok(read(fields, reading))
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Item, A::Error> {
         while seq.next_element::<Discard>()?.is_some() {}
-        Ok(Item::Skipped(NOT_AN_OBJECT.to_owned()))
+        Ok(Err(NOT_AN_OBJECT.to_owned()))
     }
 
     fn visit_bool<E: de::Error>(self, _: bool) -> Result<Item, E> {
-        Ok(Item::Skipped(NOT_AN_OBJECT.to_owned()))
+        Ok(Err(NOT_AN_OBJECT.to_owned()))
     }
 
     fn visit_i64<E: de::Error>(self, _: i64) -> Result<Item, E> {
-        Ok(Item::Skipped(NOT_AN_OBJECT.to_owned()))
+        Ok(Err(NOT_AN_OBJECT.to_owned()))
     }
 
     fn visit_u64<E: de::Error>(self, _: u64) -> Result<Item, E> {
-        Ok(Item::Skipped(NOT_AN_OBJECT.to_owned()))
+        Ok(Err(NOT_AN_OBJECT.to_owned()))
     }
 
     fn visit_f64<E: de::Error>(self, _: f64) -> Result<Item, E> {
-        Ok(Item::Skipped(NOT_AN_OBJECT.to_owned()))
+        Ok(Err(NOT_AN_OBJECT.to_owned()))
     }
 
     fn visit_str<E: de::Error>(self, _: &str) -> Result<Item, E> {
-        Ok(Item::Skipped(NOT_AN_OBJECT.to_owned()))
+        Ok(Err(NOT_AN_OBJECT.to_owned()))
     }
 
     fn visit_unit<E: de::Error>(self) -> Result<Item, E> {
-        Ok(Item::Skipped(NOT_AN_OBJECT.to_owned()))
+        Ok(Err(NOT_AN_OBJECT.to_owned()))
     }
 }
 
@@ -177,75 +461,205 @@ impl<'de> Deserialize<'de> for FieldName {
     }
 }
 
-const FORMAT: &str = "datapoints";
+/// A datapoint's `metadata`: a list's items are converted as they are read.
+struct MetadataSeed<'a, 'p> {
+    whole: Option<&'p Arc<String>>,
+    items: &'a mut Vec<Metadata>,
+}
 
-pub fn parse(payload: &Payload<'_>) -> Result<Parsed, FormatError> {
-    let document: Document = serde_json::from_slice(payload.bytes).map_err(|err| FormatError {
-        format: FORMAT,
-        location: if err.line() == 0 {
-            "payload".to_owned()
-        } else {
-            format!("line {} column {}", err.line(), err.column())
-        },
-        reason: strip_position(&err.to_string()),
-    })?;
-    let mut parsed = Parsed::default();
-    for (t, target) in document.targets.into_iter().enumerate() {
-        let mut data = TargetData::new(
-            target
-                .target
-                .filter(|name| !name.trim().is_empty())
-                .unwrap_or_else(|| payload.default_target.to_owned()),
-        );
-        data.datapoints.reserve(target.datapoints.len());
-        for (d, item) in target.datapoints.into_iter().enumerate() {
-            // Only a skipped item needs its location spelled out.
-            let pointer = || format!("/targets/{t}/datapoints/{d}");
+impl<'de> DeserializeSeed<'de> for MetadataSeed<'_, '_> {
+    type Value = Meta<'de>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Meta<'de>, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for MetadataSeed<'_, '_> {
+    type Value = Meta<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("metadata")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Meta<'de>, A::Error> {
+        // A repeated `metadata` field keeps only its last value.
+        self.items.clear();
+        let mut skipped = Vec::new();
+        let mut m = 0;
+        while let Some(item) = seq.next_element_seed(MetadataItemSeed(self.whole))? {
             match item {
-                Item::Read(read) => {
-                    for (below, reason) in read.skipped {
-                        parsed.skipped.push(Skipped {
-                            location: format!("{}{below}", pointer()),
-                            reason,
-                        });
-                    }
-                    let mut datapoint = read.datapoint;
-                    if read.read_time {
-                        datapoint.timestamp_ms = payload.read_at_ms;
-                    }
-                    data.datapoints.push(datapoint);
-                }
-                Item::Skipped(reason) => parsed.skipped.push(Skipped {
-                    location: pointer(),
-                    reason,
-                }),
+                Ok(item) => self.items.push(item),
+                Err(reason) => skipped.push((
+                    format!("/metadata/{m}"),
+                    format!("metadata ignored: {reason}"),
+                )),
+            }
+            m += 1;
+        }
+        Ok(Meta::List(skipped))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Meta<'de>, A::Error> {
+        ObjectOf(&METADATA).visit_map(map).map(Meta::Object)
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Meta<'de>, E> {
+        Ok(Meta::Other("a boolean"))
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Meta<'de>, E> {
+        Ok(Meta::Other("a number"))
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Meta<'de>, E> {
+        Ok(Meta::Other("a number"))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Meta<'de>, E> {
+        // As serde_json's own Value would hold it.
+        Ok(if v.is_finite() {
+            Meta::Other("a number")
+        } else {
+            Meta::Null
+        })
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Meta<'de>, E> {
+        Ok(Meta::Other("text"))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Meta<'de>, E> {
+        Ok(Meta::Null)
+    }
+}
+
+/// One item of a metadata list: `[key, value]` or `[key, value,
+/// update_checksum]`, or why it is skipped.
+struct MetadataItemSeed<'p>(Option<&'p Arc<String>>);
+
+impl<'de> DeserializeSeed<'de> for MetadataItemSeed<'_> {
+    type Value = Result<Metadata, String>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+const NOT_AN_ITEM: &str = "expected [key, value] or [key, value, update_checksum], found";
+
+impl<'de> Visitor<'de> for MetadataItemSeed<'_> {
+    type Value = Result<Metadata, String>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a metadata item")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        // The first three parts as scalars or kinds; the rest only counted.
+        let mut parts: [Option<Node<'de>>; 3] = [None, None, None];
+        let mut count = 0;
+        for part in &mut parts {
+            *part = seq.next_element_seed(FIELD.seed())?;
+            if part.is_none() {
+                break;
+            }
+            count += 1;
+        }
+        if count == 3 {
+            while seq.next_element::<Discard>()?.is_some() {
+                count += 1;
             }
         }
-        parsed.targets.push(data);
+        let [key, value, third] = parts;
+        let (key, value, update_checksum) = match (key, value, third) {
+            (Some(key), Some(value), None) => (key, value, true),
+            (Some(key), Some(value), Some(Node::Bool(update))) if count == 3 => {
+                (key, value, update)
+            }
+            (Some(_), Some(_), Some(other)) if count == 3 => {
+                return Ok(Err(format!(
+                    "update_checksum must be true or false, found {}",
+                    other.kind()
+                )))
+            }
+            _ => return Ok(Err(format!("expected 2 or 3 items, found {count}"))),
+        };
+        let key = match key {
+            Node::String(key) => text(self.0, key),
+            Node::Number(n) => Text::Owned(python::number_to_string(&n)),
+            other => return Ok(Err(format!("key must be text, found {}", other.kind()))),
+        };
+        Ok(metadata_value(self.0, value).map(|value| Metadata {
+            key,
+            value,
+            update_checksum,
+        }))
     }
-    Ok(parsed)
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        while map.next_key::<Discard>()?.is_some() {
+            map.next_value::<Discard>()?;
+        }
+        Ok(Err(format!("{NOT_AN_ITEM} an object")))
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(Err(format!("{NOT_AN_ITEM} a boolean")))
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(Err(format!("{NOT_AN_ITEM} a number")))
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(Err(format!("{NOT_AN_ITEM} a number")))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+        let kind = if v.is_finite() { "a number" } else { "null" };
+        Ok(Err(format!("{NOT_AN_ITEM} {kind}")))
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(Err(format!("{NOT_AN_ITEM} text")))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Err(format!("{NOT_AN_ITEM} null")))
+    }
 }
 
-/// Text the datapoint keeps: borrowed from the payload until now.
-fn owned(text: Cow<'_, str>) -> String {
-    text.into_owned()
+/// A text from the payload: a slice of the shared copy when it lies there
+/// as it is (it had no escapes), owned otherwise.
+fn text(whole: Option<&Arc<String>>, text: Cow<'_, str>) -> Text {
+    match (whole, text) {
+        (Some(whole), Cow::Borrowed(part)) if lies_in(whole, part) => Text::slice(whole, part),
+        (_, text) => Text::Owned(text.into_owned()),
+    }
 }
 
-fn read(fields: Fields<'_>) -> Result<Read, String> {
+fn lies_in(whole: &str, part: &str) -> bool {
+    let start = (part.as_ptr() as usize).wrapping_sub(whole.as_ptr() as usize);
+    start <= whole.len() && part.len() <= whole.len() - start
+}
+
+fn read(fields: Fields<'_>, reading: &mut Reading<'_>) -> Item {
+    let whole = reading.whole;
     if let Some(unknown) = &fields.unknown {
         return Err(format!(
             "unknown field `{unknown}`: expected key, value, data_type, timestamp, metadata"
         ));
     }
     let key = match fields.key {
-        Some(Node::String(key)) => owned(key),
-        Some(Node::Number(n)) => python::number_to_string(&n),
+        Some(Node::String(key)) => text(whole, key),
+        Some(Node::Number(n)) => Text::Owned(python::number_to_string(&n)),
         Some(_) => return Err("key must be text".to_owned()),
         None => return Err("missing field `key`".to_owned()),
     };
     let value = match fields.value {
         Some(Node::Number(n)) => Value::from(&n),
-        Some(Node::String(text)) => Value::Text(owned(text)),
+        Some(Node::String(text)) => Value::Text(text.into_owned()),
         Some(other) => {
             return Err(format!(
                 "value of {key:?} must be a number or text, found {}",
@@ -267,11 +681,12 @@ fn read(fields: Fields<'_>) -> Result<Read, String> {
             ))
         }
     };
-    let (timestamp_ms, read_time) = match &fields.timestamp {
-        None | Some(Node::Null) => (0, true),
+    let timestamp_ms = match &fields.timestamp {
+        // No timestamp: the time the payload was read.
+        None | Some(Node::Null) => reading.read_at_ms,
         Some(Node::Number(n)) => match (n.as_u64(), n.as_f64()) {
-            (Some(ms), _) => (ms, false),
-            (None, Some(ms)) if ms >= 0.0 && ms.is_finite() => (ms as u64, false),
+            (Some(ms), _) => ms,
+            (None, Some(ms)) if ms >= 0.0 && ms.is_finite() => ms as u64,
             _ => {
                 return Err(format!(
                     "timestamp of {key:?} must be milliseconds since the epoch"
@@ -287,28 +702,19 @@ fn read(fields: Fields<'_>) -> Result<Read, String> {
     let mut dp = DataPoint::new(key, value, data_type, timestamp_ms);
     let mut skipped = Vec::new();
     match fields.metadata {
-        None | Some(Node::Null) => {}
-        Some(Node::Array(items)) => {
-            dp.metadata.reserve_exact(items.len());
-            for (m, item) in items.into_iter().enumerate() {
-                match metadata_item(item) {
-                    Ok(Some(meta)) => dp.metadata.push(meta),
-                    Ok(None) => {}
-                    Err(reason) => skipped.push((
-                        format!("/metadata/{m}"),
-                        format!("metadata ignored: {reason}"),
-                    )),
-                }
-            }
+        None | Some(Meta::Null) => {}
+        Some(Meta::List(items_skipped)) => {
+            // Exactly as long as it needs to be.
+            dp.metadata = reading.metadata.drain(..).collect();
+            skipped = items_skipped;
         }
         // Members in document order, as serde_json's ordered map (its
         // `preserve_order` feature, which this crate enables) keeps them.
-        Some(Node::Object(items)) => {
+        Some(Meta::Object(items)) => {
             dp.metadata.reserve_exact(items.len());
             for (k, v) in items {
-                match metadata_value(v) {
-                    Ok(Some(text)) => dp.metadata.push(Metadata::new(owned(k), text)),
-                    Ok(None) => {}
+                match metadata_value(whole, v) {
+                    Ok(value) => dp.metadata.push(Metadata::new(text(whole, k), value)),
                     Err(reason) => skipped.push((
                         format!("/metadata/{}", escape_pointer(&k)),
                         format!("metadata ignored: {reason}"),
@@ -316,58 +722,19 @@ fn read(fields: Fields<'_>) -> Result<Read, String> {
                 }
             }
         }
-        Some(other) => skipped.push((
+        Some(Meta::Other(kind)) => skipped.push((
             "/metadata".to_owned(),
-            format!(
-                "metadata ignored: expected a list of [key, value] or an object, found {}",
-                other.kind()
-            ),
+            format!("metadata ignored: expected a list of [key, value] or an object, found {kind}"),
         )),
     }
-    Ok(Read {
-        datapoint: dp,
-        read_time,
-        skipped,
-    })
-}
-
-fn metadata_item(item: Node<'_>) -> Result<Option<Metadata>, String> {
-    let Node::Array(parts) = item else {
-        return Err(format!(
-            "expected [key, value] or [key, value, update_checksum], found {}",
-            item.kind()
-        ));
-    };
-    let count = parts.len();
-    let mut parts = parts.into_iter();
-    let (key, value, update_checksum) = match (parts.next(), parts.next(), parts.next()) {
-        (Some(key), Some(value), None) => (key, value, true),
-        (Some(key), Some(value), Some(Node::Bool(update))) if count == 3 => (key, value, update),
-        (Some(_), Some(_), Some(other)) if count == 3 => {
-            return Err(format!(
-                "update_checksum must be true or false, found {}",
-                other.kind()
-            ))
-        }
-        _ => return Err(format!("expected 2 or 3 items, found {count}")),
-    };
-    let key = match key {
-        Node::String(key) => owned(key),
-        Node::Number(n) => python::number_to_string(&n),
-        other => return Err(format!("key must be text, found {}", other.kind())),
-    };
-    Ok(metadata_value(value)?.map(|text| Metadata {
-        key: key.into(),
-        value: text.into(),
-        update_checksum,
-    }))
+    Ok((dp, skipped))
 }
 
 /// Metadata values are text; numbers are written as Python's `str()` would.
-fn metadata_value(value: Node<'_>) -> Result<Option<String>, String> {
+fn metadata_value(whole: Option<&Arc<String>>, value: Node<'_>) -> Result<Text, String> {
     match value {
-        Node::String(text) => Ok(Some(owned(text))),
-        Node::Number(n) => Ok(Some(python::number_to_string(&n))),
+        Node::String(value) => Ok(text(whole, value)),
+        Node::Number(n) => Ok(Text::Owned(python::number_to_string(&n))),
         other => Err(format!(
             "value must be text or a number, found {}",
             other.kind()
@@ -489,6 +856,39 @@ mod tests {
                 not_an_object(6),
                 not_an_object(7),
             ]
+        );
+    }
+
+    #[test]
+    fn texts_without_escapes_are_cut_from_one_copy_of_the_payload() {
+        let parsed = parse_str(
+            r#"{"targets": [{"datapoints": [
+                {"key": "a", "value": "v", "metadata": [["site", "b\u00e9", false]]},
+                {"k\u0065y": "k\u0065y", "value": 1, "metadata": {"m": "n"}}]}]}"#,
+        )
+        .unwrap();
+        let [first, second] = &parsed.targets[0].datapoints[..] else {
+            panic!("two datapoints: {parsed:?}");
+        };
+        assert!(matches!(first.key, Text::Slice(..)), "{first:?}");
+        assert!(matches!(first.metadata[0].key, Text::Slice(..)));
+        assert_eq!(first.metadata[0].value, "bé");
+        assert!(matches!(first.metadata[0].value, Text::Owned(_)));
+        assert_eq!(first.value, Value::Text("v".to_owned()));
+        assert_eq!(second.key, "key");
+        assert!(matches!(second.key, Text::Owned(_)));
+        assert!(matches!(second.metadata[0].value, Text::Slice(..)));
+        // Bytes that are not UTF-8 fail where serde_json finds them.
+        let err = parse(&Payload {
+            bytes: b"{\"targets\": [{\"datapoints\": [{\"key\": \"\xff\"}]}]}",
+            default_target: "this-host",
+            read_at_ms: 42,
+            exit_status: None,
+        })
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "datapoints payload: line 1 column 39: invalid unicode code point"
         );
     }
 

@@ -317,6 +317,41 @@ async fn a_missing_program_fails_to_start_with_its_name() {
 }
 
 #[tokio::test]
+async fn a_setsid_shell_still_waiting_on_its_own_child_is_killed_with_that_child() {
+    let dir = tempfile::tempdir().unwrap();
+    let (shell_file, sleeper_file) = (dir.path().join("shell.pid"), dir.path().join("sleeper.pid"));
+    // Neither is in the command's process group, and the sleeper's parent
+    // is alive when the command ends: only the shell becomes the agent's
+    // child, and the sleeper must be found all the same.
+    let program = script(
+        dir.path(),
+        "escape.sh",
+        &format!(
+            "setsid sh -c 'sleep 300 & echo $! > \"$0\"; wait' '{}' > /dev/null 2>&1 < /dev/null &\n\
+             echo $! > '{}'\n\
+             while [ ! -s '{}' ]; do sleep 0.01; done\n\
+             printf 'answer 42\\n'\n",
+            sleeper_file.display(),
+            shell_file.display(),
+            sleeper_file.display(),
+        ),
+    );
+    let mut settings = settings(&program, keyvalue());
+    settings.environment.insert("PATH".into(), SAFE_PATH.into());
+    let targets = poller(&settings).poll().await.expect("the poll succeeds");
+    assert_eq!(targets[0].datapoints[0].key, "answer");
+    let escaped = [read_pid(&shell_file).await, read_pid(&sleeper_file).await];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while let Some(pid) = escaped.iter().find(|pid| running(**pid)) {
+        assert!(
+            Instant::now() < deadline,
+            "{pid} of the setsid shell {escaped:?} and its sleeper outlived the poll"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
 async fn a_setsid_grandchild_holding_stdout_neither_fails_the_poll_nor_outlives_it() {
     let dir = tempfile::tempdir().unwrap();
     let pid_file = dir.path().join("escaped.pid");

@@ -10,15 +10,30 @@
 //!   is re-parented to the agent rather than to init, so it can be found
 //!   even without the marker, and is reaped here once killed.
 //!
+//! Most runs leave nothing, and looking through /proc costs a read of two
+//! files per process on the machine. So [`end_run`] first asks the kernel
+//! whether the agent has any child at all ([`nothing_left`]): every process
+//! a run starts descends from its program, and whenever one exits its
+//! children go to the nearest reaper above them, which is the agent or one
+//! of them. So while any process of a run is alive, the agent has a child
+//! (the program, or whatever escaped its group or session, or an orphan of
+//! those); with none, there is nothing to look for and /proc is not read.
+//! If the agent could not become a subreaper, /proc is always read. (A
+//! process outside the agent's tree that carries a run's id, one another
+//! service started with the run's environment, is no process of the run;
+//! it is found only when /proc is read for another reason.)
+//!
 //! tokio reaps the children it spawned by pid. The agent must never reap
 //! one of those itself, or tokio's wait would fail: [`SPAWNED`] lists them,
 //! and a spawn registers its child under the same lock the scans take.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, Once};
 
+use nix::errno::Errno;
 use nix::sys::signal::{kill, Signal};
-use nix::sys::wait::{waitpid, WaitPidFlag};
+use nix::sys::wait::{waitid, waitpid, Id, WaitPidFlag};
 use nix::unistd::Pid;
 
 /// The environment variable that names the run a process belongs to.
@@ -31,15 +46,30 @@ pub fn spawned() -> MutexGuard<'static, Option<HashSet<i32>>> {
     SPAWNED.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Whether the agent is the reaper of its orphaned descendants.
+static SUBREAPER: AtomicBool = AtomicBool::new(false);
+
 /// Makes the agent the reaper of its orphaned descendants. Once per
 /// process; failure (an old kernel) only means orphans go to init.
 pub fn become_subreaper() {
     static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        if let Err(error) = nix::sys::prctl::set_child_subreaper(true) {
+    ONCE.call_once(|| match nix::sys::prctl::set_child_subreaper(true) {
+        Ok(()) => SUBREAPER.store(true, Ordering::Relaxed),
+        Err(error) => {
             tracing::debug!(%error, "cannot become a child subreaper; orphans of commands go to init");
         }
     });
+}
+
+/// True when no process of any run can be left: the agent is their
+/// subreaper and has no child at all, not even a zombie (see the module's
+/// notes). One system call, no /proc; false whenever in doubt.
+pub fn nothing_left() -> bool {
+    SUBREAPER.load(Ordering::Relaxed)
+        && waitid(
+            Id::All,
+            WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT | WaitPidFlag::__WALL,
+        ) == Err(Errno::ECHILD)
 }
 
 /// One process as /proc shows it.
@@ -109,16 +139,34 @@ pub fn start_run(run_id: &str) {
         .insert(run_id.to_owned());
 }
 
+/// Ends run `run_id` at once if nothing can be left of it
+/// ([`nothing_left`]); false if /proc must be looked through, which
+/// [`end_run`] does.
+pub fn try_end_run(run_id: &str) -> bool {
+    if !nothing_left() {
+        return false;
+    }
+    running_without(run_id);
+    true
+}
+
+/// The runs still going once `run_id` is over.
+fn running_without(run_id: &str) -> HashSet<String> {
+    let mut running = RUNNING.lock().unwrap_or_else(|p| p.into_inner());
+    let set = running.get_or_insert_with(HashSet::new);
+    set.remove(run_id);
+    set.clone()
+}
+
 /// Ends run `run_id`: kills every process still carrying its id, and every
 /// orphan the agent inherited that belongs to no run still going; reaps
-/// what it killed. Blocking. Returns how many processes it killed.
+/// what it killed. Blocking unless [`nothing_left`]. Returns how many
+/// processes it killed.
 pub fn end_run(run_id: &str) -> usize {
-    let running: HashSet<String> = {
-        let mut running = RUNNING.lock().unwrap_or_else(|p| p.into_inner());
-        let set = running.get_or_insert_with(HashSet::new);
-        set.remove(run_id);
-        set.clone()
-    };
+    let running = running_without(run_id);
+    if nothing_left() {
+        return 0;
+    }
     let me = std::process::id() as i32;
     let my_group = nix::unistd::getpgrp().as_raw();
     let mut killed = 0;
