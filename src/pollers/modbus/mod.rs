@@ -63,7 +63,10 @@
 //!   through which nothing answered in the last poll is silent (a gateway
 //!   that accepts and never answers, a dead bus): its first timeout ends
 //!   its poll, and its units take turns at being asked first.
-//! - On RTU, what is left on the line is discarded before each request and
+//! - Both framings are the agent's own around one PDU encoding ([`pdu`]).
+//!   On Modbus TCP a reply whose transaction id, unit, function or length
+//!   does not answer the request drops the connection ([`tcp`]).
+//!   On RTU, what is left on the line is discarded before each request and
 //!   a reply that does not answer it (unit, function, byte count) is
 //!   dropped ([`rtu`]); a unit answering noise fails its own reads only.
 //! - Whatever was read is returned; nothing is made up for the rest, and
@@ -78,8 +81,10 @@ mod config;
 pub mod connection;
 pub mod decode;
 mod kind;
+pub mod pdu;
 pub mod plan;
 pub mod rtu;
+pub mod tcp;
 
 use std::collections::HashMap;
 
