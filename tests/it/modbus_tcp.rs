@@ -23,6 +23,9 @@ use pattoo_agentd::pollers::modbus::ModbusPoller;
 /// A request as the device reads it: MBAP header and a read PDU.
 type Request = [u8; 12];
 
+/// A wrong reply to a request, made from it.
+type BadReply = Box<dyn Fn(&Request) -> Vec<u8> + Send + Sync>;
+
 /// What the device does with a request.
 enum Act {
     /// Writes each piece, a moment apart, so that the agent reads them
@@ -200,7 +203,7 @@ async fn a_reply_with_a_short_garbled_or_oversized_length_posts_nothing_and_drop
         adu.extend(rest);
         adu
     };
-    let cases: Vec<(&str, Box<dyn Fn(&Request) -> Vec<u8> + Send + Sync>)> = vec![
+    let cases: Vec<(&str, BadReply)> = vec![
         ("length 0", Box::new(move |r| with_length(r, 0, &[]))),
         (
             "length 1: a unit and no PDU",
