@@ -31,6 +31,7 @@ mod modbus_config;
 mod modbus_poller;
 mod modbus_pymodbus;
 mod modbus_rtu;
+mod modbus_tcp;
 mod opcua_compat;
 mod opcua_poller;
 mod os_agent;

@@ -10,9 +10,9 @@
 //! - on a serial line, every request waits until the line has been quiet
 //!   for the inter-frame silence (3.5 characters, at least 1.75 ms above
 //!   19,200 baud) since the last frame;
-//! - every connect and every request is bounded by the timeout, since
-//!   tokio-modbus has none of its own;
-//! - on the RTU transports (framed by [`rtu`], not tokio-modbus), every
+//! - every connect and every request is bounded by the timeout: the
+//!   framings ([`tcp`], [`rtu`]) wait on no clock of their own;
+//! - on the RTU transports (framed by [`rtu`]), every
 //!   request first discards whatever waits in the port or socket (on a
 //!   serial line, until the line has been quiet for the silence), and a
 //!   reply is taken only if its unit, function and byte count answer the
@@ -21,9 +21,10 @@
 //!   the request is dropped the same way ([`rtu`] says how it is told).
 //!   A wrong value posted is worse than a gap;
 //! - after a timeout or any transport error (a closed socket, an unplugged
-//!   adapter), and on Modbus TCP after a reply whose transaction id, unit
-//!   or function does not match, the link is dropped; a request cancelled
-//!   half way (the poll was stopped) drops it too;
+//!   adapter), and on Modbus TCP after a reply whose transaction id, unit,
+//!   function or length does not match ([`tcp`] says what is checked), the
+//!   link is dropped; a request cancelled half way (the poll was stopped)
+//!   drops it too;
 //! - a Modbus exception is an answer: the link stays;
 //! - on the RTU transports, a garbled reply (bytes that never made a frame
 //!   with a good CRC) or only replies to something else within the timeout
@@ -47,13 +48,12 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 use tokio::time::{timeout, Instant};
-use tokio_modbus::client::{Context, Reader};
-use tokio_modbus::prelude::SlaveContext;
-use tokio_modbus::{ExceptionCode, Slave};
+use tokio_modbus::ExceptionCode;
 
 use super::address::Table;
 use super::config::{Parity, SerialSettings, Transport};
-use super::rtu;
+use super::pdu::{Reply, Request};
+use super::{rtu, tcp};
 
 pub const BACKOFF_START: Duration = Duration::from_secs(1);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(60);
@@ -164,8 +164,8 @@ pub fn exception_name(code: ExceptionCode) -> &'static str {
 
 /// What a request goes out on.
 enum Session {
-    /// Modbus TCP, through tokio-modbus.
-    Tcp(Context),
+    /// Modbus TCP, framed by [`tcp`].
+    Tcp(tcp::Client),
     /// RTU frames on a serial port or a socket, framed by [`rtu`].
     Rtu(rtu::Port),
 }
@@ -341,7 +341,7 @@ impl Connection {
             Some(session) => session,
             None => self.connect(link).await?,
         };
-        let request = rtu::Request {
+        let request = Request {
             unit,
             table,
             start,
@@ -356,67 +356,30 @@ impl Connection {
     async fn read_tcp(
         &self,
         link: &mut Link,
-        mut context: Context,
+        mut client: tcp::Client,
         reused: bool,
-        request: rtu::Request,
+        request: Request,
     ) -> Result<Data, ReadError> {
-        let rtu::Request {
-            unit,
-            table,
-            start,
-            count,
-        } = request;
-        context.set_slave(Slave(unit));
-        let call = async {
-            match table {
-                Table::Coil => context
-                    .read_coils(start, count)
-                    .await
-                    .map(|r| r.map(Data::Bits)),
-                Table::DiscreteInput => context
-                    .read_discrete_inputs(start, count)
-                    .await
-                    .map(|r| r.map(Data::Bits)),
-                Table::InputRegister => context
-                    .read_input_registers(start, count)
-                    .await
-                    .map(|r| r.map(Data::Registers)),
-                Table::HoldingRegister => context
-                    .read_holding_registers(start, count)
-                    .await
-                    .map(|r| r.map(Data::Registers)),
-            }
-        };
-        match timeout(self.timeout, call).await {
-            Ok(Ok(Ok(data))) => {
-                link.backoff.succeeded();
-                let got = match &data {
-                    Data::Registers(r) => r.len(),
-                    Data::Bits(b) => b.len(),
-                };
-                if got < usize::from(count) {
-                    return Err(ReadError::Transport(format!(
-                        "asked for {count}, got {got}"
-                    )));
-                }
-                link.session = Some(Session::Tcp(context));
-                Ok(data)
-            }
-            Ok(Ok(Err(code))) => {
-                link.backoff.succeeded();
-                link.session = Some(Session::Tcp(context));
-                Err(ReadError::Exception(code))
-            }
-            Ok(Err(error)) => {
+        let reply = match timeout(self.timeout, client.ask(&request)).await {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(tcp::Failure::Io(error))) => {
                 // A device that accepts connections and drops them at once
-                // must not be reconnected to on every request. A confused
-                // reply (a protocol error) is no reason to wait.
-                if !reused && matches!(error, tokio_modbus::Error::Transport(_)) {
+                // must not be reconnected to on every request.
+                if !reused {
                     link.backoff.failed(Instant::now());
                 }
-                Err(ReadError::Transport(error.to_string()))
+                return Err(ReadError::Transport(error.to_string()));
             }
-            Err(_) => Err(ReadError::Timeout(self.timeout)),
+            // A confused reply is no reason to wait before reconnecting.
+            Ok(Err(tcp::Failure::Protocol(why))) => return Err(ReadError::Transport(why)),
+            Err(_) => return Err(ReadError::Timeout(self.timeout)),
+        };
+        link.backoff.succeeded();
+        link.session = Some(Session::Tcp(client));
+        match reply {
+            Reply::Registers(words) => Ok(Data::Registers(words)),
+            Reply::Bits(bits) => Ok(Data::Bits(bits)),
+            Reply::Exception(code) => Err(ReadError::Exception(code)),
         }
     }
 
@@ -425,7 +388,7 @@ impl Connection {
         link: &mut Link,
         mut port: rtu::Port,
         reused: bool,
-        request: rtu::Request,
+        request: Request,
     ) -> Result<Data, ReadError> {
         let unit = request.unit;
         let endpoint = self.endpoint();
@@ -482,9 +445,9 @@ impl Connection {
             tracing::debug!(target = %endpoint, unit, "skipped {} byte(s) of noise before the reply", exchange.noise);
         }
         let data = match exchange.reply {
-            Some(rtu::Reply::Registers(words)) => Ok(Data::Registers(words)),
-            Some(rtu::Reply::Bits(bits)) => Ok(Data::Bits(bits)),
-            Some(rtu::Reply::Exception(code)) => Err(ReadError::Exception(code)),
+            Some(Reply::Registers(words)) => Ok(Data::Registers(words)),
+            Some(Reply::Bits(bits)) => Ok(Data::Bits(bits)),
+            Some(Reply::Exception(code)) => Err(ReadError::Exception(code)),
             None if !exchange.strays.is_empty() => Err(ReadError::Mismatch(format!(
                 "no answer, and {} frame(s) that answer something else, the last {}",
                 exchange.strays.len(),
@@ -551,9 +514,7 @@ impl Connection {
                         // Nagle's algorithm would only add latency.
                         let _ = stream.set_nodelay(true);
                         Ok(match self.transport {
-                            Transport::Tcp => {
-                                Session::Tcp(tokio_modbus::client::tcp::attach(stream))
-                            }
+                            Transport::Tcp => Session::Tcp(tcp::Client::new(stream)),
                             _ => Session::Rtu(rtu::Port::new(stream)),
                         })
                     }

@@ -63,7 +63,10 @@
 //!   through which nothing answered in the last poll is silent (a gateway
 //!   that accepts and never answers, a dead bus): its first timeout ends
 //!   its poll, and its units take turns at being asked first.
-//! - On RTU, what is left on the line is discarded before each request and
+//! - Both framings are the agent's own around one PDU encoding ([`pdu`]).
+//!   On Modbus TCP a reply whose transaction id, unit, function or length
+//!   does not answer the request drops the connection ([`tcp`]).
+//!   On RTU, what is left on the line is discarded before each request and
 //!   a reply that does not answer it (unit, function, byte count) is
 //!   dropped ([`rtu`]); a unit answering noise fails its own reads only.
 //! - Whatever was read is returned; nothing is made up for the rest, and
@@ -78,8 +81,10 @@ mod config;
 pub mod connection;
 pub mod decode;
 mod kind;
+pub mod pdu;
 pub mod plan;
 pub mod rtu;
+pub mod tcp;
 
 use std::collections::HashMap;
 
@@ -139,7 +144,10 @@ struct ReadGroup {
     table: Table,
     items: Vec<Item>,
     /// Parallel to `items`: which target's which register each one is.
-    uses: Vec<(usize, usize)>,
+    /// `u32`s, and `items`, `uses` and the blocks' item lists cut to their
+    /// length once planned: for 1,000 devices of 100 registers, the plan
+    /// took 3.6 MB with `usize` pairs and capacities grown by doubling.
+    uses: Vec<(u32, u32)>,
     blocks: Vec<Block>,
 }
 
@@ -208,10 +216,12 @@ impl ModbusPoller {
                     start: register.address.offset,
                     count: register.value_type.width(),
                 });
-                groups[g].uses.push((t, r));
+                groups[g].uses.push((index32(t), index32(r)));
             }
         }
         for group in endpoints.iter_mut().flat_map(|e| e.groups.iter_mut()) {
+            group.items.shrink_to_fit();
+            group.uses.shrink_to_fit();
             let max_count = if group.table.is_bits() {
                 settings.max_bits_per_read
             } else {
@@ -224,6 +234,9 @@ impl ModbusPoller {
                     max_gap: settings.max_gap,
                 },
             );
+            for block in &mut group.blocks {
+                block.items.shrink_to_fit();
+            }
         }
         Ok(ModbusPoller {
             name: name.to_owned(),
@@ -290,6 +303,12 @@ impl ModbusPoller {
         }
         Ok(())
     }
+}
+
+/// `i` as a `u32`: a configuration has fewer than 2^32 targets, and a
+/// target fewer than 2^32 registers.
+fn index32(i: usize) -> u32 {
+    u32::try_from(i).expect("fewer than 2^32 targets and registers")
 }
 
 /// Puts the readings of connections finishing in any order back in
@@ -563,7 +582,7 @@ impl ReadGroup {
         let unit = &self.unit_metadata;
         for &k in &block.items {
             let item = self.items[k];
-            let (t, r) = self.uses[k];
+            let (t, r) = (self.uses[k].0 as usize, self.uses[k].1 as usize);
             let register = &targets[t].registers[r];
             let from = usize::from(item.start - block.start);
             let to = from + usize::from(item.count);

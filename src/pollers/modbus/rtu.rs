@@ -8,7 +8,8 @@
 //! decode within 20 bytes ends its stream for good, so the only way on is
 //! to reopen the whole link; and a well-formed reply to something else ends
 //! the call, losing the real answer behind it. Knowing the request, a reply
-//! has one exact length, which makes the framing here small.
+//! has one exact length, which makes the framing here small. The PDU
+//! inside a frame is [`pdu`]'s, as over Modbus TCP ([`tcp`](super::tcp)).
 //!
 //! Invariants:
 //! - before a request goes out, whatever is pending on the stream is read
@@ -34,9 +35,8 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::Instant;
-use tokio_modbus::ExceptionCode;
 
-use super::address::Table;
+use super::pdu::{self, Reply, Request};
 
 /// A serial port or a socket.
 pub trait ByteStream: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -71,60 +71,16 @@ pub fn crc16(bytes: &[u8]) -> [u8; 2] {
     crc.to_le_bytes()
 }
 
-/// The read function of a table.
-pub const fn function_code(table: Table) -> u8 {
-    match table {
-        Table::Coil => 0x01,
-        Table::DiscreteInput => 0x02,
-        Table::HoldingRegister => 0x03,
-        Table::InputRegister => 0x04,
-    }
-}
-
-/// One read: `count` registers or bits of `table` from `start`, of `unit`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Request {
-    pub unit: u8,
-    pub table: Table,
-    pub start: u16,
-    pub count: u16,
-}
-
 impl Request {
-    /// The request as it goes on the wire.
+    /// The request as it goes on the wire: unit, PDU, CRC.
     pub fn frame(&self) -> [u8; 8] {
-        let [start_hi, start_lo] = self.start.to_be_bytes();
-        let [count_hi, count_lo] = self.count.to_be_bytes();
-        let head = [
-            self.unit,
-            function_code(self.table),
-            start_hi,
-            start_lo,
-            count_hi,
-            count_lo,
-        ];
+        let [function, start_hi, start_lo, count_hi, count_lo] = self.pdu();
+        let head = [self.unit, function, start_hi, start_lo, count_hi, count_lo];
         let [crc_lo, crc_hi] = crc16(&head);
         [
             head[0], head[1], head[2], head[3], head[4], head[5], crc_lo, crc_hi,
         ]
     }
-
-    /// The data bytes the answer carries.
-    fn byte_count(&self) -> usize {
-        if self.table.is_bits() {
-            usize::from(self.count).div_ceil(8)
-        } else {
-            usize::from(self.count) * 2
-        }
-    }
-}
-
-/// The device's answer to a [`Request`].
-#[derive(Debug, Clone, PartialEq)]
-pub enum Reply {
-    Registers(Vec<u16>),
-    Bits(Vec<bool>),
-    Exception(ExceptionCode),
 }
 
 /// What a scan of the bytes received found first.
@@ -157,7 +113,7 @@ fn frame_len(bytes: &[u8]) -> Option<usize> {
 fn scan(buffer: &[u8], request: &Request) -> Option<Found> {
     let header = [
         request.unit,
-        function_code(request.table),
+        pdu::function_code(request.table),
         request.byte_count() as u8,
     ];
     for at in 0..buffer.len() {
@@ -188,49 +144,7 @@ fn scan(buffer: &[u8], request: &Request) -> Option<Found> {
 
 /// The frame as the answer to `request`, or why it is not.
 fn classify(frame: &[u8], request: &Request) -> Result<Reply, String> {
-    let (unit, function) = (frame[0], frame[1]);
-    let asked = function_code(request.table);
-    let expected = request.byte_count();
-    if unit == request.unit && function == asked | 0x80 {
-        return Ok(Reply::Exception(ExceptionCode::new(frame[2])));
-    }
-    let what = |got: &str| {
-        format!(
-            "{got}; asked unit {}, function {asked}, {expected} data byte(s)",
-            request.unit
-        )
-    };
-    if function & 0x80 != 0 {
-        return Err(what(&format!(
-            "an exception from unit {unit} to function {}",
-            function & 0x7F
-        )));
-    }
-    if !(0x01..=0x04).contains(&function) {
-        return Err(what(&format!(
-            "a reply from unit {unit} to function {function}"
-        )));
-    }
-    let data = &frame[3..frame.len() - 2];
-    if unit != request.unit || function != asked || data.len() != expected {
-        return Err(what(&format!(
-            "a reply from unit {unit}, function {function}, {} data byte(s)",
-            data.len()
-        )));
-    }
-    Ok(if request.table.is_bits() {
-        Reply::Bits(
-            (0..usize::from(request.count))
-                .map(|i| data[i / 8] >> (i % 8) & 1 == 1)
-                .collect(),
-        )
-    } else {
-        Reply::Registers(
-            data.chunks_exact(2)
-                .map(|w| u16::from_be_bytes([w[0], w[1]]))
-                .collect(),
-        )
-    })
+    pdu::answer(request, frame[0], &frame[1..frame.len() - 2])
 }
 
 /// What came back for one request.
@@ -371,6 +285,8 @@ impl Port {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pollers::modbus::address::Table;
+    use tokio_modbus::ExceptionCode;
 
     fn with_crc(bytes: &[u8]) -> Vec<u8> {
         let mut frame = bytes.to_vec();
