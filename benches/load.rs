@@ -28,8 +28,8 @@
 //!   spaces them and the average CPU share is printed. `--max-body-bytes N`
 //!   sets `delivery.max_body_bytes` (polls larger are posted in parts).
 //!   `--trim 1` hands freed memory back after each cycle (`malloc_trim`),
-//!   inside the timing; `--trim 2` does what the daemon does after each
-//!   poll (hands it back only when the allocator holds enough free). Each
+//!   inside the timing; `--trim 2` calls what the daemon calls after each
+//!   poll (`release_freed_memory`), to compare a rule for it. Each
 //!   cycle's line also says its minor page faults and how much the
 //!   allocator held free at its end, before any trim. `--mmap-threshold N`
 //!   sets glibc's in place of the daemon's 256 KiB.
