@@ -27,8 +27,12 @@
 //!   posted. With `--interval-s` the cycles are spaced like the scheduler
 //!   spaces them and the average CPU share is printed. `--max-body-bytes N`
 //!   sets `delivery.max_body_bytes` (polls larger are posted in parts).
-//!   `--trim 1` hands freed memory back after each cycle, as the daemon's
-//!   delivery task does when its queue empties, inside the timing.
+//!   `--trim 1` hands freed memory back after each cycle (`malloc_trim`),
+//!   inside the timing; `--trim 2` calls what the daemon calls after each
+//!   poll (`release_freed_memory`), to compare a rule for it. Each
+//!   cycle's line also says its minor page faults and how much the
+//!   allocator held free at its end, before any trim. `--mmap-threshold N`
+//!   sets glibc's in place of the daemon's 256 KiB.
 //! - `daemon` runs the real binary (`pattoo-agentd run`) with that Modbus
 //!   poller plus one HTTP and one command poller and samples its RSS and CPU
 //!   from /proc after a warm-up; prints the CPU per polling interval in all
@@ -591,6 +595,29 @@ fn runtime() -> tokio::runtime::Runtime {
     pattoo_agentd::runtime().expect("the async runtime starts")
 }
 
+/// Minor page faults of this process so far.
+fn minor_faults() -> u64 {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage writes a whole rusage into the pointer it is given.
+    let usage = unsafe {
+        libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr());
+        usage.assume_init()
+    };
+    usage.ru_minflt as u64
+}
+
+/// Bytes the allocator holds free (glibc's `mallinfo2().fordblks`), 0
+/// where that cannot be asked.
+fn allocator_free_bytes() -> usize {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallinfo2 only reads the allocator's statistics.
+    unsafe {
+        libc::mallinfo2().fordblks
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    0
+}
+
 /// User + system CPU time of this process.
 fn cpu_time() -> Duration {
     rusage_cpu(libc::RUSAGE_SELF)
@@ -666,7 +693,14 @@ fn cycle_on(sims: &mut Sims, opts: &Opts) -> f64 {
     let registers = opts.get("registers", 200) as usize;
     let cycles = opts.get("cycles", 20) as usize;
     let interval_s = opts.get("interval-s", 0);
-    let trim = opts.get("trim", 0) != 0;
+    let trim = opts.get("trim", 0);
+    if let Some(threshold) = opts.0.get("mmap-threshold") {
+        let threshold: i32 = threshold.parse().expect("bytes");
+        // SAFETY: mallopt only changes allocator parameters.
+        unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, threshold);
+        }
+    }
     let dir = tempfile::tempdir().unwrap();
     let config_dir = write_config(dir.path(), sims, registers, interval_s.max(1), false);
     if let Some(limit) = opts.0.get("max-body-bytes") {
@@ -684,6 +718,8 @@ fn cycle_on(sims: &mut Sims, opts: &Opts) -> f64 {
     let mut connections = Vec::new();
     let mut bytes = Vec::new();
     let mut posted = 0;
+    let mut faults = Vec::new();
+    let mut free = Vec::new();
     let start_cpu = cpu_time();
     let start = Instant::now();
     runtime.block_on(async {
@@ -695,6 +731,7 @@ fn cycle_on(sims: &mut Sims, opts: &Opts) -> f64 {
                 tokio::time::sleep_until(due.into()).await;
             }
             let before = sims.stats();
+            let faults0 = minor_faults();
             let cpu0 = cpu_time();
             let t0 = Instant::now();
             for collector in &mut collectors {
@@ -702,11 +739,20 @@ fn cycle_on(sims: &mut Sims, opts: &Opts) -> f64 {
                     delivery.submit(body).await;
                 }
             }
-            if trim {
-                pattoo_agentd::release_freed_memory();
+            free.push(allocator_free_bytes());
+            match trim {
+                0 => {}
+                // SAFETY: malloc_trim only returns free pages to the kernel.
+                1 => unsafe {
+                    libc::malloc_trim(0);
+                },
+                _ => {
+                    pattoo_agentd::release_freed_memory();
+                }
             }
             let wall = t0.elapsed();
             let cpu = cpu_time() - cpu0;
+            faults.push(minor_faults() - faults0);
             let after = sims.stats();
             walls.push(wall.as_secs_f64() * 1e3);
             cpus.push(cpu.as_secs_f64() * 1e3);
@@ -725,8 +771,8 @@ fn cycle_on(sims: &mut Sims, opts: &Opts) -> f64 {
     println!("cycle: {devices} devices x {registers} registers, {cycles} cycles");
     for k in 0..cycles {
         println!(
-            "  cycle {k:>3}: wall {:8.2} ms  cpu {:8.2} ms  requests {:5}  new connections {:4}  posted {:9} B",
-            walls[k], cpus[k], requests[k], connections[k], bytes[k]
+            "  cycle {k:>3}: wall {:8.2} ms  cpu {:8.2} ms  requests {:5}  new connections {:4}  posted {:9} B  minor faults {:5}  allocator free {:6} KiB",
+            walls[k], cpus[k], requests[k], connections[k], bytes[k], faults[k], free[k] / 1024
         );
     }
     // The first cycle connects; the steady state is what follows.
@@ -736,12 +782,17 @@ fn cycle_on(sims: &mut Sims, opts: &Opts) -> f64 {
     let mut c = cpus[steady..].to_vec();
     c.sort_by(f64::total_cmp);
     println!(
-        "  steady cycles (2..): wall median {:.2} ms  p99 {:.2} ms  min {:.2}  max {:.2}; cpu median {:.2} ms per cycle",
+        "  steady cycles (2..): wall median {:.2} ms  p99 {:.2} ms  min {:.2}  max {:.2}; cpu median {:.2} ms per cycle; minor faults median {}",
         percentile(&w, 50.0),
         percentile(&w, 99.0),
         w[0],
         w[w.len() - 1],
-        percentile(&c, 50.0)
+        percentile(&c, 50.0),
+        {
+            let mut f = faults[steady..].to_vec();
+            f.sort();
+            f[f.len() / 2]
+        }
     );
     println!(
         "  requests per cycle: {:?}; new connections: first cycle {}, later cycles at most {}",
