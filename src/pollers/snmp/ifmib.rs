@@ -3,6 +3,7 @@
 //! (SPEC-snmp-compat.md §4), built here from what the walks returned.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use async_snmp::{Oid, VarBind};
 
@@ -150,19 +151,31 @@ pub fn python_datapoints(walks: &[Vec<VarBind>], timestamp_ms: u64) -> Vec<DataP
         })
         .collect();
 
+    // Each interface's texts are made once and shared by its datapoints
+    // of every walk. The emptiness test comes before stripping, as in
+    // Python: an all-blank alias is posted as "".
+    let shared = |texts: &HashMap<u32, String>| -> HashMap<u32, Text> {
+        texts
+            .iter()
+            .filter(|(_, text)| !text.is_empty())
+            .map(|(index, text)| (*index, Text::Shared(Arc::from(python_strip(text)))))
+            .collect()
+    };
+    let (descr_text, name_text, alias_text) = (shared(&descr), shared(&name), shared(&alias));
+
     let mut datapoints = Vec::new();
     for (walk, (walk_name, _, times_eight, posted)) in walks.iter().zip(PYTHON_WALKS) {
         if !posted {
             continue;
         }
-        let key = walk_name.to_ascii_lowercase();
+        let key = Text::Shared(Arc::from(walk_name.to_ascii_lowercase()));
         for varbind in walk {
             let Some(index) = if_index(varbind) else {
                 continue;
             };
-            let Some(descr) = descr.get(&index) else {
+            if !descr.contains_key(&index) {
                 continue;
-            };
+            }
             if admin_up.get(&index) != Some(&true) {
                 continue;
             }
@@ -180,22 +193,21 @@ pub fn python_datapoints(walks: &[Vec<VarBind>], timestamp_ms: u64) -> Vec<DataP
             };
             let mut datapoint = DataPoint::new(key.clone(), value, data_type, timestamp_ms)
                 .with_metadata(Metadata::new(Text::Static(super::OID_METADATA_KEY), dotted(&varbind.oid)));
-            // The emptiness test comes before stripping, as in Python: an
-            // all-blank alias is posted as "".
-            if !descr.is_empty() {
+            if let Some(descr) = descr_text.get(&index) {
                 datapoint
                     .metadata
-                    .push(Metadata::new(Text::Static("ifdescr"), python_strip(descr)));
+                    .push(Metadata::new(Text::Static("ifdescr"), descr.clone()));
             }
-            if let Some(name) = name.get(&index).filter(|n| !n.is_empty()) {
+            if let Some(name) = name_text.get(&index) {
                 datapoint
                     .metadata
-                    .push(Metadata::new(Text::Static("ifname"), python_strip(name)));
+                    .push(Metadata::new(Text::Static("ifname"), name.clone()));
             }
-            if let Some(alias) = alias.get(&index).filter(|a| !a.is_empty()) {
-                datapoint
-                    .metadata
-                    .push(Metadata::without_checksum("ifalias", python_strip(alias)));
+            if let Some(alias) = alias_text.get(&index) {
+                datapoint.metadata.push(Metadata::without_checksum(
+                    Text::Static("ifalias"),
+                    alias.clone(),
+                ));
             }
             datapoints.push(datapoint);
         }

@@ -119,7 +119,7 @@ mod screen;
 mod translations;
 mod transport;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -220,6 +220,19 @@ impl SnmpPoller {
 
     /// Polls every target once.
     pub async fn poll(&mut self) -> Result<Vec<TargetData>, SnmpError> {
+        let mut result = Vec::new();
+        self.poll_each(&mut |data| result.push(data)).await?;
+        Ok(result)
+    }
+
+    /// Polls every target once, handing each target's datapoints to
+    /// `each` as soon as it and every target before it are read, in the
+    /// order [`SnmpPoller::poll`] returns them, so a poll's readings are
+    /// never all held at once. Targets that read nothing are left out.
+    pub async fn poll_each(
+        &mut self,
+        each: &mut (dyn FnMut(TargetData) + Send),
+    ) -> Result<(), SnmpError> {
         let name = self.name.as_str();
         let settings = &self.settings;
         let deadline = Deadline {
@@ -242,36 +255,40 @@ impl SnmpPoller {
                 .await,
             );
         }
-        let polls: Vec<_> = settings
+        let mut jobs: Vec<_> = settings
             .targets
             .iter()
             .zip(clients)
             .zip(self.states.iter_mut())
+            .collect();
+        if settings.flavour != Flavour::Native {
+            // The Python agents post targets in sorted order of their
+            // names; polled in that order, they are handed over in it.
+            jobs.sort_by(|((a, _), _), ((b, _), _)| a.name.cmp(&b.name));
+        }
+        let polls: Vec<_> = jobs
+            .into_iter()
             .map(|((target, client), state)| {
                 poll_target(name, settings, target, client, &mut state.sizings, deadline)
             })
             .collect();
-        let outcomes: Vec<(TargetData, bool)> = futures_util::stream::iter(polls)
-            .buffered(settings.max_concurrent_targets.max(1))
-            .collect()
-            .await;
-        let answered = outcomes.iter().filter(|(_, answered)| *answered).count();
-        if answered == 0 && !outcomes.is_empty() {
+        let mut outcomes =
+            futures_util::stream::iter(polls).buffered(settings.max_concurrent_targets.max(1));
+        let (mut targets, mut answered) = (0, false);
+        while let Some((data, answer)) = outcomes.next().await {
+            targets += 1;
+            answered |= answer;
+            if !data.datapoints.is_empty() {
+                each(data);
+            }
+        }
+        if !answered && targets > 0 {
             return Err(SnmpError {
                 poller: self.name.clone(),
-                targets: outcomes.len(),
+                targets,
             });
         }
-        let mut result: Vec<TargetData> = outcomes
-            .into_iter()
-            .map(|(data, _)| data)
-            .filter(|data| !data.datapoints.is_empty())
-            .collect();
-        if settings.flavour != Flavour::Native {
-            // The Python agents post targets in sorted order of their names.
-            result.sort_by(|a, b| a.target.cmp(&b.target));
-        }
-        Ok(result)
+        Ok(())
     }
 }
 
@@ -475,6 +492,47 @@ async fn poll_target(
         }
     }
     (data, session.answered)
+}
+
+/// A table row's metadata: its index (`2`, `10.0.0.1`), then each label
+/// the row has, under `label_keys` (parallel to `labels`), every text
+/// made once for all the row's datapoints.
+fn row_metadata(
+    index: &[u32],
+    labels: &[(&Label, BTreeMap<Vec<u32>, VarBind>)],
+    label_keys: &[Text],
+) -> Vec<Metadata> {
+    let index_text = index
+        .iter()
+        .map(|n| n.to_string())
+        .collect::<Vec<_>>()
+        .join(".");
+    let mut metadata = vec![Metadata::new(
+        Text::Static(INDEX_METADATA_KEY),
+        Text::Shared(Arc::from(index_text)),
+    )];
+    for ((label, label_rows), key) in labels.iter().zip(label_keys) {
+        let Some(vb) = label_rows.get(index) else {
+            continue;
+        };
+        let Ok(reading) = convert::reading(&vb.value, Octets::Utf8OrHex) else {
+            continue;
+        };
+        let text = match reading {
+            convert::Reading::Text(text) => text,
+            convert::Reading::Integer(v, _) => v.to_string(),
+            convert::Reading::Float(v) => crate::model::python::float_to_string(v),
+        };
+        if text.trim().is_empty() {
+            continue;
+        }
+        metadata.push(Metadata {
+            key: key.clone(),
+            value: Text::Shared(Arc::from(text)),
+            update_checksum: label.update_checksum,
+        });
+    }
+    metadata
 }
 
 /// When a poll must end: every target stops asking then and posts what it
@@ -865,6 +923,19 @@ impl Session<'_> {
         &self,
         column: &Column,
         varbind: &VarBind,
+        metadata: Vec<Metadata>,
+        out: &mut Vec<DataPoint>,
+    ) {
+        self.push_as(column, Text::from(&column.key), varbind, metadata, out);
+    }
+
+    /// [`Session::push`] under `key`, the column's key made once for
+    /// many datapoints.
+    fn push_as(
+        &self,
+        column: &Column,
+        key: Text,
+        varbind: &VarBind,
         mut metadata: Vec<Metadata>,
         out: &mut Vec<DataPoint>,
     ) {
@@ -878,7 +949,7 @@ impl Session<'_> {
         let (value, data_type) = convert::native(reading, column.multiplier, column.offset);
         metadata.extend(column.metadata.iter().cloned());
         let mut datapoint = DataPoint::new(
-            column.key.clone(),
+            key,
             value,
             column.data_type.unwrap_or(data_type),
             now_ms(),
@@ -978,36 +1049,22 @@ impl Session<'_> {
                 columns[c].1.entry(index).or_insert(vb);
             }
         }
+        // A row's index and labels are made once and shared by the
+        // datapoints of every column of the row, and the keys once per
+        // table: a text the target repeats is held once, not per datapoint.
+        let label_keys: Vec<Text> = labels
+            .iter()
+            .map(|(label, _)| Text::Shared(Arc::from(label.key.as_str())))
+            .collect();
+        let mut rows_metadata: HashMap<&[u32], Vec<Metadata>> = HashMap::new();
         for (column, rows) in &columns {
+            let key = Text::Shared(Arc::from(column.key.as_str()));
             for (index, varbind) in rows {
-                let index_text = index
-                    .iter()
-                    .map(|n| n.to_string())
-                    .collect::<Vec<_>>()
-                    .join(".");
-                let mut metadata = vec![Metadata::new(Text::Static(INDEX_METADATA_KEY), index_text)];
-                for (label, label_rows) in &labels {
-                    let Some(vb) = label_rows.get(index) else {
-                        continue;
-                    };
-                    let Ok(reading) = convert::reading(&vb.value, Octets::Utf8OrHex) else {
-                        continue;
-                    };
-                    let text = match reading {
-                        convert::Reading::Text(text) => text,
-                        convert::Reading::Integer(v, _) => v.to_string(),
-                        convert::Reading::Float(v) => crate::model::python::float_to_string(v),
-                    };
-                    if text.trim().is_empty() {
-                        continue;
-                    }
-                    metadata.push(Metadata {
-                        key: label.key.clone().into(),
-                        value: text.into(),
-                        update_checksum: label.update_checksum,
-                    });
-                }
-                self.push(column, varbind, metadata, out);
+                let metadata = rows_metadata
+                    .entry(index.as_slice())
+                    .or_insert_with(|| row_metadata(index, &labels, &label_keys))
+                    .clone();
+                self.push_as(column, key.clone(), varbind, metadata, out);
             }
         }
     }
