@@ -10,6 +10,7 @@
 //! cargo bench --bench load -- daemon  --devices 50 --registers 200 --interval-s 5 --seconds 60 --self-s 0
 //! cargo bench --bench load -- selfmon --ticks 5000
 //! cargo bench --bench load -- snmp    --devices 200 --interfaces 24 --cycles 5 [--max-var-binds 64] [--interval-s 10] [--sim-processes N] [--joined 1] [--per-device 1]
+//! cargo bench --bench load -- snmp-daemon --devices 200 --interfaces 24 [--interval-s 30] [--seconds 90] [--only preset|ifmibd]
 //! cargo bench --bench load -- python  --devices 50 --registers 200 --cycles 20 [--seconds 60]
 //! cargo bench --bench load -- os      --cycles 200
 //! cargo bench --bench load -- opcua   --servers 10 --nodes 200 --cycles 10
@@ -81,6 +82,19 @@
 //!   local receiver, and its whole CPU per steady poll (with the pool
 //!   workers it forks) and PSS join the table; otherwise one line says
 //!   why it was left out.
+//! - `snmp-daemon` runs the real daemon (`pattoo-agentd run`, or
+//!   `--agent PATH`) polling a farm like `snmp`'s, served by one snmpsim
+//!   process per 25 devices (`--per-snmpsim`) so that 200 devices answer
+//!   within the interval, and posting to a local receiver: once with the
+//!   IF-MIB preset (one poller, each target with its own community, 5 s
+//!   timeout) and once with the `pattoo_agent_snmp_ifmibd.yaml` drop-in
+//!   (`--only preset|ifmibd` runs one). Every `--interval-s` (default 10,
+//!   30 above 50 devices), sampled for `--seconds` (default three
+//!   intervals) after two intervals of warm-up: the daemon's Pss every
+//!   100 ms (`smaps_rollup`), between polls (the last sample before a
+//!   poll in which it ran under 2 ms) and at the peak, its CPU and posts
+//!   per cycle, and its Pss and Rss by kind of mapping (`smaps`) at a
+//!   moment between polls.
 //! - `opcua` starts `--servers` asyncua OPC UA servers
 //!   (tests/support/opcua_server.py, asyncua installed from PyPI into
 //!   target/tmp when missing), each serving `--nodes` Doubles, and polls
@@ -212,11 +226,12 @@ fn main() {
         "replay" => replay(&opts),
         "selfmon" => selfmon(&opts),
         "snmp" => snmp(&opts),
+        "snmp-daemon" => snmp_daemon(&opts),
         "opcua" => opcua(&opts),
         "python" => python(&opts),
         "os" => os(&opts),
         other => panic!(
-            "unknown mode {other}; use cycle, daemon, startup, replay, selfmon, snmp, os, opcua or python"
+            "unknown mode {other}; use cycle, daemon, startup, replay, selfmon, snmp, snmp-daemon, os, opcua or python"
         ),
     }
 }
@@ -2901,4 +2916,288 @@ fn python_os_cycle(cycles: usize) -> Result<Vec<f64>, String> {
         .lines()
         .filter_map(|line| line.split_whitespace().nth(3)?.parse().ok())
         .collect())
+}
+
+// ------------------------------------------------- snmp-daemon: its memory
+
+/// Devices one snmpsim process of [`snmp_daemon`] serves: one process
+/// takes 30–40 s for a poll of 200 devices, several answer in parallel.
+const DEVICES_PER_SNMPSIM: usize = 25;
+
+/// `snmp-daemon`: the real daemon (`pattoo-agentd run`) polling snmpsim
+/// devices and posting to this harness's receiver, once with the IF-MIB
+/// preset (one poller, every target with its own community) and once with
+/// the `pattoo_agent_snmp_ifmibd.yaml` drop-in; prints the daemon's Pss
+/// between polls and at the peak, and where its memory is then.
+fn snmp_daemon(opts: &Opts) {
+    let devices = opts.get("devices", 200) as usize;
+    let interfaces = opts.get("interfaces", 24) as u32;
+    let interval_s = opts.get("interval-s", if devices > 50 { 30 } else { 10 });
+    let seconds = opts.get("seconds", 3 * interval_s);
+    let warmup = opts.get("warmup-s", 2 * interval_s + 1);
+    let per_sim = opts.get("per-snmpsim", DEVICES_PER_SNMPSIM as u64).max(1) as usize;
+    let only = opts.0.get("only").cloned().unwrap_or_default();
+    let binary = opts
+        .0
+        .get("agent")
+        .map_or(env!("CARGO_BIN_EXE_pattoo-agentd"), String::as_str)
+        .to_owned();
+    let (_sims, farm) = snmp_daemon_farm(devices, interfaces, per_sim);
+    println!(
+        "snmp-daemon: {devices} snmpsim devices x {interfaces} interfaces ({} snmpsim processes), \
+         every {interval_s} s; {binary}; sampled {seconds} s after {warmup} s warm-up; load average {}",
+        devices.div_ceil(per_sim),
+        std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim()
+    );
+    for (name, preset) in [
+        ("IF-MIB preset, one poller, a community per target", true),
+        ("pattoo_agent_snmp_ifmibd.yaml drop-in", false),
+    ] {
+        if (only == "preset" && !preset) || (only == "ifmibd" && preset) {
+            continue;
+        }
+        let mut receiver = Sims::start(0);
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config");
+        std::fs::create_dir(&config).unwrap();
+        write_pattoo_yaml(&config, dir.path(), receiver.receiver_port);
+        if preset {
+            let mut yaml = format!(
+                "pattoo_agentd:\n  polling_interval: {interval_s}\n  pollers:\n    \
+                 - name: farm\n      type: snmp\n      timeout_ms: 5000\n      preset: if_mib\n      targets:\n"
+            );
+            for (address, port, community) in &farm {
+                let file = dir.path().join(community);
+                std::fs::write(&file, community).unwrap();
+                yaml.push_str(&format!(
+                    "        - {{address: \"{address}:{port}\", community: {{file: {}}}}}\n",
+                    file.display()
+                ));
+            }
+            std::fs::write(config.join("pattoo_agentd.yaml"), yaml).unwrap();
+        } else {
+            std::fs::write(
+                config.join("pattoo_agent_snmp_ifmibd.yaml"),
+                snmp_daemon_ifmibd_yaml(&farm, interval_s),
+            )
+            .unwrap();
+        }
+        let t_start = Instant::now();
+        let daemon = Daemon::start_binary(&binary, &config, dir.path());
+        let pid = daemon.child.id();
+        std::thread::sleep(Duration::from_secs(warmup));
+        let before = receiver.stats();
+        let ticks0 = proc_cpu_ticks(pid);
+        // (Pss KiB, whether the daemon ran under 2 ms in the 100 ms before).
+        let mut samples: Vec<(u64, bool)> = Vec::new();
+        let mut ns = threads_cpu_ns(pid);
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(seconds) {
+            std::thread::sleep(Duration::from_millis(100));
+            let now = threads_cpu_ns(pid);
+            samples.push((pss_kib(pid), now.saturating_sub(ns) < 2_000_000));
+            ns = now;
+        }
+        let cpu_s = (proc_cpu_ticks(pid) - ticks0) as f64 / Watched::hz();
+        let after = receiver.stats();
+        // Where the memory is, at a moment between polls.
+        let mut breakdown = String::new();
+        for _ in 0..10 * interval_s {
+            std::thread::sleep(Duration::from_millis(100));
+            let now = threads_cpu_ns(pid);
+            let idle = now.saturating_sub(ns) < 2_000_000;
+            ns = now;
+            if idle {
+                breakdown = smaps_breakdown(pid, &binary);
+                break;
+            }
+        }
+        let hwm = status_kib(&pid.to_string(), "VmHWM");
+        let threads = status_kib(&pid.to_string(), "Threads");
+        daemon.stop();
+        let mib = |k: u64| k as f64 / 1024.0;
+        // Between polls: the last idle sample before each poll starts.
+        let mut between: Vec<u64> = samples
+            .windows(2)
+            .filter(|w| w[0].1 && !w[1].1)
+            .map(|w| w[0].0)
+            .collect();
+        between.sort_unstable();
+        let peak = samples.iter().map(|s| s.0).max().unwrap_or(0);
+        let cycles = seconds as f64 / interval_s as f64;
+        println!("  {name}:");
+        println!(
+            "    Pss between polls (the last idle sample before each poll): {}; peak {:.1} MiB \
+             (every 100 ms); VmHWM {:.1} MiB; {threads} threads; {} samples",
+            if between.is_empty() {
+                "no idle sample before a poll".to_owned()
+            } else {
+                format!(
+                    "median {:.1} MiB (min {:.1}, max {:.1}, {} polls)",
+                    mib(between[between.len() / 2]),
+                    mib(between[0]),
+                    mib(between[between.len() - 1]),
+                    between.len()
+                )
+            },
+            mib(peak),
+            mib(hwm),
+            samples.len()
+        );
+        println!(
+            "    CPU {:.1} ms per cycle; per cycle {:.1} posts, {:.0} bytes posted; ran {:.0} s",
+            1e3 * cpu_s / cycles,
+            (after.posts - before.posts) as f64 / cycles,
+            (after.bytes - before.bytes) as f64 / cycles,
+            t_start.elapsed().as_secs_f64()
+        );
+        print!("{breakdown}");
+    }
+}
+
+/// snmpsim processes of `per_sim` devices each on 127.0.2.x, device `d`
+/// with community `device{d:03}`: the processes and (address, port,
+/// community) per device.
+fn snmp_daemon_farm(
+    devices: usize,
+    interfaces: u32,
+    per_sim: usize,
+) -> (
+    Vec<snmpsim::SnmpSim>,
+    Vec<(std::net::Ipv4Addr, u16, String)>,
+) {
+    assert!(devices <= 250, "at most 250 devices on 127.0.2.x");
+    let mut sims = Vec::new();
+    let mut farm = Vec::new();
+    for first in (0..devices).step_by(per_sim) {
+        let data = tempfile::tempdir().unwrap();
+        let mut addresses = Vec::new();
+        for d in first..devices.min(first + per_sim) {
+            std::fs::write(
+                data.path().join(format!("device{d:03}.snmprec")),
+                snmprec(interfaces, d as u64),
+            )
+            .unwrap();
+            addresses.push(std::net::Ipv4Addr::new(127, 0, 2, d as u8 + 1));
+        }
+        let sim =
+            snmpsim::SnmpSim::launch(data.path(), &addresses, Duration::from_secs(300), Some(64));
+        for (k, address) in addresses.iter().enumerate() {
+            farm.push((
+                *address,
+                sim.port(*address),
+                format!("device{:03}", first + k),
+            ));
+        }
+        sims.push(sim);
+    }
+    (sims, farm)
+}
+
+/// The drop-in for [`snmp_daemon_farm`]'s devices: one polling group,
+/// an auth group per device with its community and port.
+fn snmp_daemon_ifmibd_yaml(farm: &[(std::net::Ipv4Addr, u16, String)], interval_s: u64) -> String {
+    let mut yaml = format!(
+        "pattoo_agent_snmp_ifmibd:\n  polling_interval: {interval_s}\n  polling_groups:\n    \
+         - group_name: all\n      ip_targets:\n"
+    );
+    for (address, _, _) in farm {
+        yaml.push_str(&format!("        - {address}\n"));
+    }
+    yaml.push_str("      oids:\n        - address: .1.3.6.1.2.1.2.2.1.10\n  auth_groups:\n");
+    for (address, port, community) in farm {
+        yaml.push_str(&format!(
+            "    - group_name: {community}\n      snmp_version: 2\n      snmp_community: {community}\n      \
+             snmp_port: {port}\n      ip_targets: [{address}]\n"
+        ));
+    }
+    yaml
+}
+
+/// Pss and Rss of process `pid` by kind of mapping, from
+/// `/proc/PID/smaps`: the executable's code, read-only data and data,
+/// other files, the main heap, anonymous mappings (glibc's arenas, thread
+/// stacks, large allocations) and the main stack; then the five largest
+/// anonymous mappings.
+fn smaps_breakdown(pid: u32, binary: &str) -> String {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let exe = std::fs::canonicalize(binary).unwrap_or_default();
+    let mut kinds: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
+    let mut anon: Vec<(u64, u64, u64)> = Vec::new();
+    let mut kind = String::new();
+    let mut size = 0;
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.len() >= 5 && fields[0].contains('-') && !line.ends_with(" kB") {
+            let path = fields.get(5..).map(|p| p.join(" ")).unwrap_or_default();
+            let (lo, hi) = fields[0].split_once('-').unwrap();
+            size = (u64::from_str_radix(hi, 16).unwrap() - u64::from_str_radix(lo, 16).unwrap())
+                / 1024;
+            let perms = fields[1];
+            kind = if !path.is_empty() && Path::new(&path) == exe {
+                format!(
+                    "executable {}",
+                    if perms.contains('x') {
+                        "code"
+                    } else if perms.contains('w') {
+                        "data"
+                    } else {
+                        "read-only data"
+                    }
+                )
+            } else if path == "[heap]" {
+                "main heap".into()
+            } else if path == "[stack]" {
+                "main stack".into()
+            } else if path.starts_with('[') {
+                "kernel ([vdso] ...)".into()
+            } else if path.is_empty() {
+                "anonymous (arenas, thread stacks, large allocations)".into()
+            } else {
+                "other files (libc, ...)".into()
+            };
+            continue;
+        }
+        let value = || {
+            fields
+                .get(1)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        match fields.first().copied() {
+            Some("Rss:") => kinds.entry(kind.clone()).or_default().1 += value(),
+            Some("Pss:") => {
+                kinds.entry(kind.clone()).or_default().0 += value();
+                if kind.starts_with("anonymous") && value() > 0 {
+                    anon.push((value(), size, 0));
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = String::from("    between polls, by mapping (Pss / Rss):\n");
+    for (kind, (pss, rss)) in &kinds {
+        out.push_str(&format!(
+            "      {kind}: {:.2} / {:.2} MiB\n",
+            *pss as f64 / 1024.0,
+            *rss as f64 / 1024.0
+        ));
+    }
+    anon.sort_unstable_by(|a, b| b.cmp(a));
+    let largest: Vec<String> = anon
+        .iter()
+        .take(5)
+        .map(|(pss, size, _)| {
+            format!(
+                "{:.2} MiB of {:.2}",
+                *pss as f64 / 1024.0,
+                *size as f64 / 1024.0
+            )
+        })
+        .collect();
+    out.push_str(&format!(
+        "      largest anonymous mappings (Pss of size): {}\n",
+        largest.join(", ")
+    ));
+    out
 }

@@ -7,6 +7,8 @@
 
 use crate::common;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pattoo_agentd::model::{TargetData, Value};
@@ -985,4 +987,48 @@ async fn a_late_answer_to_a_first_attempt_is_taken_during_the_retry_while_other_
             .collect();
         assert_eq!(values, [&Value::Text("late".into()); 4], "{read:?}");
     }
+}
+
+#[tokio::test]
+async fn a_target_is_handed_over_as_soon_as_it_is_read_while_a_later_target_still_waits() {
+    const SYSNAME: [u32; 9] = [1, 3, 6, 1, 2, 1, 1, 5, 0];
+    let sysname = |request: &Request| answer(request, &[(SYSNAME.to_vec(), 0x04, b"x".to_vec())]);
+    let (first, (_dir, community)) = scripted(sysname).await;
+    // The second device answers only once the first target's readings
+    // have been handed over: a poll that held every target until the end
+    // would time out on it.
+    let handed_over = Arc::new(AtomicBool::new(false));
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let second = socket.local_addr().unwrap().to_string();
+    let gate = handed_over.clone();
+    tokio::spawn(async move {
+        let mut buffer = vec![0u8; 65_536];
+        loop {
+            let Ok((n, from)) = socket.recv_from(&mut buffer).await else {
+                return;
+            };
+            let request = parse(&buffer[..n]);
+            while !gate.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let _ = socket.send_to(&sysname(&request), from).await;
+        }
+    });
+    let mut poller = common::poller::from_entries(&format!(
+        "    - name: odd\n      type: snmp\n      targets: [\"{first}\", \"{second}\"]\n      \
+         community: {{file: {community}}}\n      timeout_ms: 10000\n      retries: 0\n      \
+         get: [{{oid: .1.3.6.1.2.1.1.5.0, key: sysname}}]\n"
+    ));
+    let mut handed = Vec::new();
+    let polled = tokio::time::timeout(
+        HANG,
+        poller.poll_each(&mut |target: TargetData| {
+            handed.push((target.target.clone(), target.datapoints.len()));
+            handed_over.store(true, Ordering::SeqCst);
+        }),
+    )
+    .await
+    .expect("the poll ends");
+    assert!(polled.is_ok(), "{polled:?}");
+    assert_eq!(handed, [(first, 1), (second, 1)]);
 }

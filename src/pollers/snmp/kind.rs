@@ -4,6 +4,7 @@ use serde_norway::Value;
 
 use super::{compat, SnmpError, SnmpPoller, SnmpSettings};
 use crate::model::translation::{Language, Translation};
+use crate::model::TargetData;
 use crate::pollers::{DropIn, Example, Kind, Polled, PollerEnv, PollerSettings};
 use crate::yaml::{Document, YamlPath};
 
@@ -51,5 +52,15 @@ impl Kind for Snmp {
 
     async fn poll(poller: &mut SnmpPoller) -> Result<Polled, SnmpError> {
         poller.poll().await.map(Polled::from)
+    }
+
+    /// Each target as soon as it and every target before it are read, so
+    /// two hundred devices' readings are never held at once.
+    async fn poll_each(
+        poller: &mut SnmpPoller,
+        each: &mut (dyn FnMut(TargetData) + Send),
+    ) -> Result<Polled, SnmpError> {
+        poller.poll_each(each).await?;
+        Ok(Polled::Readings(Vec::new()))
     }
 }

@@ -220,6 +220,19 @@ impl SnmpPoller {
 
     /// Polls every target once.
     pub async fn poll(&mut self) -> Result<Vec<TargetData>, SnmpError> {
+        let mut result = Vec::new();
+        self.poll_each(&mut |data| result.push(data)).await?;
+        Ok(result)
+    }
+
+    /// Polls every target once, handing each target's datapoints to
+    /// `each` as soon as it and every target before it are read, in the
+    /// order [`SnmpPoller::poll`] returns them, so a poll's readings are
+    /// never all held at once. Targets that read nothing are left out.
+    pub async fn poll_each(
+        &mut self,
+        each: &mut (dyn FnMut(TargetData) + Send),
+    ) -> Result<(), SnmpError> {
         let name = self.name.as_str();
         let settings = &self.settings;
         let deadline = Deadline {
@@ -242,36 +255,40 @@ impl SnmpPoller {
                 .await,
             );
         }
-        let polls: Vec<_> = settings
+        let mut jobs: Vec<_> = settings
             .targets
             .iter()
             .zip(clients)
             .zip(self.states.iter_mut())
+            .collect();
+        if settings.flavour != Flavour::Native {
+            // The Python agents post targets in sorted order of their
+            // names; polled in that order, they are handed over in it.
+            jobs.sort_by(|((a, _), _), ((b, _), _)| a.name.cmp(&b.name));
+        }
+        let polls: Vec<_> = jobs
+            .into_iter()
             .map(|((target, client), state)| {
                 poll_target(name, settings, target, client, &mut state.sizings, deadline)
             })
             .collect();
-        let outcomes: Vec<(TargetData, bool)> = futures_util::stream::iter(polls)
-            .buffered(settings.max_concurrent_targets.max(1))
-            .collect()
-            .await;
-        let answered = outcomes.iter().filter(|(_, answered)| *answered).count();
-        if answered == 0 && !outcomes.is_empty() {
+        let mut outcomes =
+            futures_util::stream::iter(polls).buffered(settings.max_concurrent_targets.max(1));
+        let (mut targets, mut answered) = (0, false);
+        while let Some((data, answer)) = outcomes.next().await {
+            targets += 1;
+            answered |= answer;
+            if !data.datapoints.is_empty() {
+                each(data);
+            }
+        }
+        if !answered && targets > 0 {
             return Err(SnmpError {
                 poller: self.name.clone(),
-                targets: outcomes.len(),
+                targets,
             });
         }
-        let mut result: Vec<TargetData> = outcomes
-            .into_iter()
-            .map(|(data, _)| data)
-            .filter(|data| !data.datapoints.is_empty())
-            .collect();
-        if settings.flavour != Flavour::Native {
-            // The Python agents post targets in sorted order of their names.
-            result.sort_by(|a, b| a.target.cmp(&b.target));
-        }
-        Ok(result)
+        Ok(())
     }
 }
 
