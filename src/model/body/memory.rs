@@ -33,7 +33,7 @@ use rustc_hash::{FxHashMap, FxHashSet, FxHasher};
 
 use super::{
     agent_suffixes, in_two_halves, normalise_datapoint_key, normalise_metadata, pair_hash,
-    render_pair, AgentContext, BuildOutcome, DropReason, LimitedOutcome, Parts, PostBody,
+    render_pair, AgentContext, BuildOutcome, DropReason, LimitedOutcome, Parts, PostBody, Writer,
     PARALLEL_MIN,
 };
 use crate::model::checksum::{self, ChainBatch, Checksum, Digest};
@@ -585,6 +585,7 @@ impl Building<'_, '_, '_> {
     /// Normalises and writes the next target's datapoints.
     pub fn add(&mut self, target: &TargetData) {
         self.begin();
+        self.expect_at_least(target.datapoints.len());
         let memory = &mut *self.memory;
         let last = self.last.as_mut().expect("begun");
         let t = self.memories.len();
@@ -592,6 +593,27 @@ impl Building<'_, '_, '_> {
         self.changed |= memory.update(&mut target_memory, target, self.agent, self.parallel_min);
         memory.write(&target_memory, target, self.agent, &mut self.parts);
         self.memories.push(target_memory);
+    }
+
+    /// Makes the bodies' buffers reserve for at least `datapoints`, once a
+    /// target that large is handed over: the last poll's size, which they
+    /// started from, is none on a first poll, and growing a body a
+    /// doubling at a time copies it. The bytes are the same either way.
+    fn expect_at_least(&mut self, datapoints: usize) {
+        let parts = &mut self.parts;
+        if parts.total >= datapoints {
+            return;
+        }
+        parts.total = datapoints;
+        if parts.writer.count == 0 && parts.writer.dropped.is_empty() {
+            // Nothing written yet but the header, which depends on neither.
+            parts.writer = Writer::new(
+                self.agent,
+                parts.timestamp_ms,
+                datapoints,
+                parts.max_body_bytes,
+            );
+        }
     }
 
     /// Takes over the last poll's targets: from here on, the memory will
@@ -684,6 +706,8 @@ fn make_all<'a>(
 ) -> Vec<Result<Made, DropReason>> {
     let mut batch = ChainBatch::with_capacity(datapoints.len());
     let mut pairs = Renderer::default();
+    // A key and its pair each, at least, for most new descriptions.
+    pairs.texts.set.reserve(2 * datapoints.len());
     let mut kept: Vec<(Cow<'_, str>, &str)> = Vec::new();
     let made: Vec<_> = datapoints
         .map(|dp| {
