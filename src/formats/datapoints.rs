@@ -76,21 +76,31 @@ fn parse_in(payload: &Payload<'_>, whole: Option<&Arc<String>>) -> Result<Parsed
         parsed: Parsed::default(),
         metadata: Vec::new(),
     };
-    // What `serde_json::from_slice` does, with a seed.
-    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    DocumentSeed(&mut reading)
-        .deserialize(&mut deserializer)
-        .and_then(|()| deserializer.end())
-        .map_err(|err| FormatError {
-            format: FORMAT,
-            location: if err.line() == 0 {
-                "payload".to_owned()
-            } else {
-                format!("line {} column {}", err.line(), err.column())
-            },
-            reason: strip_position(&err.to_string()),
-        })?;
+    // A payload known to be UTF-8 is read as text, so serde_json does not
+    // check each string of it again.
+    match whole {
+        Some(whole) => read_document(serde_json::Deserializer::from_str(whole), &mut reading),
+        None => read_document(serde_json::Deserializer::from_slice(bytes), &mut reading),
+    }
+    .map_err(|err| FormatError {
+        format: FORMAT,
+        location: if err.line() == 0 {
+            "payload".to_owned()
+        } else {
+            format!("line {} column {}", err.line(), err.column())
+        },
+        reason: strip_position(&err.to_string()),
+    })?;
     Ok(reading.parsed)
+}
+
+/// What `serde_json::from_slice` (or `from_str`) does, with a seed.
+fn read_document<'de, R: serde_json::de::Read<'de>>(
+    mut deserializer: serde_json::Deserializer<R>,
+    reading: &mut Reading<'_>,
+) -> serde_json::Result<()> {
+    DocumentSeed(reading).deserialize(&mut deserializer)?;
+    deserializer.end()
 }
 
 /// What reading the document needs, and what it has read so far.
