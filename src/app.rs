@@ -465,6 +465,9 @@ async fn once_print(
 ) -> anyhow::Result<()> {
     let started_ms = crate::time::now_ms();
     let mut collectors = collector::collectors(settings, env, only).context("preparing pollers")?;
+    collectors
+        .iter_mut()
+        .for_each(collector::Collector::poll_once);
     let mut stdout = std::io::stdout().lock();
     let mut empty = Vec::new();
     for collector in &mut collectors {
@@ -553,6 +556,9 @@ async fn once_deliver(
     only: Option<&str>,
 ) -> anyhow::Result<()> {
     let mut collectors = collector::collectors(settings, env, only).context("preparing pollers")?;
+    collectors
+        .iter_mut()
+        .for_each(collector::Collector::poll_once);
     let delivery =
         daemon::open_delivery(settings, Default::default()).context("preparing delivery")?;
     let mut stdout = std::io::stdout().lock();

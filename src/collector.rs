@@ -36,6 +36,8 @@ pub struct Collector {
     /// What the last poll worked out about each datapoint: a poller reads
     /// the same registers every time, and their checksums cannot change.
     memory: PollMemory,
+    /// Set by [`Collector::poll_once`].
+    one_poll: bool,
 }
 
 impl Collector {
@@ -59,6 +61,7 @@ impl Collector {
             poller: Poller::new(settings, env)
                 .with_context(|| format!("poller {}", settings.name))?,
             memory: PollMemory::default(),
+            one_poll: false,
         })
     }
 
@@ -110,6 +113,16 @@ impl Collector {
         self.collect().await
     }
 
+    /// Prepares for a process that polls once and exits (`once`): the
+    /// memory works out only what this poll needs (see
+    /// [`PollMemory::for_one_poll`]), and each target's readings are let go
+    /// of without being freed once written. Polling again still works; it
+    /// only holds more.
+    pub fn poll_once(&mut self) {
+        self.memory = PollMemory::for_one_poll();
+        self.one_poll = true;
+    }
+
     /// Lets go of the poll memory without freeing it, for a process about
     /// to exit (`once`): freeing a large poll's descriptions one by one is
     /// work no one needs. Nothing else is let go of: a poller may have
@@ -138,11 +151,18 @@ impl Collector {
             polling_interval_ms: self.polling_interval_ms,
         };
         let metadata = &self.metadata;
+        let one_poll = self.one_poll;
         let mut building = self.memory.start(&agent, started_ms, self.max_body_bytes);
         let polled = {
             let mut add = |mut target: TargetData| {
                 add_target(&mut building, metadata, &mut target);
-                drop(target);
+                if one_poll {
+                    // The process exits next: freeing each reading is work
+                    // no one needs.
+                    std::mem::forget(target);
+                } else {
+                    drop(target);
+                }
                 building.take_finished().into_iter().for_each(&mut *each);
             };
             self.poller.poll_each(&mut add).await

@@ -40,28 +40,67 @@ pub fn parse(payload: &Payload<'_>) -> Result<Parsed, FormatError> {
     let bytes = whole
         .as_ref()
         .map_or(payload.bytes, |whole| whole.as_bytes());
+    parse_in(&Payload { bytes, ..*payload }, whole.as_ref())
+}
+
+/// [`parse`] of a payload the caller hands over: the texts are cut from
+/// it, not from a copy.
+pub fn parse_owned(
+    output: Vec<u8>,
+    default_target: &str,
+    read_at_ms: u64,
+) -> Result<Parsed, FormatError> {
+    let (whole, bytes) = match String::from_utf8(output) {
+        Ok(text) => (Some(Arc::new(text)), Vec::new()),
+        Err(not_utf8) => (None, not_utf8.into_bytes()),
+    };
+    let payload = Payload {
+        bytes: whole
+            .as_ref()
+            .map_or(bytes.as_slice(), |whole| whole.as_bytes()),
+        default_target,
+        read_at_ms,
+        exit_status: None,
+    };
+    parse_in(&payload, whole.as_ref())
+}
+
+/// [`parse`], the texts cut from `whole`, which holds `payload.bytes`,
+/// when the payload is UTF-8.
+fn parse_in(payload: &Payload<'_>, whole: Option<&Arc<String>>) -> Result<Parsed, FormatError> {
+    let bytes = payload.bytes;
     let mut reading = Reading {
-        whole: whole.as_ref(),
+        whole,
         read_at_ms: payload.read_at_ms,
         default_target: payload.default_target,
         parsed: Parsed::default(),
         metadata: Vec::new(),
     };
-    // What `serde_json::from_slice` does, with a seed.
-    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    DocumentSeed(&mut reading)
-        .deserialize(&mut deserializer)
-        .and_then(|()| deserializer.end())
-        .map_err(|err| FormatError {
-            format: FORMAT,
-            location: if err.line() == 0 {
-                "payload".to_owned()
-            } else {
-                format!("line {} column {}", err.line(), err.column())
-            },
-            reason: strip_position(&err.to_string()),
-        })?;
+    // A payload known to be UTF-8 is read as text, so serde_json does not
+    // check each string of it again.
+    match whole {
+        Some(whole) => read_document(serde_json::Deserializer::from_str(whole), &mut reading),
+        None => read_document(serde_json::Deserializer::from_slice(bytes), &mut reading),
+    }
+    .map_err(|err| FormatError {
+        format: FORMAT,
+        location: if err.line() == 0 {
+            "payload".to_owned()
+        } else {
+            format!("line {} column {}", err.line(), err.column())
+        },
+        reason: strip_position(&err.to_string()),
+    })?;
     Ok(reading.parsed)
+}
+
+/// What `serde_json::from_slice` (or `from_str`) does, with a seed.
+fn read_document<'de, R: serde_json::de::Read<'de>>(
+    mut deserializer: serde_json::Deserializer<R>,
+    reading: &mut Reading<'_>,
+) -> serde_json::Result<()> {
+    DocumentSeed(reading).deserialize(&mut deserializer)?;
+    deserializer.end()
 }
 
 /// What reading the document needs, and what it has read so far.
@@ -889,6 +928,33 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "datapoints payload: line 1 column 39: invalid unicode code point"
+        );
+    }
+
+    #[test]
+    fn a_payload_handed_over_is_read_as_a_borrowed_one_and_its_texts_cut_from_it() {
+        let document = r#"{"targets": [{"target": "t", "datapoints": [
+            {"key": "a", "value": 1.5, "data_type": 101, "metadata": [["site", "b\u00e9", false]]}]}]}"#;
+        let output = document.as_bytes().to_vec();
+        let buffer = output.as_ptr() as usize..output.as_ptr() as usize + output.len();
+        let parsed = parse_owned(output, "this-host", 42).unwrap();
+        assert_eq!(parsed, parse_str(document).unwrap());
+        let key = &parsed.targets[0].datapoints[0].key;
+        assert!(matches!(key, Text::Slice(..)), "{key:?}");
+        assert!(
+            buffer.contains(&(key.as_str().as_ptr() as usize)),
+            "the key is a slice of the output handed over, not of a copy"
+        );
+        let not_utf8 = b"{\"targets\": [{\"datapoints\": [{\"key\": \"\xff\"}]}]}";
+        assert_eq!(
+            parse_owned(not_utf8.to_vec(), "this-host", 42).unwrap_err(),
+            parse(&Payload {
+                bytes: not_utf8,
+                default_target: "this-host",
+                read_at_ms: 42,
+                exit_status: None,
+            })
+            .unwrap_err()
         );
     }
 

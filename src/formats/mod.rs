@@ -230,6 +230,29 @@ impl FormatSettings {
         matches!(self, FormatSettings::Nagios)
     }
 
+    /// [`FormatSettings::parse_payload`] of a payload the caller has no
+    /// further use for, a command's `output`: a parser that keeps texts
+    /// cut from its payload takes it over instead of copying it.
+    pub fn parse_output(
+        &self,
+        output: Vec<u8>,
+        default_target: &str,
+        read_at_ms: u64,
+        exit_status: Option<i32>,
+    ) -> Result<Parsed, FormatError> {
+        match self {
+            FormatSettings::Datapoints => {
+                datapoints::parse_owned(output, default_target, read_at_ms)
+            }
+            _ => self.parse_payload(&Payload {
+                bytes: &output,
+                default_target,
+                read_at_ms,
+                exit_status,
+            }),
+        }
+    }
+
     /// Parses a payload.
     pub fn parse_payload(&self, payload: &Payload<'_>) -> Result<Parsed, FormatError> {
         match self {

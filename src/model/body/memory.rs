@@ -33,7 +33,7 @@ use rustc_hash::{FxHashMap, FxHashSet, FxHasher};
 
 use super::{
     agent_suffixes, in_two_halves, normalise_datapoint_key, normalise_metadata, pair_hash,
-    render_pair, AgentContext, BuildOutcome, DropReason, LimitedOutcome, Parts, PostBody,
+    render_pair, AgentContext, BuildOutcome, DropReason, LimitedOutcome, Parts, PostBody, Writer,
     PARALLEL_MIN,
 };
 use crate::model::checksum::{self, ChainBatch, Checksum, Digest};
@@ -55,28 +55,38 @@ pub struct PollMemory {
     targets: Vec<TargetMemory>,
     /// Every text the descriptions hold, once (see the module's notes).
     texts: Texts,
+    /// Made by [`PollMemory::for_one_poll`].
+    one_poll: bool,
 }
 
 /// Texts kept once, shared by whatever holds them.
 #[derive(Default)]
-struct Texts(hashbrown::HashSet<Arc<str>, rustc_hash::FxBuildHasher>);
+struct Texts {
+    set: hashbrown::HashSet<Arc<str>, rustc_hash::FxBuildHasher>,
+    /// Texts are kept as they come, not looked up (see
+    /// [`PollMemory::for_one_poll`]).
+    as_they_come: bool,
+}
 
 impl Texts {
     fn get(&mut self, text: &str) -> Arc<str> {
-        if let Some(known) = self.0.get(text) {
+        if let Some(known) = self.set.get(text) {
             return Arc::clone(known);
         }
         let text: Arc<str> = Arc::from(text);
-        self.0.insert(Arc::clone(&text));
+        self.set.insert(Arc::clone(&text));
         text
     }
 
     /// `text`, or the same text already kept.
     fn keep(&mut self, text: Arc<str>) -> Arc<str> {
-        match self.0.get(&text) {
+        if self.as_they_come {
+            return text;
+        }
+        match self.set.get(&text) {
             Some(known) => Arc::clone(known),
             None => {
-                self.0.insert(Arc::clone(&text));
+                self.set.insert(Arc::clone(&text));
                 text
             }
         }
@@ -87,13 +97,14 @@ impl Texts {
     fn text(&mut self, text: &Text) -> Text {
         match text {
             Text::Static(_) | Text::Shared(_) => text.clone(),
+            Text::Slice(..) if self.as_they_come => text.clone(),
             Text::Owned(_) | Text::Slice(..) => Text::Shared(self.get(text)),
         }
     }
 
     /// Forgets the texts nothing else holds any more.
     fn forget_unused(&mut self) {
-        self.0.retain(|text| Arc::strong_count(text) > 1);
+        self.set.retain(|text| Arc::strong_count(text) > 1);
     }
 }
 
@@ -152,6 +163,24 @@ impl Description {
 }
 
 impl PollMemory {
+    /// A memory for a process that exits after one poll (`once`): nothing
+    /// it works out will be used again, so a text a parser cut from its
+    /// payload is kept as that slice, holding the payload, rather than
+    /// copied out and looked up among the others, and the memory takes room
+    /// for a target's descriptions at once rather than growing to it. The
+    /// bodies are the same; a memory made so stays correct if it does poll
+    /// again, only larger.
+    pub fn for_one_poll() -> Self {
+        PollMemory {
+            texts: Texts {
+                as_they_come: true,
+                ..Texts::default()
+            },
+            one_poll: true,
+            ..PollMemory::default()
+        }
+    }
+
     /// [`build`](super::build), reusing what the last poll worked out.
     pub fn build(
         &mut self,
@@ -276,6 +305,18 @@ impl PollMemory {
         let mut entries = Vec::with_capacity(datapoints.len());
         let mut new_descriptions: Vec<(u32, &DataPoint)> = Vec::new();
         let mut unhashed: Vec<usize> = Vec::new();
+        if self.one_poll {
+            let n = datapoints.len();
+            new_descriptions.reserve(n);
+            unhashed.reserve(n);
+            self.descriptions.reserve(n);
+            let descriptions = &self.descriptions;
+            self.index.reserve(n, |&id| {
+                descriptions[id as usize]
+                    .as_ref()
+                    .map_or(0, |description| description.hash)
+            });
+        }
         for (i, dp) in datapoints.iter().enumerate() {
             if let Some(entry) = last
                 .get(i)
@@ -512,7 +553,7 @@ impl PollMemory {
     /// How many texts the descriptions keep between them.
     #[cfg(test)]
     pub(super) fn texts_kept(&self) -> usize {
-        self.texts.0.len()
+        self.texts.set.len()
     }
 
     /// How many distinct descriptions and target entries are remembered.
@@ -544,6 +585,7 @@ impl Building<'_, '_, '_> {
     /// Normalises and writes the next target's datapoints.
     pub fn add(&mut self, target: &TargetData) {
         self.begin();
+        self.expect_at_least(target.datapoints.len());
         let memory = &mut *self.memory;
         let last = self.last.as_mut().expect("begun");
         let t = self.memories.len();
@@ -551,6 +593,27 @@ impl Building<'_, '_, '_> {
         self.changed |= memory.update(&mut target_memory, target, self.agent, self.parallel_min);
         memory.write(&target_memory, target, self.agent, &mut self.parts);
         self.memories.push(target_memory);
+    }
+
+    /// Makes the bodies' buffers reserve for at least `datapoints`, once a
+    /// target that large is handed over: the last poll's size, which they
+    /// started from, is none on a first poll, and growing a body a
+    /// doubling at a time copies it. The bytes are the same either way.
+    fn expect_at_least(&mut self, datapoints: usize) {
+        let parts = &mut self.parts;
+        if parts.total >= datapoints {
+            return;
+        }
+        parts.total = datapoints;
+        if parts.writer.count == 0 && parts.writer.dropped.is_empty() {
+            // Nothing written yet but the header, which depends on neither.
+            parts.writer = Writer::new(
+                self.agent,
+                parts.timestamp_ms,
+                datapoints,
+                parts.max_body_bytes,
+            );
+        }
     }
 
     /// Takes over the last poll's targets: from here on, the memory will
@@ -643,6 +706,8 @@ fn make_all<'a>(
 ) -> Vec<Result<Made, DropReason>> {
     let mut batch = ChainBatch::with_capacity(datapoints.len());
     let mut pairs = Renderer::default();
+    // A key and its pair each, at least, for most new descriptions.
+    pairs.texts.set.reserve(2 * datapoints.len());
     let mut kept: Vec<(Cow<'_, str>, &str)> = Vec::new();
     let made: Vec<_> = datapoints
         .map(|dp| {

@@ -618,8 +618,13 @@ mod remembered {
             polls in proptest::collection::vec(proptest::collection::vec(change(), 0..4), 1..8),
             parallel_min in prop_oneof![Just(1usize), Just(3), Just(usize::MAX)],
             max_body_bytes in prop_oneof![Just(usize::MAX), 300usize..4000],
+            one_poll in any::<bool>(),
         ) {
-            let mut memory = PollMemory::default();
+            let mut memory = if one_poll {
+                PollMemory::for_one_poll()
+            } else {
+                PollMemory::default()
+            };
             let mut targets = first;
             let mut host = 0;
             for (p, changes) in std::iter::once(Vec::new()).chain(polls).enumerate() {
@@ -734,6 +739,27 @@ mod remembered {
             // interface names and their pairs; not one per datapoint.
             assert_eq!(memory.texts_kept(), 24 + 24 + 1 + 10 + 10);
         }
+    }
+
+    #[test]
+    fn a_memory_for_one_poll_keeps_the_texts_cut_from_the_payload_as_they_are() {
+        let payload = std::sync::Arc::new((0..10).map(|i| format!("eth{i};")).collect());
+        let mut memory = PollMemory::for_one_poll();
+        let targets = interfaces(&payload);
+        assert_eq!(
+            memory.build(&AGENT, 7, &targets).body,
+            build(&AGENT, 7, &targets).body
+        );
+        drop(targets);
+        assert_eq!(memory.size(), (240, 240));
+        // The 24 owned keys and the metadata key: not the interface names
+        // cut from the payload, nor the pairs made (69 kept by a memory
+        // that polls again).
+        assert_eq!(memory.texts_kept(), 24 + 1);
+        assert!(
+            std::sync::Arc::strong_count(&payload) > 1,
+            "the descriptions hold the payload's slices"
+        );
     }
 
     #[test]

@@ -38,7 +38,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::{self, Child};
 
 use super::PollerEnv;
-use crate::formats::{FormatError, Payload};
+use crate::formats::FormatError;
 use crate::model::TargetData;
 use crate::time::now_ms;
 
@@ -331,12 +331,7 @@ impl CommandPoller {
         let parsed = self
             .settings
             .format
-            .parse_payload(&Payload {
-                bytes: &output,
-                default_target: &self.target,
-                read_at_ms: now_ms(),
-                exit_status: status.code(),
-            })
+            .parse_output(output, &self.target, now_ms(), status.code())
             .map_err(|source| CommandError::Format {
                 poller: poller.clone(),
                 program: program.clone(),
