@@ -80,38 +80,15 @@ pub fn tune_allocator() {
 /// page fault, and the heap grows in large steps (untouched pages cost
 /// nothing) rather than a system call every few pages. One arena: every
 /// thread's blocks are freed where they were taken, and grow the one heap.
-///
-/// The heap is grown once, by 64 MiB of address space, and the kernel is
-/// asked to back it with transparent huge pages where it allows them
-/// (`transparent_hugepage/enabled` set to `madvise`, the usual default, or
-/// `always`): a large poll touches some 12 MiB of it, which is a few
-/// faults of 2 MiB instead of about 3,000 of 4 KiB. Pages never touched
-/// cost nothing either way.
 pub fn tune_allocator_for_once() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes allocator parameters, and the block
-    // taken to grow the heap is freed at once; it is called before any
-    // other thread exists. madvise only gives the kernel a hint about the
-    // heap's pages, which are the allocator's own mapping.
+    // SAFETY: mallopt only changes allocator parameters; it is called
+    // before any other thread exists.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 1);
         // glibc's largest: blocks below it come from the heap.
         libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
         libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
-        libc::mallopt(libc::M_TOP_PAD, 64 << 20);
-        // More than is left at the top of the heap, so it grows now.
-        let block = libc::malloc(1 << 20);
-        if !block.is_null() {
-            const HUGE_PAGE: usize = 2 << 20;
-            let start = (block as usize).next_multiple_of(HUGE_PAGE);
-            let end = libc::sbrk(0) as usize;
-            if end != usize::MAX && end > start {
-                // A hint: where the kernel has no such pages, it fails
-                // and nothing changes.
-                libc::madvise(start as *mut _, end - start, libc::MADV_HUGEPAGE);
-            }
-            libc::free(block);
-        }
         libc::mallopt(libc::M_TOP_PAD, 8 << 20);
     }
 }
