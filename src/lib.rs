@@ -62,7 +62,7 @@ pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 /// only while in use. One arena: with a second, each worker thread's
 /// blocks of a poll went to whichever arena it held, and the few that
 /// outlive a poll pinned pages in both; measured at 200 SNMP targets,
-/// one arena held 2-3.5 MiB less between polls and 5 MiB less at the
+/// one arena held 1.5-2.5 MiB less between polls and 5 MiB less at the
 /// peak, for no measurable CPU (BENCHMARKS.md, "SNMP memory, fourth
 /// pass").
 pub fn tune_allocator() {
