@@ -59,14 +59,18 @@ pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 /// one cycle. By default glibc raises its mmap threshold after such a
 /// block is freed, so the next cycle's blocks come from the heap and stay
 /// resident after they are freed; a fixed threshold keeps them mapped
-/// only while in use. Fewer arenas keep the worker and blocking threads
-/// from each growing their own heap.
+/// only while in use. One arena: with a second, each worker thread's
+/// blocks of a poll went to whichever arena it held, and the few that
+/// outlive a poll pinned pages in both; measured at 200 SNMP targets,
+/// one arena held 1.5-2.5 MiB less between polls and 5 MiB less at the
+/// peak, for no measurable CPU (BENCHMARKS.md, "SNMP memory, fourth
+/// pass").
 pub fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes allocator parameters; it is called
     // before any other thread exists.
     unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 2);
+        libc::mallopt(libc::M_ARENA_MAX, 1);
         libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
     }
 }

@@ -266,16 +266,32 @@ impl SnmpPoller {
             // names; polled in that order, they are handed over in it.
             jobs.sort_by(|((a, _), _), ((b, _), _)| a.name.cmp(&b.name));
         }
-        let polls: Vec<_> = jobs
-            .into_iter()
-            .map(|((target, client), state)| {
-                poll_target(name, settings, target, client, &mut state.sizings, deadline)
-            })
-            .collect();
-        let mut outcomes =
-            futures_util::stream::iter(polls).buffered(settings.max_concurrent_targets.max(1));
+        // Each target's poll is made when a slot frees, not all up front:
+        // a waiting poll is a state machine of several kilobytes, and 200
+        // of them made at once were the largest single block of a poll.
+        // (A loop, not `stream::iter(..).map(..).buffered(..)`: a closure
+        // there makes the poll's future fail to prove itself `Send`.)
+        let slots = settings.max_concurrent_targets.max(1);
+        let mut waiting = jobs.into_iter();
+        let mut running = futures_util::stream::FuturesOrdered::new();
         let (mut targets, mut answered) = (0, false);
-        while let Some((data, answer)) = outcomes.next().await {
+        loop {
+            while running.len() < slots {
+                let Some(((target, client), state)) = waiting.next() else {
+                    break;
+                };
+                running.push_back(poll_target(
+                    name,
+                    settings,
+                    target,
+                    client,
+                    &mut state.sizings,
+                    deadline,
+                ));
+            }
+            let Some((data, answer)) = running.next().await else {
+                break;
+            };
             targets += 1;
             answered |= answer;
             if !data.datapoints.is_empty() {
@@ -737,6 +753,9 @@ impl Session<'_> {
         let ceiling =
             multiwalk::ceiling(self.max_repetitions, self.max_repetitions_set, oids.len());
         let sizing = *self.sizings.of(oids);
+        if let Some(rows) = sizing.rows() {
+            walk.reserve(rows);
+        }
         let mut next = sizing.first(self.max_repetitions, ceiling);
         let mut max_repetitions = sizing.later(self.max_repetitions, ceiling);
         let mut limit = None;

@@ -76,6 +76,12 @@ impl Sizing {
         self.fitting(wanted.min(ceiling))
     }
 
+    /// Rows of the longest column in the last poll, when it read every
+    /// column to its end.
+    pub fn rows(&self) -> Option<usize> {
+        self.rows.map(|rows| rows as usize)
+    }
+
     fn fitting(&self, rows: u32) -> u32 {
         self.fits.map_or(rows, |fits| rows.min(fits)).max(1)
     }
@@ -172,6 +178,17 @@ impl MultiWalk {
                 })
                 .collect(),
             max_rows,
+        }
+    }
+
+    /// Makes room in every column for `rows` rows (the table as the last
+    /// poll read it), so a column's rows are one allocation of the size
+    /// they need rather than grown by doubling: with many targets read at
+    /// once, their rows are most of what a poll holds.
+    pub fn reserve(&mut self, rows: usize) {
+        let rows = rows.min(self.max_rows);
+        for column in &mut self.columns {
+            column.rows.reserve_exact(rows);
         }
     }
 
