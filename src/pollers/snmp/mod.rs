@@ -737,6 +737,9 @@ impl Session<'_> {
         let ceiling =
             multiwalk::ceiling(self.max_repetitions, self.max_repetitions_set, oids.len());
         let sizing = *self.sizings.of(oids);
+        if let Some(rows) = sizing.rows() {
+            walk.reserve(rows);
+        }
         let mut next = sizing.first(self.max_repetitions, ceiling);
         let mut max_repetitions = sizing.later(self.max_repetitions, ceiling);
         let mut limit = None;

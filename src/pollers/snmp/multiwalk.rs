@@ -76,6 +76,11 @@ impl Sizing {
         self.fitting(wanted.min(ceiling))
     }
 
+    /// Rows of the longest column in the last poll, if it read them all.
+    pub fn rows(&self) -> Option<u32> {
+        self.rows
+    }
+
     fn fitting(&self, rows: u32) -> u32 {
         self.fits.map_or(rows, |fits| rows.min(fits)).max(1)
     }
@@ -141,10 +146,15 @@ pub enum End {
 
 struct Column {
     base: Oid,
-    /// Where the next request asks from: the base, then the last row.
-    last: Oid,
     rows: Vec<VarBind>,
     end: Option<End>,
+}
+
+impl Column {
+    /// Where the next request asks from: the base, then the last row.
+    fn last(&self) -> &Oid {
+        self.rows.last().map_or(&self.base, |row| &row.oid)
+    }
 }
 
 /// The columns of one multi-column walk in progress.
@@ -166,12 +176,20 @@ impl MultiWalk {
                 .iter()
                 .map(|base| Column {
                     base: base.clone(),
-                    last: base.clone(),
                     rows: Vec::new(),
                     end: None,
                 })
                 .collect(),
             max_rows,
+        }
+    }
+
+    /// Makes room in every column for `rows` rows (what the table had
+    /// last time), so reading them grows nothing.
+    pub fn reserve(&mut self, rows: u32) {
+        let rows = usize::try_from(rows).unwrap_or(usize::MAX).min(self.max_rows);
+        for column in &mut self.columns {
+            column.rows.reserve_exact(rows);
         }
     }
 
@@ -186,7 +204,7 @@ impl MultiWalk {
         }
         let oids = columns
             .iter()
-            .map(|&c| self.columns[c].last.clone())
+            .map(|&c| self.columns[c].last().clone())
             .collect();
         Some(Request { columns, oids })
     }
@@ -222,12 +240,11 @@ impl MultiWalk {
             }
             if varbind.value.is_exception() || !varbind.oid.starts_with(&column.base) {
                 column.end = Some(End::Complete);
-            } else if varbind.oid <= column.last {
+            } else if varbind.oid <= *column.last() {
                 column.end = Some(End::Order(WalkAbortReason::NonIncreasing));
             } else if column.rows.len() >= self.max_rows {
                 column.end = Some(End::RowLimit);
             } else {
-                column.last = varbind.oid.clone();
                 column.rows.push(varbind);
             }
         }
