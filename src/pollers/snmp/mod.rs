@@ -116,6 +116,7 @@ mod kind;
 mod multiwalk;
 mod oid;
 mod screen;
+mod texts;
 mod translations;
 mod transport;
 
@@ -141,6 +142,7 @@ pub use config::{
 use convert::{NoValue, Octets};
 use multiwalk::{MultiWalk, Sizings};
 pub use oid::{dotted, oid_from_text};
+use texts::LastTexts;
 use transport::{Sockets, TargetTransport};
 
 /// A client on the poller's socket for one target.
@@ -188,6 +190,8 @@ struct TargetState {
     client: Option<(Client, TargetTransport)>,
     /// How many rows each multi-column walk of the target read last time.
     sizings: Sizings,
+    /// The texts its readings were named with last time.
+    texts: LastTexts,
 }
 
 impl SnmpPoller {
@@ -206,6 +210,7 @@ impl SnmpPoller {
                 auth,
                 client: None,
                 sizings: Sizings::default(),
+                texts: LastTexts::default(),
             });
         }
         Ok(SnmpPoller {
@@ -269,7 +274,8 @@ impl SnmpPoller {
         let polls: Vec<_> = jobs
             .into_iter()
             .map(|((target, client), state)| {
-                poll_target(name, settings, target, client, &mut state.sizings, deadline)
+                let TargetState { sizings, texts, .. } = state;
+                poll_target(name, settings, target, client, sizings, texts, deadline)
             })
             .collect();
         let mut outcomes =
@@ -435,6 +441,7 @@ async fn poll_target(
     target: &TargetSettings,
     client: Option<(Client, TargetTransport)>,
     sizings: &mut Sizings,
+    texts: &mut LastTexts,
     deadline: Deadline,
 ) -> (TargetData, bool) {
     let mut data = TargetData::new(target.name.clone());
@@ -452,6 +459,7 @@ async fn poll_target(
         max_repetitions: settings.max_repetitions,
         max_repetitions_set: settings.max_repetitions_set,
         sizings,
+        texts,
         max_rows: settings.max_rows_per_walk,
         deadline,
         answered: false,
@@ -491,6 +499,7 @@ async fn poll_target(
             }
         }
     }
+    session.texts.finish();
     (data, session.answered)
 }
 
@@ -526,6 +535,7 @@ struct Session<'a> {
     max_repetitions_set: bool,
     /// The target's, kept between polls.
     sizings: &'a mut Sizings,
+    texts: &'a mut LastTexts,
     max_rows: usize,
     deadline: Deadline,
     answered: bool,
@@ -1029,30 +1039,35 @@ impl Session<'_> {
         // A row's metadata (its index and labels) is made once and shared
         // by the row's datapoints, as are the keys: a datapoint then costs
         // one allocation (its list of metadata), not one per text.
+        // The texts are last poll's where they are the same (see
+        // `LastTexts`).
+        let mut texts = std::mem::take(&mut *self.texts);
         let label_keys: Vec<Text> = table
             .labels
             .iter()
-            .map(|label| Text::from(Arc::<str>::from(label.key.as_str())))
+            .map(|label| Text::from(texts.text(&label.key)))
             .collect();
         let mut row_metadata: BTreeMap<&[u32], Vec<Metadata>> = BTreeMap::new();
+        let mut index = String::new();
         for (column, rows) in &columns {
-            let key = Text::from(Arc::<str>::from(column.key.as_str()));
+            let key = Text::from(texts.text(&column.key));
             let extra: Vec<Metadata> = column.metadata.iter().map(Metadata::shared).collect();
-            for (index, varbind) in rows {
-                let row = row_metadata.entry(*index).or_insert_with(|| {
+            for (arcs, varbind) in rows {
+                let row = row_metadata.entry(*arcs).or_insert_with(|| {
                     let mut row = Vec::with_capacity(1 + labels.len());
+                    index_text(arcs, &mut index);
                     row.push(Metadata::new(
                         Text::Static(INDEX_METADATA_KEY),
-                        index_text(index),
+                        Text::from(texts.text(&index)),
                     ));
                     for ((label, label_rows), key) in labels.iter().zip(&label_keys) {
-                        let Some(text) = label_rows.get(index).and_then(|vb| label_text(&vb.value))
+                        let Some(text) = label_rows.get(arcs).and_then(|vb| label_text(&vb.value))
                         else {
                             continue;
                         };
                         row.push(Metadata {
                             key: key.clone(),
-                            value: Text::from(Arc::<str>::from(text)),
+                            value: Text::from(texts.text(&text)),
                             update_checksum: label.update_checksum,
                         });
                     }
@@ -1063,20 +1078,20 @@ impl Session<'_> {
                 self.push_keyed(column, key.clone(), &extra, varbind, metadata, out);
             }
         }
+        *self.texts = texts;
     }
 }
 
-/// A table row's index as its metadata shows it: `2`, `10.0.0.1`.
-fn index_text(index: &[u32]) -> Text {
-    use std::fmt::Write;
-    let mut text = String::with_capacity(index.len() * 4);
+/// A table row's index as its metadata shows it (`2`, `10.0.0.1`), in
+/// `text`.
+fn index_text(index: &[u32], text: &mut String) {
+    text.clear();
     for (i, arc) in index.iter().enumerate() {
         if i > 0 {
             text.push('.');
         }
-        let _ = write!(text, "{arc}");
+        text.push_str(itoa::Buffer::new().format(*arc));
     }
-    Text::from(Arc::<str>::from(text))
 }
 
 /// A label's value as metadata: its text, or `None` when it cannot be
