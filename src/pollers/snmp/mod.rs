@@ -120,7 +120,7 @@ mod texts;
 mod translations;
 mod transport;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -978,14 +978,27 @@ impl Session<'_> {
     }
 
     async fn table(&mut self, table: &Table, out: &mut Vec<DataPoint>) {
-        // Row index (the OID's arcs after the column) -> varbind, per
-        // column; both borrowed from the walks' answers.
-        type Rows<'v> = BTreeMap<&'v [u32], &'v VarBind>;
+        // Row index (the OID's arcs after the column) and varbind, per
+        // column, in order of the index; both borrowed from the walks'
+        // answers.
+        type Rows<'v> = Vec<(&'v [u32], &'v VarBind)>;
         fn rows_of<'v>(varbinds: &'v [VarBind], column: &Oid) -> Rows<'v> {
-            varbinds
+            let mut rows: Rows = varbinds
                 .iter()
                 .filter_map(|vb| Some((vb.oid.arcs().get(column.len()..)?, vb)))
-                .collect()
+                .collect();
+            // A walk's OIDs increase, so this sorts nothing; the last of
+            // a repeated index wins, as it would in a map.
+            if !rows.is_sorted_by(|a, b| a.0 < b.0) {
+                rows.reverse();
+                rows.sort_by(|a, b| a.0.cmp(b.0));
+                rows.dedup_by(|later, first| later.0 == first.0);
+            }
+            rows
+        }
+        fn find<'v, T>(rows: &'v [(&[u32], T)], index: &[u32]) -> Option<&'v T> {
+            let at = rows.binary_search_by(|(i, _)| (*i).cmp(index)).ok()?;
+            Some(&rows[at].1)
         }
         // Labels and columns in one multi-column walk; then, together, the
         // fallbacks of the columns that lack a row the first label has.
@@ -1018,7 +1031,7 @@ impl Session<'_> {
                     && (rows.is_empty()
                         || labels
                             .first()
-                            .is_some_and(|(_, l)| l.keys().any(|index| !rows.contains_key(index))))
+                            .is_some_and(|(_, l)| l.iter().any(|(index, _)| find(rows, index).is_none())))
             })
             .collect();
         let fallbacks: Vec<Oid> = lacking
@@ -1032,9 +1045,14 @@ impl Session<'_> {
             .map(Option::unwrap_or_default)
             .collect();
         for ((c, fallback), older) in lacking.into_iter().zip(&fallbacks).zip(&older) {
+            let rows = &mut columns[c].1;
+            let known = rows.len();
             for (index, vb) in rows_of(older, fallback) {
-                columns[c].1.entry(index).or_insert(vb);
+                if find(&rows[..known], index).is_none() {
+                    rows.push((index, vb));
+                }
             }
+            rows.sort_by(|a, b| a.0.cmp(b.0));
         }
         // A row's metadata (its index and labels) is made once and shared
         // by the row's datapoints, as are the keys: a datapoint then costs
@@ -1047,32 +1065,40 @@ impl Session<'_> {
             .iter()
             .map(|label| Text::from(texts.text(&label.key)))
             .collect();
-        let mut row_metadata: BTreeMap<&[u32], Vec<Metadata>> = BTreeMap::new();
+        // Each row's metadata by its index, in order of the index.
+        let mut row_metadata: Vec<(&[u32], Vec<Metadata>)> = Vec::new();
         let mut index = String::new();
+        let mut row_of = |arcs: &[u32], texts: &mut LastTexts| {
+            let mut row = Vec::with_capacity(1 + labels.len());
+            index_text(arcs, &mut index);
+            row.push(Metadata::new(
+                Text::Static(INDEX_METADATA_KEY),
+                Text::from(texts.text(&index)),
+            ));
+            for ((label, label_rows), key) in labels.iter().zip(&label_keys) {
+                let Some(text) = find(label_rows, arcs).and_then(|vb| label_text(&vb.value)) else {
+                    continue;
+                };
+                row.push(Metadata {
+                    key: key.clone(),
+                    value: Text::from(texts.text(&text)),
+                    update_checksum: label.update_checksum,
+                });
+            }
+            row
+        };
         for (column, rows) in &columns {
             let key = Text::from(texts.text(&column.key));
             let extra: Vec<Metadata> = column.metadata.iter().map(Metadata::shared).collect();
-            for (arcs, varbind) in rows {
-                let row = row_metadata.entry(*arcs).or_insert_with(|| {
-                    let mut row = Vec::with_capacity(1 + labels.len());
-                    index_text(arcs, &mut index);
-                    row.push(Metadata::new(
-                        Text::Static(INDEX_METADATA_KEY),
-                        Text::from(texts.text(&index)),
-                    ));
-                    for ((label, label_rows), key) in labels.iter().zip(&label_keys) {
-                        let Some(text) = label_rows.get(arcs).and_then(|vb| label_text(&vb.value))
-                        else {
-                            continue;
-                        };
-                        row.push(Metadata {
-                            key: key.clone(),
-                            value: Text::from(texts.text(&text)),
-                            update_checksum: label.update_checksum,
-                        });
+            for &(arcs, varbind) in rows {
+                let at = match row_metadata.binary_search_by(|(i, _)| (*i).cmp(arcs)) {
+                    Ok(at) => at,
+                    Err(at) => {
+                        row_metadata.insert(at, (arcs, row_of(arcs, &mut texts)));
+                        at
                     }
-                    row
-                });
+                };
+                let row = &row_metadata[at].1;
                 let mut metadata = Vec::with_capacity(row.len() + extra.len());
                 metadata.extend(row.iter().cloned());
                 self.push_keyed(column, key.clone(), &extra, varbind, metadata, out);
