@@ -122,7 +122,7 @@ mod transport;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use async_snmp::{
@@ -142,7 +142,7 @@ pub use config::{
 use convert::{NoValue, Octets};
 use multiwalk::{MultiWalk, Sizings};
 pub use oid::{dotted, oid_from_text};
-use texts::LastTexts;
+use texts::Texts;
 use transport::{Sockets, TargetTransport};
 
 /// A client on the poller's socket for one target.
@@ -170,6 +170,9 @@ pub struct SnmpPoller {
     states: Vec<TargetState>,
     v4: Option<Arc<Sockets>>,
     v6: Option<Arc<Sockets>>,
+    /// The texts its readings are named with, shared by its targets'
+    /// polls (taken for a moment, never across an await).
+    texts: Mutex<Texts>,
 }
 
 impl std::fmt::Debug for SnmpPoller {
@@ -190,8 +193,6 @@ struct TargetState {
     client: Option<(Client, TargetTransport)>,
     /// How many rows each multi-column walk of the target read last time.
     sizings: Sizings,
-    /// The texts its readings were named with last time.
-    texts: LastTexts,
 }
 
 impl SnmpPoller {
@@ -210,7 +211,6 @@ impl SnmpPoller {
                 auth,
                 client: None,
                 sizings: Sizings::default(),
-                texts: LastTexts::default(),
             });
         }
         Ok(SnmpPoller {
@@ -220,6 +220,7 @@ impl SnmpPoller {
             states,
             v4: None,
             v6: None,
+            texts: Mutex::default(),
         })
     }
 
@@ -260,6 +261,8 @@ impl SnmpPoller {
                 .await,
             );
         }
+        let texts = &self.texts;
+        lock(texts).forget_unused();
         let mut jobs: Vec<_> = settings
             .targets
             .iter()
@@ -274,8 +277,7 @@ impl SnmpPoller {
         let polls: Vec<_> = jobs
             .into_iter()
             .map(|((target, client), state)| {
-                let TargetState { sizings, texts, .. } = state;
-                poll_target(name, settings, target, client, sizings, texts, deadline)
+                poll_target(name, settings, target, client, &mut state.sizings, texts, deadline)
             })
             .collect();
         let mut outcomes =
@@ -296,6 +298,12 @@ impl SnmpPoller {
         }
         Ok(())
     }
+}
+
+/// The poller's texts. A poll that panicked while holding them left a
+/// whole set (each insertion is complete or not made).
+fn lock(texts: &Mutex<Texts>) -> MutexGuard<'_, Texts> {
+    texts.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn auth(credentials: &Credentials) -> Result<Auth, String> {
@@ -441,7 +449,7 @@ async fn poll_target(
     target: &TargetSettings,
     client: Option<(Client, TargetTransport)>,
     sizings: &mut Sizings,
-    texts: &mut LastTexts,
+    texts: &Mutex<Texts>,
     deadline: Deadline,
 ) -> (TargetData, bool) {
     let mut data = TargetData::new(target.name.clone());
@@ -475,7 +483,8 @@ async fn poll_target(
                 .into_iter()
                 .map(Option::unwrap_or_default)
                 .collect();
-            data.datapoints = ifmib::python_datapoints(&walks, now_ms());
+            let mut texts = lock(session.texts);
+            data.datapoints = ifmib::python_datapoints(&walks, now_ms(), &mut texts);
         }
         Flavour::PythonSnmpd | Flavour::Native => {
             let mut reads = target.reads.iter().peekable();
@@ -499,7 +508,6 @@ async fn poll_target(
             }
         }
     }
-    session.texts.finish();
     (data, session.answered)
 }
 
@@ -535,7 +543,7 @@ struct Session<'a> {
     max_repetitions_set: bool,
     /// The target's, kept between polls.
     sizings: &'a mut Sizings,
-    texts: &'a mut LastTexts,
+    texts: &'a Mutex<Texts>,
     max_rows: usize,
     deadline: Deadline,
     answered: bool,
@@ -1057,9 +1065,9 @@ impl Session<'_> {
         // A row's metadata (its index and labels) is made once and shared
         // by the row's datapoints, as are the keys: a datapoint then costs
         // one allocation (its list of metadata), not one per text.
-        // The texts are last poll's where they are the same (see
-        // `LastTexts`).
-        let mut texts = std::mem::take(&mut *self.texts);
+        // The texts are the poller's, the same as last poll's where they
+        // are the same (see `Texts`).
+        let mut texts = lock(self.texts);
         let label_keys: Vec<Text> = table
             .labels
             .iter()
@@ -1068,7 +1076,7 @@ impl Session<'_> {
         // Each row's metadata by its index, in order of the index.
         let mut row_metadata: Vec<(&[u32], Vec<Metadata>)> = Vec::new();
         let mut index = String::new();
-        let mut row_of = |arcs: &[u32], texts: &mut LastTexts| {
+        let mut row_of = |arcs: &[u32], texts: &mut Texts| {
             let mut row = Vec::with_capacity(1 + labels.len());
             index_text(arcs, &mut index);
             row.push(Metadata::new(
@@ -1104,7 +1112,6 @@ impl Session<'_> {
                 self.push_keyed(column, key.clone(), &extra, varbind, metadata, out);
             }
         }
-        *self.texts = texts;
     }
 }
 

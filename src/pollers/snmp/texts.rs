@@ -1,33 +1,36 @@
-//! The texts a target's readings were named with in its last poll (a
-//! table's keys, each row's index and labels), handed over again where the
-//! same text comes at the same place: the poll memory then knows each
-//! reading's description by the pointer, without comparing its bytes, and
-//! an unchanged row costs no allocation for its texts.
+//! The texts a poller names its readings with (a table's keys, each row's
+//! index and labels, a walked value's OID), kept once per poller and handed
+//! over again poll after poll: the poll memory keeps the same shared texts
+//! in its descriptions, so it knows each reading's description by the
+//! pointer without comparing its bytes, and an unchanged row costs no
+//! allocation for its texts. One set for all of a poller's targets, since
+//! devices of one kind repeat each other's texts (`ifInOctets`, `1`,
+//! `GigabitEthernet0/1`) and the poll memory keeps one description for
+//! all of them.
 
 use std::sync::Arc;
 
-/// One target's texts, in the order its last poll made them.
-#[derive(Debug, Default)]
-pub struct LastTexts {
-    last: Vec<Arc<str>>,
-    next: Vec<Arc<str>>,
-}
+use rustc_hash::FxBuildHasher;
 
-impl LastTexts {
-    /// `text`, shared: the last poll's text at this place if it is the
-    /// same, else a new one.
+/// A poller's texts, each once.
+#[derive(Debug, Default)]
+pub struct Texts(hashbrown::HashSet<Arc<str>, FxBuildHasher>);
+
+impl Texts {
+    /// `text`, shared: the one already kept, else a new one, kept.
     pub fn text(&mut self, text: &str) -> Arc<str> {
-        let shared = match self.last.get(self.next.len()) {
-            Some(known) if **known == *text => Arc::clone(known),
-            _ => Arc::from(text),
-        };
-        self.next.push(Arc::clone(&shared));
-        shared
+        if let Some(known) = self.0.get(text) {
+            return Arc::clone(known);
+        }
+        let text: Arc<str> = Arc::from(text);
+        self.0.insert(Arc::clone(&text));
+        text
     }
 
-    /// The poll is over: what it made is what the next poll compares with.
-    pub fn finish(&mut self) {
-        self.last = std::mem::take(&mut self.next);
+    /// Forgets the texts nothing else holds any more (no description of
+    /// the poll memory, no reading): a label that changed is not kept.
+    pub fn forget_unused(&mut self) {
+        self.0.retain(|text| Arc::strong_count(text) > 1);
     }
 }
 
@@ -36,20 +39,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_text_at_the_same_place_as_last_poll_is_the_same_shared_text() {
-        let mut texts = LastTexts::default();
-        let first = [texts.text("ifInOctets"), texts.text("1"), texts.text("eth0")];
-        texts.finish();
-        let again = [texts.text("ifInOctets"), texts.text("1"), texts.text("eth1")];
-        texts.finish();
-        assert!(Arc::ptr_eq(&first[0], &again[0]));
-        assert!(Arc::ptr_eq(&first[1], &again[1]));
-        // A label that changed is a text of its own, with its own bytes.
-        assert_eq!(&*again[2], "eth1");
-        // Places move when a row comes or goes: the bytes decide, never
-        // the place alone.
-        let moved = [texts.text("1"), texts.text("ifInOctets")];
-        assert_eq!((&*moved[0], &*moved[1]), ("1", "ifInOctets"));
-        assert!(!Arc::ptr_eq(&moved[0], &again[1]));
+    fn the_same_text_is_handed_over_shared_until_nothing_holds_it() {
+        let mut texts = Texts::default();
+        let first = texts.text("ifInOctets");
+        let again = texts.text("ifInOctets");
+        assert!(Arc::ptr_eq(&first, &again));
+        assert_eq!(&*texts.text("eth1"), "eth1");
+        // Held by a reading or the poll memory: kept.
+        texts.forget_unused();
+        assert!(Arc::ptr_eq(&texts.text("ifInOctets"), &first));
+        // "eth1" was held by nothing: forgotten, made anew.
+        drop((first, again));
+        texts.forget_unused();
+        assert_eq!(texts.0.len(), 0);
     }
 }
