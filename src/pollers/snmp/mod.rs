@@ -76,8 +76,10 @@
 //!   25). Each target remembers how many rows each of its tables and
 //!   shared walks had, and the next poll's first request asks for that
 //!   many plus one (the row that shows the end), so an unchanged table of
-//!   any length is one request; a table that grew is read on from there,
-//!   at least `max_repetitions` rows at a time. With `max_repetitions`
+//!   any length is one request; a device that sends fewer rows than asked
+//!   (its message size) is asked next for the rows still missing of last
+//!   time's table plus one, never for rows past its end; a table that grew
+//!   is read on from there, at least `max_repetitions` rows at a time. With `max_repetitions`
 //!   not set, a request asks for at most 500 varbinds (rows × columns) or
 //!   25 rows, whichever is more; an operator who sets `max_repetitions`
 //!   sets the most rows any request asks for. A device that answers tooBig
@@ -756,7 +758,7 @@ impl Session<'_> {
             multiwalk::ceiling(self.max_repetitions, self.max_repetitions_set, oids.len());
         let sizing = *self.sizings.of(oids);
         if let Some(rows) = sizing.rows() {
-            walk.reserve(rows);
+            walk.expect(rows);
         }
         let mut next = sizing.first(self.max_repetitions, ceiling);
         let mut max_repetitions = sizing.later(self.max_repetitions, ceiling);
