@@ -190,8 +190,8 @@ impl MultiWalk {
     /// The table had `rows` rows in the last poll: every column gets room
     /// for them, so reading them grows nothing, and no request asks for
     /// more rows than a column lacks of them plus one (the row that shows
-    /// the end) until it has them all; a column that goes on past them is
-    /// read on as usual.
+    /// the end), the last request one row; a column that goes on past
+    /// them is read on as usual.
     pub fn expect(&mut self, rows: u32) {
         let rows = usize::try_from(rows).unwrap_or(usize::MAX).min(self.max_rows);
         for column in &mut self.columns {
@@ -229,7 +229,7 @@ impl MultiWalk {
                 let read = self.columns[c].rows.len();
                 let room = self.max_rows.saturating_sub(read);
                 match self.expected {
-                    Some(expected) if read < expected => room.min(expected - read) + 1,
+                    Some(expected) if read <= expected => room.min(expected - read) + 1,
                     _ => room + 1,
                 }
             })
@@ -476,6 +476,14 @@ mod tests {
         let request = walk.request().unwrap();
         assert_eq!(walk.repetitions(&request, 25), 25);
         assert_eq!(oids(&walk.finish()[0].0), [".1.3.1.1", ".1.3.1.2", ".1.3.1.3", ".1.3.1.4"]);
+        // A column with exactly last time's rows is asked only for the
+        // row that shows its end.
+        let mut walk = MultiWalk::new(&[oid(".1.3.1")], 100);
+        walk.expect(1);
+        let request = walk.request().unwrap();
+        walk.absorb(&request, vec![vb(".1.3.1.1", 1)]);
+        let request = walk.request().unwrap();
+        assert_eq!(walk.repetitions(&request, 25), 1);
     }
 
     #[test]
