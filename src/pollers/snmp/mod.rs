@@ -79,7 +79,8 @@
 //!   any length is one request; a device that sends fewer rows than asked
 //!   (its message size) is asked next for the rows still missing of last
 //!   time's table plus one, never for rows past its end; a table that grew
-//!   is read on from there, at least `max_repetitions` rows at a time. With `max_repetitions`
+//!   is read on from there, at least `max_repetitions` rows at a time.
+//!   With `max_repetitions`
 //!   not set, a request asks for at most 500 varbinds (rows × columns) or
 //!   25 rows, whichever is more; an operator who sets `max_repetitions`
 //!   sets the most rows any request asks for. A device that answers tooBig
