@@ -310,6 +310,9 @@ struct Writer {
     timestamp_id: Option<(u64, u32)>,
     /// The metadata pair ids of the datapoint being written.
     ids: Vec<u32>,
+    /// The agent's pair ids of the target being written, and their text in
+    /// a list of ids: the same for each of its datapoints.
+    agent_ids: ([u32; 5], String),
 }
 
 impl Writer {
@@ -355,6 +358,7 @@ impl Writer {
             data_type_ids: [None; 5],
             timestamp_id: None,
             ids: Vec::new(),
+            agent_ids: ([0; 5], String::new()),
         }
     }
 
@@ -446,9 +450,16 @@ impl Writer {
             list.push(id);
         }
         self.ids.clear();
-        for id in agent_ids {
-            list.push(id);
+        let (known, text) = &mut self.agent_ids;
+        if text.is_empty() || *known != agent_ids {
+            text.clear();
+            let mut ids = IdList::continuing(text);
+            for id in agent_ids {
+                ids.push(id);
+            }
+            *known = agent_ids;
         }
+        list.push_rendered(text);
         list.push(key_id);
         let pairs = &mut self.pairs;
         let type_slot = &mut self.data_type_ids[datapoint.data_type as usize];
@@ -816,12 +827,24 @@ impl<'a> IdList<'a> {
         IdList { out, first: true }
     }
 
+    /// A list's items without its brackets, for
+    /// [`push_rendered`](Self::push_rendered).
+    fn continuing(out: &'a mut String) -> Self {
+        IdList { out, first: true }
+    }
+
     fn push(&mut self, id: u32) {
+        self.push_rendered(itoa::Buffer::new().format(id));
+    }
+
+    /// Ids already written as a list's items (`3,4,5`), as if pushed one
+    /// by one.
+    fn push_rendered(&mut self, ids: &str) {
         if !self.first {
             self.out.push(',');
         }
         self.first = false;
-        self.out.push_str(itoa::Buffer::new().format(id));
+        self.out.push_str(ids);
     }
 
     fn finish(self) {

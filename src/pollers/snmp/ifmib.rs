@@ -3,12 +3,12 @@
 //! (SPEC-snmp-compat.md §4), built here from what the walks returned.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use async_snmp::{Oid, VarBind};
 
 use super::convert::{self, Octets, Reading};
-use super::oid::{dotted, oid_from_text};
+use super::oid::{dotted_into, oid_from_text};
+use super::texts::Texts;
 use crate::model::{DataPoint, DataType, Metadata, Text};
 
 fn oid(text: &str) -> Oid {
@@ -124,35 +124,38 @@ fn if_index(varbind: &VarBind) -> Option<u32> {
 
 /// The Python ifmibd agent's datapoints for one target from its nineteen
 /// walks (`walks[i]` answers `PYTHON_WALKS[i]`; a failed walk is empty).
-pub fn python_datapoints(walks: &[Vec<VarBind>], timestamp_ms: u64) -> Vec<DataPoint> {
-    let labels = |walk: &[VarBind]| -> HashMap<u32, String> {
-        walk.iter()
-            .filter_map(|vb| {
-                let text = match convert::reading(&vb.value, Octets::Latin1).ok()? {
-                    Reading::Text(text) => text,
-                    Reading::Integer(v, _) => v.to_string(),
-                    Reading::Float(v) => crate::model::python::float_to_string(v),
-                };
-                Some((if_index(vb)?, text))
-            })
-            .collect()
-    };
+/// Texts are the poller's (`texts`).
+pub(super) fn python_datapoints(
+    walks: &[Vec<VarBind>],
+    timestamp_ms: u64,
+    texts: &mut Texts,
+) -> Vec<DataPoint> {
     // Each interface's metadata texts made once and shared by its
-    // datapoints. The emptiness test comes before stripping, as in
-    // Python: an all-blank alias is posted as "".
-    let shared = |labels: HashMap<u32, String>| -> HashMap<u32, Option<Text>> {
+    // datapoints, in the order of the walk (the last of a repeated index
+    // wins). The emptiness test comes before stripping, as in Python: an
+    // all-blank alias is posted as "".
+    let mut labels = |walk: &[VarBind]| -> HashMap<u32, Option<Text>> {
+        let mut labels = HashMap::with_capacity(walk.len());
+        for vb in walk {
+            let Ok(reading) = convert::reading(&vb.value, Octets::Latin1) else {
+                continue;
+            };
+            let text = match reading {
+                Reading::Text(text) => text,
+                Reading::Integer(v, _) => v.to_string(),
+                Reading::Float(v) => crate::model::python::float_to_string(v),
+            };
+            let Some(index) = if_index(vb) else {
+                continue;
+            };
+            let text = (!text.is_empty()).then(|| Text::from(texts.text(python_strip(&text))));
+            labels.insert(index, text);
+        }
         labels
-            .into_iter()
-            .map(|(index, text)| {
-                let text =
-                    (!text.is_empty()).then(|| Text::from(Arc::<str>::from(python_strip(&text))));
-                (index, text)
-            })
-            .collect()
     };
-    let descr = shared(labels(&walks[0]));
-    let alias = shared(labels(&walks[1]));
-    let name = shared(labels(&walks[2]));
+    let descr = labels(&walks[0]);
+    let alias = labels(&walks[1]);
+    let name = labels(&walks[2]);
     let admin_up: HashMap<u32, bool> = walks[3]
         .iter()
         .filter_map(|vb| {
@@ -165,11 +168,12 @@ pub fn python_datapoints(walks: &[Vec<VarBind>], timestamp_ms: u64) -> Vec<DataP
         .collect();
 
     let mut datapoints = Vec::new();
+    let mut oid_text = String::new();
     for (walk, (walk_name, _, times_eight, posted)) in walks.iter().zip(PYTHON_WALKS) {
         if !posted {
             continue;
         }
-        let key = Text::from(Arc::<str>::from(walk_name.to_ascii_lowercase()));
+        let key = Text::from(texts.text(&walk_name.to_ascii_lowercase()));
         for varbind in walk {
             let Some(index) = if_index(varbind) else {
                 continue;
@@ -194,9 +198,10 @@ pub fn python_datapoints(walks: &[Vec<VarBind>], timestamp_ms: u64) -> Vec<DataP
             };
             let mut datapoint = DataPoint::new(key.clone(), value, data_type, timestamp_ms);
             datapoint.metadata.reserve_exact(4);
+            dotted_into(&varbind.oid, &mut oid_text);
             datapoint.metadata.push(Metadata::new(
                 Text::Static(super::OID_METADATA_KEY),
-                dotted(&varbind.oid),
+                Text::from(texts.text(&oid_text)),
             ));
             if let Some(descr) = descr {
                 datapoint
@@ -260,7 +265,7 @@ mod tests {
 
     #[test]
     fn posts_only_admin_up_interfaces_with_a_description() {
-        let datapoints = python_datapoints(&walks(), 1);
+        let datapoints = python_datapoints(&walks(), 1, &mut Texts::default());
         assert_eq!(datapoints.len(), 1, "{datapoints:#?}");
         let datapoint = &datapoints[0];
         assert_eq!(datapoint.key, "ifhcinoctets");

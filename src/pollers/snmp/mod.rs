@@ -76,8 +76,11 @@
 //!   25). Each target remembers how many rows each of its tables and
 //!   shared walks had, and the next poll's first request asks for that
 //!   many plus one (the row that shows the end), so an unchanged table of
-//!   any length is one request; a table that grew is read on from there,
-//!   at least `max_repetitions` rows at a time. With `max_repetitions`
+//!   any length is one request; a device that sends fewer rows than asked
+//!   (its message size) is asked next for the rows still missing of last
+//!   time's table plus one, never for rows past its end; a table that grew
+//!   is read on from there, at least `max_repetitions` rows at a time.
+//!   With `max_repetitions`
 //!   not set, a request asks for at most 500 varbinds (rows × columns) or
 //!   25 rows, whichever is more; an operator who sets `max_repetitions`
 //!   sets the most rows any request asks for. A device that answers tooBig
@@ -116,12 +119,13 @@ mod kind;
 mod multiwalk;
 mod oid;
 mod screen;
+mod texts;
 mod translations;
 mod transport;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use async_snmp::{
@@ -141,6 +145,7 @@ pub use config::{
 use convert::{NoValue, Octets};
 use multiwalk::{MultiWalk, Sizings};
 pub use oid::{dotted, oid_from_text};
+use texts::Texts;
 use transport::{Sockets, TargetTransport};
 
 /// A client on the poller's socket for one target.
@@ -168,6 +173,9 @@ pub struct SnmpPoller {
     states: Vec<TargetState>,
     v4: Option<Arc<Sockets>>,
     v6: Option<Arc<Sockets>>,
+    /// The texts its readings are named with, shared by its targets'
+    /// polls (taken for a moment, never across an await).
+    texts: Mutex<Texts>,
 }
 
 impl std::fmt::Debug for SnmpPoller {
@@ -215,6 +223,7 @@ impl SnmpPoller {
             states,
             v4: None,
             v6: None,
+            texts: Mutex::default(),
         })
     }
 
@@ -255,6 +264,8 @@ impl SnmpPoller {
                 .await,
             );
         }
+        let texts = &self.texts;
+        lock(texts).forget_unused();
         let mut jobs: Vec<_> = settings
             .targets
             .iter()
@@ -286,6 +297,7 @@ impl SnmpPoller {
                     target,
                     client,
                     &mut state.sizings,
+                    texts,
                     deadline,
                 ));
             }
@@ -306,6 +318,12 @@ impl SnmpPoller {
         }
         Ok(())
     }
+}
+
+/// The poller's texts. A poll that panicked while holding them left a
+/// whole set (each insertion is complete or not made).
+fn lock(texts: &Mutex<Texts>) -> MutexGuard<'_, Texts> {
+    texts.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn auth(credentials: &Credentials) -> Result<Auth, String> {
@@ -451,6 +469,7 @@ async fn poll_target(
     target: &TargetSettings,
     client: Option<(Client, TargetTransport)>,
     sizings: &mut Sizings,
+    texts: &Mutex<Texts>,
     deadline: Deadline,
 ) -> (TargetData, bool) {
     let mut data = TargetData::new(target.name.clone());
@@ -468,6 +487,7 @@ async fn poll_target(
         max_repetitions: settings.max_repetitions,
         max_repetitions_set: settings.max_repetitions_set,
         sizings,
+        texts,
         max_rows: settings.max_rows_per_walk,
         deadline,
         answered: false,
@@ -483,7 +503,8 @@ async fn poll_target(
                 .into_iter()
                 .map(Option::unwrap_or_default)
                 .collect();
-            data.datapoints = ifmib::python_datapoints(&walks, now_ms());
+            let mut texts = lock(session.texts);
+            data.datapoints = ifmib::python_datapoints(&walks, now_ms(), &mut texts);
         }
         Flavour::PythonSnmpd | Flavour::Native => {
             let mut reads = target.reads.iter().peekable();
@@ -542,6 +563,7 @@ struct Session<'a> {
     max_repetitions_set: bool,
     /// The target's, kept between polls.
     sizings: &'a mut Sizings,
+    texts: &'a Mutex<Texts>,
     max_rows: usize,
     deadline: Deadline,
     answered: bool,
@@ -754,7 +776,7 @@ impl Session<'_> {
             multiwalk::ceiling(self.max_repetitions, self.max_repetitions_set, oids.len());
         let sizing = *self.sizings.of(oids);
         if let Some(rows) = sizing.rows() {
-            walk.reserve(rows);
+            walk.expect(rows);
         }
         let mut next = sizing.first(self.max_repetitions, ceiling);
         let mut max_repetitions = sizing.later(self.max_repetitions, ceiling);
@@ -984,14 +1006,27 @@ impl Session<'_> {
     }
 
     async fn table(&mut self, table: &Table, out: &mut Vec<DataPoint>) {
-        // Row index (the OID's arcs after the column) -> varbind, per
-        // column; both borrowed from the walks' answers.
-        type Rows<'v> = BTreeMap<&'v [u32], &'v VarBind>;
+        // Row index (the OID's arcs after the column) and varbind, per
+        // column, in order of the index; both borrowed from the walks'
+        // answers.
+        type Rows<'v> = Vec<(&'v [u32], &'v VarBind)>;
         fn rows_of<'v>(varbinds: &'v [VarBind], column: &Oid) -> Rows<'v> {
-            varbinds
+            let mut rows: Rows = varbinds
                 .iter()
                 .filter_map(|vb| Some((vb.oid.arcs().get(column.len()..)?, vb)))
-                .collect()
+                .collect();
+            // A walk's OIDs increase, so this sorts nothing; the last of
+            // a repeated index wins, as it would in a map.
+            if !rows.is_sorted_by(|a, b| a.0 < b.0) {
+                rows.reverse();
+                rows.sort_by(|a, b| a.0.cmp(b.0));
+                rows.dedup_by(|later, first| later.0 == first.0);
+            }
+            rows
+        }
+        fn find<'v, T>(rows: &'v [(&[u32], T)], index: &[u32]) -> Option<&'v T> {
+            let at = rows.binary_search_by(|(i, _)| (*i).cmp(index)).ok()?;
+            Some(&rows[at].1)
         }
         // Labels and columns in one multi-column walk; then, together, the
         // fallbacks of the columns that lack a row the first label has.
@@ -1024,7 +1059,7 @@ impl Session<'_> {
                     && (rows.is_empty()
                         || labels
                             .first()
-                            .is_some_and(|(_, l)| l.keys().any(|index| !rows.contains_key(index))))
+                            .is_some_and(|(_, l)| l.iter().any(|(index, _)| find(rows, index).is_none())))
             })
             .collect();
         let fallbacks: Vec<Oid> = lacking
@@ -1038,42 +1073,60 @@ impl Session<'_> {
             .map(Option::unwrap_or_default)
             .collect();
         for ((c, fallback), older) in lacking.into_iter().zip(&fallbacks).zip(&older) {
+            let rows = &mut columns[c].1;
+            let known = rows.len();
             for (index, vb) in rows_of(older, fallback) {
-                columns[c].1.entry(index).or_insert(vb);
+                if find(&rows[..known], index).is_none() {
+                    rows.push((index, vb));
+                }
             }
+            rows.sort_by(|a, b| a.0.cmp(b.0));
         }
         // A row's metadata (its index and labels) is made once and shared
         // by the row's datapoints, as are the keys: a datapoint then costs
         // one allocation (its list of metadata), not one per text.
+        // The texts are the poller's, the same as last poll's where they
+        // are the same (see `Texts`).
+        let mut texts = lock(self.texts);
         let label_keys: Vec<Text> = table
             .labels
             .iter()
-            .map(|label| Text::from(Arc::<str>::from(label.key.as_str())))
+            .map(|label| Text::from(texts.text(&label.key)))
             .collect();
-        let mut row_metadata: BTreeMap<&[u32], Vec<Metadata>> = BTreeMap::new();
-        for (column, rows) in &columns {
-            let key = Text::from(Arc::<str>::from(column.key.as_str()));
-            let extra: Vec<Metadata> = column.metadata.iter().map(Metadata::shared).collect();
-            for (index, varbind) in rows {
-                let row = row_metadata.entry(*index).or_insert_with(|| {
-                    let mut row = Vec::with_capacity(1 + labels.len());
-                    row.push(Metadata::new(
-                        Text::Static(INDEX_METADATA_KEY),
-                        index_text(index),
-                    ));
-                    for ((label, label_rows), key) in labels.iter().zip(&label_keys) {
-                        let Some(text) = label_rows.get(index).and_then(|vb| label_text(&vb.value))
-                        else {
-                            continue;
-                        };
-                        row.push(Metadata {
-                            key: key.clone(),
-                            value: Text::from(Arc::<str>::from(text)),
-                            update_checksum: label.update_checksum,
-                        });
-                    }
-                    row
+        // Each row's metadata by its index, in order of the index.
+        let mut row_metadata: Vec<(&[u32], Vec<Metadata>)> = Vec::new();
+        let mut index = String::new();
+        let mut row_of = |arcs: &[u32], texts: &mut Texts| {
+            let mut row = Vec::with_capacity(1 + labels.len());
+            index_text(arcs, &mut index);
+            row.push(Metadata::new(
+                Text::Static(INDEX_METADATA_KEY),
+                Text::from(texts.text(&index)),
+            ));
+            for ((label, label_rows), key) in labels.iter().zip(&label_keys) {
+                let Some(text) = find(label_rows, arcs).and_then(|vb| label_text(&vb.value)) else {
+                    continue;
+                };
+                row.push(Metadata {
+                    key: key.clone(),
+                    value: Text::from(texts.text(&text)),
+                    update_checksum: label.update_checksum,
                 });
+            }
+            row
+        };
+        for (column, rows) in &columns {
+            let key = Text::from(texts.text(&column.key));
+            let extra: Vec<Metadata> = column.metadata.iter().map(Metadata::shared).collect();
+            for &(arcs, varbind) in rows {
+                let at = match row_metadata.binary_search_by(|(i, _)| (*i).cmp(arcs)) {
+                    Ok(at) => at,
+                    Err(at) => {
+                        row_metadata.insert(at, (arcs, row_of(arcs, &mut texts)));
+                        at
+                    }
+                };
+                let row = &row_metadata[at].1;
                 let mut metadata = Vec::with_capacity(row.len() + extra.len());
                 metadata.extend(row.iter().cloned());
                 self.push_keyed(column, key.clone(), &extra, varbind, metadata, out);
@@ -1082,17 +1135,16 @@ impl Session<'_> {
     }
 }
 
-/// A table row's index as its metadata shows it: `2`, `10.0.0.1`.
-fn index_text(index: &[u32]) -> Text {
-    use std::fmt::Write;
-    let mut text = String::with_capacity(index.len() * 4);
+/// A table row's index as its metadata shows it (`2`, `10.0.0.1`), in
+/// `text`.
+fn index_text(index: &[u32], text: &mut String) {
+    text.clear();
     for (i, arc) in index.iter().enumerate() {
         if i > 0 {
             text.push('.');
         }
-        let _ = write!(text, "{arc}");
+        text.push_str(itoa::Buffer::new().format(*arc));
     }
-    Text::from(Arc::<str>::from(text))
 }
 
 /// A label's value as metadata: its text, or `None` when it cannot be

@@ -76,10 +76,9 @@ impl Sizing {
         self.fitting(wanted.min(ceiling))
     }
 
-    /// Rows of the longest column in the last poll, when it read every
-    /// column to its end.
-    pub fn rows(&self) -> Option<usize> {
-        self.rows.map(|rows| rows as usize)
+    /// Rows of the longest column in the last poll, if it read them all.
+    pub fn rows(&self) -> Option<u32> {
+        self.rows
     }
 
     fn fitting(&self, rows: u32) -> u32 {
@@ -147,16 +146,23 @@ pub enum End {
 
 struct Column {
     base: Oid,
-    /// Where the next request asks from: the base, then the last row.
-    last: Oid,
     rows: Vec<VarBind>,
     end: Option<End>,
+}
+
+impl Column {
+    /// Where the next request asks from: the base, then the last row.
+    fn last(&self) -> &Oid {
+        self.rows.last().map_or(&self.base, |row| &row.oid)
+    }
 }
 
 /// The columns of one multi-column walk in progress.
 pub struct MultiWalk {
     columns: Vec<Column>,
     max_rows: usize,
+    /// Rows the table had in the last poll, if known.
+    expected: Option<usize>,
 }
 
 /// One request's columns: their indices, and the OIDs to ask from.
@@ -172,24 +178,26 @@ impl MultiWalk {
                 .iter()
                 .map(|base| Column {
                     base: base.clone(),
-                    last: base.clone(),
                     rows: Vec::new(),
                     end: None,
                 })
                 .collect(),
             max_rows,
+            expected: None,
         }
     }
 
-    /// Makes room in every column for `rows` rows (the table as the last
-    /// poll read it), so a column's rows are one allocation of the size
-    /// they need rather than grown by doubling: with many targets read at
-    /// once, their rows are most of what a poll holds.
-    pub fn reserve(&mut self, rows: usize) {
-        let rows = rows.min(self.max_rows);
+    /// The table had `rows` rows in the last poll: every column gets room
+    /// for them, so reading them grows nothing, and no request asks for
+    /// more rows than a column lacks of them plus one (the row that shows
+    /// the end), the last request one row; a column that goes on past
+    /// them is read on as usual.
+    pub fn expect(&mut self, rows: u32) {
+        let rows = usize::try_from(rows).unwrap_or(usize::MAX).min(self.max_rows);
         for column in &mut self.columns {
             column.rows.reserve_exact(rows);
         }
+        self.expected = Some(rows);
     }
 
     /// The next request: every open column from its last OID. `None` once
@@ -203,19 +211,28 @@ impl MultiWalk {
         }
         let oids = columns
             .iter()
-            .map(|&c| self.columns[c].last.clone())
+            .map(|&c| self.columns[c].last().clone())
             .collect();
         Some(Request { columns, oids })
     }
 
     /// The rows a request should ask for: `max_repetitions`, but no more
-    /// than the open column furthest from its row limit can still take
-    /// (plus the one that tells whether the subtree goes on).
+    /// than the open column furthest from its row limit can still take,
+    /// nor than it lacks of the rows the table had last time (see
+    /// [`MultiWalk::expect`]), plus the one that tells whether the subtree
+    /// goes on.
     pub fn repetitions(&self, request: &Request, max_repetitions: u32) -> u32 {
         let wanted = request
             .columns
             .iter()
-            .map(|&c| self.max_rows.saturating_sub(self.columns[c].rows.len()) + 1)
+            .map(|&c| {
+                let read = self.columns[c].rows.len();
+                let room = self.max_rows.saturating_sub(read);
+                match self.expected {
+                    Some(expected) if read <= expected => room.min(expected - read) + 1,
+                    _ => room + 1,
+                }
+            })
             .max()
             .unwrap_or(1);
         max_repetitions
@@ -239,12 +256,11 @@ impl MultiWalk {
             }
             if varbind.value.is_exception() || !varbind.oid.starts_with(&column.base) {
                 column.end = Some(End::Complete);
-            } else if varbind.oid <= column.last {
+            } else if varbind.oid <= *column.last() {
                 column.end = Some(End::Order(WalkAbortReason::NonIncreasing));
             } else if column.rows.len() >= self.max_rows {
                 column.end = Some(End::RowLimit);
             } else {
-                column.last = varbind.oid.clone();
                 column.rows.push(varbind);
             }
         }
@@ -430,6 +446,44 @@ mod tests {
         let result = walk.finish();
         assert!(result[0].0.is_empty());
         assert_eq!(result[0].1, Some(End::Order(WalkAbortReason::NonIncreasing)));
+    }
+
+    #[test]
+    fn a_table_as_long_as_last_time_is_asked_for_no_row_past_its_end() {
+        let mut walk = MultiWalk::new(&[oid(".1.3.1"), oid(".1.3.2")], 100);
+        walk.expect(3);
+        let request = walk.request().unwrap();
+        assert_eq!(walk.repetitions(&request, 25), 4);
+        // The device sends fewer than asked (its message size): the next
+        // request asks for what the columns lack, and the end.
+        walk.absorb(
+            &request,
+            vec![vb(".1.3.1.1", 1), vb(".1.3.2.1", 1), vb(".1.3.1.2", 2)],
+        );
+        let request = walk.request().unwrap();
+        assert_eq!(walk.repetitions(&request, 25), 3);
+        walk.absorb(
+            &request,
+            vec![
+                vb(".1.3.1.3", 3),
+                vb(".1.3.2.2", 2),
+                vb(".1.3.1.4", 4),
+                vb(".1.3.2.3", 3),
+            ],
+        );
+        // Both columns have the rows of last time, and the first grew: it
+        // is read on as far as the setting allows.
+        let request = walk.request().unwrap();
+        assert_eq!(walk.repetitions(&request, 25), 25);
+        assert_eq!(oids(&walk.finish()[0].0), [".1.3.1.1", ".1.3.1.2", ".1.3.1.3", ".1.3.1.4"]);
+        // A column with exactly last time's rows is asked only for the
+        // row that shows its end.
+        let mut walk = MultiWalk::new(&[oid(".1.3.1")], 100);
+        walk.expect(1);
+        let request = walk.request().unwrap();
+        walk.absorb(&request, vec![vb(".1.3.1.1", 1)]);
+        let request = walk.request().unwrap();
+        assert_eq!(walk.repetitions(&request, 25), 1);
     }
 
     #[test]

@@ -23,11 +23,17 @@ pub fn oid_from_text(text: &str) -> Option<Oid> {
 /// An OID as pattoo's SNMP agents write it: `.1.3.6.1.2.1.1.3.0`.
 pub fn dotted(oid: &Oid) -> String {
     let mut text = String::with_capacity(oid.len() * 3);
+    dotted_into(oid, &mut text);
+    text
+}
+
+/// [`dotted`], in `text` (cleared first).
+pub fn dotted_into(oid: &Oid, text: &mut String) {
+    text.clear();
     for arc in oid.arcs() {
         text.push('.');
         text.push_str(itoa::Buffer::new().format(*arc));
     }
-    text
 }
 
 #[cfg(test)]
