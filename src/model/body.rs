@@ -330,9 +330,10 @@ impl<'a, 'b> Parts<'a, 'b> {
                             checksum: &checksum,
                         };
                         if self.datapoint(&mut writing, ready).is_err() {
-                            // Prepared again: a target moves to the next
-                            // body at most once, and it is never more than
-                            // a body's worth of datapoints that were.
+                            // Prepared again from its first datapoint: a
+                            // target moves to the next body at most once,
+                            // and what was prepared of it is at most a body
+                            // and a block.
                             continue 'target;
                         }
                     }

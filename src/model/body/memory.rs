@@ -508,11 +508,7 @@ impl<'a, 'b> Building<'static, 'a, 'b> {
     /// [`build`](super::build) does, with none of the descriptions a
     /// memory keeps for the next poll. The bodies are byte for byte those
     /// of [`PollMemory::start`] given the same targets in the same order.
-    pub fn afresh(
-        agent: &'a AgentContext<'b>,
-        timestamp_ms: u64,
-        max_body_bytes: usize,
-    ) -> Self {
+    pub fn afresh(agent: &'a AgentContext<'b>, timestamp_ms: u64, max_body_bytes: usize) -> Self {
         Building::afresh_with(agent, timestamp_ms, 0, max_body_bytes)
     }
 
