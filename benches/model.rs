@@ -60,6 +60,19 @@ fn body(c: &mut Criterion) {
             BatchSize::LargeInput,
         )
     });
+    // A steady poll: the same registers read again, every description
+    // known to the memory (the daemon's every cycle after the first).
+    group.bench_function("steady_poll_with_memory_10k_datapoints", |b| {
+        let mut memory = PollMemory::default();
+        memory.build_limited(&AGENT, 1_700_000_000_000, readings(10_000), 512 * 1024);
+        b.iter_batched(
+            || readings(10_000),
+            |targets| {
+                black_box(memory.build_limited(&AGENT, 1_700_000_000_000, targets, 512 * 1024))
+            },
+            BatchSize::LargeInput,
+        )
+    });
     let targets = readings(10_000);
     group.bench_function("normalise_serialise_10k_datapoints", |b| {
         b.iter(|| black_box(build(&AGENT, 1_700_000_000_000, black_box(&targets))))

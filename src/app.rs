@@ -490,10 +490,6 @@ async fn once_print(
             stdout.flush()?;
         }
     }
-    // The process exits next.
-    collectors
-        .iter_mut()
-        .for_each(collector::Collector::forget_memory);
     empty_pollers(&empty)
 }
 
@@ -587,10 +583,6 @@ async fn once_deliver(
     }
     let report = delivery.replay_now().await;
     print_replay(&mut stdout, &report)?;
-    // The process exits next.
-    collectors
-        .iter_mut()
-        .for_each(collector::Collector::forget_memory);
     let stats = delivery.stats();
     if stats.lost > 0 {
         anyhow::bail!("{} body(ies) could not be delivered or cached", stats.lost);

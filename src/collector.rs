@@ -35,9 +35,8 @@ pub struct Collector {
     poller: Poller,
     /// What the last poll worked out about each datapoint: a poller reads
     /// the same registers every time, and their checksums cannot change.
-    memory: PollMemory,
-    /// Set by [`Collector::poll_once`].
-    one_poll: bool,
+    /// `None` after [`Collector::poll_once`].
+    memory: Option<PollMemory>,
 }
 
 impl Collector {
@@ -60,8 +59,7 @@ impl Collector {
             last_parts: 1,
             poller: Poller::new(settings, env)
                 .with_context(|| format!("poller {}", settings.name))?,
-            memory: PollMemory::default(),
-            one_poll: false,
+            memory: Some(PollMemory::default()),
         })
     }
 
@@ -114,21 +112,12 @@ impl Collector {
     }
 
     /// Prepares for a process that polls once and exits (`once`): the
-    /// memory works out only what this poll needs (see
-    /// [`PollMemory::for_one_poll`]), and each target's readings are let go
-    /// of without being freed once written. Polling again still works; it
-    /// only holds more.
+    /// bodies are built without a poll memory (see [`Building::afresh`]),
+    /// since nothing it would work out is used again, and each target's
+    /// readings are let go of without being freed once written. Polling
+    /// again still works, each poll worked out afresh.
     pub fn poll_once(&mut self) {
-        self.memory = PollMemory::for_one_poll();
-        self.one_poll = true;
-    }
-
-    /// Lets go of the poll memory without freeing it, for a process about
-    /// to exit (`once`): freeing a large poll's descriptions one by one is
-    /// work no one needs. Nothing else is let go of: a poller may have
-    /// something to close. The next poll starts from an empty memory.
-    pub fn forget_memory(&mut self) {
-        std::mem::forget(std::mem::take(&mut self.memory));
+        self.memory = None;
     }
 
     /// Bodies are never split, whatever their size (a spoke answers with
@@ -151,8 +140,11 @@ impl Collector {
             polling_interval_ms: self.polling_interval_ms,
         };
         let metadata = &self.metadata;
-        let one_poll = self.one_poll;
-        let mut building = self.memory.start(&agent, started_ms, self.max_body_bytes);
+        let one_poll = self.memory.is_none();
+        let mut building = match &mut self.memory {
+            Some(memory) => memory.start(&agent, started_ms, self.max_body_bytes),
+            None => Building::afresh(&agent, started_ms, self.max_body_bytes),
+        };
         let polled = {
             let mut add = |mut target: TargetData| {
                 add_target(&mut building, metadata, &mut target);

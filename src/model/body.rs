@@ -150,13 +150,25 @@ pub fn build_limited(
     targets: &[TargetData],
     max_body_bytes: usize,
 ) -> LimitedOutcome {
-    PollMemory::default().build_with(
-        agent,
-        timestamp_ms,
-        targets.iter().collect(),
-        max_body_bytes,
-        PARALLEL_MIN,
-    )
+    build_parts(agent, timestamp_ms, targets, max_body_bytes, PARALLEL_MIN)
+}
+
+/// [`build_limited`], preparing blocks of at least `parallel_min`
+/// datapoints on two threads.
+fn build_parts(
+    agent: &AgentContext<'_>,
+    timestamp_ms: u64,
+    targets: &[TargetData],
+    max_body_bytes: usize,
+    parallel_min: usize,
+) -> LimitedOutcome {
+    let total = targets.iter().map(|t| t.datapoints.len()).sum();
+    let mut building = Building::afresh_with(agent, timestamp_ms, total, max_body_bytes);
+    building.parallel_min = parallel_min;
+    for target in targets {
+        building.add(target);
+    }
+    building.finish()
 }
 
 /// The bodies of one poll as they are written, each at most
@@ -209,6 +221,128 @@ impl<'a, 'b> Parts<'a, 'b> {
         self.dropped.extend(outcome.dropped);
     }
 
+    /// Starts writing a target's datapoints; `distinct` says no two of
+    /// them can have the same checksum, so none need be looked for.
+    fn begin_target<'t>(&self, target: &'t str, distinct: bool) -> Writing<'t> {
+        Writing {
+            target,
+            mark: self.writer.mark(),
+            starts_body: self.writer.count == 0,
+            seen: (!distinct).then(FxHashSet::default),
+            agent_ids: None,
+        }
+    }
+
+    /// Writes the next datapoint of the target being written, starting the
+    /// next body where the limit says (see [`build_limited`]).
+    fn datapoint<'r>(
+        &mut self,
+        writing: &mut Writing<'_>,
+        ready: Ready<'r, impl Iterator<Item = (&'r str, u64)> + Clone>,
+    ) -> Result<(), Restart> {
+        let mark = self.writer.mark();
+        loop {
+            let writer = &mut self.writer;
+            for reason in ready.ignored {
+                writer.drop(writing.target, ready.key, reason.clone());
+            }
+            if writing
+                .seen
+                .as_mut()
+                .is_some_and(|seen| !seen.insert(*ready.checksum))
+            {
+                writer.drop(writing.target, ready.key, DropReason::Duplicate);
+                return Ok(());
+            }
+            for (text, hash) in ready.metadata.clone() {
+                let id = writer.pairs.rendered(text, hash);
+                writer.ids.push(id);
+            }
+            let agent = self.agent;
+            let agent_ids = *writing
+                .agent_ids
+                .get_or_insert_with(|| writer.agent_ids(agent, writing.target));
+            let key_id = writer.pairs.rendered(ready.key_pair.0, ready.key_pair.1);
+            writer.datapoint(
+                agent_ids,
+                key_id,
+                ready.datapoint,
+                ready.value,
+                ready.checksum,
+            );
+            if !self.over() || self.writer.count == 1 {
+                return Ok(());
+            }
+            if !writing.starts_body {
+                // The target does not fit in what is left of this body: it
+                // starts the next one, whole.
+                self.writer.rollback(writing.mark);
+                self.next_body();
+                return Err(Restart);
+            }
+            // Too large for a body of its own: split by datapoints, this
+            // one starting the next body.
+            self.writer.rollback(mark);
+            self.next_body();
+            writing.agent_ids = None;
+            if let Some(seen) = &mut writing.seen {
+                seen.remove(ready.checksum);
+            }
+        }
+    }
+
+    /// Normalises, checksums and writes `target`'s datapoints from scratch,
+    /// [`PREPARE_BLOCK`] at a time, each block on two threads when it has
+    /// at least `parallel_min`.
+    fn target_afresh(&mut self, target: &TargetData, parallel_min: usize) {
+        let suffixes = agent_suffixes(self.agent, &target.target);
+        'target: loop {
+            let mut writing = self.begin_target(&target.target, false);
+            for block in target.datapoints.chunks(PREPARE_BLOCK) {
+                for chunk in in_two_halves(block, parallel_min, |half| prepare(half, &suffixes)) {
+                    for step in chunk.steps {
+                        let (datapoint, key, pairs, checksum) = match step {
+                            Step::Drop(key, reason) => {
+                                self.writer.drop(&target.target, &key, reason);
+                                continue;
+                            }
+                            Step::Keep {
+                                datapoint,
+                                key,
+                                pairs,
+                                checksum,
+                            } => (datapoint, key, pairs, checksum),
+                        };
+                        // Rendered while preparing: the key pair, the value
+                        // pair, then the metadata pairs.
+                        let pairs = &chunk.pairs[pairs];
+                        let text = |(range, hash): &(Range<usize>, u64)| {
+                            (&chunk.text[range.clone()], *hash)
+                        };
+                        let ready = Ready {
+                            datapoint,
+                            key: &key,
+                            // Reported as steps of their own, before this.
+                            ignored: &[],
+                            key_pair: text(&pairs[0]),
+                            metadata: pairs[2..].iter().map(text),
+                            value: Ok(text(&pairs[1])),
+                            checksum: &checksum,
+                        };
+                        if self.datapoint(&mut writing, ready).is_err() {
+                            // Prepared again from its first datapoint: a
+                            // target moves to the next body at most once,
+                            // and what was prepared of it is at most a body
+                            // and a block.
+                            continue 'target;
+                        }
+                    }
+                }
+            }
+            return;
+        }
+    }
+
     fn finish(mut self) -> LimitedOutcome {
         let outcome = self.writer.finish(self.agent, self.timestamp_ms);
         self.bodies.extend(outcome.body);
@@ -220,6 +354,43 @@ impl<'a, 'b> Parts<'a, 'b> {
     }
 }
 
+/// A datapoint ready to be written: normalised, its pairs rendered, its
+/// checksum made.
+struct Ready<'r, M> {
+    datapoint: &'r DataPoint,
+    /// Normalised, for drop reports.
+    key: &'r str,
+    /// Metadata items left out, reported whenever the datapoint is written.
+    ignored: &'r [DropReason],
+    /// `["pattoo_key", key]` and its [`pair_hash`].
+    key_pair: (&'r str, u64),
+    /// The metadata pairs kept, in order, each with its [`pair_hash`].
+    metadata: M,
+    /// The value pair rendered, with its hash, or the value to render.
+    value: Result<(&'r str, u64), &'r Value>,
+    checksum: &'r Checksum,
+}
+
+/// A target being written into [`Parts`] (see [`Parts::begin_target`]).
+struct Writing<'t> {
+    target: &'t str,
+    /// Where the target starts, to take it out of a body it does not fit.
+    mark: Mark,
+    /// Whether the target starts its body: one too large for what is left
+    /// of a body goes to the next one, whole, unless it started the body.
+    starts_body: bool,
+    /// The checksums written so far, to drop duplicates; `None` when there
+    /// can be none.
+    seen: Option<FxHashSet<Checksum>>,
+    /// The ids of the agent's pairs in the body being written.
+    agent_ids: Option<[u32; 5]>,
+}
+
+/// The target being written did not fit in what was left of a body: it
+/// was taken out, the next body started, and the target is to be written
+/// again from its first datapoint.
+struct Restart;
+
 /// [`build`], preparing blocks of at least `parallel_min` datapoints on two
 /// threads.
 fn build_with(
@@ -228,60 +399,11 @@ fn build_with(
     targets: &[TargetData],
     parallel_min: usize,
 ) -> BuildOutcome {
-    let total: usize = targets.iter().map(|t| t.datapoints.len()).sum();
-    let mut writer = Writer::new(agent, timestamp_ms, total, usize::MAX);
-    for target in targets {
-        let mut seen: FxHashSet<Checksum> =
-            FxHashSet::with_capacity_and_hasher(target.datapoints.len(), Default::default());
-        let mut agent_ids = None;
-        // The agent's metadata is the same for every datapoint of a target:
-        // its part of each hash is prepared once.
-        let agent_suffixes = agent_suffixes(agent, &target.target);
-        for block in target.datapoints.chunks(PREPARE_BLOCK) {
-            for chunk in in_two_halves(block, parallel_min, |half| prepare(half, &agent_suffixes)) {
-                for step in chunk.steps {
-                    let (datapoint, key, pairs, checksum) = match step {
-                        Step::Drop(key, reason) => {
-                            writer.drop(&target.target, &key, reason);
-                            continue;
-                        }
-                        Step::Keep {
-                            datapoint,
-                            key,
-                            pairs,
-                            checksum,
-                        } => (datapoint, key, pairs, checksum),
-                    };
-                    if !seen.insert(checksum) {
-                        writer.drop(&target.target, &key, DropReason::Duplicate);
-                        continue;
-                    }
-                    // Rendered while preparing: the key pair, the value
-                    // pair, then the metadata pairs.
-                    let pairs = &chunk.pairs[pairs];
-                    let text =
-                        |(range, hash): &(Range<usize>, u64)| (&chunk.text[range.clone()], *hash);
-                    for pair in &pairs[2..] {
-                        let (text, hash) = text(pair);
-                        let id = writer.pairs.rendered(text, hash);
-                        writer.ids.push(id);
-                    }
-                    let agent_ids =
-                        *agent_ids.get_or_insert_with(|| writer.agent_ids(agent, &target.target));
-                    let (key_text, key_hash) = text(&pairs[0]);
-                    let key_id = writer.pairs.rendered(key_text, key_hash);
-                    writer.datapoint_with(
-                        agent_ids,
-                        key_id,
-                        datapoint,
-                        Ok(text(&pairs[1])),
-                        &checksum,
-                    );
-                }
-            }
-        }
+    let outcome = build_parts(agent, timestamp_ms, targets, usize::MAX, parallel_min);
+    BuildOutcome {
+        body: outcome.bodies.into_iter().next(),
+        dropped: outcome.dropped,
     }
-    writer.finish(agent, timestamp_ms)
 }
 
 /// The agent's own checksum items for `target`, in the order they are hashed.
@@ -419,22 +541,11 @@ impl Writer {
         ]
     }
 
-    /// Writes a datapoint whose metadata pair ids are in `ids`.
+    /// Writes a datapoint whose metadata pair ids are in `ids`, its value
+    /// pair either rendered (`Ok`, with its hash) or still to be (`Err`,
+    /// the value); the value pair gets its id after the data type's either
+    /// way.
     fn datapoint(
-        &mut self,
-        agent_ids: [u32; 5],
-        key_id: u32,
-        datapoint: &DataPoint,
-        value: &Value,
-        checksum: &Checksum,
-    ) {
-        self.datapoint_with(agent_ids, key_id, datapoint, Err(value), checksum);
-    }
-
-    /// [`datapoint`](Self::datapoint) with its value pair either already
-    /// interned (`Ok`, its id) or still to be (`Err`, the value); the
-    /// value pair gets its id after the data type's either way.
-    fn datapoint_with(
         &mut self,
         agent_ids: [u32; 5],
         key_id: u32,

@@ -33,8 +33,8 @@ use rustc_hash::{FxHashMap, FxHashSet, FxHasher};
 
 use super::{
     agent_suffixes, in_two_halves, normalise_datapoint_key, normalise_metadata, pair_hash,
-    render_pair, AgentContext, BuildOutcome, DropReason, LimitedOutcome, Parts, PostBody, Writer,
-    PARALLEL_MIN,
+    render_pair, AgentContext, BuildOutcome, DropReason, LimitedOutcome, Parts, PostBody, Ready,
+    Writer, PARALLEL_MIN,
 };
 use crate::model::checksum::{self, ChainBatch, Checksum, Digest};
 use crate::model::normalise::normalise_value;
@@ -55,17 +55,12 @@ pub struct PollMemory {
     targets: Vec<TargetMemory>,
     /// Every text the descriptions hold, once (see the module's notes).
     texts: Texts,
-    /// Made by [`PollMemory::for_one_poll`].
-    one_poll: bool,
 }
 
 /// Texts kept once, shared by whatever holds them.
 #[derive(Default)]
 struct Texts {
     set: hashbrown::HashSet<Arc<str>, rustc_hash::FxBuildHasher>,
-    /// Texts are kept as they come, not looked up (see
-    /// [`PollMemory::for_one_poll`]).
-    as_they_come: bool,
 }
 
 impl Texts {
@@ -80,9 +75,6 @@ impl Texts {
 
     /// `text`, or the same text already kept.
     fn keep(&mut self, text: Arc<str>) -> Arc<str> {
-        if self.as_they_come {
-            return text;
-        }
         match self.set.get(&text) {
             Some(known) => Arc::clone(known),
             None => {
@@ -97,7 +89,6 @@ impl Texts {
     fn text(&mut self, text: &Text) -> Text {
         match text {
             Text::Static(_) | Text::Shared(_) => text.clone(),
-            Text::Slice(..) if self.as_they_come => text.clone(),
             Text::Owned(_) | Text::Slice(..) => Text::Shared(self.get(text)),
         }
     }
@@ -163,24 +154,6 @@ impl Description {
 }
 
 impl PollMemory {
-    /// A memory for a process that exits after one poll (`once`): nothing
-    /// it works out will be used again, so a text a parser cut from its
-    /// payload is kept as that slice, holding the payload, rather than
-    /// copied out and looked up among the others, and the memory takes room
-    /// for a target's descriptions at once rather than growing to it. The
-    /// bodies are the same; a memory made so stays correct if it does poll
-    /// again, only larger.
-    pub fn for_one_poll() -> Self {
-        PollMemory {
-            texts: Texts {
-                as_they_come: true,
-                ..Texts::default()
-            },
-            one_poll: true,
-            ..PollMemory::default()
-        }
-    }
-
     /// [`build`](super::build), reusing what the last poll worked out.
     pub fn build(
         &mut self,
@@ -264,14 +237,8 @@ impl PollMemory {
         max_body_bytes: usize,
     ) -> Building<'m, 'a, 'b> {
         Building {
-            memory: self,
-            agent,
-            parts: Parts::new(agent, timestamp_ms, expected, max_body_bytes),
-            last: None,
-            memories: Vec::new(),
-            changed: false,
-            parallel_min: PARALLEL_MIN,
-            taken: 0,
+            memory: Some(self),
+            ..Building::afresh_with(agent, timestamp_ms, expected, max_body_bytes)
         }
     }
 
@@ -305,18 +272,6 @@ impl PollMemory {
         let mut entries = Vec::with_capacity(datapoints.len());
         let mut new_descriptions: Vec<(u32, &DataPoint)> = Vec::new();
         let mut unhashed: Vec<usize> = Vec::new();
-        if self.one_poll {
-            let n = datapoints.len();
-            new_descriptions.reserve(n);
-            unhashed.reserve(n);
-            self.descriptions.reserve(n);
-            let descriptions = &self.descriptions;
-            self.index.reserve(n, |&id| {
-                descriptions[id as usize]
-                    .as_ref()
-                    .map_or(0, |description| description.hash)
-            });
-        }
         for (i, dp) in datapoints.iter().enumerate() {
             if let Some(entry) = last
                 .get(i)
@@ -451,18 +406,9 @@ impl PollMemory {
     /// Writes `target`'s datapoints, whose entries `memory` holds, starting
     /// the next body where the limit says (see
     /// [`build_limited`](super::build_limited)).
-    fn write(
-        &self,
-        memory: &TargetMemory,
-        target: &TargetData,
-        agent: &AgentContext<'_>,
-        parts: &mut Parts,
-    ) {
+    fn write(&self, memory: &TargetMemory, target: &TargetData, parts: &mut Parts) {
         'target: loop {
-            let target_mark = parts.writer.mark();
-            let starts_body = parts.writer.count == 0;
-            let mut seen: Option<FxHashSet<Digest>> = (!memory.distinct).then(FxHashSet::default);
-            let mut agent_ids = None;
+            let mut writing = parts.begin_target(&target.target, memory.distinct);
             for (dp, entry) in target.datapoints.iter().zip(&memory.entries) {
                 let description = self.descriptions[entry.description as usize]
                     .as_ref()
@@ -482,45 +428,17 @@ impl PollMemory {
                     }
                 };
                 let checksum = checksum::hex_digits(&entry.checksum);
-                let mark = parts.writer.mark();
-                loop {
-                    let writer = &mut parts.writer;
-                    for reason in &made.ignored {
-                        writer.drop(&target.target, &made.key, reason.clone());
-                    }
-                    if seen
-                        .as_mut()
-                        .is_some_and(|seen| !seen.insert(entry.checksum))
-                    {
-                        writer.drop(&target.target, &made.key, DropReason::Duplicate);
-                        break;
-                    }
-                    for (text, hash) in &made.metadata {
-                        let id = writer.pairs.rendered(text, *hash);
-                        writer.ids.push(id);
-                    }
-                    let target_ids =
-                        *agent_ids.get_or_insert_with(|| writer.agent_ids(agent, &target.target));
-                    let key_id = writer.pairs.rendered(&made.key_pair.0, made.key_pair.1);
-                    writer.datapoint(target_ids, key_id, dp, &value, &checksum);
-                    if !parts.over() || parts.writer.count == 1 {
-                        break;
-                    }
-                    if !starts_body {
-                        // The target does not fit in what is left of this
-                        // body: it starts the next one, whole.
-                        parts.writer.rollback(target_mark);
-                        parts.next_body();
-                        continue 'target;
-                    }
-                    // Too large for a body of its own: split by datapoints,
-                    // this one starting the next body.
-                    parts.writer.rollback(mark);
-                    parts.next_body();
-                    agent_ids = None;
-                    if let Some(seen) = &mut seen {
-                        seen.remove(&entry.checksum);
-                    }
+                let ready = Ready {
+                    datapoint: dp,
+                    key: &made.key,
+                    ignored: &made.ignored,
+                    key_pair: (&made.key_pair.0, made.key_pair.1),
+                    metadata: made.metadata.iter().map(|(text, hash)| (&**text, *hash)),
+                    value: Err(&value),
+                    checksum: &checksum,
+                };
+                if parts.datapoint(&mut writing, ready).is_err() {
+                    continue 'target;
                 }
             }
             return;
@@ -567,31 +485,69 @@ impl PollMemory {
 }
 
 /// A poll's bodies being built a target at a time (see
-/// [`PollMemory::start`]).
+/// [`PollMemory::start`] and [`Building::afresh`]).
 pub struct Building<'m, 'a, 'b> {
-    memory: &'m mut PollMemory,
+    /// What the last poll worked out, or `None` to work out everything
+    /// afresh.
+    memory: Option<&'m mut PollMemory>,
     agent: &'a AgentContext<'b>,
     parts: Parts<'a, 'b>,
     /// The last poll's targets, taken when the first target is added.
     last: Option<Vec<Option<TargetMemory>>>,
     memories: Vec<TargetMemory>,
     changed: bool,
-    parallel_min: usize,
+    pub(super) parallel_min: usize,
     /// Bodies already handed out by [`Building::take_finished`].
     taken: usize,
+}
+
+impl<'a, 'b> Building<'static, 'a, 'b> {
+    /// Starts building a poll's bodies a target at a time without a
+    /// memory, for a process that polls once (`once`): each target's
+    /// datapoints are normalised, hashed and written as
+    /// [`build`](super::build) does, with none of the descriptions a
+    /// memory keeps for the next poll. The bodies are byte for byte those
+    /// of [`PollMemory::start`] given the same targets in the same order.
+    pub fn afresh(agent: &'a AgentContext<'b>, timestamp_ms: u64, max_body_bytes: usize) -> Self {
+        Building::afresh_with(agent, timestamp_ms, 0, max_body_bytes)
+    }
+
+    /// [`Building::afresh`], its first body's buffers reserved for
+    /// `expected` datapoints.
+    pub(super) fn afresh_with(
+        agent: &'a AgentContext<'b>,
+        timestamp_ms: u64,
+        expected: usize,
+        max_body_bytes: usize,
+    ) -> Self {
+        Building {
+            memory: None,
+            agent,
+            parts: Parts::new(agent, timestamp_ms, expected, max_body_bytes),
+            last: None,
+            memories: Vec::new(),
+            changed: false,
+            parallel_min: PARALLEL_MIN,
+            taken: 0,
+        }
+    }
 }
 
 impl Building<'_, '_, '_> {
     /// Normalises and writes the next target's datapoints.
     pub fn add(&mut self, target: &TargetData) {
-        self.begin();
         self.expect_at_least(target.datapoints.len());
-        let memory = &mut *self.memory;
+        if self.memory.is_none() {
+            self.parts.target_afresh(target, self.parallel_min);
+            return;
+        }
+        self.begin();
+        let memory = self.memory.as_deref_mut().expect("a memory");
         let last = self.last.as_mut().expect("begun");
         let t = self.memories.len();
         let mut target_memory = take_target(last, t, &target.target);
         self.changed |= memory.update(&mut target_memory, target, self.agent, self.parallel_min);
-        memory.write(&target_memory, target, self.agent, &mut self.parts);
+        memory.write(&target_memory, target, &mut self.parts);
         self.memories.push(target_memory);
     }
 
@@ -622,7 +578,9 @@ impl Building<'_, '_, '_> {
         if self.last.is_some() {
             return;
         }
-        let memory = &mut *self.memory;
+        let Some(memory) = self.memory.as_deref_mut() else {
+            return;
+        };
         self.last = Some({
             let identity = [
                 self.agent.hostname,
@@ -668,7 +626,7 @@ impl Building<'_, '_, '_> {
             mut changed,
             ..
         } = self;
-        if let Some(last) = last {
+        if let (Some(memory), Some(last)) = (memory, last) {
             changed |= last.iter().any(Option::is_some);
             memory.targets = memories;
             if changed {

@@ -353,6 +353,54 @@ fn parts_taken_as_targets_are_added_are_the_parts_of_the_whole_poll() {
         assert_eq!(parts, whole.bodies, "poll {poll}");
         assert_eq!(outcome.dropped, whole.dropped, "poll {poll}");
     }
+    let mut building = Building::afresh(&AGENT, 1000, 16 * 1024);
+    let mut parts = Vec::new();
+    for target in &targets {
+        building.add(target);
+        parts.extend(building.take_finished());
+    }
+    assert!(
+        parts.len() >= whole.bodies.len() - 1,
+        "without a memory, only {} parts were ready before the end",
+        parts.len()
+    );
+    parts.extend(building.finish().bodies);
+    assert_eq!(parts, whole.bodies, "without a memory");
+}
+
+#[test]
+fn a_target_that_no_longer_fits_after_a_prepare_block_moves_whole_to_the_next_body() {
+    // More than a prepare block of datapoints, and a duplicate at the end:
+    // it fits in a body of its own but not after the small target, which
+    // is found only once a block of it is written.
+    let mut large = TargetData::new("device-large");
+    for i in 0..PREPARE_BLOCK as i64 + 500 {
+        large.datapoints.push(DataPoint::new(
+            format!("reading_{i}"),
+            Value::Int(i),
+            DataType::Int,
+            1000,
+        ));
+    }
+    large.datapoints.push(large.datapoints[0].clone());
+    let alone = build(&AGENT, 1000, std::slice::from_ref(&large));
+    let max_body_bytes = alone.body.as_ref().unwrap().json.len() + 100;
+    let mut targets = targets_with_one_too_large(1, 3);
+    targets.push(large);
+
+    let limited = build_limited(&AGENT, 1000, &targets, max_body_bytes);
+    assert_eq!(
+        limited.bodies,
+        [
+            build(&AGENT, 1000, &targets[..1]).body.unwrap(),
+            alone.body.unwrap()
+        ]
+    );
+    assert_eq!(limited.dropped, alone.dropped, "the duplicate, once");
+    let remembered =
+        PollMemory::default().build_limited(&AGENT, 1000, targets.clone(), max_body_bytes);
+    assert_eq!(remembered.bodies, limited.bodies);
+    assert_eq!(remembered.dropped, limited.dropped);
 }
 
 #[test]
@@ -437,6 +485,28 @@ fn parts_built_afresh(
     }
     bodies.extend(build_one(&current));
     bodies
+}
+
+/// The bodies and drops of [`Building::afresh`] given `targets` one at a
+/// time, each body taken as soon as it is finished.
+fn built_without_a_memory(
+    agent: &AgentContext<'_>,
+    timestamp_ms: u64,
+    targets: &[TargetData],
+    max_body_bytes: usize,
+    parallel_min: usize,
+) -> (Vec<PostBody>, Vec<Dropped>) {
+    let mut building = Building::afresh(agent, timestamp_ms, max_body_bytes);
+    building.parallel_min = parallel_min;
+    let mut bodies = Vec::new();
+    for target in targets {
+        building.add(target);
+        bodies.extend(building.take_finished());
+    }
+    assert_eq!(building.taken(), bodies.len());
+    let outcome = building.finish();
+    bodies.extend(outcome.bodies);
+    (bodies, outcome.dropped)
 }
 
 /// `target` without the datapoints [`build`] would drop: invalid ones and
@@ -611,20 +681,16 @@ mod remembered {
 
     proptest! {
         // proptest's default, 256 cases, keeps CI quick; set
-        // PROPTEST_CASES to dig deeper.
+        // PROPTEST_CASES to dig deeper. Each poll is also built without a
+        // memory, a target at a time, as `once` does.
         #[test]
         fn remembered_bodies_are_byte_for_byte_the_bodies_built_afresh(
             first in first_poll(),
             polls in proptest::collection::vec(proptest::collection::vec(change(), 0..4), 1..8),
             parallel_min in prop_oneof![Just(1usize), Just(3), Just(usize::MAX)],
             max_body_bytes in prop_oneof![Just(usize::MAX), 300usize..4000],
-            one_poll in any::<bool>(),
         ) {
-            let mut memory = if one_poll {
-                PollMemory::for_one_poll()
-            } else {
-                PollMemory::default()
-            };
+            let mut memory = PollMemory::default();
             let mut targets = first;
             let mut host = 0;
             for (p, changes) in std::iter::once(Vec::new()).chain(polls).enumerate() {
@@ -653,6 +719,11 @@ mod remembered {
                 prop_assert_eq!(text(&remembered.bodies), text(&expected), "poll {}", p);
                 prop_assert_eq!(&remembered.bodies, &expected);
                 prop_assert_eq!(&remembered.dropped, &fresh.dropped);
+                let (unremembered, dropped) =
+                    built_without_a_memory(&agent, p as u64, &poll, max_body_bytes, parallel_min);
+                prop_assert_eq!(text(&unremembered), text(&expected), "poll {}", p);
+                prop_assert_eq!(&unremembered, &expected);
+                prop_assert_eq!(&dropped, &fresh.dropped);
                 // Bounded by the last poll: one entry per datapoint, and no
                 // more descriptions than entries.
                 let total: usize = poll.iter().map(|t| t.datapoints.len()).sum();
@@ -739,27 +810,6 @@ mod remembered {
             // interface names and their pairs; not one per datapoint.
             assert_eq!(memory.texts_kept(), 24 + 24 + 1 + 10 + 10);
         }
-    }
-
-    #[test]
-    fn a_memory_for_one_poll_keeps_the_texts_cut_from_the_payload_as_they_are() {
-        let payload = std::sync::Arc::new((0..10).map(|i| format!("eth{i};")).collect());
-        let mut memory = PollMemory::for_one_poll();
-        let targets = interfaces(&payload);
-        assert_eq!(
-            memory.build(&AGENT, 7, &targets).body,
-            build(&AGENT, 7, &targets).body
-        );
-        drop(targets);
-        assert_eq!(memory.size(), (240, 240));
-        // The 24 owned keys and the metadata key: not the interface names
-        // cut from the payload, nor the pairs made (69 kept by a memory
-        // that polls again).
-        assert_eq!(memory.texts_kept(), 24 + 1);
-        assert!(
-            std::sync::Arc::strong_count(&payload) > 1,
-            "the descriptions hold the payload's slices"
-        );
     }
 
     #[test]
