@@ -33,7 +33,7 @@ pub use data_type::{DataType, UnknownDataType};
 pub(crate) use normalise::normalise_key_cow;
 pub use normalise::{normalise_key, normalise_value};
 pub use relayed::{NotABody, RelayedBody};
-pub use text::Text;
+pub use text::{Text, TextSet};
 pub use validate::{validate_body, Accepted};
 pub use value::{Value, U128};
 

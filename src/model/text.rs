@@ -15,6 +15,8 @@ use std::hash::{Hash, Hasher};
 use std::ops::{Deref, Range};
 use std::sync::Arc;
 
+use rustc_hash::FxBuildHasher;
+
 /// Text that reads like a `&str` wherever it is used.
 #[derive(Clone)]
 pub enum Text {
@@ -199,9 +201,80 @@ impl fmt::Display for Text {
     }
 }
 
+/// Texts kept once and handed out shared: whatever asks for the same text
+/// again gets the same allocation, and [`Text`] equality of two such texts
+/// is a pointer comparison. Used where the same few texts come back poll
+/// after poll (a poller's keys and labels, the poll memory's descriptions
+/// and rendered pairs).
+#[derive(Debug, Default)]
+pub struct TextSet(hashbrown::HashSet<Arc<str>, FxBuildHasher>);
+
+impl TextSet {
+    /// `text`, shared: the one already kept, else a new one, kept.
+    pub fn text(&mut self, text: &str) -> Arc<str> {
+        if let Some(known) = self.0.get(text) {
+            return Arc::clone(known);
+        }
+        let text: Arc<str> = Arc::from(text);
+        self.0.insert(Arc::clone(&text));
+        text
+    }
+
+    /// `text`, or the same text already kept; `text` itself is kept if
+    /// none is.
+    pub fn keep(&mut self, text: Arc<str>) -> Arc<str> {
+        match self.0.get(&text) {
+            Some(known) => Arc::clone(known),
+            None => {
+                self.0.insert(Arc::clone(&text));
+                text
+            }
+        }
+    }
+
+    /// Takes room for `additional` more texts at once.
+    pub fn reserve(&mut self, additional: usize) {
+        self.0.reserve(additional);
+    }
+
+    /// How many texts are kept.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Forgets the texts nothing else holds any more, so that a text no
+    /// longer used (a label that changed) is not kept for ever.
+    pub fn forget_unused(&mut self) {
+        self.0.retain(|text| Arc::strong_count(text) > 1);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_text_set_hands_over_the_same_text_shared_until_nothing_holds_it() {
+        let mut texts = TextSet::default();
+        let first = texts.text("ifInOctets");
+        let again = texts.text("ifInOctets");
+        assert!(Arc::ptr_eq(&first, &again));
+        assert!(Arc::ptr_eq(&texts.keep(Arc::from("ifInOctets")), &first));
+        let eth1 = texts.keep(Arc::from("eth1"));
+        assert!(Arc::ptr_eq(&texts.text("eth1"), &eth1));
+        // Held by a reading or the poll memory: kept.
+        drop(eth1);
+        texts.forget_unused();
+        assert!(Arc::ptr_eq(&texts.text("ifInOctets"), &first));
+        // "eth1" was held by nothing: forgotten, made anew.
+        drop((first, again));
+        texts.forget_unused();
+        assert!(texts.is_empty());
+    }
 
     #[test]
     fn a_text_is_no_larger_than_a_string() {

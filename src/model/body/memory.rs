@@ -38,7 +38,7 @@ use super::{
 };
 use crate::model::checksum::{self, ChainBatch, Checksum, Digest};
 use crate::model::normalise::normalise_value;
-use crate::model::{DataPoint, DataType, Metadata, TargetData, Text};
+use crate::model::{DataPoint, DataType, Metadata, TargetData, Text, TextSet};
 
 /// Builds one poller's bodies, remembering between polls everything about
 /// its datapoints that cannot have changed.
@@ -54,48 +54,15 @@ pub struct PollMemory {
     index: hashbrown::HashTable<u32>,
     targets: Vec<TargetMemory>,
     /// Every text the descriptions hold, once (see the module's notes).
-    texts: Texts,
+    texts: TextSet,
 }
 
-/// Texts kept once, shared by whatever holds them.
-#[derive(Default)]
-struct Texts {
-    set: hashbrown::HashSet<Arc<str>, rustc_hash::FxBuildHasher>,
-}
-
-impl Texts {
-    fn get(&mut self, text: &str) -> Arc<str> {
-        if let Some(known) = self.set.get(text) {
-            return Arc::clone(known);
-        }
-        let text: Arc<str> = Arc::from(text);
-        self.set.insert(Arc::clone(&text));
-        text
-    }
-
-    /// `text`, or the same text already kept.
-    fn keep(&mut self, text: Arc<str>) -> Arc<str> {
-        match self.set.get(&text) {
-            Some(known) => Arc::clone(known),
-            None => {
-                self.set.insert(Arc::clone(&text));
-                text
-            }
-        }
-    }
-
-    /// `text` as a description keeps it: texts fixed in the program or
-    /// shared with the configuration as they are, any other from here.
-    fn text(&mut self, text: &Text) -> Text {
-        match text {
-            Text::Static(_) | Text::Shared(_) => text.clone(),
-            Text::Owned(_) | Text::Slice(..) => Text::Shared(self.get(text)),
-        }
-    }
-
-    /// Forgets the texts nothing else holds any more.
-    fn forget_unused(&mut self) {
-        self.set.retain(|text| Arc::strong_count(text) > 1);
+/// `text` as a description keeps it: texts fixed in the program or shared
+/// with the configuration as they are, any other from `texts`.
+fn kept(texts: &mut TextSet, text: &Text) -> Text {
+    match text {
+        Text::Static(_) | Text::Shared(_) => text.clone(),
+        Text::Owned(_) | Text::Slice(..) => Text::Shared(texts.text(text)),
     }
 }
 
@@ -371,14 +338,14 @@ impl PollMemory {
         }
         let description = Description {
             hash,
-            key: texts.text(&dp.key),
+            key: kept(texts, &dp.key),
             data_type: dp.data_type,
             metadata: dp
                 .metadata
                 .iter()
                 .map(|item| Metadata {
-                    key: texts.text(&item.key),
-                    value: texts.text(&item.value),
+                    key: kept(texts, &item.key),
+                    value: kept(texts, &item.value),
                     update_checksum: item.update_checksum,
                 })
                 .collect(),
@@ -471,7 +438,7 @@ impl PollMemory {
     /// How many texts the descriptions keep between them.
     #[cfg(test)]
     pub(super) fn texts_kept(&self) -> usize {
-        self.texts.set.len()
+        self.texts.len()
     }
 
     /// How many distinct descriptions and target entries are remembered.
@@ -665,7 +632,7 @@ fn make_all<'a>(
     let mut batch = ChainBatch::with_capacity(datapoints.len());
     let mut pairs = Renderer::default();
     // A key and its pair each, at least, for most new descriptions.
-    pairs.texts.set.reserve(2 * datapoints.len());
+    pairs.texts.reserve(2 * datapoints.len());
     let mut kept: Vec<(Cow<'_, str>, &str)> = Vec::new();
     let made: Vec<_> = datapoints
         .map(|dp| {
@@ -678,7 +645,7 @@ fn make_all<'a>(
             });
             Ok(Made {
                 key_pair: pairs.pair("pattoo_key", &key),
-                key: pairs.texts.get(&key),
+                key: pairs.texts.text(&key),
                 metadata: kept.iter().map(|(k, v)| pairs.pair(k, v)).collect(),
                 ignored,
                 // Known once the whole batch is hashed, below.
@@ -699,7 +666,7 @@ fn make_all<'a>(
 
 impl Made {
     /// The same, its texts kept once in `texts`.
-    fn interned(self, texts: &mut Texts) -> Made {
+    fn interned(self, texts: &mut TextSet) -> Made {
         Made {
             key: texts.keep(self.key),
             key_pair: (texts.keep(self.key_pair.0), self.key_pair.1),
@@ -719,7 +686,7 @@ impl Made {
 #[derive(Default)]
 struct Renderer {
     scratch: String,
-    texts: Texts,
+    texts: TextSet,
 }
 
 impl Renderer {
@@ -727,7 +694,7 @@ impl Renderer {
     fn pair(&mut self, key: &str, value: &str) -> (Arc<str>, u64) {
         self.scratch.clear();
         render_pair(&mut self.scratch, key, value);
-        (self.texts.get(&self.scratch), pair_hash(&self.scratch))
+        (self.texts.text(&self.scratch), pair_hash(&self.scratch))
     }
 }
 

@@ -8,8 +8,7 @@ use async_snmp::{Oid, VarBind};
 
 use super::convert::{self, Octets, Reading};
 use super::oid::{dotted_into, oid_from_text};
-use super::texts::Texts;
-use crate::model::{DataPoint, DataType, Metadata, Text};
+use crate::model::{DataPoint, DataType, Metadata, Text, TextSet};
 
 fn oid(text: &str) -> Oid {
     oid_from_text(text).expect("a valid built-in OID")
@@ -128,7 +127,7 @@ fn if_index(varbind: &VarBind) -> Option<u32> {
 pub(super) fn python_datapoints(
     walks: &[Vec<VarBind>],
     timestamp_ms: u64,
-    texts: &mut Texts,
+    texts: &mut TextSet,
 ) -> Vec<DataPoint> {
     // Each interface's metadata texts made once and shared by its
     // datapoints, in the order of the walk (the last of a repeated index
@@ -265,7 +264,7 @@ mod tests {
 
     #[test]
     fn posts_only_admin_up_interfaces_with_a_description() {
-        let datapoints = python_datapoints(&walks(), 1, &mut Texts::default());
+        let datapoints = python_datapoints(&walks(), 1, &mut TextSet::default());
         assert_eq!(datapoints.len(), 1, "{datapoints:#?}");
         let datapoint = &datapoints[0];
         assert_eq!(datapoint.key, "ifhcinoctets");

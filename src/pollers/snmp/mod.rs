@@ -119,7 +119,6 @@ mod kind;
 mod multiwalk;
 mod oid;
 mod screen;
-mod texts;
 mod translations;
 mod transport;
 
@@ -145,13 +144,12 @@ pub use config::{
 use convert::{NoValue, Octets};
 use multiwalk::{MultiWalk, Sizings};
 pub use oid::{dotted, oid_from_text};
-use texts::Texts;
 use transport::{Sockets, TargetTransport};
 
 /// A client on the poller's socket for one target.
 type Client = async_snmp::Client<TargetTransport>;
 
-use crate::model::{DataPoint, Metadata, TargetData, Text};
+use crate::model::{DataPoint, Metadata, TargetData, Text, TextSet};
 use crate::secret::SecretSource;
 use crate::time::now_ms;
 
@@ -173,9 +171,16 @@ pub struct SnmpPoller {
     states: Vec<TargetState>,
     v4: Option<Arc<Sockets>>,
     v6: Option<Arc<Sockets>>,
-    /// The texts its readings are named with, shared by its targets'
-    /// polls (taken for a moment, never across an await).
-    texts: Mutex<Texts>,
+    /// The texts its readings are named with (a table's keys, each row's
+    /// index and labels, a walked value's OID), kept once and handed over
+    /// again poll after poll: the poll memory keeps the same shared texts
+    /// in its descriptions, so it knows each reading's description by the
+    /// pointer without comparing bytes, and an unchanged row costs no
+    /// allocation for its texts. One set for all targets, since devices of
+    /// one kind repeat each other's texts (`ifInOctets`, `1`,
+    /// `GigabitEthernet0/1`) and the poll memory keeps one description for
+    /// all of them. Taken for a moment, never across an await.
+    texts: Mutex<TextSet>,
 }
 
 impl std::fmt::Debug for SnmpPoller {
@@ -322,7 +327,7 @@ impl SnmpPoller {
 
 /// The poller's texts. A poll that panicked while holding them left a
 /// whole set (each insertion is complete or not made).
-fn lock(texts: &Mutex<Texts>) -> MutexGuard<'_, Texts> {
+fn lock(texts: &Mutex<TextSet>) -> MutexGuard<'_, TextSet> {
     texts.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -469,7 +474,7 @@ async fn poll_target(
     target: &TargetSettings,
     client: Option<(Client, TargetTransport)>,
     sizings: &mut Sizings,
-    texts: &Mutex<Texts>,
+    texts: &Mutex<TextSet>,
     deadline: Deadline,
 ) -> (TargetData, bool) {
     let mut data = TargetData::new(target.name.clone());
@@ -563,7 +568,7 @@ struct Session<'a> {
     max_repetitions_set: bool,
     /// The target's, kept between polls.
     sizings: &'a mut Sizings,
-    texts: &'a Mutex<Texts>,
+    texts: &'a Mutex<TextSet>,
     max_rows: usize,
     deadline: Deadline,
     answered: bool,
@@ -1086,7 +1091,7 @@ impl Session<'_> {
         // by the row's datapoints, as are the keys: a datapoint then costs
         // one allocation (its list of metadata), not one per text.
         // The texts are the poller's, the same as last poll's where they
-        // are the same (see `Texts`).
+        // are the same (see `SnmpPoller::texts`).
         let mut texts = lock(self.texts);
         let label_keys: Vec<Text> = table
             .labels
@@ -1096,7 +1101,7 @@ impl Session<'_> {
         // Each row's metadata by its index, in order of the index.
         let mut row_metadata: Vec<(&[u32], Vec<Metadata>)> = Vec::new();
         let mut index = String::new();
-        let mut row_of = |arcs: &[u32], texts: &mut Texts| {
+        let mut row_of = |arcs: &[u32], texts: &mut TextSet| {
             let mut row = Vec::with_capacity(1 + labels.len());
             index_text(arcs, &mut index);
             row.push(Metadata::new(
