@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::logs::LogBuffer;
 use common::netsnmp::{self, NetSnmpd};
-use common::poller::secret_file;
+use common::poller::{meta, secret_file};
 use common::snmpsim::SnmpSim;
 use common::Readings;
 use pattoo_agentd::model::{DataPoint, DataType, TargetData, Value};
@@ -55,14 +55,6 @@ fn snmpsim_on_loopback() -> (SnmpSim, String) {
     let sim = SnmpSim::start(Path::new("tests/data/snmp/data"), &[Ipv4Addr::LOCALHOST]);
     let address = format!("127.0.0.1:{}", sim.port(Ipv4Addr::LOCALHOST));
     (sim, address)
-}
-
-fn meta<'a>(datapoint: &'a DataPoint, key: &str) -> Option<&'a str> {
-    datapoint
-        .metadata
-        .iter()
-        .find(|m| m.key == key)
-        .map(|m| m.value.as_str())
 }
 
 #[tokio::test]
