@@ -1,9 +1,11 @@
 //! Modbus helpers: configuration snippets and register layouts.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use pattoo_agentd::config::{self, PollerSettings, Settings};
-use pattoo_agentd::pollers::modbus::ModbusSettings;
+use pattoo_agentd::model::{TargetData, Value};
+use pattoo_agentd::pollers::modbus::{ModbusPoller, ModbusSettings};
 use pattoo_agentd::pollers::PollerKind;
 
 /// A `pattoo.yaml` that points everything into `dir`.
@@ -47,6 +49,21 @@ pub fn modbus_poller(pollers_yaml: &str) -> (PollerSettings, ModbusSettings) {
         #[allow(unreachable_patterns)] // a build with Modbus pollers only
         other => panic!("not a modbus poller: {other:?}"),
     }
+}
+
+/// The only poller in `pollers_yaml` (as for [`modbus_poller`]), built.
+pub fn poller(pollers_yaml: &str) -> ModbusPoller {
+    let (settings, modbus) = modbus_poller(pollers_yaml);
+    ModbusPoller::new(&settings.name, &modbus).unwrap()
+}
+
+/// Every datapoint of a poll as `key -> value`, whatever its target.
+pub fn values_by_key(targets: &[TargetData]) -> BTreeMap<String, Value> {
+    targets
+        .iter()
+        .flat_map(|t| t.datapoints.iter())
+        .map(|d| (d.key.to_string(), d.value.clone()))
+        .collect()
 }
 
 /// Lays big-endian bytes out in registers the way a device using `order`

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use pattoo_agentd::config;
-use pattoo_agentd::model::TargetData;
+use pattoo_agentd::model::{DataPoint, TargetData};
 use pattoo_agentd::pollers::{Poller, PollerEnv};
 
 use super::Readings;
@@ -51,6 +51,15 @@ fn env() -> PollerEnv {
     PollerEnv {
         hostname: "test.example.org".to_owned(),
     }
+}
+
+/// The value of the metadata `key` of a polled datapoint, if it has one.
+pub fn meta<'a>(datapoint: &'a DataPoint, key: &str) -> Option<&'a str> {
+    datapoint
+        .metadata
+        .iter()
+        .find(|m| m.key == key)
+        .map(|m| m.value.as_str())
 }
 
 /// A file holding `secret` (a community, a passphrase), for a poller's

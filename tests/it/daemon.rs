@@ -42,6 +42,11 @@ impl NotifySocket {
         self.messages.lock().unwrap().clone()
     }
 
+    /// Waits until the agent says it is ready.
+    fn wait_ready(&self) {
+        self.wait_for("READY=1", |m| m == "READY=1");
+    }
+
     /// Waits until a message satisfies `wanted`, returning it.
     fn wait_for(&self, what: &str, wanted: impl Fn(&str) -> bool) -> String {
         wait_until(what, || self.messages().into_iter().find(|m| wanted(m)))
@@ -86,6 +91,13 @@ impl Agent {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// SIGTERM, as `systemctl stop` sends it; the exit status, which
+    /// comes within 15 s.
+    fn terminate(&mut self) -> ExitStatus {
+        self.signal(Signal::SIGTERM);
+        self.wait_exit(Duration::from_secs(15))
     }
 
     fn write_pollers(&self, pollers_yaml: &str) {
@@ -157,17 +169,47 @@ fn poller(name: &str, script: &Path) -> String {
     )
 }
 
-/// Starts the agent on a fresh configuration directory posting to `port`.
-fn start(
-    port: u16,
-    pollers: impl Fn(&Path) -> String,
-    notify: Option<&NotifySocket>,
-    dir: tempfile::TempDir,
-) -> Agent {
-    start_with(port, pollers, notify, dir, Launch::default())
+/// The poller `key`: one datapoint keyed `key`, at once, every second.
+fn posting(dir: &Path, key: &str) -> String {
+    poller(key, &script(dir, key, 0.0))
 }
 
-/// How [`start_with`] launches the agent, beyond [`start`]'s defaults.
+/// The poller most tests run: [`posting`] `alpha`.
+fn alpha(dir: &Path) -> String {
+    posting(dir, "alpha")
+}
+
+/// alpha's entry again, for a reload: on the script [`alpha`] wrote, which
+/// is left as it is (rewriting it could give a running poll half a file).
+fn alpha_again(dir: &Path) -> String {
+    poller("alpha", &dir.join("alpha.sh"))
+}
+
+/// [`alpha_again`] with a setting no poller has, for a reload to refuse.
+fn alpha_with_a_typo(dir: &Path) -> String {
+    alpha_again(dir) + "      colour: red\n"
+}
+
+/// Starts the agent as systemd starts a `Type=notify` service, on a fresh
+/// configuration directory, posting to `server`; the socket gets what the
+/// agent tells systemd.
+fn start_notified(server: &TestServer, pollers: impl Fn(&Path) -> String) -> (Agent, NotifySocket) {
+    start_notified_with(server, pollers, Launch::default())
+}
+
+/// [`start_notified`] launched as `launch` says.
+fn start_notified_with(
+    server: &TestServer,
+    pollers: impl Fn(&Path) -> String,
+    launch: Launch,
+) -> (Agent, NotifySocket) {
+    let dir = tempfile::tempdir().unwrap();
+    let notify = NotifySocket::bind(dir.path());
+    let agent = start_with(server.addr.port(), pollers, Some(&notify), dir, launch);
+    (agent, notify)
+}
+
+/// How [`start_with`] launches the agent, beyond the defaults.
 struct Launch<'a> {
     /// stderr is "the journal": `JOURNAL_STREAM` names it, as systemd sets.
     journal: bool,
@@ -203,7 +245,8 @@ fn write_pattoo_yaml(dir: &Path, port: u16) {
     .unwrap();
 }
 
-/// [`start`] launched as `launch` says.
+/// Starts the agent on the configuration directory `dir`, posting to
+/// `port` on loopback, telling `notify` what it tells systemd.
 fn start_with(
     port: u16,
     pollers: impl Fn(&Path) -> String,
@@ -251,6 +294,13 @@ fn start_with(
     }
 }
 
+/// Waits until `server` has received at least `count` bodies holding `key`.
+fn wait_for_bodies(server: &TestServer, key: &str, count: usize) {
+    wait_until(&format!("{count} bodies from {key}"), || {
+        (bodies_with(server, key) >= count).then_some(())
+    });
+}
+
 fn bodies_with(server: &TestServer, key: &str) -> usize {
     let needle = format!("[\"pattoo_key\",\"{key}\"]");
     server
@@ -263,16 +313,9 @@ fn bodies_with(server: &TestServer, key: &str) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_tells_systemd_ready_status_and_watchdog_and_stops_on_sigterm() {
     let server = TestServer::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let notify = NotifySocket::bind(dir.path());
-    let mut agent = start(
-        server.addr.port(),
-        |d| poller("alpha", &script(d, "alpha", 0.0)),
-        Some(&notify),
-        dir,
-    );
+    let (mut agent, notify) = start_notified(&server, alpha);
 
-    notify.wait_for("READY=1", |m| m == "READY=1");
+    notify.wait_ready();
     let status = notify.wait_for("a STATUS line", |m| {
         m.starts_with("STATUS=") && m.contains("pollers")
     });
@@ -281,8 +324,7 @@ async fn run_tells_systemd_ready_status_and_watchdog_and_stops_on_sigterm() {
     server.wait_for(1, PATIENCE).await;
     assert!(bodies_with(&server, "alpha") >= 1);
 
-    agent.signal(Signal::SIGTERM);
-    let status = agent.wait_exit(Duration::from_secs(15));
+    let status = agent.terminate();
     assert!(status.success(), "{status}");
     assert!(notify.messages().iter().any(|m| m == "STOPPING=1"));
 }
@@ -290,74 +332,46 @@ async fn run_tells_systemd_ready_status_and_watchdog_and_stops_on_sigterm() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_keeps_the_old_pollers_on_a_broken_config_and_swaps_in_a_valid_one() {
     let server = TestServer::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let notify = NotifySocket::bind(dir.path());
-    let mut agent = start(
-        server.addr.port(),
-        |d| poller("alpha", &script(d, "alpha", 0.0)),
-        Some(&notify),
-        dir,
-    );
-    notify.wait_for("READY=1", |m| m == "READY=1");
-    wait_until("a body from alpha", || {
-        (bodies_with(&server, "alpha") >= 1).then_some(())
-    });
+    let (mut agent, notify) = start_notified(&server, alpha);
+    notify.wait_ready();
+    wait_for_bodies(&server, "alpha", 1);
 
     // A typo: the reload is refused and alpha keeps posting.
-    agent.write_pollers(
-        &(poller("alpha", &agent.dir.path().join("alpha.sh")) + "      colour: red\n"),
-    );
+    agent.write_pollers(&alpha_with_a_typo(agent.dir.path()));
     agent.signal(Signal::SIGHUP);
     notify.wait_for("the refusal", |m| m.starts_with("STATUS=reload refused"));
     wait_until("the refusal in the agent's figures", || {
         (agent_figure(&agent, "config_last_reload_refused")? == 1.0).then_some(())
     });
     let before = bodies_with(&server, "alpha");
-    wait_until("alpha still posting", || {
-        (bodies_with(&server, "alpha") > before + 1).then_some(())
-    });
+    wait_for_bodies(&server, "alpha", before + 2); // still posting
 
     // A valid file with another poller: beta replaces alpha.
-    let beta = script(agent.dir.path(), "beta", 0.0);
-    agent.write_pollers(&poller("beta", &beta));
+    agent.write_pollers(&posting(agent.dir.path(), "beta"));
     agent.signal(Signal::SIGHUP);
-    wait_until("a body from beta", || {
-        (bodies_with(&server, "beta") >= 1).then_some(())
-    });
+    wait_for_bodies(&server, "beta", 1);
     wait_until("the reload counted in the agent's figures", || {
         let counted = agent_figure(&agent, "config_reloads")? == 1.0
             && agent_figure(&agent, "config_last_reload_refused")? == 0.0;
         counted.then_some(())
     });
     let alpha_after_swap = bodies_with(&server, "alpha");
-    wait_until("beta still posting", || {
-        (bodies_with(&server, "beta") >= 3).then_some(())
-    });
+    wait_for_bodies(&server, "beta", 3);
     assert_eq!(
         bodies_with(&server, "alpha"),
         alpha_after_swap,
         "alpha kept polling after the swap"
     );
 
-    agent.signal(Signal::SIGTERM);
-    assert!(agent.wait_exit(Duration::from_secs(15)).success());
+    assert!(agent.terminate().success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_with_a_section_of_the_wrong_kind_is_refused_and_the_daemon_keeps_polling() {
     let server = TestServer::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let notify = NotifySocket::bind(dir.path());
-    let mut agent = start(
-        server.addr.port(),
-        |d| poller("alpha", &script(d, "alpha", 0.0)),
-        Some(&notify),
-        dir,
-    );
-    notify.wait_for("READY=1", |m| m == "READY=1");
-    wait_until("a body from alpha", || {
-        (bodies_with(&server, "alpha") >= 1).then_some(())
-    });
+    let (mut agent, notify) = start_notified(&server, alpha);
+    notify.wait_ready();
+    wait_for_bodies(&server, "alpha", 1);
 
     // `delivery: 5` once made the configuration reader panic, which took
     // the whole daemon down with exit status 101.
@@ -365,39 +379,29 @@ async fn a_reload_with_a_section_of_the_wrong_kind_is_refused_and_the_daemon_kee
         agent.dir.path().join("pattoo_agentd.yaml"),
         format!(
             "pattoo_agentd:\n  delivery: 5\n  pollers:\n{}",
-            poller("alpha", &agent.dir.path().join("alpha.sh"))
+            alpha_again(agent.dir.path())
         ),
     )
     .unwrap();
     agent.signal(Signal::SIGHUP);
     notify.wait_for("the refusal", |m| m.starts_with("STATUS=reload refused"));
     let before = bodies_with(&server, "alpha");
-    wait_until("alpha still posting", || {
-        (bodies_with(&server, "alpha") > before + 1).then_some(())
-    });
+    wait_for_bodies(&server, "alpha", before + 2); // still posting
     let stderr = agent.stderr();
     assert!(
         stderr.contains("pattoo_agentd.yaml:2:3: pattoo_agentd.delivery"),
         "{stderr}"
     );
 
-    agent.signal(Signal::SIGTERM);
-    assert!(agent.wait_exit(Duration::from_secs(15)).success());
+    assert!(agent.terminate().success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_that_moves_the_directories_keeps_using_the_old_ones_until_restart() {
     let server = TestServer::start().await;
     server.stop(); // every body is cached
-    let dir = tempfile::tempdir().unwrap();
-    let notify = NotifySocket::bind(dir.path());
-    let mut agent = start(
-        server.addr.port(),
-        |d| poller("alpha", &script(d, "alpha", 0.0)),
-        Some(&notify),
-        dir,
-    );
-    notify.wait_for("READY=1", |m| m == "READY=1");
+    let (mut agent, notify) = start_notified(&server, alpha);
+    notify.wait_ready();
     wait_until("a cached body", || {
         (!agent.cache_files().is_empty()).then_some(())
     });
@@ -413,14 +417,7 @@ async fn a_reload_that_moves_the_directories_keeps_using_the_old_ones_until_rest
         ),
     )
     .unwrap();
-    std::fs::write(
-        agent.dir.path().join("pattoo_agentd.yaml"),
-        format!(
-            "pattoo_agentd:\n  hostname: test-host\n  delivery:\n    timeout_ms: 3000\n  pollers:\n{}",
-            poller("alpha", &agent.dir.path().join("alpha.sh"))
-        ),
-    )
-    .unwrap();
+    write_agentd(agent.dir.path(), "", &alpha_again(agent.dir.path()), 3000);
     agent.signal(Signal::SIGHUP);
     wait_until("the reload", || {
         let ready = notify.messages().iter().filter(|m| *m == "READY=1").count();
@@ -441,28 +438,19 @@ async fn a_reload_that_moves_the_directories_keeps_using_the_old_ones_until_rest
     let stderr = agent.stderr();
     assert!(stderr.contains("cache_directory changed"), "{stderr}");
 
-    agent.signal(Signal::SIGTERM);
-    assert!(agent.wait_exit(Duration::from_secs(15)).success());
+    assert!(agent.terminate().success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_during_a_poll_with_the_server_down_caches_the_body_and_exits_0() {
     let server = TestServer::start().await;
     server.stop(); // connections are refused from now on
-    let dir = tempfile::tempdir().unwrap();
-    let notify = NotifySocket::bind(dir.path());
-    let mut agent = start(
-        server.addr.port(),
-        |d| poller("slow", &script(d, "slow", 2.0)),
-        Some(&notify),
-        dir,
-    );
-    notify.wait_for("READY=1", |m| m == "READY=1");
+    let (mut agent, notify) = start_notified(&server, |d| poller("slow", &script(d, "slow", 2.0)));
+    notify.wait_ready();
     let marker = agent.dir.path().join("slow.started");
     wait_until("the poll to start", || marker.exists().then_some(()));
 
-    agent.signal(Signal::SIGTERM);
-    let status = agent.wait_exit(Duration::from_secs(15));
+    let status = agent.terminate();
     assert!(status.success(), "{status}");
     let cached = agent.cache_files();
     assert_eq!(cached.len(), 1, "{cached:?}\n{}", agent.stderr());
@@ -480,15 +468,8 @@ async fn sigterm_during_a_poll_with_the_server_down_caches_the_body_and_exits_0(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_agent_on_the_same_directories_exits_with_a_clear_message() {
     let server = TestServer::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let notify = NotifySocket::bind(dir.path());
-    let agent = start(
-        server.addr.port(),
-        |d| poller("alpha", &script(d, "alpha", 0.0)),
-        Some(&notify),
-        dir,
-    );
-    notify.wait_for("READY=1", |m| m == "READY=1");
+    let (agent, notify) = start_notified(&server, alpha);
+    notify.wait_ready();
 
     let second = common::agentd(agent.dir.path())
         .arg("run")
@@ -554,10 +535,7 @@ async fn sigterm_cancels_a_replayed_post_in_flight_at_once_and_the_body_stays_ca
     let mut agent = start_with(
         server.addr.port(),
         // No poll comes due while the test runs.
-        |d| {
-            poller("alpha", &script(d, "alpha", 0.0))
-                .replace("polling_interval: 1", "polling_interval: 86400")
-        },
+        |d| alpha(d).replace("polling_interval: 1", "polling_interval: 86400"),
         Some(&notify),
         dir,
         // A long post timeout: stopping must not wait for it.
@@ -566,7 +544,7 @@ async fn sigterm_cancels_a_replayed_post_in_flight_at_once_and_the_body_stays_ca
             ..Launch::default()
         },
     );
-    notify.wait_for("READY=1", |m| m == "READY=1");
+    notify.wait_ready();
     wait_until("the replayed post", || {
         (server.attempts() >= 1).then_some(())
     });
@@ -585,12 +563,10 @@ async fn sigterm_cancels_a_replayed_post_in_flight_at_once_and_the_body_stays_ca
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_during_a_reload_stops_within_one_grace_period() {
     let server = TestServer::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let notify = NotifySocket::bind(dir.path());
     // Polls that outlast the 10 s stop grace.
     let slow = |d: &Path| poller("slow", &script(d, "slow", 60.0)) + "      timeout_ms: 120000\n";
-    let mut agent = start(server.addr.port(), slow, Some(&notify), dir);
-    notify.wait_for("READY=1", |m| m == "READY=1");
+    let (mut agent, notify) = start_notified(&server, slow);
+    notify.wait_ready();
     let started = agent.dir.path().join("slow.started");
     wait_until("a poll in flight", || started.exists().then_some(()));
 
@@ -618,23 +594,18 @@ const NO_SYSTEM_ROOTS: [(&str, &str); 2] = [
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_posts_over_plain_http_on_a_system_without_ca_certificates() {
     let server = TestServer::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let notify = NotifySocket::bind(dir.path());
-    let mut agent = start_with(
-        server.addr.port(),
-        |d| poller("alpha", &script(d, "alpha", 0.0)),
-        Some(&notify),
-        dir,
+    let (mut agent, notify) = start_notified_with(
+        &server,
+        alpha,
         Launch {
             env: &NO_SYSTEM_ROOTS,
             ..Launch::default()
         },
     );
-    notify.wait_for("READY=1", |m| m == "READY=1");
+    notify.wait_ready();
     server.wait_for(1, PATIENCE).await;
     assert!(bodies_with(&server, "alpha") >= 1, "{}", agent.stderr());
-    agent.signal(Signal::SIGTERM);
-    assert!(agent.wait_exit(Duration::from_secs(15)).success());
+    assert!(agent.terminate().success());
 }
 
 /// `check` builds the clients `run` builds, so it fails where `run` would.
@@ -691,26 +662,19 @@ fn check_prints_the_cache_age_with_a_space_before_the_unit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_the_journal_each_line_carries_its_priority_and_no_leading_space() {
     let server = TestServer::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let notify = NotifySocket::bind(dir.path());
-    let mut agent = start_with(
-        server.addr.port(),
-        |d| poller("alpha", &script(d, "alpha", 0.0)),
-        Some(&notify),
-        dir,
+    let (mut agent, notify) = start_notified_with(
+        &server,
+        alpha,
         Launch {
             journal: true,
             ..Launch::default()
         },
     );
-    notify.wait_for("READY=1", |m| m == "READY=1");
-    agent.write_pollers(
-        &(poller("alpha", &agent.dir.path().join("alpha.sh")) + "      colour: red\n"),
-    );
+    notify.wait_ready();
+    agent.write_pollers(&alpha_with_a_typo(agent.dir.path()));
     agent.signal(Signal::SIGHUP);
     notify.wait_for("the refusal", |m| m.starts_with("STATUS=reload refused"));
-    agent.signal(Signal::SIGTERM);
-    assert!(agent.wait_exit(Duration::from_secs(15)).success());
+    assert!(agent.terminate().success());
 
     let stderr = agent.stderr();
     for line in stderr.lines() {
@@ -736,22 +700,13 @@ async fn in_the_journal_each_line_carries_its_priority_and_no_leading_space() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_reload_command_refuses_a_broken_file_and_signals_for_a_valid_one() {
     let server = TestServer::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let notify = NotifySocket::bind(dir.path());
-    let mut agent = start(
-        server.addr.port(),
-        |d| poller("alpha", &script(d, "alpha", 0.0)),
-        Some(&notify),
-        dir,
-    );
-    notify.wait_for("READY=1", |m| m == "READY=1");
+    let (mut agent, notify) = start_notified(&server, alpha);
+    notify.wait_ready();
     let reload = |agent: &Agent| reload_command(agent.dir.path(), agent.child.id());
 
     // As `systemctl reload` runs it (ExecReload=): a broken file fails the
     // reload, says why, and the agent is not disturbed.
-    agent.write_pollers(
-        &(poller("alpha", &agent.dir.path().join("alpha.sh")) + "      colour: red\n"),
-    );
+    agent.write_pollers(&alpha_with_a_typo(agent.dir.path()));
     let refused = reload(&agent);
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert_eq!(refused.status.code(), Some(78), "{stderr}");
@@ -759,8 +714,7 @@ async fn the_reload_command_refuses_a_broken_file_and_signals_for_a_valid_one() 
 
     // A valid file: the agent reloads, telling systemd when it begins
     // (with the monotonic time) and when it is done.
-    let beta = script(agent.dir.path(), "beta", 0.0);
-    agent.write_pollers(&poller("beta", &beta));
+    agent.write_pollers(&posting(agent.dir.path(), "beta"));
 
     // But not through another process: with a valid file and the agent
     // running, a pid that is not the agent's is refused and not signalled.
@@ -781,9 +735,7 @@ async fn the_reload_command_refuses_a_broken_file_and_signals_for_a_valid_one() 
         "{}",
         String::from_utf8_lossy(&accepted.stderr)
     );
-    wait_until("a body from beta", || {
-        (bodies_with(&server, "beta") >= 1).then_some(())
-    });
+    wait_for_bodies(&server, "beta", 1);
     let messages = notify.messages();
     let reloading: Vec<usize> = (0..messages.len())
         .filter(|&i| messages[i] == "RELOADING=1")
@@ -799,8 +751,7 @@ async fn the_reload_command_refuses_a_broken_file_and_signals_for_a_valid_one() 
         "READY=1 after the reload: {messages:?}"
     );
 
-    agent.signal(Signal::SIGTERM);
-    assert!(agent.wait_exit(Duration::from_secs(15)).success());
+    assert!(agent.terminate().success());
 }
 
 /// A command poller whose every poll fails: its output is not JSON.
@@ -919,7 +870,7 @@ async fn self_monitoring_counts_a_failing_poller_and_a_down_server_and_the_figur
     let dir = tempfile::tempdir().unwrap();
     let mut agent = start_with(
         server.addr.port(),
-        |d| poller("alpha", &script(d, "alpha", 0.0)) + &broken_poller(d),
+        |d| alpha(d) + &broken_poller(d),
         None,
         dir,
         Launch {
@@ -1010,8 +961,7 @@ async fn self_monitoring_counts_a_failing_poller_and_a_down_server_and_the_figur
     });
     assert!(received.get("", "delivery_bodies_replayed") > 0.0);
 
-    agent.signal(Signal::SIGTERM);
-    assert!(agent.wait_exit(Duration::from_secs(15)).success());
+    assert!(agent.terminate().success());
     assert!(
         state_file(&agent).is_none(),
         "a clean stop removes the state file"
@@ -1024,19 +974,15 @@ async fn self_monitoring_counts_a_failing_poller_and_a_down_server_and_the_figur
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_metrics_page_serves_the_same_figures_and_health_and_status_reads_it() {
     let server = TestServer::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let notify = NotifySocket::bind(dir.path());
-    let mut agent = start_with(
-        server.addr.port(),
-        |d| poller("alpha", &script(d, "alpha", 0.0)) + &broken_poller(d),
-        Some(&notify),
-        dir,
+    let (mut agent, notify) = start_notified_with(
+        &server,
+        |d| alpha(d) + &broken_poller(d),
         Launch {
             settings: WATCHED,
             ..Launch::default()
         },
     );
-    notify.wait_for("READY=1", |m| m == "READY=1");
+    notify.wait_ready();
     let address = wait_until("the page's address in the state file", || {
         state_file(&agent)?["metrics_listen"]
             .as_str()
@@ -1110,8 +1056,7 @@ async fn the_metrics_page_serves_the_same_figures_and_health_and_status_reads_it
     assert!(text.contains("health: ok"), "{text}");
     assert!(text.contains("broken (command"), "{text}");
 
-    agent.signal(Signal::SIGTERM);
-    assert!(agent.wait_exit(Duration::from_secs(15)).success());
+    assert!(agent.terminate().success());
 }
 
 /// `reload --pid PID` on the configuration in `dir`.
@@ -1159,12 +1104,7 @@ impl Drop for Sleeper {
 fn stopped_agent(pid: Option<u32>, settings: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     write_pattoo_yaml(dir.path(), 9);
-    write_agentd(
-        dir.path(),
-        settings,
-        &poller("alpha", &script(dir.path(), "alpha", 0.0)),
-        2000,
-    );
+    write_agentd(dir.path(), settings, &alpha(dir.path()), 2000);
     let daemon = dir.path().join("daemon");
     std::fs::create_dir(&daemon).unwrap();
     if let Some(pid) = pid {

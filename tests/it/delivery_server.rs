@@ -5,6 +5,7 @@
 use crate::common;
 
 use std::fs;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::receiver::*;
@@ -14,6 +15,22 @@ use tokio::sync::watch;
 
 fn cached(committed: &Committed) -> bool {
     matches!(committed, Committed::Cached(_))
+}
+
+/// Writes `bytes` where the cache in `cache_dir` keeps a body of
+/// `timestamp_ms`, as an earlier run (ours or a Python agent's) leaves it;
+/// gives the file's path.
+fn write_cache_file(cache_dir: &Path, timestamp_ms: u64, bytes: &[u8]) -> PathBuf {
+    let agent_dir = cache_dir.join(AGENT);
+    fs::create_dir_all(&agent_dir).unwrap();
+    let path = agent_dir.join(format!("{timestamp_ms}_{AGENT}.json"));
+    fs::write(&path, bytes).unwrap();
+    path
+}
+
+/// What the delivery says of its last post.
+fn last_post(delivery: &Delivery) -> String {
+    delivery.stats().last_post.expect("a post was tried").detail
 }
 
 /// Runs the replay loop until dropped.
@@ -32,11 +49,17 @@ impl ReplayTask {
 
     async fn finish(self) {
         self.stop.send(true).unwrap();
-        tokio::time::timeout(Duration::from_secs(5), self.task)
-            .await
-            .expect("the replay loop stops when told")
-            .unwrap();
+        stopped_within_5_s(self.task, "the replay loop stops when told").await;
     }
+}
+
+/// Waits for the replay loop `task` to return, failing the test with
+/// `expected` if it has not within five seconds.
+async fn stopped_within_5_s(task: tokio::task::JoinHandle<()>, expected: &str) {
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect(expected)
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -121,12 +144,7 @@ async fn a_server_answering_500_then_200_gets_every_body() {
         assert!(cached(&delivery.submit(body(start + i, i as i64)).await));
     }
     assert!(server.attempts() >= 1);
-    assert!(delivery
-        .stats()
-        .last_post
-        .unwrap()
-        .detail
-        .contains("HTTP 500"));
+    assert!(last_post(&delivery).contains("HTTP 500"));
 
     server.set_mode(Mode::Accept);
     tokio::time::sleep(delivery_wait(&delivery)).await;
@@ -174,12 +192,7 @@ async fn a_server_that_never_answers_times_out_and_the_body_is_cached() {
         "{:?}",
         started.elapsed()
     );
-    assert!(delivery
-        .stats()
-        .last_post
-        .unwrap()
-        .detail
-        .contains("timed out"));
+    assert!(last_post(&delivery).contains("timed out"));
     assert_eq!(cached_files(cache_dir.path()).len(), 1);
 }
 
@@ -209,27 +222,20 @@ async fn a_redirect_is_not_followed_and_the_body_is_cached() {
     let committed = delivery.submit(body(now_ms(), 1)).await;
     assert!(cached(&committed), "{committed:?}");
     assert_eq!(elsewhere.attempts(), 0, "the POST went nowhere else");
-    assert!(delivery
-        .stats()
-        .last_post
-        .unwrap()
-        .detail
-        .contains("HTTP 307"));
+    assert!(last_post(&delivery).contains("HTTP 307"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cache_file_in_the_python_agents_format_is_replayed_byte_for_byte() {
     let server = TestServer::start().await;
     let cache_dir = tempfile::tempdir().unwrap();
-    let agent_dir = cache_dir.path().join(AGENT);
-    fs::create_dir_all(&agent_dir).unwrap();
     // As `json.dump` writes it: ", " and ": " separators, keys in the
     // order PostingDataPoints has them.
     let ts = now_ms() - 60_000;
     let python = format!(
         r#"{{"pattoo_agent_id": "{AGENT}", "pattoo_agent_polling_interval": 15000, "pattoo_agent_timestamp": {ts}, "pattoo_datapoints": {{"key_value_pairs": {{"0": ["pattoo_agent_polling_interval", "15000"], "1": ["pattoo_agent_hostname", "palisadoes"], "2": ["pattoo_agent_id", "{AGENT}"], "3": ["pattoo_agent_polled_target", "10.0.0.5"], "4": ["pattoo_agent_program", "pattoo_agent_modbustcpd"], "5": ["pattoo_key", "input_register_30386"], "6": ["pattoo_data_type", 99], "7": ["pattoo_value", 732.0], "8": ["pattoo_timestamp", {ts}], "9": ["pattoo_checksum", "8bd1e1b4cbc1d8e47e3a4ed4a68e0b6c0fa1c8a4e2b9d2a7d2f5f3c1e0b9a8d7"]}}, "datapoint_pairs": [[0, 1, 2, 3, 4, 5, 6, 7, 8, 9]]}}}}"#
     );
-    fs::write(agent_dir.join(format!("{ts}_{AGENT}.json")), &python).unwrap();
+    write_cache_file(cache_dir.path(), ts, python.as_bytes());
 
     let delivery = delivery(&server, cache_dir.path());
     assert_eq!(delivery.cache().totals().0, 1, "found at start-up");
@@ -265,8 +271,6 @@ async fn our_cache_files_have_the_python_agents_name_and_content() {
 async fn corrupt_cache_files_are_quarantined_and_the_rest_delivered() {
     let server = TestServer::start().await;
     let cache_dir = tempfile::tempdir().unwrap();
-    let agent_dir = cache_dir.path().join(AGENT);
-    fs::create_dir_all(&agent_dir).unwrap();
     let start = now_ms() - 10_000;
     let good: Vec<_> = (0..3).map(|i| body(start + i * 10, i as i64)).collect();
     let whole = &good[0].json;
@@ -277,18 +281,10 @@ async fn corrupt_cache_files_are_quarantined_and_the_rest_delivered() {
         (4, Vec::new()),
     ];
     for body in &good {
-        fs::write(
-            agent_dir.join(format!("{}_{AGENT}.json", body.timestamp_ms)),
-            &body.json,
-        )
-        .unwrap();
+        write_cache_file(cache_dir.path(), body.timestamp_ms, &body.json);
     }
     for (offset, bytes) in &corrupt {
-        fs::write(
-            agent_dir.join(format!("{}_{AGENT}.json", start + offset)),
-            bytes,
-        )
-        .unwrap();
+        write_cache_file(cache_dir.path(), start + offset, bytes);
     }
 
     let delivery = delivery(&server, cache_dir.path());
@@ -313,12 +309,9 @@ async fn corrupt_cache_files_are_quarantined_and_the_rest_delivered() {
 async fn a_cache_file_a_python_agent_is_still_writing_is_not_quarantined() {
     let server = TestServer::start().await;
     let cache_dir = tempfile::tempdir().unwrap();
-    let agent_dir = cache_dir.path().join(AGENT);
-    fs::create_dir_all(&agent_dir).unwrap();
     let whole = body(now_ms() - 1000, 1);
-    let path = agent_dir.join(format!("{}_{AGENT}.json", whole.timestamp_ms));
     let (first, rest) = whole.json.split_at(whole.json.len() / 2);
-    fs::write(&path, first).unwrap();
+    let path = write_cache_file(cache_dir.path(), whole.timestamp_ms, first);
 
     let delivery = delivery(&server, cache_dir.path());
     let replay = tokio::spawn({
@@ -392,19 +385,22 @@ async fn two_failures_in_one_millisecond_give_two_files() {
     assert_eq!(values, [body(ts, 1).json, body(ts, 2).json]);
 }
 
+/// A delivery with the quick test settings that replays at most
+/// `per_second` cached bodies a second.
+fn delivery_replaying(server: &TestServer, cache_dir: &Path, per_second: u32) -> Delivery {
+    let settings = DeliverySettings {
+        replay_per_second: per_second,
+        ..quick_settings()
+    };
+    delivery_with(server, cache_dir, settings, CacheSettings::default())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_posts_go_on_while_a_backlog_is_replayed_at_a_bounded_rate() {
     let server = TestServer::start().await;
     server.stop();
     let cache_dir = tempfile::tempdir().unwrap();
-    let mut settings = quick_settings();
-    settings.replay_per_second = 100;
-    let delivery = delivery_with(
-        &server,
-        cache_dir.path(),
-        settings,
-        CacheSettings::default(),
-    );
+    let delivery = delivery_replaying(&server, cache_dir.path(), 100);
     let start = now_ms() - 100_000;
     for i in 0..100 {
         assert!(cached(&delivery.submit(body(start + i, i as i64)).await));
@@ -435,13 +431,10 @@ async fn live_posts_go_on_while_a_backlog_is_replayed_at_a_bounded_rate() {
 async fn replay_with_the_default_rate_delivers_a_large_backlog_in_one_round() {
     let server = TestServer::start().await;
     let cache_dir = tempfile::tempdir().unwrap();
-    let mut settings = quick_settings();
-    settings.replay_per_second = pattoo_agentd::delivery::config::DEFAULT_REPLAY_PER_SECOND;
-    let delivery = delivery_with(
+    let delivery = delivery_replaying(
         &server,
         cache_dir.path(),
-        settings,
-        CacheSettings::default(),
+        pattoo_agentd::delivery::config::DEFAULT_REPLAY_PER_SECOND,
     );
     let start = now_ms() - 100_000;
     for i in 0..1000 {
@@ -460,16 +453,9 @@ async fn the_replay_loop_stops_when_its_stop_sender_is_dropped() {
     let server = TestServer::start().await;
     let cache_dir = tempfile::tempdir().unwrap();
     let delivery = delivery(&server, cache_dir.path());
-    let (stop, stopped) = watch::channel(false);
-    let task = tokio::spawn({
-        let delivery = delivery.clone();
-        async move { delivery.run_replay(stopped).await }
-    });
+    let ReplayTask { stop, task } = ReplayTask::start(&delivery);
     drop(stop);
-    tokio::time::timeout(Duration::from_secs(5), task)
-        .await
-        .expect("the loop returns instead of spinning")
-        .unwrap();
+    stopped_within_5_s(task, "the loop returns instead of spinning").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -557,7 +543,7 @@ async fn one_refused_body_among_others(status: u16) -> (Delivery, TestServer, te
     (delivery, server, cache_dir)
 }
 
-fn quarantined(cache_dir: &std::path::Path) -> Vec<Vec<u8>> {
+fn quarantined(cache_dir: &Path) -> Vec<Vec<u8>> {
     match fs::read_dir(cache_dir.join("quarantine").join(AGENT)) {
         Ok(entries) => entries
             .map(|e| fs::read(e.unwrap().path()).unwrap())

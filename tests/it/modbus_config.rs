@@ -5,23 +5,44 @@
 
 use crate::common;
 
+use pattoo_agentd::config::PollerSettings;
+use pattoo_agentd::pollers::modbus::ModbusSettings;
 use pattoo_agentd::pollers::PollerKind;
+
+/// The Modbus settings of `poller`.
+fn modbus_settings(poller: &PollerSettings) -> &ModbusSettings {
+    let PollerKind::Modbus(modbus) = &poller.kind else {
+        panic!("not a modbus poller: {poller:?}");
+    };
+    modbus
+}
+
+/// The keys of the registers the first target is read for, in order.
+fn register_keys(modbus: &ModbusSettings) -> Vec<&str> {
+    modbus.targets[0]
+        .registers
+        .iter()
+        .map(|r| r.key.as_str())
+        .collect()
+}
+
+/// Each target's name and Modbus unit.
+fn names_and_units(modbus: &ModbusSettings) -> Vec<(&str, u8)> {
+    modbus
+        .targets
+        .iter()
+        .map(|t| (t.name.as_str(), t.unit))
+        .collect()
+}
 
 #[test]
 fn the_shipped_modbus_example_is_accepted() {
     let text = std::fs::read_to_string("config/examples/modbus_tcp.yaml").unwrap();
     let settings = common::modbus::load_agentd(&text).unwrap_or_else(|errors| panic!("{errors}"));
-    let PollerKind::Modbus(modbus) = &settings.pollers[0].kind else {
-        panic!("not a modbus poller");
-    };
+    let modbus = modbus_settings(&settings.pollers[0]);
     assert_eq!(modbus.targets.len(), 3);
-    let keys: Vec<&str> = modbus.targets[0]
-        .registers
-        .iter()
-        .map(|r| r.key.as_str())
-        .collect();
     assert_eq!(
-        keys,
+        register_keys(modbus),
         [
             "input_register_30001",
             "voltage_l1",
@@ -101,9 +122,7 @@ fn a_leading_zero_means_coil_whether_or_not_the_number_is_quoted() {
          registers: [010001, \"010002\", 10003, {address: 010004}]\n",
     )
     .unwrap_or_else(|errors| panic!("{errors}"));
-    let PollerKind::Modbus(modbus) = &settings.pollers[0].kind else {
-        panic!("not a modbus poller");
-    };
+    let modbus = modbus_settings(&settings.pollers[0]);
     let registers: Vec<(String, String)> = modbus.targets[0]
         .registers
         .iter()
@@ -132,16 +151,9 @@ fn the_short_table_names_are_accepted_with_their_default_keys() {
          - {table: holding, address: 0}\n        - {table: holding, address: 10000}\n",
     )
     .unwrap_or_else(|errors| panic!("{errors}"));
-    let PollerKind::Modbus(modbus) = &settings.pollers[0].kind else {
-        panic!("not a modbus poller");
-    };
-    let keys: Vec<&str> = modbus.targets[0]
-        .registers
-        .iter()
-        .map(|r| r.key.as_str())
-        .collect();
+    let modbus = modbus_settings(&settings.pollers[0]);
     assert_eq!(
-        keys,
+        register_keys(modbus),
         [
             "coil_17",
             "discrete_input_10001",
@@ -175,15 +187,8 @@ fn a_serial_poller_reads_units_on_its_device_with_the_line_settings() {
 ",
     )
     .unwrap_or_else(|errors| panic!("{errors}"));
-    let PollerKind::Modbus(bus) = &settings.pollers[0].kind else {
-        panic!("not a modbus poller");
-    };
-    let targets: Vec<(&str, u8)> = bus
-        .targets
-        .iter()
-        .map(|t| (t.name.as_str(), t.unit))
-        .collect();
-    assert_eq!(targets, [("/dev/ttyUSB0", 1), ("inverter", 7)]);
+    let bus = modbus_settings(&settings.pollers[0]);
+    assert_eq!(names_and_units(bus), [("/dev/ttyUSB0", 1), ("inverter", 7)]);
     assert_eq!(bus.retries, 1);
     assert_eq!(
         settings.pollers[0].kind.describe(),
@@ -196,15 +201,8 @@ fn a_serial_poller_reads_units_on_its_device_with_the_line_settings() {
             }
         )
     );
-    let PollerKind::Modbus(one) = &settings.pollers[1].kind else {
-        panic!("not a modbus poller");
-    };
-    let targets: Vec<(&str, u8)> = one
-        .targets
-        .iter()
-        .map(|t| (t.name.as_str(), t.unit))
-        .collect();
-    assert_eq!(targets, [("/dev/ttyUSB1", 4)]);
+    let one = modbus_settings(&settings.pollers[1]);
+    assert_eq!(names_and_units(one), [("/dev/ttyUSB1", 4)]);
 }
 
 #[test]

@@ -10,10 +10,9 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use common::modbus::{layout, modbus_poller};
+use common::modbus::{layout, poller};
 use common::modbus_sim::{Sim, Unit};
 use pattoo_agentd::model::{DataType, TargetData, Value};
-use pattoo_agentd::pollers::modbus::ModbusPoller;
 
 /// Every datapoint as `target/key -> value`.
 fn values(targets: &[TargetData]) -> BTreeMap<String, Value> {
@@ -25,11 +24,6 @@ fn values(targets: &[TargetData]) -> BTreeMap<String, Value> {
                 .map(move |d| (format!("{}/{}", t.target, d.key), d.value.clone()))
         })
         .collect()
-}
-
-fn poller(yaml: &str) -> ModbusPoller {
-    let (settings, modbus) = modbus_poller(yaml);
-    ModbusPoller::new(&settings.name, &modbus).unwrap()
 }
 
 // 3.14159 is the float device manuals use as their example, not π.

@@ -9,21 +9,9 @@
 
 use crate::common;
 
-use std::collections::BTreeMap;
-
-use common::modbus::modbus_poller;
+use common::modbus::{poller, values_by_key};
 use common::modbus_sim::{Sim, Unit};
 use common::pymodbus::{self, expected_values, register_map, register_map_json, Framer, REGISTERS};
-use pattoo_agentd::model::Value;
-use pattoo_agentd::pollers::modbus::ModbusPoller;
-
-fn read_all(targets: &[pattoo_agentd::model::TargetData]) -> BTreeMap<String, Value> {
-    targets
-        .iter()
-        .flat_map(|t| t.datapoints.iter())
-        .map(|d| (d.key.to_string(), d.value.clone()))
-        .collect()
-}
 
 #[tokio::test]
 async fn pymodbus_serves_the_same_values_as_the_simulator() {
@@ -42,13 +30,12 @@ async fn pymodbus_serves_the_same_values_as_the_simulator() {
 
     let mut results = Vec::new();
     for address in [&pymodbus.address, &sim.address()] {
-        let (settings, modbus) = modbus_poller(&format!(
+        let mut poller = poller(&format!(
             "    - name: interop\n      type: modbus_tcp\n      targets: [\"{address}\"]\n{REGISTERS}"
         ));
-        let mut poller = ModbusPoller::new(&settings.name, &modbus).unwrap();
         // Twice: the second poll runs on the split the first one learned.
-        let first = read_all(&poller.poll().await.unwrap());
-        let second = read_all(&poller.poll().await.unwrap());
+        let first = values_by_key(&poller.poll().await.unwrap());
+        let second = values_by_key(&poller.poll().await.unwrap());
         assert_eq!(first, second, "{address}");
         results.push(first);
     }

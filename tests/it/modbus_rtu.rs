@@ -14,15 +14,10 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use common::modbus::modbus_poller;
+use common::modbus::{poller, values_by_key};
 use common::pymodbus::{self, expected_values, pty_pair, register_map_json, Framer, REGISTERS};
 use pattoo_agentd::model::{TargetData, Value};
 use pattoo_agentd::pollers::modbus::ModbusPoller;
-
-fn poller(yaml: &str) -> ModbusPoller {
-    let (settings, modbus) = modbus_poller(yaml);
-    ModbusPoller::new(&settings.name, &modbus).unwrap()
-}
 
 /// Every datapoint as key -> (value, data type, metadata): all that is
 /// posted except the target's name and the time.
@@ -36,14 +31,6 @@ fn datapoints(targets: &[TargetData]) -> BTreeMap<String, String> {
                 format!("{:?} {:?} {:?}", d.value, d.data_type, d.metadata),
             )
         })
-        .collect()
-}
-
-fn values(targets: &[TargetData]) -> BTreeMap<String, Value> {
-    targets
-        .iter()
-        .flat_map(|t| t.datapoints.iter())
-        .map(|d| (d.key.to_string(), d.value.clone()))
         .collect()
 }
 
@@ -86,7 +73,7 @@ async fn the_three_transports_read_the_same_register_map_into_identical_datapoin
             .poll()
             .await
             .unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert_eq!(values(&first), expected_values(), "{name}");
+        assert_eq!(values_by_key(&first), expected_values(), "{name}");
         assert_eq!(datapoints(&first), datapoints(&second), "{name}");
         read.push((name, datapoints(&first)));
     }
@@ -129,7 +116,10 @@ async fn a_serial_port_that_vanishes_is_reopened_once_it_is_back() {
         "    - name: unplugged\n      type: modbus_tcp\n      transport: rtu\n      device: {}\n      timeout_ms: 1000\n      targets: [1]\n{REGISTERS}",
         agent.display()
     ));
-    assert_eq!(values(&poller.poll().await.unwrap()), expected_values());
+    assert_eq!(
+        values_by_key(&poller.poll().await.unwrap()),
+        expected_values()
+    );
 
     // Unplugged: the pty pair and the device go away.
     drop(serial);
@@ -151,7 +141,7 @@ async fn a_serial_port_that_vanishes_is_reopened_once_it_is_back() {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Ok(targets) = poller.poll().await {
-            assert_eq!(values(&targets), expected_values());
+            assert_eq!(values_by_key(&targets), expected_values());
             break;
         }
         assert!(
@@ -281,7 +271,7 @@ async fn a_reply_with_a_bad_crc_is_logged_and_asked_again() {
     tampering.corrupt.store(1, Ordering::SeqCst);
     let (_server, mut poller) = rtu_over_tcp_through_relay(&tampering, 1).await;
     let (logs, _guard) = common::logs::capture();
-    let got = values(&poller.poll().await.unwrap());
+    let got = values_by_key(&poller.poll().await.unwrap());
     assert_eq!(got.len(), 3, "{got:?}");
     let input = pymodbus::register_map().0;
     assert_eq!(got["input_register_30003"], Value::Int(input[2].into()));
@@ -303,7 +293,7 @@ async fn a_reply_from_the_wrong_unit_is_logged_and_asked_again() {
     tampering.wrong_unit.store(1, Ordering::SeqCst);
     let (_server, mut poller) = rtu_over_tcp_through_relay(&tampering, 1).await;
     let (logs, _guard) = common::logs::capture();
-    let got = values(&poller.poll().await.unwrap());
+    let got = values_by_key(&poller.poll().await.unwrap());
     assert_eq!(got.len(), 3, "{got:?}");
     assert_eq!(tampering.requests.load(Ordering::SeqCst), 2);
     let text = logs.text();
@@ -585,16 +575,22 @@ impl RtuLine {
     }
 }
 
+/// A poller reading holding register 40001 of unit 1 on `line` through a
+/// gateway: the value read is the number of requests the line answered.
+async fn holding_register_40001_through_a_gateway(line: &Arc<RtuLine>) -> ModbusPoller {
+    let address = line.gateway().await;
+    poller(&format!(
+        "    - name: twice\n      type: modbus_tcp\n      transport: rtu_over_tcp\n      timeout_ms: 2000\n      targets: [\"{address}\"]\n      registers: [40001]\n"
+    ))
+}
+
 #[tokio::test]
 async fn a_reply_sent_twice_is_not_taken_for_the_answer_to_the_next_request() {
     let line = RtuLine::new([(1, Behaviour::AnswerTwice)]);
-    let address = line.gateway().await;
-    let mut poller = poller(&format!(
-        "    - name: twice\n      type: modbus_tcp\n      transport: rtu_over_tcp\n      timeout_ms: 2000\n      targets: [\"{address}\"]\n      registers: [40001]\n"
-    ));
+    let mut poller = holding_register_40001_through_a_gateway(&line).await;
     let (logs, _guard) = common::logs::capture();
     for n in 1..=4 {
-        let got = values(&poller.poll().await.unwrap());
+        let got = values_by_key(&poller.poll().await.unwrap());
         // The n-th request's answer, not the copy of the one before it.
         assert_eq!(got["holding_register_40001"], Value::Int(n), "poll {n}");
         line.wait_for_repeats(n as usize).await;
@@ -609,13 +605,10 @@ async fn a_reply_sent_twice_is_not_taken_for_the_answer_to_the_next_request() {
 #[tokio::test]
 async fn a_copy_of_the_last_reply_arriving_after_the_next_request_is_not_taken_for_its_answer() {
     let line = RtuLine::new([(1, Behaviour::RepeatBeforeNext)]);
-    let address = line.gateway().await;
-    let mut poller = poller(&format!(
-        "    - name: twice\n      type: modbus_tcp\n      transport: rtu_over_tcp\n      timeout_ms: 2000\n      targets: [\"{address}\"]\n      registers: [40001]\n"
-    ));
+    let mut poller = holding_register_40001_through_a_gateway(&line).await;
     let (logs, _guard) = common::logs::capture();
     for n in 1..=4 {
-        let got = values(&poller.poll().await.unwrap());
+        let got = values_by_key(&poller.poll().await.unwrap());
         assert_eq!(got["holding_register_40001"], Value::Int(n), "poll {n}");
     }
     let text = logs.text();
@@ -638,10 +631,10 @@ async fn a_reply_arriving_after_its_timeout_is_dropped_and_values_are_not_shifte
         "    - name: late\n      type: modbus_tcp\n      transport: rtu_over_tcp\n      timeout_ms: 1500\n      retries: 0\n      targets: [\"{address}\"]\n{LATE_READS}"
     ));
     let (logs, _guard) = common::logs::capture();
-    let first = values(&poller.poll().await.unwrap());
+    let first = values_by_key(&poller.poll().await.unwrap());
     assert_eq!(first["input_register_30001"], Value::Int(1000));
     assert!(!first.contains_key("input_register_30201"), "{first:?}");
-    let second = values(&poller.poll().await.unwrap());
+    let second = values_by_key(&poller.poll().await.unwrap());
     assert_eq!(second["input_register_30001"], Value::Int(1000));
     assert_eq!(
         second["input_register_30201"],
@@ -669,9 +662,9 @@ async fn on_a_shared_serial_line_a_late_reply_is_not_taken_by_the_other_pollers_
     let mut other = poller(&yaml("other", "30001"));
     let (logs, _guard) = common::logs::capture();
     assert!(slow.poll().await.is_err(), "the held reply came in time");
-    let got = values(&other.poll().await.unwrap());
+    let got = values_by_key(&other.poll().await.unwrap());
     assert_eq!(got["input_register_30001"], Value::Int(1000));
-    let again = values(&slow.poll().await.unwrap());
+    let again = values_by_key(&slow.poll().await.unwrap());
     assert_eq!(
         again["input_register_30201"],
         Value::Int((1200 << 16) + 1201)
@@ -704,7 +697,7 @@ async fn the_good_unit_is_read_every_poll(
             .unwrap_or_else(|e| panic!("poll {n}: {e}"));
         assert_eq!(targets.len(), 1, "poll {n}: {targets:?}");
         assert_eq!(targets[0].target, "good");
-        let got = values(&targets);
+        let got = values_by_key(&targets);
         assert_eq!(got["input_register_30001"], Value::Int(1000), "poll {n}");
         assert_eq!(got["input_register_30002"], Value::Int(1001), "poll {n}");
         assert_eq!(got["input_register_30101"], Value::Int(1100), "poll {n}");

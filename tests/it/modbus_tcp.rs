@@ -16,8 +16,8 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-use common::modbus::modbus_poller;
-use pattoo_agentd::model::{TargetData, Value};
+use common::modbus::values_by_key;
+use pattoo_agentd::model::Value;
 use pattoo_agentd::pollers::modbus::ModbusPoller;
 
 /// A request as the device reads it: MBAP header and a read PDU.
@@ -90,6 +90,19 @@ async fn device(script: impl Fn(usize, usize, &Request) -> Act + Send + Sync + '
     }
 }
 
+/// A [`device`] whose `c`th connection answers each read with `1 + c`, so
+/// that a value says which connection carried it; but the first connection
+/// meets its second request with `bad(request)`.
+async fn device_failing_second_reply(
+    bad: impl Fn(&Request) -> Act + Send + Sync + 'static,
+) -> Device {
+    device(move |connection, n, request| match (connection, n) {
+        (0, 1) => bad(request),
+        (c, _) => whole(reply(request, &input_registers(&[1 + c as u16]))),
+    })
+    .await
+}
+
 /// The reply to `request` carrying `pdu`, with the request's transaction
 /// id and unit and the right length.
 fn reply(request: &Request, pdu: &[u8]) -> Vec<u8> {
@@ -118,31 +131,19 @@ fn whole(bytes: Vec<u8>) -> Act {
 /// `device`, with a timeout no test reaches: a poll that waited for bytes
 /// that never come would hang the test, not time out.
 fn poller(device: &Device, more: &str) -> ModbusPoller {
-    let (settings, modbus) = modbus_poller(&format!(
+    common::modbus::poller(&format!(
         "    - name: framed\n      type: modbus_tcp\n      timeout_ms: 3600000\n      targets: [\"{}\"]\n      registers: [30001{more}]\n",
         device.address
-    ));
-    ModbusPoller::new(&settings.name, &modbus).unwrap()
+    ))
 }
 
 /// Every datapoint of a poll as `key -> value`; none when the poll read
 /// nothing.
 async fn poll(poller: &mut ModbusPoller) -> BTreeMap<String, Value> {
     match within(poller.poll()).await {
-        Ok(targets) => values(&targets),
+        Ok(targets) => values_by_key(&targets),
         Err(_) => BTreeMap::new(),
     }
-}
-
-fn values(targets: &[TargetData]) -> BTreeMap<String, Value> {
-    targets
-        .iter()
-        .flat_map(|t| {
-            t.datapoints
-                .iter()
-                .map(|d| (d.key.to_string(), d.value.clone()))
-        })
-        .collect()
 }
 
 async fn within<T>(future: impl Future<Output = T>) -> T {
@@ -174,17 +175,11 @@ async fn a_reply_with_another_transaction_id_is_dropped_with_its_connection_and_
 ) {
     // The first connection answers its second request with the id of the
     // first, carrying a value the device never meant for it.
-    let device = device(|connection, n, request| {
-        let value = match (connection, n) {
-            (0, 1) => {
-                let mut stale = reply(request, &input_registers(&[666]));
-                let id = u16::from_be_bytes([request[0], request[1]]).wrapping_sub(1);
-                stale[..2].copy_from_slice(&id.to_be_bytes());
-                return whole(stale);
-            }
-            (c, _) => 1 + c as u16,
-        };
-        whole(reply(request, &input_registers(&[value])))
+    let device = device_failing_second_reply(|request| {
+        let mut stale = reply(request, &input_registers(&[666]));
+        let id = u16::from_be_bytes([request[0], request[1]]).wrapping_sub(1);
+        stale[..2].copy_from_slice(&id.to_be_bytes());
+        whole(stale)
     })
     .await;
     let mut poller = poller(&device, "");
@@ -304,13 +299,10 @@ async fn an_exception_arriving_a_byte_at_a_time_is_an_answer_and_keeps_the_conne
 async fn a_device_closing_mid_reply_posts_nothing_and_a_kept_connection_is_replaced_at_once() {
     // The first connection answers its first request, then sends part of
     // the second reply (the header and one data byte) and closes.
-    let device = device(|connection, n, request| match (connection, n) {
-        (0, 1) => {
-            let mut cut = reply(request, &input_registers(&[666]));
-            cut.truncate(10);
-            Act::SendAndClose(cut)
-        }
-        (c, _) => whole(reply(request, &input_registers(&[1 + c as u16]))),
+    let device = device_failing_second_reply(|request| {
+        let mut cut = reply(request, &input_registers(&[666]));
+        cut.truncate(10);
+        Act::SendAndClose(cut)
     })
     .await;
     let mut poller = poller(&device, "");

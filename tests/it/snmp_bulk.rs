@@ -12,6 +12,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use common::poller::meta;
 use common::snmpsim::SnmpSim;
 use common::Readings;
 use pattoo_agentd::model::{DataPoint, TargetData};
@@ -153,14 +154,6 @@ fn poller(address: &str, settings: &str) -> (Poller, tempfile::TempDir) {
         "    - name: bulk\n      type: snmp\n      targets: [\"{address}\"]\n      community: {{file: {community}}}\n      timeout_ms: 2000\n      retries: 2\n{settings}"
     ));
     (poller, secret)
-}
-
-fn meta<'a>(datapoint: &'a DataPoint, key: &str) -> Option<&'a str> {
-    datapoint
-        .metadata
-        .iter()
-        .find(|m| m.key == key)
-        .map(|m| m.value.as_str())
 }
 
 /// (row index, value) of the table column `key`, in the order posted.

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pattoo_agentd::model::{TargetData, Value};
-use pattoo_agentd::pollers::Poller;
+use pattoo_agentd::pollers::{PollError, Poller};
 use tokio::net::UdpSocket;
 
 use common::Readings;
@@ -132,12 +132,7 @@ async fn garbage_other_ids_and_strangers_are_ignored_and_the_right_answer_is_tak
     let mut poller = poller_for(&address, &community);
     for _ in 0..3 {
         let targets = poller.readings().await.expect("the right answer came");
-        let values: Vec<&Value> = targets
-            .iter()
-            .flat_map(|t| &t.datapoints)
-            .map(|d| &d.value)
-            .collect();
-        assert_eq!(values, [&Value::Text("ok".into())]);
+        assert_eq!(values(&targets), [&Value::Text("ok".into())]);
     }
 }
 
@@ -337,6 +332,22 @@ fn counters(targets: &[TargetData]) -> Vec<u64> {
 /// Against a hang only: far beyond any poll here on a busy machine.
 const HANG: Duration = Duration::from_secs(120);
 
+/// One poll of `poller`, failing the test if it hangs (see [`HANG`]).
+async fn poll_once(poller: &mut Poller) -> Result<Vec<TargetData>, PollError> {
+    tokio::time::timeout(HANG, poller.readings())
+        .await
+        .expect("the poll ends")
+}
+
+/// Every value a poll read, in order.
+fn values(targets: &[TargetData]) -> Vec<&Value> {
+    targets
+        .iter()
+        .flat_map(|t| &t.datapoints)
+        .map(|d| &d.value)
+        .collect()
+}
+
 #[tokio::test]
 async fn an_endless_subtree_is_cut_at_max_rows_per_walk_and_the_rows_before_are_posted() {
     let (log, _guard) = common::logs::capture();
@@ -346,10 +357,7 @@ async fn an_endless_subtree_is_cut_at_max_rows_per_walk_and_the_rows_before_are_
         &community,
         "      max_rows_per_walk: 50\n      max_repetitions: 7\n      walk: [{oid: .1.3.6.1.4.1.99999.1.1, key: row}]\n",
     );
-    let targets = tokio::time::timeout(HANG, poller.readings())
-        .await
-        .expect("the poll ends")
-        .expect("rows were read");
+    let targets = poll_once(&mut poller).await.expect("rows were read");
     assert_eq!(counters(&targets), (1..=50).collect::<Vec<u64>>());
     let text = log.text();
     let cut = text
@@ -376,10 +384,7 @@ async fn a_poll_ends_by_its_polling_interval_and_posts_what_it_read() {
         &community,
         "      polling_interval: 1\n      max_rows_per_walk: 1000000\n      walk: [{oid: .1.3.6.1.4.1.99999.1.1, key: row}]\n",
     );
-    let targets = tokio::time::timeout(HANG, poller.readings())
-        .await
-        .expect("the poll ends")
-        .expect("rows were read");
+    let targets = poll_once(&mut poller).await.expect("rows were read");
     let rows = counters(&targets);
     assert!(!rows.is_empty());
     assert_eq!(rows, (1..=rows.len() as u64).collect::<Vec<u64>>());
@@ -417,10 +422,7 @@ async fn a_walk_that_goes_back_stops_and_posts_the_rows_before() {
         &community,
         "      walk: [{oid: .1.3.6.1.4.1.99999.1.1, key: row}]\n",
     );
-    let targets = tokio::time::timeout(HANG, poller.readings())
-        .await
-        .expect("the poll ends")
-        .expect("rows were read");
+    let targets = poll_once(&mut poller).await.expect("rows were read");
     assert_eq!(counters(&targets), [1, 2, 3]);
     let text = log.text();
     assert!(
@@ -490,9 +492,7 @@ async fn the_right_request_id_from_another_address_or_port_is_not_taken() {
         &community,
         "      get: [{oid: .1.3.6.1.2.1.1.5.0, key: sysname}]\n",
     );
-    let result = tokio::time::timeout(HANG, poller.readings())
-        .await
-        .expect("the poll ends");
+    let result = poll_once(&mut poller).await;
     assert!(result.is_err(), "a forged answer was taken: {result:?}");
 }
 
@@ -616,6 +616,14 @@ fn table_settings() -> String {
     )
 }
 
+/// What column `column` of the scripted table holds when it has `rows`
+/// rows.
+fn column_values(column: u64, rows: u32) -> Vec<u64> {
+    (1..=u64::from(rows))
+        .map(|row| 100 * column + row)
+        .collect()
+}
+
 fn table_values(targets: &[TargetData], key: &str) -> Vec<u64> {
     targets
         .iter()
@@ -638,13 +646,8 @@ where
     let (address, (_dir, community)) = scripted(script).await;
     let mut poller = scripted_poller(&address, &community, &table_settings());
     let targets = poller.readings().await.unwrap();
-    let expected = |column: u64| {
-        (1..=u64::from(ROWS))
-            .map(|row| 100 * column + row)
-            .collect::<Vec<_>>()
-    };
-    assert_eq!(table_values(&targets, "a"), expected(1));
-    assert_eq!(table_values(&targets, "b"), expected(2));
+    assert_eq!(table_values(&targets, "a"), column_values(1, ROWS));
+    assert_eq!(table_values(&targets, "b"), column_values(2, ROWS));
 }
 
 #[tokio::test]
@@ -717,16 +720,8 @@ async fn a_late_answer_to_an_earlier_request_is_not_taken_for_the_next_one() {
         "      get: [{oid: .1.3.6.1.2.1.1.5.0, key: sysname}]\n",
     );
     for _ in 0..3 {
-        let targets = tokio::time::timeout(HANG, poller.readings())
-            .await
-            .expect("the poll ends")
-            .expect("the fresh answer came");
-        let values: Vec<&Value> = targets
-            .iter()
-            .flat_map(|t| &t.datapoints)
-            .map(|d| &d.value)
-            .collect();
-        assert_eq!(values, [&Value::Text("fresh".into())]);
+        let targets = poll_once(&mut poller).await.expect("the fresh answer came");
+        assert_eq!(values(&targets), [&Value::Text("fresh".into())]);
     }
 }
 
@@ -758,10 +753,7 @@ async fn a_poller_of_many_targets_uses_no_more_sockets_than_targets_polled_at_on
         targets.join(", ")
     ));
     for _ in 0..2 {
-        let read = tokio::time::timeout(HANG, poller.readings())
-            .await
-            .expect("the poll ends")
-            .expect("the devices answered");
+        let read = poll_once(&mut poller).await.expect("the devices answered");
         assert_eq!(read.len(), 24);
     }
     let ports = ports.lock().unwrap().clone();
@@ -789,17 +781,17 @@ async fn poll_table(
 ) -> Vec<usize> {
     rows.store(table, std::sync::atomic::Ordering::SeqCst);
     asked.lock().unwrap().clear();
-    let targets = tokio::time::timeout(HANG, poller.readings())
-        .await
-        .expect("the poll ends")
-        .expect("the device answered");
-    let expected = |column: u64| {
-        (1..=u64::from(table))
-            .map(|row| 100 * column + row)
-            .collect::<Vec<_>>()
-    };
-    assert_eq!(table_values(&targets, "a"), expected(1), "{table} rows");
-    assert_eq!(table_values(&targets, "b"), expected(2), "{table} rows");
+    let targets = poll_once(poller).await.expect("the device answered");
+    assert_eq!(
+        table_values(&targets, "a"),
+        column_values(1, table),
+        "{table} rows"
+    );
+    assert_eq!(
+        table_values(&targets, "b"),
+        column_values(2, table),
+        "{table} rows"
+    );
     let mut sizes = asked.lock().unwrap().clone();
     sizes.dedup_by(|a, b| a.0 == b.0);
     sizes.into_iter().map(|(_, rows)| rows).collect()
@@ -855,10 +847,7 @@ async fn a_max_repetitions_the_operator_set_is_never_exceeded() {
     let settings = table_settings() + "      max_repetitions: 10\n";
     let mut poller = scripted_poller(&address, &community, &settings);
     for _ in 0..3 {
-        let targets = tokio::time::timeout(HANG, poller.readings())
-            .await
-            .expect("the poll ends")
-            .expect("the device answered");
+        let targets = poll_once(&mut poller).await.expect("the device answered");
         assert_eq!(table_values(&targets, "a").len(), ROWS as usize);
     }
     let asked = asked.lock().unwrap().clone();
@@ -884,10 +873,7 @@ async fn a_size_the_device_refused_as_too_big_is_not_asked_for_in_the_next_poll(
     let mut poller = scripted_poller(&address, &community, &table_settings());
     for _ in 0..2 {
         asked.lock().unwrap().clear();
-        let targets = tokio::time::timeout(HANG, poller.readings())
-            .await
-            .expect("the poll ends")
-            .expect("the device answered");
+        let targets = poll_once(&mut poller).await.expect("the device answered");
         assert_eq!(table_values(&targets, "b").len(), ROWS as usize);
     }
     // 25 and 12 were refused in the first poll; the second asks for 6
@@ -929,9 +915,7 @@ async fn a_table_whose_larger_request_timed_out_is_asked_for_in_smaller_ones_fro
     assert_eq!(poll_table(&mut poller, &rows, &asked, 48).await, [25, 25]);
     // The table in one request goes unanswered: that poll reads nothing.
     asked.lock().unwrap().clear();
-    let silent = tokio::time::timeout(HANG, poller.readings())
-        .await
-        .expect("the poll ends");
+    let silent = poll_once(&mut poller).await;
     assert!(silent.is_err(), "{silent:?}");
     let sizes: Vec<usize> = asked.lock().unwrap().iter().map(|(_, n)| *n).collect();
     assert!(sizes.iter().all(|&n| n == 49), "{sizes:?}");
@@ -981,16 +965,10 @@ async fn a_late_answer_to_a_first_attempt_is_taken_during_the_retry_while_other_
         targets.join(", ")
     ));
     for _ in 0..3 {
-        let read = tokio::time::timeout(HANG, poller.readings())
+        let read = poll_once(&mut poller)
             .await
-            .expect("the poll ends")
             .expect("the late answers were taken");
-        let values: Vec<&Value> = read
-            .iter()
-            .flat_map(|t| &t.datapoints)
-            .map(|d| &d.value)
-            .collect();
-        assert_eq!(values, [&Value::Text("late".into()); 4], "{read:?}");
+        assert_eq!(values(&read), [&Value::Text("late".into()); 4], "{read:?}");
     }
 }
 

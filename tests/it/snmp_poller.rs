@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::logs::LogBuffer;
 use common::netsnmp::{self, NetSnmpd};
-use common::poller::secret_file;
+use common::poller::{meta, secret_file};
 use common::snmpsim::SnmpSim;
 use common::Readings;
 use pattoo_agentd::model::{DataPoint, DataType, TargetData, Value};
@@ -41,12 +41,20 @@ fn find<'a>(targets: &'a [TargetData], key: &str) -> Vec<&'a DataPoint> {
         .collect()
 }
 
-fn meta<'a>(datapoint: &'a DataPoint, key: &str) -> Option<&'a str> {
-    datapoint
-        .metadata
+/// The datapoint of table row `index` (its `index` metadata).
+fn row<'a>(datapoints: &[&'a DataPoint], index: &str) -> &'a DataPoint {
+    datapoints
         .iter()
-        .find(|m| m.key == key)
-        .map(|m| m.value.as_str())
+        .copied()
+        .find(|d| meta(d, "index") == Some(index))
+        .unwrap_or_else(|| panic!("no row {index} in {datapoints:?}"))
+}
+
+/// snmpsim serving the vectors' devices on 127.0.0.1, and its address.
+fn snmpsim_on_loopback() -> (SnmpSim, String) {
+    let sim = SnmpSim::start(Path::new("tests/data/snmp/data"), &[Ipv4Addr::LOCALHOST]);
+    let address = format!("127.0.0.1:{}", sim.port(Ipv4Addr::LOCALHOST));
+    (sim, address)
 }
 
 #[tokio::test]
@@ -113,8 +121,7 @@ async fn reads_gets_walks_and_the_if_mib_preset_from_net_snmp_over_v2c_and_v3() 
 #[tokio::test]
 async fn a_wrong_community_is_one_targets_clear_error_and_the_others_are_read() {
     let agent = NetSnmpd::start();
-    let sim = SnmpSim::start(Path::new("tests/data/snmp/data"), &[Ipv4Addr::LOCALHOST]);
-    let simulated = format!("127.0.0.1:{}", sim.port(Ipv4Addr::LOCALHOST));
+    let (_sim, simulated) = snmpsim_on_loopback();
     // snmpsim's community, which snmpd does not know.
     let (_c, community) = secret_file("device1");
     let text = v2c(
@@ -190,8 +197,7 @@ async fn a_wrong_v3_passphrase_is_a_clear_error_and_never_hangs_the_poll() {
 
 #[tokio::test]
 async fn the_if_mib_preset_falls_back_to_32_bit_counters_and_keeps_64_bit_values_exact() {
-    let sim = SnmpSim::start(Path::new("tests/data/snmp/data"), &[Ipv4Addr::LOCALHOST]);
-    let address = format!("127.0.0.1:{}", sim.port(Ipv4Addr::LOCALHOST));
+    let (_sim, address) = snmpsim_on_loopback();
     let (_d1, device1) = secret_file("device1");
     let (_d3, device3) = secret_file("device3");
     let text = v2c(
@@ -210,10 +216,7 @@ async fn the_if_mib_preset_falls_back_to_32_bit_counters_and_keeps_64_bit_values
     let with = polled[0].readings().await.unwrap();
     let octets = find(&with, "ifInOctets");
     assert_eq!(octets.len(), 3);
-    let eth0 = octets
-        .iter()
-        .find(|d| meta(d, "index") == Some("2"))
-        .unwrap();
+    let eth0 = row(&octets, "2");
     assert_eq!(eth0.value, Value::UInt(u64::MAX));
     assert_eq!(eth0.data_type, DataType::Counter64);
     assert_eq!(meta(eth0, "ifName"), Some("Eth0"));
@@ -227,10 +230,7 @@ async fn the_if_mib_preset_falls_back_to_32_bit_counters_and_keeps_64_bit_values
     for datapoint in octets {
         assert_eq!(datapoint.data_type, DataType::Counter, "{datapoint:?}");
     }
-    let eth0 = find(&without, "ifInOctets")
-        .into_iter()
-        .find(|d| meta(d, "index") == Some("2"))
-        .unwrap();
+    let eth0 = row(&find(&without, "ifInOctets"), "2");
     assert_eq!(eth0.value, Value::Int(4_294_967_295));
     // The physical address is binary: hex, not mojibake.
     let mut mac = pollers(&v2c(
@@ -257,8 +257,7 @@ async fn snmpv3_through_snmpsim_with_sha1_and_aes128() {
     ) {
         return;
     }
-    let sim = SnmpSim::start(Path::new("tests/data/snmp/data"), &[Ipv4Addr::LOCALHOST]);
-    let address = format!("127.0.0.1:{}", sim.port(Ipv4Addr::LOCALHOST));
+    let (_sim, address) = snmpsim_on_loopback();
     let (_a, auth) = secret_file(common::snmpsim::V3_AUTH);
     let text = format!(
         "    - name: v3\n      type: snmp\n      targets: [\"{address}\"]\n      version: 3\n      user: {}\n      auth: {{protocol: sha, passphrase: {{file: {auth}}}}}\n      privacy: {{protocol: aes, passphrase: {{env: PATTOO_TEST_SNMPSIM_PRIV}}}}\n      get: [{{oid: .1.3.6.1.2.1.1.6.0, key: location}}]\n",
@@ -274,8 +273,7 @@ async fn snmpv3_through_snmpsim_with_sha1_and_aes128() {
 
 #[tokio::test]
 async fn each_target_may_have_its_own_community_and_all_share_one_poller() {
-    let sim = SnmpSim::start(Path::new("tests/data/snmp/data"), &[Ipv4Addr::LOCALHOST]);
-    let address = format!("127.0.0.1:{}", sim.port(Ipv4Addr::LOCALHOST));
+    let (_sim, address) = snmpsim_on_loopback();
     let (_d1, device1) = secret_file("device1");
     let (_d3, device3) = secret_file("device3");
     let text = format!(
@@ -319,18 +317,12 @@ async fn one_if_mib_preset_poller_reads_each_target_with_its_own_community_and_p
         // device1: ifXTable's 64-bit counters, each row with its own labels.
         let octets = find(&targets[..1], "ifInOctets");
         assert_eq!(octets.len(), 3);
-        let eth0 = octets
-            .iter()
-            .find(|d| meta(d, "index") == Some("2"))
-            .unwrap();
+        let eth0 = row(&octets, "2");
         assert_eq!(eth0.value, Value::UInt(u64::MAX));
         assert_eq!(eth0.data_type, DataType::Counter64);
         assert_eq!(meta(eth0, "ifName"), Some("Eth0"));
         assert_eq!(meta(eth0, "ifAlias"), Some("Uplink to ISP"));
-        let eth1 = octets
-            .iter()
-            .find(|d| meta(d, "index") == Some("10"))
-            .unwrap();
+        let eth1 = row(&octets, "10");
         assert_eq!(meta(eth1, "ifName"), Some("Eth1"));
         assert_eq!(meta(eth1, "ifDescr"), Some("eth1"));
         // Every column of a row carries that row's labels.
@@ -349,10 +341,7 @@ async fn one_if_mib_preset_poller_reads_each_target_with_its_own_community_and_p
         // device3, asked with its own community: 32-bit counters only.
         let octets = find(&targets[1..], "ifInOctets");
         assert_eq!(octets.len(), 2);
-        let eth0 = octets
-            .iter()
-            .find(|d| meta(d, "index") == Some("2"))
-            .unwrap();
+        let eth0 = row(&octets, "2");
         assert_eq!(eth0.value, Value::Int(4_294_967_295));
         assert_eq!(eth0.data_type, DataType::Counter);
         assert_eq!(
