@@ -764,67 +764,6 @@ async fn a_poller_of_many_targets_uses_no_more_sockets_than_targets_polled_at_on
     );
 }
 
-#[tokio::test]
-async fn a_silent_device_holds_only_its_own_slot_while_the_targets_after_it_are_read() {
-    // Two targets polled at once, the first one silent: it waits out a
-    // timeout of 5 s and retries once. The three devices after it are
-    // asked while it waits, before its retry, and their readings are
-    // still handed over in the targets' order.
-    let log = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let silent = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let mut targets = vec![format!("\"{}\"", silent.local_addr().unwrap())];
-    let silent_log = log.clone();
-    tokio::spawn(async move {
-        let mut buffer = vec![0u8; 65_536];
-        while silent.recv_from(&mut buffer).await.is_ok() {
-            silent_log.lock().unwrap().push("silent".to_owned());
-        }
-    });
-    for name in ["first", "second", "third"] {
-        let device = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        targets.push(format!(
-            "{{address: \"{}\", name: {name}}}",
-            device.local_addr().unwrap()
-        ));
-        let log = log.clone();
-        tokio::spawn(async move {
-            let mut buffer = vec![0u8; 65_536];
-            while let Ok((n, from)) = device.recv_from(&mut buffer).await {
-                log.lock().unwrap().push(name.to_owned());
-                let request = parse(&buffer[..n]);
-                let oid = request.oids[0].clone();
-                let reply = answer(&request, &[(oid, 0x04, name.as_bytes().to_vec())]);
-                let _ = device.send_to(&reply, from).await;
-            }
-        });
-    }
-    let (_dir, community) = common::poller::secret_file("public");
-    let mut poller = common::poller::from_entries(&format!(
-        "    - name: slots\n      type: snmp\n      targets: [{}]\n      community: {{file: {community}}}\n      max_concurrent_targets: 2\n      timeout_ms: 5000\n      retries: 1\n      get: [{{oid: .1.3.6.1.2.1.1.5.0, key: sysname}}]\n",
-        targets.join(", ")
-    ));
-
-    let read = poll_once(&mut poller)
-        .await
-        .expect("three devices answered");
-
-    let names: Vec<&str> = read.iter().map(|t| t.target.as_str()).collect();
-    assert_eq!(names, ["first", "second", "third"]);
-    let log = log.lock().unwrap().clone();
-    let retry = log
-        .iter()
-        .enumerate()
-        .filter(|(_, who)| *who == "silent")
-        .nth(1)
-        .map(|(at, _)| at)
-        .expect("the silent device was asked twice");
-    assert_eq!(
-        log[..retry].iter().filter(|who| *who != "silent").count(),
-        3,
-        "every device after the silent one is asked before its retry: {log:?}"
-    );
-}
-
 // ---------------------------------------------------------------------------
 // GETBULKs sized to the table (issue 23).
 

@@ -122,7 +122,7 @@ mod screen;
 mod translations;
 mod transport;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -241,9 +241,8 @@ impl SnmpPoller {
 
     /// Polls every target once, handing each target's datapoints to
     /// `each` as soon as it and every target before it are read, in the
-    /// order [`SnmpPoller::poll`] returns them, so that a poll's readings
-    /// are held at once only behind a target that is slow to answer.
-    /// Targets that read nothing are left out.
+    /// order [`SnmpPoller::poll`] returns them, so a poll's readings are
+    /// never all held at once. Targets that read nothing are left out.
     pub async fn poll_each(
         &mut self,
         each: &mut (dyn FnMut(TargetData) + Send),
@@ -286,39 +285,34 @@ impl SnmpPoller {
         // Each target's poll is made when a slot frees, not all up front:
         // a waiting poll is a state machine of several kilobytes, and 200
         // of them made at once were the largest single block of a poll.
-        // A slot frees when its target is read, whatever the targets before
-        // it: a silent device, waiting out its timeouts, holds only its own
-        // slot. What is read ahead of it waits in `finished` to be handed
-        // over in order. (A loop, not `stream::iter(..).map(..)`: a closure
+        // (A loop, not `stream::iter(..).map(..).buffered(..)`: a closure
         // there makes the poll's future fail to prove itself `Send`.)
         let slots = settings.max_concurrent_targets.max(1);
-        let mut waiting = jobs.into_iter().enumerate();
-        let mut running = futures_util::stream::FuturesUnordered::new();
-        let mut finished = BTreeMap::new();
+        let mut waiting = jobs.into_iter();
+        let mut running = futures_util::stream::FuturesOrdered::new();
         let (mut targets, mut answered) = (0, false);
         loop {
             while running.len() < slots {
-                let Some((index, ((target, client), state))) = waiting.next() else {
+                let Some(((target, client), state)) = waiting.next() else {
                     break;
                 };
-                let sizings = &mut state.sizings;
-                running.push(async move {
-                    let read =
-                        poll_target(name, settings, target, client, sizings, texts, deadline)
-                            .await;
-                    (index, read)
-                });
+                running.push_back(poll_target(
+                    name,
+                    settings,
+                    target,
+                    client,
+                    &mut state.sizings,
+                    texts,
+                    deadline,
+                ));
             }
-            let Some((index, read)) = running.next().await else {
+            let Some((data, answer)) = running.next().await else {
                 break;
             };
-            finished.insert(index, read);
-            while let Some((data, answer)) = finished.remove(&targets) {
-                targets += 1;
-                answered |= answer;
-                if !data.datapoints.is_empty() {
-                    each(data);
-                }
+            targets += 1;
+            answered |= answer;
+            if !data.datapoints.is_empty() {
+                each(data);
             }
         }
         if !answered && targets > 0 {
